@@ -1,0 +1,907 @@
+#define _GNU_SOURCE
+#include "shmlog_core.h"
+
+#include <limits.h>
+#include <stddef.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(shmlog_ring_descriptor) == SHMLOG_CACHE_LINE, "descriptor is one line");
+_Static_assert(sizeof(shmlog_ring_claim) == SHMLOG_CACHE_LINE, "claim is one line");
+_Static_assert(sizeof(shmlog_ring_release) == SHMLOG_CACHE_LINE, "release is one line");
+_Static_assert(sizeof(shmlog_ring_persist) == SHMLOG_CACHE_LINE, "persist is one line");
+_Static_assert(sizeof(shmlog_producer_slot) == SHMLOG_CACHE_LINE, "slot is one line");
+_Static_assert(sizeof(shmlog_pin_slot) == SHMLOG_CACHE_LINE, "pin is one line");
+_Static_assert(sizeof(shmlog_ring_header) <= SHMLOG_RING_HEADER_BYTES, "header fits");
+_Static_assert(offsetof(shmlog_ring_header, claim) % 16 == 0, "claim pair is 16-byte aligned");
+_Static_assert(sizeof(shmlog_doorbell_slot) == SHMLOG_CACHE_LINE, "doorbell slot is one line");
+_Static_assert(offsetof(shmlog_doorbell, slots) == SHMLOG_CACHE_LINE, "doorbell header is one line");
+
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define STORE_SEQ(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define FENCE_SEQ() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define FENCE_ACQ() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+
+static int crash_point;
+
+void shmlog_debug_set_crash_point(int point) { crash_point = point; }
+
+static inline void crash_at(int point) {
+    if (crash_point == point) raise(SIGKILL);
+}
+
+/* ---------------------------------------------------------------- time, futex */
+
+uint64_t shmlog_now_unix_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        tsp = &ts;
+    }
+    return (int)syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, NULL, 0);
+}
+
+static void futex_wake_all(uint32_t *word) {
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ---------------------------------------------------------------- hashes */
+
+static uint32_t crc32c_table[8][256];
+static int crc32c_table_ready;
+
+static void crc32c_table_build(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++)
+        for (int t = 1; t < 8; t++)
+            crc32c_table[t][n] = (crc32c_table[t - 1][n] >> 8) ^ crc32c_table[0][crc32c_table[t - 1][n] & 0xff];
+    __atomic_store_n(&crc32c_table_ready, 1, __ATOMIC_RELEASE);
+}
+
+uint32_t shmlog_crc32c_sw(uint32_t crc, const void *data, size_t length) {
+    if (!__atomic_load_n(&crc32c_table_ready, __ATOMIC_ACQUIRE)) crc32c_table_build();
+    const uint8_t *p = data;
+    crc = ~crc;
+    while (length >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= crc;
+        crc = crc32c_table[7][w & 0xff] ^ crc32c_table[6][(w >> 8) & 0xff] ^
+              crc32c_table[5][(w >> 16) & 0xff] ^ crc32c_table[4][(w >> 24) & 0xff] ^
+              crc32c_table[3][(w >> 32) & 0xff] ^ crc32c_table[2][(w >> 40) & 0xff] ^
+              crc32c_table[1][(w >> 48) & 0xff] ^ crc32c_table[0][w >> 56];
+        p += 8;
+        length -= 8;
+    }
+    while (length--) crc = (crc >> 8) ^ crc32c_table[0][(crc ^ *p++) & 0xff];
+    return ~crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const void *data, size_t length) {
+    const uint8_t *p = data;
+    uint64_t c = ~crc & 0xffffffffu;
+    while (length >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        length -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (length--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+
+int shmlog_crc32c_hw_available(void) { return __builtin_cpu_supports("sse4.2") != 0; }
+#else
+static uint32_t crc32c_hw(uint32_t crc, const void *data, size_t length) {
+    return shmlog_crc32c_sw(crc, data, length);
+}
+
+int shmlog_crc32c_hw_available(void) { return 0; }
+#endif
+
+uint32_t shmlog_crc32c(uint32_t crc, const void *data, size_t length) {
+    static int use_hw = -1;
+    if (use_hw < 0) use_hw = shmlog_crc32c_hw_available();
+    return use_hw ? crc32c_hw(crc, data, length) : shmlog_crc32c_sw(crc, data, length);
+}
+
+int32_t shmlog_murmur2(const void *data, size_t length) {
+    const uint8_t *p = data;
+    const uint32_t m = 0x5bd1e995u;
+    uint32_t h = 0x9747b28cu ^ (uint32_t)length;
+    size_t blocks = length / 4;
+    for (size_t i = 0; i < blocks; i++) {
+        uint32_t k = (uint32_t)p[4 * i] | ((uint32_t)p[4 * i + 1] << 8) |
+                     ((uint32_t)p[4 * i + 2] << 16) | ((uint32_t)p[4 * i + 3] << 24);
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    const uint8_t *tail = p + (length & ~(size_t)3);
+    switch (length & 3) {
+    case 3: h ^= (uint32_t)tail[2] << 16; /* fall through */
+    case 2: h ^= (uint32_t)tail[1] << 8;  /* fall through */
+    case 1: h ^= tail[0]; h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return (int32_t)h;
+}
+
+uint32_t shmlog_fnv1a(const void *data, size_t length) {
+    const uint8_t *p = data;
+    uint32_t h = 0x811c9dc5u;
+    for (size_t i = 0; i < length; i++) {
+        h ^= p[i];
+        h *= 0x01000193u;
+    }
+    return h;
+}
+
+/* ---------------------------------------------------------------- big-endian fields */
+
+static inline void put_be16(uint8_t *p, uint16_t v) { v = __builtin_bswap16(v); memcpy(p, &v, 2); }
+static inline void put_be32(uint8_t *p, uint32_t v) { v = __builtin_bswap32(v); memcpy(p, &v, 4); }
+static inline void put_be64(uint8_t *p, uint64_t v) { v = __builtin_bswap64(v); memcpy(p, &v, 8); }
+static inline uint16_t get_be16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return __builtin_bswap16(v); }
+static inline uint32_t get_be32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return __builtin_bswap32(v); }
+static inline uint64_t get_be64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return __builtin_bswap64(v); }
+
+/* ---------------------------------------------------------------- record batch */
+
+int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t base_offset,
+                              uint32_t leader_epoch, int16_t attributes, uint32_t record_count,
+                              int64_t base_timestamp, int64_t max_timestamp, int64_t producer_id,
+                              int16_t producer_epoch, int32_t base_sequence) {
+    /* record_count doubles as lastOffsetDelta + 1; a control batch that only
+     * accounts for offsets carries zero records (see shmlog_ring_repair). */
+    uint32_t batch_length = SHMLOG_BATCH_HEADER_BYTES - 12 + records_bytes;
+    put_be64(batch + SHMLOG_BATCH_OFF_BASE_OFFSET, base_offset);
+    put_be32(batch + SHMLOG_BATCH_OFF_LENGTH, batch_length);
+    put_be32(batch + SHMLOG_BATCH_OFF_LEADER_EPOCH, leader_epoch);
+    batch[SHMLOG_BATCH_OFF_MAGIC] = SHMLOG_BATCH_MAGIC;
+    put_be16(batch + SHMLOG_BATCH_OFF_ATTRIBUTES, (uint16_t)attributes);
+    put_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA, record_count ? record_count - 1 : 0);
+    put_be64(batch + SHMLOG_BATCH_OFF_BASE_TIMESTAMP, (uint64_t)base_timestamp);
+    put_be64(batch + SHMLOG_BATCH_OFF_MAX_TIMESTAMP, (uint64_t)max_timestamp);
+    put_be64(batch + SHMLOG_BATCH_OFF_PRODUCER_ID, (uint64_t)producer_id);
+    put_be16(batch + SHMLOG_BATCH_OFF_PRODUCER_EPOCH, (uint16_t)producer_epoch);
+    put_be32(batch + SHMLOG_BATCH_OFF_BASE_SEQUENCE, (uint32_t)base_sequence);
+    put_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT, record_count);
+    uint32_t crc = shmlog_crc32c(0, batch + SHMLOG_BATCH_OFF_ATTRIBUTES,
+                                 12 + batch_length - SHMLOG_BATCH_OFF_ATTRIBUTES);
+    put_be32(batch + SHMLOG_BATCH_OFF_CRC, crc);
+    return 0;
+}
+
+int shmlog_batch_verify(const uint8_t *batch, uint64_t batch_bytes, int check_crc) {
+    if (batch_bytes < SHMLOG_BATCH_HEADER_BYTES) return SHMLOG_ECORRUPT;
+    uint64_t length = 12ULL + get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+    if (length < SHMLOG_BATCH_HEADER_BYTES || length > batch_bytes) return SHMLOG_ECORRUPT;
+    if (batch[SHMLOG_BATCH_OFF_MAGIC] != SHMLOG_BATCH_MAGIC) return SHMLOG_ECORRUPT;
+    if (get_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT) > get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1ULL)
+        return SHMLOG_ECORRUPT;
+    if (check_crc) {
+        uint32_t crc = shmlog_crc32c(0, batch + SHMLOG_BATCH_OFF_ATTRIBUTES, length - SHMLOG_BATCH_OFF_ATTRIBUTES);
+        if (crc != get_be32(batch + SHMLOG_BATCH_OFF_CRC)) return SHMLOG_ECRC;
+    }
+    return SHMLOG_OK;
+}
+
+static inline uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+
+static inline int varint_size(uint64_t v) {
+    int n = 1;
+    while (v >= 0x80) { v >>= 7; n++; }
+    return n;
+}
+
+static inline uint8_t *varint_put(uint8_t *p, uint64_t v) {
+    while (v >= 0x80) { *p++ = (uint8_t)(v | 0x80); v >>= 7; }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Reads a zigzag varint; returns NULL when it would run past end. */
+static inline const uint8_t *varint_get(const uint8_t *p, const uint8_t *end, int64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (p >= end) return NULL;
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static inline uint64_t record_body_bytes(int64_t ts_delta, uint32_t offset_delta, int32_t key_len,
+                                         int32_t value_len, int32_t headers_len) {
+    return 1 + varint_size(zigzag(ts_delta)) + varint_size(zigzag(offset_delta)) +
+           varint_size(zigzag(key_len)) + (key_len > 0 ? key_len : 0) +
+           varint_size(zigzag(value_len)) + (value_len > 0 ? value_len : 0) +
+           (headers_len > 0 ? headers_len : 1);
+}
+
+int64_t shmlog_records_encode(uint8_t *dst, uint64_t dst_bytes, uint32_t count,
+                              const uint8_t *keys, const int32_t *key_lens,
+                              const uint8_t *values, const int32_t *value_lens,
+                              const int64_t *timestamps, int64_t base_timestamp,
+                              const uint8_t *headers, const int32_t *headers_lens) {
+    uint8_t *p = dst;
+    const uint8_t *end = dst ? dst + dst_bytes : NULL;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int32_t klen = key_lens ? key_lens[i] : -1;
+        int32_t vlen = value_lens[i];
+        int32_t hlen = headers_lens ? headers_lens[i] : 0;
+        int64_t tsd = timestamps ? timestamps[i] - base_timestamp : 0;
+        uint64_t body = record_body_bytes(tsd, i, klen, vlen, hlen);
+        uint64_t rec = varint_size(zigzag((int64_t)body)) + body;
+        total += rec;
+        if (!dst) continue;
+        if ((uint64_t)(end - p) < rec) return SHMLOG_ESMALL;
+        p = varint_put(p, zigzag((int64_t)body));
+        *p++ = 0;
+        p = varint_put(p, zigzag(tsd));
+        p = varint_put(p, zigzag(i));
+        p = varint_put(p, zigzag(klen));
+        if (klen > 0) { memcpy(p, keys, klen); p += klen; keys += klen; }
+        p = varint_put(p, zigzag(vlen));
+        if (vlen > 0) { memcpy(p, values, vlen); p += vlen; values += vlen; }
+        if (hlen > 0) { memcpy(p, headers, hlen); p += hlen; headers += hlen; }
+        else *p++ = 0;
+    }
+    return (int64_t)total;
+}
+
+/* Non-minimal (padded) varints are valid Kafka varints; padding every field to a
+ * fixed width puts fixed-size values at a constant stride, so a consumer can view
+ * them as one strided NumPy array without copying. */
+static inline uint8_t *varint_put_padded(uint8_t *p, uint64_t v, int width) {
+    for (int i = 0; i < width - 1; i++) { *p++ = (uint8_t)(v | 0x80); v >>= 7; }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+int64_t shmlog_records_encode_fixed(uint8_t *dst, uint64_t dst_bytes, uint32_t count,
+                                    const uint8_t *values, uint32_t value_bytes) {
+    const uint64_t body = 1 + 1 + SHMLOG_FIXED_OFFSET_DELTA_BYTES + 1 + 5 + (uint64_t)value_bytes + 1;
+    const uint64_t stride = 5 + body;
+    if (count >= (1u << (7 * SHMLOG_FIXED_OFFSET_DELTA_BYTES - 1)) || value_bytes > 0x3fffffffu) return SHMLOG_ETOOBIG;
+    if (!dst) return (int64_t)(stride * count);
+    if (stride * count > dst_bytes) return SHMLOG_ESMALL;
+    uint8_t *p = dst;
+    for (uint32_t i = 0; i < count; i++) {
+        p = varint_put_padded(p, zigzag((int64_t)body), 5);
+        *p++ = 0;
+        *p++ = 0;
+        p = varint_put_padded(p, zigzag(i), SHMLOG_FIXED_OFFSET_DELTA_BYTES);
+        *p++ = 1; /* zigzag(-1): null key */
+        p = varint_put_padded(p, zigzag(value_bytes), 5);
+        memcpy(p, values + (uint64_t)i * value_bytes, value_bytes);
+        p += value_bytes;
+        *p++ = 0;
+    }
+    return (int64_t)(stride * count);
+}
+
+int64_t shmlog_batch_index(const uint8_t *batch, uint64_t batch_bytes, shmlog_record_ref *records,
+                           uint32_t max_records, int check_crc) {
+    int rc = shmlog_batch_verify(batch, batch_bytes, check_crc);
+    if (rc) return rc;
+    uint64_t length = 12ULL + get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+    uint32_t count = get_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT);
+    if (count > max_records) return SHMLOG_ESMALL;
+    uint16_t attributes = get_be16(batch + SHMLOG_BATCH_OFF_ATTRIBUTES);
+    if (attributes & SHMLOG_ATTR_COMPRESSION_MASK) return SHMLOG_ECORRUPT;
+    int64_t base_offset = (int64_t)get_be64(batch + SHMLOG_BATCH_OFF_BASE_OFFSET);
+    int64_t base_ts = (int64_t)get_be64(batch + SHMLOG_BATCH_OFF_BASE_TIMESTAMP);
+    int64_t max_ts = (int64_t)get_be64(batch + SHMLOG_BATCH_OFF_MAX_TIMESTAMP);
+    const uint8_t *p = batch + SHMLOG_BATCH_HEADER_BYTES, *end = batch + length;
+    for (uint32_t i = 0; i < count; i++) {
+        int64_t body, ts_delta, offset_delta, klen, vlen, hcount, hk, hv;
+        if (!(p = varint_get(p, end, &body)) || body < 1 || body > end - p) return SHMLOG_ECORRUPT;
+        const uint8_t *rend = p + body;
+        p++; /* attributes */
+        if (!(p = varint_get(p, rend, &ts_delta))) return SHMLOG_ECORRUPT;
+        if (!(p = varint_get(p, rend, &offset_delta))) return SHMLOG_ECORRUPT;
+        if (!(p = varint_get(p, rend, &klen)) || klen < -1 || klen > rend - p) return SHMLOG_ECORRUPT;
+        records[i].key_pos = (int32_t)(p - batch);
+        records[i].key_len = (int32_t)klen;
+        if (klen > 0) p += klen;
+        if (!(p = varint_get(p, rend, &vlen)) || vlen < -1 || vlen > rend - p) return SHMLOG_ECORRUPT;
+        records[i].value_pos = (int32_t)(p - batch);
+        records[i].value_len = (int32_t)vlen;
+        if (vlen > 0) p += vlen;
+        if (!(p = varint_get(p, rend, &hcount)) || hcount < 0 || hcount > rend - p) return SHMLOG_ECORRUPT;
+        records[i].headers_pos = (int32_t)(p - batch);
+        records[i].headers_count = (int32_t)hcount;
+        for (int64_t h = 0; h < hcount; h++) {
+            if (!(p = varint_get(p, rend, &hk)) || hk < 0 || hk > rend - p) return SHMLOG_ECORRUPT;
+            p += hk;
+            if (!(p = varint_get(p, rend, &hv)) || hv < -1 || hv > rend - p) return SHMLOG_ECORRUPT;
+            if (hv > 0) p += hv;
+        }
+        if (p != rend) return SHMLOG_ECORRUPT;
+        records[i].offset = base_offset + offset_delta;
+        records[i].timestamp = (attributes & SHMLOG_ATTR_LOG_APPEND_TIME) ? max_ts : base_ts + ts_delta;
+    }
+    return count;
+}
+
+/* ---------------------------------------------------------------- ring geometry */
+
+static inline shmlog_ring_header *ring_header(void *map) { return (shmlog_ring_header *)map; }
+static inline uint8_t *ring_data(void *map) { return (uint8_t *)map + SHMLOG_RING_HEADER_BYTES; }
+
+static inline uint64_t *frame_word(void *map, uint64_t position) {
+    shmlog_ring_header *h = ring_header(map);
+    return (uint64_t *)(ring_data(map) + (position & (h->descriptor.capacity_bytes - 1)));
+}
+
+static inline uint32_t lap_of(const shmlog_ring_header *h, uint64_t position) {
+    return (uint32_t)(position / h->descriptor.capacity_bytes);
+}
+
+static inline uint64_t frame_word_make(uint32_t lap, uint32_t length, int padding) {
+    return ((uint64_t)lap << 32) | length | (padding ? SHMLOG_FRAME_PADDING_FLAG : 0);
+}
+
+static inline uint64_t align_frame(uint64_t bytes) {
+    return (bytes + SHMLOG_FRAME_ALIGN - 1) & ~(uint64_t)(SHMLOG_FRAME_ALIGN - 1);
+}
+
+static int is_power_of_two(uint64_t v) { return v && !(v & (v - 1)); }
+
+int shmlog_ring_init(void *map, uint64_t map_bytes, uint64_t capacity_bytes, uint32_t topic_id,
+                     uint32_t partition, uint32_t leader_epoch, uint64_t start_offset) {
+    if (!is_power_of_two(capacity_bytes) || capacity_bytes < SHMLOG_MIN_CAPACITY_BYTES ||
+        capacity_bytes > SHMLOG_MAX_CAPACITY_BYTES || map_bytes < SHMLOG_RING_HEADER_BYTES + capacity_bytes)
+        return SHMLOG_EBADHEADER;
+    shmlog_ring_header *h = ring_header(map);
+    memset(h, 0, SHMLOG_RING_HEADER_BYTES);
+    h->descriptor.layout_version = SHMLOG_LAYOUT_VERSION;
+    h->descriptor.header_bytes = SHMLOG_RING_HEADER_BYTES;
+    h->descriptor.capacity_bytes = capacity_bytes;
+    h->descriptor.created_unix_ns = shmlog_now_unix_ns();
+    h->descriptor.topic_id = topic_id;
+    h->descriptor.partition = partition;
+    h->descriptor.leader_epoch = leader_epoch;
+    h->descriptor.index_shift = (uint32_t)__builtin_ctzll(capacity_bytes / SHMLOG_INDEX_ENTRIES);
+    h->descriptor.start_offset = start_offset;
+    h->claim.next_offset = start_offset;
+    h->persist.persisted_offset = start_offset;
+    h->persist.flushed_offset = start_offset;
+    h->persist.log_start_offset = start_offset;
+    for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) h->pins[i].pin_position = UINT64_MAX;
+    STORE_REL(&h->descriptor.magic, SHMLOG_RING_MAGIC);
+    return SHMLOG_OK;
+}
+
+int shmlog_ring_validate(const void *map, uint64_t map_bytes) {
+    const shmlog_ring_header *h = map;
+    if (map_bytes < SHMLOG_RING_HEADER_BYTES) return SHMLOG_EBADHEADER;
+    if (LOAD_ACQ(&h->descriptor.magic) != SHMLOG_RING_MAGIC) return SHMLOG_EBADHEADER;
+    if (h->descriptor.layout_version != SHMLOG_LAYOUT_VERSION) return SHMLOG_EBADHEADER;
+    if (h->descriptor.header_bytes != SHMLOG_RING_HEADER_BYTES) return SHMLOG_EBADHEADER;
+    uint64_t cap = h->descriptor.capacity_bytes;
+    if (!is_power_of_two(cap) || cap < SHMLOG_MIN_CAPACITY_BYTES || cap > SHMLOG_MAX_CAPACITY_BYTES ||
+        map_bytes < SHMLOG_RING_HEADER_BYTES + cap)
+        return SHMLOG_EBADHEADER;
+    if (h->descriptor.index_shift != (uint32_t)__builtin_ctzll(cap / SHMLOG_INDEX_ENTRIES)) return SHMLOG_EBADHEADER;
+    return SHMLOG_OK;
+}
+
+/* ---------------------------------------------------------------- doorbell */
+
+int shmlog_doorbell_init(void *bell) {
+    shmlog_doorbell *d = bell;
+    memset(d, 0, sizeof(*d));
+    d->layout_version = SHMLOG_LAYOUT_VERSION;
+    d->slot_count = SHMLOG_DOORBELL_SLOTS;
+    STORE_REL(&d->magic, SHMLOG_DOORBELL_MAGIC);
+    return SHMLOG_OK;
+}
+
+int shmlog_doorbell_validate(const void *bell, uint64_t map_bytes) {
+    const shmlog_doorbell *d = bell;
+    if (map_bytes < sizeof(shmlog_doorbell)) return SHMLOG_EBADHEADER;
+    if (LOAD_ACQ(&d->magic) != SHMLOG_DOORBELL_MAGIC || d->layout_version != SHMLOG_LAYOUT_VERSION ||
+        d->slot_count != SHMLOG_DOORBELL_SLOTS)
+        return SHMLOG_EBADHEADER;
+    return SHMLOG_OK;
+}
+
+int shmlog_doorbell_acquire(void *bell, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token) {
+    shmlog_doorbell *d = bell;
+    for (int i = 0; i < SHMLOG_DOORBELL_SLOTS; i++) {
+        uint32_t expected = 0;
+        if (__atomic_compare_exchange_n(&d->slots[i].pid, &expected, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            d->slots[i].pid_start_time = pid_start_time;
+            STORE_REL(&d->slots[i].owner_token, owner_token);
+            return i;
+        }
+    }
+    return SHMLOG_ENOSLOT;
+}
+
+void shmlog_doorbell_release(void *bell, int slot) {
+    shmlog_doorbell *d = bell;
+    STORE_REL(&d->slots[slot].owner_token, 0);
+    STORE_REL(&d->slots[slot].pid, 0);
+}
+
+uint32_t shmlog_doorbell_sequence(void *bell, int slot) {
+    return LOAD_ACQ(&((shmlog_doorbell *)bell)->slots[slot].futex_seq);
+}
+
+void shmlog_doorbell_watch(void *map, int slot, int on) {
+    uint64_t *word = &ring_header(map)->waiters.waiter_mask[slot / 64];
+    uint64_t bit = 1ULL << (slot % 64);
+    if (on) __atomic_fetch_or(word, bit, __ATOMIC_SEQ_CST);
+    else __atomic_fetch_and(word, ~bit, __ATOMIC_SEQ_CST);
+}
+
+int shmlog_doorbell_wait(void *bell, int slot, uint32_t seen_sequence, int64_t timeout_ns) {
+    shmlog_doorbell *d = bell;
+    int rc = futex_wait(&d->slots[slot].futex_seq, seen_sequence, timeout_ns);
+    return rc == 0 ? SHMLOG_OK : SHMLOG_EAGAIN;
+}
+
+/* Pairs with the FENCE_SEQ in a waiter's watch: either we see its bit or it sees our frame. */
+static void doorbell_ring(void *map, void *bell) {
+    if (!bell) return;
+    shmlog_ring_header *h = ring_header(map);
+    shmlog_doorbell *d = bell;
+    FENCE_SEQ();
+    for (int w = 0; w < SHMLOG_WAITER_WORDS; w++) {
+        uint64_t mask = LOAD_RLX(&h->waiters.waiter_mask[w]);
+        while (mask) {
+            int slot = w * 64 + __builtin_ctzll(mask);
+            mask &= mask - 1;
+            __atomic_fetch_add(&d->slots[slot].futex_seq, 1, __ATOMIC_RELEASE);
+            futex_wake_all(&d->slots[slot].futex_seq);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- producer slots and claims */
+
+int shmlog_producer_slot_acquire(void *map, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token) {
+    shmlog_ring_header *h = ring_header(map);
+    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS; i++) {
+        shmlog_producer_slot *s = &h->producers[i];
+        uint32_t expected = 0;
+        if (LOAD_RLX(&s->state) != SHMLOG_SLOT_IDLE) continue;
+        if (__atomic_compare_exchange_n(&s->pid, &expected, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            s->pid_start_time = pid_start_time;
+            STORE_REL(&s->owner_token, owner_token);
+            return i;
+        }
+    }
+    return SHMLOG_ENOSLOT;
+}
+
+void shmlog_producer_slot_release(void *map, int slot) {
+    shmlog_producer_slot *s = &ring_header(map)->producers[slot];
+    STORE_REL(&s->owner_token, 0);
+    STORE_REL(&s->pid, 0);
+}
+
+typedef unsigned __int128 u128;
+
+static inline int claim_cas(shmlog_ring_claim *c, uint64_t pos, uint64_t off, uint64_t new_pos, uint64_t new_off) {
+    u128 expected = ((u128)off << 64) | pos;
+    u128 desired = ((u128)new_off << 64) | new_pos;
+    return __sync_bool_compare_and_swap((u128 *)&c->tail_position, expected, desired);
+}
+
+static void index_note(shmlog_ring_header *h, uint64_t position, uint64_t frame_bytes, uint64_t offset) {
+    uint32_t shift = h->descriptor.index_shift;
+    uint64_t first = position >> shift, last = (position + frame_bytes - 1) >> shift;
+    if (first == last && (position & ((1ULL << shift) - 1)) != 0) return;
+    shmlog_index_entry *e = &h->index[last & (SHMLOG_INDEX_ENTRIES - 1)];
+    STORE_RLX(&e->position, position);
+    STORE_RLX(&e->offset, offset);
+}
+
+static int wait_for_space(shmlog_ring_header *h, uint64_t claim_end, uint64_t deadline_ns) {
+    uint32_t seq = LOAD_ACQ(&h->release.space_futex);
+    __atomic_fetch_add(&h->release.space_waiters, 1, __ATOMIC_SEQ_CST);
+    int rc = SHMLOG_OK;
+    if (claim_end > __atomic_load_n(&h->release.release_position, __ATOMIC_SEQ_CST) + h->descriptor.capacity_bytes) {
+        uint64_t now = monotonic_ns();
+        if (now >= deadline_ns) rc = SHMLOG_EFULL;
+        else {
+            uint64_t slice = deadline_ns - now;
+            if (slice > 100000000ULL) slice = 100000000ULL; /* a releaser that died cannot wake us */
+            futex_wait(&h->release.space_futex, seq, (int64_t)slice);
+        }
+    }
+    __atomic_fetch_sub(&h->release.space_waiters, 1, __ATOMIC_SEQ_CST);
+    return rc;
+}
+
+static void slot_intent(shmlog_producer_slot *s, uint64_t pos, uint64_t off, uint32_t frame_bytes, uint32_t count) {
+    STORE_RLX(&s->claim_position, pos);
+    STORE_RLX(&s->claim_offset, off);
+    STORE_RLX(&s->claim_frame_bytes, frame_bytes);
+    STORE_RLX(&s->claim_record_count, count);
+    STORE_RLX(&s->claim_unix_ns, shmlog_now_unix_ns());
+    STORE_SEQ(&s->state, SHMLOG_SLOT_CLAIMING);
+}
+
+int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t records_bytes,
+                           uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp,
+                           int16_t attributes, int64_t producer_id, int16_t producer_epoch,
+                           int32_t base_sequence, int64_t timeout_ns, void *doorbell,
+                           uint64_t *out_base_offset) {
+    shmlog_ring_header *h = ring_header(map);
+    shmlog_producer_slot *s = &h->producers[slot];
+    const uint64_t cap = h->descriptor.capacity_bytes;
+    const uint64_t batch_bytes = SHMLOG_BATCH_HEADER_BYTES + (uint64_t)records_bytes;
+    const uint64_t frame_bytes = align_frame(SHMLOG_FRAME_PREFIX_BYTES + batch_bytes);
+    if (frame_bytes > cap || frame_bytes > SHMLOG_FRAME_LENGTH_MASK || record_count == 0) return SHMLOG_ETOOBIG;
+    const uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : monotonic_ns() + (uint64_t)timeout_ns;
+
+    for (;;) {
+        uint64_t pos = LOAD_ACQ(&h->claim.tail_position);
+        uint64_t off = LOAD_ACQ(&h->claim.next_offset);
+        uint64_t idx = pos & (cap - 1);
+        int pad = idx + frame_bytes > cap;
+        uint64_t claim_bytes = pad ? cap - idx : frame_bytes;
+        uint32_t claim_count = pad ? 0 : record_count;
+        if (pos + claim_bytes > LOAD_ACQ(&h->release.release_position) + cap) {
+            if (wait_for_space(h, pos + claim_bytes, deadline) == SHMLOG_EFULL) return SHMLOG_EFULL;
+            continue;
+        }
+        slot_intent(s, pos, off, (uint32_t)claim_bytes, claim_count);
+        crash_at(1);
+        if (!claim_cas(&h->claim, pos, off, pos + claim_bytes, off + claim_count)) continue;
+        STORE_REL(&s->state, SHMLOG_SLOT_OWNED);
+        crash_at(2);
+        uint64_t *word = frame_word(map, pos);
+        if (pad) {
+            STORE_REL(word, frame_word_make(lap_of(h, pos), (uint32_t)claim_bytes, 1));
+            STORE_REL(&s->state, SHMLOG_SLOT_IDLE);
+            continue;
+        }
+        uint8_t *batch = (uint8_t *)word + SHMLOG_FRAME_PREFIX_BYTES;
+        uint32_t half = records_bytes / 2;
+        memcpy(batch + SHMLOG_BATCH_HEADER_BYTES, records, half);
+        crash_at(3);
+        memcpy(batch + SHMLOG_BATCH_HEADER_BYTES + half, records + half, records_bytes - half);
+        shmlog_batch_write_header(batch, records_bytes, off, h->descriptor.leader_epoch, attributes,
+                                  record_count, base_timestamp, max_timestamp, producer_id,
+                                  producer_epoch, base_sequence);
+        crash_at(4);
+        index_note(h, pos, frame_bytes, off);
+        uint32_t owned = SHMLOG_SLOT_OWNED;
+        if (!__atomic_compare_exchange_n(&s->state, &owned, SHMLOG_SLOT_IDLE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return SHMLOG_EFENCED;
+        STORE_REL(word, frame_word_make(lap_of(h, pos), (uint32_t)frame_bytes, 0));
+        doorbell_ring(map, doorbell);
+        *out_base_offset = off;
+        return (int64_t)pos;
+    }
+}
+
+/* ---------------------------------------------------------------- reading */
+
+void shmlog_ring_end(const void *map, shmlog_cursor *out) {
+    const shmlog_ring_header *h = map;
+    for (;;) {
+        uint64_t pos = LOAD_ACQ(&h->claim.tail_position);
+        uint64_t off = LOAD_ACQ(&h->claim.next_offset);
+        if (LOAD_ACQ(&h->claim.tail_position) == pos) {
+            out->position = pos;
+            out->next_offset = off;
+            return;
+        }
+    }
+}
+
+int shmlog_ring_still_intact(const void *map, uint64_t position) {
+    const shmlog_ring_header *h = map;
+    FENCE_ACQ();
+    return LOAD_RLX(&h->claim.tail_position) <= position + h->descriptor.capacity_bytes;
+}
+
+int shmlog_ring_has_data(const void *map, uint64_t position) {
+    const shmlog_ring_header *h = map;
+    uint64_t word = LOAD_ACQ(frame_word((void *)map, position));
+    if ((uint32_t)(word >> 32) == lap_of(h, position) && (word & SHMLOG_FRAME_LENGTH_MASK)) return 1;
+    return !shmlog_ring_still_intact(map, position);
+}
+
+int64_t shmlog_ring_fetch(const void *map, shmlog_cursor *cursor, uint8_t *dst, uint64_t dst_bytes,
+                          shmlog_frame_ref *frames, uint32_t max_frames, int check_crc) {
+    const shmlog_ring_header *h = map;
+    const uint64_t cap = h->descriptor.capacity_bytes;
+    const uint8_t *data = ring_data((void *)map);
+    uint64_t start = cursor->position, pos = start, next_offset = cursor->next_offset, used = 0;
+    uint32_t n = 0;
+    if (!shmlog_ring_still_intact(map, start)) return SHMLOG_EOVERWRITTEN;
+    while (n < max_frames) {
+        uint64_t idx = pos & (cap - 1);
+        uint64_t word = LOAD_ACQ((const uint64_t *)(data + idx));
+        uint32_t length = (uint32_t)(word & SHMLOG_FRAME_LENGTH_MASK);
+        if ((uint32_t)(word >> 32) != lap_of(h, pos) || length == 0) break;
+        if (length < SHMLOG_FRAME_PREFIX_BYTES || length % SHMLOG_FRAME_ALIGN || length > cap - idx) {
+            cursor->position = pos;
+            return SHMLOG_ECORRUPT;
+        }
+        if (word & SHMLOG_FRAME_PADDING_FLAG) {
+            pos += length;
+            continue;
+        }
+        const uint8_t *batch = data + idx + SHMLOG_FRAME_PREFIX_BYTES;
+        uint64_t room = length - SHMLOG_FRAME_PREFIX_BYTES;
+        int rc = shmlog_batch_verify(batch, room, 0);
+        uint64_t batch_bytes = 12ULL + get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+        uint64_t base = get_be64(batch + SHMLOG_BATCH_OFF_BASE_OFFSET);
+        if (rc == SHMLOG_OK && base != next_offset) rc = SHMLOG_ECORRUPT;
+        if (rc) {
+            if (!shmlog_ring_still_intact(map, start)) return SHMLOG_EOVERWRITTEN;
+            cursor->position = pos;
+            return rc;
+        }
+        uint64_t count = (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
+        const uint8_t *checked = batch;
+        if (dst) {
+            if (used + batch_bytes > dst_bytes) {
+                if (n == 0) {
+                    frames[0].batch_bytes = (uint32_t)batch_bytes;
+                    return SHMLOG_ESMALL;
+                }
+                break;
+            }
+            memcpy(dst + used, batch, batch_bytes);
+            checked = dst + used;
+        }
+        if (check_crc && shmlog_batch_verify(checked, batch_bytes, 1) != SHMLOG_OK) {
+            if (!shmlog_ring_still_intact(map, start)) return SHMLOG_EOVERWRITTEN;
+            cursor->position = pos;
+            return SHMLOG_ECRC;
+        }
+        frames[n].map_pos = SHMLOG_RING_HEADER_BYTES + idx + SHMLOG_FRAME_PREFIX_BYTES;
+        frames[n].dst_pos = used;
+        frames[n].base_offset = base;
+        frames[n].batch_bytes = (uint32_t)batch_bytes;
+        frames[n].record_count = (uint32_t)count;
+        n++;
+        used += dst ? batch_bytes : 0;
+        pos += length;
+        next_offset = base + count;
+    }
+    if (!shmlog_ring_still_intact(map, start)) return SHMLOG_EOVERWRITTEN;
+    cursor->position = pos;
+    cursor->next_offset = next_offset;
+    return n;
+}
+
+/* A valid (position, offset) pair at or before `offset` that is still in the ring. */
+static int index_entry_valid(const shmlog_ring_header *h, const shmlog_index_entry *e, shmlog_cursor *out) {
+    uint64_t pos = LOAD_RLX(&e->position), off = LOAD_RLX(&e->offset);
+    const uint64_t cap = h->descriptor.capacity_bytes;
+    if (pos % SHMLOG_FRAME_ALIGN) return 0;
+    if (!shmlog_ring_still_intact(h, pos)) return 0;
+    const uint8_t *frame = ring_data((void *)h) + (pos & (cap - 1));
+    uint64_t word = LOAD_ACQ((const uint64_t *)frame);
+    uint32_t length = (uint32_t)(word & SHMLOG_FRAME_LENGTH_MASK);
+    if ((uint32_t)(word >> 32) != lap_of(h, pos) || (word & SHMLOG_FRAME_PADDING_FLAG) ||
+        length < SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES || length > cap - (pos & (cap - 1)))
+        return 0;
+    if (get_be64(frame + SHMLOG_FRAME_PREFIX_BYTES) != off) return 0;
+    if (!shmlog_ring_still_intact(h, pos)) return 0;
+    out->position = pos;
+    out->next_offset = off;
+    return 1;
+}
+
+void shmlog_ring_start(const void *map, shmlog_cursor *out) {
+    const shmlog_ring_header *h = map;
+    shmlog_ring_end(map, out);
+    shmlog_cursor c;
+    for (int i = 0; i < SHMLOG_INDEX_ENTRIES; i++)
+        if (index_entry_valid(h, &h->index[i], &c) && c.next_offset < out->next_offset) *out = c;
+}
+
+int shmlog_ring_locate(const void *map, uint64_t offset, shmlog_cursor *out) {
+    const shmlog_ring_header *h = map;
+    shmlog_cursor end, best = {0, 0}, c;
+    int found = 0;
+    shmlog_ring_end(map, &end);
+    if (offset >= end.next_offset) {
+        *out = end;
+        return offset == end.next_offset ? SHMLOG_OK : SHMLOG_EAGAIN;
+    }
+    for (int i = 0; i < SHMLOG_INDEX_ENTRIES; i++) {
+        if (index_entry_valid(h, &h->index[i], &c) && c.next_offset <= offset &&
+            (!found || c.next_offset > best.next_offset)) {
+            best = c;
+            found = 1;
+        }
+    }
+    if (!found) return SHMLOG_EOVERWRITTEN;
+    *out = best; /* the caller walks forward from here, skipping records below offset */
+    return SHMLOG_OK;
+}
+
+/* ---------------------------------------------------------------- dead claims */
+
+int shmlog_ring_stuck_claims(const void *map, uint64_t position, int *slots, int max_slots) {
+    const shmlog_ring_header *h = map;
+    if (LOAD_ACQ(&h->claim.tail_position) <= position) return 0;
+    uint64_t word = LOAD_ACQ(frame_word((void *)map, position));
+    if ((uint32_t)(word >> 32) == lap_of(h, position) && (word & SHMLOG_FRAME_LENGTH_MASK)) return 0;
+    int n = 0;
+    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS && n < max_slots; i++) {
+        const shmlog_producer_slot *s = &h->producers[i];
+        uint32_t state = LOAD_ACQ(&s->state);
+        if ((state == SHMLOG_SLOT_CLAIMING || state == SHMLOG_SLOT_OWNED) && LOAD_RLX(&s->claim_position) == position)
+            slots[n++] = i;
+    }
+    return n;
+}
+
+int shmlog_ring_repair(void *map, int slot, void *doorbell) {
+    shmlog_ring_header *h = ring_header(map);
+    shmlog_producer_slot *s = &h->producers[slot];
+    uint32_t state = LOAD_ACQ(&s->state);
+    if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED) return SHMLOG_EAGAIN;
+    if (!__atomic_compare_exchange_n(&s->state, &state, SHMLOG_SLOT_FENCED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return SHMLOG_EAGAIN;
+    uint64_t pos = s->claim_position, off = s->claim_offset;
+    uint32_t frame_bytes = s->claim_frame_bytes, count = s->claim_record_count;
+    uint64_t *word = frame_word(map, pos);
+    uint64_t idx = pos & (h->descriptor.capacity_bytes - 1);
+    int ok = frame_bytes >= SHMLOG_FRAME_PREFIX_BYTES && frame_bytes % SHMLOG_FRAME_ALIGN == 0 &&
+             frame_bytes <= h->descriptor.capacity_bytes - idx &&
+             (count == 0 || frame_bytes >= SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES);
+    if (ok && LOAD_ACQ(&h->claim.tail_position) > pos) {
+        if (count == 0) {
+            STORE_REL(word, frame_word_make(lap_of(h, pos), frame_bytes, 1));
+        } else {
+            /* An empty control batch keeps offsets dense: readers skip it like an aborted run. */
+            uint8_t *batch = (uint8_t *)word + SHMLOG_FRAME_PREFIX_BYTES;
+            shmlog_batch_write_header(batch, 0, off, h->descriptor.leader_epoch, SHMLOG_ATTR_CONTROL, 0, 0, 0, -1, -1, -1);
+            put_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA, count - 1);
+            uint32_t crc = shmlog_crc32c(0, batch + SHMLOG_BATCH_OFF_ATTRIBUTES,
+                                         SHMLOG_BATCH_HEADER_BYTES - SHMLOG_BATCH_OFF_ATTRIBUTES);
+            put_be32(batch + SHMLOG_BATCH_OFF_CRC, crc);
+            STORE_REL(word, frame_word_make(lap_of(h, pos), frame_bytes, 0));
+        }
+    }
+    STORE_REL(&s->owner_token, 0);
+    STORE_REL(&s->state, SHMLOG_SLOT_IDLE);
+    STORE_REL(&s->pid, 0);
+    doorbell_ring(map, doorbell);
+    return ok ? SHMLOG_OK : SHMLOG_ECORRUPT;
+}
+
+/* ---------------------------------------------------------------- pins and release */
+
+int shmlog_pin_acquire(void *map, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token) {
+    shmlog_ring_header *h = ring_header(map);
+    for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
+        uint32_t expected = 0;
+        if (__atomic_compare_exchange_n(&h->pins[i].in_use, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            STORE_SEQ(&h->pins[i].pin_position, UINT64_MAX);
+            h->pins[i].pid = pid;
+            h->pins[i].pid_start_time = pid_start_time;
+            STORE_REL(&h->pins[i].owner_token, owner_token);
+            return i;
+        }
+    }
+    return SHMLOG_ENOSLOT;
+}
+
+/* Dekker pair with shmlog_ring_release_to: we store the pin then read the intent,
+ * the releaser stores the intent then reads the pins; one of us sees the other. */
+int shmlog_pin_set(void *map, int pin, uint64_t position) {
+    shmlog_ring_header *h = ring_header(map);
+    STORE_SEQ(&h->pins[pin].pin_position, position);
+    if (position == UINT64_MAX) return SHMLOG_OK;
+    if (__atomic_load_n(&h->release.release_intent, __ATOMIC_SEQ_CST) > position) {
+        STORE_SEQ(&h->pins[pin].pin_position, UINT64_MAX);
+        return SHMLOG_EOVERWRITTEN;
+    }
+    return SHMLOG_OK;
+}
+
+void shmlog_pin_release(void *map, int pin) {
+    shmlog_ring_header *h = ring_header(map);
+    STORE_SEQ(&h->pins[pin].pin_position, UINT64_MAX);
+    STORE_REL(&h->pins[pin].owner_token, 0);
+    STORE_REL(&h->pins[pin].in_use, 0);
+}
+
+uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins) {
+    shmlog_ring_header *h = ring_header(map);
+    (void)dead_pins;
+    if (persisted_position > LOAD_ACQ(&h->release.release_intent))
+        __atomic_store_n(&h->release.release_intent, persisted_position, __ATOMIC_SEQ_CST);
+    uint64_t target = persisted_position;
+    for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
+        uint64_t p = __atomic_load_n(&h->pins[i].pin_position, __ATOMIC_SEQ_CST);
+        if (p < target) target = p;
+    }
+    uint64_t current = LOAD_ACQ(&h->release.release_position);
+    if (target > current) {
+        STORE_REL(&h->release.release_position, target);
+        FENCE_SEQ();
+        if (LOAD_RLX(&h->release.space_waiters)) {
+            __atomic_fetch_add(&h->release.space_futex, 1, __ATOMIC_RELEASE);
+            futex_wake_all(&h->release.space_futex);
+        }
+        return target;
+    }
+    return current;
+}
+
+void shmlog_ring_publish_persisted(void *map, uint64_t position, uint64_t offset, uint64_t flushed_offset) {
+    shmlog_ring_header *h = ring_header(map);
+    STORE_REL(&h->persist.persisted_position, position);
+    STORE_REL(&h->persist.persisted_offset, offset);
+    STORE_REL(&h->persist.flushed_offset, flushed_offset);
+    FENCE_SEQ();
+    if (LOAD_RLX(&h->persist.persist_waiters)) {
+        __atomic_fetch_add(&h->persist.persist_futex, 1, __ATOMIC_RELEASE);
+        futex_wake_all(&h->persist.persist_futex);
+    }
+}
+
+int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns) {
+    shmlog_ring_header *h = ring_header(map);
+    const uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : monotonic_ns() + (uint64_t)timeout_ns;
+    for (;;) {
+        uint32_t seq = LOAD_ACQ(&h->persist.persist_futex);
+        __atomic_fetch_add(&h->persist.persist_waiters, 1, __ATOMIC_SEQ_CST);
+        int done = __atomic_load_n(&h->persist.flushed_offset, __ATOMIC_SEQ_CST) > offset;
+        uint64_t now = monotonic_ns();
+        if (!done && now < deadline) {
+            uint64_t slice = deadline - now;
+            if (slice > 100000000ULL) slice = 100000000ULL;
+            futex_wait(&h->persist.persist_futex, seq, (int64_t)slice);
+        }
+        __atomic_fetch_sub(&h->persist.persist_waiters, 1, __ATOMIC_SEQ_CST);
+        if (done) return SHMLOG_OK;
+        if (LOAD_ACQ(&h->persist.storage_error)) return SHMLOG_ECORRUPT;
+        if (monotonic_ns() >= deadline) return SHMLOG_EAGAIN;
+    }
+}

@@ -1,0 +1,234 @@
+/*
+ * shmlog shared-memory layout: the one place that defines the bytes every
+ * process maps. Python's view (shmlog/layout.py) is checked against this file
+ * by tests/unit/test_layout.py through cffi's offsetof/sizeof.
+ *
+ * A partition ring is one POSIX shared-memory object:
+ *
+ *   0                                                          header_bytes
+ *   +-----------------------------------------------------------+
+ *   | descriptor        (cache line 0, written once at init)    |
+ *   | claim             (tail position + next offset, 16B CAS)  |  line 1
+ *   | release           (release position/intent, space futex)  |  line 2
+ *   | persist           (persisted/flushed positions, futex)    |  line 3
+ *   | waiter_mask[4]    (doorbell slots waiting on this ring)   |  line 4
+ *   | producer slots    [SHMLOG_PRODUCER_SLOTS] x 64B           |
+ *   | reader pins       [SHMLOG_PIN_SLOTS] x 64B                |
+ *   | offset index      [SHMLOG_INDEX_ENTRIES] x 16B            |
+ *   +-----------------------------------------------------------+
+ *   | data: capacity_bytes (power of two), frames never wrap    |
+ *   +-----------------------------------------------------------+
+ *
+ * A frame starts at an 8-byte aligned position:
+ *
+ *   0        4        8                                   length
+ *   +--------+--------+------------------------------------+
+ *   | length |  lap   | Kafka RecordBatch v2 (big-endian) ... pad to 8
+ *   +--------+--------+------------------------------------+
+ *   frame word (u64, atomic): bits 0-30 frame length, bit 31 padding flag,
+ *   bits 32-63 lap = position / capacity. A frame is published when its word
+ *   carries the lap of the position being read and a non-zero length; bytes
+ *   left from an older lap carry an older lap and read as "not yet".
+ *
+ * Positions and offsets only grow. A producer may claim bytes up to
+ * release_position + capacity; the releaser (persister) advances
+ * release_position after persisting and after honouring reader pins.
+ *
+ * The broker doorbell is a second object: SHMLOG_DOORBELL_SLOTS futex words a
+ * blocked consumer sleeps on; a ring's waiter_mask says whom to wake.
+ */
+#ifndef SHMLOG_LAYOUT_H
+#define SHMLOG_LAYOUT_H
+
+#include <stdint.h>
+
+#define SHMLOG_CACHE_LINE 64
+#define SHMLOG_RING_MAGIC 0x31304c4f474d4853ULL /* "SHMLOG01" */
+#define SHMLOG_DOORBELL_MAGIC 0x4c4c4542474d4853ULL /* "SHMGBELL" */
+#define SHMLOG_LAYOUT_VERSION 1
+#define SHMLOG_PRODUCER_SLOTS 64
+#define SHMLOG_PIN_SLOTS 64
+#define SHMLOG_INDEX_ENTRIES 1024
+#define SHMLOG_DOORBELL_SLOTS 256
+#define SHMLOG_WAITER_WORDS (SHMLOG_DOORBELL_SLOTS / 64)
+#define SHMLOG_FRAME_ALIGN 8
+#define SHMLOG_FRAME_PREFIX_BYTES 8
+#define SHMLOG_FRAME_PADDING_FLAG 0x80000000u
+#define SHMLOG_FRAME_LENGTH_MASK 0x7fffffffu
+#define SHMLOG_MIN_CAPACITY_BYTES 65536ULL
+#define SHMLOG_MAX_CAPACITY_BYTES (1ULL << 40)
+
+/* Kafka RecordBatch v2 header, big-endian on the wire. */
+#define SHMLOG_BATCH_HEADER_BYTES 61
+#define SHMLOG_BATCH_OFF_BASE_OFFSET 0
+#define SHMLOG_BATCH_OFF_LENGTH 8
+#define SHMLOG_BATCH_OFF_LEADER_EPOCH 12
+#define SHMLOG_BATCH_OFF_MAGIC 16
+#define SHMLOG_BATCH_OFF_CRC 17
+#define SHMLOG_BATCH_OFF_ATTRIBUTES 21
+#define SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA 23
+#define SHMLOG_BATCH_OFF_BASE_TIMESTAMP 27
+#define SHMLOG_BATCH_OFF_MAX_TIMESTAMP 35
+#define SHMLOG_BATCH_OFF_PRODUCER_ID 43
+#define SHMLOG_BATCH_OFF_PRODUCER_EPOCH 51
+#define SHMLOG_BATCH_OFF_BASE_SEQUENCE 53
+#define SHMLOG_BATCH_OFF_RECORD_COUNT 57
+#define SHMLOG_BATCH_MAGIC 2
+#define SHMLOG_ATTR_COMPRESSION_MASK 0x07
+#define SHMLOG_ATTR_LOG_APPEND_TIME 0x08
+#define SHMLOG_ATTR_TRANSACTIONAL 0x10
+#define SHMLOG_ATTR_CONTROL 0x20
+#define SHMLOG_FIXED_OFFSET_DELTA_BYTES 4
+
+enum shmlog_slot_state {
+    SHMLOG_SLOT_IDLE = 0,
+    SHMLOG_SLOT_CLAIMING = 1, /* intent written, claim CAS not yet known to have won */
+    SHMLOG_SLOT_OWNED = 2,    /* claim won, frame not yet published */
+    SHMLOG_SLOT_FENCED = 3,   /* claim repaired by another process */
+};
+
+enum shmlog_status {
+    SHMLOG_OK = 0,
+    SHMLOG_EAGAIN = -1,      /* nothing (more) published yet */
+    SHMLOG_EFULL = -2,       /* ring has no unpersisted space before the deadline */
+    SHMLOG_ETOOBIG = -3,     /* frame larger than the ring */
+    SHMLOG_ECORRUPT = -4,    /* bytes in shared memory fail validation */
+    SHMLOG_EOVERWRITTEN = -5,/* position fell behind the ring while reading */
+    SHMLOG_EBADHEADER = -6,  /* ring header magic/version/geometry invalid */
+    SHMLOG_ECRC = -7,        /* batch CRC32C mismatch */
+    SHMLOG_ENOSLOT = -8,     /* every slot taken */
+    SHMLOG_EFENCED = -9,     /* our claim was repaired away */
+    SHMLOG_ESMALL = -10,     /* destination buffer too small */
+};
+
+typedef struct shmlog_ring_descriptor {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t header_bytes;
+    uint64_t capacity_bytes;
+    uint64_t created_unix_ns;
+    uint32_t topic_id;
+    uint32_t partition;
+    uint32_t leader_epoch;
+    uint32_t index_shift;
+    uint64_t start_offset;
+    uint8_t pad[SHMLOG_CACHE_LINE - 56];
+} shmlog_ring_descriptor;
+
+typedef struct shmlog_ring_claim {
+    uint64_t tail_position; /* 16-byte aligned: the pair is one cmpxchg16b */
+    uint64_t next_offset;
+    uint8_t pad[SHMLOG_CACHE_LINE - 16];
+} shmlog_ring_claim;
+
+typedef struct shmlog_ring_release {
+    uint64_t release_position;
+    uint64_t release_intent;
+    uint32_t space_futex;
+    uint32_t space_waiters;
+    uint8_t pad[SHMLOG_CACHE_LINE - 24];
+} shmlog_ring_release;
+
+typedef struct shmlog_ring_persist {
+    uint64_t persisted_position;
+    uint64_t persisted_offset;
+    uint64_t flushed_offset;
+    uint64_t log_start_offset;
+    uint32_t persist_futex;
+    uint32_t persist_waiters;
+    uint32_t persister_pid;
+    uint32_t storage_error;
+    uint8_t pad[SHMLOG_CACHE_LINE - 48];
+} shmlog_ring_persist;
+
+typedef struct shmlog_ring_waiters {
+    uint64_t waiter_mask[SHMLOG_WAITER_WORDS];
+    uint8_t pad[SHMLOG_CACHE_LINE - 8 * SHMLOG_WAITER_WORDS];
+} shmlog_ring_waiters;
+
+typedef struct shmlog_producer_slot {
+    uint32_t pid;
+    uint32_t state;
+    uint64_t pid_start_time;
+    uint64_t claim_position;
+    uint64_t claim_offset;
+    uint32_t claim_frame_bytes;
+    uint32_t claim_record_count;
+    uint64_t claim_unix_ns;
+    uint64_t owner_token;
+    uint8_t pad[SHMLOG_CACHE_LINE - 56];
+} shmlog_producer_slot;
+
+typedef struct shmlog_pin_slot {
+    uint32_t pid;
+    uint32_t in_use;
+    uint64_t pid_start_time;
+    uint64_t pin_position;
+    uint64_t owner_token;
+    uint8_t pad[SHMLOG_CACHE_LINE - 32];
+} shmlog_pin_slot;
+
+typedef struct shmlog_index_entry {
+    uint64_t position;
+    uint64_t offset;
+} shmlog_index_entry;
+
+typedef struct shmlog_ring_header {
+    shmlog_ring_descriptor descriptor;
+    shmlog_ring_claim claim;
+    shmlog_ring_release release;
+    shmlog_ring_persist persist;
+    shmlog_ring_waiters waiters;
+    shmlog_producer_slot producers[SHMLOG_PRODUCER_SLOTS];
+    shmlog_pin_slot pins[SHMLOG_PIN_SLOTS];
+    shmlog_index_entry index[SHMLOG_INDEX_ENTRIES];
+} shmlog_ring_header;
+
+#define SHMLOG_RING_HEADER_BYTES 32768
+
+typedef struct shmlog_doorbell_slot {
+    uint32_t futex_seq;
+    uint32_t pid;
+    uint64_t pid_start_time;
+    uint64_t owner_token;
+    uint8_t pad[SHMLOG_CACHE_LINE - 24];
+} shmlog_doorbell_slot;
+
+typedef struct shmlog_doorbell {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t slot_count;
+    uint64_t metadata_epoch; /* bumped by the supervisor whenever topics change */
+    uint32_t supervisor_pid;
+    uint32_t reserved;
+    uint8_t pad[SHMLOG_CACHE_LINE - 32];
+    shmlog_doorbell_slot slots[SHMLOG_DOORBELL_SLOTS];
+} shmlog_doorbell;
+
+/* One record located inside a decoded batch; offsets are relative to the batch start. */
+typedef struct shmlog_record_ref {
+    int64_t offset;
+    int64_t timestamp;
+    int32_t key_pos;
+    int32_t key_len;      /* -1: null key */
+    int32_t value_pos;
+    int32_t value_len;    /* -1: null value */
+    int32_t headers_pos;
+    int32_t headers_count;
+} shmlog_record_ref;
+
+/* One batch found by a ring fetch. */
+typedef struct shmlog_frame_ref {
+    uint64_t map_pos;     /* byte offset of the batch inside the mapping */
+    uint64_t dst_pos;     /* byte offset of its copy inside the destination */
+    uint64_t base_offset;
+    uint32_t batch_bytes;
+    uint32_t record_count;/* lastOffsetDelta + 1 */
+} shmlog_frame_ref;
+
+typedef struct shmlog_cursor {
+    uint64_t position;
+    uint64_t next_offset;
+} shmlog_cursor;
+
+#endif

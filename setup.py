@@ -1,0 +1,16 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="shmlog",
+    version="0.1.0",
+    description="A Kafka-semantics message broker for one host over POSIX shared memory",
+    packages=find_packages(include=["shmlog", "shmlog.*"]),
+    python_requires=">=3.9",
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=["shmlog/_ffi_build.py:ffibuilder"],
+    install_requires=["cffi>=1.15", "numpy>=1.22", "posix-ipc>=1.1", "psutil>=5.9"],
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
+    package_data={"shmlog": ["py.typed"]},
+    zip_safe=False,
+)

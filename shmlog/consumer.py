@@ -1,0 +1,516 @@
+"""Consumer: confluent-kafka's API over partition rings, with read-through to segments.
+
+Each assigned partition has a reader holding a cursor (ring position, next offset). A
+reader that falls behind the ring reads the persister's segment files in the same order
+with the same offsets, and moves back onto the ring as soon as its offset is there.
+"""
+import collections
+import os
+import time
+
+import numpy as np
+
+from . import layout, metadata
+from ._core import ffi, lib
+from .client import connect
+from .config import parse_consumer_config
+from .errors import KafkaError, KafkaException, error
+from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
+                      TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition)
+from .segment import SegmentReader
+from .wait import BlockingWait, BusySpinWait
+
+MAX_FRAMES_PER_FETCH = 256
+_UINT64_MAX = (1 << 64) - 1
+
+
+def _decode_headers(buf, pos, count):
+    if count == 0:
+        return None
+    out = []
+    for _ in range(count):
+        klen, pos = _varint_at(buf, pos)
+        key = bytes(buf[pos:pos + klen]).decode(errors="replace")
+        pos += klen
+        vlen, pos = _varint_at(buf, pos)
+        value = None if vlen < 0 else bytes(buf[pos:pos + vlen])
+        pos += max(vlen, 0)
+        out.append((key, value))
+    return out
+
+
+def _varint_at(buf, pos):
+    shift = result = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+
+
+class _Reader:
+    """One assigned partition: where we are and what we decoded but not yet returned."""
+
+    __slots__ = ("topic", "partition", "ring", "cursor", "next_offset", "paused", "pending", "segments",
+                 "on_ring", "log_dir")
+
+    def __init__(self, topic, partition, ring, log_dir):
+        self.topic, self.partition, self.ring, self.log_dir = topic, partition, ring, log_dir
+        self.cursor = ffi.new("shmlog_cursor *")
+        self.next_offset = 0
+        self.paused = False
+        self.pending = collections.deque()
+        self.segments = None
+        self.on_ring = False
+
+    def ready(self):
+        return bool(self.pending) or not self.on_ring or self.ring.has_data(self.cursor.position)
+
+
+class RecordBatchView:
+    """Records of one partition as arrays, values left in shared memory (zero-copy).
+
+    Valid until the next poll/consume/consume_batch/close on the consumer that returned
+    it: until then the consumer pins the ring so producers cannot reuse those bytes.
+    After that the memory may hold newer records (reads then see other bytes, never fault).
+    """
+
+    def __init__(self, topic, partition, buffer, refs, zero_copy):
+        self.topic = topic
+        self.partition = partition
+        self.buffer = buffer
+        self.offsets = refs["offset"]
+        self.timestamps = refs["timestamp"]
+        self.value_positions = refs["value_pos"].astype(np.int64)
+        self.value_lengths = refs["value_len"]
+        self.key_positions = refs["key_pos"].astype(np.int64)
+        self.key_lengths = refs["key_len"]
+        self.zero_copy = zero_copy
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def values(self):
+        buf = self.buffer
+        return [None if n < 0 else buf[p:p + n] for p, n in zip(self.value_positions.tolist(),
+                                                                 self.value_lengths.tolist())]
+
+    def keys(self):
+        buf = self.buffer
+        return [None if n < 0 else buf[p:p + n] for p, n in zip(self.key_positions.tolist(),
+                                                                 self.key_lengths.tolist())]
+
+    def values_as(self, dtype):
+        """Values as one NumPy array of `dtype`: a strided view into shared memory when the
+        records sit at a constant stride (as produce_batch writes them), else a copy."""
+        dtype = np.dtype(dtype)
+        n = len(self)
+        if n == 0:
+            return np.empty(0, dtype)
+        if not (self.value_lengths == dtype.itemsize).all():
+            raise ValueError(f"values are not all {dtype.itemsize} bytes long")
+        pos = self.value_positions
+        stride = int(pos[1] - pos[0]) if n > 1 else dtype.itemsize
+        if n == 1 or (np.diff(pos) == stride).all():
+            return np.ndarray((n,), dtype, buffer=self.buffer, offset=int(pos[0]), strides=(stride,))
+        return np.concatenate([np.frombuffer(self.buffer, dtype, 1, int(p)) for p in pos.tolist()])
+
+
+class Consumer:
+    """confluent_kafka.Consumer over a shmlog broker (manual assignment; groups come later)."""
+
+    def __init__(self, conf=None, **kwargs):
+        conf = dict(conf or {})
+        conf.update(kwargs)
+        self._cfg = cfg = parse_consumer_config(conf)
+        self._check_crcs = 1 if cfg.check_crcs else 0
+        self._reset = cfg.auto_offset_reset
+        self._partition_fetch_bytes = cfg.max_partition_fetch_bytes
+        self._fetch_bytes = cfg.fetch_max_bytes
+        self._eof = cfg.enable_partition_eof
+        self._cluster = connect(cfg, "consumer")
+        self._wait = (BusySpinWait if cfg.shmlog_busy_poll else BlockingWait)(self._cluster.doorbell)
+        self._readers = {}
+        self._order = []
+        self._next = 0
+        self._buffer = bytearray(self._partition_fetch_bytes)
+        self._frames = ffi.new("shmlog_frame_ref[]", MAX_FRAMES_PER_FETCH)
+        self._refs = np.empty(4096, layout.RECORD_REF_DTYPE)
+        self._pins = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ assignment
+
+    def _check(self):
+        if self._closed:
+            raise RuntimeError("Consumer closed")
+        self._cluster.check_fork("Consumer")
+
+    def assign(self, partitions):
+        self._check()
+        self._release_pins()
+        self._readers.clear()
+        for tp in partitions:
+            self._add(tp)
+        self._order = list(self._readers)
+
+    def incremental_assign(self, partitions):
+        self._check()
+        for tp in partitions:
+            self._add(tp)
+        self._order = list(self._readers)
+
+    def incremental_unassign(self, partitions):
+        self._check()
+        for tp in partitions:
+            self._readers.pop((tp.topic, tp.partition), None)
+        self._order = list(self._readers)
+
+    def unassign(self):
+        self._check()
+        self._release_pins()
+        self._readers.clear()
+        self._order = []
+
+    def assignment(self):
+        return [TopicPartition(t, p) for t, p in self._order]
+
+    def _add(self, tp):
+        info = self._cluster.topic(tp.topic)
+        if not 0 <= tp.partition < info["partitions"]:
+            raise error(KafkaError._UNKNOWN_PARTITION, f"{tp.topic}-{tp.partition}: topic has "
+                        f"{info['partitions']} partitions")
+        reader = _Reader(tp.topic, tp.partition, self._cluster.ring(tp.topic, tp.partition),
+                         info["log_dirs"][tp.partition])
+        self._readers[(tp.topic, tp.partition)] = reader
+        self._seek(reader, tp.offset)
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+        raise error(KafkaError._NOT_IMPLEMENTED, "consumer groups (subscribe) are not in this shmlog version: "
+                    "use assign() with TopicPartitions")
+
+    def unsubscribe(self):
+        self.unassign()
+
+    # ------------------------------------------------------------------ positions
+
+    def _bounds(self, reader):
+        return reader.ring.log_start_offset, reader.ring.end()[1]
+
+    def _seek(self, reader, offset):
+        low, high = self._bounds(reader)
+        if offset in (OFFSET_STORED, OFFSET_INVALID):
+            offset = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}.get(self._reset, "error")
+        if offset == OFFSET_BEGINNING:
+            offset = low
+        elif offset == OFFSET_END:
+            offset = high
+        if offset == "error" or not isinstance(offset, int) or offset < low or offset > high:
+            if self._reset == "error" or offset == "error":
+                raise error(KafkaError.OFFSET_OUT_OF_RANGE, f"{reader.topic}-{reader.partition}: offset {offset} "
+                            f"is outside [{low}, {high}] and auto.offset.reset=error")
+            offset = low if self._reset == "earliest" else high
+        reader.next_offset = offset
+        reader.pending.clear()
+        self._to_ring_or_segments(reader)
+
+    def _to_ring_or_segments(self, reader):
+        cursor = reader.ring.locate(reader.next_offset)
+        if cursor is not None:
+            reader.cursor.position, reader.cursor.next_offset = cursor.position, cursor.next_offset
+            reader.on_ring = True
+        else:
+            reader.on_ring = False
+            if reader.segments is None:
+                reader.segments = SegmentReader(metadata.partition_dir(reader.log_dir, reader.topic,
+                                                                       reader.partition))
+
+    def seek(self, partition):
+        self._check()
+        reader = self._readers.get((partition.topic, partition.partition))
+        if reader is None:
+            raise error(KafkaError._STATE, f"{partition.topic}-{partition.partition} is not assigned")
+        self._seek(reader, partition.offset)
+
+    def position(self, partitions):
+        out = []
+        for tp in partitions:
+            reader = self._readers.get((tp.topic, tp.partition))
+            out.append(TopicPartition(tp.topic, tp.partition, reader.next_offset if reader else OFFSET_INVALID))
+        return out
+
+    def get_watermark_offsets(self, partition, timeout=None, cached=False):
+        self._check()
+        ring = self._cluster.ring(partition.topic, partition.partition)
+        return ring.log_start_offset, ring.end()[1]
+
+    def pause(self, partitions):
+        for tp in partitions:
+            reader = self._readers.get((tp.topic, tp.partition))
+            if reader:
+                reader.paused = True
+
+    def resume(self, partitions):
+        for tp in partitions:
+            reader = self._readers.get((tp.topic, tp.partition))
+            if reader:
+                reader.paused = False
+
+    # ------------------------------------------------------------------ fetching
+
+    def _fetch(self, reader):
+        """Decode the next run of batches for reader into reader.pending."""
+        if reader.on_ring:
+            n = reader.ring.fetch(reader.cursor, ffi.from_buffer(self._buffer), len(self._buffer),
+                                  self._frames, MAX_FRAMES_PER_FETCH, self._check_crcs)
+            if n == lib.SHMLOG_ESMALL:
+                self._buffer = bytearray(max(self._frames[0].batch_bytes, len(self._buffer) * 2))
+                return self._fetch(reader)
+            if n == lib.SHMLOG_EOVERWRITTEN:
+                self._to_ring_or_segments(reader)
+                return self._fetch(reader) if not reader.on_ring else 0
+            if n == 0:
+                if reader.ring.end()[0] > reader.cursor.position:
+                    reader.ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
+                return 0
+            frames = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[0:n]]
+            return self._decode(reader, self._buffer, frames)
+        buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
+        if not frames:
+            self._to_ring_or_segments(reader)
+            return 0
+        count = self._decode(reader, buf, frames)
+        self._to_ring_or_segments(reader)
+        return count
+
+    def _decode(self, reader, buf, frames):
+        topic, partition, wanted = reader.topic, reader.partition, reader.next_offset
+        pending = reader.pending
+        src = ffi.from_buffer(buf)
+        added = 0
+        for pos, base, count, nbytes in frames:
+            if base + count <= wanted:
+                continue
+            attributes = buf[pos + 21] << 8 | buf[pos + 22]
+            if attributes & layout.ATTR_CONTROL or buf[pos + 57:pos + 61] == b"\0\0\0\0":
+                wanted = max(wanted, base + count)
+                continue
+            if attributes & layout.ATTR_COMPRESSION_MASK:
+                raise error(KafkaError._NOT_IMPLEMENTED, f"{topic}-{partition}: batch at offset {base} is "
+                            f"compressed; this shmlog version reads uncompressed batches only")
+            if count > len(self._refs):
+                self._refs = np.empty(count, layout.RECORD_REF_DTYPE)
+            n = lib.shmlog_batch_index(src + pos, nbytes, ffi.from_buffer("shmlog_record_ref[]", self._refs),
+                                       len(self._refs), self._check_crcs)
+            if n < 0:
+                raise error(KafkaError._BAD_MSG, f"{topic}-{partition}: corrupt record batch at offset {base} "
+                            f"({'CRC32C mismatch' if n == lib.SHMLOG_ECRC else 'invalid record framing'})")
+            ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & 0x08 else TIMESTAMP_CREATE_TIME
+            for off, ts, kp, kl, vp, vl, hp, hc in self._refs[:n].tolist():
+                if off < wanted:
+                    continue
+                kp += pos
+                vp += pos
+                pending.append(Message(topic, partition, off,
+                                       None if kl < 0 else bytes(buf[kp:kp + kl]),
+                                       None if vl < 0 else bytes(buf[vp:vp + vl]),
+                                       _decode_headers(buf, hp + pos, hc) if hc else None,
+                                       (ts_type, ts)))
+                added += 1
+            wanted = base + count
+        reader.next_offset = wanted
+        return added
+
+    def _next_message(self):
+        order = self._order
+        for i in range(len(order)):
+            reader = self._readers[order[(self._next + i) % len(order)]]
+            if reader.paused:
+                continue
+            if not reader.pending:
+                self._fetch(reader)
+            if reader.pending:
+                self._next = (self._next + i + 1) % len(order)
+                return reader.pending.popleft()
+        return None
+
+    def poll(self, timeout=None):
+        self._check()
+        self._release_pins()
+        deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
+        while True:
+            msg = self._next_message()
+            if msg is not None:
+                return msg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._cluster.maybe_refresh()
+            self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+
+    def consume(self, num_messages=1, timeout=None):
+        self._check()
+        self._release_pins()
+        if num_messages < 1 or num_messages > 1000000:
+            raise ValueError("num_messages must be between 1 and 1000000")
+        deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
+        out = []
+        while len(out) < num_messages:
+            msg = self._next_message()
+            if msg is not None:
+                out.append(msg)
+                continue
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0:
+                break
+            self._cluster.maybe_refresh()
+            self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+        return out
+
+    # ------------------------------------------------------------------ zero-copy batches
+
+    def consume_batch(self, max_records=65536, timeout=None):
+        """Records of one partition as a RecordBatchView whose values stay in shared memory.
+
+        Returns None when nothing arrives before the timeout. See RecordBatchView for how
+        long the view stays valid.
+        """
+        self._check()
+        self._release_pins()
+        deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
+        while True:
+            for key in self._order:
+                reader = self._readers[key]
+                if reader.paused or reader.pending:
+                    continue
+                view = self._view(reader, max_records)
+                if view is not None:
+                    return view
+            if any(r.pending for r in self._readers.values()):
+                msgs = self.consume(max_records, 0)
+                return self._view_of_messages(msgs)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._cluster.maybe_refresh()
+            self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+
+    def _view(self, reader, max_records):
+        if not reader.on_ring:
+            return self._view_of_messages(self._collect(reader, max_records))
+        ring = reader.ring
+        pin = self._pins.get(ring)
+        if pin is None:
+            pin = self._pins[ring] = ring.acquire_pin()
+        if not ring.set_pin(pin, reader.cursor.position):
+            self._to_ring_or_segments(reader)
+            return None
+        start = (reader.cursor.position, reader.cursor.next_offset)
+        n = ring.fetch(reader.cursor, ffi.NULL, 0, self._frames, MAX_FRAMES_PER_FETCH, self._check_crcs)
+        if n <= 0:
+            ring.set_pin(pin, _UINT64_MAX)
+            if n == lib.SHMLOG_EOVERWRITTEN:
+                self._to_ring_or_segments(reader)
+            elif ring.end()[0] > reader.cursor.position:
+                ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
+            return None
+        base_ptr = ffi.cast("uint8_t *", ring.map)
+        chunks, total = [], 0
+        wanted = reader.next_offset
+        consumed_frames = 0
+        for f in self._frames[0:n]:
+            if total >= max_records:
+                break
+            consumed_frames += 1
+            batch = base_ptr + f.map_pos
+            attributes = batch[21] << 8 | batch[22]
+            if f.base_offset + f.record_count <= wanted or attributes & layout.ATTR_CONTROL:
+                wanted = max(wanted, f.base_offset + f.record_count)
+                continue
+            if attributes & layout.ATTR_COMPRESSION_MASK:
+                raise error(KafkaError._NOT_IMPLEMENTED, f"{reader.topic}-{reader.partition}: compressed batch")
+            refs = np.empty(f.record_count, layout.RECORD_REF_DTYPE)
+            k = lib.shmlog_batch_index(batch, f.batch_bytes, ffi.from_buffer("shmlog_record_ref[]", refs),
+                                       len(refs), self._check_crcs)
+            if k < 0:
+                raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt batch at "
+                            f"offset {f.base_offset}")
+            refs = refs[:k]
+            refs = refs[refs["offset"] >= wanted]
+            for field in ("key_pos", "value_pos", "headers_pos"):
+                refs[field] += f.map_pos
+            chunks.append(refs)
+            total += len(refs)
+            wanted = f.base_offset + f.record_count
+        # Frames we did not consume are fetched again next time: rewind to the first one.
+        if consumed_frames < n:
+            reader.cursor.position = self._frames[consumed_frames].map_pos - layout.RING_HEADER_BYTES \
+                - layout.FRAME_PREFIX_BYTES + (start[0] - (start[0] % ring.capacity_bytes))
+            if reader.cursor.position < start[0]:
+                reader.cursor.position += ring.capacity_bytes
+            reader.cursor.next_offset = self._frames[consumed_frames].base_offset
+        reader.next_offset = wanted
+        if not chunks:
+            ring.set_pin(pin, _UINT64_MAX)
+            return None
+        refs = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        return RecordBatchView(reader.topic, reader.partition, ring.mapping.view(), refs, True)
+
+    def _collect(self, reader, max_records):
+        out = list(reader.pending)[:max_records]
+        for _ in out:
+            reader.pending.popleft()
+        if not out:
+            self._fetch(reader)
+            out = [reader.pending.popleft() for _ in range(min(max_records, len(reader.pending)))]
+        return out
+
+    def _view_of_messages(self, msgs):
+        if not msgs:
+            return None
+        blob = bytearray()
+        refs = np.zeros(len(msgs), layout.RECORD_REF_DTYPE)
+        for i, m in enumerate(msgs):
+            refs[i]["offset"], refs[i]["timestamp"] = m.offset(), m.timestamp()[1]
+            for name, data in (("key", m.key()), ("value", m.value())):
+                refs[i][name + "_pos"] = len(blob)
+                refs[i][name + "_len"] = -1 if data is None else len(data)
+                blob += data or b""
+        return RecordBatchView(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
+
+    def _release_pins(self):
+        for ring, pin in self._pins.items():
+            ring.set_pin(pin, _UINT64_MAX)
+
+    # ------------------------------------------------------------------ not yet: groups and commits
+
+    def commit(self, message=None, offsets=None, asynchronous=True):
+        raise error(KafkaError._NOT_IMPLEMENTED, "committed offsets arrive with consumer groups; "
+                    "track positions with position() for now")
+
+    def committed(self, partitions, timeout=None):
+        raise error(KafkaError._NOT_IMPLEMENTED, "committed offsets arrive with consumer groups")
+
+    def store_offsets(self, message=None, offsets=None):
+        raise error(KafkaError._NOT_IMPLEMENTED, "committed offsets arrive with consumer groups")
+
+    def offsets_for_times(self, partitions, timeout=None):
+        raise error(KafkaError._NOT_IMPLEMENTED, "offsets_for_times needs the time index of the durable log")
+
+    def list_topics(self, topic=None, timeout=-1):
+        from .admin import cluster_metadata
+        self._cluster.refresh()
+        return cluster_metadata(self._cluster.meta, topic)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        for ring, pin in self._pins.items():
+            ring.release_pin(pin)
+        self._pins.clear()
+        self._wait.close()
+        self._readers.clear()
+        self._cluster.close()

@@ -1,0 +1,95 @@
+"""POSIX shared-memory objects: names, creation, mapping, reclaim.
+
+Names are namespaced by the data directory (`/shmlog.<ns>.*`, ns = a hash of its real
+path) so brokers of different data dirs never collide and a restarted broker can find
+and reclaim what a crashed one left. posix_ipc does not register objects with Python's
+resource_tracker, so nothing unlinks or warns about segments other processes use.
+"""
+import hashlib
+import mmap
+import os
+
+import posix_ipc
+
+from ._core import ffi
+
+SHM_DIR = "/dev/shm"
+PREFIX = "shmlog."
+
+
+def namespace(data_dir):
+    return hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:12]
+
+
+def ring_name(ns, topic_id, partition):
+    return f"/{PREFIX}{ns}.t{topic_id}.p{partition}"
+
+
+def doorbell_name(ns):
+    return f"/{PREFIX}{ns}.doorbell"
+
+
+def names_in_namespace(ns):
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    head = f"{PREFIX}{ns}."
+    return sorted("/" + e for e in entries if e.startswith(head))
+
+
+def all_names():
+    try:
+        return sorted("/" + e for e in os.listdir(SHM_DIR) if e.startswith(PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def unlink(name):
+    try:
+        posix_ipc.unlink_shared_memory(name)
+        return True
+    except posix_ipc.ExistentialError:
+        return False
+
+
+class Mapping:
+    """One mapped shared-memory object; `ptr` is a cffi `void *` at its first byte."""
+
+    __slots__ = ("name", "size", "mm", "ptr", "pid")
+
+    def __init__(self, name, mm):
+        self.name = name
+        self.mm = mm
+        self.size = len(mm)
+        self.ptr = ffi.cast("void *", ffi.from_buffer(mm))
+        self.pid = os.getpid()
+
+    @classmethod
+    def create(cls, name, size, mode=0o600):
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
+        try:
+            mm = mmap.mmap(shm.fd, size)
+        finally:
+            shm.close_fd()
+        return cls(name, mm)
+
+    @classmethod
+    def open(cls, name):
+        shm = posix_ipc.SharedMemory(name)
+        try:
+            size = os.fstat(shm.fd).st_size
+            mm = mmap.mmap(shm.fd, size)
+        finally:
+            shm.close_fd()
+        return cls(name, mm)
+
+    def view(self):
+        return memoryview(self.mm)
+
+    def close(self):
+        self.ptr = None
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # zero-copy views still exported; the mapping goes when they do

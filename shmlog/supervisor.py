@@ -1,0 +1,422 @@
+"""The supervisor: one per data dir. Owns topic metadata, the control channel, the
+persister process and the liveness of registered clients.
+
+Run as `python -m shmlog.supervisor <data_dir> <broker config json>`; shmlog.Broker and
+`shmlog broker start` start it. A lock on <data_dir>/supervisor.lock keeps it unique.
+"""
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from . import metadata, protocol, shm
+from .config import TOPIC_DEFAULTS, parse_broker_config, parse_topic_config
+from .errors import KafkaError, KafkaException
+from .ring import Doorbell, Ring
+from .segment import log_end_offset, log_start_offset
+
+HOUSEKEEPING_INTERVAL_S = 0.1
+PERSISTER_RESTART_BACKOFF_S = 0.2
+
+
+class Refused(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+class Supervisor:
+    def __init__(self, data_dir, broker_config):
+        self.data_dir = os.path.realpath(data_dir)
+        self.config = parse_broker_config(broker_config)
+        self.ns = shm.namespace(self.data_dir)
+        self.log_dirs = self._log_dirs()
+        self.mode = self.config.shm_mode
+        self.meta = metadata.load(self.data_dir)
+        self.rings = {}            # (topic, partition) -> Ring
+        self.doorbell = None
+        self.persister = None
+        self.persister_started = 0.0
+        self.clients = {}          # socket -> {"buf": bytes, "pid": int, "kind": str}
+        self.running = True
+        self.selector = selectors.DefaultSelector()
+
+    # ------------------------------------------------------------------ startup
+
+    def _log_dirs(self):
+        dirs = self.config.log_dirs
+        if isinstance(dirs, str):
+            dirs = [d.strip() for d in dirs.split(",") if d.strip()]
+        dirs = [os.path.realpath(os.path.join(self.data_dir, d)) for d in (dirs or ["logs"])]
+        for d in dirs:
+            os.makedirs(d, exist_ok=True)
+        return dirs
+
+    def lock(self):
+        self.lock_fd = os.open(os.path.join(self.data_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SystemExit(f"shmlog: another broker already runs for data dir {self.data_dir}")
+        os.ftruncate(self.lock_fd, 0)
+        os.write(self.lock_fd, str(os.getpid()).encode())
+
+    def reclaim_shared_memory(self):
+        """Adopt valid objects of this data dir (a supervisor restart keeps clients running),
+        unlink anything stale or unknown a crashed broker left behind."""
+        wanted = {self.ring_name(t, p): (t, p) for t, p in self.partitions()}
+        bell = shm.doorbell_name(self.ns)
+        for name in shm.names_in_namespace(self.ns):
+            if name == bell:
+                try:
+                    self.doorbell = Doorbell.open(name)
+                    continue
+                except (KafkaException, ValueError, OSError):
+                    pass
+            elif name in wanted:
+                topic, partition = wanted[name]
+                try:
+                    ring = Ring.open(name, topic, partition)
+                    d = ring.header.descriptor
+                    if d.topic_id == self.meta["topics"][topic]["id"] and d.partition == partition:
+                        self.rings[(topic, partition)] = ring
+                        continue
+                    ring.close()
+                except (KafkaException, ValueError, OSError):
+                    pass
+            log(f"reclaimed stale shared memory {name}")
+            shm.unlink(name)
+        if self.doorbell is None:
+            self.doorbell = Doorbell.create(bell, self.mode)
+        self.doorbell.header.supervisor_pid = os.getpid()
+        for topic, partition in self.partitions():
+            if (topic, partition) not in self.rings:
+                self.create_ring(topic, partition)
+
+    def partitions(self):
+        for name, t in self.meta["topics"].items():
+            for p in range(t["partitions"]):
+                yield name, p
+
+    def ring_name(self, topic, partition):
+        return shm.ring_name(self.ns, self.meta["topics"][topic]["id"], partition)
+
+    def partition_log_dir(self, topic, partition):
+        return self.log_dirs[(self.meta["topics"][topic]["id"] + partition) % len(self.log_dirs)]
+
+    def create_ring(self, topic, partition):
+        t = self.meta["topics"][topic]
+        pdir = metadata.partition_dir(self.partition_log_dir(topic, partition), topic, partition)
+        start = log_end_offset(pdir) if os.path.isdir(pdir) else 0
+        ring = Ring.create(self.ring_name(topic, partition), metadata.topic_config(t)["ring.bytes"], topic,
+                           t["id"], partition, start_offset=start, mode=self.mode)
+        if os.path.isdir(pdir):
+            ring.header.persist.log_start_offset = log_start_offset(pdir)
+        self.rings[(topic, partition)] = ring
+
+    def listen(self):
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.server.bind(protocol.socket_address(self.data_dir))
+        except OSError as exc:
+            raise SystemExit(f"shmlog: cannot bind the control socket for {self.data_dir}: {exc}")
+        self.server.listen(128)
+        self.server.setblocking(False)
+        self.selector.register(self.server, selectors.EVENT_READ)
+
+    # ------------------------------------------------------------------ persister
+
+    def ensure_persister(self):
+        if self.persister is not None and self.persister.poll() is None:
+            return
+        if self.persister is not None:
+            log(f"persister exited with {self.persister.returncode}; restarting")
+            self.persister = None
+        if time.monotonic() - self.persister_started < PERSISTER_RESTART_BACKOFF_S:
+            return
+        self.persister_started = time.monotonic()
+        self.persister = subprocess.Popen([sys.executable, "-m", "shmlog.persister", self.data_dir],
+                                          stdin=subprocess.DEVNULL)
+
+    def stop_persister(self):
+        if self.persister is None:
+            return
+        if self.persister.poll() is None:
+            self.persister.send_signal(signal.SIGTERM)
+            try:
+                self.persister.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.persister.kill()
+                self.persister.wait()
+        self.persister = None
+
+    # ------------------------------------------------------------------ requests
+
+    def handle(self, sock, request):
+        op = request.get("op")
+        handler = getattr(self, "op_" + str(op), None)
+        if handler is None:
+            raise Refused(KafkaError._INVALID_ARG, f"unknown control operation {op!r}")
+        return handler(sock, request) or {}
+
+    def op_register(self, sock, request):
+        self.clients[sock]["pid"] = int(request.get("pid", 0))
+        self.clients[sock]["kind"] = str(request.get("kind", "client"))
+
+    def op_metadata(self, sock, request):
+        for topic in request.get("auto_create", []):
+            if topic not in self.meta["topics"] and self.config.auto_create_topics_enable \
+                    and not topic.startswith("__"):
+                self.create_topic(topic, self.config.num_partitions, {})
+        return self.describe()
+
+    def describe(self):
+        topics = {}
+        for name, t in self.meta["topics"].items():
+            topics[name] = {
+                "id": t["id"], "partitions": t["partitions"], "config": metadata.topic_config(t),
+                "rings": [self.ring_name(name, p) for p in range(t["partitions"])],
+                "log_dirs": [self.partition_log_dir(name, p) for p in range(t["partitions"])],
+            }
+        return {"epoch": self.doorbell.metadata_epoch, "doorbell": shm.doorbell_name(self.ns),
+                "log_dirs": self.log_dirs, "broker": self.config.as_dict(), "topics": topics,
+                "message_max_bytes": self.config.message_max_bytes}
+
+    def op_create_topics(self, sock, request):
+        results = {}
+        for spec in request["topics"]:
+            try:
+                self.create_topic(spec["topic"], spec.get("num_partitions", -1), spec.get("config") or {},
+                                  validate_only=request.get("validate_only", False))
+                results[spec["topic"]] = None
+            except Refused as exc:
+                results[spec["topic"]] = [exc.code, str(exc)]
+            except KafkaException as exc:
+                results[spec["topic"]] = [exc.args[0].code(), str(exc)]
+        return {"results": results}
+
+    def create_topic(self, topic, num_partitions, config, validate_only=False):
+        if not isinstance(topic, str) or not topic or len(topic) > 249 or \
+                any(not (c.isalnum() or c in "._-") for c in topic) or topic in (".", ".."):
+            raise Refused(KafkaError.TOPIC_EXCEPTION, f"invalid topic name {topic!r}: use 1-249 characters "
+                          f"from [a-zA-Z0-9._-]")
+        if topic in self.meta["topics"]:
+            raise Refused(KafkaError.TOPIC_ALREADY_EXISTS, f"topic {topic!r} already exists")
+        if num_partitions in (-1, None):
+            num_partitions = self.config.num_partitions
+        if not isinstance(num_partitions, int) or num_partitions < 1 or num_partitions > 10000:
+            raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
+        cfg = parse_topic_config(config)
+        cfg.setdefault("ring.bytes", self.config.ring_bytes)
+        if validate_only:
+            return
+        self.meta["topics"][topic] = {"id": self.meta["next_topic_id"], "partitions": num_partitions, "config": cfg}
+        self.meta["next_topic_id"] += 1
+        metadata.save(self.data_dir, self.meta)
+        for p in range(num_partitions):
+            self.create_ring(topic, p)
+        self.doorbell.bump_metadata_epoch()
+
+    def op_delete_topics(self, sock, request):
+        results = {}
+        for topic in request["topics"]:
+            if topic not in self.meta["topics"]:
+                results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]
+                continue
+            parts = self.meta["topics"][topic]["partitions"]
+            dirs = [metadata.partition_dir(self.partition_log_dir(topic, p), topic, p) for p in range(parts)]
+            for p in range(parts):
+                ring = self.rings.pop((topic, p), None)
+                if ring:
+                    shm.unlink(ring.mapping.name)
+                    ring.close()
+            del self.meta["topics"][topic]
+            metadata.save(self.data_dir, self.meta)
+            self.doorbell.bump_metadata_epoch()
+            for d in dirs:
+                remove_tree(d)
+            results[topic] = None
+        return {"results": results}
+
+    def op_create_partitions(self, sock, request):
+        results = {}
+        for spec in request["topics"]:
+            topic, total = spec["topic"], spec["new_total_count"]
+            t = self.meta["topics"].get(topic)
+            if t is None:
+                results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]
+            elif not isinstance(total, int) or total <= t["partitions"]:
+                results[topic] = [KafkaError.INVALID_PARTITIONS, f"topic {topic!r} has {t['partitions']} "
+                                  f"partitions; new_total_count={total!r} must be larger"]
+            elif not request.get("validate_only"):
+                old = t["partitions"]
+                t["partitions"] = total
+                metadata.save(self.data_dir, self.meta)
+                for p in range(old, total):
+                    self.create_ring(topic, p)
+                self.doorbell.bump_metadata_epoch()
+                results[topic] = None
+            else:
+                results[topic] = None
+        return {"results": results}
+
+    def op_alter_configs(self, sock, request):
+        results = {}
+        for topic, config in request["topics"].items():
+            t = self.meta["topics"].get(topic)
+            if t is None:
+                results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]
+                continue
+            try:
+                cfg = parse_topic_config(config)
+            except KafkaException as exc:
+                results[topic] = [KafkaError.INVALID_CONFIG, str(exc)]
+                continue
+            if "ring.bytes" in cfg and cfg["ring.bytes"] != metadata.topic_config(t)["ring.bytes"]:
+                results[topic] = [KafkaError.INVALID_CONFIG, "ring.bytes cannot change after creation"]
+                continue
+            if not request.get("validate_only"):
+                t["config"].update(cfg)
+                metadata.save(self.data_dir, self.meta)
+                self.doorbell.bump_metadata_epoch()
+            results[topic] = None
+        return {"results": results}
+
+    def op_status(self, sock, request):
+        partitions = []
+        for (topic, p), ring in sorted(self.rings.items()):
+            pos, end = ring.end()
+            persist = ring.header.persist
+            used = pos - ring.header.release.release_position
+            partitions.append({
+                "topic": topic, "partition": p, "log_start_offset": persist.log_start_offset,
+                "log_end_offset": end, "persisted_offset": persist.persisted_offset,
+                "flushed_offset": persist.flushed_offset, "ring_bytes": ring.capacity_bytes,
+                "ring_used_bytes": used,
+            })
+        clients = [{"pid": c["pid"], "kind": c["kind"]} for c in self.clients.values() if c["pid"]]
+        return {"pid": os.getpid(), "data_dir": self.data_dir, "bootstrap_servers": protocol.SCHEME + self.data_dir,
+                "persister_pid": self.persister.pid if self.persister else None,
+                "partitions": partitions, "clients": clients}
+
+    def op_shutdown(self, sock, request):
+        self.running = False
+
+    # ------------------------------------------------------------------ loop
+
+    def accept(self):
+        try:
+            sock, _ = self.server.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        self.clients[sock] = {"buf": b"", "pid": 0, "kind": "client"}
+        self.selector.register(sock, selectors.EVENT_READ)
+
+    def drop(self, sock):
+        self.selector.unregister(sock)
+        client = self.clients.pop(sock)
+        sock.close()
+        if client["pid"] and client["kind"] == "producer":
+            self.reclaim_dead_producers()
+
+    def receive(self, sock):
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(sock)
+            return
+        client = self.clients[sock]
+        client["buf"] += data
+        while b"\n" in client["buf"]:
+            line, client["buf"] = client["buf"].split(b"\n", 1)
+            self.respond(sock, line)
+
+    def respond(self, sock, line):
+        request = {}
+        try:
+            request = json.loads(line)
+            reply = {"ok": True, **self.handle(sock, request)}
+        except Refused as exc:
+            reply = {"ok": False, "code": exc.code, "error": str(exc)}
+        except KafkaException as exc:
+            reply = {"ok": False, "code": exc.args[0].code(), "error": str(exc)}
+        except (ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "code": KafkaError._INVALID_ARG, "error": f"bad request: {exc!r}"}
+        reply["id"] = request.get("id") if isinstance(request, dict) else None
+        sock.setblocking(True)
+        try:
+            sock.sendall(protocol.encode(reply))
+        except OSError:
+            pass
+        finally:
+            sock.setblocking(False)
+
+    def reclaim_dead_producers(self):
+        for ring in self.rings.values():
+            ring.reclaim_dead_slots(self.doorbell.ptr)
+
+    def run(self):
+        self.lock()
+        self.reclaim_shared_memory()
+        self.listen()
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "running", False))
+        self.ensure_persister()
+        print(f"shmlog broker ready {protocol.SCHEME}{self.data_dir}", flush=True)
+        next_housekeeping = 0.0
+        while self.running:
+            for key, _ in self.selector.select(HOUSEKEEPING_INTERVAL_S):
+                if key.fileobj is self.server:
+                    self.accept()
+                else:
+                    self.receive(key.fileobj)
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+                self.ensure_persister()
+                self.reclaim_dead_producers()
+        self.shutdown()
+
+    def shutdown(self):
+        self.stop_persister()
+        for sock in list(self.clients):
+            self.drop(sock)
+        self.server.close()
+        for ring in self.rings.values():
+            ring.close()
+        self.doorbell.close()
+        for name in shm.names_in_namespace(self.ns):
+            shm.unlink(name)
+        os.close(self.lock_fd)
+
+
+def remove_tree(path):
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def log(message):
+    print(f"shmlog supervisor: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    data_dir = argv[0]
+    config = json.loads(argv[1]) if len(argv) > 1 else {}
+    os.makedirs(data_dir, exist_ok=True)
+    Supervisor(data_dir, config).run()
+
+
+if __name__ == "__main__":
+    main()
