@@ -1,0 +1,43 @@
+"""Python's view of the shared-memory layout matches the C header."""
+import pytest
+
+from shmlog import layout
+from shmlog._core import ffi, lib
+
+
+@pytest.mark.parametrize("struct,dtype", list(layout.NUMPY_VIEWS.items()))
+def test_numpy_views_match_the_c_structs_field_by_field(struct, dtype):
+    c_fields = dict(ffi.typeof(struct).fields)
+    assert dtype.itemsize == ffi.sizeof(struct)
+    assert list(dtype.names) == list(c_fields)
+    for name in dtype.names:
+        assert dtype.fields[name][1] == c_fields[name].offset, name
+        assert dtype.fields[name][0].itemsize == ffi.sizeof(c_fields[name].type), name
+
+
+def test_hot_fields_sit_on_their_own_cache_lines():
+    line = lib.SHMLOG_CACHE_LINE
+    offsets = [ffi.offsetof("shmlog_ring_header", f) for f in ("descriptor", "claim", "release", "persist", "waiters")]
+    assert [o % line for o in offsets] == [0] * len(offsets)
+    assert len({o // line for o in offsets}) == len(offsets)
+
+
+def test_the_claim_pair_is_sixteen_byte_aligned_for_a_single_cas():
+    assert ffi.offsetof("shmlog_ring_header", "claim") % 16 == 0
+    assert ffi.offsetof("shmlog_ring_claim", "next_offset") == 8
+
+
+def test_the_header_fits_its_reserved_bytes_and_data_starts_page_aligned():
+    assert ffi.sizeof("shmlog_ring_header") <= layout.RING_HEADER_BYTES
+    assert layout.RING_HEADER_BYTES % 4096 == 0
+
+
+def test_every_slot_type_is_one_cache_line():
+    for struct in ("shmlog_producer_slot", "shmlog_pin_slot", "shmlog_doorbell_slot"):
+        assert ffi.sizeof(struct) == lib.SHMLOG_CACHE_LINE, struct
+
+
+def test_the_batch_header_offsets_follow_kafkas_record_batch_v2():
+    assert (lib.SHMLOG_BATCH_OFF_LENGTH, lib.SHMLOG_BATCH_OFF_MAGIC, lib.SHMLOG_BATCH_OFF_CRC,
+            lib.SHMLOG_BATCH_OFF_ATTRIBUTES, lib.SHMLOG_BATCH_OFF_RECORD_COUNT,
+            layout.BATCH_HEADER_BYTES) == (8, 16, 17, 21, 57, 61)

@@ -1,0 +1,180 @@
+"""The ring in one process: claim/publish/fetch, padding, full ring, dead claims, garbage."""
+import os
+
+import pytest
+
+from shmlog import layout
+from shmlog._core import ffi, lib
+from shmlog.errors import KafkaError, KafkaException
+from shmlog.ring import Ring
+from shmlog.shm import unlink
+
+CAPACITY = 65536
+
+
+@pytest.fixture
+def ring(request):
+    name = f"/shmlog.test{os.getpid()}.{abs(hash(request.node.name)) % 10**8}"
+    unlink(name)
+    r = Ring.create(name, CAPACITY, "t", 1, 0, start_offset=0)
+    yield r
+    r.close()
+    unlink(name)
+
+
+def encode(values):
+    lens = ffi.new("int32_t[]", [len(v) for v in values])
+    blob = b"".join(values)
+    size = lib.shmlog_records_encode(ffi.NULL, 0, len(values), ffi.NULL, ffi.NULL, blob, lens, ffi.NULL, 0,
+                                     ffi.NULL, ffi.NULL)
+    out = bytearray(size)
+    lib.shmlog_records_encode(ffi.from_buffer(out), size, len(values), ffi.NULL, ffi.NULL, blob, lens,
+                              ffi.NULL, 0, ffi.NULL, ffi.NULL)
+    return out
+
+
+def append(ring, slot, values, timeout_ms=0):
+    records = encode(values)
+    return ring.append(slot, ffi.from_buffer(records), len(records), len(values), 0, 0, timeout_ms, ffi.NULL)
+
+
+def read_all(ring, cursor):
+    dst = bytearray(CAPACITY)
+    frames = ffi.new("shmlog_frame_ref[]", 64)
+    refs = ffi.new("shmlog_record_ref[]", 1024)
+    out = []
+    while True:
+        n = ring.fetch(cursor, ffi.from_buffer(dst), len(dst), frames, 64, 1)
+        if n <= 0:
+            return out
+        for f in frames[0:n]:
+            k = lib.shmlog_batch_index(ffi.from_buffer(dst) + f.dst_pos, f.batch_bytes, refs, 1024, 1)
+            for r in refs[0:k]:
+                p = f.dst_pos + r.value_pos
+                out.append((r.offset, bytes(dst[p:p + r.value_len])))
+
+
+def release_all(ring):
+    pos, off = ring.end()
+    lib.shmlog_ring_release_to(ring.map, pos, ffi.NULL)
+
+
+def test_appended_batches_get_dense_offsets_and_read_back_in_order(ring):
+    slot = ring.acquire_producer_slot()
+    assert append(ring, slot, [b"a", b"b"]) == 0
+    assert append(ring, slot, [b"c"]) == 2
+    cursor = ffi.new("shmlog_cursor *")
+    assert read_all(ring, cursor) == [(0, b"a"), (1, b"b"), (2, b"c")]
+    assert cursor.next_offset == 3
+
+
+def test_reads_are_non_destructive_at_independent_positions(ring):
+    slot = ring.acquire_producer_slot()
+    for i in range(5):
+        append(ring, slot, [b"%d" % i])
+    first, second = ffi.new("shmlog_cursor *"), ffi.new("shmlog_cursor *")
+    assert [o for o, _ in read_all(ring, first)] == [0, 1, 2, 3, 4]
+    assert [o for o, _ in read_all(ring, second)] == [0, 1, 2, 3, 4]
+
+
+def test_a_full_ring_refuses_the_append_after_the_timeout_and_keeps_what_it_had(ring):
+    slot = ring.acquire_producer_slot()
+    value = b"x" * 1000
+    accepted = 0
+    with pytest.raises(KafkaException) as exc:
+        while True:
+            append(ring, slot, [value], timeout_ms=1)
+            accepted += 1
+    assert exc.value.args[0].code() == KafkaError._MSG_TIMED_OUT
+    assert "ring full" in str(exc.value)
+    cursor = ffi.new("shmlog_cursor *")
+    assert [o for o, _ in read_all(ring, cursor)] == list(range(accepted))
+
+
+def test_frames_never_wrap_padding_fills_the_end_of_the_ring(ring):
+    slot = ring.acquire_producer_slot()
+    cursor = ffi.new("shmlog_cursor *")
+    seen = []
+    for i in range(200):
+        append(ring, slot, [bytes([i % 256]) * 900])
+        seen += read_all(ring, cursor)
+        lib.shmlog_ring_release_to(ring.map, cursor.position, ffi.NULL)
+    assert [o for o, _ in seen] == list(range(200))
+    assert all(v == bytes([o % 256]) * 900 for o, v in seen)
+    assert ring.end()[0] > 2 * CAPACITY
+
+
+def test_a_batch_larger_than_the_ring_is_refused_with_the_setting_to_raise(ring):
+    slot = ring.acquire_producer_slot()
+    with pytest.raises(KafkaException) as exc:
+        append(ring, slot, [b"x" * CAPACITY])
+    assert exc.value.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    assert "ring.bytes" in str(exc.value)
+
+
+def test_a_reader_that_fell_behind_the_ring_is_told_so_not_given_new_bytes(ring):
+    slot = ring.acquire_producer_slot()
+    stale = ffi.new("shmlog_cursor *")
+    for i in range(300):
+        append(ring, slot, [b"y" * 500])
+        release_all(ring)
+    dst = bytearray(CAPACITY)
+    frames = ffi.new("shmlog_frame_ref[]", 4)
+    assert ring.fetch(stale, ffi.from_buffer(dst), len(dst), frames, 4, 1) == lib.SHMLOG_EOVERWRITTEN
+    assert ring.locate(0) is None
+
+
+def test_locate_finds_a_cursor_at_or_before_an_offset_still_in_the_ring(ring):
+    slot = ring.acquire_producer_slot()
+    for i in range(300):
+        append(ring, slot, [b"%05d" % i + b"z" * 400])
+        release_all(ring)
+    start_pos, start_off = ring.start()
+    assert 0 < start_off < 300
+    cursor = ring.locate(250)
+    assert cursor is not None and cursor.next_offset <= 250
+    values = dict(read_all(ring, cursor))
+    assert values[250].startswith(b"00250")
+
+
+def test_a_claim_left_by_a_dead_producer_becomes_a_skippable_control_batch(ring):
+    slot = ring.acquire_producer_slot()
+    append(ring, slot, [b"before"])
+    pos, off = ring.end()
+    dead = ring.header.producers[slot + 1]
+    # Forge what a producer killed right after its claim CAS leaves behind.
+    assert lib.shmlog_producer_slot_acquire(ring.map, 2**22 + 1, 1, 99) == slot + 1
+    dead.claim_position, dead.claim_offset = pos, off
+    dead.claim_frame_bytes, dead.claim_record_count = 128, 3
+    dead.state = lib.SHMLOG_SLOT_OWNED
+    ring.header.claim.tail_position = pos + 128
+    ring.header.claim.next_offset = off + 3
+    cursor = ffi.new("shmlog_cursor *")
+    assert read_all(ring, cursor) == [(0, b"before")]
+    assert ring.repair_if_stuck(cursor.position, ffi.NULL)
+    append(ring, slot, [b"after"])
+    assert read_all(ring, cursor) == [(4, b"after")]  # offsets 1-3 were the dead claim
+
+
+def test_garbage_in_the_ring_header_is_refused_with_a_clear_error(ring):
+    ring.mapping.mm[0:8] = b"garbage!"
+    with pytest.raises(KafkaException) as exc:
+        Ring(ring.mapping, "t", 0)
+    assert "invalid ring header" in str(exc.value)
+
+
+def test_random_bytes_in_the_data_area_raise_corruption_never_crash(ring):
+    import random
+    rnd = random.Random(7)
+    slot = ring.acquire_producer_slot()
+    for i in range(20):
+        append(ring, slot, [b"v" * 100])
+    data = layout.RING_HEADER_BYTES
+    for trial in range(200):
+        at = data + rnd.randrange(0, 4000)
+        ring.mapping.mm[at:at + 16] = bytes(rnd.randrange(256) for _ in range(16))
+        cursor = ffi.new("shmlog_cursor *")
+        try:
+            read_all(ring, cursor)
+        except KafkaException as exc:
+            assert exc.args[0].code() == KafkaError._BAD_MSG
