@@ -9,7 +9,7 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["shmlog/_ffi_build.py:ffibuilder"],
     install_requires=["cffi>=1.15", "numpy>=1.22", "posix-ipc>=1.1", "psutil>=5.9"],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"]},
     entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
     package_data={"shmlog": ["py.typed"]},
     zip_safe=False,

@@ -578,7 +578,8 @@ class SegmentReader:
     def _scan(self, seg, until_offset=None, until_pos=None):
         """Extend seg's validated prefix until it covers until_offset / until_pos, or ends."""
         def wanted():
-            return ((until_offset is not None and seg.scan_offset <= until_offset) or
+            # scan_pos == 0: offset may lie in a gap before this segment, whose first batch then serves
+            return ((until_offset is not None and (seg.scan_offset <= until_offset or seg.scan_pos == 0)) or
                     (until_pos is not None and seg.scan_pos < until_pos))
 
         if seg.mapped is None:

@@ -1,0 +1,360 @@
+"""shmlog.segment: segment files written, recovered after a crash, and read back."""
+import os
+
+import pytest
+
+from shmlog import segment
+from shmlog._core import ffi, lib
+from shmlog.errors import KafkaError, KafkaException
+from shmlog.segment import SegmentReader, SegmentWriter, recover
+
+HEADER = lib.SHMLOG_BATCH_HEADER_BYTES
+
+
+def make_batch(base_offset, count, value_bytes=20):
+    """A valid RecordBatch v2 of `count` records, built with the C core as producers do."""
+    values = b"".join(bytes([(base_offset + i) % 256]) * value_bytes for i in range(count))
+    value_lens = ffi.new("int32_t[]", [value_bytes] * count)
+    src = ffi.from_buffer(values)
+    size = lib.shmlog_records_encode(ffi.NULL, 0, count, ffi.NULL, ffi.NULL, src, value_lens,
+                                     ffi.NULL, 0, ffi.NULL, ffi.NULL)
+    batch = bytearray(HEADER + size)
+    dst = ffi.from_buffer("uint8_t[]", batch)
+    assert lib.shmlog_records_encode(dst + HEADER, size, count, ffi.NULL, ffi.NULL, src, value_lens,
+                                     ffi.NULL, 0, ffi.NULL, ffi.NULL) == size
+    lib.shmlog_batch_write_header(dst, size, base_offset, 0, 0, count, 1000, 1000, -1, -1, -1)
+    return bytes(batch)
+
+
+def write_batches(writer, counts, start=0, value_bytes=20):
+    """Append one batch per count, offsets dense from `start`; returns the batches."""
+    batches, offset = [], start
+    for count in counts:
+        batch = make_batch(offset, count, value_bytes)
+        writer.append(batch, offset, offset + count)
+        batches.append(batch)
+        offset += count
+    return batches
+
+
+def segment_files(path):
+    return sorted(name for name in os.listdir(path) if name.endswith(".log"))
+
+
+@pytest.fixture
+def pdir(tmp_path):
+    return str(tmp_path / "topic-0")
+
+
+def test_an_empty_partition_has_log_start_and_end_offset_zero(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        assert (writer.log_start_offset, writer.log_end_offset) == (0, 0)
+    assert segment.log_start_offset(pdir) == 0
+    assert segment.log_end_offset(pdir) == 0
+
+
+def test_the_first_segment_is_named_by_the_base_offset_of_its_first_batch(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [3, 2], start=42)
+    assert segment_files(pdir) == ["00000000000000000042.log"]
+    assert segment.log_start_offset(pdir) == 42
+    assert segment.log_end_offset(pdir) == 47
+
+
+def test_a_segment_file_holds_the_batches_byte_for_byte(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        batches = write_batches(writer, [1, 5, 2])
+    with open(os.path.join(pdir, segment_files(pdir)[0]), "rb") as f:
+        assert f.read() == b"".join(batches)
+
+
+def test_the_writer_rolls_to_a_new_segment_before_one_would_exceed_segment_bytes(pdir):
+    batch_bytes = len(make_batch(0, 4))
+    with SegmentWriter(pdir, 3 * batch_bytes) as writer:
+        write_batches(writer, [4] * 7)
+        assert writer.log_end_offset == 28
+    assert segment_files(pdir) == ["00000000000000000000.log", "00000000000000000012.log",
+                                   "00000000000000000024.log"]
+    sizes = [os.path.getsize(os.path.join(pdir, name)) for name in segment_files(pdir)]
+    assert sizes == [3 * batch_bytes, 3 * batch_bytes, batch_bytes]
+
+
+def test_a_list_of_batches_is_split_across_segments_at_batch_boundaries(pdir):
+    batches = [make_batch(i * 2, 2) for i in range(5)]
+    with SegmentWriter(pdir, 2 * len(batches[0])) as writer:
+        writer.append(batches, 0, 10)
+        assert writer.log_end_offset == 10
+    assert segment_files(pdir) == ["00000000000000000000.log", "00000000000000000004.log",
+                                   "00000000000000000008.log"]
+    assert recover(pdir)[:2] == (0, 10)
+
+
+def test_appending_below_the_log_end_offset_is_refused(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5])
+        with pytest.raises(ValueError, match="below the log end offset 5"):
+            writer.append(make_batch(3, 2), 3, 5)
+        assert writer.log_end_offset == 5
+
+
+def test_an_offset_gap_starts_a_new_segment_so_offsets_stay_dense_within_each(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5])
+        write_batches(writer, [3], start=100)
+        assert (writer.log_start_offset, writer.log_end_offset) == (0, 103)
+    assert segment_files(pdir) == ["00000000000000000000.log", "00000000000000000100.log"]
+    assert recover(pdir) == (0, 103, "")
+
+
+def test_a_reopened_writer_continues_at_the_recovered_log_end_offset(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5, 5])
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        assert (writer.log_start_offset, writer.log_end_offset) == (0, 10)
+        assert writer.recovery_report == ""
+        write_batches(writer, [2], start=10)
+    assert recover(pdir) == (0, 12, "")
+
+
+def test_flush_makes_the_flushed_offset_reach_the_log_end_offset(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5])
+        assert writer.flushed_offset == 0
+        assert writer.flush() == 5
+        assert writer.flushed_offset == 5
+
+
+def test_a_torn_tail_is_truncated_with_a_report_naming_file_position_and_bytes(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        first, second = write_batches(writer, [3, 4])
+    path = os.path.join(pdir, segment_files(pdir)[0])
+    with open(path, "r+b") as f:
+        f.truncate(len(first) + len(second) - 7)  # the crash cut the second batch short
+
+    start, end, report = recover(pdir)
+
+    assert (start, end) == (0, 3)
+    assert os.path.getsize(path) == len(first)
+    assert path in report
+    assert f"cut {len(second) - 7} bytes at byte {len(first)}" in report
+    assert "torn batch" in report
+
+
+def test_a_torn_batch_header_is_truncated(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        first, _ = write_batches(writer, [3, 4])
+    path = os.path.join(pdir, segment_files(pdir)[0])
+    with open(path, "r+b") as f:
+        f.truncate(len(first) + 10)
+    assert recover(pdir)[1] == 3
+    assert os.path.getsize(path) == len(first)
+
+
+def test_a_corrupt_crc_in_the_middle_truncates_from_that_batch_on(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        batches = write_batches(writer, [2, 2, 2, 2])
+    path = os.path.join(pdir, segment_files(pdir)[0])
+    bad_at = len(batches[0]) + len(batches[1])
+    with open(path, "r+b") as f:
+        f.seek(bad_at + HEADER + 5)  # a flipped byte inside the third batch's records
+        f.write(b"\xff")
+
+    start, end, report = recover(pdir)
+
+    assert end == 4
+    assert os.path.getsize(path) == bad_at
+    assert "CRC32C mismatch" in report
+    assert f"cut {len(batches[2]) + len(batches[3])} bytes at byte {bad_at}" in report
+
+
+def test_an_offset_gap_inside_a_segment_is_corruption_and_truncated(pdir):
+    os.makedirs(pdir)
+    good, gap = make_batch(0, 3), make_batch(7, 2)
+    with open(os.path.join(pdir, segment.segment_name(0)), "wb") as f:
+        f.write(good + gap)
+
+    start, end, report = recover(pdir)
+
+    assert (start, end) == (0, 3)
+    assert "offset gap (expected base offset 3, found 7)" in report
+    assert f"at byte {len(good)}" in report
+
+
+def test_a_reopened_writer_reports_what_recovery_cut(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        first, _ = write_batches(writer, [3, 4])
+    with open(os.path.join(pdir, segment_files(pdir)[0]), "r+b") as f:
+        f.truncate(len(first) + 70)
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        assert writer.log_end_offset == 3
+        assert "cut 70 bytes" in writer.recovery_report
+        write_batches(writer, [1], start=3)
+    assert recover(pdir) == (0, 4, "")
+
+
+def test_log_end_offset_stops_at_a_torn_tail_without_cutting_it(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        first, second = write_batches(writer, [3, 4])
+    path = os.path.join(pdir, segment_files(pdir)[0])
+    with open(path, "ab") as f:
+        f.write(make_batch(7, 1)[:30])
+    assert segment.log_end_offset(pdir) == 7
+    assert os.path.getsize(path) == len(first) + len(second) + 30
+
+
+def test_a_failed_write_leaves_no_partial_batch_behind(pdir, monkeypatch):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [2])
+        real_writev = os.writev
+
+        def half_then_enospc(fd, buffers):
+            real_writev(fd, [bytes(buffers[0])[:25]])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "writev", half_then_enospc)
+        with pytest.raises(OSError):
+            writer.append(make_batch(2, 3), 2, 5)
+        monkeypatch.setattr(os, "writev", real_writev)
+        assert writer.log_end_offset == 2
+        write_batches(writer, [3], start=2)
+    assert recover(pdir) == (0, 5, "")
+
+
+def test_the_reader_returns_the_batch_that_contains_the_offset(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        batches = write_batches(writer, [5, 5, 5])
+
+    buf, frames = SegmentReader(pdir).read(7, 1)
+
+    assert frames == [(0, 5, 5, len(batches[1]))]
+    assert bytes(buf) == batches[1]
+
+
+def test_the_reader_returns_consecutive_batches_up_to_max_bytes(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        batches = write_batches(writer, [1] * 10)
+    size = len(batches[0])
+
+    buf, frames = SegmentReader(pdir).read(2, 3 * size + size // 2)
+
+    assert [f[1] for f in frames] == [2, 3, 4]
+    assert [f[0] for f in frames] == [0, size, 2 * size]
+    assert bytes(buf) == b"".join(batches[2:5])
+
+
+def test_the_reader_returns_one_batch_even_when_it_is_larger_than_max_bytes(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        batches = write_batches(writer, [50, 50], value_bytes=100)
+    buf, frames = SegmentReader(pdir).read(0, 10)
+    assert len(frames) == 1 and bytes(buf) == batches[0]
+
+
+def test_the_reader_returns_memoryviews_of_the_segment_file(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5])
+    buf, _ = SegmentReader(pdir).read(0, 1 << 20)
+    assert isinstance(buf, memoryview) and buf.readonly
+
+
+def test_the_reader_continues_across_a_segment_boundary(pdir):
+    batch_bytes = len(make_batch(0, 3))
+    with SegmentWriter(pdir, 2 * batch_bytes) as writer:
+        batches = write_batches(writer, [3] * 5)
+    assert len(segment_files(pdir)) == 3
+    reader = SegmentReader(pdir)
+
+    offset, seen = 0, []
+    while True:
+        buf, frames = reader.read(offset, 1 << 20)
+        if not frames:
+            break
+        for pos, base, count, nbytes in frames:
+            seen.append(bytes(buf[pos:pos + nbytes]))
+            offset = base + count
+
+    assert seen == batches
+    assert offset == 15
+
+
+def test_the_reader_skips_an_offset_gap_between_segments_to_the_next_batch(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5])
+        write_batches(writer, [3], start=100)
+    _, frames = SegmentReader(pdir).read(50, 1 << 20)
+    assert [f[1] for f in frames] == [100]
+
+
+def test_reading_at_the_log_end_offset_returns_nothing(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5])
+    buf, frames = SegmentReader(pdir).read(5, 1 << 20)
+    assert frames == [] and len(buf) == 0
+
+
+def test_reading_an_empty_partition_returns_nothing(pdir):
+    buf, frames = SegmentReader(pdir).read(0, 1 << 20)
+    assert frames == [] and len(buf) == 0
+
+
+def test_reading_below_the_log_start_offset_raises_offset_out_of_range(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5], start=100)
+    with pytest.raises(KafkaException) as caught:
+        SegmentReader(pdir).read(99, 1 << 20)
+    assert caught.value.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE
+
+
+def test_the_reader_sees_batches_and_segments_written_after_it_opened(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    writer = SegmentWriter(pdir, 2 * batch_bytes)
+    write_batches(writer, [2])
+    reader = SegmentReader(pdir)
+    assert [f[1] for f in reader.read(0, 1 << 20)[1]] == [0]
+
+    write_batches(writer, [2, 2, 2], start=2)  # fills the first segment, rolls to a second
+    writer.close()
+
+    assert [f[1] for f in reader.read(2, 1 << 20)[1]] == [2]
+    assert [f[1] for f in reader.read(4, 1 << 20)[1]] == [4, 6]
+    assert reader.read(8, 1 << 20)[1] == []
+
+
+def test_the_reader_never_returns_a_partially_written_batch(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [2])
+    partial = make_batch(2, 3)
+    path = os.path.join(pdir, segment_files(pdir)[0])
+    with open(path, "ab") as f:
+        f.write(partial[:-1])
+    reader = SegmentReader(pdir)
+
+    assert reader.read(2, 1 << 20)[1] == []
+    with open(path, "ab") as f:
+        f.write(partial[-1:])
+    assert reader.read(2, 1 << 20)[1] == [(0, 2, 3, len(partial))]
+
+
+def test_the_reader_reports_a_damaged_older_segment(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    with SegmentWriter(pdir, 2 * batch_bytes) as writer:
+        write_batches(writer, [2] * 4)
+    with open(os.path.join(pdir, segment_files(pdir)[0]), "r+b") as f:
+        f.seek(batch_bytes + 16)  # the magic byte of the second batch
+        f.write(b"\x07")
+    reader = SegmentReader(pdir)
+    assert [f[1] for f in reader.read(0, 1 << 20)[1]] == [0]
+    with pytest.raises(KafkaException) as caught:
+        reader.read(2, 1 << 20)
+    assert caught.value.args[0].code() == KafkaError._BAD_MSG
+
+
+def test_the_sparse_index_keeps_an_entry_about_every_index_interval(pdir):
+    with SegmentWriter(pdir, 1 << 24) as writer:
+        write_batches(writer, [1] * 2000)
+    reader = SegmentReader(pdir)
+    assert [f[1] for f in reader.read(1999, 1)[1]] == [1999]
+    seg = reader._segments[0]
+    gaps = [b - a for a, b in zip(seg.index_positions, seg.index_positions[1:])]
+    assert seg.index_positions[0] == 0
+    assert gaps and all(segment.INDEX_INTERVAL_BYTES <= g < segment.INDEX_INTERVAL_BYTES + 200 for g in gaps)
+    assert [f[1] for f in reader.read(1000, 1)[1]] == [1000]
