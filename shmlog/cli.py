@@ -594,8 +594,8 @@ def _mapped_by(names):
         except OSError:
             continue
         for line in maps.splitlines():
-            path = line.split(None, 5)[5] if line.count(" ") >= 5 else ""
-            path = path.strip().removesuffix(" (deleted)")
+            fields = line.split(None, 5)  # address perms offset dev inode [path]
+            path = fields[5].strip().removesuffix(" (deleted)") if len(fields) == 6 else ""
             if path in paths:
                 users[paths[path]].add(int(entry))
     return {n: sorted(p) for n, p in users.items()}

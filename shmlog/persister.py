@@ -1,0 +1,497 @@
+"""The persister: tails every partition ring and appends its batches to segment files.
+
+Run as `python -m shmlog.persister <data_dir>`; the supervisor spawns and restarts it.
+
+For each partition the persister keeps a cursor (ring position, next offset) at what is on
+disk. Each round it fetches what producers published past the cursor (zero-copy: the
+batches are written to the segment straight out of the shared mapping with writev), then
+publishes how far the ring is persisted and releases that ring space to producers. It
+fdatasyncs by policy: whenever a producer waits with acks=all (one fdatasync covers every
+waiter: group commit), or when flush.messages / flush.ms say so; flushed_offset, which
+acks=all waits on, only moves after an fdatasync.
+
+Restart consistency: the cursor starts at what the ring says was persisted. Batches the
+segments already hold (written, then the persister died before publishing) are skipped;
+segments that end below it mean a previous run lost data (logged; the log continues, in a
+new segment, at the ring's offsets).
+"""
+import errno
+import os
+import signal
+import socket
+import sys
+import time
+from collections import namedtuple
+
+import numpy as np
+
+from . import metadata, protocol
+from ._core import ffi, lib
+from .config import TOPIC_DEFAULTS
+from .errors import KafkaError, KafkaException
+from .layout import FRAME_REF_DTYPE
+from .ring import Doorbell, Ring
+from .segment import SegmentWriter
+
+FETCH_FRAMES = 1024
+IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
+RETRY_AFTER_ERROR_S = 0.1
+RETRY_OPEN_S = 1.0
+RETRY_CORRUPT_RING_S = 1.0
+# acks=all producers wait on the ring's persist futex and ring no doorbell, so right after
+# a write we poll briefly for waiters that came to wait for it.
+ACK_GRACE_S = 0.2
+ACK_POLL_S = 0.001
+CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
+CONTROL_CHECK_S = 0.1
+DRAIN_TIMEOUT_S = 30.0       # the supervisor waits 60 s for us after SIGTERM
+INT64_MAX = 2**63 - 1
+
+Settings = namedtuple("Settings", "segment_bytes flush_messages flush_ms")
+
+
+def log(message):
+    print(f"shmlog persister[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def _topic_setting(topic_config, broker, key, broker_key):
+    """Kafka's precedence: the topic's own value, else the broker default, else Kafka's.
+
+    Topic configs may come with defaults filled in, so a topic value equal to Kafka's
+    default counts as not set.
+    """
+    value = topic_config.get(key)
+    if value is not None and value != TOPIC_DEFAULTS[key]:
+        return value
+    if broker.get(broker_key) is not None:
+        return broker[broker_key]
+    return TOPIC_DEFAULTS[key] if value is None else value
+
+
+def settings_for(topic_config, broker):
+    return Settings(
+        segment_bytes=int(_topic_setting(topic_config, broker, "segment.bytes", "log.segment.bytes")),
+        flush_messages=int(_topic_setting(topic_config, broker, "flush.messages", "log.flush.interval.messages")),
+        flush_ms=int(_topic_setting(topic_config, broker, "flush.ms", "log.flush.interval.ms")),
+    )
+
+
+class PartitionLog:
+    """One partition: its ring, its segment writer, and how far the ring is on disk."""
+
+    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell):
+        self.topic, self.partition = topic, partition
+        self.source = (ring_name, log_dir)
+        self.doorbell = doorbell
+        self.dir = metadata.partition_dir(log_dir, topic, partition)
+        self.ring = Ring.open(ring_name, topic, partition)
+        try:
+            self.writer = SegmentWriter(self.dir, settings.segment_bytes)
+        except BaseException:
+            self.ring.close()
+            raise
+        self.configure(settings)
+        self.persist = self.ring.header.persist
+        self.view = self.ring.mapping.view()
+        self.frames = ffi.new("shmlog_frame_ref[]", FETCH_FRAMES)
+        self.frame_table = np.frombuffer(ffi.buffer(self.frames), FRAME_REF_DTYPE)
+        self.cursor = ffi.new("shmlog_cursor *")
+        self.probe = ffi.new("shmlog_cursor *")
+        self.cursor.position = self.persist.persisted_position
+        self.cursor.next_offset = self.persist.persisted_offset
+        # What we may claim is durable: no more than what is on disk, until we fdatasync it.
+        self.flushed = min(self.persist.flushed_offset, self.writer.log_end_offset)
+        self.last_flush = self.last_write = time.monotonic()
+        self.retry_at = 0.0
+        self.storage_errno = 0
+        self.corrupt_at = None
+        if self.writer.recovery_report:
+            log(f"{self.where()}: recovery: {self.writer.recovery_report}")
+        self._compare_with_disk()
+        self.persist.persister_pid = os.getpid()
+
+    def where(self):
+        return f"{self.topic}-{self.partition}"
+
+    def configure(self, settings):
+        self.writer.segment_bytes = settings.segment_bytes
+        self.flush_messages = settings.flush_messages
+        self.flush_ms = settings.flush_ms
+
+    def _compare_with_disk(self):
+        disk_end, persisted = self.writer.log_end_offset, self.cursor.next_offset
+        ring_end = self.ring.end()[1]
+        if disk_end < persisted:
+            log(f"{self.where()}: DATA LOSS: offsets {disk_end}..{persisted - 1} were reported persisted by "
+                f"a previous run but are not in {self.dir}; the log continues at offset {persisted}")
+        elif disk_end > ring_end:
+            log(f"{self.where()}: the ring ends at offset {ring_end}, below the log end offset {disk_end} "
+                f"on disk; ring batches below {disk_end} are taken as already on disk")
+
+    def start(self):
+        """Make what a crashed run left in the page cache durable, then say so in the ring."""
+        try:
+            self.flush()
+        except OSError as exc:
+            self._storage_failed(exc, time.monotonic())
+            return
+        self.publish()
+
+    # -------------------------------------------------------------- one round
+
+    def pump(self, now):
+        """Persist what is published, fdatasync if due, publish progress; True if anything moved."""
+        if now < self.retry_at:
+            return False
+        try:
+            moved, wrote = self.persist_published()
+            flushed = self.flush_if_due(now)
+        except OSError as exc:
+            self._storage_failed(exc, now)
+            return False
+        except KafkaException as exc:
+            self._ring_corrupt(exc, now)
+            return False
+        if (wrote or flushed) and self.storage_errno:
+            self._storage_recovered()
+        if moved or flushed:
+            self.publish()
+        return moved or flushed
+
+    def persist_published(self):
+        """Append the batches published past the cursor: (cursor moved, bytes written)."""
+        probe = self.probe
+        probe.position, probe.next_offset = self.cursor.position, self.cursor.next_offset
+        n = self.ring.fetch(probe, ffi.NULL, 0, self.frames, FETCH_FRAMES, 1)
+        if n == lib.SHMLOG_EOVERWRITTEN:
+            self._resync_after_overwrite()
+            return True, False
+        if n <= 0:
+            return self._repair_stuck_claim(), False
+        frames = self.frame_table[:n]
+        bases = frames["base_offset"]
+        # Batches the segments already hold: a previous run wrote them but died before publishing.
+        end = self.writer.log_end_offset
+        skip = int(np.count_nonzero(bases + frames["record_count"] <= end))
+        if skip < n and int(bases[skip]) < end:
+            log(f"{self.where()}: ring batch at offset {int(bases[skip])} straddles the log end offset {end} "
+                f"on disk; keeping the disk's copy and skipping it")
+            skip += 1
+        wrote = skip < n
+        if wrote:
+            view = self.view
+            pieces = [view[p:p + size] for p, size in zip(frames["map_pos"][skip:].tolist(),
+                                                          frames["batch_bytes"][skip:].tolist())]
+            self.writer.append(pieces, int(bases[skip]), probe.next_offset)
+            self.last_write = time.monotonic()
+        self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
+        return True, wrote
+
+    def flush_if_due(self, now):
+        unflushed = self.writer.log_end_offset - self.flushed
+        if unflushed <= 0:
+            return False
+        if (self.persist.persist_waiters or unflushed >= self.flush_messages
+                or (now - self.last_flush) * 1000 >= self.flush_ms):
+            self.flush()
+            self.last_flush = now
+            return True
+        return False
+
+    def flush(self):
+        self.flushed = self.writer.flush()
+
+    def publish(self):
+        lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
+                                          self.flushed)
+        lib.shmlog_ring_release_to(self.ring.map, self.cursor.position, ffi.NULL)
+
+    # -------------------------------------------------------------- trouble
+
+    def _repair_stuck_claim(self):
+        """A producer that died between claim and publish wedges the cursor; pad its claim."""
+        position = self.cursor.position
+        if self.ring.end()[0] > position and not self.ring.has_data(position):
+            return bool(self.ring.repair_if_stuck(position, self.doorbell.ptr))
+        return False
+
+    def _resync_after_overwrite(self):
+        # Cannot happen while we are the releaser; if something else released ring space,
+        # what it overwrote is lost: say so and continue from the oldest batch still there.
+        position, offset = self.ring.start()
+        log(f"{self.where()}: DATA LOSS: the ring overwrote offsets {self.cursor.next_offset}..{offset - 1} "
+            f"before they were persisted")
+        self.cursor.position, self.cursor.next_offset = position, offset
+
+    def _ring_corrupt(self, exc, now):
+        if self.corrupt_at != self.cursor.position:
+            self.corrupt_at = self.cursor.position
+            log(f"{self.where()}: {exc}; persisting of this partition is stuck until the ring is repaired "
+                f"or the topic recreated")
+        self.retry_at = now + RETRY_CORRUPT_RING_S
+
+    def _storage_failed(self, exc, now):
+        code = exc.errno or errno.EIO
+        if code != self.storage_errno:
+            log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
+                f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
+        self.storage_errno = code
+        self.persist.storage_error = code
+        # Producers sleeping in wait_flushed must wake up to see the error.
+        lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
+                                          self.flushed)
+        self.retry_at = now + RETRY_AFTER_ERROR_S
+
+    def _storage_recovered(self):
+        log(f"{self.where()}: writing to {self.dir} works again")
+        self.storage_errno = 0
+        self.persist.storage_error = 0
+
+    # -------------------------------------------------------------- waiting
+
+    def has_work(self, now):
+        if now < self.retry_at:
+            return False
+        return bool(self.ring.has_data(self.cursor.position) or
+                    (self.persist.persist_waiters and self.writer.log_end_offset > self.flushed))
+
+    def wake_after(self, now):
+        """Seconds until this partition needs a look even if no producer rings the doorbell."""
+        if now < self.retry_at:
+            return self.retry_at - now
+        wait = IDLE_WAIT_S
+        if self.writer.log_end_offset > self.flushed:
+            if self.flush_ms < INT64_MAX:
+                wait = min(wait, self.last_flush + self.flush_ms / 1000 - now)
+            if now - self.last_write < ACK_GRACE_S:
+                wait = min(wait, ACK_POLL_S)
+        if self.ring.end()[0] > self.cursor.position:
+            wait = min(wait, CLAIM_POLL_S)
+        return wait
+
+    # -------------------------------------------------------------- shutdown
+
+    def drain_once(self):
+        """One drain step: 'moved', 'done' (nothing more published) or 'error'."""
+        now = time.monotonic()
+        if now < self.retry_at:
+            return "error"
+        try:
+            moved, wrote = self.persist_published()
+        except OSError as exc:
+            self._storage_failed(exc, now)
+            return "error"
+        except KafkaException as exc:
+            self._ring_corrupt(exc, now)
+            return "done"
+        if wrote and self.storage_errno:
+            self._storage_recovered()
+        if moved:
+            self.publish()
+        return "moved" if moved else "done"
+
+    def finish(self):
+        """fdatasync and publish the final state; False if the disk refused."""
+        try:
+            self.flush()
+        except OSError as exc:
+            self._storage_failed(exc, time.monotonic())
+            return False
+        if self.storage_errno:
+            self._storage_recovered()
+        self.publish()
+        return True
+
+    def close(self):
+        try:
+            self.view.release()
+        except BufferError:
+            pass
+        self.writer.close()
+        self.ring.close()
+
+
+class Persister:
+    def __init__(self, data_dir):
+        self.data_dir = os.path.realpath(data_dir)
+        self.control = protocol.Control(self.data_dir, register_as="persister")
+        self.partitions = {}     # (topic, partition) -> PartitionLog
+        self.unopened = {}       # (topic, partition) -> (spec, retry at)
+        self.bell = None
+        self.slot = -1
+        self.epoch = None
+        self.stopping = False
+        self.next_control_check = 0.0
+
+    # -------------------------------------------------------------- metadata
+
+    def refresh_metadata(self):
+        meta = self.control.request("metadata")
+        self._use_doorbell(meta["doorbell"])
+        self.epoch = meta["epoch"]
+        broker = meta.get("broker") or {}
+        wanted = {}
+        for name, t in meta["topics"].items():
+            settings = settings_for(t.get("config") or {}, broker)
+            for p in range(t["partitions"]):
+                wanted[(name, p)] = (t["rings"][p], t["log_dirs"][p], settings)
+        for key, part in list(self.partitions.items()):
+            spec = wanted.get(key)
+            if spec is not None and part.source == spec[:2]:
+                part.configure(spec[2])
+                continue
+            if spec is not None:
+                self._drain_and_close(part)  # moved to another ring or log dir: finish the old one
+            else:
+                part.close()  # topic deleted: its ring and directory are gone with it
+            del self.partitions[key]
+        self.unopened = {}
+        for key, spec in wanted.items():
+            if key not in self.partitions:
+                self._open(key, spec)
+
+    def _use_doorbell(self, name):
+        if self.bell is not None and self.bell.mapping.name == name:
+            return
+        if self.bell is not None:
+            self.bell.release(self.slot)
+            self.bell.close()
+        self.bell = Doorbell.open(name)
+        self.slot = self.bell.acquire()
+        if self.slot < 0:
+            log("no free doorbell slot; polling every 100 ms instead of sleeping on the doorbell")
+        for part in self.partitions.values():
+            part.doorbell = self.bell
+
+    def _open(self, key, spec):
+        ring_name, log_dir, settings = spec
+        try:
+            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell)
+        except Exception as exc:  # one bad partition must not stop the others
+            if key not in self.unopened:
+                log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
+            self.unopened[key] = (spec, time.monotonic() + RETRY_OPEN_S)
+            return
+        self.unopened.pop(key, None)
+        part.start()
+        self.partitions[key] = part
+
+    def _retry_unopened(self, now):
+        for key, (spec, retry_at) in list(self.unopened.items()):
+            if now >= retry_at:
+                self._open(key, spec)
+
+    def _drain_and_close(self, part):
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while part.drain_once() == "moved" and time.monotonic() < deadline:
+            pass
+        part.finish()
+        part.close()
+
+    # -------------------------------------------------------------- main loop
+
+    def run(self):
+        try:
+            self.refresh_metadata()
+            while not self.stopping:
+                now = time.monotonic()
+                if self.bell.metadata_epoch != self.epoch:
+                    self.refresh_metadata()
+                if self.unopened:
+                    self._retry_unopened(now)
+                busy = False
+                for part in list(self.partitions.values()):
+                    busy |= part.pump(now)
+                if now >= self.next_control_check:
+                    self.next_control_check = now + CONTROL_CHECK_S
+                    if self._supervisor_gone():
+                        break
+                if not busy:
+                    self.idle_wait(time.monotonic())
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._TRANSPORT:
+                raise
+            # The supervisor is gone; it starts a new persister when it comes back.
+        return self.shutdown()
+
+    def _supervisor_gone(self):
+        try:
+            return self.control.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
+    def idle_wait(self, now):
+        parts = list(self.partitions.values())
+        timeout = min([IDLE_WAIT_S] + [part.wake_after(now) for part in parts])
+        if timeout <= 0:
+            return
+        if self.slot < 0:
+            time.sleep(timeout)
+            return
+        bell, slot = self.bell.ptr, self.slot
+        # Sequence first, then watch, then re-check: a publish after the re-check bumps the
+        # sequence we sleep on, so it cannot slip between the check and the sleep.
+        seq = lib.shmlog_doorbell_sequence(bell, slot)
+        for part in parts:
+            lib.shmlog_doorbell_watch(part.ring.map, slot, 1)
+        try:
+            if not any(part.has_work(now) for part in parts) and not self.stopping:
+                lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
+        finally:
+            for part in parts:
+                lib.shmlog_doorbell_watch(part.ring.map, slot, 0)
+
+    # -------------------------------------------------------------- shutdown
+
+    def drain(self):
+        """Write everything already published, fdatasync it all; True if nothing failed."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        pending = set(self.partitions.values())
+        while pending and time.monotonic() < deadline:
+            states = {part: part.drain_once() for part in pending}
+            pending = {part for part, state in states.items() if state != "done"}
+            if pending and all(states[part] == "error" for part in pending):
+                time.sleep(RETRY_AFTER_ERROR_S)
+        ok = not pending
+        for part in self.partitions.values():
+            ok = part.finish() and ok
+        return ok
+
+    def shutdown(self):
+        ok = self.drain()
+        if not ok:
+            log("could not persist everything the rings hold before exiting; it stays in shared memory "
+                "for the next persister")
+        for part in self.partitions.values():
+            part.persist.persister_pid = 0
+            part.close()
+        self.partitions.clear()
+        if self.bell is not None:
+            self.bell.release(self.slot)
+            self.bell.close()
+        self.control.close()
+        return 0 if ok else 1
+
+    def stop(self, *_):
+        self.stopping = True
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m shmlog.persister <data_dir>", file=sys.stderr)
+        return 2
+    try:
+        persister = Persister(argv[0])
+    except KafkaException as exc:
+        log(str(exc))
+        return 1
+    signal.signal(signal.SIGTERM, persister.stop)
+    signal.signal(signal.SIGINT, persister.stop)
+    return persister.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
