@@ -167,6 +167,9 @@ class PartitionLog:
             self._resync_after_overwrite()
             return True, False
         if n <= 0:
+            if probe.position != self.cursor.position:  # only padding: step over it
+                self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
+                return True, False
             return self._repair_stuck_claim(), False
         frames = self.frame_table[:n]
         bases = frames["base_offset"]
