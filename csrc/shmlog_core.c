@@ -539,9 +539,13 @@ static void index_note(shmlog_ring_header *h, uint64_t position, uint64_t frame_
     STORE_RLX(&e->offset, offset);
 }
 
+uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins);
+
 static int wait_for_space(shmlog_ring_header *h, uint64_t claim_end, uint64_t deadline_ns) {
     uint32_t seq = LOAD_ACQ(&h->release.space_futex);
     __atomic_fetch_add(&h->release.space_waiters, 1, __ATOMIC_SEQ_CST);
+    /* What is persisted but held back for readers is ours to take now. */
+    shmlog_ring_release_to(h, LOAD_ACQ(&h->persist.persisted_position), NULL);
     int rc = SHMLOG_OK;
     if (claim_end > __atomic_load_n(&h->release.release_position, __ATOMIC_SEQ_CST) + h->descriptor.capacity_bytes) {
         uint64_t now = monotonic_ns();
@@ -831,17 +835,22 @@ int shmlog_pin_acquire(void *map, uint32_t pid, uint64_t pid_start_time, uint64_
     return SHMLOG_ENOSLOT;
 }
 
-/* Dekker pair with shmlog_ring_release_to: we store the pin then read the intent,
- * the releaser stores the intent then reads the pins; one of us sees the other. */
+/* Dekker pair with shmlog_ring_release_to: we store the pin then read the busy flag, the
+ * releaser stores the flag then reads the pins. Seeing the flag clear means either the
+ * releaser's next round sees our pin, or its last round's release is what we read next. */
 int shmlog_pin_set(void *map, int pin, uint64_t position) {
     shmlog_ring_header *h = ring_header(map);
     STORE_SEQ(&h->pins[pin].pin_position, position);
     if (position == UINT64_MAX) return SHMLOG_OK;
-    if (__atomic_load_n(&h->release.release_intent, __ATOMIC_SEQ_CST) > position) {
-        STORE_SEQ(&h->pins[pin].pin_position, UINT64_MAX);
-        return SHMLOG_EOVERWRITTEN;
+    for (int spin = 0; spin < 100000; spin++) {
+        if (!__atomic_load_n(&h->release.release_busy, __ATOMIC_SEQ_CST)) {
+            if (__atomic_load_n(&h->release.release_position, __ATOMIC_SEQ_CST) <= position) return SHMLOG_OK;
+            break;
+        }
+        __builtin_ia32_pause();
     }
-    return SHMLOG_OK;
+    STORE_SEQ(&h->pins[pin].pin_position, UINT64_MAX);
+    return SHMLOG_EOVERWRITTEN;
 }
 
 void shmlog_pin_release(void *map, int pin) {
@@ -851,27 +860,29 @@ void shmlog_pin_release(void *map, int pin) {
     STORE_REL(&h->pins[pin].in_use, 0);
 }
 
+/* Space is released lazily: a quarter of the ring stays readable behind the persister (so
+ * readers near the head keep zero-copy access) until a producer actually waits for room. */
 uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins) {
     shmlog_ring_header *h = ring_header(map);
     (void)dead_pins;
-    if (persisted_position > LOAD_ACQ(&h->release.release_intent))
-        __atomic_store_n(&h->release.release_intent, persisted_position, __ATOMIC_SEQ_CST);
-    uint64_t target = persisted_position;
+    uint64_t hold_back = __atomic_load_n(&h->release.space_waiters, __ATOMIC_SEQ_CST) ? 0 : h->descriptor.capacity_bytes / 4;
+    if (persisted_position < hold_back) return LOAD_ACQ(&h->release.release_position);
+    __atomic_store_n(&h->release.release_busy, 1, __ATOMIC_SEQ_CST);
+    uint64_t target = persisted_position - hold_back;
     for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
         uint64_t p = __atomic_load_n(&h->pins[i].pin_position, __ATOMIC_SEQ_CST);
         if (p < target) target = p;
     }
     uint64_t current = LOAD_ACQ(&h->release.release_position);
-    if (target > current) {
-        STORE_REL(&h->release.release_position, target);
-        FENCE_SEQ();
-        if (LOAD_RLX(&h->release.space_waiters)) {
-            __atomic_fetch_add(&h->release.space_futex, 1, __ATOMIC_RELEASE);
-            futex_wake_all(&h->release.space_futex);
-        }
-        return target;
+    if (target > current) __atomic_store_n(&h->release.release_position, target, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&h->release.release_busy, 0, __ATOMIC_SEQ_CST);
+    if (target <= current) return current;
+    FENCE_SEQ();
+    if (LOAD_RLX(&h->release.space_waiters)) {
+        __atomic_fetch_add(&h->release.space_futex, 1, __ATOMIC_RELEASE);
+        futex_wake_all(&h->release.space_futex);
     }
-    return current;
+    return target;
 }
 
 void shmlog_ring_publish_persisted(void *map, uint64_t position, uint64_t offset, uint64_t flushed_offset) {
@@ -886,12 +897,13 @@ void shmlog_ring_publish_persisted(void *map, uint64_t position, uint64_t offset
     }
 }
 
-int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns) {
+int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns, void *doorbell) {
     shmlog_ring_header *h = ring_header(map);
     const uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : monotonic_ns() + (uint64_t)timeout_ns;
-    for (;;) {
+    for (int round = 0;; round++) {
         uint32_t seq = LOAD_ACQ(&h->persist.persist_futex);
         __atomic_fetch_add(&h->persist.persist_waiters, 1, __ATOMIC_SEQ_CST);
+        if (round == 0) doorbell_ring(map, doorbell); /* the persister fsyncs when it sees a waiter */
         int done = __atomic_load_n(&h->persist.flushed_offset, __ATOMIC_SEQ_CST) > offset;
         uint64_t now = monotonic_ns();
         if (!done && now < deadline) {

@@ -42,7 +42,7 @@ int shmlog_pin_set(void *map, int pin, uint64_t position);
 void shmlog_pin_release(void *map, int pin);
 uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins);
 void shmlog_ring_publish_persisted(void *map, uint64_t position, uint64_t offset, uint64_t flushed_offset);
-int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns);
+int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns, void *doorbell);
 
 int shmlog_doorbell_init(void *bell);
 int shmlog_doorbell_validate(const void *bell, uint64_t map_bytes);

@@ -9,7 +9,7 @@
  *   +-----------------------------------------------------------+
  *   | descriptor        (cache line 0, written once at init)    |
  *   | claim             (tail position + next offset, 16B CAS)  |  line 1
- *   | release           (release position/intent, space futex)  |  line 2
+ *   | release           (release position, busy flag, futex)    |  line 2
  *   | persist           (persisted/flushed positions, futex)    |  line 3
  *   | waiter_mask[4]    (doorbell slots waiting on this ring)   |  line 4
  *   | producer slots    [SHMLOG_PRODUCER_SLOTS] x 64B           |
@@ -123,7 +123,7 @@ typedef struct shmlog_ring_claim {
 
 typedef struct shmlog_ring_release {
     uint64_t release_position;
-    uint64_t release_intent;
+    uint64_t release_busy; /* non-zero while a releaser reads the pins */
     uint32_t space_futex;
     uint32_t space_waiters;
     uint8_t pad[SHMLOG_CACHE_LINE - 24];

@@ -238,7 +238,11 @@ class Consumer:
         out = []
         for tp in partitions:
             reader = self._readers.get((tp.topic, tp.partition))
-            out.append(TopicPartition(tp.topic, tp.partition, reader.next_offset if reader else OFFSET_INVALID))
+            if reader is None:
+                offset = OFFSET_INVALID
+            else:
+                offset = reader.pending[0].offset() if reader.pending else reader.next_offset
+            out.append(TopicPartition(tp.topic, tp.partition, offset))
         return out
 
     def get_watermark_offsets(self, partition, timeout=None, cached=False):
@@ -405,8 +409,8 @@ class Consumer:
         if pin is None:
             pin = self._pins[ring] = ring.acquire_pin()
         if not ring.set_pin(pin, reader.cursor.position):
-            self._to_ring_or_segments(reader)
-            return None
+            # Those bytes may be reused before the caller is done with them: hand out copies.
+            return self._view_of_messages(self._collect(reader, max_records))
         start = (reader.cursor.position, reader.cursor.next_offset)
         n = ring.fetch(reader.cursor, ffi.NULL, 0, self._frames, MAX_FRAMES_PER_FETCH, self._check_crcs)
         if n <= 0:

@@ -38,10 +38,6 @@ IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead cla
 RETRY_AFTER_ERROR_S = 0.1
 RETRY_OPEN_S = 1.0
 RETRY_CORRUPT_RING_S = 1.0
-# acks=all producers wait on the ring's persist futex and ring no doorbell, so right after
-# a write we poll briefly for waiters that came to wait for it.
-ACK_GRACE_S = 0.2
-ACK_POLL_S = 0.001
 CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
 CONTROL_CHECK_S = 0.1
 DRAIN_TIMEOUT_S = 30.0       # the supervisor waits 60 s for us after SIGTERM
@@ -101,7 +97,7 @@ class PartitionLog:
         self.cursor.next_offset = self.persist.persisted_offset
         # What we may claim is durable: no more than what is on disk, until we fdatasync it.
         self.flushed = min(self.persist.flushed_offset, self.writer.log_end_offset)
-        self.last_flush = self.last_write = time.monotonic()
+        self.last_flush = time.monotonic()
         self.retry_at = 0.0
         self.storage_errno = 0
         self.corrupt_at = None
@@ -186,7 +182,6 @@ class PartitionLog:
             pieces = [view[p:p + size] for p, size in zip(frames["map_pos"][skip:].tolist(),
                                                           frames["batch_bytes"][skip:].tolist())]
             self.writer.append(pieces, int(bases[skip]), probe.next_offset)
-            self.last_write = time.monotonic()
         self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
         return True, wrote
 
@@ -263,11 +258,8 @@ class PartitionLog:
         if now < self.retry_at:
             return self.retry_at - now
         wait = IDLE_WAIT_S
-        if self.writer.log_end_offset > self.flushed:
-            if self.flush_ms < INT64_MAX:
-                wait = min(wait, self.last_flush + self.flush_ms / 1000 - now)
-            if now - self.last_write < ACK_GRACE_S:
-                wait = min(wait, ACK_POLL_S)
+        if self.writer.log_end_offset > self.flushed and self.flush_ms < INT64_MAX:
+            wait = min(wait, self.last_flush + self.flush_ms / 1000 - now)
         if self.ring.end()[0] > self.cursor.position:
             wait = min(wait, CLAIM_POLL_S)
         return wait
@@ -452,9 +444,12 @@ class Persister:
         """Write everything already published, fdatasync it all; True if nothing failed."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         pending = set(self.partitions.values())
+        # What was claimed when we were told to stop; producers that keep going are not chased.
+        targets = {part: part.ring.end()[0] for part in pending}
         while pending and time.monotonic() < deadline:
             states = {part: part.drain_once() for part in pending}
-            pending = {part for part, state in states.items() if state != "done"}
+            pending = {part for part, state in states.items()
+                       if state != "done" and part.cursor.position < targets[part]}
             if pending and all(states[part] == "error" for part in pending):
                 time.sleep(RETRY_AFTER_ERROR_S)
         ok = not pending

@@ -187,8 +187,8 @@ class Producer:
 
     def _check_size(self, topic, info, size):
         limits = (("max.request.size/message.max.bytes (producer)", self._record_limit),
-                  ("max.message.bytes (topic)", info["config"].get("max.message.bytes", 1048588) - 61),
-                  ("message.max.bytes (broker)", self._cluster.meta.get("message_max_bytes", 1048588) - 61))
+                  ("max.message.bytes (topic; defaults to the broker's message.max.bytes)",
+                   info["config"]["max.message.bytes"] - layout.BATCH_HEADER_BYTES))
         for name, limit in limits:
             if size > limit:
                 raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
@@ -266,7 +266,7 @@ class Producer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(remaining * 1e9))
+                rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(remaining * 1e9), self._cluster.doorbell.ptr)
                 if rc == lib.SHMLOG_ECORRUPT:
                     tp, base, batch, _ = reports
                     self._durable.popleft()
@@ -400,7 +400,8 @@ class Producer:
     def _wait_durable(self, ring, last_offset):
         if self._acks != -1:
             return
-        rc = lib.shmlog_ring_wait_flushed(ring.map, last_offset, int(self._cfg.message_timeout_ms * 1e6))
+        rc = lib.shmlog_ring_wait_flushed(ring.map, last_offset, int(self._cfg.message_timeout_ms * 1e6),
+                                          self._cluster.doorbell.ptr)
         if rc != 0:
             raise error(KafkaError.KAFKA_STORAGE_ERROR if rc == lib.SHMLOG_ECORRUPT else KafkaError._MSG_TIMED_OUT,
                         f"{ring.where()}: offset {last_offset} was not fsynced within message.timeout.ms")

@@ -180,13 +180,17 @@ class Supervisor:
         topics = {}
         for name, t in self.meta["topics"].items():
             topics[name] = {
-                "id": t["id"], "partitions": t["partitions"], "config": metadata.topic_config(t),
+                "id": t["id"], "partitions": t["partitions"], "config": self.topic_config(t),
                 "rings": [self.ring_name(name, p) for p in range(t["partitions"])],
                 "log_dirs": [self.partition_log_dir(name, p) for p in range(t["partitions"])],
             }
         return {"epoch": self.doorbell.metadata_epoch, "doorbell": shm.doorbell_name(self.ns),
                 "log_dirs": self.log_dirs, "broker": self.config.as_dict(), "topics": topics,
                 "message_max_bytes": self.config.message_max_bytes}
+
+    def topic_config(self, t):
+        # The broker's message.max.bytes is the default of a topic's max.message.bytes, as in Kafka.
+        return {**metadata.topic_config(t), "max.message.bytes": self.config.message_max_bytes, **t["config"]}
 
     def op_create_topics(self, sock, request):
         results = {}

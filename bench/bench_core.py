@@ -1,0 +1,726 @@
+"""Core benchmark: one producer process -> one consumer process through shmlog, next to the
+same workloads over multiprocessing.Queue. Prints a Markdown table (numbers, not a test).
+
+    PYTHONPATH=. python bench/bench_core.py [--records N] [--quick] [--json PATH] [--profile]
+
+Every row runs on a fresh single-partition topic (ring.bytes 256 MiB) of an embedded broker in
+a temporary data dir, with the producer and the consumer in separate `spawn` processes pinned
+to different cores. Throughput is measured end to end: from the producer's first call (after a
+start signal both sides wait for) to the consumer receiving the last record, on the system-wide
+CLOCK_MONOTONIC. The consumer checks it got exactly the expected records with dense offsets
+(and that each record's payload carries its own sequence number); a row that does not is
+reported as FAILED. See bench/README.md for what each row measures.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import queue as queue_mod
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+import numpy as np
+
+# Runs as a plain script: make `import shmlog` find the package next to bench/ without PYTHONPATH.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import multiprocessing  # noqa: E402
+
+import shmlog  # noqa: E402
+
+RING_BYTES = "268435456"           # 256 MiB, as a topic config string
+RING_BUDGET = 0.85 * int(RING_BYTES)  # bytes one row may put into its ring (see ring_cap)
+PER_RECORD_FRAMING = 24            # generous per-record bytes in a ring beyond the value
+BATCH_CHUNK = 8192                 # records per produce_batch call
+LATENCY_INTERVAL_NS = 100_000      # 10k records/s
+LATENCY_WARMUP = 200               # first records of a latency row not counted in percentiles
+STALL_S = 20.0                     # a consumer that sees nothing for this long gives up
+ROW_TIMEOUT_S = 180.0              # the parent gives up on a row after this long
+SETUP_TIMEOUT_S = 60.0
+
+now_ns = time.clock_gettime_ns
+MONO = time.CLOCK_MONOTONIC
+
+
+# ---------------------------------------------------------------------------- child helpers
+
+def _child_setup(cpu):
+    """Common start of every child: Ctrl-C is the parent's business, pin, die with the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})   # before any thread starts, so threads inherit it
+    parent = os.getppid()
+
+    def watchdog():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:   # parent died without cleaning up: do not linger
+                os._exit(3)
+
+    threading.Thread(target=watchdog, name="bench-watchdog", daemon=True).start()
+
+
+def _precise_sleep():
+    """Ask for 1 us timer slack (default 50 us) so pacing sleeps wake close to their target."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)   # PR_SET_TIMERSLACK
+    except Exception:
+        pass
+
+
+def _pace(target):
+    """Sleep (releasing the GIL, so a Queue feeder thread can run) until CLOCK_MONOTONIC >= target."""
+    rem = target - now_ns(MONO)
+    if rem > 0:
+        time.sleep(rem / 1e9)
+
+
+def child_main(role, kind, params, cpu, ready, go, results, mpq):
+    try:
+        _child_setup(cpu)
+        fn = {("producer", "records"): shm_produce_records, ("consumer", "records"): shm_consume_records,
+              ("producer", "batch"): shm_produce_batch, ("consumer", "batch"): shm_consume_batch,
+              ("producer", "latency"): shm_produce_latency, ("consumer", "latency"): shm_consume_latency,
+              ("producer", "queue_records"): q_produce_records, ("consumer", "queue_records"): q_consume_records,
+              ("producer", "queue_latency"): q_produce_latency, ("consumer", "queue_latency"): q_consume_latency,
+              }[(role, kind)]
+        if params.get("profile"):
+            import cProfile
+            import io
+            import pstats
+            prof = cProfile.Profile()
+            out = prof.runcall(fn, params, ready, go, mpq)
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(12)
+            out["profile"] = text.getvalue()
+        else:
+            out = fn(params, ready, go, mpq)
+        out["role"] = role
+        results.put(out)
+    except BaseException:
+        results.put({"role": role, "error": traceback.format_exc()})
+
+
+def _wait_go(ready, go):
+    ready.set()
+    if not go.wait(SETUP_TIMEOUT_S):
+        raise RuntimeError("no start signal from the parent")
+    return now_ns(MONO)
+
+
+class Checker:
+    """Counts records and checks offsets (or sequence numbers) are exactly 0, 1, 2, ..."""
+
+    __slots__ = ("expected", "gaps", "first_gap", "nbytes")
+
+    def __init__(self):
+        self.expected = self.gaps = self.nbytes = 0
+        self.first_gap = None
+
+    def gap(self, got):
+        self.gaps += 1
+        if self.first_gap is None:
+            self.first_gap = (self.expected, int(got))
+        self.expected = int(got)
+
+    def result(self, t_last, extra=0):
+        return {"received": self.expected if not self.gaps else None, "count": self.expected,
+                "gaps": self.gaps, "first_gap": self.first_gap, "extra": extra, "nbytes": self.nbytes,
+                "t_last": t_last}
+
+
+# ---------------------------------------------------------------------------- shmlog: per-record API
+
+def shm_produce_records(params, ready, go, _):
+    n, rb, topic = params["n"], params["record_bytes"], params["topic"]
+    p = shmlog.Producer({"bootstrap.servers": params["bootstrap"], "acks": 1, "linger.ms": 5,
+                         "batch.num.messages": 10000})
+    pad = b"x" * (rb - 8)
+    produce, poll = p.produce, p.poll
+    t0 = _wait_go(ready, go)
+    for i in range(n):
+        try:
+            produce(topic, i.to_bytes(8, "little") + pad)
+        except BufferError:          # local queue full: serve reports and retry, as with confluent-kafka
+            poll(0.05)
+            produce(topic, i.to_bytes(8, "little") + pad)
+        if not i & 4095:
+            poll(0)
+    p.flush()
+    t_done = now_ns(MONO)
+    p.close()
+    return {"t_start": t0, "t_done": t_done}
+
+
+def _consumer(params, busy=False):
+    c = shmlog.Consumer({"bootstrap.servers": params["bootstrap"], "shmlog.busy.poll": busy})
+    c.assign([shmlog.TopicPartition(params["topic"], 0, shmlog.OFFSET_BEGINNING)])
+    return c
+
+
+def _extra_records(c):
+    """Anything beyond the expected count is an error too: look briefly for more."""
+    extra = 0
+    while True:
+        m = c.poll(0.05)
+        if m is None:
+            return extra
+        extra += 1
+
+
+def shm_consume_records(params, ready, go, _):
+    n = params["n"]
+    c = _consumer(params)
+    ck = Checker()
+    poll = c.poll
+    t_last = None
+    _wait_go(ready, go)
+    last_seen = time.monotonic()
+    while ck.expected < n:
+        m = poll(1.0)
+        if m is None:
+            if time.monotonic() - last_seen > STALL_S:
+                break
+            continue
+        if m.error() is not None:
+            ck.gap(ck.expected)
+            continue
+        off = m.offset()
+        if off != ck.expected:
+            ck.gap(off)
+        ck.nbytes += len(m.value())
+        ck.expected += 1
+        if not ck.expected & 1023:
+            last_seen = time.monotonic()
+    t_last = now_ns(MONO)
+    extra = _extra_records(c)
+    c.close()
+    return ck.result(t_last, extra)
+
+
+# ---------------------------------------------------------------------------- shmlog: batch API
+
+def shm_produce_batch(params, ready, go, _):
+    n, rb, topic = params["n"], params["record_bytes"], params["topic"]
+    p = shmlog.Producer({"bootstrap.servers": params["bootstrap"], "acks": 1})
+    values = np.full((BATCH_CHUNK, rb), ord("x"), np.uint8)
+    seq = np.arange(BATCH_CHUNK, dtype="<u8")
+    produce_batch = p.produce_batch
+    t0 = _wait_go(ready, go)
+    for start in range(0, n, BATCH_CHUNK):
+        k = min(BATCH_CHUNK, n - start)
+        values[:k, :8] = (seq[:k] + start).view(np.uint8).reshape(k, 8)   # each record carries its offset
+        produce_batch(topic, values[:k])
+    p.flush()
+    t_done = now_ns(MONO)
+    p.close()
+    return {"t_start": t0, "t_done": t_done}
+
+
+def shm_consume_batch(params, ready, go, _):
+    n, rb = params["n"], params["record_bytes"]
+    dtype = np.dtype((np.void, rb))
+    c = _consumer(params)
+    ck = Checker()
+    views = 0
+    _wait_go(ready, go)
+    last_seen = time.monotonic()
+    while ck.expected < n:
+        view = c.consume_batch(65536, timeout=1.0)
+        if view is None:
+            if time.monotonic() - last_seen > STALL_S:
+                break
+            continue
+        last_seen = time.monotonic()
+        k = len(view)
+        offs = view.offsets
+        first = int(offs[0])
+        if first != ck.expected or int(offs[-1]) != first + k - 1 or (k > 2 and not (np.diff(offs) == 1).all()):
+            ck.gap(first)
+        vals = view.values_as(dtype)                   # zero-copy strided view into the ring
+        # spot-check content: first and last record carry their own offset in their first 8 bytes
+        if (int.from_bytes(vals[0].tobytes()[:8], "little") != first
+                or int.from_bytes(vals[k - 1].tobytes()[:8], "little") != first + k - 1):
+            ck.gap(first)
+        ck.nbytes += int(view.value_lengths.sum())
+        ck.expected = first + k
+        views += 1
+    t_last = now_ns(MONO)
+    extra = 0
+    while True:
+        v = c.consume_batch(65536, timeout=0.05)
+        if v is None:
+            break
+        extra += len(v)
+    c.close()
+    out = ck.result(t_last, extra)
+    out["views"] = views
+    return out
+
+
+# ---------------------------------------------------------------------------- shmlog: one-way latency
+
+def shm_produce_latency(params, ready, go, _):
+    n, topic = params["n"], params["topic"]
+    _precise_sleep()
+    p = shmlog.Producer({"bootstrap.servers": params["bootstrap"], "acks": 1, "linger.ms": 0})
+    pad = b"x" * (params["record_bytes"] - 16)
+    pack, produce = struct.Struct("<qq").pack, p.produce
+    t0 = _wait_go(ready, go)
+    for i in range(n):
+        _pace(t0 + i * LATENCY_INTERVAL_NS)
+        produce(topic, pack(i, now_ns(MONO)) + pad)
+        if not i & 1023:
+            p.poll(0)
+    p.flush()
+    t_done = now_ns(MONO)
+    p.close()
+    return {"t_start": t0, "t_done": t_done}
+
+
+def _latency_result(ck, lat, t_last, extra):
+    out = ck.result(t_last, extra)
+    out["latency_ns"] = lat[LATENCY_WARMUP:] if len(lat) > 2 * LATENCY_WARMUP else lat
+    return out
+
+
+def shm_consume_latency(params, ready, go, _):
+    n = params["n"]
+    c = _consumer(params, busy=params["busy"])
+    ck = Checker()
+    unpack = struct.Struct("<qq").unpack_from
+    lat = []
+    _wait_go(ready, go)
+    last_seen = time.monotonic()
+    while ck.expected < n:
+        m = c.poll(1.0)
+        if m is None:
+            if time.monotonic() - last_seen > STALL_S:
+                break
+            continue
+        t = now_ns(MONO)
+        last_seen = time.monotonic()
+        v = m.value()
+        seq, sent = unpack(v)
+        lat.append(t - sent)
+        if m.offset() != ck.expected or seq != ck.expected:
+            ck.gap(m.offset())
+        ck.nbytes += len(v)
+        ck.expected += 1
+    t_last = now_ns(MONO)
+    extra = _extra_records(c)
+    c.close()
+    return _latency_result(ck, lat, t_last, extra)
+
+
+# ---------------------------------------------------------------------------- multiprocessing.Queue
+
+def q_produce_records(params, ready, go, q):
+    n, rb = params["n"], params["record_bytes"]
+    pad = b"x" * (rb - 8)
+    put = q.put
+    t0 = _wait_go(ready, go)
+    for i in range(n):
+        put(i.to_bytes(8, "little") + pad)
+    t_done = now_ns(MONO)   # put() only hands to the feeder thread; the process exit waits for it
+    return {"t_start": t0, "t_done": t_done}
+
+
+def q_consume_records(params, ready, go, q):
+    n = params["n"]
+    ck = Checker()
+    get = q.get          # blocking get() without timeout: Queue's fastest path (the parent guards hangs)
+    _wait_go(ready, go)
+    while ck.expected < n:
+        v = get()
+        seq = int.from_bytes(v[:8], "little")
+        if seq != ck.expected:
+            ck.gap(seq)
+        ck.nbytes += len(v)
+        ck.expected += 1
+    t_last = now_ns(MONO)
+    extra = 0
+    try:
+        while True:
+            q.get(timeout=0.05)
+            extra += 1
+    except queue_mod.Empty:
+        pass
+    return ck.result(t_last, extra)
+
+
+def q_produce_latency(params, ready, go, q):
+    n = params["n"]
+    _precise_sleep()
+    pad = b"x" * (params["record_bytes"] - 16)
+    pack, put = struct.Struct("<qq").pack, q.put
+    t0 = _wait_go(ready, go)
+    for i in range(n):
+        _pace(t0 + i * LATENCY_INTERVAL_NS)
+        put(pack(i, now_ns(MONO)) + pad)
+    return {"t_start": t0, "t_done": now_ns(MONO)}
+
+
+def q_consume_latency(params, ready, go, q):
+    n = params["n"]
+    ck = Checker()
+    unpack = struct.Struct("<qq").unpack_from
+    lat = []
+    _wait_go(ready, go)
+    while ck.expected < n:
+        v = q.get()
+        t = now_ns(MONO)
+        seq, sent = unpack(v)
+        lat.append(t - sent)
+        if seq != ck.expected:
+            ck.gap(seq)
+        ck.nbytes += len(v)
+        ck.expected += 1
+    t_last = now_ns(MONO)
+    extra = 0
+    try:
+        while True:
+            q.get(timeout=0.05)
+            extra += 1
+    except queue_mod.Empty:
+        pass
+    return _latency_result(ck, lat, t_last, extra)
+
+
+# ---------------------------------------------------------------------------- parent side
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def pick_cpus():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        return cpus[0], cpus[1]
+    return None, None
+
+
+def machine_info():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)), "cpu_model": model,
+            "kernel": platform.release(), "python": platform.python_version(), "numpy": np.__version__,
+            "shmlog": shmlog.__version__}
+
+
+def ring_cap(record_bytes):
+    """Most records of this size one row puts in its ring. The row's records all fit in the
+    256 MiB ring, so the numbers are the shared-memory path, not persister back-pressure
+    (and a broker without a running persister can still run every row)."""
+    return int(RING_BUDGET // (record_bytes + PER_RECORD_FRAMING))
+
+
+def plan(args):
+    n = args.records if args.records else (50_000 if args.quick else 300_000)
+    n_lat = args.latency_records if args.latency_records else (5_000 if args.quick else 20_000)
+    n2k = max(1, min(n // 3, ring_cap(2048)))
+    rows = []
+
+    def row(workload, peer, kind, rb, count, **extra):
+        rows.append({"workload": workload, "peer": peer, "kind": kind, "record_bytes": rb,
+                     "records": count, **extra})
+
+    row("per-record 100 B", "shmlog", "records", 100, min(n, ring_cap(100)))
+    row("per-record 100 B", "mp.Queue", "queue_records", 100, n)
+    row("per-record 2 KB", "shmlog", "records", 2048, n2k)
+    row("per-record 2 KB", "mp.Queue", "queue_records", 2048, n2k)
+    row("batch 100 B", "shmlog", "batch", 100, min(4 * n, ring_cap(100)))
+    row("batch 2 KB", "shmlog", "batch", 2048, min(n, ring_cap(2048)))
+    row("latency 100 B @10k/s", "shmlog", "latency", 100, n_lat, busy=False)
+    row("latency 100 B @10k/s", "shmlog busy-poll", "latency", 100, n_lat, busy=True)
+    row("latency 100 B @10k/s", "mp.Queue", "queue_latency", 100, n_lat)
+    if args.only:
+        rows = [r for r in rows if any(s in f"{r['workload']} {r['peer']}" for s in args.only)]
+    return rows
+
+
+class Runner:
+    def __init__(self, ctx, broker, cpus, profile=False):
+        self.ctx = ctx
+        self.broker = broker
+        self.cpus = cpus
+        self.profile = profile
+        self.procs = []
+        self.admin = shmlog.AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        self.topic_seq = 0
+
+    def kill_children(self):
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        self.procs = []
+
+    def run(self, row):
+        uses_shm = not row["kind"].startswith("queue")
+        params = {"n": row["records"], "record_bytes": row["record_bytes"], "busy": row.get("busy", False),
+                  "bootstrap": self.broker.bootstrap_servers,
+                  "profile": self.profile}
+        topic = None
+        if uses_shm:
+            self.topic_seq += 1
+            topic = params["topic"] = f"bench-{self.topic_seq}"
+            self.admin.create_topics([shmlog.NewTopic(topic, 1, config={"ring.bytes": RING_BYTES})])[topic].result()
+        ctx = self.ctx
+        results = ctx.Queue()
+        mpq = ctx.Queue() if not uses_shm else None
+        go = ctx.Event()
+        readies = {"producer": ctx.Event(), "consumer": ctx.Event()}
+        cpu = {"producer": self.cpus[0], "consumer": self.cpus[1]}
+        try:
+            self.procs = [ctx.Process(target=child_main, name=f"bench-{role}",
+                                      args=(role, row["kind"], params, cpu[role], readies[role], go, results, mpq))
+                          for role in ("consumer", "producer")]
+            for proc in self.procs:
+                proc.start()
+            out, error = {}, None
+            deadline = time.monotonic() + SETUP_TIMEOUT_S
+            while not all(e.is_set() for e in readies.values()) and error is None:
+                error = self._check(results, out, deadline, "setup")
+            if error is None:
+                go.set()
+                deadline = time.monotonic() + ROW_TIMEOUT_S
+                while len(out) < 2 and error is None:
+                    error = self._check(results, out, deadline, "run")
+            for proc in self.procs:
+                proc.join(30)
+        finally:
+            self.kill_children()
+            results.close()
+            if mpq is not None:
+                mpq.close()
+            if topic is not None:
+                try:
+                    self.admin.delete_topics([topic])[topic].result()
+                except Exception as exc:   # reported, the run goes on; the broker's exit unlinks it anyway
+                    print(f"  could not delete topic {topic}: {exc}", file=sys.stderr)
+        return self._summarize(row, out, error)
+
+    def _check(self, results, out, deadline, phase):
+        try:
+            msg = results.get(timeout=0.2)
+        except queue_mod.Empty:
+            msg = None
+        if msg is not None:
+            if "error" in msg:
+                return f"{msg['role']} failed:\n{msg['error']}"
+            out[msg["role"]] = msg
+            return None
+        for proc in self.procs:
+            if not proc.is_alive() and proc.name.split("-")[1] not in out:
+                try:   # it may have put its result just before exiting
+                    msg = results.get(timeout=1.0)
+                    if "error" in msg:
+                        return f"{msg['role']} failed:\n{msg['error']}"
+                    out[msg["role"]] = msg
+                    return None
+                except queue_mod.Empty:
+                    return f"{proc.name} exited with code {proc.exitcode} during {phase}"
+        if time.monotonic() > deadline:
+            return f"timed out during {phase} (got {sorted(out)})"
+        return None
+
+    def _summarize(self, row, out, error):
+        res = dict(row)
+        res.pop("kind")
+        res["ok"] = False
+        prod, cons = out.get("producer"), out.get("consumer")
+        if error is None and prod and cons:
+            n = row["records"]
+            problems = []
+            if cons["count"] != n:
+                problems.append(f"received {cons['count']} of {n}")
+            if cons["gaps"]:
+                problems.append(f"{cons['gaps']} offset gaps, first {cons['first_gap']}")
+            if cons["extra"]:
+                problems.append(f"{cons['extra']} records beyond the expected {n}")
+            elapsed = (cons["t_last"] - prod["t_start"]) / 1e9
+            res["seconds"] = round(elapsed, 4)
+            res["records_per_s"] = round(cons["count"] / elapsed, 1) if elapsed > 0 else None
+            res["mb_per_s"] = round(cons["nbytes"] / elapsed / 1e6, 2) if elapsed > 0 else None
+            res["producer_seconds"] = round((prod["t_done"] - prod["t_start"]) / 1e9, 4)
+            if "latency_ns" in cons and cons["latency_ns"]:
+                lat = np.asarray(cons["latency_ns"], dtype=np.float64) / 1e3
+                p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
+                res.update({"p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1),
+                            "p999_us": round(float(p999), 1), "max_us": round(float(lat.max()), 1),
+                            "mean_us": round(float(lat.mean()), 1), "latency_samples": len(lat)})
+            if "views" in cons:
+                res["views"] = cons["views"]
+            for side in ("producer", "consumer"):
+                if "profile" in out[side]:
+                    res[side + "_profile"] = out[side]["profile"]
+            res["ok"] = not problems
+            if problems:
+                res["error"] = "; ".join(problems)
+        else:
+            res["error"] = error or "missing results"
+        return res
+
+
+def add_ratios(rows):
+    def find(workload, peer):
+        return next((r for r in rows if r["workload"] == workload and r["peer"] == peer and r["ok"]), None)
+
+    for r in rows:
+        if r["peer"] == "mp.Queue" or not r["ok"]:
+            continue
+        if r["workload"].startswith("latency"):
+            base = find(r["workload"], "mp.Queue")
+            if base and base.get("p50_us"):
+                r["ratio"] = round(r["p50_us"] / base["p50_us"], 3)
+                r["ratio_of"] = "p50 latency, shmlog / mp.Queue (lower is better)"
+        else:
+            size = r["workload"].split(" ", 1)[1]
+            base = find(f"per-record {size}", "mp.Queue")
+            if base and base.get("records_per_s"):
+                r["ratio"] = round(r["records_per_s"] / base["records_per_s"], 2)
+                r["ratio_of"] = "records/s, shmlog / mp.Queue per-record (higher is better)"
+
+
+def fmt_num(x, digits=0):
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def markdown(rows):
+    head = ("| workload | peer | records | records/s | MB/s | p50 / p99 µs | p99.9 / max µs | "
+            "ratio vs mp.Queue | check |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lat = p9 = ratio = "-"
+        if "p50_us" in r:
+            lat = f"{r['p50_us']:,.1f} / {r['p99_us']:,.1f}"
+            p9 = f"{r['p999_us']:,.1f} / {r['max_us']:,.1f}"
+        if "ratio" in r:
+            ratio = f"{r['ratio']:.2f}× " + ("(p50)" if r["workload"].startswith("latency") else "(rec/s)")
+        check = "ok" if r["ok"] else "FAILED: " + r.get("error", "").splitlines()[0][:80]
+        lines.append(f"| {r['workload']} | {r['peer']} | {r['records']:,} | {fmt_num(r.get('records_per_s'))} | "
+                     f"{fmt_num(r.get('mb_per_s'), 1)} | {lat} | {p9} | {ratio} | {check} |")
+    return "\n".join(lines)
+
+
+def shm_leftovers(before):
+    try:
+        now = {e for e in os.listdir("/dev/shm") if e.startswith("shmlog.")}
+    except FileNotFoundError:
+        return []
+    return sorted(now - before)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=0,
+                    help="records per per-record row (default 300000, --quick 50000); 2 KB rows use N/3, "
+                         "batch 100 B 4N, batch 2 KB N; every row is capped to fit its 256 MiB ring")
+    ap.add_argument("--latency-records", type=int, default=0, help="records per latency row (20000; --quick 5000)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: the whole run in well under a minute")
+    ap.add_argument("--json", metavar="PATH", help="also write the rows (and the machine) as JSON")
+    ap.add_argument("--only", action="append", metavar="TEXT",
+                    help="run only rows whose 'workload peer' contains TEXT (repeatable)")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each producer and consumer under cProfile (slower!); stats go to stderr. "
+                         "Combine with --only to pick rows")
+    args = ap.parse_args(argv)
+
+    rows = plan(args)
+    info = machine_info()
+    cpus = pick_cpus()
+    ctx = multiprocessing.get_context("spawn")
+    before = {e for e in os.listdir("/dev/shm") if e.startswith("shmlog.")} if os.path.isdir("/dev/shm") else set()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = []
+    started = time.monotonic()
+    interrupted = False
+    runner = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="shmlog-bench-") as data_dir:
+            broker = shmlog.Broker(data_dir)
+            try:
+                broker.start()
+                runner = Runner(ctx, broker, cpus, profile=args.profile)
+                print(f"broker up at {broker.bootstrap_servers}; producer on cpu {cpus[0]}, consumer on cpu "
+                      f"{cpus[1]}", file=sys.stderr)
+                for row in rows:
+                    t = time.monotonic()
+                    print(f"running {row['workload']} / {row['peer']} ({row['records']:,} records)...",
+                          end=" ", file=sys.stderr, flush=True)
+                    res = runner.run(row)
+                    results.append(res)
+                    print(f"{'ok' if res['ok'] else 'FAILED'} in {time.monotonic() - t:.1f}s", file=sys.stderr)
+                    if not res["ok"]:
+                        print(res.get("error", ""), file=sys.stderr)
+                    for side in ("producer", "consumer"):
+                        if side + "_profile" in res:
+                            print(f"cProfile of the {side} process (whole run incl. setup; waiting for the "
+                                  f"start signal shows as lock acquire):\n" + res[side + "_profile"],
+                                  file=sys.stderr)
+            except KeyboardInterrupt:
+                interrupted = True
+                signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not cut the cleanup short
+                print("\ninterrupted: stopping children and the broker...", file=sys.stderr)
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if runner is not None:
+                    runner.kill_children()
+                    try:
+                        runner.admin.close()
+                    except Exception:
+                        pass
+                broker.stop()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    total = time.monotonic() - started
+    add_ratios(results)
+
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    print(f"shmlog bench_core — {stamp} — {info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, "
+          f"Python {info['python']}, NumPy {info['numpy']}; producer cpu {cpus[0]}, consumer cpu {cpus[1]}; "
+          f"{total:.0f} s{' (INTERRUPTED)' if interrupted else ''}\n")
+    print(markdown(results))
+    left = shm_leftovers(before)
+    if left:
+        print(f"\nWARNING: shared-memory objects left behind: {', '.join(left)}", file=sys.stderr)
+    if args.json:
+        doc = {"date": stamp, "machine": info, "args": vars(args), "seconds": round(total, 1),
+               "interrupted": interrupted, "rows": [{k: v for k, v in r.items() if not k.endswith("_profile")}
+                                                    for r in results]}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    if interrupted:
+        return 130
+    return 0 if results and all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
