@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
     cffi_modules=["shmlog/_ffi_build.py:ffibuilder"],
-    install_requires=["cffi>=1.15", "numpy>=1.22", "posix-ipc>=1.1", "psutil>=5.9"],
+    install_requires=["cffi>=1.15", "numpy>=1.22", "posix-ipc>=1.1", "psutil>=5.9", "click>=8"],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"]},
     entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
     package_data={"shmlog": ["py.typed"]},
