@@ -43,6 +43,7 @@ LATENCY_WARMUP = 200               # first records of a latency row not counted 
 STALL_S = 20.0                     # a consumer that sees nothing for this long gives up
 ROW_TIMEOUT_S = 180.0              # the parent gives up on a row after this long
 SETUP_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 30.0             # the parent waits this long between rows for the persister
 
 now_ns = time.clock_gettime_ns
 MONO = time.CLOCK_MONOTONIC
@@ -229,7 +230,7 @@ def shm_consume_batch(params, ready, go, _):
     dtype = np.dtype((np.void, rb))
     c = _consumer(params)
     ck = Checker()
-    views = 0
+    views = copied = 0
     _wait_go(ready, go)
     last_seen = time.monotonic()
     while ck.expected < n:
@@ -244,7 +245,9 @@ def shm_consume_batch(params, ready, go, _):
         first = int(offs[0])
         if first != ck.expected or int(offs[-1]) != first + k - 1 or (k > 2 and not (np.diff(offs) == 1).all()):
             ck.gap(first)
-        vals = view.values_as(dtype)                   # zero-copy strided view into the ring
+        vals = view.values_as(dtype)                   # zero-copy strided view into the ring...
+        if vals.flags.owndata or vals.base is None or k < 2:
+            copied += 1                                # ...or a copy, when the view's stride is not constant
         # spot-check content: first and last record carry their own offset in their first 8 bytes
         if (int.from_bytes(vals[0].tobytes()[:8], "little") != first
                 or int.from_bytes(vals[k - 1].tobytes()[:8], "little") != first + k - 1):
@@ -262,6 +265,7 @@ def shm_consume_batch(params, ready, go, _):
     c.close()
     out = ck.result(t_last, extra)
     out["views"] = views
+    out["copied_views"] = copied
     return out
 
 
@@ -466,6 +470,7 @@ class Runner:
         self.procs = []
         self.admin = shmlog.AdminClient({"bootstrap.servers": broker.bootstrap_servers})
         self.topic_seq = 0
+        self.drainer = None
 
     def kill_children(self):
         for proc in self.procs:
@@ -518,10 +523,34 @@ class Runner:
                 mpq.close()
             if topic is not None:
                 try:
+                    self._drain(topic)
                     self.admin.delete_topics([topic])[topic].result()
                 except Exception as exc:   # reported, the run goes on; the broker's exit unlinks it anyway
                     print(f"  could not delete topic {topic}: {exc}", file=sys.stderr)
         return self._summarize(row, out, error)
+
+    def _drain(self, topic):
+        """Untimed, between rows: wait until the persister has this row's records on disk (an
+        acks=all marker is delivered only after everything before it), so its backlog does not
+        compete with the next row for the CPUs, and it is not writing when the topic goes."""
+        if self.drainer is None:
+            self.drainer = shmlog.Producer({"bootstrap.servers": self.broker.bootstrap_servers, "acks": "all",
+                                            "linger.ms": 0})
+        self.drainer.produce(topic, b"")
+        if self.drainer.flush(DRAIN_TIMEOUT_S):
+            self.drainer.purge()
+            print(f"(persister still behind after {DRAIN_TIMEOUT_S:g} s)", end=" ", file=sys.stderr)
+
+    def close(self):
+        if self.drainer is not None:
+            try:
+                self.drainer.close(1.0)
+            except Exception:
+                pass
+        try:
+            self.admin.close()
+        except Exception:
+            pass
 
     def _check(self, results, out, deadline, phase):
         try:
@@ -574,6 +603,7 @@ class Runner:
                             "mean_us": round(float(lat.mean()), 1), "latency_samples": len(lat)})
             if "views" in cons:
                 res["views"] = cons["views"]
+                res["copied_views"] = cons["copied_views"]
             for side in ("producer", "consumer"):
                 if "profile" in out[side]:
                     res[side + "_profile"] = out[side]["profile"]
@@ -628,12 +658,10 @@ def markdown(rows):
     return "\n".join(lines)
 
 
-def shm_leftovers(before):
-    try:
-        now = {e for e in os.listdir("/dev/shm") if e.startswith("shmlog.")}
-    except FileNotFoundError:
-        return []
-    return sorted(now - before)
+def shm_leftovers(data_dir):
+    """This run's shared-memory objects still in /dev/shm (others' brokers are not our business)."""
+    from shmlog import shm
+    return shm.names_in_namespace(shm.namespace(data_dir))
 
 
 def main(argv=None):
@@ -655,7 +683,8 @@ def main(argv=None):
     info = machine_info()
     cpus = pick_cpus()
     ctx = multiprocessing.get_context("spawn")
-    before = {e for e in os.listdir("/dev/shm") if e.startswith("shmlog.")} if os.path.isdir("/dev/shm") else set()
+    load_before = os.getloadavg()
+    left = []
     signal.signal(signal.SIGTERM, _on_sigterm)
     results = []
     started = time.monotonic()
@@ -692,11 +721,9 @@ def main(argv=None):
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 if runner is not None:
                     runner.kill_children()
-                    try:
-                        runner.admin.close()
-                    except Exception:
-                        pass
+                    runner.close()
                 broker.stop()
+                left = shm_leftovers(data_dir)
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     total = time.monotonic() - started
@@ -705,13 +732,14 @@ def main(argv=None):
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     print(f"shmlog bench_core — {stamp} — {info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, "
           f"Python {info['python']}, NumPy {info['numpy']}; producer cpu {cpus[0]}, consumer cpu {cpus[1]}; "
+          f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
           f"{total:.0f} s{' (INTERRUPTED)' if interrupted else ''}\n")
     print(markdown(results))
-    left = shm_leftovers(before)
     if left:
         print(f"\nWARNING: shared-memory objects left behind: {', '.join(left)}", file=sys.stderr)
     if args.json:
         doc = {"date": stamp, "machine": info, "args": vars(args), "seconds": round(total, 1),
+               "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "shm_left_behind": left,
                "interrupted": interrupted, "rows": [{k: v for k, v in r.items() if not k.endswith("_profile")}
                                                     for r in results]}
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

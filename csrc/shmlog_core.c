@@ -518,6 +518,7 @@ int shmlog_producer_slot_acquire(void *map, uint32_t pid, uint64_t pid_start_tim
 
 void shmlog_producer_slot_release(void *map, int slot) {
     shmlog_producer_slot *s = &ring_header(map)->producers[slot];
+    STORE_REL(&s->state, SHMLOG_SLOT_IDLE);
     STORE_REL(&s->owner_token, 0);
     STORE_REL(&s->pid, 0);
 }

@@ -185,14 +185,16 @@ class Ring:
 
     def reclaim_dead_slots(self, doorbell=ffi.NULL):
         """Free producer slots and pins whose processes are gone; repair their claims first."""
+        probe = ffi.new("int[8]")
         for i in range(lib.SHMLOG_PRODUCER_SLOTS):
             s = self.header.producers[i]
-            if s.pid and not procs.alive(s.pid, s.pid_start_time):
-                if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED):
-                    if s.state == lib.SHMLOG_SLOT_OWNED or self.header.claim.tail_position > s.claim_position:
-                        self.repair_if_stuck(s.claim_position, doorbell)
-                    continue
-                lib.shmlog_producer_slot_release(self.map, i)
+            if not s.pid or procs.alive(s.pid, s.pid_start_time):
+                continue
+            if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED):
+                n = lib.shmlog_ring_stuck_claims(self.map, s.claim_position, probe, 8)
+                if i in [probe[k] for k in range(n)] and not self.repair_if_stuck(s.claim_position, doorbell):
+                    continue  # its claim still blocks readers: repaired once the grace period passes
+            lib.shmlog_producer_slot_release(self.map, i)
         for i in range(lib.SHMLOG_PIN_SLOTS):
             p = self.header.pins[i]
             if p.in_use and not procs.alive(p.pid, p.pid_start_time):
