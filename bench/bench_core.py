@@ -103,16 +103,21 @@ def child_main(role, kind, params, cpu, ready, go, results, mpq):
             out["profile"] = text.getvalue()
         else:
             out = fn(params, ready, go, mpq)
+        out["cpu_s"] = time.process_time() - _cpu_at_go[0]
         out["role"] = role
         results.put(out)
     except BaseException:
         results.put({"role": role, "error": traceback.format_exc()})
 
 
+_cpu_at_go = [0.0]
+
+
 def _wait_go(ready, go):
     ready.set()
     if not go.wait(SETUP_TIMEOUT_S):
         raise RuntimeError("no start signal from the parent")
+    _cpu_at_go[0] = time.process_time()   # this process's CPU (all threads) from the start on
     return now_ns(MONO)
 
 
@@ -132,7 +137,7 @@ class Checker:
         self.expected = int(got)
 
     def result(self, t_last, extra=0):
-        return {"received": self.expected if not self.gaps else None, "count": self.expected,
+        return {"count": self.expected,
                 "gaps": self.gaps, "first_gap": self.first_gap, "extra": extra, "nbytes": self.nbytes,
                 "t_last": t_last}
 
@@ -333,7 +338,9 @@ def q_produce_records(params, ready, go, q):
     t0 = _wait_go(ready, go)
     for i in range(n):
         put(i.to_bytes(8, "little") + pad)
-    t_done = now_ns(MONO)   # put() only hands to the feeder thread; the process exit waits for it
+    t_done = now_ns(MONO)   # put() only hands records to the feeder thread...
+    q.close()
+    q.join_thread()          # ...which is done when this returns (so its CPU time is counted)
     return {"t_start": t0, "t_done": t_done}
 
 
@@ -369,7 +376,10 @@ def q_produce_latency(params, ready, go, q):
     for i in range(n):
         _pace(t0 + i * LATENCY_INTERVAL_NS)
         put(pack(i, now_ns(MONO)) + pad)
-    return {"t_start": t0, "t_done": now_ns(MONO)}
+    t_done = now_ns(MONO)
+    q.close()
+    q.join_thread()
+    return {"t_start": t0, "t_done": t_done}
 
 
 def q_consume_latency(params, ready, go, q):
@@ -400,12 +410,19 @@ def q_consume_latency(params, ready, go, q):
 
 # ---------------------------------------------------------------------------- parent side
 
-class Interrupted(Exception):
-    pass
+_stop = threading.Event()
 
 
-def _on_sigterm(signum, frame):
+def _on_signal(signum, frame):
+    """Ctrl-C / SIGTERM in the parent. The flag survives even if the KeyboardInterrupt is
+    swallowed somewhere (a __del__, a callback), so the next check still stops the run."""
+    _stop.set()
     raise KeyboardInterrupt
+
+
+def _check_stop():
+    if _stop.is_set():
+        raise KeyboardInterrupt
 
 
 def pick_cpus():
@@ -438,7 +455,7 @@ def ring_cap(record_bytes):
 
 
 def plan(args):
-    n = args.records if args.records else (50_000 if args.quick else 300_000)
+    n = args.records if args.records else (50_000 if args.quick else 1_000_000)
     n_lat = args.latency_records if args.latency_records else (5_000 if args.quick else 20_000)
     n2k = max(1, min(n // 3, ring_cap(2048)))
     rows = []
@@ -473,10 +490,11 @@ class Runner:
         self.drainer = None
 
     def kill_children(self):
-        for proc in self.procs:
+        started = [proc for proc in self.procs if proc.pid is not None]
+        for proc in started:
             if proc.is_alive():
                 proc.terminate()
-        for proc in self.procs:
+        for proc in started:
             proc.join(5)
             if proc.is_alive():
                 proc.kill()
@@ -510,10 +528,12 @@ class Runner:
             while not all(e.is_set() for e in readies.values()) and error is None:
                 error = self._check(results, out, deadline, "setup")
             if error is None:
+                broker_cpu = self._broker_cpu()
                 go.set()
                 deadline = time.monotonic() + ROW_TIMEOUT_S
                 while len(out) < 2 and error is None:
                     error = self._check(results, out, deadline, "run")
+                out["broker_cpu_s"] = self._broker_cpu() - broker_cpu
             for proc in self.procs:
                 proc.join(30)
         finally:
@@ -528,6 +548,22 @@ class Runner:
                 except Exception as exc:   # reported, the run goes on; the broker's exit unlinks it anyway
                     print(f"  could not delete topic {topic}: {exc}", file=sys.stderr)
         return self._summarize(row, out, error)
+
+    def _broker_cpu(self):
+        """CPU seconds used so far by the supervisor and its children (the persister)."""
+        try:
+            import psutil
+            sup = psutil.Process(self.broker.process.pid)
+            total = 0.0
+            for proc in [sup] + sup.children(recursive=True):
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            return total
+        except Exception:
+            return float("nan")
 
     def _drain(self, topic):
         """Untimed, between rows: wait until the persister has this row's records on disk (an
@@ -553,6 +589,7 @@ class Runner:
             pass
 
     def _check(self, results, out, deadline, phase):
+        _check_stop()
         try:
             msg = results.get(timeout=0.2)
         except queue_mod.Empty:
@@ -585,7 +622,7 @@ class Runner:
             n = row["records"]
             problems = []
             if cons["count"] != n:
-                problems.append(f"received {cons['count']} of {n}")
+                problems.append(f"stopped at record {cons['count']:,} of {n:,}")
             if cons["gaps"]:
                 problems.append(f"{cons['gaps']} offset gaps, first {cons['first_gap']}")
             if cons["extra"]:
@@ -595,12 +632,14 @@ class Runner:
             res["records_per_s"] = round(cons["count"] / elapsed, 1) if elapsed > 0 else None
             res["mb_per_s"] = round(cons["nbytes"] / elapsed / 1e6, 2) if elapsed > 0 else None
             res["producer_seconds"] = round((prod["t_done"] - prod["t_start"]) / 1e9, 4)
+            if elapsed > 0:   # CPU use over the row's wall time: 100 = one core busy throughout
+                res["producer_cpu_pct"] = round(100 * prod["cpu_s"] / elapsed)
+                res["consumer_cpu_pct"] = round(100 * cons["cpu_s"] / elapsed)
+                if out.get("broker_cpu_s") == out.get("broker_cpu_s"):   # not NaN
+                    res["broker_cpu_pct"] = round(100 * out["broker_cpu_s"] / elapsed)
             if "latency_ns" in cons and cons["latency_ns"]:
-                lat = np.asarray(cons["latency_ns"], dtype=np.float64) / 1e3
-                p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
-                res.update({"p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1),
-                            "p999_us": round(float(p999), 1), "max_us": round(float(lat.max()), 1),
-                            "mean_us": round(float(lat.mean()), 1), "latency_samples": len(lat)})
+                res["_latency_us"] = np.asarray(cons["latency_ns"], dtype=np.float64) / 1e3
+                res.update(latency_stats(res["_latency_us"]))
             if "views" in cons:
                 res["views"] = cons["views"]
                 res["copied_views"] = cons["copied_views"]
@@ -613,6 +652,34 @@ class Runner:
         else:
             res["error"] = error or "missing results"
         return res
+
+
+def latency_stats(lat_us):
+    p50, p99, p999 = np.percentile(lat_us, [50, 99, 99.9])
+    return {"p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1), "p999_us": round(float(p999), 1),
+            "max_us": round(float(lat_us.max()), 1), "mean_us": round(float(lat_us.mean()), 1),
+            "latency_samples": len(lat_us)}
+
+
+def aggregate(runs):
+    """One row from its repeated runs: the run with the median records/s (throughput rows), or
+    all runs' latency samples pooled (latency rows). Any failed run fails the row."""
+    failed = [r for r in runs if not r["ok"]]
+    if failed:
+        res = dict(failed[0])
+    else:
+        ranked = sorted(runs, key=lambda r: r["records_per_s"])
+        res = dict(ranked[len(ranked) // 2])
+        rates = [r["records_per_s"] for r in runs]
+        res["runs"] = len(runs)
+        res["records_per_s_runs"] = rates
+        res["spread_pct"] = round(100 * (max(rates) - min(rates)) / res["records_per_s"], 1)
+        if "_latency_us" in res:
+            res.update(latency_stats(np.concatenate([r["_latency_us"] for r in runs])))
+            res["p50_us_runs"] = [r["p50_us"] for r in runs]
+            res["p99_us_runs"] = [r["p99_us"] for r in runs]
+    res.pop("_latency_us", None)
+    return res
 
 
 def add_ratios(rows):
@@ -642,9 +709,9 @@ def fmt_num(x, digits=0):
 
 
 def markdown(rows):
-    head = ("| workload | peer | records | records/s | MB/s | p50 / p99 µs | p99.9 / max µs | "
+    head = ("| workload | peer | records | records/s | spread | MB/s | p50 / p99 µs | p99.9 / max µs | "
             "ratio vs mp.Queue | check |")
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lat = p9 = ratio = "-"
         if "p50_us" in r:
@@ -653,8 +720,9 @@ def markdown(rows):
         if "ratio" in r:
             ratio = f"{r['ratio']:.2f}× " + ("(p50)" if r["workload"].startswith("latency") else "(rec/s)")
         check = "ok" if r["ok"] else "FAILED: " + r.get("error", "").splitlines()[0][:80]
+        spread = f"±{r['spread_pct'] / 2:.0f}%" if r.get("runs", 1) > 1 else "-"
         lines.append(f"| {r['workload']} | {r['peer']} | {r['records']:,} | {fmt_num(r.get('records_per_s'))} | "
-                     f"{fmt_num(r.get('mb_per_s'), 1)} | {lat} | {p9} | {ratio} | {check} |")
+                     f"{spread} | {fmt_num(r.get('mb_per_s'), 1)} | {lat} | {p9} | {ratio} | {check} |")
     return "\n".join(lines)
 
 
@@ -667,10 +735,13 @@ def shm_leftovers(data_dir):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=0,
-                    help="records per per-record row (default 300000, --quick 50000); 2 KB rows use N/3, "
-                         "batch 100 B 4N, batch 2 KB N; every row is capped to fit its 256 MiB ring")
+                    help="records N of the per-record 100 B rows (default 1000000, --quick 50000); 2 KB rows "
+                         "use N/3, batch 100 B 4N, batch 2 KB N; every shmlog row is capped to fit its 256 MiB ring")
     ap.add_argument("--latency-records", type=int, default=0, help="records per latency row (20000; --quick 5000)")
-    ap.add_argument("--quick", action="store_true", help="small sizes: the whole run in well under a minute")
+    ap.add_argument("--quick", action="store_true", help="small sizes, one round: the whole run in seconds")
+    ap.add_argument("--repeat", type=int, default=0,
+                    help="rounds over all rows (default 3, --quick 1); throughput rows report the median "
+                         "run, latency rows pool all runs' samples")
     ap.add_argument("--json", metavar="PATH", help="also write the rows (and the machine) as JSON")
     ap.add_argument("--only", action="append", metavar="TEXT",
                     help="run only rows whose 'workload peer' contains TEXT (repeatable)")
@@ -679,14 +750,17 @@ def main(argv=None):
                          "Combine with --only to pick rows")
     args = ap.parse_args(argv)
 
+    args.repeat = args.repeat or (1 if args.quick else 3)
     rows = plan(args)
     info = machine_info()
     cpus = pick_cpus()
     ctx = multiprocessing.get_context("spawn")
     load_before = os.getloadavg()
     left = []
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    results = []
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:   # left ignored when started with SIGINT ignored
+        signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    results, runs = [], []
     started = time.monotonic()
     interrupted = False
     runner = None
@@ -698,22 +772,36 @@ def main(argv=None):
                 runner = Runner(ctx, broker, cpus, profile=args.profile)
                 print(f"broker up at {broker.bootstrap_servers}; producer on cpu {cpus[0]}, consumer on cpu "
                       f"{cpus[1]}", file=sys.stderr)
-                for row in rows:
+                # Whole rounds, one after the other, so a burst of outside load hits one run of
+                # each row rather than every run of one row.
+                plan_runs = [(rnd, i, row) for rnd in range(args.repeat) for i, row in enumerate(rows)]
+                runs[:] = [[] for _ in rows]
+                for rnd, i, row in plan_runs:
+                    _check_stop()
                     t = time.monotonic()
-                    print(f"running {row['workload']} / {row['peer']} ({row['records']:,} records)...",
+                    print(f"[{rnd + 1}/{args.repeat}] {row['workload']} / {row['peer']} ({row['records']:,} records)...",
                           end=" ", file=sys.stderr, flush=True)
-                    res = runner.run(row)
-                    results.append(res)
+                    try:
+                        res = runner.run(row)
+                    except Exception as exc:   # e.g. the broker went away: that row fails, the run goes on
+                        res = dict(row, ok=False, error=f"{type(exc).__name__}: {exc}")
+                        res.pop("kind")
+                    runs[i].append(res)
                     print(f"{'ok' if res['ok'] else 'FAILED'} in {time.monotonic() - t:.1f}s", file=sys.stderr)
                     if not res["ok"]:
                         print(res.get("error", ""), file=sys.stderr)
+                        if broker.process is None or broker.process.poll() is not None:
+                            print("the broker exited: stopping here", file=sys.stderr)
+                            break
                     for side in ("producer", "consumer"):
                         if side + "_profile" in res:
                             print(f"cProfile of the {side} process (whole run incl. setup; waiting for the "
                                   f"start signal shows as lock acquire):\n" + res[side + "_profile"],
                                   file=sys.stderr)
+                results = [aggregate(r) for r in runs if r]
             except KeyboardInterrupt:
                 interrupted = True
+                results = [aggregate(r) for r in runs if r]
                 signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not cut the cleanup short
                 print("\ninterrupted: stopping children and the broker...", file=sys.stderr)
             finally:

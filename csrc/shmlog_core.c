@@ -319,6 +319,12 @@ int64_t shmlog_records_encode_fixed(uint8_t *dst, uint64_t dst_bytes, uint32_t c
     return (int64_t)(stride * count);
 }
 
+/* Indexes `count` records laid out from p to end; positions are relative to origin.
+ * Returns where the last record ended, or NULL when the framing does not validate. */
+static const uint8_t *index_records(const uint8_t *origin, const uint8_t *p, const uint8_t *end, uint32_t count,
+                                    int64_t base_offset, int64_t base_ts, int64_t max_ts, uint16_t attributes,
+                                    shmlog_record_ref *records);
+
 int64_t shmlog_batch_index(const uint8_t *batch, uint64_t batch_bytes, shmlog_record_ref *records,
                            uint32_t max_records, int check_crc) {
     int rc = shmlog_batch_verify(batch, batch_bytes, check_crc);
@@ -331,36 +337,57 @@ int64_t shmlog_batch_index(const uint8_t *batch, uint64_t batch_bytes, shmlog_re
     int64_t base_offset = (int64_t)get_be64(batch + SHMLOG_BATCH_OFF_BASE_OFFSET);
     int64_t base_ts = (int64_t)get_be64(batch + SHMLOG_BATCH_OFF_BASE_TIMESTAMP);
     int64_t max_ts = (int64_t)get_be64(batch + SHMLOG_BATCH_OFF_MAX_TIMESTAMP);
-    const uint8_t *p = batch + SHMLOG_BATCH_HEADER_BYTES, *end = batch + length;
+    if (!index_records(batch, batch + SHMLOG_BATCH_HEADER_BYTES, batch + length, count, base_offset, base_ts,
+                       max_ts, attributes, records))
+        return SHMLOG_ECORRUPT;
+    return count;
+}
+
+int64_t shmlog_records_index(const uint8_t *records_section, uint64_t records_bytes, uint32_t count,
+                             int64_t base_offset, int64_t base_timestamp, int64_t max_timestamp,
+                             uint16_t attributes, shmlog_record_ref *records, uint32_t max_records) {
+    if (count > max_records) return SHMLOG_ESMALL;
+    if (records_bytes > INT32_MAX) return SHMLOG_ETOOBIG; /* record refs hold int32 positions */
+    const uint8_t *end = records_section + records_bytes;
+    const uint8_t *last = index_records(records_section, records_section, end, count, base_offset,
+                                        base_timestamp, max_timestamp, attributes, records);
+    /* A decompressed records section holds exactly `count` records, as Kafka requires. */
+    if (!last || last != end) return SHMLOG_ECORRUPT;
+    return count;
+}
+
+static const uint8_t *index_records(const uint8_t *origin, const uint8_t *p, const uint8_t *end, uint32_t count,
+                                    int64_t base_offset, int64_t base_ts, int64_t max_ts, uint16_t attributes,
+                                    shmlog_record_ref *records) {
     for (uint32_t i = 0; i < count; i++) {
         int64_t body, ts_delta, offset_delta, klen, vlen, hcount, hk, hv;
-        if (!(p = varint_get(p, end, &body)) || body < 1 || body > end - p) return SHMLOG_ECORRUPT;
+        if (!(p = varint_get(p, end, &body)) || body < 1 || body > end - p) return NULL;
         const uint8_t *rend = p + body;
         p++; /* attributes */
-        if (!(p = varint_get(p, rend, &ts_delta))) return SHMLOG_ECORRUPT;
-        if (!(p = varint_get(p, rend, &offset_delta))) return SHMLOG_ECORRUPT;
-        if (!(p = varint_get(p, rend, &klen)) || klen < -1 || klen > rend - p) return SHMLOG_ECORRUPT;
-        records[i].key_pos = (int32_t)(p - batch);
+        if (!(p = varint_get(p, rend, &ts_delta))) return NULL;
+        if (!(p = varint_get(p, rend, &offset_delta))) return NULL;
+        if (!(p = varint_get(p, rend, &klen)) || klen < -1 || klen > rend - p) return NULL;
+        records[i].key_pos = (int32_t)(p - origin);
         records[i].key_len = (int32_t)klen;
         if (klen > 0) p += klen;
-        if (!(p = varint_get(p, rend, &vlen)) || vlen < -1 || vlen > rend - p) return SHMLOG_ECORRUPT;
-        records[i].value_pos = (int32_t)(p - batch);
+        if (!(p = varint_get(p, rend, &vlen)) || vlen < -1 || vlen > rend - p) return NULL;
+        records[i].value_pos = (int32_t)(p - origin);
         records[i].value_len = (int32_t)vlen;
         if (vlen > 0) p += vlen;
-        if (!(p = varint_get(p, rend, &hcount)) || hcount < 0 || hcount > rend - p) return SHMLOG_ECORRUPT;
-        records[i].headers_pos = (int32_t)(p - batch);
+        if (!(p = varint_get(p, rend, &hcount)) || hcount < 0 || hcount > rend - p) return NULL;
+        records[i].headers_pos = (int32_t)(p - origin);
         records[i].headers_count = (int32_t)hcount;
         for (int64_t h = 0; h < hcount; h++) {
-            if (!(p = varint_get(p, rend, &hk)) || hk < 0 || hk > rend - p) return SHMLOG_ECORRUPT;
+            if (!(p = varint_get(p, rend, &hk)) || hk < 0 || hk > rend - p) return NULL;
             p += hk;
-            if (!(p = varint_get(p, rend, &hv)) || hv < -1 || hv > rend - p) return SHMLOG_ECORRUPT;
+            if (!(p = varint_get(p, rend, &hv)) || hv < -1 || hv > rend - p) return NULL;
             if (hv > 0) p += hv;
         }
-        if (p != rend) return SHMLOG_ECORRUPT;
+        if (p != rend) return NULL;
         records[i].offset = base_offset + offset_delta;
         records[i].timestamp = (attributes & SHMLOG_ATTR_LOG_APPEND_TIME) ? max_ts : base_ts + ts_delta;
     }
-    return count;
+    return p;
 }
 
 /* ---------------------------------------------------------------- ring geometry */

@@ -61,6 +61,12 @@ int64_t shmlog_records_encode_fixed(uint8_t *dst, uint64_t dst_bytes, uint32_t c
                                     const uint8_t *values, uint32_t value_bytes);
 int64_t shmlog_batch_index(const uint8_t *batch, uint64_t batch_bytes, shmlog_record_ref *records,
                            uint32_t max_records, int check_crc);
+/* Indexes a records section held apart from its batch (a compressed batch's, decompressed):
+ * `count` records, positions relative to records_section; SHMLOG_ECORRUPT unless the
+ * records fill records_bytes exactly. */
+int64_t shmlog_records_index(const uint8_t *records_section, uint64_t records_bytes, uint32_t count,
+                             int64_t base_offset, int64_t base_timestamp, int64_t max_timestamp,
+                             uint16_t attributes, shmlog_record_ref *records, uint32_t max_records);
 int shmlog_batch_verify(const uint8_t *batch, uint64_t batch_bytes, int check_crc);
 int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t base_offset,
                               uint32_t leader_epoch, int16_t attributes, uint32_t record_count,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from . import protocol
+from . import procs, protocol
 from .config import parse_broker_config
 from .errors import KafkaError, KafkaException, error
 
@@ -123,9 +123,7 @@ def stop(data_dir, timeout_s=60.0):
         ctl.close()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not procs.alive(pid, 0):  # a zombie counts as gone: its parent may reap it late
             return pid
         try:
             # Reap it when it is our child (embedded broker); harmless otherwise.

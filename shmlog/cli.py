@@ -20,6 +20,7 @@ import sys
 import time
 
 import click
+import posix_ipc
 
 from . import (OFFSET_BEGINNING, OFFSET_END, AdminClient, ConfigResource, Consumer, NewTopic, Producer,
                TopicPartition, __version__, protocol, shm)
@@ -92,18 +93,13 @@ def _table(headers, rows):
     """Left-aligned text columns, two spaces apart; numbers right-aligned."""
     rows = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    numeric = [all(re.fullmatch(r"-?[\d.]+%?", r[i] or "0") for r in rows) if rows else False
+    numeric = [all(re.fullmatch(r"[<-]?[\d.]+%?", r[i] or "0") for r in rows) if rows else False
                for i in range(len(headers))]
 
     def line(cells):
         out = [(c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(cells, widths, numeric)]
         return "  ".join(out).rstrip()
     return "\n".join([line(headers)] + [line(r) for r in rows])
-
-
-def _result(future):
-    """A futures' `.result()`; KafkaException propagates to main, which prints it."""
-    return future.result()
 
 
 class _Admin:
@@ -154,7 +150,6 @@ def broker():
 @config_option("A broker config (Kafka's name: num.partitions=3, ring.bytes=1048576, log.dirs=a,b). Repeatable.")
 def broker_start(data_dir, configs):
     """Start a broker for DIR as a daemon; prints its pid and bootstrap.servers."""
-
     data_dir = os.path.realpath(data_dir)
     configs = dict(configs)
     parse_broker_config(configs)  # a bad key or value: a clear error here, not in the daemon's log
@@ -210,10 +205,9 @@ def broker_status(data_dir, as_json):
     click.echo(f"broker     pid {st.get('pid')}  ({st.get('bootstrap_servers') or _bootstrap(data_dir)})")
     persister = st.get("persister_pid")
     click.echo(f"persister  {'pid ' + str(persister) if persister else 'not running'}")
-    clients = st.get("clients") or []
-    kinds = collections.Counter(c.get("kind", "client") for c in clients)
-    summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(kinds.items()))
-    click.echo(f"clients    {len(clients)}" + (f" ({summary})" if summary else ""))
+    clients = sorted(st.get("clients") or [], key=lambda c: (c.get("kind", ""), c.get("pid", 0)))
+    listed = ", ".join(f"{c.get('kind', 'client')} pid {c.get('pid')}" for c in clients)
+    click.echo(f"clients    {len(clients)}" + (f": {listed}" if listed else ""))
     parts = st.get("partitions") or []
     if not parts:
         click.echo("\nno topics")
@@ -223,8 +217,9 @@ def broker_status(data_dir, as_json):
         ring_bytes = p.get("ring_bytes") or 0
         used = p.get("ring_used_bytes") or 0
         fill = 100.0 * used / ring_bytes if ring_bytes else 0.0
+        fill_text = "<0.1%" if 0 < fill < 0.1 else f"{fill:.1f}%"
         rows.append([p["topic"], p["partition"], p["log_start_offset"], p["log_end_offset"],
-                     p["persisted_offset"], p["flushed_offset"], f"{fill:.1f}%", _human_bytes(ring_bytes)])
+                     p["persisted_offset"], p["flushed_offset"], fill_text, _human_bytes(ring_bytes)])
     click.echo("")
     click.echo(_table(["TOPIC", "PARTITION", "LOG-START", "LOG-END", "PERSISTED", "FLUSHED", "RING-FILL",
                        "RING-SIZE"], rows))
@@ -247,7 +242,7 @@ def topics_create(name, partitions, configs, data_dir):
     """Create topic NAME."""
     with _Admin(data_dir) as admin:
         futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=dict(configs))])
-        _result(futures[name])
+        futures[name].result()  # KafkaException: printed by main, exit 1
     click.echo(f"created topic {name} with {partitions} partition{'s' if partitions != 1 else ''}")
 
 
@@ -272,7 +267,7 @@ def topics_describe(name, data_dir):
             raise Failure(str(md.topics[name].error))
         names = sorted(md.topics)
         futures = admin.describe_configs([ConfigResource("topic", n) for n in names]) if names else {}
-        configs = {res.name: _result(f) for res, f in futures.items()}
+        configs = {res.name: f.result() for res, f in futures.items()}
     if not names:
         click.echo("no topics")
         return
@@ -311,16 +306,16 @@ def _config_value(value):
 def topics_delete(name, data_dir):
     """Delete topic NAME and all its records."""
     with _Admin(data_dir) as admin:
-        _result(admin.delete_topics([name])[name])
+        admin.delete_topics([name])[name].result()
     click.echo(f"deleted topic {name}")
 
 
 # ---------------------------------------------------------------------------- produce
 
 # Errors after which every further record would fail the same way: stop reading stdin.
-def _fatal_codes():
-    return {KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
-            KafkaError._TRANSPORT, KafkaError._STATE, KafkaError._FATAL, KafkaError._INVALID_ARG}
+FATAL_PRODUCE_CODES = frozenset({
+    KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT, KafkaError._STATE, KafkaError._FATAL, KafkaError._INVALID_ARG})
 
 
 @cli.command()
@@ -337,7 +332,6 @@ def _fatal_codes():
 @config_option("A producer config (linger.ms=0, max.block.ms=1000, ...). Repeatable.")
 def produce(topic, data_dir, key_separator, headers, partition, acks, configs):
     """Read lines from stdin and produce one record per line to TOPIC."""
-
     conf = dict(configs)
     conf["bootstrap.servers"] = _bootstrap(data_dir)
     if acks is not None:
@@ -380,7 +374,7 @@ def produce(topic, data_dir, key_separator, headers, partition, acks, configs):
                     producer.poll(0.1)  # local queue full: serve delivery reports, then retry
                 except KafkaException as exc:
                     produced += 1
-                    if exc.args[0].code() in _fatal_codes():
+                    if exc.args[0].code() in FATAL_PRODUCE_CODES:
                         fatal = exc
                     else:
                         failed[str(exc)] += 1
@@ -402,8 +396,8 @@ def produce(topic, data_dir, key_separator, headers, partition, acks, configs):
     if failed:
         reasons = "; ".join(f"{reason}" + (f" (x{n})" if n > 1 else "") for reason, n in failed.most_common(3))
         more = len(failed) - 3
-        raise Failure(f"{sum(failed.values())} of {produced} records to {topic} failed: {reasons}"
-                      + (f"; and {more} other errors" if more > 0 else ""))
+        raise Failure(f"delivered {delivered[0]} of {produced} records to {topic}; {sum(failed.values())} failed: "
+                      f"{reasons}" + (f"; and {more} other errors" if more > 0 else ""))
     click.echo(f"delivered {delivered[0]} record{'s' if delivered[0] != 1 else ''} to {topic}", err=True)
 
 
@@ -469,6 +463,7 @@ def _fields(msg):
 @click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
               help="Exit after S seconds with no new record (default: wait forever).")
 @click.option("--format", "-f", "fmt", default="{value}", show_default=True, callback=_check_format,
+              metavar="FORMAT",
               help="Output line per record; fields: " + ", ".join("{" + f + "}" for f in FORMAT_FIELDS)
               + "; \\t and \\n are understood.")
 @config_option("A consumer config (check.crcs=true, ...). Repeatable.")
@@ -481,18 +476,20 @@ def consume(topic, data_dir, from_beginning, offset, partition, max_messages, ti
     conf["bootstrap.servers"] = _bootstrap(data_dir)
     if offset is not None and offset >= 0:
         conf.setdefault("auto.offset.reset", "error")  # an explicit offset out of range is an error
-    consumer = Consumer(conf)
+    consumer = None
     try:
+        consumer = Consumer(conf)
         _consume(consumer, topic, from_beginning, offset, partition, max_messages, timeout, fmt)
     except KeyboardInterrupt:
         pass  # Ctrl-C: a normal way to stop
     except BrokenPipeError:
         _quiet_stdout()  # the reader went away (`| head`): stop quietly
     finally:
-        try:
-            consumer.close()
-        except Exception:
-            pass
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:
+                pass
 
 
 def _consume(consumer, topic, from_beginning, offset, partition, max_messages, timeout, fmt):
@@ -522,7 +519,9 @@ def _consume(consumer, topic, from_beginning, offset, partition, max_messages, t
     idle_since = time.monotonic()
     while max_messages is None or count < max_messages:
         want = CONSUME_BATCH if max_messages is None else min(CONSUME_BATCH, max_messages - count)
-        wait_s = IDLE_CHECK_S if timeout is None else min(IDLE_CHECK_S, max(0.0, idle_since + timeout - time.monotonic()))
+        wait_s = IDLE_CHECK_S
+        if timeout is not None:
+            wait_s = min(wait_s, max(0.0, idle_since + timeout - time.monotonic()))
         msgs = consumer.consume(want, wait_s)
         if not msgs:
             if timeout is not None and time.monotonic() - idle_since >= timeout:
@@ -742,6 +741,9 @@ def main(argv=None):
         return EXIT_FAILURE
     except BrokenPipeError:
         _quiet_stdout()
+        return EXIT_FAILURE
+    except posix_ipc.Error as exc:  # e.g. a broker's object vanished under us
+        _error(f"shared memory: {exc}")
         return EXIT_FAILURE
     except OSError as exc:
         _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else ""))

@@ -6,6 +6,8 @@ new partitions and deleted topics without asking the supervisor on every call.
 import os
 import threading
 
+import posix_ipc
+
 from . import protocol
 from .errors import KafkaError, KafkaException, error
 from .ring import Doorbell, Ring
@@ -84,5 +86,5 @@ def connect(conf, kind):
         return Cluster(conf.bootstrap_servers, kind)
     except KafkaException:
         raise
-    except OSError as exc:
-        raise error(KafkaError._TRANSPORT, f"cannot reach the shmlog broker: {exc}")
+    except (OSError, posix_ipc.Error) as exc:
+        raise error(KafkaError._TRANSPORT, f"cannot reach the shmlog broker for {conf.bootstrap_servers}: {exc}")

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import layout, metadata
+from . import codec, layout, metadata
 from ._core import ffi, lib
 from .client import connect
 from .config import parse_consumer_config
@@ -302,8 +302,28 @@ class Consumer:
                 wanted = max(wanted, base + count)
                 continue
             if attributes & layout.ATTR_COMPRESSION_MASK:
-                raise error(KafkaError._NOT_IMPLEMENTED, f"{topic}-{partition}: batch at offset {base} is "
-                            f"compressed; this shmlog version reads uncompressed batches only")
+                try:
+                    records, refs = self._inflate(reader, base, memoryview(buf)[pos:pos + nbytes])
+                except KafkaException:
+                    # Stop in front of the bad batch: records before it are returned first, then
+                    # every fetch raises here until the application seeks past it (as Kafka's client).
+                    reader.next_offset = wanted
+                    self._to_ring_or_segments(reader)
+                    if added:
+                        return added
+                    raise
+                ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & 0x08 else TIMESTAMP_CREATE_TIME
+                for off, ts, kp, kl, vp, vl, hp, hc in refs.tolist():
+                    if off < wanted:
+                        continue
+                    pending.append(Message(topic, partition, off,
+                                           None if kl < 0 else bytes(records[kp:kp + kl]),
+                                           None if vl < 0 else bytes(records[vp:vp + vl]),
+                                           _decode_headers(records, hp, hc) if hc else None,
+                                           (ts_type, ts)))
+                    added += 1
+                wanted = base + count
+                continue
             if count > len(self._refs):
                 self._refs = np.empty(count, layout.RECORD_REF_DTYPE)
             n = lib.shmlog_batch_index(src + pos, nbytes, ffi.from_buffer("shmlog_record_ref[]", self._refs),
@@ -326,6 +346,20 @@ class Consumer:
             wanted = base + count
         reader.next_offset = wanted
         return added
+
+    def _inflate(self, reader, base, batch):
+        """A compressed batch's decompressed records section and its record refs (a copy of
+        the refs, positions relative to that section); KafkaException naming the batch."""
+        count = int.from_bytes(batch[57:61], "big") if len(batch) >= 61 else 0
+        if count > len(self._refs):
+            self._refs = np.empty(count, layout.RECORD_REF_DTYPE)
+        try:
+            records, n = codec.index_compressed_batch(batch, self._refs, self._check_crcs)
+        except codec.CodecError as exc:
+            code = KafkaError._BAD_MSG if isinstance(exc, codec.ChecksumError) else KafkaError._BAD_COMPRESSION
+            raise error(code, f"{reader.topic}-{reader.partition}: corrupt compressed record batch at offset "
+                        f"{base}: {exc}; seek to a later offset to skip it") from None
+        return records, self._refs[:n].copy()
 
     def _next_message(self):
         order = self._order
@@ -434,7 +468,21 @@ class Consumer:
                 wanted = max(wanted, f.base_offset + f.record_count)
                 continue
             if attributes & layout.ATTR_COMPRESSION_MASK:
-                raise error(KafkaError._NOT_IMPLEMENTED, f"{reader.topic}-{reader.partition}: compressed batch")
+                if chunks:
+                    consumed_frames -= 1  # hand out the in-place records first; this batch comes next
+                    break
+                # A compressed batch cannot be viewed in place: decompress it (still pinned, so the
+                # bytes cannot be reused meanwhile) and hand out a view of the decompressed copy.
+                reader.next_offset = wanted
+                try:
+                    records, refs = self._inflate(reader, f.base_offset,
+                                                  ring.mapping.view()[f.map_pos:f.map_pos + f.batch_bytes])
+                    reader.next_offset = f.base_offset + f.record_count
+                finally:
+                    ring.set_pin(pin, _UINT64_MAX)
+                    self._to_ring_or_segments(reader)
+                refs = refs[refs["offset"] >= wanted]
+                return RecordBatchView(reader.topic, reader.partition, records, refs, False) if len(refs) else None
             refs = np.empty(f.record_count, layout.RECORD_REF_DTYPE)
             k = lib.shmlog_batch_index(batch, f.batch_bytes, ffi.from_buffer("shmlog_record_ref[]", refs),
                                        len(refs), self._check_crcs)

@@ -15,6 +15,7 @@ import numpy as np
 from . import layout
 from ._core import ffi, lib
 from .client import connect
+from .codec import codec_id, compress_records
 from .config import parse_producer_config
 from .errors import KafkaError, KafkaException, error
 from .message import TIMESTAMP_CREATE_TIME, Message
@@ -128,6 +129,8 @@ class Producer:
         self._on_delivery = cfg.on_delivery
         self._error_cb = cfg.error_cb
         self._partitioner = keyed(cfg.partitioner)
+        self._codec = codec_id(cfg.compression_type)      # batches are compressed per batch, Kafka's framing
+        self._codec_level = cfg.compression_level
         self._null_key_random = cfg.partitioner in NULL_KEY_IS_RANDOM
         self._cluster = connect(cfg, "producer")
         self._lock = threading.RLock()
@@ -225,8 +228,9 @@ class Producer:
         try:
             ring = self._cluster.ring(topic, partition)
             records, base_ts, max_ts = batch.encode()
+            records, attributes = compress_records(records, self._codec, self._codec_level)
             base = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), n, base_ts, max_ts,
-                               self._max_block_ms, self._cluster.doorbell.ptr)
+                               self._max_block_ms, self._cluster.doorbell.ptr, attributes)
         except KafkaException as exc:
             err = exc.args[0]
         reports = (tp, base, batch, err)
@@ -258,27 +262,39 @@ class Producer:
     # ------------------------------------------------------------------ reports
 
     def _collect_durable(self, timeout_s):
-        """Move acks=all batches whose offsets are fsynced to the report queue."""
+        """Move acks=all batches whose offsets are fsynced to the report queue; a batch not
+        durable within message.timeout.ms of its creation is reported as timed out."""
         deadline = time.monotonic() + max(timeout_s, 0)
+        message_timeout_s = self._cfg.message_timeout_ms / 1000.0
         while self._durable:
             ring, last, reports = self._durable[0]
+            tp, base, batch, _ = reports
             if ring.flushed_offset <= last:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(remaining * 1e9), self._cluster.doorbell.ptr)
+                expires = batch.created + message_timeout_s
+                remaining = min(deadline, expires) - time.monotonic()
+                rc = lib.SHMLOG_EAGAIN
+                if remaining > 0:
+                    rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(remaining * 1e9), self._cluster.doorbell.ptr)
                 if rc == lib.SHMLOG_ECORRUPT:
-                    tp, base, batch, _ = reports
-                    self._durable.popleft()
-                    self._reports.append((tp, base, batch, KafkaError(
+                    self._fail_durable(reports, KafkaError(
                         KafkaError.KAFKA_STORAGE_ERROR, f"{tp[0]}-{tp[1]}: the persister cannot write to disk "
                         f"(errno {ring.header.persist.storage_error}); records are safe in the ring but not durable",
-                        retriable=True)))
+                        retriable=True))
                     continue
                 if rc != 0:
-                    return
+                    if time.monotonic() < expires:
+                        return
+                    self._fail_durable(reports, KafkaError(
+                        KafkaError._MSG_TIMED_OUT, f"{tp[0]}-{tp[1]}: offsets {base}..{last} were not fsynced within "
+                        f"message.timeout.ms={self._cfg.message_timeout_ms} (persister stalled?)"))
+                    continue
             self._durable.popleft()
             self._reports.append(reports)
+
+    def _fail_durable(self, reports, err):
+        tp, base, batch, _ = reports
+        self._durable.popleft()
+        self._reports.append((tp, base, batch, err))
 
     def _serve_reports(self):
         served = 0
@@ -372,9 +388,10 @@ class Producer:
     def _append_now(self, topic, partition, batch):
         ring = self._cluster.ring(topic, partition)
         records, base_ts, max_ts = batch.encode()
+        records, attributes = compress_records(records, self._codec, self._codec_level)
         with self._lock:
             base = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts,
-                               max_ts, self._max_block_ms, self._cluster.doorbell.ptr)
+                               max_ts, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
         self._wait_durable(ring, base + len(batch) - 1)
         return partition, base, len(batch)
 
@@ -389,9 +406,10 @@ class Producer:
             records = bytearray(stride * count)
             lib.shmlog_records_encode_fixed(ffi.from_buffer(records), len(records), count,
                                             src + start * row_bytes if rows.size else ffi.NULL, row_bytes)
+            records, attributes = compress_records(records, self._codec, self._codec_level)
             with self._lock:
                 base = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), count, timestamp,
-                                   timestamp, self._max_block_ms, self._cluster.doorbell.ptr)
+                                   timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
             results.append((partition, base, count))
         if results:
             self._wait_durable(ring, results[-1][1] + results[-1][2] - 1)

@@ -26,6 +26,8 @@ import pytest
 
 import shmlog
 from shmlog import OFFSET_BEGINNING, TopicPartition
+from shmlog import layout
+from shmlog._core import ffi, lib
 from shmlog.client import Cluster
 
 pytestmark = pytest.mark.crash
@@ -216,14 +218,22 @@ def test_a_producer_killed_inside_an_append_leaves_a_readable_dense_log(conf, ad
 
 @pytest.mark.parametrize("point", [2, 3, 4])
 def test_the_supervisor_repairs_a_dead_claim_with_no_reader_and_no_next_producer(conf, admin, point):
-    """Nobody else touches the partition: housekeeping alone must turn the claim into a
-    control batch and free the slot, so the next append lands after it."""
+    """No client touches the partition after the crash: the broker alone (the supervisor's
+    housekeeping or its persister) must turn the claim into an empty control batch and free the
+    slot, before any new producer or consumer shows up."""
     topic = create_topic(admin, "lonely", 1, ring_bytes=RING_BYTES)
     acked = run_crashing_child(conf, topic, 0, 1, 9, point)
     cluster = Cluster(conf["bootstrap.servers"], "test")
     try:
         ring = cluster.ring(topic, 0)
         wait_until(lambda: slots_in_use(ring) == [], 10, lambda: f"the supervisor's repair: {slots_in_use(ring)}")
+        cursor = ffi.new("shmlog_cursor *")
+        frames = ffi.new("shmlog_frame_ref[]", 16)
+        assert lib.shmlog_ring_fetch(ring.map, cursor, ffi.NULL, 0, frames, 16, 1) == 2
+        repaired = frames[1]
+        assert (repaired.base_offset, repaired.record_count) == (len(acked), 9)
+        assert ffi.cast("uint8_t *", ring.map)[repaired.map_pos + 22] & layout.ATTR_CONTROL
+        assert (cursor.position, cursor.next_offset) == ring.end()  # nothing left unpublished
     finally:
         cluster.close()
     new = produce_acked(conf, topic, 0, [b"new-0"])
