@@ -392,20 +392,46 @@ static const uint8_t *index_records(const uint8_t *origin, const uint8_t *p, con
 
 /* ---------------------------------------------------------------- ring geometry */
 
-static inline shmlog_ring_header *ring_header(void *map) { return (shmlog_ring_header *)map; }
-static inline uint8_t *ring_data(void *map) { return (uint8_t *)map + SHMLOG_RING_HEADER_BYTES; }
+/* Every function below takes a process-local handle whose geometry was validated once at
+ * open: a writer scribbling on the shared descriptor cannot make us divide by zero or
+ * index outside the mapping. */
+static inline shmlog_ring_header *ring_header(void *ring) { return ((shmlog_ring_handle *)ring)->header; }
+static inline uint8_t *ring_data(void *ring) { return ((shmlog_ring_handle *)ring)->data; }
+static inline uint64_t ring_capacity(const void *ring) { return ((const shmlog_ring_handle *)ring)->capacity_bytes; }
 
-static inline uint64_t *frame_word(void *map, uint64_t position) {
-    shmlog_ring_header *h = ring_header(map);
-    return (uint64_t *)(ring_data(map) + (position & (h->descriptor.capacity_bytes - 1)));
+static inline uint64_t frame_index(const void *ring, uint64_t position) {
+    return position & (ring_capacity(ring) - 1);
 }
 
-static inline uint32_t lap_of(const shmlog_ring_header *h, uint64_t position) {
-    return (uint32_t)(position / h->descriptor.capacity_bytes);
+static inline uint64_t *frame_word(void *ring, uint64_t position) {
+    return (uint64_t *)(ring_data(ring) + frame_index(ring, position));
 }
 
-static inline uint64_t frame_word_make(uint32_t lap, uint32_t length, int padding) {
-    return ((uint64_t)lap << 32) | length | (padding ? SHMLOG_FRAME_PADDING_FLAG : 0);
+static inline uint32_t *publish_mark(void *ring, uint64_t position) {
+    return &((shmlog_ring_handle *)ring)->publish_marks[frame_index(ring, position) / SHMLOG_FRAME_ALIGN];
+}
+
+static inline uint32_t lap_of(const void *ring, uint64_t position) {
+    return (uint32_t)(position / ring_capacity(ring));
+}
+
+/* A frame is published when the mark of its first block holds lap + 1. Marks are written
+ * only by frame owners (and repairers), never by payload, and every block is re-marked
+ * each lap (start: lap + 1, interior: 0), so a stale mark is at most one lap old and can
+ * never equal the current lap + 1. */
+static inline int frame_published(void *ring, uint64_t position) {
+    return LOAD_ACQ(publish_mark(ring, position)) == lap_of(ring, position) + 1;
+}
+
+static inline void frame_clear_interior(void *ring, uint64_t position, uint64_t frame_bytes) {
+    uint32_t *mark = publish_mark(ring, position);
+    for (uint64_t b = 1; b < frame_bytes / SHMLOG_FRAME_ALIGN; b++) STORE_RLX(&mark[b], 0);
+}
+
+static inline void frame_publish(void *ring, uint64_t position, uint32_t frame_bytes, int padding) {
+    STORE_RLX(frame_word(ring, position),
+              ((uint64_t)lap_of(ring, position) << 32) | frame_bytes | (padding ? SHMLOG_FRAME_PADDING_FLAG : 0));
+    STORE_REL(publish_mark(ring, position), lap_of(ring, position) + 1);
 }
 
 static inline uint64_t align_frame(uint64_t bytes) {
@@ -414,12 +440,20 @@ static inline uint64_t align_frame(uint64_t bytes) {
 
 static int is_power_of_two(uint64_t v) { return v && !(v & (v - 1)); }
 
+static int capacity_valid(uint64_t capacity_bytes) {
+    return is_power_of_two(capacity_bytes) && capacity_bytes >= SHMLOG_MIN_CAPACITY_BYTES &&
+           capacity_bytes <= SHMLOG_MAX_CAPACITY_BYTES;
+}
+
+uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes) {
+    return SHMLOG_RING_HEADER_BYTES + capacity_bytes / SHMLOG_FRAME_ALIGN * sizeof(uint32_t) + capacity_bytes;
+}
+
 int shmlog_ring_init(void *map, uint64_t map_bytes, uint64_t capacity_bytes, uint32_t topic_id,
                      uint32_t partition, uint32_t leader_epoch, uint64_t start_offset) {
-    if (!is_power_of_two(capacity_bytes) || capacity_bytes < SHMLOG_MIN_CAPACITY_BYTES ||
-        capacity_bytes > SHMLOG_MAX_CAPACITY_BYTES || map_bytes < SHMLOG_RING_HEADER_BYTES + capacity_bytes)
+    if (!capacity_valid(capacity_bytes) || map_bytes < shmlog_ring_map_bytes(capacity_bytes))
         return SHMLOG_EBADHEADER;
-    shmlog_ring_header *h = ring_header(map);
+    shmlog_ring_header *h = map;
     memset(h, 0, SHMLOG_RING_HEADER_BYTES);
     h->descriptor.layout_version = SHMLOG_LAYOUT_VERSION;
     h->descriptor.header_bytes = SHMLOG_RING_HEADER_BYTES;
@@ -446,10 +480,21 @@ int shmlog_ring_validate(const void *map, uint64_t map_bytes) {
     if (h->descriptor.layout_version != SHMLOG_LAYOUT_VERSION) return SHMLOG_EBADHEADER;
     if (h->descriptor.header_bytes != SHMLOG_RING_HEADER_BYTES) return SHMLOG_EBADHEADER;
     uint64_t cap = h->descriptor.capacity_bytes;
-    if (!is_power_of_two(cap) || cap < SHMLOG_MIN_CAPACITY_BYTES || cap > SHMLOG_MAX_CAPACITY_BYTES ||
-        map_bytes < SHMLOG_RING_HEADER_BYTES + cap)
-        return SHMLOG_EBADHEADER;
+    if (!capacity_valid(cap) || map_bytes < shmlog_ring_map_bytes(cap)) return SHMLOG_EBADHEADER;
     if (h->descriptor.index_shift != (uint32_t)__builtin_ctzll(cap / SHMLOG_INDEX_ENTRIES)) return SHMLOG_EBADHEADER;
+    return SHMLOG_OK;
+}
+
+int shmlog_ring_open(shmlog_ring_handle *ring, void *map, uint64_t map_bytes) {
+    int rc = shmlog_ring_validate(map, map_bytes);
+    if (rc) return rc;
+    shmlog_ring_header *h = map;
+    ring->header = h;
+    ring->capacity_bytes = h->descriptor.capacity_bytes;
+    ring->index_shift = h->descriptor.index_shift;
+    ring->publish_marks = (uint32_t *)((uint8_t *)map + SHMLOG_RING_HEADER_BYTES);
+    ring->data = (uint8_t *)map + shmlog_ring_map_bytes(ring->capacity_bytes) - ring->capacity_bytes;
+    ring->data_offset = (uint64_t)(ring->data - (uint8_t *)map);
     return SHMLOG_OK;
 }
 
@@ -543,11 +588,16 @@ int shmlog_producer_slot_acquire(void *map, uint32_t pid, uint64_t pid_start_tim
     return SHMLOG_ENOSLOT;
 }
 
-void shmlog_producer_slot_release(void *map, int slot) {
+/* Frees the slot only if it still belongs to owner_token: two reclaimers racing over a dead
+ * owner must not free a slot a new producer has just taken. */
+int shmlog_producer_slot_release(void *map, int slot, uint64_t owner_token) {
     shmlog_producer_slot *s = &ring_header(map)->producers[slot];
+    uint64_t expected = owner_token;
+    if (!__atomic_compare_exchange_n(&s->owner_token, &expected, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return SHMLOG_EAGAIN;
     STORE_REL(&s->state, SHMLOG_SLOT_IDLE);
-    STORE_REL(&s->owner_token, 0);
     STORE_REL(&s->pid, 0);
+    return SHMLOG_OK;
 }
 
 typedef unsigned __int128 u128;
@@ -558,24 +608,26 @@ static inline int claim_cas(shmlog_ring_claim *c, uint64_t pos, uint64_t off, ui
     return __sync_bool_compare_and_swap((u128 *)&c->tail_position, expected, desired);
 }
 
-static void index_note(shmlog_ring_header *h, uint64_t position, uint64_t frame_bytes, uint64_t offset) {
-    uint32_t shift = h->descriptor.index_shift;
+static void index_note(void *ring, uint64_t position, uint64_t frame_bytes, uint64_t offset) {
+    shmlog_ring_handle *r = ring;
+    uint32_t shift = r->index_shift;
     uint64_t first = position >> shift, last = (position + frame_bytes - 1) >> shift;
     if (first == last && (position & ((1ULL << shift) - 1)) != 0) return;
-    shmlog_index_entry *e = &h->index[last & (SHMLOG_INDEX_ENTRIES - 1)];
+    shmlog_index_entry *e = &r->header->index[last & (SHMLOG_INDEX_ENTRIES - 1)];
     STORE_RLX(&e->position, position);
     STORE_RLX(&e->offset, offset);
 }
 
 uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins);
 
-static int wait_for_space(shmlog_ring_header *h, uint64_t claim_end, uint64_t deadline_ns) {
+static int wait_for_space(void *ring, uint64_t claim_end, uint64_t deadline_ns) {
+    shmlog_ring_header *h = ring_header(ring);
     uint32_t seq = LOAD_ACQ(&h->release.space_futex);
     __atomic_fetch_add(&h->release.space_waiters, 1, __ATOMIC_SEQ_CST);
     /* What is persisted but held back for readers is ours to take now. */
-    shmlog_ring_release_to(h, LOAD_ACQ(&h->persist.persisted_position), NULL);
+    shmlog_ring_release_to(ring, LOAD_ACQ(&h->persist.persisted_position), NULL);
     int rc = SHMLOG_OK;
-    if (claim_end > __atomic_load_n(&h->release.release_position, __ATOMIC_SEQ_CST) + h->descriptor.capacity_bytes) {
+    if (claim_end > __atomic_load_n(&h->release.release_position, __ATOMIC_SEQ_CST) + ring_capacity(ring)) {
         uint64_t now = monotonic_ns();
         if (now >= deadline_ns) rc = SHMLOG_EFULL;
         else {
@@ -604,7 +656,7 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
                            uint64_t *out_base_offset) {
     shmlog_ring_header *h = ring_header(map);
     shmlog_producer_slot *s = &h->producers[slot];
-    const uint64_t cap = h->descriptor.capacity_bytes;
+    const uint64_t cap = ring_capacity(map);
     const uint64_t batch_bytes = SHMLOG_BATCH_HEADER_BYTES + (uint64_t)records_bytes;
     const uint64_t frame_bytes = align_frame(SHMLOG_FRAME_PREFIX_BYTES + batch_bytes);
     if (frame_bytes > cap || frame_bytes > SHMLOG_FRAME_LENGTH_MASK || record_count == 0) return SHMLOG_ETOOBIG;
@@ -613,26 +665,29 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
     for (;;) {
         uint64_t pos = LOAD_ACQ(&h->claim.tail_position);
         uint64_t off = LOAD_ACQ(&h->claim.next_offset);
-        uint64_t idx = pos & (cap - 1);
+        uint64_t idx = frame_index(map, pos);
         int pad = idx + frame_bytes > cap;
         uint64_t claim_bytes = pad ? cap - idx : frame_bytes;
         uint32_t claim_count = pad ? 0 : record_count;
         if (pos + claim_bytes > LOAD_ACQ(&h->release.release_position) + cap) {
-            if (wait_for_space(h, pos + claim_bytes, deadline) == SHMLOG_EFULL) return SHMLOG_EFULL;
+            if (wait_for_space(map, pos + claim_bytes, deadline) == SHMLOG_EFULL) return SHMLOG_EFULL;
             continue;
         }
         slot_intent(s, pos, off, (uint32_t)claim_bytes, claim_count);
         crash_at(1);
-        if (!claim_cas(&h->claim, pos, off, pos + claim_bytes, off + claim_count)) continue;
+        if (!claim_cas(&h->claim, pos, off, pos + claim_bytes, off + claim_count)) {
+            STORE_REL(&s->state, SHMLOG_SLOT_IDLE); /* a stale intent must not look like a live claim */
+            continue;
+        }
         STORE_REL(&s->state, SHMLOG_SLOT_OWNED);
         crash_at(2);
-        uint64_t *word = frame_word(map, pos);
+        frame_clear_interior(map, pos, claim_bytes);
         if (pad) {
-            STORE_REL(word, frame_word_make(lap_of(h, pos), (uint32_t)claim_bytes, 1));
+            frame_publish(map, pos, (uint32_t)claim_bytes, 1);
             STORE_REL(&s->state, SHMLOG_SLOT_IDLE);
             continue;
         }
-        uint8_t *batch = (uint8_t *)word + SHMLOG_FRAME_PREFIX_BYTES;
+        uint8_t *batch = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES;
         uint32_t half = records_bytes / 2;
         memcpy(batch + SHMLOG_BATCH_HEADER_BYTES, records, half);
         crash_at(3);
@@ -641,11 +696,11 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
                                   record_count, base_timestamp, max_timestamp, producer_id,
                                   producer_epoch, base_sequence);
         crash_at(4);
-        index_note(h, pos, frame_bytes, off);
+        index_note(map, pos, frame_bytes, off);
         uint32_t owned = SHMLOG_SLOT_OWNED;
         if (!__atomic_compare_exchange_n(&s->state, &owned, SHMLOG_SLOT_IDLE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
             return SHMLOG_EFENCED;
-        STORE_REL(word, frame_word_make(lap_of(h, pos), (uint32_t)frame_bytes, 0));
+        frame_publish(map, pos, (uint32_t)frame_bytes, 0);
         doorbell_ring(map, doorbell);
         *out_base_offset = off;
         return (int64_t)pos;
@@ -655,7 +710,7 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
 /* ---------------------------------------------------------------- reading */
 
 void shmlog_ring_end(const void *map, shmlog_cursor *out) {
-    const shmlog_ring_header *h = map;
+    const shmlog_ring_header *h = ring_header((void *)map);
     for (;;) {
         uint64_t pos = LOAD_ACQ(&h->claim.tail_position);
         uint64_t off = LOAD_ACQ(&h->claim.next_offset);
@@ -668,40 +723,48 @@ void shmlog_ring_end(const void *map, shmlog_cursor *out) {
 }
 
 int shmlog_ring_still_intact(const void *map, uint64_t position) {
-    const shmlog_ring_header *h = map;
+    const shmlog_ring_header *h = ring_header((void *)map);
     FENCE_ACQ();
-    return LOAD_RLX(&h->claim.tail_position) <= position + h->descriptor.capacity_bytes;
+    return LOAD_RLX(&h->claim.tail_position) <= position + ring_capacity(map);
 }
 
 int shmlog_ring_has_data(const void *map, uint64_t position) {
-    const shmlog_ring_header *h = map;
-    uint64_t word = LOAD_ACQ(frame_word((void *)map, position));
-    if ((uint32_t)(word >> 32) == lap_of(h, position) && (word & SHMLOG_FRAME_LENGTH_MASK)) return 1;
+    if (frame_published((void *)map, position)) return 1;
     return !shmlog_ring_still_intact(map, position);
+}
+
+/* The frame at position, validated: its length (> 0) and padding flag, or a negative status. */
+static int64_t frame_length_at(void *ring, uint64_t position, int *padding) {
+    uint64_t word = LOAD_RLX(frame_word(ring, position));
+    uint32_t length = (uint32_t)(word & SHMLOG_FRAME_LENGTH_MASK);
+    if ((uint32_t)(word >> 32) != lap_of(ring, position) || length < SHMLOG_FRAME_ALIGN ||
+        length % SHMLOG_FRAME_ALIGN || length > ring_capacity(ring) - frame_index(ring, position))
+        return SHMLOG_ECORRUPT;
+    *padding = (word & SHMLOG_FRAME_PADDING_FLAG) != 0;
+    return length;
 }
 
 int64_t shmlog_ring_fetch(const void *map, shmlog_cursor *cursor, uint8_t *dst, uint64_t dst_bytes,
                           shmlog_frame_ref *frames, uint32_t max_frames, int check_crc) {
-    const shmlog_ring_header *h = map;
-    const uint64_t cap = h->descriptor.capacity_bytes;
-    const uint8_t *data = ring_data((void *)map);
+    void *ring = (void *)map;
+    const shmlog_ring_handle *r = map;
     uint64_t start = cursor->position, pos = start, next_offset = cursor->next_offset, used = 0;
     uint32_t n = 0;
     if (!shmlog_ring_still_intact(map, start)) return SHMLOG_EOVERWRITTEN;
     while (n < max_frames) {
-        uint64_t idx = pos & (cap - 1);
-        uint64_t word = LOAD_ACQ((const uint64_t *)(data + idx));
-        uint32_t length = (uint32_t)(word & SHMLOG_FRAME_LENGTH_MASK);
-        if ((uint32_t)(word >> 32) != lap_of(h, pos) || length == 0) break;
-        if (length < SHMLOG_FRAME_PREFIX_BYTES || length % SHMLOG_FRAME_ALIGN || length > cap - idx) {
+        if (!frame_published(ring, pos)) break;
+        int padding;
+        int64_t length = frame_length_at(ring, pos, &padding);
+        if (length < 0) {
+            if (!shmlog_ring_still_intact(map, start)) return SHMLOG_EOVERWRITTEN;
             cursor->position = pos;
             return SHMLOG_ECORRUPT;
         }
-        if (word & SHMLOG_FRAME_PADDING_FLAG) {
+        if (padding) {
             pos += length;
             continue;
         }
-        const uint8_t *batch = data + idx + SHMLOG_FRAME_PREFIX_BYTES;
+        const uint8_t *batch = (const uint8_t *)frame_word(ring, pos) + SHMLOG_FRAME_PREFIX_BYTES;
         uint64_t room = length - SHMLOG_FRAME_PREFIX_BYTES;
         int rc = shmlog_batch_verify(batch, room, 0);
         uint64_t batch_bytes = 12ULL + get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
@@ -730,7 +793,7 @@ int64_t shmlog_ring_fetch(const void *map, shmlog_cursor *cursor, uint8_t *dst, 
             cursor->position = pos;
             return SHMLOG_ECRC;
         }
-        frames[n].map_pos = SHMLOG_RING_HEADER_BYTES + idx + SHMLOG_FRAME_PREFIX_BYTES;
+        frames[n].map_pos = r->data_offset + frame_index(ring, pos) + SHMLOG_FRAME_PREFIX_BYTES;
         frames[n].dst_pos = used;
         frames[n].base_offset = base;
         frames[n].batch_bytes = (uint32_t)batch_bytes;
@@ -746,35 +809,30 @@ int64_t shmlog_ring_fetch(const void *map, shmlog_cursor *cursor, uint8_t *dst, 
     return n;
 }
 
-/* A valid (position, offset) pair at or before `offset` that is still in the ring. */
-static int index_entry_valid(const shmlog_ring_header *h, const shmlog_index_entry *e, shmlog_cursor *out) {
+/* A valid (position, offset) pair from the index that is still in the ring. */
+static int index_entry_valid(void *ring, const shmlog_index_entry *e, shmlog_cursor *out) {
     uint64_t pos = LOAD_RLX(&e->position), off = LOAD_RLX(&e->offset);
-    const uint64_t cap = h->descriptor.capacity_bytes;
-    if (pos % SHMLOG_FRAME_ALIGN) return 0;
-    if (!shmlog_ring_still_intact(h, pos)) return 0;
-    const uint8_t *frame = ring_data((void *)h) + (pos & (cap - 1));
-    uint64_t word = LOAD_ACQ((const uint64_t *)frame);
-    uint32_t length = (uint32_t)(word & SHMLOG_FRAME_LENGTH_MASK);
-    if ((uint32_t)(word >> 32) != lap_of(h, pos) || (word & SHMLOG_FRAME_PADDING_FLAG) ||
-        length < SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES || length > cap - (pos & (cap - 1)))
-        return 0;
-    if (get_be64(frame + SHMLOG_FRAME_PREFIX_BYTES) != off) return 0;
-    if (!shmlog_ring_still_intact(h, pos)) return 0;
+    int padding;
+    if (pos % SHMLOG_FRAME_ALIGN || !shmlog_ring_still_intact(ring, pos) || !frame_published(ring, pos)) return 0;
+    int64_t length = frame_length_at(ring, pos, &padding);
+    if (length < SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES || padding) return 0;
+    if (get_be64((const uint8_t *)frame_word(ring, pos) + SHMLOG_FRAME_PREFIX_BYTES) != off) return 0;
+    if (!shmlog_ring_still_intact(ring, pos)) return 0;
     out->position = pos;
     out->next_offset = off;
     return 1;
 }
 
 void shmlog_ring_start(const void *map, shmlog_cursor *out) {
-    const shmlog_ring_header *h = map;
+    const shmlog_ring_header *h = ring_header((void *)map);
     shmlog_ring_end(map, out);
     shmlog_cursor c;
     for (int i = 0; i < SHMLOG_INDEX_ENTRIES; i++)
-        if (index_entry_valid(h, &h->index[i], &c) && c.next_offset < out->next_offset) *out = c;
+        if (index_entry_valid((void *)map, &h->index[i], &c) && c.next_offset < out->next_offset) *out = c;
 }
 
 int shmlog_ring_locate(const void *map, uint64_t offset, shmlog_cursor *out) {
-    const shmlog_ring_header *h = map;
+    const shmlog_ring_header *h = ring_header((void *)map);
     shmlog_cursor end, best = {0, 0}, c;
     int found = 0;
     shmlog_ring_end(map, &end);
@@ -783,7 +841,7 @@ int shmlog_ring_locate(const void *map, uint64_t offset, shmlog_cursor *out) {
         return offset == end.next_offset ? SHMLOG_OK : SHMLOG_EAGAIN;
     }
     for (int i = 0; i < SHMLOG_INDEX_ENTRIES; i++) {
-        if (index_entry_valid(h, &h->index[i], &c) && c.next_offset <= offset &&
+        if (index_entry_valid((void *)map, &h->index[i], &c) && c.next_offset <= offset &&
             (!found || c.next_offset > best.next_offset)) {
             best = c;
             found = 1;
@@ -796,11 +854,12 @@ int shmlog_ring_locate(const void *map, uint64_t offset, shmlog_cursor *out) {
 
 /* ---------------------------------------------------------------- dead claims */
 
+/* Slots whose claim starts at an unpublished position below the tail; -1 if that position
+ * is claimed by nobody at all (garbage in shared memory, or a claim already repaired). */
 int shmlog_ring_stuck_claims(const void *map, uint64_t position, int *slots, int max_slots) {
-    const shmlog_ring_header *h = map;
-    if (LOAD_ACQ(&h->claim.tail_position) <= position) return 0;
-    uint64_t word = LOAD_ACQ(frame_word((void *)map, position));
-    if ((uint32_t)(word >> 32) == lap_of(h, position) && (word & SHMLOG_FRAME_LENGTH_MASK)) return 0;
+    void *ring = (void *)map;
+    const shmlog_ring_header *h = ring_header(ring);
+    if (LOAD_ACQ(&h->claim.tail_position) <= position || frame_published(ring, position)) return 0;
     int n = 0;
     for (int i = 0; i < SHMLOG_PRODUCER_SLOTS && n < max_slots; i++) {
         const shmlog_producer_slot *s = &h->producers[i];
@@ -816,32 +875,29 @@ int shmlog_ring_repair(void *map, int slot, void *doorbell) {
     shmlog_producer_slot *s = &h->producers[slot];
     uint32_t state = LOAD_ACQ(&s->state);
     if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED) return SHMLOG_EAGAIN;
+    uint64_t token = LOAD_ACQ(&s->owner_token);
     if (!__atomic_compare_exchange_n(&s->state, &state, SHMLOG_SLOT_FENCED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return SHMLOG_EAGAIN;
     uint64_t pos = s->claim_position, off = s->claim_offset;
     uint32_t frame_bytes = s->claim_frame_bytes, count = s->claim_record_count;
-    uint64_t *word = frame_word(map, pos);
-    uint64_t idx = pos & (h->descriptor.capacity_bytes - 1);
-    int ok = frame_bytes >= SHMLOG_FRAME_PREFIX_BYTES && frame_bytes % SHMLOG_FRAME_ALIGN == 0 &&
-             frame_bytes <= h->descriptor.capacity_bytes - idx &&
+    uint64_t idx = frame_index(map, pos);
+    int ok = frame_bytes >= SHMLOG_FRAME_ALIGN && frame_bytes % SHMLOG_FRAME_ALIGN == 0 &&
+             frame_bytes <= ring_capacity(map) - idx &&
              (count == 0 || frame_bytes >= SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES);
-    if (ok && LOAD_ACQ(&h->claim.tail_position) > pos) {
-        if (count == 0) {
-            STORE_REL(word, frame_word_make(lap_of(h, pos), frame_bytes, 1));
-        } else {
+    if (ok && LOAD_ACQ(&h->claim.tail_position) > pos && !frame_published(map, pos)) {
+        frame_clear_interior(map, pos, frame_bytes);
+        if (count > 0) {
             /* An empty control batch keeps offsets dense: readers skip it like an aborted run. */
-            uint8_t *batch = (uint8_t *)word + SHMLOG_FRAME_PREFIX_BYTES;
+            uint8_t *batch = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES;
             shmlog_batch_write_header(batch, 0, off, h->descriptor.leader_epoch, SHMLOG_ATTR_CONTROL, 0, 0, 0, -1, -1, -1);
             put_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA, count - 1);
             uint32_t crc = shmlog_crc32c(0, batch + SHMLOG_BATCH_OFF_ATTRIBUTES,
                                          SHMLOG_BATCH_HEADER_BYTES - SHMLOG_BATCH_OFF_ATTRIBUTES);
             put_be32(batch + SHMLOG_BATCH_OFF_CRC, crc);
-            STORE_REL(word, frame_word_make(lap_of(h, pos), frame_bytes, 0));
         }
+        frame_publish(map, pos, frame_bytes, count == 0);
     }
-    STORE_REL(&s->owner_token, 0);
-    STORE_REL(&s->state, SHMLOG_SLOT_IDLE);
-    STORE_REL(&s->pid, 0);
+    shmlog_producer_slot_release(map, slot, token);
     doorbell_ring(map, doorbell);
     return ok ? SHMLOG_OK : SHMLOG_ECORRUPT;
 }
@@ -863,9 +919,9 @@ int shmlog_pin_acquire(void *map, uint32_t pid, uint64_t pid_start_time, uint64_
     return SHMLOG_ENOSLOT;
 }
 
-/* Dekker pair with shmlog_ring_release_to: we store the pin then read the busy flag, the
- * releaser stores the flag then reads the pins. Seeing the flag clear means either the
- * releaser's next round sees our pin, or its last round's release is what we read next. */
+/* Dekker pair with shmlog_ring_release_to: we store the pin then read the busy count, a
+ * releaser raises the count then reads the pins. Seeing no releaser busy means either every
+ * later release round sees our pin, or the last one's release is what we read next. */
 int shmlog_pin_set(void *map, int pin, uint64_t position) {
     shmlog_ring_header *h = ring_header(map);
     STORE_SEQ(&h->pins[pin].pin_position, position);
@@ -889,21 +945,28 @@ void shmlog_pin_release(void *map, int pin) {
 }
 
 /* Space is released lazily: a quarter of the ring stays readable behind the persister (so
- * readers near the head keep zero-copy access) until a producer actually waits for room. */
+ * readers near the head keep zero-copy access) until a producer actually waits for room.
+ * Several processes release (the persister, producers short of space): the busy count and
+ * the CAS keep the release monotonic and every pin honoured. */
 uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins) {
     shmlog_ring_header *h = ring_header(map);
     (void)dead_pins;
-    uint64_t hold_back = __atomic_load_n(&h->release.space_waiters, __ATOMIC_SEQ_CST) ? 0 : h->descriptor.capacity_bytes / 4;
-    if (persisted_position < hold_back) return LOAD_ACQ(&h->release.release_position);
-    __atomic_store_n(&h->release.release_busy, 1, __ATOMIC_SEQ_CST);
+    uint64_t cap = ring_capacity(map);
+    uint64_t hold_back = __atomic_load_n(&h->release.space_waiters, __ATOMIC_SEQ_CST) ? 0 : cap / 4;
+    uint64_t current = LOAD_ACQ(&h->release.release_position);
+    if (persisted_position < hold_back || persisted_position - hold_back <= current) return current;
+    __atomic_fetch_add(&h->release.release_busy, 1, __ATOMIC_SEQ_CST);
     uint64_t target = persisted_position - hold_back;
     for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
         uint64_t p = __atomic_load_n(&h->pins[i].pin_position, __ATOMIC_SEQ_CST);
         if (p < target) target = p;
     }
-    uint64_t current = LOAD_ACQ(&h->release.release_position);
-    if (target > current) __atomic_store_n(&h->release.release_position, target, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&h->release.release_busy, 0, __ATOMIC_SEQ_CST);
+    current = LOAD_ACQ(&h->release.release_position);
+    while (target > current &&
+           !__atomic_compare_exchange_n(&h->release.release_position, &current, target, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_ACQUIRE)) {
+    }
+    __atomic_fetch_sub(&h->release.release_busy, 1, __ATOMIC_SEQ_CST);
     if (target <= current) return current;
     FENCE_SEQ();
     if (LOAD_RLX(&h->release.space_waiters)) {
@@ -944,4 +1007,16 @@ int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns, voi
         if (LOAD_ACQ(&h->persist.storage_error)) return SHMLOG_ECORRUPT;
         if (monotonic_ns() >= deadline) return SHMLOG_EAGAIN;
     }
+}
+
+/* The log start offset only moves forward, and two processes move it (the supervisor for
+ * delete_records, the persister for retention): a CAS loop keeps the larger of the two. */
+uint64_t shmlog_ring_advance_log_start(void *map, uint64_t offset) {
+    shmlog_ring_header *h = ring_header(map);
+    uint64_t current = LOAD_ACQ(&h->persist.log_start_offset);
+    while (current < offset &&
+           !__atomic_compare_exchange_n(&h->persist.log_start_offset, &current, offset, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_ACQUIRE)) {
+    }
+    return current < offset ? offset : current;
 }

@@ -16,9 +16,13 @@ uint64_t shmlog_now_unix_ns(void);
 int shmlog_ring_init(void *map, uint64_t map_bytes, uint64_t capacity_bytes, uint32_t topic_id,
                      uint32_t partition, uint32_t leader_epoch, uint64_t start_offset);
 int shmlog_ring_validate(const void *map, uint64_t map_bytes);
+uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes);
+int shmlog_ring_open(shmlog_ring_handle *ring, void *map, uint64_t map_bytes);
+
+/* Every function below takes a shmlog_ring_handle * (as void *ring) filled by shmlog_ring_open. */
 
 int shmlog_producer_slot_acquire(void *map, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token);
-void shmlog_producer_slot_release(void *map, int slot);
+int shmlog_producer_slot_release(void *map, int slot, uint64_t owner_token);
 
 int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t records_bytes,
                            uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp,
@@ -43,6 +47,7 @@ void shmlog_pin_release(void *map, int pin);
 uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins);
 void shmlog_ring_publish_persisted(void *map, uint64_t position, uint64_t offset, uint64_t flushed_offset);
 int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns, void *doorbell);
+uint64_t shmlog_ring_advance_log_start(void *map, uint64_t offset);
 
 int shmlog_doorbell_init(void *bell);
 int shmlog_doorbell_validate(const void *bell, uint64_t map_bytes);

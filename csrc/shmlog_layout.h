@@ -15,20 +15,23 @@
  *   | producer slots    [SHMLOG_PRODUCER_SLOTS] x 64B           |
  *   | reader pins       [SHMLOG_PIN_SLOTS] x 64B                |
  *   | offset index      [SHMLOG_INDEX_ENTRIES] x 16B            |
- *   +-----------------------------------------------------------+
+ *   +-----------------------------------------------------------+ header_bytes
+ *   | publish marks: u32 per 64-byte block of data              |
+ *   +-----------------------------------------------------------+ + capacity/16
  *   | data: capacity_bytes (power of two), frames never wrap    |
  *   +-----------------------------------------------------------+
  *
- * A frame starts at an 8-byte aligned position:
+ * A frame starts at a 64-byte aligned position (its own cache line):
  *
  *   0        4        8                                   length
  *   +--------+--------+------------------------------------+
- *   | length |  lap   | Kafka RecordBatch v2 (big-endian) ... pad to 8
+ *   | length |  lap   | Kafka RecordBatch v2 (big-endian) ... pad to 64
  *   +--------+--------+------------------------------------+
- *   frame word (u64, atomic): bits 0-30 frame length, bit 31 padding flag,
- *   bits 32-63 lap = position / capacity. A frame is published when its word
- *   carries the lap of the position being read and a non-zero length; bytes
- *   left from an older lap carry an older lap and read as "not yet".
+ *   frame word (u64): bits 0-30 frame length, bit 31 padding flag, bits 32-63
+ *   lap = position / capacity. The frame is published when the publish mark of
+ *   its first block holds lap + 1 (release store after the frame is written).
+ *   Marks live outside the data, so no payload byte can ever look published;
+ *   every owner re-marks its frame's blocks (start lap + 1, interior 0) each lap.
  *
  * Positions and offsets only grow. A producer may claim bytes up to
  * release_position + capacity; the releaser (persister) advances
@@ -51,7 +54,7 @@
 #define SHMLOG_INDEX_ENTRIES 1024
 #define SHMLOG_DOORBELL_SLOTS 256
 #define SHMLOG_WAITER_WORDS (SHMLOG_DOORBELL_SLOTS / 64)
-#define SHMLOG_FRAME_ALIGN 8
+#define SHMLOG_FRAME_ALIGN 64
 #define SHMLOG_FRAME_PREFIX_BYTES 8
 #define SHMLOG_FRAME_PADDING_FLAG 0x80000000u
 #define SHMLOG_FRAME_LENGTH_MASK 0x7fffffffu
@@ -225,6 +228,18 @@ typedef struct shmlog_frame_ref {
     uint32_t batch_bytes;
     uint32_t record_count;/* lastOffsetDelta + 1 */
 } shmlog_frame_ref;
+
+/* Process-local view of one mapped ring, filled and validated by shmlog_ring_open: the
+ * geometry is read from shared memory once, so later garbage there cannot mislead us. */
+typedef struct shmlog_ring_handle {
+    shmlog_ring_header *header;
+    uint32_t *publish_marks;
+    uint8_t *data;
+    uint64_t capacity_bytes;
+    uint64_t data_offset;
+    uint32_t index_shift;
+    uint32_t reserved;
+} shmlog_ring_handle;
 
 typedef struct shmlog_cursor {
     uint64_t position;

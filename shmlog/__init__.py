@@ -9,11 +9,12 @@ from .errors import KafkaError, KafkaException
 from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
                       TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE, Message, TopicPartition)
 from .producer import Producer
+from .serializing import DeserializingConsumer, SerializingProducer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdminClient", "Broker", "ConfigResource", "Consumer", "KafkaError", "KafkaException", "Message",
+    "AdminClient", "Broker", "ConfigResource", "Consumer", "DeserializingConsumer", "SerializingProducer", "KafkaError", "KafkaException", "Message",
     "NewPartitions", "NewTopic", "OFFSET_BEGINNING", "OFFSET_END", "OFFSET_INVALID", "OFFSET_STORED",
     "Producer", "RecordBatchView", "TIMESTAMP_CREATE_TIME", "TIMESTAMP_LOG_APPEND_TIME",
     "TIMESTAMP_NOT_AVAILABLE", "TopicPartition",

@@ -713,6 +713,12 @@ def _cleanup_host(remove_all, dry_run):
                + (" (objects of running brokers are left alone)" if len(stale) < len(names) else ""))
 
 
+cli.add_command(__import__("shmlog.cli_log", fromlist=["dump_log"]).dump_log)  # docs/durability.md
+
+
+from .cli_schemas import schemas as _schemas  # noqa: E402  (it uses the helpers above)
+cli.add_command(_schemas)
+
 # ---------------------------------------------------------------------------- entry point
 
 def _error(message, prog="shmlog"):

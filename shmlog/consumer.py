@@ -15,6 +15,7 @@ from ._core import ffi, lib
 from .client import connect
 from .config import parse_consumer_config
 from .errors import KafkaError, KafkaException, error
+from .groups import GroupClient
 from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
                       TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition)
 from .segment import SegmentReader
@@ -119,7 +120,7 @@ class RecordBatchView:
 
 
 class Consumer:
-    """confluent_kafka.Consumer over a shmlog broker (manual assignment; groups come later)."""
+    """confluent_kafka.Consumer over a shmlog broker: assign() or subscribe() (consumer groups)."""
 
     def __init__(self, conf=None, **kwargs):
         conf = dict(conf or {})
@@ -140,6 +141,10 @@ class Consumer:
         self._refs = np.empty(4096, layout.RECORD_REF_DTYPE)
         self._pins = {}
         self._closed = False
+        self._stored = {}              # (topic, partition) -> offset the next commit() commits
+        self._rebalance_calls = 0      # so a rebalance callback's own assign()/unassign() is noticed
+        self._group = GroupClient(self) if cfg.group_id else None
+        self._auto_store = self._group is not None and cfg.enable_auto_offset_store
 
     # ------------------------------------------------------------------ assignment
 
@@ -150,6 +155,9 @@ class Consumer:
 
     def assign(self, partitions):
         self._check()
+        if self._group is not None:
+            partitions = self._group.start_offsets(partitions)   # committed offsets for OFFSET_INVALID/STORED
+        self._rebalance_calls += 1
         self._release_pins()
         self._readers.clear()
         for tp in partitions:
@@ -158,20 +166,27 @@ class Consumer:
 
     def incremental_assign(self, partitions):
         self._check()
+        if self._group is not None:
+            partitions = self._group.start_offsets(partitions)
+        self._rebalance_calls += 1
         for tp in partitions:
             self._add(tp)
         self._order = list(self._readers)
 
     def incremental_unassign(self, partitions):
         self._check()
+        self._rebalance_calls += 1
         for tp in partitions:
             self._readers.pop((tp.topic, tp.partition), None)
+            self._stored.pop((tp.topic, tp.partition), None)
         self._order = list(self._readers)
 
     def unassign(self):
         self._check()
+        self._rebalance_calls += 1
         self._release_pins()
         self._readers.clear()
+        self._stored.clear()
         self._order = []
 
     def assignment(self):
@@ -188,11 +203,25 @@ class Consumer:
         self._seek(reader, tp.offset)
 
     def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
-        raise error(KafkaError._NOT_IMPLEMENTED, "consumer groups (subscribe) are not in this shmlog version: "
-                    "use assign() with TopicPartitions")
+        """Join the consumer group of `group.id` for these topics (names, or patterns starting
+        with ^). Callbacks run inside poll(), as `callback(consumer, [TopicPartition])`."""
+        self._check()
+        self._group_only("subscribe").subscribe(topics, on_assign, on_revoke, on_lost)
 
     def unsubscribe(self):
+        self._check()
+        if self._group is not None and self._group.member is not None:
+            self._group.unsubscribe()
         self.unassign()
+
+    def memberid(self):
+        member = self._group.member if self._group is not None else None
+        return (member.member_id or None) if member is not None else None
+
+    def _group_only(self, what):
+        if self._group is None:
+            raise error(KafkaError._UNKNOWN_GROUP, f'{what}() needs "group.id" in the consumer config')
+        return self._group
 
     # ------------------------------------------------------------------ positions
 
@@ -266,6 +295,10 @@ class Consumer:
 
     def _fetch(self, reader):
         """Decode the next run of batches for reader into reader.pending."""
+        if reader.next_offset < reader.ring.log_start_offset:
+            # Retention or delete_records moved the log start past us: auto.offset.reset decides
+            # (earliest/latest), or every fetch raises OFFSET_OUT_OF_RANGE until the app seeks.
+            self._seek(reader, reader.next_offset)
         if reader.on_ring:
             n = reader.ring.fetch(reader.cursor, ffi.from_buffer(self._buffer), len(self._buffer),
                                   self._frames, MAX_FRAMES_PER_FETCH, self._check_crcs)
@@ -281,7 +314,16 @@ class Consumer:
                 return 0
             frames = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[0:n]]
             return self._decode(reader, self._buffer, frames)
-        buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
+        try:
+            buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.OFFSET_OUT_OF_RANGE:
+                raise
+            # Retention deleted the segment under us; it publishes the new log start offset first.
+            low = reader.ring.log_start_offset
+            self._seek(reader, reader.next_offset if reader.next_offset < low else
+                       max(low, reader.segments.log_start_offset))
+            return 0
         if not frames:
             self._to_ring_or_segments(reader)
             return 0
@@ -379,8 +421,14 @@ class Consumer:
         self._release_pins()
         deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
         while True:
+            if self._group is not None:
+                event = self._group.serve()   # rebalance callbacks, commit reports, group errors
+                if event is not None:
+                    return event
             msg = self._next_message()
             if msg is not None:
+                if self._auto_store:
+                    self._stored[(msg._topic, msg._partition)] = msg._offset + 1
                 return msg
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -395,16 +443,32 @@ class Consumer:
             raise ValueError("num_messages must be between 1 and 1000000")
         deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
         out = []
+        if self._group is not None:
+            event = self._group.serve()   # rebalance callbacks, commit reports, group errors
+            if event is not None:
+                return [event]
         while len(out) < num_messages:
-            msg = self._next_message()
+            try:
+                msg = self._next_message()
+            except KafkaException:
+                if out:  # return what was read; the bad batch raises again on the next call
+                    break
+                raise
             if msg is not None:
                 out.append(msg)
+                if self._auto_store:
+                    self._stored[(msg._topic, msg._partition)] = msg._offset + 1
                 continue
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
                 break
             self._cluster.maybe_refresh()
             self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+            if self._group is not None:
+                event = self._group.serve()
+                if event is not None:
+                    out.append(event)
+                    break
         return out
 
     # ------------------------------------------------------------------ zero-copy batches
@@ -419,12 +483,18 @@ class Consumer:
         self._release_pins()
         deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
         while True:
+            if self._group is not None:
+                event = self._group.serve()
+                if event is not None:
+                    raise KafkaException(event.error())
             for key in self._order:
                 reader = self._readers[key]
                 if reader.paused or reader.pending:
                     continue
                 view = self._view(reader, max_records)
                 if view is not None:
+                    if self._auto_store and len(view):
+                        self._stored[(view.topic, view.partition)] = int(view.offsets[-1]) + 1
                     return view
             if any(r.pending for r in self._readers.values()):
                 msgs = self.consume(max_records, 0)
@@ -454,7 +524,7 @@ class Consumer:
             elif ring.end()[0] > reader.cursor.position:
                 ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
             return None
-        base_ptr = ffi.cast("uint8_t *", ring.map)
+        base_ptr = ffi.cast("uint8_t *", ring.mapping.ptr)
         chunks, total = [], 0
         wanted = reader.next_offset
         consumed_frames = 0
@@ -498,7 +568,7 @@ class Consumer:
             wanted = f.base_offset + f.record_count
         # Frames we did not consume are fetched again next time: rewind to the first one.
         if consumed_frames < n:
-            reader.cursor.position = self._frames[consumed_frames].map_pos - layout.RING_HEADER_BYTES \
+            reader.cursor.position = self._frames[consumed_frames].map_pos - ring.data_offset \
                 - layout.FRAME_PREFIX_BYTES + (start[0] - (start[0] % ring.capacity_bytes))
             if reader.cursor.position < start[0]:
                 reader.cursor.position += ring.capacity_bytes
@@ -536,20 +606,42 @@ class Consumer:
         for ring, pin in self._pins.items():
             ring.set_pin(pin, _UINT64_MAX)
 
-    # ------------------------------------------------------------------ not yet: groups and commits
+    # ------------------------------------------------------------------ committed offsets (shmlog/groups.py)
 
     def commit(self, message=None, offsets=None, asynchronous=True):
-        raise error(KafkaError._NOT_IMPLEMENTED, "committed offsets arrive with consumer groups; "
-                    "track positions with position() for now")
+        """Commit message.offset()+1, the given TopicPartitions, or (neither) the stored offsets.
+        Synchronous: returns the committed TopicPartitions or raises KafkaException (e.g.
+        ILLEGAL_GENERATION when the group moved on); asynchronous: on_commit hears in poll()."""
+        self._check()
+        return self._group_only("commit").commit(message, offsets, asynchronous)
 
     def committed(self, partitions, timeout=None):
-        raise error(KafkaError._NOT_IMPLEMENTED, "committed offsets arrive with consumer groups")
+        self._check()
+        return self._group_only("committed").committed(partitions, timeout)
 
     def store_offsets(self, message=None, offsets=None):
-        raise error(KafkaError._NOT_IMPLEMENTED, "committed offsets arrive with consumer groups")
+        self._check()
+        self._group_only("store_offsets").store_offsets(message, offsets)
 
     def offsets_for_times(self, partitions, timeout=None):
-        raise error(KafkaError._NOT_IMPLEMENTED, "offsets_for_times needs the time index of the durable log")
+        """TopicPartitions whose offset is a timestamp (ms) -> the same with the earliest offset
+        whose record timestamp is >= it, or OFFSET_END (-1) when every record is older.
+
+        As Kafka: records below the log start offset do not count; the time index of each
+        segment narrows the search, and records not yet on disk are searched in the ring.
+        """
+        from .segment import offset_for_time
+        self._check()
+        out = []
+        for tp in partitions:
+            info = self._cluster.topic(tp.topic)
+            if not 0 <= tp.partition < info["partitions"]:
+                raise error(KafkaError._UNKNOWN_PARTITION, f"{tp.topic}-{tp.partition}: topic has "
+                            f"{info['partitions']} partitions")
+            pdir = metadata.partition_dir(info["log_dirs"][tp.partition], tp.topic, tp.partition)
+            offset = offset_for_time(pdir, self._cluster.ring(tp.topic, tp.partition), tp.offset)
+            out.append(TopicPartition(tp.topic, tp.partition, offset))
+        return out
 
     def list_topics(self, topic=None, timeout=-1):
         from .admin import cluster_metadata
@@ -557,12 +649,17 @@ class Consumer:
         return cluster_metadata(self._cluster.meta, topic)
 
     def close(self):
+        """Leave the group (on_revoke, then a final commit with enable.auto.commit) and let go."""
         if self._closed:
             return
-        self._closed = True
-        for ring, pin in self._pins.items():
-            ring.release_pin(pin)
-        self._pins.clear()
-        self._wait.close()
-        self._readers.clear()
-        self._cluster.close()
+        try:
+            if self._group is not None:
+                self._group.close()
+        finally:
+            self._closed = True
+            for ring, pin in self._pins.items():
+                ring.release_pin(pin)
+            self._pins.clear()
+            self._wait.close()
+            self._readers.clear()
+            self._cluster.close()

@@ -14,8 +14,17 @@ Restart consistency: the cursor starts at what the ring says was persisted. Batc
 segments already hold (written, then the persister died before publishing) are skipped;
 segments that end below it mean a previous run lost data (logged; the log continues, in a
 new segment, at the ring's offsets).
+
+Retention (shmlog/retention.py) runs every log.retention.check.interval.ms, and at once when
+delete_records raised a partition's requested log start offset. The log start offset is
+checkpointed in the partition directory before segments go, and published in the ring
+header (persist.log_start_offset) where consumers read it.
+
+One persister per data dir: it holds an exclusive lock on <data_dir>/persister.lock, so one
+started by a restarted supervisor waits until the previous one has drained and exited.
 """
 import errno
+import fcntl
 import os
 import signal
 import socket
@@ -25,7 +34,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import metadata, protocol
+from . import metadata, protocol, retention
 from ._core import ffi, lib
 from .config import TOPIC_DEFAULTS
 from .errors import KafkaError, KafkaException
@@ -41,52 +50,58 @@ RETRY_CORRUPT_RING_S = 1.0
 CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
 CONTROL_CHECK_S = 0.1
 DRAIN_TIMEOUT_S = 30.0       # the supervisor waits 60 s for us after SIGTERM
+RETENTION_CHECK_MS_DEFAULT = 300_000
+LOCK_NAME = "persister.lock"
 INT64_MAX = 2**63 - 1
 
-Settings = namedtuple("Settings", "segment_bytes flush_messages flush_ms")
+Settings = namedtuple("Settings", "segment_bytes segment_ms segment_jitter_ms segment_index_bytes "
+                                  "index_interval_bytes flush_messages flush_ms retention_ms retention_bytes "
+                                  "delete_policy")
 
 
 def log(message):
     print(f"shmlog persister[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
 
-def _topic_setting(topic_config, broker, key, broker_key):
-    """Kafka's precedence: the topic's own value, else the broker default, else Kafka's.
-
-    Topic configs may come with defaults filled in, so a topic value equal to Kafka's
-    default counts as not set.
-    """
-    value = topic_config.get(key)
-    if value is not None and value != TOPIC_DEFAULTS[key]:
-        return value
-    if broker.get(broker_key) is not None:
-        return broker[broker_key]
-    return TOPIC_DEFAULTS[key] if value is None else value
-
-
-def settings_for(topic_config, broker):
+def settings_for(topic_config):
+    """A topic's effective config (the supervisor sends it with broker defaults applied) -> Settings."""
+    cfg = {**TOPIC_DEFAULTS, **topic_config}
     return Settings(
-        segment_bytes=int(_topic_setting(topic_config, broker, "segment.bytes", "log.segment.bytes")),
-        flush_messages=int(_topic_setting(topic_config, broker, "flush.messages", "log.flush.interval.messages")),
-        flush_ms=int(_topic_setting(topic_config, broker, "flush.ms", "log.flush.interval.ms")),
+        segment_bytes=int(cfg["segment.bytes"]),
+        segment_ms=int(cfg["segment.ms"]),
+        segment_jitter_ms=int(cfg["segment.jitter.ms"]),
+        segment_index_bytes=int(cfg["segment.index.bytes"]),
+        index_interval_bytes=int(cfg["index.interval.bytes"]),
+        flush_messages=int(cfg["flush.messages"]),
+        flush_ms=int(cfg["flush.ms"]),
+        retention_ms=int(cfg["retention.ms"]),
+        retention_bytes=int(cfg["retention.bytes"]),
+        delete_policy="delete" in str(cfg["cleanup.policy"]).split(","),
     )
 
 
 class PartitionLog:
     """One partition: its ring, its segment writer, and how far the ring is on disk."""
 
-    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell):
+    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, requested_log_start=0):
         self.topic, self.partition = topic, partition
         self.source = (ring_name, log_dir)
         self.doorbell = doorbell
         self.dir = metadata.partition_dir(log_dir, topic, partition)
         self.ring = Ring.open(ring_name, topic, partition)
         try:
-            self.writer = SegmentWriter(self.dir, settings.segment_bytes)
+            self.writer = SegmentWriter(self.dir, settings.segment_bytes, settings.segment_ms,
+                                        settings.index_interval_bytes, settings.segment_index_bytes,
+                                        settings.segment_jitter_ms)
         except BaseException:
             self.ring.close()
             raise
-        self.configure(settings)
+        self.checkpointed = retention.read_checkpoint(self.dir)
+        self.log_start = max(self.writer.log_start_offset, self.checkpointed)
+        self.requested_log_start = 0
+        self.retention_due = 0.0
+        self.retention_errno = 0
+        self.configure(settings, requested_log_start)
         self.persist = self.ring.header.persist
         self.view = self.ring.mapping.view()
         self.frames = ffi.new("shmlog_frame_ref[]", FETCH_FRAMES)
@@ -109,15 +124,24 @@ class PartitionLog:
     def where(self):
         return f"{self.topic}-{self.partition}"
 
-    def configure(self, settings):
-        self.writer.segment_bytes = settings.segment_bytes
+    def configure(self, settings, requested_log_start=0):
+        self.writer.configure(settings.segment_bytes, settings.segment_ms, settings.index_interval_bytes,
+                              settings.segment_index_bytes, settings.segment_jitter_ms)
         self.flush_messages = settings.flush_messages
         self.flush_ms = settings.flush_ms
+        self.settings = settings
+        if requested_log_start > self.requested_log_start:
+            # delete_records: a durable request from the supervisor's metadata (the ring header
+            # alone is never trusted to delete data: it is shared memory anyone can scribble on).
+            self.requested_log_start = requested_log_start
+            self.retention_due = 0.0
 
     def _compare_with_disk(self):
         disk_end, persisted = self.writer.log_end_offset, self.cursor.next_offset
         ring_end = self.ring.end()[1]
-        if disk_end < persisted:
+        if disk_end < persisted <= max(self.log_start, self.requested_log_start):
+            pass  # below the log start offset: retention or delete_records removed them
+        elif disk_end < persisted:
             log(f"{self.where()}: DATA LOSS: offsets {disk_end}..{persisted - 1} were reported persisted by "
                 f"a previous run but are not in {self.dir}; the log continues at offset {persisted}")
         elif disk_end > ring_end:
@@ -126,12 +150,48 @@ class PartitionLog:
 
     def start(self):
         """Make what a crashed run left in the page cache durable, then say so in the ring."""
+        lib.shmlog_ring_advance_log_start(self.ring.map, self.log_start)
         try:
             self.flush()
         except OSError as exc:
             self._storage_failed(exc, time.monotonic())
             return
         self.publish()
+
+    # -------------------------------------------------------------- retention
+
+    def retention_wanted(self, now):
+        return now >= self.retention_due or self.requested_log_start > self.log_start
+
+    def apply_retention(self, now, check_interval_s):
+        """Delete what retention and delete_records allow; the log start offset moves first."""
+        self.retention_due = now + check_interval_s
+        s = self.settings
+        segments = self.writer.segments()
+        wanted_start = max(self.log_start, self.requested_log_start)
+        count, reason = retention.deletable(segments, time.time_ns() // 1_000_000, s.retention_ms,
+                                            s.retention_bytes, wanted_start, s.delete_policy)
+        new_start = wanted_start
+        if count:
+            new_start = max(new_start, segments[count][0] if count < len(segments) else self.writer.log_end_offset)
+        try:
+            if new_start > self.checkpointed:
+                retention.write_checkpoint(self.dir, new_start)
+                self.checkpointed = new_start
+            self.log_start = new_start
+            # Consumers see the new start before any file goes: they reset rather than miss a segment.
+            lib.shmlog_ring_advance_log_start(self.ring.map, new_start)
+            gone = self.writer.delete_oldest(count) if count else []
+        except OSError as exc:
+            if exc.errno != self.retention_errno:
+                log(f"{self.where()}: retention cannot update {self.dir}: {exc}; retrying")
+            self.retention_errno = exc.errno or errno.EIO
+            self.retention_due = now + RETRY_AFTER_ERROR_S
+            return
+        self.retention_errno = 0
+        if gone:
+            log(f"{self.where()}: deleted {len(gone)} segment{'s' if len(gone) != 1 else ''} "
+                f"(base offsets {gone[0]}..{gone[-1]}) by {reason}; log start offset is now {new_start}")
 
     # -------------------------------------------------------------- one round
 
@@ -310,6 +370,7 @@ class Persister:
     def __init__(self, data_dir):
         self.data_dir = os.path.realpath(data_dir)
         self.control = protocol.Control(self.data_dir, register_as="persister")
+        self.retention_check_s = RETENTION_CHECK_MS_DEFAULT / 1000
         self.partitions = {}     # (topic, partition) -> PartitionLog
         self.unopened = {}       # (topic, partition) -> (spec, retry at)
         self.bell = None
@@ -325,15 +386,18 @@ class Persister:
         self._use_doorbell(meta["doorbell"])
         self.epoch = meta["epoch"]
         broker = meta.get("broker") or {}
+        self.retention_check_s = int(broker.get("log.retention.check.interval.ms") or
+                                     RETENTION_CHECK_MS_DEFAULT) / 1000
         wanted = {}
         for name, t in meta["topics"].items():
-            settings = settings_for(t.get("config") or {}, broker)
+            settings = settings_for(t.get("config") or {})
+            starts = t.get("log_start_offsets") or [0] * t["partitions"]
             for p in range(t["partitions"]):
-                wanted[(name, p)] = (t["rings"][p], t["log_dirs"][p], settings)
+                wanted[(name, p)] = (t["rings"][p], t["log_dirs"][p], settings, starts[p] if p < len(starts) else 0)
         for key, part in list(self.partitions.items()):
             spec = wanted.get(key)
             if spec is not None and part.source == spec[:2]:
-                part.configure(spec[2])
+                part.configure(spec[2], spec[3])
                 continue
             if spec is not None:
                 self._drain_and_close(part)  # moved to another ring or log dir: finish the old one
@@ -359,9 +423,9 @@ class Persister:
             part.doorbell = self.bell
 
     def _open(self, key, spec):
-        ring_name, log_dir, settings = spec
+        ring_name, log_dir, settings, requested_log_start = spec
         try:
-            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell)
+            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start)
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
                 log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
@@ -397,6 +461,8 @@ class Persister:
                 busy = False
                 for part in list(self.partitions.values()):
                     busy |= part.pump(now)
+                    if part.retention_wanted(now):
+                        part.apply_retention(now, self.retention_check_s)
                 if now >= self.next_control_check:
                     self.next_control_check = now + CONTROL_CHECK_S
                     if self._supervisor_gone():
@@ -476,11 +542,23 @@ class Persister:
         self.stopping = True
 
 
+def lock_data_dir(data_dir):
+    """Hold <data_dir>/persister.lock for the life of this process; waits for a previous holder."""
+    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        log(f"another persister still runs for {data_dir} (draining after its supervisor went); waiting for it")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m shmlog.persister <data_dir>", file=sys.stderr)
         return 2
+    lock_data_dir(os.path.realpath(argv[0]))
     try:
         persister = Persister(argv[0])
     except KafkaException as exc:

@@ -28,6 +28,7 @@ STATUS_NAMES = {
 }
 
 STUCK_CLAIM_GRACE_S = 0.05
+UNCLAIMED_GRACE_S = 1.0
 
 
 def owner_token():
@@ -38,23 +39,26 @@ class Ring:
     """One mapped partition ring. Not thread-safe; each client guards its own use."""
 
     def __init__(self, mapping, topic, partition):
-        rc = lib.shmlog_ring_validate(mapping.ptr, mapping.size)
+        handle = ffi.new("shmlog_ring_handle *")
+        rc = lib.shmlog_ring_open(handle, mapping.ptr, mapping.size)
         if rc != 0:
             raise error(KafkaError._BAD_MSG,
                         f"shared memory {mapping.name} for {topic}-{partition} has an invalid ring header "
                         f"(garbage or another layout version); delete and recreate the topic or restart the broker")
         self.mapping = mapping
-        self.map = mapping.ptr
+        self.map = handle  # what every lib.shmlog_ring_* call takes
         self.topic = topic
         self.partition = partition
-        self.header = ffi.cast("shmlog_ring_header *", mapping.ptr)
-        self.capacity_bytes = self.header.descriptor.capacity_bytes
+        self.header = handle.header
+        self.capacity_bytes = handle.capacity_bytes
+        self.data_offset = handle.data_offset
         self._stuck_since = {}
+        self._slot_tokens = {}
 
     @classmethod
     def create(cls, name, capacity_bytes, topic, topic_id, partition, start_offset=0, mode=0o600,
                leader_epoch=0):
-        mapping = Mapping.create(name, layout.RING_HEADER_BYTES + capacity_bytes, mode)
+        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes), mode)
         rc = lib.shmlog_ring_init(mapping.ptr, mapping.size, capacity_bytes, topic_id, partition,
                                   leader_epoch, start_offset)
         if rc != 0:
@@ -110,17 +114,19 @@ class Ring:
 
     def acquire_producer_slot(self):
         pid, started = procs.me()
-        slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, owner_token())
+        token = owner_token()
+        slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, token)
         if slot < 0:
             self.reclaim_dead_slots()
-            slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, owner_token())
+            slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, token)
         if slot < 0:
             raise error(KafkaError._CRIT_SYS_RESOURCE,
                         f"{self.where()}: all {lib.SHMLOG_PRODUCER_SLOTS} producer slots are taken by live processes")
+        self._slot_tokens[slot] = token
         return slot
 
     def release_producer_slot(self, slot):
-        lib.shmlog_producer_slot_release(self.map, slot)
+        lib.shmlog_producer_slot_release(self.map, slot, self._slot_tokens.pop(slot, 0))
 
     def append(self, slot, records, records_bytes, count, base_timestamp, max_timestamp, timeout_ms,
                doorbell, attributes=0, producer_id=-1, producer_epoch=-1, base_sequence=-1):
@@ -162,15 +168,18 @@ class Ring:
         slots = ffi.new("int[8]")
         n = lib.shmlog_ring_stuck_claims(self.map, position, slots, 8)
         if n <= 0:
-            self._stuck_since.pop(position, None)
+            if n == 0 and self.end()[0] > position and not self.has_data(position):
+                self._raise_if_unclaimed_too_long(position)
+            else:
+                self._stuck_since.pop(position, None)
             return False
         candidates = [self.header.producers[slots[i]] for i in range(n)]
         dead = [(slots[i], s) for i, s in enumerate(candidates) if not procs.alive(s.pid, s.pid_start_time)]
         if not dead:
             return False
         owned = [i for i, s in dead if s.state == lib.SHMLOG_SLOT_OWNED]
-        live_owner = any(s.state == lib.SHMLOG_SLOT_OWNED and procs.alive(s.pid, s.pid_start_time)
-                         for s in candidates)
+        # Any live slot at this position may be the real owner (it may not have marked OWNED yet).
+        live_owner = len(dead) < len(candidates)
         if owned:
             chosen = owned[0]
         else:
@@ -183,6 +192,16 @@ class Ring:
         self._stuck_since.pop(position, None)
         return lib.shmlog_ring_repair(self.map, chosen, doorbell) == 0
 
+    def _raise_if_unclaimed_too_long(self, position):
+        """Below the tail, unpublished, and no producer slot claims it: only garbage in shared
+        memory (or a claim whose slot was overwritten) leaves that; say so instead of waiting forever."""
+        first_seen = self._stuck_since.setdefault(position, time.monotonic())
+        if time.monotonic() - first_seen >= UNCLAIMED_GRACE_S:
+            raise error(KafkaError._BAD_MSG,
+                        f"{self.where()}: ring position {position} is below the tail but was never published "
+                        f"and no producer claims it: the ring's shared memory is corrupt; recreate the topic or "
+                        f"restart the broker to rebuild the ring from the segment files")
+
     def reclaim_dead_slots(self, doorbell=ffi.NULL):
         """Free producer slots and pins whose processes are gone; repair their claims first."""
         probe = ffi.new("int[8]")
@@ -194,7 +213,7 @@ class Ring:
                 n = lib.shmlog_ring_stuck_claims(self.map, s.claim_position, probe, 8)
                 if i in [probe[k] for k in range(n)] and not self.repair_if_stuck(s.claim_position, doorbell):
                     continue  # its claim still blocks readers: repaired once the grace period passes
-            lib.shmlog_producer_slot_release(self.map, i)
+            lib.shmlog_producer_slot_release(self.map, i, s.owner_token)
         for i in range(lib.SHMLOG_PIN_SLOTS):
             p = self.header.pins[i]
             if p.in_use and not procs.alive(p.pid, p.pid_start_time):

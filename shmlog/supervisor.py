@@ -16,9 +16,12 @@ import sys
 import time
 
 from . import metadata, protocol, shm
-from .config import TOPIC_DEFAULTS, parse_broker_config, parse_topic_config
+from .groups import DEFERRED, GroupService
+from .config import TOPIC_DEFAULTS, effective_topic_config, parse_broker_config, parse_topic_config
 from .errors import KafkaError, KafkaException
 from .ring import Doorbell, Ring
+from . import retention
+from ._core import lib
 from .segment import log_end_offset, log_start_offset
 
 HOUSEKEEPING_INTERVAL_S = 0.1
@@ -44,6 +47,7 @@ class Supervisor:
         self.persister = None
         self.persister_started = 0.0
         self.clients = {}          # socket -> {"buf": bytes, "pid": int, "kind": str}
+        self.groups = None         # GroupService: the consumer-group coordinator
         self.running = True
         self.selector = selectors.DefaultSelector()
 
@@ -113,11 +117,14 @@ class Supervisor:
     def create_ring(self, topic, partition):
         t = self.meta["topics"][topic]
         pdir = metadata.partition_dir(self.partition_log_dir(topic, partition), topic, partition)
-        start = log_end_offset(pdir) if os.path.isdir(pdir) else 0
+        # Where recovery will cut the newest segment (CRC-checked), so the ring continues the disk's offsets.
+        end = log_end_offset(pdir, check_crc=True) if os.path.isdir(pdir) else 0
+        first = max(log_start_offset(pdir), retention.read_checkpoint(pdir)) if os.path.isdir(pdir) else 0
+        first = max(first, self.requested_log_starts(t)[partition])
+        # Offsets below the log start offset are never handed out again (Kafka restarts the log there).
         ring = Ring.create(self.ring_name(topic, partition), metadata.topic_config(t)["ring.bytes"], topic,
-                           t["id"], partition, start_offset=start, mode=self.mode)
-        if os.path.isdir(pdir):
-            ring.header.persist.log_start_offset = log_start_offset(pdir)
+                           t["id"], partition, start_offset=max(end, first), mode=self.mode)
+        ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
         self.rings[(topic, partition)] = ring
 
     def listen(self):
@@ -181,6 +188,7 @@ class Supervisor:
         for name, t in self.meta["topics"].items():
             topics[name] = {
                 "id": t["id"], "partitions": t["partitions"], "config": self.topic_config(t),
+                "log_start_offsets": self.requested_log_starts(t),
                 "rings": [self.ring_name(name, p) for p in range(t["partitions"])],
                 "log_dirs": [self.partition_log_dir(name, p) for p in range(t["partitions"])],
             }
@@ -189,8 +197,14 @@ class Supervisor:
                 "message_max_bytes": self.config.message_max_bytes}
 
     def topic_config(self, t):
-        # The broker's message.max.bytes is the default of a topic's max.message.bytes, as in Kafka.
-        return {**metadata.topic_config(t), "max.message.bytes": self.config.message_max_bytes, **t["config"]}
+        # Kafka's precedence: the topic's own setting, else the broker's default for it (log.segment.bytes,
+        # log.roll.ms, log.retention.*, log.flush.*, and message.max.bytes for max.message.bytes), else Kafka's.
+        return effective_topic_config(t["config"], self.config)
+
+    def requested_log_starts(self, t):
+        """Per partition, the log start offset delete_records asked for (0: none)."""
+        asked = t.get("log_start_offsets") or {}
+        return [int(asked.get(str(p), 0)) for p in range(t["partitions"])]
 
     def op_create_topics(self, sock, request):
         results = {}
@@ -292,6 +306,47 @@ class Supervisor:
             results[topic] = None
         return {"results": results}
 
+    def op_delete_records(self, sock, request):
+        """AdminClient.delete_records: move each partition's log start offset forward.
+
+        The request is durable (topic metadata, fsynced) before the ring header shows it, so
+        consumers stop seeing those records at once and a host crash does not bring them
+        back; the persister deletes the segments wholly below it and checkpoints it.
+        """
+        results, changed = [], []
+        for item in request["partitions"]:
+            topic, partition, offset = item["topic"], item["partition"], item["offset"]
+            t = self.meta["topics"].get(topic)
+            if t is None or not isinstance(partition, int) or not 0 <= partition < t["partitions"]:
+                results.append([KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown partition {topic}-{partition}"])
+                continue
+            ring = self.rings[(topic, partition)]
+            high = ring.end()[1]
+            if offset == -1:  # OFFSET_END: everything up to the high watermark
+                offset = high
+            if not isinstance(offset, int) or offset < 0 or offset > high:
+                results.append([KafkaError.OFFSET_OUT_OF_RANGE, f"{topic}-{partition}: cannot delete records before "
+                                f"offset {offset}: the high watermark is {high}"])
+                continue
+            asked = t.setdefault("log_start_offsets", {})
+            if offset > int(asked.get(str(partition), 0)) and offset > ring.log_start_offset:
+                asked[str(partition)] = offset
+                changed.append((ring, offset))
+            results.append(None)
+        if changed:
+            metadata.save(self.data_dir, self.meta)
+            self.doorbell.bump_metadata_epoch()  # the persister rereads metadata and deletes
+        for ring, offset in changed:
+            lib.shmlog_ring_advance_log_start(ring.map, offset)
+        out = []
+        for item, result in zip(request["partitions"], results):
+            if result is None:
+                ring = self.rings[(item["topic"], item["partition"])]
+                out.append({"low_watermark": ring.log_start_offset})
+            else:
+                out.append({"error": result})
+        return {"results": out}
+
     def op_status(self, sock, request):
         partitions = []
         for (topic, p), ring in sorted(self.rings.items()):
@@ -308,6 +363,12 @@ class Supervisor:
         return {"pid": os.getpid(), "data_dir": self.data_dir, "bootstrap_servers": protocol.SCHEME + self.data_dir,
                 "persister_pid": self.persister.pid if self.persister else None,
                 "partitions": partitions, "clients": clients}
+
+    def op_join_group(self, sock, request):
+        return self.groups.handle(sock, request)   # consumer groups: shmlog/groups.py
+
+    op_sync_group = op_heartbeat = op_leave_group = op_offset_commit = op_offset_fetch = op_join_group
+    op_list_groups = op_describe_groups = op_delete_groups = op_join_group
 
     def op_shutdown(self, sock, request):
         self.running = False
@@ -327,6 +388,8 @@ class Supervisor:
         self.selector.unregister(sock)
         client = self.clients.pop(sock)
         sock.close()
+        if self.groups is not None:
+            self.groups.disconnected(sock)  # a member's process exited or died: its group hears at once
         if client["pid"] and client["kind"] == "producer":
             self.reclaim_dead_producers()
 
@@ -350,7 +413,10 @@ class Supervisor:
         request = {}
         try:
             request = json.loads(line)
-            reply = {"ok": True, **self.handle(sock, request)}
+            result = self.handle(sock, request)
+            if result is DEFERRED:
+                return  # answered later (a group join waits for the rebalance)
+            reply = {"ok": True, **result}
         except Refused as exc:
             reply = {"ok": False, "code": exc.code, "error": str(exc)}
         except KafkaException as exc:
@@ -373,6 +439,8 @@ class Supervisor:
     def run(self):
         self.lock()
         self.reclaim_shared_memory()
+        self.groups = GroupService(self)
+        self.groups.start()
         self.listen()
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "running", False))
@@ -385,6 +453,7 @@ class Supervisor:
                     self.accept()
                 else:
                     self.receive(key.fileobj)
+            self.groups.tick()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S

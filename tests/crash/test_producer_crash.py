@@ -232,7 +232,7 @@ def test_the_supervisor_repairs_a_dead_claim_with_no_reader_and_no_next_producer
         assert lib.shmlog_ring_fetch(ring.map, cursor, ffi.NULL, 0, frames, 16, 1) == 2
         repaired = frames[1]
         assert (repaired.base_offset, repaired.record_count) == (len(acked), 9)
-        assert ffi.cast("uint8_t *", ring.map)[repaired.map_pos + 22] & layout.ATTR_CONTROL
+        assert ffi.cast("uint8_t *", ring.mapping.ptr)[repaired.map_pos + 22] & layout.ATTR_CONTROL
         assert (cursor.position, cursor.next_offset) == ring.end()  # nothing left unpublished
     finally:
         cluster.close()

@@ -164,22 +164,7 @@ def run(conf, topic, partitions, producers, consumers, per_producer, mode):
     return produced, consumed
 
 
-STALE_LAP_BUG = ("known bug, reproduced deterministically by tests/stress/test_ring_model.py::"
-                 "test_payload_of_the_previous_lap_at_the_tail_is_not_a_published_frame: payload bytes of the "
-                 "previous lap at the tail can read as a published frame word (false 'corrupt frame')")
-
-
 def check(conf, topic, partitions, produced, consumed, per_producer, mode):
-    """check_log, except that the one known symptom of a lapped ring is reported as xfail."""
-    try:
-        check_log(conf, topic, partitions, produced, consumed, per_producer, mode)
-    except AssertionError as exc:
-        if "corrupt frame at ring position" in str(exc) or "CRC32C mismatch in batch" in str(exc):
-            pytest.xfail(f"{STALE_LAP_BUG}: {str(exc).splitlines()[0]}")
-        raise
-
-
-def check_log(conf, topic, partitions, produced, consumed, per_producer, mode):
     # Delivery reports: every record acknowledged once, offsets unique per partition.
     reported = {}  # (producer, seq) -> (partition, offset)
     for pid, (reports, errors, left) in produced.items():

@@ -19,10 +19,14 @@ After every step the ring must agree with the model:
 
 SHMLOG_HYPOTHESIS_EXAMPLES (default 150) and SHMLOG_HYPOTHESIS_STEPS (default 80) set the
 number of examples and steps per example; raise them for longer runs.
+
+Below the model, deterministic tests build two states the random walk is unlikely to reach
+(stale payload of the previous lap at the tail; a dead claim attempt beside a live claim).
 """
 import itertools
 import os
 import struct
+import time
 
 import pytest
 from hypothesis import HealthCheck, event, settings
@@ -32,7 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from shmlog import layout
 from shmlog._core import ffi, lib
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.ring import Ring
+from shmlog.ring import STUCK_CLAIM_GRACE_S, Ring
 from shmlog.shm import unlink
 
 pytestmark = pytest.mark.stress
@@ -251,7 +255,7 @@ class RingModel(RuleBasedStateMachine):
                 break
             assert n >= 0
             for f in self.frame_refs[0:n]:
-                base_ptr = ffi.cast("uint8_t *", self.ring.map) + f.map_pos if not dst_bytes else \
+                base_ptr = ffi.cast("uint8_t *", self.ring.mapping.ptr) + f.map_pos if not dst_bytes else \
                     ffi.from_buffer(self.dst) + f.dst_pos
                 k = lib.shmlog_batch_index(base_ptr, f.batch_bytes, self.record_refs, 4096, 1)
                 assert k >= 0, f"batch at offset {f.base_offset} fails to decode: {k}"
@@ -383,7 +387,7 @@ test_ring_matches_the_list_model = RingModel.TestCase
 # (nothing claimed yet), or at a claim whose producer is still copying, then takes them for a
 # published frame. The tests below build that state deterministically in one process.
 
-LAP1_FRAME_BYTES = 528  # the first frame of lap 1; the tail then sits at CAP + 528
+LAP1_FRAME_BYTES = 576  # the first frame of lap 1; the tail then sits at CAP + 528
 
 
 def ring_with_stale_bytes_at_the_tail(name, image_at_tail):
@@ -425,12 +429,7 @@ def stale_frame_image(base_offset, values):
     return struct.pack("<II", length, 1) + bytes(batch) + bytes(length - 8 - len(batch))
 
 
-STALE_BUG = ("csrc/shmlog_core.c: a frame word is 'published' when its lap matches, but payload bytes left "
-             "from the previous lap at a future frame start can carry that lap: readers at the tail see a "
-             "frame nobody published")
 
-
-@pytest.mark.xfail(strict=True, reason=STALE_BUG)
 def test_payload_of_the_previous_lap_at_the_tail_is_not_a_published_frame():
     name = f"/shmlog.model{os.getpid()}.{next(_names)}"
     ring, cursor = ring_with_stale_bytes_at_the_tail(name, struct.pack("<II", 256, 1) * 4)
@@ -445,7 +444,6 @@ def test_payload_of_the_previous_lap_at_the_tail_is_not_a_published_frame():
         unlink(name)
 
 
-@pytest.mark.xfail(strict=True, reason=STALE_BUG)
 def test_a_value_that_looks_like_a_frame_is_never_read_back_as_records_nobody_produced():
     name = f"/shmlog.model{os.getpid()}.{next(_names)}"
     # The offset the tail will have: 1 + the fill frames + 1 (known after building; built twice).
@@ -457,6 +455,40 @@ def test_a_value_that_looks_like_a_frame_is_never_read_back_as_records_nobody_pr
         frames = ffi.new("shmlog_frame_ref[]", 8)
         # Today: one frame, CRC32C valid, base offset as expected: a record nobody produced.
         assert lib.shmlog_ring_fetch(ring.map, cursor, ffi.NULL, 0, frames, 8, 1) == 0
+    finally:
+        ring.close()
+        unlink(name)
+
+
+# ---------------------------------------------------------------------------- a dead claim attempt and a live claim
+
+
+def test_a_dead_producers_failed_claim_attempt_is_not_repaired_over_a_live_claim():
+    """A producer SIGKILLed after writing its intent but before its CAS (crash point 1) leaves
+    a CLAIMING slot at (tail, next offset). The next live producer claims that very position;
+    until it marks its slot OWNED its slot is CLAIMING too. Repairing then would write the dead
+    attempt's sizes (here 50 offsets, 4096 bytes) over the live producer's claim (3, 128)."""
+    name = f"/shmlog.model{os.getpid()}.{next(_names)}"
+    unlink(name)
+    ring = Ring.create(name, CAP, "race", 1, 0)
+    try:
+        live_slot = ring.acquire_producer_slot()  # this process: alive
+        records = encode([b"before"])
+        ring.append(live_slot, ffi.from_buffer(records), len(records), 1, 0, 0, 0, ffi.NULL)
+        pos, off = ring.end()
+        dead_slot = lib.shmlog_producer_slot_acquire(ring.map, DEAD_PID, 1, 99)
+        dead, live = ring.header.producers[dead_slot], ring.header.producers[live_slot]
+        dead.claim_position, dead.claim_offset, dead.claim_frame_bytes, dead.claim_record_count = pos, off, 4096, 50
+        dead.state = lib.SHMLOG_SLOT_CLAIMING
+        live.claim_position, live.claim_offset, live.claim_frame_bytes, live.claim_record_count = pos, off, 128, 3
+        live.state = lib.SHMLOG_SLOT_CLAIMING  # its CAS won, the OWNED store is next
+        ring.header.claim.tail_position, ring.header.claim.next_offset = pos + 128, off + 3
+        assert not ring.repair_if_stuck(pos, ffi.NULL)
+        deadline = time.monotonic() + 2 * STUCK_CLAIM_GRACE_S
+        while time.monotonic() < deadline:  # outwait the grace period the code under test applies
+            time.sleep(STUCK_CLAIM_GRACE_S / 4)
+        assert not ring.repair_if_stuck(pos, ffi.NULL), "a live producer's claim was repaired away"
+        assert live.state == lib.SHMLOG_SLOT_CLAIMING
     finally:
         ring.close()
         unlink(name)

@@ -169,7 +169,7 @@ def test_random_bytes_in_the_data_area_raise_corruption_never_crash(ring):
     slot = ring.acquire_producer_slot()
     for i in range(20):
         append(ring, slot, [b"v" * 100])
-    data = layout.RING_HEADER_BYTES
+    data = ring.data_offset
     for trial in range(200):
         at = data + rnd.randrange(0, 4000)
         ring.mapping.mm[at:at + 16] = bytes(rnd.randrange(256) for _ in range(16))

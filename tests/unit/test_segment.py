@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from shmlog import segment
+from shmlog import index, retention, segment
 from shmlog._core import ffi, lib
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.segment import SegmentReader, SegmentWriter, recover
@@ -358,3 +358,248 @@ def test_the_sparse_index_keeps_an_entry_about_every_index_interval(pdir):
     assert seg.index_positions[0] == 0
     assert gaps and all(segment.INDEX_INTERVAL_BYTES <= g < segment.INDEX_INTERVAL_BYTES + 200 for g in gaps)
     assert [f[1] for f in reader.read(1000, 1)[1]] == [1000]
+
+
+# ---------------------------------------------------------------------- indexes
+
+def make_timed_batch(base_offset, count, timestamps, value_bytes=20):
+    """Like make_batch, with one timestamp per record (the batch's max timestamp is their max)."""
+    values = b"".join(bytes([(base_offset + i) % 256]) * value_bytes for i in range(count))
+    value_lens = ffi.new("int32_t[]", [value_bytes] * count)
+    ts = ffi.new("int64_t[]", timestamps)
+    src = ffi.from_buffer(values)
+    base_ts = min(timestamps)
+    size = lib.shmlog_records_encode(ffi.NULL, 0, count, ffi.NULL, ffi.NULL, src, value_lens, ts, base_ts,
+                                     ffi.NULL, ffi.NULL)
+    batch = bytearray(HEADER + size)
+    dst = ffi.from_buffer("uint8_t[]", batch)
+    lib.shmlog_records_encode(dst + HEADER, size, count, ffi.NULL, ffi.NULL, src, value_lens, ts, base_ts,
+                              ffi.NULL, ffi.NULL)
+    lib.shmlog_batch_write_header(dst, size, base_offset, 0, 0, count, base_ts, max(timestamps), -1, -1, -1)
+    return bytes(batch)
+
+
+def index_entries(pdir, base, time=False):
+    path = (index.time_index_path if time else index.offset_index_path)(pdir, base)
+    return [tuple(e) for e in index.read_entries(path, index.TIME_DTYPE if time else index.OFFSET_DTYPE).tolist()]
+
+
+def test_every_segment_has_an_offset_index_and_a_time_index_beside_it(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    with SegmentWriter(pdir, 2 * batch_bytes) as writer:
+        write_batches(writer, [2] * 5)
+    names = sorted(os.listdir(pdir))
+    assert names == sorted(f"{b:020d}{ext}" for b in (0, 4, 8) for ext in (".log", ".index", ".timeindex"))
+
+
+def test_the_offset_index_maps_a_batchs_last_offset_to_its_position_every_index_interval(pdir):
+    batch_bytes = len(make_batch(0, 3))
+    with SegmentWriter(pdir, 1 << 20, index_interval_bytes=2 * batch_bytes) as writer:
+        write_batches(writer, [3] * 7)
+    assert index_entries(pdir, 0) == [(2, 0), (8, 2 * batch_bytes), (14, 4 * batch_bytes), (20, 6 * batch_bytes)]
+
+
+def test_a_sealed_segments_time_index_ends_with_its_largest_timestamp(pdir):
+    first = make_timed_batch(0, 3, [1000, 5000, 2000])
+    second = make_timed_batch(3, 2, [4000, 4500])
+    with SegmentWriter(pdir, len(first) + len(second)) as writer:
+        writer.append(first, 0, 3)
+        writer.append(second, 3, 5)
+        writer.append(make_timed_batch(5, 1, [9000]), 5, 6)  # rolls: the first segment is sealed
+    assert index_entries(pdir, 0, time=True) == [(5000, 2)]
+    assert index_entries(pdir, 5, time=True) == [(9000, 0)]
+
+
+def test_recovery_rebuilds_a_missing_index_of_an_older_segment_and_says_so(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    with SegmentWriter(pdir, 2 * batch_bytes, index_interval_bytes=1) as writer:
+        write_batches(writer, [2] * 5)
+    expected = index_entries(pdir, 0), index_entries(pdir, 0, time=True)
+    os.unlink(index.offset_index_path(pdir, 0))
+
+    report = recover(pdir, index_interval_bytes=1)[2]
+
+    assert (index_entries(pdir, 0), index_entries(pdir, 0, time=True)) == expected
+    assert "00000000000000000000.log: rebuilt its indexes (00000000000000000000.index is missing)" in report
+
+
+def test_recovery_rebuilds_an_index_whose_entries_do_not_match_the_log(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    with SegmentWriter(pdir, 3 * batch_bytes, index_interval_bytes=1) as writer:
+        write_batches(writer, [2] * 5)
+    expected = index_entries(pdir, 0)
+    with open(index.offset_index_path(pdir, 0), "r+b") as f:
+        f.seek(8 * 2 + 4)
+        f.write((2 * batch_bytes + 5).to_bytes(4, "big"))  # the last entry now points inside its batch
+
+    report = recover(pdir, index_interval_bytes=1)[2]
+
+    assert index_entries(pdir, 0) == expected
+    assert "does not match the log" in report
+
+
+def test_recovery_rebuilds_the_newest_segments_indexes_from_what_survived_the_cut(pdir):
+    with SegmentWriter(pdir, 1 << 20, index_interval_bytes=1) as writer:
+        batches = write_batches(writer, [2, 2, 2])
+    with open(os.path.join(pdir, segment_files(pdir)[0]), "r+b") as f:
+        f.truncate(len(batches[0]) + len(batches[1]) + 5)
+    recover(pdir, index_interval_bytes=1)
+    assert index_entries(pdir, 0) == [(1, 0), (3, len(batches[0]))]
+
+
+def test_recovery_removes_indexes_whose_segment_is_gone(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    with SegmentWriter(pdir, 2 * batch_bytes) as writer:
+        write_batches(writer, [2] * 3)
+    os.unlink(os.path.join(pdir, segment.segment_name(0)))
+    report = recover(pdir)[2]
+    assert not os.path.exists(index.offset_index_path(pdir, 0))
+    assert not os.path.exists(index.time_index_path(pdir, 0))
+    assert "removed an index whose segment is gone" in report
+
+
+def test_a_reopened_writer_continues_the_newest_segments_indexes(pdir):
+    batch_bytes = len(make_batch(0, 1))
+    with SegmentWriter(pdir, 1 << 20, index_interval_bytes=batch_bytes) as writer:
+        write_batches(writer, [1, 1])
+    with SegmentWriter(pdir, 1 << 20, index_interval_bytes=batch_bytes) as writer:
+        write_batches(writer, [1, 1], start=2)
+    assert index_entries(pdir, 0) == [(i, i * batch_bytes) for i in range(4)]
+
+
+def test_a_reader_far_into_a_segment_starts_from_the_offset_index_not_from_byte_zero(pdir):
+    with SegmentWriter(pdir, 1 << 26) as writer:
+        write_batches(writer, [10] * 3000, value_bytes=100)  # about 3.3 MB
+    reader = SegmentReader(pdir)
+    assert [f[1] for f in reader.read(29_995, 1)[1]] == [29_990]
+    seg = reader._segments[0]
+    assert seg.anchor_pos > 3 << 20 and seg.index_positions[0] == seg.anchor_pos
+    assert [f[1] for f in reader.read(15, 1)[1]] == [10]  # and back again from the start
+    assert seg.anchor_pos == 0
+
+
+def test_a_reader_ignores_an_index_entry_that_does_not_match_the_log(pdir):
+    with SegmentWriter(pdir, 1 << 26) as writer:
+        write_batches(writer, [10] * 3000, value_bytes=100)
+    with open(index.offset_index_path(pdir, 0), "r+b") as f:
+        data = bytearray(f.read())
+        for i in range(0, len(data), 8):
+            data[i + 4:i + 8] = (int.from_bytes(data[i + 4:i + 8], "big") + 3).to_bytes(4, "big")
+        f.seek(0)
+        f.write(data)
+    assert [f[1] for f in SegmentReader(pdir).read(29_995, 1)[1]] == [29_990]
+
+
+# ---------------------------------------------------------------------- rolling by time
+
+def test_a_segment_rolls_when_a_batch_is_more_than_segment_ms_newer_than_its_first(pdir):
+    with SegmentWriter(pdir, 1 << 20, segment_ms=60_000) as writer:
+        writer.append(make_timed_batch(0, 1, [1_000_000]), 0, 1)
+        writer.append(make_timed_batch(1, 1, [1_060_000]), 1, 2)  # exactly segment.ms: no roll
+        writer.append(make_timed_batch(2, 1, [1_060_001]), 2, 3)
+    assert segment_files(pdir) == ["00000000000000000000.log", "00000000000000000002.log"]
+
+
+def test_segment_ms_counts_from_the_first_batch_recovery_found_after_a_restart(pdir):
+    with SegmentWriter(pdir, 1 << 20, segment_ms=60_000) as writer:
+        writer.append(make_timed_batch(0, 1, [1_000_000]), 0, 1)
+    with SegmentWriter(pdir, 1 << 20, segment_ms=60_000) as writer:
+        writer.append(make_timed_batch(1, 1, [1_070_000]), 1, 2)
+    assert segment_files(pdir) == ["00000000000000000000.log", "00000000000000000001.log"]
+
+
+def test_a_full_offset_index_rolls_the_segment(pdir):
+    with SegmentWriter(pdir, 1 << 20, index_interval_bytes=1, segment_index_bytes=24) as writer:
+        write_batches(writer, [1] * 5)
+    assert segment_files(pdir) == ["00000000000000000000.log", "00000000000000000003.log"]
+
+
+# ---------------------------------------------------------------------- deleting segments
+
+def test_deleting_the_oldest_segments_removes_their_logs_and_indexes(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    with SegmentWriter(pdir, 2 * batch_bytes) as writer:
+        write_batches(writer, [2] * 5)
+        assert writer.delete_oldest(2) == [0, 4]
+        assert writer.log_start_offset == 8
+    assert sorted(os.listdir(pdir)) == ["00000000000000000008.index", "00000000000000000008.log",
+                                        "00000000000000000008.timeindex"]
+
+
+def test_deleting_every_segment_leaves_an_empty_one_named_by_the_log_end_offset(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [3, 4])
+        assert writer.delete_oldest(1) == [0]
+        assert (writer.log_start_offset, writer.log_end_offset) == (7, 7)
+        write_batches(writer, [2], start=7)
+    assert segment_files(pdir) == ["00000000000000000007.log"]
+    assert recover(pdir) == (7, 9, "")
+
+
+def test_after_deleting_everything_a_restart_continues_at_the_old_log_end_offset(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [5])
+        writer.delete_oldest(1)
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        assert (writer.log_start_offset, writer.log_end_offset) == (5, 5)
+
+
+def test_retention_bytes_keeps_the_newest_segments_that_fit(pdir):
+    segs = [(0, 10, 100, 0), (10, 20, 100, 0), (20, 30, 100, 0), (30, 35, 50, 0)]
+    assert retention.deletable(segs, 0, -1, 150, 0) == (2, "retention.bytes")
+    assert retention.deletable(segs, 0, -1, 350, 0) == (0, None)
+
+
+def test_retention_ms_deletes_a_prefix_of_segments_older_than_it(pdir):
+    segs = [(0, 10, 1, 1000), (10, 20, 1, 5000), (20, 30, 1, 2000), (30, 35, 1, 9000)]
+    assert retention.deletable(segs, 10_000, 6000, -1, 0) == (1, "retention.ms")
+    assert retention.deletable(segs, 10_000, 500, -1, 0) == (4, "retention.ms")
+
+
+def test_the_log_start_offset_deletes_segments_wholly_below_it(pdir):
+    segs = [(0, 10, 1, 0), (10, 20, 1, 0), (20, 30, 1, 0)]
+    assert retention.deletable(segs, 0, -1, -1, 15) == (1, "log start offset")
+    assert retention.deletable(segs, 0, -1, -1, 30) == (3, "log start offset")
+
+
+def test_an_empty_active_segment_is_never_deletable(pdir):
+    segs = [(0, 10, 100, 0), (10, 10, 0, 0)]
+    assert retention.deletable(segs, 10**12, 1, 0, 10) == (1, "log start offset")
+
+
+def test_cleanup_policy_compact_alone_turns_time_and_size_retention_off(pdir):
+    segs = [(0, 10, 100, 0), (10, 20, 100, 0)]
+    assert retention.deletable(segs, 10**12, 1, 0, 0, delete_policy=False) == (0, None)
+
+
+def test_the_log_start_checkpoint_round_trips(pdir):
+    os.makedirs(pdir)
+    assert retention.read_checkpoint(pdir) == 0
+    retention.write_checkpoint(pdir, 1234)
+    assert retention.read_checkpoint(pdir) == 1234
+
+
+# ---------------------------------------------------------------------- offsets for times
+
+def test_offset_for_time_finds_the_first_record_at_or_after_the_timestamp(pdir):
+    batches = [make_timed_batch(0, 3, [100, 300, 200]), make_timed_batch(3, 3, [400, 500, 600])]
+    with SegmentWriter(pdir, len(batches[0])) as writer:  # one batch per segment
+        writer.append(batches[0], 0, 3)
+        writer.append(batches[1], 3, 6)
+    reader = SegmentReader(pdir)
+    assert reader.offset_for_time(250) == 1
+    assert reader.offset_for_time(301) == 3
+    assert reader.offset_for_time(600) == 5
+    assert reader.offset_for_time(601) is None
+    assert reader.offset_for_time(0, min_offset=2) == 2
+
+
+def test_offset_for_time_skips_sealed_segments_by_their_largest_timestamp(pdir):
+    batches = [make_timed_batch(i * 2, 2, [i * 10, i * 10 + 5]) for i in range(4)]
+    with SegmentWriter(pdir, len(batches[0])) as writer:
+        for i, b in enumerate(batches):
+            writer.append(b, i * 2, i * 2 + 2)
+    for base in (0, 2):  # damaged: reading them would raise, so finding offset 5 proves they were skipped
+        with open(segment.segment_path(pdir, base), "r+b") as f:
+            f.write(b"\xee" * len(batches[0]))
+    assert SegmentReader(pdir).offset_for_time(21) == 5
