@@ -1,0 +1,109 @@
+"""The broker process: one per data dir, reclaim after a crash, owner-only objects, survival of clients."""
+import os
+import signal
+import stat
+
+import psutil
+import pytest
+
+import shmlog
+from shmlog import TopicPartition, shm
+from shmlog.broker import status
+
+
+def create_topic(admin, name, partitions=1):
+    admin.create_topics([shmlog.NewTopic(name, partitions)])[name].result()
+
+
+def kill_broker_hard(data_dir):
+    """SIGKILL the supervisor and its persister, as a crash would."""
+    info = status(data_dir)
+    victims = [psutil.Process(info["pid"])]
+    if info.get("persister_pid"):
+        victims.append(psutil.Process(info["persister_pid"]))
+    for p in victims:
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=30)
+
+
+def test_a_second_broker_on_the_same_data_dir_is_refused(broker, data_dir):
+    with pytest.raises(shmlog.KafkaException) as exc:
+        shmlog.Broker(data_dir).start()
+    assert "another broker already runs" in str(exc.value)
+
+
+def test_shared_memory_objects_are_created_owner_only(admin, data_dir):
+    create_topic(admin, "private", 2)
+    names = shm.names_in_namespace(shm.namespace(data_dir))
+    assert names
+    for name in names:
+        assert stat.S_IMODE(os.stat("/dev/shm" + name).st_mode) == 0o600, name
+
+
+def test_a_restarted_broker_reclaims_what_a_crashed_one_left_and_keeps_the_data(data_dir):
+    b = shmlog.Broker(data_dir).start()
+    conf = {"bootstrap.servers": b.bootstrap_servers}
+    admin = shmlog.AdminClient(conf)
+    create_topic(admin, "kept", 1)
+    admin.close()
+    p = shmlog.Producer({**conf, "acks": "all"})
+    for i in range(20):
+        p.produce("kept", b"%d" % i)
+    assert p.flush(10) == 0
+    p.close()
+    kill_broker_hard(data_dir)
+    b.process.wait()
+    b.process = None
+    stray = f"/shmlog.{shm.namespace(data_dir)}.t999.p0"
+    shm.Mapping.create(stray, 4096).close()
+    with shmlog.Broker(data_dir) as again:
+        assert stray not in shm.names_in_namespace(shm.namespace(data_dir))
+        c = shmlog.Consumer({"bootstrap.servers": again.bootstrap_servers})
+        c.assign([TopicPartition("kept", 0, shmlog.OFFSET_BEGINNING)])
+        got = []
+        while len(got) < 20:
+            batch = c.consume(100, timeout=10)
+            assert batch, f"only {len(got)} of 20 records after restart"
+            got += batch
+        assert [m.value() for m in got] == [b"%d" % i for i in range(20)]
+        c.close()
+
+
+def test_attached_clients_keep_moving_records_while_the_supervisor_is_dead(data_dir):
+    b = shmlog.Broker(data_dir).start()
+    conf = {"bootstrap.servers": b.bootstrap_servers}
+    admin = shmlog.AdminClient(conf)
+    create_topic(admin, "live", 1)
+    admin.close()
+    p = shmlog.Producer({**conf, "acks": 1})
+    c = shmlog.Consumer(conf)
+    c.assign([TopicPartition("live", 0, shmlog.OFFSET_BEGINNING)])
+    kill_broker_hard(data_dir)
+    b.process.wait()
+    b.process = None
+    for i in range(50):
+        p.produce("live", b"%d" % i)
+    assert p.flush(10) == 0
+    got = []
+    while len(got) < 50:
+        batch = c.consume(100, timeout=10)
+        assert batch
+        got += batch
+    assert [m.offset() for m in got] == list(range(50))
+    c.close()
+    p.close()
+    for name in shm.names_in_namespace(shm.namespace(data_dir)):
+        shm.unlink(name)
+
+
+def test_a_client_naming_a_data_dir_with_no_broker_gets_a_clear_error(tmp_path):
+    with pytest.raises(shmlog.KafkaException) as exc:
+        shmlog.Consumer({"bootstrap.servers": f"shm://{tmp_path}"})
+    assert "no shmlog broker is running" in str(exc.value)
+    assert str(tmp_path) in str(exc.value)
+
+
+def test_a_bootstrap_string_that_is_not_a_shmlog_url_is_refused_with_the_expected_form():
+    with pytest.raises(shmlog.KafkaException) as exc:
+        shmlog.Producer({"bootstrap.servers": "localhost:9092"})
+    assert "shm:///" in str(exc.value)
