@@ -31,6 +31,7 @@ import shmlog  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
 TOPIC = "bench"
+THROUGHPUT_TOPIC = "bench-throughput"
 
 
 # ---------------------------------------------------------------------------- processes
@@ -75,7 +76,7 @@ def throughput_member(bootstrap, group, results, ready, go):
     c = shmlog.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
     ready.set()
     go.wait()
-    c.subscribe([TOPIC])
+    c.subscribe([THROUGHPUT_TOPIC])
     count, first, last, idle_since = 0, None, None, None
     while True:
         batch = c.consume(10000, timeout=0.2)
@@ -187,7 +188,8 @@ def main(argv=None):
             shmlog.Broker(data_dir, group_initial_rebalance_delay_ms=300) as broker:
         bootstrap = broker.bootstrap_servers
         admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([shmlog.NewTopic(TOPIC, args.partitions, config={"ring.bytes": str(64 << 20)})])[TOPIC].result()
+        topic = shmlog.NewTopic(TOPIC, args.partitions, config={"ring.bytes": str(64 << 20)})
+        admin.create_topics([topic])[TOPIC].result()
         admin.close()
         print(f"cpus: {os.cpu_count()}, partitions: {args.partitions}")
 
@@ -204,15 +206,15 @@ def main(argv=None):
         feed.join(30)
 
         admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
-        admin.delete_topics([TOPIC])[TOPIC].result()
-        admin.create_topics([shmlog.NewTopic(TOPIC, args.partitions, config={"ring.bytes": str(256 << 20)})])[TOPIC].result()
+        topic = shmlog.NewTopic(THROUGHPUT_TOPIC, args.partitions, config={"ring.bytes": str(256 << 20)})
+        admin.create_topics([topic])[THROUGHPUT_TOPIC].result()
         admin.close()
         p = shmlog.Producer({"bootstrap.servers": bootstrap, "acks": 1})
         value = b"v" * 100
         per = args.records // args.partitions
         for part in range(args.partitions):
             for start in range(0, per, 50_000):
-                p.produce_batch(TOPIC, [value] * min(50_000, per - start), partition=part)
+                p.produce_batch(THROUGHPUT_TOPIC, [value] * min(50_000, per - start), partition=part)
         p.close()
         total = per * args.partitions
         for n in (1, 2, 4):

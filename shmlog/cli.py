@@ -716,8 +716,12 @@ def _cleanup_host(remove_all, dry_run):
 cli.add_command(__import__("shmlog.cli_log", fromlist=["dump_log"]).dump_log)  # docs/durability.md
 
 
-from .cli_schemas import schemas as _schemas  # noqa: E402  (it uses the helpers above)
+from .cli_schemas import schemas as _schemas  # noqa: E402  (self-contained: safe under python -m shmlog.cli)
 cli.add_command(_schemas)
+
+from .cli_groups import groups as _groups  # noqa: E402  (after the helpers it uses)
+cli.add_command(_groups)
+
 
 # ---------------------------------------------------------------------------- entry point
 

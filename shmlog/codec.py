@@ -183,18 +183,15 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")  # RecordBatch v2 header, 61 bytes
 HEADER_BYTES = _HEADER.size
 
 
-def index_compressed_batch(batch, refs, check_crc):
-    """Decompress a compressed batch and index its records.
+MIN_RECORD_BYTES = 7  # length, attributes, timestamp delta, offset delta, key length, value length, header count
 
-    batch: a bytes-like holding exactly one RecordBatch; refs: a NumPy array of
-    layout.RECORD_REF_DTYPE with room for the batch's record count. Returns (records, n):
-    the decompressed records section (a memoryview) and how many refs[:n] were filled,
-    with key/value/header positions relative to `records`. Raises CodecError saying what
-    is wrong (CRC, codec data, or the records inside).
-    """
+
+def _inflate_batch(batch, check_crc):
+    """(header fields, decompressed records section as a memoryview) of a compressed batch."""
     view = memoryview(batch).cast("B")
-    (base_offset, length, _epoch, _magic, _crc, attributes, _last_delta, base_ts, max_ts,
-     _pid, _pepoch, _seq, count) = _HEADER.unpack_from(view, 0)
+    if len(view) < HEADER_BYTES:
+        raise CodecError(f"a batch of {len(view)} bytes is shorter than its header")
+    fields = _HEADER.unpack_from(view, 0)
     src = ffi.from_buffer(view)
     rc = lib.shmlog_batch_verify(src, len(view), 1 if check_crc else 0)
     ffi.release(src)
@@ -202,16 +199,48 @@ def index_compressed_batch(batch, refs, check_crc):
         raise ChecksumError("CRC32C mismatch")
     if rc != lib.SHMLOG_OK:
         raise CodecError("invalid batch header")
+    length, attributes, count = fields[1], fields[5], fields[12]
     codec = attributes & ATTR_COMPRESSION_MASK
     records = decompress(codec, view[HEADER_BYTES:12 + length])
-    records = memoryview(records).cast("B") if not isinstance(records, memoryview) else records
-    if count > len(refs):
-        raise ValueError(f"refs holds {len(refs)} records, the batch {count}")
+    records = records if isinstance(records, memoryview) else memoryview(records).cast("B")
+    if count < 0 or count * MIN_RECORD_BYTES > len(records):
+        raise CodecError(f"the header counts {count} records, the decompressed {CODEC_NAMES[codec]} records "
+                         f"section ({len(records)} bytes) cannot hold them")
+    return fields, records
+
+
+def _index(fields, records, refs, count):
+    base_offset, attributes, base_ts, max_ts = fields[0], fields[5], fields[7], fields[8]
     out = ffi.from_buffer("shmlog_record_ref[]", refs)
     ptr = ffi.from_buffer(records) if len(records) else ffi.new("uint8_t[]", 1)
-    n = lib.shmlog_records_index(ptr, len(records), count, base_offset, base_ts, max_ts,
-                                 attributes, out, len(refs))
+    n = lib.shmlog_records_index(ptr, len(records), count, base_offset, base_ts, max_ts, attributes, out, len(refs))
     if n < 0:
-        raise CodecError(f"the decompressed {CODEC_NAMES[codec]} records section ({len(records)} bytes) "
-                         f"does not hold the {count} records its header counts")
-    return records, n
+        raise CodecError(f"the decompressed {CODEC_NAMES[attributes & ATTR_COMPRESSION_MASK]} records section "
+                         f"({len(records)} bytes) does not hold the {count} records its header counts")
+    return n
+
+
+def decode_compressed_batch(batch, check_crc):
+    """Decompress a compressed batch and index its records: (records, refs).
+
+    batch: a bytes-like holding exactly one RecordBatch. records is the decompressed records
+    section (a memoryview); refs a new NumPy array of layout.RECORD_REF_DTYPE, one entry per
+    record, key/value/header positions relative to `records`. Raises CodecError saying what
+    is wrong (CRC with check_crc, codec data, or the records inside).
+    """
+    import numpy as np
+    from .layout import RECORD_REF_DTYPE
+    fields, records = _inflate_batch(batch, check_crc)
+    count = fields[12]
+    refs = np.empty(count, RECORD_REF_DTYPE)
+    return records, refs[:_index(fields, records, refs, count)]
+
+
+def index_compressed_batch(batch, refs, check_crc):
+    """As decode_compressed_batch, into a caller's refs array (room for the batch's record
+    count, else ValueError): returns (records, n) with refs[:n] filled."""
+    fields, records = _inflate_batch(batch, check_crc)
+    count = fields[12]
+    if count > len(refs):
+        raise ValueError(f"refs holds {len(refs)} records, the batch {count}")
+    return records, _index(fields, records, refs, count)

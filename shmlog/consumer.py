@@ -334,7 +334,6 @@ class Consumer:
     def _decode(self, reader, buf, frames):
         topic, partition, wanted = reader.topic, reader.partition, reader.next_offset
         pending = reader.pending
-        src = ffi.from_buffer(buf)
         added = 0
         for pos, base, count, nbytes in frames:
             if base + count <= wanted:
@@ -343,65 +342,58 @@ class Consumer:
             if attributes & layout.ATTR_CONTROL or buf[pos + 57:pos + 61] == b"\0\0\0\0":
                 wanted = max(wanted, base + count)
                 continue
-            if attributes & layout.ATTR_COMPRESSION_MASK:
-                try:
-                    records, refs = self._inflate(reader, base, memoryview(buf)[pos:pos + nbytes])
-                except KafkaException:
-                    # Stop in front of the bad batch: records before it are returned first, then
-                    # every fetch raises here until the application seeks past it (as Kafka's client).
-                    reader.next_offset = wanted
-                    self._to_ring_or_segments(reader)
-                    if added:
-                        return added
-                    raise
-                ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & 0x08 else TIMESTAMP_CREATE_TIME
-                for off, ts, kp, kl, vp, vl, hp, hc in refs.tolist():
-                    if off < wanted:
-                        continue
-                    pending.append(Message(topic, partition, off,
-                                           None if kl < 0 else bytes(records[kp:kp + kl]),
-                                           None if vl < 0 else bytes(records[vp:vp + vl]),
-                                           _decode_headers(records, hp, hc) if hc else None,
-                                           (ts_type, ts)))
-                    added += 1
-                wanted = base + count
-                continue
-            if count > len(self._refs):
-                self._refs = np.empty(count, layout.RECORD_REF_DTYPE)
-            n = lib.shmlog_batch_index(src + pos, nbytes, ffi.from_buffer("shmlog_record_ref[]", self._refs),
-                                       len(self._refs), self._check_crcs)
-            if n < 0:
-                raise error(KafkaError._BAD_MSG, f"{topic}-{partition}: corrupt record batch at offset {base} "
-                            f"({'CRC32C mismatch' if n == lib.SHMLOG_ECRC else 'invalid record framing'})")
+            try:
+                records, refs = self._index(reader, buf, pos, nbytes, base, attributes)
+            except KafkaException:
+                # Stop in front of the bad batch: records before it are returned first, then
+                # every fetch raises here until the application seeks past it (as Kafka's client).
+                reader.next_offset = wanted
+                self._to_ring_or_segments(reader)
+                if added:
+                    return added
+                raise
             ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & 0x08 else TIMESTAMP_CREATE_TIME
-            for off, ts, kp, kl, vp, vl, hp, hc in self._refs[:n].tolist():
+            for off, ts, kp, kl, vp, vl, hp, hc in refs.tolist():
                 if off < wanted:
                     continue
-                kp += pos
-                vp += pos
                 pending.append(Message(topic, partition, off,
-                                       None if kl < 0 else bytes(buf[kp:kp + kl]),
-                                       None if vl < 0 else bytes(buf[vp:vp + vl]),
-                                       _decode_headers(buf, hp + pos, hc) if hc else None,
+                                       None if kl < 0 else bytes(records[kp:kp + kl]),
+                                       None if vl < 0 else bytes(records[vp:vp + vl]),
+                                       _decode_headers(records, hp, hc) if hc else None,
                                        (ts_type, ts)))
                 added += 1
             wanted = base + count
         reader.next_offset = wanted
         return added
 
-    def _inflate(self, reader, base, batch):
-        """A compressed batch's decompressed records section and its record refs (a copy of
-        the refs, positions relative to that section); KafkaException naming the batch."""
-        count = int.from_bytes(batch[57:61], "big") if len(batch) >= 61 else 0
+    def _index(self, reader, buf, pos, nbytes, base, attributes):
+        """(buffer, record refs with positions into that buffer) for the batch at buf[pos:]."""
+        if attributes & layout.ATTR_COMPRESSION_MASK:
+            return self._inflate(reader, base, memoryview(buf)[pos:pos + nbytes])
+        count = (buf[pos + 57] << 24) | (buf[pos + 58] << 16) | (buf[pos + 59] << 8) | buf[pos + 60]
         if count > len(self._refs):
-            self._refs = np.empty(count, layout.RECORD_REF_DTYPE)
+            self._refs = np.empty(min(count, nbytes), layout.RECORD_REF_DTYPE)
+        n = lib.shmlog_batch_index(ffi.from_buffer(buf) + pos, nbytes,
+                                   ffi.from_buffer("shmlog_record_ref[]", self._refs), len(self._refs),
+                                   self._check_crcs)
+        if n < 0:
+            raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt record batch at offset "
+                        f"{base} ({'CRC32C mismatch' if n == lib.SHMLOG_ECRC else 'invalid record framing'}); "
+                        f"seek to a later offset to skip it")
+        refs = self._refs[:n].copy()
+        for field in ("key_pos", "value_pos", "headers_pos"):
+            refs[field] += pos
+        return buf, refs
+
+    def _inflate(self, reader, base, batch):
+        """A compressed batch's decompressed records section and its record refs (positions
+        relative to that section); KafkaException naming the batch."""
         try:
-            records, n = codec.index_compressed_batch(batch, self._refs, self._check_crcs)
+            return codec.decode_compressed_batch(batch, self._check_crcs)
         except codec.CodecError as exc:
             code = KafkaError._BAD_MSG if isinstance(exc, codec.ChecksumError) else KafkaError._BAD_COMPRESSION
             raise error(code, f"{reader.topic}-{reader.partition}: corrupt compressed record batch at offset "
                         f"{base}: {exc}; seek to a later offset to skip it") from None
-        return records, self._refs[:n].copy()
 
     def _next_message(self):
         order = self._order

@@ -36,7 +36,7 @@ from . import coordinator as co
 from . import layout, metadata, protocol
 from ._core import ffi, lib
 from .errors import KafkaError, KafkaException, error
-from .message import OFFSET_INVALID, OFFSET_STORED, Message, TopicPartition
+from .message import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, Message, TopicPartition
 
 OFFSETS_RING_BYTES = 4 << 20
 APPEND_TIMEOUT_MS = 100          # the supervisor never blocks longer on a full offsets ring
@@ -89,9 +89,12 @@ class GroupService:
     # ------------------------------------------------------------------ start
 
     def start(self):
-        self._ensure_offsets_topic()
-        self.sup.reclaim_dead_producers()   # a claim left by a crashed supervisor would stop the replay
+        """Rebuild the committed-offset table from __consumer_offsets, if there is one yet."""
         count = 0
+        if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
+            self._topics_changed()
+            return count
+        self.sup.reclaim_dead_producers()   # a claim left by a crashed supervisor would stop the replay
         for p in range(self.sup.meta["topics"][co.OFFSETS_TOPIC]["partitions"]):
             records = [co.decode_offset_record(k, v) for _, k, v in read_partition(*self._partition(p))]
             self.coordinator.offsets_written(records, _now_ms())
@@ -100,6 +103,8 @@ class GroupService:
         return count
 
     def _ensure_offsets_topic(self):
+        """Created on the first commit, as Kafka creates it on first use: a broker that never
+        sees a consumer group has no internal topic (and no 8 rings for it)."""
         if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
             self.sup.create_topic(co.OFFSETS_TOPIC, co.OFFSETS_TOPIC_PARTITIONS,
                                   {"cleanup.policy": "compact", "ring.bytes": OFFSETS_RING_BYTES})
@@ -111,9 +116,6 @@ class GroupService:
 
     def _topics_changed(self):
         self.epoch = self.sup.doorbell.metadata_epoch
-        if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
-            self._ensure_offsets_topic()   # deleted by hand: offsets committed from now on are kept again
-            self.epoch = self.sup.doorbell.metadata_epoch
         topics = {name: t["partitions"] for name, t in self.sup.meta["topics"].items()}
         self.execute(self.coordinator.topics_changed(topics, _now_ms()))
 
@@ -206,6 +208,10 @@ class GroupService:
 
     def persist(self, records):
         """Append records to __consumer_offsets, then apply them. None, or why it failed."""
+        try:
+            self._ensure_offsets_topic()
+        except Exception as exc:  # noqa: BLE001 - any reason not to have the topic fails the commit
+            return f"cannot create {co.OFFSETS_TOPIC}: {exc}"
         by_partition = {}
         n = self.sup.meta["topics"][co.OFFSETS_TOPIC]["partitions"]
         for r in records:
@@ -569,10 +575,12 @@ class GroupClient:
         self.member.start()
 
     def unsubscribe(self):
-        member, self.member = self.member, None
+        member = self.member
         if member is not None:
-            member.leave()
-            self.member = None
+            try:
+                member.leave()       # revokes and commits as a member: self.member must still be it
+            finally:
+                self.member = None
 
     def serve(self):
         """Application thread, inside poll(): rebalance callbacks, commit reports. Returns an
@@ -588,9 +596,7 @@ class GroupClient:
         wake_doorbell_slot(self.consumer._cluster.doorbell, getattr(self.consumer._wait, "slot", -1))
 
     def close(self):
-        member, self.member = self.member, None
-        if member is not None:
-            member.leave()
+        self.unsubscribe()
         while self.results:
             err, tps = self.results.popleft()
             self.cfg.on_commit(err, tps)
@@ -716,6 +722,7 @@ class GroupMember:
                     c.unassign()
             for k in keys:
                 c._stored.pop(k, None)
+                self.last_committed.pop(k, None)
             if not lost:
                 with self.lock:
                     self.revoke_pending = False
@@ -730,10 +737,29 @@ class GroupMember:
                 self.on_assign(c, tps)
         finally:
             if c._rebalance_calls == calls:
-                if incremental:
-                    c.incremental_assign(tps)
-                else:
-                    c.assign(tps)
+                self._assign(tps, incremental)
+
+    def _assign(self, tps, incremental):
+        """The assignment the application did not make itself: committed offsets, else
+        auto.offset.reset; with reset=error a partition without a commit is left out and
+        poll() returns an _AUTO_OFFSET_RESET error for it, as librdkafka does."""
+        c = self.consumer
+        resolved, failed = [], []
+        for tp in self.client.start_offsets(tps):
+            if tp.offset in (OFFSET_INVALID, OFFSET_STORED):
+                if c._reset == "error":
+                    failed.append(tp)
+                    continue
+                tp = TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING if c._reset == "earliest" else OFFSET_END)
+            resolved.append(tp)
+        if incremental:
+            c.incremental_assign(resolved)
+        else:
+            c.assign(resolved)
+        for tp in failed:
+            self.events.appendleft(("error", KafkaError(
+                KafkaError._AUTO_OFFSET_RESET, f"{tp.topic}-{tp.partition}: group {self.group_id!r} has no committed "
+                f"offset for it and auto.offset.reset=error: assign it an offset explicitly")))
 
     def _commit_stored(self, keys):
         stored = dict(self.consumer._stored)
@@ -779,9 +805,9 @@ class GroupMember:
                 self.thread.join(timeout=5)
             if self.conn is not None:
                 self.conn.close()
-        self.selector.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+            self.selector.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
 
     # ------------------------------------------------------------------ background thread
 
@@ -911,7 +937,8 @@ class GroupMember:
         self.state = "joining"
         self.conn.send("join_group", callback=self._on_join, group=self.group_id, member_id=self.member_id,
                        instance_id=self.instance_id, client_id=self.client_id, protocols=self.protocols,
-                       subscription=self.topics, owned=[list(k) for k in sorted(self.owned)] if self.cooperative else [],
+                       subscription=self.topics,
+                       owned=[list(k) for k in sorted(self.owned)] if self.cooperative else [],
                        session_timeout_ms=self.session_timeout, rebalance_timeout_ms=int(self.max_poll_s * 1000))
 
     def _on_join(self, reply):
@@ -919,7 +946,8 @@ class GroupMember:
             if self.leaving or self.state != "joining":
                 return
             if reply.get("ok"):
-                self.member_id, self.generation, self.protocol = reply["member_id"], reply["generation"], reply["protocol"]
+                self.member_id, self.generation = reply["member_id"], reply["generation"]
+                self.protocol = reply["protocol"]
                 self.state = "syncing"
                 self.conn.send("sync_group", callback=self._on_sync, group=self.group_id, member_id=self.member_id,
                                instance_id=self.instance_id, generation=self.generation)

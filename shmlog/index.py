@@ -226,11 +226,13 @@ def write_index_files(partition_dir, base_offset, offset_entries, time_entries):
         os.replace(tmp, path)
 
 
-def sanity_problem(offset_entries, time_entries, base_offset, log_bytes, check_entry):
+def sanity_problem(offset_entries, time_entries, base_offset, log_bytes, check_entry, check_time_entry):
     """Why a sealed segment's indexes cannot be trusted, or None.
 
     check_entry(position, last_offset) -> True if a batch ending at last_offset starts at
-    position of the log; used on the first and last offset entries.
+    position of the log; check_time_entry(timestamp, last_offset) -> True if the batch
+    ending at last_offset has that max timestamp. Both are asked about the first and last
+    entries of their index.
     """
     if len(offset_entries):
         rel = offset_entries["rel"].astype(np.int64)
@@ -250,4 +252,8 @@ def sanity_problem(offset_entries, time_entries, base_offset, log_bytes, check_e
         rel = time_entries["rel"].astype(np.int64)
         if (len(ts) > 1 and (np.diff(ts) <= 0).any()) or rel.min() < 0 or (len(rel) > 1 and (np.diff(rel) < 0).any()):
             return "time index entries are out of order"
+        for i in {0, len(ts) - 1}:
+            if not check_time_entry(int(ts[i]), base_offset + int(rel[i])):
+                return (f"time index entry {i} (timestamp {int(ts[i])}, offset {base_offset + int(rel[i])}) "
+                        f"does not match the log")
     return None

@@ -232,7 +232,8 @@ class _AvroResolution:
         if rk in ("record", "enum", "fixed"):
             names = {_short(r["name"])} | {_short(a) for a in r.get("aliases", ())}
             if _short(w["name"]) not in names:
-                return [f"{path}: the writer's {rk} {w['name']} is not the reader's {r['name']} (nor one of its aliases)"]
+                return [f"{path}: the writer's {rk} {w['name']} is not the reader's {r['name']} "
+                        f"(nor one of its aliases)"]
         if rk == "record":
             key = (w["name"], r["name"])
             if key in self.assumed:
@@ -254,7 +255,8 @@ class _AvroResolution:
         if rk == "enum":
             missing = [s for s in w["symbols"] if s not in r["symbols"]]
             if missing and "default" not in r:
-                return [f"{path}: the reader's enum {r['name']} lacks the writer's symbols {missing} (and has no default)"]
+                return [f"{path}: the reader's enum {r['name']} lacks the writer's symbols {missing} "
+                        f"(and has no default)"]
             return []
         if rk == "fixed":
             if r["size"] != w["size"]:
@@ -1101,8 +1103,8 @@ class ProtobufSerializer(Serializer):
                 field = _pb_field_from(str(exc))
                 raise SerializationError(f"ProtobufSerializer: {exc}{_where(ctx)}", field=field) from None
         if not isinstance(message, self._msg_type):
-            raise SerializationError(f"ProtobufSerializer: message must be of type {self._msg_type.DESCRIPTOR.full_name}"
-                                     f" not {type(message).__name__}{_where(ctx)}")
+            raise SerializationError(f"ProtobufSerializer: message must be of type "
+                                     f"{self._msg_type.DESCRIPTOR.full_name} not {type(message).__name__}{_where(ctx)}")
         subject = self._strategy(ctx, self._record_name)
         schema_id = self._schema_id(subject, ctx)
         try:

@@ -184,6 +184,23 @@ def _batch_matches(mapped, position, last_offset):
     return base + count - 1 == last_offset
 
 
+def _batch_max_timestamp(mapped, offset_entries, base, last_offset):
+    """Max timestamp of the batch ending at last_offset (found through the offset index), or None."""
+    hit = index.lookup_offset(offset_entries, base, last_offset)
+    pos = hit[1] if hit is not None else 0
+    expected = None if hit is not None else base
+    while pos < mapped.size:
+        try:
+            batch_bytes, first, count, max_ts = _check_batch(mapped.mm, mapped.ptr, pos, mapped.size, expected, False)
+        except _BadBatch:
+            return None
+        if first + count - 1 >= last_offset:
+            return max_ts if first + count - 1 == last_offset else None
+        pos += batch_bytes
+        expected = first + count
+    return None
+
+
 def first_offset_at_or_after(batch, timestamp, min_offset=0):
     """The first offset >= min_offset in one batch whose record timestamp is >= timestamp, or None."""
     from .layout import RECORD_REF_DTYPE
@@ -321,7 +338,8 @@ def _check_sealed_indexes(partition_dir, base, interval, notes):
             offsets = index.read_entries(index.offset_index_path(partition_dir, base), index.OFFSET_DTYPE)
             times = index.read_entries(index.time_index_path(partition_dir, base), index.TIME_DTYPE)
             problem = index.sanity_problem(offsets, times, base, mapped.size,
-                                           lambda pos, last: _batch_matches(mapped, pos, last))
+                                           lambda pos, last: _batch_matches(mapped, pos, last),
+                                           lambda ts, last: _batch_max_timestamp(mapped, offsets, base, last) == ts)
         except FileNotFoundError as exc:
             problem = f"{os.path.basename(exc.filename)} is missing"
         if problem is None:

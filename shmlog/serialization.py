@@ -9,7 +9,7 @@ The byte layouts are Kafka's, so records move between shmlog and Kafka unchanged
 | LongSerializer | 8 bytes, big-endian two's complement | LongSerializer |
 | DoubleSerializer | 8 bytes, IEEE 754 big-endian | DoubleSerializer |
 | JSONSerializer | UTF-8 JSON text (orjson) | the JSON a Java app writes by hand or with Jackson |
-| NumpySerializer | a NumPy `.npy` image: magic, version, dtype/shape/order header, data | (none; read with numpy.load) |
+| NumpySerializer | a `.npy` image: magic, version, dtype/shape/order header, data | (none; numpy.load) |
 
 `None` serializes to `None` (a null key or value) and back, as in Kafka. A value that
 cannot be serialized raises SerializationError naming the field (`field` holds its path,

@@ -4,18 +4,20 @@ import json
 import os
 import random
 import struct
+import time
 
 import numpy as np
 import pytest
 
 import shmlog
-from shmlog import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition, codec, layout, metadata
+from shmlog import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition, codec, metadata
 from shmlog._core import ffi, lib
 from shmlog.client import Cluster
 from shmlog.segment import list_segments, segment_path
 from tests.conftest import create_topic
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
+T0 = int(time.time() * 1000) - 60_000  # record timestamps: recent, so retention.ms keeps them
 
 
 def events(n, tag="", seed=7):
@@ -31,7 +33,7 @@ def produce(conf, topic, values, codec_name, partition=0, extra=None, keys=True)
                          **(extra or {})})
     acked = []
     for i, v in enumerate(values):
-        p.produce(topic, value=v, key=f"k{i}" if keys else None, partition=partition, timestamp=1_000 + i,
+        p.produce(topic, value=v, key=f"k{i}" if keys else None, partition=partition, timestamp=T0 + i,
                   headers={"codec": codec_name, "i": str(i)}, on_delivery=lambda e, m: acked.append(e))
     assert p.flush(30) == 0
     p.close()
@@ -77,7 +79,7 @@ def test_each_codec_round_trips_keys_values_headers_and_timestamps(conf, topic, 
     assert [m.value() for m in got] == values
     assert [m.key() for m in got] == [b"k%d" % i for i in range(300)]
     assert [m.offset() for m in got] == list(range(300))
-    assert [m.timestamp()[1] for m in got] == [1_000 + i for i in range(300)]
+    assert [m.timestamp()[1] for m in got] == [T0 + i for i in range(300)]
     assert got[7].headers() == [("codec", name.encode()), ("i", b"7")]
 
 

@@ -163,7 +163,7 @@ def test_the_global_default_is_backward_and_can_be_changed(registry):
 
 def test_an_unparsable_schema_is_refused(registry):
     with pytest.raises(SchemaRegistryError) as exc:
-        registry.register_schema("x-value", Schema('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "Nope"}]}'))
+        registry.register_schema("x-value", Schema(avro({"name": "a", "type": "Nope"}, name="X")))
     assert exc.value.http_status_code == 422 and "Nope" in str(exc.value)
 
 

@@ -272,9 +272,26 @@ def test_garbage_in_a_compressed_batch_is_a_codec_error_naming_the_codec(name):
     batch = compressed_batch(trade_events(20), name)
     garbage = bytes(random.Random(3).getrandbits(8) for _ in range(len(batch) - 61))
     batch[61:] = garbage
-    lib.shmlog_batch_write_header(ffi.from_buffer(batch), len(garbage), 100, 0, codec.codec_id(name), 20, 0, 0, -1, -1, -1)
+    lib.shmlog_batch_write_header(ffi.from_buffer(batch), len(garbage), 100, 0, codec.codec_id(name), 20, 0, 0,
+                                  -1, -1, -1)
     with pytest.raises(codec.CodecError, match=name):
         codec.index_compressed_batch(batch, np.empty(20, layout.RECORD_REF_DTYPE), False)
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_decode_compressed_batch_returns_the_records_and_one_ref_per_record(name):
+    values = trade_events(30)
+    records, refs = codec.decode_compressed_batch(compressed_batch(values, name, base_offset=5), False)
+    assert refs["offset"].tolist() == list(range(5, 35))
+    assert [bytes(records[p:p + k]) for p, k in zip(refs["value_pos"], refs["value_len"])] == values
+
+
+def test_a_record_count_the_decompressed_section_cannot_hold_is_refused_before_allocating():
+    batch = compressed_batch(trade_events(3), "lz4")
+    struct.pack_into(">i", batch, 57, 2**31 - 1)   # a garbage count, CRC not checked
+    struct.pack_into(">i", batch, 23, 2**31 - 2)   # lastOffsetDelta to match, so the header validates
+    with pytest.raises(codec.CodecError, match="cannot hold them"):
+        codec.decode_compressed_batch(batch, False)
 
 
 def test_a_flipped_bit_in_a_compressed_batch_is_a_crc_error_when_crcs_are_checked():

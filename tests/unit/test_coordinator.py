@@ -156,15 +156,34 @@ def test_a_member_with_no_strategy_in_common_with_the_group_is_refused():
     assert error_of(replies(effects, ref)[0]) == KafkaError.INCONSISTENT_GROUP_PROTOCOL
 
 
-def test_the_strategy_is_the_one_most_members_prefer_among_those_all_support():
+def test_the_strategy_is_the_one_most_members_vote_for_even_against_the_leader():
+    h = Harness()
+    prefs = {"c1": ("range", "roundrobin"), "c2": ("roundrobin", "range"), "c3": ("roundrobin", "range")}
+    ids = {}
+    for conn, protocols in prefs.items():
+        _, effects = h.join(conn, protocols=protocols)
+        ids[conn] = h._member_of(conn)
+        for e in effects:
+            if isinstance(e, Push):
+                h.join(e.conn, member_id=ids[e.conn], protocols=prefs[e.conn])
+    assert h.group().leader == ids["c1"] and h.group().protocol == "roundrobin"
+
+
+def test_a_tied_vote_goes_to_the_leaders_preference():
     h = Harness()
     h.join("c1", protocols=("range", "roundrobin"))
-    ids = {"c1": h._member_of("c1")}
-    _, effects = h.join("c2", protocols=("roundrobin", "range"))
-    h.join("c1", member_id=ids["c1"], protocols=("range", "roundrobin"))
-    _, effects = h.join("c3", protocols=("roundrobin",))
-    for conn in ("c1", "c2"):
-        h.join(conn, member_id=h._member_of(conn), protocols=h.group().members[h._member_of(conn)].protocols)
+    m1 = h._member_of("c1")
+    h.join("c2", protocols=("roundrobin", "range"))
+    h.join("c1", member_id=m1, protocols=("range", "roundrobin"))
+    assert h.group().protocol == "range"
+
+
+def test_a_strategy_only_some_members_support_is_not_chosen():
+    h = Harness()
+    h.join("c1", protocols=("range", "roundrobin"))
+    m1 = h._member_of("c1")
+    h.join("c2", protocols=("roundrobin",))
+    h.join("c1", member_id=m1, protocols=("range", "roundrobin"))
     assert h.group().protocol == "roundrobin"
 
 
@@ -425,6 +444,22 @@ def test_a_cooperative_group_moves_partitions_to_a_new_member_in_two_rounds():
     h.join("c2", member_id=m2, protocols=("cooperative-sticky",))
     second = {m: h.sync(m, 3)["assignment"] for m in (m1, m2)}
     assert second[m1] == first[m1] and len(second[m2]) == 2    # round two: they move
+
+
+def test_a_cooperative_group_hands_a_dead_members_partitions_over_in_one_round():
+    h = Harness()
+    h.join("c1", protocols=("cooperative-sticky",))
+    m1 = h._member_of("c1")
+    h.join("c2", protocols=("cooperative-sticky",))
+    m2 = h._member_of("c2")
+    h.join("c1", member_id=m1, protocols=("cooperative-sticky",))
+    for m in (m1, m2):
+        h.sync(m, 2)
+    kept = h.assignment(m1)
+    h.c.disconnected("c2", h.now)
+    ref, effects = h.join("c1", member_id=m1, protocols=("cooperative-sticky",), owned=kept)
+    (body,) = replies(effects, ref)
+    assert h.sync(m1, body["generation"])["assignment"] == [["t", p] for p in range(4)]
 
 
 # ---------------------------------------------------------------------------- offsets and admin

@@ -603,3 +603,18 @@ def test_offset_for_time_skips_sealed_segments_by_their_largest_timestamp(pdir):
         with open(segment.segment_path(pdir, base), "r+b") as f:
             f.write(b"\xee" * len(batches[0]))
     assert SegmentReader(pdir).offset_for_time(21) == 5
+
+
+def test_recovery_rebuilds_a_time_index_whose_entry_names_the_wrong_timestamp(pdir):
+    batches = [make_timed_batch(i * 2, 2, [1000 + i, 2000 + i]) for i in range(4)]
+    with SegmentWriter(pdir, 3 * len(batches[0]), index_interval_bytes=1) as writer:
+        for i, b in enumerate(batches):
+            writer.append(b, i * 2, i * 2 + 2)
+    expected = index_entries(pdir, 0, time=True)
+    with open(index.time_index_path(pdir, 0), "r+b") as f:
+        f.write((1500).to_bytes(8, "big"))  # still in order, but batch 0..1 has max timestamp 2000
+
+    report = recover(pdir, index_interval_bytes=1)[2]
+
+    assert index_entries(pdir, 0, time=True) == expected
+    assert "time index entry 0 (timestamp 1500, offset 1) does not match the log" in report
