@@ -170,6 +170,7 @@ class Producer:
         with self._lock:
             if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
                 self._send_due(force=True)
+                self._collect_durable(0)
                 if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
                     raise BufferError(f"local queue full: {self._queued_records} records / {self._queued_bytes} "
                                       f"bytes await delivery (queue.buffering.max.messages={self._max_queued}, "
@@ -237,6 +238,18 @@ class Producer:
         if err is None and self._acks == -1:
             self._durable.append((ring, base + n - 1, reports))
         else:
+            self._deliver(reports)
+
+    def _deliver(self, reports):
+        """Queue a batch's delivery reports for poll(); a batch nobody asked reports for is
+        delivered at once (as librdkafka frees messages without a dr_cb), so len() drops
+        without poll()."""
+        batch, err = reports[2], reports[3]
+        if err is None and not any(batch.callbacks):
+            with self._lock:
+                self._queued_records -= len(batch)
+                self._queued_bytes -= batch.bytes
+        else:
             self._reports.append(reports)
 
     def _send_due(self, force=False):
@@ -289,7 +302,7 @@ class Producer:
                         f"message.timeout.ms={self._cfg.message_timeout_ms} (persister stalled?)"))
                     continue
             self._durable.popleft()
-            self._reports.append(reports)
+            self._deliver(reports)
 
     def _fail_durable(self, reports, err):
         tp, base, batch, _ = reports
