@@ -1,7 +1,8 @@
 """Core benchmark: one producer process -> one consumer process through shmlog, next to the
 same workloads over multiprocessing.Queue. Prints a Markdown table (numbers, not a test).
 
-    PYTHONPATH=. python bench/bench_core.py [--records N] [--quick] [--json PATH] [--profile]
+    PYTHONPATH=. python bench/bench_core.py [--records N] [--quick] [--repeat R] [--json PATH]
+                                            [--only TEXT] [--profile]
 
 Every row runs on a fresh single-partition topic (ring.bytes 256 MiB) of an embedded broker in
 a temporary data dir, with the producer and the consumer in separate `spawn` processes pinned

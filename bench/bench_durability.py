@@ -11,17 +11,24 @@ Rows (each on a fresh topic of one embedded broker whose data dir is created ins
   --producers processes (default 2), each producing --records records of 2048-byte values
   with the ordinary `Producer.produce()` API (linger.ms 5, batch.size 1 MiB) to its own
   partition and serving delivery reports with poll(); the time runs from a start signal to
-  the last delivery report of the last producer. acks=all reports fire only after the
+  the last delivery report of the last producer. One unreported acks=1 run warms up first
+  (page faults of fresh rings, imports, the disk's first extents). acks=all reports fire only after the
   persister's fdatasync, so its number includes writing 2 KB records to the segment files
   and the group-committed fdatasyncs.
-- latency, acks=all: a steady 1000 records/s keyed stream (100 keys, 4 partitions, linger.ms
-  0) of 2048-byte values for --latency-seconds. Each value carries its send time
-  (CLOCK_MONOTONIC, the same clock in every process). "end to end" is send -> a consumer in
-  another process has the record (consumers see a record once it is in the ring; acks do not
-  delay them); "ack" is send -> the acks=all delivery report (the record is in the segment
-  file and fdatasync'ed). p50/p99/p99.9/max over all records after a 1 s warm-up.
+- latency, acks=all (and acks=1 for comparison): a steady 1000 records/s keyed stream (100
+  keys, 4 partitions, linger.ms 0) of 2048-byte values for --latency-seconds. Each value
+  carries its send time (CLOCK_MONOTONIC, the same clock in every process). "end to end" is
+  send -> a consumer in another process has the record (consumers see a record once it is in
+  the ring; acks do not delay them); "ack" is send -> the delivery report, which for acks=all
+  fires once the record is in the segment file and fdatasync'ed. The producer is pinned to
+  the first CPU, the consumer to the second, both with 1 us timer slack (as in
+  bench_core.py); between sends the producer sleeps, or with acks=all waits in poll() on the
+  flushed-offset futex. p50/p99/p99.9/max over all records after a 1 s warm-up.
 
-The persister runs on the same cores as the producers. The exit status is 1 if a row's
+Latency runs first; every row starts after an (untimed) os.sync(), so no row pays for
+writing back page cache an earlier row dirtied. The persister runs on the same cores as the
+producers. The header gives the load average before and after: on a shared machine other
+processes' load moves the numbers, the latency tails most. The exit status is 1 if a row's
 check failed (records missing or out of order, delivery errors), else 0.
 """
 import argparse
@@ -69,6 +76,22 @@ def disk_row(directory, total_mib):
         os.close(fd)
         os.unlink(path)
     return per_sync, bulk
+
+
+# ---------------------------------------------------------------------------- children
+
+def _result(results, procs, timeout):
+    """The next result a child puts, failing early when a child died without one."""
+    import queue
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return results.get(timeout=0.5)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"a child process failed (exit codes {[p.exitcode for p in procs]}) "
+                                   f"or {timeout}s passed") from None
 
 
 # ---------------------------------------------------------------------------- throughput
@@ -119,7 +142,7 @@ def throughput_row(broker, admin, name, acks, producers, records):
     for event in ready:
         event.wait(60)
     go.set()
-    outs = [results.get(timeout=ROW_TIMEOUT_S) for _ in procs]
+    outs = [_result(results, procs, ROW_TIMEOUT_S) for _ in procs]
     for proc in procs:
         proc.join(60)
     start = min(o[0] for o in outs)
@@ -141,18 +164,30 @@ def throughput_row(broker, admin, name, acks, producers, records):
 
 # ---------------------------------------------------------------------------- latency
 
+def _child_setup(cpu):
+    """Pin to one CPU (when there are two or more) and ask for 1 us timer slack, as bench_core does."""
+    if cpu is not None and len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK
+    except Exception:
+        pass
+
+
 def latency_producer(bootstrap, topic, seconds, rate, ready, go, results, acks="all"):
     import shmlog
 
+    _child_setup(0)
     p = shmlog.Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 0})
-    acks = []
+    acked = []
     errors = []
 
     def on_delivery(err, msg):
         if err is not None:
             errors.append(str(err))
         else:
-            acks.append(now_ns() - struct.unpack_from(">q", msg.value())[0])
+            acked.append(now_ns() - struct.unpack_from(">q", msg.value())[0])
 
     pad = b"p" * (VALUE_BYTES - 8)
     interval = 1_000_000_000 // rate
@@ -162,22 +197,26 @@ def latency_producer(bootstrap, topic, seconds, rate, ready, go, results, acks="
     t0 = now_ns() + 10_000_000
     for i in range(count):
         due = t0 + i * interval
-        while True:  # serve delivery reports while waiting for the next send time
+        while True:
             wait = due - now_ns()
             if wait <= 0:
                 break
-            p.poll(wait / 1e9)
+            if len(p):
+                p.poll(wait / 1e9)  # acks=all: sleeps on the flushed-offset futex, reports when fsynced
+            else:
+                time.sleep(wait / 1e9)
         p.produce(topic, struct.pack(">q", now_ns()) + pad, key=b"key-%d" % (i % 100), on_delivery=on_delivery)
         p.poll(0)
     p.flush(60)
     p.close()
-    results.put(("producer", acks, errors, count))
+    results.put(("producer", acked, errors, count))
 
 
 def latency_consumer(bootstrap, topic, partitions, count, ready, results):
     import shmlog
     from shmlog import OFFSET_BEGINNING, TopicPartition
 
+    _child_setup(1)
     c = shmlog.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench"})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     ready.set()
@@ -213,7 +252,7 @@ def latency_row(broker, admin, name, seconds, rate=1000, partitions=4, acks="all
     ready_p.wait(60)
     ready_c.wait(60)
     go.set()
-    out = dict((r[0], r[1:]) for r in (results.get(timeout=ROW_TIMEOUT_S + seconds) for _ in range(2)))
+    out = dict((r[0], r[1:]) for r in (_result(results, (prod, cons), ROW_TIMEOUT_S + seconds) for _ in range(2)))
     prod.join(60)
     cons.join(60)
     acks_ns, errors, sent = out["producer"]
@@ -248,15 +287,26 @@ def main(argv=None):
 
     root = tempfile.mkdtemp(prefix="shmlog-bench-durability-", dir=args.data_dir)
     rows = []
+    load_before = os.getloadavg()[0]
     try:
         per_sync, bulk = disk_row(root, 256 if not args.quick else 64)
         rows.append({"row": "disk: 1 MiB write + fdatasync, repeated", "mb_per_s": per_sync / 1e6, "check": "ok"})
         rows.append({"row": "disk: 64 MiB written, one fdatasync", "mb_per_s": bulk / 1e6, "check": "ok"})
         with shmlog.Broker(os.path.join(root, "data")) as broker:
             admin = shmlog.AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+            # Latency first, before the throughput rows leave gigabytes for writeback; os.sync()
+            # between rows (untimed) so no row pays for the page cache another one dirtied.
+            for acks in ("all", "1"):
+                os.sync()
+                print(f"latency acks={acks}: {args.latency_seconds} s at 1000 records/s", file=sys.stderr, flush=True)
+                rows.extend(latency_row(broker, admin, f"latency-{acks}", args.latency_seconds, acks=acks))
+            print("warm-up (not reported)", file=sys.stderr, flush=True)
+            throughput_row(broker, admin, "warm-up", "1", args.producers, min(args.records, 20_000))
+            admin.delete_topics(["warm-up"])["warm-up"].result()
             runs = {"all": [], "1": []}
             for r in range(args.repeat):
                 for acks in ("all", "1"):
+                    os.sync()
                     print(f"throughput acks={acks}, run {r + 1}/{args.repeat}", file=sys.stderr, flush=True)
                     runs[acks].append(throughput_row(broker, admin, f"tp-{acks}-{r}", acks, args.producers,
                                                      args.records))
@@ -266,24 +316,24 @@ def main(argv=None):
                 median = dict(ordered[len(ordered) // 2])
                 median["runs_records_per_s"] = [round(row["records_per_s"]) for row in runs[acks]]
                 median["check"] = "; ".join(sorted({row["check"] for row in runs[acks]}))
-                rows.append(median)
-            print(f"latency: {args.latency_seconds} s at 1000 records/s", file=sys.stderr, flush=True)
-            rows.extend(latency_row(broker, admin, "latency", args.latency_seconds))
+                rows.insert(2 + ("all", "1").index(acks), median)
             admin.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     print(f"\nshmlog {shmlog.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"data dir on {args.data_dir}, {VALUE_BYTES}-byte values\n")
+          f"data dir on {args.data_dir}, {VALUE_BYTES}-byte values, {args.producers} producers x "
+          f"{args.records:,} records per throughput run; load average {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after\n")
     print("| row | records/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | check |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     fmt = lambda v, spec: format(v, spec) if isinstance(v, (int, float)) else ""  # noqa: E731
     for row in rows:
         extra = f" (runs: {', '.join(f'{v:,}' for v in row['runs_records_per_s'])})" if "runs_records_per_s" in row \
             else ""
-        print(f"| {row['row']}{extra} | {fmt(row.get('records_per_s'), ',.0f')} | {fmt(row.get('mb_per_s'), ',.1f')} | "
-              f"{fmt(row.get('p50_us'), ',.0f')} | {fmt(row.get('p99_us'), ',.0f')} | {fmt(row.get('p999_us'), ',.0f')} | "
-              f"{fmt(row.get('max_us'), ',.0f')} | {row['check']} |")
+        cells = [fmt(row.get("records_per_s"), ",.0f"), fmt(row.get("mb_per_s"), ",.1f")]
+        cells += [fmt(row.get(k), ",.0f") for k in ("p50_us", "p99_us", "p999_us", "max_us")]
+        print(f"| {row['row']}{extra} | {' | '.join(cells)} | {row['check']} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -138,13 +138,20 @@ def failover(bootstrap, partitions, members, kills, strategy):
         procs.pop(victim).join(10)
         ok = drain(t0 + 30e9, lambda: all(owner[part][0] != victim and owner[part][1] > t0 for part in lost))
         if not ok:
-            raise SystemExit(f"partitions {sorted(lost)} of the killed member were not delivered again within 30 s")
+            admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
+            desc = admin.describe_consumer_groups([group])[group].result()
+            admin.close()
+            raise SystemExit(f"partitions {sorted(lost)} of the killed member {victim} were not delivered again "
+                             f"within 30 s; last first-deliveries {owner}, t0 {t0}; group {desc.state}: " +
+                             "; ".join(f"{m.host} {[tp.partition for tp in m.assignment.topic_partitions]}"
+                                       for m in desc.members))
         latencies.append(max(owner[part][1] for part in lost) - t0)
         started = time.monotonic_ns()
         newcomer = start_member()
         # settled: the newcomer delivers, and every partition delivered since it joined
-        drain(started + 30e9, lambda: any(pid == newcomer.pid for pid, _ in owner.values()) and
-              all(t > started for _, t in owner.values()))
+        if not drain(started + 30e9, lambda: any(pid == newcomer.pid for pid, _ in owner.values()) and
+                     all(t > started for _, t in owner.values())):
+            raise SystemExit(f"the group did not settle after member {newcomer.pid} joined: {owner}")
     for proc in procs.values():
         proc.kill()
         proc.join()

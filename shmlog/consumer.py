@@ -113,10 +113,20 @@ class RecordBatchView:
         if not (self.value_lengths == dtype.itemsize).all():
             raise ValueError(f"values are not all {dtype.itemsize} bytes long")
         pos = self.value_positions
-        stride = int(pos[1] - pos[0]) if n > 1 else dtype.itemsize
-        if n == 1 or (np.diff(pos) == stride).all():
-            return np.ndarray((n,), dtype, buffer=self.buffer, offset=int(pos[0]), strides=(stride,))
-        return np.concatenate([np.frombuffer(self.buffer, dtype, 1, int(p)) for p in pos.tolist()])
+        if n == 1:
+            return np.ndarray((1,), dtype, buffer=self.buffer, offset=int(pos[0]))
+        steps = np.diff(pos)
+        # Runs of constant stride (one per batch as produce_batch writes them) are strided views;
+        # several runs are joined with one copy per run, not per record.
+        breaks = np.flatnonzero(steps[1:] != steps[:-1]) + 1
+        starts = [0] + [int(b) + 1 for b in breaks if steps[b] != steps[b - 1]]
+        runs = []
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else n
+            stride = int(steps[start]) if end - start > 1 else dtype.itemsize
+            runs.append(np.ndarray((end - start,), dtype, buffer=self.buffer, offset=int(pos[start]),
+                                   strides=(stride,)))
+        return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
 
 class Consumer:
@@ -238,8 +248,10 @@ class Consumer:
             offset = high
         if offset == "error" or not isinstance(offset, int) or offset < low or offset > high:
             if self._reset == "error" or offset == "error":
+                why = (" (below the log start offset: retention or delete_records removed it)"
+                       if isinstance(offset, int) and 0 <= offset < low else "")
                 raise error(KafkaError.OFFSET_OUT_OF_RANGE, f"{reader.topic}-{reader.partition}: offset {offset} "
-                            f"is outside [{low}, {high}] and auto.offset.reset=error")
+                            f"is outside [{low}, {high}]{why} and auto.offset.reset=error; seek to a valid offset")
             offset = low if self._reset == "earliest" else high
         reader.next_offset = offset
         reader.pending.clear()

@@ -209,8 +209,12 @@ class SegmentIndex:
         self.times.close()
 
 
-def write_index_files(partition_dir, base_offset, offset_entries, time_entries):
-    """Replace both index files of a segment atomically (temp file, fsync, rename)."""
+def write_index_files(partition_dir, base_offset, offset_entries, time_entries, durable=True):
+    """Replace both index files of a segment atomically (temp file, fsync when durable, rename).
+
+    On OSError (a full disk) the temp file is removed and the error raised; the old files
+    are untouched.
+    """
     for path, entries in ((offset_index_path(partition_dir, base_offset), offset_entries),
                           (time_index_path(partition_dir, base_offset), time_entries)):
         tmp = path + ".tmp"
@@ -220,10 +224,24 @@ def write_index_files(partition_dir, base_offset, offset_entries, time_entries):
             view, done = memoryview(data), 0
             while done < len(data):
                 done += os.write(fd, view[done:])
-            os.fsync(fd)
-        finally:
+            if durable:
+                os.fsync(fd)
+        except OSError:
             os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
         os.replace(tmp, path)
+
+
+def empty_index_files(partition_dir, base_offset):
+    """Make both index files of a segment empty (needs no free space); best effort."""
+    for path in (offset_index_path(partition_dir, base_offset), time_index_path(partition_dir, base_offset)):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def sanity_problem(offset_entries, time_entries, base_offset, log_bytes, check_entry, check_time_entry):

@@ -182,7 +182,8 @@ class Producer:
                 batch = None
             if batch is None:
                 batch = self._batches[tp] = _Batch()
-                self._wake.set()
+                if self._linger_thread is not None:
+                    self._wake.set()
             batch.add(key, value, timestamp, headers, callback, size)
             self._queued_records += 1
             self._queued_bytes += size

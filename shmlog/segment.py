@@ -345,7 +345,12 @@ def _check_sealed_indexes(partition_dir, base, interval, notes):
         if problem is None:
             return int(times["ts"][-1]) if len(times) else index.NO_TIMESTAMP
         builder, offset_entries, time_entries = _build_index(mapped, base, interval, check_crc=False)
-        index.write_index_files(partition_dir, base, offset_entries, time_entries)
+        try:
+            index.write_index_files(partition_dir, base, offset_entries, time_entries)
+        except OSError as exc:
+            # Readers check every entry and cope without one; the next recovery tries again.
+            notes.append(f"{path}: its indexes need a rebuild ({problem}) but writing them failed: {exc}")
+            return builder.max_ts
         notes.append(f"{path}: rebuilt its indexes ({problem})")
         return builder.max_ts
     finally:
@@ -404,7 +409,13 @@ def _recover_newest(partition_dir, base, interval):
             os.fsync(fd)  # the new length must be durable before anything is appended after it
             message = (f"{path}: cut {size - valid} bytes at byte {valid} of {size} ({bad.reason}); "
                        f"log end offset is now {end_offset}")
-        index.write_index_files(partition_dir, base, offset_entries, time_entries)
+        try:
+            # Not fsynced: the newest segment's indexes are rebuilt by every recovery.
+            index.write_index_files(partition_dir, base, offset_entries, time_entries, durable=False)
+        except OSError as exc:
+            index.empty_index_files(partition_dir, base)  # sparser is fine, stale is not
+            message = "; ".join(filter(None, [message, f"{path}: could not rebuild its indexes ({exc}); "
+                                                       f"they start empty"]))
         return end_offset, valid, builder, (first[0] if first else None), message
     finally:
         os.close(fd)

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from .segment import log_end_offset, log_start_offset
 
 HOUSEKEEPING_INTERVAL_S = 0.1
 PERSISTER_RESTART_BACKOFF_S = 0.2
+DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
 
 
 class Refused(Exception):
@@ -258,7 +260,7 @@ class Supervisor:
             metadata.save(self.data_dir, self.meta)
             self.doorbell.bump_metadata_epoch()
             for d in dirs:
-                remove_tree(d)
+                retire_dir(d)
             results[topic] = None
         return {"results": results}
 
@@ -459,10 +461,12 @@ class Supervisor:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
                 self.ensure_persister()
                 self.reclaim_dead_producers()
+                remove_retired_dirs(self.log_dirs)
         self.shutdown()
 
     def shutdown(self):
         self.stop_persister()
+        remove_retired_dirs(self.log_dirs, older_than_s=0)
         for sock in list(self.clients):
             self.drop(sock)
         self.server.close()
@@ -474,9 +478,19 @@ class Supervisor:
         os.close(self.lock_fd)
 
 
-def remove_tree(path):
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
+def retire_dir(path):
+    """Rename a deleted partition's dir aside (as Kafka's `.deleted` suffix) and remove it
+    later: the persister may still hold its files open until it sees the new metadata."""
+    if os.path.isdir(path):
+        os.replace(path, f"{path}.{int(time.time() * 1000)}.deleted")
+
+
+def remove_retired_dirs(log_dirs, older_than_s=DELETE_DELAY_S):
+    now = time.time()
+    for log_dir in log_dirs:
+        for name in os.listdir(log_dir):
+            if name.endswith(".deleted") and now - int(name.rsplit(".", 2)[-2]) / 1000 >= older_than_s:
+                shutil.rmtree(os.path.join(log_dir, name), ignore_errors=True)
 
 
 def log(message):

@@ -21,7 +21,8 @@ round the broker starts once more and everything is read back from offset 0 thro
 normal Consumer. Checked: every record whose delivery report said acks=all success is
 there exactly once, at the partition and offset the report gave; no record appears twice
 (acknowledged or not); each producer's records are in the order it sent them; offsets
-increase. SHMLOG_CRASH_ROUNDS (default 6) sets the number of crashes.
+increase. SHMLOG_CRASH_ROUNDS (default 6) sets the number of crashes; SHMLOG_CRASH_SEED
+replays a printed seed's choices (the timing of each crash still varies).
 """
 import multiprocessing
 import os
@@ -33,11 +34,11 @@ import psutil
 import pytest
 
 import shmlog
-from shmlog import index, shm
+from shmlog import OFFSET_BEGINNING, TopicPartition, index, shm
 from shmlog.ring import Ring
 from shmlog.segment import _Mapped, _walk, list_segments, segment_path
 
-from .conftest import create_topic, partition_dir, read_all, wait_for
+from .conftest import create_topic, partition_dir, read_all
 
 pytestmark = pytest.mark.crash
 
@@ -53,8 +54,6 @@ START_TIMEOUT_S = 60.0
 
 def producer_main(bootstrap, tag, acked_path, acked_once, seed):
     """Produce keyed records until killed; append every acks=all success to acked_path."""
-    import shmlog
-
     rnd = random.Random(seed)
     lines = []
 
@@ -80,9 +79,6 @@ def producer_main(bootstrap, tag, acked_path, acked_once, seed):
 
 def consumer_main(bootstrap):
     """Read every partition from the beginning, forever (through segments, then the ring)."""
-    import shmlog
-    from shmlog import OFFSET_BEGINNING, TopicPartition
-
     c = shmlog.Consumer({"bootstrap.servers": bootstrap, "group.id": "crash-reader"})
     c.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     while True:
@@ -181,7 +177,7 @@ def read_acked(paths):
 
 def test_every_acks_all_record_survives_repeated_host_crashes_exactly_once_in_order(data_dir, start_broker,
                                                                                     tmp_path):
-    seed = int.from_bytes(os.urandom(4), "big")
+    seed = int(os.environ.get("SHMLOG_CRASH_SEED") or int.from_bytes(os.urandom(4), "big"))
     rnd = random.Random(seed)
     history, acked_paths = [f"seed {seed}"], []
     broker = start_broker()

@@ -19,7 +19,7 @@ import pytest
 
 from shmlog import broker as broker_mod
 
-from .conftest import create_topic, read_all, wait_for
+from .conftest import create_topic, read_all, wait_for, wait_recovered
 
 pytestmark = pytest.mark.crash
 
@@ -100,3 +100,22 @@ def test_killing_the_persister_under_load_loses_and_duplicates_nothing(data_dir,
         tag, seq = v.split(b":")[:2]
         assert int(seq) > order.get((p, tag), -1), f"{tag}:{seq} out of order in partition {p}"
         order[(p, tag)] = int(seq)
+
+
+def test_a_second_persister_for_the_same_data_dir_waits_instead_of_writing(data_dir, start_broker):
+    import subprocess
+    import sys
+    broker = start_broker()
+    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    create_topic(conf, "t")
+    wait_recovered(conf, "t")  # the broker's persister holds the lock: it has opened the partition
+    second = subprocess.Popen([sys.executable, "-m", "shmlog.persister", broker.data_dir],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        line = second.stderr.readline().decode()
+        assert "another persister still runs" in line and "waiting for it" in line
+        assert second.poll() is None
+    finally:
+        second.kill()
+        second.wait()
+        second.stderr.close()

@@ -11,7 +11,7 @@ import shmlog
 from shmlog import TopicPartition, index, shm
 from shmlog.cli import main as cli_main
 
-from .conftest import create_topic, partition_dir, produce, read_all, segment_bases, status_of, wait_recovered
+from .conftest import create_topic, partition_dir, produce, read_all, segment_bases, status_of, wait_for, wait_recovered
 
 
 def kill_broker(broker):
@@ -180,3 +180,40 @@ def test_broker_status_shows_log_start_end_persisted_and_flushed_offsets(data_di
     assert (st["log_start_offset"], st["log_end_offset"], st["persisted_offset"], st["flushed_offset"]) == \
         (25, 40, 40, 40)
     assert 0 < st["ring_used_bytes"] <= st["ring_bytes"]
+
+
+def ring_of(conf, topic, partition=0):
+    from shmlog.client import Cluster
+    cluster = Cluster(conf["bootstrap.servers"], "test")
+    return cluster, cluster.ring(topic, partition)
+
+
+def test_without_a_flush_policy_acks_1_records_are_written_but_not_fsynced(data_dir, start_broker):
+    broker = start_broker()
+    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    create_topic(conf, "t")
+    produce(conf, "t", [b"x"] * 10, acks=1)
+    cluster, ring = ring_of(conf, "t")
+    wait_for(lambda: ring.persisted_offset == 10, "the persister to write the records")
+    assert ring.flushed_offset == 0
+    cluster.close()
+
+
+def test_broker_log_flush_interval_messages_fsyncs_acks_1_records_every_that_many(data_dir, start_broker):
+    broker = start_broker(log_flush_interval_messages=10)
+    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    create_topic(conf, "t")
+    produce(conf, "t", [b"x"] * 10, acks=1)
+    cluster, ring = ring_of(conf, "t")
+    wait_for(lambda: ring.flushed_offset == 10, "flush.messages=10 to fsync ten records")
+    cluster.close()
+
+
+def test_topic_flush_ms_fsyncs_acks_1_records_that_long_after_they_are_written(data_dir, start_broker):
+    broker = start_broker()
+    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    create_topic(conf, "t", flush_ms=20)
+    produce(conf, "t", [b"x"] * 3, acks=1)
+    cluster, ring = ring_of(conf, "t")
+    wait_for(lambda: ring.flushed_offset == 3, "flush.ms=20 to fsync the records")
+    cluster.close()
