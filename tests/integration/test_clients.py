@@ -350,3 +350,55 @@ def test_check_crcs_reads_verify_every_batch(conf, topic):
     p.flush(5)
     assert [m.value() for m in read_all(conf, topic, expected=1, extra={"check.crcs": True})] == [b"checked"]
     p.close()
+
+
+def test_acks_zero_reports_delivery_once_the_batch_is_accepted(conf, topic):
+    p = shmlog.Producer({**conf, "acks": 0})
+    reports = []
+    for i in range(3):
+        p.produce(topic, b"%d" % i, on_delivery=lambda e, m: reports.append(e))
+    assert p.flush(5) == 0
+    assert reports == [None, None, None]
+    assert len(read_all(conf, topic, expected=3)) == 3
+    p.close()
+
+
+def test_a_busy_polling_consumer_receives_what_another_process_produces(conf, topic):
+    c = shmlog.Consumer({**conf, "shmlog.busy.poll": True})
+    c.assign([TopicPartition(topic, 0, shmlog.OFFSET_END)])
+    proc = multiprocessing.get_context("spawn").Process(target=_child_produce,
+                                                        args=(conf["bootstrap.servers"], topic, 3))
+    proc.start()
+    got = []
+    while len(got) < 3:
+        msg = c.poll(20)
+        assert msg is not None
+        got.append(msg.value())
+    proc.join(30)
+    assert got == [b"child-0", b"child-1", b"child-2"]
+    c.close()
+
+
+def _child_round_trip(bootstrap, topic):
+    p = shmlog.Producer({"bootstrap.servers": bootstrap, "acks": 1})
+    p.produce(topic, b"from-child")
+    p.flush(10)
+    c = shmlog.Consumer({"bootstrap.servers": bootstrap})
+    c.assign([TopicPartition(topic, 0, shmlog.OFFSET_BEGINNING)])
+    assert c.poll(10) is not None
+    c.close()
+    p.close()
+
+
+def test_pythons_resource_tracker_never_warns_about_or_unlinks_our_segments(conf, topic, data_dir):
+    import subprocess
+    import sys
+    code = ("import sys; from tests.integration.test_clients import _child_round_trip; "
+            "_child_round_trip(sys.argv[1], sys.argv[2])")
+    run = subprocess.run([sys.executable, "-c", code, conf["bootstrap.servers"], topic], capture_output=True,
+                         text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert run.returncode == 0, run.stderr
+    assert "resource_tracker" not in run.stderr and "leaked" not in run.stderr
+    from shmlog import shm
+    assert any(".t" in n for n in shm.names_in_namespace(shm.namespace(data_dir)))
+    assert len(read_all(conf, topic, expected=1)) == 1
