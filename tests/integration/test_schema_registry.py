@@ -14,8 +14,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 import shmlog
 from shmlog import OFFSET_BEGINNING, TopicPartition
-from shmlog.schema_registry import (AvroDeserializer, AvroSerializer, ProtobufDeserializer, ProtobufSerializer,
-                                    Schema, SchemaRegistryClient, SchemaRegistryError)
+from shmlog.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+from shmlog.schema_registry.avro import AvroDeserializer, AvroSerializer
+from shmlog.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from shmlog.serialization import (IntegerDeserializer, IntegerSerializer, MessageField, NumpyDeserializer,
                                   NumpySerializer, SerializationContext, StringDeserializer, StringSerializer,
                                   ValueDeserializationError, ValueSerializationError)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
 
-from shmlog.schema_registry import (avro_incompatibilities, encode_message_indexes, parse_avro,
-                                    protobuf_incompatibilities)
+from shmlog.schema_registry.avro import avro_incompatibilities, parse_avro
+from shmlog.schema_registry.protobuf import encode_message_indexes, protobuf_incompatibilities
 from shmlog.serialization import (DoubleDeserializer, DoubleSerializer, IntegerDeserializer, IntegerSerializer,
                                   JSONDeserializer, JSONSerializer, LongDeserializer, LongSerializer, MessageField,
                                   NumpyDeserializer, NumpySerializer, SerializationContext, SerializationError,

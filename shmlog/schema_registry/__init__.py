@@ -31,23 +31,29 @@ existing records point at it), and proto2 required fields are not added.
 
 Protobuf schemas are registered as confluent-kafka-python does: the base64 of the
 serialized FileDescriptorProto, with dependencies as references.
+
+The package is laid out as confluent_kafka.schema_registry: here the client and its types
+(Schema, SchemaReference, RegisteredSchema, SchemaRegistryError, the subject name
+strategies); `shmlog.schema_registry.avro` has AvroSerializer, AvroDeserializer and the Avro
+compatibility rules, `shmlog.schema_registry.protobuf` ProtobufSerializer,
+ProtobufDeserializer and the Protobuf ones, `_wire` the wire format. The serializers and
+checkers can still be imported from this package: they are loaded on first access
+(`__getattr__`), since the submodules import this package.
 """
-import base64
 import fcntl
-import io
 import os
-import struct
 import threading
 import time
 
-import fastavro
-import fastavro.validation
 import orjson
 
-from . import protocol
-from .errors import KafkaError, KafkaException
-from .message import OFFSET_BEGINNING, TopicPartition
-from .serialization import Deserializer, SerializationError, Serializer, _where
+from .. import protocol
+from ..errors import KafkaError, KafkaException
+from ..message import OFFSET_BEGINNING, TopicPartition
+
+# Importable from shmlog.schema_registry when it was one module; kept so such imports still work.
+from ..serialization import Deserializer, SerializationError, Serializer, _where  # noqa: F401
+from ._wire import _ID, MAGIC_BYTE, _check_conf, _header, _read_header  # noqa: F401
 
 __all__ = [
     "Schema", "SchemaReference", "RegisteredSchema", "SchemaRegistryClient", "SchemaRegistryError",
@@ -61,11 +67,35 @@ COMPATIBILITY_LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "F
                         "FULL_TRANSITIVE")
 DEFAULT_COMPATIBILITY = "BACKWARD"
 SCHEMA_TYPES = ("AVRO", "PROTOBUF")
-MAGIC_BYTE = 0
-_ID = struct.Struct(">bI")
 LOCK_FILE = "schema-registry.lock"
 REPLAY_TIMEOUT_S = 30.0
 WRITE_TIMEOUT_S = 30.0
+
+# Names defined in the submodules that stay importable from the package, loaded on first
+# access: importing them here eagerly would be an import cycle (the submodules import Schema
+# and friends from this package).
+_LAZY = {name: "avro" for name in (
+    "AvroSerializer", "AvroDeserializer", "parse_avro", "avro_incompatibilities", "_AVRO_PROMOTIONS", "_NAMED",
+    "_avro_kind", "_avro_describe", "_short", "_AvroResolution", "_avro_problem")}
+_LAZY.update({name: "protobuf" for name in (
+    "ProtobufSerializer", "ProtobufDeserializer", "parse_protobuf", "protobuf_incompatibilities",
+    "encode_message_indexes", "_pb", "_PB_WIRE_GROUPS", "_PB_TYPE_NAMES", "_PB_REPEATED", "_PB_REQUIRED",
+    "_pb_messages", "_pb_field_type", "_zigzag_varint", "_read_zigzag_varint", "_message_indexes",
+    "_file_schema_str", "_pb_field_from")})
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 # ---------------------------------------------------------------------- model
@@ -159,223 +189,6 @@ class RegisteredSchema:
         return f"RegisteredSchema(id={self.schema_id}, subject={self.subject!r}, version={self.version})"
 
 
-# ---------------------------------------------------------------------- Avro compatibility
-
-_AVRO_PROMOTIONS = {"int": {"long", "float", "double"}, "long": {"float", "double"}, "float": {"double"},
-                    "string": {"bytes"}, "bytes": {"string"}}
-_NAMED = ("record", "error", "enum", "fixed")
-
-
-def _avro_kind(schema):
-    if isinstance(schema, list):
-        return "union"
-    if isinstance(schema, dict):
-        t = schema["type"]
-        return _avro_kind(t) if isinstance(t, (dict, list)) else t
-    return schema
-
-
-def _avro_describe(schema):
-    kind = _avro_kind(schema)
-    if kind == "union":
-        return "[" + ", ".join(_avro_describe(s) for s in schema) + "]"
-    if kind in _NAMED and isinstance(schema, dict):
-        return f"{kind} {schema['name']}"
-    if kind == "array":
-        return f"array<{_avro_describe(schema['items'])}>"
-    if kind == "map":
-        return f"map<{_avro_describe(schema['values'])}>"
-    return kind
-
-
-def _short(name):
-    return name.rsplit(".", 1)[-1]
-
-
-class _AvroResolution:
-    """Why data written with `writer` cannot be read with `reader` (Avro schema resolution)."""
-
-    def __init__(self, reader_named, writer_named):
-        self.rnamed, self.wnamed = reader_named, writer_named
-        self.assumed = set()
-
-    @staticmethod
-    def _resolve(schema, named):
-        while isinstance(schema, str) and schema in named:
-            schema = named[schema]
-        if isinstance(schema, dict) and isinstance(schema.get("type"), (dict, list)):
-            return schema["type"]
-        return schema
-
-    def check(self, reader, writer, path):
-        r, w = self._resolve(reader, self.rnamed), self._resolve(writer, self.wnamed)
-        rk, wk = _avro_kind(r), _avro_kind(w)
-        if wk == "union":
-            problems = []
-            for branch in w:
-                problems += self.check(r, branch, path)
-            return problems
-        if rk == "union":
-            for branch in r:
-                if not self.check(branch, w, path):
-                    return []
-            return [f"{path}: no branch of the reader's union {_avro_describe(r)} reads the writer's "
-                    f"{_avro_describe(w)}"]
-        if rk == "error":
-            rk = "record"
-        if wk == "error":
-            wk = "record"
-        if rk != wk:
-            if rk in _AVRO_PROMOTIONS.get(wk, ()):
-                return []
-            return [f"{path}: the writer's {_avro_describe(w)} cannot be read as {_avro_describe(r)}"]
-        if rk in ("record", "enum", "fixed"):
-            names = {_short(r["name"])} | {_short(a) for a in r.get("aliases", ())}
-            if _short(w["name"]) not in names:
-                return [f"{path}: the writer's {rk} {w['name']} is not the reader's {r['name']} "
-                        f"(nor one of its aliases)"]
-        if rk == "record":
-            key = (w["name"], r["name"])
-            if key in self.assumed:
-                return []
-            self.assumed.add(key)
-            wfields = {f["name"]: f for f in w["fields"]}
-            problems = []
-            for rf in r["fields"]:
-                wf = wfields.get(rf["name"])
-                if wf is None:
-                    wf = next((wfields[a] for a in rf.get("aliases", ()) if a in wfields), None)
-                fpath = f"{path}.{rf['name']}"
-                if wf is not None:
-                    problems += self.check(rf["type"], wf["type"], fpath)
-                elif "default" not in rf:
-                    problems.append(f"{fpath}: the reader's field {rf['name']!r} has no default and the writer's "
-                                    f"schema does not have it")
-            return problems
-        if rk == "enum":
-            missing = [s for s in w["symbols"] if s not in r["symbols"]]
-            if missing and "default" not in r:
-                return [f"{path}: the reader's enum {r['name']} lacks the writer's symbols {missing} "
-                        f"(and has no default)"]
-            return []
-        if rk == "fixed":
-            if r["size"] != w["size"]:
-                return [f"{path}: fixed {r['name']} changed size from {w['size']} to {r['size']}"]
-            return []
-        if rk == "array":
-            return self.check(r["items"], w["items"], path + "[]")
-        if rk == "map":
-            return self.check(r["values"], w["values"], path + "{}")
-        return []
-
-
-def parse_avro(schema_str, named_schemas=None):
-    """fastavro's parsed form of an Avro schema text; named types defined go to named_schemas."""
-    try:
-        obj = orjson.loads(schema_str)
-    except orjson.JSONDecodeError:
-        obj = schema_str.strip()  # a bare primitive name such as string
-        if obj.startswith('"') and obj.endswith('"'):
-            obj = obj[1:-1]
-    return fastavro.parse_schema(obj, named_schemas=named_schemas if named_schemas is not None else {})
-
-
-def avro_incompatibilities(reader, writer, reader_named=None, writer_named=None):
-    """Reasons data written with `writer` cannot be read with `reader` ([] = compatible).
-
-    reader/writer are fastavro-parsed schemas; *_named the named types parse_avro collected."""
-    root = reader["name"] if isinstance(reader, dict) and "name" in reader else _avro_kind(reader)
-    return _AvroResolution(reader_named or {}, writer_named or {}).check(reader, writer, _short(str(root)))
-
-
-# ---------------------------------------------------------------------- Protobuf compatibility
-
-def _pb():
-    from google.protobuf import descriptor_pb2
-    return descriptor_pb2
-
-
-_PB_WIRE_GROUPS = {}
-for _group, _types in enumerate(((3, 4, 5, 8, 13, 14), (17, 18), (7, 15), (6, 16), (9, 12), (1,), (2,), (11,),
-                                 (10,))):
-    for _t in _types:
-        _PB_WIRE_GROUPS[_t] = _group
-_PB_TYPE_NAMES = {1: "double", 2: "float", 3: "int64", 4: "uint64", 5: "int32", 6: "fixed64", 7: "fixed32",
-                  8: "bool", 9: "string", 10: "group", 11: "message", 12: "bytes", 13: "uint32", 14: "enum",
-                  15: "sfixed32", 16: "sfixed64", 17: "sint32", 18: "sint64"}
-_PB_REPEATED, _PB_REQUIRED = 3, 2
-
-
-def parse_protobuf(schema_str):
-    """A FileDescriptorProto from a registered PROTOBUF schema (base64 of its serialized bytes)."""
-    text = schema_str.strip()
-    fdp = _pb().FileDescriptorProto()
-    try:
-        raw = base64.b64decode(text, validate=True)
-        fdp.ParseFromString(raw)
-    except Exception:
-        hint = " (.proto source text cannot be parsed here: register the FileDescriptorProto, e.g. with " \
-               "ProtobufSerializer or `protoc --descriptor_set_out`)" if "message " in text or "syntax" in text else ""
-        raise SchemaRegistryError(422, 42201, "Invalid schema: a PROTOBUF schema must be the base64 of a "
-                                  "serialized FileDescriptorProto" + hint) from None
-    if not fdp.name and not fdp.message_type:
-        raise SchemaRegistryError(422, 42201, "Invalid schema: the FileDescriptorProto defines no file name "
-                                  "and no message")
-    return fdp
-
-
-def _pb_messages(fdp):
-    """{full name: (DescriptorProto, message index path)} of every message in the file."""
-    out = {}
-
-    def walk(messages, prefix, path):
-        for i, m in enumerate(messages):
-            name = f"{prefix}.{m.name}" if prefix else m.name
-            out[name] = (m, path + (i,))
-            walk(m.nested_type, name, path + (i,))
-    walk(fdp.message_type, fdp.package, ())
-    return out
-
-
-def _pb_field_type(f):
-    return f.type_name.lstrip(".") if f.type in (11, 14) and f.type_name else _PB_TYPE_NAMES.get(f.type, f.type)
-
-
-def protobuf_incompatibilities(reader, writer):
-    """Reasons records written with FileDescriptorProto `writer` cannot be read with `reader`."""
-    problems = []
-    if reader.package != writer.package:
-        problems.append(f"package changed from {writer.package!r} to {reader.package!r}")
-    rmsgs, wmsgs = _pb_messages(reader), _pb_messages(writer)
-    for name, (wm, wpath) in wmsgs.items():
-        if name not in rmsgs:
-            problems.append(f"message {name} was removed")
-            continue
-        rm, rpath = rmsgs[name]
-        if rpath != wpath:
-            problems.append(f"message {name} moved from index {list(wpath)} to {list(rpath)} "
-                            f"(records carry message indexes)")
-        rfields = {f.number: f for f in rm.field}
-        wfields = {f.number: f for f in wm.field}
-        for number, wf in wfields.items():
-            rf = rfields.get(number)
-            if rf is None:
-                continue
-            where = f"{name}.{rf.name} (field {number})"
-            if (rf.label == _PB_REPEATED) != (wf.label == _PB_REPEATED):
-                problems.append(f"{where}: changed between repeated and singular")
-            elif _PB_WIRE_GROUPS.get(rf.type) != _PB_WIRE_GROUPS.get(wf.type):
-                problems.append(f"{where}: type changed from {_pb_field_type(wf)} to {_pb_field_type(rf)} "
-                                f"(not wire-compatible)")
-            elif rf.type in (10, 11) and rf.type_name.lstrip(".") != wf.type_name.lstrip("."):
-                problems.append(f"{where}: message type changed from {_pb_field_type(wf)} to {_pb_field_type(rf)}")
-        for number, rf in rfields.items():
-            if rf.label == _PB_REQUIRED and number not in wfields:
-                problems.append(f"{name}.{rf.name} (field {number}): required in the reader but the writer's "
-                                f"schema does not have it")
-    return problems
-
-
 # ---------------------------------------------------------------------- the client
 
 def _key(keytype, subject, version=None):
@@ -423,7 +236,7 @@ class SchemaRegistryClient:
         self._config = {}       # subject (None = global) -> level
         self._parsed = {}       # schema_id -> parsed form (cache)
         self._ensure_topic()
-        from .consumer import Consumer
+        from ..consumer import Consumer
         self._consumer = Consumer(self._client_conf)
         self._tp = TopicPartition(self._topic, 0)
         self._consumer.assign([TopicPartition(self._topic, 0, OFFSET_BEGINNING)])
@@ -432,7 +245,7 @@ class SchemaRegistryClient:
     # ------------------------------------------------------------------ plumbing
 
     def _ensure_topic(self):
-        from .admin import AdminClient, NewTopic
+        from ..admin import AdminClient, NewTopic
         admin = AdminClient(self._client_conf)
         try:
             future = admin.create_topics([NewTopic(self._topic, 1, config={"cleanup.policy": "compact"})])
@@ -490,7 +303,7 @@ class SchemaRegistryClient:
 
     def _append(self, key, value):
         """Write one record with acks=all and read it back; returns its offset."""
-        from .producer import Producer
+        from ..producer import Producer
         if self._producer is None:
             self._producer = Producer({**self._client_conf, "acks": "all", "linger.ms": 0})
         reports = []
@@ -614,6 +427,8 @@ class SchemaRegistryClient:
             raise SchemaRegistryError(422, 42201, f"Invalid schema type {schema.schema_type!r}: this registry "
                                       f"stores {' and '.join(SCHEMA_TYPES)} schemas")
         if schema.schema_type == "PROTOBUF":
+            # imported here, not at the top: .protobuf and .avro import this package
+            from .protobuf import parse_protobuf
             return parse_protobuf(schema.schema_str), {}
         named = {}
         if _depth > 32:
@@ -623,6 +438,7 @@ class SchemaRegistryClient:
             referenced = self._registered(ref.subject, ref_version).schema
             _, ref_named = self._parse(referenced, _depth + 1)
             named.update(ref_named)
+        from .avro import parse_avro
         try:
             return parse_avro(schema.schema_str, named), named
         except SchemaRegistryError:
@@ -645,8 +461,10 @@ class SchemaRegistryClient:
                                old_named, new_parsed, new_named))
         for what, reader, rnamed, writer, wnamed in directions:
             if new.schema_type == "AVRO":
+                from .avro import avro_incompatibilities
                 found = avro_incompatibilities(reader, writer, rnamed, wnamed)
             else:
+                from .protobuf import protobuf_incompatibilities
                 found = protobuf_incompatibilities(reader, writer)
             problems += [f"{what} {existing_version}: {p}" for p in found]
         return problems
@@ -819,331 +637,3 @@ def record_subject_name_strategy(ctx, record_name):
 def reference_subject_name_strategy(ctx, schema_ref):
     """A Protobuf dependency is registered under its file name."""
     return schema_ref.name
-
-
-def _check_conf(conf, defaults, who):
-    conf = dict(conf or {})
-    unknown = set(conf) - set(defaults)
-    if unknown:
-        raise ValueError(f"Unrecognized properties: {', '.join(sorted(unknown))}")
-    merged = {**defaults, **conf}
-    for key in ("auto.register.schemas", "normalize.schemas", "use.latest.version", "skip.known.types",
-                "use.deprecated.format"):
-        if key in merged and not isinstance(merged[key], bool):
-            raise ValueError(f"{who}: {key} must be a boolean value")
-    for key in ("subject.name.strategy", "reference.subject.name.strategy"):
-        if key in merged and not callable(merged[key]):
-            raise ValueError(f"{who}: {key} must be callable")
-    return merged
-
-
-def _header(schema_id):
-    return _ID.pack(MAGIC_BYTE, schema_id)
-
-
-def _read_header(data, ctx, who):
-    if data is None:
-        return None, None
-    view = memoryview(data).cast("B")
-    if len(view) < 5:
-        raise SerializationError(f"{who}: {len(view)} bytes are too short for the Confluent wire format "
-                                 f"(magic byte + 4-byte schema id){_where(ctx)}")
-    magic, schema_id = _ID.unpack_from(view, 0)
-    if magic != MAGIC_BYTE:
-        raise SerializationError(f"{who}: unexpected magic byte {magic}: this data was not written with a "
-                                 f"schema registry serializer{_where(ctx)}")
-    return schema_id, view[5:]
-
-
-# ---------------------------------------------------------------------- Avro
-
-class AvroSerializer(Serializer):
-    """Avro binary in Confluent's wire format, the schema registered under the subject.
-
-    As confluent_kafka.schema_registry.avro.AvroSerializer(schema_registry_client,
-    schema_str, to_dict=None, conf=None); conf: auto.register.schemas (True),
-    normalize.schemas (False), use.latest.version (False), subject.name.strategy.
-    """
-
-    _DEFAULTS = {"auto.register.schemas": True, "normalize.schemas": False, "use.latest.version": False,
-                 "subject.name.strategy": topic_subject_name_strategy}
-
-    def __init__(self, schema_registry_client, schema_str, to_dict=None, conf=None):
-        conf = _check_conf(conf, self._DEFAULTS, "AvroSerializer")
-        if conf["use.latest.version"] and conf["auto.register.schemas"]:
-            raise ValueError("cannot enable both use.latest.version and auto.register.schemas")
-        if isinstance(schema_str, Schema):
-            schema = schema_str
-        else:
-            schema = Schema(schema_str, "AVRO")
-        self._registry = schema_registry_client
-        self._schema = schema
-        self._to_dict = to_dict
-        self._auto_register = conf["auto.register.schemas"]
-        self._normalize = conf["normalize.schemas"]
-        self._use_latest = conf["use.latest.version"]
-        self._strategy = conf["subject.name.strategy"]
-        try:
-            self._parsed, _ = schema_registry_client._parse(schema)
-        except SchemaRegistryError as exc:
-            raise SerializationError(f"AvroSerializer: {exc.error_message}") from None
-        self._record_name = self._parsed.get("name") if isinstance(self._parsed, dict) else None
-        self._known = {}  # subject -> (schema_id, parsed)
-
-    def _writer(self, subject):
-        known = self._known.get(subject)
-        if known is not None:
-            return known
-        if self._use_latest:
-            latest = self._registry.get_latest_version(subject)
-            parsed, _ = self._registry._parse(latest.schema)
-            known = (latest.schema_id, parsed)
-        elif self._auto_register:
-            known = (self._registry.register_schema(subject, self._schema, self._normalize), self._parsed)
-        else:
-            known = (self._registry.lookup_schema(subject, self._schema, self._normalize).schema_id, self._parsed)
-        self._known[subject] = known
-        return known
-
-    def __call__(self, obj, ctx=None):
-        if obj is None:
-            return None
-        subject = self._strategy(ctx, self._record_name)
-        schema_id, parsed = self._writer(subject)
-        value = self._to_dict(obj, ctx) if self._to_dict is not None else obj
-        out = io.BytesIO()
-        out.write(_header(schema_id))
-        try:
-            fastavro.schemaless_writer(out, parsed, value)
-        except Exception as exc:
-            field, reason = _avro_problem(value, parsed, exc)
-            where = f"field {field!r}: " if field else ""
-            raise SerializationError(f"AvroSerializer: {where}{reason}{_where(ctx)}", field=field) from None
-        return out.getvalue()
-
-
-def _avro_problem(value, parsed, exc):
-    try:
-        fastavro.validation.validate(value, parsed, raise_errors=True)
-    except fastavro.validation.ValidationError as verr:
-        first = verr.errors[0] if getattr(verr, "errors", None) else None
-        if first is not None:
-            datum = first.datum if not isinstance(first.datum, (dict, list)) else type(first.datum).__name__
-            return first.field, f"{datum!r} is not a valid {first.schema}"
-    except Exception:
-        pass
-    return None, f"{type(exc).__name__}: {exc}"
-
-
-class AvroDeserializer(Deserializer):
-    """Confluent-framed Avro -> objects; the writer's schema comes from the registry by id.
-
-    schema_str (optional) is the reader's schema: records are resolved into it (fields
-    added with defaults, removed fields dropped), as Avro's schema resolution does.
-    """
-
-    def __init__(self, schema_registry_client, schema_str=None, from_dict=None, return_record_name=False):
-        self._registry = schema_registry_client
-        self._from_dict = from_dict
-        self._return_record_name = return_record_name
-        self._reader = None
-        if schema_str is not None:
-            schema = schema_str if isinstance(schema_str, Schema) else Schema(schema_str, "AVRO")
-            try:
-                self._reader, _ = schema_registry_client._parse(schema)
-            except SchemaRegistryError as exc:
-                raise SerializationError(f"AvroDeserializer: {exc.error_message}") from None
-        self._writers = {}
-
-    def __call__(self, value, ctx=None):
-        if value is None:
-            return None
-        schema_id, payload = _read_header(value, ctx, "AvroDeserializer")
-        writer = self._writers.get(schema_id)
-        if writer is None:
-            try:
-                schema = self._registry.get_schema(schema_id)
-                if schema.schema_type != "AVRO":
-                    raise SerializationError(f"AvroDeserializer: schema {schema_id} is {schema.schema_type}, not "
-                                             f"AVRO{_where(ctx)}")
-                writer, _ = self._registry._parse(schema)
-            except SchemaRegistryError as exc:
-                raise SerializationError(f"AvroDeserializer: {exc.error_message}{_where(ctx)}") from None
-            self._writers[schema_id] = writer
-        try:
-            obj = fastavro.schemaless_reader(io.BytesIO(payload), writer, self._reader,
-                                             return_record_name=self._return_record_name)
-        except Exception as exc:
-            raise SerializationError(f"AvroDeserializer: cannot decode with schema {schema_id}: "
-                                     f"{type(exc).__name__}: {exc}{_where(ctx)}") from None
-        return self._from_dict(obj, ctx) if self._from_dict is not None else obj
-
-
-# ---------------------------------------------------------------------- Protobuf
-
-def _zigzag_varint(n):
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_zigzag_varint(view, pos):
-    shift = result = 0
-    while True:
-        if pos >= len(view) or shift > 63:
-            raise ValueError("truncated varint")
-        b = view[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-
-
-def _message_indexes(descriptor):
-    """Confluent's message-index path of a message descriptor inside its file."""
-    path = []
-    d = descriptor
-    while d.containing_type is not None:
-        parent = d.containing_type
-        path.append([n.full_name for n in parent.nested_types].index(d.full_name))
-        d = parent
-    path.append(list(d.file.message_types_by_name).index(d.name))
-    return list(reversed(path))
-
-
-def encode_message_indexes(indexes):
-    if indexes == [0]:
-        return b"\x00"
-    return _zigzag_varint(len(indexes)) + b"".join(_zigzag_varint(i) for i in indexes)
-
-
-def _file_schema_str(file_descriptor):
-    fdp = _pb().FileDescriptorProto()
-    file_descriptor.CopyToProto(fdp)
-    return base64.standard_b64encode(fdp.SerializeToString()).decode("ascii")
-
-
-class ProtobufSerializer(Serializer):
-    """Protobuf messages in Confluent's wire format, the .proto file registered (with its
-    imports as references) under the subject.
-
-    As confluent_kafka.schema_registry.protobuf.ProtobufSerializer(msg_type,
-    schema_registry_client, conf=None). A dict is accepted too and converted with
-    google.protobuf.json_format (an unknown or mistyped field raises SerializationError
-    naming it).
-    """
-
-    _DEFAULTS = {"auto.register.schemas": True, "normalize.schemas": False, "use.latest.version": False,
-                 "skip.known.types": True, "subject.name.strategy": topic_subject_name_strategy,
-                 "reference.subject.name.strategy": reference_subject_name_strategy,
-                 "use.deprecated.format": False}
-
-    def __init__(self, msg_type, schema_registry_client, conf=None):
-        conf = _check_conf(conf, self._DEFAULTS, "ProtobufSerializer")
-        if conf["use.deprecated.format"]:
-            raise ValueError("use.deprecated.format=True (the pre-1.8 message-index encoding) is not supported")
-        if conf["use.latest.version"] and conf["auto.register.schemas"]:
-            raise ValueError("cannot enable both use.latest.version and auto.register.schemas")
-        self._msg_type = msg_type
-        self._registry = schema_registry_client
-        self._auto_register = conf["auto.register.schemas"]
-        self._normalize = conf["normalize.schemas"]
-        self._use_latest = conf["use.latest.version"]
-        self._skip_known = conf["skip.known.types"]
-        self._strategy = conf["subject.name.strategy"]
-        self._ref_strategy = conf["reference.subject.name.strategy"]
-        descriptor = msg_type.DESCRIPTOR
-        self._index_bytes = encode_message_indexes(_message_indexes(descriptor))
-        self._file = descriptor.file
-        self._record_name = descriptor.full_name
-        self._known = {}
-
-    def _references(self, ctx, file_descriptor):
-        refs = []
-        for dep in file_descriptor.dependencies:
-            if self._skip_known and dep.name.startswith("google/protobuf/"):
-                continue
-            dep_refs = self._references(ctx, dep)
-            ref_subject = self._ref_strategy(ctx, SchemaReference(dep.name, dep.name, -1))
-            dep_schema = Schema(_file_schema_str(dep), "PROTOBUF", dep_refs)
-            if self._auto_register:
-                self._registry.register_schema(ref_subject, dep_schema)
-            version = self._registry.lookup_schema(ref_subject, dep_schema).version
-            refs.append(SchemaReference(dep.name, ref_subject, version))
-        return refs
-
-    def _schema_id(self, subject, ctx):
-        known = self._known.get(subject)
-        if known is not None:
-            return known
-        if self._use_latest:
-            known = self._registry.get_latest_version(subject).schema_id
-        else:
-            schema = Schema(_file_schema_str(self._file), "PROTOBUF", self._references(ctx, self._file))
-            if self._auto_register:
-                known = self._registry.register_schema(subject, schema, self._normalize)
-            else:
-                known = self._registry.lookup_schema(subject, schema, self._normalize).schema_id
-        self._known[subject] = known
-        return known
-
-    def __call__(self, message, ctx=None):
-        if message is None:
-            return None
-        if isinstance(message, dict):
-            from google.protobuf import json_format
-            try:
-                message = json_format.ParseDict(message, self._msg_type())
-            except json_format.ParseError as exc:
-                field = _pb_field_from(str(exc))
-                raise SerializationError(f"ProtobufSerializer: {exc}{_where(ctx)}", field=field) from None
-        if not isinstance(message, self._msg_type):
-            raise SerializationError(f"ProtobufSerializer: message must be of type "
-                                     f"{self._msg_type.DESCRIPTOR.full_name} not {type(message).__name__}{_where(ctx)}")
-        subject = self._strategy(ctx, self._record_name)
-        schema_id = self._schema_id(subject, ctx)
-        try:
-            payload = message.SerializeToString()
-        except Exception as exc:  # EncodeError: proto2 required fields missing (named in the message)
-            missing = str(exc).rsplit(":", 1)[-1].strip() if "missing required fields" in str(exc) else None
-            raise SerializationError(f"ProtobufSerializer: {exc}{_where(ctx)}", field=missing) from None
-        return _header(schema_id) + self._index_bytes + payload
-
-
-def _pb_field_from(text):
-    # json_format: 'Failed to parse price field: ...' / 'Message type "x" has no field named "y" at ...'
-    if "Failed to parse " in text and " field" in text:
-        return text.split("Failed to parse ", 1)[1].split(" field", 1)[0]
-    if "has no field named " in text:
-        return text.split("has no field named ", 1)[1].split('"')[1]
-    return None
-
-
-class ProtobufDeserializer(Deserializer):
-    """Confluent-framed Protobuf -> an instance of message_type (no registry needed, as in
-    confluent-kafka); conf: use.deprecated.format (False only)."""
-
-    def __init__(self, message_type, conf=None):
-        conf = _check_conf(conf, {"use.deprecated.format": False}, "ProtobufDeserializer")
-        if conf["use.deprecated.format"]:
-            raise ValueError("use.deprecated.format=True (the pre-1.8 message-index encoding) is not supported")
-        self._msg_type = message_type
-
-    def __call__(self, value, ctx=None):
-        if value is None:
-            return None
-        _, payload = _read_header(value, ctx, "ProtobufDeserializer")
-        try:
-            count, pos = _read_zigzag_varint(payload, 0)
-            for _ in range(count):
-                _, pos = _read_zigzag_varint(payload, pos)
-            return self._msg_type.FromString(bytes(payload[pos:]))
-        except Exception as exc:
-            raise SerializationError(f"ProtobufDeserializer: cannot decode a {self._msg_type.DESCRIPTOR.full_name}: "
-                                     f"{type(exc).__name__}: {exc}{_where(ctx)}") from None
-
