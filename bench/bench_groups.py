@@ -140,7 +140,10 @@ def failover(bootstrap, partitions, members, kills, strategy):
         if not ok:
             admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
             desc = admin.describe_consumer_groups([group])[group].result()
+            lag = admin.list_consumer_group_lag(group).result()
             admin.close()
+            print("lag:", [(r.partition, r.committed, r.log_end_offset, r.member_id and r.host) for r in lag],
+                  "alive:", {pid: p.is_alive() for pid, p in procs.items()})
             raise SystemExit(f"partitions {sorted(lost)} of the killed member {victim} were not delivered again "
                              f"within 30 s; last first-deliveries {owner}, t0 {t0}; group {desc.state}: " +
                              "; ".join(f"{m.host} {[tp.partition for tp in m.assignment.topic_partitions]}"

@@ -510,6 +510,8 @@ class Consumer:
             self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
 
     def _view(self, reader, max_records):
+        if reader.next_offset < reader.ring.log_start_offset:
+            self._seek(reader, reader.next_offset)  # as _fetch: retention or delete_records passed us
         if not reader.on_ring:
             return self._view_of_messages(self._collect(reader, max_records))
         ring = reader.ring

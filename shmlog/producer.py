@@ -177,7 +177,9 @@ class Producer:
                                       f"buffer.memory/queue.buffering.max.kbytes); call poll() to serve reports")
             tp = (topic, partition)
             batch = self._batches.get(tp)
-            if batch is not None and (batch.bytes + size > self._batch_bytes or len(batch) >= self._batch_records):
+            # A batch never outgrows a quarter of the ring, so a small ring still takes whole batches.
+            batch_limit = min(self._batch_bytes, info["config"]["ring.bytes"] // 4)
+            if batch is not None and (batch.bytes + size > batch_limit or len(batch) >= self._batch_records):
                 self._send(tp, self._batches.pop(tp))
                 batch = None
             if batch is None:
