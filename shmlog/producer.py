@@ -111,6 +111,13 @@ class _Batch:
         return out, base_ts, max(self.timestamps)
 
 
+class _Route:
+    __slots__ = ("info", "partitions", "record_limit", "batch_limit")
+
+    def __init__(self, info, partitions, record_limit, batch_limit):
+        self.info, self.partitions, self.record_limit, self.batch_limit = info, partitions, record_limit, batch_limit
+
+
 class Producer:
     """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`."""
 
@@ -136,6 +143,8 @@ class Producer:
         self._lock = threading.RLock()
         self._batches = {}
         self._sticky = {}
+        self._routes = {}
+        self._routes_epoch = None
         self._slots = {}
         self._reports = collections.deque()
         self._durable = collections.deque()   # (ring, last_offset, reports) awaiting fsync (acks=all)
@@ -153,33 +162,29 @@ class Producer:
     def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
                 headers=None, callback=None):
         self._cluster.check_fork("Producer")
-        value = _to_bytes(value, "value")
-        key = _to_bytes(key, "key")
+        if value is not None and type(value) is not bytes:
+            value = _to_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = _to_bytes(key, "key")
         callback = on_delivery or callback or self._on_delivery
         size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES
         if headers:
             size += sum(len(_to_bytes(k, "header key")) + len(_to_bytes(v, "header value") or b"")
                         for k, v in (headers.items() if isinstance(headers, dict) else headers))
-        info = self._cluster.topic(topic, auto_create=True)
-        self._check_size(topic, info, size)
+        route = self._route(topic)
+        if size > route.record_limit:
+            self._check_size(topic, route.info, size)
         if partition < 0:
-            partition = self._choose_partition(topic, key, info["partitions"])
-        elif partition >= info["partitions"]:
-            raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has {info['partitions']} partitions")
+            partition = self._choose_partition(topic, key, route.partitions)
+        elif partition >= route.partitions:
+            raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has {route.partitions} partitions")
         timestamp = timestamp or time.time_ns() // 1_000_000
         with self._lock:
             if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
-                self._send_due(force=True)
-                self._collect_durable(0)
-                if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
-                    raise BufferError(f"local queue full: {self._queued_records} records / {self._queued_bytes} "
-                                      f"bytes await delivery (queue.buffering.max.messages={self._max_queued}, "
-                                      f"buffer.memory/queue.buffering.max.kbytes); call poll() to serve reports")
+                self._make_room(size)
             tp = (topic, partition)
             batch = self._batches.get(tp)
-            # A batch never outgrows a quarter of the ring, so a small ring still takes whole batches.
-            batch_limit = min(self._batch_bytes, info["config"]["ring.bytes"] // 4)
-            if batch is not None and (batch.bytes + size > batch_limit or len(batch) >= self._batch_records):
+            if batch is not None and (batch.bytes + size > route.batch_limit or len(batch.values) >= self._batch_records):
                 self._send(tp, self._batches.pop(tp))
                 batch = None
             if batch is None:
@@ -191,6 +196,32 @@ class Producer:
             self._queued_bytes += size
             if self._linger_s <= 0:
                 self._send(tp, self._batches.pop(tp))
+
+    def _route(self, topic):
+        """What produce() needs of a topic, cached until the broker's metadata epoch moves."""
+        epoch = self._cluster.doorbell.header.metadata_epoch
+        if epoch != self._routes_epoch:
+            self._routes.clear()
+            self._routes_epoch = epoch
+        route = self._routes.get(topic)
+        if route is None:
+            info = self._cluster.topic(topic, auto_create=True)
+            config = info["config"]
+            route = self._routes[topic] = _Route(
+                info, info["partitions"],
+                min(self._record_limit, config["max.message.bytes"] - layout.BATCH_HEADER_BYTES,
+                    config["ring.bytes"] - layout.BATCH_HEADER_BYTES - layout.FRAME_PREFIX_BYTES - layout.FRAME_ALIGN),
+                # A batch never outgrows a quarter of the ring, so a small ring still takes whole batches.
+                min(self._batch_bytes, config["ring.bytes"] // 4))
+        return route
+
+    def _make_room(self, size):
+        self._send_due(force=True)
+        self._collect_durable(0)
+        if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+            raise BufferError(f"local queue full: {self._queued_records} records / {self._queued_bytes} "
+                              f"bytes await delivery (queue.buffering.max.messages={self._max_queued}, "
+                              f"buffer.memory/queue.buffering.max.kbytes); call poll() to serve reports")
 
     def _check_size(self, topic, info, size):
         limits = (("max.request.size/message.max.bytes (producer)", self._record_limit),
