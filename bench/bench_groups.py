@@ -15,6 +15,7 @@
 All timestamps are CLOCK_MONOTONIC (time.monotonic_ns), which is one clock for all processes.
 """
 import argparse
+import faulthandler
 import multiprocessing
 import os
 import queue
@@ -32,12 +33,14 @@ import shmlog  # noqa: E402
 SPAWN = multiprocessing.get_context("spawn")
 TOPIC = "bench"
 THROUGHPUT_TOPIC = "bench-throughput"
+FEEDERS = []
 
 
 # ---------------------------------------------------------------------------- processes
 
 def feeder(bootstrap, partitions, stop):
     """Keeps every partition busy: one small record per partition every ~0.5 ms."""
+    faulthandler.register(signal.SIGUSR1)    # a stuck run dumps every thread's stack
     p = shmlog.Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 1})
     i = 0
     while not stop.is_set():
@@ -52,6 +55,7 @@ def feeder(bootstrap, partitions, stop):
 
 def failover_member(bootstrap, group, strategy, reports, ready):
     """Reports (pid, partition, monotonic ns) for the first record of each newly assigned partition."""
+    faulthandler.register(signal.SIGUSR1)
     fresh = set()
 
     def on_assign(consumer, partitions):
@@ -143,7 +147,10 @@ def failover(bootstrap, partitions, members, kills, strategy):
             lag = admin.list_consumer_group_lag(group).result()
             admin.close()
             print("lag:", [(r.partition, r.committed, r.log_end_offset, r.member_id and r.host) for r in lag],
-                  "alive:", {pid: p.is_alive() for pid, p in procs.items()})
+                  "alive:", {pid: p.is_alive() for pid, p in procs.items()}, flush=True)
+            for pid in list(procs) + FEEDERS:
+                os.kill(pid, signal.SIGUSR1)
+            time.sleep(1)
             raise SystemExit(f"partitions {sorted(lost)} of the killed member {victim} were not delivered again "
                              f"within 30 s; last first-deliveries {owner}, t0 {t0}; group {desc.state}: " +
                              "; ".join(f"{m.host} {[tp.partition for tp in m.assignment.topic_partitions]}"
@@ -206,6 +213,7 @@ def main(argv=None):
         stop = SPAWN.Event()
         feed = SPAWN.Process(target=feeder, args=(bootstrap, args.partitions, stop))
         feed.start()
+        FEEDERS.append(feed.pid)
         for strategy in args.strategies.split(","):
             lat = failover(bootstrap, args.partitions, args.members, args.kills, strategy)
             ms = [x / 1e6 for x in lat]

@@ -649,19 +649,12 @@ static void slot_intent(shmlog_producer_slot *s, uint64_t pos, uint64_t off, uin
     STORE_SEQ(&s->state, SHMLOG_SLOT_CLAIMING);
 }
 
-int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t records_bytes,
-                           uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp,
-                           int16_t attributes, int64_t producer_id, int16_t producer_epoch,
-                           int32_t base_sequence, int64_t timeout_ns, void *doorbell,
-                           uint64_t *out_base_offset) {
+/* Claims frame_bytes for record_count offsets (publishing end-of-ring padding on the way);
+ * returns the claimed position with the slot OWNED, or SHMLOG_EFULL at the deadline. */
+static int64_t ring_claim(void *map, shmlog_producer_slot *s, uint64_t frame_bytes, uint32_t record_count,
+                          uint64_t deadline, uint64_t *out_offset) {
     shmlog_ring_header *h = ring_header(map);
-    shmlog_producer_slot *s = &h->producers[slot];
     const uint64_t cap = ring_capacity(map);
-    const uint64_t batch_bytes = SHMLOG_BATCH_HEADER_BYTES + (uint64_t)records_bytes;
-    const uint64_t frame_bytes = align_frame(SHMLOG_FRAME_PREFIX_BYTES + batch_bytes);
-    if (frame_bytes > cap || frame_bytes > SHMLOG_FRAME_LENGTH_MASK || record_count == 0) return SHMLOG_ETOOBIG;
-    const uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : monotonic_ns() + (uint64_t)timeout_ns;
-
     for (;;) {
         uint64_t pos = LOAD_ACQ(&h->claim.tail_position);
         uint64_t off = LOAD_ACQ(&h->claim.next_offset);
@@ -687,24 +680,80 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
             STORE_REL(&s->state, SHMLOG_SLOT_IDLE);
             continue;
         }
-        uint8_t *batch = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES;
-        uint32_t half = records_bytes / 2;
-        memcpy(batch + SHMLOG_BATCH_HEADER_BYTES, records, half);
-        crash_at(3);
-        memcpy(batch + SHMLOG_BATCH_HEADER_BYTES + half, records + half, records_bytes - half);
-        shmlog_batch_write_header(batch, records_bytes, off, h->descriptor.leader_epoch, attributes,
-                                  record_count, base_timestamp, max_timestamp, producer_id,
-                                  producer_epoch, base_sequence);
-        crash_at(4);
-        index_note(map, pos, frame_bytes, off);
-        uint32_t owned = SHMLOG_SLOT_OWNED;
-        if (!__atomic_compare_exchange_n(&s->state, &owned, SHMLOG_SLOT_IDLE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-            return SHMLOG_EFENCED;
-        frame_publish(map, pos, (uint32_t)frame_bytes, 0);
-        doorbell_ring(map, doorbell);
-        *out_base_offset = off;
+        *out_offset = off;
         return (int64_t)pos;
     }
+}
+
+/* Writes the batch header over records already in place, then publishes the frame. */
+static int64_t ring_commit(void *map, shmlog_producer_slot *s, uint64_t pos, uint64_t frame_bytes, uint64_t off,
+                           uint32_t records_bytes, uint32_t record_count, int64_t base_timestamp,
+                           int64_t max_timestamp, int16_t attributes, int64_t producer_id,
+                           int16_t producer_epoch, int32_t base_sequence, void *doorbell) {
+    uint8_t *batch = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES;
+    shmlog_batch_write_header(batch, records_bytes, off, ring_header(map)->descriptor.leader_epoch, attributes,
+                              record_count, base_timestamp, max_timestamp, producer_id, producer_epoch,
+                              base_sequence);
+    crash_at(4);
+    index_note(map, pos, frame_bytes, off);
+    uint32_t owned = SHMLOG_SLOT_OWNED;
+    if (!__atomic_compare_exchange_n(&s->state, &owned, SHMLOG_SLOT_IDLE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return SHMLOG_EFENCED;
+    frame_publish(map, pos, (uint32_t)frame_bytes, 0);
+    doorbell_ring(map, doorbell);
+    return (int64_t)pos;
+}
+
+static int64_t frame_bytes_for(void *map, uint64_t records_bytes, uint32_t record_count) {
+    uint64_t frame_bytes = align_frame(SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES + records_bytes);
+    if (frame_bytes > ring_capacity(map) || frame_bytes > SHMLOG_FRAME_LENGTH_MASK || record_count == 0)
+        return SHMLOG_ETOOBIG;
+    return (int64_t)frame_bytes;
+}
+
+static uint64_t deadline_after(int64_t timeout_ns) {
+    return timeout_ns < 0 ? UINT64_MAX : monotonic_ns() + (uint64_t)timeout_ns;
+}
+
+int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t records_bytes,
+                           uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp,
+                           int16_t attributes, int64_t producer_id, int16_t producer_epoch,
+                           int32_t base_sequence, int64_t timeout_ns, void *doorbell,
+                           uint64_t *out_base_offset) {
+    shmlog_producer_slot *s = &ring_header(map)->producers[slot];
+    int64_t frame_bytes = frame_bytes_for(map, records_bytes, record_count);
+    if (frame_bytes < 0) return frame_bytes;
+    int64_t pos = ring_claim(map, s, frame_bytes, record_count, deadline_after(timeout_ns), out_base_offset);
+    if (pos < 0) return pos;
+    uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
+    uint32_t half = records_bytes / 2;
+    memcpy(dst, records, half);
+    crash_at(3);
+    memcpy(dst + half, records + half, records_bytes - half);
+    return ring_commit(map, s, pos, frame_bytes, *out_base_offset, records_bytes, record_count, base_timestamp,
+                       max_timestamp, attributes, producer_id, producer_epoch, base_sequence, doorbell);
+}
+
+/* Encodes the records straight into the claimed frame: no staging buffer, one pass. */
+int64_t shmlog_ring_append_records(void *map, int slot, uint32_t count, const uint8_t *keys,
+                                   const int32_t *key_lens, const uint8_t *values, const int32_t *value_lens,
+                                   const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
+                                   const uint8_t *headers, const int32_t *headers_lens, int64_t timeout_ns,
+                                   void *doorbell, uint64_t *out_base_offset) {
+    shmlog_producer_slot *s = &ring_header(map)->producers[slot];
+    int64_t records_bytes = shmlog_records_encode(NULL, 0, count, keys, key_lens, values, value_lens, timestamps,
+                                                  base_timestamp, headers, headers_lens);
+    if (records_bytes < 0 || records_bytes > UINT32_MAX) return SHMLOG_ETOOBIG;
+    int64_t frame_bytes = frame_bytes_for(map, (uint64_t)records_bytes, count);
+    if (frame_bytes < 0) return frame_bytes;
+    int64_t pos = ring_claim(map, s, frame_bytes, count, deadline_after(timeout_ns), out_base_offset);
+    if (pos < 0) return pos;
+    uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
+    shmlog_records_encode(dst, (uint64_t)records_bytes, count, keys, key_lens, values, value_lens, timestamps,
+                          base_timestamp, headers, headers_lens);
+    crash_at(3);
+    return ring_commit(map, s, pos, frame_bytes, *out_base_offset, (uint32_t)records_bytes, count, base_timestamp,
+                       max_timestamp, 0, -1, -1, -1, doorbell);
 }
 
 /* ---------------------------------------------------------------- reading */

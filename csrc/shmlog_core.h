@@ -30,6 +30,12 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
                            int32_t base_sequence, int64_t timeout_ns, void *doorbell,
                            uint64_t *out_base_offset);
 
+int64_t shmlog_ring_append_records(void *map, int slot, uint32_t count, const uint8_t *keys,
+                                   const int32_t *key_lens, const uint8_t *values, const int32_t *value_lens,
+                                   const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
+                                   const uint8_t *headers, const int32_t *headers_lens, int64_t timeout_ns,
+                                   void *doorbell, uint64_t *out_base_offset);
+
 int64_t shmlog_ring_fetch(const void *map, shmlog_cursor *cursor, uint8_t *dst, uint64_t dst_bytes,
                           shmlog_frame_ref *frames, uint32_t max_frames, int check_crc);
 int shmlog_ring_locate(const void *map, uint64_t offset, shmlog_cursor *out);

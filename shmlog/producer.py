@@ -15,7 +15,7 @@ import numpy as np
 from . import layout
 from ._core import ffi, lib
 from .client import connect
-from .codec import codec_id, compress_records
+from .codec import NONE, codec_id, compress_records
 from .config import parse_producer_config
 from .errors import KafkaError, KafkaException, error
 from .message import TIMESTAMP_CREATE_TIME, Message
@@ -90,25 +90,29 @@ class _Batch:
             self.raw_headers.append(None)
         self.bytes += size
 
-    def encode(self):
-        """The records section of a RecordBatch, and the batch's min/max timestamps."""
-        n = len(self.values)
+    def encoder_args(self):
+        """Arguments of the C record encoders for this batch (buffers kept alive by the tuple),
+        and the batch's min/max timestamps."""
         key_lens = array("i", self.key_lens)
         value_lens = array("i", self.value_lens)
         timestamps = array("q", self.timestamps)
-        keys = b"".join(self.keys)
-        values = b"".join(self.values)
         base_ts = min(self.timestamps)
-        headers = b"".join(self.headers) if self.headers is not None else None
-        header_lens = array("i", self.header_lens) if self.headers is not None else None
-        args = (n, keys, ffi.from_buffer("int32_t[]", key_lens), values, ffi.from_buffer("int32_t[]", value_lens),
+        has_headers = self.headers is not None
+        header_lens = array("i", self.header_lens) if has_headers else None
+        args = (len(self.values), b"".join(self.keys), ffi.from_buffer("int32_t[]", key_lens),
+                b"".join(self.values), ffi.from_buffer("int32_t[]", value_lens),
                 ffi.from_buffer("int64_t[]", timestamps), base_ts,
-                headers if headers is not None else ffi.NULL,
-                ffi.from_buffer("int32_t[]", header_lens) if header_lens is not None else ffi.NULL)
+                b"".join(self.headers) if has_headers else ffi.NULL,
+                ffi.from_buffer("int32_t[]", header_lens) if has_headers else ffi.NULL)
+        return args, base_ts, max(self.timestamps)
+
+    def encode(self):
+        """The records section of a RecordBatch, and the batch's min/max timestamps."""
+        args, base_ts, max_ts = self.encoder_args()
         size = lib.shmlog_records_encode(ffi.NULL, 0, *args)
         out = bytearray(size)
         lib.shmlog_records_encode(ffi.from_buffer(out), size, *args)
-        return out, base_ts, max(self.timestamps)
+        return out, base_ts, max_ts
 
 
 class _Route:
@@ -262,10 +266,7 @@ class Producer:
         base = -1
         try:
             ring = self._cluster.ring(topic, partition)
-            records, base_ts, max_ts = batch.encode()
-            records, attributes = compress_records(records, self._codec, self._codec_level)
-            base = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), n, base_ts, max_ts,
-                               self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+            base = self._append(ring, batch)
         except KafkaException as exc:
             err = exc.args[0]
         reports = (tp, base, batch, err)
@@ -273,6 +274,18 @@ class Producer:
             self._durable.append((ring, base + n - 1, reports))
         else:
             self._deliver(reports)
+
+    def _append(self, ring, batch):
+        """Append one batch to the ring; returns its base offset. Uncompressed batches are
+        encoded straight into the claimed frame, compressed ones staged and compressed first."""
+        if self._codec == NONE:
+            args, base_ts, max_ts = batch.encoder_args()
+            return ring.append_records(self._slot(ring), args, base_ts, max_ts, self._max_block_ms,
+                                       self._cluster.doorbell.ptr)
+        records, base_ts, max_ts = batch.encode()
+        records, attributes = compress_records(records, self._codec, self._codec_level)
+        return ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts, max_ts,
+                           self._max_block_ms, self._cluster.doorbell.ptr, attributes)
 
     def _deliver(self, reports):
         """Queue a batch's delivery reports for poll(); a batch nobody asked reports for is
@@ -434,11 +447,8 @@ class Producer:
 
     def _append_now(self, topic, partition, batch):
         ring = self._cluster.ring(topic, partition)
-        records, base_ts, max_ts = batch.encode()
-        records, attributes = compress_records(records, self._codec, self._codec_level)
         with self._lock:
-            base = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts,
-                               max_ts, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+            base = self._append(ring, batch)
         self._wait_durable(ring, base + len(batch) - 1)
         return partition, base, len(batch)
 

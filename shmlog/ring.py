@@ -130,13 +130,24 @@ class Ring:
 
     def append(self, slot, records, records_bytes, count, base_timestamp, max_timestamp, timeout_ms,
                doorbell, attributes=0, producer_id=-1, producer_epoch=-1, base_sequence=-1):
-        """Claim, write and publish one batch; returns its base offset."""
+        """Claim, copy and publish one batch whose records section is already encoded; returns its base offset."""
         out = ffi.new("uint64_t *")
         rc = lib.shmlog_ring_append(self.map, slot, records, records_bytes, count, base_timestamp,
                                     max_timestamp, attributes, producer_id, producer_epoch,
                                     base_sequence, int(timeout_ms * 1_000_000), doorbell, out)
-        if rc >= 0:
-            return out[0]
+        return out[0] if rc >= 0 else self._append_failed(rc, records_bytes, timeout_ms)
+
+    def append_records(self, slot, encoder_args, base_timestamp, max_timestamp, timeout_ms, doorbell):
+        """Claim a frame and encode the records straight into it (see shmlog_records_encode for
+        encoder_args); returns the batch's base offset."""
+        out = ffi.new("uint64_t *")
+        count, keys, key_lens, values, value_lens, timestamps, _, headers, header_lens = encoder_args
+        rc = lib.shmlog_ring_append_records(self.map, slot, count, keys, key_lens, values, value_lens, timestamps,
+                                            base_timestamp, max_timestamp, headers, header_lens,
+                                            int(timeout_ms * 1_000_000), doorbell, out)
+        return out[0] if rc >= 0 else self._append_failed(rc, len(values) + len(keys), timeout_ms)
+
+    def _append_failed(self, rc, records_bytes, timeout_ms):
         if rc == lib.SHMLOG_EFULL:
             raise error(KafkaError._MSG_TIMED_OUT,
                         f"{self.where()}: ring full for max.block.ms={timeout_ms:g}: its "
