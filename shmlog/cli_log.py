@@ -15,6 +15,7 @@ import numpy as np
 
 from . import index, segment
 from ._core import ffi, lib
+from .record import decode_headers
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")  # RecordBatch v2 header, 61 bytes
 _CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
@@ -61,25 +62,7 @@ def _records(batch, attributes, count):
 
 
 def _headers(buf, pos, count):
-    keys = []
-    for _ in range(count):
-        klen, pos = _varint(buf, pos)
-        keys.append(bytes(buf[pos:pos + klen]).decode(errors="replace"))
-        pos += klen
-        vlen, pos = _varint(buf, pos)
-        pos += max(vlen, 0)
-    return keys
-
-
-def _varint(buf, pos):
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
+    return [key for key, _ in decode_headers(buf, pos, count)]
 
 
 def _dump_log(path, out):

@@ -12,7 +12,7 @@ from array import array
 
 import numpy as np
 
-from . import layout
+from . import layout, record
 from ._core import ffi, lib
 from .client import connect
 from .codec import NONE, codec_id, compress_records
@@ -34,24 +34,9 @@ def _to_bytes(value, what):
     raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}")
 
 
-def _varint(n):
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def encode_headers(headers):
     items = headers.items() if isinstance(headers, dict) else headers
-    parts = []
-    for k, v in items:
-        k = _to_bytes(k, "header key")
-        v = _to_bytes(v, "header value")
-        parts.append(_varint(len(k)) + k + (_varint(-1) if v is None else _varint(len(v)) + v))
-    return _varint(len(parts)) + b"".join(parts)
+    return record.encode_headers([(_to_bytes(k, "header key"), _to_bytes(v, "header value")) for k, v in items])
 
 
 class _Batch:

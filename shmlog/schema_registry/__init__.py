@@ -80,7 +80,7 @@ _LAZY = {name: "avro" for name in (
 _LAZY.update({name: "protobuf" for name in (
     "ProtobufSerializer", "ProtobufDeserializer", "parse_protobuf", "protobuf_incompatibilities",
     "encode_message_indexes", "_pb", "_PB_WIRE_GROUPS", "_PB_TYPE_NAMES", "_PB_REPEATED", "_PB_REQUIRED",
-    "_pb_messages", "_pb_field_type", "_zigzag_varint", "_read_zigzag_varint", "_message_indexes",
+    "_pb_messages", "_pb_field_type", "_message_indexes",
     "_file_schema_str", "_pb_field_from")})
 
 

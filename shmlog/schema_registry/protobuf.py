@@ -7,6 +7,7 @@ serialized FileDescriptorProto, with dependencies as references.
 """
 import base64
 
+from ..record import read_zigzag_varint, zigzag_varint
 from ..serialization import Deserializer, SerializationError, Serializer, _where
 from . import (Schema, SchemaReference, SchemaRegistryError, reference_subject_name_strategy,
                topic_subject_name_strategy)
@@ -106,29 +107,6 @@ def protobuf_incompatibilities(reader, writer):
 
 # ---------------------------------------------------------------------- serializers
 
-def _zigzag_varint(n):
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_zigzag_varint(view, pos):
-    shift = result = 0
-    while True:
-        if pos >= len(view) or shift > 63:
-            raise ValueError("truncated varint")
-        b = view[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-
-
 def _message_indexes(descriptor):
     """Confluent's message-index path of a message descriptor inside its file."""
     path = []
@@ -144,7 +122,7 @@ def _message_indexes(descriptor):
 def encode_message_indexes(indexes):
     if indexes == [0]:
         return b"\x00"
-    return _zigzag_varint(len(indexes)) + b"".join(_zigzag_varint(i) for i in indexes)
+    return zigzag_varint(len(indexes)) + b"".join(zigzag_varint(i) for i in indexes)
 
 
 def _file_schema_str(file_descriptor):
@@ -264,9 +242,9 @@ class ProtobufDeserializer(Deserializer):
             return None
         _, payload = _read_header(value, ctx, "ProtobufDeserializer")
         try:
-            count, pos = _read_zigzag_varint(payload, 0)
+            count, pos = read_zigzag_varint(payload, 0)
             for _ in range(count):
-                _, pos = _read_zigzag_varint(payload, pos)
+                _, pos = read_zigzag_varint(payload, pos)
             return self._msg_type.FromString(bytes(payload[pos:]))
         except Exception as exc:
             raise SerializationError(f"ProtobufDeserializer: cannot decode a {self._msg_type.DESCRIPTOR.full_name}: "
