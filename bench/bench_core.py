@@ -1,8 +1,10 @@
 """Core benchmark: one producer process -> one consumer process through shmlog, next to the
-same workloads over multiprocessing.Queue. Prints a Markdown table (numbers, not a test).
+same workloads over multiprocessing.Queue and the peers in bench/peers/ (mp.Pipe, pyzmq ipc,
+faster-fifo, Redis Streams, a plain C shared-memory ring). Prints a Markdown table (numbers,
+not a test).
 
     PYTHONPATH=. python bench/bench_core.py [--records N] [--quick] [--repeat R] [--json PATH]
-                                            [--only TEXT] [--profile]
+                                            [--only TEXT] [--profile] [--peers A,B,C] [--plot PNG]
 
 Every row runs on a fresh single-partition topic (ring.bytes 256 MiB) of an embedded broker in
 a temporary data dir, with the producer and the consumer in separate `spawn` processes pinned
@@ -30,6 +32,7 @@ import numpy as np
 
 # Runs as a plain script: make `import shmlog` find the package next to bench/ without PYTHONPATH.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # bench/, for the peers package
 
 import multiprocessing  # noqa: E402
 
@@ -49,50 +52,33 @@ DRAIN_TIMEOUT_S = 30.0             # the parent waits this long between rows for
 now_ns = time.clock_gettime_ns
 MONO = time.CLOCK_MONOTONIC
 
+# The helpers every child uses live in bench/peers/_common.py, so that the peer modules share them.
+from peers._common import Checker, latency_result as _latency_result  # noqa: E402,F401
+from peers._common import child_setup as _child_setup, pace as _pace, precise_sleep as _precise_sleep  # noqa: E402
+from peers._common import cpu_at_go as _cpu_at_go, wait_go as _wait_go  # noqa: E402
+import peers  # noqa: E402
+
+SHMLOG_KINDS = ("records", "batch", "latency")
+QUEUE_KINDS = ("queue_records", "queue_latency")
+
 
 # ---------------------------------------------------------------------------- child helpers
-
-def _child_setup(cpu):
-    """Common start of every child: Ctrl-C is the parent's business, pin, die with the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})   # before any thread starts, so threads inherit it
-    parent = os.getppid()
-
-    def watchdog():
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:   # parent died without cleaning up: do not linger
-                os._exit(3)
-
-    threading.Thread(target=watchdog, name="bench-watchdog", daemon=True).start()
-
-
-def _precise_sleep():
-    """Ask for 1 us timer slack (default 50 us) so pacing sleeps wake close to their target."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)   # PR_SET_TIMERSLACK
-    except Exception:
-        pass
-
-
-def _pace(target):
-    """Sleep (releasing the GIL, so a Queue feeder thread can run) until CLOCK_MONOTONIC >= target."""
-    rem = target - now_ns(MONO)
-    if rem > 0:
-        time.sleep(rem / 1e9)
-
 
 def child_main(role, kind, params, cpu, ready, go, results, mpq):
     try:
         _child_setup(cpu)
-        fn = {("producer", "records"): shm_produce_records, ("consumer", "records"): shm_consume_records,
-              ("producer", "batch"): shm_produce_batch, ("consumer", "batch"): shm_consume_batch,
-              ("producer", "latency"): shm_produce_latency, ("consumer", "latency"): shm_consume_latency,
-              ("producer", "queue_records"): q_produce_records, ("consumer", "queue_records"): q_consume_records,
-              ("producer", "queue_latency"): q_produce_latency, ("consumer", "queue_latency"): q_consume_latency,
-              }[(role, kind)]
+        if kind.startswith("peer:"):          # "peer:<module>:<records|latency|batch>"
+            _, mod, sub = kind.split(":")
+            fn = getattr(peers.load(mod), ("produce_" if role == "producer" else "consume_") + sub)
+        else:
+            fn = {("producer", "records"): shm_produce_records, ("consumer", "records"): shm_consume_records,
+                  ("producer", "batch"): shm_produce_batch, ("consumer", "batch"): shm_consume_batch,
+                  ("producer", "latency"): shm_produce_latency, ("consumer", "latency"): shm_consume_latency,
+                  ("producer", "queue_records"): q_produce_records,
+                  ("consumer", "queue_records"): q_consume_records,
+                  ("producer", "queue_latency"): q_produce_latency,
+                  ("consumer", "queue_latency"): q_consume_latency,
+                  }[(role, kind)]
         if params.get("profile"):
             import cProfile
             import io
@@ -111,36 +97,7 @@ def child_main(role, kind, params, cpu, ready, go, results, mpq):
         results.put({"role": role, "error": traceback.format_exc()})
 
 
-_cpu_at_go = [0.0]
 
-
-def _wait_go(ready, go):
-    ready.set()
-    if not go.wait(SETUP_TIMEOUT_S):
-        raise RuntimeError("no start signal from the parent")
-    _cpu_at_go[0] = time.process_time()   # this process's CPU (all threads) from the start on
-    return now_ns(MONO)
-
-
-class Checker:
-    """Counts records and checks offsets (or sequence numbers) are exactly 0, 1, 2, ..."""
-
-    __slots__ = ("expected", "gaps", "first_gap", "nbytes")
-
-    def __init__(self):
-        self.expected = self.gaps = self.nbytes = 0
-        self.first_gap = None
-
-    def gap(self, got):
-        self.gaps += 1
-        if self.first_gap is None:
-            self.first_gap = (self.expected, int(got))
-        self.expected = int(got)
-
-    def result(self, t_last, extra=0):
-        return {"count": self.expected,
-                "gaps": self.gaps, "first_gap": self.first_gap, "extra": extra, "nbytes": self.nbytes,
-                "t_last": t_last}
 
 
 # ---------------------------------------------------------------------------- shmlog: per-record API
@@ -294,11 +251,6 @@ def shm_produce_latency(params, ready, go, _):
     p.close()
     return {"t_start": t0, "t_done": t_done}
 
-
-def _latency_result(ck, lat, t_last, extra):
-    out = ck.result(t_last, extra)
-    out["latency_ns"] = lat[LATENCY_WARMUP:] if len(lat) > 2 * LATENCY_WARMUP else lat
-    return out
 
 
 def shm_consume_latency(params, ready, go, _):
@@ -465,23 +417,42 @@ def plan(args):
         rows.append({"workload": workload, "peer": peer, "kind": kind, "record_bytes": rb,
                      "records": count, **extra})
 
+    def peer_rows(workload, sub, rb, count, **extra):
+        for name in peer_mods:
+            mod = peers.load(name)
+            if sub in mod.WORKLOADS:
+                for label, opts in peers.variants(mod):
+                    row(workload, label, f"peer:{name}:{sub}", rb, count * getattr(mod, "RECORDS_FACTOR", 1),
+                        peer_mod=name, opts=opts, **extra)
+
+    use_queue = "queue" in args.peer_list
+    peer_mods = [m for m in args.peer_list if m != "queue" and m not in args.skipped]
     row("per-record 100 B", "shmlog", "records", 100, min(n, ring_cap(100)))
-    row("per-record 100 B", "mp.Queue", "queue_records", 100, n)
+    if use_queue:
+        row("per-record 100 B", "mp.Queue", "queue_records", 100, n)
+    peer_rows("per-record 100 B", "records", 100, n)
     row("per-record 2 KB", "shmlog", "records", 2048, n2k)
-    row("per-record 2 KB", "mp.Queue", "queue_records", 2048, n2k)
+    if use_queue:
+        row("per-record 2 KB", "mp.Queue", "queue_records", 2048, n2k)
+    peer_rows("per-record 2 KB", "records", 2048, n2k)
     row("batch 100 B", "shmlog", "batch", 100, min(4 * n, ring_cap(100)))
+    peer_rows("batch 100 B", "batch", 100, min(4 * n, ring_cap(100)))
     row("batch 2 KB", "shmlog", "batch", 2048, min(n, ring_cap(2048)))
+    peer_rows("batch 2 KB", "batch", 2048, min(n, ring_cap(2048)))
     row("latency 100 B @10k/s", "shmlog", "latency", 100, n_lat, busy=False)
     row("latency 100 B @10k/s", "shmlog busy-poll", "latency", 100, n_lat, busy=True)
-    row("latency 100 B @10k/s", "mp.Queue", "queue_latency", 100, n_lat)
+    if use_queue:
+        row("latency 100 B @10k/s", "mp.Queue", "queue_latency", 100, n_lat)
+    peer_rows("latency 100 B @10k/s", "latency", 100, n_lat)
     if args.only:
         rows = [r for r in rows if any(s in f"{r['workload']} {r['peer']}" for s in args.only)]
     return rows
 
 
 class Runner:
-    def __init__(self, ctx, broker, cpus, profile=False):
+    def __init__(self, ctx, broker, cpus, workdir, profile=False):
         self.ctx = ctx
+        self.workdir = workdir           # temp dir for the peers' files (sockets, the C ring's .so)
         self.broker = broker
         self.cpus = cpus
         self.profile = profile
@@ -503,9 +474,10 @@ class Runner:
         self.procs = []
 
     def run(self, row):
-        uses_shm = not row["kind"].startswith("queue")
+        kind = row["kind"]
+        uses_shm = kind in SHMLOG_KINDS
         params = {"n": row["records"], "record_bytes": row["record_bytes"], "busy": row.get("busy", False),
-                  "bootstrap": self.broker.bootstrap_servers,
+                  "bootstrap": self.broker.bootstrap_servers, "opts": row.get("opts") or {},
                   "profile": self.profile}
         topic = None
         if uses_shm:
@@ -513,8 +485,12 @@ class Runner:
             topic = params["topic"] = f"bench-{self.topic_seq}"
             self.admin.create_topics([shmlog.NewTopic(topic, 1, config={"ring.bytes": RING_BYTES})])[topic].result()
         ctx = self.ctx
+        peer_close = None
+        if kind.startswith("peer:"):    # the peer's channel (a pipe, a socket path, a ring, a redis-server)
+            mpq, peer_close = peers.load(row["peer_mod"]).open_channel(ctx, row, self.workdir)
+        else:
+            mpq = ctx.Queue() if kind in QUEUE_KINDS else None
         results = ctx.Queue()
-        mpq = ctx.Queue() if not uses_shm else None
         go = ctx.Event()
         readies = {"producer": ctx.Event(), "consumer": ctx.Event()}
         cpu = {"producer": self.cpus[0], "consumer": self.cpus[1]}
@@ -540,7 +516,12 @@ class Runner:
         finally:
             self.kill_children()
             results.close()
-            if mpq is not None:
+            if peer_close is not None:
+                try:
+                    peer_close()
+                except Exception as exc:
+                    print(f"  could not close {row['peer']}: {exc}", file=sys.stderr)
+            elif mpq is not None:
                 mpq.close()
             if topic is not None:
                 try:
@@ -617,6 +598,7 @@ class Runner:
     def _summarize(self, row, out, error):
         res = dict(row)
         res.pop("kind")
+        res.pop("peer_mod", None)
         res["ok"] = False
         prod, cons = out.get("producer"), out.get("consumer")
         if error is None and prod and cons:
@@ -684,23 +666,25 @@ def aggregate(runs):
 
 
 def add_ratios(rows):
+    """On every peer row: shmlog's figure for the same workload divided by the peer's. Throughput:
+    records/s, shmlog / peer (above 1: shmlog is faster). Latency: p50, shmlog (blocking wait) /
+    peer (below 1: shmlog is faster)."""
     def find(workload, peer):
         return next((r for r in rows if r["workload"] == workload and r["peer"] == peer and r["ok"]), None)
 
     for r in rows:
-        if r["peer"] == "mp.Queue" or not r["ok"]:
+        if r["peer"].startswith("shmlog") or not r["ok"]:
+            continue
+        base = find(r["workload"], "shmlog")
+        if base is None:
             continue
         if r["workload"].startswith("latency"):
-            base = find(r["workload"], "mp.Queue")
-            if base and base.get("p50_us"):
-                r["ratio"] = round(r["p50_us"] / base["p50_us"], 3)
-                r["ratio_of"] = "p50 latency, shmlog / mp.Queue (lower is better)"
-        else:
-            size = r["workload"].split(" ", 1)[1]
-            base = find(f"per-record {size}", "mp.Queue")
-            if base and base.get("records_per_s"):
-                r["ratio"] = round(r["records_per_s"] / base["records_per_s"], 2)
-                r["ratio_of"] = "records/s, shmlog / mp.Queue per-record (higher is better)"
+            if r.get("p50_us"):
+                r["ratio"] = round(base["p50_us"] / r["p50_us"], 3)
+                r["ratio_of"] = "p50 latency, shmlog / peer (below 1: shmlog is faster)"
+        elif r.get("records_per_s"):
+            r["ratio"] = round(base["records_per_s"] / r["records_per_s"], 3)
+            r["ratio_of"] = "records/s, shmlog / peer (above 1: shmlog is faster)"
 
 
 def fmt_num(x, digits=0):
@@ -711,7 +695,7 @@ def fmt_num(x, digits=0):
 
 def markdown(rows):
     head = ("| workload | peer | records | records/s | spread | MB/s | p50 / p99 µs | p99.9 / max µs | "
-            "ratio vs mp.Queue | check |")
+            "shmlog / peer | check |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         lat = p9 = ratio = "-"
@@ -719,12 +703,96 @@ def markdown(rows):
             lat = f"{r['p50_us']:,.1f} / {r['p99_us']:,.1f}"
             p9 = f"{r['p999_us']:,.1f} / {r['max_us']:,.1f}"
         if "ratio" in r:
-            ratio = f"{r['ratio']:.2f}× " + ("(p50)" if r["workload"].startswith("latency") else "(rec/s)")
+            ratio = f"{r['ratio']:.3g}× " + ("(p50)" if r["workload"].startswith("latency") else "(rec/s)")
         check = "ok" if r["ok"] else "FAILED: " + r.get("error", "").splitlines()[0][:80]
         spread = f"±{r['spread_pct'] / 2:.0f}%" if r.get("runs", 1) > 1 else "-"
         lines.append(f"| {r['workload']} | {r['peer']} | {r['records']:,} | {fmt_num(r.get('records_per_s'))} | "
                      f"{spread} | {fmt_num(r.get('mb_per_s'), 1)} | {lat} | {p9} | {ratio} | {check} |")
     return "\n".join(lines)
+
+
+def select_peers(ap, text):
+    """--peers a,b,c -> (names to run, {name: why skipped}). 'queue' is multiprocessing.Queue."""
+    names = ["queue"] + peers.ALL
+    if text is None or text.strip().lower() == "all":
+        chosen = names
+    else:
+        chosen = []
+        for part in text.split(","):
+            part = part.strip().lower()
+            if not part or part in ("none", "shmlog"):
+                continue
+            part = {"mp.queue": "queue", "mp_queue": "queue", "q": "queue"}.get(part, peers.ALIASES.get(part, part))
+            if part not in names:
+                ap.error(f"--peers: unknown peer {part!r}; choose from {', '.join(names)}")
+            if part not in chosen:
+                chosen.append(part)
+    skipped = {}
+    for name in chosen:
+        if name == "queue":
+            continue
+        try:
+            reason = peers.load(name).available()
+        except Exception as exc:    # an import error in the peer module itself
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason:
+            skipped[name] = reason
+    return chosen, skipped
+
+
+def stop_peer_servers():
+    """Helper servers a peer started (redis-server) and has not stopped yet: stop them."""
+    if "peers.redis_streams" in sys.modules:
+        sys.modules["peers.redis_streams"].stop_all()
+
+
+def peer_leftovers():
+    """The C ring's /dev/shm objects of this process still there (each row unlinks its own)."""
+    if "peers.c_ring" in sys.modules:
+        return sys.modules["peers.c_ring"].leftovers()
+    return []
+
+
+def plot(rows, path, header):
+    """Horizontal bar chart, one panel per workload: records/s (throughput) or p50 µs (latency)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot: matplotlib is not installed (pip install matplotlib); no PNG written", file=sys.stderr)
+        return False
+    workloads = []
+    for r in rows:
+        if r["workload"] not in workloads:
+            workloads.append(r["workload"])
+    groups = [(w, [r for r in rows if r["workload"] == w and r["ok"]]) for w in workloads]
+    groups = [(w, g) for w, g in groups if g]
+    if not groups:
+        print("--plot: no successful rows to plot", file=sys.stderr)
+        return False
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 1.2 + sum(0.32 * len(g) + 0.6 for _, g in groups)),
+                             gridspec_kw={"height_ratios": [len(g) + 1 for _, g in groups]}, squeeze=False)
+    for ax, (w, g) in zip(axes[:, 0], groups):
+        lat = w.startswith("latency")
+        vals = [r["p50_us"] if lat else r["records_per_s"] for r in g]
+        labels = [r["peer"] for r in g]
+        colors = ["tab:blue" if r["peer"].startswith("shmlog") else "tab:gray" for r in g]
+        y = range(len(g))
+        ax.barh(y, vals, color=colors)
+        ax.set_yticks(list(y), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(vals) * 1.25)     # linear from 0, so bar lengths compare honestly
+        ax.set_title(f"{w}: " + ("p50 one-way latency, µs (lower is better); p99 in brackets" if lat
+                                 else "records/s end to end (higher is better)"), fontsize=9, loc="left")
+        for yi, v, r in zip(y, vals, g):
+            ax.text(v, yi, f" {v:,.1f} ({r['p99_us']:,.0f})" if lat else f" {v:,.0f}", va="center", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(header.replace(" — ", "\n", 1), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def shm_leftovers(data_dir):
@@ -749,9 +817,18 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="run each producer and consumer under cProfile (slower!); stats go to stderr. "
                          "Combine with --only to pick rows")
+    ap.add_argument("--peers", metavar="A,B,C",
+                    help="peers to run next to shmlog (default: all): queue (multiprocessing.Queue), "
+                         + ", ".join(peers.ALL) + "; 'none' for shmlog only")
+    ap.add_argument("--plot", metavar="PATH",
+                    help="write a PNG bar chart to PATH (needs matplotlib) and the Markdown table next to "
+                         "it (PATH with .md), e.g. bench/results/bench_core.png")
     args = ap.parse_args(argv)
 
     args.repeat = args.repeat or (1 if args.quick else 3)
+    args.peer_list, args.skipped = select_peers(ap, args.peers)
+    for name, reason in args.skipped.items():
+        print(f"skipping peer {name}: {reason}", file=sys.stderr)
     rows = plan(args)
     info = machine_info()
     cpus = pick_cpus()
@@ -766,11 +843,12 @@ def main(argv=None):
     interrupted = False
     runner = None
     try:
-        with tempfile.TemporaryDirectory(prefix="shmlog-bench-") as data_dir:
+        with tempfile.TemporaryDirectory(prefix="shmlog-bench-") as data_dir, \
+                tempfile.TemporaryDirectory(prefix="shmlog-bench-peers-") as peer_dir:
             broker = shmlog.Broker(data_dir)
             try:
                 broker.start()
-                runner = Runner(ctx, broker, cpus, profile=args.profile)
+                runner = Runner(ctx, broker, cpus, peer_dir, profile=args.profile)
                 print(f"broker up at {broker.bootstrap_servers}; producer on cpu {cpus[0]}, consumer on cpu "
                       f"{cpus[1]}", file=sys.stderr)
                 # Whole rounds, one after the other, so a burst of outside load hits one run of
@@ -787,10 +865,12 @@ def main(argv=None):
                     except Exception as exc:   # e.g. the broker went away: that row fails, the run goes on
                         res = dict(row, ok=False, error=f"{type(exc).__name__}: {exc}")
                         res.pop("kind")
+                        res.pop("peer_mod", None)
                     runs[i].append(res)
                     print(f"{'ok' if res['ok'] else 'FAILED'} in {time.monotonic() - t:.1f}s", file=sys.stderr)
                     if not res["ok"]:
                         print(res.get("error", ""), file=sys.stderr)
+                        _check_stop()   # a Ctrl-C to the whole process group also stops the broker
                         if broker.process is None or broker.process.poll() is not None:
                             print("the broker exited: stopping here", file=sys.stderr)
                             break
@@ -811,19 +891,32 @@ def main(argv=None):
                 if runner is not None:
                     runner.kill_children()
                     runner.close()
+                stop_peer_servers()
                 broker.stop()
-                left = shm_leftovers(data_dir)
+                left = shm_leftovers(data_dir) + peer_leftovers()
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     total = time.monotonic() - started
     add_ratios(results)
 
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    print(f"shmlog bench_core — {stamp} — {info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, "
-          f"Python {info['python']}, NumPy {info['numpy']}; producer cpu {cpus[0]}, consumer cpu {cpus[1]}; "
-          f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
-          f"{total:.0f} s{' (INTERRUPTED)' if interrupted else ''}\n")
-    print(markdown(results))
+    header = (f"shmlog bench_core — {stamp} — {info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, "
+              f"Python {info['python']}, NumPy {info['numpy']}; producer cpu {cpus[0]}, consumer cpu {cpus[1]}; "
+              f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
+              f"{total:.0f} s{' (INTERRUPTED)' if interrupted else ''}")
+    table = markdown(results)
+    notes = "".join(f"\n\nSkipped peer {name}: {reason}." for name, reason in args.skipped.items())
+    print(header + "\n")
+    print(table + notes)
+    if args.plot:
+        md_path = os.path.splitext(args.plot)[0] + ".md"
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        with open(md_path, "w") as f:
+            f.write(f"{header}\n\n{table}{notes}\n")
+        if plot(results, args.plot, header):
+            print(f"wrote {args.plot} and {md_path}", file=sys.stderr)
+        else:
+            print(f"wrote {md_path}", file=sys.stderr)
     if left:
         print(f"\nWARNING: shared-memory objects left behind: {', '.join(left)}", file=sys.stderr)
     if args.json:

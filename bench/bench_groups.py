@@ -17,8 +17,9 @@ All timestamps are CLOCK_MONOTONIC (time.monotonic_ns), which is one clock for a
 import argparse
 import faulthandler
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
+import pickle
 import random
 import signal
 import statistics
@@ -41,7 +42,14 @@ FEEDERS = []
 def feeder(bootstrap, partitions, stop):
     """Keeps every partition busy: one small record per partition every ~0.5 ms."""
     faulthandler.register(signal.SIGUSR1)    # a stuck run dumps every thread's stack
-    p = shmlog.Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 1})
+    failed = []
+
+    def on_delivery(err, msg):
+        if err is not None and len(failed) < 3:
+            failed.append(err)
+            print(f"feeder: delivery failed: {err}", file=sys.stderr, flush=True)
+
+    p = shmlog.Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 1, "on_delivery": on_delivery})
     i = 0
     while not stop.is_set():
         for part in range(partitions):
@@ -54,7 +62,8 @@ def feeder(bootstrap, partitions, stop):
 
 
 def failover_member(bootstrap, group, strategy, reports, ready):
-    """Reports (pid, partition, monotonic ns) for the first record of each newly assigned partition."""
+    """Reports (pid, partition, monotonic ns) for the first record of each newly assigned partition,
+    over a pipe of its own (a Queue shared by members has a lock a killed member may die holding)."""
     faulthandler.register(signal.SIGUSR1)
     fresh = set()
 
@@ -73,7 +82,7 @@ def failover_member(bootstrap, group, strategy, reports, ready):
                 key = (m.topic(), m.partition())
                 if key in fresh:
                     fresh.discard(key)
-                    reports.put((pid, m.partition(), time.monotonic_ns()))
+                    reports.send((pid, m.partition(), time.monotonic_ns()))
 
 
 def throughput_member(bootstrap, group, results, ready, go):
@@ -103,25 +112,30 @@ def throughput_member(bootstrap, group, results, ready, go):
 
 def failover(bootstrap, partitions, members, kills, strategy):
     group = f"failover-{strategy}"
-    reports = SPAWN.Queue()
     owner = {}            # partition -> (pid, time) of the latest first-delivery report
     procs = {}
+    conns = []
 
     def start_member():
         ready = SPAWN.Event()
-        proc = SPAWN.Process(target=failover_member, args=(bootstrap, group, strategy, reports, ready), daemon=True)
+        recv, send = SPAWN.Pipe(duplex=False)
+        proc = SPAWN.Process(target=failover_member, args=(bootstrap, group, strategy, send, ready), daemon=True)
         proc.start()
+        send.close()
+        conns.append(recv)
         ready.wait(30)
         procs[proc.pid] = proc
         return proc
 
     def drain(until_ns, done):
         while time.monotonic_ns() < until_ns:
-            try:
-                pid, part, t = reports.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            owner[part] = (pid, t)
+            for conn in multiprocessing.connection.wait(conns, 0.05):
+                try:
+                    pid, part, t = conn.recv()
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    conns.remove(conn)     # a killed member
+                    continue
+                owner[part] = (pid, t)
             if done():
                 return True
         return done()
