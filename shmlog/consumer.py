@@ -18,37 +18,12 @@ from .errors import KafkaError, KafkaException, error
 from .groups import GroupClient
 from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
                       TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition)
+from .record import decode_headers
 from .segment import SegmentReader
 from .wait import BlockingWait, BusySpinWait
 
 MAX_FRAMES_PER_FETCH = 256
 _UINT64_MAX = (1 << 64) - 1
-
-
-def _decode_headers(buf, pos, count):
-    if count == 0:
-        return None
-    out = []
-    for _ in range(count):
-        klen, pos = _varint_at(buf, pos)
-        key = bytes(buf[pos:pos + klen]).decode(errors="replace")
-        pos += klen
-        vlen, pos = _varint_at(buf, pos)
-        value = None if vlen < 0 else bytes(buf[pos:pos + vlen])
-        pos += max(vlen, 0)
-        out.append((key, value))
-    return out
-
-
-def _varint_at(buf, pos):
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
 
 
 class _Reader:
@@ -371,7 +346,7 @@ class Consumer:
                 pending.append(Message(topic, partition, off,
                                        None if kl < 0 else bytes(records[kp:kp + kl]),
                                        None if vl < 0 else bytes(records[vp:vp + vl]),
-                                       _decode_headers(records, hp, hc) if hc else None,
+                                       decode_headers(records, hp, hc) if hc else None,
                                        (ts_type, ts)))
                 added += 1
             wanted = base + count

@@ -8,7 +8,9 @@ deadlines; nothing sleeps in place of synchronisation.
 """
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
 import queue
 import signal
 import subprocess
@@ -90,8 +92,12 @@ def describe(admin, group="g"):
 
 # ---------------------------------------------------------------------------- child processes
 
-def member_process(bootstrap, topic, reports, stop, extra):
-    """A group member that reports what it processes and commits (every 2nd batch and on revoke)."""
+def member_process(bootstrap, topic, conn, stop, extra):
+    """A group member that reports what it processes and commits (every 2nd batch and on revoke).
+
+    Reports go over a pipe of its own: a multiprocessing.Queue shared by members has a write
+    lock that a SIGKILLed member can die holding, which would silence every other member."""
+    reports = _Sender(conn)
     c = shmlog.Consumer({"bootstrap.servers": bootstrap, "group.id": "g", "auto.offset.reset": "earliest",
                          "enable.auto.commit": False, **extra})
     pid = os.getpid()
@@ -135,24 +141,53 @@ def static_member(bootstrap, topic, instance, reports):
         c.poll(0.1)
 
 
-class Reports:
-    """What member processes said, collected from their queue."""
+class _Sender:
+    def __init__(self, conn):
+        self.conn = conn
 
-    def __init__(self, q):
-        self.q = q
+    def put(self, item):
+        self.conn.send(item)
+
+
+def start_members(n, target, *args):
+    """n member processes, each with its own report pipe: (processes, Reports)."""
+    procs, conns = [], []
+    for _ in range(n):
+        recv, send = SPAWN.Pipe(duplex=False)
+        proc = SPAWN.Process(target=target, args=(args[0], args[1], send, *args[2:]))
+        proc.start()
+        send.close()
+        procs.append(proc)
+        conns.append(recv)
+    return procs, Reports(conns)
+
+
+class Reports:
+    """What member processes said, collected from their pipes."""
+
+    def __init__(self, conns):
+        self.conns = list(conns)
         self.records = []       # (pid, partition, offset, t)
         self.commits = []       # (pid, {partition: offset}, t)
         self.assigns = []       # (pid, {partition: committed offset}, t)
 
+    def _get(self, timeout):
+        for conn in multiprocessing.connection.wait(self.conns, timeout):
+            try:
+                return conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                self.conns.remove(conn)     # that member died (maybe mid-message)
+        return None
+
     def drain_until(self, cond, timeout=DEADLINE_S):
         deadline = time.monotonic() + timeout
         while not cond():
-            try:
-                kind, pid, data, t = self.q.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
-            except queue.Empty:
+            item = self._get(max(0.0, min(0.2, deadline - time.monotonic())))
+            if item is None:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"members did not get there within {timeout}s") from None
                 continue
+            kind, pid, data, t = item
             if kind == "records":
                 self.records += [(pid, p, o, t) for p, o in data]
             elif kind == "commit":
@@ -189,12 +224,8 @@ def test_consumers_with_the_same_group_id_share_the_partitions_of_a_topic(conf, 
 def test_a_sigkilled_member_s_partitions_move_within_a_second_and_resume_from_its_last_commit(conf, admin):
     partitions, per_phase = 6, 60
     create_topic(admin, "t", partitions)
-    q, stop = SPAWN.Queue(), SPAWN.Event()
-    procs = [SPAWN.Process(target=member_process, args=(conf["bootstrap.servers"], "t", q, stop, {}))
-             for _ in range(3)]
-    for p in procs:
-        p.start()
-    r = Reports(q)
+    stop = SPAWN.Event()
+    procs, r = start_members(3, member_process, conf["bootstrap.servers"], "t", stop, {})
     try:
         produce(conf, "t", partitions, per_phase)
         r.drain_until(lambda: len(r.processed()) == partitions * per_phase and len(set(r.owners().values())) == 3)
@@ -242,11 +273,9 @@ def test_a_sigkilled_member_s_partitions_move_within_a_second_and_resume_from_it
 
 def test_a_hung_member_is_evicted_after_its_session_timeout_not_before(conf, admin):
     create_topic(admin, "t", 2)
-    q, stop = SPAWN.Queue(), SPAWN.Event()
+    stop = SPAWN.Event()
     extra = {"session.timeout.ms": 1000, "heartbeat.interval.ms": 100}
-    child = SPAWN.Process(target=member_process, args=(conf["bootstrap.servers"], "t", q, stop, extra))
-    child.start()
-    r = Reports(q)
+    (child,), r = start_members(1, member_process, conf["bootstrap.servers"], "t", stop, extra)
     try:
         r.drain_until(lambda: len(r.owners()) == 2)
         survivor = shmlog.Consumer(group_conf(conf, **extra))
@@ -312,10 +341,11 @@ def test_a_static_member_restarted_within_its_session_timeout_keeps_its_partitio
         generation = admin._cluster.control.request("describe_groups", groups=["g"])["groups"][0]["generation"]
         first.kill()
         first.join(10)
-        second = SPAWN.Process(target=static_member, args=(conf["bootstrap.servers"], "t", "w1", q))
+        q2 = SPAWN.Queue()     # its own queue: the killed one may have died holding q's lock
+        second = SPAWN.Process(target=static_member, args=(conf["bootstrap.servers"], "t", "w1", q2))
         second.start()
-        drive([other], lambda: not q.empty())      # keep the other member polling meanwhile
-        got = q.get(timeout=DEADLINE_S)
+        drive([other], lambda: not q2.empty())      # keep the other member polling meanwhile
+        got = q2.get(timeout=DEADLINE_S)
         after = admin._cluster.control.request("describe_groups", groups=["g"])["groups"][0]
         second.kill()
         second.join(10)
