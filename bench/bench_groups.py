@@ -15,7 +15,6 @@
 All timestamps are CLOCK_MONOTONIC (time.monotonic_ns), which is one clock for all processes.
 """
 import argparse
-import faulthandler
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -34,7 +33,6 @@ import shmlog  # noqa: E402
 SPAWN = multiprocessing.get_context("spawn")
 TOPIC = "bench"
 THROUGHPUT_TOPIC = "bench-throughput"
-FEEDERS = []
 
 
 # ---------------------------------------------------------------------------- processes
@@ -42,7 +40,6 @@ FEEDERS = []
 def feeder(bootstrap, partitions, stop):
     """Keeps every partition busy: one small record per partition every ~1 ms, in batches of ~5 (a
     faster feed of tiny batches outruns the persister on 2 busy cores and fills the rings)."""
-    faulthandler.register(signal.SIGUSR1)    # a stuck run dumps every thread's stack
     failed = []
 
     def on_delivery(err, msg):
@@ -65,7 +62,6 @@ def feeder(bootstrap, partitions, stop):
 def failover_member(bootstrap, group, strategy, reports, ready):
     """Reports (pid, partition, monotonic ns) for the first record of each newly assigned partition,
     over a pipe of its own (a Queue shared by members has a lock a killed member may die holding)."""
-    faulthandler.register(signal.SIGUSR1)
     fresh = set()
 
     def on_assign(consumer, partitions):
@@ -116,6 +112,7 @@ def failover(bootstrap, partitions, members, kills, strategy):
     owner = {}            # partition -> (pid, time) of the latest first-delivery report
     procs = {}
     conns = []
+    admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
 
     def start_member():
         ready = SPAWN.Event()
@@ -141,46 +138,52 @@ def failover(bootstrap, partitions, members, kills, strategy):
                 return True
         return done()
 
-    for _ in range(members):
-        start_member()
-    live = lambda: {pid for pid, p in procs.items() if p.is_alive()}  # noqa: E731
-    if not drain(time.monotonic_ns() + 30e9, lambda: len(owner) == partitions and
-                 {o[0] for o in owner.values()} <= live() and len({o[0] for o in owner.values()}) == members):
-        raise SystemExit(f"the group never covered all {partitions} partitions: {owner}")
-    latencies = []
-    rng = random.Random(1)
-    for _ in range(kills):
-        victim = rng.choice(sorted({o[0] for o in owner.values()}))
-        lost = {part for part, (pid, _) in owner.items() if pid == victim}
-        t0 = time.monotonic_ns()
-        os.kill(victim, signal.SIGKILL)
-        procs.pop(victim).join(10)
-        ok = drain(t0 + 30e9, lambda: all(owner[part][0] != victim and owner[part][1] > t0 for part in lost))
-        if not ok:
-            admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
-            desc = admin.describe_consumer_groups([group])[group].result()
-            lag = admin.list_consumer_group_lag(group).result()
-            admin.close()
-            print("lag:", [(r.partition, r.committed, r.log_end_offset, r.member_id and r.host) for r in lag],
-                  "alive:", {pid: p.is_alive() for pid, p in procs.items()}, flush=True)
-            for pid in list(procs) + FEEDERS:
-                os.kill(pid, signal.SIGUSR1)
-            time.sleep(1)
-            raise SystemExit(f"partitions {sorted(lost)} of the killed member {victim} were not delivered again "
-                             f"within 30 s; last first-deliveries {owner}, t0 {t0}; group {desc.state}: " +
-                             "; ".join(f"{m.host} {[tp.partition for tp in m.assignment.topic_partitions]}"
-                                       for m in desc.members))
-        latencies.append(max(owner[part][1] for part in lost) - t0)
-        started = time.monotonic_ns()
-        newcomer = start_member()
-        # settled: the newcomer delivers, and every partition delivered since it joined
-        if not drain(started + 30e9, lambda: any(pid == newcomer.pid for pid, _ in owner.values()) and
-                     all(t > started for _, t in owner.values())):
-            raise SystemExit(f"the group did not settle after member {newcomer.pid} joined: {owner}")
-    for proc in procs.values():
-        proc.kill()
-        proc.join()
-    return sorted(latencies)
+    def assignment():
+        """partition -> pid, once the group is stable with every member and every partition."""
+        desc = admin.describe_consumer_groups([group])[group].result()
+        if desc.state != shmlog.admin.ConsumerGroupState.STABLE or len(desc.members) != members:
+            return None
+        out = {tp.partition: int(m.host.split(":")[1]) for m in desc.members
+               for tp in m.assignment.topic_partitions}
+        return out if len(out) == partitions else None
+
+    def settled():
+        """Stable, and every partition has delivered at its current owner."""
+        current = assignment()
+        return current is not None and all(owner.get(p, (0, 0))[0] == pid for p, pid in current.items())
+
+    def diagnose(what):
+        lag = admin.list_consumer_group_lag(group).result()
+        return (f"{what}; first deliveries {owner}; committed/log end/member: "
+                f"{[(r.partition, r.committed, r.log_end_offset, r.host) for r in lag]}")
+
+    try:
+        for _ in range(members):
+            start_member()
+        if not drain(time.monotonic_ns() + 30e9, settled):
+            raise SystemExit(diagnose(f"the group never settled with {members} members"))
+        latencies = []
+        rng = random.Random(1)
+        for _ in range(kills):
+            current = assignment()
+            victim = rng.choice(sorted(set(current.values())))
+            lost = {part for part, pid in current.items() if pid == victim}
+            t0 = time.monotonic_ns()
+            os.kill(victim, signal.SIGKILL)
+            procs.pop(victim).join(10)
+            if not drain(t0 + 30e9, lambda: all(owner[part][0] != victim and owner[part][1] > t0 for part in lost)):
+                raise SystemExit(diagnose(f"partitions {sorted(lost)} of killed member {victim} were not "
+                                          f"delivered again within 30 s"))
+            latencies.append(max(owner[part][1] for part in lost) - t0)
+            start_member()
+            if not drain(time.monotonic_ns() + 30e9, settled):
+                raise SystemExit(diagnose("the group did not settle after a replacement joined"))
+        return sorted(latencies)
+    finally:
+        admin.close()
+        for proc in procs.values():
+            proc.kill()
+            proc.join()
 
 
 def pct(sorted_values, q):
@@ -226,17 +229,19 @@ def main(argv=None):
         print(f"cpus: {os.cpu_count()}, partitions: {args.partitions}")
 
         stop = SPAWN.Event()
-        feed = SPAWN.Process(target=feeder, args=(bootstrap, args.partitions, stop))
+        feed = SPAWN.Process(target=feeder, args=(bootstrap, args.partitions, stop), daemon=True)
         feed.start()
-        FEEDERS.append(feed.pid)
-        for strategy in args.strategies.split(","):
-            lat = failover(bootstrap, args.partitions, args.members, args.kills, strategy)
-            ms = [x / 1e6 for x in lat]
-            print(f"failover ({strategy}, {args.members} members, {args.kills} SIGKILLs): kill -> its partitions "
-                  f"delivering at the new owners: p50 {pct(ms, 0.5):.1f} ms, p99 {pct(ms, 0.99):.1f} ms, "
-                  f"max {ms[-1]:.1f} ms, mean {statistics.mean(ms):.1f} ms")
-        stop.set()
-        feed.join(30)
+        try:
+            for strategy in args.strategies.split(","):
+                lat = failover(bootstrap, args.partitions, args.members, args.kills, strategy)
+                ms = [x / 1e6 for x in lat]
+                print(f"failover ({strategy}, {args.members} members, {args.kills} SIGKILLs): kill -> its "
+                      f"partitions delivering at the new owners: p50 {pct(ms, 0.5):.1f} ms, "
+                      f"p99 {pct(ms, 0.99):.1f} ms, max {ms[-1]:.1f} ms, mean {statistics.mean(ms):.1f} ms",
+                      flush=True)
+        finally:
+            stop.set()
+            feed.join(30)
 
         admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
         topic = shmlog.NewTopic(THROUGHPUT_TOPIC, args.partitions, config={"ring.bytes": str(256 << 20)})
