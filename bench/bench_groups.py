@@ -133,7 +133,8 @@ def failover(bootstrap, partitions, members, kills, strategy):
                 except (EOFError, OSError, pickle.UnpicklingError):
                     conns.remove(conn)     # a killed member
                     continue
-                owner[part] = (pid, t)
+                if part not in owner or t > owner[part][1]:
+                    owner[part] = (pid, t)     # pipes are read in any order: keep the newest report
             if done():
                 return True
         return done()

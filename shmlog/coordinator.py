@@ -9,9 +9,10 @@ carry out:
                          phase of the rebalance ends, every waiting member gets its Reply.
     Push(conn, body)     an unsolicited message to a member's connection, e.g. "rebalance":
                          members learn of a rebalance at once, not at their next heartbeat.
-    Persist(records)     write these OffsetRecords to `__consumer_offsets`; when written,
-                         the caller applies them with `offsets_written(records)`. If the
-                         write fails, the caller answers the Reply that follows with an error.
+    Persist(records, ref) write these OffsetRecords to `__consumer_offsets`; as they are
+                         written, the caller applies them with `offsets_written(records)`. If
+                         the write fails, the caller answers request `ref` with an error
+                         instead of the Reply that follows.
 
 The supervisor (shmlog/groups.py, GroupService) owns the sockets, the clock and the log;
 tests/unit/test_coordinator.py drives this module with plain method calls.
@@ -102,6 +103,7 @@ class OffsetRecord:
 @dataclass(frozen=True)
 class Persist:
     records: tuple
+    ref: Any = None      # the request whose Reply depends on the write (None: nobody waits)
 
 
 def error_body(code, message):
@@ -409,7 +411,7 @@ class Coordinator:
             else:
                 records.append(OffsetRecord(group_id, topic, partition, offset, metadata, timestamp))
                 results.append([topic, partition, 0])
-        effects = [Persist(tuple(records))] if records else []
+        effects = [Persist(tuple(records), ref)] if records else []
         return effects + [Reply(ref, {"results": results})]
 
     def offsets_written(self, records, now=0):
@@ -475,7 +477,7 @@ class Coordinator:
                 self._transition(g, "deleted")
                 del self.groups[gid]
                 results[gid] = None
-        effects = [Persist(tuple(records))] if records else []
+        effects = [Persist(tuple(records), ref)] if records else []
         return effects + [Reply(ref, {"results": results})]
 
     # ------------------------------------------------------------------ internals

@@ -177,13 +177,16 @@ class GroupService:
     def execute(self, effects, own=None):
         """Carry out effects in order; returns the wire reply to `own` or DEFERRED."""
         reply = DEFERRED
-        failed = None
+        failed = {}
         for e in effects:
             if isinstance(e, co.Persist):
-                failed = self.persist(e.records)
+                problem = self.persist(e.records)
+                if problem is not None:
+                    failed[e.ref] = problem
             elif isinstance(e, co.Reply):
-                body = e.body if failed is None else co.error_body(KafkaError.COORDINATOR_NOT_AVAILABLE, failed)
-                failed = None
+                body = e.body
+                if e.ref in failed:
+                    body = co.error_body(KafkaError.COORDINATOR_NOT_AVAILABLE, failed.pop(e.ref))
                 if e.ref == own:
                     reply = _wire(body)
                 else:
@@ -207,7 +210,8 @@ class GroupService:
                 pass
 
     def persist(self, records):
-        """Append records to __consumer_offsets, then apply them. None, or why it failed."""
+        """Append records to __consumer_offsets, applying each partition's once it is written.
+        Returns None, or why (part of) it failed."""
         try:
             self._ensure_offsets_topic()
         except Exception as exc:  # noqa: BLE001 - any reason not to have the topic fails the commit
@@ -233,7 +237,7 @@ class GroupService:
                             APPEND_TIMEOUT_MS, self.sup.doorbell.ptr)
             except KafkaException as exc:
                 return f"cannot write committed offsets to {co.OFFSETS_TOPIC}-{p}: {exc}"
-        self.coordinator.offsets_written(records, _now_ms())
+            self.coordinator.offsets_written(part, _now_ms())
         return None
 
     # ------------------------------------------------------------------ liveness and timers
