@@ -283,11 +283,9 @@ class Coordinator:
         if problem:
             return [Reply(ref, problem)]
         m.last_seen = now
-        if g.state == PREPARING_REBALANCE:
-            return [Reply(ref, error_body(KafkaError.REBALANCE_IN_PROGRESS,
-                                          f"group {group_id!r} is rebalancing: rejoin"))]
-        if generation != g.generation:
-            return [Reply(ref, self._illegal_generation(g, generation))]
+        refused = self._generation_problem(g, group_id, generation)
+        if refused:
+            return [Reply(ref, refused)]
         m.synced = True
         effects = [Reply(ref, {"generation": g.generation, "protocol": g.protocol,
                                "assignment": [list(tp) for tp in m.assignment]})]
@@ -295,16 +293,22 @@ class Coordinator:
             self._transition(g, "all_synced")
         return effects
 
+    def _generation_problem(self, g, group_id, generation):
+        """Why a member of generation `generation` may not sync or heartbeat now, or None."""
+        if g.state == PREPARING_REBALANCE:
+            return error_body(KafkaError.REBALANCE_IN_PROGRESS, f"group {group_id!r} is rebalancing: rejoin")
+        if generation != g.generation:
+            return self._illegal_generation(g, generation)
+        return None
+
     def heartbeat(self, ref, group_id, member_id, generation, now, instance_id=None):
         g, m, problem = self._member(group_id, member_id, instance_id)
         if problem:
             return [Reply(ref, problem)]
         m.last_seen = now
-        if g.state == PREPARING_REBALANCE:
-            return [Reply(ref, error_body(KafkaError.REBALANCE_IN_PROGRESS,
-                                          f"group {group_id!r} is rebalancing: rejoin"))]
-        if generation != g.generation:
-            return [Reply(ref, self._illegal_generation(g, generation))]
+        refused = self._generation_problem(g, group_id, generation)
+        if refused:
+            return [Reply(ref, refused)]
         return [Reply(ref, {})]
 
     def leave(self, ref, group_id, member_id, now, instance_id=None):
