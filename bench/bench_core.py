@@ -58,7 +58,12 @@ from peers._common import child_setup as _child_setup, pace as _pace, precise_sl
 from peers._common import cpu_at_go as _cpu_at_go, wait_go as _wait_go  # noqa: E402
 import peers  # noqa: E402
 
-SHMLOG_KINDS = ("records", "batch", "latency")
+# Peers known to --peers: bench/peers/__init__.py's list plus the ones added after it.
+PEER_NAMES = peers.ALL + [m for m in ("iceoryx2_peer",) if m not in peers.ALL]
+PEER_ALIASES = dict(peers.ALIASES, iceoryx2="iceoryx2_peer", iox2="iceoryx2_peer", iceoryx="iceoryx2_peer")
+
+SHMLOG_KINDS = ("records", "batch", "latency", "fsync")
+FSYNC_DIR = "/var/tmp"             # default --data-dir: the broker's segments go to a real disk
 QUEUE_KINDS = ("queue_records", "queue_latency")
 
 
@@ -74,6 +79,7 @@ def child_main(role, kind, params, cpu, ready, go, results, mpq):
             fn = {("producer", "records"): shm_produce_records, ("consumer", "records"): shm_consume_records,
                   ("producer", "batch"): shm_produce_batch, ("consumer", "batch"): shm_consume_batch,
                   ("producer", "latency"): shm_produce_latency, ("consumer", "latency"): shm_consume_latency,
+                  ("producer", "fsync"): shm_produce_fsync, ("consumer", "fsync"): shm_consume_records,
                   ("producer", "queue_records"): q_produce_records,
                   ("consumer", "queue_records"): q_consume_records,
                   ("producer", "queue_latency"): q_produce_latency,
@@ -121,6 +127,43 @@ def shm_produce_records(params, ready, go, _):
     t_done = now_ns(MONO)
     p.close()
     return {"t_start": t0, "t_done": t_done}
+
+
+def shm_produce_fsync(params, ready, go, _):
+    """acks=all: every delivery report fires only once the persister has the record in its
+    segment file and fdatasync'ed. produce() is pipelined (it never waits for a report), so the
+    persister groups many batches into one fdatasync; the row ends when flush() returns, i.e.
+    when the last record is on disk (the parent takes the later of that and the consumer's
+    last record)."""
+    n, rb, topic = params["n"], params["record_bytes"], params["topic"]
+    p = shmlog.Producer({"bootstrap.servers": params["bootstrap"], "acks": "all", "linger.ms": 5,
+                         "batch.size": 1 << 20, "batch.num.messages": 10000})
+    pad = b"x" * (rb - 8)
+    state = {"errors": 0, "acked": 0}
+
+    def on_delivery(err, msg):
+        if err is not None:
+            state["errors"] += 1
+        else:
+            state["acked"] += 1
+
+    produce, poll = p.produce, p.poll
+    t0 = _wait_go(ready, go)
+    for i in range(n):
+        try:
+            produce(topic, i.to_bytes(8, "little") + pad, on_delivery=on_delivery)
+        except BufferError:          # records awaiting their fsync fill the local queue: serve reports
+            poll(0.05)
+            produce(topic, i.to_bytes(8, "little") + pad, on_delivery=on_delivery)
+        if not i & 1023:
+            poll(0)
+    left = p.flush(ROW_TIMEOUT_S)
+    t_done = now_ns(MONO)
+    p.close()
+    if left or state["errors"] or state["acked"] != n:
+        raise RuntimeError(f"acks=all: {state['acked']:,} of {n:,} acknowledged, {state['errors']} delivery "
+                           f"errors, {left} still queued after flush")
+    return {"t_start": t0, "t_done": t_done, "acked": state["acked"]}
 
 
 def _consumer(params, busy=False):
@@ -422,6 +465,8 @@ def plan(args):
             mod = peers.load(name)
             if sub in mod.WORKLOADS:
                 for label, opts in peers.variants(mod):
+                    if sub not in opts.get("only", mod.WORKLOADS):   # a variant may run only some rows
+                        continue
                     row(workload, label, f"peer:{name}:{sub}", rb, count * getattr(mod, "RECORDS_FACTOR", 1),
                         peer_mod=name, opts=opts, **extra)
 
@@ -439,6 +484,9 @@ def plan(args):
     peer_rows("batch 100 B", "batch", 100, min(4 * n, ring_cap(100)))
     row("batch 2 KB", "shmlog", "batch", 2048, min(n, ring_cap(2048)))
     peer_rows("batch 2 KB", "batch", 2048, min(n, ring_cap(2048)))
+    # acks=all next to Redis with an append-only file (fsync every second), same run, same records
+    row("acks=all fsync 2 KB", "shmlog", "fsync", 2048, n2k, until_acked=True)
+    peer_rows("acks=all fsync 2 KB", "fsync", 2048, n2k, until_acked=True)
     row("latency 100 B @10k/s", "shmlog", "latency", 100, n_lat, busy=False)
     row("latency 100 B @10k/s", "shmlog busy-poll", "latency", 100, n_lat, busy=True)
     if use_queue:
@@ -610,7 +658,10 @@ class Runner:
                 problems.append(f"{cons['gaps']} offset gaps, first {cons['first_gap']}")
             if cons["extra"]:
                 problems.append(f"{cons['extra']} records beyond the expected {n}")
-            elapsed = (cons["t_last"] - prod["t_start"]) / 1e9
+            t_end = cons["t_last"]
+            if row.get("until_acked"):   # acks=all rows: until the last record is also acknowledged
+                t_end = max(t_end, prod["t_done"])
+            elapsed = (t_end - prod["t_start"]) / 1e9
             res["seconds"] = round(elapsed, 4)
             res["records_per_s"] = round(cons["count"] / elapsed, 1) if elapsed > 0 else None
             res["mb_per_s"] = round(cons["nbytes"] / elapsed / 1e6, 2) if elapsed > 0 else None
@@ -713,7 +764,7 @@ def markdown(rows):
 
 def select_peers(ap, text):
     """--peers a,b,c -> (names to run, {name: why skipped}). 'queue' is multiprocessing.Queue."""
-    names = ["queue"] + peers.ALL
+    names = ["queue"] + PEER_NAMES
     if text is None or text.strip().lower() == "all":
         chosen = names
     else:
@@ -722,7 +773,7 @@ def select_peers(ap, text):
             part = part.strip().lower()
             if not part or part in ("none", "shmlog"):
                 continue
-            part = {"mp.queue": "queue", "mp_queue": "queue", "q": "queue"}.get(part, peers.ALIASES.get(part, part))
+            part = {"mp.queue": "queue", "mp_queue": "queue", "q": "queue"}.get(part, PEER_ALIASES.get(part, part))
             if part not in names:
                 ap.error(f"--peers: unknown peer {part!r}; choose from {', '.join(names)}")
             if part not in chosen:
@@ -748,9 +799,11 @@ def stop_peer_servers():
 
 def peer_leftovers():
     """The C ring's /dev/shm objects of this process still there (each row unlinks its own)."""
-    if "peers.c_ring" in sys.modules:
-        return sys.modules["peers.c_ring"].leftovers()
-    return []
+    left = []
+    for mod in ("peers.c_ring", "peers.iceoryx2_peer"):
+        if mod in sys.modules:
+            left += sys.modules[mod].leftovers()
+    return left
 
 
 def plot(rows, path, header):
@@ -795,6 +848,23 @@ def plot(rows, path, header):
     return True
 
 
+def fs_type(path):
+    """File system type of the mount holding path (from /proc/mounts), e.g. 'ext4' or 'tmpfs'."""
+    path = os.path.realpath(path)
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    mnt = parts[1].replace("\\040", " ")
+                    if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                        best, kind = mnt, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
 def shm_leftovers(data_dir):
     """This run's shared-memory objects still in /dev/shm (others' brokers are not our business)."""
     from shmlog import shm
@@ -819,7 +889,10 @@ def main(argv=None):
                          "Combine with --only to pick rows")
     ap.add_argument("--peers", metavar="A,B,C",
                     help="peers to run next to shmlog (default: all): queue (multiprocessing.Queue), "
-                         + ", ".join(peers.ALL) + "; 'none' for shmlog only")
+                         + ", ".join(PEER_NAMES) + " (or iceoryx2); 'none' for shmlog only")
+    ap.add_argument("--data-dir", default=FSYNC_DIR, metavar="DIR",
+                    help="where the embedded broker's temporary data dir (segment files) is created; "
+                         "default /var/tmp, a real disk, so the acks=all row measures fdatasync (not tmpfs)")
     ap.add_argument("--plot", metavar="PATH",
                     help="write a PNG bar chart to PATH (needs matplotlib) and the Markdown table next to "
                          "it (PATH with .md), e.g. bench/results/bench_core.png")
@@ -831,6 +904,10 @@ def main(argv=None):
         print(f"skipping peer {name}: {reason}", file=sys.stderr)
     rows = plan(args)
     info = machine_info()
+    info["data_dir_fs"] = fs_type(args.data_dir)
+    if info["data_dir_fs"] in ("tmpfs", "ramfs"):
+        print(f"warning: --data-dir {args.data_dir} is {info['data_dir_fs']}: the acks=all row's fdatasync "
+              f"does not reach a disk", file=sys.stderr)
     cpus = pick_cpus()
     ctx = multiprocessing.get_context("spawn")
     load_before = os.getloadavg()
@@ -843,8 +920,8 @@ def main(argv=None):
     interrupted = False
     runner = None
     try:
-        with tempfile.TemporaryDirectory(prefix="shmlog-bench-") as data_dir, \
-                tempfile.TemporaryDirectory(prefix="shmlog-bench-peers-") as peer_dir:
+        with tempfile.TemporaryDirectory(prefix="shmlog-bench-", dir=args.data_dir) as data_dir, \
+                tempfile.TemporaryDirectory(prefix="shmlog-bench-peers-", dir=args.data_dir) as peer_dir:
             broker = shmlog.Broker(data_dir)
             try:
                 broker.start()
@@ -902,6 +979,7 @@ def main(argv=None):
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     header = (f"shmlog bench_core — {stamp} — {info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, "
               f"Python {info['python']}, NumPy {info['numpy']}; producer cpu {cpus[0]}, consumer cpu {cpus[1]}; "
+              f"broker data dir in {args.data_dir} ({info['data_dir_fs']}); "
               f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
               f"{total:.0f} s{' (INTERRUPTED)' if interrupted else ''}")
     table = markdown(results)
