@@ -137,24 +137,29 @@ def shm_produce_fsync(params, ready, go, _):
     last record)."""
     n, rb, topic = params["n"], params["record_bytes"], params["topic"]
     p = shmlog.Producer({"bootstrap.servers": params["bootstrap"], "acks": "all", "linger.ms": 5,
-                         "batch.size": 1 << 20, "batch.num.messages": 10000})
+                         "batch.size": 1 << 20, "batch.num.messages": 10000,
+                         "buffer.memory": 128 << 20})   # up to 128 MiB awaiting their fsync (default 32 MiB)
     pad = b"x" * (rb - 8)
-    state = {"errors": 0, "acked": 0}
+    state = {"errors": 0, "acked": 0, "first_error": None}
 
     def on_delivery(err, msg):
         if err is not None:
             state["errors"] += 1
+            if state["first_error"] is None:
+                state["first_error"] = f"{err} (offset {msg.offset()})"
         else:
             state["acked"] += 1
 
     produce, poll = p.produce, p.poll
     t0 = _wait_go(ready, go)
     for i in range(n):
-        try:
-            produce(topic, i.to_bytes(8, "little") + pad, on_delivery=on_delivery)
-        except BufferError:          # records awaiting their fsync fill the local queue: serve reports
-            poll(0.05)
-            produce(topic, i.to_bytes(8, "little") + pad, on_delivery=on_delivery)
+        value = i.to_bytes(8, "little") + pad
+        while True:
+            try:
+                produce(topic, value, on_delivery=on_delivery)
+                break
+            except BufferError:      # records awaiting their fsync fill the local queue: serve reports
+                poll(0.01)
         if not i & 1023:
             poll(0)
     left = p.flush(ROW_TIMEOUT_S)
@@ -162,7 +167,7 @@ def shm_produce_fsync(params, ready, go, _):
     p.close()
     if left or state["errors"] or state["acked"] != n:
         raise RuntimeError(f"acks=all: {state['acked']:,} of {n:,} acknowledged, {state['errors']} delivery "
-                           f"errors, {left} still queued after flush")
+                           f"errors (first: {state['first_error']}), {left} still queued after flush")
     return {"t_start": t0, "t_done": t_done, "acked": state["acked"]}
 
 
