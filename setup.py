@@ -1,4 +1,10 @@
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+
+# The per-record hot paths as CPython types (Message, produce(), poll()); the C core itself
+# is the cffi module built from shmlog/_ffi_build.py.
+fast = Extension("shmlog._fast", sources=["csrc/shmlog_fast.c"], include_dirs=["csrc"],
+                 depends=["csrc/shmlog_core.h", "csrc/shmlog_layout.h", "csrc/shmlog_varint.h"],
+                 extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wno-unused-function"])
 
 setup(
     name="shmlog",
@@ -8,6 +14,7 @@ setup(
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
     cffi_modules=["shmlog/_ffi_build.py:ffibuilder"],
+    ext_modules=[fast],
     install_requires=["cffi>=1.15", "numpy>=1.22", "posix-ipc>=1.1", "psutil>=5.9", "click>=8",
                       "cramjam>=2.8", "orjson>=3.8", "fastavro>=1.8", "protobuf>=4.21"],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6"], "bench": ["pyzmq>=25", "faster-fifo>=1.4", "redis>=4.5", "matplotlib>=3.5", "iceoryx2>=0.10"]},

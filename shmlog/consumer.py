@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import codec, layout, metadata
+from . import _fast, codec, layout, metadata
 from ._core import ffi, lib
 from .client import connect
 from .config import parse_consumer_config
@@ -37,7 +37,7 @@ class _Reader:
         self.cursor = ffi.new("shmlog_cursor *")
         self.next_offset = 0
         self.paused = False
-        self.pending = collections.deque()
+        self.pending = _fast.RecordQueue()
         self.segments = None
         self.on_ring = False
 
@@ -104,8 +104,12 @@ class RecordBatchView:
         return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
 
-class Consumer:
-    """confluent_kafka.Consumer over a shmlog broker: assign() or subscribe() (consumer groups)."""
+class Consumer(_fast.ConsumerCore):
+    """confluent_kafka.Consumer over a shmlog broker: assign() or subscribe() (consumer groups).
+
+    poll() is ConsumerCore.poll (shmlog/_fast.c): it returns the next decoded record of the
+    partition being served without leaving C, and calls _poll_slow for everything else.
+    """
 
     def __init__(self, conf=None, **kwargs):
         conf = dict(conf or {})
@@ -130,6 +134,12 @@ class Consumer:
         self._rebalance_calls = 0      # so a rebalance callback's own assign()/unassign() is noticed
         self._group = GroupClient(self) if cfg.group_id else None
         self._auto_store = self._group is not None and cfg.enable_auto_offset_store
+        self._fast_stored = self._stored if self._auto_store else None
+        self._current = None           # the reader queue ConsumerCore.poll serves from
+
+    def _stop_serving(self):
+        self._current = None
+        self._current_tp = None
 
     # ------------------------------------------------------------------ assignment
 
@@ -144,6 +154,7 @@ class Consumer:
             partitions = self._group.start_offsets(partitions)   # committed offsets for OFFSET_INVALID/STORED
         self._rebalance_calls += 1
         self._release_pins()
+        self._stop_serving()
         self._readers.clear()
         for tp in partitions:
             self._add(tp)
@@ -161,6 +172,7 @@ class Consumer:
     def incremental_unassign(self, partitions):
         self._check()
         self._rebalance_calls += 1
+        self._stop_serving()
         for tp in partitions:
             self._readers.pop((tp.topic, tp.partition), None)
             self._stored.pop((tp.topic, tp.partition), None)
@@ -170,6 +182,7 @@ class Consumer:
         self._check()
         self._rebalance_calls += 1
         self._release_pins()
+        self._stop_serving()
         self._readers.clear()
         self._stored.clear()
         self._order = []
@@ -271,6 +284,8 @@ class Consumer:
             reader = self._readers.get((tp.topic, tp.partition))
             if reader:
                 reader.paused = True
+                if self._current is reader.pending:
+                    self._stop_serving()
 
     def resume(self, partitions):
         for tp in partitions:
@@ -330,7 +345,7 @@ class Consumer:
                 wanted = max(wanted, base + count)
                 continue
             try:
-                records, refs = self._index(reader, buf, pos, nbytes, base, attributes)
+                records, refs, bias = self._index(reader, buf, pos, nbytes, base, attributes)
             except KafkaException:
                 # Stop in front of the bad batch: records before it are returned first, then
                 # every fetch raises here until the application seeks past it (as Kafka's client).
@@ -340,23 +355,16 @@ class Consumer:
                     return added
                 raise
             ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & 0x08 else TIMESTAMP_CREATE_TIME
-            for off, ts, kp, kl, vp, vl, hp, hc in refs.tolist():
-                if off < wanted:
-                    continue
-                pending.append(Message(topic, partition, off,
-                                       None if kl < 0 else bytes(records[kp:kp + kl]),
-                                       None if vl < 0 else bytes(records[vp:vp + vl]),
-                                       decode_headers(records, hp, hc) if hc else None,
-                                       (ts_type, ts)))
-                added += 1
+            added += pending.fill(records, refs, len(refs), bias, topic, partition, ts_type, wanted, decode_headers)
             wanted = base + count
         reader.next_offset = wanted
         return added
 
     def _index(self, reader, buf, pos, nbytes, base, attributes):
-        """(buffer, record refs with positions into that buffer) for the batch at buf[pos:]."""
+        """(buffer, record refs, bias): the batch at buf[pos:]; ref positions are relative to
+        buffer[bias:]. The refs may be this consumer's scratch array: use them at once."""
         if attributes & layout.ATTR_COMPRESSION_MASK:
-            return self._inflate(reader, base, memoryview(buf)[pos:pos + nbytes])
+            return self._inflate(reader, base, memoryview(buf)[pos:pos + nbytes]) + (0,)
         count = (buf[pos + 57] << 24) | (buf[pos + 58] << 16) | (buf[pos + 59] << 8) | buf[pos + 60]
         if count > len(self._refs):
             self._refs = np.empty(min(count, nbytes), layout.RECORD_REF_DTYPE)
@@ -367,10 +375,7 @@ class Consumer:
             raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt record batch at offset "
                         f"{base} ({'CRC32C mismatch' if n == lib.SHMLOG_ECRC else 'invalid record framing'}); "
                         f"seek to a later offset to skip it")
-        refs = self._refs[:n].copy()
-        for field in ("key_pos", "value_pos", "headers_pos"):
-            refs[field] += pos
-        return buf, refs
+        return buf, self._refs[:n], pos
 
     def _inflate(self, reader, base, batch):
         """A compressed batch's decompressed records section and its record refs (positions
@@ -392,15 +397,17 @@ class Consumer:
                 self._fetch(reader)
             if reader.pending:
                 self._next = (self._next + i + 1) % len(order)
+                self._current, self._current_tp = reader.pending, (reader.topic, reader.partition)
                 return reader.pending.popleft()
         return None
 
-    def poll(self, timeout=None):
+    def _poll_slow(self, timeout=None):
         self._check()
         self._release_pins()
         deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
         while True:
             if self._group is not None:
+                self._serve_needed = False
                 event = self._group.serve()   # rebalance callbacks, commit reports, group errors
                 if event is not None:
                     return event
@@ -493,6 +500,7 @@ class Consumer:
         pin = self._pins.get(ring)
         if pin is None:
             pin = self._pins[ring] = ring.acquire_pin()
+        self._pins_held = True
         if not ring.set_pin(pin, reader.cursor.position):
             # Those bytes may be reused before the caller is done with them: hand out copies.
             return self._view_of_messages(self._collect(reader, max_records))
@@ -584,8 +592,10 @@ class Consumer:
         return RecordBatchView(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
 
     def _release_pins(self):
-        for ring, pin in self._pins.items():
-            ring.set_pin(pin, _UINT64_MAX)
+        if self._pins_held:
+            for ring, pin in self._pins.items():
+                ring.set_pin(pin, _UINT64_MAX)
+            self._pins_held = False
 
     # ------------------------------------------------------------------ committed offsets (shmlog/groups.py)
 
@@ -638,6 +648,7 @@ class Consumer:
                 self._group.close()
         finally:
             self._closed = True
+            self._stop_serving()
             for ring, pin in self._pins.items():
                 ring.release_pin(pin)
             self._pins.clear()

@@ -538,6 +538,7 @@ class GroupClient:
     def _report(self, err, tps):
         if self.cfg.on_commit is not None:
             self.results.append((err, tps))
+            self.consumer._serve_needed = True
             self.wake()
 
     def committed(self, partitions, timeout=None):
@@ -685,9 +686,19 @@ class GroupMember:
 
     def _post(self, *event):
         self.events.append(event)
+        self.consumer._serve_needed = True
         self.client.wake()
 
     # ------------------------------------------------------------------ application thread
+
+    @property
+    def last_poll(self):
+        """When the application last polled: here, or in the consumer's C fast path."""
+        return max(self._last_poll, self.consumer._fast_last_poll)
+
+    @last_poll.setter
+    def last_poll(self, when):
+        self._last_poll = when
 
     def serve(self):
         now = time.monotonic()
@@ -761,6 +772,7 @@ class GroupMember:
         else:
             c.assign(resolved)
         for tp in failed:
+            self.consumer._serve_needed = True
             self.events.appendleft(("error", KafkaError(
                 KafkaError._AUTO_OFFSET_RESET, f"{tp.topic}-{tp.partition}: group {self.group_id!r} has no committed "
                 f"offset for it and auto.offset.reset=error: assign it an offset explicitly")))

@@ -12,7 +12,7 @@ from array import array
 
 import numpy as np
 
-from . import layout, record
+from . import _fast, layout, record
 from ._core import ffi, lib
 from .client import connect
 from .codec import NONE, codec_id, compress_records
@@ -100,15 +100,21 @@ class _Batch:
         return out, base_ts, max_ts
 
 
-class _Route:
-    __slots__ = ("info", "partitions", "record_limit", "batch_limit")
-
-    def __init__(self, info, partitions, record_limit, batch_limit):
-        self.info, self.partitions, self.record_limit, self.batch_limit = info, partitions, record_limit, batch_limit
+def _address(cdata):
+    return int(ffi.cast("uintptr_t", cdata))
 
 
-class Producer:
-    """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`."""
+_fast.bind(_address(ffi.addressof(lib, "shmlog_murmur2")), _address(ffi.addressof(lib, "shmlog_ring_append")))
+_FAST_PARTITIONERS = {"murmur2", "murmur2_random"}
+
+
+class Producer(_fast.ProducerCore):
+    """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`.
+
+    produce() is ProducerCore.produce (shmlog/_fast.c): bytes keys and values without headers
+    are partitioned, encoded into the partition's open batch and, when the batch closes,
+    appended to the ring without leaving C. Everything else comes here, to _produce_slow.
+    """
 
     def __init__(self, conf=None, **kwargs):
         conf = dict(conf or {})
@@ -117,39 +123,40 @@ class Producer:
         self._acks = cfg.acks
         self._linger_s = cfg.linger_ms / 1000.0
         self._batch_bytes = cfg.batch_size
-        self._batch_records = cfg.batch_num_messages
         self._max_block_ms = cfg.max_block_ms
         self._max_queued = cfg.queue_buffering_max_messages
         self._max_queued_bytes = min(cfg.queue_buffering_max_kbytes * 1024, cfg.buffer_memory)
         self._record_limit = min(cfg.max_request_size, cfg.message_max_bytes)
         self._on_delivery = cfg.on_delivery
-        self._error_cb = cfg.error_cb
         self._partitioner = keyed(cfg.partitioner)
         self._codec = codec_id(cfg.compression_type)      # batches are compressed per batch, Kafka's framing
         self._codec_level = cfg.compression_level
         self._null_key_random = cfg.partitioner in NULL_KEY_IS_RANDOM
         self._cluster = connect(cfg, "producer")
-        self._lock = threading.RLock()
-        self._batches = {}
-        self._sticky = {}
-        self._routes = {}
-        self._routes_epoch = None
+        self._route_info = {}
         self._slots = {}
-        self._reports = collections.deque()
-        self._durable = collections.deque()   # (ring, last_offset, reports) awaiting fsync (acks=all)
-        self._queued_records = 0
-        self._queued_bytes = 0
+        self._reports = collections.deque()   # (batch, error) awaiting poll()
+        self._durable = collections.deque()   # (ring, last_offset, batch) awaiting fsync (acks=all)
         self._closed = False
         self._wake = threading.Event()
         self._linger_thread = None
         if self._linger_s > 0:
             self._linger_thread = threading.Thread(target=self._linger_loop, name="shmlog-linger", daemon=True)
+        doorbell = self._cluster.doorbell
+        self._configure(self._on_delivery, self._wake.set if self._linger_thread else None,
+                        _address(ffi.addressof(doorbell.header, "metadata_epoch")), _address(doorbell.ptr),
+                        cfg.partitioner in _FAST_PARTITIONERS, self._null_key_random, self._linger_s <= 0,
+                        self._acks, self._codec != NONE, cfg.batch_num_messages, self._max_queued,
+                        self._max_queued_bytes, self._max_block_ms)
+        if self._linger_thread is not None:
             self._linger_thread.start()
 
     # ------------------------------------------------------------------ produce
 
-    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
-                headers=None, callback=None):
+    def _produce_slow(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
+                      headers=None, callback=None):
+        """produce() off the C fast path: conversions, headers, other partitioners, new
+        topics, a full local queue; the same rules, then the same batches (_add)."""
         self._cluster.check_fork("Producer")
         if value is not None and type(value) is not bytes:
             value = _to_bytes(value, "value")
@@ -157,55 +164,48 @@ class Producer:
             key = _to_bytes(key, "key")
         callback = on_delivery or callback or self._on_delivery
         size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES
+        encoded_headers = raw_headers = None
         if headers:
+            raw_headers = list(headers.items()) if isinstance(headers, dict) else list(headers)
             size += sum(len(_to_bytes(k, "header key")) + len(_to_bytes(v, "header value") or b"")
-                        for k, v in (headers.items() if isinstance(headers, dict) else headers))
+                        for k, v in raw_headers)
+            encoded_headers = encode_headers(raw_headers)
         route = self._route(topic)
         if size > route.record_limit:
-            self._check_size(topic, route.info, size)
+            self._check_size(topic, self._route_info[topic], size)
         if partition < 0:
-            partition = self._choose_partition(topic, key, route.partitions)
+            partition = self._choose_partition(route, key)
         elif partition >= route.partitions:
             raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has {route.partitions} partitions")
         timestamp = timestamp or time.time_ns() // 1_000_000
-        with self._lock:
-            if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
-                self._make_room(size)
-            tp = (topic, partition)
-            batch = self._batches.get(tp)
-            if batch is not None and (batch.bytes + size > route.batch_limit or len(batch.values) >= self._batch_records):
-                self._send(tp, self._batches.pop(tp))
-                batch = None
-            if batch is None:
-                batch = self._batches[tp] = _Batch()
-                if self._linger_thread is not None:
-                    self._wake.set()
-            batch.add(key, value, timestamp, headers, callback, size)
-            self._queued_records += 1
-            self._queued_bytes += size
-            if self._linger_s <= 0:
-                self._send(tp, self._batches.pop(tp))
+        if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+            self._make_room(size)
+        self._add(route, partition, key, value, timestamp, encoded_headers, raw_headers, callback, size)
 
     def _route(self, topic):
-        """What produce() needs of a topic, cached until the broker's metadata epoch moves."""
-        epoch = self._cluster.doorbell.header.metadata_epoch
-        if epoch != self._routes_epoch:
-            self._routes.clear()
-            self._routes_epoch = epoch
+        """What produce() needs of a topic (a _fast.Route), cached until the broker's metadata
+        epoch moves; then open batches are appended first, while their rings are surely mapped."""
+        if not self._routes_current():
+            self._reset_routes()
+            self._route_info.clear()
         route = self._routes.get(topic)
         if route is None:
             info = self._cluster.topic(topic, auto_create=True)
             config = info["config"]
-            route = self._routes[topic] = _Route(
-                info, info["partitions"],
+            rings = [self._cluster.ring(topic, p) for p in range(info["partitions"])]
+            route = _fast.Route(
+                topic, info["partitions"],
                 min(self._record_limit, config["max.message.bytes"] - layout.BATCH_HEADER_BYTES,
                     config["ring.bytes"] - layout.BATCH_HEADER_BYTES - layout.FRAME_PREFIX_BYTES - layout.FRAME_ALIGN),
                 # A batch never outgrows a quarter of the ring, so a small ring still takes whole batches.
-                min(self._batch_bytes, config["ring.bytes"] // 4))
+                min(self._batch_bytes, config["ring.bytes"] // 4),
+                rings, [_address(ring.map) for ring in rings], [self._slot(ring) for ring in rings])
+            self._routes[topic] = route
+            self._route_info[topic] = info
         return route
 
     def _make_room(self, size):
-        self._send_due(force=True)
+        self._close_batches(True, 0.0)
         self._collect_durable(0)
         if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
             raise BufferError(f"local queue full: {self._queued_records} records / {self._queued_bytes} "
@@ -226,15 +226,14 @@ class Producer:
                                  f"record of {size} bytes can never fit topic {topic!r}'s partition ring of "
                                  f"{ring_bytes} bytes: create the topic with a larger ring.bytes"))
 
-    def _choose_partition(self, topic, key, partitions):
+    def _choose_partition(self, route, key):
         if key is None and self._null_key_random:
-            p = self._sticky.get(topic)
-            if p is None or p >= partitions:
-                p = self._sticky[topic] = random_partition(None, partitions)
-            return p
-        return self._partitioner(key if key is not None else b"", partitions)
+            if route.sticky < 0:
+                route.sticky = random_partition(None, route.partitions)
+            return route.sticky
+        return self._partitioner(key if key is not None else b"", route.partitions)
 
-    # ------------------------------------------------------------------ sending
+    # ------------------------------------------------------------------ sending (called from _fast.c)
 
     def _slot(self, ring):
         slot = self._slots.get(ring)
@@ -242,67 +241,54 @@ class Producer:
             slot = self._slots[ring] = ring.acquire_producer_slot()
         return slot
 
-    def _send(self, tp, batch):
-        topic, partition = tp
-        if self._sticky.get(topic) == partition:
-            self._sticky.pop(topic)
-        n = len(batch)
+    def _send_python(self, batch):
+        """Append a batch that needs Python first (compression); the C core holds the send lock."""
+        ring = batch.route.rings[batch.partition]
         err = None
-        base = -1
         try:
-            ring = self._cluster.ring(topic, partition)
-            base = self._append(ring, batch)
+            records, attributes = compress_records(memoryview(batch), self._codec, self._codec_level)
+            batch.base_offset = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch),
+                                            batch.base_timestamp, batch.max_timestamp, self._max_block_ms,
+                                            self._cluster.doorbell.ptr, attributes)
         except KafkaException as exc:
             err = exc.args[0]
-        reports = (tp, base, batch, err)
+        self._sent(batch, err)
+
+    def _after_send(self, batch):
+        """A batch the C core appended (or failed to) that needs reports, an fsync or an error."""
+        err = None
+        if batch.status < 0:
+            ring = batch.route.rings[batch.partition]
+            try:
+                ring._append_failed(batch.status, batch.records_bytes, self._max_block_ms)
+            except KafkaException as exc:
+                err = exc.args[0]
+        self._sent(batch, err)
+
+    def _sent(self, batch, err):
         if err is None and self._acks == -1:
-            self._durable.append((ring, base + n - 1, reports))
+            self._durable.append((batch.route.rings[batch.partition], batch.base_offset + len(batch) - 1, batch))
         else:
-            self._deliver(reports)
+            self._deliver(batch, err)
 
-    def _append(self, ring, batch):
-        """Append one batch to the ring; returns its base offset. Uncompressed batches are
-        encoded straight into the claimed frame, compressed ones staged and compressed first."""
-        if self._codec == NONE:
-            args, base_ts, max_ts = batch.encoder_args()
-            return ring.append_records(self._slot(ring), args, base_ts, max_ts, self._max_block_ms,
-                                       self._cluster.doorbell.ptr)
-        records, base_ts, max_ts = batch.encode()
-        records, attributes = compress_records(records, self._codec, self._codec_level)
-        return ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts, max_ts,
-                           self._max_block_ms, self._cluster.doorbell.ptr, attributes)
-
-    def _deliver(self, reports):
+    def _deliver(self, batch, err):
         """Queue a batch's delivery reports for poll(); a batch nobody asked reports for is
         delivered at once (as librdkafka frees messages without a dr_cb), so len() drops
         without poll()."""
-        batch, err = reports[2], reports[3]
-        if err is None and not any(batch.callbacks):
-            with self._lock:
-                self._queued_records -= len(batch)
-                self._queued_bytes -= batch.bytes
+        if err is None and not batch.reports:
+            self._release_queued(len(batch), batch.size_bytes)
         else:
-            self._reports.append(reports)
-
-    def _send_due(self, force=False):
-        now = time.monotonic()
-        for tp in [tp for tp, b in self._batches.items() if force or now - b.created >= self._linger_s]:
-            self._send(tp, self._batches.pop(tp))
+            self._reports.append((batch, err))
 
     def _linger_loop(self):
         while not self._closed:
             self._wake.wait()
             self._wake.clear()
             while not self._closed:
-                with self._lock:
-                    if not self._batches:
-                        break
-                    oldest = min(b.created for b in self._batches.values())
-                    wait_s = oldest + self._linger_s - time.monotonic()
-                    if wait_s <= 0:
-                        self._send_due()
-                        continue
-                time.sleep(min(wait_s, self._linger_s))
+                due_s = self._close_batches(False, self._linger_s)
+                if due_s is None:
+                    break
+                time.sleep(min(due_s, self._linger_s))
 
     # ------------------------------------------------------------------ reports
 
@@ -312,52 +298,45 @@ class Producer:
         deadline = time.monotonic() + max(timeout_s, 0)
         message_timeout_s = self._cfg.message_timeout_ms / 1000.0
         while self._durable:
-            ring, last, reports = self._durable[0]
-            tp, base, batch, _ = reports
+            ring, last, batch = self._durable[0]
             if ring.flushed_offset <= last:
                 expires = batch.created + message_timeout_s
                 remaining = min(deadline, expires) - time.monotonic()
                 rc = lib.SHMLOG_EAGAIN
                 if remaining > 0:
                     rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(remaining * 1e9), self._cluster.doorbell.ptr)
+                where = f"{batch.topic}-{batch.partition}"
                 if rc == lib.SHMLOG_ECORRUPT:
-                    self._fail_durable(reports, KafkaError(
-                        KafkaError.KAFKA_STORAGE_ERROR, f"{tp[0]}-{tp[1]}: the persister cannot write to disk "
+                    self._fail_durable(batch, KafkaError(
+                        KafkaError.KAFKA_STORAGE_ERROR, f"{where}: the persister cannot write to disk "
                         f"(errno {ring.header.persist.storage_error}); records are safe in the ring but not durable",
                         retriable=True))
                     continue
                 if rc != 0:
                     if time.monotonic() < expires:
                         return
-                    self._fail_durable(reports, KafkaError(
-                        KafkaError._MSG_TIMED_OUT, f"{tp[0]}-{tp[1]}: offsets {base}..{last} were not fsynced within "
-                        f"message.timeout.ms={self._cfg.message_timeout_ms} (persister stalled?)"))
+                    self._fail_durable(batch, KafkaError(
+                        KafkaError._MSG_TIMED_OUT, f"{where}: offsets {batch.base_offset}..{last} were not fsynced "
+                        f"within message.timeout.ms={self._cfg.message_timeout_ms} (persister stalled?)"))
                     continue
             self._durable.popleft()
-            self._deliver(reports)
+            self._deliver(batch, None)
 
-    def _fail_durable(self, reports, err):
-        tp, base, batch, _ = reports
+    def _fail_durable(self, batch, err):
         self._durable.popleft()
-        self._reports.append((tp, base, batch, err))
+        self._reports.append((batch, err))
 
     def _serve_reports(self):
         served = 0
         while self._reports:
-            (topic, partition), base, batch, err = self._reports.popleft()
-            n = len(batch)
-            with self._lock:
-                self._queued_records -= n
-                self._queued_bytes -= batch.bytes
-            for i, cb in enumerate(batch.callbacks):
-                if cb is None:
-                    continue
-                klen, vlen = batch.key_lens[i], batch.value_lens[i]
-                msg = Message(topic, partition, base + i if err is None else -1001,
-                              None if klen < 0 else batch.keys[i], None if vlen < 0 else batch.values[i],
-                              batch.raw_headers[i] if batch.headers is not None else None,
-                              (TIMESTAMP_CREATE_TIME, batch.timestamps[i]), error=err)
-                cb(err, msg)
+            batch, err = self._reports.popleft()
+            self._release_queued(len(batch), batch.size_bytes)
+            if not batch.reports:
+                continue
+            topic, partition, base = batch.topic, batch.partition, batch.base_offset
+            for i, cb, key, value, ts, headers in batch.reports:
+                cb(err, Message(topic, partition, base + i if err is None else -1001, key, value, headers,
+                                (TIMESTAMP_CREATE_TIME, ts), error=err))
                 served += 1
         return served
 
@@ -366,16 +345,14 @@ class Producer:
         timeout_s = -1 if timeout is None else timeout
         if timeout_s is not None and timeout_s < 0:
             timeout_s = 3600.0 * 24
-        with self._lock:
-            self._send_due()
+        self._close_batches(False, self._linger_s)
         self._collect_durable(0 if self._reports else timeout_s)
         return self._serve_reports()
 
     def flush(self, timeout=None):
         self._cluster.check_fork("Producer")
         deadline = time.monotonic() + (3600.0 * 24 if timeout is None or timeout < 0 else timeout)
-        with self._lock:
-            self._send_due(force=True)
+        self._close_batches(True, 0.0)
         while True:
             self._collect_durable(deadline - time.monotonic())
             self._serve_reports()
@@ -398,8 +375,8 @@ class Producer:
         With acks=all it returns once the records are fsynced. Raises KafkaException on failure.
         """
         self._cluster.check_fork("Producer")
-        info = self._cluster.topic(topic, auto_create=True)
-        n_parts = info["partitions"]
+        route = self._route(topic)
+        info = self._route_info[topic]
         timestamp = timestamp or time.time_ns() // 1_000_000
         if isinstance(values, np.ndarray):
             if keys is not None:
@@ -407,12 +384,12 @@ class Producer:
             rows = np.ascontiguousarray(values).reshape(len(values), -1).view(np.uint8)
             row_bytes = rows.shape[1] if rows.ndim == 2 else 0
             self._check_size(topic, info, row_bytes + RECORD_OVERHEAD_BYTES)
-            p = partition if partition >= 0 else self._choose_partition(topic, None, n_parts)
-            return self._append_fixed(topic, p, rows, row_bytes, timestamp)
+            p = partition if partition >= 0 else self._choose_partition(route, None)
+            return self._append_fixed(route.rings[p], p, rows, row_bytes, timestamp)
         by_partition = {}
         for i, value in enumerate(values):
             key = _to_bytes(keys[i], "key") if keys is not None else None
-            p = partition if partition >= 0 else self._choose_partition(topic, key, n_parts)
+            p = partition if partition >= 0 else self._choose_partition(route, key)
             by_partition.setdefault(p, []).append((key, _to_bytes(value, "value")))
         results = []
         for p, items in by_partition.items():
@@ -421,24 +398,33 @@ class Producer:
                 size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES
                 self._check_size(topic, info, size)
                 if batch is not None and (batch.bytes + size > self._record_limit or len(batch) >= 1 << 20):
-                    results.append(self._append_now(topic, p, batch))
+                    results.append(self._append_now(route.rings[p], p, batch))
                     batch = None
                 if batch is None:
                     batch = _Batch()
                 batch.add(key, value, timestamp, None, None, size)
             if batch is not None:
-                results.append(self._append_now(topic, p, batch))
+                results.append(self._append_now(route.rings[p], p, batch))
         return results
 
-    def _append_now(self, topic, partition, batch):
-        ring = self._cluster.ring(topic, partition)
-        with self._lock:
-            base = self._append(ring, batch)
+    def _append_now(self, ring, partition, batch):
+        base = self._locked(self._append_batch, ring, batch)
         self._wait_durable(ring, base + len(batch) - 1)
         return partition, base, len(batch)
 
-    def _append_fixed(self, topic, partition, rows, row_bytes, timestamp):
-        ring = self._cluster.ring(topic, partition)
+    def _append_batch(self, ring, batch):
+        """Append a produce_batch() _Batch; returns its base offset. Uncompressed batches are
+        encoded straight into the claimed frame, compressed ones staged and compressed first."""
+        if self._codec == NONE:
+            args, base_ts, max_ts = batch.encoder_args()
+            return ring.append_records(self._slot(ring), args, base_ts, max_ts, self._max_block_ms,
+                                       self._cluster.doorbell.ptr)
+        records, base_ts, max_ts = batch.encode()
+        records, attributes = compress_records(records, self._codec, self._codec_level)
+        return ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts, max_ts,
+                           self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+
+    def _append_fixed(self, ring, partition, rows, row_bytes, timestamp):
         stride = row_bytes + layout.FIXED_RECORD_OVERHEAD_BYTES
         per_batch = max(1, min(self._record_limit // stride, (ring.capacity_bytes // 2) // stride, 1 << 20))
         results = []
@@ -449,9 +435,8 @@ class Producer:
             lib.shmlog_records_encode_fixed(ffi.from_buffer(records), len(records), count,
                                             src + start * row_bytes if rows.size else ffi.NULL, row_bytes)
             records, attributes = compress_records(records, self._codec, self._codec_level)
-            with self._lock:
-                base = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), count, timestamp,
-                                   timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+            base = self._locked(ring.append, self._slot(ring), ffi.from_buffer(records), len(records), count,
+                                timestamp, timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
             results.append((partition, base, count))
         if results:
             self._wait_durable(ring, results[-1][1] + results[-1][2] - 1)
@@ -469,13 +454,13 @@ class Producer:
     # ------------------------------------------------------------------ lifecycle
 
     def purge(self, in_queue=True, in_flight=True, blocking=True):
-        with self._lock:
-            for tp, batch in list(self._batches.items()):
-                self._reports.append((tp, -1, batch, KafkaError(KafkaError._PURGE_QUEUE, "purged")))
-            self._batches.clear()
+        for batch in self._purge():
+            self._reports.append((batch, KafkaError(KafkaError._PURGE_QUEUE, "purged")))
 
     def list_topics(self, topic=None, timeout=-1):
         from .admin import cluster_metadata
+        self._reset_routes()   # a refresh may unmap rings of changed topics: append their open batches first
+        self._route_info.clear()
         self._cluster.refresh()
         return cluster_metadata(self._cluster.meta, topic)
 
@@ -485,11 +470,14 @@ class Producer:
         self.flush(timeout)
         self._closed = True
         self._wake.set()
-        with self._lock:
-            for ring, slot in self._slots.items():
-                ring.release_producer_slot(slot)
-            self._slots.clear()
+        self._locked(self._release_slots)
+        self._routes.clear()
         self._cluster.close()
+
+    def _release_slots(self):
+        for ring, slot in self._slots.items():
+            ring.release_producer_slot(slot)
+        self._slots.clear()
 
     def __del__(self):
         try:
