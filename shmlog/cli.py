@@ -722,6 +722,9 @@ cli.add_command(_schemas)
 from .cli_groups import groups as _groups  # noqa: E402  (after the helpers it uses)
 cli.add_command(_groups)
 
+from .cli_bench import bench as _bench  # noqa: E402  (self-contained: safe under python -m shmlog.cli)
+cli.add_command(_bench)
+
 
 # ---------------------------------------------------------------------------- entry point
 
