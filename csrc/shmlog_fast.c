@@ -1112,10 +1112,57 @@ static PyTypeObject ProducerCoreType = {
     .tp_members = producer_core_members,
 };
 
+
+/* ---------------------------------------------------------------- record columns */
+
+/* index_columns(refs, count, bias, first_offset, at, offsets, timestamps, key_pos, key_len,
+ *               value_pos, value_len): copies the refs at or after first_offset into the column
+ * arrays from row `at`, positions moved by bias (a batch's place in the mapping); returns the
+ * next free row. One pass in C instead of a NumPy operation per field per batch. */
+static PyObject *fast_index_columns(PyObject *module, PyObject *args) {
+    Py_buffer refs_buf, col[6];
+    Py_ssize_t count, at;
+    long long bias, first_offset;
+    static const Py_ssize_t width[6] = {8, 8, 8, 4, 8, 4};
+    if (!PyArg_ParseTuple(args, "y*nLLnw*w*w*w*w*w*", &refs_buf, &count, &bias, &first_offset, &at, &col[0],
+                          &col[1], &col[2], &col[3], &col[4], &col[5]))
+        return NULL;
+    PyObject *result = NULL;
+    const shmlog_record_ref *refs = refs_buf.buf;
+    if (count < 0 || (size_t)count * sizeof(shmlog_record_ref) > (size_t)refs_buf.len || at < 0) {
+        PyErr_SetString(PyExc_ValueError, "index_columns: refs shorter than count");
+        goto done;
+    }
+    for (int c = 0; c < 6; c++)
+        if (col[c].len < (at + count) * width[c]) {
+            PyErr_SetString(PyExc_ValueError, "index_columns: column arrays too short");
+            goto done;
+        }
+    int64_t *offsets = col[0].buf, *timestamps = col[1].buf, *key_pos = col[2].buf, *value_pos = col[4].buf;
+    int32_t *key_len = col[3].buf, *value_len = col[5].buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const shmlog_record_ref *r = &refs[i];
+        if (r->offset < first_offset) continue;
+        offsets[at] = r->offset;
+        timestamps[at] = r->timestamp;
+        key_pos[at] = r->key_pos + bias;
+        key_len[at] = r->key_len;
+        value_pos[at] = r->value_pos + bias;
+        value_len[at] = r->value_len;
+        at++;
+    }
+    result = PyLong_FromSsize_t(at);
+done:
+    PyBuffer_Release(&refs_buf);
+    for (int c = 0; c < 6; c++) PyBuffer_Release(&col[c]);
+    return result;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static PyMethodDef fast_methods[] = {
     {"bind", fast_bind, METH_VARARGS, "bind(murmur2_address, ring_append_address): the C core's entry points."},
+    {"index_columns", fast_index_columns, METH_VARARGS, "Record refs -> column arrays (see RecordBatchView)."},
     {NULL},
 };
 

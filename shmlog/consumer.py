@@ -45,6 +45,12 @@ class _Reader:
         return bool(self.pending) or not self.on_ring or self.ring.has_data(self.cursor.position)
 
 
+def _new_columns(rows):
+    """offsets, timestamps, key positions, key lengths, value positions, value lengths."""
+    return (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int32),
+            np.empty(rows, np.int64), np.empty(rows, np.int32))
+
+
 class RecordBatchView:
     """Records of one partition as arrays, values left in shared memory (zero-copy).
 
@@ -53,17 +59,19 @@ class RecordBatchView:
     After that the memory may hold newer records (reads then see other bytes, never fault).
     """
 
-    def __init__(self, topic, partition, buffer, refs, zero_copy):
+    def __init__(self, topic, partition, buffer, columns, zero_copy):
         self.topic = topic
         self.partition = partition
         self.buffer = buffer
-        self.offsets = refs["offset"]
-        self.timestamps = refs["timestamp"]
-        self.value_positions = refs["value_pos"].astype(np.int64)
-        self.value_lengths = refs["value_len"]
-        self.key_positions = refs["key_pos"].astype(np.int64)
-        self.key_lengths = refs["key_len"]
+        (self.offsets, self.timestamps, self.key_positions, self.key_lengths, self.value_positions,
+         self.value_lengths) = columns
         self.zero_copy = zero_copy
+
+    @classmethod
+    def from_refs(cls, topic, partition, buffer, refs, zero_copy, bias=0, first_offset=-1):
+        columns = _new_columns(len(refs))
+        n = _fast.index_columns(refs, len(refs), bias, first_offset, 0, *columns)
+        return cls(topic, partition, buffer, [c[:n] for c in columns], zero_copy)
 
     def __len__(self):
         return len(self.offsets)
@@ -514,10 +522,12 @@ class Consumer(_fast.ConsumerCore):
                 ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
             return None
         base_ptr = ffi.cast("uint8_t *", ring.mapping.ptr)
-        chunks, total = [], 0
+        frames = self._frames[0:n]
+        columns = _new_columns(min(sum(f.record_count for f in frames), max_records + frames[n - 1].record_count))
+        total = 0
         wanted = reader.next_offset
         consumed_frames = 0
-        for f in self._frames[0:n]:
+        for f in frames:
             if total >= max_records:
                 break
             consumed_frames += 1
@@ -527,7 +537,7 @@ class Consumer(_fast.ConsumerCore):
                 wanted = max(wanted, f.base_offset + f.record_count)
                 continue
             if attributes & layout.ATTR_COMPRESSION_MASK:
-                if chunks:
+                if total:
                     consumed_frames -= 1  # hand out the in-place records first; this batch comes next
                     break
                 # A compressed batch cannot be viewed in place: decompress it (still pinned, so the
@@ -540,20 +550,17 @@ class Consumer(_fast.ConsumerCore):
                 finally:
                     ring.set_pin(pin, _UINT64_MAX)
                     self._to_ring_or_segments(reader)
-                refs = refs[refs["offset"] >= wanted]
-                return RecordBatchView(reader.topic, reader.partition, records, refs, False) if len(refs) else None
-            refs = np.empty(f.record_count, layout.RECORD_REF_DTYPE)
-            k = lib.shmlog_batch_index(batch, f.batch_bytes, ffi.from_buffer("shmlog_record_ref[]", refs),
-                                       len(refs), self._check_crcs)
+                view = RecordBatchView.from_refs(reader.topic, reader.partition, records, refs, False,
+                                                 first_offset=wanted)
+                return view if len(view) else None
+            if f.record_count > len(self._refs):
+                self._refs = np.empty(f.record_count, layout.RECORD_REF_DTYPE)
+            k = lib.shmlog_batch_index(batch, f.batch_bytes, ffi.from_buffer("shmlog_record_ref[]", self._refs),
+                                       len(self._refs), self._check_crcs)
             if k < 0:
                 raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt batch at "
                             f"offset {f.base_offset}")
-            refs = refs[:k]
-            refs = refs[refs["offset"] >= wanted]
-            for field in ("key_pos", "value_pos", "headers_pos"):
-                refs[field] += f.map_pos
-            chunks.append(refs)
-            total += len(refs)
+            total = _fast.index_columns(self._refs, k, f.map_pos, wanted, total, *columns)
             wanted = f.base_offset + f.record_count
         # Frames we did not consume are fetched again next time: rewind to the first one.
         if consumed_frames < n:
@@ -563,11 +570,11 @@ class Consumer(_fast.ConsumerCore):
                 reader.cursor.position += ring.capacity_bytes
             reader.cursor.next_offset = self._frames[consumed_frames].base_offset
         reader.next_offset = wanted
-        if not chunks:
+        if not total:
             ring.set_pin(pin, _UINT64_MAX)
             return None
-        refs = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-        return RecordBatchView(reader.topic, reader.partition, ring.mapping.view(), refs, True)
+        return RecordBatchView(reader.topic, reader.partition, ring.mapping.view(), [c[:total] for c in columns],
+                               True)
 
     def _collect(self, reader, max_records):
         out = list(reader.pending)[:max_records]
@@ -589,7 +596,7 @@ class Consumer(_fast.ConsumerCore):
                 refs[i][name + "_pos"] = len(blob)
                 refs[i][name + "_len"] = -1 if data is None else len(data)
                 blob += data or b""
-        return RecordBatchView(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
+        return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
 
     def _release_pins(self):
         if self._pins_held:
