@@ -30,6 +30,10 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
                            int32_t base_sequence, int64_t timeout_ns, void *doorbell,
                            uint64_t *out_base_offset);
 
+/* Appends `count` fixed-size values (NumPy rows) encoded straight into the claimed frame at a
+ * constant stride (see shmlog_records_encode_fixed). */
+int64_t shmlog_ring_append_fixed(void *map, int slot, uint32_t count, const uint8_t *values, uint32_t value_bytes,
+                                 int64_t timestamp, int64_t timeout_ns, void *doorbell, uint64_t *out_base_offset);
 int64_t shmlog_ring_append_records(void *map, int slot, uint32_t count, const uint8_t *keys,
                                    const int32_t *key_lens, const uint8_t *values, const int32_t *value_lens,
                                    const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
@@ -62,6 +66,17 @@ void shmlog_doorbell_release(void *bell, int slot);
 uint32_t shmlog_doorbell_sequence(void *bell, int slot);
 void shmlog_doorbell_watch(void *map, int slot, int on);
 int shmlog_doorbell_wait(void *bell, int slot, uint32_t seen_sequence, int64_t timeout_ns);
+
+/* A consumer with nothing to read: spin up to spin_ns re-checking the rings at their cursors,
+ * then (with a doorbell slot, slot >= 0) watch them and sleep on the slot until timeout_ns from
+ * the call. Returns SHMLOG_WAIT_SPUN (data seen without sleeping), SHMLOG_WAIT_WOKEN (data
+ * after sleeping) or SHMLOG_WAIT_TIMEOUT (no data: timed out, or the slot was woken directly);
+ * *waited_ns gets the time spent. */
+#define SHMLOG_WAIT_TIMEOUT 0
+#define SHMLOG_WAIT_SPUN 1
+#define SHMLOG_WAIT_WOKEN 2
+int shmlog_wait_any(void *bell, int slot, void *const *rings, shmlog_cursor *const *cursors, int n,
+                    int64_t spin_ns, int64_t timeout_ns, int64_t *waited_ns);
 
 int64_t shmlog_records_encode(uint8_t *dst, uint64_t dst_bytes, uint32_t count,
                               const uint8_t *keys, const int32_t *key_lens,

@@ -431,12 +431,16 @@ class Producer(_fast.ProducerCore):
         src = ffi.from_buffer(rows) if rows.size else ffi.NULL
         for start in range(0, len(rows), per_batch):
             count = min(per_batch, len(rows) - start)
-            records = bytearray(stride * count)
-            lib.shmlog_records_encode_fixed(ffi.from_buffer(records), len(records), count,
-                                            src + start * row_bytes if rows.size else ffi.NULL, row_bytes)
-            records, attributes = compress_records(records, self._codec, self._codec_level)
-            base = self._locked(ring.append, self._slot(ring), ffi.from_buffer(records), len(records), count,
-                                timestamp, timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+            values = src + start * row_bytes if rows.size else ffi.NULL
+            if self._codec == NONE:
+                base = self._locked(ring.append_fixed, self._slot(ring), count, values, row_bytes, timestamp,
+                                    self._max_block_ms, self._cluster.doorbell.ptr)
+            else:
+                records = bytearray(stride * count)
+                lib.shmlog_records_encode_fixed(ffi.from_buffer(records), len(records), count, values, row_bytes)
+                records, attributes = compress_records(records, self._codec, self._codec_level)
+                base = self._locked(ring.append, self._slot(ring), ffi.from_buffer(records), len(records), count,
+                                    timestamp, timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
             results.append((partition, base, count))
         if results:
             self._wait_durable(ring, results[-1][1] + results[-1][2] - 1)

@@ -147,6 +147,13 @@ class Ring:
                                             int(timeout_ms * 1_000_000), doorbell, out)
         return out[0] if rc >= 0 else self._append_failed(rc, len(values) + len(keys), timeout_ms)
 
+    def append_fixed(self, slot, count, values, value_bytes, timestamp, timeout_ms, doorbell):
+        """Claim a frame and encode `count` fixed-size values straight into it; returns the base offset."""
+        out = ffi.new("uint64_t *")
+        rc = lib.shmlog_ring_append_fixed(self.map, slot, count, values, value_bytes, timestamp,
+                                          int(timeout_ms * 1_000_000), doorbell, out)
+        return out[0] if rc >= 0 else self._append_failed(rc, count * value_bytes, timeout_ms)
+
     def _append_failed(self, rc, records_bytes, timeout_ms):
         if rc == lib.SHMLOG_EFULL:
             raise error(KafkaError._MSG_TIMED_OUT,
