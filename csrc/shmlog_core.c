@@ -535,6 +535,83 @@ static void doorbell_ring(void *map, void *bell) {
     }
 }
 
+/* The persister does not watch a ring while records flow (one wake per batch would cost a
+ * context switch per record on a small machine); it sleeps on its own doorbell slot, named in
+ * persist.persister_slot, on a timer. What needs it promptly wakes that slot directly: a
+ * producer short of space, an acks=all producer waiting for fsync, a ring filling past a
+ * quarter unpersisted. Pairs with the persister reading its sequence before re-checking. */
+static void persister_wake(void *map, void *bell) {
+    if (!bell) return;
+    uint32_t s = LOAD_ACQ(&ring_header(map)->persist.persister_slot);
+    if (s == 0 || s > SHMLOG_DOORBELL_SLOTS) { /* none named (or garbage): whoever watches */
+        doorbell_ring(map, bell);
+        return;
+    }
+    shmlog_doorbell *d = bell;
+    __atomic_fetch_add(&d->slots[s - 1].futex_seq, 1, __ATOMIC_SEQ_CST);
+    futex_wake_all(&d->slots[s - 1].futex_seq);
+}
+
+/* After publishing [start, end): wake the persister once when this frame takes the ring's
+ * unpersisted bytes past a quarter of the capacity (the frame holding that point does it). */
+static void persister_nudge(void *map, void *bell, uint64_t start, uint64_t end) {
+    if (!bell) return;
+    shmlog_ring_header *h = ring_header(map);
+    uint64_t mark = LOAD_ACQ(&h->persist.persisted_position) + ring_capacity(map) / 4;
+    if (start < mark && end >= mark && LOAD_RLX(&h->persist.persister_slot)) persister_wake(map, bell);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static int any_has_data(void *const *rings, shmlog_cursor *const *cursors, int n) {
+    for (int i = 0; i < n; i++)
+        if (shmlog_ring_has_data(rings[i], LOAD_RLX(&cursors[i]->position))) return 1;
+    return 0;
+}
+
+int shmlog_wait_any(void *bell, int slot, void *const *rings, shmlog_cursor *const *cursors, int n,
+                    int64_t spin_ns, int64_t timeout_ns, int64_t *waited_ns) {
+    const uint64_t start = monotonic_ns();
+    uint64_t now = start;
+    int rc = SHMLOG_WAIT_TIMEOUT;
+    shmlog_doorbell *d = bell;
+    int sleeper = d && slot >= 0 && slot < SHMLOG_DOORBELL_SLOTS;
+    /* Read before the spin: a direct wake of our slot while we spin (a group event for this
+     * consumer) ends the spin, or makes the futex wait return at once. */
+    uint32_t seq = sleeper ? LOAD_ACQ(&d->slots[slot].futex_seq) : 0;
+    if (spin_ns > timeout_ns) spin_ns = timeout_ns;
+    for (uint32_t i = 0;; i++) {
+        if (any_has_data(rings, cursors, n)) { rc = SHMLOG_WAIT_SPUN; goto out; }
+        if (spin_ns <= 0) break;
+        if ((i & 15) == 15) {
+            if (sleeper && LOAD_ACQ(&d->slots[slot].futex_seq) != seq) goto out;
+            now = monotonic_ns();
+            if (now - start >= (uint64_t)spin_ns) break;
+        }
+        cpu_relax();
+    }
+    now = monotonic_ns();
+    if (!sleeper || timeout_ns <= 0 || now - start >= (uint64_t)timeout_ns) goto out;
+    /* Watch, then re-check: a publish after the re-check bumps the sequence we sleep on
+     * (Dekker with doorbell_ring), so it cannot slip in between. */
+    for (int i = 0; i < n; i++) shmlog_doorbell_watch(rings[i], slot, 1);
+    if (any_has_data(rings, cursors, n)) rc = SHMLOG_WAIT_SPUN;
+    else {
+        futex_wait(&d->slots[slot].futex_seq, seq, (int64_t)(timeout_ns - (int64_t)(now - start)));
+        if (any_has_data(rings, cursors, n)) rc = SHMLOG_WAIT_WOKEN;
+    }
+    for (int i = 0; i < n; i++) shmlog_doorbell_watch(rings[i], slot, 0);
+out:
+    if (waited_ns) *waited_ns = (int64_t)(monotonic_ns() - start);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- producer slots and claims */
 
 int shmlog_producer_slot_acquire(void *map, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token) {
@@ -584,7 +661,7 @@ static void index_note(void *ring, uint64_t position, uint64_t frame_bytes, uint
 
 uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins);
 
-static int wait_for_space(void *ring, uint64_t claim_end, uint64_t deadline_ns) {
+static int wait_for_space(void *ring, uint64_t claim_end, uint64_t deadline_ns, void *bell) {
     shmlog_ring_header *h = ring_header(ring);
     uint32_t seq = LOAD_ACQ(&h->release.space_futex);
     __atomic_fetch_add(&h->release.space_waiters, 1, __ATOMIC_SEQ_CST);
@@ -597,6 +674,7 @@ static int wait_for_space(void *ring, uint64_t claim_end, uint64_t deadline_ns) 
         else {
             uint64_t slice = deadline_ns - now;
             if (slice > 100000000ULL) slice = 100000000ULL; /* a releaser that died cannot wake us */
+            persister_wake(ring, bell); /* it sleeps on a timer while records flow */
             futex_wait(&h->release.space_futex, seq, (int64_t)slice);
         }
     }
@@ -616,7 +694,7 @@ static void slot_intent(shmlog_producer_slot *s, uint64_t pos, uint64_t off, uin
 /* Claims frame_bytes for record_count offsets (publishing end-of-ring padding on the way);
  * returns the claimed position with the slot OWNED, or SHMLOG_EFULL at the deadline. */
 static int64_t ring_claim(void *map, shmlog_producer_slot *s, uint64_t frame_bytes, uint32_t record_count,
-                          uint64_t deadline, uint64_t *out_offset) {
+                          uint64_t deadline, uint64_t *out_offset, void *doorbell) {
     shmlog_ring_header *h = ring_header(map);
     const uint64_t cap = ring_capacity(map);
     for (;;) {
@@ -627,7 +705,7 @@ static int64_t ring_claim(void *map, shmlog_producer_slot *s, uint64_t frame_byt
         uint64_t claim_bytes = pad ? cap - idx : frame_bytes;
         uint32_t claim_count = pad ? 0 : record_count;
         if (pos + claim_bytes > LOAD_ACQ(&h->release.release_position) + cap) {
-            if (wait_for_space(map, pos + claim_bytes, deadline) == SHMLOG_EFULL) return SHMLOG_EFULL;
+            if (wait_for_space(map, pos + claim_bytes, deadline, doorbell) == SHMLOG_EFULL) return SHMLOG_EFULL;
             continue;
         }
         slot_intent(s, pos, off, (uint32_t)claim_bytes, claim_count);
@@ -665,6 +743,7 @@ static int64_t ring_commit(void *map, shmlog_producer_slot *s, uint64_t pos, uin
         return SHMLOG_EFENCED;
     frame_publish(map, pos, (uint32_t)frame_bytes, 0);
     doorbell_ring(map, doorbell);
+    persister_nudge(map, doorbell, pos, pos + frame_bytes);
     return (int64_t)pos;
 }
 
@@ -687,7 +766,8 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
     shmlog_producer_slot *s = &ring_header(map)->producers[slot];
     int64_t frame_bytes = frame_bytes_for(map, records_bytes, record_count);
     if (frame_bytes < 0) return frame_bytes;
-    int64_t pos = ring_claim(map, s, frame_bytes, record_count, deadline_after(timeout_ns), out_base_offset);
+    int64_t pos = ring_claim(map, s, frame_bytes, record_count, deadline_after(timeout_ns), out_base_offset,
+                             doorbell);
     if (pos < 0) return pos;
     uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
     uint32_t half = records_bytes / 2;
@@ -699,6 +779,22 @@ int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t
 }
 
 /* Encodes the records straight into the claimed frame: no staging buffer, one pass. */
+int64_t shmlog_ring_append_fixed(void *map, int slot, uint32_t count, const uint8_t *values, uint32_t value_bytes,
+                                 int64_t timestamp, int64_t timeout_ns, void *doorbell, uint64_t *out_base_offset) {
+    shmlog_producer_slot *s = &ring_header(map)->producers[slot];
+    int64_t records_bytes = shmlog_records_encode_fixed(NULL, 0, count, values, value_bytes);
+    if (records_bytes < 0 || records_bytes > UINT32_MAX) return SHMLOG_ETOOBIG;
+    int64_t frame_bytes = frame_bytes_for(map, (uint64_t)records_bytes, count);
+    if (frame_bytes < 0) return frame_bytes;
+    int64_t pos = ring_claim(map, s, frame_bytes, count, deadline_after(timeout_ns), out_base_offset, doorbell);
+    if (pos < 0) return pos;
+    uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
+    shmlog_records_encode_fixed(dst, (uint64_t)records_bytes, count, values, value_bytes);
+    crash_at(3);
+    return ring_commit(map, s, pos, frame_bytes, *out_base_offset, (uint32_t)records_bytes, count, timestamp,
+                       timestamp, 0, -1, -1, -1, doorbell);
+}
+
 int64_t shmlog_ring_append_records(void *map, int slot, uint32_t count, const uint8_t *keys,
                                    const int32_t *key_lens, const uint8_t *values, const int32_t *value_lens,
                                    const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
@@ -710,7 +806,7 @@ int64_t shmlog_ring_append_records(void *map, int slot, uint32_t count, const ui
     if (records_bytes < 0 || records_bytes > UINT32_MAX) return SHMLOG_ETOOBIG;
     int64_t frame_bytes = frame_bytes_for(map, (uint64_t)records_bytes, count);
     if (frame_bytes < 0) return frame_bytes;
-    int64_t pos = ring_claim(map, s, frame_bytes, count, deadline_after(timeout_ns), out_base_offset);
+    int64_t pos = ring_claim(map, s, frame_bytes, count, deadline_after(timeout_ns), out_base_offset, doorbell);
     if (pos < 0) return pos;
     uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
     shmlog_records_encode(dst, (uint64_t)records_bytes, count, keys, key_lens, values, value_lens, timestamps,
@@ -1007,7 +1103,7 @@ int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns, voi
     for (int round = 0;; round++) {
         uint32_t seq = LOAD_ACQ(&h->persist.persist_futex);
         __atomic_fetch_add(&h->persist.persist_waiters, 1, __ATOMIC_SEQ_CST);
-        if (round == 0) doorbell_ring(map, doorbell); /* the persister fsyncs when it sees a waiter */
+        if (round == 0) persister_wake(map, doorbell); /* the persister fsyncs when it sees a waiter */
         int done = __atomic_load_n(&h->persist.flushed_offset, __ATOMIC_SEQ_CST) > offset;
         uint64_t now = monotonic_ns();
         if (!done && now < deadline) {
