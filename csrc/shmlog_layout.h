@@ -141,7 +141,9 @@ typedef struct shmlog_ring_persist {
     uint32_t persist_waiters;
     uint32_t persister_pid;
     uint32_t storage_error;
-    uint8_t pad[SHMLOG_CACHE_LINE - 48];
+    uint32_t persister_slot; /* doorbell slot + 1 the persister sleeps on (0: none); see persister_wake */
+    uint32_t reserved;
+    uint8_t pad[SHMLOG_CACHE_LINE - 56];
 } shmlog_ring_persist;
 
 typedef struct shmlog_ring_waiters {
