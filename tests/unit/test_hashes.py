@@ -1,3 +1,4 @@
+import random
 """CRC32C and murmur2 against published vectors."""
 import pytest
 
@@ -58,3 +59,12 @@ def test_murmur2_matches_kafkas_vectors(key, expected):
 def test_murmur2_partition_is_the_positive_hash_modulo_partitions():
     for key, h in MURMUR2_VECTORS:
         assert murmur2_partition(key, 7) == (h & 0x7FFFFFFF) % 7
+
+
+def test_crc32c_of_buffers_long_enough_for_the_three_lane_loop_matches_the_software_crc():
+    data = bytes(random.Random(7).getrandbits(8) for _ in range(3 * 4096 * 3 + 77))
+    for length in (3 * 4096 - 1, 3 * 4096, 3 * 4096 + 1, 2 * 3 * 4096 + 13, len(data)):
+        for start in (0, 5):
+            piece = data[start:start + length]
+            for seed in (0, 0xDEADBEEF):
+                assert lib.shmlog_crc32c(seed, piece, len(piece)) == lib.shmlog_crc32c_sw(seed, piece, len(piece))
