@@ -1,5 +1,6 @@
-import random
 """CRC32C and murmur2 against published vectors."""
+import random
+
 import pytest
 
 from shmlog._core import lib
