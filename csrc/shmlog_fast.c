@@ -293,6 +293,19 @@ static PyObject *queue_append(RecordQueue *self, PyObject *item) {
     Py_RETURN_NONE;
 }
 
+static PyObject *queue_take(RecordQueue *self, PyObject *arg) {
+    Py_ssize_t want = PyLong_AsSsize_t(arg);
+    if (want == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t n = queue_length(self);
+    if (want < n) n = want < 0 ? 0 : want;
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(out, i, self->items[self->head + i]);  /* moved */
+    self->head += n;
+    if (self->head == self->tail) self->head = self->tail = 0;
+    return out;
+}
+
 static PyObject *queue_clear(RecordQueue *self, PyObject *unused) {
     queue_clear_items(self);
     Py_RETURN_NONE;
@@ -366,6 +379,7 @@ static PyMethodDef queue_methods[] = {
     {"popleft", (PyCFunction)queue_popleft, METH_NOARGS, NULL},
     {"append", (PyCFunction)queue_append, METH_O, NULL},
     {"clear", (PyCFunction)queue_clear, METH_NOARGS, NULL},
+    {"take", (PyCFunction)queue_take, METH_O, "take(n): up to n Messages from the front, as a list."},
     {"fill", (PyCFunction)queue_fill, METH_VARARGS, NULL},
     {NULL},
 };

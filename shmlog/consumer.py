@@ -438,6 +438,7 @@ class Consumer(_fast.ConsumerCore):
         deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
         out = []
         if self._group is not None:
+            self._serve_needed = False
             event = self._group.serve()   # rebalance callbacks, commit reports, group errors
             if event is not None:
                 return [event]
@@ -450,8 +451,9 @@ class Consumer(_fast.ConsumerCore):
                 raise
             if msg is not None:
                 out.append(msg)
+                out.extend(self._current.take(num_messages - len(out)))   # the rest of this decoded run
                 if self._auto_store:
-                    self._stored[(msg._topic, msg._partition)] = msg._offset + 1
+                    self._stored[(msg._topic, msg._partition)] = out[-1]._offset + 1
                 continue
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
