@@ -256,12 +256,12 @@ def shm_consume_batch(params, ready, go, _):
         first = int(offs[0])
         if first != ck.expected or int(offs[-1]) != first + k - 1 or (k > 2 and not (np.diff(offs) == 1).all()):
             ck.gap(first)
-        vals = view.values_as(dtype)                   # zero-copy strided view into the ring...
-        if vals.flags.owndata or vals.base is None or k < 2:
-            copied += 1                                # ...or a copy, when the view's stride is not constant
+        runs = view.value_arrays(dtype)                # zero-copy strided views into the ring, one per batch
+        if not view.zero_copy:
+            copied += 1                                # read from segments or decompressed: copies
         # spot-check content: first and last record carry their own offset in their first 8 bytes
-        if (int.from_bytes(vals[0].tobytes()[:8], "little") != first
-                or int.from_bytes(vals[k - 1].tobytes()[:8], "little") != first + k - 1):
+        if (int.from_bytes(runs[0][0].tobytes()[:8], "little") != first
+                or int.from_bytes(runs[-1][-1].tobytes()[:8], "little") != first + k - 1):
             ck.gap(first)
         ck.nbytes += int(view.value_lengths.sum())
         ck.expected = first + k

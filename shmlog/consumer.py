@@ -86,21 +86,19 @@ class RecordBatchView:
         return [None if n < 0 else buf[p:p + n] for p, n in zip(self.key_positions.tolist(),
                                                                  self.key_lengths.tolist())]
 
-    def values_as(self, dtype):
-        """Values as one NumPy array of `dtype`: a strided view into shared memory when the
-        records sit at a constant stride (as produce_batch writes them), else a copy."""
+    def value_arrays(self, dtype):
+        """Values as NumPy arrays of `dtype`, one strided view into shared memory per run of
+        records at a constant stride (produce_batch writes one run per batch): zero-copy."""
         dtype = np.dtype(dtype)
         n = len(self)
         if n == 0:
-            return np.empty(0, dtype)
+            return []
         if not (self.value_lengths == dtype.itemsize).all():
             raise ValueError(f"values are not all {dtype.itemsize} bytes long")
         pos = self.value_positions
         if n == 1:
-            return np.ndarray((1,), dtype, buffer=self.buffer, offset=int(pos[0]))
+            return [np.ndarray((1,), dtype, buffer=self.buffer, offset=int(pos[0]))]
         steps = np.diff(pos)
-        # Runs of constant stride (one per batch as produce_batch writes them) are strided views;
-        # several runs are joined with one copy per run, not per record.
         breaks = np.flatnonzero(steps[1:] != steps[:-1]) + 1
         starts = [0] + [int(b) + 1 for b in breaks if steps[b] != steps[b - 1]]
         runs = []
@@ -109,8 +107,16 @@ class RecordBatchView:
             stride = int(steps[start]) if end - start > 1 else dtype.itemsize
             runs.append(np.ndarray((end - start,), dtype, buffer=self.buffer, offset=int(pos[start]),
                                    strides=(stride,)))
-        return runs[0] if len(runs) == 1 else np.concatenate(runs)
+        return runs
 
+    def values_as(self, dtype):
+        """Values as one NumPy array of `dtype`: a strided view into shared memory when the
+        records sit at a constant stride (one produce_batch batch), else one copy of the runs
+        joined (value_arrays() gives the runs without copying)."""
+        runs = self.value_arrays(dtype)
+        if not runs:
+            return np.empty(0, np.dtype(dtype))
+        return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
 class Consumer(_fast.ConsumerCore):
     """confluent_kafka.Consumer over a shmlog broker: assign() or subscribe() (consumer groups).

@@ -266,6 +266,25 @@ def test_batch_api_moves_numpy_rows_and_reads_them_back_zero_copy(conf, topic):
     p.close()
 
 
+def test_value_arrays_are_views_into_shared_memory_one_per_produced_batch(conf, topic):
+    p = shmlog.Producer(conf)
+    for start in (0, 500):   # two produce_batch calls: two frames, two constant-stride runs
+        p.produce_batch(topic, np.arange(start, start + 500, dtype=np.int64).reshape(500, 1), partition=0)
+    c = shmlog.Consumer(conf)
+    c.assign([TopicPartition(topic, 0, shmlog.OFFSET_BEGINNING)])
+    got = []
+    while sum(map(len, got)) < 1000:
+        view = c.consume_batch(10000, timeout=5)
+        assert view is not None
+        runs = view.value_arrays(np.int64)
+        assert all(not r.flags.owndata and r.base is not None for r in runs)
+        assert (np.concatenate(runs) == view.values_as(np.int64)).all()
+        got.extend(r.copy() for r in runs)
+    assert (np.concatenate(got) == np.arange(1000)).all()
+    c.close()
+    p.close()
+
+
 def test_batch_api_with_lists_of_bytes_keeps_keys_and_order(conf, admin):
     create_topic(admin, "lists", 3)
     p = shmlog.Producer(conf)
