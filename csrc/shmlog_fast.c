@@ -1172,10 +1172,44 @@ done:
     return result;
 }
 
+
+/* serve_reports(batch, error): calls each report's callback(error, Message) for a delivered (or
+ * failed: offsets -1001) batch; returns how many were called. */
+static PyObject *fast_serve_reports(PyObject *module, PyObject *args) {
+    Batch *b;
+    PyObject *err;
+    if (!PyArg_ParseTuple(args, "O!O", &BatchType, &b, &err)) return NULL;
+    if (!b->reports) return PyLong_FromLong(0);
+    PyObject *reports = Py_NewRef(b->reports);
+    Py_ssize_t n = PyList_GET_SIZE(reports);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned int index;
+        PyObject *cb, *key, *value, *headers;
+        long long ts;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(reports, i), "IOOOLO", &index, &cb, &key, &value, &ts, &headers))
+            goto fail;
+        long long offset = err == Py_None ? b->base_offset + index : -1001;
+        Message *m = message_new_fast(b->route->topic, b->partition, offset, Py_NewRef(key), Py_NewRef(value),
+                                      Py_NewRef(headers), 1, ts);
+        if (!m) goto fail;
+        m->error = Py_NewRef(err);
+        PyObject *r = PyObject_CallFunctionObjArgs(cb, err, (PyObject *)m, NULL);
+        Py_DECREF(m);
+        if (!r) goto fail;
+        Py_DECREF(r);
+    }
+    Py_DECREF(reports);
+    return PyLong_FromSsize_t(n);
+fail:
+    Py_DECREF(reports);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static PyMethodDef fast_methods[] = {
     {"bind", fast_bind, METH_VARARGS, "bind(murmur2_address, ring_append_address): the C core's entry points."},
+    {"serve_reports", fast_serve_reports, METH_VARARGS, "Delivery callbacks of one batch (see Producer.poll)."},
     {"index_columns", fast_index_columns, METH_VARARGS, "Record refs -> column arrays (see RecordBatchView)."},
     {NULL},
 };

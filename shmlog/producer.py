@@ -331,13 +331,7 @@ class Producer(_fast.ProducerCore):
         while self._reports:
             batch, err = self._reports.popleft()
             self._release_queued(len(batch), batch.size_bytes)
-            if not batch.reports:
-                continue
-            topic, partition, base = batch.topic, batch.partition, batch.base_offset
-            for i, cb, key, value, ts, headers in batch.reports:
-                cb(err, Message(topic, partition, base + i if err is None else -1001, key, value, headers,
-                                (TIMESTAMP_CREATE_TIME, ts), error=err))
-                served += 1
+            served += _fast.serve_reports(batch, err)   # callback(err, Message) per record that asked
         return served
 
     def poll(self, timeout=None):
