@@ -4,8 +4,6 @@ Each assigned partition has a reader holding a cursor (ring position, next offse
 reader that falls behind the ring reads the persister's segment files in the same order
 with the same offsets, and moves back onto the ring as soon as its offset is there.
 """
-import collections
-import os
 import time
 
 import numpy as np
@@ -17,7 +15,7 @@ from .config import parse_consumer_config
 from .errors import KafkaError, KafkaException, error
 from .groups import GroupClient
 from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
-                      TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition)
+                      TIMESTAMP_LOG_APPEND_TIME, TopicPartition)
 from .record import decode_headers
 from .segment import SegmentReader
 from .wait import BlockingWait, BusySpinWait

@@ -18,7 +18,6 @@ from .client import connect
 from .codec import NONE, codec_id, compress_records
 from .config import parse_producer_config
 from .errors import KafkaError, KafkaException, error
-from .message import TIMESTAMP_CREATE_TIME, Message
 from .partitioner import NULL_KEY_IS_RANDOM, keyed, random_partition
 
 RECORD_OVERHEAD_BYTES = 21  # Kafka's maximum per-record framing (varints, attributes)
