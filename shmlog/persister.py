@@ -10,6 +10,15 @@ fdatasyncs by policy: whenever a producer waits with acks=all (one fdatasync cov
 waiter: group commit), or when flush.messages / flush.ms say so; flushed_offset, which
 acks=all waits on, only moves after an fdatasync.
 
+Wake policy (see docs/durability.md): acks=0/1 do not need the persister promptly, and on a
+small machine a wake-up per published batch costs the producer a futex syscall and the
+consumers a core. So while records flow the persister sleeps on a PERSIST_INTERVAL_S timer
+without watching the rings; what needs it sooner wakes its doorbell slot directly (named in
+each ring's persist.persister_slot): an acks=all producer waiting for fdatasync, a producer
+waiting for ring space, a publish that takes the unpersisted bytes past a quarter of the
+ring. Only after a timer wake found nothing new does it watch the rings again (the first
+publish into an idle ring wakes it), sleeping up to IDLE_WAIT_S.
+
 Restart consistency: the cursor starts at what the ring says was persisted. Batches the
 segments already hold (written, then the persister died before publishing) are skipped;
 segments that end below it mean a previous run lost data (logged; the log continues, in a
@@ -44,6 +53,7 @@ from .segment import SegmentWriter
 
 FETCH_FRAMES = 1024
 IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
+PERSIST_INTERVAL_S = 0.005   # while records flow, persist on this timer rather than per publish
 RETRY_AFTER_ERROR_S = 0.1
 RETRY_OPEN_S = 1.0
 RETRY_CORRUPT_RING_S = 1.0
@@ -307,21 +317,39 @@ class PartitionLog:
 
     # -------------------------------------------------------------- waiting
 
+    def attach(self, slot):
+        """Name the doorbell slot we sleep on in the ring header (slot < 0: none), so that what
+        needs us promptly (acks=all, a producer short of space) can wake us directly."""
+        self.persist.persister_slot = slot + 1 if slot >= 0 else 0
+
     def has_work(self, now):
+        """Anything to do: something published past the cursor, or an acks=all waiter to fsync for."""
         if now < self.retry_at:
             return False
         return bool(self.ring.has_data(self.cursor.position) or
                     (self.persist.persist_waiters and self.writer.log_end_offset > self.flushed))
 
-    def wake_after(self, now):
-        """Seconds until this partition needs a look even if no producer rings the doorbell."""
+    def has_urgent_work(self, now):
+        """What may not wait for the timer: an acks=all waiter, a producer waiting for ring space,
+        or more than a quarter of the ring unpersisted (the producers' wake-ups for these)."""
+        if now < self.retry_at:
+            return False
+        published = self.ring.has_data(self.cursor.position)
+        if self.persist.persist_waiters and (published or self.writer.log_end_offset > self.flushed):
+            return True
+        return bool(published and (self.ring.header.release.space_waiters or
+                                   self.ring.end()[0] - self.cursor.position >= self.ring.capacity_bytes // 4))
+
+    def wake_after(self, now, flowing=False):
+        """Seconds until this partition needs a look even if nobody wakes us; `flowing`: records
+        were persisted since the last sleep, so we do not watch the ring this time."""
         if now < self.retry_at:
             return self.retry_at - now
         wait = IDLE_WAIT_S
         if self.writer.log_end_offset > self.flushed and self.flush_ms < INT64_MAX:
             wait = min(wait, self.last_flush + self.flush_ms / 1000 - now)
         if self.ring.end()[0] > self.cursor.position:
-            wait = min(wait, CLAIM_POLL_S)
+            wait = min(wait, PERSIST_INTERVAL_S if flowing else CLAIM_POLL_S)
         return wait
 
     # -------------------------------------------------------------- shutdown
@@ -378,6 +406,7 @@ class Persister:
         self.epoch = None
         self.stopping = False
         self.next_control_check = 0.0
+        self.flowing = False     # something was persisted since the last sleep
 
     # -------------------------------------------------------------- metadata
 
@@ -421,6 +450,7 @@ class Persister:
             log("no free doorbell slot; polling every 100 ms instead of sleeping on the doorbell")
         for part in self.partitions.values():
             part.doorbell = self.bell
+            part.attach(self.slot)
 
     def _open(self, key, spec):
         ring_name, log_dir, settings, requested_log_start = spec
@@ -432,6 +462,7 @@ class Persister:
             self.unopened[key] = (spec, time.monotonic() + RETRY_OPEN_S)
             return
         self.unopened.pop(key, None)
+        part.attach(self.slot)
         part.start()
         self.partitions[key] = part
 
@@ -467,7 +498,9 @@ class Persister:
                     self.next_control_check = now + CONTROL_CHECK_S
                     if self._supervisor_gone():
                         break
-                if not busy:
+                if busy:
+                    self.flowing = True
+                else:
                     self.idle_wait(time.monotonic())
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._TRANSPORT:
@@ -485,16 +518,25 @@ class Persister:
 
     def idle_wait(self, now):
         parts = list(self.partitions.values())
-        timeout = min([IDLE_WAIT_S] + [part.wake_after(now) for part in parts])
+        flowing, self.flowing = self.flowing, False
+        timeout = min([IDLE_WAIT_S] + [part.wake_after(now, flowing) for part in parts])
+        if flowing:
+            timeout = min(timeout, PERSIST_INTERVAL_S)
         if timeout <= 0:
             return
         if self.slot < 0:
             time.sleep(timeout)
             return
         bell, slot = self.bell.ptr, self.slot
-        # Sequence first, then watch, then re-check: a publish after the re-check bumps the
-        # sequence we sleep on, so it cannot slip between the check and the sleep.
+        # Sequence first, then (watch and) re-check: a publish or a producer's direct wake after
+        # the re-check bumps the sequence we sleep on, so it cannot slip between check and sleep.
         seq = lib.shmlog_doorbell_sequence(bell, slot)
+        if flowing:
+            # Records are flowing: persist on the timer, not per publish (no watch bits, so
+            # producers do not wake us); only what may not wait for the timer wakes us.
+            if not any(part.has_urgent_work(now) for part in parts) and not self.stopping:
+                lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
+            return
         for part in parts:
             lib.shmlog_doorbell_watch(part.ring.map, slot, 1)
         try:
@@ -530,6 +572,7 @@ class Persister:
                 "for the next persister")
         for part in self.partitions.values():
             part.persist.persister_pid = 0
+            part.persist.persister_slot = 0
             part.close()
         self.partitions.clear()
         if self.bell is not None:
