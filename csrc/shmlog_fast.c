@@ -817,7 +817,7 @@ static int batch_add(Batch *b, const char *key, Py_ssize_t key_len, const char *
 /* Moves route's open batch of partition to the ready list. */
 static int producer_close_batch(ProducerCore *self, Route *route, int partition) {
     Batch *b = route->open[partition];
-    if (!b) return 0;
+    if (!b || b->count == 0) return 0;
     route->open[partition] = NULL;
     if (route->sticky == partition) route->sticky = -1;
     int rc = PyList_Append(self->ready, (PyObject *)b);
@@ -886,14 +886,11 @@ static int producer_add(ProducerCore *self, Route *route, int partition, PyObjec
         if (producer_close_batch(self, route, partition) < 0) return -1;
         b = NULL;
     }
+    int opened = 0;
     if (!b) {
         b = route->open[partition] = batch_open(route, partition);
         if (!b) return -1;
-        if (!self->linger_zero && self->wake != Py_None) {
-            PyObject *r = PyObject_CallNoArgs(self->wake);
-            if (!r) return -1;
-            Py_DECREF(r);
-        }
+        opened = 1;
     }
     const char *k = NULL, *v = NULL, *h = NULL;
     Py_ssize_t klen = -1, vlen = -1, hlen = 0;
@@ -910,6 +907,13 @@ static int producer_add(ProducerCore *self, Route *route, int partition, PyObjec
         PyObject *report = Py_BuildValue("(IOOOLO)", index, callback, key, value, timestamp, raw_headers);
         if (!report || PyList_Append(b->reports, report) < 0) { Py_XDECREF(report); return -1; }
         Py_DECREF(report);
+    }
+    /* Only now, with the record in it: waking runs Python, which may switch to the linger
+     * thread, and that thread must never find an empty batch due. */
+    if (opened && !self->linger_zero && self->wake != Py_None) {
+        PyObject *r = PyObject_CallNoArgs(self->wake);
+        if (!r) return -1;
+        Py_DECREF(r);
     }
     if (self->linger_zero && producer_close_batch(self, route, partition) < 0) return -1;
     return producer_drain(self);
