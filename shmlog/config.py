@@ -349,6 +349,12 @@ CLIENT_KEYS = (
     Key("shmlog.busy.poll", BOOL, False,
         "Consumer spins on the ring instead of sleeping on a futex while waiting for data: "
         "lower latency, one busy core."),
+    Key("shmlog.wait.spin.max.us", Int(0, 1_000_000), 200,
+        "Blocking wait (shmlog.busy.poll=false): while records arrive less than this many "
+        "microseconds apart the consumer spins (up to 1.5x the gap) before sleeping on its futex, "
+        "because waking from a futex takes tens of microseconds on a VM; records further apart, "
+        "or an idle partition, are waited for asleep. 0: always sleep at once (least CPU, higher "
+        "latency).", C),
     Key("shmlog.claim.timeout.ms", Int(1, 3_600_000), 2000,
         "How long a claimed but unpublished ring region may stay so before it is "
         "treated as abandoned by a dead producer and skipped."),

@@ -18,7 +18,7 @@ from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORE
                       TIMESTAMP_LOG_APPEND_TIME, TopicPartition)
 from .record import decode_headers
 from .segment import SegmentReader
-from .wait import BlockingWait, BusySpinWait
+from .wait import SPIN_MIN_NS, BlockingWait, BusySpinWait
 
 MAX_FRAMES_PER_FETCH = 256
 _UINT64_MAX = (1 << 64) - 1
@@ -133,7 +133,12 @@ class Consumer(_fast.ConsumerCore):
         self._fetch_bytes = cfg.fetch_max_bytes
         self._eof = cfg.enable_partition_eof
         self._cluster = connect(cfg, "consumer")
-        self._wait = (BusySpinWait if cfg.shmlog_busy_poll else BlockingWait)(self._cluster.doorbell)
+        if cfg.shmlog_busy_poll:
+            self._wait = BusySpinWait(self._cluster.doorbell)
+        else:
+            spin_max_ns = cfg.shmlog_wait_spin_max_us * 1000
+            self._wait = BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns),
+                                      spin_max_ns=spin_max_ns)
         self._readers = {}
         self._order = []
         self._next = 0

@@ -421,3 +421,16 @@ def test_pythons_resource_tracker_never_warns_about_or_unlinks_our_segments(conf
     from shmlog import shm
     assert any(".t" in n for n in shm.names_in_namespace(shm.namespace(data_dir)))
     assert len(read_all(conf, topic, expected=1)) == 1
+
+
+def test_a_consumer_that_never_spins_still_wakes_for_each_record(conf, topic):
+    p = shmlog.Producer({**conf, "linger.ms": 0})
+    c = shmlog.Consumer({**conf, "shmlog.wait.spin.max.us": 0})
+    c.assign([TopicPartition(topic, 0, shmlog.OFFSET_END)])
+    assert c.poll(0.05) is None
+    for i in range(20):
+        p.produce(topic, b"%d" % i, partition=0)
+        m = c.poll(5)
+        assert m is not None and m.value() == b"%d" % i
+    c.close()
+    p.close()
