@@ -424,13 +424,24 @@ def test_pythons_resource_tracker_never_warns_about_or_unlinks_our_segments(conf
 
 
 def test_a_consumer_that_never_spins_still_wakes_for_each_record(conf, topic):
+    import threading
     p = shmlog.Producer({**conf, "linger.ms": 0})
     c = shmlog.Consumer({**conf, "shmlog.wait.spin.max.us": 0})
     c.assign([TopicPartition(topic, 0, shmlog.OFFSET_END)])
     assert c.poll(0.05) is None
+    turn = threading.Semaphore(0)
+
+    def produce_on_each_turn():
+        for i in range(20):
+            turn.acquire()
+            p.produce(topic, b"%d" % i, partition=0)   # while the consumer sits in poll() (GIL released)
+
+    t = threading.Thread(target=produce_on_each_turn)
+    t.start()
     for i in range(20):
-        p.produce(topic, b"%d" % i, partition=0)
+        turn.release()
         m = c.poll(5)
         assert m is not None and m.value() == b"%d" % i
+    t.join()
     c.close()
     p.close()
