@@ -34,6 +34,8 @@ static struct {
     int32_t (*murmur2)(const void *, size_t);
     int64_t (*ring_append)(void *, int, const uint8_t *, uint32_t, uint32_t, int64_t, int64_t, int16_t, int64_t,
                            int16_t, int32_t, int64_t, void *, uint64_t *);
+    int64_t (*ring_fetch)(const void *, shmlog_cursor *, uint8_t *, uint64_t, shmlog_frame_ref *, uint32_t, int);
+    int64_t (*batch_index)(const uint8_t *, uint64_t, shmlog_record_ref *, uint32_t, int);
 } core;
 
 static unsigned long fork_generation;
@@ -61,10 +63,12 @@ static double now_monotonic_s(void) {
 }
 
 static PyObject *fast_bind(PyObject *module, PyObject *args) {
-    unsigned long long murmur2, ring_append;
-    if (!PyArg_ParseTuple(args, "KK", &murmur2, &ring_append)) return NULL;
+    unsigned long long murmur2, ring_append, ring_fetch, batch_index;
+    if (!PyArg_ParseTuple(args, "KKKK", &murmur2, &ring_append, &ring_fetch, &batch_index)) return NULL;
     core.murmur2 = (void *)(uintptr_t)murmur2;
     core.ring_append = (void *)(uintptr_t)ring_append;
+    core.ring_fetch = (void *)(uintptr_t)ring_fetch;
+    core.batch_index = (void *)(uintptr_t)batch_index;
     random_state ^= (uint64_t)getpid() * 0x100000001B3ULL ^ (uint64_t)now_unix_ms();
     Py_RETURN_NONE;
 }
@@ -328,6 +332,93 @@ static PyObject *bytes_at(const char *base, Py_ssize_t size, int32_t pos, int32_
     return PyBytes_FromStringAndSize(base + pos, len);
 }
 
+/* Appends a Message per ref at or after first_offset; positions are relative to buffer + bias.
+ * Returns how many, or -1 with an exception set. */
+static Py_ssize_t queue_fill_refs(RecordQueue *self, PyObject *buffer_obj, const void *buffer, Py_ssize_t buffer_len,
+                                  Py_ssize_t bias, const shmlog_record_ref *refs, Py_ssize_t count, PyObject *topic,
+                                  int partition, int ts_type, long long first_offset, PyObject *decode_headers) {
+    if (queue_reserve(self, count) < 0) return -1;
+    const char *base = (const char *)buffer + bias;
+    Py_ssize_t size = buffer_len - bias, added = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const shmlog_record_ref *r = &refs[i];
+        if (r->offset < first_offset) continue;
+        PyObject *key = bytes_at(base, size, r->key_pos, r->key_len);
+        if (!key) return -1;
+        PyObject *value = bytes_at(base, size, r->value_pos, r->value_len);
+        if (!value) { Py_DECREF(key); return -1; }
+        PyObject *headers = Py_NewRef(Py_None);
+        if (r->headers_count) {
+            Py_DECREF(headers);
+            headers = PyObject_CallFunction(decode_headers, "Oni", buffer_obj, (Py_ssize_t)r->headers_pos + bias,
+                                            (int)r->headers_count);
+            if (!headers) { Py_DECREF(key); Py_DECREF(value); return -1; }
+        }
+        Message *m = message_new_fast(topic, partition, r->offset, key, value, headers, ts_type, r->timestamp);
+        if (!m) { Py_DECREF(key); Py_DECREF(value); Py_DECREF(headers); return -1; }
+        self->items[self->tail++] = (PyObject *)m;
+        added++;
+    }
+    return added;
+}
+
+static uint16_t load_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t load_be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static shmlog_record_ref *fetch_scratch;
+static uint32_t fetch_scratch_records;
+
+/* fetch_ring(queue, ring, cursor, buffer, frames, max_frames, check_crc, topic, partition, first_offset,
+ *            decode_headers) -> (status, added, next_offset, stop)
+ * One ring fetch into buffer and the decoding of its plain batches into queue, in C: status is
+ * the fetch's frame count or its negative status (nothing decoded); control batches are skipped;
+ * decoding stops at the first compressed or invalid batch, whose index is `stop` (the frame count
+ * when every batch was decoded) for the Python decoder to take over from with next_offset. */
+static PyObject *fast_fetch_ring(PyObject *module, PyObject *args) {
+    PyObject *queue, *buffer_obj, *topic, *decode_headers;
+    unsigned long long ring, cursor, frames_address;
+    unsigned int max_frames;
+    int check_crc, partition;
+    long long wanted;
+    if (!PyArg_ParseTuple(args, "O!KKOKIiUiLO", &RecordQueueType, &queue, &ring, &cursor, &buffer_obj,
+                          &frames_address, &max_frames, &check_crc, &topic, &partition, &wanted, &decode_headers))
+        return NULL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(buffer_obj, &buf, PyBUF_WRITABLE) < 0) return NULL;
+    shmlog_frame_ref *frames = (shmlog_frame_ref *)(uintptr_t)frames_address;
+    int64_t n = core.ring_fetch((const void *)(uintptr_t)ring, (shmlog_cursor *)(uintptr_t)cursor, buf.buf,
+                                (uint64_t)buf.len, frames, max_frames, check_crc);
+    Py_ssize_t added = 0;
+    int64_t i = 0;
+    for (; i < n; i++) {
+        const shmlog_frame_ref *f = &frames[i];
+        const uint8_t *batch = (const uint8_t *)buf.buf + f->dst_pos;
+        if ((long long)(f->base_offset + f->record_count) <= wanted) continue;
+        uint16_t attributes = load_be16(batch + SHMLOG_BATCH_OFF_ATTRIBUTES);
+        if ((attributes & SHMLOG_ATTR_CONTROL) || load_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT) == 0) {
+            wanted = (long long)(f->base_offset + f->record_count);
+            continue;
+        }
+        if (attributes & SHMLOG_ATTR_COMPRESSION_MASK) break;
+        if (f->record_count > fetch_scratch_records) {
+            shmlog_record_ref *grown = PyMem_Realloc(fetch_scratch, f->record_count * sizeof(shmlog_record_ref));
+            if (!grown) { PyBuffer_Release(&buf); return PyErr_NoMemory(); }
+            fetch_scratch = grown;
+            fetch_scratch_records = f->record_count;
+        }
+        int64_t k = core.batch_index(batch, f->batch_bytes, fetch_scratch, fetch_scratch_records, check_crc);
+        if (k < 0) break;
+        int ts_type = attributes & SHMLOG_ATTR_LOG_APPEND_TIME ? 2 : 1;
+        Py_ssize_t got = queue_fill_refs((RecordQueue *)queue, buffer_obj, buf.buf, buf.len, (Py_ssize_t)f->dst_pos,
+                                         fetch_scratch, k, topic, partition, ts_type, wanted, decode_headers);
+        if (got < 0) { PyBuffer_Release(&buf); return NULL; }
+        added += got;
+        wanted = (long long)(f->base_offset + f->record_count);
+    }
+    PyBuffer_Release(&buf);
+    return Py_BuildValue("(LnLL)", (long long)n, added, wanted, (long long)(n < 0 ? 0 : i));
+}
+
 /* fill(buffer, refs, count, position_bias, topic, partition, timestamp_type, first_offset, decode_headers)
  * appends a Message for each record ref at or after first_offset; positions in refs are
  * relative to position_bias within buffer. Returns how many were appended. */
@@ -346,29 +437,9 @@ static PyObject *queue_fill(RecordQueue *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "record refs outside their arrays");
         goto done;
     }
-    if (queue_reserve(self, count) < 0) goto done;
-    const char *base = (const char *)buf.buf + bias;
-    Py_ssize_t size = buf.len - bias, added = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const shmlog_record_ref *r = &refs[i];
-        if (r->offset < first_offset) continue;
-        PyObject *key = bytes_at(base, size, r->key_pos, r->key_len);
-        if (!key) goto done;
-        PyObject *value = bytes_at(base, size, r->value_pos, r->value_len);
-        if (!value) { Py_DECREF(key); goto done; }
-        PyObject *headers = Py_NewRef(Py_None);
-        if (r->headers_count) {
-            Py_DECREF(headers);
-            headers = PyObject_CallFunction(decode_headers, "Oni", args ? PyTuple_GET_ITEM(args, 0) : Py_None,
-                                            (Py_ssize_t)r->headers_pos + bias, (int)r->headers_count);
-            if (!headers) { Py_DECREF(key); Py_DECREF(value); goto done; }
-        }
-        Message *m = message_new_fast(topic, partition, r->offset, key, value, headers, ts_type, r->timestamp);
-        if (!m) { Py_DECREF(key); Py_DECREF(value); Py_DECREF(headers); goto done; }
-        self->items[self->tail++] = (PyObject *)m;
-        added++;
-    }
-    result = PyLong_FromSsize_t(added);
+    Py_ssize_t added = queue_fill_refs(self, PyTuple_GET_ITEM(args, 0), buf.buf, buf.len, bias, refs, count, topic,
+                                       partition, ts_type, first_offset, decode_headers);
+    if (added >= 0) result = PyLong_FromSsize_t(added);
 done:
     PyBuffer_Release(&buf);
     PyBuffer_Release(&refs_buf);
@@ -1213,6 +1284,7 @@ fail:
 
 static PyMethodDef fast_methods[] = {
     {"bind", fast_bind, METH_VARARGS, "bind(murmur2_address, ring_append_address): the C core's entry points."},
+    {"fetch_ring", fast_fetch_ring, METH_VARARGS, "One ring fetch decoded into a RecordQueue (see Consumer._fetch)."},
     {"serve_reports", fast_serve_reports, METH_VARARGS, "Delivery callbacks of one batch (see Producer.poll)."},
     {"index_columns", fast_index_columns, METH_VARARGS, "Record refs -> column arrays (see RecordBatchView)."},
     {NULL},

@@ -18,6 +18,7 @@ from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORE
                       TIMESTAMP_LOG_APPEND_TIME, TopicPartition)
 from .record import decode_headers
 from .segment import SegmentReader
+from ._fastbind import address
 from .wait import SPIN_MIN_NS, BlockingWait, BusySpinWait
 
 MAX_FRAMES_PER_FETCH = 256
@@ -28,11 +29,12 @@ class _Reader:
     """One assigned partition: where we are and what we decoded but not yet returned."""
 
     __slots__ = ("topic", "partition", "ring", "cursor", "next_offset", "paused", "pending", "segments",
-                 "on_ring", "log_dir")
+                 "on_ring", "log_dir", "ring_address", "cursor_address")
 
     def __init__(self, topic, partition, ring, log_dir):
         self.topic, self.partition, self.ring, self.log_dir = topic, partition, ring, log_dir
         self.cursor = ffi.new("shmlog_cursor *")
+        self.ring_address, self.cursor_address = address(ring.map), address(self.cursor)
         self.next_offset = 0
         self.paused = False
         self.pending = _fast.RecordQueue()
@@ -144,6 +146,7 @@ class Consumer(_fast.ConsumerCore):
         self._next = 0
         self._buffer = bytearray(self._partition_fetch_bytes)
         self._frames = ffi.new("shmlog_frame_ref[]", MAX_FRAMES_PER_FETCH)
+        self._frames_address = address(self._frames)
         self._refs = np.empty(4096, layout.RECORD_REF_DTYPE)
         self._pins = {}
         self._closed = False
@@ -319,8 +322,14 @@ class Consumer(_fast.ConsumerCore):
             # (earliest/latest), or every fetch raises OFFSET_OUT_OF_RANGE until the app seeks.
             self._seek(reader, reader.next_offset)
         if reader.on_ring:
-            n = reader.ring.fetch(reader.cursor, ffi.from_buffer(self._buffer), len(self._buffer),
-                                  self._frames, MAX_FRAMES_PER_FETCH, self._check_crcs)
+            # Fetch and decode plain batches in one C call; compressed or invalid ones from `stop` on
+            # are decoded (or reported) here.
+            n, added, wanted, stop = _fast.fetch_ring(
+                reader.pending, reader.ring_address, reader.cursor_address, self._buffer, self._frames_address,
+                MAX_FRAMES_PER_FETCH, self._check_crcs, reader.topic, reader.partition, reader.next_offset,
+                decode_headers)
+            if n < 0 and n not in (lib.SHMLOG_ESMALL, lib.SHMLOG_EOVERWRITTEN):
+                reader.ring.fetch_failed(n, reader.cursor)
             if n == lib.SHMLOG_ESMALL:
                 self._buffer = bytearray(max(self._frames[0].batch_bytes, len(self._buffer) * 2))
                 return self._fetch(reader)
@@ -331,8 +340,15 @@ class Consumer(_fast.ConsumerCore):
                 if reader.ring.end()[0] > reader.cursor.position:
                     reader.ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
                 return 0
-            frames = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[0:n]]
-            return self._decode(reader, self._buffer, frames)
+            reader.next_offset = wanted
+            if stop < n:
+                frames = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[stop:n]]
+                try:
+                    added += self._decode(reader, self._buffer, frames)
+                except KafkaException:
+                    if not added:   # records before the bad batch are returned first
+                        raise
+            return added
         try:
             buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
         except KafkaException as exc:

@@ -13,6 +13,7 @@ from array import array
 import numpy as np
 
 from . import _fast, layout, record
+from ._fastbind import address as _address
 from ._core import ffi, lib
 from .client import connect
 from .codec import NONE, codec_id, compress_records
@@ -99,11 +100,7 @@ class _Batch:
         return out, base_ts, max_ts
 
 
-def _address(cdata):
-    return int(ffi.cast("uintptr_t", cdata))
 
-
-_fast.bind(_address(ffi.addressof(lib, "shmlog_murmur2")), _address(ffi.addressof(lib, "shmlog_ring_append")))
 _FAST_PARTITIONERS = {"murmur2", "murmur2_random"}
 
 

@@ -176,6 +176,10 @@ class Ring:
         n = lib.shmlog_ring_fetch(self.map, cursor, dst, dst_bytes, frames, max_frames, check_crc)
         if n >= 0 or n in (lib.SHMLOG_EOVERWRITTEN, lib.SHMLOG_ESMALL):
             return n
+        self.fetch_failed(n, cursor)
+
+    def fetch_failed(self, n, cursor):
+        """Raise the KafkaException for a fetch that returned status n (corruption)."""
         what = "CRC32C mismatch in batch" if n == lib.SHMLOG_ECRC else "corrupt frame"
         raise error(KafkaError._BAD_MSG,
                     f"{self.where()}: {what} at ring position {cursor.position} (expected offset "
