@@ -1168,6 +1168,15 @@ int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns, voi
     }
 }
 
+void shmlog_ring_request_flush(void *map, uint64_t offset) {
+    shmlog_ring_header *h = ring_header(map);
+    uint64_t current = LOAD_RLX(&h->persist.flush_requested_offset);
+    while (current < offset &&
+           !__atomic_compare_exchange_n(&h->persist.flush_requested_offset, &current, offset, 0, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+    }
+}
+
 /* The log start offset only moves forward, and two processes move it (the supervisor for
  * delete_records, the persister for retention): a CAS loop keeps the larger of the two. */
 uint64_t shmlog_ring_advance_log_start(void *map, uint64_t offset) {

@@ -57,6 +57,9 @@ void shmlog_pin_release(void *map, int pin);
 uint64_t shmlog_ring_release_to(void *map, uint64_t persisted_position, const uint32_t *dead_pins);
 void shmlog_ring_publish_persisted(void *map, uint64_t position, uint64_t offset, uint64_t flushed_offset);
 int shmlog_ring_wait_flushed(void *map, uint64_t offset, int64_t timeout_ns, void *doorbell);
+/* An acks=all producer that keeps producing instead of waiting asks for fdatasync up to offset
+ * (exclusive); the persister groups every such request into its next fdatasync. */
+void shmlog_ring_request_flush(void *map, uint64_t offset);
 uint64_t shmlog_ring_advance_log_start(void *map, uint64_t offset);
 
 int shmlog_doorbell_init(void *bell);

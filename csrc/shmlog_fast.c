@@ -36,6 +36,7 @@ static struct {
                            int16_t, int32_t, int64_t, void *, uint64_t *);
     int64_t (*ring_fetch)(const void *, shmlog_cursor *, uint8_t *, uint64_t, shmlog_frame_ref *, uint32_t, int);
     int64_t (*batch_index)(const uint8_t *, uint64_t, shmlog_record_ref *, uint32_t, int);
+    void (*request_flush)(void *, uint64_t);
 } core;
 
 static unsigned long fork_generation;
@@ -63,8 +64,10 @@ static double now_monotonic_s(void) {
 }
 
 static PyObject *fast_bind(PyObject *module, PyObject *args) {
-    unsigned long long murmur2, ring_append, ring_fetch, batch_index;
-    if (!PyArg_ParseTuple(args, "KKKK", &murmur2, &ring_append, &ring_fetch, &batch_index)) return NULL;
+    unsigned long long murmur2, ring_append, ring_fetch, batch_index, request_flush;
+    if (!PyArg_ParseTuple(args, "KKKKK", &murmur2, &ring_append, &ring_fetch, &batch_index, &request_flush))
+        return NULL;
+    core.request_flush = (void *)(uintptr_t)request_flush;
     core.murmur2 = (void *)(uintptr_t)murmur2;
     core.ring_append = (void *)(uintptr_t)ring_append;
     core.ring_fetch = (void *)(uintptr_t)ring_fetch;
@@ -915,6 +918,7 @@ static int producer_append(ProducerCore *self, Batch *b) {
     Py_END_ALLOW_THREADS
     b->status = rc < 0 ? rc : 0;
     b->base_offset = rc < 0 ? -1 : (long long)base;
+    if (rc >= 0 && self->acks == -1) core.request_flush(ring, base + b->count);
     if (rc >= 0 && self->acks != -1 && !b->reports) {
         self->queued_records -= b->count;
         self->queued_bytes -= b->size_bytes;

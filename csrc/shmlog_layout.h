@@ -143,7 +143,7 @@ typedef struct shmlog_ring_persist {
     uint32_t storage_error;
     uint32_t persister_slot; /* doorbell slot + 1 the persister sleeps on (0: none); see persister_wake */
     uint32_t reserved;
-    uint8_t pad[SHMLOG_CACHE_LINE - 56];
+    uint64_t flush_requested_offset; /* acks=all producers that do not wait want fdatasync up to here */
 } shmlog_ring_persist;
 
 typedef struct shmlog_ring_waiters {

@@ -8,4 +8,5 @@ def address(cdata):
 
 
 _fast.bind(*(address(ffi.addressof(lib, name)) for name in
-             ("shmlog_murmur2", "shmlog_ring_append", "shmlog_ring_fetch", "shmlog_batch_index")))
+             ("shmlog_murmur2", "shmlog_ring_append", "shmlog_ring_fetch", "shmlog_batch_index",
+              "shmlog_ring_request_flush")))

@@ -259,7 +259,8 @@ class PartitionLog:
         unflushed = self.writer.log_end_offset - self.flushed
         if unflushed <= 0:
             return False
-        if (self.persist.persist_waiters or unflushed >= self.flush_messages
+        if (self.persist.persist_waiters or self.persist.flush_requested_offset > self.flushed
+                or unflushed >= self.flush_messages
                 or (now - self.last_flush) * 1000 >= self.flush_ms):
             self.flush()
             self.last_flush = now
@@ -327,7 +328,8 @@ class PartitionLog:
         if now < self.retry_at:
             return False
         return bool(self.ring.has_data(self.cursor.position) or
-                    (self.persist.persist_waiters and self.writer.log_end_offset > self.flushed))
+                    ((self.persist.persist_waiters or self.persist.flush_requested_offset > self.flushed)
+                     and self.writer.log_end_offset > self.flushed))
 
     def has_urgent_work(self, now):
         """What may not wait for the timer: an acks=all waiter, a producer waiting for ring space,
@@ -350,6 +352,8 @@ class PartitionLog:
             wait = min(wait, self.last_flush + self.flush_ms / 1000 - now)
         if self.ring.end()[0] > self.cursor.position:
             wait = min(wait, PERSIST_INTERVAL_S if flowing else CLAIM_POLL_S)
+        if self.persist.flush_requested_offset > self.flushed:   # pipelined acks=all: group commit
+            wait = min(wait, PERSIST_INTERVAL_S)
         return wait
 
     # -------------------------------------------------------------- shutdown

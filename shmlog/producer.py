@@ -246,6 +246,8 @@ class Producer(_fast.ProducerCore):
             batch.base_offset = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch),
                                             batch.base_timestamp, batch.max_timestamp, self._max_block_ms,
                                             self._cluster.doorbell.ptr, attributes)
+            if self._acks == -1:
+                lib.shmlog_ring_request_flush(ring.map, batch.base_offset + len(batch))
         except KafkaException as exc:
             err = exc.args[0]
         self._sent(batch, err)

@@ -113,6 +113,22 @@ def test_an_acks_all_producer_gets_its_fsync_while_acks_1_records_flow(conf, adm
     cluster.close()
 
 
+def test_an_acks_all_producer_that_never_waits_still_gets_its_records_fsynced(conf, admin):
+    """Pipelined acks=all: poll(0) only, never flush(): the producer's flush request is enough
+    for the persister to fdatasync (group commit) and the reports to arrive."""
+    create_topic(admin, "pipelined", 1)
+    p = shmlog.Producer({**conf, "acks": "all", "linger.ms": 1})
+    reports = []
+    for i in range(200):
+        p.produce("pipelined", b"%d" % i, on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+    wait_until(lambda: p.poll(0) is not None and len(reports) == 200, 10, "200 acks=all reports from poll(0)")
+    assert reports == [(None, i) for i in range(200)]
+    cluster, ring = cluster_ring(conf, "pipelined")
+    assert ring.flushed_offset >= 200 and ring.header.persist.flush_requested_offset == 200
+    cluster.close()
+    p.close()
+
+
 def test_a_producer_blocked_on_a_full_ring_proceeds(conf, admin):
     topic = create_topic(admin, "small", 1, ring_bytes=CAPACITY)
     cluster, ring = cluster_ring(conf, topic)
