@@ -368,6 +368,10 @@ static Py_ssize_t queue_fill_refs(RecordQueue *self, PyObject *buffer_obj, const
 static uint16_t load_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static uint32_t load_be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
+static int decode_frames(RecordQueue *queue, PyObject *buffer_obj, Py_buffer *bufp, const shmlog_frame_ref *frames,
+                         int64_t n, int check_crc, PyObject *topic, int partition, PyObject *decode_headers,
+                         long long *wanted_io, Py_ssize_t *added_out, long long *stop_out);
+
 static shmlog_record_ref *fetch_scratch;
 static uint32_t fetch_scratch_records;
 
@@ -392,6 +396,24 @@ static PyObject *fast_fetch_ring(PyObject *module, PyObject *args) {
     int64_t n = core.ring_fetch((const void *)(uintptr_t)ring, (shmlog_cursor *)(uintptr_t)cursor, buf.buf,
                                 (uint64_t)buf.len, frames, max_frames, check_crc);
     Py_ssize_t added = 0;
+    long long stop = 0;
+    if (n > 0 && decode_frames((RecordQueue *)queue, buffer_obj, &buf, frames, n, check_crc, topic, partition,
+                               decode_headers, &wanted, &added, &stop) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    PyBuffer_Release(&buf);
+    return Py_BuildValue("(LnLL)", (long long)n, added, wanted, stop);
+}
+
+/* Decodes fetched frames[0:n] (copies in buf) into queue from *wanted on; stops at the first
+ * compressed or invalid batch (*stop: its index, else n). -1 with an exception on failure. */
+static int decode_frames(RecordQueue *queue, PyObject *buffer_obj, Py_buffer *bufp, const shmlog_frame_ref *frames,
+                         int64_t n, int check_crc, PyObject *topic, int partition, PyObject *decode_headers,
+                         long long *wanted_io, Py_ssize_t *added_out, long long *stop_out) {
+    Py_buffer buf = *bufp;
+    long long wanted = *wanted_io;
+    Py_ssize_t added = 0;
     int64_t i = 0;
     for (; i < n; i++) {
         const shmlog_frame_ref *f = &frames[i];
@@ -405,21 +427,23 @@ static PyObject *fast_fetch_ring(PyObject *module, PyObject *args) {
         if (attributes & SHMLOG_ATTR_COMPRESSION_MASK) break;
         if (f->record_count > fetch_scratch_records) {
             shmlog_record_ref *grown = PyMem_Realloc(fetch_scratch, f->record_count * sizeof(shmlog_record_ref));
-            if (!grown) { PyBuffer_Release(&buf); return PyErr_NoMemory(); }
+            if (!grown) { PyErr_NoMemory(); return -1; }
             fetch_scratch = grown;
             fetch_scratch_records = f->record_count;
         }
         int64_t k = core.batch_index(batch, f->batch_bytes, fetch_scratch, fetch_scratch_records, check_crc);
         if (k < 0) break;
         int ts_type = attributes & SHMLOG_ATTR_LOG_APPEND_TIME ? 2 : 1;
-        Py_ssize_t got = queue_fill_refs((RecordQueue *)queue, buffer_obj, buf.buf, buf.len, (Py_ssize_t)f->dst_pos,
+        Py_ssize_t got = queue_fill_refs(queue, buffer_obj, buf.buf, buf.len, (Py_ssize_t)f->dst_pos,
                                          fetch_scratch, k, topic, partition, ts_type, wanted, decode_headers);
-        if (got < 0) { PyBuffer_Release(&buf); return NULL; }
+        if (got < 0) return -1;
         added += got;
         wanted = (long long)(f->base_offset + f->record_count);
     }
-    PyBuffer_Release(&buf);
-    return Py_BuildValue("(LnLL)", (long long)n, added, wanted, (long long)(n < 0 ? 0 : i));
+    *wanted_io = wanted;
+    *added_out = added;
+    *stop_out = i;
+    return 0;
 }
 
 /* fill(buffer, refs, count, position_bias, topic, partition, timestamp_type, first_offset, decode_headers)
@@ -487,6 +511,13 @@ typedef struct {
     char serve_needed;        /* group events or commit results wait for _poll_slow */
     double last_poll;         /* CLOCK_MONOTONIC seconds of the last poll served here */
     unsigned long fork_generation;
+    /* The one active reader, when there is exactly one (see _set_solo): poll() fetches and
+     * decodes its next ring run in C when its queue runs dry. */
+    PyObject *solo, *solo_queue, *solo_topic, *solo_tp, *decode_headers;
+    void *solo_ring;
+    unsigned long long solo_cursor, frames;
+    unsigned int max_frames;
+    int solo_partition, check_crc;
 } ConsumerCore;
 
 static PyObject *str_poll_slow, *str_produce_slow, *str_send_python, *str_after_send;
@@ -515,6 +546,11 @@ static int consumer_core_traverse(ConsumerCore *self, visitproc visit, void *arg
     Py_VISIT(self->current);
     Py_VISIT(self->stored);
     Py_VISIT(self->current_tp);
+    Py_VISIT(self->solo);
+    Py_VISIT(self->solo_queue);
+    Py_VISIT(self->solo_topic);
+    Py_VISIT(self->solo_tp);
+    Py_VISIT(self->decode_headers);
     return 0;
 }
 
@@ -523,6 +559,11 @@ static int consumer_core_clear(ConsumerCore *self) {
     Py_CLEAR(self->current);
     Py_CLEAR(self->stored);
     Py_CLEAR(self->current_tp);
+    Py_CLEAR(self->solo);
+    Py_CLEAR(self->solo_queue);
+    Py_CLEAR(self->solo_topic);
+    Py_CLEAR(self->solo_tp);
+    Py_CLEAR(self->decode_headers);
     return 0;
 }
 
@@ -532,28 +573,152 @@ static void consumer_core_dealloc(ConsumerCore *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *str_on_ring, *str_next_offset, *str_buffer;
+
+/* The solo reader's next ring run, fetched and decoded here: 1 when records were queued, 0 when
+ * there were none (or something for the Python path to handle: it fetches again), -1 on error. */
+static int consumer_fetch_solo(ConsumerCore *self) {
+    PyObject *reader = self->solo;
+    PyObject *on_ring = PyObject_GetAttr(reader, str_on_ring);
+    if (!on_ring) return -1;
+    int is_on_ring = on_ring == Py_True;
+    Py_DECREF(on_ring);
+    if (!is_on_ring) return 0;
+    PyObject *next = PyObject_GetAttr(reader, str_next_offset);
+    if (!next) return -1;
+    long long wanted = PyLong_AsLongLong(next);
+    Py_DECREF(next);
+    if (wanted == -1 && PyErr_Occurred()) return -1;
+    const shmlog_ring_header *h = ((const shmlog_ring_handle *)self->solo_ring)->header;
+    if ((long long)__atomic_load_n(&h->persist.log_start_offset, __ATOMIC_ACQUIRE) > wanted) return 0;
+    PyObject *buffer_obj = PyObject_GetAttr((PyObject *)self, str_buffer);
+    if (!buffer_obj) return -1;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(buffer_obj, &buf, PyBUF_WRITABLE) < 0) { Py_DECREF(buffer_obj); return -1; }
+    shmlog_frame_ref *frames = (shmlog_frame_ref *)(uintptr_t)self->frames;
+    shmlog_cursor *cursor = (shmlog_cursor *)(uintptr_t)self->solo_cursor;
+    int64_t n = core.ring_fetch(self->solo_ring, cursor, buf.buf, (uint64_t)buf.len, frames, self->max_frames,
+                                self->check_crc);
+    int rc = 0;
+    if (n <= 0) goto done;   /* nothing, or a status the Python path handles when it fetches again */
+    Py_ssize_t added = 0;
+    long long stop;
+    rc = -1;
+    if (decode_frames((RecordQueue *)self->solo_queue, buffer_obj, &buf, frames, n, self->check_crc, self->solo_topic,
+                      self->solo_partition, self->decode_headers, &wanted, &added, &stop) < 0)
+        goto done;
+    PyObject *w = PyLong_FromLongLong(wanted);
+    if (!w || PyObject_SetAttr(reader, str_next_offset, w) < 0) { Py_XDECREF(w); goto done; }
+    Py_DECREF(w);
+    if (stop < n) {   /* a compressed or invalid batch: Python decodes from there */
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_decode_rest", "OLLn", reader, stop, (long long)n, added);
+        if (!r) goto done;
+        Py_DECREF(r);
+    }
+    rc = 1;
+done:
+    PyBuffer_Release(&buf);
+    Py_DECREF(buffer_obj);
+    return rc;
+}
+
+static PyObject *consumer_pop_current(ConsumerCore *self) {
+    RecordQueue *q = (RecordQueue *)self->current;
+    Message *m = (Message *)q->items[q->head++];
+    if (q->head == q->tail) q->head = q->tail = 0;
+    if (self->stored && self->stored != Py_None && self->current_tp) {
+        PyObject *next = PyLong_FromLongLong(m->offset + 1);
+        if (!next || PyDict_SetItem(self->stored, self->current_tp, next) < 0) {
+            Py_XDECREF(next);
+            Py_DECREF(m);
+            return NULL;
+        }
+        Py_DECREF(next);
+    }
+    return (PyObject *)m;
+}
+
+/* _fetch_solo(): the next Message of the solo reader after a fresh fetch, or None. */
+static PyObject *consumer_fetch_solo_py(ConsumerCore *self, PyObject *unused) {
+    if (!self->solo || self->pins_held || self->serve_needed || self->fork_generation != fork_generation)
+        Py_RETURN_NONE;
+    RecordQueue *q = (RecordQueue *)self->solo_queue;
+    if (q->head == q->tail) {
+        int rc = consumer_fetch_solo(self);
+        if (rc < 0) return NULL;
+        if (q->head == q->tail) Py_RETURN_NONE;
+    }
+    Py_XSETREF(self->current, Py_NewRef(self->solo_queue));
+    Py_XSETREF(self->current_tp, Py_NewRef(self->solo_tp));
+    self->last_poll = now_monotonic_s();
+    return consumer_pop_current(self);
+}
+
+/* _set_solo(reader, buffer_frames_address, max_frames, check_crc, decode_headers) or _set_solo(None) */
+static PyObject *consumer_set_solo(ConsumerCore *self, PyObject *args) {
+    PyObject *reader, *decode_headers = Py_None;
+    unsigned long long frames = 0;
+    unsigned int max_frames = 0;
+    int check_crc = 0;
+    if (!PyArg_ParseTuple(args, "O|KIiO", &reader, &frames, &max_frames, &check_crc, &decode_headers)) return NULL;
+    Py_CLEAR(self->solo);
+    Py_CLEAR(self->solo_queue);
+    Py_CLEAR(self->solo_topic);
+    Py_CLEAR(self->solo_tp);
+    if (reader == Py_None) Py_RETURN_NONE;
+    PyObject *queue = PyObject_GetAttrString(reader, "pending");
+    PyObject *topic = PyObject_GetAttrString(reader, "topic");
+    PyObject *partition = PyObject_GetAttrString(reader, "partition");
+    PyObject *ring = PyObject_GetAttrString(reader, "ring_address");
+    PyObject *cursor = PyObject_GetAttrString(reader, "cursor_address");
+    PyObject *result = NULL;
+    if (!queue || !topic || !partition || !ring || !cursor) goto done;
+    if (!PyObject_TypeCheck(queue, &RecordQueueType) || !PyUnicode_Check(topic)) {
+        PyErr_SetString(PyExc_TypeError, "_set_solo: not a reader");
+        goto done;
+    }
+    self->solo_ring = PyLong_AsVoidPtr(ring);
+    self->solo_cursor = PyLong_AsUnsignedLongLong(cursor);
+    self->solo_partition = (int)PyLong_AsLong(partition);
+    if (PyErr_Occurred()) goto done;
+    self->solo_tp = PyTuple_Pack(2, topic, partition);
+    if (!self->solo_tp) goto done;
+    self->solo = Py_NewRef(reader);
+    self->solo_queue = Py_NewRef(queue);
+    self->solo_topic = Py_NewRef(topic);
+    Py_XSETREF(self->decode_headers, Py_NewRef(decode_headers));
+    self->frames = frames;
+    self->max_frames = max_frames;
+    self->check_crc = check_crc;
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(queue);
+    Py_XDECREF(topic);
+    Py_XDECREF(partition);
+    Py_XDECREF(ring);
+    Py_XDECREF(cursor);
+    return result;
+}
+
 static PyObject *consumer_poll(ConsumerCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     RecordQueue *q = (RecordQueue *)self->current;
-    if (q && (PyObject *)q != Py_None && q->head < q->tail && !self->pins_held && !self->serve_needed &&
-        self->fork_generation == fork_generation) {
+    int ready = !self->pins_held && !self->serve_needed && self->fork_generation == fork_generation;
+    if (ready && self->solo && (!q || (PyObject *)q == Py_None || q->head == q->tail)) {
+        PyObject *m = consumer_fetch_solo_py(self, NULL);
+        if (m != Py_None) return m;   /* a Message, or NULL with the exception */
+        Py_DECREF(m);
+        q = NULL;
+    }
+    if (ready && q && (PyObject *)q != Py_None && q->head < q->tail) {
         self->last_poll = now_monotonic_s();
-        Message *m = (Message *)q->items[q->head++];
-        if (q->head == q->tail) q->head = q->tail = 0;
-        if (self->stored && self->stored != Py_None && self->current_tp) {
-            PyObject *next = PyLong_FromLongLong(m->offset + 1);
-            if (!next || PyDict_SetItem(self->stored, self->current_tp, next) < 0) {
-                Py_XDECREF(next);
-                Py_DECREF(m);
-                return NULL;
-            }
-            Py_DECREF(next);
-        }
-        return (PyObject *)m;
+        return consumer_pop_current(self);
     }
     return call_slow((PyObject *)self, str_poll_slow, args, nargs, kwnames);
 }
 
 static PyMethodDef consumer_core_methods[] = {
+    {"_set_solo", (PyCFunction)consumer_set_solo, METH_VARARGS, NULL},
+    {"_fetch_solo", (PyCFunction)consumer_fetch_solo_py, METH_NOARGS, NULL},
     {"poll", (PyCFunction)(void (*)(void))consumer_poll, METH_FASTCALL | METH_KEYWORDS,
      "poll(timeout=None): the next Message, an event or error Message, or None."},
     {NULL},
@@ -1305,7 +1470,12 @@ PyMODINIT_FUNC PyInit__fast(void) {
     str_produce_slow = PyUnicode_InternFromString("_produce_slow");
     str_send_python = PyUnicode_InternFromString("_send_python");
     str_after_send = PyUnicode_InternFromString("_after_send");
-    if (!str_poll_slow || !str_produce_slow || !str_send_python || !str_after_send) return NULL;
+    str_on_ring = PyUnicode_InternFromString("on_ring");
+    str_next_offset = PyUnicode_InternFromString("next_offset");
+    str_buffer = PyUnicode_InternFromString("_buffer");
+    if (!str_poll_slow || !str_produce_slow || !str_send_python || !str_after_send || !str_on_ring ||
+        !str_next_offset || !str_buffer)
+        return NULL;
     pthread_atfork(NULL, NULL, after_fork_in_child);
     PyObject *m = PyModule_Create(&fast_module);
     if (!m) return NULL;

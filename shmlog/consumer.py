@@ -161,6 +161,14 @@ class Consumer(_fast.ConsumerCore):
         self._current = None
         self._current_tp = None
 
+    def _update_solo(self):
+        """With exactly one active reader, poll() fetches and decodes its ring in C (_fast.c)."""
+        active = [r for r in self._readers.values() if not r.paused]
+        if len(active) == 1 and not self._closed:
+            self._set_solo(active[0], self._frames_address, MAX_FRAMES_PER_FETCH, self._check_crcs, decode_headers)
+        else:
+            self._set_solo(None)
+
     # ------------------------------------------------------------------ assignment
 
     def _check(self):
@@ -179,6 +187,7 @@ class Consumer(_fast.ConsumerCore):
         for tp in partitions:
             self._add(tp)
         self._order = list(self._readers)
+        self._update_solo()
 
     def incremental_assign(self, partitions):
         self._check()
@@ -188,6 +197,7 @@ class Consumer(_fast.ConsumerCore):
         for tp in partitions:
             self._add(tp)
         self._order = list(self._readers)
+        self._update_solo()
 
     def incremental_unassign(self, partitions):
         self._check()
@@ -197,6 +207,7 @@ class Consumer(_fast.ConsumerCore):
             self._readers.pop((tp.topic, tp.partition), None)
             self._stored.pop((tp.topic, tp.partition), None)
         self._order = list(self._readers)
+        self._update_solo()
 
     def unassign(self):
         self._check()
@@ -206,6 +217,7 @@ class Consumer(_fast.ConsumerCore):
         self._readers.clear()
         self._stored.clear()
         self._order = []
+        self._update_solo()
 
     def assignment(self):
         return [TopicPartition(t, p) for t, p in self._order]
@@ -306,12 +318,14 @@ class Consumer(_fast.ConsumerCore):
                 reader.paused = True
                 if self._current is reader.pending:
                     self._stop_serving()
+        self._update_solo()
 
     def resume(self, partitions):
         for tp in partitions:
             reader = self._readers.get((tp.topic, tp.partition))
             if reader:
                 reader.paused = False
+        self._update_solo()
 
     # ------------------------------------------------------------------ fetching
 
@@ -342,12 +356,7 @@ class Consumer(_fast.ConsumerCore):
                 return 0
             reader.next_offset = wanted
             if stop < n:
-                frames = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[stop:n]]
-                try:
-                    added += self._decode(reader, self._buffer, frames)
-                except KafkaException:
-                    if not added:   # records before the bad batch are returned first
-                        raise
+                added += self._decode_rest(reader, stop, n, added)
             return added
         try:
             buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
@@ -365,6 +374,17 @@ class Consumer(_fast.ConsumerCore):
         count = self._decode(reader, buf, frames)
         self._to_ring_or_segments(reader)
         return count
+
+    def _decode_rest(self, reader, stop, n, added):
+        """Decode fetched frames[stop:n] (from a compressed or invalid batch on) after the C
+        decoder queued `added` records of the frames before them."""
+        frames = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[stop:n]]
+        try:
+            return self._decode(reader, self._buffer, frames)
+        except KafkaException:
+            if not added:   # records before the bad batch are returned first
+                raise
+            return 0
 
     def _decode(self, reader, buf, frames):
         topic, partition, wanted = reader.topic, reader.partition, reader.next_offset
@@ -454,6 +474,9 @@ class Consumer(_fast.ConsumerCore):
                 return None
             self._cluster.maybe_refresh()
             self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+            msg = self._fetch_solo()   # the common case after a wait, without the Python fetch path
+            if msg is not None:
+                return msg
 
     def consume(self, num_messages=1, timeout=None):
         self._check()
@@ -683,6 +706,7 @@ class Consumer(_fast.ConsumerCore):
         finally:
             self._closed = True
             self._stop_serving()
+            self._set_solo(None)
             for ring, pin in self._pins.items():
                 ring.release_pin(pin)
             self._pins.clear()
