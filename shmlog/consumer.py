@@ -15,7 +15,7 @@ from .config import parse_consumer_config
 from .errors import KafkaError, KafkaException, error
 from .groups import GroupClient
 from .message import (OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TIMESTAMP_CREATE_TIME,
-                      TIMESTAMP_LOG_APPEND_TIME, TopicPartition)
+                      TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition)
 from .record import decode_headers
 from .segment import SegmentReader
 from ._fastbind import address
@@ -375,6 +375,17 @@ class Consumer(_fast.ConsumerCore):
         self._to_ring_or_segments(reader)
         return count
 
+    def _drop_deleted(self):
+        """Readers whose topic was deleted (the refresh unmapped their ring) leave the assignment;
+        returns an error Message naming them (as librdkafka reports a vanished partition), or None."""
+        gone = [key for key, r in self._readers.items() if r.ring.closed]
+        if not gone:
+            return None
+        self.incremental_unassign([TopicPartition(t, p) for t, p in gone])
+        names = ", ".join(f"{t}-{p}" for t, p in gone)
+        return Message(gone[0][0], gone[0][1], error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                                f"{names}: topic deleted; unassigned"))
+
     def _decode_rest(self, reader, stop, n, added):
         """Decode fetched frames[stop:n] (from a compressed or invalid batch on) after the C
         decoder queued `added` records of the frames before them."""
@@ -473,6 +484,9 @@ class Consumer(_fast.ConsumerCore):
             if remaining <= 0:
                 return None
             self._cluster.maybe_refresh()
+            gone = self._drop_deleted()
+            if gone is not None:
+                return gone
             self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
             msg = self._fetch_solo()   # the common case after a wait, without the Python fetch path
             if msg is not None:
@@ -507,6 +521,10 @@ class Consumer(_fast.ConsumerCore):
             if out or remaining <= 0:
                 break
             self._cluster.maybe_refresh()
+            gone = self._drop_deleted()
+            if gone is not None:
+                out.append(gone)
+                break
             self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
             if self._group is not None:
                 event = self._group.serve()
@@ -547,6 +565,9 @@ class Consumer(_fast.ConsumerCore):
             if remaining <= 0:
                 return None
             self._cluster.maybe_refresh()
+            gone = self._drop_deleted()
+            if gone is not None:
+                raise KafkaException(gone.error())
             self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
 
     def _view(self, reader, max_records):

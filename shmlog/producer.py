@@ -297,6 +297,11 @@ class Producer(_fast.ProducerCore):
         message_timeout_s = self._cfg.message_timeout_ms / 1000.0
         while self._durable:
             ring, last, batch = self._durable[0]
+            if ring.closed:
+                self._fail_durable(batch, KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART, f"{batch.topic}-{batch.partition}: the topic was deleted before "
+                    f"offsets {batch.base_offset}..{last} were fsynced"))
+                continue
             if ring.flushed_offset <= last:
                 expires = batch.created + message_timeout_s
                 remaining = min(deadline, expires) - time.monotonic()

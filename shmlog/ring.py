@@ -125,8 +125,14 @@ class Ring:
         self._slot_tokens[slot] = token
         return slot
 
+    @property
+    def closed(self):
+        """Unmapped (the topic went away and the client dropped it): the handle must not be used."""
+        return self.mapping.ptr is None
+
     def release_producer_slot(self, slot):
-        lib.shmlog_producer_slot_release(self.map, slot, self._slot_tokens.pop(slot, 0))
+        if not self.closed:
+            lib.shmlog_producer_slot_release(self.map, slot, self._slot_tokens.pop(slot, 0))
 
     def append(self, slot, records, records_bytes, count, base_timestamp, max_timestamp, timeout_ms,
                doorbell, attributes=0, producer_id=-1, producer_epoch=-1, base_sequence=-1):
@@ -254,10 +260,11 @@ class Ring:
         return pin
 
     def set_pin(self, pin, position):
-        return lib.shmlog_pin_set(self.map, pin, position) == 0
+        return not self.closed and lib.shmlog_pin_set(self.map, pin, position) == 0
 
     def release_pin(self, pin):
-        lib.shmlog_pin_release(self.map, pin)
+        if not self.closed:
+            lib.shmlog_pin_release(self.map, pin)
 
 
 class Doorbell:

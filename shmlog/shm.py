@@ -101,8 +101,8 @@ class Mapping:
         return memoryview(self.mm)
 
     def close(self):
+        """Mark closed; the memory is unmapped when the last object holding this Mapping goes
+        (C handles into it, such as a ring's, may outlive the close by a little: a producer's
+        open batches, a consumer's reader). Unmapping here would turn their next use into a
+        SIGSEGV instead of a clean error."""
         self.ptr = None
-        try:
-            self.mm.close()
-        except BufferError:
-            pass  # zero-copy views still exported; the mapping goes when they do

@@ -445,3 +445,21 @@ def test_a_consumer_that_never_spins_still_wakes_for_each_record(conf, topic):
     t.join()
     c.close()
     p.close()
+
+
+def test_a_consumer_of_a_deleted_topic_gets_an_error_naming_it_and_is_unassigned(conf, admin):
+    create_topic(admin, "doomed", 1)
+    p = shmlog.Producer(conf)
+    p.produce("doomed", b"x")
+    p.flush()
+    c = shmlog.Consumer(conf)
+    c.assign([TopicPartition("doomed", 0, shmlog.OFFSET_BEGINNING)])
+    assert c.poll(5).value() == b"x"
+    admin.delete_topics(["doomed"])["doomed"].result()
+    m = c.poll(5)
+    assert m is not None and m.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART and "doomed-0" in m.error().str()
+    assert c.assignment() == []
+    c.close()
+    p.produce("elsewhere", b"y")   # a refresh that drops the deleted topic's ring from the producer's client
+    p.flush()
+    p.close()                     # releases its slot in the dropped ring without touching it
