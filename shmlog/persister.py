@@ -613,6 +613,9 @@ def main(argv=None):
         return 1
     signal.signal(signal.SIGTERM, persister.stop)
     signal.signal(signal.SIGINT, persister.stop)
+    # Blocked by the supervisor until now (see Supervisor.ensure_persister): a stop sent while we
+    # started is delivered here, to the handler, and run() drains before exiting.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     return persister.run()
 
 

@@ -27,6 +27,7 @@ from .segment import log_end_offset, log_start_offset
 
 HOUSEKEEPING_INTERVAL_S = 0.1
 PERSISTER_RESTART_BACKOFF_S = 0.2
+PERSISTER_DRAIN_TIMEOUT_S = 60.0  # the persister gives up draining after 30 s (its DRAIN_TIMEOUT_S)
 DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
 
 
@@ -150,20 +151,38 @@ class Supervisor:
         if time.monotonic() - self.persister_started < PERSISTER_RESTART_BACKOFF_S:
             return
         self.persister_started = time.monotonic()
-        self.persister = subprocess.Popen([sys.executable, "-m", "shmlog.persister", self.data_dir],
-                                          stdin=subprocess.DEVNULL)
+        # The persister starts with SIGTERM and SIGINT blocked and unblocks them once its handler
+        # is installed: a stop that comes while it is still starting makes it drain, not die.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self.persister = subprocess.Popen([sys.executable, "-m", "shmlog.persister", self.data_dir],
+                                              stdin=subprocess.DEVNULL)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def stop_persister(self):
+        """SIGTERM the persister and keep answering control requests until it has drained and
+        exited: one that was still starting needs its metadata from us to drain."""
         if self.persister is None:
             return
         if self.persister.poll() is None:
             self.persister.send_signal(signal.SIGTERM)
-            try:
-                self.persister.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + PERSISTER_DRAIN_TIMEOUT_S
+            while self.persister.poll() is None and time.monotonic() < deadline:
+                self.serve_once(0.05)
+            if self.persister.poll() is None:
+                log(f"persister did not drain within {PERSISTER_DRAIN_TIMEOUT_S:.0f} s; killing it (what it "
+                    f"had not written stays in the rings' shared memory only until they are unlinked)")
                 self.persister.kill()
                 self.persister.wait()
         self.persister = None
+
+    def serve_once(self, timeout_s):
+        for key, _ in self.selector.select(timeout_s):
+            if key.fileobj is self.server:
+                self.accept()
+            else:
+                self.receive(key.fileobj)
 
     # ------------------------------------------------------------------ requests
 
@@ -450,11 +469,7 @@ class Supervisor:
         print(f"shmlog broker ready {protocol.SCHEME}{self.data_dir}", flush=True)
         next_housekeeping = 0.0
         while self.running:
-            for key, _ in self.selector.select(HOUSEKEEPING_INTERVAL_S):
-                if key.fileobj is self.server:
-                    self.accept()
-                else:
-                    self.receive(key.fileobj)
+            self.serve_once(HOUSEKEEPING_INTERVAL_S)
             self.groups.tick()
             now = time.monotonic()
             if now >= next_housekeeping:

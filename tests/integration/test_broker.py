@@ -107,3 +107,27 @@ def test_a_bootstrap_string_that_is_not_a_shmlog_url_is_refused_with_the_expecte
     with pytest.raises(shmlog.KafkaException) as exc:
         shmlog.Producer({"bootstrap.servers": "localhost:9092"})
     assert "shm:///" in str(exc.value)
+
+
+def test_a_broker_stopped_right_after_it_started_keeps_every_acknowledged_record(data_dir):
+    """A clean stop drains the rings to disk even when it comes before the persister finished
+    starting (it must not die of the SIGTERM meant to make it drain)."""
+    sent = []
+    for run in range(3):
+        with shmlog.Broker(data_dir) as broker:
+            p = shmlog.Producer({"bootstrap.servers": broker.bootstrap_servers, "acks": 1, "linger.ms": 0})
+            for i in range(50):
+                sent.append(b"%d-%d" % (run, i))
+                p.produce("early", sent[-1], partition=0)
+            assert p.flush(10) == 0
+            p.close()
+    with shmlog.Broker(data_dir) as broker:
+        c = shmlog.Consumer({"bootstrap.servers": broker.bootstrap_servers})
+        c.assign([TopicPartition("early", 0, shmlog.OFFSET_BEGINNING)])
+        got = []
+        while len(got) < len(sent):
+            m = c.poll(10)
+            assert m is not None, f"only {len(got)} of {len(sent)} records survived the stops"
+            got.append(m.value())
+        assert got == sent
+        c.close()
