@@ -135,6 +135,7 @@ class PartitionLog:
         return f"{self.topic}-{self.partition}"
 
     def configure(self, settings, requested_log_start=0):
+        self.metadata_epoch = self.doorbell.metadata_epoch if hasattr(self.doorbell, "metadata_epoch") else None
         self.writer.configure(settings.segment_bytes, settings.segment_ms, settings.index_interval_bytes,
                               settings.segment_index_bytes, settings.segment_jitter_ms)
         self.flush_messages = settings.flush_messages
@@ -301,6 +302,12 @@ class PartitionLog:
 
     def _storage_failed(self, exc, now):
         code = exc.errno or errno.EIO
+        if code == errno.ENOENT and self.metadata_epoch is not None and \
+                self.doorbell.metadata_epoch != self.metadata_epoch:
+            # The topic was deleted (or deleted and created again) under us: its directory went
+            # with it. Not a storage error; the metadata refresh that follows drops or replaces us.
+            self.retry_at = now + RETRY_AFTER_ERROR_S
+            return
         if code != self.storage_errno:
             log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
                 f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
