@@ -808,41 +808,53 @@ static uint64_t deadline_after(int64_t timeout_ns) {
     return timeout_ns < 0 ? UINT64_MAX : monotonic_ns() + (uint64_t)timeout_ns;
 }
 
+typedef struct claimed_frame {
+    int64_t position, frame_bytes;
+    uint8_t *records;   /* where the batch's records section goes */
+} claimed_frame;
+
+/* Claims a frame for a batch of `count` records taking records_bytes: 0, or a negative status. */
+static int64_t frame_claim(void *map, int slot, uint64_t records_bytes, uint32_t count, int64_t timeout_ns,
+                           void *doorbell, uint64_t *out_base_offset, claimed_frame *out) {
+    if (records_bytes > UINT32_MAX) return SHMLOG_ETOOBIG;
+    out->frame_bytes = frame_bytes_for(map, records_bytes, count);
+    if (out->frame_bytes < 0) return out->frame_bytes;
+    out->position = ring_claim(map, &ring_header(map)->producers[slot], out->frame_bytes, count,
+                               deadline_after(timeout_ns), out_base_offset, doorbell);
+    if (out->position < 0) return out->position;
+    out->records = (uint8_t *)frame_word(map, out->position) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
+    return 0;
+}
+
 int64_t shmlog_ring_append(void *map, int slot, const uint8_t *records, uint32_t records_bytes,
                            uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp,
                            int16_t attributes, int64_t producer_id, int16_t producer_epoch,
                            int32_t base_sequence, int64_t timeout_ns, void *doorbell,
                            uint64_t *out_base_offset) {
-    shmlog_producer_slot *s = &ring_header(map)->producers[slot];
-    int64_t frame_bytes = frame_bytes_for(map, records_bytes, record_count);
-    if (frame_bytes < 0) return frame_bytes;
-    int64_t pos = ring_claim(map, s, frame_bytes, record_count, deadline_after(timeout_ns), out_base_offset,
-                             doorbell);
-    if (pos < 0) return pos;
-    uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
+    claimed_frame f;
+    int64_t rc = frame_claim(map, slot, records_bytes, record_count, timeout_ns, doorbell, out_base_offset, &f);
+    if (rc < 0) return rc;
     uint32_t half = records_bytes / 2;
-    memcpy(dst, records, half);
+    memcpy(f.records, records, half);
     crash_at(3);
-    memcpy(dst + half, records + half, records_bytes - half);
-    return ring_commit(map, s, pos, frame_bytes, *out_base_offset, records_bytes, record_count, base_timestamp,
-                       max_timestamp, attributes, producer_id, producer_epoch, base_sequence, doorbell);
+    memcpy(f.records + half, records + half, records_bytes - half);
+    return ring_commit(map, &ring_header(map)->producers[slot], f.position, f.frame_bytes, *out_base_offset,
+                       records_bytes, record_count, base_timestamp, max_timestamp, attributes, producer_id,
+                       producer_epoch, base_sequence, doorbell);
 }
 
 /* Encodes the records straight into the claimed frame: no staging buffer, one pass. */
 int64_t shmlog_ring_append_fixed(void *map, int slot, uint32_t count, const uint8_t *values, uint32_t value_bytes,
                                  int64_t timestamp, int64_t timeout_ns, void *doorbell, uint64_t *out_base_offset) {
-    shmlog_producer_slot *s = &ring_header(map)->producers[slot];
     int64_t records_bytes = shmlog_records_encode_fixed(NULL, 0, count, values, value_bytes);
-    if (records_bytes < 0 || records_bytes > UINT32_MAX) return SHMLOG_ETOOBIG;
-    int64_t frame_bytes = frame_bytes_for(map, (uint64_t)records_bytes, count);
-    if (frame_bytes < 0) return frame_bytes;
-    int64_t pos = ring_claim(map, s, frame_bytes, count, deadline_after(timeout_ns), out_base_offset, doorbell);
-    if (pos < 0) return pos;
-    uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
-    shmlog_records_encode_fixed(dst, (uint64_t)records_bytes, count, values, value_bytes);
+    if (records_bytes < 0) return SHMLOG_ETOOBIG;
+    claimed_frame f;
+    int64_t rc = frame_claim(map, slot, (uint64_t)records_bytes, count, timeout_ns, doorbell, out_base_offset, &f);
+    if (rc < 0) return rc;
+    shmlog_records_encode_fixed(f.records, (uint64_t)records_bytes, count, values, value_bytes);
     crash_at(3);
-    return ring_commit(map, s, pos, frame_bytes, *out_base_offset, (uint32_t)records_bytes, count, timestamp,
-                       timestamp, 0, -1, -1, -1, doorbell);
+    return ring_commit(map, &ring_header(map)->producers[slot], f.position, f.frame_bytes, *out_base_offset,
+                       (uint32_t)records_bytes, count, timestamp, timestamp, 0, -1, -1, -1, doorbell);
 }
 
 int64_t shmlog_ring_append_records(void *map, int slot, uint32_t count, const uint8_t *keys,
@@ -850,20 +862,17 @@ int64_t shmlog_ring_append_records(void *map, int slot, uint32_t count, const ui
                                    const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
                                    const uint8_t *headers, const int32_t *headers_lens, int64_t timeout_ns,
                                    void *doorbell, uint64_t *out_base_offset) {
-    shmlog_producer_slot *s = &ring_header(map)->producers[slot];
     int64_t records_bytes = shmlog_records_encode(NULL, 0, count, keys, key_lens, values, value_lens, timestamps,
                                                   base_timestamp, headers, headers_lens);
-    if (records_bytes < 0 || records_bytes > UINT32_MAX) return SHMLOG_ETOOBIG;
-    int64_t frame_bytes = frame_bytes_for(map, (uint64_t)records_bytes, count);
-    if (frame_bytes < 0) return frame_bytes;
-    int64_t pos = ring_claim(map, s, frame_bytes, count, deadline_after(timeout_ns), out_base_offset, doorbell);
-    if (pos < 0) return pos;
-    uint8_t *dst = (uint8_t *)frame_word(map, pos) + SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES;
-    shmlog_records_encode(dst, (uint64_t)records_bytes, count, keys, key_lens, values, value_lens, timestamps,
+    if (records_bytes < 0) return SHMLOG_ETOOBIG;
+    claimed_frame f;
+    int64_t rc = frame_claim(map, slot, (uint64_t)records_bytes, count, timeout_ns, doorbell, out_base_offset, &f);
+    if (rc < 0) return rc;
+    shmlog_records_encode(f.records, (uint64_t)records_bytes, count, keys, key_lens, values, value_lens, timestamps,
                           base_timestamp, headers, headers_lens);
     crash_at(3);
-    return ring_commit(map, s, pos, frame_bytes, *out_base_offset, (uint32_t)records_bytes, count, base_timestamp,
-                       max_timestamp, 0, -1, -1, -1, doorbell);
+    return ring_commit(map, &ring_header(map)->producers[slot], f.position, f.frame_bytes, *out_base_offset,
+                       (uint32_t)records_bytes, count, base_timestamp, max_timestamp, 0, -1, -1, -1, doorbell);
 }
 
 /* ---------------------------------------------------------------- reading */

@@ -114,7 +114,14 @@ def member_process(bootstrap, topic, conn, stop, extra):
     def commit(partitions=None):
         offsets = {p: o for p, o in pending.items() if partitions is None or p in partitions}
         if offsets:
-            c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+            try:
+                c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+            except shmlog.KafkaException as exc:
+                # As in Kafka: a commit that lands while the group hands out a new generation is
+                # refused with a retriable error; these offsets go with the next commit instead.
+                if exc.args[0].code() != shmlog.KafkaError.REBALANCE_IN_PROGRESS:
+                    raise
+                return
             reports.put(("commit", pid, offsets, time.monotonic_ns()))
             for p in offsets:
                 pending.pop(p, None)
