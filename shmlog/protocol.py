@@ -32,6 +32,10 @@ def socket_address(data_dir):
     return "\0" + shm.PREFIX + shm.namespace(data_dir) + ".ctl"
 
 
+# Requests that only read: after a restarted supervisor they are sent again on a new connection.
+READ_ONLY_OPS = frozenset({"metadata", "offset_fetch", "describe_groups", "list_groups", "status"})
+
+
 def encode(message):
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
@@ -41,30 +45,52 @@ class Control:
 
     def __init__(self, data_dir, register_as=None):
         self.data_dir = data_dir
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self.sock.connect(socket_address(data_dir))
-        except (ConnectionRefusedError, FileNotFoundError):
-            self.sock.close()
-            raise error(KafkaError._TRANSPORT,
-                        f"no shmlog broker is running for data dir {data_dir}: start one with "
-                        f"`with shmlog.Broker({data_dir!r}) as broker:` or `shmlog broker start --data-dir {data_dir}`")
-        self.reader = self.sock.makefile("rb")
+        self.register_as = register_as
         self.lock = threading.Lock()
         self.next_id = 0
         self.pid = os.getpid()
-        if register_as:
-            self.request("register", kind=register_as, pid=os.getpid())
+        self._connect()
+
+    def _connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(socket_address(self.data_dir))
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.sock.close()
+            raise error(KafkaError._TRANSPORT,
+                        f"no shmlog broker is running for data dir {self.data_dir}: start one with "
+                        f"`with shmlog.Broker({self.data_dir!r}) as broker:` or "
+                        f"`shmlog broker start --data-dir {self.data_dir}`")
+        self.reader = self.sock.makefile("rb")
+        if self.register_as:
+            line = self._exchange({"op": "register", "kind": self.register_as, "pid": os.getpid()})
+            reply = json.loads(line) if line else {"error": "the broker closed the control channel"}
+            if not reply.get("ok"):
+                self.close()
+                raise error(reply.get("code", KafkaError._TRANSPORT), reply.get("error", "register failed"))
+
+    def _exchange(self, fields):
+        """One request and its reply line (bytes; empty if the supervisor closed the channel)."""
+        self.next_id += 1
+        message = {**fields, "id": self.next_id}
+        self.sock.sendall(encode(message))
+        return self.reader.readline()
 
     def request(self, op, **fields):
         with self.lock:
-            self.next_id += 1
-            message = {"op": op, "id": self.next_id, **fields}
             try:
-                self.sock.sendall(encode(message))
-                line = self.reader.readline()
-            except OSError as exc:
-                raise error(KafkaError._TRANSPORT, f"lost the shmlog broker for {self.data_dir}: {exc}")
+                line = self._exchange({"op": op, **fields})
+            except OSError:
+                line = b""
+            if not line and op in READ_ONLY_OPS:
+                # The supervisor restarted (it adopts the rings, so clients keep running): a read
+                # goes again on a new connection.
+                self.close()
+                self._connect()
+                try:
+                    line = self._exchange({"op": op, **fields})
+                except OSError as exc:
+                    raise error(KafkaError._TRANSPORT, f"lost the shmlog broker for {self.data_dir}: {exc}")
             if not line:
                 raise error(KafkaError._TRANSPORT, f"the shmlog broker for {self.data_dir} closed the control "
                             f"channel (stopped or crashed)")

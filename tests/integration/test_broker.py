@@ -131,3 +131,28 @@ def test_a_broker_stopped_right_after_it_started_keeps_every_acknowledged_record
             got.append(m.value())
         assert got == sent
         c.close()
+
+
+def test_clients_carry_on_with_a_restarted_supervisor(data_dir):
+    """The supervisor dies and comes back (adopting the rings): the clients that lived through
+    it reconnect for their next metadata request and see topics created after the restart."""
+    b = shmlog.Broker(data_dir).start()
+    conf = {"bootstrap.servers": b.bootstrap_servers}
+    p = shmlog.Producer({**conf, "acks": 1})
+    c = shmlog.Consumer(conf)
+    p.produce("before", b"0")
+    p.flush()
+    c.assign([TopicPartition("before", 0, shmlog.OFFSET_BEGINNING)])
+    assert c.poll(10).value() == b"0"
+    kill_broker_hard(data_dir)
+    b.process.wait()
+    b.process = None
+    with shmlog.Broker(data_dir):
+        p.produce("after", b"1")          # a new topic: needs the restarted supervisor
+        assert p.flush(10) == 0
+        c.assign([TopicPartition("after", 0, shmlog.OFFSET_BEGINNING)])
+        m = c.poll(10)
+        assert m is not None and m.value() == b"1"
+        assert "after" in c.list_topics().topics
+        c.close()
+        p.close()
