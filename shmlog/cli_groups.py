@@ -19,7 +19,6 @@ import click
 from . import OFFSET_BEGINNING, TopicPartition
 from .admin import ConsumerGroupState, ConsumerGroupTopicPartitions
 from .admin import AdminClient
-from .coordinator import NON_EMPTY_GROUP
 from .errors import KafkaError, KafkaException
 from .protocol import SCHEME
 
@@ -274,8 +273,7 @@ def groups_delete(group_ids, data_dir):
             try:
                 f.result()
             except KafkaException as exc:
-                code = exc.args[0].code()
-                name = "NON_EMPTY_GROUP" if code == NON_EMPTY_GROUP else exc.args[0].name()
+                name = exc.args[0].name()
                 failed.append(f"* Group '{gid}' could not be deleted due to: {name} ({exc})")
     ok = [g for g in group_ids if g not in {f.split("'")[1] for f in failed}]
     if ok:

@@ -33,7 +33,7 @@ from .errors import KafkaError
 
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_TOPIC_PARTITIONS = 8
-NON_EMPTY_GROUP = 68          # Kafka's code; errors.py has no name for it
+NON_EMPTY_GROUP = KafkaError.NON_EMPTY_GROUP
 MAX_METADATA_BYTES = 4096     # Kafka's offset.metadata.max.bytes
 
 # ---------------------------------------------------------------------------- states
