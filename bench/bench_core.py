@@ -386,18 +386,12 @@ def q_produce_latency(params, ready, go, q):
 def q_consume_latency(params, ready, go, q):
     n = params["n"]
     ck = Checker()
-    unpack = struct.Struct("<qq").unpack_from
     lat = []
     _wait_go(ready, go)
     while ck.expected < n:
         v = q.get()
         t = now_ns(MONO)
-        seq, sent = unpack(v)
-        lat.append(t - sent)
-        if seq != ck.expected:
-            ck.gap(seq)
-        ck.nbytes += len(v)
-        ck.expected += 1
+        ck.timed(v, t, lat)
     t_last = now_ns(MONO)
     extra = 0
     try:

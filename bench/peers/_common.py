@@ -4,6 +4,7 @@ They live here (not in bench_core) so that a peer module imported in a `spawn` c
 same objects as bench_core's child_main (bench_core runs there as `__mp_main__`)."""
 import os
 import signal
+import struct
 import threading
 import time
 
@@ -72,6 +73,18 @@ class Checker:
         if self.first_gap is None:
             self.first_gap = (self.expected, int(got))
         self.expected = int(got)
+
+    _unpack_timed = struct.Struct("<qq").unpack_from
+
+    def timed(self, value, arrived_ns, latencies_ns):
+        """A latency record (sequence number, CLOCK_MONOTONIC send time) arrived at arrived_ns:
+        check its sequence number and log its one-way latency."""
+        seq, sent = self._unpack_timed(value)
+        latencies_ns.append(arrived_ns - sent)
+        if seq != self.expected:
+            self.gap(seq)
+        self.nbytes += len(value)
+        self.expected += 1
 
     def result(self, t_last, extra=0):
         return {"count": self.expected,

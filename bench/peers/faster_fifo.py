@@ -95,7 +95,6 @@ def produce_latency(params, ready, go, q):
 def consume_latency(params, ready, go, q):
     n = params["n"]
     ck = Checker()
-    unpack = struct.Struct("<qq").unpack_from
     get = q.get
     lat = []
     wait_go(ready, go)
@@ -103,12 +102,7 @@ def consume_latency(params, ready, go, q):
         while ck.expected < n:
             v = get(timeout=STALL_S)
             t = now_ns(MONO)
-            seq, sent = unpack(v)
-            lat.append(t - sent)
-            if seq != ck.expected:
-                ck.gap(seq)
-            ck.nbytes += len(v)
-            ck.expected += 1
+            ck.timed(v, t, lat)
     except queue_mod.Empty:
         pass
     t_last = now_ns(MONO)

@@ -260,7 +260,6 @@ def consume_latency(params, ready, go, chan):
     n = params["n"]
     c = _Sub(chan, params["record_bytes"])
     ck = Checker()
-    unpack = struct.Struct("<qq").unpack_from
     lat = []
     next_value = c.reader()
     wait_go(ready, go)
@@ -269,12 +268,7 @@ def consume_latency(params, ready, go, chan):
         if v is None:
             break
         t = now_ns(MONO)
-        seq, sent = unpack(v)
-        lat.append(t - sent)
-        if seq != ck.expected:
-            ck.gap(seq)
-        ck.nbytes += len(v)
-        ck.expected += 1
+        ck.timed(v, t, lat)
     t_last = now_ns(MONO)
     extra = c.extra()
     c.finish()

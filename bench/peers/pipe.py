@@ -74,18 +74,12 @@ def consume_latency(params, ready, go, chan):
     r, _ = chan
     n = params["n"]
     ck = Checker()
-    unpack = struct.Struct("<qq").unpack_from
     recv = r.recv_bytes
     lat = []
     wait_go(ready, go)
     while ck.expected < n:
         v = recv()
         t = now_ns(MONO)
-        seq, sent = unpack(v)
-        lat.append(t - sent)
-        if seq != ck.expected:
-            ck.gap(seq)
-        ck.nbytes += len(v)
-        ck.expected += 1
+        ck.timed(v, t, lat)
     t_last = now_ns(MONO)
     return latency_result(ck, lat, t_last, _extra(r))

@@ -189,17 +189,11 @@ def consume_latency(params, ready, go, sock):
     r = _client(sock)
     r.ping()
     ck = Checker()
-    unpack = struct.Struct("<qq").unpack_from
     lat = []
 
     def on_value(v):
         t = now_ns(MONO)
-        seq, sent = unpack(v)
-        lat.append(t - sent)
-        if seq != ck.expected:
-            ck.gap(seq)
-        ck.nbytes += len(v)
-        ck.expected += 1
+        ck.timed(v, t, lat)
 
     wait_go(ready, go)
     t_last, extra = _read_all(r, params, on_value)

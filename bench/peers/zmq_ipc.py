@@ -117,7 +117,6 @@ def consume_latency(params, ready, go, endpoint):
     n = params["n"]
     zctx, s = _pull(endpoint)
     ck = Checker()
-    unpack = struct.Struct("<qq").unpack_from
     recv = s.recv
     lat = []
     wait_go(ready, go)
@@ -125,12 +124,7 @@ def consume_latency(params, ready, go, endpoint):
         while ck.expected < n:
             v = recv()
             t = now_ns(MONO)
-            seq, sent = unpack(v)
-            lat.append(t - sent)
-            if seq != ck.expected:
-                ck.gap(seq)
-            ck.nbytes += len(v)
-            ck.expected += 1
+            ck.timed(v, t, lat)
     except zmq.Again:
         pass
     t_last = now_ns(MONO)
