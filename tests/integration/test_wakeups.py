@@ -19,6 +19,7 @@ from shmlog._core import ffi, lib
 from shmlog.ring import Doorbell, Ring
 from shmlog.shm import unlink
 from tests.conftest import create_topic
+from tests.unit.test_ring import encode
 
 CAPACITY = 65536
 
@@ -167,17 +168,6 @@ def ring_and_bell(request):
     bell.mapping.close()
     unlink(ring_name)
     unlink(bell_name)
-
-
-def encode(values):
-    lens = ffi.new("int32_t[]", [len(v) for v in values])
-    blob = b"".join(values)
-    size = lib.shmlog_records_encode(ffi.NULL, 0, len(values), ffi.NULL, ffi.NULL, blob, lens, ffi.NULL, 0,
-                                     ffi.NULL, ffi.NULL)
-    out = bytearray(size)
-    lib.shmlog_records_encode(ffi.from_buffer(out), size, len(values), ffi.NULL, ffi.NULL, blob, lens,
-                              ffi.NULL, 0, ffi.NULL, ffi.NULL)
-    return out
 
 
 def append(ring, bell, slot, value, timeout_ms=0):
