@@ -135,6 +135,7 @@ class Consumer(_fast.ConsumerCore):
         self._fetch_bytes = cfg.fetch_max_bytes
         self._eof = cfg.enable_partition_eof
         self._cluster = connect(cfg, "consumer")
+        self._cluster.populate_rings = not cfg.group_id
         if cfg.shmlog_busy_poll:
             self._wait = BusySpinWait(self._cluster.doorbell)
         else:

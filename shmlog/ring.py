@@ -68,8 +68,8 @@ class Ring:
         return cls(mapping, topic, partition)
 
     @classmethod
-    def open(cls, name, topic, partition):
-        return cls(Mapping.open(name), topic, partition)
+    def open(cls, name, topic, partition, populate=False):
+        return cls(Mapping.open(name, populate), topic, partition)
 
     def close(self):
         self.mapping.close()

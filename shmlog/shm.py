@@ -15,9 +15,10 @@ from ._core import ffi
 from .errors import KafkaError, error
 
 SHM_DIR = "/dev/shm"
-# Page tables filled at map time: the first lap of a fresh ring then costs no page fault per
-# 4 KiB (faults were most of an append's time), at the price of mapping a ring up front.
-MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+# Page tables filled at map time (populate=True): the first lap of a fresh ring then costs no page
+# fault per 4 KiB (faults were most of an append's time), at the price of mapping a ring up front,
+# 10-20 ms for 64 MiB; group members map lazily (see Cluster.populate_rings).
+MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 PREFIX = "shmlog."
 
 
@@ -82,17 +83,17 @@ class Mapping:
                 raise error(KafkaError._CRIT_SYS_RESOURCE, f"cannot allocate {size} bytes of shared memory for "
                             f"{name} in {SHM_DIR}: {os.strerror(exc.errno)} (free space there, or use a smaller "
                             f"ring.bytes)") from None
-            mm = mmap.mmap(shm.fd, size, flags=MAP_FLAGS)
+            mm = mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED)
         finally:
             shm.close_fd()
         return cls(name, mm)
 
     @classmethod
-    def open(cls, name):
+    def open(cls, name, populate=False):
         shm = posix_ipc.SharedMemory(name)
         try:
             size = os.fstat(shm.fd).st_size
-            mm = mmap.mmap(shm.fd, size, flags=MAP_FLAGS)
+            mm = mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED | (MAP_POPULATE if populate else 0))
         finally:
             shm.close_fd()
         return cls(name, mm)
