@@ -168,11 +168,8 @@ def _child_setup(cpu):
     """Pin to one CPU (when there are two or more) and ask for 1 us timer slack, as bench_core does."""
     if cpu is not None and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK
-    except Exception:
-        pass
+    from shmlog.benchmark import precise_timer
+    precise_timer()
 
 
 def latency_producer(bootstrap, topic, seconds, rate, ready, go, results, acks="all"):

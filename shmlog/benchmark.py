@@ -284,7 +284,7 @@ class Shared:
 def child_main(job, slot, shared):
     """Entry point of every child: run the job, put its result (or its traceback) on the queue."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's business
-    _exit_with_parent()
+    exit_with_parent()
     try:
         run = produce_records if job.role == "producer" else consume_records
         out = run(job, slot, shared)
@@ -294,7 +294,8 @@ def child_main(job, slot, shared):
     shared.results.put(out)
 
 
-def _exit_with_parent():
+def exit_with_parent():
+    """A child process that outlives its parent exits (the parent was killed before cleaning up)."""
     parent = os.getppid()
 
     def watchdog():
@@ -306,7 +307,7 @@ def _exit_with_parent():
     threading.Thread(target=watchdog, name="bench-watchdog", daemon=True).start()
 
 
-def _precise_timer():
+def precise_timer():
     """1 us timer slack (default 50 us), so pacing sleeps wake close to their target."""
     try:
         import ctypes
@@ -342,7 +343,7 @@ def produce_records(job, slot, shared):
     import shmlog
     c = job.config
     if c.rate_per_s:
-        _precise_timer()
+        precise_timer()
     producer = shmlog.Producer(producer_conf(job))
     source = TradeSource(job) if c.workload == "trades" else PlainSource(job)
     interval_ns = int(1e9 * c.producers / c.rate_per_s) if c.rate_per_s else 0

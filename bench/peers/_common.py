@@ -5,8 +5,9 @@ same objects as bench_core's child_main (bench_core runs there as `__mp_main__`)
 import os
 import signal
 import struct
-import threading
 import time
+
+from shmlog.benchmark import exit_with_parent, precise_timer as precise_sleep   # noqa: F401 (re-exported)
 
 now_ns = time.clock_gettime_ns
 MONO = time.CLOCK_MONOTONIC
@@ -24,24 +25,7 @@ def child_setup(cpu):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})   # before any thread starts, so threads inherit it
-    parent = os.getppid()
-
-    def watchdog():
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:   # parent died without cleaning up: do not linger
-                os._exit(3)
-
-    threading.Thread(target=watchdog, name="bench-watchdog", daemon=True).start()
-
-
-def precise_sleep():
-    """Ask for 1 us timer slack (default 50 us) so pacing sleeps wake close to their target."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(29, 1000, 0, 0, 0)   # PR_SET_TIMERSLACK
-    except Exception:
-        pass
+    exit_with_parent()
 
 
 def pace(target):
