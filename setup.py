@@ -2,7 +2,7 @@ from setuptools import Extension, find_packages, setup
 
 # The per-record hot paths as CPython types (Message, produce(), poll()); the C core itself
 # is the cffi module built from shmlog/_ffi_build.py.
-fast = Extension("shmlog._fast", sources=["csrc/shmlog_fast.c"], include_dirs=["csrc"],
+fast = Extension("shmlog._native._fast", sources=["csrc/shmlog_fast.c"], include_dirs=["csrc"],
                  depends=["csrc/shmlog_core.h", "csrc/shmlog_layout.h", "csrc/shmlog_varint.h"],
                  extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wno-unused-function"])
 
@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["shmlog", "shmlog.*"]),
     python_requires=">=3.9",
     setup_requires=["cffi>=1.15"],
-    cffi_modules=["shmlog/_ffi_build.py:ffibuilder"],
+    cffi_modules=["shmlog/_native/_ffi_build.py:ffibuilder"],
     ext_modules=[fast],
     install_requires=["cffi>=1.15", "numpy>=1.22", "posix-ipc>=1.1", "psutil>=5.9", "click>=8",
                       "cramjam>=2.8", "orjson>=3.8", "fastavro>=1.8", "protobuf>=4.21"],

@@ -32,9 +32,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import shmlog  # noqa: E402
-from shmlog import OFFSET_BEGINNING, TopicPartition, codec, metadata  # noqa: E402
-from shmlog.producer import _Batch  # noqa: E402
-from shmlog.segment import list_segments, segment_path  # noqa: E402
+from shmlog import OFFSET_BEGINNING, TopicPartition
+from shmlog.client.producer import _Batch  # noqa: E402
+from shmlog.log import codec
+from shmlog.log.segment import list_segments, partition_dir, segment_path  # noqa: E402
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 RING_BYTES = str(256 << 20)
@@ -107,7 +108,7 @@ def stored_bytes(conf, topic):
         log_dir = c._cluster.topic(topic)["log_dirs"][0]
     finally:
         c.close()
-    pdir = metadata.partition_dir(log_dir, topic, 0)
+    pdir = partition_dir(log_dir, topic, 0)
     assert md.topics[topic].partitions
     return sum(os.path.getsize(segment_path(pdir, b)) for b in list_segments(pdir))
 

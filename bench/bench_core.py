@@ -53,10 +53,14 @@ now_ns = time.clock_gettime_ns
 MONO = time.CLOCK_MONOTONIC
 
 # The helpers every child uses live in bench/peers/_common.py, so that the peer modules share them.
-from peers._common import Checker, latency_result as _latency_result  # noqa: E402,F401
-from peers._common import child_setup as _child_setup, pace as _pace, precise_sleep as _precise_sleep  # noqa: E402
-from peers._common import cpu_at_go as _cpu_at_go, wait_go as _wait_go  # noqa: E402
 import peers  # noqa: E402
+from peers._common import Checker  # noqa: E402,F401
+from peers._common import child_setup as _child_setup  # noqa: E402
+from peers._common import cpu_at_go as _cpu_at_go  # noqa: E402
+from peers._common import latency_result as _latency_result
+from peers._common import pace as _pace
+from peers._common import precise_sleep as _precise_sleep
+from peers._common import wait_go as _wait_go
 
 # Peers known to --peers: bench/peers/__init__.py's list plus the ones added after it.
 PEER_NAMES = peers.ALL + [m for m in ("iceoryx2_peer",) if m not in peers.ALL]
@@ -866,7 +870,7 @@ def fs_type(path):
 
 def shm_leftovers(data_dir):
     """This run's shared-memory objects still in /dev/shm (others' brokers are not our business)."""
-    from shmlog import shm
+    from shmlog._native import shm
     return shm.names_in_namespace(shm.namespace(data_dir))
 
 

@@ -8,7 +8,7 @@ software fallback (slice-by-8) on buffers that fit L2, L3 and neither.
 import os
 import time
 
-from shmlog._core import lib
+from shmlog._native import lib
 
 
 def gb_per_s(crc, data, min_seconds=0.3):

@@ -168,7 +168,7 @@ def _child_setup(cpu):
     """Pin to one CPU (when there are two or more) and ask for 1 us timer slack, as bench_core does."""
     if cpu is not None and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
-    from shmlog.benchmark import precise_timer
+    from shmlog.cli.benchmark import precise_timer
     precise_timer()
 
 

@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import shmlog  # noqa: E402
+import shmlog.client.admin  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
 TOPIC = "bench"
@@ -142,7 +143,7 @@ def failover(bootstrap, partitions, members, kills, strategy):
     def assignment():
         """partition -> pid, once the group is stable with every member and every partition."""
         desc = admin.describe_consumer_groups([group])[group].result()
-        if desc.state != shmlog.admin.ConsumerGroupState.STABLE or len(desc.members) != members:
+        if desc.state != shmlog.client.admin.ConsumerGroupState.STABLE or len(desc.members) != members:
             return None
         out = {tp.partition: int(m.host.split(":")[1]) for m in desc.members
                for tp in m.assignment.topic_partitions}

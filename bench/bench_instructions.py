@@ -108,6 +108,7 @@ def client_poll(a):
 
 def client_produce_batch(a):
     import numpy as np
+
     import shmlog
     p = shmlog.Producer({"bootstrap.servers": a.bootstrap, "acks": 1})
     values = np.full((BATCH_CHUNK, a.record_bytes), ord("x"), np.uint8)
@@ -474,7 +475,7 @@ def main(argv=None):
         return 2
 
     import shmlog
-    from shmlog import shm
+    from shmlog._native import shm
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     vg = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
     rows, annotations, interrupted, left = [], {}, False, []

@@ -57,7 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import psutil  # noqa: E402
 
 import shmlog  # noqa: E402
-from shmlog import shm  # noqa: E402
+from shmlog._native import shm  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30

@@ -18,6 +18,10 @@ from types import MappingProxyType
 
 from shmlog.errors import KafkaError, error
 
+# partition.assignment.strategy: the coordinator runs these, members announce them.
+EAGER_ASSIGNORS = ("range", "roundrobin")
+COOPERATIVE_ASSIGNORS = ("cooperative-sticky",)
+
 __all__ = [
     "Config", "Key", "CLIENT_KEYS", "TOPIC_KEYS", "BROKER_KEYS", "TOPIC_DEFAULTS",
     "parse_producer_config", "parse_consumer_config", "parse_admin_config",
@@ -274,7 +278,7 @@ class Anything:
 
 def _no_mixed_assignors(items):
     # librdkafka refuses this too: a group cannot switch protocols mid-rebalance.
-    cooperative = {"cooperative-sticky"}
+    cooperative = set(COOPERATIVE_ASSIGNORS)
     if cooperative & set(items) and set(items) - cooperative:
         raise _Rejected("cooperative and eager assignment strategies must not be mixed")
 
@@ -438,7 +442,7 @@ CLIENT_KEYS = (
     Key("max.poll.interval.ms", Int(1, 86_400_000), 300_000,
         "Longest allowed gap between poll() calls before the member leaves the group.", C),
     Key("partition.assignment.strategy",
-        CsvList(Enum(("range", "roundrobin", "cooperative-sticky")), check=_no_mixed_assignors),
+        CsvList(Enum(EAGER_ASSIGNORS + COOPERATIVE_ASSIGNORS), check=_no_mixed_assignors),
         ("range", "roundrobin"),
         "Assignors in order of preference (a tuple after parsing).", C),
     Key("fetch.max.bytes", Int(0, 2_147_483_135), 52_428_800,

@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import shmlog
+import shmlog.client.admin
 from shmlog.pipeline import Pipeline
 
 TOPIC = "trades"
@@ -127,7 +128,7 @@ def main(argv=None):
         pipeline.stop()
         stats = pipeline.join()
 
-        request = [shmlog.admin.ConsumerGroupTopicPartitions(GROUP)]
+        request = [shmlog.client.admin.ConsumerGroupTopicPartitions(GROUP)]
         committed = admin.list_consumer_group_offsets(request)[GROUP].result()
         lag = sum(row.lag or 0 for row in admin.list_consumer_group_lag(GROUP).result())
         admin.close()

@@ -1,5 +1,5 @@
 """Message and TopicPartition with confluent-kafka's accessors."""
-from . import _fast
+from shmlog._native import _fast
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1

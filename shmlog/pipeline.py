@@ -38,7 +38,7 @@ import threading
 import time
 import traceback
 
-from .errors import KafkaError, KafkaException, error
+from shmlog.errors import KafkaError, KafkaException, error
 
 SPAWN = multiprocessing.get_context("spawn")
 REPORT_INTERVAL_S = 0.2
@@ -308,7 +308,7 @@ class Pipeline:
     def wait_ready(self, timeout=30.0):
         """Block until the group is Stable with every worker a member (each then owns its
         share of the partitions); raises KafkaException(_TIMED_OUT) otherwise."""
-        from .admin import AdminClient, ConsumerGroupState
+        from shmlog.client.admin import AdminClient, ConsumerGroupState
         admin = AdminClient({"bootstrap.servers": self.conf["bootstrap.servers"]})
         try:
             deadline = time.monotonic() + timeout

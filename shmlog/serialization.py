@@ -24,7 +24,7 @@ import struct
 import numpy as np
 import orjson
 
-from .errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException
 
 __all__ = [
     "MessageField", "SerializationContext", "SerializationError", "Serializer", "Deserializer",

@@ -3,14 +3,13 @@
 Every test that starts a broker gets a data dir under pytest's tmp_path, so its
 shared-memory namespace is its own and xdist workers never collide.
 """
-import os
 import signal
 
 import psutil
 import pytest
 
 import shmlog
-from shmlog import shm
+from shmlog._native import shm
 
 
 @pytest.fixture

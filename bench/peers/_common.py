@@ -7,7 +7,8 @@ import signal
 import struct
 import time
 
-from shmlog.benchmark import exit_with_parent, precise_timer as precise_sleep   # noqa: F401 (re-exported)
+from shmlog.cli.benchmark import exit_with_parent  # noqa: F401 (re-exported)
+from shmlog.cli.benchmark import precise_timer as precise_sleep  # noqa: F401 (re-exported)
 
 now_ns = time.clock_gettime_ns
 MONO = time.CLOCK_MONOTONIC

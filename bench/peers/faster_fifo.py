@@ -2,8 +2,17 @@
 import queue as queue_mod
 import struct
 
-from peers._common import (Checker, LATENCY_INTERVAL_NS, MONO, STALL_S, latency_result, now_ns, pace,
-                           precise_sleep, wait_go)
+from peers._common import (
+    LATENCY_INTERVAL_NS,
+    MONO,
+    STALL_S,
+    Checker,
+    latency_result,
+    now_ns,
+    pace,
+    precise_sleep,
+    wait_go,
+)
 
 NAME = "faster-fifo"
 WORKLOADS = ("records", "latency")

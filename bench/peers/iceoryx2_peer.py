@@ -26,8 +26,17 @@ import shutil
 import struct
 import time
 
-from peers._common import (Checker, LATENCY_INTERVAL_NS, MONO, STALL_S, latency_result, now_ns, pace,
-                           precise_sleep, wait_go)
+from peers._common import (
+    LATENCY_INTERVAL_NS,
+    MONO,
+    STALL_S,
+    Checker,
+    latency_result,
+    now_ns,
+    pace,
+    precise_sleep,
+    wait_go,
+)
 
 NAME = "iceoryx2"
 WORKLOADS = ("records", "latency")

@@ -1,7 +1,16 @@
 """multiprocessing.Pipe(duplex=False): send_bytes() / recv_bytes(), one record per call."""
 import struct
 
-from peers._common import Checker, LATENCY_INTERVAL_NS, MONO, latency_result, now_ns, pace, precise_sleep, wait_go
+from peers._common import (
+    LATENCY_INTERVAL_NS,
+    MONO,
+    Checker,
+    latency_result,
+    now_ns,
+    pace,
+    precise_sleep,
+    wait_go,
+)
 
 NAME = "mp.Pipe"
 WORKLOADS = ("records", "latency")

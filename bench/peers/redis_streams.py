@@ -8,8 +8,18 @@ import struct
 import subprocess
 import time
 
-from peers._common import (Checker, LATENCY_INTERVAL_NS, MONO, STALL_S, latency_result, now_ns, pace,
-                           pdeathsig_preexec, precise_sleep, wait_go)
+from peers._common import (
+    LATENCY_INTERVAL_NS,
+    MONO,
+    STALL_S,
+    Checker,
+    latency_result,
+    now_ns,
+    pace,
+    pdeathsig_preexec,
+    precise_sleep,
+    wait_go,
+)
 
 NAME = "redis"
 WORKLOADS = ("records", "latency", "fsync")

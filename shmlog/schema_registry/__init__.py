@@ -47,13 +47,19 @@ import time
 
 import orjson
 
-from .. import protocol
-from ..errors import KafkaError, KafkaException
-from ..message import OFFSET_BEGINNING, TopicPartition
+from shmlog import control
+from shmlog.errors import KafkaError, KafkaException
+from shmlog.message import OFFSET_BEGINNING, TopicPartition
+from shmlog.schema_registry._wire import (  # noqa: F401
+    _ID,
+    MAGIC_BYTE,
+    _check_conf,
+    _header,
+    _read_header,
+)
 
 # Importable from shmlog.schema_registry when it was one module; kept so such imports still work.
-from ..serialization import Deserializer, SerializationError, Serializer, _where  # noqa: F401
-from ._wire import _ID, MAGIC_BYTE, _check_conf, _header, _read_header  # noqa: F401
+from shmlog.serialization import Deserializer, SerializationError, Serializer, _where  # noqa: F401
 
 __all__ = [
     "Schema", "SchemaReference", "RegisteredSchema", "SchemaRegistryClient", "SchemaRegistryError",
@@ -223,7 +229,7 @@ class SchemaRegistryClient:
         if conf:
             raise ValueError(f"Unrecognized properties: {', '.join(sorted(conf))}")
         self._url = url
-        self._data_dir = protocol.data_dir_from_bootstrap(url)
+        self._data_dir = control.data_dir_from_bootstrap(url)
         self._lock = threading.RLock()
         self._lock_path = os.path.join(self._data_dir, LOCK_FILE)
         self._client_conf = {"bootstrap.servers": url}
@@ -236,7 +242,7 @@ class SchemaRegistryClient:
         self._config = {}       # subject (None = global) -> level
         self._parsed = {}       # schema_id -> parsed form (cache)
         self._ensure_topic()
-        from ..consumer import Consumer
+        from shmlog.client.consumer import Consumer
         self._consumer = Consumer(self._client_conf)
         self._tp = TopicPartition(self._topic, 0)
         self._consumer.assign([TopicPartition(self._topic, 0, OFFSET_BEGINNING)])
@@ -245,7 +251,7 @@ class SchemaRegistryClient:
     # ------------------------------------------------------------------ plumbing
 
     def _ensure_topic(self):
-        from ..admin import AdminClient, NewTopic
+        from shmlog.client.admin import AdminClient, NewTopic
         admin = AdminClient(self._client_conf)
         try:
             future = admin.create_topics([NewTopic(self._topic, 1, config={"cleanup.policy": "compact"})])
@@ -303,7 +309,7 @@ class SchemaRegistryClient:
 
     def _append(self, key, value):
         """Write one record with acks=all and read it back; returns its offset."""
-        from ..producer import Producer
+        from shmlog.client.producer import Producer
         if self._producer is None:
             self._producer = Producer({**self._client_conf, "acks": "all", "linger.ms": 0})
         reports = []
@@ -428,7 +434,7 @@ class SchemaRegistryClient:
                                       f"stores {' and '.join(SCHEMA_TYPES)} schemas")
         if schema.schema_type == "PROTOBUF":
             # imported here, not at the top: .protobuf and .avro import this package
-            from .protobuf import parse_protobuf
+            from shmlog.schema_registry.protobuf import parse_protobuf
             return parse_protobuf(schema.schema_str), {}
         named = {}
         if _depth > 32:
@@ -438,7 +444,7 @@ class SchemaRegistryClient:
             referenced = self._registered(ref.subject, ref_version).schema
             _, ref_named = self._parse(referenced, _depth + 1)
             named.update(ref_named)
-        from .avro import parse_avro
+        from shmlog.schema_registry.avro import parse_avro
         try:
             return parse_avro(schema.schema_str, named), named
         except SchemaRegistryError:
@@ -461,10 +467,10 @@ class SchemaRegistryClient:
                                old_named, new_parsed, new_named))
         for what, reader, rnamed, writer, wnamed in directions:
             if new.schema_type == "AVRO":
-                from .avro import avro_incompatibilities
+                from shmlog.schema_registry.avro import avro_incompatibilities
                 found = avro_incompatibilities(reader, writer, rnamed, wnamed)
             else:
-                from .protobuf import protobuf_incompatibilities
+                from shmlog.schema_registry.protobuf import protobuf_incompatibilities
                 found = protobuf_incompatibilities(reader, writer)
             problems += [f"{what} {existing_version}: {p}" for p in found]
         return problems

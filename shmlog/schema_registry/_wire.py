@@ -4,7 +4,7 @@ Protobuf message indexes that follow the header are encoded in .protobuf.
 """
 import struct
 
-from ..serialization import SerializationError, _where
+from shmlog.serialization import SerializationError, _where
 
 MAGIC_BYTE = 0
 _ID = struct.Struct(">bI")

@@ -9,9 +9,13 @@ import fastavro
 import fastavro.validation
 import orjson
 
-from ..serialization import Deserializer, SerializationError, Serializer, _where
-from . import Schema, SchemaRegistryError, topic_subject_name_strategy
-from ._wire import _check_conf, _header, _read_header
+from shmlog.schema_registry import (
+    Schema,
+    SchemaRegistryError,
+    topic_subject_name_strategy,
+)
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
 
 __all__ = ["AvroSerializer", "AvroDeserializer", "parse_avro", "avro_incompatibilities"]
 

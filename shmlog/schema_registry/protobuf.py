@@ -7,11 +7,16 @@ serialized FileDescriptorProto, with dependencies as references.
 """
 import base64
 
-from ..record import read_zigzag_varint, zigzag_varint
-from ..serialization import Deserializer, SerializationError, Serializer, _where
-from . import (Schema, SchemaReference, SchemaRegistryError, reference_subject_name_strategy,
-               topic_subject_name_strategy)
-from ._wire import _check_conf, _header, _read_header
+from shmlog.log.batch import read_zigzag_varint, zigzag_varint
+from shmlog.schema_registry import (
+    Schema,
+    SchemaReference,
+    SchemaRegistryError,
+    reference_subject_name_strategy,
+    topic_subject_name_strategy,
+)
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
 
 __all__ = ["ProtobufSerializer", "ProtobufDeserializer", "parse_protobuf", "protobuf_incompatibilities",
            "encode_message_indexes"]

@@ -26,9 +26,8 @@ import pytest
 
 import shmlog
 from shmlog import OFFSET_BEGINNING, TopicPartition
-from shmlog import layout
-from shmlog._core import ffi, lib
-from shmlog.client import Cluster
+from shmlog._native import ffi, layout, lib
+from shmlog.client.cluster import Cluster
 
 pytestmark = pytest.mark.crash
 
@@ -46,7 +45,7 @@ CLAIMS_OFFSETS = {1: False, 2: True, 3: True, 4: True}
 def crashing_producer(bootstrap, topic, partition, ok_batches, batch_size, value_bytes, point, conn):
     """Runs in a spawned process: acknowledged batches, then one batch that dies at `point`."""
     import shmlog
-    from shmlog._core import lib
+    from shmlog._native import lib
 
     acked, errors = [], []
 

@@ -3,7 +3,7 @@
 The parent fills partitions of a real broker with records, then writes random bytes into
 each partition's shared memory (the data area, batch headers, frame words, the ring
 header's claim/release/persist/index/slot fields), opened by name the way clients open it
-(`shmlog.client.Cluster(...).ring(topic, p).mapping.mm`). A reader in a separate process
+(`shmlog.client.cluster.Cluster(...).ring(topic, p).mapping.mm`). A reader in a separate process
 (spawn context) then consumes every fuzzed partition from the beginning. It must either
 return records (with check.crcs=true only records that were produced, at their offsets)
 or raise KafkaException with code _BAD_MSG naming the partition; its exit code must not
@@ -20,10 +20,10 @@ import struct
 import pytest
 
 import shmlog
-from shmlog import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition, layout
-from shmlog._core import ffi, lib
-from shmlog.broker import status
-from shmlog.client import Cluster
+from shmlog import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from shmlog._native import ffi, layout, lib
+from shmlog.broker.launcher import status
+from shmlog.client.cluster import Cluster
 
 pytestmark = pytest.mark.crash
 

@@ -13,15 +13,15 @@ import pytest
 
 import shmlog
 from shmlog import OFFSET_BEGINNING, TopicPartition
-from shmlog import broker as broker_mod
-from shmlog import metadata
+from shmlog.broker import launcher as broker_mod
+from shmlog.log import segment as log_segment
 
 WAIT_S = 30.0
 
 
 def _shmlog_children():
     return [c for c in psutil.Process().children(recursive=True)
-            if _alive(c) and any(m in " ".join(_cmdline(c)) for m in ("shmlog.supervisor", "shmlog.persister"))]
+            if _alive(c) and any(m in " ".join(_cmdline(c)) for m in ("shmlog.broker.supervisor", "shmlog.broker.persister"))]
 
 
 def _cmdline(proc):
@@ -120,11 +120,11 @@ def read_all(conf, topic, partitions=(0,), start=OFFSET_BEGINNING, **consumer_co
 
 def partition_dir(data_dir, topic, partition=0):
     """Where the persister writes topic-partition (the default log dir)."""
-    return metadata.partition_dir(os.path.join(os.path.realpath(data_dir), "logs"), topic, partition)
+    return log_segment.partition_dir(os.path.join(os.path.realpath(data_dir), "logs"), topic, partition)
 
 
 def segment_bases(pdir):
-    from shmlog.segment import list_segments
+    from shmlog.log.segment import list_segments
     return list_segments(pdir)
 
 
@@ -137,7 +137,7 @@ def status_of(broker, topic, partition=0):
 
 def wait_recovered(conf, topic, partitions=(0,)):
     """Wait until the persister has opened (and so recovered) each partition: it then signs the ring."""
-    from shmlog.client import Cluster
+    from shmlog.client.cluster import Cluster
     cluster = Cluster(conf["bootstrap.servers"], "test")
     try:
         for p in partitions:

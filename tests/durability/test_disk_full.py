@@ -12,7 +12,7 @@ import pytest
 
 import shmlog
 from shmlog import KafkaError
-from shmlog.client import Cluster
+from shmlog.client.cluster import Cluster
 
 from .conftest import create_topic, produce, read_all, wait_for
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from shmlog import index
 from shmlog.cli import main as cli_main
-from shmlog.segment import SegmentWriter
+from shmlog.log import index
+from shmlog.log.segment import SegmentWriter
 
 from ..unit.test_segment import make_batch, make_timed_batch
 

@@ -34,9 +34,11 @@ import psutil
 import pytest
 
 import shmlog
-from shmlog import OFFSET_BEGINNING, TopicPartition, index, shm
-from shmlog.ring import Ring
-from shmlog.segment import _Mapped, _walk, list_segments, segment_path
+from shmlog import OFFSET_BEGINNING, TopicPartition
+from shmlog._native import shm
+from shmlog._native.ring import Ring
+from shmlog.log import index
+from shmlog.log.segment import _Mapped, _walk, list_segments, segment_path
 
 from .conftest import create_topic, partition_dir, read_all
 

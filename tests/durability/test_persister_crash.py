@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from shmlog import broker as broker_mod
+from shmlog.broker import launcher as broker_mod
 
 from .conftest import create_topic, read_all, wait_for, wait_recovered
 
@@ -109,7 +109,7 @@ def test_a_second_persister_for_the_same_data_dir_waits_instead_of_writing(data_
     conf = {"bootstrap.servers": broker.bootstrap_servers}
     create_topic(conf, "t")
     wait_recovered(conf, "t")  # the broker's persister holds the lock: it has opened the partition
-    second = subprocess.Popen([sys.executable, "-m", "shmlog.persister", broker.data_dir],
+    second = subprocess.Popen([sys.executable, "-m", "shmlog.broker.persister", broker.data_dir],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         line = second.stderr.readline().decode()

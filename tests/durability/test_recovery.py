@@ -8,10 +8,21 @@ import os
 import time
 
 import shmlog
-from shmlog import TopicPartition, index, shm
+from shmlog import TopicPartition
+from shmlog._native import shm
 from shmlog.cli import main as cli_main
+from shmlog.log import index
 
-from .conftest import create_topic, partition_dir, produce, read_all, segment_bases, status_of, wait_for, wait_recovered
+from .conftest import (
+    create_topic,
+    partition_dir,
+    produce,
+    read_all,
+    segment_bases,
+    status_of,
+    wait_for,
+    wait_recovered,
+)
 
 
 def kill_broker(broker):
@@ -183,7 +194,7 @@ def test_broker_status_shows_log_start_end_persisted_and_flushed_offsets(data_di
 
 
 def ring_of(conf, topic, partition=0):
-    from shmlog.client import Cluster
+    from shmlog.client.cluster import Cluster
     cluster = Cluster(conf["bootstrap.servers"], "test")
     return cluster, cluster.ring(topic, partition)
 

@@ -12,9 +12,22 @@ import time
 import pytest
 
 import shmlog
-from shmlog import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
+from shmlog import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
-from .conftest import create_topic, partition_dir, produce, read_all, segment_bases, wait_for
+from .conftest import (
+    create_topic,
+    partition_dir,
+    produce,
+    read_all,
+    segment_bases,
+    wait_for,
+)
 
 CHECK = {"log_retention_check_interval_ms": 50}
 RECORD = b"r" * 1000

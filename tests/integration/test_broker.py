@@ -7,8 +7,9 @@ import psutil
 import pytest
 
 import shmlog
-from shmlog import TopicPartition, shm
-from shmlog.broker import status
+from shmlog import TopicPartition
+from shmlog._native import shm
+from shmlog.broker.launcher import status
 
 
 def create_topic(admin, name, partitions=1):

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shmlog import shm
+from shmlog._native import shm
 
 REPO = Path(__file__).resolve().parents[2]
 RING = "ring.bytes=1048576"  # 1 MiB rings keep /dev/shm small
@@ -55,7 +55,7 @@ def broker_processes(data_dir):
     for proc in psutil.process_iter(["cmdline", "status"]):
         cmd = proc.info["cmdline"] or []
         if proc.info["status"] != psutil.STATUS_ZOMBIE and real in cmd and \
-                any(m in cmd for m in ("shmlog.supervisor", "shmlog.persister")):
+                any(m in cmd for m in ("shmlog.broker.supervisor", "shmlog.broker.persister")):
             found.append(proc)
     return found
 

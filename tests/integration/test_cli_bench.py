@@ -13,8 +13,8 @@ import numpy as np
 import psutil
 import pytest
 
-from shmlog import benchmark as bm
-from shmlog import shm
+from shmlog._native import shm
+from shmlog.cli import benchmark as bm
 
 from .test_cli import broker_processes, cli_env, leftovers, ok, shmlog_cli
 

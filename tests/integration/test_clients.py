@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import shmlog
+import shmlog.client.cluster
 from shmlog import KafkaError, KafkaException, TopicPartition
-from shmlog.partitioner import murmur2_partition
+from shmlog.client.partitioner import murmur2_partition
 from tests.conftest import create_topic
 
 
@@ -59,7 +60,7 @@ def test_describe_configs_reports_topic_settings(admin):
 
 
 def test_a_deleted_topic_leaves_no_shared_memory(admin, data_dir):
-    from shmlog import shm
+    from shmlog._native import shm
     before = set(shm.names_in_namespace(shm.namespace(data_dir)))
     create_topic(admin, "gone", 3)
     admin.delete_topics(["gone"])["gone"].result()
@@ -241,7 +242,7 @@ def test_acks_all_reports_only_after_the_persister_fsynced(conf, topic):
         p.produce(topic, b"%d" % i, on_delivery=lambda e, m: reports.append((e, m.offset())))
     p.flush(10)
     assert reports == [(None, i) for i in range(100)]
-    c = shmlog.client.Cluster(conf["bootstrap.servers"], "test")
+    c = shmlog.client.cluster.Cluster(conf["bootstrap.servers"], "test")
     assert c.ring(topic, 0).flushed_offset >= 100
     c.close()
     p.close()
@@ -351,7 +352,6 @@ def test_an_idle_blocking_poll_uses_almost_no_cpu(conf, topic):
 
 
 def test_a_blocked_poll_wakes_when_another_process_produces(conf, topic):
-    import time
     c = shmlog.Consumer(conf)
     c.assign([TopicPartition(topic, 0, shmlog.OFFSET_END)])
     ctx = multiprocessing.get_context("spawn")
@@ -418,7 +418,7 @@ def test_pythons_resource_tracker_never_warns_about_or_unlinks_our_segments(conf
                          text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert run.returncode == 0, run.stderr
     assert "resource_tracker" not in run.stderr and "leaked" not in run.stderr
-    from shmlog import shm
+    from shmlog._native import shm
     assert any(".t" in n for n in shm.names_in_namespace(shm.namespace(data_dir)))
     assert len(read_all(conf, topic, expected=1)) == 1
 

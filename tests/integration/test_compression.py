@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import shmlog
-from shmlog import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition, codec, metadata
-from shmlog._core import ffi, lib
-from shmlog.client import Cluster
-from shmlog.segment import list_segments, segment_path
+from shmlog import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from shmlog._native import ffi, lib
+from shmlog.client.cluster import Cluster
+from shmlog.log import codec
+from shmlog.log.segment import list_segments, partition_dir, segment_path
 from tests.conftest import create_topic
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
@@ -56,7 +57,7 @@ def segment_batches(conf, topic, partition=0):
     """(attributes, record_count, batch bytes) of every batch in the partition's segment files."""
     cluster = Cluster(conf["bootstrap.servers"], "consumer")
     try:
-        pdir = metadata.partition_dir(cluster.topic(topic)["log_dirs"][partition], topic, partition)
+        pdir = partition_dir(cluster.topic(topic)["log_dirs"][partition], topic, partition)
     finally:
         cluster.close()
     out = []

@@ -23,9 +23,10 @@ import psutil
 import pytest
 
 import shmlog
+import shmlog.broker.launcher
 from shmlog import KafkaError, KafkaException, TopicPartition
-from shmlog.admin import ConsumerGroupState, ConsumerGroupTopicPartitions
-from shmlog.protocol import Control
+from shmlog.client.admin import ConsumerGroupState, ConsumerGroupTopicPartitions
+from shmlog.control import Control
 from tests.conftest import create_topic
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -75,7 +76,7 @@ def wait_persisted(data_dir, topic):
     it starts may otherwise stop its persister before that one is ready)."""
     deadline = time.monotonic() + DEADLINE_S
     while True:
-        st = [p for p in shmlog.broker.status(data_dir)["partitions"] if p["topic"] == topic]
+        st = [p for p in shmlog.broker.launcher.status(data_dir)["partitions"] if p["topic"] == topic]
         if all(p["persisted_offset"] == p["log_end_offset"] for p in st):
             return
         assert time.monotonic() < deadline, st
@@ -528,7 +529,7 @@ def test_committed_offsets_survive_a_sigkilled_supervisor(data_dir):
         c = shmlog.Consumer(group_conf(conf))
         c.commit(offsets=[TopicPartition("t", 0, 5)], asynchronous=False)
         c.close()
-        persister = psutil.Process(shmlog.broker.status(data_dir)["persister_pid"])
+        persister = psutil.Process(shmlog.broker.launcher.status(data_dir)["persister_pid"])
         b.process.kill()       # no clean stop: the commit may exist only in the __consumer_offsets ring
         b.process.wait()
         persister.wait(DEADLINE_S)   # it notices its supervisor is gone and exits

@@ -11,7 +11,7 @@ import pytest
 
 import shmlog
 from shmlog import KafkaException, TopicPartition
-from shmlog.admin import ConsumerGroupTopicPartitions
+from shmlog.client.admin import ConsumerGroupTopicPartitions
 from shmlog.pipeline import Pipeline
 from tests.conftest import create_topic
 

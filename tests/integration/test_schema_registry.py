@@ -17,9 +17,18 @@ from shmlog import OFFSET_BEGINNING, TopicPartition
 from shmlog.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from shmlog.schema_registry.avro import AvroDeserializer, AvroSerializer
 from shmlog.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
-from shmlog.serialization import (IntegerDeserializer, IntegerSerializer, MessageField, NumpyDeserializer,
-                                  NumpySerializer, SerializationContext, StringDeserializer, StringSerializer,
-                                  ValueDeserializationError, ValueSerializationError)
+from shmlog.serialization import (
+    IntegerDeserializer,
+    IntegerSerializer,
+    MessageField,
+    NumpyDeserializer,
+    NumpySerializer,
+    SerializationContext,
+    StringDeserializer,
+    StringSerializer,
+    ValueDeserializationError,
+    ValueSerializationError,
+)
 
 SPAWN = multiprocessing.get_context("spawn")
 REPO = Path(__file__).resolve().parents[2]

@@ -14,10 +14,11 @@ import psutil
 import pytest
 
 import shmlog
+import shmlog.client.cluster
 from shmlog import TopicPartition
-from shmlog._core import ffi, lib
-from shmlog.ring import Doorbell, Ring
-from shmlog.shm import unlink
+from shmlog._native import ffi, lib
+from shmlog._native.ring import Doorbell, Ring
+from shmlog._native.shm import unlink
 from tests.conftest import create_topic
 from tests.unit.test_ring import encode
 
@@ -26,7 +27,7 @@ CAPACITY = 65536
 
 def persister_of(broker):
     for child in psutil.Process(broker.process.pid).children(recursive=True):
-        if "shmlog.persister" in " ".join(child.cmdline()):
+        if "shmlog.broker.persister" in " ".join(child.cmdline()):
             return child
     raise AssertionError("no persister process")
 
@@ -39,7 +40,7 @@ def wait_until(check, timeout_s, what):
 
 
 def cluster_ring(conf, topic):
-    cluster = shmlog.client.Cluster(conf["bootstrap.servers"], "test")
+    cluster = shmlog.client.cluster.Cluster(conf["bootstrap.servers"], "test")
     return cluster, cluster.ring(topic, 0)
 
 

@@ -24,8 +24,8 @@ import pytest
 
 import shmlog
 from shmlog import OFFSET_BEGINNING, TopicPartition
-from shmlog.client import Cluster
-from shmlog.partitioner import murmur2_partition
+from shmlog.client.cluster import Cluster
+from shmlog.client.partitioner import murmur2_partition
 
 pytestmark = pytest.mark.stress
 

@@ -33,11 +33,10 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from shmlog import layout
-from shmlog._core import ffi, lib
+from shmlog._native import ffi, layout, lib
+from shmlog._native.ring import STUCK_CLAIM_GRACE_S, Ring
+from shmlog._native.shm import unlink
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.ring import STUCK_CLAIM_GRACE_S, Ring
-from shmlog.shm import unlink
 
 pytestmark = pytest.mark.stress
 

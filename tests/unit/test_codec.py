@@ -14,9 +14,9 @@ import cramjam
 import numpy as np
 import pytest
 
-from shmlog import codec, layout
-from shmlog._core import ffi, lib
-from shmlog.producer import _Batch
+from shmlog._native import ffi, layout, lib
+from shmlog.client.producer import _Batch
+from shmlog.log import codec
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 

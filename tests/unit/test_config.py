@@ -6,9 +6,16 @@ import pathlib
 import pytest
 
 from shmlog.config import (
-    BROKER_KEYS, CLIENT_KEYS, TOPIC_DEFAULTS, TOPIC_KEYS, effective_topic_config,
-    parse_admin_config, parse_broker_config, parse_consumer_config,
-    parse_producer_config, parse_topic_config,
+    BROKER_KEYS,
+    CLIENT_KEYS,
+    TOPIC_DEFAULTS,
+    TOPIC_KEYS,
+    effective_topic_config,
+    parse_admin_config,
+    parse_broker_config,
+    parse_consumer_config,
+    parse_producer_config,
+    parse_topic_config,
 )
 from shmlog.errors import KafkaError, KafkaException
 

@@ -1,6 +1,6 @@
 """The group coordinator as a pure state machine: method calls in, effects out, no processes.
 
-Each test drives shmlog.coordinator.Coordinator with explicit times and connection tokens
+Each test drives shmlog.broker.coordinator.Coordinator with explicit times and connection tokens
 (plain strings) and checks the effects it asks for: Reply (to a request ref), Push (to a
 connection) and Persist (records for __consumer_offsets).
 """
@@ -9,10 +9,30 @@ import random
 
 import pytest
 
-from shmlog.coordinator import (COMPLETING_REBALANCE, DEAD, EMPTY, Group, PREPARING_REBALANCE, STABLE, STATES,
-                                TRANSITIONS, Coordinator, InvalidTransition, OffsetRecord, Persist, Push, Reply,
-                                decode_offset_record, encode_offset_record, java_string_hash, offsets_partition,
-                                range_assignor, roundrobin_assignor, sticky_assignor, withhold_owned_elsewhere)
+from shmlog.broker.coordinator import (
+    COMPLETING_REBALANCE,
+    DEAD,
+    EMPTY,
+    PREPARING_REBALANCE,
+    STABLE,
+    STATES,
+    TRANSITIONS,
+    Coordinator,
+    Group,
+    InvalidTransition,
+    OffsetRecord,
+    Persist,
+    Push,
+    Reply,
+    decode_offset_record,
+    encode_offset_record,
+    java_string_hash,
+    offsets_partition,
+    range_assignor,
+    roundrobin_assignor,
+    sticky_assignor,
+    withhold_owned_elsewhere,
+)
 from shmlog.errors import KafkaError
 
 SESSION = 1000

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from shmlog._core import lib
-from shmlog.partitioner import murmur2, murmur2_partition
+from shmlog._native import lib
+from shmlog.client.partitioner import murmur2, murmur2_partition
 
 # RFC 3720 (iSCSI) appendix B.4 and the common "123456789" check value.
 CRC32C_VECTORS = [

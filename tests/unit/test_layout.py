@@ -1,8 +1,7 @@
 """Python's view of the shared-memory layout matches the C header."""
 import pytest
 
-from shmlog import layout
-from shmlog._core import ffi, lib
+from shmlog._native import ffi, layout, lib
 
 
 @pytest.mark.parametrize("struct,dtype", list(layout.NUMPY_VIEWS.items()))

@@ -3,11 +3,10 @@ import os
 
 import pytest
 
-from shmlog import layout
-from shmlog._core import ffi, lib
+from shmlog._native import ffi, lib
+from shmlog._native.ring import Ring
+from shmlog._native.shm import unlink
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.ring import Ring
-from shmlog.shm import unlink
 
 CAPACITY = 65536
 

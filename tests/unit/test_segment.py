@@ -3,10 +3,10 @@ import os
 
 import pytest
 
-from shmlog import index, retention, segment
-from shmlog._core import ffi, lib
+from shmlog._native import ffi, lib
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.segment import SegmentReader, SegmentWriter, recover
+from shmlog.log import index, retention, segment
+from shmlog.log.segment import SegmentReader, SegmentWriter, recover
 
 HEADER = lib.SHMLOG_BATCH_HEADER_BYTES
 

@@ -14,11 +14,27 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from shmlog.schema_registry.avro import avro_incompatibilities, parse_avro
-from shmlog.schema_registry.protobuf import encode_message_indexes, protobuf_incompatibilities
-from shmlog.serialization import (DoubleDeserializer, DoubleSerializer, IntegerDeserializer, IntegerSerializer,
-                                  JSONDeserializer, JSONSerializer, LongDeserializer, LongSerializer, MessageField,
-                                  NumpyDeserializer, NumpySerializer, SerializationContext, SerializationError,
-                                  StringDeserializer, StringSerializer)
+from shmlog.schema_registry.protobuf import (
+    encode_message_indexes,
+    protobuf_incompatibilities,
+)
+from shmlog.serialization import (
+    DoubleDeserializer,
+    DoubleSerializer,
+    IntegerDeserializer,
+    IntegerSerializer,
+    JSONDeserializer,
+    JSONSerializer,
+    LongDeserializer,
+    LongSerializer,
+    MessageField,
+    NumpyDeserializer,
+    NumpySerializer,
+    SerializationContext,
+    SerializationError,
+    StringDeserializer,
+    StringSerializer,
+)
 
 VALUE = SerializationContext("trades", MessageField.VALUE)
 KEY = SerializationContext("trades", MessageField.KEY)

@@ -1,0 +1,315 @@
+"""A partition ring: the Python face of the C claim/publish/fetch functions.
+
+Invariants live in the C core (csrc/shmlog_core.c); this module turns status codes
+into KafkaErrors that name the partition, and repairs claims left by dead producers.
+"""
+import itertools
+import os
+import time
+
+from shmlog._native import ffi, layout, lib, procs
+from shmlog._native.shm import Mapping
+from shmlog.errors import KafkaError, error
+
+_tokens = itertools.count(1)
+
+STATUS_NAMES = {
+    lib.SHMLOG_EAGAIN: "nothing published yet",
+    lib.SHMLOG_EFULL: "ring full",
+    lib.SHMLOG_ETOOBIG: "frame larger than the ring",
+    lib.SHMLOG_ECORRUPT: "corrupt frame",
+    lib.SHMLOG_EOVERWRITTEN: "position overwritten",
+    lib.SHMLOG_EBADHEADER: "invalid ring header",
+    lib.SHMLOG_ECRC: "CRC32C mismatch",
+    lib.SHMLOG_ENOSLOT: "no free slot",
+    lib.SHMLOG_EFENCED: "claim fenced",
+    lib.SHMLOG_ESMALL: "buffer too small",
+}
+
+STUCK_CLAIM_GRACE_S = 0.05
+UNCLAIMED_GRACE_S = 1.0
+
+
+def owner_token():
+    return (os.getpid() << 24) | (next(_tokens) & 0xFFFFFF)
+
+
+class Ring:
+    """One mapped partition ring. Not thread-safe; each client guards its own use."""
+
+    def __init__(self, mapping, topic, partition):
+        handle = ffi.new("shmlog_ring_handle *")
+        rc = lib.shmlog_ring_open(handle, mapping.ptr, mapping.size)
+        if rc != 0:
+            raise error(KafkaError._BAD_MSG,
+                        f"shared memory {mapping.name} for {topic}-{partition} has an invalid ring header "
+                        f"(garbage or another layout version); delete and recreate the topic or restart the broker")
+        self.mapping = mapping
+        self.map = handle  # what every lib.shmlog_ring_* call takes
+        self.topic = topic
+        self.partition = partition
+        self.header = handle.header
+        self.capacity_bytes = handle.capacity_bytes
+        self.data_offset = handle.data_offset
+        self._stuck_since = {}
+        self._slot_tokens = {}
+
+    @classmethod
+    def create(cls, name, capacity_bytes, topic, topic_id, partition, start_offset=0, mode=0o600,
+               leader_epoch=0):
+        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes), mode)
+        rc = lib.shmlog_ring_init(mapping.ptr, mapping.size, capacity_bytes, topic_id, partition,
+                                  leader_epoch, start_offset)
+        if rc != 0:
+            mapping.close()
+            raise error(KafkaError._INVALID_ARG, f"ring.bytes={capacity_bytes} must be a power of two "
+                        f"between {layout.MIN_CAPACITY_BYTES} and {layout.MAX_CAPACITY_BYTES}")
+        return cls(mapping, topic, partition)
+
+    @classmethod
+    def open(cls, name, topic, partition, populate=False):
+        return cls(Mapping.open(name, populate), topic, partition)
+
+    def close(self):
+        self.mapping.close()
+
+    def where(self):
+        return f"{self.topic}-{self.partition}"
+
+    # ------------------------------------------------------------------ offsets
+
+    def end(self):
+        cur = ffi.new("shmlog_cursor *")
+        lib.shmlog_ring_end(self.map, cur)
+        return cur.position, cur.next_offset
+
+    def start(self):
+        cur = ffi.new("shmlog_cursor *")
+        lib.shmlog_ring_start(self.map, cur)
+        return cur.position, cur.next_offset
+
+    def locate(self, offset):
+        """A cursor at or before `offset` still in the ring, or None if it fell out."""
+        cur = ffi.new("shmlog_cursor *")
+        rc = lib.shmlog_ring_locate(self.map, offset, cur)
+        return cur if rc == 0 else None
+
+    def has_data(self, position):
+        return lib.shmlog_ring_has_data(self.map, position)
+
+    @property
+    def log_start_offset(self):
+        return self.header.persist.log_start_offset
+
+    @property
+    def persisted_offset(self):
+        return self.header.persist.persisted_offset
+
+    @property
+    def flushed_offset(self):
+        return self.header.persist.flushed_offset
+
+    # ------------------------------------------------------------------ producing
+
+    def acquire_producer_slot(self):
+        pid, started = procs.me()
+        token = owner_token()
+        slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, token)
+        if slot < 0:
+            self.reclaim_dead_slots()
+            slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, token)
+        if slot < 0:
+            raise error(KafkaError._CRIT_SYS_RESOURCE,
+                        f"{self.where()}: all {lib.SHMLOG_PRODUCER_SLOTS} producer slots are taken by live processes")
+        self._slot_tokens[slot] = token
+        return slot
+
+    @property
+    def closed(self):
+        """Unmapped (the topic went away and the client dropped it): the handle must not be used."""
+        return self.mapping.ptr is None
+
+    def release_producer_slot(self, slot):
+        if not self.closed:
+            lib.shmlog_producer_slot_release(self.map, slot, self._slot_tokens.pop(slot, 0))
+
+    def append(self, slot, records, records_bytes, count, base_timestamp, max_timestamp, timeout_ms,
+               doorbell, attributes=0, producer_id=-1, producer_epoch=-1, base_sequence=-1):
+        """Claim, copy and publish one batch whose records section is already encoded; returns its base offset."""
+        out = ffi.new("uint64_t *")
+        rc = lib.shmlog_ring_append(self.map, slot, records, records_bytes, count, base_timestamp,
+                                    max_timestamp, attributes, producer_id, producer_epoch,
+                                    base_sequence, int(timeout_ms * 1_000_000), doorbell, out)
+        return out[0] if rc >= 0 else self._append_failed(rc, records_bytes, timeout_ms)
+
+    def append_records(self, slot, encoder_args, base_timestamp, max_timestamp, timeout_ms, doorbell):
+        """Claim a frame and encode the records straight into it (see shmlog_records_encode for
+        encoder_args); returns the batch's base offset."""
+        out = ffi.new("uint64_t *")
+        count, keys, key_lens, values, value_lens, timestamps, _, headers, header_lens = encoder_args
+        rc = lib.shmlog_ring_append_records(self.map, slot, count, keys, key_lens, values, value_lens, timestamps,
+                                            base_timestamp, max_timestamp, headers, header_lens,
+                                            int(timeout_ms * 1_000_000), doorbell, out)
+        return out[0] if rc >= 0 else self._append_failed(rc, len(values) + len(keys), timeout_ms)
+
+    def append_fixed(self, slot, count, values, value_bytes, timestamp, timeout_ms, doorbell):
+        """Claim a frame and encode `count` fixed-size values straight into it; returns the base offset."""
+        out = ffi.new("uint64_t *")
+        rc = lib.shmlog_ring_append_fixed(self.map, slot, count, values, value_bytes, timestamp,
+                                          int(timeout_ms * 1_000_000), doorbell, out)
+        return out[0] if rc >= 0 else self._append_failed(rc, count * value_bytes, timeout_ms)
+
+    def _append_failed(self, rc, records_bytes, timeout_ms):
+        if rc == lib.SHMLOG_EFULL:
+            raise error(KafkaError._MSG_TIMED_OUT,
+                        f"{self.where()}: ring full for max.block.ms={timeout_ms:g}: its "
+                        f"{self.capacity_bytes} bytes are not yet persisted (persister behind or stopped)")
+        if rc == lib.SHMLOG_ETOOBIG:
+            raise error(KafkaError.MSG_SIZE_TOO_LARGE,
+                        f"{self.where()}: a batch of {records_bytes} record bytes can never fit the partition's "
+                        f"ring of {self.capacity_bytes} bytes; raise the topic's ring.bytes")
+        raise error(KafkaError._FAIL, f"{self.where()}: append failed: {STATUS_NAMES.get(rc, rc)}")
+
+    # ------------------------------------------------------------------ reading
+
+    def fetch(self, cursor, dst, dst_bytes, frames, max_frames, check_crc):
+        """Copy (or, with dst NULL, locate) published batches from cursor; returns frame count.
+
+        Raises KafkaException for corruption; returns lib.SHMLOG_EOVERWRITTEN or
+        lib.SHMLOG_ESMALL unchanged so the caller can fall back or grow its buffer.
+        """
+        n = lib.shmlog_ring_fetch(self.map, cursor, dst, dst_bytes, frames, max_frames, check_crc)
+        if n >= 0 or n in (lib.SHMLOG_EOVERWRITTEN, lib.SHMLOG_ESMALL):
+            return n
+        self.fetch_failed(n, cursor)
+
+    def fetch_failed(self, n, cursor):
+        """Raise the KafkaException for a fetch that returned status n (corruption)."""
+        what = "CRC32C mismatch in batch" if n == lib.SHMLOG_ECRC else "corrupt frame"
+        raise error(KafkaError._BAD_MSG,
+                    f"{self.where()}: {what} at ring position {cursor.position} (expected offset "
+                    f"{cursor.next_offset}); shared memory holds bytes that are not a valid record batch")
+
+    def repair_if_stuck(self, position, doorbell):
+        """Turn a dead producer's unpublished claim at `position` into padding. True if repaired."""
+        slots = ffi.new("int[8]")
+        n = lib.shmlog_ring_stuck_claims(self.map, position, slots, 8)
+        if n <= 0:
+            if n == 0 and self.end()[0] > position and not self.has_data(position):
+                self._raise_if_unclaimed_too_long(position)
+            else:
+                self._stuck_since.pop(position, None)
+            return False
+        candidates = [self.header.producers[slots[i]] for i in range(n)]
+        dead = [(slots[i], s) for i, s in enumerate(candidates) if not procs.alive(s.pid, s.pid_start_time)]
+        if not dead:
+            return False
+        owned = [i for i, s in dead if s.state == lib.SHMLOG_SLOT_OWNED]
+        # Any live slot at this position may be the real owner (it may not have marked OWNED yet).
+        live_owner = len(dead) < len(candidates)
+        if owned:
+            chosen = owned[0]
+        else:
+            # A dead CLAIMING slot may have lost its CAS: repair only when nobody alive owns the
+            # position and it stayed unpublished for a grace period.
+            first_seen = self._stuck_since.setdefault(position, time.monotonic())
+            if live_owner or time.monotonic() - first_seen < STUCK_CLAIM_GRACE_S or len(dead) != 1:
+                return False
+            chosen = dead[0][0]
+        self._stuck_since.pop(position, None)
+        return lib.shmlog_ring_repair(self.map, chosen, doorbell) == 0
+
+    def _raise_if_unclaimed_too_long(self, position):
+        """Below the tail, unpublished, and no producer slot claims it: only garbage in shared
+        memory (or a claim whose slot was overwritten) leaves that; say so instead of waiting forever."""
+        first_seen = self._stuck_since.setdefault(position, time.monotonic())
+        if time.monotonic() - first_seen >= UNCLAIMED_GRACE_S:
+            raise error(KafkaError._BAD_MSG,
+                        f"{self.where()}: ring position {position} is below the tail but was never published "
+                        f"and no producer claims it: the ring's shared memory is corrupt; recreate the topic or "
+                        f"restart the broker to rebuild the ring from the segment files")
+
+    def reclaim_dead_slots(self, doorbell=ffi.NULL):
+        """Free producer slots and pins whose processes are gone; repair their claims first."""
+        probe = ffi.new("int[8]")
+        for i in range(lib.SHMLOG_PRODUCER_SLOTS):
+            s = self.header.producers[i]
+            if not s.pid or procs.alive(s.pid, s.pid_start_time):
+                continue
+            if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED):
+                n = lib.shmlog_ring_stuck_claims(self.map, s.claim_position, probe, 8)
+                if i in [probe[k] for k in range(n)] and not self.repair_if_stuck(s.claim_position, doorbell):
+                    continue  # its claim still blocks readers: repaired once the grace period passes
+            lib.shmlog_producer_slot_release(self.map, i, s.owner_token)
+        for i in range(lib.SHMLOG_PIN_SLOTS):
+            p = self.header.pins[i]
+            if p.in_use and not procs.alive(p.pid, p.pid_start_time):
+                lib.shmlog_pin_release(self.map, i)
+
+    # ------------------------------------------------------------------ pins (zero-copy readers)
+
+    def acquire_pin(self):
+        pid, started = procs.me()
+        pin = lib.shmlog_pin_acquire(self.map, pid, started, owner_token())
+        if pin < 0:
+            self.reclaim_dead_slots()
+            pin = lib.shmlog_pin_acquire(self.map, pid, started, owner_token())
+        if pin < 0:
+            raise error(KafkaError._CRIT_SYS_RESOURCE, f"{self.where()}: all reader pins are taken")
+        return pin
+
+    def set_pin(self, pin, position):
+        return not self.closed and lib.shmlog_pin_set(self.map, pin, position) == 0
+
+    def release_pin(self, pin):
+        if not self.closed:
+            lib.shmlog_pin_release(self.map, pin)
+
+
+class Doorbell:
+    """The broker-wide futex table blocked readers sleep on."""
+
+    def __init__(self, mapping):
+        if lib.shmlog_doorbell_validate(mapping.ptr, mapping.size) != 0:
+            raise error(KafkaError._BAD_MSG, f"shared memory {mapping.name} is not a valid shmlog doorbell")
+        self.mapping = mapping
+        self.ptr = mapping.ptr
+        self.header = ffi.cast("shmlog_doorbell *", mapping.ptr)
+
+    @classmethod
+    def create(cls, name, mode=0o600):
+        mapping = Mapping.create(name, layout.DOORBELL_BYTES, mode)
+        lib.shmlog_doorbell_init(mapping.ptr)
+        return cls(mapping)
+
+    @classmethod
+    def open(cls, name):
+        return cls(Mapping.open(name))
+
+    @property
+    def metadata_epoch(self):
+        return self.header.metadata_epoch
+
+    def bump_metadata_epoch(self):
+        self.header.metadata_epoch += 1
+
+    def acquire(self):
+        pid, started = procs.me()
+        slot = lib.shmlog_doorbell_acquire(self.ptr, pid, started, owner_token())
+        if slot < 0:
+            self.reclaim_dead()
+            slot = lib.shmlog_doorbell_acquire(self.ptr, pid, started, owner_token())
+        return slot  # negative: no slot; the caller falls back to timed polling
+
+    def release(self, slot):
+        if slot >= 0:
+            lib.shmlog_doorbell_release(self.ptr, slot)
+
+    def reclaim_dead(self):
+        for i in range(lib.SHMLOG_DOORBELL_SLOTS):
+            s = self.header.slots[i]
+            if s.pid and not procs.alive(s.pid, s.pid_start_time):
+                lib.shmlog_doorbell_release(self.ptr, i)
+
+    def close(self):
+        self.mapping.close()

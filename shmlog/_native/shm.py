@@ -1,0 +1,109 @@
+"""POSIX shared-memory objects: names, creation, mapping, reclaim.
+
+Names are namespaced by the data directory (`/shmlog.<ns>.*`, ns = a hash of its real
+path) so brokers of different data dirs never collide and a restarted broker can find
+and reclaim what a crashed one left. posix_ipc does not register objects with Python's
+resource_tracker, so nothing unlinks or warns about segments other processes use.
+"""
+import hashlib
+import mmap
+import os
+
+import posix_ipc
+
+from shmlog._native import ffi
+from shmlog.errors import KafkaError, error
+
+SHM_DIR = "/dev/shm"
+# Page tables filled at map time (populate=True): the first lap of a fresh ring then costs no page
+# fault per 4 KiB (faults were most of an append's time), at the price of mapping a ring up front,
+# 10-20 ms for 64 MiB; group members map lazily (see Cluster.populate_rings).
+MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+PREFIX = "shmlog."
+
+
+def namespace(data_dir):
+    return hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:12]
+
+
+def ring_name(ns, topic_id, partition):
+    return f"/{PREFIX}{ns}.t{topic_id}.p{partition}"
+
+
+def doorbell_name(ns):
+    return f"/{PREFIX}{ns}.doorbell"
+
+
+def names_in_namespace(ns):
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    head = f"{PREFIX}{ns}."
+    return sorted("/" + e for e in entries if e.startswith(head))
+
+
+def all_names():
+    try:
+        return sorted("/" + e for e in os.listdir(SHM_DIR) if e.startswith(PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def unlink(name):
+    try:
+        posix_ipc.unlink_shared_memory(name)
+        return True
+    except posix_ipc.ExistentialError:
+        return False
+
+
+class Mapping:
+    """One mapped shared-memory object; `ptr` is a cffi `void *` at its first byte."""
+
+    __slots__ = ("name", "size", "mm", "ptr", "pid")
+
+    def __init__(self, name, mm):
+        self.name = name
+        self.mm = mm
+        self.size = len(mm)
+        self.ptr = ffi.cast("void *", ffi.from_buffer(mm))
+        self.pid = os.getpid()
+
+    @classmethod
+    def create(cls, name, size, mode=0o600):
+        """Create and map an object whose memory is allocated now: a full /dev/shm is an
+        error here (naming the object) rather than a SIGBUS at some later write."""
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
+        try:
+            try:
+                os.posix_fallocate(shm.fd, 0, size)
+            except OSError as exc:
+                unlink(name)
+                raise error(KafkaError._CRIT_SYS_RESOURCE, f"cannot allocate {size} bytes of shared memory for "
+                            f"{name} in {SHM_DIR}: {os.strerror(exc.errno)} (free space there, or use a smaller "
+                            f"ring.bytes)") from None
+            mm = mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED)
+        finally:
+            shm.close_fd()
+        return cls(name, mm)
+
+    @classmethod
+    def open(cls, name, populate=False):
+        shm = posix_ipc.SharedMemory(name)
+        try:
+            size = os.fstat(shm.fd).st_size
+            mm = mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED | (MAP_POPULATE if populate else 0))
+        finally:
+            shm.close_fd()
+        return cls(name, mm)
+
+    def view(self):
+        return memoryview(self.mm)
+
+    def close(self):
+        """Mark closed; the memory is unmapped when the last object holding this Mapping goes
+        (C handles into it, such as a ring's, may outlive the close by a little: a producer's
+        open batches, a consumer's reader). Unmapping here would turn their next use into a
+        SIGSEGV instead of a clean error."""
+        self.ptr = None

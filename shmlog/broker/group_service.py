@@ -1,0 +1,235 @@
+"""The supervisor's consumer-group service: the I/O around the pure state machine in
+coordinator.py.
+
+The supervisor hands it the group requests of its control channel; it feeds them to the
+Coordinator with the time, and carries out the effects: replies (a join is answered
+late, when the rebalance's join phase ends), pushes ("rebalance" goes to every member at
+once, so nobody waits for its next heartbeat to learn of it) and offset records appended
+to the internal topic `__consumer_offsets` (8 partitions, the group picks one by Kafka's
+hash, key = [group, topic, partition], value = offset + metadata as JSON, null deletes).
+On start it rebuilds the committed-offset table by reading that topic: segment files
+first, then the ring. A member's control connection closing tells the coordinator at once.
+"""
+import sys
+import time
+import traceback
+
+from shmlog import control
+from shmlog._native import ffi
+from shmlog.broker import coordinator as co
+from shmlog.errors import KafkaError, KafkaException
+from shmlog.log.batch import RECORD_OVERHEAD_BYTES, RecordsBuilder
+from shmlog.log.partition_reader import read_partition
+from shmlog.log.segment import partition_dir
+
+OFFSETS_RING_BYTES = 4 << 20
+APPEND_TIMEOUT_MS = 100          # the supervisor never blocks longer on a full offsets ring
+
+
+class _Deferred:
+    def __repr__(self):
+        return "DEFERRED"
+
+
+DEFERRED = _Deferred()   # an op's return value meaning "the reply is sent later"
+
+
+def _wire(body):
+    if "error" in body:
+        return {"ok": False, "code": body["error"], "error": body["message"]}
+    return {"ok": True, **body}
+
+
+def _now_ms():
+    return int(time.monotonic() * 1000)
+
+
+def _log(message):
+    print(f"shmlog supervisor: {message}", file=sys.stderr, flush=True)
+
+
+class GroupService:
+    """The supervisor's consumer-group coordinator: sockets, clock and log around coordinator.py."""
+
+    OPS = ("join_group", "sync_group", "heartbeat", "leave_group", "offset_commit", "offset_fetch",
+           "list_groups", "describe_groups", "delete_groups")
+
+    def __init__(self, supervisor):
+        self.sup = supervisor
+        cfg = supervisor.config
+        self.coordinator = co.Coordinator(
+            initial_rebalance_delay_ms=cfg.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms=cfg.group_min_session_timeout_ms,
+            max_session_timeout_ms=cfg.group_max_session_timeout_ms,
+            offsets_retention_ms=cfg.offsets_retention_minutes * 60_000)
+        self.slots = {}
+        self.epoch = None
+
+    # ------------------------------------------------------------------ start
+
+    def start(self):
+        """Rebuild the committed-offset table from __consumer_offsets, if there is one yet."""
+        count = 0
+        if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
+            self._topics_changed()
+            return count
+        self.sup.reclaim_dead_producers()   # a claim left by a crashed supervisor would stop the replay
+        for p in range(self.sup.meta["topics"][co.OFFSETS_TOPIC]["partitions"]):
+            records = [co.decode_offset_record(k, v) for _, k, v in read_partition(*self._partition(p))]
+            self.coordinator.offsets_written(records, _now_ms())
+            count += len(records)
+        self._topics_changed()
+        return count
+
+    def _ensure_offsets_topic(self):
+        """Created on the first commit, as Kafka creates it on first use: a broker that never
+        sees a consumer group has no internal topic (and no 8 rings for it)."""
+        if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
+            self.sup.create_topic(co.OFFSETS_TOPIC, co.OFFSETS_TOPIC_PARTITIONS,
+                                  {"cleanup.policy": "compact", "ring.bytes": OFFSETS_RING_BYTES})
+
+    def _partition(self, p):
+        ring = self.sup.rings[(co.OFFSETS_TOPIC, p)]
+        pdir = partition_dir(self.sup.partition_log_dir(co.OFFSETS_TOPIC, p), co.OFFSETS_TOPIC, p)
+        return ring, pdir
+
+    def _topics_changed(self):
+        self.epoch = self.sup.doorbell.metadata_epoch
+        topics = {name: t["partitions"] for name, t in self.sup.meta["topics"].items()}
+        self.execute(self.coordinator.topics_changed(topics, _now_ms()))
+
+    # ------------------------------------------------------------------ requests
+
+    def handle(self, sock, request):
+        try:
+            return self._handle(sock, request)
+        except co.InvalidTransition as exc:
+            # A coordinator bug must not take the broker down: say so loudly, refuse the request.
+            _log(f"consumer group coordinator: {exc}\n{traceback.format_exc()}")
+            return _wire(co.error_body(KafkaError._FAIL, f"group coordinator error: {exc}"))
+
+    def _handle(self, sock, request):
+        op = request["op"]
+        ref = (sock, request.get("id"))
+        now = _now_ms()
+        c = self.coordinator
+        group = request.get("group")
+        member = dict(member_id=request.get("member_id") or "", instance_id=request.get("instance_id"))
+        if op == "join_group":
+            pid = self.sup.clients.get(sock, {}).get("pid", 0)
+            effects = c.join(ref, sock, group, protocols=request["protocols"], subscription=request["subscription"],
+                             session_timeout_ms=request["session_timeout_ms"],
+                             rebalance_timeout_ms=request["rebalance_timeout_ms"], now=now,
+                             client_id=request.get("client_id") or "", host=f"pid:{pid}",
+                             owned=request.get("owned") or (), **member)
+        elif op == "sync_group":
+            effects = c.sync(ref, group, member["member_id"], request["generation"], now, member["instance_id"])
+        elif op == "heartbeat":
+            effects = c.heartbeat(ref, group, member["member_id"], request["generation"], now, member["instance_id"])
+        elif op == "leave_group":
+            effects = c.leave(ref, group, member["member_id"], now, member["instance_id"])
+        elif op == "offset_commit":
+            effects = c.commit(ref, group, [(t, int(p), o, m) for t, p, o, m in request["offsets"]], now,
+                               generation=request.get("generation", -1), timestamp=int(time.time() * 1000),
+                               **member)
+        elif op == "offset_fetch":
+            effects = c.fetch_offsets(ref, group, request.get("partitions"))
+            if request.get("log_end"):
+                effects = [self._with_log_end(e) for e in effects]
+        elif op == "list_groups":
+            effects = c.list_groups(ref)
+        elif op == "describe_groups":
+            effects = c.describe_groups(ref, request["groups"])
+        elif op == "delete_groups":
+            effects = c.delete_groups(ref, request["groups"])
+        else:
+            raise KeyError(op)
+        return self.execute(effects, ref)
+
+    def _with_log_end(self, effect):
+        ends = []
+        for topic, partition, *_ in effect.body.get("offsets", ()):
+            ring = self.sup.rings.get((topic, partition))
+            ends.append(ring.end()[1] if ring is not None else -1)
+        return co.Reply(effect.ref, {**effect.body, "log_end": ends})
+
+    def execute(self, effects, own=None):
+        """Carry out effects in order; returns the wire reply to `own` or DEFERRED."""
+        reply = DEFERRED
+        failed = {}
+        for e in effects:
+            if isinstance(e, co.Persist):
+                problem = self.persist(e.records)
+                if problem is not None:
+                    failed[e.ref] = problem
+            elif isinstance(e, co.Reply):
+                body = e.body
+                if e.ref in failed:
+                    body = co.error_body(KafkaError.COORDINATOR_NOT_AVAILABLE, failed.pop(e.ref))
+                if e.ref == own:
+                    reply = _wire(body)
+                else:
+                    self.send(e.ref[0], {**_wire(body), "id": e.ref[1]})
+            elif isinstance(e, co.Push):
+                self.send(e.conn, {"push": True, **e.body})
+        return reply
+
+    def send(self, sock, message):
+        if sock not in self.sup.clients:
+            return   # that connection is gone already
+        try:
+            sock.setblocking(True)
+            sock.sendall(control.encode(message))
+        except OSError:
+            pass
+        finally:
+            try:
+                sock.setblocking(False)
+            except OSError:
+                pass
+
+    def persist(self, records):
+        """Append records to __consumer_offsets, applying each partition's once it is written.
+        Returns None, or why (part of) it failed."""
+        try:
+            self._ensure_offsets_topic()
+        except Exception as exc:  # noqa: BLE001 - any reason not to have the topic fails the commit
+            return f"cannot create {co.OFFSETS_TOPIC}: {exc}"
+        by_partition = {}
+        n = self.sup.meta["topics"][co.OFFSETS_TOPIC]["partitions"]
+        for r in records:
+            by_partition.setdefault(co.offsets_partition(r.group, n), []).append(r)
+        now = int(time.time() * 1000)
+        for p, part in sorted(by_partition.items()):
+            ring = self.sup.rings[(co.OFFSETS_TOPIC, p)]
+            batch = RecordsBuilder()
+            for r in part:
+                key, value = co.encode_offset_record(r)
+                batch.add(key, value, now, None, len(key) + len(value or b"") + RECORD_OVERHEAD_BYTES)
+            data, base_ts, max_ts = batch.encode()
+            slot = self.slots.get(ring)
+            try:
+                if slot is None:
+                    slot = self.slots[ring] = ring.acquire_producer_slot()
+                ring.append(slot, ffi.from_buffer(data), len(data), len(batch), base_ts, max_ts,
+                            APPEND_TIMEOUT_MS, self.sup.doorbell.ptr)
+            except KafkaException as exc:
+                return f"cannot write committed offsets to {co.OFFSETS_TOPIC}-{p}: {exc}"
+            self.coordinator.offsets_written(part, _now_ms())
+        return None
+
+    # ------------------------------------------------------------------ liveness and timers
+
+    def disconnected(self, sock):
+        try:
+            self.execute(self.coordinator.disconnected(sock, _now_ms()))
+        except co.InvalidTransition as exc:
+            _log(f"consumer group coordinator: {exc}\n{traceback.format_exc()}")
+
+    def tick(self):
+        try:
+            if self.sup.doorbell.metadata_epoch != self.epoch:
+                self._topics_changed()
+            self.execute(self.coordinator.tick(_now_ms()))
+        except co.InvalidTransition as exc:
+            _log(f"consumer group coordinator: {exc}\n{traceback.format_exc()}")

@@ -1,0 +1,631 @@
+"""The persister: tails every partition ring and appends its batches to segment files.
+
+Run as `python -m shmlog.broker.persister <data_dir>`; the supervisor spawns and restarts it.
+
+For each partition the persister keeps a cursor (ring position, next offset) at what is on
+disk. Each round it fetches what producers published past the cursor (zero-copy: the
+batches are written to the segment straight out of the shared mapping with writev), then
+publishes how far the ring is persisted and releases that ring space to producers. It
+fdatasyncs by policy: whenever a producer waits with acks=all (one fdatasync covers every
+waiter: group commit), or when flush.messages / flush.ms say so; flushed_offset, which
+acks=all waits on, only moves after an fdatasync.
+
+Wake policy (see docs/durability.md): acks=0/1 do not need the persister promptly, and on a
+small machine a wake-up per published batch costs the producer a futex syscall and the
+consumers a core. So while records flow the persister sleeps on a PERSIST_INTERVAL_S timer
+without watching the rings; what needs it sooner wakes its doorbell slot directly (named in
+each ring's persist.persister_slot): an acks=all producer waiting for fdatasync, a producer
+waiting for ring space, a publish that takes the unpersisted bytes past a quarter of the
+ring. Only after a timer wake found nothing new does it watch the rings again (the first
+publish into an idle ring wakes it), sleeping up to IDLE_WAIT_S.
+
+Restart consistency: the cursor starts at what the ring says was persisted. Batches the
+segments already hold (written, then the persister died before publishing) are skipped;
+segments that end below it mean a previous run lost data (logged; the log continues, in a
+new segment, at the ring's offsets).
+
+Retention (shmlog/retention.py) runs every log.retention.check.interval.ms, and at once when
+delete_records raised a partition's requested log start offset. The log start offset is
+checkpointed in the partition directory before segments go, and published in the ring
+header (persist.log_start_offset) where consumers read it.
+
+One persister per data dir: it holds an exclusive lock on <data_dir>/persister.lock, so one
+started by a restarted supervisor waits until the previous one has drained and exited.
+"""
+import errno
+import fcntl
+import os
+import signal
+import socket
+import sys
+import time
+from collections import namedtuple
+
+import numpy as np
+
+from shmlog import control
+from shmlog._native import ffi, lib
+from shmlog._native.layout import FRAME_REF_DTYPE
+from shmlog._native.ring import Doorbell, Ring
+from shmlog.config import TOPIC_DEFAULTS
+from shmlog.errors import KafkaError, KafkaException
+from shmlog.log import retention
+from shmlog.log.segment import SegmentWriter, partition_dir
+
+FETCH_FRAMES = 1024
+IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
+PERSIST_INTERVAL_S = 0.005   # while records flow, persist on this timer rather than per publish
+RETRY_AFTER_ERROR_S = 0.1
+RETRY_OPEN_S = 1.0
+RETRY_CORRUPT_RING_S = 1.0
+CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
+CONTROL_CHECK_S = 0.1
+DRAIN_TIMEOUT_S = 30.0       # the supervisor waits 60 s for us after SIGTERM
+RETENTION_CHECK_MS_DEFAULT = 300_000
+LOCK_NAME = "persister.lock"
+INT64_MAX = 2**63 - 1
+
+Settings = namedtuple("Settings", "segment_bytes segment_ms segment_jitter_ms segment_index_bytes "
+                                  "index_interval_bytes flush_messages flush_ms retention_ms retention_bytes "
+                                  "delete_policy")
+
+
+def log(message):
+    print(f"shmlog persister[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def settings_for(topic_config):
+    """A topic's effective config (the supervisor sends it with broker defaults applied) -> Settings."""
+    cfg = {**TOPIC_DEFAULTS, **topic_config}
+    return Settings(
+        segment_bytes=int(cfg["segment.bytes"]),
+        segment_ms=int(cfg["segment.ms"]),
+        segment_jitter_ms=int(cfg["segment.jitter.ms"]),
+        segment_index_bytes=int(cfg["segment.index.bytes"]),
+        index_interval_bytes=int(cfg["index.interval.bytes"]),
+        flush_messages=int(cfg["flush.messages"]),
+        flush_ms=int(cfg["flush.ms"]),
+        retention_ms=int(cfg["retention.ms"]),
+        retention_bytes=int(cfg["retention.bytes"]),
+        delete_policy="delete" in str(cfg["cleanup.policy"]).split(","),
+    )
+
+
+class PartitionLog:
+    """One partition: its ring, its segment writer, and how far the ring is on disk."""
+
+    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, requested_log_start=0):
+        self.topic, self.partition = topic, partition
+        self.source = (ring_name, log_dir)
+        self.doorbell = doorbell
+        self.dir = partition_dir(log_dir, topic, partition)
+        self.ring = Ring.open(ring_name, topic, partition)
+        try:
+            self.writer = SegmentWriter(self.dir, settings.segment_bytes, settings.segment_ms,
+                                        settings.index_interval_bytes, settings.segment_index_bytes,
+                                        settings.segment_jitter_ms)
+        except BaseException:
+            self.ring.close()
+            raise
+        self.checkpointed = retention.read_checkpoint(self.dir)
+        self.log_start = max(self.writer.log_start_offset, self.checkpointed)
+        self.requested_log_start = 0
+        self.retention_due = 0.0
+        self.retention_errno = 0
+        self.configure(settings, requested_log_start)
+        self.persist = self.ring.header.persist
+        self.view = self.ring.mapping.view()
+        self.frames = ffi.new("shmlog_frame_ref[]", FETCH_FRAMES)
+        self.frame_table = np.frombuffer(ffi.buffer(self.frames), FRAME_REF_DTYPE)
+        self.cursor = ffi.new("shmlog_cursor *")
+        self.probe = ffi.new("shmlog_cursor *")
+        self.cursor.position = self.persist.persisted_position
+        self.cursor.next_offset = self.persist.persisted_offset
+        # What we may claim is durable: no more than what is on disk, until we fdatasync it.
+        self.flushed = min(self.persist.flushed_offset, self.writer.log_end_offset)
+        self.last_flush = time.monotonic()
+        self.retry_at = 0.0
+        self.storage_errno = 0
+        self.corrupt_at = None
+        if self.writer.recovery_report:
+            log(f"{self.where()}: recovery: {self.writer.recovery_report}")
+        self._compare_with_disk()
+        self.persist.persister_pid = os.getpid()
+
+    def where(self):
+        return f"{self.topic}-{self.partition}"
+
+    def configure(self, settings, requested_log_start=0):
+        self.metadata_epoch = self.doorbell.metadata_epoch if hasattr(self.doorbell, "metadata_epoch") else None
+        self.writer.configure(settings.segment_bytes, settings.segment_ms, settings.index_interval_bytes,
+                              settings.segment_index_bytes, settings.segment_jitter_ms)
+        self.flush_messages = settings.flush_messages
+        self.flush_ms = settings.flush_ms
+        self.settings = settings
+        if requested_log_start > self.requested_log_start:
+            # delete_records: a durable request from the supervisor's metadata (the ring header
+            # alone is never trusted to delete data: it is shared memory anyone can scribble on).
+            self.requested_log_start = requested_log_start
+            self.retention_due = 0.0
+
+    def _compare_with_disk(self):
+        disk_end, persisted = self.writer.log_end_offset, self.cursor.next_offset
+        ring_end = self.ring.end()[1]
+        if disk_end < persisted <= max(self.log_start, self.requested_log_start):
+            pass  # below the log start offset: retention or delete_records removed them
+        elif disk_end < persisted:
+            log(f"{self.where()}: DATA LOSS: offsets {disk_end}..{persisted - 1} were reported persisted by "
+                f"a previous run but are not in {self.dir}; the log continues at offset {persisted}")
+        elif disk_end > ring_end:
+            log(f"{self.where()}: the ring ends at offset {ring_end}, below the log end offset {disk_end} "
+                f"on disk; ring batches below {disk_end} are taken as already on disk")
+
+    def start(self):
+        """Make what a crashed run left in the page cache durable, then say so in the ring."""
+        lib.shmlog_ring_advance_log_start(self.ring.map, self.log_start)
+        try:
+            self.flush()
+        except OSError as exc:
+            self._storage_failed(exc, time.monotonic())
+            return
+        self.publish()
+
+    # -------------------------------------------------------------- retention
+
+    def retention_wanted(self, now):
+        return now >= self.retention_due or self.requested_log_start > self.log_start
+
+    def apply_retention(self, now, check_interval_s):
+        """Delete what retention and delete_records allow; the log start offset moves first."""
+        self.retention_due = now + check_interval_s
+        s = self.settings
+        segments = self.writer.segments()
+        wanted_start = max(self.log_start, self.requested_log_start)
+        count, reason = retention.deletable(segments, time.time_ns() // 1_000_000, s.retention_ms,
+                                            s.retention_bytes, wanted_start, s.delete_policy)
+        new_start = wanted_start
+        if count:
+            new_start = max(new_start, segments[count][0] if count < len(segments) else self.writer.log_end_offset)
+        try:
+            if new_start > self.checkpointed:
+                retention.write_checkpoint(self.dir, new_start)
+                self.checkpointed = new_start
+            self.log_start = new_start
+            # Consumers see the new start before any file goes: they reset rather than miss a segment.
+            lib.shmlog_ring_advance_log_start(self.ring.map, new_start)
+            gone = self.writer.delete_oldest(count) if count else []
+        except OSError as exc:
+            if exc.errno != self.retention_errno:
+                log(f"{self.where()}: retention cannot update {self.dir}: {exc}; retrying")
+            self.retention_errno = exc.errno or errno.EIO
+            self.retention_due = now + RETRY_AFTER_ERROR_S
+            return
+        self.retention_errno = 0
+        if gone:
+            log(f"{self.where()}: deleted {len(gone)} segment{'s' if len(gone) != 1 else ''} "
+                f"(base offsets {gone[0]}..{gone[-1]}) by {reason}; log start offset is now {new_start}")
+
+    # -------------------------------------------------------------- one round
+
+    def pump(self, now):
+        """Persist what is published, fdatasync if due, publish progress; True if anything moved."""
+        if now < self.retry_at:
+            return False
+        try:
+            moved, wrote = self.persist_published()
+            flushed = self.flush_if_due(now)
+        except OSError as exc:
+            self._storage_failed(exc, now)
+            return False
+        except KafkaException as exc:
+            self._ring_corrupt(exc, now)
+            return False
+        if (wrote or flushed) and self.storage_errno:
+            self._storage_recovered()
+        if moved or flushed:
+            self.publish()
+        return moved or flushed
+
+    def persist_published(self):
+        """Append the batches published past the cursor: (cursor moved, bytes written)."""
+        probe = self.probe
+        probe.position, probe.next_offset = self.cursor.position, self.cursor.next_offset
+        n = self.ring.fetch(probe, ffi.NULL, 0, self.frames, FETCH_FRAMES, 1)
+        if n == lib.SHMLOG_EOVERWRITTEN:
+            self._resync_after_overwrite()
+            return True, False
+        if n <= 0:
+            if probe.position != self.cursor.position:  # only padding: step over it
+                self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
+                return True, False
+            return self._repair_stuck_claim(), False
+        frames = self.frame_table[:n]
+        bases = frames["base_offset"]
+        # Batches the segments already hold: a previous run wrote them but died before publishing.
+        end = self.writer.log_end_offset
+        skip = int(np.count_nonzero(bases + frames["record_count"] <= end))
+        if skip < n and int(bases[skip]) < end:
+            log(f"{self.where()}: ring batch at offset {int(bases[skip])} straddles the log end offset {end} "
+                f"on disk; keeping the disk's copy and skipping it")
+            skip += 1
+        wrote = skip < n
+        if wrote:
+            view = self.view
+            pieces = [view[p:p + size] for p, size in zip(frames["map_pos"][skip:].tolist(),
+                                                          frames["batch_bytes"][skip:].tolist())]
+            self.writer.append(pieces, int(bases[skip]), probe.next_offset)
+        self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
+        return True, wrote
+
+    def flush_if_due(self, now):
+        unflushed = self.writer.log_end_offset - self.flushed
+        if unflushed <= 0:
+            return False
+        if (self.persist.persist_waiters or self.persist.flush_requested_offset > self.flushed
+                or unflushed >= self.flush_messages
+                or (now - self.last_flush) * 1000 >= self.flush_ms):
+            self.flush()
+            self.last_flush = now
+            return True
+        return False
+
+    def flush(self):
+        self.flushed = self.writer.flush()
+
+    def publish(self):
+        lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
+                                          self.flushed)
+        lib.shmlog_ring_release_to(self.ring.map, self.cursor.position, ffi.NULL)
+
+    # -------------------------------------------------------------- trouble
+
+    def _repair_stuck_claim(self):
+        """A producer that died between claim and publish wedges the cursor; pad its claim."""
+        position = self.cursor.position
+        if self.ring.end()[0] > position and not self.ring.has_data(position):
+            return bool(self.ring.repair_if_stuck(position, self.doorbell.ptr))
+        return False
+
+    def _resync_after_overwrite(self):
+        # Cannot happen while we are the releaser; if something else released ring space,
+        # what it overwrote is lost: say so and continue from the oldest batch still there.
+        position, offset = self.ring.start()
+        log(f"{self.where()}: DATA LOSS: the ring overwrote offsets {self.cursor.next_offset}..{offset - 1} "
+            f"before they were persisted")
+        self.cursor.position, self.cursor.next_offset = position, offset
+
+    def _ring_corrupt(self, exc, now):
+        if self.corrupt_at != self.cursor.position:
+            self.corrupt_at = self.cursor.position
+            log(f"{self.where()}: {exc}; persisting of this partition is stuck until the ring is repaired "
+                f"or the topic recreated")
+        self.retry_at = now + RETRY_CORRUPT_RING_S
+
+    def _storage_failed(self, exc, now):
+        code = exc.errno or errno.EIO
+        if code == errno.ENOENT and self.metadata_epoch is not None and \
+                self.doorbell.metadata_epoch != self.metadata_epoch:
+            # The topic was deleted (or deleted and created again) under us: its directory went
+            # with it. Not a storage error; the metadata refresh that follows drops or replaces us.
+            self.retry_at = now + RETRY_AFTER_ERROR_S
+            return
+        if code != self.storage_errno:
+            log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
+                f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
+        self.storage_errno = code
+        self.persist.storage_error = code
+        # Producers sleeping in wait_flushed must wake up to see the error.
+        lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
+                                          self.flushed)
+        self.retry_at = now + RETRY_AFTER_ERROR_S
+
+    def _storage_recovered(self):
+        log(f"{self.where()}: writing to {self.dir} works again")
+        self.storage_errno = 0
+        self.persist.storage_error = 0
+
+    # -------------------------------------------------------------- waiting
+
+    def attach(self, slot):
+        """Name the doorbell slot we sleep on in the ring header (slot < 0: none), so that what
+        needs us promptly (acks=all, a producer short of space) can wake us directly."""
+        self.persist.persister_slot = slot + 1 if slot >= 0 else 0
+
+    def has_work(self, now):
+        """Anything to do: something published past the cursor, or an acks=all waiter to fsync for."""
+        if now < self.retry_at:
+            return False
+        return bool(self.ring.has_data(self.cursor.position) or
+                    ((self.persist.persist_waiters or self.persist.flush_requested_offset > self.flushed)
+                     and self.writer.log_end_offset > self.flushed))
+
+    def has_urgent_work(self, now):
+        """What may not wait for the timer: an acks=all waiter, a producer waiting for ring space,
+        or more than a quarter of the ring unpersisted (the producers' wake-ups for these)."""
+        if now < self.retry_at:
+            return False
+        published = self.ring.has_data(self.cursor.position)
+        if self.persist.persist_waiters and (published or self.writer.log_end_offset > self.flushed):
+            return True
+        return bool(published and (self.ring.header.release.space_waiters or
+                                   self.ring.end()[0] - self.cursor.position >= self.ring.capacity_bytes // 4))
+
+    def wake_after(self, now, flowing=False):
+        """Seconds until this partition needs a look even if nobody wakes us; `flowing`: records
+        were persisted since the last sleep, so we do not watch the ring this time."""
+        if now < self.retry_at:
+            return self.retry_at - now
+        wait = IDLE_WAIT_S
+        if self.writer.log_end_offset > self.flushed and self.flush_ms < INT64_MAX:
+            wait = min(wait, self.last_flush + self.flush_ms / 1000 - now)
+        if self.ring.end()[0] > self.cursor.position:
+            wait = min(wait, PERSIST_INTERVAL_S if flowing else CLAIM_POLL_S)
+        if self.persist.flush_requested_offset > self.flushed:   # pipelined acks=all: group commit
+            wait = min(wait, PERSIST_INTERVAL_S)
+        return wait
+
+    # -------------------------------------------------------------- shutdown
+
+    def drain_once(self):
+        """One drain step: 'moved', 'done' (nothing more published) or 'error'."""
+        now = time.monotonic()
+        if now < self.retry_at:
+            return "error"
+        try:
+            moved, wrote = self.persist_published()
+        except OSError as exc:
+            self._storage_failed(exc, now)
+            return "error"
+        except KafkaException as exc:
+            self._ring_corrupt(exc, now)
+            return "done"
+        if wrote and self.storage_errno:
+            self._storage_recovered()
+        if moved:
+            self.publish()
+        return "moved" if moved else "done"
+
+    def finish(self):
+        """fdatasync and publish the final state; False if the disk refused."""
+        try:
+            self.flush()
+        except OSError as exc:
+            self._storage_failed(exc, time.monotonic())
+            return False
+        if self.storage_errno:
+            self._storage_recovered()
+        self.publish()
+        return True
+
+    def close(self):
+        try:
+            self.view.release()
+        except BufferError:
+            pass
+        self.writer.close()
+        self.ring.close()
+
+
+class Persister:
+    def __init__(self, data_dir):
+        self.data_dir = os.path.realpath(data_dir)
+        self.control = control.Control(self.data_dir, register_as="persister")
+        self.retention_check_s = RETENTION_CHECK_MS_DEFAULT / 1000
+        self.partitions = {}     # (topic, partition) -> PartitionLog
+        self.unopened = {}       # (topic, partition) -> (spec, retry at)
+        self.bell = None
+        self.slot = -1
+        self.epoch = None
+        self.stopping = False
+        self.next_control_check = 0.0
+        self.flowing = False     # something was persisted since the last sleep
+
+    # -------------------------------------------------------------- metadata
+
+    def refresh_metadata(self):
+        meta = self.control.request("metadata")
+        self._use_doorbell(meta["doorbell"])
+        self.epoch = meta["epoch"]
+        broker = meta.get("broker") or {}
+        self.retention_check_s = int(broker.get("log.retention.check.interval.ms") or
+                                     RETENTION_CHECK_MS_DEFAULT) / 1000
+        wanted = {}
+        for name, t in meta["topics"].items():
+            settings = settings_for(t.get("config") or {})
+            starts = t.get("log_start_offsets") or [0] * t["partitions"]
+            for p in range(t["partitions"]):
+                wanted[(name, p)] = (t["rings"][p], t["log_dirs"][p], settings, starts[p] if p < len(starts) else 0)
+        for key, part in list(self.partitions.items()):
+            spec = wanted.get(key)
+            if spec is not None and part.source == spec[:2]:
+                part.configure(spec[2], spec[3])
+                continue
+            if spec is not None:
+                self._drain_and_close(part)  # moved to another ring or log dir: finish the old one
+            else:
+                part.close()  # topic deleted: its ring and directory are gone with it
+            del self.partitions[key]
+        self.unopened = {}
+        for key, spec in wanted.items():
+            if key not in self.partitions:
+                self._open(key, spec)
+
+    def _use_doorbell(self, name):
+        if self.bell is not None and self.bell.mapping.name == name:
+            return
+        if self.bell is not None:
+            self.bell.release(self.slot)
+            self.bell.close()
+        self.bell = Doorbell.open(name)
+        self.slot = self.bell.acquire()
+        if self.slot < 0:
+            log("no free doorbell slot; polling every 100 ms instead of sleeping on the doorbell")
+        for part in self.partitions.values():
+            part.doorbell = self.bell
+            part.attach(self.slot)
+
+    def _open(self, key, spec):
+        ring_name, log_dir, settings, requested_log_start = spec
+        try:
+            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start)
+        except Exception as exc:  # one bad partition must not stop the others
+            if key not in self.unopened:
+                log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
+            self.unopened[key] = (spec, time.monotonic() + RETRY_OPEN_S)
+            return
+        self.unopened.pop(key, None)
+        part.attach(self.slot)
+        part.start()
+        self.partitions[key] = part
+
+    def _retry_unopened(self, now):
+        for key, (spec, retry_at) in list(self.unopened.items()):
+            if now >= retry_at:
+                self._open(key, spec)
+
+    def _drain_and_close(self, part):
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while part.drain_once() == "moved" and time.monotonic() < deadline:
+            pass
+        part.finish()
+        part.close()
+
+    # -------------------------------------------------------------- main loop
+
+    def run(self):
+        try:
+            self.refresh_metadata()
+            while not self.stopping:
+                now = time.monotonic()
+                if self.bell.metadata_epoch != self.epoch:
+                    self.refresh_metadata()
+                if self.unopened:
+                    self._retry_unopened(now)
+                busy = False
+                for part in list(self.partitions.values()):
+                    busy |= part.pump(now)
+                    if part.retention_wanted(now):
+                        part.apply_retention(now, self.retention_check_s)
+                if now >= self.next_control_check:
+                    self.next_control_check = now + CONTROL_CHECK_S
+                    if self._supervisor_gone():
+                        break
+                if busy:
+                    self.flowing = True
+                else:
+                    self.idle_wait(time.monotonic())
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._TRANSPORT:
+                raise
+            # The supervisor is gone; it starts a new persister when it comes back.
+        return self.shutdown()
+
+    def _supervisor_gone(self):
+        try:
+            return self.control.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
+    def idle_wait(self, now):
+        parts = list(self.partitions.values())
+        flowing, self.flowing = self.flowing, False
+        timeout = min([IDLE_WAIT_S] + [part.wake_after(now, flowing) for part in parts])
+        if flowing:
+            timeout = min(timeout, PERSIST_INTERVAL_S)
+        if timeout <= 0:
+            return
+        if self.slot < 0:
+            time.sleep(timeout)
+            return
+        bell, slot = self.bell.ptr, self.slot
+        # Sequence first, then (watch and) re-check: a publish or a producer's direct wake after
+        # the re-check bumps the sequence we sleep on, so it cannot slip between check and sleep.
+        seq = lib.shmlog_doorbell_sequence(bell, slot)
+        if flowing:
+            # Records are flowing: persist on the timer, not per publish (no watch bits, so
+            # producers do not wake us); only what may not wait for the timer wakes us.
+            if not any(part.has_urgent_work(now) for part in parts) and not self.stopping:
+                lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
+            return
+        for part in parts:
+            lib.shmlog_doorbell_watch(part.ring.map, slot, 1)
+        try:
+            if not any(part.has_work(now) for part in parts) and not self.stopping:
+                lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
+        finally:
+            for part in parts:
+                lib.shmlog_doorbell_watch(part.ring.map, slot, 0)
+
+    # -------------------------------------------------------------- shutdown
+
+    def drain(self):
+        """Write everything already published, fdatasync it all; True if nothing failed."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        pending = set(self.partitions.values())
+        # What was claimed when we were told to stop; producers that keep going are not chased.
+        targets = {part: part.ring.end()[0] for part in pending}
+        while pending and time.monotonic() < deadline:
+            states = {part: part.drain_once() for part in pending}
+            pending = {part for part, state in states.items()
+                       if state != "done" and part.cursor.position < targets[part]}
+            if pending and all(states[part] == "error" for part in pending):
+                time.sleep(RETRY_AFTER_ERROR_S)
+        ok = not pending
+        for part in self.partitions.values():
+            ok = part.finish() and ok
+        return ok
+
+    def shutdown(self):
+        ok = self.drain()
+        if not ok:
+            log("could not persist everything the rings hold before exiting; it stays in shared memory "
+                "for the next persister")
+        for part in self.partitions.values():
+            part.persist.persister_pid = 0
+            part.persist.persister_slot = 0
+            part.close()
+        self.partitions.clear()
+        if self.bell is not None:
+            self.bell.release(self.slot)
+            self.bell.close()
+        self.control.close()
+        return 0 if ok else 1
+
+    def stop(self, *_):
+        self.stopping = True
+
+
+def lock_data_dir(data_dir):
+    """Hold <data_dir>/persister.lock for the life of this process; waits for a previous holder."""
+    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        log(f"another persister still runs for {data_dir} (draining after its supervisor went); waiting for it")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m shmlog.broker.persister <data_dir>", file=sys.stderr)
+        return 2
+    lock_data_dir(os.path.realpath(argv[0]))
+    try:
+        persister = Persister(argv[0])
+    except KafkaException as exc:
+        log(str(exc))
+        return 1
+    signal.signal(signal.SIGTERM, persister.stop)
+    signal.signal(signal.SIGINT, persister.stop)
+    # Blocked by the supervisor until now (see Supervisor.ensure_persister): a stop sent while we
+    # started is delivered here, to the handler, and run() drains before exiting.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    return persister.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

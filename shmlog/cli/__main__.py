@@ -1,0 +1,5 @@
+import sys
+
+from shmlog.cli.app import main
+
+sys.exit(main())

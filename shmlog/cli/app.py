@@ -1,0 +1,782 @@
+"""The `shmlog` command: run a broker, manage topics, produce and consume lines, clean up /dev/shm.
+
+    shmlog broker start|stop|status --data-dir D
+    shmlog topics create|list|describe|delete ... --data-dir D
+    shmlog produce TOPIC --data-dir D          (lines on stdin -> records)
+    shmlog consume TOPIC --data-dir D          (records -> lines on stdout)
+    shmlog cleanup [--data-dir D | --all --force]
+
+`--data-dir` may also come from the environment variable SHMLOG_DATA_DIR. Every error
+is one line on stderr and a non-zero exit: 1 for a failure, 2 for a usage error.
+See docs/cli.md for each command's output.
+"""
+import collections
+import json
+import os
+import re
+import socket
+import string
+import sys
+import time
+
+import click
+import posix_ipc
+
+from shmlog import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    AdminClient,
+    ConfigResource,
+    Consumer,
+    NewTopic,
+    Producer,
+    TopicPartition,
+    __version__,
+    control,
+)
+from shmlog._native import shm
+from shmlog.broker import launcher as broker_mod
+from shmlog.config import parse_broker_config, parse_producer_config
+from shmlog.errors import KafkaError, KafkaException
+
+ENV_DATA_DIR = "SHMLOG_DATA_DIR"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+FORMAT_FIELDS = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
+IDLE_CHECK_S = 1.0           # consume without --timeout: how often to check the broker is still there
+CONSUME_BATCH = 1000         # records written per stdout flush at most
+
+
+class Failure(click.ClickException):
+    """A runtime failure: printed as one line, exit status 1."""
+    exit_code = EXIT_FAILURE
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _bootstrap(data_dir):
+    return control.SCHEME + os.path.realpath(data_dir)
+
+
+def _parse_pairs(ctx, param, values):
+    """`--config key=value` / `--header k=v`, repeatable, in the order given."""
+    pairs = []
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", ctx=ctx, param=param)
+        pairs.append((key, value))
+    return pairs
+
+
+def _require_data_dir(data_dir):
+    if not data_dir:
+        raise click.UsageError(f"Missing option '--data-dir' (or set {ENV_DATA_DIR})")
+    return data_dir
+
+
+def data_dir_option(required=True):
+    def check(ctx, param, value):
+        if value is not None and not value.strip():
+            raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+        return _require_data_dir(value) if required else value
+    return click.option("--data-dir", "data_dir", envvar=ENV_DATA_DIR, metavar="DIR", callback=check,
+                        help=f"The broker's data directory (default: ${ENV_DATA_DIR}).")
+
+
+def config_option(help_text):
+    return click.option("--config", "-X", "configs", multiple=True, metavar="KEY=VALUE", callback=_parse_pairs,
+                        help=help_text)
+
+
+def _human_bytes(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _table(headers, rows):
+    """Left-aligned text columns, two spaces apart; numbers right-aligned."""
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    numeric = [all(re.fullmatch(r"[<-]?[\d.]+%?", r[i] or "0") for r in rows) if rows else False
+               for i in range(len(headers))]
+
+    def line(cells):
+        out = [(c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(cells, widths, numeric)]
+        return "  ".join(out).rstrip()
+    return "\n".join([line(headers)] + [line(r) for r in rows])
+
+
+class _Admin:
+    def __init__(self, data_dir):
+        self.client = AdminClient({"bootstrap.servers": _bootstrap(data_dir)})
+
+    def __enter__(self):
+        return self.client
+
+    def __exit__(self, *exc):
+        self.client.close()
+
+
+def _broker_pid(data_dir):
+    """The pid of the broker running for data_dir, or None when none answers."""
+    try:
+        ctl = control.Control(os.path.realpath(data_dir))
+    except KafkaException:
+        return None
+    try:
+        return ctl.request("status").get("pid")
+    except KafkaException:
+        return -1  # it accepted the connection, so it runs, but would not say its pid
+    finally:
+        ctl.close()
+
+
+# ---------------------------------------------------------------------------- the command tree
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="shmlog", message="%(prog)s %(version)s")
+def cli():
+    """shmlog: a Kafka-semantics broker for one host over POSIX shared memory.
+
+    Every command that talks to a broker takes --data-dir DIR (or $SHMLOG_DATA_DIR).
+    """
+
+
+# ---------------------------------------------------------------------------- broker
+
+@cli.group()
+def broker():
+    """Start, stop and inspect the broker (supervisor) of a data directory."""
+
+
+@broker.command("start")
+@data_dir_option()
+@config_option("A broker config (Kafka's name: num.partitions=3, ring.bytes=1048576, log.dirs=a,b). Repeatable.")
+def broker_start(data_dir, configs):
+    """Start a broker for DIR as a daemon; prints its pid and bootstrap.servers."""
+    data_dir = os.path.realpath(data_dir)
+    configs = dict(configs)
+    parse_broker_config(configs)  # a bad key or value: a clear error here, not in the daemon's log
+    running = _broker_pid(data_dir)
+    if running is not None:
+        raise Failure(f"a shmlog broker is already running for {data_dir} (pid {running})")
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise Failure(f"data dir {data_dir} exists and is not a directory")
+    log_path = os.path.join(data_dir, "supervisor.log")
+    log_size = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+    try:
+        pid = broker_mod.start(data_dir, configs)
+    except KafkaException as exc:
+        reason = _log_tail(log_path, log_size)
+        raise Failure(f"{exc}" + (f" ({reason})" if reason else "") + f"; see {log_path}")
+    click.echo(f"started shmlog broker pid {pid} for {data_dir}")
+    click.echo(f"bootstrap.servers={_bootstrap(data_dir)}")
+
+
+def _log_tail(path, since):
+    """The last non-empty line the daemon wrote to its log after `since` bytes."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(since)
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+@broker.command("stop")
+@data_dir_option()
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="S",
+              help="Seconds to wait for a clean exit before the broker is killed.")
+def broker_stop(data_dir, timeout):
+    """Stop the broker of DIR and wait until it has exited."""
+    data_dir = os.path.realpath(data_dir)
+    pid = broker_mod.stop(data_dir, timeout)
+    click.echo(f"stopped shmlog broker pid {pid} for {data_dir}")
+
+
+@broker.command("status")
+@data_dir_option()
+@click.option("--json", "as_json", is_flag=True, help="Print the broker's status reply as JSON.")
+def broker_status(data_dir, as_json):
+    """Show the broker's pids, clients and each partition's offsets and ring fill."""
+    st = dict(broker_mod.status(data_dir))
+    st.pop("ok", None)
+    st.pop("id", None)
+    if as_json:
+        click.echo(json.dumps(st, indent=2, sort_keys=True))
+        return
+    click.echo(f"broker     pid {st.get('pid')}  ({st.get('bootstrap_servers') or _bootstrap(data_dir)})")
+    persister = st.get("persister_pid")
+    click.echo(f"persister  {'pid ' + str(persister) if persister else 'not running'}")
+    clients = sorted(st.get("clients") or [], key=lambda c: (c.get("kind", ""), c.get("pid", 0)))
+    listed = ", ".join(f"{c.get('kind', 'client')} pid {c.get('pid')}" for c in clients)
+    click.echo(f"clients    {len(clients)}" + (f": {listed}" if listed else ""))
+    parts = st.get("partitions") or []
+    if not parts:
+        click.echo("\nno topics")
+        return
+    rows = []
+    for p in parts:
+        ring_bytes = p.get("ring_bytes") or 0
+        used = p.get("ring_used_bytes") or 0
+        fill = 100.0 * used / ring_bytes if ring_bytes else 0.0
+        fill_text = "<0.1%" if 0 < fill < 0.1 else f"{fill:.1f}%"
+        rows.append([p["topic"], p["partition"], p["log_start_offset"], p["log_end_offset"],
+                     p["persisted_offset"], p["flushed_offset"], fill_text, _human_bytes(ring_bytes)])
+    click.echo("")
+    click.echo(_table(["TOPIC", "PARTITION", "LOG-START", "LOG-END", "PERSISTED", "FLUSHED", "RING-FILL",
+                       "RING-SIZE"], rows))
+
+
+# ---------------------------------------------------------------------------- topics
+
+@cli.group()
+def topics():
+    """Create, list, describe and delete topics."""
+
+
+@topics.command("create")
+@click.argument("name")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), required=True, metavar="N",
+              help="Number of partitions.")
+@config_option("A topic config (retention.ms=60000, cleanup.policy=compact, ring.bytes=1048576). Repeatable.")
+@data_dir_option()
+def topics_create(name, partitions, configs, data_dir):
+    """Create topic NAME."""
+    with _Admin(data_dir) as admin:
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=dict(configs))])
+        futures[name].result()  # KafkaException: printed by main, exit 1
+    click.echo(f"created topic {name} with {partitions} partition{'s' if partitions != 1 else ''}")
+
+
+@topics.command("list")
+@data_dir_option()
+def topics_list(data_dir):
+    """List topic names, one per line."""
+    with _Admin(data_dir) as admin:
+        md = admin.list_topics()
+    for name in sorted(md.topics):
+        click.echo(name)
+
+
+@topics.command("describe")
+@click.argument("name", required=False)
+@data_dir_option()
+def topics_describe(name, data_dir):
+    """Show partitions and configs of topic NAME (default: every topic)."""
+    with _Admin(data_dir) as admin:
+        md = admin.list_topics(name)
+        if name is not None and md.topics[name].error is not None:
+            raise Failure(str(md.topics[name].error))
+        names = sorted(md.topics)
+        futures = admin.describe_configs([ConfigResource("topic", n) for n in names]) if names else {}
+        configs = {res.name: f.result() for res, f in futures.items()}
+    if not names:
+        click.echo("no topics")
+        return
+    for i, topic in enumerate(names):
+        t = md.topics[topic]
+        parts = [t.partitions[p] for p in sorted(t.partitions)]
+        rf = len(parts[0].replicas) if parts else 0
+        if i:
+            click.echo("")
+        click.echo(f"Topic {topic}: {len(parts)} partition{'s' if len(parts) != 1 else ''}, "
+                   f"replication factor {rf}")
+        rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))] for p in parts]
+        click.echo(_indent(_table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
+        entries = configs.get(topic) or {}
+        click.echo("  Configs:")
+        width = max((len(k) for k in entries), default=0)
+        for key in sorted(entries):
+            click.echo(f"    {key.ljust(width)} = {_config_value(entries[key].value)}")
+
+
+def _indent(text, prefix):
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _config_value(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+@topics.command("delete")
+@click.argument("name")
+@data_dir_option()
+def topics_delete(name, data_dir):
+    """Delete topic NAME and all its records."""
+    with _Admin(data_dir) as admin:
+        admin.delete_topics([name])[name].result()
+    click.echo(f"deleted topic {name}")
+
+
+# ---------------------------------------------------------------------------- produce
+
+# Errors after which every further record would fail the same way: stop reading stdin.
+FATAL_PRODUCE_CODES = frozenset({
+    KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT, KafkaError._STATE, KafkaError._FATAL, KafkaError._INVALID_ARG})
+
+
+@cli.command()
+@click.argument("topic")
+@data_dir_option()
+@click.option("--key-separator", "-K", metavar="SEP",
+              help="Split each line at the first SEP into key and value (a line without SEP has no key).")
+@click.option("--header", "-H", "headers", multiple=True, metavar="K=V", callback=_parse_pairs,
+              help="A header added to every record. Repeatable.")
+@click.option("--partition", "-p", type=click.IntRange(min=0), metavar="P",
+              help="Produce to partition P (default: the partitioner picks, by key).")
+@click.option("--acks", type=click.Choice(["0", "1", "all", "-1"]),
+              help="When a record counts as delivered (default: the producer's, all).")
+@config_option("A producer config (linger.ms=0, max.block.ms=1000, ...). Repeatable.")
+def produce(topic, data_dir, key_separator, headers, partition, acks, configs):
+    """Read lines from stdin and produce one record per line to TOPIC."""
+    conf = dict(configs)
+    conf["bootstrap.servers"] = _bootstrap(data_dir)
+    if acks is not None:
+        conf["acks"] = acks
+    timeout_s = parse_producer_config(conf).message_timeout_ms / 1000.0
+    if key_separator == "":
+        raise click.BadParameter("must not be empty", param_hint="'--key-separator'")
+    sep = key_separator.encode() if key_separator is not None else None
+    header_list = [(k, v.encode()) for k, v in headers] or None
+
+    producer = Producer(conf)
+    delivered = [0]
+    failed = collections.Counter()
+
+    def on_delivery(err, msg):
+        if err is None:
+            delivered[0] += 1
+        else:
+            failed[str(err)] += 1
+
+    produced = 0
+    fatal = None
+    kwargs = {"partition": partition} if partition is not None else {}
+    try:
+        for raw in iter(sys.stdin.buffer.readline, b""):
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            key, value = None, line
+            if sep is not None:
+                k, found, v = line.partition(sep)
+                if found:
+                    key, value = k, v
+            while True:
+                try:
+                    producer.produce(topic, value, key, headers=header_list, on_delivery=on_delivery, **kwargs)
+                    produced += 1
+                    break
+                except BufferError:
+                    producer.poll(0.1)  # local queue full: serve delivery reports, then retry
+                except KafkaException as exc:
+                    produced += 1
+                    if exc.args[0].code() in FATAL_PRODUCE_CODES:
+                        fatal = exc
+                    else:
+                        failed[str(exc)] += 1
+                    break
+            if fatal is not None:
+                break
+            producer.poll(0)
+    except KeyboardInterrupt:
+        pass  # like end of input: deliver what was read, then report
+    remaining = producer.flush(timeout_s)
+    if remaining:
+        failed[f"not acknowledged within message.timeout.ms ({timeout_s:g} s)"] += remaining
+    try:
+        producer.close(0)
+    except KafkaException:
+        pass
+    if fatal is not None:
+        raise Failure(f"{fatal}" + (f" (after {delivered[0]} records delivered)" if delivered[0] else ""))
+    if failed:
+        reasons = "; ".join(f"{reason}" + (f" (x{n})" if n > 1 else "") for reason, n in failed.most_common(3))
+        more = len(failed) - 3
+        raise Failure(f"delivered {delivered[0]} of {produced} records to {topic}; {sum(failed.values())} failed: "
+                      f"{reasons}" + (f"; and {more} other errors" if more > 0 else ""))
+    click.echo(f"delivered {delivered[0]} record{'s' if delivered[0] != 1 else ''} to {topic}", err=True)
+
+
+# ---------------------------------------------------------------------------- consume
+
+_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0"}
+
+
+def _unescape(fmt):
+    """`\\t`, `\\n`, `\\r`, `\\0` and `\\\\` as typed in a shell's single quotes."""
+    return re.sub(r"\\([\\tnr0])", lambda m: _ESCAPES[m.group(1)], fmt)
+
+
+def _check_format(ctx, param, fmt):
+    fmt = _unescape(fmt)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
+    except ValueError as exc:
+        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param)
+    for field in fields:
+        base = re.split(r"[.\[]", field, maxsplit=1)[0]
+        if base not in FORMAT_FIELDS:
+            raise click.BadParameter(
+                f"unknown field {{{field}}}; use " + ", ".join("{" + f + "}" for f in FORMAT_FIELDS),
+                ctx=ctx, param=param)
+    try:
+        fmt.format_map(_sample_fields())
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param)
+    return fmt
+
+
+def _sample_fields():
+    return {"topic": "t", "partition": 0, "offset": 0, "timestamp": 0, "key": "k", "value": "v", "headers": ""}
+
+
+def _text(data):
+    if data is None:
+        return ""
+    if isinstance(data, str):
+        return data
+    return bytes(data).decode("utf-8", errors="replace")
+
+
+def _fields(msg):
+    headers = msg.headers() or []
+    return {
+        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+        "timestamp": msg.timestamp()[1], "key": _text(msg.key()), "value": _text(msg.value()),
+        "headers": ",".join(_text(k) if v is None else f"{_text(k)}={_text(v)}" for k, v in headers),
+    }
+
+
+@cli.command()
+@click.argument("topic")
+@data_dir_option()
+@click.option("--from-beginning", is_flag=True, help="Start at each partition's first offset.")
+@click.option("--offset", type=int, metavar="N",
+              help="Start at offset N of each partition (N < 0: |N| records before the end).")
+@click.option("--partition", "-p", type=click.IntRange(min=0), metavar="P",
+              help="Read only partition P (default: all partitions).")
+@click.option("--max-messages", "-n", type=click.IntRange(min=1), metavar="N", help="Exit after N records.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
+              help="Exit after S seconds with no new record (default: wait forever).")
+@click.option("--format", "-f", "fmt", default="{value}", show_default=True, callback=_check_format,
+              metavar="FORMAT",
+              help="Output line per record; fields: " + ", ".join("{" + f + "}" for f in FORMAT_FIELDS)
+              + "; \\t and \\n are understood.")
+@config_option("A consumer config (check.crcs=true, ...). Repeatable.")
+def consume(topic, data_dir, from_beginning, offset, partition, max_messages, timeout, fmt, configs):
+    """Print records of TOPIC, one line each (default: new records, from the end)."""
+
+    if from_beginning and offset is not None:
+        raise click.UsageError("--from-beginning and --offset N are mutually exclusive")
+    conf = dict(configs)
+    conf["bootstrap.servers"] = _bootstrap(data_dir)
+    if offset is not None and offset >= 0:
+        conf.setdefault("auto.offset.reset", "error")  # an explicit offset out of range is an error
+    consumer = None
+    try:
+        consumer = Consumer(conf)
+        _consume(consumer, topic, from_beginning, offset, partition, max_messages, timeout, fmt)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: a normal way to stop
+    except BrokenPipeError:
+        _quiet_stdout()  # the reader went away (`| head`): stop quietly
+    finally:
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:
+                pass
+
+
+def _consume(consumer, topic, from_beginning, offset, partition, max_messages, timeout, fmt):
+    md = consumer.list_topics(topic)
+    tmd = md.topics.get(topic)
+    if tmd is None or tmd.error is not None:
+        raise Failure(str(tmd.error) if tmd is not None and tmd.error is not None else f"unknown topic {topic!r}")
+    partitions = [partition] if partition is not None else sorted(tmd.partitions)
+    if partition is not None and partition not in tmd.partitions:
+        raise Failure(f"{topic} has no partition {partition} (it has {len(tmd.partitions)})")
+    tps = []
+    for p in partitions:
+        if from_beginning:
+            start = OFFSET_BEGINNING
+        elif offset is None:
+            start = OFFSET_END
+        elif offset >= 0:
+            start = offset
+        else:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p))
+            start = max(low, high + offset)
+        tps.append(TopicPartition(topic, p, start))
+    consumer.assign(tps)
+
+    out = sys.stdout
+    count = 0
+    idle_since = time.monotonic()
+    while max_messages is None or count < max_messages:
+        want = CONSUME_BATCH if max_messages is None else min(CONSUME_BATCH, max_messages - count)
+        wait_s = IDLE_CHECK_S
+        if timeout is not None:
+            wait_s = min(wait_s, max(0.0, idle_since + timeout - time.monotonic()))
+        msgs = consumer.consume(want, wait_s)
+        if not msgs:
+            if timeout is not None and time.monotonic() - idle_since >= timeout:
+                break
+            consumer.list_topics(topic)  # raises if the broker went away while we wait
+            continue
+        lines = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise Failure(f"{msg.topic()}-{msg.partition()}: {err}")
+            lines.append(fmt.format_map(_fields(msg)))
+            count += 1
+        if lines:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+        idle_since = time.monotonic()
+
+
+def _quiet_stdout():
+    """After EPIPE, point stdout at /dev/null so the interpreter's exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+# ---------------------------------------------------------------------------- cleanup
+
+def _ctl_address(ns):
+    """The control socket of the broker of namespace ns (see control.socket_address)."""
+    return "\0" + shm.PREFIX + ns + ".ctl"
+
+
+def _namespace_broker(ns):
+    """(pid, data_dir) of the broker running for namespace ns, or None if none answers."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5.0)
+    try:
+        sock.connect(_ctl_address(ns))
+    except OSError:
+        sock.close()
+        return None
+    try:
+        sock.sendall(control.encode({"op": "status", "id": 1}))
+        reply = json.loads(sock.makefile("rb").readline() or b"{}")
+        return reply.get("pid", -1), reply.get("data_dir", "?")
+    except (OSError, ValueError):
+        return -1, "?"
+    finally:
+        sock.close()
+
+
+def _mapped_by(names):
+    """{name: [pids]} of live processes that map each /dev/shm object (those we may read)."""
+    paths = {os.path.join(shm.SHM_DIR, n.lstrip("/")): n for n in names}
+    users = collections.defaultdict(set)
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/maps", "rb") as f:
+                maps = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            fields = line.split(None, 5)  # address perms offset dev inode [path]
+            path = fields[5].strip().removesuffix(" (deleted)") if len(fields) == 6 else ""
+            if path in paths:
+                users[paths[path]].add(int(entry))
+    return {n: sorted(p) for n, p in users.items()}
+
+
+def _size(name):
+    try:
+        return os.stat(os.path.join(shm.SHM_DIR, name.lstrip("/"))).st_size
+    except OSError:
+        return 0
+
+
+def _namespace_of(name):
+    rest = name.lstrip("/")[len(shm.PREFIX):]
+    return rest.split(".", 1)[0]
+
+
+@cli.command()
+@data_dir_option(required=False)
+@click.option("--all", "remove_all", is_flag=True,
+              help="Without --data-dir: remove the objects of every namespace whose broker is not running.")
+@click.option("--force", is_flag=True,
+              help="Confirm --all; with --data-dir, remove objects even if live processes still map them.")
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@click.pass_context
+def cleanup(ctx, data_dir, remove_all, force, dry_run):
+    """Remove stale /dev/shm objects a crashed broker left behind.
+
+    With --data-dir (or $SHMLOG_DATA_DIR): remove that data dir's objects, refusing while its
+    broker runs. Without it: list every shmlog object on this host by namespace; add
+    --all --force to remove those whose broker is not running.
+    """
+    from click.core import ParameterSource
+    if remove_all and ctx.get_parameter_source("data_dir") == ParameterSource.ENVIRONMENT:
+        data_dir = None  # --all means the whole host even when $SHMLOG_DATA_DIR is set
+    if data_dir is not None:
+        if remove_all:
+            raise click.UsageError("--all and --data-dir are mutually exclusive")
+        return _cleanup_data_dir(data_dir, force, dry_run)
+    if remove_all and not force and not dry_run:
+        raise click.UsageError("--all removes the shared memory of every stopped shmlog broker on this host: "
+                               "add --force to confirm (or --dry-run to see what it would remove)")
+    if force and not remove_all:
+        raise click.UsageError("--force without --data-dir needs --all")
+    return _cleanup_host(remove_all, dry_run)
+
+
+def _cleanup_data_dir(data_dir, force, dry_run):
+    data_dir = os.path.realpath(data_dir)
+    ns = shm.namespace(data_dir)
+    pid = _broker_pid(data_dir)
+    if pid is not None:
+        raise Failure(f"a shmlog broker (pid {pid}) is running for {data_dir}: it owns its shared memory; "
+                      f"stop it with `shmlog broker stop --data-dir {data_dir}` (that removes its objects)")
+    names = shm.names_in_namespace(ns)
+    if not names:
+        click.echo(f"nothing to clean up for {data_dir} (namespace {ns})")
+        return
+    users = _mapped_by(names)
+    if users and not force:
+        pids = sorted({p for ps in users.values() for p in ps})
+        raise Failure(f"{len(users)} of {len(names)} objects of {data_dir} are still mapped by running processes "
+                      f"(pids {', '.join(map(str, pids))}): restart the broker to adopt them, stop those "
+                      f"processes, or pass --force")
+    removed = _remove(names, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {removed} shared-memory object{'s' if removed != 1 else ''} of {data_dir} (namespace {ns})")
+
+
+def _remove(names, dry_run):
+    removed = 0
+    for name in names:
+        if dry_run:
+            click.echo(f"would remove {name}")
+            removed += 1
+        elif shm.unlink(name):
+            click.echo(f"removed {name}")
+            removed += 1
+    return removed
+
+
+def _cleanup_host(remove_all, dry_run):
+    names = shm.all_names()
+    if not names:
+        click.echo("no shmlog shared-memory objects on this host")
+        return
+    by_ns = collections.defaultdict(list)
+    for name in names:
+        by_ns[_namespace_of(name)].append(name)
+    users = _mapped_by(names)
+    stale = []
+    for ns in sorted(by_ns):
+        owner = _namespace_broker(ns)
+        objs = by_ns[ns]
+        total = sum(_size(n) for n in objs)
+        if owner is not None:
+            state = f"broker running: pid {owner[0]}, data dir {owner[1]}"
+        else:
+            pids = sorted({p for n in objs for p in users.get(n, ())})
+            state = "no broker running" + (f", mapped by pids {', '.join(map(str, pids))}" if pids else "")
+            stale.extend(objs)
+        click.echo(f"namespace {ns}: {len(objs)} object{'s' if len(objs) != 1 else ''}, "
+                   f"{_human_bytes(total)} ({state})")
+        for name in objs:
+            click.echo(f"  {name}  {_human_bytes(_size(name))}")
+    if not remove_all:
+        if stale:
+            click.echo(f"\n{len(stale)} object{'s' if len(stale) != 1 else ''} without a running broker: remove "
+                       f"them with `shmlog cleanup --data-dir DIR` or, for every namespace, "
+                       f"`shmlog cleanup --all --force`")
+        return
+    click.echo("")
+    removed = _remove(stale, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {removed} shared-memory object{'s' if removed != 1 else ''}"
+               + (" (objects of running brokers are left alone)" if len(stale) < len(names) else ""))
+
+
+from shmlog.cli.log import dump_log as _dump_log  # noqa: E402
+
+cli.add_command(_dump_log)  # docs/durability.md
+
+
+from shmlog.cli.schemas import schemas as _schemas  # noqa: E402  (self-contained: safe under python -m shmlog.cli)
+
+cli.add_command(_schemas)
+
+from shmlog.cli.groups import groups as _groups  # noqa: E402  (after the helpers it uses)
+
+cli.add_command(_groups)
+
+from shmlog.cli.bench import bench as _bench  # noqa: E402  (self-contained: safe under python -m shmlog.cli)
+
+cli.add_command(_bench)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+def _error(message, prog="shmlog"):
+    message = " ".join(str(message).split())  # one line, whatever the message held
+    try:
+        click.echo(f"{prog}: error: {message}", err=True)
+    except OSError:
+        pass
+
+
+def main(argv=None):
+    """Entry point of the `shmlog` console script and `python -m shmlog.cli`; returns the exit status."""
+    try:
+        rv = cli.main(args=argv, prog_name="shmlog", standalone_mode=False)
+    except click.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx is not None else "shmlog"
+        _error(f"{exc.format_message()} (see `{cmd} --help`)", cmd)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except click.Abort:
+        return EXIT_INTERRUPTED  # Ctrl-C outside consume (click already ended the line)
+    except KafkaException as exc:
+        _error(exc)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_FAILURE
+    except posix_ipc.Error as exc:  # e.g. a broker's object vanished under us
+        _error(f"shared memory: {exc}")
+        return EXIT_FAILURE
+    except OSError as exc:
+        _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else ""))
+        return EXIT_FAILURE
+    return rv if isinstance(rv, int) else 0
+
+

@@ -1,0 +1,188 @@
+"""`shmlog dump-log FILE...`: print segment files batch by batch, like Kafka's kafka-dump-log.
+
+A `.log` prints one line per batch (offsets, producer fields, position, timestamp, size,
+codec, CRC and whether it checks out); --deep-iteration adds a line per record and
+--print-data-log its key and value. An `.index` or `.timeindex` prints its entries and
+checks each against the `.log` beside it. Whatever does not check out (a CRC mismatch, a
+torn or invalid tail, an offset gap, an index entry that points nowhere) is reported and
+makes the exit status 1.
+"""
+import os
+import struct
+
+import click
+import numpy as np
+
+from shmlog._native import ffi, lib
+from shmlog.log import index, segment
+from shmlog.log.batch import decode_headers
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")  # RecordBatch v2 header, 61 bytes
+_CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+
+
+class _Dump:
+    def __init__(self, deep, data):
+        self.deep = deep or data
+        self.data = data
+        self.problems = 0
+
+    def problem(self, text):
+        self.problems += 1
+        click.echo(text)
+
+
+def _text(data):
+    if data is None:
+        return "null"
+    raw = bytes(data)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return raw.hex()
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def _records(batch, attributes, count):
+    """(records view, refs) of one batch; refs relative to the view. Raises ValueError."""
+    from shmlog._native.layout import RECORD_REF_DTYPE
+    refs = np.empty(max(count, 1), RECORD_REF_DTYPE)
+    if attributes & lib.SHMLOG_ATTR_COMPRESSION_MASK:
+        from shmlog.log.codec import CodecError, index_compressed_batch
+        try:
+            records, n = index_compressed_batch(batch, refs, False)
+        except CodecError as exc:
+            raise ValueError(str(exc)) from None
+        return records, refs[:n]
+    src = ffi.from_buffer(batch)
+    n = lib.shmlog_batch_index(src, len(batch), ffi.from_buffer("shmlog_record_ref[]", refs), len(refs), 0)
+    if n < 0:
+        raise ValueError("records do not parse")
+    return batch, refs[:n]
+
+
+def _headers(buf, pos, count):
+    return [key for key, _ in decode_headers(buf, pos, count)]
+
+
+def _dump_log(path, out):
+    base = int(os.path.basename(path)[:20]) if os.path.basename(path)[:20].isdigit() else None
+    click.echo(f"Dumping {path}")
+    click.echo(f"Log starting offset: {base if base is not None else 'unknown (not a segment file name)'}")
+    mapped = segment._Mapped.of_path(path)
+    try:
+        buf, ptr, end = mapped.mm, mapped.ptr, mapped.size
+        pos, expected, batches, records = 0, base, 0, 0
+        while pos < end:
+            try:
+                batch_bytes, first, count, _ = segment._check_batch(buf, ptr, pos, end, None, False)
+            except segment._BadBatch as bad:
+                out.problem(f"Found {end - pos} invalid bytes at the end of {os.path.basename(path)} "
+                            f"(at position {pos}: {bad.reason})")
+                break
+            (_, _, epoch, magic, crc, attributes, last_delta, base_ts, max_ts, producer_id, producer_epoch,
+             base_sequence, record_count) = _HEADER.unpack_from(buf, pos)
+            valid = lib.shmlog_batch_verify(ptr + pos, batch_bytes, 1) == lib.SHMLOG_OK
+            if expected is not None and first != expected:
+                out.problem(f"offset gap: expected base offset {expected} at position {pos}, found {first}")
+            transactional = bool(attributes & lib.SHMLOG_ATTR_TRANSACTIONAL)
+            control = bool(attributes & lib.SHMLOG_ATTR_CONTROL)
+            ts_type = "LogAppendTime" if attributes & lib.SHMLOG_ATTR_LOG_APPEND_TIME else "CreateTime"
+            last_sequence = base_sequence + last_delta if base_sequence >= 0 else -1
+            click.echo(f"baseOffset: {first} lastOffset: {first + last_delta} count: {record_count} "
+                       f"baseSequence: {base_sequence} lastSequence: {last_sequence} producerId: {producer_id} "
+                       f"producerEpoch: {producer_epoch} partitionLeaderEpoch: {epoch} "
+                       f"isTransactional: {str(transactional).lower()} isControl: {str(control).lower()} "
+                       f"position: {pos} {ts_type}: {max_ts} size: {batch_bytes} magic: {magic} "
+                       f"compresscodec: {_CODECS.get(attributes & 7, attributes & 7)} crc: {crc} "
+                       f"isvalid: {str(valid).lower()}")
+            if not valid:
+                out.problem(f"CRC32C mismatch in the batch at position {pos} (base offset {first})")
+            if out.deep and valid and record_count:
+                view = memoryview(buf)[pos:pos + batch_bytes]
+                try:
+                    data, refs = _records(view, attributes, record_count)
+                except ValueError as exc:
+                    out.problem(f"the records of the batch at position {pos} do not parse: {exc}")
+                else:
+                    for off, ts, kp, kl, vp, vl, hp, hc in refs.tolist():
+                        line = (f"| offset: {off} {ts_type}: {ts} keySize: {kl} valueSize: {vl} "
+                                f"sequence: {base_sequence + off - first if base_sequence >= 0 else -1} "
+                                f"headerKeys: [{','.join(_headers(data, hp, hc))}]")
+                        if out.data:
+                            key = None if kl < 0 else data[kp:kp + kl]
+                            value = None if vl < 0 else data[vp:vp + vl]
+                            line += f" key: {_text(key)} payload: {_text(value)}"
+                        click.echo(line)
+                        records += 1
+            batches += 1
+            pos += batch_bytes
+            expected = first + count
+        click.echo(f"{batches} batches, {pos} bytes" + (f", {records} records" if out.deep else "")
+                   + (f", next offset {expected}" if expected is not None else ""))
+    finally:
+        mapped.close()
+
+
+def _log_beside(path):
+    log_path = os.path.splitext(path)[0] + segment.SUFFIX
+    return log_path if os.path.exists(log_path) else None
+
+
+def _dump_index(path, out, time_index):
+    base = int(os.path.basename(path)[:20])
+    click.echo(f"Dumping {path}")
+    dtype = index.TIME_DTYPE if time_index else index.OFFSET_DTYPE
+    size = os.path.getsize(path)
+    entries = index.read_entries(path, dtype)
+    if size % dtype.itemsize:
+        out.problem(f"{size % dtype.itemsize} bytes at the end are not a whole entry")
+    log_path = _log_beside(path)
+    mapped = segment._Mapped.of_path(log_path) if log_path else None
+    try:
+        previous = None
+        for entry in entries.tolist():
+            if time_index:
+                ts, rel = entry
+                click.echo(f"timestamp: {ts} offset: {base + rel}")
+                if previous is not None and ts <= previous:
+                    out.problem(f"timestamp {ts} is not above the previous entry's {previous}")
+                previous = ts
+            else:
+                rel, pos = entry
+                click.echo(f"offset: {base + rel} position: {pos}")
+                if mapped is not None and not segment._batch_matches(mapped, pos, base + rel):
+                    out.problem(f"no batch ending at offset {base + rel} starts at position {pos} of {log_path}")
+                if previous is not None and rel <= previous:
+                    out.problem(f"offset {base + rel} is not above the previous entry's {base + previous}")
+                previous = rel
+        if not log_path:
+            click.echo(f"(no {segment.SUFFIX} beside it: entries not checked against the log)")
+        click.echo(f"{len(entries)} entries")
+    finally:
+        if mapped is not None:
+            mapped.close()
+
+
+@click.command("dump-log")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--deep-iteration", is_flag=True, help="Print every record (offset, timestamp, sizes), not only batches.")
+@click.option("--print-data-log", is_flag=True, help="Print every record with its key and value "
+              "(implies --deep-iteration).")
+def dump_log(files, deep_iteration, print_data_log):
+    """Print segment files (.log, .index, .timeindex) batch by batch and check them, like kafka-dump-log.
+
+    Exit status 1 when anything does not check out (CRC, torn tail, offset gap, index entry).
+    """
+    out = _Dump(deep_iteration, print_data_log)
+    for i, path in enumerate(files):
+        if i:
+            click.echo("")
+        if path.endswith(index.OFFSET_SUFFIX):
+            _dump_index(path, out, time_index=False)
+        elif path.endswith(index.TIME_SUFFIX):
+            _dump_index(path, out, time_index=True)
+        else:
+            _dump_log(path, out)
+    if out.problems:
+        click.get_current_context().exit(1)

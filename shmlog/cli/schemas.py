@@ -1,0 +1,214 @@
+"""`shmlog schemas`: the schema registry kept in the broker's `_schemas` topic.
+
+    shmlog schemas list --data-dir D
+    shmlog schemas get SUBJECT [--version N|latest] | --id ID
+    shmlog schemas register SUBJECT (--schema TEXT | --schema-file F) [--type AVRO|PROTOBUF]
+    shmlog schemas compatibility SUBJECT [--schema ... | --schema-file F] [--version N] [--set LEVEL]
+
+A PROTOBUF schema is the base64 of a serialized FileDescriptorProto (what
+ProtobufSerializer registers), or a descriptor-set file (`protoc --descriptor_set_out=F`,
+its last file is registered). See docs/serialization.md.
+"""
+import base64
+import json
+import os
+
+import click
+
+from shmlog import control
+from shmlog.schema_registry import (
+    COMPATIBILITY_LEVELS,
+    Schema,
+    SchemaRegistryClient,
+    SchemaRegistryError,
+)
+
+# The same conventions as shmlog/cli.py (not imported from it: `python -m shmlog.cli` runs that
+# module as __main__, and a second copy of it would import this one half-initialized).
+ENV_DATA_DIR = "SHMLOG_DATA_DIR"
+
+
+class Failure(click.ClickException):
+    """A runtime failure: printed as one line by shmlog.cli.main, exit status 1."""
+    exit_code = 1
+
+
+def data_dir_option():
+    def check(ctx, param, value):
+        if value is None or not value.strip():
+            raise click.UsageError(f"Missing option '--data-dir' (or set {ENV_DATA_DIR})")
+        return value
+    return click.option("--data-dir", "data_dir", envvar=ENV_DATA_DIR, metavar="DIR", callback=check,
+                        help=f"The broker's data directory (default: ${ENV_DATA_DIR}).")
+
+
+def _bootstrap(data_dir):
+    return control.SCHEME + os.path.realpath(data_dir)
+
+
+def _table(headers, rows):
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [headers] + rows)
+
+
+class _Registry:
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.client = None
+
+    def __enter__(self):
+        try:
+            self.client = SchemaRegistryClient({"url": _bootstrap(self.data_dir)})
+        except SchemaRegistryError as exc:
+            raise Failure(exc.error_message) from None
+        return self.client
+
+    def __exit__(self, exc_type, exc, tb):
+        self.client.close()
+        if isinstance(exc, SchemaRegistryError):
+            raise Failure(exc.error_message) from None
+
+
+def _schema_text(schema, schema_file, schema_type):
+    if (schema is None) == (schema_file is None):
+        raise click.UsageError("give the schema with exactly one of --schema TEXT or --schema-file FILE")
+    if schema_file is not None:
+        with open(schema_file, "rb") as f:
+            raw = f.read()
+        if schema_type == "PROTOBUF":
+            return _protobuf_text(raw, schema_file)
+        schema = raw.decode()
+    return schema.strip()
+
+
+def _protobuf_text(raw, path):
+    """A descriptor-set file or base64 text -> base64 of one FileDescriptorProto."""
+    text = raw.decode(errors="replace").strip()
+    try:
+        base64.b64decode(text, validate=True)
+        return text
+    except ValueError:
+        pass
+    from google.protobuf import descriptor_pb2
+    fds = descriptor_pb2.FileDescriptorSet()
+    try:
+        fds.ParseFromString(raw)
+    except Exception:
+        fds = descriptor_pb2.FileDescriptorSet()
+    if not fds.file:
+        raise Failure(f"{path}: neither a FileDescriptorSet (protoc --descriptor_set_out) nor base64 of a "
+                      f"FileDescriptorProto; .proto source text is not parsed here")
+    return base64.standard_b64encode(fds.file[-1].SerializeToString()).decode("ascii")
+
+
+def _type_option():
+    return click.option("--type", "schema_type", type=click.Choice(["AVRO", "PROTOBUF"], case_sensitive=False),
+                        default="AVRO", show_default=True, help="Schema type.")
+
+
+def _schema_options(f):
+    f = click.option("--schema-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                     help="Read the schema from FILE.")(f)
+    f = click.option("--schema", metavar="TEXT", help="The schema text (Avro JSON, or base64 for PROTOBUF).")(f)
+    return f
+
+
+def _show(schema):
+    if schema.schema_type == "AVRO":
+        try:
+            return json.dumps(json.loads(schema.schema_str), indent=2)
+        except ValueError:
+            return schema.schema_str
+    return schema.schema_str
+
+
+@click.group()
+def schemas():
+    """List, show, register and check schemas (Avro, Protobuf) of the schema registry."""
+
+
+@schemas.command("list")
+@data_dir_option()
+def schemas_list(data_dir):
+    """List subjects with their versions, latest schema id and type."""
+    with _Registry(data_dir) as sr:
+        rows = []
+        for subject in sr.get_subjects():
+            latest = sr.get_latest_version(subject)
+            rows.append([subject, ",".join(map(str, sr.get_versions(subject))), latest.schema_id,
+                         latest.schema.schema_type, sr.get_compatibility(subject)])
+    if not rows:
+        click.echo("no subjects")
+        return
+    click.echo(_table(["SUBJECT", "VERSIONS", "LATEST-ID", "TYPE", "COMPATIBILITY"], rows))
+
+
+@schemas.command("get")
+@click.argument("subject", required=False)
+@click.option("--version", default="latest", show_default=True, metavar="N", help="Version number or latest.")
+@click.option("--id", "schema_id", type=int, metavar="ID", help="Show the schema with this id instead.")
+@data_dir_option()
+def schemas_get(subject, version, schema_id, data_dir):
+    """Show a subject's schema version (or, with --id, a schema by id)."""
+    if (subject is None) == (schema_id is None):
+        raise click.UsageError("give a SUBJECT or --id ID")
+    with _Registry(data_dir) as sr:
+        if schema_id is not None:
+            schema = sr.get_schema(schema_id)
+            click.echo(f"id {schema_id}  type {schema.schema_type}")
+        else:
+            reg = sr.get_version(subject, version)
+            schema = reg.schema
+            click.echo(f"subject {subject}  version {reg.version}  id {reg.schema_id}  type {schema.schema_type}")
+        for ref in schema.references:
+            click.echo(f"reference {ref.name} -> {ref.subject} version {ref.version}")
+        click.echo(_show(schema))
+
+
+@schemas.command("register")
+@click.argument("subject")
+@_schema_options
+@_type_option()
+@data_dir_option()
+def schemas_register(subject, schema, schema_file, schema_type, data_dir):
+    """Register a schema under SUBJECT (refused with the reasons when incompatible)."""
+    schema_type = schema_type.upper()
+    text = _schema_text(schema, schema_file, schema_type)
+    with _Registry(data_dir) as sr:
+        reg = sr.register_schema_full_response(subject, Schema(text, schema_type))
+    click.echo(f"registered {subject} version {reg.version} id {reg.schema_id}")
+
+
+@schemas.command("compatibility")
+@click.argument("subject")
+@_schema_options
+@_type_option()
+@click.option("--version", default="latest", show_default=True, metavar="N",
+              help="Check against this version (latest, a number, or all: every version the level checks).")
+@click.option("--set", "level", type=click.Choice(COMPATIBILITY_LEVELS, case_sensitive=False),
+              help="Set SUBJECT's compatibility level instead (use - as SUBJECT for the global default).")
+@data_dir_option()
+def schemas_compatibility(subject, schema, schema_file, schema_type, version, level, data_dir):
+    """Check a schema against SUBJECT, set its level (--set), or show the level.
+
+    Exit status 0 when compatible, 1 (with the reasons) when not.
+    """
+    target = None if subject == "-" else subject
+    with _Registry(data_dir) as sr:
+        if level is not None:
+            if schema is not None or schema_file is not None:
+                raise click.UsageError("--set does not take a schema")
+            click.echo(f"compatibility of {subject if target else 'the global default'} set to "
+                       f"{sr.set_compatibility(target, level.upper())}")
+            return
+        if schema is None and schema_file is None:
+            click.echo(sr.get_compatibility(target))
+            return
+        text = _schema_text(schema, schema_file, schema_type.upper())
+        problems = sr.check_compatibility(subject, Schema(text, schema_type.upper()),
+                                          None if version == "all" else version)
+        current = sr.get_compatibility(subject)
+    if problems:
+        raise Failure(f"incompatible ({current}): " + "; ".join(problems))
+    click.echo(f"compatible ({current})")

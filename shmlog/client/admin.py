@@ -1,0 +1,444 @@
+"""AdminClient: topic and consumer-group management returning futures, as confluent-kafka does."""
+import concurrent.futures
+import enum
+
+from shmlog.client.cluster import connect
+from shmlog.config import parse_admin_config
+from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.message import TopicPartition
+
+
+class NewTopic:
+    def __init__(self, topic, num_partitions=-1, replication_factor=-1, replica_assignment=None, config=None):
+        self.topic = topic
+        self.num_partitions = num_partitions
+        self.replication_factor = replication_factor
+        self.replica_assignment = replica_assignment
+        self.config = dict(config or {})
+
+    def __repr__(self):
+        return f"NewTopic(topic={self.topic!r}, num_partitions={self.num_partitions})"
+
+
+class NewPartitions:
+    def __init__(self, topic, new_total_count, replica_assignment=None):
+        self.topic = topic
+        self.new_total_count = new_total_count
+        self.replica_assignment = replica_assignment
+
+
+class DeletedRecords:
+    """What delete_records did to one partition: `low_watermark` is its new log start offset."""
+
+    def __init__(self, low_watermark):
+        self.low_watermark = low_watermark
+
+    def __repr__(self):
+        return f"DeletedRecords(low_watermark={self.low_watermark})"
+
+
+class ConfigResource:
+    class Type:
+        UNKNOWN, ANY, TOPIC, GROUP, BROKER = 0, 1, 2, 3, 4
+
+    def __init__(self, restype, name, set_config=None, described_configs=None, error=None):
+        if isinstance(restype, str):
+            restype = getattr(ConfigResource.Type, restype.upper())
+        self.restype = restype
+        self.name = name
+        self.set_config_dict = dict(set_config or {})
+
+    def set_config(self, name, value, overwrite=True):
+        self.set_config_dict[name] = value
+
+    def __hash__(self):
+        return hash((self.restype, self.name))
+
+    def __eq__(self, other):
+        return isinstance(other, ConfigResource) and (self.restype, self.name) == (other.restype, other.name)
+
+    def __repr__(self):
+        return f"ConfigResource({self.restype}, {self.name!r})"
+
+
+class ConfigEntry:
+    def __init__(self, name, value, is_default=False, source=None):
+        self.name = name
+        self.value = value
+        self.is_default = is_default
+        self.is_read_only = False
+        self.is_sensitive = False
+        self.source = source
+
+    def __repr__(self):
+        return f"ConfigEntry({self.name}={self.value!r})"
+
+
+class PartitionMetadata:
+    def __init__(self, partition):
+        self.id = partition
+        self.leader = 0
+        self.replicas = [0]
+        self.isrs = [0]
+        self.error = None
+
+
+class TopicMetadata:
+    def __init__(self, topic, partitions):
+        self.topic = topic
+        self.partitions = {p: PartitionMetadata(p) for p in range(partitions)}
+        self.error = None
+
+    def __repr__(self):
+        return f"TopicMetadata({self.topic!r}, {len(self.partitions)} partitions)"
+
+
+class BrokerMetadata:
+    def __init__(self, broker_id, host):
+        self.id = broker_id
+        self.host = host
+        self.port = 0
+
+
+class ClusterMetadata:
+    def __init__(self):
+        self.cluster_id = None
+        self.controller_id = 0
+        self.brokers = {}
+        self.topics = {}
+        self.orig_broker_id = 0
+        self.orig_broker_name = None
+
+
+def cluster_metadata(meta, topic=None):
+    md = ClusterMetadata()
+    md.brokers[0] = BrokerMetadata(0, meta.get("log_dirs", [""])[0])
+    for name, info in meta["topics"].items():
+        if topic is None or name == topic:
+            md.topics[name] = TopicMetadata(name, info["partitions"])
+    if topic is not None and topic not in md.topics:
+        t = md.topics[topic] = TopicMetadata(topic, 0)
+        t.error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}")
+    return md
+
+
+def _futures(results, keys):
+    out = {}
+    for key, name in keys:
+        f = concurrent.futures.Future()
+        result = results.get(name)
+        if result is None:
+            f.set_result(None)
+        else:
+            f.set_exception(KafkaException(KafkaError(result[0], result[1])))
+        out[key] = f
+    return out
+
+
+class AdminClient:
+    def __init__(self, conf=None, **kwargs):
+        conf = dict(conf or {})
+        conf.update(kwargs)
+        self._cfg = parse_admin_config(conf)
+        self._cluster = connect(self._cfg, "admin")
+
+    def create_topics(self, new_topics, operation_timeout=0, request_timeout=None, validate_only=False):
+        specs = []
+        for t in new_topics:
+            if not isinstance(t, NewTopic):
+                raise TypeError("create_topics expects a list of NewTopic")
+            specs.append({"topic": t.topic, "num_partitions": t.num_partitions, "config": t.config})
+        if len({s["topic"] for s in specs}) != len(specs):
+            raise error(KafkaError._INVALID_ARG, "create_topics: a topic is listed twice")
+        reply = self._cluster.control.request("create_topics", topics=specs, validate_only=validate_only)
+        return _futures(reply["results"], [(s["topic"], s["topic"]) for s in specs])
+
+    def delete_topics(self, topics, operation_timeout=0, request_timeout=None):
+        reply = self._cluster.control.request("delete_topics", topics=list(topics))
+        return _futures(reply["results"], [(t, t) for t in topics])
+
+    def create_partitions(self, new_partitions, operation_timeout=0, request_timeout=None, validate_only=False):
+        specs = [{"topic": p.topic, "new_total_count": p.new_total_count} for p in new_partitions]
+        reply = self._cluster.control.request("create_partitions", topics=specs, validate_only=validate_only)
+        return _futures(reply["results"], [(s["topic"], s["topic"]) for s in specs])
+
+    def list_topics(self, topic=None, timeout=-1):
+        self._cluster.refresh()
+        return cluster_metadata(self._cluster.meta, topic)
+
+    def describe_configs(self, resources, request_timeout=None):
+        self._cluster.refresh()
+        out = {}
+        for res in resources:
+            f = concurrent.futures.Future()
+            if res.restype == ConfigResource.Type.TOPIC:
+                info = self._cluster.meta["topics"].get(res.name)
+                if info is None:
+                    f.set_exception(KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                              f"unknown topic {res.name!r}")))
+                else:
+                    f.set_result({k: ConfigEntry(k, v) for k, v in info["config"].items()})
+            elif res.restype == ConfigResource.Type.BROKER:
+                f.set_result({k: ConfigEntry(k, v) for k, v in self._cluster.meta["broker"].items()})
+            else:
+                f.set_exception(KafkaException(KafkaError(KafkaError._INVALID_ARG,
+                                                          f"cannot describe resource type {res.restype}")))
+            out[res] = f
+        return out
+
+    def alter_configs(self, resources, request_timeout=None, validate_only=False):
+        topics = {}
+        out = {}
+        for res in resources:
+            if res.restype != ConfigResource.Type.TOPIC:
+                f = concurrent.futures.Future()
+                f.set_exception(KafkaException(KafkaError(KafkaError._INVALID_ARG,
+                                                          "only topic configs can be altered")))
+                out[res] = f
+            else:
+                topics[res.name] = res.set_config_dict
+        if topics:
+            reply = self._cluster.control.request("alter_configs", topics=topics, validate_only=validate_only)
+            for res, f in _futures(reply["results"], [(r, r.name) for r in resources if r.name in topics]).items():
+                out[res] = f
+        return out
+
+    def delete_records(self, topic_partition_offsets, request_timeout=None, operation_timeout=None):
+        """Delete every record before each TopicPartition's offset (OFFSET_END (-1): all of them).
+
+        Returns {TopicPartition: future}; a future's result() is a DeletedRecords whose
+        low_watermark is the partition's new log start offset, or raises KafkaException
+        (UNKNOWN_TOPIC_OR_PART, OFFSET_OUT_OF_RANGE past the high watermark). Consumers stop
+        seeing the records at once; the persister deletes the segment files wholly below.
+        """
+        from shmlog.message import TopicPartition
+        tps = list(topic_partition_offsets)
+        if any(not isinstance(tp, TopicPartition) for tp in tps):
+            raise TypeError("delete_records expects a list of TopicPartition")
+        if len({(tp.topic, tp.partition) for tp in tps}) != len(tps):
+            raise ValueError("delete_records: a partition is listed twice")
+        reply = self._cluster.control.request("delete_records", partitions=[
+            {"topic": tp.topic, "partition": tp.partition, "offset": tp.offset} for tp in tps])
+        out = {}
+        for tp, result in zip(tps, reply["results"]):
+            f = concurrent.futures.Future()
+            if "error" in result:
+                f.set_exception(KafkaException(KafkaError(result["error"][0], result["error"][1])))
+            else:
+                f.set_result(DeletedRecords(result["low_watermark"]))
+            out[tp] = f
+        return out
+
+    # ------------------------------------------------------------------ consumer groups
+
+    def list_consumer_groups(self, request_timeout=None, states=None, **kwargs):
+        """Future of a ListConsumerGroupsResult: every group the coordinator knows (groups with
+        members, and empty ones that still have committed offsets), optionally only `states`."""
+        reply = self._cluster.control.request("list_groups")
+        wanted = {ConsumerGroupState(s) for s in states} if states else None
+        valid = [ConsumerGroupListing(g["group_id"], g["protocol_type"] == "", ConsumerGroupState.of(g["state"]))
+                 for g in reply["groups"]]
+        return _done(ListConsumerGroupsResult([g for g in valid if wanted is None or g.state in wanted], []))
+
+    def describe_consumer_groups(self, group_ids, request_timeout=None, include_authorized_operations=False,
+                                 **kwargs):
+        """{group_id: future of a ConsumerGroupDescription}: state, strategy, members and their
+        assignments. An unknown group is described as DEAD with no members, as Kafka does."""
+        group_ids = list(group_ids)
+        if not group_ids or len(set(group_ids)) != len(group_ids):
+            raise ValueError("describe_consumer_groups expects a non-empty list of distinct group ids")
+        reply = self._cluster.control.request("describe_groups", groups=group_ids)
+        node = Node(0, self._cluster.data_dir)
+        out = {}
+        for g in reply["groups"]:
+            members = [MemberDescription(m["member_id"], m["client_id"], m["host"],
+                                         MemberAssignment([TopicPartition(t, p) for t, p in m["assignment"]]),
+                                         m["instance_id"]) for m in g["members"]]
+            out[g["group_id"]] = _done(ConsumerGroupDescription(
+                g["group_id"], g["protocol_type"] == "" and g["state"] != "Dead", members, g["protocol"],
+                ConsumerGroupState.of(g["state"]), node))
+        return out
+
+    def delete_consumer_groups(self, group_ids, request_timeout=None, **kwargs):
+        """{group_id: future}: deletes the committed offsets of groups without members
+        (NON_EMPTY_GROUP (68) while members remain, GROUP_ID_NOT_FOUND if unknown)."""
+        group_ids = list(group_ids)
+        reply = self._cluster.control.request("delete_groups", groups=group_ids)
+        return _futures(reply["results"], [(g, g) for g in group_ids])
+
+    def list_consumer_group_offsets(self, list_consumer_group_offsets_request, require_stable=False,
+                                    request_timeout=None, **kwargs):
+        """{group_id: future of ConsumerGroupTopicPartitions}: committed offsets of the given
+        partitions (offset -1001 where none), or of every committed partition if none given."""
+        out = {}
+        for req in list_consumer_group_offsets_request:
+            parts = None if not req.topic_partitions else [[tp.topic, tp.partition] for tp in req.topic_partitions]
+            reply = self._cluster.control.request("offset_fetch", group=req.group_id, partitions=parts)
+            out[req.group_id] = _done(ConsumerGroupTopicPartitions(
+                req.group_id, [TopicPartition(t, p, o, m or None) for t, p, o, m in reply["offsets"]]))
+        return out
+
+    def alter_consumer_group_offsets(self, alter_consumer_group_offsets_request, request_timeout=None, **kwargs):
+        """{group_id: future of ConsumerGroupTopicPartitions}: set committed offsets of a group
+        with no active members (an active group's are refused with UNKNOWN_MEMBER_ID, as Kafka does)."""
+        out = {}
+        for req in alter_consumer_group_offsets_request:
+            tps = list(req.topic_partitions or ())
+            f = concurrent.futures.Future()
+            try:
+                reply = self._cluster.control.request(
+                    "offset_commit", group=req.group_id, member_id="", generation=-1, instance_id=None,
+                    offsets=[[tp.topic, tp.partition, tp.offset, tp.metadata or ""] for tp in tps])
+            except KafkaException as exc:
+                f.set_exception(exc)
+            else:
+                codes = {(t, p): c for t, p, c in reply["results"]}
+                bad = [(tp, codes[(tp.topic, tp.partition)]) for tp in tps if codes.get((tp.topic, tp.partition))]
+                if bad:
+                    tp, code = bad[0]
+                    f.set_exception(KafkaException(KafkaError(code, f"{tp.topic}-{tp.partition}: offset refused")))
+                else:
+                    f.set_result(ConsumerGroupTopicPartitions(req.group_id, tps))
+            out[req.group_id] = f
+        return out
+
+    def list_consumer_group_lag(self, group_id):
+        """shmlog extension: future of [PartitionLag] for every committed or assigned partition of
+        the group: committed offset, log end offset, lag and owning member (what
+        kafka-consumer-groups --describe prints)."""
+        described = self._cluster.control.request("describe_groups", groups=[group_id])["groups"][0]
+        owners = {(t, p): m for m in described["members"] for t, p in m["assignment"]}
+        committed = self._cluster.control.request("offset_fetch", group=group_id, partitions=None)["offsets"]
+        keys = sorted({(t, p) for t, p, *_ in committed} | set(owners))
+        reply = self._cluster.control.request("offset_fetch", group=group_id, partitions=[list(k) for k in keys],
+                                              log_end=True)
+        rows = []
+        for (t, p, o, _), end in zip(reply["offsets"], reply["log_end"]):
+            m = owners.get((t, p))
+            rows.append(PartitionLag(t, p, o if o >= 0 else None, end if end >= 0 else None,
+                                     (end - o) if o >= 0 and end >= 0 else None,
+                                     m["member_id"] if m else None, m["client_id"] if m else None,
+                                     m["host"] if m else None, m["instance_id"] if m else None))
+        return _done(rows)
+
+    def close(self):
+        self._cluster.close()
+
+    def __del__(self):
+        try:
+            self._cluster.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------- consumer group models
+# (confluent_kafka.ConsumerGroupState, ConsumerGroupTopicPartitions and confluent_kafka.admin's
+# group descriptions, with the same attributes)
+
+def _done(result):
+    f = concurrent.futures.Future()
+    f.set_result(result)
+    return f
+
+
+class ConsumerGroupState(enum.Enum):
+    UNKNOWN = 0
+    PREPARING_REBALANCING = 1
+    COMPLETING_REBALANCING = 2
+    STABLE = 3
+    DEAD = 4
+    EMPTY = 5
+
+    @classmethod
+    def of(cls, kafka_name):
+        return {"PreparingRebalance": cls.PREPARING_REBALANCING, "CompletingRebalance": cls.COMPLETING_REBALANCING,
+                "Stable": cls.STABLE, "Dead": cls.DEAD, "Empty": cls.EMPTY}.get(kafka_name, cls.UNKNOWN)
+
+    def __lt__(self, other):
+        return self.value < other.value
+
+
+class ConsumerGroupTopicPartitions:
+    def __init__(self, group_id, topic_partitions=None):
+        self.group_id = group_id
+        self.topic_partitions = topic_partitions
+
+    def __repr__(self):
+        return f"ConsumerGroupTopicPartitions({self.group_id!r}, {self.topic_partitions!r})"
+
+
+class ConsumerGroupListing:
+    def __init__(self, group_id, is_simple_consumer_group, state=None, type=None):
+        self.group_id = group_id
+        self.is_simple_consumer_group = is_simple_consumer_group
+        self.state = state
+        self.type = type
+
+    def __repr__(self):
+        return f"ConsumerGroupListing({self.group_id!r}, {self.state})"
+
+
+class ListConsumerGroupsResult:
+    def __init__(self, valid=None, errors=None):
+        self.valid = valid or []
+        self.errors = errors or []
+
+
+class Node:
+    def __init__(self, id, host, port=0, rack=None):
+        self.id = id
+        self.id_string = str(id)
+        self.host = host
+        self.port = port
+        self.rack = rack
+
+
+class MemberAssignment:
+    def __init__(self, topic_partitions=None):
+        self.topic_partitions = topic_partitions or []
+
+
+class MemberDescription:
+    def __init__(self, member_id, client_id, host, assignment, group_instance_id=None, target_assignment=None):
+        self.member_id = member_id
+        self.client_id = client_id
+        self.host = host
+        self.assignment = assignment
+        self.group_instance_id = group_instance_id
+        self.target_assignment = target_assignment
+
+    def __repr__(self):
+        return f"MemberDescription({self.member_id!r}, {len(self.assignment.topic_partitions)} partitions)"
+
+
+class ConsumerGroupDescription:
+    def __init__(self, group_id, is_simple_consumer_group, members, partition_assignor, state, coordinator,
+                 authorized_operations=None, type=None):
+        self.group_id = group_id
+        self.is_simple_consumer_group = is_simple_consumer_group
+        self.members = members
+        self.partition_assignor = partition_assignor
+        self.state = state
+        self.coordinator = coordinator
+        self.authorized_operations = authorized_operations
+        self.type = type
+
+    def __repr__(self):
+        return f"ConsumerGroupDescription({self.group_id!r}, {self.state}, {len(self.members)} members)"
+
+
+class PartitionLag:
+    """shmlog extension: one row of `shmlog groups describe` (offsets None where unknown)."""
+
+    __slots__ = ("topic", "partition", "committed", "log_end_offset", "lag", "member_id", "client_id", "host",
+                 "group_instance_id")
+
+    def __init__(self, topic, partition, committed, log_end_offset, lag, member_id, client_id, host,
+                 group_instance_id=None):
+        self.topic, self.partition = topic, partition
+        self.committed, self.log_end_offset, self.lag = committed, log_end_offset, lag
+        self.member_id, self.client_id, self.host = member_id, client_id, host
+        self.group_instance_id = group_instance_id
+
+    def __repr__(self):
+        return f"PartitionLag({self.topic}-{self.partition}, committed={self.committed}, lag={self.lag})"

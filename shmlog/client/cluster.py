@@ -1,0 +1,104 @@
+"""What every client shares: the control connection, cached metadata and mapped rings.
+
+Metadata is refreshed when the doorbell's metadata epoch moves, so a client notices
+new partitions and deleted topics without asking the supervisor on every call.
+"""
+import os
+import threading
+
+import posix_ipc
+
+from shmlog import control
+from shmlog._native.ring import Doorbell, Ring
+from shmlog.errors import KafkaError, KafkaException, error
+
+_fork_generation = 0  # bumped in every forked child, so the hot path skips getpid() otherwise
+
+
+def _after_fork_in_child():
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Cluster:
+    def __init__(self, bootstrap_servers, kind):
+        self.data_dir = control.data_dir_from_bootstrap(bootstrap_servers)
+        self.kind = kind
+        self.control = control.Control(self.data_dir, register_as=kind)
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+        self.rings = {}
+        # Map rings with their page tables filled (shm.MAP_POPULATE): cheaper than a page fault per
+        # 4 KiB of a fresh ring, but 10-20 ms per 64 MiB up front, which a group member taking over
+        # partitions in a rebalance must not spend before its first record (Consumer sets it).
+        self.populate_rings = True
+        self.meta = self.control.request("metadata")
+        self.doorbell = Doorbell.open(self.meta["doorbell"])
+
+    def check_fork(self, what):
+        if _fork_generation and os.getpid() != self.pid:
+            raise error(KafkaError._STATE, f"this {what} was created in process {self.pid} and cannot be used "
+                        f"in forked process {os.getpid()}: create a new {what} in the child")
+
+    # ------------------------------------------------------------------ metadata
+
+    def refresh(self, auto_create=()):
+        with self.lock:
+            self.meta = self.control.request("metadata", auto_create=list(auto_create))
+            live = {(t, p): info["rings"][p] for t, info in self.meta["topics"].items()
+                    for p in range(info["partitions"])}
+            for key in [k for k, ring in self.rings.items() if live.get(k) != ring.mapping.name]:
+                self.rings.pop(key).close()
+
+    def maybe_refresh(self):
+        if self.doorbell.metadata_epoch != self.meta["epoch"]:
+            self.refresh()
+
+    def topic(self, name, auto_create=False):
+        self.maybe_refresh()
+        info = self.meta["topics"].get(name)
+        if info is None:
+            self.refresh(auto_create=[name] if auto_create else ())
+            info = self.meta["topics"].get(name)
+        if info is None:
+            raise error(KafkaError._UNKNOWN_TOPIC, f"unknown topic {name!r}" +
+                        ("" if auto_create else " (create it with AdminClient.create_topics)"))
+        return info
+
+    def partition_count(self, name, auto_create=False):
+        return self.topic(name, auto_create)["partitions"]
+
+    def ring(self, topic, partition):
+        key = (topic, partition)
+        ring = self.rings.get(key)
+        if ring is not None:
+            return ring
+        with self.lock:
+            info = self.topic(topic)
+            if not 0 <= partition < info["partitions"]:
+                raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has "
+                            f"{info['partitions']} partitions")
+            ring = self.rings.get(key)
+            if ring is None:
+                ring = self.rings[key] = Ring.open(info["rings"][partition], topic, partition, self.populate_rings)
+            return ring
+
+    def close(self):
+        with self.lock:
+            for ring in self.rings.values():
+                ring.close()
+            self.rings.clear()
+            self.doorbell.close()
+            self.control.close()
+
+
+def connect(conf, kind):
+    try:
+        return Cluster(conf.bootstrap_servers, kind)
+    except KafkaException:
+        raise
+    except (OSError, posix_ipc.Error) as exc:
+        raise error(KafkaError._TRANSPORT, f"cannot reach the shmlog broker for {conf.bootstrap_servers}: {exc}")

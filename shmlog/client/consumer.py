@@ -1,0 +1,744 @@
+"""Consumer: confluent-kafka's API over partition rings, with read-through to segments.
+
+Each assigned partition has a reader holding a cursor (ring position, next offset). A
+reader that falls behind the ring reads the persister's segment files in the same order
+with the same offsets, and moves back onto the ring as soon as its offset is there.
+"""
+import time
+
+import numpy as np
+
+from shmlog._native import _fast, address, ffi, layout, lib
+from shmlog._native.wait import SPIN_MIN_NS, BlockingWait, BusySpinWait
+from shmlog.client.cluster import connect
+from shmlog.client.group_member import GroupClient
+from shmlog.config import parse_consumer_config
+from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.log import codec
+from shmlog.log.batch import decode_headers
+from shmlog.log.segment import SegmentReader, partition_dir
+from shmlog.message import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    OFFSET_STORED,
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Message,
+    TopicPartition,
+)
+
+MAX_FRAMES_PER_FETCH = 256
+_UINT64_MAX = (1 << 64) - 1
+
+
+class _Reader:
+    """One assigned partition: where we are and what we decoded but not yet returned."""
+
+    __slots__ = ("topic", "partition", "ring", "cursor", "next_offset", "paused", "pending", "segments",
+                 "on_ring", "log_dir", "ring_address", "cursor_address")
+
+    def __init__(self, topic, partition, ring, log_dir):
+        self.topic, self.partition, self.ring, self.log_dir = topic, partition, ring, log_dir
+        self.cursor = ffi.new("shmlog_cursor *")
+        self.ring_address, self.cursor_address = address(ring.map), address(self.cursor)
+        self.next_offset = 0
+        self.paused = False
+        self.pending = _fast.RecordQueue()
+        self.segments = None
+        self.on_ring = False
+
+    def ready(self):
+        return bool(self.pending) or not self.on_ring or self.ring.has_data(self.cursor.position)
+
+
+def _new_columns(rows):
+    """offsets, timestamps, key positions, key lengths, value positions, value lengths."""
+    return (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int32),
+            np.empty(rows, np.int64), np.empty(rows, np.int32))
+
+
+class RecordBatchView:
+    """Records of one partition as arrays, values left in shared memory (zero-copy).
+
+    Valid until the next poll/consume/consume_batch/close on the consumer that returned
+    it: until then the consumer pins the ring so producers cannot reuse those bytes.
+    After that the memory may hold newer records (reads then see other bytes, never fault).
+    """
+
+    def __init__(self, topic, partition, buffer, columns, zero_copy):
+        self.topic = topic
+        self.partition = partition
+        self.buffer = buffer
+        (self.offsets, self.timestamps, self.key_positions, self.key_lengths, self.value_positions,
+         self.value_lengths) = columns
+        self.zero_copy = zero_copy
+
+    @classmethod
+    def from_refs(cls, topic, partition, buffer, refs, zero_copy, bias=0, first_offset=-1):
+        columns = _new_columns(len(refs))
+        n = _fast.index_columns(refs, len(refs), bias, first_offset, 0, *columns)
+        return cls(topic, partition, buffer, [c[:n] for c in columns], zero_copy)
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def values(self):
+        buf = self.buffer
+        return [None if n < 0 else buf[p:p + n] for p, n in zip(self.value_positions.tolist(),
+                                                                 self.value_lengths.tolist())]
+
+    def keys(self):
+        buf = self.buffer
+        return [None if n < 0 else buf[p:p + n] for p, n in zip(self.key_positions.tolist(),
+                                                                 self.key_lengths.tolist())]
+
+    def value_arrays(self, dtype):
+        """Values as NumPy arrays of `dtype`, one strided view into shared memory per run of
+        records at a constant stride (produce_batch writes one run per batch): zero-copy."""
+        dtype = np.dtype(dtype)
+        n = len(self)
+        if n == 0:
+            return []
+        if not (self.value_lengths == dtype.itemsize).all():
+            raise ValueError(f"values are not all {dtype.itemsize} bytes long")
+        pos = self.value_positions
+        if n == 1:
+            return [np.ndarray((1,), dtype, buffer=self.buffer, offset=int(pos[0]))]
+        steps = np.diff(pos)
+        breaks = np.flatnonzero(steps[1:] != steps[:-1]) + 1
+        starts = [0] + [int(b) + 1 for b in breaks if steps[b] != steps[b - 1]]
+        runs = []
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else n
+            stride = int(steps[start]) if end - start > 1 else dtype.itemsize
+            runs.append(np.ndarray((end - start,), dtype, buffer=self.buffer, offset=int(pos[start]),
+                                   strides=(stride,)))
+        return runs
+
+    def values_as(self, dtype):
+        """Values as one NumPy array of `dtype`: a strided view into shared memory when the
+        records sit at a constant stride (one produce_batch batch), else one copy of the runs
+        joined (value_arrays() gives the runs without copying)."""
+        runs = self.value_arrays(dtype)
+        if not runs:
+            return np.empty(0, np.dtype(dtype))
+        return runs[0] if len(runs) == 1 else np.concatenate(runs)
+
+class Consumer(_fast.ConsumerCore):
+    """confluent_kafka.Consumer over a shmlog broker: assign() or subscribe() (consumer groups).
+
+    poll() is ConsumerCore.poll (shmlog/_fast.c): it returns the next decoded record of the
+    partition being served without leaving C, and calls _poll_slow for everything else.
+    """
+
+    def __init__(self, conf=None, **kwargs):
+        conf = dict(conf or {})
+        conf.update(kwargs)
+        self._cfg = cfg = parse_consumer_config(conf)
+        self._check_crcs = 1 if cfg.check_crcs else 0
+        self._reset = cfg.auto_offset_reset
+        self._partition_fetch_bytes = cfg.max_partition_fetch_bytes
+        self._fetch_bytes = cfg.fetch_max_bytes
+        self._eof = cfg.enable_partition_eof
+        self._cluster = connect(cfg, "consumer")
+        self._cluster.populate_rings = not cfg.group_id
+        if cfg.shmlog_busy_poll:
+            self._wait = BusySpinWait(self._cluster.doorbell)
+        else:
+            spin_max_ns = cfg.shmlog_wait_spin_max_us * 1000
+            self._wait = BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns),
+                                      spin_max_ns=spin_max_ns)
+        self._readers = {}
+        self._order = []
+        self._next = 0
+        self._buffer = bytearray(self._partition_fetch_bytes)
+        self._frames = ffi.new("shmlog_frame_ref[]", MAX_FRAMES_PER_FETCH)
+        self._frames_address = address(self._frames)
+        self._refs = np.empty(4096, layout.RECORD_REF_DTYPE)
+        self._pins = {}
+        self._closed = False
+        self._stored = {}              # (topic, partition) -> offset the next commit() commits
+        self._rebalance_calls = 0      # so a rebalance callback's own assign()/unassign() is noticed
+        self._group = GroupClient(self) if cfg.group_id else None
+        self._auto_store = self._group is not None and cfg.enable_auto_offset_store
+        self._fast_stored = self._stored if self._auto_store else None
+        self._current = None           # the reader queue ConsumerCore.poll serves from
+
+    def _stop_serving(self):
+        self._current = None
+        self._current_tp = None
+
+    def _update_solo(self):
+        """With exactly one active reader, poll() fetches and decodes its ring in C (_fast.c)."""
+        active = [r for r in self._readers.values() if not r.paused]
+        if len(active) == 1 and not self._closed:
+            self._set_solo(active[0], self._frames_address, MAX_FRAMES_PER_FETCH, self._check_crcs, decode_headers)
+        else:
+            self._set_solo(None)
+
+    # ------------------------------------------------------------------ assignment
+
+    def _check(self):
+        if self._closed:
+            raise RuntimeError("Consumer closed")
+        self._cluster.check_fork("Consumer")
+
+    def assign(self, partitions):
+        self._check()
+        if self._group is not None:
+            partitions = self._group.start_offsets(partitions)   # committed offsets for OFFSET_INVALID/STORED
+        self._rebalance_calls += 1
+        self._release_pins()
+        self._stop_serving()
+        self._readers.clear()
+        for tp in partitions:
+            self._add(tp)
+        self._order = list(self._readers)
+        self._update_solo()
+
+    def incremental_assign(self, partitions):
+        self._check()
+        if self._group is not None:
+            partitions = self._group.start_offsets(partitions)
+        self._rebalance_calls += 1
+        for tp in partitions:
+            self._add(tp)
+        self._order = list(self._readers)
+        self._update_solo()
+
+    def incremental_unassign(self, partitions):
+        self._check()
+        self._rebalance_calls += 1
+        self._stop_serving()
+        for tp in partitions:
+            self._readers.pop((tp.topic, tp.partition), None)
+            self._stored.pop((tp.topic, tp.partition), None)
+        self._order = list(self._readers)
+        self._update_solo()
+
+    def unassign(self):
+        self._check()
+        self._rebalance_calls += 1
+        self._release_pins()
+        self._stop_serving()
+        self._readers.clear()
+        self._stored.clear()
+        self._order = []
+        self._update_solo()
+
+    def assignment(self):
+        return [TopicPartition(t, p) for t, p in self._order]
+
+    def _add(self, tp):
+        info = self._cluster.topic(tp.topic)
+        if not 0 <= tp.partition < info["partitions"]:
+            raise error(KafkaError._UNKNOWN_PARTITION, f"{tp.topic}-{tp.partition}: topic has "
+                        f"{info['partitions']} partitions")
+        reader = _Reader(tp.topic, tp.partition, self._cluster.ring(tp.topic, tp.partition),
+                         info["log_dirs"][tp.partition])
+        self._readers[(tp.topic, tp.partition)] = reader
+        self._seek(reader, tp.offset)
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+        """Join the consumer group of `group.id` for these topics (names, or patterns starting
+        with ^). Callbacks run inside poll(), as `callback(consumer, [TopicPartition])`."""
+        self._check()
+        self._group_only("subscribe").subscribe(topics, on_assign, on_revoke, on_lost)
+
+    def unsubscribe(self):
+        self._check()
+        if self._group is not None and self._group.member is not None:
+            self._group.unsubscribe()
+        self.unassign()
+
+    def memberid(self):
+        member = self._group.member if self._group is not None else None
+        return (member.member_id or None) if member is not None else None
+
+    def _group_only(self, what):
+        if self._group is None:
+            raise error(KafkaError._UNKNOWN_GROUP, f'{what}() needs "group.id" in the consumer config')
+        return self._group
+
+    # ------------------------------------------------------------------ positions
+
+    def _bounds(self, reader):
+        return reader.ring.log_start_offset, reader.ring.end()[1]
+
+    def _seek(self, reader, offset):
+        low, high = self._bounds(reader)
+        if offset in (OFFSET_STORED, OFFSET_INVALID):
+            offset = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}.get(self._reset, "error")
+        if offset == OFFSET_BEGINNING:
+            offset = low
+        elif offset == OFFSET_END:
+            offset = high
+        if offset == "error" or not isinstance(offset, int) or offset < low or offset > high:
+            if self._reset == "error" or offset == "error":
+                why = (" (below the log start offset: retention or delete_records removed it)"
+                       if isinstance(offset, int) and 0 <= offset < low else "")
+                raise error(KafkaError.OFFSET_OUT_OF_RANGE, f"{reader.topic}-{reader.partition}: offset {offset} "
+                            f"is outside [{low}, {high}]{why} and auto.offset.reset=error; seek to a valid offset")
+            offset = low if self._reset == "earliest" else high
+        reader.next_offset = offset
+        reader.pending.clear()
+        self._to_ring_or_segments(reader)
+
+    def _to_ring_or_segments(self, reader):
+        cursor = reader.ring.locate(reader.next_offset)
+        if cursor is not None:
+            reader.cursor.position, reader.cursor.next_offset = cursor.position, cursor.next_offset
+            reader.on_ring = True
+        else:
+            reader.on_ring = False
+            if reader.segments is None:
+                reader.segments = SegmentReader(partition_dir(reader.log_dir, reader.topic,
+                                                                       reader.partition))
+
+    def seek(self, partition):
+        self._check()
+        reader = self._readers.get((partition.topic, partition.partition))
+        if reader is None:
+            raise error(KafkaError._STATE, f"{partition.topic}-{partition.partition} is not assigned")
+        self._seek(reader, partition.offset)
+
+    def position(self, partitions):
+        out = []
+        for tp in partitions:
+            reader = self._readers.get((tp.topic, tp.partition))
+            if reader is None:
+                offset = OFFSET_INVALID
+            else:
+                offset = reader.pending[0].offset() if reader.pending else reader.next_offset
+            out.append(TopicPartition(tp.topic, tp.partition, offset))
+        return out
+
+    def get_watermark_offsets(self, partition, timeout=None, cached=False):
+        self._check()
+        ring = self._cluster.ring(partition.topic, partition.partition)
+        return ring.log_start_offset, ring.end()[1]
+
+    def pause(self, partitions):
+        for tp in partitions:
+            reader = self._readers.get((tp.topic, tp.partition))
+            if reader:
+                reader.paused = True
+                if self._current is reader.pending:
+                    self._stop_serving()
+        self._update_solo()
+
+    def resume(self, partitions):
+        for tp in partitions:
+            reader = self._readers.get((tp.topic, tp.partition))
+            if reader:
+                reader.paused = False
+        self._update_solo()
+
+    # ------------------------------------------------------------------ fetching
+
+    def _fetch(self, reader):
+        """Decode the next run of batches for reader into reader.pending."""
+        if reader.next_offset < reader.ring.log_start_offset:
+            # Retention or delete_records moved the log start past us: auto.offset.reset decides
+            # (earliest/latest), or every fetch raises OFFSET_OUT_OF_RANGE until the app seeks.
+            self._seek(reader, reader.next_offset)
+        if reader.on_ring:
+            # Fetch and decode plain batches in one C call; compressed or invalid ones from `stop` on
+            # are decoded (or reported) here.
+            n, added, wanted, stop = _fast.fetch_ring(
+                reader.pending, reader.ring_address, reader.cursor_address, self._buffer, self._frames_address,
+                MAX_FRAMES_PER_FETCH, self._check_crcs, reader.topic, reader.partition, reader.next_offset,
+                decode_headers)
+            if n < 0 and n not in (lib.SHMLOG_ESMALL, lib.SHMLOG_EOVERWRITTEN):
+                reader.ring.fetch_failed(n, reader.cursor)
+            if n == lib.SHMLOG_ESMALL:
+                self._buffer = bytearray(max(self._frames[0].batch_bytes, len(self._buffer) * 2))
+                return self._fetch(reader)
+            if n == lib.SHMLOG_EOVERWRITTEN:
+                self._to_ring_or_segments(reader)
+                return self._fetch(reader) if not reader.on_ring else 0
+            if n == 0:
+                if reader.ring.end()[0] > reader.cursor.position:
+                    reader.ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
+                return 0
+            reader.next_offset = wanted
+            if stop < n:
+                added += self._decode_rest(reader, stop, n, added)
+            return added
+        try:
+            buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.OFFSET_OUT_OF_RANGE:
+                raise
+            # Retention deleted the segment under us; it publishes the new log start offset first.
+            low = reader.ring.log_start_offset
+            self._seek(reader, reader.next_offset if reader.next_offset < low else
+                       max(low, reader.segments.log_start_offset))
+            return 0
+        if not frames:
+            self._to_ring_or_segments(reader)
+            return 0
+        count = self._decode(reader, buf, frames)
+        self._to_ring_or_segments(reader)
+        return count
+
+    def _drop_deleted(self):
+        """Readers whose topic was deleted (the refresh unmapped their ring) leave the assignment;
+        returns an error Message naming them (as librdkafka reports a vanished partition), or None."""
+        gone = [key for key, r in self._readers.items() if r.ring.closed]
+        if not gone:
+            return None
+        self.incremental_unassign([TopicPartition(t, p) for t, p in gone])
+        names = ", ".join(f"{t}-{p}" for t, p in gone)
+        return Message(gone[0][0], gone[0][1], error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                                f"{names}: topic deleted; unassigned"))
+
+    def _decode_rest(self, reader, stop, n, added):
+        """Decode fetched frames[stop:n] (from a compressed or invalid batch on) after the C
+        decoder queued `added` records of the frames before them."""
+        frames = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[stop:n]]
+        try:
+            return self._decode(reader, self._buffer, frames)
+        except KafkaException:
+            if not added:   # records before the bad batch are returned first
+                raise
+            return 0
+
+    def _decode(self, reader, buf, frames):
+        topic, partition, wanted = reader.topic, reader.partition, reader.next_offset
+        pending = reader.pending
+        added = 0
+        for pos, base, count, nbytes in frames:
+            if base + count <= wanted:
+                continue
+            attributes = buf[pos + 21] << 8 | buf[pos + 22]
+            if attributes & layout.ATTR_CONTROL or buf[pos + 57:pos + 61] == b"\0\0\0\0":
+                wanted = max(wanted, base + count)
+                continue
+            try:
+                records, refs, bias = self._index(reader, buf, pos, nbytes, base, attributes)
+            except KafkaException:
+                # Stop in front of the bad batch: records before it are returned first, then
+                # every fetch raises here until the application seeks past it (as Kafka's client).
+                reader.next_offset = wanted
+                self._to_ring_or_segments(reader)
+                if added:
+                    return added
+                raise
+            ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & 0x08 else TIMESTAMP_CREATE_TIME
+            added += pending.fill(records, refs, len(refs), bias, topic, partition, ts_type, wanted, decode_headers)
+            wanted = base + count
+        reader.next_offset = wanted
+        return added
+
+    def _index(self, reader, buf, pos, nbytes, base, attributes):
+        """(buffer, record refs, bias): the batch at buf[pos:]; ref positions are relative to
+        buffer[bias:]. The refs may be this consumer's scratch array: use them at once."""
+        if attributes & layout.ATTR_COMPRESSION_MASK:
+            return self._inflate(reader, base, memoryview(buf)[pos:pos + nbytes]) + (0,)
+        count = (buf[pos + 57] << 24) | (buf[pos + 58] << 16) | (buf[pos + 59] << 8) | buf[pos + 60]
+        if count > len(self._refs):
+            self._refs = np.empty(min(count, nbytes), layout.RECORD_REF_DTYPE)
+        n = lib.shmlog_batch_index(ffi.from_buffer(buf) + pos, nbytes,
+                                   ffi.from_buffer("shmlog_record_ref[]", self._refs), len(self._refs),
+                                   self._check_crcs)
+        if n < 0:
+            raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt record batch at offset "
+                        f"{base} ({'CRC32C mismatch' if n == lib.SHMLOG_ECRC else 'invalid record framing'}); "
+                        f"seek to a later offset to skip it")
+        return buf, self._refs[:n], pos
+
+    def _inflate(self, reader, base, batch):
+        """A compressed batch's decompressed records section and its record refs (positions
+        relative to that section); KafkaException naming the batch."""
+        try:
+            return codec.decode_compressed_batch(batch, self._check_crcs)
+        except codec.CodecError as exc:
+            code = KafkaError._BAD_MSG if isinstance(exc, codec.ChecksumError) else KafkaError._BAD_COMPRESSION
+            raise error(code, f"{reader.topic}-{reader.partition}: corrupt compressed record batch at offset "
+                        f"{base}: {exc}; seek to a later offset to skip it") from None
+
+    def _next_message(self):
+        order = self._order
+        for i in range(len(order)):
+            reader = self._readers[order[(self._next + i) % len(order)]]
+            if reader.paused:
+                continue
+            if not reader.pending:
+                self._fetch(reader)
+            if reader.pending:
+                self._next = (self._next + i + 1) % len(order)
+                self._current, self._current_tp = reader.pending, (reader.topic, reader.partition)
+                return reader.pending.popleft()
+        return None
+
+    def _poll_slow(self, timeout=None):
+        self._check()
+        self._release_pins()
+        deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
+        while True:
+            if self._group is not None:
+                self._serve_needed = False
+                event = self._group.serve()   # rebalance callbacks, commit reports, group errors
+                if event is not None:
+                    return event
+            msg = self._next_message()
+            if msg is not None:
+                if self._auto_store:
+                    self._stored[(msg._topic, msg._partition)] = msg._offset + 1
+                return msg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._cluster.maybe_refresh()
+            gone = self._drop_deleted()
+            if gone is not None:
+                return gone
+            self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+            msg = self._fetch_solo()   # the common case after a wait, without the Python fetch path
+            if msg is not None:
+                return msg
+
+    def consume(self, num_messages=1, timeout=None):
+        self._check()
+        self._release_pins()
+        if num_messages < 1 or num_messages > 1000000:
+            raise ValueError("num_messages must be between 1 and 1000000")
+        deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
+        out = []
+        if self._group is not None:
+            self._serve_needed = False
+            event = self._group.serve()   # rebalance callbacks, commit reports, group errors
+            if event is not None:
+                return [event]
+        while len(out) < num_messages:
+            try:
+                msg = self._next_message()
+            except KafkaException:
+                if out:  # return what was read; the bad batch raises again on the next call
+                    break
+                raise
+            if msg is not None:
+                out.append(msg)
+                out.extend(self._current.take(num_messages - len(out)))   # the rest of this decoded run
+                if self._auto_store:
+                    self._stored[(msg._topic, msg._partition)] = out[-1]._offset + 1
+                continue
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0:
+                break
+            self._cluster.maybe_refresh()
+            gone = self._drop_deleted()
+            if gone is not None:
+                out.append(gone)
+                break
+            self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+            if self._group is not None:
+                event = self._group.serve()
+                if event is not None:
+                    out.append(event)
+                    break
+        return out
+
+    # ------------------------------------------------------------------ zero-copy batches
+
+    def consume_batch(self, max_records=65536, timeout=None):
+        """Records of one partition as a RecordBatchView whose values stay in shared memory.
+
+        Returns None when nothing arrives before the timeout. See RecordBatchView for how
+        long the view stays valid.
+        """
+        self._check()
+        self._release_pins()
+        deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
+        while True:
+            if self._group is not None:
+                event = self._group.serve()
+                if event is not None:
+                    raise KafkaException(event.error())
+            for key in self._order:
+                reader = self._readers[key]
+                if reader.paused or reader.pending:
+                    continue
+                view = self._view(reader, max_records)
+                if view is not None:
+                    if self._auto_store and len(view):
+                        self._stored[(view.topic, view.partition)] = int(view.offsets[-1]) + 1
+                    return view
+            if any(r.pending for r in self._readers.values()):
+                msgs = self.consume(max_records, 0)
+                return self._view_of_messages(msgs)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._cluster.maybe_refresh()
+            gone = self._drop_deleted()
+            if gone is not None:
+                raise KafkaException(gone.error())
+            self._wait.wait([r for r in self._readers.values() if not r.paused], remaining)
+
+    def _view(self, reader, max_records):
+        if reader.next_offset < reader.ring.log_start_offset:
+            self._seek(reader, reader.next_offset)  # as _fetch: retention or delete_records passed us
+        if not reader.on_ring:
+            return self._view_of_messages(self._collect(reader, max_records))
+        ring = reader.ring
+        pin = self._pins.get(ring)
+        if pin is None:
+            pin = self._pins[ring] = ring.acquire_pin()
+        self._pins_held = True
+        if not ring.set_pin(pin, reader.cursor.position):
+            # Those bytes may be reused before the caller is done with them: hand out copies.
+            return self._view_of_messages(self._collect(reader, max_records))
+        start = (reader.cursor.position, reader.cursor.next_offset)
+        n = ring.fetch(reader.cursor, ffi.NULL, 0, self._frames, MAX_FRAMES_PER_FETCH, self._check_crcs)
+        if n <= 0:
+            ring.set_pin(pin, _UINT64_MAX)
+            if n == lib.SHMLOG_EOVERWRITTEN:
+                self._to_ring_or_segments(reader)
+            elif ring.end()[0] > reader.cursor.position:
+                ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
+            return None
+        base_ptr = ffi.cast("uint8_t *", ring.mapping.ptr)
+        frames = self._frames[0:n]
+        columns = _new_columns(min(sum(f.record_count for f in frames), max_records + frames[n - 1].record_count))
+        total = 0
+        wanted = reader.next_offset
+        consumed_frames = 0
+        for f in frames:
+            if total >= max_records:
+                break
+            consumed_frames += 1
+            batch = base_ptr + f.map_pos
+            attributes = batch[21] << 8 | batch[22]
+            if f.base_offset + f.record_count <= wanted or attributes & layout.ATTR_CONTROL:
+                wanted = max(wanted, f.base_offset + f.record_count)
+                continue
+            if attributes & layout.ATTR_COMPRESSION_MASK:
+                if total:
+                    consumed_frames -= 1  # hand out the in-place records first; this batch comes next
+                    break
+                # A compressed batch cannot be viewed in place: decompress it (still pinned, so the
+                # bytes cannot be reused meanwhile) and hand out a view of the decompressed copy.
+                reader.next_offset = wanted
+                try:
+                    records, refs = self._inflate(reader, f.base_offset,
+                                                  ring.mapping.view()[f.map_pos:f.map_pos + f.batch_bytes])
+                    reader.next_offset = f.base_offset + f.record_count
+                finally:
+                    ring.set_pin(pin, _UINT64_MAX)
+                    self._to_ring_or_segments(reader)
+                view = RecordBatchView.from_refs(reader.topic, reader.partition, records, refs, False,
+                                                 first_offset=wanted)
+                return view if len(view) else None
+            if f.record_count > len(self._refs):
+                self._refs = np.empty(f.record_count, layout.RECORD_REF_DTYPE)
+            k = lib.shmlog_batch_index(batch, f.batch_bytes, ffi.from_buffer("shmlog_record_ref[]", self._refs),
+                                       len(self._refs), self._check_crcs)
+            if k < 0:
+                raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt batch at "
+                            f"offset {f.base_offset}")
+            total = _fast.index_columns(self._refs, k, f.map_pos, wanted, total, *columns)
+            wanted = f.base_offset + f.record_count
+        # Frames we did not consume are fetched again next time: rewind to the first one.
+        if consumed_frames < n:
+            reader.cursor.position = self._frames[consumed_frames].map_pos - ring.data_offset \
+                - layout.FRAME_PREFIX_BYTES + (start[0] - (start[0] % ring.capacity_bytes))
+            if reader.cursor.position < start[0]:
+                reader.cursor.position += ring.capacity_bytes
+            reader.cursor.next_offset = self._frames[consumed_frames].base_offset
+        reader.next_offset = wanted
+        if not total:
+            ring.set_pin(pin, _UINT64_MAX)
+            return None
+        return RecordBatchView(reader.topic, reader.partition, ring.mapping.view(), [c[:total] for c in columns],
+                               True)
+
+    def _collect(self, reader, max_records):
+        out = list(reader.pending)[:max_records]
+        for _ in out:
+            reader.pending.popleft()
+        if not out:
+            self._fetch(reader)
+            out = [reader.pending.popleft() for _ in range(min(max_records, len(reader.pending)))]
+        return out
+
+    def _view_of_messages(self, msgs):
+        if not msgs:
+            return None
+        blob = bytearray()
+        refs = np.zeros(len(msgs), layout.RECORD_REF_DTYPE)
+        for i, m in enumerate(msgs):
+            refs[i]["offset"], refs[i]["timestamp"] = m.offset(), m.timestamp()[1]
+            for name, data in (("key", m.key()), ("value", m.value())):
+                refs[i][name + "_pos"] = len(blob)
+                refs[i][name + "_len"] = -1 if data is None else len(data)
+                blob += data or b""
+        return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
+
+    def _release_pins(self):
+        if self._pins_held:
+            for ring, pin in self._pins.items():
+                ring.set_pin(pin, _UINT64_MAX)
+            self._pins_held = False
+
+    # ------------------------------------------------------------------ committed offsets (shmlog/groups.py)
+
+    def commit(self, message=None, offsets=None, asynchronous=True):
+        """Commit message.offset()+1, the given TopicPartitions, or (neither) the stored offsets.
+        Synchronous: returns the committed TopicPartitions or raises KafkaException (e.g.
+        ILLEGAL_GENERATION when the group moved on); asynchronous: on_commit hears in poll()."""
+        self._check()
+        return self._group_only("commit").commit(message, offsets, asynchronous)
+
+    def committed(self, partitions, timeout=None):
+        self._check()
+        return self._group_only("committed").committed(partitions, timeout)
+
+    def store_offsets(self, message=None, offsets=None):
+        self._check()
+        self._group_only("store_offsets").store_offsets(message, offsets)
+
+    def offsets_for_times(self, partitions, timeout=None):
+        """TopicPartitions whose offset is a timestamp (ms) -> the same with the earliest offset
+        whose record timestamp is >= it, or OFFSET_END (-1) when every record is older.
+
+        As Kafka: records below the log start offset do not count; the time index of each
+        segment narrows the search, and records not yet on disk are searched in the ring.
+        """
+        from shmlog.log.segment import offset_for_time
+        self._check()
+        out = []
+        for tp in partitions:
+            info = self._cluster.topic(tp.topic)
+            if not 0 <= tp.partition < info["partitions"]:
+                raise error(KafkaError._UNKNOWN_PARTITION, f"{tp.topic}-{tp.partition}: topic has "
+                            f"{info['partitions']} partitions")
+            pdir = partition_dir(info["log_dirs"][tp.partition], tp.topic, tp.partition)
+            offset = offset_for_time(pdir, self._cluster.ring(tp.topic, tp.partition), tp.offset)
+            out.append(TopicPartition(tp.topic, tp.partition, offset))
+        return out
+
+    def list_topics(self, topic=None, timeout=-1):
+        from shmlog.client.admin import cluster_metadata
+        self._cluster.refresh()
+        return cluster_metadata(self._cluster.meta, topic)
+
+    def close(self):
+        """Leave the group (on_revoke, then a final commit with enable.auto.commit) and let go."""
+        if self._closed:
+            return
+        try:
+            if self._group is not None:
+                self._group.close()
+        finally:
+            self._closed = True
+            self._stop_serving()
+            self._set_solo(None)
+            for ring, pin in self._pins.items():
+                ring.release_pin(pin)
+            self._pins.clear()
+            self._wait.close()
+            self._readers.clear()
+            self._cluster.close()

@@ -1,0 +1,42 @@
+"""Partitioners: Kafka's Java default (murmur2) and librdkafka's named choices."""
+import random
+import zlib
+
+from shmlog._native import lib
+
+
+def murmur2(key):
+    return lib.shmlog_murmur2(key, len(key))
+
+
+def murmur2_partition(key, partitions):
+    """Kafka's Java default partitioner: toPositive(murmur2(key)) % partitions."""
+    return (lib.shmlog_murmur2(key, len(key)) & 0x7FFFFFFF) % partitions
+
+
+def consistent_partition(key, partitions):
+    return (zlib.crc32(key) & 0xFFFFFFFF) % partitions
+
+
+def fnv1a_partition(key, partitions):
+    return (lib.shmlog_fnv1a(key, len(key)) & 0x7FFFFFFF) % partitions
+
+
+def random_partition(_key, partitions):
+    return random.randrange(partitions)
+
+
+_KEYED = {
+    "murmur2": murmur2_partition, "murmur2_random": murmur2_partition,
+    "consistent": consistent_partition, "consistent_random": consistent_partition,
+    "fnv1a": fnv1a_partition, "fnv1a_random": fnv1a_partition,
+    "random": random_partition,
+}
+
+# Partitioners whose name ends in _random send null keys to a random (sticky) partition;
+# the others hash the empty key, as librdkafka does.
+NULL_KEY_IS_RANDOM = {"murmur2_random", "consistent_random", "fnv1a_random", "random"}
+
+
+def keyed(name):
+    return _KEYED[name]

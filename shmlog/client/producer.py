@@ -1,0 +1,455 @@
+"""Producer: confluent-kafka's API over partition rings.
+
+Records are batched per partition (batch.size, batch.num.messages, linger.ms) and a
+batch is appended to the ring in one C call: claim, copy, CRC32C, publish. Delivery
+reports are served by poll()/flush() as in confluent-kafka: with acks=0/1 once the batch
+is in the ring, with acks=all once the persister has fsynced it.
+"""
+import collections
+import threading
+import time
+
+import numpy as np
+
+from shmlog._native import _fast, ffi, layout, lib
+from shmlog._native import address as _address
+from shmlog.client.cluster import connect
+from shmlog.client.partitioner import NULL_KEY_IS_RANDOM, keyed, random_partition
+from shmlog.config import parse_producer_config
+from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.log.batch import RECORD_OVERHEAD_BYTES, RecordsBuilder
+from shmlog.log.batch import encode_headers as encode_record_headers
+from shmlog.log.codec import NONE, codec_id, compress_records
+
+
+def _to_bytes(value, what):
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}")
+
+
+def encode_headers(headers):
+    items = headers.items() if isinstance(headers, dict) else headers
+    return encode_record_headers([(_to_bytes(k, "header key"), _to_bytes(v, "header value")) for k, v in items])
+
+
+class _Batch(RecordsBuilder):
+    """A partition's open batch: its records plus what delivery reports need."""
+    __slots__ = ("callbacks", "raw_headers", "created")
+
+    def __init__(self):
+        super().__init__()
+        self.callbacks, self.raw_headers = [], []
+        self.created = time.monotonic()
+
+    def add(self, key, value, timestamp, headers, callback, size):
+        n = len(self.callbacks)
+        self.callbacks.append(callback)
+        if headers is not None:
+            if self.headers is None:
+                self.raw_headers = [None] * n
+            self.raw_headers.append(list(headers.items()) if isinstance(headers, dict) else list(headers))
+        elif self.headers is not None:
+            self.raw_headers.append(None)
+        super().add(key, value, timestamp, None if headers is None else encode_headers(headers), size)
+
+
+_FAST_PARTITIONERS = {"murmur2", "murmur2_random"}
+
+
+class Producer(_fast.ProducerCore):
+    """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`.
+
+    produce() is ProducerCore.produce (shmlog/_fast.c): bytes keys and values without headers
+    are partitioned, encoded into the partition's open batch and, when the batch closes,
+    appended to the ring without leaving C. Everything else comes here, to _produce_slow.
+    """
+
+    def __init__(self, conf=None, **kwargs):
+        conf = dict(conf or {})
+        conf.update(kwargs)
+        self._cfg = cfg = parse_producer_config(conf)
+        self._acks = cfg.acks
+        self._linger_s = cfg.linger_ms / 1000.0
+        self._batch_bytes = cfg.batch_size
+        self._max_block_ms = cfg.max_block_ms
+        self._max_queued = cfg.queue_buffering_max_messages
+        self._max_queued_bytes = min(cfg.queue_buffering_max_kbytes * 1024, cfg.buffer_memory)
+        self._record_limit = min(cfg.max_request_size, cfg.message_max_bytes)
+        self._on_delivery = cfg.on_delivery
+        self._partitioner = keyed(cfg.partitioner)
+        self._codec = codec_id(cfg.compression_type)      # batches are compressed per batch, Kafka's framing
+        self._codec_level = cfg.compression_level
+        self._null_key_random = cfg.partitioner in NULL_KEY_IS_RANDOM
+        self._cluster = connect(cfg, "producer")
+        self._route_info = {}
+        self._slots = {}
+        self._reports = collections.deque()   # (batch, error) awaiting poll()
+        self._durable = collections.deque()   # (ring, last_offset, batch) awaiting fsync (acks=all)
+        self._closed = False
+        self._wake = threading.Event()
+        self._linger_thread = None
+        if self._linger_s > 0:
+            self._linger_thread = threading.Thread(target=self._linger_loop, name="shmlog-linger", daemon=True)
+        doorbell = self._cluster.doorbell
+        self._configure(self._on_delivery, self._wake.set if self._linger_thread else None,
+                        _address(ffi.addressof(doorbell.header, "metadata_epoch")), _address(doorbell.ptr),
+                        cfg.partitioner in _FAST_PARTITIONERS, self._null_key_random, self._linger_s <= 0,
+                        self._acks, self._codec != NONE, cfg.batch_num_messages, self._max_queued,
+                        self._max_queued_bytes, self._max_block_ms)
+        if self._linger_thread is not None:
+            self._linger_thread.start()
+
+    # ------------------------------------------------------------------ produce
+
+    def _produce_slow(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
+                      headers=None, callback=None):
+        """produce() off the C fast path: conversions, headers, other partitioners, new
+        topics, a full local queue; the same rules, then the same batches (_add)."""
+        self._cluster.check_fork("Producer")
+        if value is not None and type(value) is not bytes:
+            value = _to_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = _to_bytes(key, "key")
+        callback = on_delivery or callback or self._on_delivery
+        size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES
+        encoded_headers = raw_headers = None
+        if headers:
+            raw_headers = list(headers.items()) if isinstance(headers, dict) else list(headers)
+            size += sum(len(_to_bytes(k, "header key")) + len(_to_bytes(v, "header value") or b"")
+                        for k, v in raw_headers)
+            encoded_headers = encode_headers(raw_headers)
+        route = self._route(topic)
+        if size > route.record_limit:
+            self._check_size(topic, self._route_info[topic], size)
+        if partition < 0:
+            partition = self._choose_partition(route, key)
+        elif partition >= route.partitions:
+            raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has {route.partitions} partitions")
+        timestamp = timestamp or time.time_ns() // 1_000_000
+        if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+            self._make_room(size)
+        self._add(route, partition, key, value, timestamp, encoded_headers, raw_headers, callback, size)
+
+    def _route(self, topic):
+        """What produce() needs of a topic (a _fast.Route), cached until the broker's metadata
+        epoch moves; then open batches are appended first, while their rings are surely mapped."""
+        if not self._routes_current():
+            self._reset_routes()
+            self._route_info.clear()
+        route = self._routes.get(topic)
+        if route is None:
+            info = self._cluster.topic(topic, auto_create=True)
+            config = info["config"]
+            rings = [self._cluster.ring(topic, p) for p in range(info["partitions"])]
+            route = _fast.Route(
+                topic, info["partitions"],
+                min(self._record_limit, config["max.message.bytes"] - layout.BATCH_HEADER_BYTES,
+                    config["ring.bytes"] - layout.BATCH_HEADER_BYTES - layout.FRAME_PREFIX_BYTES - layout.FRAME_ALIGN),
+                # A batch never outgrows a quarter of the ring, so a small ring still takes whole batches.
+                min(self._batch_bytes, config["ring.bytes"] // 4),
+                rings, [_address(ring.map) for ring in rings], [self._slot(ring) for ring in rings])
+            self._routes[topic] = route
+            self._route_info[topic] = info
+        return route
+
+    def _make_room(self, size):
+        self._close_batches(True, 0.0)
+        self._collect_durable(0)
+        if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+            raise BufferError(f"local queue full: {self._queued_records} records / {self._queued_bytes} "
+                              f"bytes await delivery (queue.buffering.max.messages={self._max_queued}, "
+                              f"buffer.memory/queue.buffering.max.kbytes); call poll() to serve reports")
+
+    def _check_size(self, topic, info, size):
+        limits = (("max.request.size/message.max.bytes (producer)", self._record_limit),
+                  ("max.message.bytes (topic; defaults to the broker's message.max.bytes)",
+                   info["config"]["max.message.bytes"] - layout.BATCH_HEADER_BYTES))
+        for name, limit in limits:
+            if size > limit:
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                     f"record of {size} bytes for topic {topic!r} exceeds {name}={limit}"))
+        ring_bytes = info["config"]["ring.bytes"]
+        if size + layout.BATCH_HEADER_BYTES + layout.FRAME_PREFIX_BYTES + layout.FRAME_ALIGN > ring_bytes:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                 f"record of {size} bytes can never fit topic {topic!r}'s partition ring of "
+                                 f"{ring_bytes} bytes: create the topic with a larger ring.bytes"))
+
+    def _choose_partition(self, route, key):
+        if key is None and self._null_key_random:
+            if route.sticky < 0:
+                route.sticky = random_partition(None, route.partitions)
+            return route.sticky
+        return self._partitioner(key if key is not None else b"", route.partitions)
+
+    # ------------------------------------------------------------------ sending (called from _fast.c)
+
+    def _slot(self, ring):
+        slot = self._slots.get(ring)
+        if slot is None:
+            slot = self._slots[ring] = ring.acquire_producer_slot()
+        return slot
+
+    def _send_python(self, batch):
+        """Append a batch that needs Python first (compression); the C core holds the send lock."""
+        ring = batch.route.rings[batch.partition]
+        err = None
+        try:
+            records, attributes = compress_records(memoryview(batch), self._codec, self._codec_level)
+            batch.base_offset = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch),
+                                            batch.base_timestamp, batch.max_timestamp, self._max_block_ms,
+                                            self._cluster.doorbell.ptr, attributes)
+            if self._acks == -1:
+                lib.shmlog_ring_request_flush(ring.map, batch.base_offset + len(batch))
+        except KafkaException as exc:
+            err = exc.args[0]
+        self._sent(batch, err)
+
+    def _after_send(self, batch):
+        """A batch the C core appended (or failed to) that needs reports, an fsync or an error."""
+        err = None
+        if batch.status < 0:
+            ring = batch.route.rings[batch.partition]
+            try:
+                ring._append_failed(batch.status, batch.records_bytes, self._max_block_ms)
+            except KafkaException as exc:
+                err = exc.args[0]
+        self._sent(batch, err)
+
+    def _sent(self, batch, err):
+        if err is None and self._acks == -1:
+            self._durable.append((batch.route.rings[batch.partition], batch.base_offset + len(batch) - 1, batch))
+        else:
+            self._deliver(batch, err)
+
+    def _deliver(self, batch, err):
+        """Queue a batch's delivery reports for poll(); a batch nobody asked reports for is
+        delivered at once (as librdkafka frees messages without a dr_cb), so len() drops
+        without poll()."""
+        if err is None and not batch.reports:
+            self._release_queued(len(batch), batch.size_bytes)
+        else:
+            self._reports.append((batch, err))
+
+    def _linger_loop(self):
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            while not self._closed:
+                due_s = self._close_batches(False, self._linger_s)
+                if due_s is None:
+                    break
+                time.sleep(min(due_s, self._linger_s))
+
+    # ------------------------------------------------------------------ reports
+
+    def _collect_durable(self, timeout_s):
+        """Move acks=all batches whose offsets are fsynced to the report queue; a batch not
+        durable within message.timeout.ms of its creation is reported as timed out."""
+        deadline = time.monotonic() + max(timeout_s, 0)
+        message_timeout_s = self._cfg.message_timeout_ms / 1000.0
+        while self._durable:
+            ring, last, batch = self._durable[0]
+            if ring.closed:
+                self._fail_durable(batch, KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART, f"{batch.topic}-{batch.partition}: the topic was deleted before "
+                    f"offsets {batch.base_offset}..{last} were fsynced"))
+                continue
+            if ring.flushed_offset <= last:
+                expires = batch.created + message_timeout_s
+                remaining = min(deadline, expires) - time.monotonic()
+                rc = lib.SHMLOG_EAGAIN
+                if remaining > 0:
+                    rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(remaining * 1e9), self._cluster.doorbell.ptr)
+                where = f"{batch.topic}-{batch.partition}"
+                if rc == lib.SHMLOG_ECORRUPT:
+                    self._fail_durable(batch, KafkaError(
+                        KafkaError.KAFKA_STORAGE_ERROR, f"{where}: the persister cannot write to disk "
+                        f"(errno {ring.header.persist.storage_error}); records are safe in the ring but not durable",
+                        retriable=True))
+                    continue
+                if rc != 0:
+                    if time.monotonic() < expires:
+                        return
+                    self._fail_durable(batch, KafkaError(
+                        KafkaError._MSG_TIMED_OUT, f"{where}: offsets {batch.base_offset}..{last} were not fsynced "
+                        f"within message.timeout.ms={self._cfg.message_timeout_ms} (persister stalled?)"))
+                    continue
+            self._durable.popleft()
+            self._deliver(batch, None)
+
+    def _fail_durable(self, batch, err):
+        self._durable.popleft()
+        self._reports.append((batch, err))
+
+    def _serve_reports(self):
+        served = 0
+        while self._reports:
+            batch, err = self._reports.popleft()
+            self._release_queued(len(batch), batch.size_bytes)
+            served += _fast.serve_reports(batch, err)   # callback(err, Message) per record that asked
+        return served
+
+    def poll(self, timeout=None):
+        self._cluster.check_fork("Producer")
+        timeout_s = -1 if timeout is None else timeout
+        if timeout_s is not None and timeout_s < 0:
+            timeout_s = 3600.0 * 24
+        self._close_batches(False, self._linger_s)
+        self._collect_durable(0 if self._reports else timeout_s)
+        return self._serve_reports()
+
+    def flush(self, timeout=None):
+        self._cluster.check_fork("Producer")
+        deadline = time.monotonic() + (3600.0 * 24 if timeout is None or timeout < 0 else timeout)
+        self._close_batches(True, 0.0)
+        while True:
+            self._collect_durable(deadline - time.monotonic())
+            self._serve_reports()
+            if not self._durable or time.monotonic() >= deadline:
+                return len(self)
+
+    def __len__(self):
+        return self._queued_records
+
+    def __bool__(self):
+        return True
+
+    # ------------------------------------------------------------------ batch API
+
+    def produce_batch(self, topic, values, keys=None, partition=-1, timestamp=0):
+        """Append many records at once, bypassing linger; returns [(partition, base_offset, count)].
+
+        `values` is a list of bytes, or a NumPy array whose first axis indexes records
+        (each record is the raw bytes of one row: fixed size, copied once into the ring).
+        With acks=all it returns once the records are fsynced. Raises KafkaException on failure.
+        """
+        self._cluster.check_fork("Producer")
+        route = self._route(topic)
+        info = self._route_info[topic]
+        timestamp = timestamp or time.time_ns() // 1_000_000
+        if isinstance(values, np.ndarray):
+            if keys is not None:
+                raise TypeError("keys are not supported with a NumPy values array; pass lists instead")
+            rows = np.ascontiguousarray(values).reshape(len(values), -1).view(np.uint8)
+            row_bytes = rows.shape[1] if rows.ndim == 2 else 0
+            self._check_size(topic, info, row_bytes + RECORD_OVERHEAD_BYTES)
+            p = partition if partition >= 0 else self._choose_partition(route, None)
+            return self._append_fixed(route.rings[p], p, rows, row_bytes, timestamp)
+        by_partition = {}
+        for i, value in enumerate(values):
+            key = _to_bytes(keys[i], "key") if keys is not None else None
+            p = partition if partition >= 0 else self._choose_partition(route, key)
+            by_partition.setdefault(p, []).append((key, _to_bytes(value, "value")))
+        results = []
+        for p, items in by_partition.items():
+            batch = None
+            for key, value in items:
+                size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES
+                self._check_size(topic, info, size)
+                if batch is not None and (batch.bytes + size > self._record_limit or len(batch) >= 1 << 20):
+                    results.append(self._append_now(route.rings[p], p, batch))
+                    batch = None
+                if batch is None:
+                    batch = _Batch()
+                batch.add(key, value, timestamp, None, None, size)
+            if batch is not None:
+                results.append(self._append_now(route.rings[p], p, batch))
+        return results
+
+    def _append_now(self, ring, partition, batch):
+        base = self._locked(self._append_batch, ring, batch)
+        self._wait_durable(ring, base + len(batch) - 1)
+        return partition, base, len(batch)
+
+    def _append_batch(self, ring, batch):
+        """Append a produce_batch() _Batch; returns its base offset. Uncompressed batches are
+        encoded straight into the claimed frame, compressed ones staged and compressed first."""
+        if self._codec == NONE:
+            args, base_ts, max_ts = batch.encoder_args()
+            return ring.append_records(self._slot(ring), args, base_ts, max_ts, self._max_block_ms,
+                                       self._cluster.doorbell.ptr)
+        records, base_ts, max_ts = batch.encode()
+        records, attributes = compress_records(records, self._codec, self._codec_level)
+        return ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts, max_ts,
+                           self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+
+    def _append_fixed(self, ring, partition, rows, row_bytes, timestamp):
+        stride = row_bytes + layout.FIXED_RECORD_OVERHEAD_BYTES
+        per_batch = max(1, min(self._record_limit // stride, (ring.capacity_bytes // 2) // stride, 1 << 20))
+        results = []
+        src = ffi.from_buffer(rows) if rows.size else ffi.NULL
+        for start in range(0, len(rows), per_batch):
+            count = min(per_batch, len(rows) - start)
+            values = src + start * row_bytes if rows.size else ffi.NULL
+            if self._codec == NONE:
+                base = self._locked(ring.append_fixed, self._slot(ring), count, values, row_bytes, timestamp,
+                                    self._max_block_ms, self._cluster.doorbell.ptr)
+            else:
+                records = bytearray(stride * count)
+                lib.shmlog_records_encode_fixed(ffi.from_buffer(records), len(records), count, values, row_bytes)
+                records, attributes = compress_records(records, self._codec, self._codec_level)
+                base = self._locked(ring.append, self._slot(ring), ffi.from_buffer(records), len(records), count,
+                                    timestamp, timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+            results.append((partition, base, count))
+        if results:
+            self._wait_durable(ring, results[-1][1] + results[-1][2] - 1)
+        return results
+
+    def _wait_durable(self, ring, last_offset):
+        if self._acks != -1:
+            return
+        rc = lib.shmlog_ring_wait_flushed(ring.map, last_offset, int(self._cfg.message_timeout_ms * 1e6),
+                                          self._cluster.doorbell.ptr)
+        if rc != 0:
+            raise error(KafkaError.KAFKA_STORAGE_ERROR if rc == lib.SHMLOG_ECORRUPT else KafkaError._MSG_TIMED_OUT,
+                        f"{ring.where()}: offset {last_offset} was not fsynced within message.timeout.ms")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def purge(self, in_queue=True, in_flight=True, blocking=True):
+        for batch in self._purge():
+            self._reports.append((batch, KafkaError(KafkaError._PURGE_QUEUE, "purged")))
+
+    def list_topics(self, topic=None, timeout=-1):
+        from shmlog.client.admin import cluster_metadata
+        self._reset_routes()   # a refresh may unmap rings of changed topics: append their open batches first
+        self._route_info.clear()
+        self._cluster.refresh()
+        return cluster_metadata(self._cluster.meta, topic)
+
+    def close(self, timeout=None):
+        if self._closed:
+            return
+        self.flush(timeout)
+        self._closed = True
+        self._wake.set()
+        self._locked(self._release_slots)
+        self._routes.clear()
+        self._cluster.close()
+
+    def _release_slots(self):
+        for ring, slot in self._slots.items():
+            ring.release_producer_slot(slot)
+        self._slots.clear()
+
+    def __del__(self):
+        try:
+            if not self._closed and self._cluster.pid == __import__("os").getpid():
+                self._closed = True
+                self._wake.set()
+                for ring, slot in self._slots.items():
+                    ring.release_producer_slot(slot)
+        except Exception:
+            pass
+
+    # transactions arrive with the exactly-once work; say so rather than pretend
+    def _no_transactions(self, *args, **kwargs):
+        raise error(KafkaError._NOT_IMPLEMENTED, "transactions are not supported by this shmlog version")
+
+    init_transactions = begin_transaction = commit_transaction = abort_transaction = _no_transactions
+    send_offsets_to_transaction = _no_transactions
