@@ -3,7 +3,7 @@
 Every test that starts a broker gets a data dir under pytest's tmp_path, so its
 shared-memory namespace is its own and xdist workers never collide.
 """
-import signal
+import os
 
 import psutil
 import pytest
@@ -23,16 +23,38 @@ def data_dir(tmp_path):
     assert not leftovers, f"shared memory left behind: {leftovers}"
 
 
+BROKER_MODULES = ("shmlog.broker.supervisor", "shmlog.broker.persister")
+
+
+def broker_processes(data_dir):
+    """The live supervisor and persister of data_dir, known by what they run and for which data
+    dir (`python -m shmlog.broker.<process> <data_dir>`), never by a word that a path may hold."""
+    real = os.path.realpath(data_dir)
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and "-m" in cmd and real in cmd[cmd.index("-m"):] \
+                and any(m in cmd for m in BROKER_MODULES):
+            found.append(proc)
+    return found
+
+
+def stop_leftover_broker(data_dir):
+    """Kill and report what a stopped broker of data_dir left running (nothing, if all is well)."""
+    left = broker_processes(data_dir)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not left, f"broker processes left behind: {[p.info['cmdline'] for p in left]}"
+
+
 @pytest.fixture
 def broker(data_dir):
     with shmlog.Broker(data_dir) as b:
         yield b
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        if "shmlog" in " ".join(child.cmdline()):
-            child.send_signal(signal.SIGKILL)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                and "shmlog" in " ".join(c.cmdline())], "broker processes left behind"
+    stop_leftover_broker(data_dir)
 
 
 @pytest.fixture

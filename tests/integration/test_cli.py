@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from shmlog._native import shm
+from tests.conftest import broker_processes
 
 REPO = Path(__file__).resolve().parents[2]
 RING = "ring.bytes=1048576"  # 1 MiB rings keep /dev/shm small
@@ -46,18 +47,6 @@ def ok(result):
 
 def leftovers(data_dir):
     return shm.names_in_namespace(shm.namespace(data_dir))
-
-
-def broker_processes(data_dir):
-    """Live supervisor and persister processes of data_dir (zombies awaiting their reaper excluded)."""
-    real = os.path.realpath(data_dir)
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmd = proc.info["cmdline"] or []
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and real in cmd and \
-                any(m in cmd for m in ("shmlog.broker.supervisor", "shmlog.broker.persister")):
-            found.append(proc)
-    return found
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import shmlog.broker.launcher
 from shmlog import KafkaError, KafkaException, TopicPartition
 from shmlog.client.admin import ConsumerGroupState, ConsumerGroupTopicPartitions
 from shmlog.control import Control
-from tests.conftest import create_topic
+from tests.conftest import create_topic, stop_leftover_broker
 
 SPAWN = multiprocessing.get_context("spawn")
 DEADLINE_S = 20.0
@@ -37,11 +37,7 @@ DEADLINE_S = 20.0
 def broker(data_dir):
     with shmlog.Broker(data_dir, group_initial_rebalance_delay_ms=0, group_min_session_timeout_ms=50) as b:
         yield b
-    left = [c for c in psutil.Process().children(recursive=True)
-            if c.is_running() and c.status() != psutil.STATUS_ZOMBIE and "shmlog" in " ".join(c.cmdline())]
-    for c in left:
-        c.kill()
-    assert not left, "broker processes left behind"
+    stop_leftover_broker(data_dir)
 
 
 def group_conf(conf, group="g", callbacks=None, **extra):
