@@ -14,14 +14,18 @@ carry out:
                          the write fails, the caller answers request `ref` with an error
                          instead of the Reply that follows.
 
-The supervisor (shmlog/groups.py, GroupService) owns the sockets, the clock and the log;
-tests/unit/test_coordinator.py drives this module with plain method calls.
+Timers are inputs too: `next_deadline()` says when `tick(now)` next has something to do,
+and the caller calls it then (no polling period).
+
+The supervisor (shmlog/broker/group_service.py, GroupService) owns the sockets, the clock and
+the log; tests/unit/test_coordinator.py drives this module with plain method calls.
 
 Group states and the events that move between them are data (TRANSITIONS, Kafka's own
-state names); `_transition` refuses anything not in the table. The assignors (`range`,
-`roundrobin`, `cooperative-sticky`) are pure functions at the end of the module and run
-here, in the coordinator, rather than in a leader member as classic Kafka does: the
-coordinator has the topic metadata at hand, and a rebalance needs one round trip fewer.
+state names). Every state change goes through `_transition`, which refuses anything not in
+the table; a group is only ever created Empty and only ever dropped once Dead. The assignors
+(shmlog/broker/assignors/) are pure functions the coordinator runs, rather than a leader
+member as classic Kafka does: the coordinator has the topic metadata at hand, and a
+rebalance needs one round trip fewer.
 """
 import json
 import re
@@ -29,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from shmlog.broker.assignors import ASSIGNOR_FUNCTIONS, withhold_owned_elsewhere
 from shmlog.config import COOPERATIVE_ASSIGNORS, EAGER_ASSIGNORS
 from shmlog.errors import KafkaError
 
@@ -67,9 +72,7 @@ TRANSITIONS = {
 }
 
 STATES = (EMPTY, PREPARING_REBALANCE, COMPLETING_REBALANCE, STABLE, DEAD)
-EAGER = EAGER_ASSIGNORS
-COOPERATIVE = COOPERATIVE_ASSIGNORS
-ASSIGNORS = EAGER + COOPERATIVE
+ASSIGNORS = EAGER_ASSIGNORS + COOPERATIVE_ASSIGNORS
 
 
 class InvalidTransition(Exception):
@@ -354,12 +357,16 @@ class Coordinator:
         return effects
 
     def next_deadline(self):
-        """The earliest `now` at which tick() has something to do (None if nothing is timed)."""
+        """The earliest `now` at which tick() has something to do (None if nothing is timed):
+        the end of a join phase, a session that runs out, offsets of an empty group that expire.
+        Each time is the first millisecond at which tick()'s own test for it holds."""
         times = []
         for g in self.groups.values():
             if g.state == PREPARING_REBALANCE:
                 times.append(g.join_deadline)
             times += [m.last_seen + m.session_timeout + 1 for m in g.members.values() if m.join_ref is None]
+            if g.state == EMPTY and g.offsets:
+                times.append(g.empty_since + self.offsets_retention + 1)
         return min(times) if times else None
 
     def topics_changed(self, topics, now):
@@ -583,7 +590,7 @@ class Coordinator:
         subscribed = {m.member_id: self._topics_of(m) for m in g.members.values()}
         targets = ASSIGNOR_FUNCTIONS[g.protocol](
             [(m.member_id, m.sort_key, subscribed[m.member_id], m.owned) for m in g.members.values()], g.view)
-        if g.protocol in COOPERATIVE:
+        if g.protocol in COOPERATIVE_ASSIGNORS:
             targets = withhold_owned_elsewhere(targets, {m.member_id: m.owned for m in g.members.values()})
         self._transition(g, "join_complete")
         for m in g.members.values():
@@ -635,100 +642,6 @@ class Coordinator:
         for m in g.members.values():
             topics |= self._topics_of(m)
         return {t: self.topics[t] for t in sorted(topics)}
-
-
-# ---------------------------------------------------------------------------- assignors
-#
-# Each takes members as [(member_id, sort_key, subscribed topics, owned {(t, p)})] and the
-# partitions as {topic: count}; returns {member_id: sorted [(topic, partition)]}.
-
-def range_assignor(members, partitions):
-    """Kafka's RangeAssignor: per topic, consecutive ranges; the first members get one extra."""
-    out = {mid: [] for mid, *_ in members}
-    for topic in sorted(partitions):
-        subs = sorted((m for m in members if topic in m[2]), key=lambda m: m[1])
-        if not subs:
-            continue
-        per, extra = divmod(partitions[topic], len(subs))
-        start = 0
-        for i, (mid, *_) in enumerate(subs):
-            count = per + (1 if i < extra else 0)
-            out[mid] += [(topic, p) for p in range(start, start + count)]
-            start += count
-    return {mid: sorted(tps) for mid, tps in out.items()}
-
-
-def roundrobin_assignor(members, partitions):
-    """Kafka's RoundRobinAssignor: all partitions in (topic, partition) order dealt to the
-    members in order, skipping members not subscribed to the partition's topic."""
-    ordered = sorted(members, key=lambda m: m[1])
-    out = {mid: [] for mid, *_ in members}
-    i = 0
-    for topic in sorted(partitions):
-        for p in range(partitions[topic]):
-            for k in range(len(ordered)):
-                mid, _, topics, _ = ordered[(i + k) % len(ordered)]
-                if topic in topics:
-                    out[mid].append((topic, p))
-                    i = (i + k + 1) % len(ordered)
-                    break
-    return {mid: sorted(tps) for mid, tps in out.items()}
-
-
-def sticky_assignor(members, partitions):
-    """Balanced and sticky: members keep what they own where they still may, unowned
-    partitions go to the least loaded eligible member, then single partitions move from
-    the most to the least loaded member until no eligible pair differs by more than one."""
-    ordered = sorted(members, key=lambda m: m[1])
-    topics_of = {mid: topics for mid, _, topics, _ in ordered}
-    valid = {(t, p) for t, n in partitions.items() for p in range(n)}
-    owner = {}
-    for mid, _, topics, owned in ordered:
-        for tp in sorted(owned):
-            if tp in valid and tp[0] in topics and tp not in owner:
-                owner[tp] = mid
-    held = {mid: sorted(tp for tp, o in owner.items() if o == mid) for mid, *_ in ordered}
-    rank = {mid: i for i, (mid, *_) in enumerate(ordered)}
-    for tp in sorted(valid - set(owner)):
-        eligible = [mid for mid in held if tp[0] in topics_of[mid]]
-        if eligible:
-            mid = min(eligible, key=lambda x: (len(held[x]), rank[x]))
-            held[mid].append(tp)
-    while True:
-        moved = False
-        for a in sorted(held, key=lambda x: (-len(held[x]), rank[x])):
-            for b in sorted(held, key=lambda x: (len(held[x]), rank[x])):
-                if len(held[a]) <= len(held[b]) + 1:
-                    break
-                movable = [tp for tp in held[a] if tp[0] in topics_of[b]]
-                if movable:
-                    tp = max(movable)
-                    held[a].remove(tp)
-                    held[b].append(tp)
-                    moved = True
-                    break
-            if moved:
-                break
-        if not moved:
-            return {mid: sorted(tps) for mid, tps in held.items()}
-
-
-def withhold_owned_elsewhere(targets, owned):
-    """Cooperative rebalancing (KIP-429): a partition moving from one member to another is
-    first only revoked (its owner's target lacks it), and assigned in the next round, after
-    the owner rejoins without it. So no partition is ever owned by two members at once."""
-    owners = {}
-    for mid, tps in owned.items():
-        for tp in tps:
-            owners.setdefault(tp, set()).add(mid)
-    out = {}
-    for mid, tps in targets.items():
-        out[mid] = [tp for tp in tps if tp in owned[mid] or not owners.get(tp, set()) - {mid}]
-    return out
-
-
-ASSIGNOR_FUNCTIONS = {"range": range_assignor, "roundrobin": roundrobin_assignor,
-                      "cooperative-sticky": sticky_assignor}
 
 
 # ---------------------------------------------------------------------------- the offsets log format

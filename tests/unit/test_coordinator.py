@@ -9,6 +9,12 @@ import random
 
 import pytest
 
+from shmlog.broker.assignors import (
+    range_assignor,
+    roundrobin_assignor,
+    sticky_assignor,
+    withhold_owned_elsewhere,
+)
 from shmlog.broker.coordinator import (
     COMPLETING_REBALANCE,
     DEAD,
@@ -28,10 +34,6 @@ from shmlog.broker.coordinator import (
     encode_offset_record,
     java_string_hash,
     offsets_partition,
-    range_assignor,
-    roundrobin_assignor,
-    sticky_assignor,
-    withhold_owned_elsewhere,
 )
 from shmlog.errors import KafkaError
 
