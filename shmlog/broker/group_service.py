@@ -226,6 +226,11 @@ class GroupService:
         except co.InvalidTransition as exc:
             _log(f"consumer group coordinator: {exc}\n{traceback.format_exc()}")
 
+    def next_deadline(self):
+        """When (time.monotonic() seconds) tick() next has a timer to run, or None."""
+        deadline_ms = self.coordinator.next_deadline()
+        return None if deadline_ms is None else deadline_ms / 1000
+
     def tick(self):
         try:
             if self.sup.doorbell.metadata_epoch != self.epoch:

@@ -29,7 +29,7 @@ from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import retention
 from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir
 
-HOUSEKEEPING_INTERVAL_S = 0.1
+HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, retired partition dirs
 PERSISTER_RESTART_BACKOFF_S = 0.2
 PERSISTER_DRAIN_TIMEOUT_S = 60.0  # the persister gives up draining after 30 s (its DRAIN_TIMEOUT_S)
 DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
@@ -192,6 +192,8 @@ class Supervisor:
 
     def handle(self, sock, request):
         op = request.get("op")
+        if op in GroupService.OPS:
+            return self.groups.handle(sock, request)   # consumer groups: broker/group_service.py
         handler = getattr(self, "op_" + str(op), None)
         if handler is None:
             raise Refused(KafkaError._INVALID_ARG, f"unknown control operation {op!r}")
@@ -389,12 +391,6 @@ class Supervisor:
                 "persister_pid": self.persister.pid if self.persister else None,
                 "partitions": partitions, "clients": clients}
 
-    def op_join_group(self, sock, request):
-        return self.groups.handle(sock, request)   # consumer groups: shmlog/groups.py
-
-    op_sync_group = op_heartbeat = op_leave_group = op_offset_commit = op_offset_fetch = op_join_group
-    op_list_groups = op_describe_groups = op_delete_groups = op_join_group
-
     def op_shutdown(self, sock, request):
         self.running = False
 
@@ -473,7 +469,7 @@ class Supervisor:
         print(f"shmlog broker ready {control.SCHEME}{self.data_dir}", flush=True)
         next_housekeeping = 0.0
         while self.running:
-            self.serve_once(HOUSEKEEPING_INTERVAL_S)
+            self.serve_once(self.sleep_s(next_housekeeping))
             self.groups.tick()
             now = time.monotonic()
             if now >= next_housekeeping:
@@ -482,6 +478,16 @@ class Supervisor:
                 self.reclaim_dead_producers()
                 remove_retired_dirs(self.log_dirs)
         self.shutdown()
+
+    def sleep_s(self, next_housekeeping):
+        """How long the loop may wait for a request: until the next housekeeping round or the
+        next group timer (a join phase ending, a session running out), whichever is first, so
+        a group timer fires on time rather than on a housekeeping tick."""
+        wake = next_housekeeping
+        group_deadline = self.groups.next_deadline()
+        if group_deadline is not None:
+            wake = min(wake, group_deadline)
+        return max(0.0, wake - time.monotonic())
 
     def shutdown(self):
         self.stop_persister()
