@@ -34,8 +34,3 @@ FRAME_REF_DTYPE = np.dtype([
 ])
 
 NUMPY_VIEWS = {"shmlog_record_ref": RECORD_REF_DTYPE, "shmlog_frame_ref": FRAME_REF_DTYPE}
-
-
-def max_frame_records_bytes(capacity_bytes):
-    """Largest records section one frame can carry in a ring of this capacity."""
-    return capacity_bytes - FRAME_PREFIX_BYTES - BATCH_HEADER_BYTES - FRAME_ALIGN

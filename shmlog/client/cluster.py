@@ -68,9 +68,6 @@ class Cluster:
                         ("" if auto_create else " (create it with AdminClient.create_topics)"))
         return info
 
-    def partition_count(self, name, auto_create=False):
-        return self.topic(name, auto_create)["partitions"]
-
     def ring(self, topic, partition):
         key = (topic, partition)
         ring = self.rings.get(key)
