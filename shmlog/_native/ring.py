@@ -26,6 +26,9 @@ STATUS_NAMES = {
     lib.SHMLOG_ESMALL: "buffer too small",
 }
 
+# How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
+# unpublished before it is repaired. Claims of live producers are never repaired, so there is
+# no claim timeout here: shmlog.claim.timeout.ms is reserved and has no effect.
 STUCK_CLAIM_GRACE_S = 0.05
 UNCLAIMED_GRACE_S = 1.0
 
