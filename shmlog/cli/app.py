@@ -25,7 +25,6 @@ import posix_ipc
 from shmlog import (
     OFFSET_BEGINNING,
     OFFSET_END,
-    AdminClient,
     ConfigResource,
     Consumer,
     NewTopic,
@@ -36,29 +35,30 @@ from shmlog import (
 )
 from shmlog._native import shm
 from shmlog.broker import launcher as broker_mod
+from shmlog.cli._common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Failure,
+    admin_client,
+    bootstrap,
+    data_dir_option,
+    print_error,
+    table,
+)
+from shmlog.cli.bench import bench
+from shmlog.cli.groups import groups
+from shmlog.cli.log import dump_log
+from shmlog.cli.schemas import schemas
 from shmlog.config import parse_broker_config, parse_producer_config
 from shmlog.errors import KafkaError, KafkaException
-
-ENV_DATA_DIR = "SHMLOG_DATA_DIR"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 FORMAT_FIELDS = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
 IDLE_CHECK_S = 1.0           # consume without --timeout: how often to check the broker is still there
 CONSUME_BATCH = 1000         # records written per stdout flush at most
 
 
-class Failure(click.ClickException):
-    """A runtime failure: printed as one line, exit status 1."""
-    exit_code = EXIT_FAILURE
-
-
 # ---------------------------------------------------------------------------- helpers
-
-def _bootstrap(data_dir):
-    return control.SCHEME + os.path.realpath(data_dir)
-
 
 def _parse_pairs(ctx, param, values):
     """`--config key=value` / `--header k=v`, repeatable, in the order given."""
@@ -69,21 +69,6 @@ def _parse_pairs(ctx, param, values):
             raise click.BadParameter(f"{item!r} is not key=value", ctx=ctx, param=param)
         pairs.append((key, value))
     return pairs
-
-
-def _require_data_dir(data_dir):
-    if not data_dir:
-        raise click.UsageError(f"Missing option '--data-dir' (or set {ENV_DATA_DIR})")
-    return data_dir
-
-
-def data_dir_option(required=True):
-    def check(ctx, param, value):
-        if value is not None and not value.strip():
-            raise click.BadParameter("must not be empty", ctx=ctx, param=param)
-        return _require_data_dir(value) if required else value
-    return click.option("--data-dir", "data_dir", envvar=ENV_DATA_DIR, metavar="DIR", callback=check,
-                        help=f"The broker's data directory (default: ${ENV_DATA_DIR}).")
 
 
 def config_option(help_text):
@@ -98,30 +83,6 @@ def _human_bytes(n):
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"  # pragma: no cover
-
-
-def _table(headers, rows):
-    """Left-aligned text columns, two spaces apart; numbers right-aligned."""
-    rows = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    numeric = [all(re.fullmatch(r"[<-]?[\d.]+%?", r[i] or "0") for r in rows) if rows else False
-               for i in range(len(headers))]
-
-    def line(cells):
-        out = [(c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(cells, widths, numeric)]
-        return "  ".join(out).rstrip()
-    return "\n".join([line(headers)] + [line(r) for r in rows])
-
-
-class _Admin:
-    def __init__(self, data_dir):
-        self.client = AdminClient({"bootstrap.servers": _bootstrap(data_dir)})
-
-    def __enter__(self):
-        return self.client
-
-    def __exit__(self, *exc):
-        self.client.close()
 
 
 def _broker_pid(data_dir):
@@ -175,9 +136,9 @@ def broker_start(data_dir, configs):
         pid = broker_mod.start(data_dir, configs)
     except KafkaException as exc:
         reason = _log_tail(log_path, log_size)
-        raise Failure(f"{exc}" + (f" ({reason})" if reason else "") + f"; see {log_path}")
+        raise Failure(f"{exc}" + (f" ({reason})" if reason else "") + f"; see {log_path}") from None
     click.echo(f"started shmlog broker pid {pid} for {data_dir}")
-    click.echo(f"bootstrap.servers={_bootstrap(data_dir)}")
+    click.echo(f"bootstrap.servers={bootstrap(data_dir)}")
 
 
 def _log_tail(path, since):
@@ -213,7 +174,7 @@ def broker_status(data_dir, as_json):
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
         return
-    click.echo(f"broker     pid {st.get('pid')}  ({st.get('bootstrap_servers') or _bootstrap(data_dir)})")
+    click.echo(f"broker     pid {st.get('pid')}  ({st.get('bootstrap_servers') or bootstrap(data_dir)})")
     persister = st.get("persister_pid")
     click.echo(f"persister  {'pid ' + str(persister) if persister else 'not running'}")
     clients = sorted(st.get("clients") or [], key=lambda c: (c.get("kind", ""), c.get("pid", 0)))
@@ -232,7 +193,7 @@ def broker_status(data_dir, as_json):
         rows.append([p["topic"], p["partition"], p["log_start_offset"], p["log_end_offset"],
                      p["persisted_offset"], p["flushed_offset"], fill_text, _human_bytes(ring_bytes)])
     click.echo("")
-    click.echo(_table(["TOPIC", "PARTITION", "LOG-START", "LOG-END", "PERSISTED", "FLUSHED", "RING-FILL",
+    click.echo(table(["TOPIC", "PARTITION", "LOG-START", "LOG-END", "PERSISTED", "FLUSHED", "RING-FILL",
                        "RING-SIZE"], rows))
 
 
@@ -251,7 +212,7 @@ def topics():
 @data_dir_option()
 def topics_create(name, partitions, configs, data_dir):
     """Create topic NAME."""
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=dict(configs))])
         futures[name].result()  # KafkaException: printed by main, exit 1
     click.echo(f"created topic {name} with {partitions} partition{'s' if partitions != 1 else ''}")
@@ -261,7 +222,7 @@ def topics_create(name, partitions, configs, data_dir):
 @data_dir_option()
 def topics_list(data_dir):
     """List topic names, one per line."""
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         md = admin.list_topics()
     for name in sorted(md.topics):
         click.echo(name)
@@ -272,7 +233,7 @@ def topics_list(data_dir):
 @data_dir_option()
 def topics_describe(name, data_dir):
     """Show partitions and configs of topic NAME (default: every topic)."""
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         md = admin.list_topics(name)
         if name is not None and md.topics[name].error is not None:
             raise Failure(str(md.topics[name].error))
@@ -291,7 +252,7 @@ def topics_describe(name, data_dir):
         click.echo(f"Topic {topic}: {len(parts)} partition{'s' if len(parts) != 1 else ''}, "
                    f"replication factor {rf}")
         rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))] for p in parts]
-        click.echo(_indent(_table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
+        click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
         entries = configs.get(topic) or {}
         click.echo("  Configs:")
         width = max((len(k) for k in entries), default=0)
@@ -316,7 +277,7 @@ def _config_value(value):
 @data_dir_option()
 def topics_delete(name, data_dir):
     """Delete topic NAME and all its records."""
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         admin.delete_topics([name])[name].result()
     click.echo(f"deleted topic {name}")
 
@@ -344,7 +305,7 @@ FATAL_PRODUCE_CODES = frozenset({
 def produce(topic, data_dir, key_separator, headers, partition, acks, configs):
     """Read lines from stdin and produce one record per line to TOPIC."""
     conf = dict(configs)
-    conf["bootstrap.servers"] = _bootstrap(data_dir)
+    conf["bootstrap.servers"] = bootstrap(data_dir)
     if acks is not None:
         conf["acks"] = acks
     timeout_s = parse_producer_config(conf).message_timeout_ms / 1000.0
@@ -427,7 +388,7 @@ def _check_format(ctx, param, fmt):
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
     except ValueError as exc:
-        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param)
+        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param) from None
     for field in fields:
         base = re.split(r"[.\[]", field, maxsplit=1)[0]
         if base not in FORMAT_FIELDS:
@@ -437,7 +398,7 @@ def _check_format(ctx, param, fmt):
     try:
         fmt.format_map(_sample_fields())
     except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
-        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param)
+        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param) from None
     return fmt
 
 
@@ -484,7 +445,7 @@ def consume(topic, data_dir, from_beginning, offset, partition, max_messages, ti
     if from_beginning and offset is not None:
         raise click.UsageError("--from-beginning and --offset N are mutually exclusive")
     conf = dict(configs)
-    conf["bootstrap.servers"] = _bootstrap(data_dir)
+    conf["bootstrap.servers"] = bootstrap(data_dir)
     if offset is not None and offset >= 0:
         conf.setdefault("auto.offset.reset", "error")  # an explicit offset out of range is an error
     consumer = None
@@ -724,33 +685,15 @@ def _cleanup_host(remove_all, dry_run):
                + (" (objects of running brokers are left alone)" if len(stale) < len(names) else ""))
 
 
-from shmlog.cli.log import dump_log as _dump_log  # noqa: E402
+# ---------------------------------------------------------------------------- groups in their own modules
 
-cli.add_command(_dump_log)  # docs/durability.md
-
-
-from shmlog.cli.schemas import schemas as _schemas  # noqa: E402  (self-contained: safe under python -m shmlog.cli)
-
-cli.add_command(_schemas)
-
-from shmlog.cli.groups import groups as _groups  # noqa: E402  (after the helpers it uses)
-
-cli.add_command(_groups)
-
-from shmlog.cli.bench import bench as _bench  # noqa: E402  (self-contained: safe under python -m shmlog.cli)
-
-cli.add_command(_bench)
+cli.add_command(dump_log)  # docs/durability.md
+cli.add_command(schemas)   # docs/serialization.md
+cli.add_command(groups)    # docs/consumer-groups.md
+cli.add_command(bench)     # docs/cli.md#shmlog-bench
 
 
 # ---------------------------------------------------------------------------- entry point
-
-def _error(message, prog="shmlog"):
-    message = " ".join(str(message).split())  # one line, whatever the message held
-    try:
-        click.echo(f"{prog}: error: {message}", err=True)
-    except OSError:
-        pass
-
 
 def main(argv=None):
     """Entry point of the `shmlog` console script and `python -m shmlog.cli`; returns the exit status."""
@@ -758,24 +701,24 @@ def main(argv=None):
         rv = cli.main(args=argv, prog_name="shmlog", standalone_mode=False)
     except click.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx is not None else "shmlog"
-        _error(f"{exc.format_message()} (see `{cmd} --help`)", cmd)
+        print_error(f"{exc.format_message()} (see `{cmd} --help`)", cmd)
         return EXIT_USAGE
     except click.ClickException as exc:
-        _error(exc.format_message())
+        print_error(exc.format_message())
         return exc.exit_code
     except click.Abort:
         return EXIT_INTERRUPTED  # Ctrl-C outside consume (click already ended the line)
     except KafkaException as exc:
-        _error(exc)
+        print_error(exc)
         return EXIT_FAILURE
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_FAILURE
     except posix_ipc.Error as exc:  # e.g. a broker's object vanished under us
-        _error(f"shared memory: {exc}")
+        print_error(f"shared memory: {exc}")
         return EXIT_FAILURE
     except OSError as exc:
-        _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else ""))
+        print_error(f"{exc.strerror or exc}" + (f": {exc.filename}" if getattr(exc, "filename", None) else ""))
         return EXIT_FAILURE
     return rv if isinstance(rv, int) else 0
 

@@ -1,4 +1,4 @@
-"""`shmlog bench WORKLOAD`: the benchmark harness (workloads and checks in shmlog/benchmark.py).
+"""`shmlog bench WORKLOAD`: the benchmark harness (workloads and checks in shmlog/cli/benchmark.py).
 
     shmlog bench produce|consume|e2e|latency|trades [--records N | --duration S] [--record-bytes B]
                  [--partitions P] [--producers N] [--consumers N] [--acks 0|1|all]
@@ -14,17 +14,8 @@ import sys
 import click
 
 from shmlog.cli import benchmark as bm
-from shmlog.control import SCHEME
+from shmlog.cli._common import Failure, bootstrap_option
 from shmlog.errors import KafkaException
-
-# shmlog/cli.py imports this module to register the command, so nothing here imports shmlog.cli
-# (under `python -m shmlog.cli` that would load a second copy of it).
-
-
-class Failure(click.ClickException):
-    """A runtime failure: one line on stderr, exit status 1 (as shmlog.cli's)."""
-    exit_code = 1
-
 
 PHASE_LABELS = {"preload": "preloading", "run": "running", "drain": "draining"}
 
@@ -66,20 +57,6 @@ class ProgressBar:
             self.bar = None
 
 
-def _check_bootstrap(ctx, param, value):
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
-    if not value.startswith(SCHEME):
-        if "://" in value:
-            raise click.BadParameter(f"{value!r}: a shmlog broker's bootstrap.servers starts with {SCHEME}",
-                                     ctx=ctx, param=param)
-        value = SCHEME + value     # a bare data dir, as `--data-dir` elsewhere
-    return value
-
-
 def _option_error(name, message):
     return click.BadParameter(message, param_hint=f"'{name}'")
 
@@ -110,8 +87,7 @@ def _option_error(name, message):
               help="Pace the producers at R records/s in total (latency default: 10,000).")
 @click.option("--value-format", type=click.Choice(bm.VALUE_FORMATS), default="struct", show_default=True,
               help="trades: values as a fixed struct (padded to --record-bytes) or as JSON.")
-@click.option("--bootstrap", callback=_check_bootstrap, metavar="shm:///DIR",
-              help="Run against this running broker (default: an embedded broker in a temporary data dir).")
+@bootstrap_option("Run against this running broker (default: an embedded broker in a temporary data dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench(workload, records, duration, record_bytes, partitions, producers, consumers, acks, compression, api,
@@ -140,11 +116,11 @@ def bench(workload, records, duration, record_bytes, partitions, producers, cons
     try:
         result = bm.run(config, on_progress=progress)
     except bm.BenchError as exc:
-        raise Failure(f"bench {workload}: {' '.join(str(exc).split())}")
+        raise Failure(f"bench {workload}: {' '.join(str(exc).split())}") from None
     except KafkaException as exc:
-        raise Failure(f"bench {workload}: {exc}")
+        raise Failure(f"bench {workload}: {exc}") from None
     except KeyboardInterrupt:
-        raise click.Abort()
+        raise click.Abort() from None
     finally:
         if progress is not None:
             progress.close()

@@ -11,69 +11,19 @@ Tables are what kafka-consumer-groups prints (GROUP TOPIC PARTITION CURRENT-OFFS
 LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID); HOST is the member's process, `pid:N`.
 """
 import datetime
-import os
-import re
 
 import click
 
 from shmlog import OFFSET_BEGINNING, TopicPartition
-from shmlog.client.admin import (
-    AdminClient,
-    ConsumerGroupState,
-    ConsumerGroupTopicPartitions,
-)
-from shmlog.control import SCHEME
+from shmlog.cli._common import Failure, admin_client, bootstrap, data_dir_option, table
+from shmlog.client.admin import ConsumerGroupState, ConsumerGroupTopicPartitions
 from shmlog.errors import KafkaError, KafkaException
-
-# shmlog/cli.py imports this module to register the group, so nothing here imports shmlog.cli
-# (under `python -m shmlog.cli` that would load a second copy of it); these mirror its helpers.
-ENV_DATA_DIR = "SHMLOG_DATA_DIR"
 
 STATE_NAMES = {ConsumerGroupState.PREPARING_REBALANCING: "PreparingRebalance",
                ConsumerGroupState.COMPLETING_REBALANCING: "CompletingRebalance",
                ConsumerGroupState.STABLE: "Stable", ConsumerGroupState.DEAD: "Dead",
                ConsumerGroupState.EMPTY: "Empty", ConsumerGroupState.UNKNOWN: "Unknown"}
 DRY_RUN_NOTE = "(dry run: nothing changed; add --execute to reset the offsets)"
-
-
-class Failure(click.ClickException):
-    """A runtime failure: one line on stderr, exit status 1 (as shmlog.cli's)."""
-    exit_code = 1
-
-
-def _bootstrap(data_dir):
-    return SCHEME + os.path.realpath(data_dir)
-
-
-def data_dir_option():
-    def check(ctx, param, value):
-        if value is None or not value.strip():
-            raise click.UsageError(f"Missing option '--data-dir' (or set {ENV_DATA_DIR})")
-        return value
-    return click.option("--data-dir", "data_dir", envvar=ENV_DATA_DIR, metavar="DIR", callback=check,
-                        help=f"The broker's data directory (default: ${ENV_DATA_DIR}).")
-
-
-class _Admin:
-    def __init__(self, data_dir):
-        self.client = AdminClient({"bootstrap.servers": _bootstrap(data_dir)})
-
-    def __enter__(self):
-        return self.client
-
-    def __exit__(self, *exc):
-        self.client.close()
-
-
-def _table(headers, rows):
-    """Left-aligned text columns, two spaces apart; numeric columns right-aligned (as shmlog.cli)."""
-    rows = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(re.fullmatch(r"-|[\d.]+", r[i]) for r in rows) for i in range(len(headers))]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
-    return "\n".join([line(headers)] + [line(r) for r in rows])
 
 
 def _dash(value):
@@ -90,10 +40,10 @@ def groups():
 @data_dir_option()
 def groups_list(with_state, data_dir):
     """List consumer groups, one per line."""
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         listed = sorted(admin.list_consumer_groups().result().valid, key=lambda g: g.group_id)
     if with_state:
-        click.echo(_table(["GROUP", "STATE"], [[g.group_id, STATE_NAMES[g.state]] for g in listed]))
+        click.echo(table(["GROUP", "STATE"], [[g.group_id, STATE_NAMES[g.state]] for g in listed]))
         return
     for g in listed:
         click.echo(g.group_id)
@@ -107,7 +57,7 @@ def groups_list(with_state, data_dir):
 @data_dir_option()
 def groups_describe(group_ids, all_groups, view, data_dir):
     """Per partition: committed (current) offset, log end offset, lag and owning member."""
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         if all_groups:
             group_ids = sorted(g.group_id for g in admin.list_consumer_groups().result().valid)
         if not group_ids:
@@ -122,7 +72,7 @@ def groups_describe(group_ids, all_groups, view, data_dir):
             click.echo(f"Consumer group '{gid}' does not exist.")
             continue
         if view == "state":
-            click.echo(_table(["GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"],
+            click.echo(table(["GROUP", "COORDINATOR (ID)", "ASSIGNMENT-STRATEGY", "STATE", "#MEMBERS"],
                               [[gid, f"{desc.coordinator.host} (0)", desc.partition_assignor or "",
                                 STATE_NAMES[desc.state], len(desc.members)]]))
             continue
@@ -135,11 +85,11 @@ def groups_describe(group_ids, all_groups, view, data_dir):
         if view == "members":
             rows = [[gid, m.member_id, m.host, m.client_id, len(m.assignment.topic_partitions)]
                     for m in desc.members]
-            click.echo(_table(["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"], rows))
+            click.echo(table(["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"], rows))
             continue
         rows = [[gid, r.topic, r.partition, _dash(r.committed), _dash(r.log_end_offset), _dash(r.lag),
                  _dash(r.member_id), _dash(r.host), _dash(r.client_id)] for r in lags[gid]]
-        click.echo(_table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG",
+        click.echo(table(["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG",
                            "CONSUMER-ID", "HOST", "CLIENT-ID"], rows))
 
 
@@ -193,7 +143,7 @@ def groups_reset_offsets(group_id, topics, all_topics, to, to_offset, to_datetim
         raise click.UsageError("give --topic (repeatable) or --all-topics")
     if execute and dry_run:
         raise click.UsageError("--execute and --dry-run exclude each other")
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         desc = admin.describe_consumer_groups([group_id])[group_id].result()
         if desc.state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
             raise Failure(f"Assignments can only be reset if the group '{group_id}' is inactive, but the current "
@@ -215,7 +165,7 @@ def groups_reset_offsets(group_id, topics, all_topics, to, to_offset, to_datetim
         if execute:
             request = [ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p, o) for (t, p), o in plan])]
             admin.alter_consumer_group_offsets(request)[group_id].result()
-    click.echo(_table(["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"],
+    click.echo(table(["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"],
                       [[group_id, t, p, o] for (t, p), o in plan]))
     if not execute:
         click.echo(DRY_RUN_NOTE)
@@ -224,7 +174,7 @@ def groups_reset_offsets(group_id, topics, all_topics, to, to_offset, to_datetim
 def _plan(data_dir, keys, how, to_offset, to_datetime):
     """[((topic, partition), new offset)] from the partitions' current bounds."""
     from shmlog.client.consumer import Consumer
-    c = Consumer({"bootstrap.servers": _bootstrap(data_dir)})
+    c = Consumer({"bootstrap.servers": bootstrap(data_dir)})
     try:
         plan = []
         for t, p in keys:
@@ -269,7 +219,7 @@ def _offset_for_time(consumer, topic, partition, ts_ms, high):
 @data_dir_option()
 def groups_delete(group_ids, data_dir):
     """Delete groups without active members (their committed offsets go with them)."""
-    with _Admin(data_dir) as admin:
+    with admin_client(data_dir) as admin:
         futures = admin.delete_consumer_groups(list(group_ids))
         failed = []
         for gid, f in futures.items():

@@ -11,45 +11,16 @@ its last file is registered). See docs/serialization.md.
 """
 import base64
 import json
-import os
 
 import click
 
-from shmlog import control
+from shmlog.cli._common import Failure, bootstrap, data_dir_option, table
 from shmlog.schema_registry import (
     COMPATIBILITY_LEVELS,
     Schema,
     SchemaRegistryClient,
     SchemaRegistryError,
 )
-
-# The same conventions as shmlog/cli.py (not imported from it: `python -m shmlog.cli` runs that
-# module as __main__, and a second copy of it would import this one half-initialized).
-ENV_DATA_DIR = "SHMLOG_DATA_DIR"
-
-
-class Failure(click.ClickException):
-    """A runtime failure: printed as one line by shmlog.cli.main, exit status 1."""
-    exit_code = 1
-
-
-def data_dir_option():
-    def check(ctx, param, value):
-        if value is None or not value.strip():
-            raise click.UsageError(f"Missing option '--data-dir' (or set {ENV_DATA_DIR})")
-        return value
-    return click.option("--data-dir", "data_dir", envvar=ENV_DATA_DIR, metavar="DIR", callback=check,
-                        help=f"The broker's data directory (default: ${ENV_DATA_DIR}).")
-
-
-def _bootstrap(data_dir):
-    return control.SCHEME + os.path.realpath(data_dir)
-
-
-def _table(headers, rows):
-    rows = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [headers] + rows)
 
 
 class _Registry:
@@ -59,7 +30,7 @@ class _Registry:
 
     def __enter__(self):
         try:
-            self.client = SchemaRegistryClient({"url": _bootstrap(self.data_dir)})
+            self.client = SchemaRegistryClient({"url": bootstrap(self.data_dir)})
         except SchemaRegistryError as exc:
             raise Failure(exc.error_message) from None
         return self.client
@@ -141,7 +112,7 @@ def schemas_list(data_dir):
     if not rows:
         click.echo("no subjects")
         return
-    click.echo(_table(["SUBJECT", "VERSIONS", "LATEST-ID", "TYPE", "COMPATIBILITY"], rows))
+    click.echo(table(["SUBJECT", "VERSIONS", "LATEST-ID", "TYPE", "COMPATIBILITY"], rows, align_numbers=False))
 
 
 @schemas.command("get")
