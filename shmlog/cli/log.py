@@ -8,16 +8,21 @@ torn or invalid tail, an offset gap, an index entry that points nowhere) is repo
 makes the exit status 1.
 """
 import os
-import struct
 
 import click
 import numpy as np
 
 from shmlog._native import ffi, lib
 from shmlog.log import index, segment
-from shmlog.log.batch import decode_headers
+from shmlog.log.batch import (
+    ATTR_COMPRESSION_MASK,
+    ATTR_CONTROL,
+    ATTR_LOG_APPEND_TIME,
+    ATTR_TRANSACTIONAL,
+    HEADER,
+    decode_headers,
+)
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")  # RecordBatch v2 header, 61 bytes
 _CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
 
@@ -47,7 +52,7 @@ def _records(batch, attributes, count):
     """(records view, refs) of one batch; refs relative to the view. Raises ValueError."""
     from shmlog._native.layout import RECORD_REF_DTYPE
     refs = np.empty(max(count, 1), RECORD_REF_DTYPE)
-    if attributes & lib.SHMLOG_ATTR_COMPRESSION_MASK:
+    if attributes & ATTR_COMPRESSION_MASK:
         from shmlog.log.codec import CodecError, index_compressed_batch
         try:
             records, n = index_compressed_batch(batch, refs, False)
@@ -81,20 +86,21 @@ def _dump_log(path, out):
                             f"(at position {pos}: {bad.reason})")
                 break
             (_, _, epoch, magic, crc, attributes, last_delta, base_ts, max_ts, producer_id, producer_epoch,
-             base_sequence, record_count) = _HEADER.unpack_from(buf, pos)
+             base_sequence, record_count) = HEADER.unpack_from(buf, pos)
             valid = lib.shmlog_batch_verify(ptr + pos, batch_bytes, 1) == lib.SHMLOG_OK
             if expected is not None and first != expected:
                 out.problem(f"offset gap: expected base offset {expected} at position {pos}, found {first}")
-            transactional = bool(attributes & lib.SHMLOG_ATTR_TRANSACTIONAL)
-            control = bool(attributes & lib.SHMLOG_ATTR_CONTROL)
-            ts_type = "LogAppendTime" if attributes & lib.SHMLOG_ATTR_LOG_APPEND_TIME else "CreateTime"
+            transactional = bool(attributes & ATTR_TRANSACTIONAL)
+            control = bool(attributes & ATTR_CONTROL)
+            ts_type = "LogAppendTime" if attributes & ATTR_LOG_APPEND_TIME else "CreateTime"
+            codec = attributes & ATTR_COMPRESSION_MASK
             last_sequence = base_sequence + last_delta if base_sequence >= 0 else -1
             click.echo(f"baseOffset: {first} lastOffset: {first + last_delta} count: {record_count} "
                        f"baseSequence: {base_sequence} lastSequence: {last_sequence} producerId: {producer_id} "
                        f"producerEpoch: {producer_epoch} partitionLeaderEpoch: {epoch} "
                        f"isTransactional: {str(transactional).lower()} isControl: {str(control).lower()} "
                        f"position: {pos} {ts_type}: {max_ts} size: {batch_bytes} magic: {magic} "
-                       f"compresscodec: {_CODECS.get(attributes & 7, attributes & 7)} crc: {crc} "
+                       f"compresscodec: {_CODECS.get(codec, codec)} crc: {crc} "
                        f"isvalid: {str(valid).lower()}")
             if not valid:
                 out.problem(f"CRC32C mismatch in the batch at position {pos} (base offset {first})")

@@ -15,7 +15,7 @@ from shmlog.client.group_member import GroupClient
 from shmlog.config import parse_consumer_config
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log import codec
-from shmlog.log.batch import decode_headers
+from shmlog.log.batch import ATTR_LOG_APPEND_TIME, COMPRESSED, CORRUPT, SKIP, BatchWalker, decode_headers
 from shmlog.log.segment import SegmentReader, partition_dir
 from shmlog.message import (
     OFFSET_BEGINNING,
@@ -155,7 +155,7 @@ class Consumer(_fast.ConsumerCore):
         self._buffer = bytearray(self._partition_fetch_bytes)
         self._frames = ffi.new("shmlog_frame_ref[]", MAX_FRAMES_PER_FETCH)
         self._frames_address = address(self._frames)
-        self._refs = np.empty(4096, layout.RECORD_REF_DTYPE)
+        self._walker = BatchWalker(self._check_crcs)   # the slow path's batch decode loop
         self._pins = {}
         self._closed = False
         self._stored = {}              # (topic, partition) -> offset the next commit() commits
@@ -406,48 +406,39 @@ class Consumer(_fast.ConsumerCore):
             return 0
 
     def _decode(self, reader, buf, frames):
-        topic, partition, wanted = reader.topic, reader.partition, reader.next_offset
-        pending = reader.pending
+        topic, partition = reader.topic, reader.partition
+        pending, walker = reader.pending, self._walker
         added = 0
-        for pos, base, count, nbytes in frames:
-            if base + count <= wanted:
+        for decision, i, attributes, refs in walker.walk(buf, frames, reader.next_offset):
+            if decision == SKIP:
                 continue
-            attributes = buf[pos + 21] << 8 | buf[pos + 22]
-            if attributes & layout.ATTR_CONTROL or buf[pos + 57:pos + 61] == b"\0\0\0\0":
-                wanted = max(wanted, base + count)
-                continue
+            pos, base, _, nbytes = frames[i]
             try:
-                records, refs, bias = self._index(reader, buf, pos, nbytes, base, attributes)
+                records, refs, bias = self._records(reader, decision, buf, pos, nbytes, base, refs)
             except KafkaException:
                 # Stop in front of the bad batch: records before it are returned first, then
                 # every fetch raises here until the application seeks past it (as Kafka's client).
-                reader.next_offset = wanted
+                reader.next_offset = walker.wanted
                 self._to_ring_or_segments(reader)
                 if added:
                     return added
                 raise
-            ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & 0x08 else TIMESTAMP_CREATE_TIME
-            added += pending.fill(records, refs, len(refs), bias, topic, partition, ts_type, wanted, decode_headers)
-            wanted = base + count
-        reader.next_offset = wanted
+            ts_type = TIMESTAMP_LOG_APPEND_TIME if attributes & ATTR_LOG_APPEND_TIME else TIMESTAMP_CREATE_TIME
+            added += pending.fill(records, refs, len(refs), bias, topic, partition, ts_type, walker.wanted,
+                                  decode_headers)
+        reader.next_offset = walker.wanted
         return added
 
-    def _index(self, reader, buf, pos, nbytes, base, attributes):
-        """(buffer, record refs, bias): the batch at buf[pos:]; ref positions are relative to
-        buffer[bias:]. The refs may be this consumer's scratch array: use them at once."""
-        if attributes & layout.ATTR_COMPRESSION_MASK:
+    def _records(self, reader, decision, buf, pos, nbytes, base, refs):
+        """(buffer, record refs, bias) of the batch at buf[pos:] the walker decided on; ref
+        positions are relative to buffer[bias:]. Use the refs at once (the walker's scratch)."""
+        if decision == COMPRESSED:
             return self._inflate(reader, base, memoryview(buf)[pos:pos + nbytes]) + (0,)
-        count = (buf[pos + 57] << 24) | (buf[pos + 58] << 16) | (buf[pos + 59] << 8) | buf[pos + 60]
-        if count > len(self._refs):
-            self._refs = np.empty(min(count, nbytes), layout.RECORD_REF_DTYPE)
-        n = lib.shmlog_batch_index(ffi.from_buffer(buf) + pos, nbytes,
-                                   ffi.from_buffer("shmlog_record_ref[]", self._refs), len(self._refs),
-                                   self._check_crcs)
-        if n < 0:
+        if decision == CORRUPT:
             raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt record batch at offset "
-                        f"{base} ({'CRC32C mismatch' if n == lib.SHMLOG_ECRC else 'invalid record framing'}); "
+                        f"{base} ({'CRC32C mismatch' if refs == lib.SHMLOG_ECRC else 'invalid record framing'}); "
                         f"seek to a later offset to skip it")
-        return buf, self._refs[:n], pos
+        return buf, refs, pos
 
     def _inflate(self, reader, base, batch):
         """A compressed batch's decompressed records section and its record refs (positions
@@ -600,47 +591,38 @@ class Consumer(_fast.ConsumerCore):
             elif ring.end()[0] > reader.cursor.position:
                 ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
             return None
-        base_ptr = ffi.cast("uint8_t *", ring.mapping.ptr)
-        frames = self._frames[0:n]
-        columns = _new_columns(min(sum(f.record_count for f in frames), max_records + frames[n - 1].record_count))
+        mapped = ring.mapping.view()
+        frames = [(f.map_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[0:n]]
+        columns = _new_columns(min(sum(f[2] for f in frames), max_records + frames[-1][2]))
         total = 0
-        wanted = reader.next_offset
-        consumed_frames = 0
-        for f in frames:
-            if total >= max_records:
+        consumed_frames = n
+        walker = self._walker
+        for decision, i, _, refs in walker.walk(mapped, frames, reader.next_offset,
+                                                ffi.cast("uint8_t *", ring.mapping.ptr)):
+            if total >= max_records or (decision == COMPRESSED and total):
+                consumed_frames = i  # hand out the in-place records first; this batch comes next
                 break
-            consumed_frames += 1
-            batch = base_ptr + f.map_pos
-            attributes = batch[21] << 8 | batch[22]
-            if f.base_offset + f.record_count <= wanted or attributes & layout.ATTR_CONTROL:
-                wanted = max(wanted, f.base_offset + f.record_count)
+            if decision == SKIP:
                 continue
-            if attributes & layout.ATTR_COMPRESSION_MASK:
-                if total:
-                    consumed_frames -= 1  # hand out the in-place records first; this batch comes next
-                    break
+            pos, base, count, nbytes = frames[i]
+            if decision == COMPRESSED:
                 # A compressed batch cannot be viewed in place: decompress it (still pinned, so the
                 # bytes cannot be reused meanwhile) and hand out a view of the decompressed copy.
-                reader.next_offset = wanted
+                wanted = reader.next_offset = walker.wanted
                 try:
-                    records, refs = self._inflate(reader, f.base_offset,
-                                                  ring.mapping.view()[f.map_pos:f.map_pos + f.batch_bytes])
-                    reader.next_offset = f.base_offset + f.record_count
+                    records, refs = self._inflate(reader, base, mapped[pos:pos + nbytes])
+                    reader.next_offset = base + count
                 finally:
                     ring.set_pin(pin, _UINT64_MAX)
                     self._to_ring_or_segments(reader)
                 view = RecordBatchView.from_refs(reader.topic, reader.partition, records, refs, False,
                                                  first_offset=wanted)
                 return view if len(view) else None
-            if f.record_count > len(self._refs):
-                self._refs = np.empty(f.record_count, layout.RECORD_REF_DTYPE)
-            k = lib.shmlog_batch_index(batch, f.batch_bytes, ffi.from_buffer("shmlog_record_ref[]", self._refs),
-                                       len(self._refs), self._check_crcs)
-            if k < 0:
+            if decision == CORRUPT:
                 raise error(KafkaError._BAD_MSG, f"{reader.topic}-{reader.partition}: corrupt batch at "
-                            f"offset {f.base_offset}")
-            total = _fast.index_columns(self._refs, k, f.map_pos, wanted, total, *columns)
-            wanted = f.base_offset + f.record_count
+                            f"offset {base}")
+            total = _fast.index_columns(refs, len(refs), pos, walker.wanted, total, *columns)
+        wanted = walker.wanted
         # Frames we did not consume are fetched again next time: rewind to the first one.
         if consumed_frames < n:
             reader.cursor.position = self._frames[consumed_frames].map_pos - ring.data_offset \
@@ -652,8 +634,7 @@ class Consumer(_fast.ConsumerCore):
         if not total:
             ring.set_pin(pin, _UINT64_MAX)
             return None
-        return RecordBatchView(reader.topic, reader.partition, ring.mapping.view(), [c[:total] for c in columns],
-                               True)
+        return RecordBatchView(reader.topic, reader.partition, mapped, [c[:total] for c in columns], True)
 
     def _collect(self, reader, max_records):
         out = list(reader.pending)[:max_records]
@@ -707,7 +688,7 @@ class Consumer(_fast.ConsumerCore):
         As Kafka: records below the log start offset do not count; the time index of each
         segment narrows the search, and records not yet on disk are searched in the ring.
         """
-        from shmlog.log.segment import offset_for_time
+        from shmlog.log.partition_reader import offset_for_time
         self._check()
         out = []
         for tp in partitions:

@@ -17,7 +17,7 @@ from shmlog.client.cluster import connect
 from shmlog.client.partitioner import NULL_KEY_IS_RANDOM, keyed, random_partition
 from shmlog.config import parse_producer_config
 from shmlog.errors import KafkaError, KafkaException, error
-from shmlog.log.batch import RECORD_OVERHEAD_BYTES, RecordsBuilder
+from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES, RecordsBuilder
 from shmlog.log.batch import encode_headers as encode_record_headers
 from shmlog.log.codec import NONE, codec_id, compress_records
 
@@ -379,7 +379,7 @@ class Producer(_fast.ProducerCore):
                            self._max_block_ms, self._cluster.doorbell.ptr, attributes)
 
     def _append_fixed(self, ring, partition, rows, row_bytes, timestamp):
-        stride = row_bytes + layout.FIXED_RECORD_OVERHEAD_BYTES
+        stride = row_bytes + FIXED_RECORD_OVERHEAD_BYTES
         per_batch = max(1, min(self._record_limit // stride, (ring.capacity_bytes // 2) // stride, 1 << 20))
         results = []
         src = ffi.from_buffer(rows) if rows.size else ffi.NULL

@@ -1,8 +1,10 @@
 """Kafka's RecordBatch v2, the one format of rings, segment files and (later) the wire.
 
 The C core (csrc/shmlog_layout.h) defines the header's byte offsets; this module is
-Python's one view of them, plus the parts of the format Python handles itself: zigzag
-varints, record headers, and a builder for a batch's records section.
+Python's one view of them (the HEADER struct, the ATTR_* bits, field accessors), plus the
+parts of the format Python handles itself: zigzag varints, record headers, a builder for a
+batch's records section, and the one Python loop that decides, batch by batch, what a
+reader does with fetched batches (BatchWalker).
 
     0         8       12            16     17     21           23                27
     +---------+-------+-------------+------+------+------------+-----------------+
@@ -19,7 +21,10 @@ varints, record headers, and a builder for a batch's records section.
 import struct
 from array import array
 
+import numpy as np
+
 from shmlog._native import ffi, lib
+from shmlog._native.layout import RECORD_REF_DTYPE
 
 HEADER_BYTES = lib.SHMLOG_BATCH_HEADER_BYTES
 MAGIC = lib.SHMLOG_BATCH_MAGIC
@@ -47,6 +52,11 @@ ATTR_CONTROL = lib.SHMLOG_ATTR_CONTROL
 # max timestamp, producer id, producer epoch, base sequence, record count
 HEADER = struct.Struct(">qiibIhiqqqhii")
 assert HEADER.size == HEADER_BYTES
+# The header up to lastOffsetDelta: what stepping from one batch to the next needs.
+HEADER_PREFIX = struct.Struct(HEADER.format[:8])
+assert HEADER_PREFIX.size == OFF_BASE_TIMESTAMP
+_I64 = struct.Struct(">q")
+_I32 = struct.Struct(">i")
 
 RECORD_OVERHEAD_BYTES = 21  # Kafka's maximum per-record framing (varints, attributes)
 FIXED_RECORD_OVERHEAD_BYTES = 5 + 1 + 1 + lib.SHMLOG_FIXED_OFFSET_DELTA_BYTES + 1 + 5 + 1
@@ -57,13 +67,87 @@ def attributes_of(buf, pos=0):
 
 
 def record_count_of(buf, pos=0):
-    return struct.unpack_from(">i", buf, pos + OFF_RECORD_COUNT)[0]
+    return _I32.unpack_from(buf, pos + OFF_RECORD_COUNT)[0]
+
+
+def base_offset_of(buf, pos=0):
+    return _I64.unpack_from(buf, pos + OFF_BASE_OFFSET)[0]
+
+
+def max_timestamp_of(buf, pos=0):
+    return _I64.unpack_from(buf, pos + OFF_MAX_TIMESTAMP)[0]
 
 
 def carries_records(attributes, record_count):
     """False for what a reader skips without decoding: control batches (transaction markers)
     and batches left empty (a repaired claim, a batch emptied by compaction)."""
     return not attributes & ATTR_CONTROL and record_count > 0
+
+
+# What BatchWalker.walk decides for a batch.
+SKIP = 0        # nothing to hand out: a control batch or an empty one (carries_records() is false)
+RECORDS = 1     # indexed: refs are its records
+COMPRESSED = 2  # the caller decompresses it (codec.decode_compressed_batch) or stops in front of it
+CORRUPT = 3     # shmlog_batch_index refused it: refs is its error code (< 0)
+
+
+class BatchWalker:
+    """The one Python decode loop over batches fetched from a ring or read from segments.
+
+    The consumer's slow path (segment reads, what the C fast path hands back, zero-copy
+    views) and the partition reader run their batches through walk(). It keeps a scratch
+    array of record refs, grown to the largest batch seen, so decoding costs one C call
+    per batch and no Python per record.
+    """
+
+    __slots__ = ("refs", "check_crc", "wanted")
+
+    def __init__(self, check_crc=1, scratch_records=4096):
+        self.refs = np.empty(scratch_records, RECORD_REF_DTYPE)
+        self.check_crc = 1 if check_crc else 0
+        self.wanted = 0
+
+    def walk(self, buf, frames, wanted, ptr=None):
+        """Decide each batch of `frames`, oldest first: yields (decision, i, attributes, refs).
+
+        frames: (position in buf, base offset, offset count, batch bytes) per batch, the
+        offset count being lastOffsetDelta + 1 (as in the ring's frame refs and
+        SegmentReader.read). buf: the bytes they are in (bytes-like; the header fields are
+        read from it); ptr: a cffi pointer to buf's first byte (default ffi.from_buffer(buf)).
+
+        Batches whose offsets all lie below `wanted` are passed over without a word. For
+        the others, i is the batch's index in frames and the decision one of SKIP,
+        RECORDS (refs: shmlog_batch_index's refs, positions relative to the batch start,
+        a view of the scratch array valid until the next step), COMPRESSED (refs None) or
+        CORRUPT (refs: the error code). self.wanted is the offset to go on from: while a
+        batch is yielded, where that batch's wanted records start (records below it are
+        not the caller's); once the loop is resumed, past that batch. A caller that stops
+        at a batch (breaks out) therefore finds in self.wanted the offset to fetch it again.
+        """
+        self.wanted = wanted
+        if ptr is None:
+            ptr = ffi.from_buffer(buf)
+        for i, (pos, base, count, nbytes) in enumerate(frames):
+            end = base + count
+            if end <= self.wanted:
+                continue
+            attributes = attributes_of(buf, pos)
+            record_count = record_count_of(buf, pos)
+            if not carries_records(attributes, record_count):
+                yield SKIP, i, attributes, None
+            elif attributes & ATTR_COMPRESSION_MASK:
+                yield COMPRESSED, i, attributes, None
+            else:
+                refs = self.refs
+                if len(refs) < record_count <= nbytes:   # a larger count is garbage: the C index says so
+                    refs = self.refs = np.empty(record_count, RECORD_REF_DTYPE)
+                n = lib.shmlog_batch_index(ptr + pos, nbytes, ffi.from_buffer("shmlog_record_ref[]", refs), len(refs),
+                                           self.check_crc)
+                if n < 0:
+                    yield CORRUPT, i, attributes, n
+                else:
+                    yield RECORDS, i, attributes, refs[:n]
+            self.wanted = end
 
 
 def zigzag_varint(n):

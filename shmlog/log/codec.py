@@ -25,11 +25,11 @@ import struct
 import cramjam
 
 from shmlog._native import ffi, lib
+from shmlog.log.batch import ATTR_COMPRESSION_MASK, HEADER, HEADER_BYTES, LENGTH_FIELD_END
 
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 CODEC_IDS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
-ATTR_COMPRESSION_MASK = 0x07
 DEFAULT_LEVEL = -1
 
 # librdkafka's `compression.level` ranges: a larger level is clamped, -1 is the codec's default.
@@ -179,10 +179,6 @@ def decompress(codec, data):
 
 # ---------------------------------------------------------------------- batches
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")  # RecordBatch v2 header, 61 bytes
-HEADER_BYTES = _HEADER.size
-
-
 MIN_RECORD_BYTES = 7  # length, attributes, timestamp delta, offset delta, key length, value length, header count
 
 
@@ -191,7 +187,7 @@ def _inflate_batch(batch, check_crc):
     view = memoryview(batch).cast("B")
     if len(view) < HEADER_BYTES:
         raise CodecError(f"a batch of {len(view)} bytes is shorter than its header")
-    fields = _HEADER.unpack_from(view, 0)
+    fields = HEADER.unpack_from(view, 0)
     src = ffi.from_buffer(view)
     rc = lib.shmlog_batch_verify(src, len(view), 1 if check_crc else 0)
     ffi.release(src)
@@ -201,7 +197,7 @@ def _inflate_batch(batch, check_crc):
         raise CodecError("invalid batch header")
     length, attributes, count = fields[1], fields[5], fields[12]
     codec = attributes & ATTR_COMPRESSION_MASK
-    records = decompress(codec, view[HEADER_BYTES:12 + length])
+    records = decompress(codec, view[HEADER_BYTES:LENGTH_FIELD_END + length])
     records = records if isinstance(records, memoryview) else memoryview(records).cast("B")
     if count < 0 or count * MIN_RECORD_BYTES > len(records):
         raise CodecError(f"the header counts {count} records, the decompressed {CODEC_NAMES[codec]} records "

@@ -26,8 +26,9 @@ import pytest
 
 import shmlog
 from shmlog import OFFSET_BEGINNING, TopicPartition
-from shmlog._native import ffi, layout, lib
+from shmlog._native import ffi, lib
 from shmlog.client.cluster import Cluster
+from shmlog.log.batch import ATTR_CONTROL
 
 pytestmark = pytest.mark.crash
 
@@ -231,7 +232,7 @@ def test_the_supervisor_repairs_a_dead_claim_with_no_reader_and_no_next_producer
         assert lib.shmlog_ring_fetch(ring.map, cursor, ffi.NULL, 0, frames, 16, 1) == 2
         repaired = frames[1]
         assert (repaired.base_offset, repaired.record_count) == (len(acked), 9)
-        assert ffi.cast("uint8_t *", ring.mapping.ptr)[repaired.map_pos + 22] & layout.ATTR_CONTROL
+        assert ffi.cast("uint8_t *", ring.mapping.ptr)[repaired.map_pos + 22] & ATTR_CONTROL
         assert (cursor.position, cursor.next_offset) == ring.end()  # nothing left unpublished
     finally:
         cluster.close()

@@ -1,0 +1,331 @@
+"""SegmentWriter: the persister's side of a partition log (appends, rolls, flushes, retention)."""
+import errno
+import os
+
+from shmlog.log import index
+from shmlog.log.batch import HEADER, HEADER_BYTES, LENGTH_FIELD_END, base_offset_of
+from shmlog.log.segment.format import INDEX_INTERVAL_BYTES, _now_ms, _unlink_segment, segment_path
+from shmlog.log.segment.recovery import SegmentInfo, _recover
+
+SEGMENT_INDEX_BYTES = 10 * 1024 * 1024  # Kafka's segment.index.bytes default
+NO_ROLL_MS = 2**63 - 1
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _byte_views(buffers):
+    views = []
+    for b in buffers:
+        v = b if isinstance(b, memoryview) else memoryview(b)
+        if v.format != "B" or v.ndim != 1:
+            v = v.cast("B")
+        if v.nbytes:
+            views.append(v)
+    return views
+
+
+def _write_all(fd, views):
+    """writev every view, in IOV_MAX slices, resuming after short writes."""
+    i = 0
+    while i < len(views):
+        written = os.writev(fd, views[i:i + _IOV_MAX])
+        if written <= 0:
+            raise OSError(errno.EIO, "writev wrote nothing")
+        while written:
+            n = views[i].nbytes
+            if written >= n:
+                written -= n
+                i += 1
+            else:
+                views[i] = views[i][written:]
+                written = 0
+
+
+class SegmentWriter:
+    """Appends whole batches to a partition's newest segment; the persister's side of the log.
+
+    Rolls to a new segment before one would exceed segment_bytes, when the incoming
+    batch's timestamp is more than segment_ms past the segment's first batch (Kafka's
+    segment.ms rule; by wall clock when batches carry no timestamp), when the indexes
+    reach segment_index_bytes, or when an offset would not fit the index's 32-bit
+    relative offsets. Not thread-safe, and there must be one writer per partition
+    directory (the persister).
+    """
+
+    def __init__(self, partition_dir, segment_bytes, segment_ms=NO_ROLL_MS, index_interval_bytes=INDEX_INTERVAL_BYTES,
+                 segment_index_bytes=SEGMENT_INDEX_BYTES, segment_jitter_ms=0):
+        self.partition_dir = partition_dir
+        self.segment_bytes = int(segment_bytes)
+        self.segment_ms = int(segment_ms)
+        self.segment_jitter_ms = int(segment_jitter_ms)
+        self.index_interval_bytes = int(index_interval_bytes)
+        self.segment_index_bytes = int(segment_index_bytes)
+        created = not os.path.isdir(partition_dir)
+        os.makedirs(partition_dir, exist_ok=True)
+        rec = _recover(partition_dir, self.index_interval_bytes)
+        self._log_end_offset, self.recovery_report = rec.log_end, "; ".join(rec.notes)
+        self._segments = rec.segments
+        self._fd = None
+        self._index = None
+        self._active_base = None
+        self._size = 0              # bytes in the active segment that hold whole batches
+        self._torn = False          # a failed write may have left bytes past _size
+        self._dir_dirty = created   # a directory entry is not yet durable
+        self._parent_dirty = created
+        self._first_timestamp = None   # max timestamp of the active segment's first batch
+        self._created_ms = _now_ms()
+        self._jitter = 0
+        if self._segments:
+            self._open_active(self._segments[-1].base, rec.builder)
+            self._first_timestamp = rec.first_timestamp
+        # What recovery found may still sit only in the page cache of a crashed run.
+        self._dirty = bool(self._segments)
+        self._flushed_offset = self.log_start_offset if self._dirty else self._log_end_offset
+
+    @property
+    def log_end_offset(self):
+        return self._log_end_offset
+
+    @property
+    def log_start_offset(self):
+        """The oldest segment's base offset (0 when there is none)."""
+        return self._segments[0].base if self._segments else 0
+
+    @property
+    def flushed_offset(self):
+        """Offsets below this are fdatasync'ed (as of the last flush())."""
+        return self._flushed_offset
+
+    @property
+    def active_segment(self):
+        return None if self._active_base is None else segment_path(self.partition_dir, self._active_base)
+
+    def segments(self):
+        """[(base offset, end offset, size in bytes, largest timestamp)], oldest first."""
+        out = []
+        for i, info in enumerate(self._segments):
+            end = self._segments[i + 1].base if i + 1 < len(self._segments) else self._log_end_offset
+            out.append((info.base, end, info.size, info.largest_timestamp()))
+        return out
+
+    def _open_active(self, base, builder):
+        path = segment_path(self.partition_dir, base)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            self._index = index.SegmentIndex(self.partition_dir, base, self.index_interval_bytes,
+                                             self.segment_index_bytes, builder=builder, truncate=False)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise
+        self._active_base = base
+        self._size = os.fstat(self._fd).st_size
+
+    def append(self, data, base_offset, next_offset):
+        """Append whole batches starting at base_offset; the log end becomes next_offset.
+
+        data is one buffer (one or more batches back to back) or a list of them, each
+        starting at a batch boundary; the writer may roll between any two batches, and
+        writes with writev, so ring slices need not be copied together first.
+        base_offset above the log end offset starts a new segment (offsets a previous run
+        lost must not look dense); below it is refused: the log never rewrites offsets.
+        On OSError nothing partial stays in the file; log_end_offset tells how far
+        earlier pieces got, and the call can be retried with the rest.
+        """
+        pieces = _byte_views(data if isinstance(data, (list, tuple)) else [data])
+        if not pieces:
+            return
+        if base_offset < self._log_end_offset:
+            raise ValueError(f"{self.partition_dir}: batch at base offset {base_offset} is below the "
+                             f"log end offset {self._log_end_offset}")
+        if next_offset <= base_offset:
+            raise ValueError(f"{self.partition_dir}: next offset {next_offset} must be above base offset "
+                             f"{base_offset}")
+        first = base_offset_of(pieces[0]) if pieces[0].nbytes >= LENGTH_FIELD_END else None
+        if first != base_offset:
+            raise ValueError(f"{self.partition_dir}: data starts with base offset {first}, not {base_offset}")
+        self._cut_torn_write()
+        if self._fd is None or base_offset > self._log_end_offset:
+            self._roll(base_offset)
+        chunk, notes, chunk_bytes = [], [], 0
+        now_ms = None
+        for piece in pieces:
+            pos, n = 0, piece.nbytes
+            while pos < n:
+                if n - pos < HEADER_BYTES:
+                    raise ValueError(f"{self.partition_dir}: {n - pos} bytes at the end of a piece are not a batch")
+                base, length, _, _, _, _, last_delta, _, max_ts = HEADER.unpack_from(piece, pos)[:9]
+                batch_bytes = LENGTH_FIELD_END + length
+                if length < HEADER_BYTES - LENGTH_FIELD_END or pos + batch_bytes > n:
+                    raise ValueError(f"{self.partition_dir}: the batch at base offset {base} does not fit its piece")
+                last = base + last_delta
+                if self._size + chunk_bytes:
+                    if now_ms is None:
+                        now_ms = _now_ms()
+                    if self._should_roll(chunk_bytes, batch_bytes, last, max_ts, now_ms):
+                        if chunk:
+                            self._write(chunk, chunk_bytes, base, notes)
+                            chunk, notes, chunk_bytes = [], [], 0
+                        self._roll(base)
+                if self._size + chunk_bytes == 0 and self._first_timestamp is None:
+                    self._first_timestamp = max_ts
+                chunk.append(piece if (pos == 0 and batch_bytes == n) else piece[pos:pos + batch_bytes])
+                notes.append((self._size + chunk_bytes, batch_bytes, last, max_ts))
+                chunk_bytes += batch_bytes
+                pos += batch_bytes
+        self._write(chunk, chunk_bytes, next_offset, notes)
+
+    def _should_roll(self, chunk_bytes, batch_bytes, last_offset, max_ts, now_ms):
+        if self._size + chunk_bytes + batch_bytes > self.segment_bytes:
+            return True
+        if last_offset - self._active_base > index.INT32_MAX or self._index.full():
+            return True
+        if self.segment_ms >= NO_ROLL_MS:
+            return False
+        first = self._first_timestamp
+        waited = max_ts - first if first is not None and first >= 0 and max_ts >= 0 else now_ms - self._created_ms
+        return waited > self.segment_ms - self._jitter
+
+    def _write(self, views, nbytes, end_offset, notes):
+        try:
+            _write_all(self._fd, views)
+        except OSError:
+            self._torn = True
+            try:
+                self._cut_torn_write()
+            except OSError:
+                pass  # retried before the next append
+            if self._size == 0:
+                self._first_timestamp = None
+            raise
+        self._size += nbytes
+        self._log_end_offset = end_offset
+        self._dirty = True
+        info = self._segments[-1]
+        info.size = self._size
+        for position, batch_bytes, last_offset, max_ts in notes:
+            self._index.note(position, batch_bytes, last_offset, max_ts)
+        info.max_timestamp = self._index.max_timestamp
+
+    def _cut_torn_write(self):
+        # A short or failed write (ENOSPC, EIO) left part of a batch: cut it so the file
+        # only ever holds whole batches and O_APPEND continues at a batch boundary.
+        if self._torn:
+            os.ftruncate(self._fd, self._size)
+            self._torn = False
+
+    def _close_active(self):
+        """Seal and close the active segment (or remove it when empty)."""
+        if self._fd is None:
+            return
+        if self._size == 0:
+            # An empty active segment holds no offsets: replace it, do not keep it around.
+            os.close(self._fd)
+            self._index.close()
+            _unlink_segment(self.partition_dir, self._active_base)
+            self._segments.pop()
+        else:
+            # Recovery only walks the newest segment, so one we leave must be whole on disk,
+            # its indexes included (retention.ms reads its largest timestamp from them).
+            self._index.seal()
+            os.fdatasync(self._fd)
+            os.close(self._fd)
+            self._index.close()
+        self._fd, self._index, self._active_base = None, None, None
+        self._size = 0
+
+    def _roll(self, base_offset):
+        """Make a new, empty segment named base_offset the active one."""
+        self._close_active()
+        path = segment_path(self.partition_dir, base_offset)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            new_index = index.SegmentIndex(self.partition_dir, base_offset, self.index_interval_bytes,
+                                           self.segment_index_bytes)
+        except OSError:
+            os.close(fd)
+            _unlink_segment(self.partition_dir, base_offset)
+            raise
+        self._fd, self._index, self._active_base = fd, new_index, base_offset
+        self._size = 0
+        self._first_timestamp = None
+        self._created_ms = _now_ms()
+        self._jitter = int.from_bytes(os.urandom(8), "big") % self.segment_jitter_ms if self.segment_jitter_ms > 0 \
+            else 0
+        self._dir_dirty = True
+        self._segments.append(SegmentInfo(self.partition_dir, base_offset))
+        if self._log_end_offset < base_offset:
+            self._log_end_offset = base_offset
+            if self._flushed_offset < base_offset and not self._dirty:
+                self._flushed_offset = base_offset  # nothing below it will ever be written
+
+    def configure(self, segment_bytes=None, segment_ms=None, index_interval_bytes=None, segment_index_bytes=None,
+                  segment_jitter_ms=None):
+        """New topic settings; they apply from the next append (indexes: from the next segment)."""
+        if segment_bytes is not None:
+            self.segment_bytes = int(segment_bytes)
+        if segment_ms is not None:
+            self.segment_ms = int(segment_ms)
+        if segment_jitter_ms is not None:
+            self.segment_jitter_ms = int(segment_jitter_ms)
+        if index_interval_bytes is not None:
+            self.index_interval_bytes = int(index_interval_bytes)
+            if self._index is not None:
+                self._index.set_interval(self.index_interval_bytes)
+        if segment_index_bytes is not None:
+            self.segment_index_bytes = int(segment_index_bytes)
+
+    def delete_oldest(self, count):
+        """Delete the `count` oldest segments (retention); returns their base offsets.
+
+        Deleting every segment first rolls a new, empty one at the log end offset, so the
+        directory keeps recording where offsets continue. The directory is fsynced after.
+        """
+        if count <= 0 or not self._segments:
+            return []
+        if count >= len(self._segments):
+            if self._size:
+                self._roll(self._log_end_offset)
+                self.flush()
+            count = len(self._segments) - 1  # the empty active segment stays: it records the log end
+        gone = self._segments[:count]
+        for info in gone:
+            _unlink_segment(self.partition_dir, info.base)
+        del self._segments[:count]
+        _fsync_dir(self.partition_dir)
+        return [info.base for info in gone]
+
+    def flush(self):
+        """fdatasync the active segment (and the directory after a roll); returns flushed_offset."""
+        if self._fd is not None and self._dirty:
+            os.fdatasync(self._fd)
+            self._dirty = False
+        if self._dir_dirty:
+            _fsync_dir(self.partition_dir)
+            self._dir_dirty = False
+        if self._parent_dirty:
+            _fsync_dir(os.path.dirname(os.path.abspath(self.partition_dir)))
+            self._parent_dirty = False
+        self._flushed_offset = self._log_end_offset
+        return self._flushed_offset
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
