@@ -40,11 +40,9 @@ input and both results in the reason.
 import contextlib
 import os
 import random
-import signal
 import time
 from functools import partial
 
-import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -54,7 +52,7 @@ from shmlog import KafkaError, KafkaException, TopicPartition
 from shmlog._native import ffi, layout, lib, shm
 from shmlog.client.consumer import MAX_FRAMES_PER_FETCH
 from shmlog.client.partitioner import murmur2_partition
-from tests.conftest import create_topic
+from tests.conftest import broker_processes, create_topic, stop_leftover_broker
 
 RECORD_OVERHEAD = 21            # bytes the producer counts per record besides key, value and headers
 RING_BYTES = 1 << 20
@@ -126,19 +124,6 @@ def _broker(path):
     assert not leftovers, f"shared memory left behind: {leftovers}"
 
 
-def _reap_broker_processes():
-    """Kill shmlog processes this test started and still running; returns what was left."""
-    left = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "shmlog" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
-                left.append(child.pid)
-                child.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    return left
-
-
 class Side:
     """One broker of a twin pair and its admin client."""
 
@@ -159,7 +144,8 @@ def twins(tmp_path):
         finally:
             for side in sides:
                 side.admin.close()
-    assert not _reap_broker_processes(), "broker processes left behind"
+    stop_leftover_broker(str(tmp_path / "fast"))
+    stop_leftover_broker(str(tmp_path / "slow"))
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -1096,7 +1082,8 @@ def test_a_topic_that_is_not_a_str_is_a_type_error_and_the_broker_survives(tmp_p
         except Exception as exc:      # a dead broker leaves shared memory behind (_broker removes it)
             teardown = f"{type(exc).__name__}: {exc}"
         finally:
-            _reap_broker_processes()
+            for proc in broker_processes(str(tmp_path / f"broker-{bad}")):   # a broker that died halfway
+                proc.kill()
         outcomes.append((bad, raised, alive, teardown))
     assert outcomes == [(None, "TypeError", True, None), (1, "TypeError", True, None)]
 
