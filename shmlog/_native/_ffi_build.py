@@ -1,16 +1,20 @@
-"""cffi out-of-line (API mode) build of the C core in csrc/.
+"""cffi out-of-line (API mode) build of the C core in csrc/core/.
 
-The cdef is the C headers themselves, preprocessed without their #includes, so the
-Python binding can never drift from the structs and signatures the C code compiles.
+The cdef is the public C headers themselves (csrc/shmlog_layout.h, csrc/shmlog_core.h),
+preprocessed without their #includes, so the Python binding can never drift from the structs
+and signatures the C code compiles.
 """
+import glob
 import os
 import re
 import subprocess
 
 from cffi import FFI
 
-CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "csrc")
+CSRC = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "csrc"))
 HEADERS = ("shmlog_layout.h", "shmlog_core.h")
+SOURCES = sorted(glob.glob(os.path.join(CSRC, "core", "*.c")))
+WARNINGS = ["-Wall", "-Wextra"]
 
 
 def _header_text():
@@ -32,10 +36,11 @@ ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "shmlog._native._core",
     '#include "shmlog_core.h"',
-    sources=[os.path.join(CSRC, "shmlog_core.c")],
+    sources=SOURCES,
+    depends=sorted(glob.glob(os.path.join(CSRC, "*.h")) + glob.glob(os.path.join(CSRC, "core", "*.h"))),
     include_dirs=[CSRC],
-    extra_compile_args=["-O3", "-std=gnu11", "-mcx16", "-Wall", "-Wno-unused-function"],
+    extra_compile_args=["-O3", "-std=gnu11", "-mcx16"] + WARNINGS,
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir), verbose=True)
+    ffibuilder.compile(tmpdir=os.path.dirname(CSRC), verbose=True)

@@ -1,6 +1,6 @@
 """A partition ring: the Python face of the C claim/publish/fetch functions.
 
-Invariants live in the C core (csrc/shmlog_core.c); this module turns status codes
+Invariants live in the C core (csrc/core/); this module turns status codes
 into KafkaErrors that name the partition, and repairs claims left by dead producers.
 """
 import itertools
@@ -276,8 +276,8 @@ class Doorbell:
         if lib.shmlog_doorbell_validate(mapping.ptr, mapping.size) != 0:
             raise error(KafkaError._BAD_MSG, f"shared memory {mapping.name} is not a valid shmlog doorbell")
         self.mapping = mapping
-        self.ptr = mapping.ptr
         self.header = ffi.cast("shmlog_doorbell *", mapping.ptr)
+        self.ptr = self.header  # what every lib.shmlog_doorbell_* and append/wait call takes
 
     @classmethod
     def create(cls, name, mode=0o600):

@@ -39,7 +39,7 @@ class _Rings:
             if r.pending or not r.on_ring:
                 return False
         if readers != self.readers:   # identity of the readers; the list keeps them alive
-            self.rings = ffi.new("void *[]", [r.ring.map for r in readers])
+            self.rings = ffi.new("shmlog_ring_handle *[]", [r.ring.map for r in readers])
             self.cursors = ffi.new("shmlog_cursor *[]", [r.cursor for r in readers])
             self.n = len(readers)
             self.readers = list(readers)

@@ -275,7 +275,7 @@ class PartitionLog:
     def publish(self):
         lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
                                           self.flushed)
-        lib.shmlog_ring_release_to(self.ring.map, self.cursor.position, ffi.NULL)
+        lib.shmlog_ring_release_to(self.ring.map, self.cursor.position)
 
     # -------------------------------------------------------------- trouble
 

@@ -304,7 +304,7 @@ class RingModel(RuleBasedStateMachine):
         boundaries = [0] + [pos + nbytes for pos, nbytes, *_ in self.frames if pos + nbytes <= limit]
         target = boundaries[int(fraction * (len(boundaries) - 1))]
         before = self.release_position()
-        returned = lib.shmlog_ring_release_to(self.ring.map, target, ffi.NULL)
+        returned = lib.shmlog_ring_release_to(self.ring.map, target)
         after = self.release_position()
         assert returned == after
         assert before <= after <= max(before, target)

@@ -1,0 +1,252 @@
+/* Appending: producer slots, the claim of space and offsets, and publishing a frame.
+ *
+ *   1. claim     read the (tail, next offset) pair; wait for space if the frame would pass
+ *                release_position + capacity; write the intent into our slot (seq_cst, so a
+ *                repairer that sees the claimed tail also sees it); one 16-byte CAS moves the
+ *                pair; a frame that would not fit before the ring's end becomes padding.
+ *   2. fill      the records are copied (or encoded) into the claimed frame.
+ *   3. commit    batch header and CRC, offset index hint, slot OWNED -> IDLE (fails only if
+ *                a repairer fenced us), then the release store of the publish mark.
+ */
+#include <signal.h>
+
+#include "core.h"
+
+/* ---------------------------------------------------------------- crash points (tests) */
+
+static int crash_point;
+
+void shmlog_debug_set_crash_point(int point) { crash_point = point; }
+
+static inline void crash_at(int point) {
+    if (crash_point == point) raise(SIGKILL);
+}
+
+enum {
+    CRASH_BEFORE_CLAIM_CAS = 1,
+    CRASH_AFTER_CLAIM = 2,
+    CRASH_MID_COPY = 3,
+    CRASH_BEFORE_PUBLISH = 4,
+};
+
+/* ---------------------------------------------------------------- producer slots */
+
+int shmlog_producer_slot_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_start_time,
+                                 uint64_t owner_token) {
+    shmlog_ring_header *h = ring->header;
+    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS; i++) {
+        shmlog_producer_slot *s = &h->producers[i];
+        uint32_t expected = 0;
+        if (load_relaxed(&s->state) != SHMLOG_SLOT_IDLE) continue;
+        if (compare_exchange(&s->pid, &expected, pid, memory_order_acq_rel, memory_order_relaxed)) {
+            s->pid_start_time = pid_start_time;
+            store_release(&s->owner_token, owner_token);
+            return i;
+        }
+    }
+    return SHMLOG_ENOSLOT;
+}
+
+/* Frees the slot only if it still belongs to owner_token: two reclaimers racing over a dead
+ * owner must not free a slot a new producer has just taken. */
+int shmlog_producer_slot_release(shmlog_ring_handle *ring, int slot, uint64_t owner_token) {
+    shmlog_producer_slot *s = &ring->header->producers[slot];
+    uint64_t expected = owner_token;
+    if (!compare_exchange(&s->owner_token, &expected, 0, memory_order_acq_rel, memory_order_relaxed))
+        return SHMLOG_EAGAIN;
+    store_release(&s->state, SHMLOG_SLOT_IDLE);
+    store_release(&s->pid, 0);
+    return SHMLOG_OK;
+}
+
+static void slot_write_intent(shmlog_producer_slot *s, uint64_t position, uint64_t offset, uint32_t frame_bytes,
+                              uint32_t record_count) {
+    store_relaxed(&s->claim_position, position);
+    store_relaxed(&s->claim_offset, offset);
+    store_relaxed(&s->claim_frame_bytes, frame_bytes);
+    store_relaxed(&s->claim_record_count, record_count);
+    store_relaxed(&s->claim_unix_ns, now_realtime_ns());
+    store_seq_cst(&s->state, SHMLOG_SLOT_CLAIMING); /* before the claim CAS, for repairers */
+}
+
+/* ---------------------------------------------------------------- claim */
+
+typedef unsigned __int128 u128;
+
+/* The (tail position, next offset) pair moves in one cmpxchg16b, a full barrier: offsets and
+ * bytes are claimed together. C11 has no lock-free 16-byte atomic in GCC (it calls
+ * libatomic), hence the legacy builtin. */
+static inline int claim_pair_cas(shmlog_ring_claim *c, uint64_t pos, uint64_t off, uint64_t new_pos,
+                                 uint64_t new_off) {
+    u128 expected = ((u128)off << 64) | pos;
+    u128 desired = ((u128)new_off << 64) | new_pos;
+    return __sync_bool_compare_and_swap((u128 *)&c->tail_position, expected, desired);
+}
+
+/* Waits (in slices) for the releaser to free room up to claim_end; SHMLOG_EFULL at the deadline. */
+static int space_wait(shmlog_ring_handle *ring, uint64_t claim_end, uint64_t deadline_ns, shmlog_doorbell *bell) {
+    shmlog_ring_header *h = ring->header;
+    uint32_t seq = load_acquire(&h->release.space_futex);
+    fetch_add(&h->release.space_waiters, 1, memory_order_seq_cst);
+    /* What is persisted but held back for readers is ours to take now. */
+    shmlog_ring_release_to(ring, load_acquire(&h->persist.persisted_position));
+    int rc = SHMLOG_OK;
+    if (claim_end > load_seq_cst(&h->release.release_position) + ring->capacity_bytes) {
+        uint64_t now = now_monotonic_ns();
+        if (now >= deadline_ns) rc = SHMLOG_EFULL;
+        else {
+            uint64_t slice = deadline_ns - now;
+            if (slice > SHMLOG_WAIT_SLICE_NS) slice = SHMLOG_WAIT_SLICE_NS;
+            persister_wake(ring, bell); /* it sleeps on a timer while records flow */
+            futex_wait(&h->release.space_futex, seq, (int64_t)slice);
+        }
+    }
+    fetch_sub(&h->release.space_waiters, 1, memory_order_seq_cst);
+    return rc;
+}
+
+/* Claims frame_bytes for record_count offsets (publishing end-of-ring padding on the way);
+ * returns the claimed position with the slot OWNED, or SHMLOG_EFULL at the deadline. */
+static int64_t frame_claim_space(shmlog_ring_handle *ring, shmlog_producer_slot *s, uint64_t frame_bytes,
+                                 uint32_t record_count, uint64_t deadline, uint64_t *out_offset,
+                                 shmlog_doorbell *bell) {
+    shmlog_ring_header *h = ring->header;
+    const uint64_t cap = ring->capacity_bytes;
+    for (;;) {
+        uint64_t pos = load_acquire(&h->claim.tail_position);
+        uint64_t off = load_acquire(&h->claim.next_offset);
+        uint64_t idx = ring_index_of(ring, pos);
+        int pad = idx + frame_bytes > cap;
+        uint64_t claim_bytes = pad ? cap - idx : frame_bytes;
+        uint32_t claim_count = pad ? 0 : record_count;
+        if (pos + claim_bytes > load_acquire(&h->release.release_position) + cap) {
+            if (space_wait(ring, pos + claim_bytes, deadline, bell) == SHMLOG_EFULL) return SHMLOG_EFULL;
+            continue;
+        }
+        slot_write_intent(s, pos, off, (uint32_t)claim_bytes, claim_count);
+        crash_at(CRASH_BEFORE_CLAIM_CAS);
+        if (!claim_pair_cas(&h->claim, pos, off, pos + claim_bytes, off + claim_count)) {
+            store_release(&s->state, SHMLOG_SLOT_IDLE); /* a stale intent must not look like a live claim */
+            continue;
+        }
+        store_release(&s->state, SHMLOG_SLOT_OWNED);
+        crash_at(CRASH_AFTER_CLAIM);
+        frame_clear_interior(ring, pos, claim_bytes);
+        if (pad) {
+            frame_publish(ring, pos, (uint32_t)claim_bytes, 1);
+            store_release(&s->state, SHMLOG_SLOT_IDLE);
+            continue;
+        }
+        *out_offset = off;
+        return (int64_t)pos;
+    }
+}
+
+typedef struct claimed_frame {
+    shmlog_producer_slot *slot;
+    int64_t position, frame_bytes;
+    uint64_t base_offset;
+    uint8_t *records; /* where the batch's records section goes */
+} claimed_frame;
+
+/* Claims a frame for a batch of `count` records taking records_bytes: 0, or a negative status. */
+static int64_t frame_claim(shmlog_ring_handle *ring, int slot, uint64_t records_bytes, uint32_t count,
+                           int64_t timeout_ns, shmlog_doorbell *bell, claimed_frame *out) {
+    if (records_bytes > UINT32_MAX) return SHMLOG_ETOOBIG;
+    uint64_t frame_bytes = frame_bytes_for_records(records_bytes);
+    if (frame_bytes > ring->capacity_bytes || frame_bytes > SHMLOG_FRAME_LENGTH_MASK || count == 0)
+        return SHMLOG_ETOOBIG;
+    out->slot = &ring->header->producers[slot];
+    out->frame_bytes = (int64_t)frame_bytes;
+    out->position = frame_claim_space(ring, out->slot, frame_bytes, count, deadline_after(timeout_ns),
+                                      &out->base_offset, bell);
+    if (out->position < 0) return out->position;
+    out->records = ring_frame_batch(ring, (uint64_t)out->position) + SHMLOG_BATCH_HEADER_BYTES;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- commit */
+
+/* Each frame that crosses a 1/SHMLOG_INDEX_ENTRIES-of-capacity boundary records where it
+ * starts; entries are hints, validated against the frame before use (fetch.c). */
+static void offset_index_note(shmlog_ring_handle *ring, uint64_t position, uint64_t frame_bytes, uint64_t offset) {
+    uint32_t shift = ring->index_shift;
+    uint64_t first = position >> shift, last = (position + frame_bytes - 1) >> shift;
+    if (first == last && (position & ((1ULL << shift) - 1)) != 0) return;
+    shmlog_index_entry *e = &ring->header->index[last & (SHMLOG_INDEX_ENTRIES - 1)];
+    store_relaxed(&e->position, position);
+    store_relaxed(&e->offset, offset);
+}
+
+/* Writes the batch header over records already in place, then publishes the frame. */
+static int64_t frame_commit(shmlog_ring_handle *ring, const claimed_frame *f, uint32_t records_bytes,
+                            uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp, int16_t attributes,
+                            int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
+                            shmlog_doorbell *bell) {
+    uint64_t pos = (uint64_t)f->position, frame_bytes = (uint64_t)f->frame_bytes;
+    shmlog_batch_write_header(ring_frame_batch(ring, pos), records_bytes, f->base_offset,
+                              ring->header->descriptor.leader_epoch, attributes, record_count, base_timestamp,
+                              max_timestamp, producer_id, producer_epoch, base_sequence);
+    crash_at(CRASH_BEFORE_PUBLISH);
+    offset_index_note(ring, pos, frame_bytes, f->base_offset);
+    uint32_t owned = SHMLOG_SLOT_OWNED;
+    if (!compare_exchange(&f->slot->state, &owned, SHMLOG_SLOT_IDLE, memory_order_acq_rel, memory_order_acquire))
+        return SHMLOG_EFENCED;
+    frame_publish(ring, pos, (uint32_t)frame_bytes, 0);
+    doorbell_ring_watchers(ring, bell);
+    persister_nudge(ring, bell, pos, pos + frame_bytes);
+    return (int64_t)pos;
+}
+
+/* ---------------------------------------------------------------- the three appends */
+
+int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *records, uint32_t records_bytes,
+                           uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp,
+                           int16_t attributes, int64_t producer_id, int16_t producer_epoch,
+                           int32_t base_sequence, int64_t timeout_ns, shmlog_doorbell *doorbell,
+                           uint64_t *out_base_offset) {
+    claimed_frame f;
+    int64_t rc = frame_claim(ring, slot, records_bytes, record_count, timeout_ns, doorbell, &f);
+    if (rc < 0) return rc;
+    *out_base_offset = f.base_offset;
+    uint32_t half = records_bytes / 2;
+    memcpy(f.records, records, half);
+    crash_at(CRASH_MID_COPY);
+    memcpy(f.records + half, records + half, records_bytes - half);
+    return frame_commit(ring, &f, records_bytes, record_count, base_timestamp, max_timestamp, attributes,
+                        producer_id, producer_epoch, base_sequence, doorbell);
+}
+
+/* Encodes the records straight into the claimed frame: no staging buffer, one pass. */
+int64_t shmlog_ring_append_fixed(shmlog_ring_handle *ring, int slot, uint32_t count, const uint8_t *values,
+                                 uint32_t value_bytes, int64_t timestamp, int64_t timeout_ns,
+                                 shmlog_doorbell *doorbell, uint64_t *out_base_offset) {
+    int64_t records_bytes = shmlog_records_encode_fixed(NULL, 0, count, values, value_bytes);
+    if (records_bytes < 0) return SHMLOG_ETOOBIG;
+    claimed_frame f;
+    int64_t rc = frame_claim(ring, slot, (uint64_t)records_bytes, count, timeout_ns, doorbell, &f);
+    if (rc < 0) return rc;
+    *out_base_offset = f.base_offset;
+    shmlog_records_encode_fixed(f.records, (uint64_t)records_bytes, count, values, value_bytes);
+    crash_at(CRASH_MID_COPY);
+    return frame_commit(ring, &f, (uint32_t)records_bytes, count, timestamp, timestamp, 0, -1, -1, -1, doorbell);
+}
+
+int64_t shmlog_ring_append_records(shmlog_ring_handle *ring, int slot, uint32_t count, const uint8_t *keys,
+                                   const int32_t *key_lens, const uint8_t *values, const int32_t *value_lens,
+                                   const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
+                                   const uint8_t *headers, const int32_t *headers_lens, int64_t timeout_ns,
+                                   shmlog_doorbell *doorbell, uint64_t *out_base_offset) {
+    int64_t records_bytes = shmlog_records_encode(NULL, 0, count, keys, key_lens, values, value_lens, timestamps,
+                                                  base_timestamp, headers, headers_lens);
+    if (records_bytes < 0) return SHMLOG_ETOOBIG;
+    claimed_frame f;
+    int64_t rc = frame_claim(ring, slot, (uint64_t)records_bytes, count, timeout_ns, doorbell, &f);
+    if (rc < 0) return rc;
+    *out_base_offset = f.base_offset;
+    shmlog_records_encode(f.records, (uint64_t)records_bytes, count, keys, key_lens, values, value_lens, timestamps,
+                          base_timestamp, headers, headers_lens);
+    crash_at(CRASH_MID_COPY);
+    return frame_commit(ring, &f, (uint32_t)records_bytes, count, base_timestamp, max_timestamp, 0, -1, -1, -1,
+                        doorbell);
+}

@@ -1,0 +1,63 @@
+/* What the files of the C core share and nobody else sees: futexes, the spin hint, and the
+ * few functions one concept calls in another (hidden: not exported from _core). */
+#ifndef SHMLOG_CORE_PRIVATE_H
+#define SHMLOG_CORE_PRIVATE_H
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shmlog_core.h"
+#include "shmlog_internal.h"
+
+#define SHMLOG_HIDDEN __attribute__((visibility("hidden")))
+
+/* A sleeper that no waker can reach (it died) must not strand a waiter: waits are cut in
+ * slices this long and the condition re-checked. */
+#define SHMLOG_WAIT_SLICE_NS 100000000ULL
+
+/* ---------------------------------------------------------------- futex */
+
+/* Sleeps while *word == expected, up to timeout_ns (< 0: no limit); 0 when woken. */
+static inline int futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        tsp = &ts;
+    }
+    return (int)syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, NULL, 0);
+}
+
+static inline void futex_wake_all(uint32_t *word) {
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline uint64_t deadline_after(int64_t timeout_ns) {
+    return timeout_ns < 0 ? UINT64_MAX : now_monotonic_ns() + (uint64_t)timeout_ns;
+}
+
+/* ---------------------------------------------------------------- across concepts */
+
+/* doorbell.c: wake every consumer watching the ring (after a publish or a repair). */
+SHMLOG_HIDDEN void doorbell_ring_watchers(const shmlog_ring_handle *ring, shmlog_doorbell *bell);
+/* doorbell.c: wake the ring's persister now (space short, an fsync awaited). */
+SHMLOG_HIDDEN void persister_wake(const shmlog_ring_handle *ring, shmlog_doorbell *bell);
+/* doorbell.c: wake it once when [start, end) takes the unpersisted bytes past a quarter. */
+SHMLOG_HIDDEN void persister_nudge(const shmlog_ring_handle *ring, shmlog_doorbell *bell, uint64_t start,
+                                   uint64_t end);
+/* batch.c: the CRC32C over attributes..end, written into the header. */
+SHMLOG_HIDDEN void batch_seal(uint8_t *batch);
+/* fetch.c: nothing has claimed past position + capacity yet (bytes at position not reused). */
+SHMLOG_HIDDEN int ring_still_intact(const shmlog_ring_handle *ring, uint64_t position);
+
+#endif

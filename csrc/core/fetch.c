@@ -1,0 +1,147 @@
+/* Reading: where a ring ends and starts, locating an offset, and fetching published batches.
+ *
+ * A reader acquire-loads a frame's publish mark, checks the frame word (lap, bounds) and that
+ * the batch's base offset is the one it expects (dense offsets), copies the batch, then after
+ * an acquire fence re-reads the tail: if the tail has passed start + capacity the bytes may
+ * have been reused mid-copy and the fetch returns SHMLOG_EOVERWRITTEN. */
+#include "core.h"
+
+void shmlog_ring_end(const shmlog_ring_handle *ring, shmlog_cursor *out) {
+    const shmlog_ring_header *h = ring->header;
+    for (;;) { /* the pair is written by one 16-byte CAS: re-read until both halves agree */
+        uint64_t pos = load_acquire(&h->claim.tail_position);
+        uint64_t off = load_acquire(&h->claim.next_offset);
+        if (load_acquire(&h->claim.tail_position) == pos) {
+            out->position = pos;
+            out->next_offset = off;
+            return;
+        }
+    }
+}
+
+/* The fence orders the caller's reads of ring bytes before the tail load. */
+int ring_still_intact(const shmlog_ring_handle *ring, uint64_t position) {
+    fence_acquire();
+    return load_relaxed(&ring->header->claim.tail_position) <= position + ring->capacity_bytes;
+}
+
+int shmlog_ring_has_data(const shmlog_ring_handle *ring, uint64_t position) {
+    if (frame_is_published(ring, position)) return 1;
+    return !ring_still_intact(ring, position);
+}
+
+/* The frame at position, validated: its length (> 0) and padding flag, or a negative status. */
+static int64_t frame_read_length(const shmlog_ring_handle *ring, uint64_t position, int *padding) {
+    uint64_t word = load_relaxed(ring_frame_word(ring, position));
+    uint32_t length = (uint32_t)(word & SHMLOG_FRAME_LENGTH_MASK);
+    if ((uint32_t)(word >> 32) != ring_lap_of(ring, position) || length < SHMLOG_FRAME_ALIGN ||
+        length % SHMLOG_FRAME_ALIGN || length > ring->capacity_bytes - ring_index_of(ring, position))
+        return SHMLOG_ECORRUPT;
+    *padding = (word & SHMLOG_FRAME_PADDING_FLAG) != 0;
+    return length;
+}
+
+/* A status about the bytes at cursor->position stands only if they were not reused meanwhile. */
+static int64_t fetch_fail(const shmlog_ring_handle *ring, shmlog_cursor *cursor, uint64_t start, uint64_t pos,
+                          int64_t status) {
+    if (!ring_still_intact(ring, start)) return SHMLOG_EOVERWRITTEN;
+    cursor->position = pos;
+    return status;
+}
+
+int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor, uint8_t *dst,
+                          uint64_t dst_bytes, shmlog_frame_ref *frames, uint32_t max_frames, int check_crc) {
+    uint64_t start = cursor->position, pos = start, next_offset = cursor->next_offset, used = 0;
+    uint32_t n = 0;
+    if (!ring_still_intact(ring, start)) return SHMLOG_EOVERWRITTEN;
+    while (n < max_frames) {
+        if (!frame_is_published(ring, pos)) break;
+        int padding;
+        int64_t length = frame_read_length(ring, pos, &padding);
+        if (length < 0) return fetch_fail(ring, cursor, start, pos, SHMLOG_ECORRUPT);
+        if (padding) {
+            pos += (uint64_t)length;
+            continue;
+        }
+        const uint8_t *batch = ring_frame_batch(ring, pos);
+        uint64_t room = (uint64_t)length - SHMLOG_FRAME_PREFIX_BYTES;
+        int rc = shmlog_batch_verify(batch, room, 0);
+        uint64_t batch_bytes = SHMLOG_BATCH_OFF_LEADER_EPOCH + (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+        uint64_t base = get_be64(batch + SHMLOG_BATCH_OFF_BASE_OFFSET);
+        if (rc == SHMLOG_OK && base != next_offset) rc = SHMLOG_ECORRUPT;
+        if (rc) return fetch_fail(ring, cursor, start, pos, rc);
+        uint64_t count = (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
+        const uint8_t *checked = batch;
+        if (dst) {
+            if (used + batch_bytes > dst_bytes) {
+                if (n == 0) {
+                    frames[0].batch_bytes = (uint32_t)batch_bytes;
+                    return SHMLOG_ESMALL;
+                }
+                break;
+            }
+            memcpy(dst + used, batch, batch_bytes);
+            checked = dst + used;
+        }
+        if (check_crc && shmlog_batch_verify(checked, batch_bytes, 1) != SHMLOG_OK)
+            return fetch_fail(ring, cursor, start, pos, SHMLOG_ECRC);
+        frames[n].map_pos = ring->data_offset + ring_index_of(ring, pos) + SHMLOG_FRAME_PREFIX_BYTES;
+        frames[n].dst_pos = used;
+        frames[n].base_offset = base;
+        frames[n].batch_bytes = (uint32_t)batch_bytes;
+        frames[n].record_count = (uint32_t)count;
+        n++;
+        used += dst ? batch_bytes : 0;
+        pos += (uint64_t)length;
+        next_offset = base + count;
+    }
+    if (!ring_still_intact(ring, start)) return SHMLOG_EOVERWRITTEN;
+    cursor->position = pos;
+    cursor->next_offset = next_offset;
+    return n;
+}
+
+/* ---------------------------------------------------------------- the offset index */
+
+/* A valid (position, offset) pair from the index that is still in the ring. */
+static int offset_index_entry_read(const shmlog_ring_handle *ring, const shmlog_index_entry *e, shmlog_cursor *out) {
+    uint64_t pos = load_relaxed(&e->position), off = load_relaxed(&e->offset);
+    int padding;
+    if (pos % SHMLOG_FRAME_ALIGN || !ring_still_intact(ring, pos) || !frame_is_published(ring, pos)) return 0;
+    int64_t length = frame_read_length(ring, pos, &padding);
+    if (length < SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES || padding) return 0;
+    if (get_be64(ring_frame_batch(ring, pos) + SHMLOG_BATCH_OFF_BASE_OFFSET) != off) return 0;
+    if (!ring_still_intact(ring, pos)) return 0;
+    out->position = pos;
+    out->next_offset = off;
+    return 1;
+}
+
+void shmlog_ring_start(const shmlog_ring_handle *ring, shmlog_cursor *out) {
+    const shmlog_ring_header *h = ring->header;
+    shmlog_ring_end(ring, out);
+    shmlog_cursor c;
+    for (int i = 0; i < SHMLOG_INDEX_ENTRIES; i++)
+        if (offset_index_entry_read(ring, &h->index[i], &c) && c.next_offset < out->next_offset) *out = c;
+}
+
+int shmlog_ring_locate(const shmlog_ring_handle *ring, uint64_t offset, shmlog_cursor *out) {
+    const shmlog_ring_header *h = ring->header;
+    shmlog_cursor end, best = {0, 0}, c;
+    int found = 0;
+    shmlog_ring_end(ring, &end);
+    if (offset >= end.next_offset) {
+        *out = end;
+        return offset == end.next_offset ? SHMLOG_OK : SHMLOG_EAGAIN;
+    }
+    for (int i = 0; i < SHMLOG_INDEX_ENTRIES; i++) {
+        if (offset_index_entry_read(ring, &h->index[i], &c) && c.next_offset <= offset &&
+            (!found || c.next_offset > best.next_offset)) {
+            best = c;
+            found = 1;
+        }
+    }
+    if (!found) return SHMLOG_EOVERWRITTEN;
+    *out = best; /* the caller walks forward from here, skipping records below offset */
+    return SHMLOG_OK;
+}

@@ -1,0 +1,139 @@
+/* Pins, release and persistence: what lets a producer reuse ring bytes, and what tells it
+ * (and acks=all) how far the persister got.
+ *
+ * A producer may claim up to release_position + capacity. The persister (and a producer short
+ * of space) releases up to what is persisted, but never past a zero-copy reader's pin: a
+ * pinning reader stores its pin then reads release_busy; a releaser raises release_busy then
+ * reads the pins (all seq_cst). Either the reader sees a releaser busy (and backs off to
+ * copying) or the releaser sees the pin. */
+#include "core.h"
+
+/* ---------------------------------------------------------------- reader pins */
+
+int shmlog_pin_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token) {
+    shmlog_ring_header *h = ring->header;
+    for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
+        uint32_t expected = 0;
+        if (compare_exchange(&h->pins[i].in_use, &expected, 1, memory_order_acq_rel, memory_order_relaxed)) {
+            store_seq_cst(&h->pins[i].pin_position, UINT64_MAX);
+            h->pins[i].pid = pid;
+            h->pins[i].pid_start_time = pid_start_time;
+            store_release(&h->pins[i].owner_token, owner_token); /* publishes pid and start time */
+            return i;
+        }
+    }
+    return SHMLOG_ENOSLOT;
+}
+
+/* Dekker pair with shmlog_ring_release_to: we store the pin then read the busy count, a
+ * releaser raises the count then reads the pins. Seeing no releaser busy means either every
+ * later release round sees our pin, or the last one's release is what we read next. */
+int shmlog_pin_set(shmlog_ring_handle *ring, int pin, uint64_t position) {
+    shmlog_ring_header *h = ring->header;
+    store_seq_cst(&h->pins[pin].pin_position, position);
+    if (position == UINT64_MAX) return SHMLOG_OK;
+    for (int spin = 0; spin < 100000; spin++) {
+        if (!load_seq_cst(&h->release.release_busy)) {
+            if (load_seq_cst(&h->release.release_position) <= position) return SHMLOG_OK;
+            break;
+        }
+        cpu_relax();
+    }
+    store_seq_cst(&h->pins[pin].pin_position, UINT64_MAX);
+    return SHMLOG_EOVERWRITTEN;
+}
+
+void shmlog_pin_release(shmlog_ring_handle *ring, int pin) {
+    shmlog_ring_header *h = ring->header;
+    store_seq_cst(&h->pins[pin].pin_position, UINT64_MAX);
+    store_release(&h->pins[pin].owner_token, 0);
+    store_release(&h->pins[pin].in_use, 0);
+}
+
+/* ---------------------------------------------------------------- release */
+
+/* Space is released lazily: a quarter of the ring stays readable behind the persister (so
+ * readers near the head keep zero-copy access) until a producer actually waits for room.
+ * Several processes release (the persister, producers short of space): the busy count and
+ * the CAS keep the release monotonic and every pin honoured. */
+uint64_t shmlog_ring_release_to(shmlog_ring_handle *ring, uint64_t persisted_position) {
+    shmlog_ring_header *h = ring->header;
+    uint64_t hold_back = load_seq_cst(&h->release.space_waiters) ? 0 : ring->capacity_bytes / 4;
+    uint64_t current = load_acquire(&h->release.release_position);
+    if (persisted_position < hold_back || persisted_position - hold_back <= current) return current;
+    fetch_add(&h->release.release_busy, 1, memory_order_seq_cst);
+    uint64_t target = persisted_position - hold_back;
+    for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
+        uint64_t p = load_seq_cst(&h->pins[i].pin_position);
+        if (p < target) target = p;
+    }
+    current = load_acquire(&h->release.release_position);
+    while (target > current && !compare_exchange(&h->release.release_position, &current, target,
+                                                 memory_order_seq_cst, memory_order_acquire)) {
+    }
+    fetch_sub(&h->release.release_busy, 1, memory_order_seq_cst);
+    if (target <= current) return current;
+    fence_seq_cst(); /* the new release before reading space_waiters (Dekker with space_wait) */
+    if (load_relaxed(&h->release.space_waiters)) {
+        fetch_add(&h->release.space_futex, 1, memory_order_release);
+        futex_wake_all(&h->release.space_futex);
+    }
+    return target;
+}
+
+/* ---------------------------------------------------------------- persisted and flushed */
+
+void shmlog_ring_publish_persisted(shmlog_ring_handle *ring, uint64_t position, uint64_t offset,
+                                   uint64_t flushed_offset) {
+    shmlog_ring_header *h = ring->header;
+    store_release(&h->persist.persisted_position, position);
+    store_release(&h->persist.persisted_offset, offset);
+    store_release(&h->persist.flushed_offset, flushed_offset);
+    fence_seq_cst(); /* the new offsets before reading persist_waiters (Dekker with wait_flushed) */
+    if (load_relaxed(&h->persist.persist_waiters)) {
+        fetch_add(&h->persist.persist_futex, 1, memory_order_release);
+        futex_wake_all(&h->persist.persist_futex);
+    }
+}
+
+int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t timeout_ns,
+                             shmlog_doorbell *doorbell) {
+    shmlog_ring_header *h = ring->header;
+    const uint64_t deadline = deadline_after(timeout_ns);
+    for (int round = 0;; round++) {
+        uint32_t seq = load_acquire(&h->persist.persist_futex);
+        fetch_add(&h->persist.persist_waiters, 1, memory_order_seq_cst);
+        if (round == 0) persister_wake(ring, doorbell); /* the persister fsyncs when it sees a waiter */
+        int done = load_seq_cst(&h->persist.flushed_offset) > offset;
+        uint64_t now = now_monotonic_ns();
+        if (!done && now < deadline) {
+            uint64_t slice = deadline - now;
+            if (slice > SHMLOG_WAIT_SLICE_NS) slice = SHMLOG_WAIT_SLICE_NS;
+            futex_wait(&h->persist.persist_futex, seq, (int64_t)slice);
+        }
+        fetch_sub(&h->persist.persist_waiters, 1, memory_order_seq_cst);
+        if (done) return SHMLOG_OK;
+        if (load_acquire(&h->persist.storage_error)) return SHMLOG_ECORRUPT;
+        if (now_monotonic_ns() >= deadline) return SHMLOG_EAGAIN;
+    }
+}
+
+/* Only moves forward; release: the persister acquires it before grouping fsyncs. */
+void shmlog_ring_request_flush(shmlog_ring_handle *ring, uint64_t offset) {
+    shmlog_ring_header *h = ring->header;
+    uint64_t current = load_relaxed(&h->persist.flush_requested_offset);
+    while (current < offset && !compare_exchange(&h->persist.flush_requested_offset, &current, offset,
+                                                 memory_order_release, memory_order_relaxed)) {
+    }
+}
+
+/* The log start offset only moves forward, and two processes move it (the supervisor for
+ * delete_records, the persister for retention): a CAS loop keeps the larger of the two. */
+uint64_t shmlog_ring_advance_log_start(shmlog_ring_handle *ring, uint64_t offset) {
+    shmlog_ring_header *h = ring->header;
+    uint64_t current = load_acquire(&h->persist.log_start_offset);
+    while (current < offset && !compare_exchange(&h->persist.log_start_offset, &current, offset,
+                                                 memory_order_seq_cst, memory_order_acquire)) {
+    }
+    return current < offset ? offset : current;
+}
