@@ -1,10 +1,12 @@
+import glob
+
 from setuptools import Extension, find_packages, setup
 
-# The per-record hot paths as CPython types (Message, produce(), poll()); the C core itself
-# is the cffi module built from shmlog/_ffi_build.py.
-fast = Extension("shmlog._native._fast", sources=["csrc/shmlog_fast.c"], include_dirs=["csrc"],
-                 depends=["csrc/shmlog_core.h", "csrc/shmlog_layout.h", "csrc/shmlog_varint.h"],
-                 extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wno-unused-function"])
+# The per-record hot paths as CPython types (Message, produce(), poll()), one file per type in
+# csrc/fast/; the C core itself (csrc/core/) is the cffi module built by shmlog/_native/_ffi_build.py.
+fast = Extension("shmlog._native._fast", sources=sorted(glob.glob("csrc/fast/*.c")), include_dirs=["csrc"],
+                 depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/fast/*.h")),
+                 extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra"])
 
 setup(
     name="shmlog",

@@ -124,4 +124,11 @@ int shmlog_doorbell_wait(shmlog_doorbell *bell, int slot, uint32_t seen_sequence
 int shmlog_wait_any(shmlog_doorbell *bell, int slot, shmlog_ring_handle *const *rings,
                     shmlog_cursor *const *cursors, int n, int64_t spin_ns, int64_t timeout_ns, int64_t *waited_ns);
 
+/* ---------------------------------------------------------------- the CPython fast path's way in
+ * (core/entry_points.c). The table's members are declared in shmlog_core_entry.h with the
+ * types of the functions above, so _fast is compiled against these very signatures. */
+
+typedef struct shmlog_core_entry_points shmlog_core_entry_points;
+const shmlog_core_entry_points *shmlog_core_entry_points_table(void);
+
 #endif

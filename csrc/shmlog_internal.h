@@ -195,7 +195,7 @@ static inline uint64_t record_encoded_bytes(uint64_t body_bytes) {
     return varint_size(zigzag((int64_t)body_bytes)) + body_bytes;
 }
 
-/* The one Kafka record encoder (shmlog_records_encode calls it): writes
+/* The one Kafka record encoder (shmlog_records_encode and _fast's Batch both call it): writes
  * one record of body_bytes (record_body_bytes of the same fields) at p, which has room for
  * record_encoded_bytes(body_bytes); returns where the record ends. */
 static inline uint8_t *record_encode(uint8_t *p, uint64_t body_bytes, int64_t ts_delta, uint32_t offset_delta,
