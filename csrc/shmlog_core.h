@@ -11,12 +11,25 @@
 #include <stdint.h>
 #include "shmlog_layout.h"
 
+/* ---------------------------------------------------------------- producer rules
+ * The one definition of each; Python reads them from lib (shmlog/log/batch.py). */
+
+/* Kafka's maximum per-record framing beyond key and value (varints, attributes): what a
+ * record counts against batch.size, buffer.memory and the size limits. */
+#define SHMLOG_RECORD_OVERHEAD_BYTES 21
+/* Bytes of framing around each value of shmlog_records_encode_fixed: padded varints for the
+ * length (5), attributes (1), timestamp delta (1), offset delta, key length (1), value
+ * length (5) and header count (1). */
+#define SHMLOG_FIXED_RECORD_OVERHEAD_BYTES (5 + 1 + 1 + SHMLOG_FIXED_OFFSET_DELTA_BYTES + 1 + 5 + 1)
+
 /* ---------------------------------------------------------------- hashes (core/hash.c) */
 
 uint32_t shmlog_crc32c(uint32_t crc, const void *data, size_t length);
 uint32_t shmlog_crc32c_sw(uint32_t crc, const void *data, size_t length);
 int shmlog_crc32c_hw_available(void);
 int32_t shmlog_murmur2(const void *data, size_t length);
+/* Kafka's Java default partitioner: toPositive(murmur2(key)) % partitions. */
+uint32_t shmlog_murmur2_partition(const void *key, size_t length, uint32_t partitions);
 uint32_t shmlog_fnv1a(const void *data, size_t length);
 
 /* ---------------------------------------------------------------- record batches (core/batch.c) */

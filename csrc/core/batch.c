@@ -77,8 +77,8 @@ int64_t shmlog_records_encode(uint8_t *dst, uint64_t dst_bytes, uint32_t count,
 
 int64_t shmlog_records_encode_fixed(uint8_t *dst, uint64_t dst_bytes, uint32_t count,
                                     const uint8_t *values, uint32_t value_bytes) {
-    const uint64_t body = 1 + 1 + SHMLOG_FIXED_OFFSET_DELTA_BYTES + 1 + 5 + (uint64_t)value_bytes + 1;
-    const uint64_t stride = 5 + body;
+    const uint64_t stride = SHMLOG_FIXED_RECORD_OVERHEAD_BYTES + (uint64_t)value_bytes;
+    const uint64_t body = stride - 5; /* all but the padded length varint */
     if (count >= (1u << (7 * SHMLOG_FIXED_OFFSET_DELTA_BYTES - 1)) || value_bytes > 0x3fffffffu) return SHMLOG_ETOOBIG;
     if (!dst) return (int64_t)(stride * count);
     if (stride * count > dst_bytes) return SHMLOG_ESMALL;

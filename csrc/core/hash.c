@@ -125,6 +125,10 @@ uint32_t shmlog_crc32c(uint32_t crc, const void *data, size_t length) {
 
 int32_t shmlog_murmur2(const void *data, size_t length) { return murmur2_hash(data, length); }
 
+uint32_t shmlog_murmur2_partition(const void *key, size_t length, uint32_t partitions) {
+    return partitions ? murmur2_partition(key, length, partitions) : 0;
+}
+
 uint32_t shmlog_fnv1a(const void *data, size_t length) {
     const uint8_t *p = data;
     uint32_t h = 0x811c9dc5u;

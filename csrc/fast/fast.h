@@ -11,10 +11,11 @@
  *   module.c         the module: bind() to the C core, the names table, record columns
  *
  * Anything off the fast path (headers, str values, custom partitioners, a new topic, a full
- * local queue, a forked child, compression) falls back to the Python method named
- * `_<method>_slow`, which holds the rules; this code only repeats the common case. The C core
- * is reached through the entry-point table bound from shmlog._native._core (see
- * shmlog_core_entry.h), so one copy of it, and of its debug crash points, serves both modules.
+ * local queue, a forked child) falls back to the Python method named `_<method>_slow`, which
+ * calls back into the rules defined here (record_size, _queue_full, _partition_for, _add) so
+ * each rule has one author. The C core is reached through the entry-point table bound from
+ * shmlog._native._core (see shmlog_core_entry.h), so one copy of it, and of its debug crash
+ * points, serves both modules. shmlog/_native/_fast.pyi describes what Python sees.
  */
 #ifndef SHMLOG_FAST_H
 #define SHMLOG_FAST_H
@@ -45,7 +46,7 @@ extern unsigned long fork_generation;
     X(decode_rest, "_decode_rest", "shmlog.client.consumer.Consumer")          \
     X(buffer, "_buffer", "shmlog.client.consumer.Consumer")                    \
     X(produce_slow, "_produce_slow", "shmlog.client.producer.Producer")        \
-    X(send_python, "_send_python", "shmlog.client.producer.Producer")          \
+    X(compress, "_compress", "shmlog.client.producer.Producer")                \
     X(after_send, "_after_send", "shmlog.client.producer.Producer")            \
     X(on_ring, "on_ring", "shmlog.client.consumer._Reader")                    \
     X(next_offset, "next_offset", "shmlog.client.consumer._Reader")            \
@@ -194,6 +195,9 @@ struct Route {
 
 extern PyTypeObject RouteType;
 
+/* The record size rule: a record of `size` accounted bytes may go to this topic. */
+static inline int route_admits(const Route *route, Py_ssize_t size) { return size <= route->record_limit; }
+
 /* The sticky partition for null keys (chosen at random when none is open). */
 int route_sticky_partition(Route *route);
 
@@ -202,5 +206,8 @@ void route_random_seed(void);
 /* ---------------------------------------------------------------- producer_core.c */
 
 extern PyTypeObject ProducerCoreType;
+
+PyObject *fast_record_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fast_timestamp_or_now(PyObject *module, PyObject *arg);
 
 #endif

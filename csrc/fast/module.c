@@ -107,6 +107,10 @@ static PyMethodDef fast_methods[] = {
     {"fetch_ring", fast_fetch_ring, METH_VARARGS, "One ring fetch decoded into a RecordQueue (see Consumer._fetch)."},
     {"serve_reports", fast_serve_reports, METH_VARARGS, "Delivery callbacks of one batch (see Producer.poll)."},
     {"index_columns", fast_index_columns, METH_VARARGS, "Record refs -> column arrays (see RecordBatchView)."},
+    {"record_size", (PyCFunction)(void (*)(void))fast_record_size, METH_FASTCALL,
+     "record_size(key, value, header_bytes=0): what a record counts against the producer's limits."},
+    {"timestamp_or_now", fast_timestamp_or_now, METH_O,
+     "timestamp_or_now(timestamp): a record's timestamp in ms, now when 0."},
     {NULL},
 };
 

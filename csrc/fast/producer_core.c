@@ -1,11 +1,13 @@
 /* ProducerCore: the base of Producer. produce() partitions, checks and encodes a record into
  * its partition's open Batch without running Python; a batch that closes (batch.size,
  * batch.num.messages, linger.ms=0, the linger thread, flush) is appended to its ring by one
- * call of the core with the GIL released; a compressing producer's batches go through
- * Python's _send_python. */
+ * call of the core with the GIL released.
+ *
+ * The producer's rules live here once and Python's slow path (Producer._produce_slow) calls
+ * them: record_size() (what a record counts), Route.admits() (the size limit), _queue_full()
+ * (BufferError), _partition_for() (sticky null keys, murmur2), the default timestamp (in _add)
+ * and the acks=all flush request (in producer_append, for compressed batches too). */
 #include "fast.h"
-
-#define RECORD_OVERHEAD_BYTES 21
 
 typedef struct {
     PyObject_HEAD
@@ -21,7 +23,7 @@ typedef struct {
     int null_key_random;
     int linger_zero;
     int acks;
-    int compressed;                 /* batches go through _send_python (compression) */
+    int compressed;                 /* batches are compressed by Python (_compress) before the append */
     long long batch_records;
     long long max_queued_records;
     long long max_queued_bytes;
@@ -32,7 +34,57 @@ typedef struct {
     pthread_mutex_t send_lock;
 } ProducerCore;
 
+/* ---------------------------------------------------------------- the rules */
+
+/* What a record counts against batch.size, buffer.memory and the size limits: key and value
+ * (bytes or None), the bytes of its header keys and values, and Kafka's record framing. */
+static inline Py_ssize_t record_size_of(PyObject *key, PyObject *value, Py_ssize_t header_bytes) {
+    return (value != Py_None ? PyBytes_GET_SIZE(value) : 0) + (key != Py_None ? PyBytes_GET_SIZE(key) : 0) +
+           header_bytes + SHMLOG_RECORD_OVERHEAD_BYTES;
+}
+
+/* The local queue (queue.buffering.max.messages, buffer.memory) has no room for `size` more. */
+static inline int producer_queue_full(const ProducerCore *self, Py_ssize_t size) {
+    return self->queued_records >= self->max_queued_records || self->queued_bytes + size > self->max_queued_bytes;
+}
+
+/* A record's timestamp: the one given, or now (0 means "not given", as in confluent-kafka). */
+static inline long long record_timestamp(long long timestamp) { return timestamp ? timestamp : now_unix_ms(); }
+
+/* The partition of a record produced with partition=-1: null keys stick to one random partition
+ * per batch with a *_random partitioner; murmur2 hashes the key (the empty key for null) as
+ * Kafka's Java client does. -1: the partitioner is one Python implements (partitioner.py). */
+static long producer_choose_partition(ProducerCore *self, Route *route, PyObject *key) {
+    if (key == Py_None && self->null_key_random) return route_sticky_partition(route);
+    if (!self->fast_partitioner) return -1;
+    const char *k = key == Py_None ? "" : PyBytes_AS_STRING(key);
+    Py_ssize_t klen = key == Py_None ? 0 : PyBytes_GET_SIZE(key);
+    return (long)murmur2_partition(k, (size_t)klen, (uint32_t)route->partitions);
+}
+
 static int is_bytes_or_none(PyObject *o) { return o == Py_None || PyBytes_CheckExact(o); }
+
+/* record_size(key, value, header_bytes=0): the record size rule, for Python's slow path. */
+PyObject *fast_record_size(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "record_size(key, value, header_bytes=0)");
+        return NULL;
+    }
+    if (!is_bytes_or_none(args[0]) || !is_bytes_or_none(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "record_size: key and value must be bytes or None");
+        return NULL;
+    }
+    Py_ssize_t header_bytes = 0;
+    if (nargs == 3 && (header_bytes = PyLong_AsSsize_t(args[2])) == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromSsize_t(record_size_of(args[0], args[1], header_bytes));
+}
+
+/* timestamp_or_now(timestamp): the record timestamp rule, for Python's batch paths. */
+PyObject *fast_timestamp_or_now(PyObject *Py_UNUSED(module), PyObject *arg) {
+    long long timestamp = PyLong_AsLongLong(arg);
+    if (timestamp == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLongLong(record_timestamp(timestamp));
+}
 
 /* ---------------------------------------------------------------- the type */
 
@@ -116,18 +168,43 @@ static void send_lock_acquire(ProducerCore *self) {
     Py_END_ALLOW_THREADS
 }
 
-/* Appends one closed batch to its ring; what needs Python afterwards (reports, an fsync to
- * await, an error) goes to _after_send. 0, or -1 with an exception. */
+/* Appends one closed batch to its ring (compressed first by Python's _compress when the
+ * producer compresses); what needs Python afterwards (reports, an fsync to await, an error)
+ * goes to _after_send. 0, or -1 with an exception. */
 static int producer_append(ProducerCore *self, Batch *b) {
     Route *route = b->route;
     shmlog_ring_handle *ring = route->ring_handles[b->partition];
     int slot = route->slots[b->partition];
+    const uint8_t *records = b->records;
+    Py_ssize_t records_bytes = b->records_bytes;
+    int16_t attributes = 0;
+    PyObject *compressed = NULL;
+    Py_buffer view = {0};
+    if (self->compressed) {
+        /* -> (records section compressed as Kafka frames it, batch attributes) */
+        PyObject *data;
+        compressed = PyObject_CallMethodOneArg((PyObject *)self, PY_NAME(compress), (PyObject *)b);
+        if (!compressed) return -1;
+        if (!PyArg_ParseTuple(compressed, "Oh", &data, &attributes) ||
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(compressed);
+            return -1;
+        }
+        records = view.buf;
+        records_bytes = view.len;
+    }
     uint64_t base = 0;
-    int64_t rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = core->ring_append(ring, slot, b->records, (uint32_t)b->records_bytes, b->count, b->base_timestamp,
-                           b->max_timestamp, 0, -1, -1, -1, self->max_block_ns, self->doorbell, &base);
-    Py_END_ALLOW_THREADS
+    int64_t rc = SHMLOG_ETOOBIG;
+    if (records_bytes <= (Py_ssize_t)UINT32_MAX) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = core->ring_append(ring, slot, records, (uint32_t)records_bytes, b->count, b->base_timestamp,
+                               b->max_timestamp, attributes, -1, -1, -1, self->max_block_ns, self->doorbell, &base);
+        Py_END_ALLOW_THREADS
+    }
+    if (compressed) {
+        PyBuffer_Release(&view);
+        Py_DECREF(compressed);
+    }
     b->status = rc < 0 ? rc : 0;
     b->base_offset = rc < 0 ? -1 : (long long)base;
     if (rc >= 0 && self->acks == -1) core->ring_request_flush(ring, base + b->count);
@@ -146,18 +223,16 @@ static int producer_append(ProducerCore *self, Batch *b) {
  * producer slot is never used by two appends at once. */
 static int producer_drain(ProducerCore *self) {
     if (PyList_GET_SIZE(self->ready) == 0) return 0;
+    if (!core) {
+        PyErr_SetString(PyExc_RuntimeError, "shmlog._native._fast is not bound to the C core");
+        return -1;
+    }
     send_lock_acquire(self);
     int rc = 0;
     while (rc == 0 && PyList_GET_SIZE(self->ready) > 0) {
         Batch *b = (Batch *)Py_NewRef(PyList_GET_ITEM(self->ready, 0));
         if (PyList_SetSlice(self->ready, 0, 1, NULL) < 0) { Py_DECREF(b); rc = -1; break; }
-        if (self->compressed || !core) {
-            PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, PY_NAME(send_python), (PyObject *)b);
-            rc = r ? 0 : -1;
-            Py_XDECREF(r);
-        } else {
-            rc = producer_append(self, b);
-        }
+        rc = producer_append(self, b);
         Py_DECREF(b);
     }
     pthread_mutex_unlock(&self->send_lock);
@@ -170,6 +245,7 @@ static int producer_drain(ProducerCore *self) {
 static int producer_add(ProducerCore *self, Route *route, int partition, PyObject *key, PyObject *value,
                         long long timestamp, PyObject *headers, PyObject *raw_headers, PyObject *callback,
                         Py_ssize_t size) {
+    timestamp = record_timestamp(timestamp);
     Batch *b = route->open[partition];
     if (b && (b->size_bytes + size > route->batch_limit || b->count >= self->batch_records)) {
         if (producer_close_batch(self, route, partition) < 0) return -1;
@@ -237,11 +313,8 @@ static PyObject *producer_produce(ProducerCore *self, PyObject *const *args, Py_
         if (PyErr_Occurred()) return NULL;
         goto slow;
     }
-    Py_ssize_t size = (value != Py_None ? PyBytes_GET_SIZE(value) : 0) +
-                      (key != Py_None ? PyBytes_GET_SIZE(key) : 0) + RECORD_OVERHEAD_BYTES;
-    if (size > route->record_limit || self->queued_records >= self->max_queued_records ||
-        self->queued_bytes + size > self->max_queued_bytes)
-        goto slow;
+    Py_ssize_t size = record_size_of(key, value, 0);
+    if (!route_admits(route, size) || producer_queue_full(self, size)) goto slow;
     long partition = -1;
     if (a[3]) {
         if (!PyLong_CheckExact(a[3])) goto slow;
@@ -249,23 +322,13 @@ static PyObject *producer_produce(ProducerCore *self, PyObject *const *args, Py_
         if (partition == -1 && PyErr_Occurred()) { PyErr_Clear(); goto slow; }
         if (partition >= route->partitions) goto slow;
     }
-    if (partition < 0) {
-        if (!self->fast_partitioner) goto slow;
-        if (key == Py_None && self->null_key_random) {
-            partition = route_sticky_partition(route);
-        } else {
-            const char *k = key == Py_None ? "" : PyBytes_AS_STRING(key);
-            Py_ssize_t klen = key == Py_None ? 0 : PyBytes_GET_SIZE(key);
-            partition = (long)murmur2_partition(k, (size_t)klen, (uint32_t)route->partitions);
-        }
-    }
+    if (partition < 0 && (partition = producer_choose_partition(self, route, key)) < 0) goto slow;
     long long timestamp = 0;
     if (a[5]) {
         if (!PyLong_CheckExact(a[5])) goto slow;
         timestamp = PyLong_AsLongLong(a[5]);
         if (timestamp == -1 && PyErr_Occurred()) { PyErr_Clear(); goto slow; }
     }
-    if (timestamp == 0) timestamp = now_unix_ms();
     if (producer_add(self, route, (int)partition, key, value, timestamp, Py_None, Py_None, callback, size) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -274,7 +337,7 @@ slow:
 }
 
 /* _add(route, partition, key, value, timestamp, headers_bytes, raw_headers, callback, size): the
- * slow path's way in, after it validated and converted everything. */
+ * slow path's way in, after it validated and converted everything (timestamp 0: now). */
 static PyObject *producer_add_py(ProducerCore *self, PyObject *args) {
     Route *route;
     int partition;
@@ -292,6 +355,26 @@ static PyObject *producer_add_py(ProducerCore *self, PyObject *args) {
     if (producer_add(self, route, partition, key, value, timestamp, headers, raw_headers, callback, size) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* _queue_full(size): the local queue has no room for a record of `size` (BufferError). */
+static PyObject *producer_queue_full_py(ProducerCore *self, PyObject *arg) {
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    return PyBool_FromLong(producer_queue_full(self, size));
+}
+
+/* _partition_for(route, key): the partition of a key (bytes or None) with partition=-1, or -1
+ * when the configured partitioner is a Python one. */
+static PyObject *producer_partition_for_py(ProducerCore *self, PyObject *args) {
+    Route *route;
+    PyObject *key;
+    if (!PyArg_ParseTuple(args, "O!O", &RouteType, &route, &key)) return NULL;
+    if (!is_bytes_or_none(key)) {
+        PyErr_SetString(PyExc_TypeError, "_partition_for: key must be bytes or None");
+        return NULL;
+    }
+    return PyLong_FromLong(producer_choose_partition(self, route, key));
 }
 
 /* ---------------------------------------------------------------- linger, flush, metadata moves */
@@ -389,6 +472,8 @@ static PyMethodDef producer_core_methods[] = {
      "produce(topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0, headers=None)"},
     {"_configure", (PyCFunction)producer_configure, METH_VARARGS, NULL},
     {"_add", (PyCFunction)producer_add_py, METH_VARARGS, NULL},
+    {"_queue_full", (PyCFunction)producer_queue_full_py, METH_O, NULL},
+    {"_partition_for", (PyCFunction)producer_partition_for_py, METH_VARARGS, NULL},
     {"_close_batches", (PyCFunction)producer_close_batches_py, METH_VARARGS, NULL},
     {"_reset_routes", (PyCFunction)producer_reset_routes, METH_NOARGS, NULL},
     {"_routes_current", (PyCFunction)producer_routes_current, METH_NOARGS, NULL},

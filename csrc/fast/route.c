@@ -72,6 +72,19 @@ static void route_dealloc(Route *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* admits(size): the record size rule of produce() (size as record_size() counts it). */
+static PyObject *route_admits_py(Route *self, PyObject *arg) {
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    return PyBool_FromLong(route_admits(self, size));
+}
+
+static PyMethodDef route_methods[] = {
+    {"admits", (PyCFunction)route_admits_py, METH_O,
+     "admits(size): whether a record of `size` accounted bytes (record_size()) fits the topic's limits."},
+    {NULL},
+};
+
 static PyMemberDef route_members[] = {
     {"topic", T_OBJECT, offsetof(Route, topic), READONLY, NULL},
     {"rings", T_OBJECT, offsetof(Route, rings), READONLY, NULL},
@@ -90,5 +103,6 @@ PyTypeObject RouteType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = route_new,
     .tp_dealloc = (destructor)route_dealloc,
+    .tp_methods = route_methods,
     .tp_members = route_members,
 };

@@ -18,7 +18,7 @@ from shmlog import control
 from shmlog._native import ffi
 from shmlog.broker import coordinator as co
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log.batch import RECORD_OVERHEAD_BYTES, RecordsBuilder
+from shmlog.log.batch import RecordsBuilder, record_size
 from shmlog.log.partition_reader import read_partition
 from shmlog.log.segment import partition_dir
 
@@ -205,7 +205,7 @@ class GroupService:
             batch = RecordsBuilder()
             for r in part:
                 key, value = co.encode_offset_record(r)
-                batch.add(key, value, now, None, len(key) + len(value or b"") + RECORD_OVERHEAD_BYTES)
+                batch.add(key, value, now, None, record_size(key, value))
             data, base_ts, max_ts = batch.encode()
             slot = self.slots.get(ring)
             try:

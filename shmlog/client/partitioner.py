@@ -10,8 +10,9 @@ def murmur2(key):
 
 
 def murmur2_partition(key, partitions):
-    """Kafka's Java default partitioner: toPositive(murmur2(key)) % partitions."""
-    return (lib.shmlog_murmur2(key, len(key)) & 0x7FFFFFFF) % partitions
+    """Kafka's Java default partitioner: toPositive(murmur2(key)) % partitions (the C rule the
+    producer's fast path uses too)."""
+    return lib.shmlog_murmur2_partition(key, len(key), partitions)
 
 
 def consistent_partition(key, partitions):

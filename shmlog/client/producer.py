@@ -14,10 +14,10 @@ import numpy as np
 from shmlog._native import _fast, ffi, layout, lib
 from shmlog._native import address as _address
 from shmlog.client.cluster import connect
-from shmlog.client.partitioner import NULL_KEY_IS_RANDOM, keyed, random_partition
+from shmlog.client.partitioner import NULL_KEY_IS_RANDOM, keyed
 from shmlog.config import parse_producer_config
 from shmlog.errors import KafkaError, KafkaException, error
-from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES, RecordsBuilder
+from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RecordsBuilder, record_size
 from shmlog.log.batch import encode_headers as encode_record_headers
 from shmlog.log.codec import NONE, codec_id, compress_records
 
@@ -64,9 +64,11 @@ _FAST_PARTITIONERS = {"murmur2", "murmur2_random"}
 class Producer(_fast.ProducerCore):
     """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`.
 
-    produce() is ProducerCore.produce (shmlog/_fast.c): bytes keys and values without headers
-    are partitioned, encoded into the partition's open batch and, when the batch closes,
-    appended to the ring without leaving C. Everything else comes here, to _produce_slow.
+    produce() is ProducerCore.produce (shmlog/_fast.c): bytes keys and values
+    without headers are partitioned, encoded into the partition's open batch and, when the
+    batch closes, appended to the ring without leaving C. Everything else comes here, to
+    _produce_slow, which applies the same rules by calling them (record_size, Route.admits,
+    _queue_full, _partition_for; _add gives the default timestamp).
     """
 
     def __init__(self, conf=None, **kwargs):
@@ -109,31 +111,32 @@ class Producer(_fast.ProducerCore):
     def _produce_slow(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
                       headers=None, callback=None):
         """produce() off the C fast path: conversions, headers, other partitioners, new
-        topics, a full local queue; the same rules, then the same batches (_add)."""
+        topics, a full local queue; the fast path's rules (called, not copied), then the same
+        batches (_add, which also stamps timestamp 0 with the time now)."""
         self._cluster.check_fork("Producer")
         if value is not None and type(value) is not bytes:
             value = _to_bytes(value, "value")
         if key is not None and type(key) is not bytes:
             key = _to_bytes(key, "key")
         callback = on_delivery or callback or self._on_delivery
-        size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES
         encoded_headers = raw_headers = None
+        header_bytes = 0
         if headers:
             raw_headers = list(headers.items()) if isinstance(headers, dict) else list(headers)
-            size += sum(len(_to_bytes(k, "header key")) + len(_to_bytes(v, "header value") or b"")
-                        for k, v in raw_headers)
+            header_bytes = sum(len(_to_bytes(k, "header key")) + len(_to_bytes(v, "header value") or b"")
+                               for k, v in raw_headers)
             encoded_headers = encode_headers(raw_headers)
+        size = record_size(key, value, header_bytes)
         route = self._route(topic)
-        if size > route.record_limit:
+        if not route.admits(size):
             self._check_size(topic, self._route_info[topic], size)
         if partition < 0:
             partition = self._choose_partition(route, key)
         elif partition >= route.partitions:
             raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has {route.partitions} partitions")
-        timestamp = timestamp or time.time_ns() // 1_000_000
-        if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+        if self._queue_full(size):
             self._make_room(size)
-        self._add(route, partition, key, value, timestamp, encoded_headers, raw_headers, callback, size)
+        self._add(route, partition, key, value, timestamp or 0, encoded_headers, raw_headers, callback, size)
 
     def _route(self, topic):
         """What produce() needs of a topic (a _fast.Route), cached until the broker's metadata
@@ -147,9 +150,7 @@ class Producer(_fast.ProducerCore):
             config = info["config"]
             rings = [self._cluster.ring(topic, p) for p in range(info["partitions"])]
             route = _fast.Route(
-                topic, info["partitions"],
-                min(self._record_limit, config["max.message.bytes"] - layout.BATCH_HEADER_BYTES,
-                    config["ring.bytes"] - layout.BATCH_HEADER_BYTES - layout.FRAME_PREFIX_BYTES - layout.FRAME_ALIGN),
+                topic, info["partitions"], min(limit for _, limit in self._size_limits(info)),
                 # A batch never outgrows a quarter of the ring, so a small ring still takes whole batches.
                 min(self._batch_bytes, config["ring.bytes"] // 4),
                 rings, [_address(ring.map) for ring in rings], [self._slot(ring) for ring in rings])
@@ -160,31 +161,38 @@ class Producer(_fast.ProducerCore):
     def _make_room(self, size):
         self._close_batches(True, 0.0)
         self._collect_durable(0)
-        if self._queued_records >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+        if self._queue_full(size):
             raise BufferError(f"local queue full: {self._queued_records} records / {self._queued_bytes} "
                               f"bytes await delivery (queue.buffering.max.messages={self._max_queued}, "
                               f"buffer.memory/queue.buffering.max.kbytes); call poll() to serve reports")
 
+    def _size_limits(self, info):
+        """(setting, limit) for each limit on a record's size (record_size()); a Route admits
+        what is within their minimum."""
+        return (("max.request.size/message.max.bytes (producer)", self._record_limit),
+                ("max.message.bytes (topic; defaults to the broker's message.max.bytes)",
+                 info["config"]["max.message.bytes"] - layout.BATCH_HEADER_BYTES),
+                ("ring.bytes", info["config"]["ring.bytes"] - layout.BATCH_HEADER_BYTES - layout.FRAME_PREFIX_BYTES
+                 - layout.FRAME_ALIGN))   # the largest records section a frame of the ring can carry
+
     def _check_size(self, topic, info, size):
-        limits = (("max.request.size/message.max.bytes (producer)", self._record_limit),
-                  ("max.message.bytes (topic; defaults to the broker's message.max.bytes)",
-                   info["config"]["max.message.bytes"] - layout.BATCH_HEADER_BYTES))
-        for name, limit in limits:
-            if size > limit:
-                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
-                                     f"record of {size} bytes for topic {topic!r} exceeds {name}={limit}"))
+        """Raise MSG_SIZE_TOO_LARGE naming the limit a record of `size` exceeds, if any."""
         ring_bytes = info["config"]["ring.bytes"]
-        if size + layout.BATCH_HEADER_BYTES + layout.FRAME_PREFIX_BYTES + layout.FRAME_ALIGN > ring_bytes:
+        for name, limit in self._size_limits(info):
+            if size <= limit:
+                continue
+            if name == "ring.bytes":
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                     f"record of {size} bytes can never fit topic {topic!r}'s partition ring of "
+                                     f"{ring_bytes} bytes: create the topic with a larger ring.bytes"))
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
-                                 f"record of {size} bytes can never fit topic {topic!r}'s partition ring of "
-                                 f"{ring_bytes} bytes: create the topic with a larger ring.bytes"))
+                                 f"record of {size} bytes for topic {topic!r} exceeds {name}={limit}"))
 
     def _choose_partition(self, route, key):
-        if key is None and self._null_key_random:
-            if route.sticky < 0:
-                route.sticky = random_partition(None, route.partitions)
-            return route.sticky
-        return self._partitioner(key if key is not None else b"", route.partitions)
+        """The partition for `key` with partition=-1: the fast path's rule (sticky null keys,
+        murmur2) when it covers the configured partitioner, else Python's (partitioner.py)."""
+        partition = self._partition_for(route, key)
+        return partition if partition >= 0 else self._partitioner(key if key is not None else b"", route.partitions)
 
     # ------------------------------------------------------------------ sending (called from _fast.c)
 
@@ -194,20 +202,10 @@ class Producer(_fast.ProducerCore):
             slot = self._slots[ring] = ring.acquire_producer_slot()
         return slot
 
-    def _send_python(self, batch):
-        """Append a batch that needs Python first (compression); the C core holds the send lock."""
-        ring = batch.route.rings[batch.partition]
-        err = None
-        try:
-            records, attributes = compress_records(memoryview(batch), self._codec, self._codec_level)
-            batch.base_offset = ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch),
-                                            batch.base_timestamp, batch.max_timestamp, self._max_block_ms,
-                                            self._cluster.doorbell.ptr, attributes)
-            if self._acks == -1:
-                lib.shmlog_ring_request_flush(ring.map, batch.base_offset + len(batch))
-        except KafkaException as exc:
-            err = exc.args[0]
-        self._sent(batch, err)
+    def _compress(self, batch):
+        """(records section, attributes) of a closed batch with compression.type applied; the C
+        core appends it like any batch (it holds the send lock)."""
+        return compress_records(memoryview(batch), self._codec, self._codec_level)
 
     def _after_send(self, batch):
         """A batch the C core appended (or failed to) that needs reports, an fsync or an error."""
@@ -331,13 +329,13 @@ class Producer(_fast.ProducerCore):
         self._cluster.check_fork("Producer")
         route = self._route(topic)
         info = self._route_info[topic]
-        timestamp = timestamp or time.time_ns() // 1_000_000
+        timestamp = _fast.timestamp_or_now(timestamp or 0)
         if isinstance(values, np.ndarray):
             if keys is not None:
                 raise TypeError("keys are not supported with a NumPy values array; pass lists instead")
             rows = np.ascontiguousarray(values).reshape(len(values), -1).view(np.uint8)
             row_bytes = rows.shape[1] if rows.ndim == 2 else 0
-            self._check_size(topic, info, row_bytes + RECORD_OVERHEAD_BYTES)
+            self._check_size(topic, info, record_size(None, bytes(row_bytes)))
             p = partition if partition >= 0 else self._choose_partition(route, None)
             return self._append_fixed(route.rings[p], p, rows, row_bytes, timestamp)
         by_partition = {}
@@ -349,7 +347,7 @@ class Producer(_fast.ProducerCore):
         for p, items in by_partition.items():
             batch = None
             for key, value in items:
-                size = (len(value) if value else 0) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES
+                size = record_size(key, value)
                 self._check_size(topic, info, size)
                 if batch is not None and (batch.bytes + size > self._record_limit or len(batch) >= 1 << 20):
                     results.append(self._append_now(route.rings[p], p, batch))

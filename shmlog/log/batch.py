@@ -1,10 +1,11 @@
 """Kafka's RecordBatch v2, the one format of rings, segment files and (later) the wire.
 
-The C core (csrc/shmlog_layout.h) defines the header's byte offsets; this module is
-Python's one view of them (the HEADER struct, the ATTR_* bits, field accessors), plus the
-parts of the format Python handles itself: zigzag varints, record headers, a builder for a
-batch's records section, and the one Python loop that decides, batch by batch, what a
-reader does with fetched batches (BatchWalker).
+The C core defines the header's byte offsets (csrc/shmlog_layout.h) and the producer's record
+rules (csrc/shmlog_core.h, shmlog._native._fast); this module is Python's one view of them (the
+HEADER struct, the ATTR_* bits, field accessors, the record rules), plus the parts of the format
+Python handles itself: zigzag varints, record headers, a builder for a batch's records section,
+and the one Python loop that decides, batch by batch, what a reader does with fetched batches
+(BatchWalker).
 
     0         8       12            16     17     21           23                27
     +---------+-------+-------------+------+------+------------+-----------------+
@@ -23,7 +24,7 @@ from array import array
 
 import numpy as np
 
-from shmlog._native import ffi, lib
+from shmlog._native import _fast, ffi, lib
 from shmlog._native.layout import RECORD_REF_DTYPE
 
 HEADER_BYTES = lib.SHMLOG_BATCH_HEADER_BYTES
@@ -58,8 +59,12 @@ assert HEADER_PREFIX.size == OFF_BASE_TIMESTAMP
 _I64 = struct.Struct(">q")
 _I32 = struct.Struct(">i")
 
-RECORD_OVERHEAD_BYTES = 21  # Kafka's maximum per-record framing (varints, attributes)
-FIXED_RECORD_OVERHEAD_BYTES = 5 + 1 + 1 + lib.SHMLOG_FIXED_OFFSET_DELTA_BYTES + 1 + 5 + 1
+RECORD_OVERHEAD_BYTES = lib.SHMLOG_RECORD_OVERHEAD_BYTES  # Kafka's maximum per-record framing
+FIXED_RECORD_OVERHEAD_BYTES = lib.SHMLOG_FIXED_RECORD_OVERHEAD_BYTES  # shmlog_records_encode_fixed's
+
+# record_size(key, value, header_bytes=0): what a record counts against batch.size, buffer.memory
+# and the size limits (bytes-or-None key and value): the producer's fast path's own rule.
+record_size = _fast.record_size
 
 
 def attributes_of(buf, pos=0):
