@@ -8,7 +8,7 @@
  *   route.c          Route         what produce() needs of a topic: partitions, limits, rings, open batches
  *   producer_core.c  ProducerCore  base of Producer: produce() encodes into the open batch; closed
  *                                  batches are appended to their ring by one C call each, outside the GIL
- *   module.c         the module: bind() to the C core, the names table, record columns
+ *   module.c         the module: bind() to the C core, the fork generation, record columns
  *
  * Anything off the fast path (headers, str values, custom partitioners, a new topic, a full
  * local queue, a forked child) falls back to the Python method named `_<method>_slow`, which
@@ -35,7 +35,8 @@
 extern const shmlog_core_entry_points *core;
 
 /* Bumped in the child after every fork() of the process (pthread_atfork): an object created
- * under another generation belongs to the parent. */
+ * under another generation belongs to the parent. The one fork detector: Python reads it
+ * through _fast.fork_generation() (shmlog/client/cluster.py, shmlog/_native/procs.py). */
 extern unsigned long fork_generation;
 
 /* Every Python attribute the C code looks up by name, in one table: C id, Python name, and

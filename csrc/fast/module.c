@@ -1,5 +1,5 @@
-/* The module: its types and functions, bind() to the C core, the table of Python names, and
- * record columns for RecordBatchView. */
+/* The module: its types and functions, bind() to the C core, the fork generation, the table
+ * of Python names, and record columns for RecordBatchView. */
 #include "fast.h"
 
 const shmlog_core_entry_points *core;
@@ -57,6 +57,10 @@ static PyObject *fast_bind(PyObject *Py_UNUSED(module), PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *fast_fork_generation(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromUnsignedLong(fork_generation);
+}
+
 /* index_columns(refs, count, bias, first_offset, at, offsets, timestamps, key_pos, key_len,
  *               value_pos, value_len): copies the refs at or after first_offset into the column
  * arrays from row `at`, positions moved by bias (a batch's place in the mapping); returns the
@@ -104,6 +108,8 @@ done:
 
 static PyMethodDef fast_methods[] = {
     {"bind", fast_bind, METH_O, "bind(address): the C core's entry-point table (shmlog_core_entry_points_table)."},
+    {"fork_generation", fast_fork_generation, METH_NOARGS,
+     "fork_generation(): how many fork()s led to this process (0 in the process that imported shmlog)."},
     {"fetch_ring", fast_fetch_ring, METH_VARARGS, "One ring fetch decoded into a RecordQueue (see Consumer._fetch)."},
     {"serve_reports", fast_serve_reports, METH_VARARGS, "Delivery callbacks of one batch (see Producer.poll)."},
     {"index_columns", fast_index_columns, METH_VARARGS, "Record refs -> column arrays (see RecordBatchView)."},

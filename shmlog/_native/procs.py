@@ -1,6 +1,8 @@
 """Process identity: a pid plus its start time, so a recycled pid is not mistaken for the owner."""
 import os
 
+from shmlog._native import _fast
+
 
 def start_time(pid):
     """The process's start time in clock ticks since boot, or 0 when it does not exist."""
@@ -22,14 +24,14 @@ def alive(pid, expected_start_time):
     return started != 0 and (expected_start_time == 0 or started == expected_start_time)
 
 
-MY_PID = os.getpid()
-MY_START_TIME = start_time(MY_PID)
+_me = (os.getpid(), start_time(os.getpid()), _fast.fork_generation())
 
 
 def me():
-    """(pid, start time) of the calling process, recomputed after a fork."""
-    global MY_PID, MY_START_TIME
-    pid = os.getpid()
-    if pid != MY_PID:
-        MY_PID, MY_START_TIME = pid, start_time(pid)
-    return MY_PID, MY_START_TIME
+    """(pid, start time) of the calling process, recomputed after a fork (the C core's fork
+    generation says when, as for the clients' fork checks)."""
+    global _me
+    if _me[2] != _fast.fork_generation():
+        pid = os.getpid()
+        _me = (pid, start_time(pid), _fast.fork_generation())
+    return _me[0], _me[1]

@@ -9,18 +9,9 @@ import threading
 import posix_ipc
 
 from shmlog import control
+from shmlog._native import _fast
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.errors import KafkaError, KafkaException, error
-
-_fork_generation = 0  # bumped in every forked child, so the hot path skips getpid() otherwise
-
-
-def _after_fork_in_child():
-    global _fork_generation
-    _fork_generation += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Cluster:
@@ -29,6 +20,8 @@ class Cluster:
         self.kind = kind
         self.control = control.Control(self.data_dir, register_as=kind)
         self.pid = os.getpid()
+        # The C core's fork generation (pthread_atfork), as ProducerCore/ConsumerCore check it.
+        self.fork_generation = _fast.fork_generation()
         self.lock = threading.RLock()
         self.rings = {}
         # Map rings with their page tables filled (shm.MAP_POPULATE): cheaper than a page fault per
@@ -38,8 +31,12 @@ class Cluster:
         self.meta = self.control.request("metadata")
         self.doorbell = Doorbell.open(self.meta["doorbell"])
 
+    def forked(self):
+        """Used in a process forked from the one that created it."""
+        return _fast.fork_generation() != self.fork_generation
+
     def check_fork(self, what):
-        if _fork_generation and os.getpid() != self.pid:
+        if self.forked():
             raise error(KafkaError._STATE, f"this {what} was created in process {self.pid} and cannot be used "
                         f"in forked process {os.getpid()}: create a new {what} in the child")
 

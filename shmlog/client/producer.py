@@ -437,7 +437,7 @@ class Producer(_fast.ProducerCore):
 
     def __del__(self):
         try:
-            if not self._closed and self._cluster.pid == __import__("os").getpid():
+            if not self._closed and not self._cluster.forked():
                 self._closed = True
                 self._wake.set()
                 for ring, slot in self._slots.items():

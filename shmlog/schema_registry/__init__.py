@@ -619,7 +619,7 @@ class SchemaRegistryClient:
 
     def __del__(self):
         try:
-            if not self._closed and os.getpid() == self._consumer._cluster.pid:
+            if not self._closed and not self._consumer._cluster.forked():
                 self.close()
         except Exception:
             pass

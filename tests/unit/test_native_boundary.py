@@ -1,11 +1,12 @@
 """The C <-> Python boundary: what the C fast path (csrc/fast/) expects of Python exists, and
-the rules both sides apply come from one place."""
+the rules both sides apply (and the fork detector) come from one place."""
 import importlib
+import os
 
 import pytest
 
 import shmlog
-from shmlog._native import _fast, address, ffi, lib
+from shmlog._native import _fast, address, ffi, lib, procs
 from shmlog.client.partitioner import murmur2_partition
 from shmlog.log.batch import RECORD_OVERHEAD_BYTES, record_size
 
@@ -93,3 +94,27 @@ def test_the_queue_full_rule_is_the_one_produce_applies(conf, topic):
     finally:
         producer.purge()
         producer.close()
+
+
+# ---------------------------------------------------------------------- one fork detector
+
+
+def test_a_forked_child_sees_the_c_fork_generation_move_and_its_own_identity():
+    generation, me = _fast.fork_generation(), procs.me()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: report and leave without running pytest's teardown
+        try:
+            os.close(read_end)
+            child = (os.getpid(), procs.start_time(os.getpid()))
+            ok = _fast.fork_generation() == generation + 1 and procs.me() == child
+            os.write(write_end, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1) == b"1"
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert _fast.fork_generation() == generation and procs.me() == me
