@@ -54,6 +54,9 @@ int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t b
                               uint32_t leader_epoch, int16_t attributes, uint32_t record_count,
                               int64_t base_timestamp, int64_t max_timestamp, int64_t producer_id,
                               int16_t producer_epoch, int32_t base_sequence);
+/* What a reader decodes: not a control batch (transaction marker, repaired claim) and a
+ * positive record count (Kafka's int32). Everything else is skipped without decoding. */
+int shmlog_batch_carries_records(uint16_t attributes, int32_t record_count);
 
 /* ---------------------------------------------------------------- ring geometry (core/ring.c) */
 

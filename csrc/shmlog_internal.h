@@ -5,7 +5,7 @@
  *   clocks            CLOCK_REALTIME (record timestamps) and CLOCK_MONOTONIC (deadlines)
  *   big-endian        the RecordBatch v2 header fields
  *   frame geometry    where a position's frame word, publish mark and batch live in a ring
- *   batch fields      attributes, record count
+ *   batch fields      attributes, record count, and which batches a reader decodes
  *   records           zigzag varints and the one Kafka record encoder
  *   murmur2           Kafka's default partitioner
  */
@@ -139,6 +139,12 @@ static inline uint16_t batch_attributes(const uint8_t *batch) {
 /* Kafka's records count is an int32: a count with the top bit set reads negative. */
 static inline int32_t batch_record_count(const uint8_t *batch) {
     return (int32_t)get_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT);
+}
+
+/* What a reader decodes; control batches and batches without records are skipped (the one
+ * rule: shmlog_batch_carries_records exports it, shmlog/log/batch.py carries_records calls that). */
+static inline int batch_carries_records(uint16_t attributes, int32_t record_count) {
+    return !(attributes & SHMLOG_ATTR_CONTROL) && record_count > 0;
 }
 
 /* ---------------------------------------------------------------- records: varints and the encoder */

@@ -47,6 +47,10 @@ int shmlog_batch_verify(const uint8_t *batch, uint64_t batch_bytes, int check_cr
     return SHMLOG_OK;
 }
 
+int shmlog_batch_carries_records(uint16_t attributes, int32_t record_count) {
+    return batch_carries_records(attributes, record_count);
+}
+
 /* ---------------------------------------------------------------- records section: encode */
 
 int64_t shmlog_records_encode(uint8_t *dst, uint64_t dst_bytes, uint32_t count,

@@ -125,16 +125,20 @@ int record_queue_decode_frames(RecordQueue *queue, PyObject *buffer_obj, const P
         long long batch_end = (long long)(f->base_offset + f->record_count);
         if (batch_end <= wanted) continue;
         uint16_t attributes = batch_attributes(batch);
-        if ((attributes & SHMLOG_ATTR_CONTROL) || batch_record_count(batch) == 0) {
+        int32_t count = batch_record_count(batch);
+        if (!batch_carries_records(attributes, count)) {
             wanted = batch_end;
             continue;
         }
         if (attributes & SHMLOG_ATTR_COMPRESSION_MASK) break;
-        if (f->record_count > decode_scratch_records) {
-            shmlog_record_ref *grown = PyMem_Realloc(decode_scratch, (size_t)f->record_count * sizeof(shmlog_record_ref));
+        /* Every record takes several bytes: a count beyond the batch's bytes is corrupt, and the
+         * Python decoder (which stops here too) reports it instead of us allocating for it. */
+        if ((uint64_t)count > f->batch_bytes) break;
+        if ((uint32_t)count > decode_scratch_records) {
+            shmlog_record_ref *grown = PyMem_Realloc(decode_scratch, (size_t)count * sizeof(shmlog_record_ref));
             if (!grown) { PyErr_NoMemory(); return -1; }
             decode_scratch = grown;
-            decode_scratch_records = f->record_count;
+            decode_scratch_records = (uint32_t)count;
         }
         int64_t k = core->batch_index(batch, f->batch_bytes, decode_scratch, decode_scratch_records, check_crc);
         if (k < 0) break;
@@ -154,8 +158,8 @@ int record_queue_decode_frames(RecordQueue *queue, PyObject *buffer_obj, const P
 /* fetch_ring(queue, ring, cursor, buffer, frames, max_frames, check_crc, topic, partition, first_offset,
  *            decode_headers) -> (status, added, next_offset, stop)
  * One ring fetch into buffer and the decoding of its plain batches into queue, in C: status is
- * the fetch's frame count or its negative status (nothing decoded); control batches are skipped;
- * decoding stops at the first compressed or invalid batch, whose index is
+ * the fetch's frame count or its negative status (nothing decoded); batches that carry no
+ * records are skipped; decoding stops at the first compressed or invalid batch, whose index is
  * `stop` (the frame count when every batch was decoded) for the Python decoder to take over
  * from with next_offset. */
 PyObject *fast_fetch_ring(PyObject *Py_UNUSED(module), PyObject *args) {

@@ -72,6 +72,7 @@ def attributes_of(buf, pos=0):
 
 
 def record_count_of(buf, pos=0):
+    """The batch's records count, a signed int32 as Kafka defines it."""
     return _I32.unpack_from(buf, pos + OFF_RECORD_COUNT)[0]
 
 
@@ -85,8 +86,9 @@ def max_timestamp_of(buf, pos=0):
 
 def carries_records(attributes, record_count):
     """False for what a reader skips without decoding: control batches (transaction markers)
-    and batches left empty (a repaired claim, a batch emptied by compaction)."""
-    return not attributes & ATTR_CONTROL and record_count > 0
+    and batches left empty (a repaired claim, a batch emptied by compaction), or whose int32
+    count is not positive. The C decoder's rule (shmlog_batch_carries_records), not a copy."""
+    return bool(lib.shmlog_batch_carries_records(attributes & 0xFFFF, record_count))
 
 
 # What BatchWalker.walk decides for a batch.

@@ -1,5 +1,5 @@
-"""The C <-> Python boundary: what the C fast path (csrc/fast/) expects of Python exists, and
-the rules both sides apply (and the fork detector) come from one place."""
+"""The C <-> Python boundary: what the C fast path (csrc/fast/) expects of Python exists, the
+rules both sides apply come from one place, and a batch C decodes is one Python would too."""
 import importlib
 import os
 
@@ -7,8 +7,19 @@ import pytest
 
 import shmlog
 from shmlog._native import _fast, address, ffi, lib, procs
+from shmlog._native.ring import Ring
+from shmlog._native.shm import unlink
 from shmlog.client.partitioner import murmur2_partition
-from shmlog.log.batch import RECORD_OVERHEAD_BYTES, record_size
+from shmlog.log.batch import (
+    RECORD_OVERHEAD_BYTES,
+    RecordsBuilder,
+    attributes_of,
+    carries_records,
+    decode_headers,
+    record_count_of,
+    record_size,
+)
+from shmlog.log.partition_reader import read_partition
 
 # ---------------------------------------------------------------------- names C looks up
 
@@ -118,3 +129,61 @@ def test_a_forked_child_sees_the_c_fork_generation_move_and_its_own_identity():
         os.close(read_end)
         os.waitpid(pid, 0)
     assert _fast.fork_generation() == generation and procs.me() == me
+
+
+# ---------------------------------------------------------------------- which batches a reader decodes
+
+
+@pytest.fixture
+def ring(request):
+    name = f"/shmlog.test{os.getpid()}.{abs(hash(request.node.name)) % 10**8}"
+    unlink(name)
+    r = Ring.create(name, 1 << 20, "t", 1, 0, start_offset=0)
+    yield r
+    r.close()
+    unlink(name)
+
+
+def append_records(ring, slot, items):
+    builder = RecordsBuilder()
+    for key, value in items:
+        builder.add(key, value, 1000, None, record_size(key, value))
+    data, base_ts, max_ts = builder.encode()
+    return ring.append(slot, ffi.from_buffer(data), len(data), len(builder), base_ts, max_ts, 1000, ffi.NULL)
+
+
+@pytest.mark.parametrize("attributes,count,decoded", [
+    (0, 1, True), (0, 0, False), (lib.SHMLOG_ATTR_CONTROL, 1, False),
+    (0, -1, False), (0, -(1 << 31), False), (0x8000, 5, True),
+])
+def test_c_and_python_share_the_batch_skip_rule(attributes, count, decoded):
+    assert carries_records(attributes, count) is decoded
+    assert bool(lib.shmlog_batch_carries_records(attributes & 0xFFFF, count)) is decoded
+
+
+def test_a_batch_whose_int32_record_count_is_negative_is_skipped_by_c_and_python_alike(ring):
+    """A CRC-valid batch claiming 2**31 offsets has a records count that reads negative as Kafka's
+    int32. Python's rule (carries_records) skips it; the C decoder used to test `count == 0` only,
+    took it for records and tried to size its scratch for 2**31 of them (MemoryError)."""
+    slot = ring.acquire_producer_slot()
+    append_records(ring, slot, [(b"k0", b"first")])
+    odd = ring.append(slot, ffi.new("uint8_t[1]"), 0, 1 << 31, 1000, 1000, 1000, ffi.NULL)
+    last = append_records(ring, slot, [(b"k1", b"after")])
+    assert (odd, last) == (1, 1 + (1 << 31))
+
+    frames = ffi.new("shmlog_frame_ref[]", 16)
+    cursor = ffi.new("shmlog_cursor *")
+    buffer = bytearray(1 << 16)
+    probe = ffi.new("shmlog_cursor *")
+    assert ring.fetch(probe, ffi.NULL, 0, frames, 16, 1) == 3
+    batch = ring.mapping.view()[frames[1].map_pos:frames[1].map_pos + frames[1].batch_bytes]
+    assert record_count_of(batch) == -(1 << 31) and not carries_records(attributes_of(batch), record_count_of(batch))
+
+    queue = _fast.RecordQueue()   # the C decoder (Consumer.poll's and _fetch's)
+    n, added, wanted, stop = _fast.fetch_ring(queue, address(ring.map), address(cursor), buffer, address(frames),
+                                              16, 1, "t", 0, 0, decode_headers)
+    assert (n, added, wanted, stop) == (3, 2, (1 << 31) + 2, 3)
+    assert [(m.offset(), m.value()) for m in queue.take(10)] == [(0, b"first"), ((1 << 31) + 1, b"after")]
+
+    # the Python decoder (__consumer_offsets reads, segment files) agrees
+    assert read_partition(ring, "/nonexistent") == [(0, b"k0", b"first"), ((1 << 31) + 1, b"k1", b"after")]
