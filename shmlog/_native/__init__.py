@@ -1,7 +1,7 @@
 """The native layer every process shares: the C core and its CPython types.
 
 `_core` is the cffi module built from csrc/core/ (shmlog/_native/_ffi_build.py): rings,
-claims, CRC32C, record encode/index. `_fast` (csrc/fast/) holds the per-record
+claims, CRC32C, record encode/index. `_fast` (csrc/fast/, see _fast.pyi) holds the per-record
 hot paths as CPython types (Message, ProducerCore, ConsumerCore); it calls the one copy of the
 C core in `_core` through the core's entry-point table, bound here on first import. The table's
 members have the types of the core's functions (csrc/shmlog_core_entry.h), so the compiler

@@ -49,6 +49,20 @@ def test_every_name_c_looks_up_exists_on_the_python_object_it_looks_it_up_on(con
         producer.close()
 
 
+def test_the_stub_lists_exactly_what_the_extension_exports():
+    import ast
+    stub = ast.parse(open(os.path.join(os.path.dirname(_fast.__file__), "_fast.pyi")).read())
+
+    def names(body):
+        return {n.name if hasattr(n, "name") else n.target.id
+                for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AnnAssign))}
+
+    assert names(stub.body) == {n for n in dir(_fast) if not n.startswith("__")}
+    for cls in (n for n in stub.body if isinstance(n, ast.ClassDef)):
+        exported = {n for n in vars(getattr(_fast, cls.name)) if not n.startswith("__")}
+        assert {n for n in names(cls.body) if not n.startswith("__")} == exported, cls.name
+
+
 def test_the_fast_path_refuses_a_core_table_it_was_not_built_against():
     with pytest.raises(ImportError, match="different C headers"):
         _fast.bind(address(ffi.new("uint64_t[8]")))   # zeros: not a shmlog_core_entry_points
