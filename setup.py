@@ -1,12 +1,15 @@
 import glob
+import os
 
 from setuptools import Extension, find_packages, setup
 
 # The per-record hot paths as CPython types (Message, produce(), poll()), one file per type in
 # csrc/fast/; the C core itself (csrc/core/) is the cffi module built by shmlog/_native/_ffi_build.py.
+# SHMLOG_WERROR=1 turns warnings into errors for both (csrc/check-warnings.sh).
+WERROR = ["-Werror"] if os.environ.get("SHMLOG_WERROR", "") not in ("", "0") else []
 fast = Extension("shmlog._native._fast", sources=sorted(glob.glob("csrc/fast/*.c")), include_dirs=["csrc"],
                  depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/fast/*.h")),
-                 extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra"])
+                 extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra"] + WERROR)
 
 setup(
     name="shmlog",

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/bench_crc.py
 
-Prints GB/s for the hardware path (three interleaved crc32 lanes, csrc/shmlog_core.c) and the
+Prints GB/s for the hardware path (three interleaved crc32 lanes, csrc/core/hash.c) and the
 software fallback (slice-by-8) on buffers that fit L2, L3 and neither.
 """
 import os

@@ -59,7 +59,7 @@ SUMS = [
      "pyzmq PUSH/PULL ipc send()+recv() 100 B"),
 ]
 ANNOTATE = ("produce() 100 B", "poll() 100 B", "produce() 2 KB", "poll() 2 KB")
-# the C functions behind the Python calls (shmlog/_fast.c): their inclusive Ir is the call's C work
+# the C functions behind the Python calls (csrc/fast/producer_core.c, consumer_core.c): their inclusive Ir is the call's C work
 ENTRY_FUNCTIONS = ("producer_produce", "consumer_poll")
 
 

@@ -1,6 +1,6 @@
 /*
  * shmlog shared-memory layout: the one place that defines the bytes every
- * process maps. Python's view (shmlog/layout.py) is checked against this file
+ * process maps. Python's view (shmlog/_native/layout.py) is checked against this file
  * by tests/unit/test_layout.py through cffi's offsetof/sizeof.
  *
  * A partition ring is one POSIX shared-memory object:

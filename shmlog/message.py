@@ -11,7 +11,7 @@ TIMESTAMP_CREATE_TIME = 1
 TIMESTAMP_LOG_APPEND_TIME = 2
 
 
-# Message is a C type (shmlog/_fast.c: no Python __init__ per record) with confluent-kafka's
+# Message is a C type (csrc/fast/message.c: no Python __init__ per record) with confluent-kafka's
 # accessors: topic() partition() offset() key() value() headers() timestamp() error() latency()
 # leader_epoch() len() set_key() set_value() set_headers().
 Message = _fast.Message

@@ -3,11 +3,17 @@
 The cdef is the public C headers themselves (csrc/shmlog_layout.h, csrc/shmlog_core.h),
 preprocessed without their #includes, so the Python binding can never drift from the structs
 and signatures the C code compiles.
+
+`python shmlog/_native/_ffi_build.py --werror` compiles the core with warnings as errors in a
+temporary directory (a check; without --werror it builds in place). `SHMLOG_WERROR=1` in the
+environment makes warnings errors for `pip install`/setup.py; csrc/check-warnings.sh checks both
+native modules that way.
 """
 import glob
 import os
 import re
 import subprocess
+import sys
 
 from cffi import FFI
 
@@ -15,6 +21,11 @@ CSRC = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 HEADERS = ("shmlog_layout.h", "shmlog_core.h")
 SOURCES = sorted(glob.glob(os.path.join(CSRC, "core", "*.c")))
 WARNINGS = ["-Wall", "-Wextra"]
+
+
+def strict():
+    """Warnings are errors: SHMLOG_WERROR=1, or --werror on this script's command line."""
+    return os.environ.get("SHMLOG_WERROR", "") not in ("", "0") or "--werror" in sys.argv
 
 
 def _header_text():
@@ -39,8 +50,14 @@ ffibuilder.set_source(
     sources=SOURCES,
     depends=sorted(glob.glob(os.path.join(CSRC, "*.h")) + glob.glob(os.path.join(CSRC, "core", "*.h"))),
     include_dirs=[CSRC],
-    extra_compile_args=["-O3", "-std=gnu11", "-mcx16"] + WARNINGS,
+    extra_compile_args=["-O3", "-std=gnu11", "-mcx16"] + WARNINGS +
+                       (["-Werror"] if strict() else []),
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.dirname(CSRC), verbose=True)
+    if "--werror" in sys.argv:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            ffibuilder.compile(tmpdir=tmp, verbose=True)
+    else:
+        ffibuilder.compile(tmpdir=os.path.dirname(CSRC), verbose=True)

@@ -128,7 +128,7 @@ class RecordBatchView:
 class Consumer(_fast.ConsumerCore):
     """confluent_kafka.Consumer over a shmlog broker: assign() or subscribe() (consumer groups).
 
-    poll() is ConsumerCore.poll (shmlog/_fast.c): it returns the next decoded record of the
+    poll() is ConsumerCore.poll (csrc/fast/consumer_core.c): it returns the next decoded record of the
     partition being served without leaving C, and calls _poll_slow for everything else.
     """
 
@@ -170,7 +170,7 @@ class Consumer(_fast.ConsumerCore):
         self._current_tp = None
 
     def _update_solo(self):
-        """With exactly one active reader, poll() fetches and decodes its ring in C (_fast.c)."""
+        """With exactly one active reader, poll() fetches and decodes its ring in C (csrc/fast/)."""
         active = [r for r in self._readers.values() if not r.paused]
         if len(active) == 1 and not self._closed:
             self._set_solo(active[0], self._frames_address, MAX_FRAMES_PER_FETCH, self._check_crcs, decode_headers)

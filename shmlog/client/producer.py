@@ -64,7 +64,7 @@ _FAST_PARTITIONERS = {"murmur2", "murmur2_random"}
 class Producer(_fast.ProducerCore):
     """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`.
 
-    produce() is ProducerCore.produce (shmlog/_fast.c): bytes keys and values
+    produce() is ProducerCore.produce (csrc/fast/producer_core.c): bytes keys and values
     without headers are partitioned, encoded into the partition's open batch and, when the
     batch closes, appended to the ring without leaving C. Everything else comes here, to
     _produce_slow, which applies the same rules by calling them (record_size, Route.admits,
@@ -194,7 +194,7 @@ class Producer(_fast.ProducerCore):
         partition = self._partition_for(route, key)
         return partition if partition >= 0 else self._partitioner(key if key is not None else b"", route.partitions)
 
-    # ------------------------------------------------------------------ sending (called from _fast.c)
+    # ------------------------------------------------------------------ sending (called from csrc/fast/)
 
     def _slot(self, ring):
         slot = self._slots.get(ring)

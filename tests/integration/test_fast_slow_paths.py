@@ -1,8 +1,8 @@
 """Differential tests: the C fast paths against the Python slow paths, on the same inputs.
 
-Producer.produce() is ProducerCore.produce (csrc/shmlog_fast.c): it handles bytes/None keys
+Producer.produce() is ProducerCore.produce (csrc/fast/producer_core.c): it handles bytes/None keys
 and values without headers for a topic whose route is cached, and hands everything else to
-Producer._produce_slow, which holds the rules. Consumer.poll() is ConsumerCore.poll: it
+Producer._produce_slow, which calls the same C rules. Consumer.poll() is ConsumerCore.poll: it
 serves decoded records (and, with one active reader, fetches and decodes the ring) in C,
 and hands everything else to Consumer._poll_slow; ring batches are decoded by the C
 decoder (_fast.fetch_ring) unless compressed or read from segment files, which the Python
