@@ -5,11 +5,12 @@ from setuptools import Extension, find_packages, setup
 
 # The per-record hot paths as CPython types (Message, produce(), poll()), one file per type in
 # csrc/fast/; the C core itself (csrc/core/) is the cffi module built by shmlog/_native/_ffi_build.py.
+# Hidden visibility: calls between its files are direct (no PLT), only PyInit__fast is exported.
 # SHMLOG_WERROR=1 turns warnings into errors for both (csrc/check-warnings.sh).
 WERROR = ["-Werror"] if os.environ.get("SHMLOG_WERROR", "") not in ("", "0") else []
 fast = Extension("shmlog._native._fast", sources=sorted(glob.glob("csrc/fast/*.c")), include_dirs=["csrc"],
                  depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/fast/*.h")),
-                 extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra"] + WERROR)
+                 extra_compile_args=["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra"] + WERROR)
 
 setup(
     name="shmlog",

@@ -199,8 +199,13 @@ extern PyTypeObject RouteType;
 /* The record size rule: a record of `size` accounted bytes may go to this topic. */
 static inline int route_admits(const Route *route, Py_ssize_t size) { return size <= route->record_limit; }
 
-/* The sticky partition for null keys (chosen at random when none is open). */
-int route_sticky_partition(Route *route);
+/* Draws the sticky partition for null keys (none open): route.c. */
+int route_sticky_choose(Route *route);
+
+/* The sticky partition for null keys. Inline: produce() asks for it per null-key record. */
+static inline int route_sticky_partition(Route *route) {
+    return route->sticky >= 0 ? route->sticky : route_sticky_choose(route);
+}
 
 void route_random_seed(void);
 

@@ -15,8 +15,8 @@ static uint32_t random_next(void) { /* xorshift64: spreads null keys, nothing se
     return (uint32_t)(random_state >> 16);
 }
 
-int route_sticky_partition(Route *route) {
-    if (route->sticky < 0) route->sticky = (int)(random_next() % (uint32_t)route->partitions);
+int route_sticky_choose(Route *route) {
+    route->sticky = (int)(random_next() % (uint32_t)route->partitions);
     return route->sticky;
 }
 
