@@ -117,8 +117,9 @@ def bench(workload, records, duration, record_bytes, partitions, producers, cons
         result = bm.run(config, on_progress=progress)
     except bm.BenchError as exc:
         raise Failure(f"bench {workload}: {' '.join(str(exc).split())}") from None
-    except KafkaException as exc:
-        raise Failure(f"bench {workload}: {exc}") from None
+    except (KafkaException, BufferError) as exc:
+        raise Failure(f"bench {workload}: {type(exc).__name__}: {exc}" if isinstance(exc, BufferError)
+                      else f"bench {workload}: {exc}") from None
     except KeyboardInterrupt:
         raise click.Abort() from None
     finally:

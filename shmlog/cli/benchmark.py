@@ -1,5 +1,5 @@
 """`shmlog bench`: produce, consume, end-to-end, latency and keyed-trade workloads against a
-shmlog broker, measured and checked while they run (the click command is shmlog/cli_bench.py,
+shmlog broker, measured and checked while they run (the click command is shmlog/cli/bench.py,
 the user guide docs/cli.md#shmlog-bench).
 
 One run: a fresh topic (on an embedded broker in a temporary data dir, or on the broker of
@@ -60,6 +60,7 @@ PROGRESS_INTERVAL_S = 0.1
 STALL_S = 30.0                         # a consumer that gets nothing for this long gives up
 SETUP_TIMEOUT_S = 60.0
 FLUSH_TIMEOUT_S = 120.0
+BUFFER_FULL_POLL_S = 1.0               # produce() raised BufferError: poll(1) (serve reports), then retry
 RUN_TIMEOUT_S = 3600.0
 DRAIN_TIMEOUT_S = 60.0               # after the run: how long to wait for the persister to catch up
 EXTRA_RECORDS_WAIT_S = 0.05            # after the log end: how long a consumer looks for records that should not exist
@@ -288,10 +289,25 @@ def child_main(job, slot, shared):
     try:
         run = produce_records if job.role == "producer" else consume_records
         out = run(job, slot, shared)
-    except BaseException:
-        out = {"error": traceback.format_exc(limit=8)}
+    except BaseException as exc:
+        out = {"error": error_line(exc)}
     out.update(role=job.role, index=job.index, slot=slot)
     shared.results.put(out)
+
+
+def error_line(exc):
+    """What a child reports of the exception that ended it: one line. The errors a run can
+    meet (BenchError, KafkaException, BufferError, OSError) as their message; anything else
+    also names its type and the line that raised it."""
+    from shmlog.errors import KafkaException
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BenchError):
+        return text
+    if isinstance(exc, (KafkaException, BufferError, OSError)):
+        return f"{type(exc).__name__}: {text}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(exc).__name__}: {text}{where}"
 
 
 def exit_with_parent():
@@ -378,9 +394,8 @@ def _send_records(producer, job, source, shared, slot, t_start, deadline, interv
         partition, key, value = make(i)
         try:
             produce(topic, value, key, partition)
-        except BufferError:               # local queue full: serve reports and retry, as with confluent-kafka
-            poll(0.05)
-            produce(topic, value, key, partition)
+        except BufferError:
+            _produce_when_room(producer, job, stop, topic, value, key, partition)
         i += 1
         if not i % PROGRESS_EVERY:
             poll(0)
@@ -388,6 +403,25 @@ def _send_records(producer, job, source, shared, slot, t_start, deadline, interv
             if stop.is_set():
                 break
     return i
+
+
+def _produce_when_room(producer, job, stop, topic, value, key, partition):
+    """produce() after a BufferError (the local queue is full: at acks=all the records wait
+    for the persister's fsync): serve delivery reports with poll(1) and retry, as
+    confluent-kafka's own examples do, until it fits; fail after FLUSH_TIMEOUT_S (the
+    max.block.ms the bench gives its producers)."""
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
+    while True:
+        producer.poll(BUFFER_FULL_POLL_S)
+        try:
+            producer.produce(topic, value, key, partition)
+            return
+        except BufferError as exc:
+            if stop.is_set():
+                raise BenchError("stopped while the local queue was full") from None
+            if time.monotonic() >= deadline:
+                raise BenchError(f"the local queue stayed full for {FLUSH_TIMEOUT_S:g} s "
+                                 f"({len(producer):,} records awaiting delivery): {exc}") from None
 
 
 def _send_batches(producer, job, source, shared, slot, t_start, deadline, interval_ns):
@@ -1031,7 +1065,7 @@ class Run:
             else:
                 return
         if "error" in out:
-            raise BenchError(f"{out['role']} {out['index']} failed:\n{out['error'].rstrip()}")
+            raise BenchError(f"{out['role']} {out['index']} failed: {out['error']}")
         self.outputs[out["slot"]] = out
 
     def _end_offsets(self):

@@ -14,9 +14,10 @@ import psutil
 import pytest
 
 from shmlog._native import shm
+from shmlog.broker import launcher
 from shmlog.cli import benchmark as bm
 
-from .test_cli import broker_processes, cli_env, leftovers, ok, shmlog_cli
+from .test_cli import broker_processes, cli_env, leftovers, ok, shmlog_cli, shmlog_popen
 
 BENCH_TIMEOUT_S = 120
 
@@ -140,6 +141,51 @@ def test_against_a_running_broker(tmp_path):
     assert not left
 
 
+def test_acks_all_producers_wait_for_room_when_the_persister_lags(tmp_path):
+    """A persister that lags fills the producer's local queue (acks=all records wait for its
+    fsync; the bench's ring, sized to the run, is larger than the 32 MiB buffer.memory):
+    produce() raises BufferError, and the bench serves reports with poll(1) and retries
+    instead of dying (`shmlog bench e2e -n 2000000 -s 2048 --acks all` did). The lag is made
+    certain: the persister is stopped until the log holds more than the queue can, then for
+    half a second more."""
+    data_dir = str(tmp_path / "data")
+    records, record_bytes = 40000, 2048
+    queue_records = 32 * 2**20 // record_bytes             # what buffer.memory (32 MiB) holds, about
+    persister = bench_proc = None
+    try:
+        ok(shmlog_cli("broker", "start", "--data-dir", data_dir))
+        persister = psutil.Process(launcher.status(data_dir)["persister_pid"])
+        persister.suspend()
+        bench_proc = shmlog_popen("bench", "e2e", "--records", records, "--record-bytes", record_bytes,
+                                  "--acks", "all", "--bootstrap", data_dir, "--json", "--no-progress")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and bench_proc.poll() is None:
+            ends = [p["log_end_offset"] for p in launcher.status(data_dir)["partitions"]
+                    if p["topic"].startswith("bench-")]
+            if ends and sum(ends) >= queue_records * 0.95:
+                break
+            time.sleep(0.02)
+        time.sleep(0.5)               # the producer's queue is full by now: it waits in poll(1)
+        persister.resume()
+        out, err = bench_proc.communicate(timeout=BENCH_TIMEOUT_S)
+        assert "BufferError" not in err and "Traceback" not in err
+        assert bench_proc.returncode == 0, err
+        doc = json.loads(out)
+        assert_counts(doc, records)
+        assert doc["latency_us"]["max_us"] > 400_000, "records waited for the stopped persister"
+    finally:
+        if persister is not None and persister.is_running():
+            persister.resume()
+        if bench_proc is not None and bench_proc.poll() is None:
+            bench_proc.kill()
+            bench_proc.communicate()
+        shmlog_cli("broker", "stop", "--data-dir", data_dir)
+        left = leftovers(data_dir)
+        for name in left:
+            shm.unlink(name)
+    assert not left
+
+
 def test_table_output_and_progress_to_stderr():
     result = ok(shmlog_cli("bench", "produce", "--records", 3000, timeout=BENCH_TIMEOUT_S))
     out = result.stdout
@@ -219,6 +265,21 @@ def test_sequence_check_reports_gaps_reordering_and_duplicates():
     assert "offset 3 where 2 was next" in problems[0]
     assert "sequence number 4 where 3 was next" in problems[1]
     assert "sequence number 4 where 5 was next" in problems[2]
+
+
+def test_a_child_error_is_reported_in_one_line():
+    def raised(exc):
+        try:
+            raise exc
+        except BaseException as caught:
+            return bm.error_line(caught)
+    from shmlog.errors import KafkaError, KafkaException
+    assert raised(bm.BenchError("stopped\n  before the start")) == "stopped before the start"
+    assert raised(BufferError("local queue full")) == "BufferError: local queue full"
+    line = raised(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "not fsynced")))
+    assert line.startswith("KafkaException: ") and "not fsynced" in line and "\n" not in line
+    line = raised(ValueError("bad\nvalue"))
+    assert line.startswith("ValueError: bad value (at test_cli_bench.py:") and "in raised)" in line
 
 
 def test_counts_that_disagree_fail_the_run():
