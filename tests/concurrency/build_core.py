@@ -37,6 +37,7 @@ def build(out_dir, csrc=None, cflags=(), ldflags=()):
     kwds = dict(kwds)
     kwds["sources"] = [moved(p) for p in kwds.get("sources", [])]
     kwds["include_dirs"] = [moved(p) for p in kwds.get("include_dirs", [])]
+    kwds["depends"] = [moved(p) for p in kwds.get("depends", [])]
     kwds["extra_compile_args"] = list(kwds.get("extra_compile_args", [])) + list(cflags)
     kwds["extra_link_args"] = list(kwds.get("extra_link_args", [])) + list(ldflags)
     ffi.set_source(module, source, **kwds)

@@ -226,8 +226,8 @@ def spin_until_data(ring, cursor, spin_ns):
     """Spin in C (the GIL released) until the ring has data at cursor or spin_ns passed."""
     if spin_ns > 0:
         waited = ffi.new("int64_t *")
-        lib.shmlog_wait_any(ffi.NULL, -1, ffi.new("void *[]", [ring.map]), ffi.new("shmlog_cursor *[]", [cursor]),
-                            1, spin_ns, spin_ns, waited)
+        rings, cursors = ffi.new("shmlog_ring_handle *[]", [ring.map]), ffi.new("shmlog_cursor *[]", [cursor])
+        lib.shmlog_wait_any(ffi.NULL, -1, rings, cursors, 1, spin_ns, spin_ns, waited)
 
 
 def yielding_delay(ns):
@@ -276,9 +276,9 @@ def pin_releaser(barrier, ring_name, stop, persists, deadline):
             n = ring.fetch(cursor, ffi.NULL, 0, frames, 64, 0)
             assert n != lib.SHMLOG_EOVERWRITTEN, "bytes not yet persisted were reused"
             lib.shmlog_ring_publish_persisted(ring.map, cursor.position, cursor.next_offset, cursor.next_offset)
-            released = lib.shmlog_ring_release_to(ring.map, cursor.position, ffi.NULL)
+            released = lib.shmlog_ring_release_to(ring.map, cursor.position)
         else:
-            released = lib.shmlog_ring_release_to(ring.map, persist.persisted_position, ffi.NULL)
+            released = lib.shmlog_ring_release_to(ring.map, persist.persisted_position)
         advanced += released > before
         rounds += 1
     return {"release_rounds": rounds, "release_advances": advanced}
@@ -415,8 +415,8 @@ def race_pins_against_releases(mode, ring_name, readers=2, producers=2, releaser
 def wait_by_wait_any(bell, slot, ring, cursor, spin_ns, timeout_ns):
     """The consumer's real wait: shmlog_wait_any (spin, watch, re-check, futex, unwatch) in C."""
     waited = ffi.new("int64_t *")
-    rc = lib.shmlog_wait_any(bell.ptr, slot, ffi.new("void *[]", [ring.map]), ffi.new("shmlog_cursor *[]", [cursor]),
-                             1, spin_ns, timeout_ns, waited)
+    rings, cursors = ffi.new("shmlog_ring_handle *[]", [ring.map]), ffi.new("shmlog_cursor *[]", [cursor])
+    rc = lib.shmlog_wait_any(bell.ptr, slot, rings, cursors, 1, spin_ns, timeout_ns, waited)
     return {lib.SHMLOG_WAIT_SPUN: "seen_before_sleeping", lib.SHMLOG_WAIT_WOKEN: "woken",
             lib.SHMLOG_WAIT_TIMEOUT: "no_record"}[rc]
 
@@ -498,7 +498,7 @@ def pingpong_side(barrier, ring_out, ring_in, bell_name, rounds, first, publishe
         assert n == 1 and frames[0].base_offset == k, f"expected record {k}, fetch gave {n} frame(s)"
         if (k + 1) % RELEASE_EVERY == 0:
             lib.shmlog_ring_publish_persisted(inc.map, cursor.position, cursor.next_offset, cursor.next_offset)
-            lib.shmlog_ring_release_to(inc.map, cursor.position, ffi.NULL)
+            lib.shmlog_ring_release_to(inc.map, cursor.position)
         return first_outcome
 
     barrier.wait(START_TIMEOUT_S)
@@ -648,7 +648,7 @@ def release_duelist(barrier, ring_name, ctl, deadline):
         c, lead = ctl[ARG], ctl[LEAD]
         loop_delay(-lead)
         # persisted up to c + 64 plus the quarter ring a releaser holds back: the target is c + 64
-        lib.shmlog_ring_release_to(ring.map, c + 64 + CAPACITY // 4, ffi.NULL)
+        lib.shmlog_ring_release_to(ring.map, c + 64 + CAPACITY // 4)
         ctl[DONE] = k
     return {"releases": k}
 
@@ -702,7 +702,7 @@ def watch_duelist(barrier, ring_name, bell_name, ctl, rounds, wait, deadline):
             assert n == 1 and frames[0].base_offset == k - 1, f"round {k}: fetch gave {n} frame(s)"
             if k % RELEASE_EVERY == 0:
                 lib.shmlog_ring_publish_persisted(ring.map, cursor.position, cursor.next_offset, cursor.next_offset)
-                lib.shmlog_ring_release_to(ring.map, cursor.position, ffi.NULL)
+                lib.shmlog_ring_release_to(ring.map, cursor.position)
     finally:
         ctl[STOP] = 1
         bell.release(slot)
