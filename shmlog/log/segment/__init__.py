@@ -52,11 +52,3 @@ __all__ = [
     "_check_batch", "_unlink_segment", "_walk", "first_offset_at_or_after", "list_segments", "log_end_offset",
     "log_start_offset", "partition_dir", "recover", "segment_name", "segment_path",
 ]
-
-
-def __getattr__(name):
-    # offset_for_time searches the ring too, so it moved to partition_reader (which imports this package).
-    if name == "offset_for_time":
-        from shmlog.log.partition_reader import offset_for_time
-        return offset_for_time
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
