@@ -13,6 +13,7 @@ the key as the user spelled it.
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -26,6 +27,7 @@ __all__ = [
     "Config", "Key", "CLIENT_KEYS", "TOPIC_KEYS", "BROKER_KEYS", "TOPIC_DEFAULTS",
     "parse_producer_config", "parse_consumer_config", "parse_admin_config",
     "parse_broker_config", "parse_topic_config", "effective_topic_config",
+    "INTERNAL_TOPICS", "topic_name_problem", "topic_names_collide",
 ]
 
 INT32_MAX = 2**31 - 1
@@ -555,6 +557,48 @@ CLIENT_KEYS = (
     _inert("consume.callback.max.messages", Int(0, 1_000_000), 0, _COMPAT, C),
 )
 
+# ---------------------------------------------------------------------------
+# Topic names: Kafka's rule (org.apache.kafka.common.internals.Topic), shared by the
+# AdminClient (which refuses a bad name without asking) and the supervisor (which decides).
+# ---------------------------------------------------------------------------
+
+TOPIC_NAME_MAX_CHARS = 249
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+# Topics the broker creates and owns; users cannot create them (Kafka refuses to create its
+# internal metadata topic the same way, with INVALID_REQUEST).
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def topic_name_problem(name):
+    """Why `name` is not a legal topic name, or None: 1..249 characters, each an ASCII letter
+    or digit, '.', '_' or '-', and not "." or "..". (Refused with TOPIC_EXCEPTION, Kafka's
+    INVALID_TOPIC_EXCEPTION, code 17.)"""
+    if not isinstance(name, str):
+        return f"a topic name must be a string, not {type(name).__name__}"
+    if not name:
+        return "a topic name cannot be empty"
+    if name in (".", ".."):
+        return f'"{name}" is not a topic name ("." and ".." are not allowed)'
+    if len(name) > TOPIC_NAME_MAX_CHARS:
+        return (f"the topic name {name[:40]!r}... is {len(name)} characters long; "
+                f"at most {TOPIC_NAME_MAX_CHARS} are allowed")
+    if not _TOPIC_NAME.fullmatch(name):
+        bad = next(c for c in name if not _TOPIC_NAME.fullmatch(c))
+        shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
+        return f"the topic name {shown} contains {bad!r}: only ASCII letters and digits, '.', '_' and '-' are allowed"
+    return None
+
+
+def topic_names_collide(a, b):
+    """Kafka refuses a topic whose name equals an existing one's once '.' and '_' are taken as
+    the same character (its metric names cannot tell them apart): "a.b" and "a_b" collide."""
+    return a != b and a.replace(".", "_") == b.replace(".", "_")
+
+
+_ONE_REPLICA = "each partition has one replica (its ring and one log dir); there is no ISR or leader election"
+_NO_COMPACTION = "compaction is not built: a compacted topic is kept whole"
+_AS_PRODUCED = "batches are stored as the producer compressed them"
+
 # Kafka's topic-level configs, as given to NewTopic(config=...) or alter_configs.
 TOPIC_KEYS = (
     Key("cleanup.policy", CsvList(Enum(("compact", "delete")), canonical_str=True), "delete",
@@ -569,27 +613,25 @@ TOPIC_KEYS = (
     Key("segment.index.bytes", Int(4, INT32_MAX), 10_485_760, "Largest offset index per segment."),
     Key("segment.jitter.ms", Int(0, INT64_MAX), 0, "Random subtraction from `segment.ms`."),
     Key("max.message.bytes", Int(0, INT32_MAX), 1_048_588, "Largest record batch the topic accepts."),
-    Key("min.insync.replicas", Int(1, INT32_MAX), 1,
-        "Replicas that must have an acks=all batch before it is acknowledged."),
-    Key("message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
-        "Whose clock stamps a record: the producer's or the log's at append."),
-    Key("compression.type",
-        Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
-        "producer", "Codec batches are stored with; producer = as the producer sent them."),
+    _inert("min.insync.replicas", Int(1, INT32_MAX), 1, _ONE_REPLICA),
+    _inert("message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
+           "records keep the producer's timestamps (CreateTime): the broker is not on the data path to "
+           "stamp them"),
+    _inert("compression.type",
+           Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
+           "producer", _AS_PRODUCED),
     Key("flush.messages", Int(1, INT64_MAX), INT64_MAX, "Records between forced fsyncs."),
     Key("flush.ms", Int(0, INT64_MAX), INT64_MAX, "Milliseconds between forced fsyncs."),
-    Key("min.compaction.lag.ms", Int(0, INT64_MAX), 0, "Youngest a record may be and be compacted."),
-    Key("max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX, "Oldest a record may get uncompacted."),
-    Key("delete.retention.ms", Int(0, INT64_MAX), 86_400_000,
-        "How long compaction keeps tombstones (records with a null value)."),
-    Key("min.cleanable.dirty.ratio", Float(0, 1), 0.5,
-        "Share of uncompacted log that triggers compaction."),
-    Key("unclean.leader.election.enable", BOOL, False,
-        "Allow a replica outside the ISR to become leader, losing acknowledged data."),
+    _inert("min.compaction.lag.ms", Int(0, INT64_MAX), 0, _NO_COMPACTION),
+    _inert("max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX, _NO_COMPACTION),
+    _inert("delete.retention.ms", Int(0, INT64_MAX), 86_400_000, _NO_COMPACTION),
+    _inert("min.cleanable.dirty.ratio", Float(0, 1), 0.5, _NO_COMPACTION),
+    _inert("unclean.leader.election.enable", BOOL, False, _ONE_REPLICA),
     Key("index.interval.bytes", Int(0, INT32_MAX), 4096, "Bytes between offset index entries."),
-    Key("file.delete.delay.ms", Int(0, INT64_MAX), 60_000,
-        "Delay before a deleted segment's file is removed."),
-    Key("preallocate", BOOL, False, "Preallocate segment files."),
+    _inert("file.delete.delay.ms", Int(0, INT64_MAX), 60_000,
+           "segments that retention removes are deleted at once (readers that mapped them keep reading); "
+           "a deleted topic's directories go about a second after the delete"),
+    _inert("preallocate", BOOL, False, "segment files grow as they are written"),
     Key("ring.bytes", RING_BYTES, RING_BYTES_DEFAULT,
         "shmlog: size of each partition's shared-memory ring (a power of two)."),
 )
@@ -597,6 +639,7 @@ TOPIC_KEYS = (
 TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})
 
 _BROKER_NET = "the broker is a local supervisor process, not a network server"
+_NO_TRANSACTIONS = "transactions are not built yet (the producer's transactional calls raise _NOT_IMPLEMENTED)"
 
 BROKER_KEYS = (
     Key("log.dirs", CsvList(), None,
@@ -605,11 +648,11 @@ BROKER_KEYS = (
     Key("message.max.bytes", Int(0, INT32_MAX), 1_048_588,
         "Default `max.message.bytes` for topics."),
     Key("num.partitions", Int(1, INT32_MAX), 1, "Partitions of an auto-created topic."),
-    Key("default.replication.factor", Int(1, INT32_MAX), 1,
-        "Replicas of an auto-created topic (at most the number of `log.dirs`)."),
+    _inert("default.replication.factor", Int(1, INT32_MAX), 1, _ONE_REPLICA),
     Key("auto.create.topics.enable", BOOL, True,
         "Create a topic on first produce or subscribe when it does not exist."),
-    Key("delete.topic.enable", BOOL, True, "Allow delete_topics."),
+    Key("delete.topic.enable", BOOL, True,
+        "Allow delete_topics; false refuses it with TOPIC_DELETION_DISABLED."),
     Key("log.flush.interval.messages", Int(1, INT64_MAX), INT64_MAX,
         "Default `flush.messages` for topics."),
     Key("log.flush.interval.ms", Int(0, INT64_MAX), None,
@@ -628,16 +671,15 @@ BROKER_KEYS = (
     Key("log.roll.hours", Int(1, INT32_MAX), 168, "See `log.roll.ms`."),
     Key("log.cleanup.policy", CsvList(Enum(("compact", "delete")), canonical_str=True), "delete",
         "Default `cleanup.policy`."),
-    Key("log.cleaner.enable", BOOL, True, "Run compaction for compacted topics."),
-    Key("log.message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
-        "Default `message.timestamp.type`."),
-    Key("compression.type",
-        Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
-        "producer", "Default `compression.type` for topics."),
-    Key("min.insync.replicas", Int(1, INT32_MAX), 1, "Default `min.insync.replicas`."),
-    Key("unclean.leader.election.enable", BOOL, False, "Default `unclean.leader.election.enable`."),
-    Key("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000,
-        "A follower this far behind the leader leaves the ISR."),
+    _inert("log.cleaner.enable", BOOL, True, _NO_COMPACTION),
+    _inert("log.message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
+           "records keep the producer's timestamps (CreateTime)"),
+    _inert("compression.type",
+           Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
+           "producer", _AS_PRODUCED),
+    _inert("min.insync.replicas", Int(1, INT32_MAX), 1, _ONE_REPLICA),
+    _inert("unclean.leader.election.enable", BOOL, False, _ONE_REPLICA),
+    _inert("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000, _ONE_REPLICA),
     Key("group.initial.rebalance.delay.ms", Int(0, INT32_MAX), 3000,
         "Wait for more members before the first rebalance of an empty group."),
     Key("group.min.session.timeout.ms", Int(0, INT32_MAX), 6000,
@@ -646,13 +688,15 @@ BROKER_KEYS = (
         "Largest allowed `session.timeout.ms`."),
     Key("offsets.retention.minutes", Int(1, INT32_MAX), 10_080,
         "How long committed offsets of an empty group are kept."),
-    Key("transaction.max.timeout.ms", Int(1, INT32_MAX), 900_000,
-        "Largest `transaction.timeout.ms` a producer may ask for."),
-    Key("transactional.id.expiration.ms", Int(1, INT32_MAX), 604_800_000,
-        "How long an idle transactional id is remembered."),
+    _inert("transaction.max.timeout.ms", Int(1, INT32_MAX), 900_000, _NO_TRANSACTIONS),
+    _inert("transactional.id.expiration.ms", Int(1, INT32_MAX), 604_800_000, _NO_TRANSACTIONS),
     Key("shm.mode", FileMode(), 0o600,
         "shmlog: permission mode of /dev/shm objects and control socket."),
     Key("ring.bytes", RING_BYTES, RING_BYTES_DEFAULT, "shmlog: default `ring.bytes` for new topics."),
+    Key("shmlog.shm.max.bytes", Int(0, INT64_MAX), None,
+        "shmlog: most shared memory (bytes) this broker's rings may hold together; create_topics and "
+        "create_partitions that would need more are refused with POLICY_VIOLATION before anything is "
+        "allocated. Unset: no cap of its own (a request must still fit in /dev/shm's free space)."),
     _inert("broker.id", Int(-1, INT32_MAX), -1, "there is one broker"),
     _inert("node.id", Int(-1, INT32_MAX), -1, "there is one broker"),
     _inert("process.roles", Anything(), None, "there is one broker"),

@@ -68,14 +68,31 @@ class GroupService:
     # ------------------------------------------------------------------ start
 
     def start(self):
-        """Rebuild the committed-offset table from __consumer_offsets, if there is one yet."""
+        """Rebuild the committed-offset table from __consumer_offsets, if there is one yet.
+
+        The supervisor has recovered the topic's partition directories already (a torn or
+        corrupt tail of the newest segment is cut and reported). What is still damaged (a
+        batch of an older segment that fails its CRC, a record that does not decode) is
+        reported and skipped: the commits it held are lost, later ones load as usual, and
+        the broker starts.
+        """
         count = 0
         if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
             self._topics_changed()
             return count
         self.sup.reclaim_dead_producers()   # a claim left by a crashed supervisor would stop the replay
         for p in range(self.sup.meta["topics"][co.OFFSETS_TOPIC]["partitions"]):
-            records = [co.decode_offset_record(k, v) for _, k, v in read_partition(*self._partition(p))]
+            where = f"{co.OFFSETS_TOPIC}-{p}"
+
+            def damaged(what, where=where):
+                _log(f"{where}: {what}; committed offsets it held are not loaded")
+
+            records = []
+            for offset, k, v in read_partition(*self._partition(p), on_corrupt=damaged):
+                try:
+                    records.append(co.decode_offset_record(k, v))
+                except Exception as exc:  # noqa: BLE001 - any undecodable record is skipped, never fatal
+                    damaged(f"the record at offset {offset} does not decode ({exc!r})")
             self.coordinator.offsets_written(records, _now_ms())
             count += len(records)
         self._topics_changed()
@@ -86,7 +103,7 @@ class GroupService:
         sees a consumer group has no internal topic (and no 8 rings for it)."""
         if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
             self.sup.create_topic(co.OFFSETS_TOPIC, co.OFFSETS_TOPIC_PARTITIONS,
-                                  {"cleanup.policy": "compact", "ring.bytes": OFFSETS_RING_BYTES})
+                                  {"cleanup.policy": "compact", "ring.bytes": OFFSETS_RING_BYTES}, internal=True)
 
     def _partition(self, p):
         ring = self.sup.rings[(co.OFFSETS_TOPIC, p)]

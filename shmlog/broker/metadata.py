@@ -1,20 +1,126 @@
-"""Topic metadata, persisted in the data dir by the supervisor (write, fsync, rename)."""
+"""Topic metadata, persisted in the data dir by the supervisor (write, fsync, rename).
+
+meta/topics.json is only ever replaced whole: a new copy is written and fsynced beside it,
+the current one becomes meta/topics.json.bak (a hard link, so it is the exact previous
+good copy), then the new one is renamed over it. load() checks the shape of what it reads
+and falls back to the .bak when topics.json is garbage, empty or the wrong shape.
+
+Each partition directory holds `partition.metadata` (as in Kafka: a version and the topic
+id), so a directory left by an earlier topic of the same name is never taken for the
+current one's.
+"""
+import base64
 import json
 import os
+import time
+import uuid
 
-from shmlog.config import TOPIC_DEFAULTS
+from shmlog.config import TOPIC_DEFAULTS, parse_topic_config
+from shmlog.errors import KafkaException
+
+PARTITION_METADATA = "partition.metadata"
+
+
+class MetadataError(Exception):
+    """topics.json cannot be used and there is no good previous copy: the broker cannot start."""
 
 
 def metadata_path(data_dir):
     return os.path.join(data_dir, "meta", "topics.json")
 
 
-def load(data_dir):
+def new_topic_id():
+    """A Kafka-style topic id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _int(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def shape_problem(meta):
+    """What is wrong with the shape of a topics.json document, or None."""
+    if not isinstance(meta, dict):
+        return f"its top level is a JSON {type(meta).__name__}, not an object"
+    topics, next_id = meta.get("topics"), meta.get("next_topic_id")
+    if not isinstance(topics, dict):
+        return '"topics" is missing or not an object'
+    if not _int(next_id, 1):
+        return '"next_topic_id" is missing or not a positive integer'
+    ids = set()
+    for name, t in topics.items():
+        where = f"topic {name[:60]!r}"
+        if not name:
+            return "a topic has an empty name"
+        if not isinstance(t, dict):
+            return f"{where} is not an object"
+        if not _int(t.get("id"), 1) or t["id"] >= next_id or t["id"] in ids:
+            return f'{where} has no "id", a duplicate one, or one not below "next_topic_id"'
+        ids.add(t["id"])
+        if not _int(t.get("partitions"), 1):
+            return f'{where}: "partitions" is missing or not a positive integer'
+        if "topic_id" in t and not (isinstance(t["topic_id"], str) and t["topic_id"]):
+            return f'{where}: "topic_id" is not a string'
+        if not isinstance(t.get("config"), dict):
+            return f'{where}: "config" is missing or not an object'
+        try:
+            parse_topic_config(t["config"])
+        except KafkaException as exc:
+            return f"{where}: {exc}"
+        starts = t.get("log_start_offsets", {})
+        if not isinstance(starts, dict) or not all(_int(v) for v in starts.values()):
+            return f'{where}: "log_start_offsets" is not an object of offsets'
+    return None
+
+
+def _read(path):
+    """(meta, None), (None, why it cannot be used), or (None, None) when the file does not exist."""
     try:
-        with open(metadata_path(data_dir)) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
-        return {"next_topic_id": 1, "topics": {}}
+        return None, None
+    except OSError as exc:
+        return None, f"it cannot be read ({exc.strerror})"
+    if not data.strip():
+        return None, f"it is empty ({len(data)} bytes)"
+    try:
+        meta = json.loads(data)
+    except ValueError as exc:  # also bytes that are not UTF-8
+        return None, f"it is not JSON ({exc})"
+    problem = shape_problem(meta)
+    return (None, f"it is not topic metadata: {problem}") if problem else (meta, None)
+
+
+def load(data_dir, warn=None):
+    """The topic metadata of data_dir: topics.json, else its previous good copy (topics.json.bak,
+    after moving the damaged file aside and saying so through `warn`), else no topics for a new
+    data dir. Raises MetadataError, naming the file and what to do, when neither can be used."""
+    path = metadata_path(data_dir)
+    meta, problem = _read(path)
+    if meta is not None:
+        return meta
+    bak = path + ".bak"
+    if problem is None and not os.path.exists(bak):
+        return {"next_topic_id": 1, "topics": {}}  # a new data dir
+    problem = problem or "it is missing"
+    previous, bak_problem = _read(bak)
+    if previous is None:
+        raise MetadataError(
+            f"{path} cannot be used: {problem}; and there is no good previous copy ({bak}: "
+            f"{bak_problem or 'missing'}). Restore {path} from a backup, or move it aside to start with no "
+            f"topics (the segment files stay under the log dirs, but a topic created again under an old "
+            f"name starts empty and its old directories are removed)")
+    aside = None
+    if os.path.exists(path):
+        aside = f"{path}.damaged-{int(time.time())}"
+        os.replace(path, aside)
+    save(data_dir, previous)
+    if warn is not None:
+        warn(f"{path} cannot be used: {problem}; recovered the topic metadata from {bak}, the copy "
+             f"written before the last metadata change (a topic created, deleted or altered last may "
+             f"need doing again)" + (f"; the damaged file is kept as {aside}" if aside else ""))
+    return previous
 
 
 def save(data_dir, meta):
@@ -25,6 +131,15 @@ def save(data_dir, meta):
         json.dump(meta, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
+    if os.path.exists(path):
+        # The current copy becomes the .bak (a hard link: no bytes copied, no window without one).
+        bak_tmp = path + ".bak.tmp"
+        try:
+            os.unlink(bak_tmp)
+        except FileNotFoundError:
+            pass
+        os.link(path, bak_tmp)
+        os.replace(bak_tmp, path + ".bak")
     os.replace(tmp, path)
     dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
     try:
@@ -36,3 +151,34 @@ def save(data_dir, meta):
 def topic_config(topic):
     """The effective config of a topic entry: defaults overlaid with what was set."""
     return {**TOPIC_DEFAULTS, **topic["config"]}
+
+
+# ---------------------------------------------------------------------- partition directories
+
+def partition_topic_id(pdir):
+    """The topic id a partition directory's partition.metadata names; None if it has none."""
+    try:
+        with open(os.path.join(pdir, PARTITION_METADATA)) as f:
+            fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError):
+        return ""  # unreadable or garbage: names no topic we know
+    return fields.get("topic_id", "").strip()
+
+
+def write_partition_metadata(pdir, topic_id):
+    """Create pdir if needed and record which topic it belongs to (Kafka's partition.metadata)."""
+    os.makedirs(pdir, exist_ok=True)
+    path = os.path.join(pdir, PARTITION_METADATA)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"version: 0\ntopic_id: {topic_id}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(pdir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -47,6 +47,7 @@ from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
+from shmlog.broker import metadata
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import retention
@@ -94,11 +95,20 @@ def settings_for(topic_config):
 class PartitionLog:
     """One partition: its ring, its segment writer, and how far the ring is on disk."""
 
-    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, requested_log_start=0):
+    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, requested_log_start=0,
+                 topic_id=None):
         self.topic, self.partition = topic, partition
         self.source = (ring_name, log_dir)
+        self.topic_id = topic_id
         self.doorbell = doorbell
         self.dir = partition_dir(log_dir, topic, partition)
+        if topic_id is not None:
+            # The supervisor claims the directory (partition.metadata) before the ring exists; one
+            # that names another topic is an earlier topic's of the same name: never write there.
+            owner = metadata.partition_topic_id(self.dir)
+            if owner != topic_id:
+                raise RuntimeError(f"{self.dir} is not topic id {topic_id}'s (its partition.metadata names "
+                                   f"{owner or 'no topic'}); waiting for the supervisor to claim it")
         self.ring = Ring.open(ring_name, topic, partition)
         try:
             self.writer = SegmentWriter(self.dir, settings.segment_bytes, settings.segment_ms,
@@ -210,6 +220,10 @@ class PartitionLog:
     def pump(self, now):
         """Persist what is published, fdatasync if due, publish progress; True if anything moved."""
         if now < self.retry_at:
+            return False
+        if self.metadata_epoch is not None and self.doorbell.metadata_epoch != self.metadata_epoch:
+            # Metadata changed (maybe this topic was deleted and created again, its directory
+            # renamed aside): refresh first, so nothing is written where it no longer belongs.
             return False
         try:
             moved, wrote = self.persist_published()
@@ -434,16 +448,17 @@ class Persister:
             settings = settings_for(t.get("config") or {})
             starts = t.get("log_start_offsets") or [0] * t["partitions"]
             for p in range(t["partitions"]):
-                wanted[(name, p)] = (t["rings"][p], t["log_dirs"][p], settings, starts[p] if p < len(starts) else 0)
+                wanted[(name, p)] = (t["rings"][p], t["log_dirs"][p], settings, starts[p] if p < len(starts) else 0,
+                                     t.get("topic_id"))
         for key, part in list(self.partitions.items()):
             spec = wanted.get(key)
-            if spec is not None and part.source == spec[:2]:
+            if spec is not None and part.source == spec[:2] and part.topic_id == spec[4]:
                 part.configure(spec[2], spec[3])
                 continue
-            if spec is not None:
+            if spec is not None and part.topic_id == spec[4]:
                 self._drain_and_close(part)  # moved to another ring or log dir: finish the old one
             else:
-                part.close()  # topic deleted: its ring and directory are gone with it
+                part.close()  # topic deleted (maybe created again): its ring and directory went with it
             del self.partitions[key]
         self.unopened = {}
         for key, spec in wanted.items():
@@ -465,9 +480,10 @@ class Persister:
             part.attach(self.slot)
 
     def _open(self, key, spec):
-        ring_name, log_dir, settings, requested_log_start = spec
+        ring_name, log_dir, settings, requested_log_start, topic_id = spec
         try:
-            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start)
+            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start,
+                                topic_id)
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
                 log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
@@ -514,6 +530,10 @@ class Persister:
                     self.flowing = True
                 else:
                     self.idle_wait(time.monotonic())
+            if self.stopping and self.bell.metadata_epoch != self.epoch:
+                # Told to stop right after a metadata change (a topic created, records produced
+                # into it at once): open what it added, so the drain persists those records too.
+                self.refresh_metadata()
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._TRANSPORT:
                 raise

@@ -4,9 +4,11 @@ persister process and the liveness of registered clients.
 Run as `python -m shmlog.broker.supervisor <data_dir> <broker config json>`; shmlog.Broker and
 `shmlog broker start` start it. A lock on <data_dir>/supervisor.lock keeps it unique.
 """
+import copy
 import fcntl
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 from shmlog import control
 from shmlog._native import lib, shm
@@ -21,18 +24,28 @@ from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import metadata
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.config import (
+    INTERNAL_TOPICS,
     effective_topic_config,
     parse_broker_config,
     parse_topic_config,
+    topic_name_problem,
+    topic_names_collide,
 )
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import retention
-from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir
+from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, recover
 
 HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, retired partition dirs
 PERSISTER_RESTART_BACKOFF_S = 0.2
 PERSISTER_DRAIN_TIMEOUT_S = 60.0  # the persister gives up draining after 30 s (its DRAIN_TIMEOUT_S)
 DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
+PERSISTER_LOCK = "persister.lock"  # the persister's (persister.LOCK_NAME); held while it writes segments
+SHM_KEEP_FREE = 20    # a request may not take /dev/shm below 1/20 (5%) of its size free
+# A deleted partition's directory, renamed aside as Kafka does: <topic>-<partition>.<32 hex>-delete,
+# the topic cut short so the name stays within NAME_MAX (255). Older versions used .<ms>.deleted.
+RETIRED_DIR = re.compile(r"^.*-\d+\.[0-9a-f]{32}-delete$|^.*-\d+\.\d+\.deleted$")
+PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+NAME_MAX = 255
 
 
 class Refused(Exception):
@@ -48,7 +61,8 @@ class Supervisor:
         self.ns = shm.namespace(self.data_dir)
         self.log_dirs = self._log_dirs()
         self.mode = self.config.shm_mode
-        self.meta = metadata.load(self.data_dir)
+        self.meta = None           # loaded by run(), under the data dir's lock
+        self.retired = {}          # renamed-aside partition dir -> when (time.monotonic()) it may go
         self.rings = {}            # (topic, partition) -> Ring
         self.doorbell = None
         self.persister = None
@@ -103,36 +117,175 @@ class Supervisor:
                     pass
             log(f"reclaimed stale shared memory {name}")
             shm.unlink(name)
+        missing = [(topic, p) for topic, p in self.partitions() if (topic, p) not in self.rings]
+        shortage = self.shm_problem(f"the rings of {len(missing)} partitions", [
+            metadata.topic_config(self.meta["topics"][topic])["ring.bytes"] for topic, _ in missing], cap=False)
+        if missing and shortage:
+            raise SystemExit(f"shmlog: cannot start: {shortage[1]}")
         if self.doorbell is None:
             self.doorbell = Doorbell.create(bell, self.mode)
         self.doorbell.header.supervisor_pid = os.getpid()
-        for topic, partition in self.partitions():
-            if (topic, partition) not in self.rings:
-                self.create_ring(topic, partition)
+        for topic, partition in missing:
+            self.create_ring(topic, partition)
 
     def partitions(self):
         for name, t in self.meta["topics"].items():
             for p in range(t["partitions"]):
                 yield name, p
 
-    def ring_name(self, topic, partition):
-        return shm.ring_name(self.ns, self.meta["topics"][topic]["id"], partition)
+    def ring_name(self, topic, partition, t=None):
+        return shm.ring_name(self.ns, (t or self.meta["topics"][topic])["id"], partition)
 
-    def partition_log_dir(self, topic, partition):
-        return self.log_dirs[(self.meta["topics"][topic]["id"] + partition) % len(self.log_dirs)]
+    def partition_log_dir(self, topic, partition, t=None):
+        return self.log_dirs[((t or self.meta["topics"][topic])["id"] + partition) % len(self.log_dirs)]
 
-    def create_ring(self, topic, partition):
-        t = self.meta["topics"][topic]
-        pdir = partition_dir(self.partition_log_dir(topic, partition), topic, partition)
+    def claim_partition_dir(self, topic, partition, t, new):
+        """Make the partition's directory the topic's own before its ring exists: a directory
+        of that name left by an earlier topic (deleted, or lost with its metadata) is renamed
+        aside and removed, never read as this topic's log. partition.metadata says whose it is;
+        one without it (written by an older version) is adopted by a topic that exists."""
+        pdir = partition_dir(self.partition_log_dir(topic, partition, t), topic, partition)
+        if os.path.isdir(pdir):
+            owner = metadata.partition_topic_id(pdir)
+            if new or (owner is not None and owner != t["topic_id"]):
+                where = f"{topic}-{partition}"
+                log(f"{pdir} belongs to an earlier topic named {topic!r} (topic id {owner or 'unknown'}, not "
+                    f"{t['topic_id']}); moved aside and removed, so {where} starts with its own log")
+                self.retire(pdir)
+            elif owner == t["topic_id"]:
+                return pdir
+        metadata.write_partition_metadata(pdir, t["topic_id"])
+        return pdir
+
+    def shm_problem(self, what, ring_sizes, cap=True):
+        """Why the shared memory of `ring_sizes` (ring.bytes per ring) cannot be allocated, or None:
+        it must stay within shmlog.shm.max.bytes with what this broker holds already (cap=True),
+        and leave 5% of /dev/shm free. Checked before anything is allocated."""
+        need = sum(lib.shmlog_ring_map_bytes(b) for b in ring_sizes)
+        rings = f"{len(ring_sizes)} ring{'s' if len(ring_sizes) != 1 else ''} of ring.bytes=" + \
+            "/".join(str(b) for b in sorted(set(ring_sizes)))
+        limit = self.config.shmlog_shm_max_bytes
+        if cap and limit is not None:
+            held = sum(r.mapping.size for r in self.rings.values())
+            if held + need > limit:
+                return KafkaError.POLICY_VIOLATION, (
+                    f"{what} needs {need} bytes of shared memory ({rings}, with headers); this broker's rings "
+                    f"hold {held} already, and together that is above shmlog.shm.max.bytes={limit}")
+        try:
+            st = os.statvfs(shm.SHM_DIR)
+        except OSError:
+            return None  # no /dev/shm to measure: the allocation itself says what is wrong
+        size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        usable = free - size // SHM_KEEP_FREE
+        if need > usable:
+            return KafkaError._CRIT_SYS_RESOURCE, (
+                f"{what} needs {need} bytes of shared memory ({rings}, with headers), but {shm.SHM_DIR} has "
+                f"{free} bytes free of {size}, and a request may use only what leaves 5% of it free "
+                f"({max(usable, 0)} bytes): use a smaller ring.bytes or fewer partitions, or free space in "
+                f"{shm.SHM_DIR}")
+        return None
+
+    def create_ring(self, topic, partition, t=None):
+        t = t or self.meta["topics"][topic]
+        pdir = partition_dir(self.partition_log_dir(topic, partition, t), topic, partition)
         # Where recovery will cut the newest segment (CRC-checked), so the ring continues the disk's offsets.
         end = log_end_offset(pdir, check_crc=True) if os.path.isdir(pdir) else 0
         first = max(log_start_offset(pdir), retention.read_checkpoint(pdir)) if os.path.isdir(pdir) else 0
         first = max(first, self.requested_log_starts(t)[partition])
         # Offsets below the log start offset are never handed out again (Kafka restarts the log there).
-        ring = Ring.create(self.ring_name(topic, partition), metadata.topic_config(t)["ring.bytes"], topic,
+        ring = Ring.create(self.ring_name(topic, partition, t), metadata.topic_config(t)["ring.bytes"], topic,
                            t["id"], partition, start_offset=max(end, first), mode=self.mode)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
         self.rings[(topic, partition)] = ring
+        return ring
+
+    def drop_ring(self, topic, partition):
+        ring = self.rings.pop((topic, partition), None)
+        if ring is not None:
+            shm.unlink(ring.mapping.name)
+            ring.close()
+
+    def retire(self, path):
+        """Rename a partition directory aside, as Kafka does (<topic>-<partition>.<uuid>-delete,
+        within NAME_MAX), and remove it DELETE_DELAY_S later: the persister may still hold its
+        files open until it sees the new metadata."""
+        head, name = os.path.split(path)
+        suffix = f".{uuid.uuid4().hex}-delete"
+        topic, sep, partition = name.rpartition("-")
+        keep = max(NAME_MAX - len(suffix) - len(sep + partition), 1)
+        aside = os.path.join(head, f"{topic[:keep]}{sep}{partition}{suffix}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log(f"cannot move {path} aside ({exc}); removing it in place")
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        self.retired[aside] = time.monotonic() + DELETE_DELAY_S
+
+    def remove_retired_dirs(self, now=None):
+        for path, due in list(self.retired.items()):
+            if now is None or now >= due:
+                shutil.rmtree(path, ignore_errors=True)
+                del self.retired[path]
+
+    def check_log_dirs(self):
+        """Look over the log dirs at start: directories a deleted topic left renamed aside are
+        removed shortly; anything that is not a partition of a known topic is left alone and
+        reported once (a stray file, a directory of a topic the metadata does not know)."""
+        known = {partition_dir(self.partition_log_dir(name, p), name, p) for name, p in self.partitions()}
+        for log_dir in self.log_dirs:
+            try:
+                entries = sorted(os.listdir(log_dir))
+            except OSError as exc:
+                log(f"cannot list the log dir {log_dir}: {exc}")
+                continue
+            for name in entries:
+                path = os.path.join(log_dir, name)
+                if RETIRED_DIR.match(name) and os.path.isdir(path):
+                    self.retired.setdefault(path, time.monotonic() + DELETE_DELAY_S)
+                elif path not in known:
+                    what = "directory" if os.path.isdir(path) else "file"
+                    hint = " of a topic the metadata does not know" if PARTITION_DIR.match(name) and \
+                        os.path.isdir(path) else ""
+                    log(f"ignoring {what} {path}{hint}: it is not a partition of any topic (left as it is; "
+                        f"a topic created under that name later starts empty)")
+
+    def recover_internal_topics(self):
+        """Recover the internal topics' partition directories (cut a torn or corrupt tail of the
+        newest segment, rebuild indexes; reported like any other) before the offsets replay
+        reads them. The persister does the same for every partition it opens; an earlier
+        persister still draining holds its lock, and is waited for, so nobody appends while
+        we cut."""
+        dirs = [(f"{name}-{p}", partition_dir(self.partition_log_dir(name, p), name, p))
+                for name, p in self.partitions() if name in INTERNAL_TOPICS]
+        dirs = [(where, d) for where, d in dirs if os.path.isdir(d)]
+        if not dirs:
+            return
+        fd = os.open(os.path.join(self.data_dir, PERSISTER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + PERSISTER_DRAIN_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        log("an earlier persister still holds its lock; reading the internal topics unrecovered "
+                            "(damage found is skipped and reported)")
+                        return
+                    time.sleep(0.05)
+            for where, d in dirs:
+                try:
+                    _, _, report = recover(d)
+                except OSError as exc:
+                    log(f"{where}: recovery of {d} failed: {exc}")
+                    continue
+                if report:
+                    log(f"{where}: recovery: {report}")
+        finally:
+            os.close(fd)  # releases the lock
 
     def listen(self):
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -214,7 +367,8 @@ class Supervisor:
         topics = {}
         for name, t in self.meta["topics"].items():
             topics[name] = {
-                "id": t["id"], "partitions": t["partitions"], "config": self.topic_config(t),
+                "id": t["id"], "topic_id": t.get("topic_id"), "partitions": t["partitions"],
+                "config": self.topic_config(t),
                 "log_start_offsets": self.requested_log_starts(t),
                 "rings": [self.ring_name(name, p) for p in range(t["partitions"])],
                 "log_dirs": [self.partition_log_dir(name, p) for p in range(t["partitions"])],
@@ -246,46 +400,103 @@ class Supervisor:
                 results[spec["topic"]] = [exc.args[0].code(), str(exc)]
         return {"results": results}
 
-    def create_topic(self, topic, num_partitions, config, validate_only=False):
-        if not isinstance(topic, str) or not topic or len(topic) > 249 or \
-                any(not (c.isalnum() or c in "._-") for c in topic) or topic in (".", ".."):
-            raise Refused(KafkaError.TOPIC_EXCEPTION, f"invalid topic name {topic!r}: use 1-249 characters "
-                          f"from [a-zA-Z0-9._-]")
+    def create_topic(self, topic, num_partitions, config, validate_only=False, internal=False):
+        """Create a topic: checked, then its rings allocated and its directories claimed, and only
+        then written to meta/topics.json. Anything that fails on the way is undone, so the
+        metadata never names a topic whose rings do not exist (and a refused request leaves
+        nothing behind). `internal`: the broker creating one of its own topics."""
+        problem = topic_name_problem(topic)
+        if problem:
+            raise Refused(KafkaError.TOPIC_EXCEPTION, problem)
+        if topic in INTERNAL_TOPICS and not internal:
+            raise Refused(KafkaError.INVALID_REQUEST, f"creation of the internal topic {topic} is prohibited: the "
+                          f"broker creates and owns it")
         if topic in self.meta["topics"]:
             raise Refused(KafkaError.TOPIC_ALREADY_EXISTS, f"topic {topic!r} already exists")
+        collides = sorted(name for name in self.meta["topics"] if topic_names_collide(name, topic))
+        if collides:
+            raise Refused(KafkaError.TOPIC_EXCEPTION, f"topic {topic!r} collides with existing topic {collides[0]!r}: "
+                          f"names that differ only in '.' versus '_' are not allowed (Kafka's metric names "
+                          f"cannot tell them apart)")
         if num_partitions in (-1, None):
             num_partitions = self.config.num_partitions
-        if not isinstance(num_partitions, int) or num_partitions < 1 or num_partitions > 10000:
+        if not isinstance(num_partitions, int) or isinstance(num_partitions, bool) or \
+                not 1 <= num_partitions <= 10000:
             raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
         cfg = parse_topic_config(config)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
+        shortage = self.shm_problem(f"topic {topic!r}", [cfg["ring.bytes"]] * num_partitions)
+        if shortage:
+            raise Refused(*shortage)
         if validate_only:
             return
-        self.meta["topics"][topic] = {"id": self.meta["next_topic_id"], "partitions": num_partitions, "config": cfg}
-        self.meta["next_topic_id"] += 1
-        metadata.save(self.data_dir, self.meta)
-        for p in range(num_partitions):
-            self.create_ring(topic, p)
+        new = copy.deepcopy(self.meta)
+        t = new["topics"][topic] = {"id": new["next_topic_id"], "topic_id": metadata.new_topic_id(),
+                                    "partitions": num_partitions, "config": cfg}
+        new["next_topic_id"] += 1
+        self.add_partitions(f"topic {topic!r}", new, topic, range(num_partitions), t)
+        self.meta = new
         self.doorbell.bump_metadata_epoch()
+
+    def add_partitions(self, what, new_meta, topic, partitions, t):
+        """Claim the directories and create the rings of new partitions, then save new_meta; on
+        any failure unlink what was created and raise Refused (self.meta is left unchanged)."""
+        created, dirs = [], []
+        try:
+            for p in partitions:
+                dirs.append(self.claim_partition_dir(topic, p, t, new=True))
+                self.create_ring(topic, p, t)
+                created.append(p)
+            self.save_meta(new_meta)
+        except BaseException as exc:
+            for p in created:
+                self.drop_ring(topic, p)
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)   # just made: it holds only partition.metadata
+            if isinstance(exc, Refused):
+                raise
+            if isinstance(exc, KafkaException):
+                code, reason = exc.args[0].code(), str(exc)
+            elif isinstance(exc, Exception):
+                code, reason = KafkaError._CRIT_SYS_RESOURCE, f"{type(exc).__name__}: {exc}"
+            else:
+                raise
+            raise Refused(code, f"cannot create {what}: {reason}; nothing was created") from None
+
+    def save_meta(self, meta):
+        """Write meta/topics.json; Refused (KAFKA_STORAGE_ERROR) if the disk refuses."""
+        try:
+            metadata.save(self.data_dir, meta)
+        except OSError as exc:
+            raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"cannot write {metadata.metadata_path(self.data_dir)}: "
+                          f"{exc}; nothing was changed") from None
 
     def op_delete_topics(self, sock, request):
         results = {}
         for topic in request["topics"]:
+            if not self.config.delete_topic_enable:
+                results[topic] = [KafkaError.TOPIC_DELETION_DISABLED, f"cannot delete topic {topic!r}: topic "
+                                  f"deletion is disabled on this broker (delete.topic.enable=false)"]
+                continue
             if topic not in self.meta["topics"]:
                 results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]
                 continue
             parts = self.meta["topics"][topic]["partitions"]
             dirs = [partition_dir(self.partition_log_dir(topic, p), topic, p) for p in range(parts)]
+            new = copy.deepcopy(self.meta)
+            del new["topics"][topic]
+            try:
+                self.save_meta(new)  # first: a crash from here on leaves the topic deleted
+            except Refused as exc:
+                results[topic] = [exc.code, str(exc)]
+                continue
+            self.meta = new
             for p in range(parts):
-                ring = self.rings.pop((topic, p), None)
-                if ring:
-                    shm.unlink(ring.mapping.name)
-                    ring.close()
-            del self.meta["topics"][topic]
-            metadata.save(self.data_dir, self.meta)
+                self.drop_ring(topic, p)
             self.doorbell.bump_metadata_epoch()
             for d in dirs:
-                retire_dir(d)
+                if os.path.isdir(d):
+                    self.retire(d)
             results[topic] = None
         return {"results": results}
 
@@ -299,15 +510,29 @@ class Supervisor:
             elif not isinstance(total, int) or total <= t["partitions"]:
                 results[topic] = [KafkaError.INVALID_PARTITIONS, f"topic {topic!r} has {t['partitions']} "
                                   f"partitions; new_total_count={total!r} must be larger"]
-            elif not request.get("validate_only"):
-                old = t["partitions"]
-                t["partitions"] = total
-                metadata.save(self.data_dir, self.meta)
-                for p in range(old, total):
-                    self.create_ring(topic, p)
-                self.doorbell.bump_metadata_epoch()
-                results[topic] = None
+            elif total > 10000:
+                results[topic] = [KafkaError.INVALID_PARTITIONS, f"new_total_count={total} must be at most 10000"]
             else:
+                ring_bytes = metadata.topic_config(t)["ring.bytes"]
+                shortage = self.shm_problem(f"{total - t['partitions']} new partitions of {topic!r}",
+                                            [ring_bytes] * (total - t["partitions"]))
+                if shortage:
+                    results[topic] = list(shortage)
+                    continue
+                if request.get("validate_only"):
+                    results[topic] = None
+                    continue
+                new = copy.deepcopy(self.meta)
+                nt = new["topics"][topic]
+                old, nt["partitions"] = nt["partitions"], total
+                try:
+                    self.add_partitions(f"partitions {old}..{total - 1} of {topic!r}", new, topic, range(old, total),
+                                        nt)
+                except Refused as exc:
+                    results[topic] = [exc.code, str(exc)]
+                    continue
+                self.meta = new
+                self.doorbell.bump_metadata_epoch()
                 results[topic] = None
         return {"results": results}
 
@@ -327,8 +552,14 @@ class Supervisor:
                 results[topic] = [KafkaError.INVALID_CONFIG, "ring.bytes cannot change after creation"]
                 continue
             if not request.get("validate_only"):
-                t["config"].update(cfg)
-                metadata.save(self.data_dir, self.meta)
+                new = copy.deepcopy(self.meta)
+                new["topics"][topic]["config"].update(cfg)
+                try:
+                    self.save_meta(new)
+                except Refused as exc:
+                    results[topic] = [exc.code, str(exc)]
+                    continue
+                self.meta = new
                 self.doorbell.bump_metadata_epoch()
             results[topic] = None
         return {"results": results}
@@ -341,9 +572,10 @@ class Supervisor:
         back; the persister deletes the segments wholly below it and checkpoints it.
         """
         results, changed = [], []
+        new = copy.deepcopy(self.meta)
         for item in request["partitions"]:
             topic, partition, offset = item["topic"], item["partition"], item["offset"]
-            t = self.meta["topics"].get(topic)
+            t = new["topics"].get(topic)
             if t is None or not isinstance(partition, int) or not 0 <= partition < t["partitions"]:
                 results.append([KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown partition {topic}-{partition}"])
                 continue
@@ -358,12 +590,19 @@ class Supervisor:
             asked = t.setdefault("log_start_offsets", {})
             if offset > int(asked.get(str(partition), 0)) and offset > ring.log_start_offset:
                 asked[str(partition)] = offset
-                changed.append((ring, offset))
+                changed.append((ring, offset, len(results)))
             results.append(None)
         if changed:
-            metadata.save(self.data_dir, self.meta)
-            self.doorbell.bump_metadata_epoch()  # the persister rereads metadata and deletes
-        for ring, offset in changed:
+            try:
+                self.save_meta(new)
+            except Refused as exc:
+                for _, _, i in changed:
+                    results[i] = [exc.code, str(exc)]
+                changed = []
+            else:
+                self.meta = new
+                self.doorbell.bump_metadata_epoch()  # the persister rereads metadata and deletes
+        for ring, offset, _ in changed:
             lib.shmlog_ring_advance_log_start(ring.map, offset)
         out = []
         for item, result in zip(request["partitions"], results):
@@ -459,10 +698,11 @@ class Supervisor:
 
     def run(self):
         self.lock()
-        self.reclaim_shared_memory()
-        self.groups = GroupService(self)
-        self.groups.start()
-        self.listen()
+        try:
+            self.start()
+        except BaseException:
+            self.abandon_start()
+            raise
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "running", False))
         self.ensure_persister()
@@ -476,8 +716,57 @@ class Supervisor:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
                 self.ensure_persister()
                 self.reclaim_dead_producers()
-                remove_retired_dirs(self.log_dirs)
+                self.remove_retired_dirs(now)
         self.shutdown()
+
+    def start(self):
+        """Everything between taking the lock and serving: metadata, log dirs, the internal
+        topics' recovery, shared memory, the committed offsets, the control socket."""
+        try:
+            self.meta = metadata.load(self.data_dir, warn=log)
+        except metadata.MetadataError as exc:
+            raise SystemExit(f"shmlog: cannot start: {exc}") from None
+        self.assign_topic_ids()
+        self.check_log_dirs()
+        self.recover_internal_topics()
+        for name, p in self.partitions():
+            try:
+                self.claim_partition_dir(name, p, self.meta["topics"][name], new=False)
+            except OSError as exc:  # the persister reports it again when it cannot open the partition
+                log(f"{name}-{p}: cannot prepare its directory: {exc}")
+        self.reclaim_shared_memory()
+        self.groups = GroupService(self)
+        self.groups.start()
+        self.listen()
+
+    def abandon_start(self):
+        """A start that fails leaves nothing in /dev/shm (nor a bound socket)."""
+        for ring in self.rings.values():
+            ring.close()
+        self.rings.clear()
+        if self.doorbell is not None:
+            self.doorbell.close()
+        for name in shm.names_in_namespace(self.ns):
+            shm.unlink(name)
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.close()
+
+    def assign_topic_ids(self):
+        """Topics from an older version have no topic id yet: give them one (and their
+        directories take it on at the next step)."""
+        missing = [t for t in self.meta["topics"].values() if "topic_id" not in t]
+        if not missing:
+            return
+        new = copy.deepcopy(self.meta)
+        for t in new["topics"].values():
+            t.setdefault("topic_id", metadata.new_topic_id())
+        try:
+            metadata.save(self.data_dir, new)
+        except OSError as exc:
+            raise SystemExit(f"shmlog: cannot start: cannot write {metadata.metadata_path(self.data_dir)}: {exc}") \
+                from None
+        self.meta = new
 
     def sleep_s(self, next_housekeeping):
         """How long the loop may wait for a request: until the next housekeeping round or the
@@ -491,7 +780,7 @@ class Supervisor:
 
     def shutdown(self):
         self.stop_persister()
-        remove_retired_dirs(self.log_dirs, older_than_s=0)
+        self.remove_retired_dirs()
         for sock in list(self.clients):
             self.drop(sock)
         self.server.close()
@@ -501,21 +790,6 @@ class Supervisor:
         for name in shm.names_in_namespace(self.ns):
             shm.unlink(name)
         os.close(self.lock_fd)
-
-
-def retire_dir(path):
-    """Rename a deleted partition's dir aside (as Kafka's `.deleted` suffix) and remove it
-    later: the persister may still hold its files open until it sees the new metadata."""
-    if os.path.isdir(path):
-        os.replace(path, f"{path}.{int(time.time() * 1000)}.deleted")
-
-
-def remove_retired_dirs(log_dirs, older_than_s=DELETE_DELAY_S):
-    now = time.time()
-    for log_dir in log_dirs:
-        for name in os.listdir(log_dir):
-            if name.endswith(".deleted") and now - int(name.rsplit(".", 2)[-2]) / 1000 >= older_than_s:
-                shutil.rmtree(os.path.join(log_dir, name), ignore_errors=True)
 
 
 def log(message):

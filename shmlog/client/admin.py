@@ -3,17 +3,33 @@ import concurrent.futures
 import enum
 
 from shmlog.client.cluster import connect
-from shmlog.config import parse_admin_config
+from shmlog.config import parse_admin_config, topic_name_problem
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.message import TopicPartition
 
 
+def _must_be_int(cls, name, value):
+    # confluent-kafka parses these with PyArg "i": a non-int is a TypeError at construction. A bool
+    # is refused too (True partitions is a slip, not a count), as shmlog's config parsing does.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{cls}() argument '{name}' must be int, not {type(value).__name__}")
+    return value
+
+
+def _must_be_topic(cls, value):
+    if not isinstance(value, str):
+        raise TypeError(f"{cls}() argument 'topic' must be str, not {type(value).__name__}")
+    return value
+
+
 class NewTopic:
     def __init__(self, topic, num_partitions=-1, replication_factor=-1, replica_assignment=None, config=None):
-        self.topic = topic
-        self.num_partitions = num_partitions
-        self.replication_factor = replication_factor
+        self.topic = _must_be_topic("NewTopic", topic)
+        self.num_partitions = _must_be_int("NewTopic", "num_partitions", num_partitions)
+        self.replication_factor = _must_be_int("NewTopic", "replication_factor", replication_factor)
         self.replica_assignment = replica_assignment
+        if config is not None and not isinstance(config, dict):
+            raise TypeError("config must be a dict of strings")
         self.config = dict(config or {})
 
     def __repr__(self):
@@ -22,8 +38,8 @@ class NewTopic:
 
 class NewPartitions:
     def __init__(self, topic, new_total_count, replica_assignment=None):
-        self.topic = topic
-        self.new_total_count = new_total_count
+        self.topic = _must_be_topic("NewPartitions", topic)
+        self.new_total_count = _must_be_int("NewPartitions", "new_total_count", new_total_count)
         self.replica_assignment = replica_assignment
 
 
@@ -143,15 +159,30 @@ class AdminClient:
         self._cluster = connect(self._cfg, "admin")
 
     def create_topics(self, new_topics, operation_timeout=0, request_timeout=None, validate_only=False):
-        specs = []
+        """{topic: future}. A name Kafka would refuse (not 1..249 of [a-zA-Z0-9._-]) fails its
+        future with TOPIC_EXCEPTION (Kafka's INVALID_TOPIC_EXCEPTION) without asking the broker;
+        counts out of librdkafka's ranges raise ValueError here, as confluent-kafka does."""
+        specs, refused = [], {}
+        new_topics = list(new_topics)
         for t in new_topics:
             if not isinstance(t, NewTopic):
                 raise TypeError("create_topics expects a list of NewTopic")
-            specs.append({"topic": t.topic, "num_partitions": t.num_partitions, "config": t.config})
-        if len({s["topic"] for s in specs}) != len(specs):
+            if not -1 <= t.num_partitions <= 100000:
+                raise ValueError(f"Invalid NewTopic({t.topic}): num_partitions out of expected range -1..100000")
+            if not -1 <= t.replication_factor <= 10000:
+                raise ValueError(f"Invalid NewTopic({t.topic}): replication_factor out of expected range -1..10000")
+            problem = topic_name_problem(t.topic)
+            if problem:
+                refused[t.topic] = [KafkaError.TOPIC_EXCEPTION, problem]
+            else:
+                specs.append({"topic": t.topic, "num_partitions": t.num_partitions, "config": t.config})
+        if len({t.topic for t in new_topics}) != len(new_topics):
             raise error(KafkaError._INVALID_ARG, "create_topics: a topic is listed twice")
-        reply = self._cluster.control.request("create_topics", topics=specs, validate_only=validate_only)
-        return _futures(reply["results"], [(s["topic"], s["topic"]) for s in specs])
+        results = dict(refused)
+        if specs:
+            reply = self._cluster.control.request("create_topics", topics=specs, validate_only=validate_only)
+            results.update(reply["results"])
+        return _futures(results, [(t.topic, t.topic) for t in new_topics])
 
     def delete_topics(self, topics, operation_timeout=0, request_timeout=None):
         reply = self._cluster.control.request("delete_topics", topics=list(topics))

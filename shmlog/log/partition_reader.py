@@ -3,14 +3,20 @@
 import os
 
 from shmlog._native import ffi, lib
-from shmlog.errors import KafkaError, error
+from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log.batch import COMPRESSED, CORRUPT, SKIP, BatchWalker, max_timestamp_of
 from shmlog.log.segment import SegmentReader, first_offset_at_or_after, list_segments
 
 
-def read_partition(ring, partition_dir, max_bytes=1 << 20):
+def read_partition(ring, partition_dir, max_bytes=1 << 20, on_corrupt=None):
     """Every record of a partition, oldest first, as (offset, key, value): the segment files
-    (what the persister wrote), then the ring (what it has not yet written)."""
+    (what the persister wrote), then the ring (what it has not yet written).
+
+    A corrupt batch raises KafkaException(_BAD_MSG), unless on_corrupt is given: then it is
+    called with what was skipped (a batch that fails its CRC; the rest of a segment whose
+    batches cannot be walked) and the read goes on after it. The supervisor replays its
+    internal topics so: a damaged byte must not keep the broker from starting.
+    """
     out = []
     seg = SegmentReader(partition_dir) if os.path.isdir(partition_dir) and list_segments(partition_dir) else None
     offset = seg.log_start_offset if seg is not None else ring.start()[1]
@@ -23,42 +29,76 @@ def read_partition(ring, partition_dir, max_bytes=1 << 20):
             loc = ring.locate(offset)
             if loc is not None:
                 cursor.position, cursor.next_offset = loc.position, loc.next_offset
-                n = ring.fetch(cursor, ffi.from_buffer(buf), len(buf), frames, 256, 1)
+                try:
+                    n = ring.fetch(cursor, ffi.from_buffer(buf), len(buf), frames, 256, 1)
+                except KafkaException as exc:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(f"{exc}; nothing after offset {offset} is read")
+                    return out
                 if n == lib.SHMLOG_ESMALL:
                     buf = bytearray(max(frames[0].batch_bytes, len(buf) * 2))
                     continue
                 if n > 0:
                     found = [(f.dst_pos, f.base_offset, f.record_count, f.batch_bytes) for f in frames[0:n]]
-                    offset = _decode_records(walker, buf, found, offset, out)
+                    offset = _decode_records(walker, buf, found, offset, out, on_corrupt)
                     continue
                 if n == 0:
                     return out
             if seg is None:
                 return out
-            data, found = seg.read(offset, max_bytes)
+            try:
+                data, found = seg.read(offset, max_bytes)
+            except KafkaException as exc:
+                if on_corrupt is None or exc.args[0].code() != KafkaError._BAD_MSG:
+                    raise
+                resume = _after_damage(partition_dir, ring, offset)
+                if resume is None:
+                    on_corrupt(f"{exc}; nothing readable follows offset {offset}")
+                    return out
+                on_corrupt(f"{exc}; skipped offsets {offset}..{resume - 1}")
+                offset = resume
+                continue
             if not found:
                 return out
-            offset = _decode_records(walker, data, found, offset, out)
+            offset = _decode_records(walker, data, found, offset, out, on_corrupt)
     finally:
         if seg is not None:
             seg.close()
 
 
-def _decode_records(walker, buf, frames, wanted, out):
+def _after_damage(partition_dir, ring, offset):
+    """Where reading can go on after a segment that fails at offset: the next segment's base
+    offset, else the oldest offset still in the ring; None if neither lies past offset."""
+    later = [base for base in list_segments(partition_dir) if base > offset]
+    if later:
+        return later[0]
+    first = ring.start()[1]
+    return first if first > offset else None
+
+
+def _decode_records(walker, buf, frames, wanted, out, on_corrupt=None):
     """Append the keyed records of frames at or past `wanted` to out; returns the offset to go on from."""
     for decision, i, _, refs in walker.walk(buf, frames, wanted):
         if decision == SKIP:
             continue
-        pos, base, _, nbytes = frames[i]
+        pos, base, count, nbytes = frames[i]
         if decision == CORRUPT:
-            raise error(KafkaError._BAD_MSG, f"corrupt batch at offset {base}")
+            if on_corrupt is None:
+                raise error(KafkaError._BAD_MSG, f"corrupt batch at offset {base}")
+            on_corrupt(f"skipped the corrupt batch at offsets {base}..{base + count - 1} (it fails its CRC32C "
+                       f"or its records do not decode)")
+            continue
         records, bias = buf, pos
         if decision == COMPRESSED:
             from shmlog.log import codec  # only when a batch needs it: the supervisor does not load the codecs
             try:
                 records, refs = codec.decode_compressed_batch(memoryview(buf)[pos:pos + nbytes], True)
             except codec.CodecError as exc:
-                raise error(KafkaError._BAD_MSG, f"corrupt batch at offset {base}: {exc}") from None
+                if on_corrupt is None:
+                    raise error(KafkaError._BAD_MSG, f"corrupt batch at offset {base}: {exc}") from None
+                on_corrupt(f"skipped the corrupt batch at offsets {base}..{base + count - 1}: {exc}")
+                continue
             bias = 0
         first = walker.wanted
         for off, _, kp, kl, vp, vl, _, _ in refs.tolist():
