@@ -11,8 +11,10 @@ the key as the user spelled it.
 """
 
 import difflib
+import grp
 import math
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -267,6 +269,55 @@ class FileMode(Int):
             except ValueError:
                 raise _Rejected() from None
         return super()._to_int(value)
+
+
+class UserId:
+    """A user of this host: a name from the passwd database or a numeric uid."""
+
+    expected = "a user name or a numeric uid"
+
+    def parse(self, value):
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 - 1:
+            return value
+        if isinstance(value, str) and value.strip():
+            text = value.strip()
+            if text.isdigit():
+                return self.parse(int(text))
+            try:
+                return pwd.getpwnam(text).pw_uid
+            except KeyError:
+                raise _Rejected(f"there is no user named {text!r} on this host") from None
+        raise _Rejected()
+
+
+class GroupId:
+    """A group of this host: a name from the group database or a numeric gid."""
+
+    expected = "a group name or a numeric gid"
+
+    def parse(self, value):
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 - 1:
+            return value
+        if isinstance(value, str) and value.strip():
+            text = value.strip()
+            if text.isdigit():
+                return self.parse(int(text))
+            try:
+                return grp.getgrnam(text).gr_gid
+            except KeyError:
+                raise _Rejected(f"there is no group named {text!r} on this host") from None
+        raise _Rejected()
+
+
+class IdList(CsvList):
+    """Users or groups: a comma-separated string, a list, or one bare uid/gid."""
+
+    expected = "a non-empty comma-separated string or list of names or numeric ids"
+
+    def parse(self, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        return super().parse(value)
 
 
 class Anything:
@@ -691,7 +742,18 @@ BROKER_KEYS = (
     _inert("transaction.max.timeout.ms", Int(1, INT32_MAX), 900_000, _NO_TRANSACTIONS),
     _inert("transactional.id.expiration.ms", Int(1, INT32_MAX), 604_800_000, _NO_TRANSACTIONS),
     Key("shm.mode", FileMode(), 0o600,
-        "shmlog: permission mode of /dev/shm objects and control socket."),
+        "shmlog: permission mode of the /dev/shm objects; no bits for others (use "
+        "`shmlog.shared.group`). Unset: 0o600, or 0o660 with `shmlog.shared.group`."),
+    Key("shmlog.shared.group", GroupId(), None,
+        "shmlog: a group (name or gid) the owner shares the broker with: its data dir, files and "
+        "shared memory become group-readable (dirs 2750, files 0640, shm 0660, with that group) "
+        "and its members may use the control channel. Unset: the owner only. See docs/security.md."),
+    Key("shmlog.allowed.users", IdList(UserId()), None,
+        "shmlog: more users (names or uids) who may use the control channel (the owner always may; "
+        "root only if named). The data dir gets o+x so they reach the socket. See docs/security.md."),
+    Key("shmlog.allowed.groups", IdList(GroupId()), None,
+        "shmlog: groups (names or gids) whose members may use the control channel. See "
+        "docs/security.md."),
     Key("ring.bytes", RING_BYTES, RING_BYTES_DEFAULT, "shmlog: default `ring.bytes` for new topics."),
     Key("shmlog.shm.max.bytes", Int(0, INT64_MAX), None,
         "shmlog: most shared memory (bytes) this broker's rings may hold together; create_topics and "
@@ -1032,7 +1094,26 @@ def parse_broker_config(conf):
         parsed = _convert("broker configuration property", spelling, key, value)
         _apply(key, value, parsed, values, explicit, no_effect)
     _derive_durations(values, explicit)
+    _derive_access(values, explicit)
     return Config("broker", values, _BROKER_INDEX, explicit, no_effect)
+
+
+def _derive_access(values, explicit):
+    """shm.mode follows shmlog.shared.group unless given; given, it may not open the broker's
+    memory to every user, and the owner keeps read-write. The shared group must be one the
+    owner can give files to (a member, or root). See docs/security.md."""
+    group = values["shmlog.shared.group"]
+    if "shm.mode" not in explicit:
+        values["shm.mode"] = 0o660 if group is not None else 0o600
+    mode = values["shm.mode"]
+    if mode & 0o007:
+        raise _invalid(f"shm.mode={mode:#o} would let every user of this host read or write the broker's "
+                       f"shared memory: share with one group instead (shmlog.shared.group; docs/security.md)")
+    if mode & 0o600 != 0o600:
+        raise _invalid(f"shm.mode={mode:#o} must give the owner read and write (0o600)")
+    if group is not None and os.geteuid() != 0 and group != os.getegid() and group not in os.getgroups():
+        raise _invalid(f"shmlog.shared.group={group}: this user (uid {os.geteuid()}) is not a member of that "
+                       f"group, so the broker cannot give its files to it (docs/security.md)")
 
 
 def _derive_durations(values, explicit):

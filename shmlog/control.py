@@ -1,7 +1,12 @@
-"""The control channel: newline-delimited JSON over an abstract unix socket.
+"""The control channel: newline-delimited JSON over a unix socket at <data_dir>/run/control.sock.
 
-Abstract socket names (Linux) leave no file behind after a crash and have no path
-length limit, so the data dir can live anywhere. Closing the socket is also how the
+The socket lives in a directory only the broker's owner can write (docs/security.md), so no
+other user can take its name; the supervisor checks each peer's credentials (SO_PEERCRED) and
+greets an allowed one with a line naming its data dir, and a client checks that the process
+listening is the data dir's owner and answers for that data dir before it sends anything.
+Sockets are bound and connected through /proc/self/fd/<fd of the run dir>/control.sock: that
+path is short whatever the data dir's length (sun_path holds 107 bytes), needs no chdir, and
+names exactly the directory whose owner was checked. Closing the socket is also how the
 supervisor learns at once that a client process died.
 """
 import json
@@ -9,8 +14,8 @@ import os
 import socket
 import threading
 
-from shmlog._native import shm
 from shmlog.errors import KafkaError, error
+from shmlog.security import DOCS, peer_credentials, user_name
 
 SCHEME = "shm://"
 
@@ -28,8 +33,108 @@ def data_dir_from_bootstrap(bootstrap_servers):
     return os.path.realpath(path)
 
 
-def socket_address(data_dir):
-    return "\0" + shm.PREFIX + shm.namespace(data_dir) + ".ctl"
+RUN_DIR = "run"
+SOCKET_NAME = "control.sock"
+
+
+def run_dir(data_dir):
+    return os.path.join(data_dir, RUN_DIR)
+
+
+def socket_path(data_dir):
+    """Where the control socket is (for people; programs go through `fd_path`)."""
+    return os.path.join(data_dir, RUN_DIR, SOCKET_NAME)
+
+
+def fd_path(dir_fd):
+    """A short path to the socket in the directory open as dir_fd (any data dir length)."""
+    return f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}"
+
+
+def _no_broker(data_dir):
+    return error(KafkaError._TRANSPORT,
+                 f"no shmlog broker is running for data dir {data_dir}: start one with "
+                 f"`with shmlog.Broker({data_dir!r}) as broker:` or "
+                 f"`shmlog broker start --data-dir {data_dir}`")
+
+
+def _not_allowed(data_dir, owner, exc):
+    return error(KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                 f"user {user_name(os.geteuid())} is not allowed to use the shmlog broker for {data_dir} "
+                 f"(owner {user_name(owner, inner=True) if owner is not None else 'unknown'}): {exc.strerror} on "
+                 f"{socket_path(data_dir)}; {DOCS}")
+
+
+def _read_line(sock):
+    """One line the peer sent first, without reading past it (the caller may buffer the rest)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(4096, socket.MSG_PEEK)
+        if not chunk:
+            return line
+        n = chunk.find(b"\n") + 1 or len(chunk)
+        line += sock.recv(n)
+        if len(line) > 65536:
+            break
+    return line
+
+
+def connect(data_dir):
+    """A socket connected to data_dir's supervisor, checked both ways, greeting read.
+
+    Returns (sock, greeting). The listening process must be the data dir's owner (a socket
+    served by anyone else is refused before a byte is sent to it) and must answer for this
+    data dir; a supervisor that refuses us says why in its first line, raised here.
+    """
+    try:
+        owner = os.stat(data_dir).st_uid
+    except FileNotFoundError:
+        raise _no_broker(data_dir) from None
+    except PermissionError as exc:
+        raise _not_allowed(data_dir, None, exc) from None
+    try:
+        dir_fd = os.open(run_dir(data_dir), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _no_broker(data_dir) from None
+    except PermissionError as exc:
+        raise _not_allowed(data_dir, owner, exc) from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(fd_path(dir_fd))
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise _no_broker(data_dir) from None
+        except PermissionError as exc:
+            raise _not_allowed(data_dir, owner, exc) from None
+        finally:
+            os.close(dir_fd)
+        pid, uid, _ = peer_credentials(sock)
+        if uid != owner:
+            raise error(KafkaError._AUTHENTICATION,
+                        f"refusing the control socket of {data_dir}: the process listening on it (pid {pid}) runs "
+                        f"as {user_name(uid)}, but the data dir belongs to {user_name(owner)}, so it is not that "
+                        f"data dir's broker; {DOCS}")
+        line = _read_line(sock)
+        if not line:
+            raise error(KafkaError._TRANSPORT, f"the shmlog broker for {data_dir} closed the control channel "
+                        f"before greeting (stopped or crashed)")
+        try:
+            greeting = json.loads(line)
+            if not isinstance(greeting, dict):
+                raise ValueError(greeting)
+        except ValueError:
+            raise error(KafkaError._AUTHENTICATION, f"the control socket of {data_dir} did not greet as a shmlog "
+                        f"broker does: {line[:200]!r}") from None
+        if not greeting.get("ok"):
+            raise error(greeting.get("code", KafkaError._FAIL), greeting.get("error", "refused"))
+        if greeting.get("data_dir") != data_dir:
+            raise error(KafkaError._AUTHENTICATION, f"refusing the control socket of {data_dir}: the broker there "
+                        f"answers for data dir {greeting.get('data_dir')!r}; {DOCS}")
+        greeting["owner"] = uid  # what the kernel says, not what the line says
+        return sock, greeting
+    except BaseException:
+        sock.close()
+        raise
 
 
 # Requests that only read: after a restarted supervisor they are sent again on a new connection.
@@ -52,15 +157,8 @@ class Control:
         self._connect()
 
     def _connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self.sock.connect(socket_address(self.data_dir))
-        except (ConnectionRefusedError, FileNotFoundError):
-            self.sock.close()
-            raise error(KafkaError._TRANSPORT,
-                        f"no shmlog broker is running for data dir {self.data_dir}: start one with "
-                        f"`with shmlog.Broker({self.data_dir!r}) as broker:` or "
-                        f"`shmlog broker start --data-dir {self.data_dir}`")
+        self.sock, greeting = connect(self.data_dir)
+        self.owner = greeting.get("owner")  # the uid whose shared memory the broker's rings are
         self.reader = self.sock.makefile("rb")
         if self.register_as:
             line = self._exchange({"op": "register", "kind": self.register_as, "pid": os.getpid()})

@@ -59,8 +59,8 @@ class Ring:
 
     @classmethod
     def create(cls, name, capacity_bytes, topic, topic_id, partition, start_offset=0, mode=0o600,
-               leader_epoch=0):
-        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes), mode)
+               leader_epoch=0, group=None):
+        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes), mode, group)
         rc = lib.shmlog_ring_init(mapping.ptr, mapping.size, capacity_bytes, topic_id, partition,
                                   leader_epoch, start_offset)
         if rc != 0:
@@ -70,8 +70,8 @@ class Ring:
         return cls(mapping, topic, partition)
 
     @classmethod
-    def open(cls, name, topic, partition, populate=False):
-        return cls(Mapping.open(name, populate), topic, partition)
+    def open(cls, name, topic, partition, populate=False, owner=None):
+        return cls(Mapping.open(name, populate, owner), topic, partition)
 
     def close(self):
         self.mapping.close()
@@ -280,14 +280,14 @@ class Doorbell:
         self.ptr = self.header  # what every lib.shmlog_doorbell_* and append/wait call takes
 
     @classmethod
-    def create(cls, name, mode=0o600):
-        mapping = Mapping.create(name, layout.DOORBELL_BYTES, mode)
+    def create(cls, name, mode=0o600, group=None):
+        mapping = Mapping.create(name, layout.DOORBELL_BYTES, mode, group)
         lib.shmlog_doorbell_init(mapping.ptr)
         return cls(mapping)
 
     @classmethod
-    def open(cls, name):
-        return cls(Mapping.open(name))
+    def open(cls, name, owner=None):
+        return cls(Mapping.open(name, owner=owner))
 
     @property
     def metadata_epoch(self):

@@ -50,6 +50,23 @@ def all_names():
         return []
 
 
+def owner(name):
+    """The uid that owns the object, or None if there is none by that name."""
+    try:
+        return os.stat(os.path.join(SHM_DIR, name.lstrip("/"))).st_uid
+    except FileNotFoundError:
+        return None
+
+
+def set_access(name, mode, group=None):
+    """Give an existing object (one of ours) this mode and group (a restarted broker adopts
+    objects a previous one created, maybe with other settings)."""
+    path = os.path.join(SHM_DIR, name.lstrip("/"))
+    if group is not None:
+        os.chown(path, -1, group)
+    os.chmod(path, mode)
+
+
 def unlink(name):
     try:
         posix_ipc.unlink_shared_memory(name)
@@ -71,11 +88,19 @@ class Mapping:
         self.pid = os.getpid()
 
     @classmethod
-    def create(cls, name, size, mode=0o600):
+    def create(cls, name, size, mode=0o600, group=None):
         """Create and map an object whose memory is allocated now: a full /dev/shm is an
-        error here (naming the object) rather than a SIGBUS at some later write."""
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
+        error here (naming the object) rather than a SIGBUS at some later write. It is created
+        0600 and given its group before its mode, so no other group ever has access."""
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
         try:
+            try:
+                if group is not None:
+                    os.fchown(shm.fd, -1, group)
+                os.fchmod(shm.fd, mode)
+            except OSError:
+                unlink(name)
+                raise
             try:
                 os.posix_fallocate(shm.fd, 0, size)
             except OSError as exc:
@@ -89,10 +114,16 @@ class Mapping:
         return cls(name, mm)
 
     @classmethod
-    def open(cls, name, populate=False):
+    def open(cls, name, populate=False, owner=None):
+        """Map an existing object; with `owner` (a uid), only if that user owns it: anyone may
+        create a name in /dev/shm, so a name alone does not say whose memory it is."""
         shm = posix_ipc.SharedMemory(name)
         try:
-            size = os.fstat(shm.fd).st_size
+            st = os.fstat(shm.fd)
+            if owner is not None and st.st_uid != owner:
+                raise error(KafkaError._AUTHENTICATION, f"shared memory {name} belongs to uid {st.st_uid}, not to "
+                            f"the broker's owner (uid {owner}): refusing to map it (see docs/security.md)")
+            size = st.st_size
             mm = mmap.mmap(shm.fd, size, flags=mmap.MAP_SHARED | (MAP_POPULATE if populate else 0))
         finally:
             shm.close_fd()

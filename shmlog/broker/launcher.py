@@ -34,10 +34,11 @@ def _wait_ready(proc, data_dir, timeout_s):
 
 def spawn_supervisor(data_dir, configs, daemon=False):
     data_dir = os.path.realpath(data_dir)
-    os.makedirs(data_dir, exist_ok=True)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)  # the supervisor gives it its final mode (security.Policy)
     stderr = subprocess.PIPE
     if daemon:
-        stderr = open(os.path.join(data_dir, "supervisor.log"), "ab")
+        stderr = open(os.open(os.path.join(data_dir, "supervisor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                      "ab")
     proc = subprocess.Popen([sys.executable, "-m", "shmlog.broker.supervisor", data_dir, json.dumps(configs)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                             start_new_session=daemon)

@@ -109,7 +109,7 @@ class PartitionLog:
             if owner != topic_id:
                 raise RuntimeError(f"{self.dir} is not topic id {topic_id}'s (its partition.metadata names "
                                    f"{owner or 'no topic'}); waiting for the supervisor to claim it")
-        self.ring = Ring.open(ring_name, topic, partition)
+        self.ring = Ring.open(ring_name, topic, partition, owner=os.geteuid())  # ours, not a squatter's
         try:
             self.writer = SegmentWriter(self.dir, settings.segment_bytes, settings.segment_ms,
                                         settings.index_interval_bytes, settings.segment_index_bytes,
@@ -471,7 +471,7 @@ class Persister:
         if self.bell is not None:
             self.bell.release(self.slot)
             self.bell.close()
-        self.bell = Doorbell.open(name)
+        self.bell = Doorbell.open(name, owner=os.geteuid())
         self.slot = self.bell.acquire()
         if self.slot < 0:
             log("no free doorbell slot; polling every 100 ms instead of sleeping on the doorbell")

@@ -18,7 +18,9 @@ import sys
 import time
 import uuid
 
-from shmlog import control
+import posix_ipc
+
+from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import metadata
@@ -58,6 +60,12 @@ class Supervisor:
     def __init__(self, data_dir, broker_config):
         self.data_dir = os.path.realpath(data_dir)
         self.config = parse_broker_config(broker_config)
+        # Who may use this broker (docs/security.md): files this process and the persister create
+        # get the policy's modes from the umask; the data dir must be ours.
+        self.policy = security.Policy(self.config)
+        os.umask(self.policy.umask)
+        self.policy.check_owned(self.data_dir, "data dir")
+        self.refusals = [0.0, 0]   # when a refused peer was last logged, how many since
         self.ns = shm.namespace(self.data_dir)
         self.log_dirs = self._log_dirs()
         self.mode = self.config.shm_mode
@@ -98,18 +106,22 @@ class Supervisor:
         wanted = {self.ring_name(t, p): (t, p) for t, p in self.partitions()}
         bell = shm.doorbell_name(self.ns)
         for name in shm.names_in_namespace(self.ns):
+            if self.remove_foreign_object(name):
+                continue
             if name == bell:
                 try:
-                    self.doorbell = Doorbell.open(name)
+                    self.doorbell = Doorbell.open(name, owner=self.policy.owner)
+                    shm.set_access(name, self.mode, self.policy.group)
                     continue
                 except (KafkaException, ValueError, OSError):
                     pass
             elif name in wanted:
                 topic, partition = wanted[name]
                 try:
-                    ring = Ring.open(name, topic, partition)
+                    ring = Ring.open(name, topic, partition, owner=self.policy.owner)
                     d = ring.header.descriptor
                     if d.topic_id == self.meta["topics"][topic]["id"] and d.partition == partition:
+                        shm.set_access(name, self.mode, self.policy.group)
                         self.rings[(topic, partition)] = ring
                         continue
                     ring.close()
@@ -123,7 +135,7 @@ class Supervisor:
         if missing and shortage:
             raise SystemExit(f"shmlog: cannot start: {shortage[1]}")
         if self.doorbell is None:
-            self.doorbell = Doorbell.create(bell, self.mode)
+            self.doorbell = Doorbell.create(bell, self.mode, self.policy.group)
         self.doorbell.header.supervisor_pid = os.getpid()
         for topic, partition in missing:
             self.create_ring(topic, partition)
@@ -194,7 +206,8 @@ class Supervisor:
         first = max(first, self.requested_log_starts(t)[partition])
         # Offsets below the log start offset are never handed out again (Kafka restarts the log there).
         ring = Ring.create(self.ring_name(topic, partition, t), metadata.topic_config(t)["ring.bytes"], topic,
-                           t["id"], partition, start_offset=max(end, first), mode=self.mode)
+                           t["id"], partition, start_offset=max(end, first), mode=self.mode,
+                           group=self.policy.group)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
         self.rings[(topic, partition)] = ring
         return ring
@@ -287,12 +300,60 @@ class Supervisor:
         finally:
             os.close(fd)  # releases the lock
 
-    def listen(self):
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def remove_foreign_object(self, name):
+        """An object of our namespace that another user created (anyone may create names in
+        /dev/shm) is never adopted; root removes it, anyone else cannot and says so."""
+        uid = shm.owner(name)
+        if uid is None or uid == self.policy.owner:
+            return False
         try:
-            self.server.bind(control.socket_address(self.data_dir))
+            shm.unlink(name)
+        except (OSError, posix_ipc.Error) as exc:
+            raise SystemExit(f"shmlog: cannot start: shared memory {name} of this data dir's namespace belongs to "
+                             f"{security.user_name(uid)}, not to this broker's owner, and cannot be removed ({exc}): "
+                             f"remove it as that user or as root (shmlog cleanup); {security.DOCS}") from None
+        log(f"removed shared memory {name} of {security.user_name(uid)}: not this broker's")
+        return True
+
+    def secure_files(self):
+        """Give the data dir, the log dirs and what they hold the modes and group of the policy
+        (a data dir from an older version, or one started with other settings, is brought in
+        line), and make the run dir for the control socket."""
+        policy = self.policy
+        for d in self.log_dirs:
+            policy.check_owned(d, "log dir")
+        run_dir = control.run_dir(self.data_dir)
+        # shmlog.schema_registry's LOCK_FILE: clients flock it; made here so that members of a
+        # shared group (who cannot create files in the data dir) can open it.
+        os.close(os.open(os.path.join(self.data_dir, "schema-registry.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         policy.file_mode))
+        problems = policy.secure_tree(self.data_dir, policy.path_mode, keep={run_dir})
+        for d in self.log_dirs:
+            if os.path.commonpath([d, self.data_dir]) != self.data_dir:
+                problems += policy.secure_tree(d)
+        policy.secure_dir(run_dir, policy.path_mode)
+        for problem in problems:
+            log(problem)
+
+    def listen(self):
+        """Bind <data_dir>/run/control.sock (through /proc/self/fd: any data dir length). We hold
+        the data dir's lock, so a socket file there is a dead broker's: it goes first."""
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dir_fd = os.open(control.run_dir(self.data_dir), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            path = control.fd_path(dir_fd)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self.server.bind(path)
+            if self.policy.group is not None:
+                os.chown(path, -1, self.policy.group)
+            os.chmod(path, self.policy.socket_mode)
         except OSError as exc:
-            raise SystemExit(f"shmlog: cannot bind the control socket for {self.data_dir}: {exc}")
+            raise SystemExit(f"shmlog: cannot bind the control socket {control.socket_path(self.data_dir)}: {exc}")
+        finally:
+            os.close(dir_fd)
         self.server.listen(128)
         self.server.setblocking(False)
         self.selector.register(self.server, selectors.EVENT_READ)
@@ -640,9 +701,40 @@ class Supervisor:
             sock, _ = self.server.accept()
         except BlockingIOError:
             return
+        # Every connection: the peer's credentials against the policy. A refused peer gets one
+        # line saying why, and the broker carries on; an allowed one a greeting the client checks.
+        try:
+            allowed, uid = self.policy.allows(sock)
+        except OSError:
+            sock.close()  # gone before we could ask who it was
+            return
+        if allowed:
+            first = {"ok": True, "hello": "shmlog", "data_dir": self.data_dir, "pid": os.getpid(),
+                     "owner": self.policy.owner}
+        else:
+            first = {"ok": False, "code": KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                     "error": self.policy.refusal(uid, self.data_dir)}
+            self.log_refusal(first["error"])
+        try:
+            sock.sendall(control.encode(first))  # a fresh socket's buffer takes one short line
+        except OSError:
+            allowed = False
+        if not allowed:
+            sock.close()
+            return
         sock.setblocking(False)
         self.clients[sock] = {"buf": b"", "pid": 0, "kind": "client"}
         self.selector.register(sock, selectors.EVENT_READ)
+
+    def log_refusal(self, message):
+        """At most one line a second, however fast refused peers knock."""
+        now = time.monotonic()
+        last, quiet = self.refusals
+        if now - last >= 1.0:
+            log(message + (f" ({quiet} more refused since the last report)" if quiet else ""))
+            self.refusals = [now, 0]
+        else:
+            self.refusals[1] += 1
 
     def drop(self, sock):
         self.selector.unregister(sock)
@@ -698,6 +790,7 @@ class Supervisor:
 
     def run(self):
         self.lock()
+        self.secure_files()
         try:
             self.start()
         except BaseException:
@@ -784,6 +877,10 @@ class Supervisor:
         for sock in list(self.clients):
             self.drop(sock)
         self.server.close()
+        try:
+            os.unlink(control.socket_path(self.data_dir))
+        except OSError:
+            pass  # the next start replaces it anyway
         for ring in self.rings.values():
             ring.close()
         self.doorbell.close()
@@ -800,7 +897,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     data_dir = argv[0]
     config = json.loads(argv[1]) if len(argv) > 1 else {}
-    os.makedirs(data_dir, exist_ok=True)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
     Supervisor(data_dir, config).run()
 
 

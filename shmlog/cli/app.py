@@ -14,7 +14,6 @@ import collections
 import json
 import os
 import re
-import socket
 import string
 import sys
 import time
@@ -32,6 +31,7 @@ from shmlog import (
     TopicPartition,
     __version__,
     control,
+    security,
 )
 from shmlog._native import shm
 from shmlog.broker import launcher as broker_mod
@@ -86,11 +86,14 @@ def _human_bytes(n):
 
 
 def _broker_pid(data_dir):
-    """The pid of the broker running for data_dir, or None when none answers."""
+    """The pid of the broker running for data_dir, or None when none answers (one that refuses
+    us, or a socket that is not the data dir's broker, is an error that says so)."""
     try:
         ctl = control.Control(os.path.realpath(data_dir))
-    except KafkaException:
-        return None
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError._TRANSPORT:
+            return None
+        raise
     try:
         return ctl.request("status").get("pid")
     except KafkaException:
@@ -527,28 +530,20 @@ def _quiet_stdout():
 
 # ---------------------------------------------------------------------------- cleanup
 
-def _ctl_address(ns):
-    """The control socket of the broker of namespace ns (see control.socket_address)."""
-    return "\0" + shm.PREFIX + ns + ".ctl"
-
-
-def _namespace_broker(ns):
-    """(pid, data_dir) of the broker running for namespace ns, or None if none answers."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5.0)
-    try:
-        sock.connect(_ctl_address(ns))
-    except OSError:
-        sock.close()
-        return None
-    try:
-        sock.sendall(control.encode({"op": "status", "id": 1}))
-        reply = json.loads(sock.makefile("rb").readline() or b"{}")
-        return reply.get("pid", -1), reply.get("data_dir", "?")
-    except (OSError, ValueError):
-        return -1, "?"
-    finally:
-        sock.close()
+def _namespace_broker(ns, pids):
+    """(pid, data_dir) of the supervisor of namespace ns among the processes that map its
+    objects (`python -m shmlog.broker.supervisor <data_dir> ...`), or None."""
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+        except OSError:
+            continue
+        if "-m" in argv and "shmlog.broker.supervisor" in argv:
+            i = argv.index("shmlog.broker.supervisor") + 1
+            if i < len(argv) and shm.namespace(argv[i]) == ns:
+                return pid, argv[i]
+    return None
 
 
 def _mapped_by(names):
@@ -658,12 +653,16 @@ def _cleanup_host(remove_all, dry_run):
         by_ns[_namespace_of(name)].append(name)
     users = _mapped_by(names)
     stale = []
+    me = os.geteuid()
     for ns in sorted(by_ns):
-        owner = _namespace_broker(ns)
         objs = by_ns[ns]
+        owner = _namespace_broker(ns, {p for n in objs for p in users.get(n, ())})
+        uids = {shm.owner(n) for n in objs} - {None, me}
         total = sum(_size(n) for n in objs)
         if owner is not None:
             state = f"broker running: pid {owner[0]}, data dir {owner[1]}"
+        elif uids and me != 0:  # another user's: we can neither see its broker nor remove them
+            state = "of " + ", ".join(security.user_name(u) for u in sorted(uids)) + ": left alone"
         else:
             pids = sorted({p for n in objs for p in users.get(n, ())})
             state = "no broker running" + (f", mapped by pids {', '.join(map(str, pids))}" if pids else "")

@@ -29,7 +29,8 @@ class Cluster:
         # partitions in a rebalance must not spend before its first record (Consumer sets it).
         self.populate_rings = True
         self.meta = self.control.request("metadata")
-        self.doorbell = Doorbell.open(self.meta["doorbell"])
+        # Shared memory is mapped only if the broker's owner (checked on the control socket) owns it.
+        self.doorbell = Doorbell.open(self.meta["doorbell"], owner=self.control.owner)
 
     def forked(self):
         """Used in a process forked from the one that created it."""
@@ -77,7 +78,8 @@ class Cluster:
                             f"{info['partitions']} partitions")
             ring = self.rings.get(key)
             if ring is None:
-                ring = self.rings[key] = Ring.open(info["rings"][partition], topic, partition, self.populate_rings)
+                ring = self.rings[key] = Ring.open(info["rings"][partition], topic, partition, self.populate_rings,
+                                                   owner=self.control.owner)
             return ring
 
     def close(self):

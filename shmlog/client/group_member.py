@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import selectors
-import socket
 import threading
 import time
 
@@ -85,12 +84,7 @@ class _Connection:
     background thread reads, replies are matched by id, pushes go to the member."""
 
     def __init__(self, data_dir):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self.sock.connect(control.socket_address(data_dir))
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock, _ = control.connect(data_dir)  # checked both ways, greeting read
         self.send_lock = threading.Lock()
         self.pending = {}
         self.next_id = 0
@@ -554,7 +548,7 @@ class GroupMember:
     def _connect(self):
         try:
             conn = _Connection(self.data_dir)
-        except OSError:
+        except (OSError, KafkaException):
             return False
         conn.sock.setblocking(False)
         self.selector.register(conn.sock, selectors.EVENT_READ, "sock")
