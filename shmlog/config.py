@@ -271,29 +271,12 @@ class FileMode(Int):
         return super()._to_int(value)
 
 
-class UserId:
-    """A user of this host: a name from the passwd database or a numeric uid."""
+class _HostId:
+    """A user or group of this host: a name from its database or a numeric id."""
 
-    expected = "a user name or a numeric uid"
-
-    def parse(self, value):
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 - 1:
-            return value
-        if isinstance(value, str) and value.strip():
-            text = value.strip()
-            if text.isdigit():
-                return self.parse(int(text))
-            try:
-                return pwd.getpwnam(text).pw_uid
-            except KeyError:
-                raise _Rejected(f"there is no user named {text!r} on this host") from None
-        raise _Rejected()
-
-
-class GroupId:
-    """A group of this host: a name from the group database or a numeric gid."""
-
-    expected = "a group name or a numeric gid"
+    def __init__(self, kind, lookup):
+        self.kind, self.lookup = kind, lookup
+        self.expected = f"a {kind} name or a numeric {kind[0]}id"
 
     def parse(self, value):
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 - 1:
@@ -303,10 +286,14 @@ class GroupId:
             if text.isdigit():
                 return self.parse(int(text))
             try:
-                return grp.getgrnam(text).gr_gid
+                return self.lookup(text)
             except KeyError:
-                raise _Rejected(f"there is no group named {text!r} on this host") from None
+                raise _Rejected(f"there is no {self.kind} named {text!r} on this host") from None
         raise _Rejected()
+
+
+USER_ID = _HostId("user", lambda name: pwd.getpwnam(name).pw_uid)
+GROUP_ID = _HostId("group", lambda name: grp.getgrnam(name).gr_gid)
 
 
 class IdList(CsvList):
@@ -744,14 +731,14 @@ BROKER_KEYS = (
     Key("shm.mode", FileMode(), 0o600,
         "shmlog: permission mode of the /dev/shm objects; no bits for others (use "
         "`shmlog.shared.group`). Unset: 0o600, or 0o660 with `shmlog.shared.group`."),
-    Key("shmlog.shared.group", GroupId(), None,
+    Key("shmlog.shared.group", GROUP_ID, None,
         "shmlog: a group (name or gid) the owner shares the broker with: its data dir, files and "
         "shared memory become group-readable (dirs 2750, files 0640, shm 0660, with that group) "
         "and its members may use the control channel. Unset: the owner only. See docs/security.md."),
-    Key("shmlog.allowed.users", IdList(UserId()), None,
+    Key("shmlog.allowed.users", IdList(USER_ID), None,
         "shmlog: more users (names or uids) who may use the control channel (the owner always may; "
         "root only if named). The data dir gets o+x so they reach the socket. See docs/security.md."),
-    Key("shmlog.allowed.groups", IdList(GroupId()), None,
+    Key("shmlog.allowed.groups", IdList(GROUP_ID), None,
         "shmlog: groups (names or gids) whose members may use the control channel. See "
         "docs/security.md."),
     Key("ring.bytes", RING_BYTES, RING_BYTES_DEFAULT, "shmlog: default `ring.bytes` for new topics."),
