@@ -4,6 +4,7 @@ Every test that starts a broker gets a data dir under pytest's tmp_path, so its
 shared-memory namespace is its own and xdist workers never collide.
 """
 import os
+import signal
 
 import psutil
 import pytest
@@ -48,6 +49,45 @@ def stop_leftover_broker(data_dir):
         except psutil.NoSuchProcess:
             pass
     assert not left, f"broker processes left behind: {[p.info['cmdline'] for p in left]}"
+
+
+def _shmlog_children():
+    return [c for c in psutil.Process().children(recursive=True)
+            if _alive(c) and any(m in _cmdline(c) for m in BROKER_MODULES)]
+
+
+def _cmdline(proc):
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _alive(proc):
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture
+def start_broker(data_dir):
+    """start_broker(**broker_configs) -> a running shmlog.Broker for data_dir (stopped after the test)."""
+    started = []
+
+    def start(**configs):
+        b = shmlog.Broker(data_dir, **configs).start()
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+    left = _shmlog_children()
+    for proc in left:
+        proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(left, timeout=10)
+    assert not left, f"broker processes left behind: {[p.pid for p in left]}"
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
 """Helpers for the durability tests: brokers with configs, producing with reports, reading back.
 
 Every broker here runs in the test's own data dir (the `data_dir` fixture of tests/conftest.py
-checks that no shared memory is left); `start_broker` stops what it started and fails the
-test if a broker process outlives it.
+checks that no shared memory is left); `start_broker` (tests/conftest.py) stops what it started and fails
+the test if a broker process outlives it.
 """
 import os
-import signal
 import time
 
-import psutil
 import pytest
 
 import shmlog
@@ -17,45 +15,6 @@ from shmlog.broker import launcher as broker_mod
 from shmlog.log import segment as log_segment
 
 WAIT_S = 30.0
-
-
-def _shmlog_children():
-    return [c for c in psutil.Process().children(recursive=True)
-            if _alive(c) and any(m in " ".join(_cmdline(c)) for m in ("shmlog.broker.supervisor", "shmlog.broker.persister"))]
-
-
-def _cmdline(proc):
-    try:
-        return proc.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _alive(proc):
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-@pytest.fixture
-def start_broker(data_dir):
-    """start_broker(**broker_configs) -> a running shmlog.Broker for data_dir (stopped after the test)."""
-    started = []
-
-    def start(**configs):
-        b = shmlog.Broker(data_dir, **configs).start()
-        started.append(b)
-        return b
-
-    yield start
-    for b in started:
-        b.stop()
-    left = _shmlog_children()
-    for proc in left:
-        proc.send_signal(signal.SIGKILL)
-    psutil.wait_procs(left, timeout=10)
-    assert not left, f"broker processes left behind: {[p.pid for p in left]}"
 
 
 def wait_for(predicate, what, timeout=WAIT_S):

@@ -27,7 +27,7 @@ from shmlog import control, security
 from shmlog._native import shm
 from shmlog.broker import launcher
 from shmlog.errors import KafkaError, KafkaException
-from tests.conftest import broker_processes, stop_leftover_broker
+from tests.conftest import broker_processes
 
 NOBODY = 65534       # the attacker, or the user the owner names
 STRANGER = 65533     # a uid with no name, in no group of ours
@@ -107,20 +107,6 @@ def data_dir():
     assert not leftovers, f"shared memory left behind: {leftovers}"
 
 
-@pytest.fixture
-def broker_for(data_dir):
-    started = []
-
-    def start(**configs):
-        b = shmlog.Broker(data_dir, **configs).start()
-        started.append(b)
-        return b
-    yield start
-    for b in started:
-        b.stop()
-    stop_leftover_broker(data_dir)
-
-
 def produce_one(broker, topic="t"):
     p = shmlog.Producer({"bootstrap.servers": broker.bootstrap_servers})
     p.produce(topic, b"secret")
@@ -178,8 +164,8 @@ def try_everything(data_dir, ring):
     return out
 
 
-def test_the_data_dir_its_files_and_shared_memory_are_the_owners_only(broker_for, data_dir):
-    b = broker_for()
+def test_the_data_dir_its_files_and_shared_memory_are_the_owners_only(start_broker, data_dir):
+    b = start_broker()
     produce_one(b)
     wait_for_segment(data_dir)
     assert mode(data_dir) == 0o700
@@ -194,8 +180,8 @@ def test_the_data_dir_its_files_and_shared_memory_are_the_owners_only(broker_for
     assert names and all(mode(os.path.join(shm.SHM_DIR, n.lstrip("/"))) == 0o600 for n in names)
 
 
-def test_another_user_can_neither_use_nor_read_nor_map_a_private_broker(broker_for, data_dir):
-    b = broker_for()
+def test_another_user_can_neither_use_nor_read_nor_map_a_private_broker(start_broker, data_dir):
+    b = start_broker()
     produce_one(b)
     ring = shm.ring_name(shm.namespace(data_dir), 1, 0)
     got = as_user(NOBODY, NOBODY, try_everything, data_dir, ring)
@@ -214,8 +200,8 @@ def status_pid(data_dir):
     return control.Control(data_dir).request("status")["pid"]
 
 
-def test_a_user_the_owner_names_may_use_the_control_channel_and_others_get_one_clear_line(broker_for, data_dir):
-    b = broker_for(shmlog_allowed_users="nobody")
+def test_a_user_the_owner_names_may_use_the_control_channel_and_others_get_one_clear_line(start_broker, data_dir):
+    b = start_broker(shmlog_allowed_users="nobody")
     produce_one(b)
     # Named users reach the socket through o+x (search only) on the data dir and run dir.
     assert mode(data_dir) == 0o701 and mode(control.run_dir(data_dir)) == 0o701
@@ -235,8 +221,8 @@ def test_a_user_the_owner_names_may_use_the_control_channel_and_others_get_one_c
 
 
 def test_members_of_an_allowed_group_may_use_the_control_channel_by_primary_or_supplementary_group(
-        broker_for, data_dir):
-    b = broker_for(shmlog_allowed_groups=str(NOBODY))
+        start_broker, data_dir):
+    b = start_broker(shmlog_allowed_groups=str(NOBODY))
     pid = b.process.pid
     assert as_user(STRANGER, NOBODY, status_pid, data_dir) == pid  # primary group
     assert as_user(STRANGER, STRANGER, status_pid, data_dir, groups=[NOBODY]) == pid  # supplementary (SO_PEERGROUPS)
@@ -251,8 +237,8 @@ def produce_as_member(bootstrap):
     return left
 
 
-def test_a_shared_group_reads_the_data_maps_the_rings_and_produces(broker_for, data_dir):
-    b = broker_for(shmlog_shared_group=NOBODY)
+def test_a_shared_group_reads_the_data_maps_the_rings_and_produces(start_broker, data_dir):
+    b = start_broker(shmlog_shared_group=NOBODY)
     produce_one(b)
     wait_for_segment(data_dir)
     assert mode(data_dir) == 0o2750 and os.stat(data_dir).st_gid == NOBODY
@@ -346,10 +332,10 @@ def start_in_child(uid, gid, fn, *args):
     return stop
 
 
-def test_a_squatter_on_the_old_abstract_socket_name_changes_nothing(broker_for, data_dir):
+def test_a_squatter_on_the_old_abstract_socket_name_changes_nothing(start_broker, data_dir):
     stop = start_in_child(NOBODY, NOBODY, squat, f"\0shmlog.{shm.namespace(os.path.realpath(data_dir))}.ctl")
     try:
-        b = broker_for()
+        b = start_broker()
         produce_one(b)
         c = shmlog.Consumer({"bootstrap.servers": b.bootstrap_servers, "group.id": "g",
                              "auto.offset.reset": "earliest"})
@@ -412,11 +398,11 @@ def create_object(name):
     return True
 
 
-def test_shared_memory_another_user_created_under_the_brokers_names_is_never_adopted(broker_for, data_dir):
+def test_shared_memory_another_user_created_under_the_brokers_names_is_never_adopted(start_broker, data_dir):
     ns = shm.namespace(os.path.realpath(data_dir))
     assert as_user(NOBODY, NOBODY, create_object, shm.doorbell_name(ns)) is True
     assert shm.owner(shm.doorbell_name(ns)) == NOBODY
-    b = broker_for()
+    b = start_broker()
     produce_one(b)
     assert shm.owner(shm.doorbell_name(ns)) == 0  # root removed the squatter's and made its own
     # And a client maps nothing its broker's owner does not own.
