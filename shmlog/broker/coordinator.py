@@ -31,7 +31,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from shmlog.broker.assignors import ASSIGNOR_FUNCTIONS, withhold_owned_elsewhere
 from shmlog.config import COOPERATIVE_ASSIGNORS, EAGER_ASSIGNORS
@@ -99,7 +99,7 @@ class OffsetRecord:
     group: str
     topic: str
     partition: int
-    offset: Optional[int]
+    offset: int | None
     metadata: str = ""
     timestamp: int = 0
 
@@ -119,7 +119,7 @@ def error_body(code, message):
 @dataclass
 class Member:
     member_id: str
-    instance_id: Optional[str]
+    instance_id: str | None
     client_id: str
     host: str
     conn: Any
@@ -153,8 +153,8 @@ class Group:
     state: str = EMPTY
     generation: int = 0
     protocol_type: str = ""         # "consumer" once a member joined; "" for a simple group
-    protocol: Optional[str] = None
-    leader: Optional[str] = None
+    protocol: str | None = None
+    leader: str | None = None
     members: dict = field(default_factory=dict)      # member_id -> Member, in join order
     static: dict = field(default_factory=dict)       # group.instance.id -> member_id
     offsets: dict = field(default_factory=dict)      # (topic, partition) -> CommittedOffset
