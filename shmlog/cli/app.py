@@ -49,7 +49,9 @@ from shmlog.cli._common import (
 from shmlog.cli.bench import bench
 from shmlog.cli.groups import groups
 from shmlog.cli.log import dump_log
+from shmlog.cli.metrics import metrics
 from shmlog.cli.schemas import schemas
+from shmlog.cli.top import top
 from shmlog.config import parse_broker_config, parse_producer_config
 from shmlog.errors import KafkaError, KafkaException
 
@@ -690,6 +692,8 @@ cli.add_command(dump_log)  # docs/durability.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
+cli.add_command(metrics)   # docs/operations.md
+cli.add_command(top)       # docs/operations.md
 
 
 # ---------------------------------------------------------------------------- entry point

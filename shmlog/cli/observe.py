@@ -1,0 +1,107 @@
+"""One look at a running broker, for `shmlog metrics` and `shmlog top`.
+
+A snapshot is what the supervisor answers now (its `status`, every group, each group's
+committed offsets against the log end): nothing is kept between looks, so an exporter or a
+screen that polls it shows the broker as it is, and a broker that is gone shows as down.
+"""
+import dataclasses
+import time
+
+from shmlog.control import Control
+from shmlog.errors import KafkaException
+
+
+@dataclasses.dataclass
+class Partition:
+    topic: str
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    persisted_offset: int
+    flushed_offset: int
+    ring_size_bytes: int
+    ring_used_bytes: int
+
+
+@dataclasses.dataclass
+class GroupPartition:
+    topic: str
+    partition: int
+    committed_offset: int  # -1: nothing committed
+    log_end_offset: int    # -1: the partition no longer exists
+
+    @property
+    def lag(self):
+        return None if self.committed_offset < 0 or self.log_end_offset < 0 \
+            else max(0, self.log_end_offset - self.committed_offset)
+
+
+@dataclasses.dataclass
+class Group:
+    group_id: str
+    state: str
+    protocol: str
+    generation: int
+    members: int
+    partitions: list
+
+
+@dataclasses.dataclass
+class Snapshot:
+    taken_at: float
+    up: bool
+    error: str = ""
+    supervisor_pid: int = 0
+    persister_pid: int = 0
+    clients: dict = dataclasses.field(default_factory=dict)   # kind -> count
+    partitions: list = dataclasses.field(default_factory=list)
+    groups: list = dataclasses.field(default_factory=list)
+
+
+class Observer:
+    """Looks at the broker of data_dir over one control connection, reconnecting when needed."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.control = None
+
+    def snapshot(self):
+        try:
+            if self.control is None:
+                self.control = Control(self.data_dir)
+            return self._look(self.control)
+        except (KafkaException, OSError, ValueError) as exc:
+            self.close()
+            message = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            return Snapshot(taken_at=time.time(), up=False, error=message)
+
+    def _look(self, control):
+        status = control.request("status")
+        clients = {}
+        for c in status.get("clients", ()):
+            clients[c["kind"]] = clients.get(c["kind"], 0) + 1
+        partitions = [Partition(p["topic"], p["partition"], p["log_start_offset"], p["log_end_offset"],
+                                p["persisted_offset"], p["flushed_offset"], p["ring_bytes"], p["ring_used_bytes"])
+                      for p in status.get("partitions", ())]
+        group_ids = [g["group_id"] for g in control.request("list_groups")["groups"]]
+        groups = []
+        if group_ids:
+            for g in control.request("describe_groups", groups=group_ids)["groups"]:
+                offsets = control.request("offset_fetch", group=g["group_id"], partitions=None)["offsets"]
+                keys = sorted({(t, p) for t, p, *_ in offsets}
+                              | {tuple(tp) for m in g["members"] for tp in m["assignment"]})
+                rows = []
+                if keys:
+                    reply = control.request("offset_fetch", group=g["group_id"], partitions=[list(k) for k in keys],
+                                            log_end=True)
+                    rows = [GroupPartition(t, p, o, end)
+                            for (t, p, o, _), end in zip(reply["offsets"], reply["log_end"])]
+                groups.append(Group(g["group_id"], g["state"], g["protocol"], g["generation"], len(g["members"]), rows))
+        return Snapshot(taken_at=time.time(), up=True, supervisor_pid=status.get("pid") or 0,
+                        persister_pid=status.get("persister_pid") or 0, clients=clients,
+                        partitions=partitions, groups=groups)
+
+    def close(self):
+        if self.control is not None:
+            self.control.close()
+            self.control = None
