@@ -36,7 +36,7 @@ class _Reader:
     """One assigned partition: where we are and what we decoded but not yet returned."""
 
     __slots__ = ("topic", "partition", "ring", "cursor", "next_offset", "paused", "pending", "segments",
-                 "on_ring", "log_dir", "ring_address", "cursor_address")
+                 "on_ring", "log_dir", "ring_address", "cursor_address", "eof_reported")
 
     def __init__(self, topic, partition, ring, log_dir):
         self.topic, self.partition, self.ring, self.log_dir = topic, partition, ring, log_dir
@@ -47,6 +47,10 @@ class _Reader:
         self.pending = _fast.RecordQueue()
         self.segments = None
         self.on_ring = False
+        self.eof_reported = False  # enable.partition.eof: reported since the last record returned
+
+    def at_end(self):
+        return self.on_ring and not self.pending and self.next_offset >= self.ring.end()[1]
 
     def ready(self):
         return bool(self.pending) or not self.on_ring or self.ring.has_data(self.cursor.position)
@@ -125,6 +129,20 @@ class RecordBatchView:
             return np.empty(0, np.dtype(dtype))
         return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
+class ConsumerGroupMetadata:
+    """A consumer's group identity at one moment (confluent-kafka's opaque group metadata)."""
+
+    __slots__ = ("group_id", "generation_id", "member_id", "group_instance_id")
+
+    def __init__(self, group_id, generation_id=-1, member_id="", group_instance_id=None):
+        self.group_id, self.generation_id = group_id, generation_id
+        self.member_id, self.group_instance_id = member_id, group_instance_id
+
+    def __repr__(self):
+        return (f"ConsumerGroupMetadata(group_id={self.group_id!r}, generation_id={self.generation_id}, "
+                f"member_id={self.member_id!r}, group_instance_id={self.group_instance_id!r})")
+
+
 class Consumer(_fast.ConsumerCore):
     """confluent_kafka.Consumer over a shmlog broker: assign() or subscribe() (consumer groups).
 
@@ -172,7 +190,7 @@ class Consumer(_fast.ConsumerCore):
     def _update_solo(self):
         """With exactly one active reader, poll() fetches and decodes its ring in C (csrc/fast/)."""
         active = [r for r in self._readers.values() if not r.paused]
-        if len(active) == 1 and not self._closed:
+        if len(active) == 1 and not self._closed and not self._eof:  # the C path knows no EOF events
             self._set_solo(active[0], self._frames_address, MAX_FRAMES_PER_FETCH, self._check_crcs, decode_headers)
         else:
             self._set_solo(None)
@@ -199,6 +217,7 @@ class Consumer(_fast.ConsumerCore):
 
     def incremental_assign(self, partitions):
         self._check()
+        self._incremental_only("incremental_assign")
         if self._group is not None:
             partitions = self._group.start_offsets(partitions)
         self._rebalance_calls += 1
@@ -209,6 +228,10 @@ class Consumer(_fast.ConsumerCore):
 
     def incremental_unassign(self, partitions):
         self._check()
+        self._incremental_only("incremental_unassign")
+        self._unassign_some(partitions)
+
+    def _unassign_some(self, partitions):
         self._rebalance_calls += 1
         self._stop_serving()
         for tp in partitions:
@@ -251,6 +274,28 @@ class Consumer(_fast.ConsumerCore):
         if self._group is not None and self._group.member is not None:
             self._group.unsubscribe()
         self.unassign()
+
+    def _incremental_only(self, what):
+        """As librdkafka: a member of an eager group changes its assignment only with assign()."""
+        if self.rebalance_protocol() == "EAGER":
+            raise error(KafkaError._STATE, f"{what}(): changes to the current assignment must be made using "
+                        f"assign() when rebalance protocol type is EAGER")
+
+    def rebalance_protocol(self):
+        """"EAGER" or "COOPERATIVE" once subscribed to a group, else "NONE" (as librdkafka)."""
+        member = self._group.member if self._group is not None else None
+        if member is None:
+            return "NONE"
+        return "COOPERATIVE" if member.cooperative else "EAGER"
+
+    def consumer_group_metadata(self):
+        """The group identity a transactional producer's send_offsets_to_transaction() takes."""
+        self._check()
+        member = self._group_only("consumer_group_metadata").member
+        identity = member.identity() if member is not None else {"member_id": "", "generation": -1,
+                                                                 "instance_id": self._cfg.group_instance_id}
+        return ConsumerGroupMetadata(self._cfg.group_id, identity["generation"], identity["member_id"],
+                                     identity["instance_id"])
 
     def memberid(self):
         member = self._group.member if self._group is not None else None
@@ -389,7 +434,7 @@ class Consumer(_fast.ConsumerCore):
         gone = [key for key, r in self._readers.items() if r.ring.closed]
         if not gone:
             return None
-        self.incremental_unassign([TopicPartition(t, p) for t, p in gone])
+        self._unassign_some([TopicPartition(t, p) for t, p in gone])
         names = ", ".join(f"{t}-{p}" for t, p in gone)
         return Message(gone[0][0], gone[0][1], error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
                                                                 f"{names}: topic deleted; unassigned"))
@@ -459,10 +504,23 @@ class Consumer(_fast.ConsumerCore):
             if not reader.pending:
                 self._fetch(reader)
             if reader.pending:
+                reader.eof_reported = False
                 self._next = (self._next + i + 1) % len(order)
                 self._current, self._current_tp = reader.pending, (reader.topic, reader.partition)
                 return reader.pending.popleft()
+            if self._eof and not reader.eof_reported and reader.at_end():
+                reader.eof_reported = True
+                self._next = (self._next + i + 1) % len(order)
+                return self._eof_event(reader)
         return None
+
+    @staticmethod
+    def _eof_event(reader):
+        """enable.partition.eof's event, as librdkafka words it: once per arrival at the end."""
+        offset = reader.next_offset
+        return Message(reader.topic, reader.partition, offset=offset, error=KafkaError(
+            KafkaError._PARTITION_EOF, f"Fetch from broker 0 reached end of partition at offset {offset} "
+            f"(HighwaterMark {offset})"))
 
     def _poll_slow(self, timeout=None):
         self._check()
@@ -476,7 +534,7 @@ class Consumer(_fast.ConsumerCore):
                     return event
             msg = self._next_message()
             if msg is not None:
-                if self._auto_store:
+                if self._auto_store and msg._error is None:
                     self._stored[(msg._topic, msg._partition)] = msg._offset + 1
                 return msg
             remaining = deadline - time.monotonic()
@@ -510,6 +568,9 @@ class Consumer(_fast.ConsumerCore):
                 if out:  # return what was read; the bad batch raises again on the next call
                     break
                 raise
+            if msg is not None and msg._error is not None:  # an EOF event
+                out.append(msg)
+                continue
             if msg is not None:
                 out.append(msg)
                 out.extend(self._current.take(num_messages - len(out)))   # the rest of this decoded run
@@ -705,6 +766,12 @@ class Consumer(_fast.ConsumerCore):
         from shmlog.client.admin import cluster_metadata
         self._cluster.refresh()
         return cluster_metadata(self._cluster.meta, topic)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def close(self):
         """Leave the group (on_revoke, then a final commit with enable.auto.commit) and let go."""

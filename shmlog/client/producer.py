@@ -420,6 +420,12 @@ class Producer(_fast.ProducerCore):
         self._cluster.refresh()
         return cluster_metadata(self._cluster.meta, topic)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()  # delivers what is queued first (flush), as leaving confluent-kafka's does
+
     def close(self, timeout=None):
         if self._closed:
             return
