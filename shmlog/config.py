@@ -358,6 +358,11 @@ def _inert(name, type_, default, doc, kinds=ALL, aliases=()):
 
 
 BOOL, STR, CALLBACK = Bool(), Str(), Callback()
+# librdkafka's debug contexts; shmlog writes debug lines for cgrp, consumer, fetch, metadata, broker, msg
+# and topic, and accepts the others (nothing of theirs happens on one host).
+DEBUG_CONTEXTS = ("generic", "broker", "topic", "metadata", "feature", "queue", "msg", "protocol", "cgrp",
+                  "security", "fetch", "interceptor", "plugin", "consumer", "admin", "eos", "mock", "assignor",
+                  "conf", "telemetry", "all")
 COMPRESSION = Enum(("none", "gzip", "snappy", "lz4", "zstd"), {"uncompressed": "none"})
 RING_BYTES = PowerOfTwo(65536, 2**40)
 RING_BYTES_DEFAULT = 64 * 1024 * 1024
@@ -523,8 +528,9 @@ CLIENT_KEYS = (
     _inert("topic.metadata.refresh.sparse", BOOL, True, _META),
     _inert("topic.metadata.propagation.max.ms", Int(0, 3_600_000), 30_000, _META),
     _inert("topic.blacklist", STR, None, _META),
-    _inert("debug", STR, None, "librdkafka's debug contexts; use `logger` instead"),
-    _inert("log_level", Int(0, 7), 6, "librdkafka's syslog level; set the level on `logger`"),
+    Key("debug", CsvList(Enum(DEBUG_CONTEXTS)), None,
+        "librdkafka's debug contexts (comma list): their debug lines go to `logger` (see docs/configuration.md)."),
+    Key("log_level", Int(0, 7), 6, "Syslog level: log lines above it are not emitted (7 with `debug`)."),
     _inert("log.queue", BOOL, False, _COMPAT),
     _inert("log.thread.name", BOOL, True, _COMPAT),
     _inert("log.connection.close", BOOL, True, _NET),

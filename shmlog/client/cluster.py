@@ -11,13 +11,15 @@ import posix_ipc
 from shmlog import control
 from shmlog._native import _fast
 from shmlog._native.ring import Doorbell, Ring
+from shmlog.client.client_log import ClientLog
 from shmlog.errors import KafkaError, KafkaException, error
 
 
 class Cluster:
-    def __init__(self, bootstrap_servers, kind):
+    def __init__(self, bootstrap_servers, kind, log):
         self.data_dir = control.data_dir_from_bootstrap(bootstrap_servers)
         self.kind = kind
+        self.log = log
         self.control = control.Control(self.data_dir, register_as=kind)
         self.pid = os.getpid()
         # The C core's fork generation (pthread_atfork), as ProducerCore/ConsumerCore check it.
@@ -46,6 +48,8 @@ class Cluster:
     def refresh(self, auto_create=()):
         with self.lock:
             self.meta = self.control.request("metadata", auto_create=list(auto_create))
+            self.log.debug("metadata", "METADATA", f"metadata epoch {self.meta['epoch']}: "
+                           f"{len(self.meta['topics'])} topics")
             live = {(t, p): info["rings"][p] for t, info in self.meta["topics"].items()
                     for p in range(info["partitions"])}
             for key in [k for k, ring in self.rings.items() if live.get(k) != ring.mapping.name]:
@@ -92,9 +96,12 @@ class Cluster:
 
 
 def connect(conf, kind):
+    log = ClientLog(conf, kind)
     try:
-        return Cluster(conf.bootstrap_servers, kind)
+        cluster = Cluster(conf.bootstrap_servers, kind, log)
     except KafkaException:
-        raise
+        raise  # the exception says it all; logging it too would say it twice
     except (OSError, posix_ipc.Error) as exc:
         raise error(KafkaError._TRANSPORT, f"cannot reach the shmlog broker for {conf.bootstrap_servers}: {exc}")
+    log.debug("broker", "CONNECT", f"connected to the shmlog broker for {cluster.data_dir} as a {kind}")
+    return cluster

@@ -337,6 +337,7 @@ class GroupMember:
         self.instance_id = cfg.group_instance_id
         self.client_id = cfg.get("client.id") or "rdkafka"
         self.protocols = list(cfg.partition_assignment_strategy)
+        self.log = self.consumer._cluster.log
         self.cooperative = self.protocols[0] in COOPERATIVE_ASSIGNORS
         self.session_timeout = cfg.session_timeout_ms
         self.heartbeat_s = cfg.heartbeat_interval_ms / 1000.0
@@ -598,6 +599,8 @@ class GroupMember:
             p.event.set()
             if p.callback is not None:
                 p.callback(p.reply)
+        self.log.warning("CGRPCONN", f"group {self.group_id!r}: lost the broker's control channel; "
+                         f"partitions are lost, rejoining once it is back")
         with self.lock:
             # A restarted broker does not know us: our partitions are lost, we join again.
             self._lose_locked()
@@ -648,6 +651,8 @@ class GroupMember:
 
     def _max_poll_exceeded(self):
         over_ms = int((time.monotonic() - self.last_poll - self.max_poll_s) * 1000)
+        self.log.warning("MAXPOLL", f"Application maximum poll interval ({int(self.max_poll_s * 1000)}ms) exceeded "
+                         f"by {over_ms}ms: leaving group {self.group_id!r}")
         self._lose_locked()
         self._post("error", KafkaError(KafkaError._MAX_POLL_EXCEEDED,
                                        f"Application maximum poll interval ({int(self.max_poll_s * 1000)}ms) "
@@ -668,6 +673,8 @@ class GroupMember:
         self.revoke_pending = False
 
     def _join(self):
+        self.log.debug("cgrp", "JOIN", f"group {self.group_id!r}: joining as {self.member_id or 'a new member'} "
+                       f"with {','.join(self.protocols)} for {self.topics}")
         self.state = "joining"
         self.conn.send("join_group", callback=self._on_join, group=self.group_id, member_id=self.member_id,
                        instance_id=self.instance_id, client_id=self.client_id, protocols=self.protocols,
@@ -682,6 +689,8 @@ class GroupMember:
             if reply.get("ok"):
                 self.member_id, self.generation = reply["member_id"], reply["generation"]
                 self.protocol = reply["protocol"]
+                self.log.debug("cgrp", "JOINED", f"group {self.group_id!r}: member {self.member_id} joined "
+                               f"generation {self.generation} (assignor {self.protocol})")
                 self.state = "syncing"
                 self.conn.send("sync_group", callback=self._on_sync, group=self.group_id, member_id=self.member_id,
                                instance_id=self.instance_id, generation=self.generation)
@@ -696,6 +705,9 @@ class GroupMember:
                 self._on_error(reply)
                 return
             new = {(t, p) for t, p in reply["assignment"]}
+            if self.log.enabled("cgrp"):
+                self.log.debug("cgrp", "ASSIGNMENT", f"group {self.group_id!r} generation {self.generation}: "
+                               f"assigned {', '.join(f'{t}[{p}]' for t, p in sorted(new)) or 'nothing'}")
             self.state = "stable"
             self.next_heartbeat = time.monotonic() + self.heartbeat_s
             if not self.cooperative:
@@ -714,6 +726,7 @@ class GroupMember:
         code = reply.get("code")
         if code == KafkaError._TRANSPORT:
             return   # _lost_connection takes it from here
+        self.log.debug("cgrp", "CGRPERR", f"group {self.group_id!r}: {reply.get('error', code)}")
         if code in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION):
             self._lose_locked()
             if code == KafkaError.UNKNOWN_MEMBER_ID:

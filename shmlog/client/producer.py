@@ -282,6 +282,8 @@ class Producer(_fast.ProducerCore):
 
     def _fail_durable(self, batch, err):
         self._durable.popleft()
+        self._cluster.log.debug("msg", "DELIVERY", f"{batch.topic}-{batch.partition}: {len(batch)} records failed: "
+                                f"{err.str()}")
         self._reports.append((batch, err))
 
     def _serve_reports(self):

@@ -302,7 +302,7 @@ def test_the_admin_client_ignores_producer_and_consumer_keys():
     ("api.version.request", True), ("broker.version.fallback", "0.9.0"),
     ("metadata.max.age.ms", 1000), ("topic.metadata.refresh.interval.ms", -1),
     ("reconnect.backoff.ms", 10), ("reconnect.backoff.max.ms", 100),
-    ("connections.max.idle.ms", 0), ("debug", "all"), ("log_level", 7),
+    ("connections.max.idle.ms", 0),
     ("log.connection.close", False), ("allow.auto.create.topics", True),
     ("max.in.flight", 5), ("enable.ssl.certificate.verification", False),
 ])
