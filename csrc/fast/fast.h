@@ -111,6 +111,7 @@ typedef struct {
     PyObject_HEAD
     PyObject **items;
     Py_ssize_t head, tail, capacity; /* items[head:tail] are queued */
+    long long records_in, bytes_in;  /* decoded into the queue so far, keys and values (statistics) */
 } RecordQueue;
 
 extern PyTypeObject RecordQueueType;
@@ -192,6 +193,8 @@ struct Route {
     shmlog_ring_handle **ring_handles;
     int *slots;
     Batch **open;               /* per partition: the batch records are being added to, or NULL */
+    long long *tx_records;      /* per partition: records and bytes appended to the ring (statistics) */
+    long long *tx_bytes;
 };
 
 extern PyTypeObject RouteType;

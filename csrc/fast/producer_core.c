@@ -32,6 +32,8 @@ typedef struct {
     long long max_block_ns;
     shmlog_doorbell *doorbell;
     pthread_mutex_t send_lock;
+    double queue_wait_min_s, queue_wait_max_s, queue_wait_sum_s; /* batches' wait before their append */
+    long long queue_wait_count;                                  /* (statistics: int_latency) */
 } ProducerCore;
 
 /* ---------------------------------------------------------------- the rules */
@@ -171,6 +173,16 @@ static void send_lock_acquire(ProducerCore *self) {
 /* Appends one closed batch to its ring (compressed first by Python's _compress when the
  * producer compresses); what needs Python afterwards (reports, an fsync to await, an error)
  * goes to _after_send. 0, or -1 with an exception. */
+static void producer_count_sent(ProducerCore *self, const Batch *b) {
+    b->route->tx_records[b->partition] += b->count;
+    b->route->tx_bytes[b->partition] += b->size_bytes;
+    double waited_s = now_monotonic_s() - b->created;
+    if (self->queue_wait_count == 0 || waited_s < self->queue_wait_min_s) self->queue_wait_min_s = waited_s;
+    if (waited_s > self->queue_wait_max_s) self->queue_wait_max_s = waited_s;
+    self->queue_wait_sum_s += waited_s;
+    self->queue_wait_count++;
+}
+
 static int producer_append(ProducerCore *self, Batch *b) {
     Route *route = b->route;
     shmlog_ring_handle *ring = route->ring_handles[b->partition];
@@ -207,6 +219,7 @@ static int producer_append(ProducerCore *self, Batch *b) {
     }
     b->status = rc < 0 ? rc : 0;
     b->base_offset = rc < 0 ? -1 : (long long)base;
+    if (rc >= 0) producer_count_sent(self, b);
     if (rc >= 0 && self->acks == -1) core->ring_request_flush(ring, base + b->count);
     if (rc >= 0 && self->acks != -1 && !b->reports) {
         self->queued_records -= b->count;
@@ -440,6 +453,16 @@ static PyObject *producer_purge(ProducerCore *self, PyObject *Py_UNUSED(ignored)
 }
 
 /* _release_queued(records, size_bytes): delivered (or failed) records leave the local queue. */
+/* _take_queue_wait(): (count, min_s, max_s, sum_s) of the waits of batches appended since the
+ * last call (from close to append: librdkafka's int_latency), and starts a new window. */
+static PyObject *producer_take_queue_wait(ProducerCore *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = Py_BuildValue("(Lddd)", self->queue_wait_count, self->queue_wait_min_s, self->queue_wait_max_s,
+                                  self->queue_wait_sum_s);
+    self->queue_wait_count = 0;
+    self->queue_wait_min_s = self->queue_wait_max_s = self->queue_wait_sum_s = 0.0;
+    return out;
+}
+
 static PyObject *producer_release_queued(ProducerCore *self, PyObject *args) {
     long long records, bytes;
     if (!PyArg_ParseTuple(args, "LL", &records, &bytes)) return NULL;
@@ -479,6 +502,7 @@ static PyMethodDef producer_core_methods[] = {
     {"_routes_current", (PyCFunction)producer_routes_current, METH_NOARGS, NULL},
     {"_purge", (PyCFunction)producer_purge, METH_NOARGS, NULL},
     {"_release_queued", (PyCFunction)producer_release_queued, METH_VARARGS, NULL},
+    {"_take_queue_wait", (PyCFunction)producer_take_queue_wait, METH_NOARGS, NULL},
     {"_locked", (PyCFunction)producer_locked, METH_VARARGS, NULL},
     {NULL},
 };

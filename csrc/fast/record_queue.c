@@ -104,8 +104,10 @@ static Py_ssize_t record_queue_fill_refs(RecordQueue *self, PyObject *buffer_obj
         Message *m = message_new_fast(topic, partition, r->offset, key, value, headers, ts_type, r->timestamp);
         if (!m) { Py_DECREF(key); Py_DECREF(value); Py_DECREF(headers); return -1; }
         self->items[self->tail++] = (PyObject *)m;
+        self->bytes_in += (r->key_len > 0 ? r->key_len : 0) + (r->value_len > 0 ? r->value_len : 0);
         added++;
     }
+    self->records_in += added;
     return added;
 }
 
@@ -215,6 +217,12 @@ done:
     return result;
 }
 
+static PyMemberDef record_queue_members[] = {
+    {"records_in", T_LONGLONG, offsetof(RecordQueue, records_in), READONLY, "records decoded into the queue so far"},
+    {"bytes_in", T_LONGLONG, offsetof(RecordQueue, bytes_in), READONLY, "their key and value bytes"},
+    {NULL},
+};
+
 static PyMethodDef record_queue_methods[] = {
     {"popleft", (PyCFunction)record_queue_popleft, METH_NOARGS, "popleft(): the oldest Message."},
     {"clear", (PyCFunction)record_queue_clear, METH_NOARGS, NULL},
@@ -237,5 +245,6 @@ PyTypeObject RecordQueueType = {
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)record_queue_dealloc,
     .tp_methods = record_queue_methods,
+    .tp_members = record_queue_members,
     .tp_as_sequence = &record_queue_as_sequence,
 };

@@ -46,7 +46,9 @@ static PyObject *route_new(PyTypeObject *type, PyObject *args, PyObject *Py_UNUS
     self->ring_handles = PyMem_Calloc(partitions, sizeof(shmlog_ring_handle *));
     self->slots = PyMem_Calloc(partitions, sizeof(int));
     self->open = PyMem_Calloc(partitions, sizeof(Batch *));
-    if (!self->ring_handles || !self->slots || !self->open) {
+    self->tx_records = PyMem_Calloc(partitions, sizeof(long long));
+    self->tx_bytes = PyMem_Calloc(partitions, sizeof(long long));
+    if (!self->ring_handles || !self->slots || !self->open || !self->tx_records || !self->tx_bytes) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
@@ -67,6 +69,8 @@ static void route_dealloc(Route *self) {
     PyMem_Free(self->open);
     PyMem_Free(self->ring_handles);
     PyMem_Free(self->slots);
+    PyMem_Free(self->tx_records);
+    PyMem_Free(self->tx_bytes);
     Py_XDECREF(self->topic);
     Py_XDECREF(self->rings);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -79,7 +83,25 @@ static PyObject *route_admits_py(Route *self, PyObject *arg) {
     return PyBool_FromLong(route_admits(self, size));
 }
 
+/* tx_counts(): per partition, (records, bytes) appended to its ring so far and (records, bytes)
+ * in its open batch. */
+static PyObject *route_tx_counts(Route *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(self->partitions);
+    if (!out) return NULL;
+    for (int p = 0; p < self->partitions; p++) {
+        const Batch *b = self->open[p];
+        PyObject *pair = Py_BuildValue("(LLIn)", self->tx_records[p], self->tx_bytes[p], b ? b->count : 0u,
+                                       b ? b->size_bytes : (Py_ssize_t)0);
+        if (!pair) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, p, pair);
+    }
+    return out;
+}
+
 static PyMethodDef route_methods[] = {
+    {"tx_counts", (PyCFunction)route_tx_counts, METH_NOARGS,
+     "tx_counts(): per partition, (records, bytes) appended to its ring so far and (records, bytes) in its "
+     "open batch."},
     {"admits", (PyCFunction)route_admits_py, METH_O,
      "admits(size): whether a record of `size` accounted bytes (record_size()) fits the topic's limits."},
     {NULL},

@@ -89,6 +89,9 @@ class Message:
 class RecordQueue:
     """Decoded Messages of one partition, oldest first."""
 
+    records_in: int   # records decoded into the queue so far (statistics: rxmsgs)
+    bytes_in: int     # their key and value bytes
+
     def popleft(self) -> Message: ...
     def clear(self) -> None: ...
     def take(self, n: int) -> list:
@@ -153,6 +156,8 @@ class Route:
                  ring_handles: Sequence[int], slots: Sequence[int]) -> None: ...
     def admits(self, size: int) -> bool:
         """Whether a record of `size` (record_size()) is within the topic's limits."""
+    def tx_counts(self) -> list[tuple[int, int, int, int]]:
+        """Per partition: (records, bytes) appended to its ring so far, (records, bytes) in its open batch."""
 
 
 class ProducerCore:
@@ -184,5 +189,7 @@ class ProducerCore:
     def _routes_current(self) -> bool: ...
     def _purge(self) -> list: ...
     def _release_queued(self, records: int, size_bytes: int) -> None: ...
+    def _take_queue_wait(self) -> tuple[int, float, float, float]:
+        """(count, min_s, max_s, sum_s) of batch waits from close to append since the last call."""
     def _locked(self, fn: Callable, *args: Any) -> Any:
         """fn(*args) holding the send lock (appends outside produce())."""

@@ -12,6 +12,7 @@ from shmlog._native import _fast, address, ffi, layout, lib
 from shmlog._native.wait import SPIN_MIN_NS, BlockingWait, BusySpinWait
 from shmlog.client.cluster import connect
 from shmlog.client.group_member import GroupClient
+from shmlog.client.statistics import Statistics
 from shmlog.config import parse_consumer_config
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log import codec
@@ -182,6 +183,8 @@ class Consumer(_fast.ConsumerCore):
         self._auto_store = self._group is not None and cfg.enable_auto_offset_store
         self._fast_stored = self._stored if self._auto_store else None
         self._current = None           # the reader queue ConsumerCore.poll serves from
+        self._stats = Statistics.of(self, "consumer", cfg)
+        self._debug_fetch = self._cluster.log.enabled("fetch")
 
     def _stop_serving(self):
         self._current = None
@@ -190,7 +193,8 @@ class Consumer(_fast.ConsumerCore):
     def _update_solo(self):
         """With exactly one active reader, poll() fetches and decodes its ring in C (csrc/fast/)."""
         active = [r for r in self._readers.values() if not r.paused]
-        if len(active) == 1 and not self._closed and not self._eof:  # the C path knows no EOF events
+        # the C path knows no EOF events and writes no fetch lines
+        if len(active) == 1 and not self._closed and not self._eof and not self._debug_fetch:
             self._set_solo(active[0], self._frames_address, MAX_FRAMES_PER_FETCH, self._check_crcs, decode_headers)
         else:
             self._set_solo(None)
@@ -384,6 +388,17 @@ class Consumer(_fast.ConsumerCore):
 
     def _fetch(self, reader):
         """Decode the next run of batches for reader into reader.pending."""
+        if self._debug_fetch:
+            before = reader.next_offset
+            added = self._fetch_run(reader)
+            if added:
+                self._cluster.log.debug("fetch", "FETCH", f"{reader.topic} [{reader.partition}]: {added} records "
+                                        f"at offsets {before}..{reader.next_offset - 1} from the "
+                                        f"{'ring' if reader.on_ring else 'segment files'}")
+            return added
+        return self._fetch_run(reader)
+
+    def _fetch_run(self, reader):
         if reader.next_offset < reader.ring.log_start_offset:
             # Retention or delete_records moved the log start past us: auto.offset.reset decides
             # (earliest/latest), or every fetch raises OFFSET_OUT_OF_RANGE until the app seeks.
@@ -399,10 +414,10 @@ class Consumer(_fast.ConsumerCore):
                 reader.ring.fetch_failed(n, reader.cursor)
             if n == lib.SHMLOG_ESMALL:
                 self._buffer = bytearray(max(self._frames[0].batch_bytes, len(self._buffer) * 2))
-                return self._fetch(reader)
+                return self._fetch_run(reader)
             if n == lib.SHMLOG_EOVERWRITTEN:
                 self._to_ring_or_segments(reader)
-                return self._fetch(reader) if not reader.on_ring else 0
+                return self._fetch_run(reader) if not reader.on_ring else 0
             if n == 0:
                 if reader.ring.end()[0] > reader.cursor.position:
                     reader.ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
@@ -524,6 +539,7 @@ class Consumer(_fast.ConsumerCore):
 
     def _poll_slow(self, timeout=None):
         self._check()
+        self._emit_statistics()
         self._release_pins()
         deadline = time.monotonic() + (1e9 if timeout is None or timeout < 0 else timeout)
         while True:
@@ -549,8 +565,15 @@ class Consumer(_fast.ConsumerCore):
             if msg is not None:
                 return msg
 
+    def _emit_statistics(self):
+        if self._stats is not None:
+            if self._group is None:
+                self._serve_needed = False  # the statistics timer's request (a group's serve() clears its own)
+            self._stats.maybe_emit()
+
     def consume(self, num_messages=1, timeout=None):
         self._check()
+        self._emit_statistics()
         self._release_pins()
         if num_messages < 1 or num_messages > 1000000:
             raise ValueError("num_messages must be between 1 and 1000000")
@@ -778,6 +801,8 @@ class Consumer(_fast.ConsumerCore):
         if self._closed:
             return
         try:
+            if self._stats is not None:
+                self._stats.close()
             if self._group is not None:
                 self._group.close()
         finally:

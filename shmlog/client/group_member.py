@@ -360,6 +360,8 @@ class GroupMember:
         self.next_auto_commit = time.monotonic() + self.auto_commit_s
         self.retry_at = 0.0
         self.last_committed = {}
+        self.rebalances = 0            # assignments received (statistics: rebalance_cnt)
+        self.rebalanced_at = None
         self.leaving = False    # close/unsubscribe began: no more joins; replies are still read
         self.stopped = False
         self.fatal = None
@@ -375,6 +377,18 @@ class GroupMember:
         self.thread.start()
 
     # ------------------------------------------------------------------ used by both threads
+
+    _JOIN_STATES = {"idle": "init", "joining": "wait-join", "syncing": "wait-sync", "stable": "steady",
+                    "revoking": "wait-unassign-call", "left": "init", "fatal": "init"}
+
+    def statistics(self, now):
+        """The `cgrp` object of the statistics JSON (librdkafka's names)."""
+        with self.lock:
+            return {"state": "up" if self.conn is not None else "wait-coord",
+                    "join_state": self._JOIN_STATES.get(self.state, self.state),
+                    "rebalance_age": int((now - self.rebalanced_at) * 1000) if self.rebalanced_at else 0,
+                    "rebalance_cnt": self.rebalances, "rebalance_reason": "",
+                    "assignment_size": len(self.owned), "generation": self.generation}
 
     def identity(self):
         with self.lock:
@@ -705,6 +719,8 @@ class GroupMember:
                 self._on_error(reply)
                 return
             new = {(t, p) for t, p in reply["assignment"]}
+            self.rebalances += 1
+            self.rebalanced_at = time.monotonic()
             if self.log.enabled("cgrp"):
                 self.log.debug("cgrp", "ASSIGNMENT", f"group {self.group_id!r} generation {self.generation}: "
                                f"assigned {', '.join(f'{t}[{p}]' for t, p in sorted(new)) or 'nothing'}")

@@ -15,6 +15,7 @@ from shmlog._native import _fast, ffi, layout, lib
 from shmlog._native import address as _address
 from shmlog.client.cluster import connect
 from shmlog.client.partitioner import NULL_KEY_IS_RANDOM, keyed
+from shmlog.client.statistics import Statistics
 from shmlog.config import parse_producer_config
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RecordsBuilder, record_size
@@ -92,6 +93,7 @@ class Producer(_fast.ProducerCore):
         self._slots = {}
         self._reports = collections.deque()   # (batch, error) awaiting poll()
         self._durable = collections.deque()   # (ring, last_offset, batch) awaiting fsync (acks=all)
+        self._stats = Statistics.of(self, "producer", cfg)
         self._closed = False
         self._wake = threading.Event()
         self._linger_thread = None
@@ -301,7 +303,10 @@ class Producer(_fast.ProducerCore):
             timeout_s = 3600.0 * 24
         self._close_batches(False, self._linger_s)
         self._collect_durable(0 if self._reports else timeout_s)
-        return self._serve_reports()
+        served = self._serve_reports()
+        if self._stats is not None:
+            self._stats.maybe_emit()
+        return served
 
     def flush(self, timeout=None):
         self._cluster.check_fork("Producer")
@@ -310,6 +315,8 @@ class Producer(_fast.ProducerCore):
         while True:
             self._collect_durable(deadline - time.monotonic())
             self._serve_reports()
+            if self._stats is not None:
+                self._stats.maybe_emit()
             if not self._durable or time.monotonic() >= deadline:
                 return len(self)
 

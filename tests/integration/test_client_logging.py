@@ -110,3 +110,20 @@ def test_log_level_below_warning_silences_warnings(conf, admin, lines):
 def test_an_unknown_debug_context_is_a_config_error(conf):
     with pytest.raises(KafkaException, match='"debug"'):
         Consumer({**conf, "group.id": "g", "debug": "cgrp,nonsense"})
+
+
+def test_debug_fetch_writes_a_line_per_fetched_run(conf, admin, lines):
+    from shmlog import Producer, TopicPartition
+    create_topic(admin, "t")
+    with Producer({**conf, "linger.ms": 0}) as p:
+        for _ in range(3):
+            p.produce("t", b"v")
+    with Consumer({**conf, "group.id": "g", "logger": lines.logger, "debug": "fetch"}) as c:
+        c.assign([TopicPartition("t", 0, 0)])
+        got = 0
+        deadline = time.monotonic() + DEADLINE_S
+        while got < 3:
+            assert time.monotonic() < deadline, "records never arrived"
+            got += c.poll(0.2) is not None
+    fetches = [r.args[2] for r in lines.records if r.args[0] == "FETCH"]
+    assert fetches and fetches[0].startswith("t [0]: ") and "offsets 0.." in fetches[0]
