@@ -16,6 +16,7 @@ request dict the op handlers read, or raises BadRequest naming the op and the fi
 The handlers keep the checks that need the broker's state (does the topic exist, is the name
 a valid topic name, is the generation current) and answer them with Kafka's codes.
 """
+import copy
 import itertools
 import json
 import math
@@ -217,7 +218,7 @@ class Object:
                 if f.required:
                     raise _Invalid(here, f"is required ({f.type!r})" if name not in value else
                                    f"must be {f.type!r}, not null")
-                out[name] = f.default
+                out[name] = copy.copy(f.default)   # a fresh [] or {} for each request
             else:
                 out[name] = f.type.check(v, here)
         return out
