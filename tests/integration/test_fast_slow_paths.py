@@ -34,8 +34,8 @@ records go to a random sticky partition (different generators), so each run is c
 against the sticky rule, and the batches closed (hence reports ready, len()) against its own
 placement; timestamps of timestamp=0 records are "now", checked against the wall clock.
 
-Disagreements and defects found are kept at the end as xfail(strict=True) tests, with the
-input and both results in the reason.
+Disagreements and defects found are kept at the end: open ones as xfail(strict=True) tests,
+with the input and both results in the reason; fixed ones as regression tests.
 """
 import contextlib
 import os
