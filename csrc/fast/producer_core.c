@@ -317,8 +317,11 @@ static PyObject *producer_produce(ProducerCore *self, PyObject *const *args, Py_
     PyObject *topic = a[0], *value = a[1] ? a[1] : Py_None, *key = a[2] ? a[2] : Py_None;
     PyObject *headers = a[6] ? a[6] : Py_None;
     PyObject *callback = a[4] && a[4] != Py_None ? a[4] : (a[7] && a[7] != Py_None ? a[7] : self->on_delivery);
+    /* Served here: only what produce()'s rules (Python's _check_* in shmlog/client/producer.py)
+     * plainly accept; anything else goes to _produce_slow, which applies them. */
     if (!topic || !PyUnicode_CheckExact(topic) || !is_bytes_or_none(value) || !is_bytes_or_none(key) ||
-        headers != Py_None || self->fork_generation != fork_generation ||
+        headers != Py_None || (callback != Py_None && !PyCallable_Check(callback)) ||
+        self->fork_generation != fork_generation ||
         load_relaxed(self->metadata_epoch) != self->routes_epoch)
         goto slow;
     Route *route = (Route *)PyDict_GetItemWithError(self->routes, topic);
@@ -333,7 +336,7 @@ static PyObject *producer_produce(ProducerCore *self, PyObject *const *args, Py_
         if (!PyLong_CheckExact(a[3])) goto slow;
         partition = PyLong_AsLong(a[3]);
         if (partition == -1 && PyErr_Occurred()) { PyErr_Clear(); goto slow; }
-        if (partition >= route->partitions) goto slow;
+        if (partition < -1 || partition >= route->partitions) goto slow;
     }
     if (partition < 0 && (partition = producer_choose_partition(self, route, key)) < 0) goto slow;
     long long timestamp = 0;

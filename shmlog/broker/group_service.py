@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 
-from shmlog import control
 from shmlog._native import ffi
 from shmlog.broker import coordinator as co
 from shmlog.errors import KafkaError, KafkaException
@@ -192,18 +191,7 @@ class GroupService:
         return reply
 
     def send(self, sock, message):
-        if sock not in self.sup.clients:
-            return   # that connection is gone already
-        try:
-            sock.setblocking(True)
-            sock.sendall(control.encode(message))
-        except OSError:
-            pass
-        finally:
-            try:
-                sock.setblocking(False)
-            except OSError:
-                pass
+        self.sup.send(sock, message)   # queued without blocking; nothing if the connection is gone
 
     def persist(self, records):
         """Append records to __consumer_offsets, applying each partition's once it is written.

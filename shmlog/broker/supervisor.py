@@ -23,7 +23,7 @@ import posix_ipc
 from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import metadata
+from shmlog.broker import metadata, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.config import (
     INTERNAL_TOPICS,
@@ -48,6 +48,7 @@ SHM_KEEP_FREE = 20    # a request may not take /dev/shm below 1/20 (5%) of its s
 RETIRED_DIR = re.compile(r"^.*-\d+\.[0-9a-f]{32}-delete$|^.*-\d+\.\d+\.deleted$")
 PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
 NAME_MAX = 255
+MAX_UNREAD_REPLY_BYTES = 64 << 20   # replies queued for a client that does not read them
 
 
 class Refused(Exception):
@@ -75,7 +76,8 @@ class Supervisor:
         self.doorbell = None
         self.persister = None
         self.persister_started = 0.0
-        self.clients = {}          # socket -> {"buf": bytes, "pid": int, "kind": str}
+        # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
+        self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
         self.running = True
         self.selector = selectors.DefaultSelector()
@@ -396,11 +398,17 @@ class Supervisor:
         self.persister = None
 
     def serve_once(self, timeout_s):
-        for key, _ in self.selector.select(timeout_s):
-            if key.fileobj is self.server:
+        for key, events in self.selector.select(timeout_s):
+            sock = key.fileobj
+            if sock is self.server:
                 self.accept()
-            else:
-                self.receive(key.fileobj)
+                continue
+            if events & selectors.EVENT_WRITE and sock in self.clients:
+                self.flush_replies(sock)
+            if events & selectors.EVENT_READ and sock in self.clients and not self.clients[sock]["closing"]:
+                self.receive(sock)
+        for sock in [s for s, c in self.clients.items() if c["closing"] == "now"]:
+            self.drop(sock)
 
     # ------------------------------------------------------------------ requests
 
@@ -723,7 +731,7 @@ class Supervisor:
             sock.close()
             return
         sock.setblocking(False)
-        self.clients[sock] = {"buf": b"", "pid": 0, "kind": "client"}
+        self.clients[sock] = {"buf": b"", "pid": 0, "kind": "client", "out": bytearray(), "closing": False}
         self.selector.register(sock, selectors.EVENT_READ)
 
     def log_refusal(self, message):
@@ -756,33 +764,86 @@ class Supervisor:
             self.drop(sock)
             return
         client = self.clients[sock]
-        client["buf"] += data
-        while b"\n" in client["buf"]:
-            line, client["buf"] = client["buf"].split(b"\n", 1)
+        buf, start = client["buf"] + data, 0
+        while sock in self.clients and not client["closing"]:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            line, start = buf[start:end], end + 1
             self.respond(sock, line)
+        client["buf"] = buf[start:]
+        if len(client["buf"]) > requests.MAX_LINE_BYTES and not client["closing"]:
+            self.respond(sock, client["buf"])   # too long already: refused, and the connection closed
+        if client["closing"]:
+            client["buf"] = b""
 
     def respond(self, sock, line):
-        request = {}
+        """Answer one request line. Nothing a request holds raises out of here: the schema
+        (broker/requests.py) refuses a malformed one before any op sees it; an error an op
+        raises anyway is logged in one line and answered as an internal error."""
+        request_id, op, close = None, None, False
         try:
-            request = json.loads(line)
+            request = requests.parse(line)
+            request_id, op = request.get("id"), request["op"]
             result = self.handle(sock, request)
             if result is DEFERRED:
                 return  # answered later (a group join waits for the rebalance)
             reply = {"ok": True, **result}
+        except requests.BadRequest as exc:
+            reply = {"ok": False, "code": exc.code, "error": str(exc)}
+            request_id, close = exc.request_id, exc.close
         except Refused as exc:
             reply = {"ok": False, "code": exc.code, "error": str(exc)}
         except KafkaException as exc:
             reply = {"ok": False, "code": exc.args[0].code(), "error": str(exc)}
-        except (ValueError, KeyError, TypeError) as exc:
-            reply = {"ok": False, "code": KafkaError._INVALID_ARG, "error": f"bad request: {exc!r}"}
-        reply["id"] = request.get("id") if isinstance(request, dict) else None
-        sock.setblocking(True)
+        except Exception as exc:  # noqa: BLE001 - the last resort: a request never takes the broker down
+            log(f"internal error answering a {op} request: {type(exc).__name__}: {exc}"[:2000])
+            reply = {"ok": False, "code": KafkaError._FAIL,
+                     "error": f"internal error in the broker answering {op}: {type(exc).__name__}: {exc}"[:2000]}
+        reply["id"] = request_id
+        self.send(sock, reply)
+        if close:
+            self.close_after_replies(sock)
+
+    def send(self, sock, message):
+        """Queue one line to a client without blocking: what the socket does not take now is
+        sent when it can take more. A client that lets more than MAX_UNREAD_REPLY_BYTES of
+        replies pile up unread is disconnected (it would otherwise hold the broker's memory)."""
+        client = self.clients.get(sock)
+        if client is None or client["closing"] == "now":
+            return   # that connection is gone already
+        client["out"] += control.encode(message)
+        self.flush_replies(sock)
+        if len(client["out"]) > MAX_UNREAD_REPLY_BYTES:
+            log(f"disconnecting client pid {client['pid']} ({client['kind']}): it left more than "
+                f"{MAX_UNREAD_REPLY_BYTES} bytes of replies unread")
+            client["out"].clear()
+            self.close_after_replies(sock)
+
+    def flush_replies(self, sock):
+        client = self.clients[sock]
         try:
-            sock.sendall(control.encode(reply))
-        except OSError:
+            while client["out"]:
+                sent = sock.send(client["out"])
+                del client["out"][:sent]
+        except (BlockingIOError, InterruptedError):
             pass
-        finally:
-            sock.setblocking(False)
+        except OSError:
+            client["out"].clear()   # the peer is gone: receive() sees it and drops the connection
+        if client["closing"] and not client["out"]:
+            client["closing"] = "now"   # dropped by serve_once, never in the middle of a request
+            return
+        # A closing connection is not read any more: only watched until its replies are out.
+        events = (0 if client["closing"] else selectors.EVENT_READ) | (selectors.EVENT_WRITE if client["out"] else 0)
+        if self.selector.get_key(sock).events != events:
+            self.selector.modify(sock, events)
+
+    def close_after_replies(self, sock):
+        """Read no more from sock; close it once what is queued for it is sent."""
+        client = self.clients.get(sock)
+        if client is not None and not client["closing"]:
+            client["closing"] = True
+            self.flush_replies(sock)
 
     def reclaim_dead_producers(self):
         for ring in self.rings.values():

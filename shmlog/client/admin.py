@@ -22,15 +22,60 @@ def _must_be_topic(cls, value):
     return value
 
 
+# What AdminClient methods take, checked before anything is sent: a wrong type is a TypeError
+# (a bad value a ValueError) naming the method and the argument, as confluent-kafka raises them.
+
+def _list_of(method, name, values, kind, kind_name=None):
+    """values as a list, each an instance of kind; a str (a list of characters) is refused."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{method}() argument '{name}' must be a list of {kind_name or kind.__name__}, "
+                        f"not {type(values).__name__}")
+    values = list(values)
+    for v in values:
+        if not isinstance(v, kind):
+            raise TypeError(f"{method}() argument '{name}' must be a list of {kind_name or kind.__name__}, "
+                            f"but holds {type(v).__name__} {v!r:.80}")
+    return values
+
+
+def _config_dict(what, config):
+    """A config dict of str keys and str (or int, float, bool, None) values."""
+    if not isinstance(config, dict):
+        raise TypeError(f"{what} must be a dict of strings, not {type(config).__name__}")
+    for k, v in config.items():
+        if not isinstance(k, str):
+            raise TypeError(f"{what} keys must be str, not {type(k).__name__} {k!r:.80}")
+        if v is not None and not isinstance(v, (str, int, float)):
+            raise TypeError(f"{what}[{k!r}] must be a str, not {type(v).__name__}")
+    return dict(config)
+
+
+def _topic_partitions(method, name, tps, with_offsets=False):
+    """A list of TopicPartition whose topic is a str, partition an int (offset too, if used)."""
+    tps = _list_of(method, name, tps, TopicPartition)
+    for tp in tps:
+        fields = (("topic", tp.topic, str), ("partition", tp.partition, int)) + \
+            ((("offset", tp.offset, int),) if with_offsets else ())
+        for field, value, kind in fields:
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise TypeError(f"{method}() argument '{name}': TopicPartition.{field} must be {kind.__name__}, "
+                                f"not {type(value).__name__} {value!r:.80}")
+    return tps
+
+
+def _group_id(method, name, group_id):
+    if not isinstance(group_id, str):
+        raise TypeError(f"{method}() argument '{name}' must be str, not {type(group_id).__name__}")
+    return group_id
+
+
 class NewTopic:
     def __init__(self, topic, num_partitions=-1, replication_factor=-1, replica_assignment=None, config=None):
         self.topic = _must_be_topic("NewTopic", topic)
         self.num_partitions = _must_be_int("NewTopic", "num_partitions", num_partitions)
         self.replication_factor = _must_be_int("NewTopic", "replication_factor", replication_factor)
         self.replica_assignment = replica_assignment
-        if config is not None and not isinstance(config, dict):
-            raise TypeError("config must be a dict of strings")
-        self.config = dict(config or {})
+        self.config = _config_dict("NewTopic() argument 'config'", config) if config is not None else {}
 
     def __repr__(self):
         return f"NewTopic(topic={self.topic!r}, num_partitions={self.num_partitions})"
@@ -59,13 +104,20 @@ class ConfigResource:
 
     def __init__(self, restype, name, set_config=None, described_configs=None, error=None):
         if isinstance(restype, str):
+            if restype.upper() not in ("UNKNOWN", "ANY", "TOPIC", "GROUP", "BROKER"):
+                raise ValueError(f"ConfigResource() argument 'restype': unknown resource type {restype!r}")
             restype = getattr(ConfigResource.Type, restype.upper())
+        if not isinstance(restype, int) or isinstance(restype, bool):
+            raise TypeError(f"ConfigResource() argument 'restype' must be a ConfigResource.Type, "
+                            f"not {type(restype).__name__}")
+        if not isinstance(name, str):
+            raise TypeError(f"ConfigResource() argument 'name' must be str, not {type(name).__name__}")
         self.restype = restype
         self.name = name
-        self.set_config_dict = dict(set_config or {})
+        self.set_config_dict = _config_dict("ConfigResource() argument 'set_config'", set_config or {})
 
     def set_config(self, name, value, overwrite=True):
-        self.set_config_dict[name] = value
+        self.set_config_dict.update(_config_dict("ConfigResource.set_config()", {name: value}))
 
     def __hash__(self):
         return hash((self.restype, self.name))
@@ -163,10 +215,8 @@ class AdminClient:
         future with TOPIC_EXCEPTION (Kafka's INVALID_TOPIC_EXCEPTION) without asking the broker;
         counts out of librdkafka's ranges raise ValueError here, as confluent-kafka does."""
         specs, refused = [], {}
-        new_topics = list(new_topics)
+        new_topics = _list_of("create_topics", "new_topics", new_topics, NewTopic)
         for t in new_topics:
-            if not isinstance(t, NewTopic):
-                raise TypeError("create_topics expects a list of NewTopic")
             if not -1 <= t.num_partitions <= 100000:
                 raise ValueError(f"Invalid NewTopic({t.topic}): num_partitions out of expected range -1..100000")
             if not -1 <= t.replication_factor <= 10000:
@@ -185,19 +235,24 @@ class AdminClient:
         return _futures(results, [(t.topic, t.topic) for t in new_topics])
 
     def delete_topics(self, topics, operation_timeout=0, request_timeout=None):
-        reply = self._cluster.control.request("delete_topics", topics=list(topics))
+        topics = _list_of("delete_topics", "topics", topics, str)
+        reply = self._cluster.control.request("delete_topics", topics=topics)
         return _futures(reply["results"], [(t, t) for t in topics])
 
     def create_partitions(self, new_partitions, operation_timeout=0, request_timeout=None, validate_only=False):
+        new_partitions = _list_of("create_partitions", "new_partitions", new_partitions, NewPartitions)
         specs = [{"topic": p.topic, "new_total_count": p.new_total_count} for p in new_partitions]
         reply = self._cluster.control.request("create_partitions", topics=specs, validate_only=validate_only)
         return _futures(reply["results"], [(s["topic"], s["topic"]) for s in specs])
 
     def list_topics(self, topic=None, timeout=-1):
+        if topic is not None:
+            _must_be_topic("list_topics", topic)
         self._cluster.refresh()
         return cluster_metadata(self._cluster.meta, topic)
 
     def describe_configs(self, resources, request_timeout=None):
+        resources = _list_of("describe_configs", "resources", resources, ConfigResource)
         self._cluster.refresh()
         out = {}
         for res in resources:
@@ -220,6 +275,7 @@ class AdminClient:
     def alter_configs(self, resources, request_timeout=None, validate_only=False):
         topics = {}
         out = {}
+        resources = _list_of("alter_configs", "resources", resources, ConfigResource)
         for res in resources:
             if res.restype != ConfigResource.Type.TOPIC:
                 f = concurrent.futures.Future()
@@ -242,10 +298,8 @@ class AdminClient:
         (UNKNOWN_TOPIC_OR_PART, OFFSET_OUT_OF_RANGE past the high watermark). Consumers stop
         seeing the records at once; the persister deletes the segment files wholly below.
         """
-        from shmlog.message import TopicPartition
-        tps = list(topic_partition_offsets)
-        if any(not isinstance(tp, TopicPartition) for tp in tps):
-            raise TypeError("delete_records expects a list of TopicPartition")
+        tps = _topic_partitions("delete_records", "topic_partition_offsets", topic_partition_offsets,
+                                with_offsets=True)
         if len({(tp.topic, tp.partition) for tp in tps}) != len(tps):
             raise ValueError("delete_records: a partition is listed twice")
         reply = self._cluster.control.request("delete_records", partitions=[
@@ -275,7 +329,7 @@ class AdminClient:
                                  **kwargs):
         """{group_id: future of a ConsumerGroupDescription}: state, strategy, members and their
         assignments. An unknown group is described as DEAD with no members, as Kafka does."""
-        group_ids = list(group_ids)
+        group_ids = _list_of("describe_consumer_groups", "group_ids", group_ids, str)
         if not group_ids or len(set(group_ids)) != len(group_ids):
             raise ValueError("describe_consumer_groups expects a non-empty list of distinct group ids")
         reply = self._cluster.control.request("describe_groups", groups=group_ids)
@@ -293,7 +347,7 @@ class AdminClient:
     def delete_consumer_groups(self, group_ids, request_timeout=None, **kwargs):
         """{group_id: future}: deletes the committed offsets of groups without members
         (NON_EMPTY_GROUP (68) while members remain, GROUP_ID_NOT_FOUND if unknown)."""
-        group_ids = list(group_ids)
+        group_ids = _list_of("delete_consumer_groups", "group_ids", group_ids, str)
         reply = self._cluster.control.request("delete_groups", groups=group_ids)
         return _futures(reply["results"], [(g, g) for g in group_ids])
 
@@ -302,7 +356,8 @@ class AdminClient:
         """{group_id: future of ConsumerGroupTopicPartitions}: committed offsets of the given
         partitions (offset -1001 where none), or of every committed partition if none given."""
         out = {}
-        for req in list_consumer_group_offsets_request:
+        for req in _group_requests("list_consumer_group_offsets", "list_consumer_group_offsets_request",
+                                   list_consumer_group_offsets_request, with_offsets=False):
             parts = None if not req.topic_partitions else [[tp.topic, tp.partition] for tp in req.topic_partitions]
             reply = self._cluster.control.request("offset_fetch", group=req.group_id, partitions=parts)
             out[req.group_id] = _done(ConsumerGroupTopicPartitions(
@@ -313,7 +368,8 @@ class AdminClient:
         """{group_id: future of ConsumerGroupTopicPartitions}: set committed offsets of a group
         with no active members (an active group's are refused with UNKNOWN_MEMBER_ID, as Kafka does)."""
         out = {}
-        for req in alter_consumer_group_offsets_request:
+        for req in _group_requests("alter_consumer_group_offsets", "alter_consumer_group_offsets_request",
+                                   alter_consumer_group_offsets_request, with_offsets=True):
             tps = list(req.topic_partitions or ())
             f = concurrent.futures.Future()
             try:
@@ -337,6 +393,7 @@ class AdminClient:
         """shmlog extension: future of [PartitionLag] for every committed or assigned partition of
         the group: committed offset, log end offset, lag and owning member (what
         kafka-consumer-groups --describe prints)."""
+        _group_id("list_consumer_group_lag", "group_id", group_id)
         described = self._cluster.control.request("describe_groups", groups=[group_id])["groups"][0]
         owners = {(t, p): m for m in described["members"] for t, p in m["assignment"]}
         committed = self._cluster.control.request("offset_fetch", group=group_id, partitions=None)["offsets"]
@@ -365,6 +422,16 @@ class AdminClient:
 # ---------------------------------------------------------------------------- consumer group models
 # (confluent_kafka.ConsumerGroupState, ConsumerGroupTopicPartitions and confluent_kafka.admin's
 # group descriptions, with the same attributes)
+
+def _group_requests(method, name, requests, with_offsets):
+    """A list of ConsumerGroupTopicPartitions with a str group_id and well-typed TopicPartitions."""
+    requests = _list_of(method, name, requests, ConsumerGroupTopicPartitions)
+    for req in requests:
+        _group_id(method, f"{name}[].group_id", req.group_id)
+        if req.topic_partitions:
+            _topic_partitions(method, f"{name}[].topic_partitions", req.topic_partitions, with_offsets)
+    return requests
+
 
 def _done(result):
     f = concurrent.futures.Future()

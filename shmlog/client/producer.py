@@ -24,13 +24,49 @@ from shmlog.log.codec import NONE, codec_id, compress_records
 
 
 def _to_bytes(value, what):
-    if value is None or isinstance(value, bytes):
+    if value is None or type(value) is bytes:
         return value
     if isinstance(value, str):
         return value.encode()
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)   # a bytes subclass too: the C core takes exact bytes
     raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}")
+
+
+# produce()'s argument rules. ProducerCore.produce (csrc/fast/producer_core.c) serves only what
+# they plainly accept (a str topic, an int partition in -1..partitions-1, an int timestamp, a
+# callable or None callback) and hands everything else to _produce_slow, which applies them.
+
+def _check_topic(topic):
+    if not isinstance(topic, str):
+        raise TypeError(f"produce() argument 'topic' must be str, not {type(topic).__name__}")
+    return topic
+
+
+def _check_partition(topic, partition, partitions):
+    """partition: an int, -1 (PARTITION_UA: the partitioner picks) or 0..partitions-1."""
+    if not isinstance(partition, int) or isinstance(partition, bool):
+        raise TypeError(f"argument 'partition' must be int, not {type(partition).__name__}")
+    if partition < -1:
+        raise ValueError(f"argument 'partition' must be -1 (PARTITION_UA: the partitioner picks) or a "
+                         f"partition number, not {partition}")
+    if partition >= partitions:
+        raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has {partitions} partitions")
+    return partition
+
+
+def _check_timestamp(timestamp):
+    if timestamp is None:
+        return 0
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+        raise TypeError(f"argument 'timestamp' must be int (ms since the epoch), not {type(timestamp).__name__}")
+    return timestamp
+
+
+def _check_callback(name, callback):
+    if callback is not None and not callable(callback):
+        raise TypeError(f"argument '{name}' must be callable, not {type(callback).__name__}")
+    return callback
 
 
 def encode_headers(headers):
@@ -81,6 +117,8 @@ class Producer(_fast.ProducerCore):
         self._batch_bytes = cfg.batch_size
         self._max_block_ms = cfg.max_block_ms
         self._max_queued = cfg.queue_buffering_max_messages
+        # 0 means no limit (librdkafka's documented meaning); the C core counts against the bound.
+        max_queued_records = self._max_queued or (1 << 62)
         self._max_queued_bytes = min(cfg.queue_buffering_max_kbytes * 1024, cfg.buffer_memory)
         self._record_limit = min(cfg.max_request_size, cfg.message_max_bytes)
         self._on_delivery = cfg.on_delivery
@@ -103,7 +141,7 @@ class Producer(_fast.ProducerCore):
         self._configure(self._on_delivery, self._wake.set if self._linger_thread else None,
                         _address(ffi.addressof(doorbell.header, "metadata_epoch")), _address(doorbell.ptr),
                         cfg.partitioner in _FAST_PARTITIONERS, self._null_key_random, self._linger_s <= 0,
-                        self._acks, self._codec != NONE, cfg.batch_num_messages, self._max_queued,
+                        self._acks, self._codec != NONE, cfg.batch_num_messages, max_queued_records,
                         self._max_queued_bytes, self._max_block_ms)
         if self._linger_thread is not None:
             self._linger_thread.start()
@@ -116,11 +154,15 @@ class Producer(_fast.ProducerCore):
         topics, a full local queue; the fast path's rules (called, not copied), then the same
         batches (_add, which also stamps timestamp 0 with the time now)."""
         self._cluster.check_fork("Producer")
+        _check_topic(topic)
         if value is not None and type(value) is not bytes:
             value = _to_bytes(value, "value")
         if key is not None and type(key) is not bytes:
             key = _to_bytes(key, "key")
-        callback = on_delivery or callback or self._on_delivery
+        timestamp = _check_timestamp(timestamp)
+        # Any callable given wins, falsy or not (as in C): on_delivery, then callback, then the config's.
+        callback = _check_callback("on_delivery", on_delivery) if on_delivery is not None else \
+            _check_callback("callback", callback) if callback is not None else self._on_delivery
         encoded_headers = raw_headers = None
         header_bytes = 0
         if headers:
@@ -132,13 +174,11 @@ class Producer(_fast.ProducerCore):
         route = self._route(topic)
         if not route.admits(size):
             self._check_size(topic, self._route_info[topic], size)
-        if partition < 0:
+        if _check_partition(topic, partition, route.partitions) == -1:
             partition = self._choose_partition(route, key)
-        elif partition >= route.partitions:
-            raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{partition}: topic has {route.partitions} partitions")
         if self._queue_full(size):
             self._make_room(size)
-        self._add(route, partition, key, value, timestamp or 0, encoded_headers, raw_headers, callback, size)
+        self._add(route, partition, key, value, timestamp, encoded_headers, raw_headers, callback, size)
 
     def _route(self, topic):
         """What produce() needs of a topic (a _fast.Route), cached until the broker's metadata
@@ -336,21 +376,22 @@ class Producer(_fast.ProducerCore):
         With acks=all it returns once the records are fsynced. Raises KafkaException on failure.
         """
         self._cluster.check_fork("Producer")
-        route = self._route(topic)
+        route = self._route(_check_topic(topic))
         info = self._route_info[topic]
-        timestamp = _fast.timestamp_or_now(timestamp or 0)
+        _check_partition(topic, partition, route.partitions)
+        timestamp = _fast.timestamp_or_now(_check_timestamp(timestamp))
         if isinstance(values, np.ndarray):
             if keys is not None:
                 raise TypeError("keys are not supported with a NumPy values array; pass lists instead")
             rows = np.ascontiguousarray(values).reshape(len(values), -1).view(np.uint8)
             row_bytes = rows.shape[1] if rows.ndim == 2 else 0
             self._check_size(topic, info, record_size(None, bytes(row_bytes)))
-            p = partition if partition >= 0 else self._choose_partition(route, None)
+            p = partition if partition != -1 else self._choose_partition(route, None)
             return self._append_fixed(route.rings[p], p, rows, row_bytes, timestamp)
         by_partition = {}
         for i, value in enumerate(values):
             key = _to_bytes(keys[i], "key") if keys is not None else None
-            p = partition if partition >= 0 else self._choose_partition(route, key)
+            p = partition if partition != -1 else self._choose_partition(route, key)
             by_partition.setdefault(p, []).append((key, _to_bytes(value, "value")))
         results = []
         for p, items in by_partition.items():

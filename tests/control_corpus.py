@@ -1,0 +1,44 @@
+"""Well-formed control requests, one or more for every op, as the clients send them
+(shmlog/client/*, shmlog/control.py, the persister): the seed of the control-channel fuzz
+test and of the schema's unit tests. They name the topic FUZZ_TOPIC and the group FUZZ_GROUP;
+requests that would change a lot are validate_only or aimed at names that do not exist."""
+import copy
+
+FUZZ_TOPIC = "fuzz"
+FUZZ_GROUP = "fuzz-group"
+
+CORPUS = [
+    {"op": "register", "kind": "producer", "pid": 1},
+    {"op": "register", "kind": "persister", "pid": 1},
+    {"op": "metadata"},
+    {"op": "metadata", "auto_create": ["fuzz-auto"]},
+    {"op": "create_topics", "topics": [{"topic": "fuzz-new", "num_partitions": 1, "config": {"ring.bytes": "65536"}}],
+     "validate_only": True},
+    {"op": "delete_topics", "topics": ["fuzz-never-created"]},
+    {"op": "create_partitions", "topics": [{"topic": FUZZ_TOPIC, "new_total_count": 2}], "validate_only": True},
+    {"op": "alter_configs", "topics": {FUZZ_TOPIC: {"retention.ms": "600000"}}, "validate_only": True},
+    {"op": "delete_records", "partitions": [{"topic": FUZZ_TOPIC, "partition": 0, "offset": 0}]},
+    {"op": "status"},
+    {"op": "shutdown"},
+    {"op": "join_group", "group": FUZZ_GROUP, "member_id": "", "instance_id": None, "client_id": "fuzz",
+     "protocols": ["range"], "subscription": [FUZZ_TOPIC], "owned": [], "session_timeout_ms": 10000,
+     "rebalance_timeout_ms": 10000},
+    {"op": "sync_group", "group": FUZZ_GROUP, "member_id": "m", "instance_id": None, "generation": 1},
+    {"op": "heartbeat", "group": FUZZ_GROUP, "member_id": "m", "instance_id": None, "generation": 1},
+    {"op": "leave_group", "group": FUZZ_GROUP, "member_id": "m", "instance_id": None},
+    {"op": "offset_commit", "group": FUZZ_GROUP, "offsets": [[FUZZ_TOPIC, 0, 0, ""]], "member_id": "",
+     "generation": -1, "instance_id": None},
+    {"op": "offset_fetch", "group": FUZZ_GROUP, "partitions": [[FUZZ_TOPIC, 0]]},
+    {"op": "offset_fetch", "group": FUZZ_GROUP, "partitions": None, "log_end": True},
+    {"op": "list_groups"},
+    {"op": "describe_groups", "groups": [FUZZ_GROUP]},
+    {"op": "delete_groups", "groups": ["fuzz-never-created-group"]},
+]
+
+# Answered later, or not at all while the group rebalances: not waited for one by one.
+DEFERRED_OPS = frozenset({"join_group", "sync_group"})
+
+
+def corpus():
+    """A fresh copy (tests mutate what they get)."""
+    return copy.deepcopy(CORPUS)
