@@ -97,6 +97,10 @@ def _types(schema):
     return {t} if isinstance(t, str) else set(t)
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _open(schema):
     """What an object schema allows for properties it does not list (True: anything)."""
     extra = schema.get("additionalProperties", True)
@@ -174,14 +178,15 @@ class _JsonResolution:
                 elif [v for v in written if v not in allowed]:
                     problems.append(f"{path}: the writer's values {[v for v in written if v not in allowed]} "
                                     f"are not in the reader's {keyword}")
-        for keyword in _BOUNDS_MAX:
-            if keyword in reader and (keyword not in writer or writer[keyword] > reader[keyword]):
-                problems.append(f"{path}: {keyword} narrowed to {reader[keyword]} (writer: "
-                                f"{writer.get(keyword, 'none')})")
-        for keyword in _BOUNDS_MIN:
-            if keyword in reader and (keyword not in writer or writer[keyword] < reader[keyword]):
-                problems.append(f"{path}: {keyword} narrowed to {reader[keyword]} (writer: "
-                                f"{writer.get(keyword, 'none')})")
+        for keywords, narrower in ((_BOUNDS_MAX, lambda w, r: w > r), (_BOUNDS_MIN, lambda w, r: w < r)):
+            for keyword in keywords:
+                bound = reader.get(keyword)
+                if not _number(bound):
+                    continue  # absent, or draft 4's boolean exclusiveMaximum/exclusiveMinimum
+                written = writer.get(keyword)
+                if not _number(written) or narrower(written, bound):
+                    problems.append(f"{path}: {keyword} narrowed to {bound} (writer: "
+                                    f"{written if _number(written) else 'none'})")
         if "pattern" in reader and reader["pattern"] != writer.get("pattern"):
             problems.append(f"{path}: pattern changed from {writer.get('pattern')!r} to {reader['pattern']!r}")
         if "object" in (rtypes or ()) or any(k in s for s in (reader, writer)

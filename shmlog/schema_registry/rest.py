@@ -367,7 +367,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _HttpError(403, 40301, "Forbidden: this registry only answers requests for a loopback "
                                      "host")
             body = None
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                raise _HttpError(400, 400, "HTTP 400 Bad Request: invalid Content-Length")
             if length > MAX_BODY:
                 raise _HttpError(413, 413, f"HTTP 413 Payload Too Large (at most {MAX_BODY} bytes)")
             if length:
