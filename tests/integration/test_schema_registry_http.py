@@ -287,11 +287,11 @@ def test_shmlogs_client_given_an_http_url_says_what_it_supports(url):
 # ---------------------------------------------------------------------------- confluent-kafka's own client
 
 @pytest.fixture
-def confluent(url):
-    """confluent_kafka.schema_registry.SchemaRegistryClient against the server (skipped without it)."""
-    pytest.importorskip("jsonschema")
+def confluent(request):
+    """confluent_kafka.schema_registry.SchemaRegistryClient against the server; skipped, before
+    any broker or server starts, when confluent-kafka is not installed."""
     ck = pytest.importorskip("confluent_kafka.schema_registry")
-    client = ck.SchemaRegistryClient({"url": url})
+    client = ck.SchemaRegistryClient({"url": request.getfixturevalue("url")})
     yield client
     client.close()
 
