@@ -64,7 +64,7 @@ class _HttpError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _not_found(path):
+def _not_found():
     return _HttpError(404, 404, "HTTP 404 Not Found")
 
 
@@ -162,7 +162,7 @@ class _Api:
             return self._mode(method, rest[0] if rest else None, body)
         if head == "contexts" and not rest:
             return self._only(method, "GET", lambda: ["."])
-        raise _not_found(segments)
+        raise _not_found()
 
     @staticmethod
     def _only(method, allowed, action):
@@ -198,7 +198,7 @@ class _Api:
                 return sr.delete_subject(subject, permanent=_flag(query, "permanent"))
             raise _HttpError(405, 405, "HTTP 405 Method Not Allowed")
         if rest[1] != "versions":
-            raise _not_found(rest)
+            raise _not_found()
         if len(rest) == 2:
             if method == "GET":
                 with sr._lock:
@@ -245,7 +245,7 @@ class _Api:
                                 ids.add(schema_id)
                     return sorted(ids)
             return self._only(method, "GET", referenced_by)
-        raise _not_found(rest)
+        raise _not_found()
 
     # ---------------------------------------------------------------- /schemas
 
@@ -254,7 +254,7 @@ class _Api:
         if rest == ["types"]:
             return self._only(method, "GET", lambda: sorted(SCHEMA_TYPES))
         if len(rest) < 2 or rest[0] != "ids" or len(rest) > 3:
-            raise _not_found(rest)
+            raise _not_found()
         try:
             schema_id = int(rest[1])
         except ValueError:
@@ -283,7 +283,7 @@ class _Api:
                     return sorted({s for s, _ in found})
                 return [{"subject": s, "version": v} for s, v in found]
             return self._only(method, "GET", listing)
-        raise _not_found(rest)
+        raise _not_found()
 
     # ---------------------------------------------------------------- /compatibility
 
