@@ -35,7 +35,7 @@ setup(
     cffi_modules=["shmlog/_native/_ffi_build.py:ffibuilder"],
     ext_modules=[fast],
     install_requires=["cffi>=1.15", "numpy>=1.22", "posix-ipc>=1.1", "psutil>=5.9", "click>=8",
-                      "cramjam>=2.8", "orjson>=3.8", "fastavro>=1.8", "protobuf>=4.21"],
+                      "cramjam>=2.8", "orjson>=3.8", "fastavro>=1.8", "protobuf>=4.21", "jsonschema>=4.18"],
     extras_require={"observe": ["prometheus-client>=0.17", "rich>=13"],
                     "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.17,<0.18", "import-linter>=2.1",
                              "prometheus-client>=0.17", "rich>=13"], "bench": ["pyzmq>=25", "faster-fifo>=1.4", "redis>=4.5", "matplotlib>=3.5", "iceoryx2>=0.10"]},

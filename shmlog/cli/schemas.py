@@ -4,6 +4,10 @@
     shmlog schemas get SUBJECT [--version N|latest] | --id ID
     shmlog schemas register SUBJECT (--schema TEXT | --schema-file F) [--type AVRO|PROTOBUF]
     shmlog schemas compatibility SUBJECT [--schema ... | --schema-file F] [--version N] [--set LEVEL]
+    shmlog schemas serve [--host 127.0.0.1] [--port 8081] [--access-log]
+
+`serve` answers Confluent Schema Registry's REST API (shmlog.schema_registry.rest), so
+confluent-kafka's own SchemaRegistryClient and serializers work against the registry.
 
 A PROTOBUF schema is the base64 of a serialized FileDescriptorProto (what
 ProtobufSerializer registers), or a descriptor-set file (`protoc --descriptor_set_out=F`,
@@ -11,6 +15,8 @@ its last file is registered). See docs/serialization.md.
 """
 import base64
 import json
+import signal
+import sys
 
 import click
 
@@ -74,19 +80,20 @@ def _protobuf_text(raw, path):
 
 
 def _type_option():
-    return click.option("--type", "schema_type", type=click.Choice(["AVRO", "PROTOBUF"], case_sensitive=False),
+    return click.option("--type", "schema_type", type=click.Choice(["AVRO", "PROTOBUF", "JSON"], case_sensitive=False),
                         default="AVRO", show_default=True, help="Schema type.")
 
 
 def _schema_options(f):
     f = click.option("--schema-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
                      help="Read the schema from FILE.")(f)
-    f = click.option("--schema", metavar="TEXT", help="The schema text (Avro JSON, or base64 for PROTOBUF).")(f)
+    f = click.option("--schema", metavar="TEXT", help="The schema text (Avro or JSON Schema JSON, or base64 for "
+                                                     "PROTOBUF).")(f)
     return f
 
 
 def _show(schema):
-    if schema.schema_type == "AVRO":
+    if schema.schema_type in ("AVRO", "JSON"):
         try:
             return json.dumps(json.loads(schema.schema_str), indent=2)
         except ValueError:
@@ -96,7 +103,8 @@ def _show(schema):
 
 @click.group()
 def schemas():
-    """List, show, register and check schemas (Avro, Protobuf) of the schema registry."""
+    """List, show, register and check schemas (Avro, Protobuf, JSON Schema) of the schema registry, or serve
+    it over HTTP."""
 
 
 @schemas.command("list")
@@ -183,3 +191,45 @@ def schemas_compatibility(subject, schema, schema_file, schema_type, version, le
     if problems:
         raise Failure(f"incompatible ({current}): " + "; ".join(problems))
     click.echo(f"compatible ({current})")
+
+
+@schemas.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default: the API has no authentication).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True,
+              help="Port to listen on (0: a free one, printed on start).")
+@click.option("--access-log", is_flag=True, help="Print one line per request on stderr.")
+@data_dir_option()
+def schemas_serve(host, port, access_log, data_dir):
+    """Serve the registry over HTTP with Confluent Schema Registry's REST API.
+
+    Prints `serving the schema registry of DIR at http://HOST:PORT` once it listens, then
+    answers until interrupted (Ctrl-C or SIGTERM: exit status 0). Point confluent-kafka's
+    SchemaRegistryClient({"url": "http://HOST:PORT"}) at it.
+    """
+    from shmlog.schema_registry.rest import RegistryServer
+
+    def log(line):
+        click.echo(line, err=True)
+
+    with _Registry(data_dir) as sr:
+        try:
+            server = RegistryServer(sr, host, port, access_log=log if access_log else None)
+        except OSError as exc:
+            raise Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        if not server.loopback_only:
+            click.echo(f"shmlog schemas serve: warning: listening on {host}, not loopback: anyone who can "
+                       f"reach the port can read and change the registry", err=True)
+
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            click.echo(f"serving the schema registry of {data_dir} at {server.url}")
+            sys.stdout.flush()
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.server_close()

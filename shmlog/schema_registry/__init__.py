@@ -13,8 +13,8 @@ a time, a key is never written twice with different contents, so compaction (las
 per key wins) keeps exactly what the replay saw.
 
 Wire format (Confluent's): magic byte 0, the 4-byte big-endian schema id, then the Avro
-binary encoding, or for Protobuf the message-index array (zigzag varints; `[0]` as one 0
-byte) and the message bytes.
+binary encoding, the UTF-8 JSON text for JSON Schema, or for Protobuf the message-index
+array (zigzag varints; `[0]` as one 0 byte) and the message bytes.
 
 Compatibility (per subject, default BACKWARD, as Confluent's): BACKWARD means the new schema
 can read data written with the latest one; FORWARD the latest can read the new one's data;
@@ -27,7 +27,11 @@ messages by full name and fields by number: the wire types must agree (int32/uin
 uint64/bool/enum, sint32/sint64, fixed32/sfixed32, fixed64/sfixed64, string/bytes are
 interchangeable within a group), message-typed fields keep their type, a field does not
 switch between repeated and singular, no message is removed or moved (message indexes in
-existing records point at it), and proto2 required fields are not added.
+existing records point at it), and proto2 required fields are not added. JSON Schema
+follows Confluent's checker for the common keywords (json_schema module): types only
+widen (integer -> number), no property becomes required, closed content models
+(additionalProperties false) lose no property, open ones gain no typed property, enums and
+bounds only widen, anyOf/oneOf keep every branch.
 
 Protobuf schemas are registered as confluent-kafka-python does: the base64 of the
 serialized FileDescriptorProto, with dependencies as references.
@@ -36,7 +40,10 @@ The package is laid out as confluent_kafka.schema_registry: here the client and 
 (Schema, SchemaReference, RegisteredSchema, SchemaRegistryError, the subject name
 strategies); `shmlog.schema_registry.avro` has AvroSerializer, AvroDeserializer and the Avro
 compatibility rules, `shmlog.schema_registry.protobuf` ProtobufSerializer,
-ProtobufDeserializer and the Protobuf ones, `_wire` the wire format. The serializers and
+ProtobufDeserializer and the Protobuf ones, `shmlog.schema_registry.json_schema`
+JSONSerializer, JSONDeserializer and the JSON Schema ones, `.confluent` Confluent's own
+.proto files (meta_pb2, type.decimal_pb2), `.rest` Confluent's REST API over a client
+(`shmlog schemas serve`), `_wire` the wire format. The serializers and
 checkers can still be imported from this package: they are loaded on first access
 (`__getattr__`), since the submodules import this package.
 """
@@ -63,7 +70,8 @@ from shmlog.serialization import Deserializer, SerializationError, Serializer, _
 
 __all__ = [
     "Schema", "SchemaReference", "RegisteredSchema", "SchemaRegistryClient", "SchemaRegistryError",
-    "AvroSerializer", "AvroDeserializer", "ProtobufSerializer", "ProtobufDeserializer",
+    "AvroSerializer", "AvroDeserializer", "ProtobufSerializer", "ProtobufDeserializer", "JSONSerializer",
+    "JSONDeserializer",
     "topic_subject_name_strategy", "topic_record_subject_name_strategy", "record_subject_name_strategy",
     "reference_subject_name_strategy", "COMPATIBILITY_LEVELS", "SCHEMAS_TOPIC",
 ]
@@ -72,7 +80,7 @@ SCHEMAS_TOPIC = "_schemas"
 COMPATIBILITY_LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
                         "FULL_TRANSITIVE")
 DEFAULT_COMPATIBILITY = "BACKWARD"
-SCHEMA_TYPES = ("AVRO", "PROTOBUF")
+SCHEMA_TYPES = ("AVRO", "PROTOBUF", "JSON")
 LOCK_FILE = "schema-registry.lock"
 REPLAY_TIMEOUT_S = 30.0
 WRITE_TIMEOUT_S = 30.0
@@ -88,6 +96,8 @@ _LAZY.update({name: "protobuf" for name in (
     "encode_message_indexes", "_pb", "_PB_WIRE_GROUPS", "_PB_TYPE_NAMES", "_PB_REPEATED", "_PB_REQUIRED",
     "_pb_messages", "_pb_field_type", "_message_indexes",
     "_file_schema_str", "_pb_field_from")})
+_LAZY.update({name: "json_schema" for name in (
+    "JSONSerializer", "JSONDeserializer", "parse_json_schema", "json_schema_incompatibilities")})
 
 
 def __getattr__(name):
@@ -148,7 +158,7 @@ class SchemaReference:
 
 
 class Schema:
-    """A schema's text, type (AVRO or PROTOBUF) and references."""
+    """A schema's text, type (AVRO, PROTOBUF or JSON) and references."""
 
     __slots__ = ("schema_str", "schema_type", "references")
 
@@ -159,7 +169,7 @@ class Schema:
 
     def _identity(self):
         text = self.schema_str
-        if self.schema_type == "AVRO":
+        if self.schema_type in ("AVRO", "JSON"):
             try:
                 text = orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
             except orjson.JSONDecodeError:
@@ -209,7 +219,9 @@ class SchemaRegistryClient:
     """confluent_kafka.schema_registry.SchemaRegistryClient over a shmlog broker.
 
     conf: {"url": <bootstrap.servers>} (the broker's `shm:///data/dir` string; a
-    "bootstrap.servers" key works too). Optional: "topic" (default `_schemas`), and
+    "bootstrap.servers" key works too). An http(s):// url is refused with a ValueError that
+    says so: this client reads the broker's topic, and HTTP registries (including `shmlog
+    schemas serve`) are for confluent_kafka's client. Optional: "topic" (default `_schemas`), and
     "timeout.s" for replays and writes. Close it (or use it as a context manager) to
     release its consumer and producer.
     """
@@ -228,6 +240,14 @@ class SchemaRegistryClient:
             conf.pop(ignored, None)  # HTTP-client settings of Confluent's client: no meaning here
         if conf:
             raise ValueError(f"Unrecognized properties: {', '.join(sorted(conf))}")
+        first = str(url).split(",")[0].strip()
+        if first.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"SchemaRegistryClient: url={first!r} is an HTTP schema registry. This client keeps the registry "
+                f"in a shmlog broker's {self._topic!r} topic and takes that broker's bootstrap.servers as url "
+                f"(shm:///path/to/data_dir); it does not speak HTTP. For an HTTP registry (Confluent Schema "
+                f"Registry, or `shmlog schemas serve`) use confluent_kafka.schema_registry.SchemaRegistryClient "
+                f"with its serializers.")
         self._url = url
         self._data_dir = control.data_dir_from_bootstrap(url)
         self._lock = threading.RLock()
@@ -442,6 +462,15 @@ class SchemaRegistryClient:
         named = {}
         if _depth > 32:
             raise SchemaRegistryError(422, 42201, "Invalid schema: references nest deeper than 32 levels")
+        if schema.schema_type == "JSON":
+            from shmlog.schema_registry.json_schema import parse_json_schema
+            for ref in schema.references:
+                ref_version = self._resolve_version(ref.subject, ref.version, include_deleted=True)
+                referenced = self._registered(ref.subject, ref_version).schema
+                ref_parsed, ref_named = self._parse(referenced, _depth + 1)
+                named.update(ref_named)
+                named[ref.name] = ref_parsed
+            return parse_json_schema(schema.schema_str), named
         for ref in schema.references:
             ref_version = self._resolve_version(ref.subject, ref.version, include_deleted=True)
             referenced = self._registered(ref.subject, ref_version).schema
@@ -472,6 +501,9 @@ class SchemaRegistryClient:
             if new.schema_type == "AVRO":
                 from shmlog.schema_registry.avro import avro_incompatibilities
                 found = avro_incompatibilities(reader, writer, rnamed, wnamed)
+            elif new.schema_type == "JSON":
+                from shmlog.schema_registry.json_schema import json_schema_incompatibilities
+                found = json_schema_incompatibilities(reader, writer)
             else:
                 from shmlog.schema_registry.protobuf import protobuf_incompatibilities
                 found = protobuf_incompatibilities(reader, writer)
@@ -557,6 +589,18 @@ class SchemaRegistryClient:
         with self._write_lock():
             self._append(_key("CONFIG", subject_name), orjson.dumps({"compatibilityLevel": level}))
         return level
+
+    def delete_compatibility(self, subject_name=None):
+        """Remove a subject's own compatibility level (it falls back to the global one), or
+        with None reset the global level to the default; returns the level removed."""
+        with self._write_lock():
+            if subject_name is not None and subject_name not in self._config:
+                raise SchemaRegistryError(404, 40408, f"Subject '{subject_name}' does not have subject-level "
+                                          f"compatibility configured")
+            old = self._config.get(subject_name, DEFAULT_COMPATIBILITY)
+            if subject_name in self._config:
+                self._append(_key("CONFIG", subject_name), None)
+            return old
 
     def delete_subject(self, subject_name, permanent=False):
         """Soft-delete every version of a subject (permanent=True: erase soft-deleted ones);

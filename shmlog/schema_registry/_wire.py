@@ -1,6 +1,6 @@
-"""Confluent's wire format, shared by the Avro and Protobuf serializers: the header (magic
-byte 0, the 4-byte big-endian schema id) and the conf check the serializers share. The
-Protobuf message indexes that follow the header are encoded in .protobuf.
+"""Confluent's wire format, shared by the Avro, JSON Schema and Protobuf serializers: the
+header (magic byte 0, the 4-byte big-endian schema id) and the conf check the serializers
+share. The Protobuf message indexes that follow the header are encoded in .protobuf.
 """
 import struct
 

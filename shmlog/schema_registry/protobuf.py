@@ -112,6 +112,16 @@ def protobuf_incompatibilities(reader, writer):
 
 # ---------------------------------------------------------------------- serializers
 
+# Files every schema registry knows, which serializers do not register as references when
+# skip.known.types is set (confluent-kafka's list): protobuf's well-known types, Google's
+# common types and Confluent's own files (shmlog.schema_registry.confluent).
+_KNOWN_TYPE_PREFIXES = ("google/protobuf/", "google/type/", "confluent/")
+
+
+def _is_known_type(file_name):
+    return file_name.startswith(_KNOWN_TYPE_PREFIXES)
+
+
 def _message_indexes(descriptor):
     """Confluent's message-index path of a message descriptor inside its file."""
     path = []
@@ -174,7 +184,7 @@ class ProtobufSerializer(Serializer):
     def _references(self, ctx, file_descriptor):
         refs = []
         for dep in file_descriptor.dependencies:
-            if self._skip_known and dep.name.startswith("google/protobuf/"):
+            if self._skip_known and _is_known_type(dep.name):
                 continue
             dep_refs = self._references(ctx, dep)
             ref_subject = self._ref_strategy(ctx, SchemaReference(dep.name, dep.name, -1))
@@ -234,9 +244,10 @@ def _pb_field_from(text):
 
 class ProtobufDeserializer(Deserializer):
     """Confluent-framed Protobuf -> an instance of message_type (no registry needed, as in
-    confluent-kafka); conf: use.deprecated.format (False only)."""
+    confluent-kafka); conf: use.deprecated.format (False only). schema_registry_client is
+    accepted, as confluent-kafka's signature has it, and not needed."""
 
-    def __init__(self, message_type, conf=None):
+    def __init__(self, message_type, conf=None, schema_registry_client=None):
         conf = _check_conf(conf, {"use.deprecated.format": False}, "ProtobufDeserializer")
         if conf["use.deprecated.format"]:
             raise ValueError("use.deprecated.format=True (the pre-1.8 message-index encoding) is not supported")

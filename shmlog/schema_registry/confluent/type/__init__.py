@@ -1,0 +1,1 @@
+"""confluent/type/*.proto (see shmlog.schema_registry.confluent)."""
