@@ -365,9 +365,14 @@ class Producer(_fast.ProducerCore):
             if any(id(ring) in used for ring in rings):
                 continue
             self._retired.remove(cluster)
-            for ring in rings:
-                self._slots.pop(ring, None)
-            self._locked(cluster.close)
+            self._locked(self._close_retired, cluster, rings)
+
+    def _close_retired(self, cluster, rings):
+        for ring in rings:
+            slot = self._slots.pop(ring, None)
+            if slot is not None:   # the same object again when a restarted supervisor adopted it
+                ring.release_producer_slot(slot)
+        cluster.close()
 
     # ------------------------------------------------------------------ reports
 

@@ -10,12 +10,17 @@ _ALL_BROKERS_DOWN.
 """
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 import shmlog
+from shmlog._native import ffi, lib, shm
+from shmlog._native.ring import Doorbell, Ring
+from shmlog.broker.launcher import status
 from shmlog.errors import KafkaError
 from tests.conftest import create_topic
 
@@ -234,3 +239,43 @@ def test_a_consumer_whose_broker_comes_back_continues_from_its_position_with_the
     log = read_log(broker.bootstrap_servers)
     assert len(log) == produced["produced"] == len(produced["delivered"])
     assert read["got"] == sorted(log.items()), "the consumer did not read the whole log once, in order"
+
+
+def test_a_producer_refused_by_a_supervisor_that_died_mid_stop_delivers_to_the_one_that_adopts_the_closed_rings(
+        data_dir):
+    errors, reports = [], []
+    broker = shmlog.Broker(data_dir).start()
+    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    admin = shmlog.AdminClient(conf)
+    create_topic(admin, TOPIC)
+    admin.close()
+    p = shmlog.Producer({**conf, "linger.ms": 0, "message.timeout.ms": 120_000, "error_cb": errors.append,
+                         "on_delivery": lambda err, msg: reports.append((err, msg.value()))})
+    p.produce(TOPIC, b"before")
+    assert p.flush(30) == 0
+    # The first step of a stop (rings closed), then the supervisor and persister die: nothing is unlinked.
+    ns = shm.namespace(data_dir)
+    bell = Doorbell.open(shm.doorbell_name(ns))
+    bell.header.broker_state = lib.SHMLOG_BROKER_STOPPING
+    for name in shm.names_in_namespace(ns):
+        if name != shm.doorbell_name(ns):
+            ring = Ring.open(name, TOPIC, 0)
+            ring.close_for_stop(ffi.NULL)
+            ring.close()
+    bell.close()
+    info = status(data_dir)
+    victims = [psutil.Process(pid) for pid in (info["pid"], info["persister_pid"]) if pid]
+    for victim in victims:
+        victim.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=30)
+    broker.process.wait()
+    broker.process = None
+    p.produce(TOPIC, b"while it was down")
+    p.poll(0)
+    assert [e.code() for e in errors] == [KafkaError._ALL_BROKERS_DOWN]
+    assert len(p) == 1 and reports == [(None, b"before")]
+    with shmlog.Broker(data_dir) as again:
+        assert p.flush(60) == 0
+        assert reports == [(None, b"before"), (None, b"while it was down")]
+        p.close()
+        assert list(read_log(again.bootstrap_servers).values()) == ["before", "while it was down"]
