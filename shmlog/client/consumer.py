@@ -538,10 +538,11 @@ class Consumer(_fast.ConsumerCore):
                 if self._auto_store:
                     self._stored[(msg._topic, msg._partition)] = msg._offset + 1
                 return msg
+            down = self._broker_gone()   # checked by poll(0) too: nothing to read is when it matters
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            if self._broker_gone():
+            if down:
                 remaining = min(remaining, RECONNECT_INTERVAL_S)
             self._cluster.maybe_refresh()
             gone = self._drop_deleted()
@@ -577,10 +578,13 @@ class Consumer(_fast.ConsumerCore):
                 if self._auto_store:
                     self._stored[(msg._topic, msg._partition)] = out[-1]._offset + 1
                 continue
-            remaining = deadline - time.monotonic()
-            if out or remaining <= 0:
+            if out:
                 break
-            if self._broker_gone():
+            down = self._broker_gone()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if down:
                 remaining = min(remaining, RECONNECT_INTERVAL_S)
             self._cluster.maybe_refresh()
             gone = self._drop_deleted()
@@ -623,10 +627,11 @@ class Consumer(_fast.ConsumerCore):
             if any(r.pending for r in self._readers.values()):
                 msgs = self.consume(max_records, 0)
                 return self._view_of_messages(msgs)
+            down = self._broker_gone()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            if self._broker_gone():
+            if down:
                 remaining = min(remaining, RECONNECT_INTERVAL_S)
             self._cluster.maybe_refresh()
             gone = self._drop_deleted()
