@@ -104,6 +104,18 @@ int shmlog_ring_has_data(const shmlog_ring_handle *ring, uint64_t position);
 int shmlog_ring_stuck_claims(const shmlog_ring_handle *ring, uint64_t position, int *slots, int max_slots);
 int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *doorbell);
 
+/* ---------------------------------------------------------------- a stopping broker (core/close.c) */
+
+/* Marks the ring closed (no producer claims anything in it from now on: SHMLOG_ECLOSED) and
+ * wakes producers waiting for space and consumers watching it. */
+void shmlog_ring_close(shmlog_ring_handle *ring, shmlog_doorbell *doorbell);
+/* A supervisor adopting a ring whose broker stopped half-way opens it again. */
+void shmlog_ring_reopen(shmlog_ring_handle *ring);
+int shmlog_ring_is_closed(const shmlog_ring_handle *ring);
+/* How many producer slots still hold a claim (CLAIMING or OWNED); the first max_slots go to slots.
+ * After shmlog_ring_close, none left means nothing more will ever be published in the ring. */
+int shmlog_ring_open_claims(const shmlog_ring_handle *ring, int *slots, int max_slots);
+
 /* ---------------------------------------------------------------- pins, release, persistence (core/persist.c) */
 
 int shmlog_pin_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token);

@@ -39,6 +39,9 @@
  *
  * The broker doorbell is a second object: SHMLOG_DOORBELL_SLOTS futex words a
  * blocked consumer sleeps on; a ring's waiter_mask says whom to wake.
+ *
+ * A stopping broker closes each ring (descriptor.closed, csrc/core/close.c) before it drains
+ * and unlinks it: a producer that finds it closed claims nothing (SHMLOG_ECLOSED).
  */
 #ifndef SHMLOG_LAYOUT_H
 #define SHMLOG_LAYOUT_H
@@ -102,6 +105,15 @@ enum shmlog_status {
     SHMLOG_ENOSLOT = -8,     /* every slot taken */
     SHMLOG_EFENCED = -9,     /* our claim was repaired away */
     SHMLOG_ESMALL = -10,     /* destination buffer too small */
+    SHMLOG_ECLOSED = -11,    /* the broker closed the ring (it is stopping): nothing more is claimed */
+};
+
+/* What the supervisor says of itself in the doorbell (broker_state). A stopping broker closes
+ * every ring first (shmlog_ring_close), then drains them to disk, then unlinks them. */
+enum shmlog_broker_state {
+    SHMLOG_BROKER_RUNNING = 0,
+    SHMLOG_BROKER_STOPPING = 1, /* rings closed: nothing more is published; the persister drains */
+    SHMLOG_BROKER_STOPPED = 2,  /* drained: everything ever published is in the segment files */
 };
 
 typedef struct shmlog_ring_descriptor {
@@ -115,7 +127,8 @@ typedef struct shmlog_ring_descriptor {
     uint32_t leader_epoch;
     uint32_t index_shift;
     uint64_t start_offset;
-    uint8_t pad[SHMLOG_CACHE_LINE - 56];
+    uint32_t closed;   /* set once, seq_cst, by a stopping broker (shmlog_ring_close); never cleared */
+    uint32_t reserved;
 } shmlog_ring_descriptor;
 
 typedef struct shmlog_ring_claim {
@@ -205,7 +218,7 @@ typedef struct shmlog_doorbell {
     uint32_t slot_count;
     uint64_t metadata_epoch; /* bumped by the supervisor whenever topics change */
     uint32_t supervisor_pid;
-    uint32_t reserved;
+    uint32_t broker_state; /* enum shmlog_broker_state */
     uint8_t pad[SHMLOG_CACHE_LINE - 32];
     shmlog_doorbell_slot slots[SHMLOG_DOORBELL_SLOTS];
 } shmlog_doorbell;

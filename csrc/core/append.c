@@ -106,7 +106,8 @@ static int space_wait(shmlog_ring_handle *ring, uint64_t claim_end, uint64_t dea
 }
 
 /* Claims frame_bytes for record_count offsets (publishing end-of-ring padding on the way);
- * returns the claimed position with the slot OWNED, or SHMLOG_EFULL at the deadline. */
+ * returns the claimed position with the slot OWNED, SHMLOG_EFULL at the deadline, or
+ * SHMLOG_ECLOSED once the broker closed the ring. */
 static int64_t frame_claim_space(shmlog_ring_handle *ring, shmlog_producer_slot *s, uint64_t frame_bytes,
                                  uint32_t record_count, uint64_t deadline, uint64_t *out_offset,
                                  shmlog_doorbell *bell) {
@@ -120,10 +121,18 @@ static int64_t frame_claim_space(shmlog_ring_handle *ring, shmlog_producer_slot 
         uint64_t claim_bytes = pad ? cap - idx : frame_bytes;
         uint32_t claim_count = pad ? 0 : record_count;
         if (pos + claim_bytes > load_acquire(&h->release.release_position) + cap) {
+            if (load_seq_cst(&h->descriptor.closed)) return SHMLOG_ECLOSED; /* no waiting on a stopping broker */
             if (space_wait(ring, pos + claim_bytes, deadline, bell) == SHMLOG_EFULL) return SHMLOG_EFULL;
             continue;
         }
         slot_write_intent(s, pos, off, (uint32_t)claim_bytes, claim_count);
+        /* Dekker with shmlog_ring_close (close.c): our CLAIMING store (seq_cst) comes before this
+         * load, the closer's store of `closed` before its loads of the slots, so either we see
+         * closed here or the closer sees our intent and waits for our frame to be published. */
+        if (load_seq_cst(&h->descriptor.closed)) {
+            store_release(&s->state, SHMLOG_SLOT_IDLE);
+            return SHMLOG_ECLOSED;
+        }
         crash_at(CRASH_BEFORE_CLAIM_CAS);
         if (!claim_pair_cas(&h->claim, pos, off, pos + claim_bytes, off + claim_count)) {
             store_release(&s->state, SHMLOG_SLOT_IDLE); /* a stale intent must not look like a live claim */

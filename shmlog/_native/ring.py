@@ -24,6 +24,7 @@ STATUS_NAMES = {
     lib.SHMLOG_ENOSLOT: "no free slot",
     lib.SHMLOG_EFENCED: "claim fenced",
     lib.SHMLOG_ESMALL: "buffer too small",
+    lib.SHMLOG_ECLOSED: "ring closed by a stopping broker",
 }
 
 # How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
@@ -132,6 +133,20 @@ class Ring:
         """Unmapped (the topic went away and the client dropped it): the handle must not be used."""
         return self.mapping.ptr is None
 
+    @property
+    def stopped(self):
+        """Closed by a stopping broker (csrc/core/close.c): nothing is claimed in it any more;
+        what it holds was published before the close and is drained to disk."""
+        return self.closed or bool(lib.shmlog_ring_is_closed(self.map))
+
+    def close_for_stop(self, doorbell):
+        """The supervisor's first step of a clean stop: producers claim nothing here from now on."""
+        lib.shmlog_ring_close(self.map, doorbell)
+
+    def open_claims(self):
+        """How many producer slots still hold a claim (CLAIMING or OWNED)."""
+        return lib.shmlog_ring_open_claims(self.map, ffi.NULL, 0)
+
     def release_producer_slot(self, slot):
         if not self.closed:
             lib.shmlog_producer_slot_release(self.map, slot, self._slot_tokens.pop(slot, 0))
@@ -167,6 +182,9 @@ class Ring:
             raise error(KafkaError._MSG_TIMED_OUT,
                         f"{self.where()}: ring full for max.block.ms={timeout_ms:g}: its "
                         f"{self.capacity_bytes} bytes are not yet persisted (persister behind or stopped)")
+        if rc == lib.SHMLOG_ECLOSED:
+            raise error(KafkaError._TRANSPORT,
+                        f"{self.where()}: the broker stopped (it closed the partition's ring): nothing was appended")
         if rc == lib.SHMLOG_ETOOBIG:
             raise error(KafkaError.MSG_SIZE_TOO_LARGE,
                         f"{self.where()}: a batch of {records_bytes} record bytes can never fit the partition's "
@@ -295,6 +313,15 @@ class Doorbell:
 
     def bump_metadata_epoch(self):
         self.header.metadata_epoch += 1
+
+    @property
+    def broker_state(self):
+        """lib.SHMLOG_BROKER_RUNNING, _STOPPING (rings closed, draining) or _STOPPED (drained)."""
+        return self.header.broker_state
+
+    @property
+    def running(self):
+        return self.mapping.ptr is not None and self.header.broker_state == lib.SHMLOG_BROKER_RUNNING
 
     def acquire(self):
         pid, started = procs.me()

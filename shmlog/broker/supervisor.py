@@ -41,6 +41,7 @@ HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, ret
 PERSISTER_RESTART_BACKOFF_S = 0.2
 PERSISTER_DRAIN_TIMEOUT_S = 60.0  # the persister gives up draining after 30 s (its DRAIN_TIMEOUT_S)
 DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
+STOP_CLAIMS_TIMEOUT_S = 5.0  # how long a clean stop waits for producers to publish what they claimed
 PERSISTER_LOCK = "persister.lock"  # the persister's (persister.LOCK_NAME); held while it writes segments
 SHM_KEEP_FREE = 20    # a request may not take /dev/shm below 1/20 (5%) of its size free
 # A deleted partition's directory, renamed aside as Kafka does: <topic>-<partition>.<32 hex>-delete,
@@ -124,6 +125,8 @@ class Supervisor:
                     d = ring.header.descriptor
                     if d.topic_id == self.meta["topics"][topic]["id"] and d.partition == partition:
                         shm.set_access(name, self.mode, self.policy.group)
+                        if ring.stopped:   # a broker that died half-way through its stop closed it
+                            lib.shmlog_ring_reopen(ring.map)
                         self.rings[(topic, partition)] = ring
                         continue
                     ring.close()
@@ -139,6 +142,7 @@ class Supervisor:
         if self.doorbell is None:
             self.doorbell = Doorbell.create(bell, self.mode, self.policy.group)
         self.doorbell.header.supervisor_pid = os.getpid()
+        self.doorbell.header.broker_state = lib.SHMLOG_BROKER_RUNNING
         for topic, partition in missing:
             self.create_ring(topic, partition)
 
@@ -211,6 +215,8 @@ class Supervisor:
                            t["id"], partition, start_offset=max(end, first), mode=self.mode,
                            group=self.policy.group)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
+        if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
+            ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
         self.rings[(topic, partition)] = ring
         return ring
 
@@ -932,8 +938,38 @@ class Supervisor:
             wake = min(wake, group_deadline)
         return max(0.0, wake - time.monotonic())
 
+    def close_rings(self):
+        """The first step of a clean stop, before the persister drains: close every ring, so no
+        producer claims anything more in it (they get SHMLOG_ECLOSED and keep their records), then
+        wait until every claim made before the close is published (or, a dead producer's,
+        repaired). From then on nothing more is ever published, so the drain that follows
+        persists everything a delivery report or a consumer has seen (csrc/core/close.c)."""
+        self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPING
+        for ring in self.rings.values():
+            ring.close_for_stop(self.doorbell.ptr)
+        deadline = time.monotonic() + STOP_CLAIMS_TIMEOUT_S
+        claimed = dict(self.rings)
+        while True:
+            for key, ring in list(claimed.items()):
+                if ring.open_claims():
+                    ring.reclaim_dead_slots(self.doorbell.ptr)
+                if not ring.open_claims():
+                    del claimed[key]
+            if not claimed:
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.001)  # a live producer publishes what it claimed within microseconds
+        for (topic, partition), ring in claimed.items():
+            pids = sorted({ring.header.producers[i].pid for i in range(lib.SHMLOG_PRODUCER_SLOTS)
+                           if ring.header.producers[i].state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED)})
+            log(f"{topic}-{partition}: producer process(es) {pids} still hold a claim {STOP_CLAIMS_TIMEOUT_S:.0f} s "
+                f"after the ring was closed (stopped mid-append?); what they publish later is not persisted")
+
     def shutdown(self):
+        self.close_rings()
         self.stop_persister()
+        self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPED
         self.remove_retired_dirs()
         for sock in list(self.clients):
             self.drop(sock)

@@ -30,6 +30,7 @@ from shmlog.message import (
 )
 
 MAX_FRAMES_PER_FETCH = 256
+RECONNECT_INTERVAL_S = 0.1   # how often a consumer whose broker stopped looks for it again
 _UINT64_MAX = (1 << 64) - 1
 
 
@@ -162,12 +163,9 @@ class Consumer(_fast.ConsumerCore):
         self._eof = cfg.enable_partition_eof
         self._cluster = connect(cfg, "consumer")
         self._cluster.populate_rings = not cfg.group_id
-        if cfg.shmlog_busy_poll:
-            self._wait = BusySpinWait(self._cluster.doorbell)
-        else:
-            spin_max_ns = cfg.shmlog_wait_spin_max_us * 1000
-            self._wait = BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns),
-                                      spin_max_ns=spin_max_ns)
+        self._wait = self._make_wait()
+        self._broker_down = False      # error_cb has heard that the broker went away
+        self._next_reconnect = 0.0
         self._readers = {}
         self._order = []
         self._next = 0
@@ -185,6 +183,13 @@ class Consumer(_fast.ConsumerCore):
         self._current = None           # the reader queue ConsumerCore.poll serves from
         self._stats = Statistics.of(self, "consumer", cfg)
         self._debug_fetch = self._cluster.log.enabled("fetch")
+
+    def _make_wait(self):
+        cfg = self._cfg
+        if cfg.shmlog_busy_poll:
+            return BusySpinWait(self._cluster.doorbell)
+        spin_max_ns = cfg.shmlog_wait_spin_max_us * 1000
+        return BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns), spin_max_ns=spin_max_ns)
 
     def _stop_serving(self):
         self._current = None
@@ -454,6 +459,60 @@ class Consumer(_fast.ConsumerCore):
         return Message(gone[0][0], gone[0][1], error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
                                                                 f"{names}: topic deleted; unassigned"))
 
+    # ------------------------------------------------------------------ a broker that stopped
+
+    def _broker_gone(self):
+        """Checked when a poll finds nothing to read: True while our broker is stopped (its
+        doorbell says so). error_cb hears it once; every RECONNECT_INTERVAL_S we look for a
+        running broker of the same data dir and, found, map its rings and go on from our
+        positions. What we read meanwhile is safe: a stopping broker closes its rings (nothing
+        more is published) and drains everything they hold before it unlinks them."""
+        if self._cluster.doorbell.running:
+            return False
+        if not self._broker_down:
+            self._broker_down = True
+            if self._cfg.error_cb is not None:
+                self._cfg.error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, f"the shmlog broker for "
+                                              f"{self._cluster.data_dir} stopped; waiting for it to come back"))
+        now = time.monotonic()
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + RECONNECT_INTERVAL_S
+            if self._reconnect():
+                self._broker_down = False
+                return False
+        return True
+
+    def _reconnect(self):
+        try:
+            cluster = connect(self._cfg, "consumer")
+        except KafkaException:
+            return False
+        if not cluster.doorbell.running:   # still the stopping one, draining
+            cluster.close()
+            return False
+        cluster.populate_rings = self._cluster.populate_rings
+        for ring, pin in self._pins.items():
+            ring.release_pin(pin)
+        self._pins.clear()
+        self._pins_held = False
+        self._stop_serving()
+        self._set_solo(None)
+        old, self._cluster = self._cluster, cluster
+        self._wait.close()
+        self._wait = self._make_wait()
+        for key, reader in list(self._readers.items()):
+            try:
+                reader.ring = cluster.ring(*key)
+            except KafkaException:   # the partition is gone: as a deleted topic, it leaves the assignment
+                del self._readers[key]
+                continue
+            reader.ring_address = address(reader.ring.map)
+            self._to_ring_or_segments(reader)   # same position: the new ring, or the drained segments
+        self._order = list(self._readers)
+        self._update_solo()
+        old.close()
+        return True
+
     def _decode_rest(self, reader, stop, n, added):
         """Decode fetched frames[stop:n] (from a compressed or invalid batch on) after the C
         decoder queued `added` records of the frames before them."""
@@ -553,9 +612,12 @@ class Consumer(_fast.ConsumerCore):
                 if self._auto_store and msg._error is None:
                     self._stored[(msg._topic, msg._partition)] = msg._offset + 1
                 return msg
+            down = self._broker_gone()   # checked by poll(0) too: nothing to read is when it matters
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
+            if down:
+                remaining = min(remaining, RECONNECT_INTERVAL_S)
             self._cluster.maybe_refresh()
             gone = self._drop_deleted()
             if gone is not None:
@@ -600,9 +662,14 @@ class Consumer(_fast.ConsumerCore):
                 if self._auto_store:
                     self._stored[(msg._topic, msg._partition)] = out[-1]._offset + 1
                 continue
-            remaining = deadline - time.monotonic()
-            if out or remaining <= 0:
+            if out:
                 break
+            down = self._broker_gone()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if down:
+                remaining = min(remaining, RECONNECT_INTERVAL_S)
             self._cluster.maybe_refresh()
             gone = self._drop_deleted()
             if gone is not None:
@@ -644,9 +711,12 @@ class Consumer(_fast.ConsumerCore):
             if any(r.pending for r in self._readers.values()):
                 msgs = self.consume(max_records, 0)
                 return self._view_of_messages(msgs)
+            down = self._broker_gone()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
+            if down:
+                remaining = min(remaining, RECONNECT_INTERVAL_S)
             self._cluster.maybe_refresh()
             gone = self._drop_deleted()
             if gone is not None:

@@ -22,6 +22,8 @@ from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RecordsBuilder, record
 from shmlog.log.batch import encode_headers as encode_record_headers
 from shmlog.log.codec import NONE, codec_id, compress_records
 
+RECONNECT_INTERVAL_S = 0.1   # how often a producer whose broker stopped looks for it again
+
 
 def _to_bytes(value, what):
     if value is None or type(value) is bytes:
@@ -132,19 +134,29 @@ class Producer(_fast.ProducerCore):
         self._reports = collections.deque()   # (batch, error) awaiting poll()
         self._durable = collections.deque()   # (ring, last_offset, batch) awaiting fsync (acks=all)
         self._stats = Statistics.of(self, "producer", cfg)
+        # Batches a stopping broker refused (its ring was closed: SHMLOG_ECLOSED), oldest first: they
+        # wait for a broker of the same data dir to come back, up to message.timeout.ms.
+        self._stalled = collections.deque()
+        self._broker_down = False             # error_cb has heard that the broker went away
+        self._next_reconnect = 0.0
+        self._retired = []                    # clusters of stopped brokers whose rings acks=all batches still use
         self._closed = False
         self._wake = threading.Event()
         self._linger_thread = None
         if self._linger_s > 0:
             self._linger_thread = threading.Thread(target=self._linger_loop, name="shmlog-linger", daemon=True)
-        doorbell = self._cluster.doorbell
+        self._bind_cluster()
+        if self._linger_thread is not None:
+            self._linger_thread.start()
+
+    def _bind_cluster(self):
+        """Point the C core at the cluster's doorbell (its metadata epoch and wake-ups)."""
+        cfg, doorbell = self._cfg, self._cluster.doorbell
         self._configure(self._on_delivery, self._wake.set if self._linger_thread else None,
                         _address(ffi.addressof(doorbell.header, "metadata_epoch")), _address(doorbell.ptr),
                         cfg.partitioner in _FAST_PARTITIONERS, self._null_key_random, self._linger_s <= 0,
                         self._acks, self._codec != NONE, cfg.batch_num_messages, max_queued_records,
                         self._max_queued_bytes, self._max_block_ms)
-        if self._linger_thread is not None:
-            self._linger_thread.start()
 
     # ------------------------------------------------------------------ produce
 
@@ -251,6 +263,9 @@ class Producer(_fast.ProducerCore):
 
     def _after_send(self, batch):
         """A batch the C core appended (or failed to) that needs reports, an fsync or an error."""
+        if batch.status == lib.SHMLOG_ECLOSED:
+            self._stalled.append(batch)   # the broker is stopping: nothing was appended; kept for its return
+            return
         err = None
         if batch.status < 0:
             ring = batch.route.rings[batch.partition]
@@ -284,6 +299,122 @@ class Producer(_fast.ProducerCore):
                 if due_s is None:
                     break
                 time.sleep(min(due_s, self._linger_s))
+
+    # ------------------------------------------------------------------ a broker that stopped
+
+    def _serve_outage(self):
+        """While batches wait for a stopped broker (self._stalled): tell error_cb once, look for a
+        broker of the same data dir every RECONNECT_INTERVAL_S and hand them to it, and report
+        those older than message.timeout.ms as failed. A report never says delivered for a record
+        that is not in the log: a stopped broker's rings take nothing after its final drain."""
+        if self._retired:
+            self._drop_retired()
+        if not self._stalled:
+            return
+        if not self._broker_down:
+            self._broker_down = True
+            self._error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, f"the shmlog broker for "
+                                      f"{self._cluster.data_dir} stopped; {len(self)} records wait for it to come "
+                                      f"back (up to message.timeout.ms={self._cfg.message_timeout_ms})"))
+        now = time.monotonic()
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + RECONNECT_INTERVAL_S
+            self._reconnect()
+        if self._stalled:
+            self._locked(self._expire_stalled)
+        if not self._stalled:
+            self._broker_down = False
+
+    def _error_cb(self, err):
+        if self._cfg.error_cb is not None:
+            self._cfg.error_cb(err)
+
+    def _reconnect(self):
+        """A running broker for our data dir: map its rings and append the stalled batches to them."""
+        try:
+            cluster = connect(self._cfg, "producer")
+        except KafkaException:
+            return
+        if not cluster.doorbell.running:   # still the stopping one, draining
+            cluster.close()
+            return
+        # Open batches go to the old rings first: refused as well, they queue behind the others.
+        self._reset_routes()
+        old, self._cluster = self._cluster, cluster
+        self._route_info.clear()
+        self._bind_cluster()
+        self._locked(self._resend_stalled)
+        self._retired.append(old)
+        self._drop_retired()
+
+    def _resend_stalled(self):
+        """(Send lock held.) Append the stalled batches, oldest first, to the running broker's rings."""
+        doorbell = self._cluster.doorbell.ptr
+        out = ffi.new("uint64_t *")
+        while self._stalled:
+            batch = self._stalled[0]
+            try:
+                ring = self._cluster.ring(batch.topic, batch.partition)
+            except KafkaException as exc:   # the topic went away meanwhile
+                self._stalled.popleft()
+                self._reports.append((batch, exc.args[0]))
+                continue
+            if self._codec == NONE:
+                records, attributes = batch, 0
+            else:
+                records, attributes = self._compress(batch)
+            records = ffi.from_buffer(records)
+            rc = lib.shmlog_ring_append(ring.map, self._slot(ring), records, len(records), batch.count,
+                                        batch.base_timestamp, batch.max_timestamp, attributes, -1, -1, -1,
+                                        int(self._max_block_ms * 1_000_000), doorbell, out)
+            if rc == lib.SHMLOG_ECLOSED:
+                return   # stopping again: they keep waiting
+            self._stalled.popleft()
+            if rc < 0:
+                try:
+                    ring._append_failed(rc, len(records), self._max_block_ms)
+                except KafkaException as exc:
+                    self._reports.append((batch, exc.args[0]))
+                continue
+            batch.base_offset, batch.status = out[0], 0
+            if self._acks == -1:
+                lib.shmlog_ring_request_flush(ring.map, out[0] + batch.count)
+                self._durable.append((ring, out[0] + batch.count - 1, batch))
+            else:
+                self._deliver(batch, None)
+
+    def _expire_stalled(self):
+        """(Send lock held.) Stalled batches older than message.timeout.ms fail."""
+        limit_s = self._cfg.message_timeout_ms / 1000.0
+        now = time.monotonic()
+        keep = collections.deque()
+        for batch in self._stalled:
+            if now - batch.created < limit_s:
+                keep.append(batch)
+                continue
+            self._reports.append((batch, KafkaError(
+                KafkaError._MSG_TIMED_OUT, f"{batch.topic}-{batch.partition}: {len(batch)} records not delivered: "
+                f"the shmlog broker for {self._cluster.data_dir} stopped and did not come back within "
+                f"message.timeout.ms={self._cfg.message_timeout_ms}")))
+        self._stalled = keep
+
+    def _drop_retired(self):
+        """Unmap a stopped broker's rings once no acks=all batch waits on them (send lock held, so
+        no append is inside one)."""
+        used = {id(ring) for ring, _, _ in self._durable}
+        for cluster in list(self._retired):
+            rings = list(cluster.rings.values())
+            if any(id(ring) in used for ring in rings):
+                continue
+            self._retired.remove(cluster)
+            self._locked(self._close_retired, cluster, rings)
+
+    def _close_retired(self, cluster, rings):
+        for ring in rings:
+            slot = self._slots.pop(ring, None)
+            if slot is not None:   # the same object again when a restarted supervisor adopted it
+                ring.release_producer_slot(slot)
+        cluster.close()
 
     # ------------------------------------------------------------------ reports
 
@@ -342,6 +473,10 @@ class Producer(_fast.ProducerCore):
         if timeout_s is not None and timeout_s < 0:
             timeout_s = 3600.0 * 24
         self._close_batches(False, self._linger_s)
+        if self._stalled or self._retired:
+            self._serve_outage()
+            if self._stalled:
+                timeout_s = min(timeout_s, RECONNECT_INTERVAL_S)
         self._collect_durable(0 if self._reports else timeout_s)
         served = self._serve_reports()
         if self._stats is not None:
@@ -353,12 +488,18 @@ class Producer(_fast.ProducerCore):
         deadline = time.monotonic() + (3600.0 * 24 if timeout is None or timeout < 0 else timeout)
         self._close_batches(True, 0.0)
         while True:
-            self._collect_durable(deadline - time.monotonic())
+            self._serve_outage()
+            wait_s = deadline - time.monotonic()
+            if self._stalled:
+                wait_s = min(wait_s, RECONNECT_INTERVAL_S)
+            self._collect_durable(wait_s)
             self._serve_reports()
             if self._stats is not None:
                 self._stats.maybe_emit()
-            if not self._durable or time.monotonic() >= deadline:
+            if not self._durable and not self._stalled or time.monotonic() >= deadline:
                 return len(self)
+            if self._stalled and not self._durable:
+                time.sleep(max(0.0, min(self._next_reconnect, deadline) - time.monotonic()))
 
     def __len__(self):
         return self._queued_records
@@ -484,6 +625,9 @@ class Producer(_fast.ProducerCore):
         self._wake.set()
         self._locked(self._release_slots)
         self._routes.clear()
+        for cluster in self._retired:
+            cluster.close()
+        self._retired.clear()
         self._cluster.close()
 
     def _release_slots(self):

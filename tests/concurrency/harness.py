@@ -14,6 +14,9 @@ steering a delay so that most rounds land where either side could win.
   released past c must never both happen.
 - watch_duelist / publish_duelist: go to sleep (look, watch, look again, futex) vs publish and
   ring. The sleeper must see the record or have its doorbell sequence moved.
+- close_duelist / claim_duelist: a stopping broker closes the ring and looks at the claims vs
+  a producer appends one record. The closer, once it sees no claim, must see the ring's end
+  stay where it is: the producer backed out (SHMLOG_ECLOSED) or was seen and waited for.
 
 Scenarios (the handshakes inside a working ring):
 - pin vs release: readers pin the next unreleased frame and, while the pin is granted, check
@@ -25,9 +28,9 @@ Scenarios (the handshakes inside a working ring):
   timeout although the record it waited for was published well before is a lost wake-up.
 
 The protocol steps the harness composes itself are module-level functions (`pin`,
-`recheck_after_watch`), so a deliberately weakened variant can be swapped in to see the tests
-fail; the C core can be swapped for a weakened build too (core_override.py). tests/README.md
-shows both; the committed steps are the project's.
+`recheck_after_watch`, `close_and_look_at_claims`), so a deliberately weakened variant can be
+swapped in to see the tests fail; the C core can be swapped for a weakened build too
+(core_override.py). tests/README.md shows both; the committed steps are the project's.
 """
 import collections
 import multiprocessing
@@ -76,6 +79,10 @@ DUEL_SECONDS = 5.0        # both sides spin: on a host busy with other work roun
 DUEL_JITTER = 8           # loop iterations of random lead around the steered one
 DUEL_MAX_STEP = 4096      # loop iterations (tens of microseconds) the steering moves at most per round
 DUEL_SLEEP_NS = 1_000_000_000  # a duelling sleeper's futex timeout
+DUEL_CLOSE_ROUNDS = 20_000 # x SCALE, or until DUEL_SECONDS x SCALE passed
+
+# close vs claim (scenario)
+CLOSE_AFTER = 2000        # records each producer appends before the closer closes the ring
 
 
 # ---------------------------------------------------------------------------- the steps under test
@@ -88,6 +95,13 @@ def pin(ring, pin_slot, position):
 def recheck_after_watch(ring, cursor):
     """After setting the waiter bit: has a record arrived since we last looked?"""
     return ring.has_data(cursor.position)
+
+
+def close_and_look_at_claims(ring):
+    """A stopping broker's step: close the ring, then count the claims still open (a claim seen
+    here is waited for; none means nothing more will ever be published)."""
+    ring.close_for_stop(ffi.NULL)
+    return ring.open_claims()
 
 
 # ---------------------------------------------------------------------------- running roles
@@ -756,3 +770,152 @@ def duel_pins_against_releases(names, rounds=None):
 
 def duel_watches_against_publications(names, wait, rounds=None):
     return duel(watch_duelist, publish_duelist, names, rounds or DUEL_WAKE_ROUNDS * SCALE, wait=wait)
+
+
+# ---------------------------------------------------------------------------- close vs claim
+
+def settle(ring, first_look, deadline):
+    """After the close: spin until no producer slot holds a claim; True if one was seen."""
+    claims, seen = first_look, first_look > 0
+    n = 0
+    while claims:
+        n += 1
+        if n & 0x3FF == 0:
+            os.sched_yield()
+            if time.monotonic() > deadline:
+                raise AssertionError("a claim stayed open after the close")
+        claims = ring.open_claims()
+    return seen
+
+
+def persist_everything(ring):
+    """Play the persister: everything published is persisted and its space released."""
+    position, offset = ring.end()
+    lib.shmlog_ring_publish_persisted(ring.map, position, offset, offset)
+    lib.shmlog_ring_release_to(ring.map, position)
+
+
+def close_duelist(barrier, ring_name, ctl, rounds, deadline):
+    """Closes the ring (and looks at the claims) while the other side appends one record: once
+    no claim is seen, the ring's end must never move again."""
+    ring = Ring.open(ring_name, "duel", 0)
+    rnd = random.Random(5)
+    stats = collections.Counter()
+    bad = Violations()
+    steering = Steering(1, DUEL_MAX_STEP)
+    barrier.wait(START_TIMEOUT_S)
+    stop_at = time.monotonic() + DUEL_SECONDS * SCALE
+    try:
+        for k in range(1, rounds + 1):
+            if time.monotonic() > stop_at:
+                break
+            stats["rounds"] += 1
+            this_lead = steering.lead + rnd.randint(-DUEL_JITTER, DUEL_JITTER)
+            ctl[LEAD] = this_lead
+            ctl[GO] = k
+            loop_delay(this_lead)
+            waited = settle(ring, close_and_look_at_claims(ring), deadline)
+            end = ring.end()[1]
+            wait_for(ctl, DONE, k, deadline)
+            appended = ctl[ARG]
+            if ring.end()[1] != end:
+                bad.add(f"round {k}: no claim was open after the close, the end was offset {end}, and then "
+                        f"offset {appended} was appended (end now {ring.end()[1]})")
+            elif appended < 0:
+                stats["closer_won"] += 1
+                steering.move(+1)   # the close came first: close later
+            else:
+                stats["waited_for_claim" if waited else "append_won"] += 1
+                steering.move(-1)
+            lib.shmlog_ring_reopen(ring.map)
+            persist_everything(ring)
+    finally:
+        ctl[STOP] = 1
+    return {**stats, "violations": bad.count, "examples": bad.kept, "lead": steering.lead}
+
+
+def claim_duelist(barrier, ring_name, ctl, deadline):
+    """Appends one record per round: ctl[ARG] = its offset, or -1 when the ring was closed."""
+    ring = Ring.open(ring_name, "duel", 0)
+    slot = ring.acquire_producer_slot()
+    out = ffi.new("uint64_t *")
+    value = ffi.new("uint8_t[8]")
+    barrier.wait(START_TIMEOUT_S)
+    k = 0
+    try:
+        while wait_for(ctl, GO, k + 1, deadline):
+            k += 1
+            loop_delay(-ctl[LEAD])
+            rc = lib.shmlog_ring_append_fixed(ring.map, slot, 1, value, 8, 0, APPEND_TIMEOUT_MS * 1_000_000,
+                                              ffi.NULL, out)
+            assert rc >= 0 or rc == lib.SHMLOG_ECLOSED, f"round {k}: append failed with {rc}"
+            ctl[ARG] = out[0] if rc >= 0 else -1
+            ctl[DONE] = k
+    finally:
+        ring.release_producer_slot(slot)
+    return {"appends": k}
+
+
+def duel_closes_against_claims(names, rounds=None):
+    return duel(close_duelist, claim_duelist, (names[0], None), rounds or DUEL_CLOSE_ROUNDS * SCALE)
+
+
+def close_producer(barrier, ring_name, stop, results, index, deadline):
+    """Appends records until the ring is closed; results[index] = how many were appended,
+    results[index + 1] = the largest offset appended (-1: none)."""
+    ring = Ring.open(ring_name, "closing", 0)
+    slot = ring.acquire_producer_slot()
+    out = ffi.new("uint64_t *")
+    value = ffi.new("uint8_t[8]")
+    barrier.wait(START_TIMEOUT_S)
+    appended, last = 0, -1
+    try:
+        while not stop.is_set():
+            rc = lib.shmlog_ring_append_fixed(ring.map, slot, 1, value, 8, 0, APPEND_TIMEOUT_MS * 1_000_000,
+                                              ffi.NULL, out)
+            if rc == lib.SHMLOG_ECLOSED:
+                break
+            assert rc >= 0, f"append failed with {rc}"
+            appended, last = appended + 1, out[0]
+            results[index], results[index + 1] = appended, last
+            if time.monotonic() > deadline:
+                raise AssertionError("the ring was never closed")
+    finally:
+        ring.release_producer_slot(slot)
+    return {"appended": appended, "last": last, "refused": not stop.is_set()}
+
+
+def closer(barrier, ring_name, results, producers, deadline):
+    """Persists behind the producers until each appended CLOSE_AFTER records, then closes the
+    ring and waits out the claims; returns the ring's end then, and whether a claim was seen."""
+    ring = Ring.open(ring_name, "closing", 0)
+    barrier.wait(START_TIMEOUT_S)
+    while any(results[2 * i] < CLOSE_AFTER for i in range(producers)):
+        persist_everything(ring)
+        if time.monotonic() > deadline:
+            raise AssertionError("the producers never got going")
+    waited = settle(ring, close_and_look_at_claims(ring), deadline)
+    end = ring.end()[1]
+    persist_everything(ring)   # producers blocked for space look again, and back out
+    return {"end": end, "waited": waited}
+
+
+def race_close_against_producers(mode, ring_name, producers=3, budget_s=None):
+    """Producers append as fast as they can while the closer closes the ring under them."""
+    budget_s = budget_s or 60.0 * SCALE
+    owner = Ring.create(ring_name, CAPACITY, "closing", 1, 0)
+    team = Team(mode, producers + 1)
+    results = team.shared_int64s(2 * producers)
+    stop = team.event()
+    deadline = time.monotonic() + budget_s
+    try:
+        for i in range(producers):
+            team.start(f"producer{i}", close_producer, ring_name=ring_name, stop=stop, results=results,
+                       index=2 * i, deadline=deadline)
+        team.start("closer", closer, ring_name=ring_name, results=results, producers=producers, deadline=deadline)
+        got = team.collect(["closer"] + [f"producer{i}" for i in range(producers)], deadline + START_TIMEOUT_S)
+        got["end_after"] = owner.end()[1]
+    finally:
+        team.finish([stop])
+        owner.close()
+    return got
