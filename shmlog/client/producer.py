@@ -120,7 +120,7 @@ class Producer(_fast.ProducerCore):
         self._max_block_ms = cfg.max_block_ms
         self._max_queued = cfg.queue_buffering_max_messages
         # 0 means no limit (librdkafka's documented meaning); the C core counts against the bound.
-        max_queued_records = self._max_queued or (1 << 62)
+        self._max_queued_records = self._max_queued or (1 << 62)
         self._max_queued_bytes = min(cfg.queue_buffering_max_kbytes * 1024, cfg.buffer_memory)
         self._record_limit = min(cfg.max_request_size, cfg.message_max_bytes)
         self._on_delivery = cfg.on_delivery
@@ -155,7 +155,7 @@ class Producer(_fast.ProducerCore):
         self._configure(self._on_delivery, self._wake.set if self._linger_thread else None,
                         _address(ffi.addressof(doorbell.header, "metadata_epoch")), _address(doorbell.ptr),
                         cfg.partitioner in _FAST_PARTITIONERS, self._null_key_random, self._linger_s <= 0,
-                        self._acks, self._codec != NONE, cfg.batch_num_messages, max_queued_records,
+                        self._acks, self._codec != NONE, cfg.batch_num_messages, self._max_queued_records,
                         self._max_queued_bytes, self._max_block_ms)
 
     # ------------------------------------------------------------------ produce
