@@ -17,11 +17,12 @@ _names = itertools.count(1)
 
 
 class ClientLog:
-    def __init__(self, cfg, kind):
-        self.logger = cfg.logger or logging.getLogger("shmlog.client")
-        self.name = f"{cfg.get('client.id') or 'rdkafka'}#{kind}-{next(_names)}"
-        self.contexts = frozenset(cfg.debug or ())
-        self.max_level = max(cfg.log_level, _DEBUG if self.contexts else 0)
+    def __init__(self, cfg=None, kind="client"):
+        """cfg: a parsed client config (None: the defaults: the shmlog.client logger, level 6)."""
+        self.logger = (cfg.logger if cfg is not None else None) or logging.getLogger("shmlog.client")
+        self.name = f"{(cfg.get('client.id') if cfg is not None else None) or 'rdkafka'}#{kind}-{next(_names)}"
+        self.contexts = frozenset((cfg.debug if cfg is not None else None) or ())
+        self.max_level = max(cfg.log_level if cfg is not None else 6, _DEBUG if self.contexts else 0)
 
     def enabled(self, context):
         """True when `debug` names this context (or all): build costly debug text only then."""

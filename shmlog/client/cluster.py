@@ -16,10 +16,10 @@ from shmlog.errors import KafkaError, KafkaException, error
 
 
 class Cluster:
-    def __init__(self, bootstrap_servers, kind, log):
+    def __init__(self, bootstrap_servers, kind, log=None):
         self.data_dir = control.data_dir_from_bootstrap(bootstrap_servers)
         self.kind = kind
-        self.log = log
+        self.log = log or ClientLog(kind=kind)
         self.control = control.Control(self.data_dir, register_as=kind)
         self.pid = os.getpid()
         # The C core's fork generation (pthread_atfork), as ProducerCore/ConsumerCore check it.
