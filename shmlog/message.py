@@ -39,4 +39,6 @@ class TopicPartition:
 
     def __repr__(self):
         return (f"TopicPartition{{topic={self.topic},partition={self.partition},offset={self.offset},"
-                f"error={self.error}}}")
+                f"leader_epoch={self.leader_epoch},error={self.error}}}")
+
+    __str__ = __repr__

@@ -429,3 +429,27 @@ class NumpyDeserializer(Deserializer):
             return np.empty(shape, dtype)
         arr = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
         return arr.reshape(shape, order="F" if fortran else "C")
+
+
+class SerializerBuilder:
+    """confluent-kafka's (experimental) base of serializer builders, for names' sake: shmlog's
+    SerializingProducer takes built serializers (key.serializer / value.serializer), not
+    builders, and refuses key.serializer.builder as an unknown configuration property."""
+
+    __slots__ = []
+
+    def build(self, conf, is_key):
+        raise NotImplementedError
+
+
+class DeserializerBuilder:
+    """The deserializing counterpart of SerializerBuilder (likewise not taken by shmlog's
+    DeserializingConsumer)."""
+
+    __slots__ = []
+
+    def build(self, conf, is_key):
+        raise NotImplementedError
+
+
+__all__ += ["SerializerBuilder", "DeserializerBuilder"]

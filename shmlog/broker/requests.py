@@ -251,6 +251,11 @@ REQUESTS = {
                                         offset=required(OFFSET))))),
     "status": Object(),
     "shutdown": Object(),
+    "describe_cluster": Object(),
+    "describe_configs": Object(topics=optional(List(NAME), [])),
+    "incremental_alter_configs": Object(
+        topics=required(Map(NAME, List(Tuple(Str(255), Int(0, 3), Scalar()), max_items=1000))),
+        validate_only=optional(Bool(), False)),
     # group_service.py (GroupService.OPS)
     "join_group": Object(
         group=required(NAME), client_id=optional(NAME, ""), protocols=required(List(Str(255), max_items=64)),

@@ -708,6 +708,98 @@ class Supervisor:
     def op_shutdown(self, sock, request):
         self.running = False
 
+    def op_describe_cluster(self, sock, request):
+        """AdminClient.describe_cluster/cluster_id: the data dir's cluster id (made on first ask)."""
+        try:
+            return {"cluster_id": metadata.cluster_id(self.data_dir)}
+        except OSError as exc:
+            raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"cannot read or write the cluster id under "
+                          f"{self.data_dir}/meta: {exc}")
+
+    def op_describe_configs(self, sock, request):
+        """AdminClient.describe_configs: per topic its effective config and what was set on it;
+        the broker's config and which keys were given to it (the rest are defaults)."""
+        names = request.get("topics") or []
+        if not isinstance(names, list):
+            raise Refused(KafkaError.INVALID_REQUEST, "describe_configs: topics must be a list of names")
+        topics = {}
+        for name in names:
+            t = self.meta["topics"].get(name) if isinstance(name, str) else None
+            if t is not None:
+                topics[name] = {"config": self.topic_config(t), "set": dict(t["config"])}
+        return {"topics": topics, "broker": {"config": self.config.as_dict(), "set": sorted(self.config.explicit)}}
+
+    INCREMENTAL_OPS = ("SET", "DELETE", "APPEND", "SUBTRACT")   # AlterConfigOpType values 0..3
+    LIST_TOPIC_KEYS = ("cleanup.policy",)
+
+    def op_incremental_alter_configs(self, sock, request):
+        """AdminClient.incremental_alter_configs: {topic: [[key, op, value], ...]} applied to what
+        is set on each topic (DELETE reverts a key to its default), checked as alter_configs is."""
+        results = {}
+        topics = request.get("topics")
+        if not isinstance(topics, dict) or not all(isinstance(ops, list) for ops in topics.values()):
+            raise Refused(KafkaError.INVALID_REQUEST, "incremental_alter_configs: topics must map names to lists "
+                          "of [key, op, value]")
+        for topic, ops in topics.items():
+            t = self.meta["topics"].get(topic)
+            if t is None:
+                results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]
+                continue
+            try:
+                own = self.incremental_config(t, ops)
+                cfg = parse_topic_config(own)
+            except Refused as exc:
+                results[topic] = [exc.code, str(exc)]
+                continue
+            except KafkaException as exc:
+                results[topic] = [KafkaError.INVALID_CONFIG, str(exc)]
+                continue
+            if effective_topic_config(cfg, self.config)["ring.bytes"] != self.topic_config(t)["ring.bytes"]:
+                results[topic] = [KafkaError.INVALID_CONFIG, "ring.bytes cannot change after creation"]
+                continue
+            if not request.get("validate_only"):
+                new = copy.deepcopy(self.meta)
+                new["topics"][topic]["config"] = cfg
+                try:
+                    self.save_meta(new)
+                except Refused as exc:
+                    results[topic] = [exc.code, str(exc)]
+                    continue
+                self.meta = new
+                self.doorbell.bump_metadata_epoch()
+            results[topic] = None
+        return {"results": results}
+
+    def incremental_config(self, t, ops):
+        own = dict(t["config"])
+        for item in ops:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
+                raise Refused(KafkaError.INVALID_REQUEST, f"{item!r} is not a [key, op, value] triple")
+            key, op, value = item
+            if not isinstance(op, int) or isinstance(op, bool) or not 0 <= op < len(self.INCREMENTAL_OPS):
+                raise Refused(KafkaError.INVALID_REQUEST, f"{key}: unknown incremental operation {op!r}")
+            if key not in own and key not in self.topic_config(t):
+                parse_topic_config({key: value})   # an unknown key: KafkaException naming it
+            name = self.INCREMENTAL_OPS[op]
+            if name == "SET":
+                own.update(parse_topic_config({key: value}))
+            elif name == "DELETE":
+                own.pop(key, None)
+            elif key not in self.LIST_TOPIC_KEYS:
+                raise Refused(KafkaError.INVALID_REQUEST, f"Config value {name.lower()} is not allowed for config "
+                              f"key: {key} (it is not a list)")
+            else:
+                current = [v for v in str(own.get(key, self.topic_config(t)[key])).split(",") if v]
+                given = [v.strip() for v in str(value or "").split(",") if v.strip()]
+                if name == "APPEND":
+                    items = current + [v for v in given if v not in current]
+                else:
+                    items = [v for v in current if v not in given]
+                if not items:
+                    raise Refused(KafkaError.INVALID_CONFIG, f"{key}: removing {value!r} would leave it empty")
+                own.update(parse_topic_config({key: ",".join(items)}))
+        return own
+
     # ------------------------------------------------------------------ loop
 
     def accept(self):

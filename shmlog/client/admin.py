@@ -1,11 +1,23 @@
 """AdminClient: topic and consumer-group management returning futures, as confluent-kafka does."""
 import concurrent.futures
 import enum
+import functools
+import struct
 
 from shmlog.client.cluster import connect
-from shmlog.config import parse_admin_config, topic_name_problem
+from shmlog.config import _TOPIC_DEFAULT_FROM_BROKER, INTERNAL_TOPICS, parse_admin_config, topic_name_problem
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.message import TopicPartition
+from shmlog.model import (
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    ConsumerGroupType,
+    IsolationLevel,
+    Node,
+    TopicCollection,
+    TopicPartitionInfo,
+    Uuid,
+)
 
 
 def _must_be_int(cls, name, value):
@@ -87,6 +99,9 @@ class NewPartitions:
         self.new_total_count = _must_be_int("NewPartitions", "new_total_count", new_total_count)
         self.replica_assignment = replica_assignment
 
+    def __repr__(self):
+        return f"NewPartitions(topic={self.topic},new_total_count={self.new_total_count})"
+
 
 class DeletedRecords:
     """What delete_records did to one partition: `low_watermark` is its new log start offset."""
@@ -98,89 +113,338 @@ class DeletedRecords:
         return f"DeletedRecords(low_watermark={self.low_watermark})"
 
 
-class ConfigResource:
-    class Type:
-        UNKNOWN, ANY, TOPIC, GROUP, BROKER = 0, 1, 2, 3, 4
+# ---------------------------------------------------------------------------- enums
+# confluent_kafka.admin's, with its values (librdkafka's numbers).
 
-    def __init__(self, restype, name, set_config=None, described_configs=None, error=None):
+class _Ordered(enum.Enum):
+    def __lt__(self, other):
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return self.value < other.value
+
+
+class ResourceType(_Ordered):
+    UNKNOWN = 0
+    ANY = 1
+    TOPIC = 2
+    GROUP = 3
+    BROKER = 4
+    TRANSACTIONAL_ID = 5
+
+
+class ResourcePatternType(_Ordered):
+    UNKNOWN = 0
+    ANY = 1
+    MATCH = 2
+    LITERAL = 3
+    PREFIXED = 4
+
+
+class AclOperation(_Ordered):
+    UNKNOWN = 0
+    ANY = 1
+    ALL = 2
+    READ = 3
+    WRITE = 4
+    CREATE = 5
+    DELETE = 6
+    ALTER = 7
+    DESCRIBE = 8
+    CLUSTER_ACTION = 9
+    DESCRIBE_CONFIGS = 10
+    ALTER_CONFIGS = 11
+    IDEMPOTENT_WRITE = 12
+
+
+class AclPermissionType(_Ordered):
+    UNKNOWN = 0
+    ANY = 1
+    DENY = 2
+    ALLOW = 3
+
+
+class AlterConfigOpType(enum.Enum):
+    SET = 0
+    DELETE = 1
+    APPEND = 2
+    SUBTRACT = 3
+
+
+class ConfigSource(enum.IntEnum):
+    """Where a described config value comes from. confluent-kafka's ConfigEntry.source is the
+    plain int librdkafka reports (its examples print ConfigSource(entry.source)); shmlog's is
+    this enum, which is an int too, so `entry.source == 5`, `ConfigSource(entry.source)` and
+    `entry.source == ConfigSource.DEFAULT_CONFIG` all hold."""
+
+    UNKNOWN_CONFIG = 0
+    DYNAMIC_TOPIC_CONFIG = 1
+    DYNAMIC_BROKER_CONFIG = 2
+    DYNAMIC_DEFAULT_BROKER_CONFIG = 3
+    STATIC_BROKER_CONFIG = 4
+    DEFAULT_CONFIG = 5
+    GROUP_CONFIG = 8
+
+    __str__ = enum.Enum.__str__
+    __format__ = enum.Enum.__format__
+
+
+# ---------------------------------------------------------------------------- configs
+
+@functools.total_ordering
+class ConfigResource:
+    Type = ResourceType
+
+    def __init__(self, restype, name, set_config=None, described_configs=None, error=None,
+                 incremental_configs=None):
+        if name is None:
+            raise ValueError("Expected resource name to be a string")
         if isinstance(restype, str):
-            if restype.upper() not in ("UNKNOWN", "ANY", "TOPIC", "GROUP", "BROKER"):
-                raise ValueError(f"ConfigResource() argument 'restype': unknown resource type {restype!r}")
-            restype = getattr(ConfigResource.Type, restype.upper())
-        if not isinstance(restype, int) or isinstance(restype, bool):
+            try:
+                restype = ResourceType[restype.upper()]
+            except KeyError:
+                raise ValueError(f'Unknown resource type "{restype}": should be a ConfigResource.Type') from None
+        elif isinstance(restype, int) and not isinstance(restype, bool):
+            restype = ResourceType(restype)
+        if not isinstance(restype, ResourceType):
             raise TypeError(f"ConfigResource() argument 'restype' must be a ConfigResource.Type, "
                             f"not {type(restype).__name__}")
         if not isinstance(name, str):
             raise TypeError(f"ConfigResource() argument 'name' must be str, not {type(name).__name__}")
         self.restype = restype
+        self.restype_int = int(restype.value)
         self.name = name
         self.set_config_dict = _config_dict("ConfigResource() argument 'set_config'", set_config or {})
+        self.incremental_configs = list(incremental_configs or [])
+        self.configs = described_configs
+        self.error = error
 
     def set_config(self, name, value, overwrite=True):
+        if not overwrite and name in self.set_config_dict:
+            return
         self.set_config_dict.update(_config_dict("ConfigResource.set_config()", {name: value}))
+
+    def add_incremental_config(self, config_entry):
+        self.incremental_configs.append(config_entry)
+
+    def __len__(self):
+        return len(self.set_config_dict)
 
     def __hash__(self):
         return hash((self.restype, self.name))
 
     def __eq__(self, other):
-        return isinstance(other, ConfigResource) and (self.restype, self.name) == (other.restype, other.name)
+        if not isinstance(other, ConfigResource):
+            return NotImplemented
+        return (self.restype, self.name) == (other.restype, other.name)
+
+    def __lt__(self, other):
+        if not isinstance(other, ConfigResource):
+            return NotImplemented
+        return (self.restype.value, self.name) < (other.restype.value, other.name)
 
     def __repr__(self):
-        return f"ConfigResource({self.restype}, {self.name!r})"
+        if self.error is not None:
+            return f"ConfigResource({self.restype},{self.name},{self.error!r})"
+        return f"ConfigResource({self.restype},{self.name})"
 
 
 class ConfigEntry:
-    def __init__(self, name, value, is_default=False, source=None):
+    def __init__(self, name, value, source=ConfigSource.UNKNOWN_CONFIG, is_read_only=False, is_default=False,
+                 is_sensitive=False, is_synonym=False, synonyms=None, incremental_operation=None):
         self.name = name
         self.value = value
-        self.is_default = is_default
-        self.is_read_only = False
-        self.is_sensitive = False
         self.source = source
+        self.is_read_only = bool(is_read_only)
+        self.is_default = bool(is_default)
+        self.is_sensitive = bool(is_sensitive)
+        self.is_synonym = bool(is_synonym)
+        self.synonyms = {} if synonyms is None else synonyms
+        self.incremental_operation = incremental_operation
 
     def __repr__(self):
-        return f"ConfigEntry({self.name}={self.value!r})"
+        return f'ConfigEntry({self.name}="{self.value}")'
+
+    def __str__(self):
+        return f'{self.name}="{self.value}"'
 
 
-class PartitionMetadata:
-    def __init__(self, partition):
-        self.id = partition
-        self.leader = 0
-        self.replicas = [0]
-        self.isrs = [0]
-        self.error = None
+def _config_text(value):
+    """A config value as Kafka describes it: a string (true/false, numbers in decimal, lists
+    comma-separated), None when unset."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_config_text(v) for v in value)
+    return str(value)
+
+
+# Broker keys of the same duration in other units (log.retention.hours sets log.retention.ms).
+_BROKER_KEY_FAMILY = {"log.retention.ms": ("log.retention.ms", "log.retention.minutes", "log.retention.hours"),
+                      "log.roll.ms": ("log.roll.ms", "log.roll.hours")}
+_SECRET_WORDS = ("password", "secret", "passphrase", ".pem", "sasl.oauthbearer.config")
+_READ_ONLY_TOPIC_KEYS = ("ring.bytes",)   # fixed when the topic's rings are made
+
+
+def _topic_entries(described, broker):
+    """{key: ConfigEntry} of a topic from op describe_configs' answer, with Kafka's sources:
+    set on the topic (DYNAMIC_TOPIC_CONFIG), from a setting the broker was started with
+    (STATIC_BROKER_CONFIG), else the default (DEFAULT_CONFIG)."""
+    broker_set, broker_values = set(broker["set"]), broker["config"]
+    out = {}
+    for key, value in sorted(described["config"].items()):
+        synonyms = {}
+        if key in described["set"]:
+            synonyms[key] = ConfigEntry(key, _config_text(described["set"][key]), ConfigSource.DYNAMIC_TOPIC_CONFIG,
+                                        is_synonym=True)
+        broker_key = _TOPIC_DEFAULT_FROM_BROKER.get(key)
+        from_broker = False
+        if broker_key is not None:
+            from_broker = any(k in broker_set for k in _BROKER_KEY_FAMILY.get(broker_key, (broker_key,)))
+            source = ConfigSource.STATIC_BROKER_CONFIG if from_broker else ConfigSource.DEFAULT_CONFIG
+            synonyms[broker_key] = ConfigEntry(broker_key, _config_text(broker_values.get(broker_key)), source,
+                                               is_default=not from_broker, is_synonym=True)
+        if key in described["set"]:
+            source = ConfigSource.DYNAMIC_TOPIC_CONFIG
+        elif from_broker:
+            source = ConfigSource.STATIC_BROKER_CONFIG
+        else:
+            source = ConfigSource.DEFAULT_CONFIG
+        out[key] = ConfigEntry(key, _config_text(value), source, is_read_only=key in _READ_ONLY_TOPIC_KEYS,
+                               is_default=source == ConfigSource.DEFAULT_CONFIG, synonyms=synonyms)
+    return out
+
+
+def _broker_entries(broker):
+    """{key: ConfigEntry} of the broker: every setting is static (read-only: the broker takes its
+    settings when it starts); secrets are described without their value, as Kafka does."""
+    out = {}
+    for key, value in sorted(broker["config"].items()):
+        given = key in broker["set"]
+        source = ConfigSource.STATIC_BROKER_CONFIG if given else ConfigSource.DEFAULT_CONFIG
+        sensitive = any(w in key for w in _SECRET_WORDS)
+        text = None if sensitive else _config_text(value)
+        out[key] = ConfigEntry(key, text, source, is_read_only=True, is_default=not given, is_sensitive=sensitive,
+                               synonyms={key: ConfigEntry(key, text, source, is_read_only=True, is_default=not given,
+                                                          is_sensitive=sensitive, is_synonym=True)})
+    return out
+
+
+# ---------------------------------------------------------------------------- metadata
+# list_topics() and list_groups(): confluent_kafka.admin's classes, printed as it prints them.
+
+class ClusterMetadata:
+    def __init__(self):
+        self.cluster_id = None
+        self.controller_id = -1
+        self.brokers = {}
+        self.topics = {}
+        self.orig_broker_id = -1
+        self.orig_broker_name = None
+
+    def __repr__(self):
+        return f"ClusterMetadata({self.cluster_id})"
+
+    def __str__(self):
+        return str(self.cluster_id)
+
+
+class BrokerMetadata:
+    def __init__(self, broker_id=-1, host=None, port=-1):
+        self.id = broker_id
+        self.host = host
+        self.port = port
+
+    def __repr__(self):
+        return f"BrokerMetadata({self.id}, {self.host}:{self.port})"
+
+    def __str__(self):
+        return f"{self.host}:{self.port}/{self.id}"
 
 
 class TopicMetadata:
-    def __init__(self, topic, partitions):
+    def __init__(self, topic=None, partitions=0):
         self.topic = topic
         self.partitions = {p: PartitionMetadata(p) for p in range(partitions)}
         self.error = None
 
     def __repr__(self):
-        return f"TopicMetadata({self.topic!r}, {len(self.partitions)} partitions)"
+        if self.error is not None:
+            return f"TopicMetadata({self.topic}, {len(self.partitions)} partitions, {self.error})"
+        return f"TopicMetadata({self.topic}, {len(self.partitions)} partitions)"
+
+    def __str__(self):
+        return str(self.topic)
 
 
-class BrokerMetadata:
-    def __init__(self, broker_id, host):
-        self.id = broker_id
-        self.host = host
-        self.port = 0
+class PartitionMetadata:
+    """One partition of one replica: broker 0 leads it and is its only in-sync replica."""
+
+    def __init__(self, partition=-1):
+        self.id = partition
+        self.leader = 0 if partition >= 0 else -1
+        self.replicas = [0] if partition >= 0 else []
+        self.isrs = [0] if partition >= 0 else []
+        self.error = None
+
+    def __repr__(self):
+        if self.error is not None:
+            return f"PartitionMetadata({self.id}, {self.error})"
+        return f"PartitionMetadata({self.id})"
+
+    def __str__(self):
+        return str(self.id)
 
 
-class ClusterMetadata:
+class GroupMember:
     def __init__(self):
-        self.cluster_id = None
-        self.controller_id = 0
-        self.brokers = {}
-        self.topics = {}
-        self.orig_broker_id = 0
-        self.orig_broker_name = None
+        self.id = None
+        self.client_id = None
+        self.client_host = None
+        self.metadata = None
+        self.assignment = None
 
 
-def cluster_metadata(meta, topic=None):
+class GroupMetadata:
+    def __init__(self):
+        self.broker = None
+        self.id = None
+        self.error = None
+        self.state = None
+        self.protocol_type = None
+        self.protocol = None
+        self.members = []
+
+    def __repr__(self):
+        if self.error is not None:
+            return f"GroupMetadata({self.id}, {self.error})"
+        return f"GroupMetadata({self.id})"
+
+    def __str__(self):
+        return str(self.id)
+
+
+def _assignment_bytes(assignment):
+    """A member's assignment as Kafka's ConsumerProtocolAssignment v0 (what list_groups gives)."""
+    topics = {}
+    for t, p in assignment:
+        topics.setdefault(t, []).append(p)
+    out = [struct.pack(">hi", 0, len(topics))]
+    for t, parts in sorted(topics.items()):
+        name = t.encode()
+        out.append(struct.pack(f">h{len(name)}si{len(parts)}i", len(name), name, len(parts), *sorted(parts)))
+    out.append(struct.pack(">i", -1))  # no user data
+    return b"".join(out)
+
+
+def cluster_metadata(meta, topic=None, cluster_id=None, host=None):
     md = ClusterMetadata()
-    md.brokers[0] = BrokerMetadata(0, meta.get("log_dirs", [""])[0])
+    md.cluster_id = cluster_id
+    md.controller_id = md.orig_broker_id = 0
+    host = host if host is not None else meta.get("log_dirs", [""])[0]
+    md.orig_broker_name = f"{host}:0/0"
+    md.brokers[0] = BrokerMetadata(0, host, 0)
     for name, info in meta["topics"].items():
         if topic is None or name == topic:
             md.topics[name] = TopicMetadata(name, info["partitions"])
@@ -190,17 +454,217 @@ def cluster_metadata(meta, topic=None):
     return md
 
 
-def _futures(results, keys):
-    out = {}
-    for key, name in keys:
-        f = concurrent.futures.Future()
-        result = results.get(name)
-        if result is None:
-            f.set_result(None)
-        else:
-            f.set_exception(KafkaException(KafkaError(result[0], result[1])))
-        out[key] = f
-    return out
+# ---------------------------------------------------------------------------- describe_topics, describe_cluster
+
+class TopicDescription:
+    def __init__(self, name, topic_id, is_internal, partitions, authorized_operations=None):
+        self.name = name
+        self.topic_id = topic_id
+        self.is_internal = is_internal
+        self.partitions = partitions
+        self.authorized_operations = None if authorized_operations is None else [
+            _enum(op, AclOperation) for op in authorized_operations]
+
+    def __repr__(self):
+        return f"TopicDescription({self.name!r}, {len(self.partitions)} partitions)"
+
+
+class DescribeClusterResult:
+    def __init__(self, controller, nodes, cluster_id=None, authorized_operations=None):
+        self.cluster_id = cluster_id
+        self.controller = controller
+        self.nodes = nodes
+        self.authorized_operations = None if authorized_operations is None else [
+            _enum(op, AclOperation) for op in authorized_operations]
+
+    def __repr__(self):
+        return f"DescribeClusterResult({self.cluster_id!r}, {len(self.nodes)} nodes)"
+
+
+def _enum(value, cls):
+    """confluent-kafka's conversion: an enum member, its name (any case) or its value."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            raise ValueError(f"Unknown value {value!r} for {cls.__name__}") from None
+    if isinstance(value, int):
+        return cls(value)
+    raise TypeError(f"Expected a {cls.__name__}, str or int, not {type(value).__name__}")
+
+
+# What the broker's owner may do (every operation: on one host access is all or nothing).
+_TOPIC_OPERATIONS = [AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DELETE,
+                     AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS,
+                     AclOperation.ALTER_CONFIGS]
+_CLUSTER_OPERATIONS = [AclOperation.CREATE, AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.CLUSTER_ACTION,
+                       AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS, AclOperation.IDEMPOTENT_WRITE]
+
+
+# ---------------------------------------------------------------------------- list_offsets
+
+class OffsetSpec:
+    """What list_offsets looks for in a partition: OffsetSpec.earliest(), .latest(),
+    .max_timestamp() or .for_timestamp(ms). OffsetSpec(-2/-1/-3) or OffsetSpec(ms) too."""
+
+    _value = None
+
+    def __new__(cls, index):
+        if index < 0:
+            return _SPECS[index]
+        return TimestampSpec(index)
+
+    @classmethod
+    def earliest(cls):
+        return _SPECS[-2]
+
+    @classmethod
+    def latest(cls):
+        return _SPECS[-1]
+
+    @classmethod
+    def max_timestamp(cls):
+        return _SPECS[-3]
+
+    @classmethod
+    def for_timestamp(cls, timestamp):
+        return TimestampSpec(timestamp)
+
+    def __lt__(self, other):
+        if not isinstance(other, OffsetSpec):
+            return NotImplemented
+        return self._value < other._value
+
+
+class TimestampSpec(OffsetSpec):
+    def __new__(cls, _timestamp):
+        return object.__new__(cls)
+
+    def __init__(self, timestamp):
+        self.timestamp = timestamp
+
+    @property
+    def _value(self):
+        return self.timestamp
+
+    def __repr__(self):
+        return f"TimestampSpec({self.timestamp})"
+
+
+class MaxTimestampSpec(OffsetSpec):
+    _value = -3
+
+    def __new__(cls):
+        return object.__new__(cls)
+
+    def __repr__(self):
+        return "OffsetSpec.max_timestamp()"
+
+
+class LatestSpec(OffsetSpec):
+    _value = -1
+
+    def __new__(cls):
+        return object.__new__(cls)
+
+    def __repr__(self):
+        return "OffsetSpec.latest()"
+
+
+class EarliestSpec(OffsetSpec):
+    _value = -2
+
+    def __new__(cls):
+        return object.__new__(cls)
+
+    def __repr__(self):
+        return "OffsetSpec.earliest()"
+
+
+_SPECS = {-3: MaxTimestampSpec(), -2: EarliestSpec(), -1: LatestSpec()}
+
+
+class ListOffsetsResultInfo:
+    def __init__(self, offset, timestamp, leader_epoch):
+        self.offset = offset
+        self.timestamp = timestamp
+        self.leader_epoch = None if leader_epoch is None or leader_epoch < 0 else leader_epoch
+
+    def __repr__(self):
+        return (f"ListOffsetsResultInfo(offset={self.offset}, timestamp={self.timestamp}, "
+                f"leader_epoch={self.leader_epoch})")
+
+
+def _check_list_offsets(topic_partition_offsets, isolation_level):
+    # confluent-kafka's checks, with its messages
+    if not isinstance(topic_partition_offsets, dict):
+        raise TypeError("Expected topic_partition_offsets to be dict of [TopicPartitions,OffsetSpec] for list "
+                        "offsets request")
+    for tp, spec in topic_partition_offsets.items():
+        if tp is None:
+            raise TypeError("partition cannot be None")
+        if not isinstance(tp, TopicPartition):
+            raise TypeError("partition must be a TopicPartition")
+        if tp.topic is None:
+            raise TypeError("partition topic name cannot be None")
+        if not isinstance(tp.topic, str):
+            raise TypeError("partition topic name must be string")
+        if not tp.topic:
+            raise ValueError("partition topic name cannot be empty")
+        if tp.partition < 0:
+            raise ValueError("partition index must be non-negative")
+        if spec is None:
+            raise TypeError("OffsetSpec cannot be None")
+        if not isinstance(spec, OffsetSpec):
+            raise TypeError("Value must be a OffsetSpec")
+    if isolation_level is not None and not isinstance(isolation_level, IsolationLevel):
+        raise TypeError("isolation_level argument should be an IsolationLevel")
+
+
+def _check_resources(resources, what):
+    if not isinstance(resources, list) or not resources:
+        raise ValueError("Expected non-empty list of ConfigResource objects")
+    for res in resources:
+        if not isinstance(res, ConfigResource):
+            raise TypeError(f"{what}: expected a list of ConfigResource, found {type(res).__name__}")
+
+
+def _check_incremental(resources):
+    _check_resources(resources, "incremental_alter_configs")
+    for res in resources:
+        if not res.incremental_configs:
+            raise ValueError("expected non-empty list of ConfigEntry to alter incrementally in incremental_configs "
+                             "field")
+        for i, entry in enumerate(res.incremental_configs):
+            if not isinstance(entry, ConfigEntry):
+                raise TypeError(f"expected ConfigEntry type in incremental_configs field, index {i}")
+            if not isinstance(entry.incremental_operation, AlterConfigOpType):
+                raise TypeError(f"{entry.name}: incremental_operation must be an AlterConfigOpType, not "
+                                f"{type(entry.incremental_operation).__name__}")
+            if not isinstance(entry.name, str):
+                raise TypeError(f"Expected .name to be str type, not {type(entry.name).__name__}")
+            if entry.incremental_operation != AlterConfigOpType.DELETE and not isinstance(entry.value, str):
+                raise TypeError(f"Expected .value to be str type, not {type(entry.value).__name__}")
+
+
+def _unsupported(what, why):
+    """The error of a call that cannot mean anything on one host: raised at once, never a no-op."""
+    return error(KafkaError._UNSUPPORTED_FEATURE, f"{what} is not supported by shmlog: {why}")
+
+
+_NO_ACLS = ("access to a broker is decided by file permissions and the peer credentials of its control socket "
+            "(shmlog.allowed.users / shmlog.allowed.groups / shmlog.shared.group, docs/security.md), not by ACLs")
+_NO_SASL = ("clients reach the broker through a unix socket and shared memory checked by peer credentials; there "
+            "is no SASL (docs/security.md)")
+_NO_ELECTION = "each partition has one replica (its ring and one log dir), so there is no leader to elect"
+
+
+def _failed(code, reason):
+    f = concurrent.futures.Future()
+    f.set_exception(KafkaException(KafkaError(code, reason)))
+    return f
 
 
 class AdminClient:
@@ -208,7 +672,38 @@ class AdminClient:
         conf = dict(conf or {})
         conf.update(kwargs)
         self._cfg = parse_admin_config(conf)
-        self._cluster = connect(self._cfg, "admin")
+        self._closed = False
+        self._connection = connect(self._cfg, "admin")
+
+    @property
+    def _cluster(self):
+        if self._closed:
+            raise RuntimeError("AdminClient has been closed")   # confluent-kafka's error, word for word
+        return self._connection
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.close()
+        return None
+
+    def __len__(self):
+        return 0   # results are futures completed before each call returns: nothing waits for poll()
+
+    def poll(self, timeout=-1):
+        """Serve queued callbacks: AdminClient has none (errors raise, results are futures)."""
+        self._cluster  # noqa: B018  (raises once closed)
+        return 0
+
+    @property
+    def _host(self):
+        return self._cluster.data_dir
+
+    def _node(self):
+        return Node(0, self._host, 0)
+
+    # ------------------------------------------------------------------ topics
 
     def create_topics(self, new_topics, operation_timeout=0, request_timeout=None, validate_only=False):
         """{topic: future}. A name Kafka would refuse (not 1..249 of [a-zA-Z0-9._-]) fails its
@@ -249,46 +744,183 @@ class AdminClient:
         if topic is not None:
             _must_be_topic("list_topics", topic)
         self._cluster.refresh()
-        return cluster_metadata(self._cluster.meta, topic)
+        return cluster_metadata(self._cluster.meta, topic, self.cluster_id(), self._host)
 
-    def describe_configs(self, resources, request_timeout=None):
-        resources = _list_of("describe_configs", "resources", resources, ConfigResource)
+    def cluster_id(self, timeout=-1):
+        """The data dir's cluster id: made when first asked for, the same for the data dir's life."""
+        return self._cluster.control.request("describe_cluster")["cluster_id"]
+
+    def describe_cluster(self, request_timeout=None, include_authorized_operations=False, **kwargs):
+        """Future of a DescribeClusterResult: the cluster id and its one node (id 0, host the
+        data dir, port 0), which is the controller too."""
+        node = self._node()
+        return _done(DescribeClusterResult(node, [node], self.cluster_id(),
+                                           list(_CLUSTER_OPERATIONS) if include_authorized_operations else None))
+
+    def describe_topics(self, topics, request_timeout=None, include_authorized_operations=False, **kwargs):
+        """{topic: future of a TopicDescription}: its id, whether it is internal, and per
+        partition its leader, replicas and in-sync replicas (node 0: one replica each)."""
+        if not isinstance(topics, TopicCollection):
+            raise TypeError("Expected input to be instance of TopicCollection")
+        names = topics.topic_names
+        if not isinstance(names, list):
+            raise TypeError("Expected list of topic names to be described")
+        for i, name in enumerate(names):
+            if not isinstance(name, str):
+                raise TypeError(f"Expected list of topics strings, not {type(name).__name__}")
+            if not name:
+                raise ValueError(f"Empty topic name at index {i} isn't allowed")
         self._cluster.refresh()
+        node = self._node()
         out = {}
-        for res in resources:
-            f = concurrent.futures.Future()
-            if res.restype == ConfigResource.Type.TOPIC:
-                info = self._cluster.meta["topics"].get(res.name)
-                if info is None:
-                    f.set_exception(KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                                              f"unknown topic {res.name!r}")))
-                else:
-                    f.set_result({k: ConfigEntry(k, v) for k, v in info["config"].items()})
-            elif res.restype == ConfigResource.Type.BROKER:
-                f.set_result({k: ConfigEntry(k, v) for k, v in self._cluster.meta["broker"].items()})
-            else:
-                f.set_exception(KafkaException(KafkaError(KafkaError._INVALID_ARG,
-                                                          f"cannot describe resource type {res.restype}")))
-            out[res] = f
+        for name in names:
+            info = self._cluster.meta["topics"].get(name)
+            if info is None:
+                out[name] = _failed(KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {name!r}")
+                continue
+            topic_id = Uuid.from_string(info["topic_id"]) if info.get("topic_id") else None
+            partitions = [TopicPartitionInfo(p, node, [node], [node]) for p in range(info["partitions"])]
+            out[name] = _done(TopicDescription(name, topic_id, name in INTERNAL_TOPICS, partitions,
+                                               list(_TOPIC_OPERATIONS) if include_authorized_operations else None))
         return out
 
-    def alter_configs(self, resources, request_timeout=None, validate_only=False):
+    # ------------------------------------------------------------------ configs
+
+    def describe_configs(self, resources, request_timeout=None, **kwargs):
+        """{ConfigResource: future of {name: ConfigEntry}}: a topic's every config (values as
+        strings, with source, is_default and synonyms as Kafka reports them) or the broker's
+        (resource name "0")."""
+        _check_resources(resources, "describe_configs")
+        topics = [r.name for r in resources if r.restype == ResourceType.TOPIC]
+        reply = self._cluster.control.request("describe_configs", topics=topics)
+        out = {}
+        for res in resources:
+            if res.restype == ResourceType.TOPIC:
+                described = reply["topics"].get(res.name)
+                out[res] = _done(_topic_entries(described, reply["broker"])) if described else \
+                    _failed(KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {res.name!r}")
+            elif res.restype == ResourceType.BROKER:
+                out[res] = _done(_broker_entries(reply["broker"])) if str(res.name) in ("0", "") else \
+                    _failed(KafkaError._UNKNOWN_BROKER, f"broker {res.name!r}: this cluster has one broker, id 0")
+            else:
+                out[res] = _failed(KafkaError.INVALID_REQUEST, f"cannot describe the configs of a {res.restype.name} "
+                                   f"resource: shmlog has topic and broker configs only")
+        return out
+
+    def alter_configs(self, resources, request_timeout=None, validate_only=False, **kwargs):
+        _check_resources(resources, "alter_configs")
         topics = {}
         out = {}
         resources = _list_of("alter_configs", "resources", resources, ConfigResource)
         for res in resources:
-            if res.restype != ConfigResource.Type.TOPIC:
-                f = concurrent.futures.Future()
-                f.set_exception(KafkaException(KafkaError(KafkaError._INVALID_ARG,
-                                                          "only topic configs can be altered")))
-                out[res] = f
+            if res.restype != ResourceType.TOPIC:
+                out[res] = _failed(KafkaError._INVALID_ARG, _static_broker(res))
             else:
                 topics[res.name] = res.set_config_dict
         if topics:
             reply = self._cluster.control.request("alter_configs", topics=topics, validate_only=validate_only)
-            for res, f in _futures(reply["results"], [(r, r.name) for r in resources if r.name in topics]).items():
+            for res, f in _futures(reply["results"], [(r, r.name) for r in resources
+                                                      if r.restype == ResourceType.TOPIC]).items():
                 out[res] = f
         return out
+
+    def incremental_alter_configs(self, resources, request_timeout=None, validate_only=False, **kwargs):
+        """{ConfigResource: future}: apply each resource's incremental_configs (SET a value,
+        DELETE: back to the default, APPEND/SUBTRACT items of a list such as cleanup.policy)
+        to what is set on the topic, keeping the rest. Checked as alter_configs is."""
+        _check_incremental(resources)
+        out, topics = {}, {}
+        for res in resources:
+            names = [e.name for e in res.incremental_configs]
+            if res.restype != ResourceType.TOPIC:
+                out[res] = _failed(KafkaError._INVALID_ARG, _static_broker(res))
+            elif resources.count(res) > 1:
+                out[res] = _failed(KafkaError.INVALID_REQUEST, f"topic {res.name!r} is listed twice")
+            elif len(set(names)) != len(names):
+                out[res] = _failed(KafkaError.INVALID_REQUEST, f"Error due to duplicate config keys: "
+                                   f"{sorted({n for n in names if names.count(n) > 1})}")
+            else:
+                topics[res.name] = [[e.name, e.incremental_operation.value, e.value] for e in res.incremental_configs]
+        if topics:
+            reply = self._cluster.control.request("incremental_alter_configs", topics=topics,
+                                                  validate_only=validate_only)
+            for res, f in _futures(reply["results"], [(r, r.name) for r in resources if r.name in topics
+                                                      and r.restype == ResourceType.TOPIC]).items():
+                out[res] = f
+        return out
+
+    # ------------------------------------------------------------------ records
+
+    def list_offsets(self, topic_partition_offsets, isolation_level=None, request_timeout=None, **kwargs):
+        """{TopicPartition: future of a ListOffsetsResultInfo}: per partition its earliest offset
+        (the log start), latest (the high watermark), the first offset whose record timestamp
+        is >= a time, or the record with the greatest timestamp (offset and timestamp -1 when
+        there is none). Both isolation levels give the same answers: shmlog has no transactions,
+        so the last stable offset is the high watermark."""
+        _check_list_offsets(topic_partition_offsets, isolation_level)
+        out = {}
+        for tp, spec in topic_partition_offsets.items():
+            key = TopicPartition(tp.topic, tp.partition)
+            try:
+                out[key] = _done(self._list_offset(tp.topic, tp.partition, spec))
+            except KafkaException as exc:
+                code = exc.args[0].code()
+                if code in (KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
+                    code = KafkaError.UNKNOWN_TOPIC_OR_PART   # what the broker answers Kafka's clients
+                out[key] = _failed(code, str(exc))
+        return out
+
+    def _list_offset(self, topic, partition, spec):
+        from shmlog.log.partition_reader import offset_for_time
+        from shmlog.log.segment import partition_dir
+        ring = self._cluster.ring(topic, partition)
+        if isinstance(spec, EarliestSpec):
+            return ListOffsetsResultInfo(ring.log_start_offset, -1, 0)
+        if isinstance(spec, LatestSpec):
+            return ListOffsetsResultInfo(ring.end()[1], -1, 0)
+        if isinstance(spec, MaxTimestampSpec):
+            return self._max_timestamp(topic, partition)
+        info = self._cluster.topic(topic)
+        offset = offset_for_time(partition_dir(info["log_dirs"][partition], topic, partition), ring, spec.timestamp)
+        if offset < 0:
+            return ListOffsetsResultInfo(-1, -1, 0)
+        for msg in self._records(topic, partition, offset, first_only=True):
+            return ListOffsetsResultInfo(msg.offset(), msg.timestamp()[1], msg.leader_epoch() or 0)
+        return ListOffsetsResultInfo(-1, -1, 0)
+
+    def _max_timestamp(self, topic, partition):
+        best = ListOffsetsResultInfo(-1, -1, 0)
+        for msg in self._records(topic, partition, None):
+            ts = msg.timestamp()[1]
+            if ts > best.timestamp:
+                best = ListOffsetsResultInfo(msg.offset(), ts, msg.leader_epoch() or 0)
+        return best
+
+    def _records(self, topic, partition, offset, first_only=False):
+        """The records of a partition from offset (None: the log start) to its high watermark,
+        read by a consumer outside any group."""
+        from shmlog.client.consumer import Consumer
+        from shmlog.message import OFFSET_BEGINNING
+        ring = self._cluster.ring(topic, partition)
+        if ring.end()[1] <= (offset or 0):
+            return
+        consumer = Consumer({"bootstrap.servers": self._cfg.bootstrap_servers, "enable.partition.eof": True})
+        try:
+            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if offset is None else offset)])
+            while True:
+                msgs = consumer.consume(1 if first_only else 1000, timeout=10.0)
+                if not msgs:
+                    return
+                for msg in msgs:
+                    if msg.error() is not None:
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            return
+                        raise KafkaException(msg.error())
+                    yield msg
+                    if first_only:
+                        return
+        finally:
+            consumer.close()
 
     def delete_records(self, topic_partition_offsets, request_timeout=None, operation_timeout=None):
         """Delete every record before each TopicPartition's offset (OFFSET_END (-1): all of them).
@@ -316,12 +948,42 @@ class AdminClient:
 
     # ------------------------------------------------------------------ consumer groups
 
-    def list_consumer_groups(self, request_timeout=None, states=None, **kwargs):
+    def list_groups(self, group=None, timeout=-1):
+        """The legacy group listing: [GroupMetadata] of every group (or only `group`), with
+        state, protocol and members (their assignments in Kafka's consumer protocol bytes)."""
+        ids = [group] if group is not None else [g["group_id"] for g in
+                                                 self._cluster.control.request("list_groups")["groups"]]
+        if not ids:
+            return []
+        broker = BrokerMetadata(0, self._host, 0)
+        out = []
+        for g in self._cluster.control.request("describe_groups", groups=ids)["groups"]:
+            md = GroupMetadata()
+            md.broker, md.id, md.state = broker, g["group_id"], g["state"]
+            md.protocol_type, md.protocol = g["protocol_type"], g["protocol"]
+            for m in g["members"]:
+                member = GroupMember()
+                member.id, member.client_id, member.client_host = m["member_id"], m["client_id"], m["host"]
+                member.assignment = _assignment_bytes(m["assignment"])
+                md.members.append(member)
+            out.append(md)
+        return out
+
+    def list_consumer_groups(self, request_timeout=None, states=None, types=None, **kwargs):
         """Future of a ListConsumerGroupsResult: every group the coordinator knows (groups with
-        members, and empty ones that still have committed offsets), optionally only `states`."""
+        members, and empty ones that still have committed offsets), optionally only `states`
+        and `types` (every shmlog group is CLASSIC: the JoinGroup/SyncGroup protocol)."""
+        for name, given, cls in (("states", states, ConsumerGroupState), ("types", types, ConsumerGroupType)):
+            if given is not None and not isinstance(given, set):
+                raise TypeError(f"'{name}' must be a set")
+            if given and not all(isinstance(v, cls) for v in given):
+                raise TypeError(f"All elements of {name} must be of type {cls.__name__}")
         reply = self._cluster.control.request("list_groups")
-        wanted = {ConsumerGroupState(s) for s in states} if states else None
-        valid = [ConsumerGroupListing(g["group_id"], g["protocol_type"] == "", ConsumerGroupState.of(g["state"]))
+        wanted = set(states) if states else None
+        if types and ConsumerGroupType.CLASSIC not in types:
+            return _done(ListConsumerGroupsResult([], []))
+        valid = [ConsumerGroupListing(g["group_id"], g["protocol_type"] == "", ConsumerGroupState.of(g["state"]),
+                                      ConsumerGroupType.CLASSIC)
                  for g in reply["groups"]]
         return _done(ListConsumerGroupsResult([g for g in valid if wanted is None or g.state in wanted], []))
 
@@ -333,7 +995,7 @@ class AdminClient:
         if not group_ids or len(set(group_ids)) != len(group_ids):
             raise ValueError("describe_consumer_groups expects a non-empty list of distinct group ids")
         reply = self._cluster.control.request("describe_groups", groups=group_ids)
-        node = Node(0, self._cluster.data_dir)
+        node = self._node()
         out = {}
         for g in reply["groups"]:
             members = [MemberDescription(m["member_id"], m["client_id"], m["host"],
@@ -341,7 +1003,9 @@ class AdminClient:
                                          m["instance_id"]) for m in g["members"]]
             out[g["group_id"]] = _done(ConsumerGroupDescription(
                 g["group_id"], g["protocol_type"] == "" and g["state"] != "Dead", members, g["protocol"],
-                ConsumerGroupState.of(g["state"]), node))
+                ConsumerGroupState.of(g["state"]), node,
+                [AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE] if include_authorized_operations
+                else None, ConsumerGroupType.CLASSIC))
         return out
 
     def delete_consumer_groups(self, group_ids, request_timeout=None, **kwargs):
@@ -409,19 +1073,66 @@ class AdminClient:
                                      m["host"] if m else None, m["instance_id"] if m else None))
         return _done(rows)
 
+    # ------------------------------------------------------------------ what one host cannot have
+
+    def create_acls(self, acls, request_timeout=None, **kwargs):
+        raise _unsupported("create_acls", _NO_ACLS)
+
+    def describe_acls(self, acl_binding_filter, request_timeout=None, **kwargs):
+        raise _unsupported("describe_acls", _NO_ACLS)
+
+    def delete_acls(self, acl_binding_filters, request_timeout=None, **kwargs):
+        raise _unsupported("delete_acls", _NO_ACLS)
+
+    def describe_user_scram_credentials(self, users=None, request_timeout=None, **kwargs):
+        raise _unsupported("describe_user_scram_credentials", _NO_SASL)
+
+    def alter_user_scram_credentials(self, alterations, request_timeout=None, **kwargs):
+        raise _unsupported("alter_user_scram_credentials", _NO_SASL)
+
+    def set_sasl_credentials(self, username, password):
+        raise _unsupported("set_sasl_credentials", _NO_SASL)
+
+    def elect_leaders(self, election_type, partitions=None, request_timeout=None, operation_timeout=None,
+                      **kwargs):
+        raise _unsupported("elect_leaders", _NO_ELECTION)
+
     def close(self):
-        self._cluster.close()
+        """Let go of the broker; later calls raise RuntimeError, as confluent-kafka's do."""
+        if not self._closed:
+            self._closed = True
+            self._connection.close()
 
     def __del__(self):
         try:
-            self._cluster.close()
+            self.close()
         except Exception:
             pass
 
 
+def _static_broker(res):
+    if res.restype == ResourceType.BROKER:
+        return ("broker configs cannot be altered: a shmlog broker takes its settings when it starts "
+                "(shmlog.Broker(data_dir, **configs), shmlog broker start); restart it with new ones")
+    return f"cannot alter the configs of a {res.restype.name} resource: only topic configs can be altered"
+
+
+def _futures(results, keys):
+    out = {}
+    for key, name in keys:
+        f = concurrent.futures.Future()
+        result = results.get(name)
+        if result is None:
+            f.set_result(None)
+        else:
+            f.set_exception(KafkaException(KafkaError(result[0], result[1])))
+        out[key] = f
+    return out
+
+
 # ---------------------------------------------------------------------------- consumer group models
-# (confluent_kafka.ConsumerGroupState, ConsumerGroupTopicPartitions and confluent_kafka.admin's
-# group descriptions, with the same attributes)
+# (confluent_kafka.admin's group descriptions, with the same attributes; ConsumerGroupState,
+# ConsumerGroupType and ConsumerGroupTopicPartitions are in shmlog.model)
 
 def _group_requests(method, name, requests, with_offsets):
     """A list of ConsumerGroupTopicPartitions with a str group_id and well-typed TopicPartitions."""
@@ -439,38 +1150,12 @@ def _done(result):
     return f
 
 
-class ConsumerGroupState(enum.Enum):
-    UNKNOWN = 0
-    PREPARING_REBALANCING = 1
-    COMPLETING_REBALANCING = 2
-    STABLE = 3
-    DEAD = 4
-    EMPTY = 5
-
-    @classmethod
-    def of(cls, kafka_name):
-        return {"PreparingRebalance": cls.PREPARING_REBALANCING, "CompletingRebalance": cls.COMPLETING_REBALANCING,
-                "Stable": cls.STABLE, "Dead": cls.DEAD, "Empty": cls.EMPTY}.get(kafka_name, cls.UNKNOWN)
-
-    def __lt__(self, other):
-        return self.value < other.value
-
-
-class ConsumerGroupTopicPartitions:
-    def __init__(self, group_id, topic_partitions=None):
-        self.group_id = group_id
-        self.topic_partitions = topic_partitions
-
-    def __repr__(self):
-        return f"ConsumerGroupTopicPartitions({self.group_id!r}, {self.topic_partitions!r})"
-
-
 class ConsumerGroupListing:
     def __init__(self, group_id, is_simple_consumer_group, state=None, type=None):
         self.group_id = group_id
         self.is_simple_consumer_group = is_simple_consumer_group
-        self.state = state
-        self.type = type
+        self.state = None if state is None else _enum(state, ConsumerGroupState)
+        self.type = None if type is None else _enum(type, ConsumerGroupType)
 
     def __repr__(self):
         return f"ConsumerGroupListing({self.group_id!r}, {self.state})"
@@ -480,15 +1165,6 @@ class ListConsumerGroupsResult:
     def __init__(self, valid=None, errors=None):
         self.valid = valid or []
         self.errors = errors or []
-
-
-class Node:
-    def __init__(self, id, host, port=0, rack=None):
-        self.id = id
-        self.id_string = str(id)
-        self.host = host
-        self.port = port
-        self.rack = rack
 
 
 class MemberAssignment:
@@ -511,15 +1187,16 @@ class MemberDescription:
 
 class ConsumerGroupDescription:
     def __init__(self, group_id, is_simple_consumer_group, members, partition_assignor, state, coordinator,
-                 authorized_operations=None, type=None):
+                 authorized_operations=None, type=ConsumerGroupType.UNKNOWN):
         self.group_id = group_id
         self.is_simple_consumer_group = is_simple_consumer_group
         self.members = members
         self.partition_assignor = partition_assignor
-        self.state = state
+        self.state = None if state is None else _enum(state, ConsumerGroupState)
         self.coordinator = coordinator
-        self.authorized_operations = authorized_operations
-        self.type = type
+        self.authorized_operations = None if authorized_operations is None else [
+            _enum(op, AclOperation) for op in authorized_operations]
+        self.type = None if type is None else _enum(type, ConsumerGroupType)
 
     def __repr__(self):
         return f"ConsumerGroupDescription({self.group_id!r}, {self.state}, {len(self.members)} members)"

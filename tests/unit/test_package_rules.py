@@ -18,6 +18,11 @@ PUBLIC_NAMES = sorted([
     "KafkaError", "KafkaException", "Message", "NewPartitions", "NewTopic", "OFFSET_BEGINNING", "OFFSET_END",
     "OFFSET_INVALID", "OFFSET_STORED", "Producer", "RecordBatchView", "TIMESTAMP_CREATE_TIME",
     "TIMESTAMP_LOG_APPEND_TIME", "TIMESTAMP_NOT_AVAILABLE", "TopicPartition",
+    # the rest of confluent_kafka.__all__ (tests/unit/test_public_names.py)
+    "AcknowledgeType", "ConcurrentModificationException", "ConsumerGroupState", "ConsumerGroupTopicPartitions",
+    "ConsumerGroupType", "DeserializingShareConsumer", "ElectionType", "IllegalStateException", "IsolationLevel",
+    "Messages", "Node", "ShareConsumer", "TopicCollection", "TopicPartitionInfo", "Uuid", "admin", "aio",
+    "consistent", "fnv1a", "libversion", "murmur2", "version",
 ])
 
 
