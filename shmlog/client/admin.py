@@ -202,7 +202,8 @@ class ConfigResource:
             try:
                 restype = ResourceType[restype.upper()]
             except KeyError:
-                raise ValueError(f'Unknown resource type "{restype}": should be a ConfigResource.Type') from None
+                raise ValueError(f"ConfigResource() argument 'restype': unknown resource type {restype!r}, "
+                                 f"expected one of {', '.join(t.name for t in ResourceType)}") from None
         elif isinstance(restype, int) and not isinstance(restype, bool):
             restype = ResourceType(restype)
         if not isinstance(restype, ResourceType):

@@ -271,6 +271,5 @@ def test_a_share_consumer_cannot_be_made_and_says_why(cls):
 
 
 @pytest.mark.parametrize("name", CONFLUENT_KAFKA_AIO)
-def test_an_asyncio_client_cannot_be_made_and_says_what_to_use(name):
-    with pytest.raises(KafkaException, match="run_in_executor"):
-        getattr(shmlog.aio, name)({"bootstrap.servers": "shm:///nowhere"})
+def test_every_asyncio_client_of_confluent_kafka_exists_in_shmlog_aio(name):
+    assert isinstance(getattr(shmlog.aio, name), type)
