@@ -2,12 +2,14 @@
 $SHMLOG_DATA_DIR, --bootstrap), the one-line failure and its exit statuses, tables, and how
 an error is printed.
 
-The command groups (app.py, groups.py, schemas.py, bench.py, log.py) import from here, and
-app.py registers them; none of them imports app.py.
+The command groups (app.py, topics.py, produce.py, consume.py, metadata.py, groups.py,
+schemas.py, bench.py, log.py) import from here, and app.py registers them; none of them
+imports app.py.
 """
 import contextlib
 import os
 import re
+import sys
 
 import click
 
@@ -121,7 +123,6 @@ def config_option(help_text):
 
 def quiet_stdout():
     """After EPIPE, point stdout at /dev/null so the interpreter's exit flush cannot fail."""
-    import sys
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -328,10 +328,10 @@ def _cleanup_host(remove_all, dry_run):
 
 # ---------------------------------------------------------------------------- groups in their own modules
 
-cli.add_command(topics)    # docs/cli.md#shmlog-topics-create-name---partitions-n
-cli.add_command(produce)   # docs/cli.md#shmlog-produce-topic
-cli.add_command(consume)   # docs/cli.md#shmlog-consume-topic
-cli.add_command(metadata)  # docs/cli.md#shmlog-metadata--l
+cli.add_command(topics)    # docs/cli.md
+cli.add_command(produce)   # docs/cli.md
+cli.add_command(consume)   # docs/cli.md
+cli.add_command(metadata)  # docs/cli.md
 cli.add_command(dump_log)  # docs/durability.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
