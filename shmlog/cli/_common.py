@@ -2,12 +2,14 @@
 $SHMLOG_DATA_DIR, --bootstrap), the one-line failure and its exit statuses, tables, and how
 an error is printed.
 
-The command groups (app.py, groups.py, schemas.py, bench.py, log.py) import from here, and
-app.py registers them; none of them imports app.py.
+The command groups (app.py, topics.py, produce.py, consume.py, metadata.py, groups.py,
+schemas.py, bench.py, log.py) import from here, and app.py registers them; none of them
+imports app.py.
 """
 import contextlib
 import os
 import re
+import sys
 
 import click
 
@@ -98,3 +100,32 @@ def table(headers, rows, align_numbers=True):
     def line(cells):
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
     return "\n".join([line(headers)] + [line(r) for r in rows])
+
+
+# ---------------------------------------------------------------------------- options and output shared by commands
+
+def parse_pairs(ctx, param, values):
+    """`--config key=value` / `--header k=v`, repeatable, in the order given."""
+    pairs = []
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", ctx=ctx, param=param)
+        pairs.append((key, value))
+    return pairs
+
+
+def config_option(help_text):
+    """--config/-X KEY=VALUE, repeatable: a list of (key, value)."""
+    return click.option("--config", "-X", "configs", multiple=True, metavar="KEY=VALUE", callback=parse_pairs,
+                        help=help_text)
+
+
+def quiet_stdout():
+    """After EPIPE, point stdout at /dev/null so the interpreter's exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

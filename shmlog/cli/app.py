@@ -1,9 +1,10 @@
 """The `shmlog` command: run a broker, manage topics, produce and consume lines, clean up /dev/shm.
 
     shmlog broker start|stop|status --data-dir D
-    shmlog topics create|list|describe|delete ... --data-dir D
-    shmlog produce TOPIC --data-dir D          (lines on stdin -> records)
-    shmlog consume TOPIC --data-dir D          (records -> lines on stdout)
+    shmlog topics create|list|describe|alter|delete ... --data-dir D   (topics.py)
+    shmlog produce TOPIC --data-dir D          (lines on stdin -> records; produce.py)
+    shmlog consume TOPIC --data-dir D          (records -> lines on stdout; consume.py)
+    shmlog metadata -L [-J] --data-dir D       (brokers, topics, partitions; metadata.py)
     shmlog cleanup [--data-dir D | --all --force]
 
 `--data-dir` may also come from the environment variable SHMLOG_DATA_DIR. Every error
@@ -13,26 +14,11 @@ See docs/cli.md for each command's output.
 import collections
 import json
 import os
-import re
-import string
-import sys
-import time
 
 import click
 import posix_ipc
 
-from shmlog import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    ConfigResource,
-    Consumer,
-    NewTopic,
-    Producer,
-    TopicPartition,
-    __version__,
-    control,
-    security,
-)
+from shmlog import __version__, control, security
 from shmlog._native import shm
 from shmlog.broker import launcher as broker_mod
 from shmlog.cli._common import (
@@ -40,43 +26,27 @@ from shmlog.cli._common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     Failure,
-    admin_client,
     bootstrap,
+    config_option,
     data_dir_option,
     print_error,
+    quiet_stdout,
     table,
 )
 from shmlog.cli.bench import bench
+from shmlog.cli.consume import consume
 from shmlog.cli.groups import groups
 from shmlog.cli.log import dump_log
+from shmlog.cli.metadata import metadata
 from shmlog.cli.metrics import metrics
+from shmlog.cli.produce import produce
 from shmlog.cli.schemas import schemas
 from shmlog.cli.top import top
-from shmlog.config import parse_broker_config, parse_producer_config
+from shmlog.cli.topics import topics
+from shmlog.config import parse_broker_config
 from shmlog.errors import KafkaError, KafkaException
 
-FORMAT_FIELDS = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
-IDLE_CHECK_S = 1.0           # consume without --timeout: how often to check the broker is still there
-CONSUME_BATCH = 1000         # records written per stdout flush at most
-
-
 # ---------------------------------------------------------------------------- helpers
-
-def _parse_pairs(ctx, param, values):
-    """`--config key=value` / `--header k=v`, repeatable, in the order given."""
-    pairs = []
-    for item in values or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not key=value", ctx=ctx, param=param)
-        pairs.append((key, value))
-    return pairs
-
-
-def config_option(help_text):
-    return click.option("--config", "-X", "configs", multiple=True, metavar="KEY=VALUE", callback=_parse_pairs,
-                        help=help_text)
-
 
 def _human_bytes(n):
     n = float(n)
@@ -200,334 +170,6 @@ def broker_status(data_dir, as_json):
     click.echo("")
     click.echo(table(["TOPIC", "PARTITION", "LOG-START", "LOG-END", "PERSISTED", "FLUSHED", "RING-FILL",
                        "RING-SIZE"], rows))
-
-
-# ---------------------------------------------------------------------------- topics
-
-@cli.group()
-def topics():
-    """Create, list, describe and delete topics."""
-
-
-@topics.command("create")
-@click.argument("name")
-@click.option("--partitions", "-p", type=click.IntRange(min=1), required=True, metavar="N",
-              help="Number of partitions.")
-@config_option("A topic config (retention.ms=60000, cleanup.policy=compact, ring.bytes=1048576). Repeatable.")
-@data_dir_option()
-def topics_create(name, partitions, configs, data_dir):
-    """Create topic NAME."""
-    with admin_client(data_dir) as admin:
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=dict(configs))])
-        futures[name].result()  # KafkaException: printed by main, exit 1
-    click.echo(f"created topic {name} with {partitions} partition{'s' if partitions != 1 else ''}")
-
-
-@topics.command("list")
-@data_dir_option()
-def topics_list(data_dir):
-    """List topic names, one per line."""
-    with admin_client(data_dir) as admin:
-        md = admin.list_topics()
-    for name in sorted(md.topics):
-        click.echo(name)
-
-
-@topics.command("describe")
-@click.argument("name", required=False)
-@data_dir_option()
-def topics_describe(name, data_dir):
-    """Show partitions and configs of topic NAME (default: every topic)."""
-    with admin_client(data_dir) as admin:
-        md = admin.list_topics(name)
-        if name is not None and md.topics[name].error is not None:
-            raise Failure(str(md.topics[name].error))
-        names = sorted(md.topics)
-        futures = admin.describe_configs([ConfigResource("topic", n) for n in names]) if names else {}
-        configs = {res.name: f.result() for res, f in futures.items()}
-    if not names:
-        click.echo("no topics")
-        return
-    for i, topic in enumerate(names):
-        t = md.topics[topic]
-        parts = [t.partitions[p] for p in sorted(t.partitions)]
-        rf = len(parts[0].replicas) if parts else 0
-        if i:
-            click.echo("")
-        click.echo(f"Topic {topic}: {len(parts)} partition{'s' if len(parts) != 1 else ''}, "
-                   f"replication factor {rf}")
-        rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))] for p in parts]
-        click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
-        entries = configs.get(topic) or {}
-        click.echo("  Configs:")
-        width = max((len(k) for k in entries), default=0)
-        for key in sorted(entries):
-            click.echo(f"    {key.ljust(width)} = {_config_value(entries[key].value)}")
-
-
-def _indent(text, prefix):
-    return "\n".join(prefix + line for line in text.splitlines())
-
-
-def _config_value(value):
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-@topics.command("delete")
-@click.argument("name")
-@data_dir_option()
-def topics_delete(name, data_dir):
-    """Delete topic NAME and all its records."""
-    with admin_client(data_dir) as admin:
-        admin.delete_topics([name])[name].result()
-    click.echo(f"deleted topic {name}")
-
-
-# ---------------------------------------------------------------------------- produce
-
-# Errors after which every further record would fail the same way: stop reading stdin.
-FATAL_PRODUCE_CODES = frozenset({
-    KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TRANSPORT, KafkaError._STATE, KafkaError._FATAL, KafkaError._INVALID_ARG})
-
-
-@cli.command()
-@click.argument("topic")
-@data_dir_option()
-@click.option("--key-separator", "-K", metavar="SEP",
-              help="Split each line at the first SEP into key and value (a line without SEP has no key).")
-@click.option("--header", "-H", "headers", multiple=True, metavar="K=V", callback=_parse_pairs,
-              help="A header added to every record. Repeatable.")
-@click.option("--partition", "-p", type=click.IntRange(min=0), metavar="P",
-              help="Produce to partition P (default: the partitioner picks, by key).")
-@click.option("--acks", type=click.Choice(["0", "1", "all", "-1"]),
-              help="When a record counts as delivered (default: the producer's, all).")
-@config_option("A producer config (linger.ms=0, max.block.ms=1000, ...). Repeatable.")
-def produce(topic, data_dir, key_separator, headers, partition, acks, configs):
-    """Read lines from stdin and produce one record per line to TOPIC."""
-    conf = dict(configs)
-    conf["bootstrap.servers"] = bootstrap(data_dir)
-    if acks is not None:
-        conf["acks"] = acks
-    timeout_s = parse_producer_config(conf).message_timeout_ms / 1000.0
-    if key_separator == "":
-        raise click.BadParameter("must not be empty", param_hint="'--key-separator'")
-    sep = key_separator.encode() if key_separator is not None else None
-    header_list = [(k, v.encode()) for k, v in headers] or None
-
-    producer = Producer(conf)
-    delivered = [0]
-    failed = collections.Counter()
-
-    def on_delivery(err, msg):
-        if err is None:
-            delivered[0] += 1
-        else:
-            failed[str(err)] += 1
-
-    produced = 0
-    fatal = None
-    kwargs = {"partition": partition} if partition is not None else {}
-    try:
-        for raw in iter(sys.stdin.buffer.readline, b""):
-            line = raw[:-1] if raw.endswith(b"\n") else raw
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            key, value = None, line
-            if sep is not None:
-                k, found, v = line.partition(sep)
-                if found:
-                    key, value = k, v
-            while True:
-                try:
-                    producer.produce(topic, value, key, headers=header_list, on_delivery=on_delivery, **kwargs)
-                    produced += 1
-                    break
-                except BufferError:
-                    producer.poll(0.1)  # local queue full: serve delivery reports, then retry
-                except KafkaException as exc:
-                    produced += 1
-                    if exc.args[0].code() in FATAL_PRODUCE_CODES:
-                        fatal = exc
-                    else:
-                        failed[str(exc)] += 1
-                    break
-            if fatal is not None:
-                break
-            producer.poll(0)
-    except KeyboardInterrupt:
-        pass  # like end of input: deliver what was read, then report
-    remaining = producer.flush(timeout_s)
-    if remaining:
-        failed[f"not acknowledged within message.timeout.ms ({timeout_s:g} s)"] += remaining
-    try:
-        producer.close(0)
-    except KafkaException:
-        pass
-    if fatal is not None:
-        raise Failure(f"{fatal}" + (f" (after {delivered[0]} records delivered)" if delivered[0] else ""))
-    if failed:
-        reasons = "; ".join(f"{reason}" + (f" (x{n})" if n > 1 else "") for reason, n in failed.most_common(3))
-        more = len(failed) - 3
-        raise Failure(f"delivered {delivered[0]} of {produced} records to {topic}; {sum(failed.values())} failed: "
-                      f"{reasons}" + (f"; and {more} other errors" if more > 0 else ""))
-    click.echo(f"delivered {delivered[0]} record{'s' if delivered[0] != 1 else ''} to {topic}", err=True)
-
-
-# ---------------------------------------------------------------------------- consume
-
-_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0"}
-
-
-def _unescape(fmt):
-    """`\\t`, `\\n`, `\\r`, `\\0` and `\\\\` as typed in a shell's single quotes."""
-    return re.sub(r"\\([\\tnr0])", lambda m: _ESCAPES[m.group(1)], fmt)
-
-
-def _check_format(ctx, param, fmt):
-    fmt = _unescape(fmt)
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None]
-    except ValueError as exc:
-        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param) from None
-    for field in fields:
-        base = re.split(r"[.\[]", field, maxsplit=1)[0]
-        if base not in FORMAT_FIELDS:
-            raise click.BadParameter(
-                f"unknown field {{{field}}}; use " + ", ".join("{" + f + "}" for f in FORMAT_FIELDS),
-                ctx=ctx, param=param)
-    try:
-        fmt.format_map(_sample_fields())
-    except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
-        raise click.BadParameter(f"{fmt!r}: {exc}", ctx=ctx, param=param) from None
-    return fmt
-
-
-def _sample_fields():
-    return {"topic": "t", "partition": 0, "offset": 0, "timestamp": 0, "key": "k", "value": "v", "headers": ""}
-
-
-def _text(data):
-    if data is None:
-        return ""
-    if isinstance(data, str):
-        return data
-    return bytes(data).decode("utf-8", errors="replace")
-
-
-def _fields(msg):
-    headers = msg.headers() or []
-    return {
-        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-        "timestamp": msg.timestamp()[1], "key": _text(msg.key()), "value": _text(msg.value()),
-        "headers": ",".join(_text(k) if v is None else f"{_text(k)}={_text(v)}" for k, v in headers),
-    }
-
-
-@cli.command()
-@click.argument("topic")
-@data_dir_option()
-@click.option("--from-beginning", is_flag=True, help="Start at each partition's first offset.")
-@click.option("--offset", type=int, metavar="N",
-              help="Start at offset N of each partition (N < 0: |N| records before the end).")
-@click.option("--partition", "-p", type=click.IntRange(min=0), metavar="P",
-              help="Read only partition P (default: all partitions).")
-@click.option("--max-messages", "-n", type=click.IntRange(min=1), metavar="N", help="Exit after N records.")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
-              help="Exit after S seconds with no new record (default: wait forever).")
-@click.option("--format", "-f", "fmt", default="{value}", show_default=True, callback=_check_format,
-              metavar="FORMAT",
-              help="Output line per record; fields: " + ", ".join("{" + f + "}" for f in FORMAT_FIELDS)
-              + "; \\t and \\n are understood.")
-@config_option("A consumer config (check.crcs=true, ...). Repeatable.")
-def consume(topic, data_dir, from_beginning, offset, partition, max_messages, timeout, fmt, configs):
-    """Print records of TOPIC, one line each (default: new records, from the end)."""
-
-    if from_beginning and offset is not None:
-        raise click.UsageError("--from-beginning and --offset N are mutually exclusive")
-    conf = dict(configs)
-    conf["bootstrap.servers"] = bootstrap(data_dir)
-    if offset is not None and offset >= 0:
-        conf.setdefault("auto.offset.reset", "error")  # an explicit offset out of range is an error
-    consumer = None
-    try:
-        consumer = Consumer(conf)
-        _consume(consumer, topic, from_beginning, offset, partition, max_messages, timeout, fmt)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C: a normal way to stop
-    except BrokenPipeError:
-        _quiet_stdout()  # the reader went away (`| head`): stop quietly
-    finally:
-        if consumer is not None:
-            try:
-                consumer.close()
-            except Exception:
-                pass
-
-
-def _consume(consumer, topic, from_beginning, offset, partition, max_messages, timeout, fmt):
-    md = consumer.list_topics(topic)
-    tmd = md.topics.get(topic)
-    if tmd is None or tmd.error is not None:
-        raise Failure(str(tmd.error) if tmd is not None and tmd.error is not None else f"unknown topic {topic!r}")
-    partitions = [partition] if partition is not None else sorted(tmd.partitions)
-    if partition is not None and partition not in tmd.partitions:
-        raise Failure(f"{topic} has no partition {partition} (it has {len(tmd.partitions)})")
-    tps = []
-    for p in partitions:
-        if from_beginning:
-            start = OFFSET_BEGINNING
-        elif offset is None:
-            start = OFFSET_END
-        elif offset >= 0:
-            start = offset
-        else:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p))
-            start = max(low, high + offset)
-        tps.append(TopicPartition(topic, p, start))
-    consumer.assign(tps)
-
-    out = sys.stdout
-    count = 0
-    idle_since = time.monotonic()
-    while max_messages is None or count < max_messages:
-        want = CONSUME_BATCH if max_messages is None else min(CONSUME_BATCH, max_messages - count)
-        wait_s = IDLE_CHECK_S
-        if timeout is not None:
-            wait_s = min(wait_s, max(0.0, idle_since + timeout - time.monotonic()))
-        msgs = consumer.consume(want, wait_s)
-        if not msgs:
-            if timeout is not None and time.monotonic() - idle_since >= timeout:
-                break
-            consumer.list_topics(topic)  # raises if the broker went away while we wait
-            continue
-        lines = []
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise Failure(f"{msg.topic()}-{msg.partition()}: {err}")
-            lines.append(fmt.format_map(_fields(msg)))
-            count += 1
-        if lines:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-        idle_since = time.monotonic()
-
-
-def _quiet_stdout():
-    """After EPIPE, point stdout at /dev/null so the interpreter's exit flush cannot fail."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 # ---------------------------------------------------------------------------- cleanup
@@ -688,12 +330,16 @@ def _cleanup_host(remove_all, dry_run):
 
 # ---------------------------------------------------------------------------- groups in their own modules
 
+cli.add_command(topics)    # docs/cli.md
+cli.add_command(produce)   # docs/cli.md
+cli.add_command(consume)   # docs/cli.md
+cli.add_command(metadata)  # docs/cli.md
 cli.add_command(dump_log)  # docs/durability.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
-cli.add_command(metrics)   # docs/operations.md
-cli.add_command(top)       # docs/operations.md
+cli.add_command(metrics)   # docs/observability.md
+cli.add_command(top)       # docs/observability.md
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -715,7 +361,7 @@ def main(argv=None):
         print_error(exc)
         return EXIT_FAILURE
     except BrokenPipeError:
-        _quiet_stdout()
+        quiet_stdout()
         return EXIT_FAILURE
     except posix_ipc.Error as exc:  # e.g. a broker's object vanished under us
         print_error(f"shared memory: {exc}")

@@ -1,0 +1,147 @@
+"""`shmlog topics ...`: kafka-topics (and kafka-configs for topics) for a shmlog broker.
+
+    shmlog topics create NAME --partitions N [--config K=V ...]
+    shmlog topics list
+    shmlog topics describe [NAME]
+    shmlog topics alter NAME [--partitions N] [--config K=V ...] [--delete-config K ...]
+    shmlog topics delete NAME
+"""
+import click
+
+from shmlog.cli._common import Failure, admin_client, config_option, data_dir_option, table
+from shmlog.client.admin import ConfigResource, NewPartitions, NewTopic
+from shmlog.config import TOPIC_DEFAULTS
+
+
+@click.group()
+def topics():
+    """Create, list, describe, alter and delete topics."""
+
+
+@topics.command("create")
+@click.argument("name")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), required=True, metavar="N",
+              help="Number of partitions.")
+@config_option("A topic config (retention.ms=60000, cleanup.policy=compact, ring.bytes=1048576). Repeatable.")
+@data_dir_option()
+def topics_create(name, partitions, configs, data_dir):
+    """Create topic NAME."""
+    with admin_client(data_dir) as admin:
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=dict(configs))])
+        futures[name].result()  # KafkaException: printed by main, exit 1
+    click.echo(f"created topic {name} with {partitions} partition{'s' if partitions != 1 else ''}")
+
+
+@topics.command("list")
+@data_dir_option()
+def topics_list(data_dir):
+    """List topic names, one per line."""
+    with admin_client(data_dir) as admin:
+        md = admin.list_topics()
+    for name in sorted(md.topics):
+        click.echo(name)
+
+
+@topics.command("describe")
+@click.argument("name", required=False)
+@data_dir_option()
+def topics_describe(name, data_dir):
+    """Show partitions and configs of topic NAME (default: every topic)."""
+    with admin_client(data_dir) as admin:
+        md = admin.list_topics(name)
+        if name is not None and md.topics[name].error is not None:
+            raise Failure(str(md.topics[name].error))
+        names = sorted(md.topics)
+        futures = admin.describe_configs([ConfigResource("topic", n) for n in names]) if names else {}
+        configs = {res.name: f.result() for res, f in futures.items()}
+    if not names:
+        click.echo("no topics")
+        return
+    for i, topic in enumerate(names):
+        t = md.topics[topic]
+        parts = [t.partitions[p] for p in sorted(t.partitions)]
+        rf = len(parts[0].replicas) if parts else 0
+        if i:
+            click.echo("")
+        click.echo(f"Topic {topic}: {len(parts)} partition{'s' if len(parts) != 1 else ''}, "
+                   f"replication factor {rf}")
+        rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))] for p in parts]
+        click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
+        entries = configs.get(topic) or {}
+        click.echo("  Configs:")
+        width = max((len(k) for k in entries), default=0)
+        for key in sorted(entries):
+            click.echo(f"    {key.ljust(width)} = {config_value(entries[key].value)}")
+
+
+def _indent(text, prefix):
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def config_value(value):
+    """A config value as typed on the command line (true, 1,2, 60000)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _topic_config_keys(ctx, param, keys):
+    """--delete-config keys: each must be a topic config."""
+    for key in keys:
+        if key not in TOPIC_DEFAULTS:
+            raise click.BadParameter(f"{key!r} is not a topic config", ctx=ctx, param=param)
+    return list(keys)
+
+
+@topics.command("alter")
+@click.argument("name")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), metavar="N",
+              help="Grow the topic to N partitions (more than it has; partitions are never removed).")
+@config_option("Set a topic config (retention.ms=60000, cleanup.policy=compact). Repeatable.")
+@click.option("--delete-config", "delete_configs", multiple=True, metavar="KEY", callback=_topic_config_keys,
+              help="Return a topic config to its default. Repeatable.")
+@data_dir_option()
+def topics_alter(name, partitions, configs, delete_configs, data_dir):
+    """Add partitions to topic NAME and change its configs (kafka-topics --alter, kafka-configs --alter)."""
+    if partitions is None and not configs and not delete_configs:
+        raise click.UsageError("nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY")
+    both = {k for k, _ in configs} & set(delete_configs)
+    if both:
+        raise click.UsageError(f"{', '.join(sorted(both))} is both set and deleted")
+    changes = []
+    with admin_client(data_dir) as admin:
+        md = admin.list_topics(name)
+        if md.topics[name].error is not None:
+            raise Failure(str(md.topics[name].error))
+        before = len(md.topics[name].partitions)
+        if partitions is not None and partitions < before:
+            raise Failure(f"topic {name!r} has {before} partitions; partitions cannot be removed "
+                          f"(--partitions must be at least {before})")
+        if configs or delete_configs:
+            # The broker merges what it is sent into the topic's configs, so a deleted config is
+            # sent as its default value.
+            wanted = dict(configs)
+            wanted.update({k: config_value(TOPIC_DEFAULTS[k]) for k in delete_configs})
+            res = ConfigResource("topic", name, set_config=wanted)
+            admin.alter_configs([res])[res].result()
+            changes += [f"set {k}={v}" for k, v in configs]
+            changes += [f"reset {k} to its default ({config_value(TOPIC_DEFAULTS[k])})" for k in delete_configs]
+        if partitions is not None:
+            if partitions > before:
+                admin.create_partitions([NewPartitions(name, partitions)])[name].result()
+                changes.insert(0, f"partitions {before} -> {partitions}")
+            else:
+                changes.insert(0, f"partitions unchanged ({before})")
+    click.echo(f"altered topic {name}: " + "; ".join(changes))
+
+
+@topics.command("delete")
+@click.argument("name")
+@data_dir_option()
+def topics_delete(name, data_dir):
+    """Delete topic NAME and all its records."""
+    with admin_client(data_dir) as admin:
+        admin.delete_topics([name])[name].result()
+    click.echo(f"deleted topic {name}")
