@@ -35,7 +35,15 @@
  *
  * Positions and offsets only grow. A producer may claim bytes up to
  * release_position + capacity; the releaser (persister) advances
- * release_position after persisting and after honouring reader pins.
+ * release_position after persisting and after honouring reader pins and
+ * fenced claims (a stalled producer that was passed may still write its
+ * records section until it sees the fence, so its region is not reused).
+ *
+ * Producer slot states: IDLE -> CLAIMING (intent) -> OWNED (claim CAS won) ->
+ * COMMITTING (commit CAS won: only now may the owner write the frame word,
+ * batch header or publish mark) -> IDLE. A repairer moves OWNED (or a dead
+ * owner's CLAIMING/COMMITTING) to FENCED and publishes an empty control batch
+ * in its place; FENCED -> IDLE only by a CAS that also lowers fenced_claims.
  *
  * The broker doorbell is a second object: SHMLOG_DOORBELL_SLOTS futex words a
  * blocked consumer sleeps on; a ring's waiter_mask says whom to wake.
@@ -86,8 +94,9 @@
 enum shmlog_slot_state {
     SHMLOG_SLOT_IDLE = 0,
     SHMLOG_SLOT_CLAIMING = 1, /* intent written, claim CAS not yet known to have won */
-    SHMLOG_SLOT_OWNED = 2,    /* claim won, frame not yet published */
-    SHMLOG_SLOT_FENCED = 3,   /* claim repaired by another process */
+    SHMLOG_SLOT_OWNED = 2,    /* claim won, frame not yet published; a repairer may fence it */
+    SHMLOG_SLOT_FENCED = 3,   /* claim repaired by another process; its owner has not yet seen it */
+    SHMLOG_SLOT_COMMITTING = 4, /* owner won the commit CAS: writing header and publish mark */
 };
 
 enum shmlog_status {
@@ -129,7 +138,9 @@ typedef struct shmlog_ring_release {
     uint64_t release_busy; /* non-zero while a releaser reads the pins */
     uint32_t space_futex;
     uint32_t space_waiters;
-    uint8_t pad[SHMLOG_CACHE_LINE - 24];
+    uint32_t fenced_claims; /* producer slots in FENCED: the releaser then holds at their claims */
+    uint32_t reserved;
+    uint8_t pad[SHMLOG_CACHE_LINE - 32];
 } shmlog_ring_release;
 
 typedef struct shmlog_ring_persist {

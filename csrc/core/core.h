@@ -55,6 +55,11 @@ SHMLOG_HIDDEN void persister_wake(const shmlog_ring_handle *ring, shmlog_doorbel
 /* doorbell.c: wake it once when [start, end) takes the unpersisted bytes past a quarter. */
 SHMLOG_HIDDEN void persister_nudge(const shmlog_ring_handle *ring, shmlog_doorbell *bell, uint64_t start,
                                    uint64_t end);
+/* batch.c: every header field but the CRC (shmlog_batch_write_header is this plus batch_seal). */
+SHMLOG_HIDDEN void batch_header_fields(uint8_t *batch, uint32_t records_bytes, uint64_t base_offset,
+                                       uint32_t leader_epoch, int16_t attributes, uint32_t record_count,
+                                       int64_t base_timestamp, int64_t max_timestamp, int64_t producer_id,
+                                       int16_t producer_epoch, int32_t base_sequence);
 /* batch.c: the CRC32C over attributes..end, written into the header. */
 SHMLOG_HIDDEN void batch_seal(uint8_t *batch);
 /* fetch.c: nothing has claimed past position + capacity yet (bytes at position not reused). */

@@ -5,7 +5,11 @@
  * of space) releases up to what is persisted, but never past a zero-copy reader's pin: a
  * pinning reader stores its pin then reads release_busy; a releaser raises release_busy then
  * reads the pins (all seq_cst). Either the reader sees a releaser busy (and backs off to
- * copying) or the releaser sees the pin. */
+ * copying) or the releaser sees the pin.
+ *
+ * Fenced claims hold the release the same way: a producer passed while stalled may still copy
+ * records into its claimed region until it resumes and sees the fence, so while any slot is
+ * FENCED (fenced_claims > 0: one load on the release path) the release stops at its claim. */
 #include "core.h"
 
 /* ---------------------------------------------------------------- reader pins */
@@ -52,6 +56,22 @@ void shmlog_pin_release(shmlog_ring_handle *ring, int pin) {
 
 /* ---------------------------------------------------------------- release */
 
+/* The lowest claim of a FENCED slot, or target. The count is raised before the fence and the
+ * fence precedes publishing the control batch, which precedes persisting past it: a releaser
+ * given a persisted position past a fenced claim sees the count and the FENCED slot. */
+static uint64_t fenced_claims_floor(const shmlog_ring_handle *ring, uint64_t target) {
+    const shmlog_ring_header *h = ring->header;
+    if (!load_seq_cst(&h->release.fenced_claims)) return target;
+    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS; i++) {
+        const shmlog_producer_slot *s = &h->producers[i];
+        if (load_seq_cst(&s->state) == SHMLOG_SLOT_FENCED) {
+            uint64_t p = load_relaxed(&s->claim_position);
+            if (p < target) target = p;
+        }
+    }
+    return target;
+}
+
 /* Space is released lazily: a quarter of the ring stays readable behind the persister (so
  * readers near the head keep zero-copy access) until a producer actually waits for room.
  * Several processes release (the persister, producers short of space): the busy count and
@@ -67,6 +87,7 @@ uint64_t shmlog_ring_release_to(shmlog_ring_handle *ring, uint64_t persisted_pos
         uint64_t p = load_seq_cst(&h->pins[i].pin_position);
         if (p < target) target = p;
     }
+    target = fenced_claims_floor(ring, target);
     current = load_acquire(&h->release.release_position);
     while (target > current && !compare_exchange(&h->release.release_position, &current, target,
                                                  memory_order_seq_cst, memory_order_acquire)) {

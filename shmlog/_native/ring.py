@@ -1,7 +1,8 @@
 """A partition ring: the Python face of the C claim/publish/fetch functions.
 
 Invariants live in the C core (csrc/core/); this module turns status codes
-into KafkaErrors that name the partition, and repairs claims left by dead producers.
+into KafkaErrors that name the partition, and repairs claims left by dead producers or held
+by producers stalled for longer than shmlog.claim.timeout.ms.
 """
 import itertools
 import os
@@ -22,15 +23,17 @@ STATUS_NAMES = {
     lib.SHMLOG_EBADHEADER: "invalid ring header",
     lib.SHMLOG_ECRC: "CRC32C mismatch",
     lib.SHMLOG_ENOSLOT: "no free slot",
-    lib.SHMLOG_EFENCED: "claim fenced",
+    lib.SHMLOG_EFENCED: "claim fenced (passed by readers after shmlog.claim.timeout.ms)",
     lib.SHMLOG_ESMALL: "buffer too small",
 }
 
 # How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
-# unpublished before it is repaired. Claims of live producers are never repaired, so there is
-# no claim timeout here: shmlog.claim.timeout.ms is reserved and has no effect.
+# unpublished before it is repaired. A live producer's claim (OWNED) is fenced once it is older
+# than shmlog.claim.timeout.ms: consumers blocked behind it use their own setting, the persister
+# and the supervisor's housekeeping the default.
 STUCK_CLAIM_GRACE_S = 0.05
 UNCLAIMED_GRACE_S = 1.0
+DEFAULT_CLAIM_TIMEOUT_MS = 2000
 
 
 def owner_token():
@@ -167,6 +170,12 @@ class Ring:
             raise error(KafkaError._MSG_TIMED_OUT,
                         f"{self.where()}: ring full for max.block.ms={timeout_ms:g}: its "
                         f"{self.capacity_bytes} bytes are not yet persisted (persister behind or stopped)")
+        if rc == lib.SHMLOG_EFENCED:
+            raise error(KafkaError._MSG_TIMED_OUT,
+                        f"{self.where()}: this producer was stopped (SIGSTOP, a debugger) while it held a claim "
+                        f"for longer than shmlog.claim.timeout.ms; readers passed the claim and the batch of "
+                        f"{records_bytes} record bytes was not written (its offsets hold an empty control batch); "
+                        f"produce it again")
         if rc == lib.SHMLOG_ETOOBIG:
             raise error(KafkaError.MSG_SIZE_TOO_LARGE,
                         f"{self.where()}: a batch of {records_bytes} record bytes can never fit the partition's "
@@ -193,8 +202,9 @@ class Ring:
                     f"{self.where()}: {what} at ring position {cursor.position} (expected offset "
                     f"{cursor.next_offset}); shared memory holds bytes that are not a valid record batch")
 
-    def repair_if_stuck(self, position, doorbell):
-        """Turn a dead producer's unpublished claim at `position` into padding. True if repaired."""
+    def repair_if_stuck(self, position, doorbell, claim_timeout_ms=DEFAULT_CLAIM_TIMEOUT_MS):
+        """Turn the unpublished claim at `position` into a skippable frame if its producer died, or
+        fence it if its live producer has held it for claim_timeout_ms. True if repaired."""
         slots = ffi.new("int[8]")
         n = lib.shmlog_ring_stuck_claims(self.map, position, slots, 8)
         if n <= 0:
@@ -206,8 +216,8 @@ class Ring:
         candidates = [self.header.producers[slots[i]] for i in range(n)]
         dead = [(slots[i], s) for i, s in enumerate(candidates) if not procs.alive(s.pid, s.pid_start_time)]
         if not dead:
-            return False
-        owned = [i for i, s in dead if s.state == lib.SHMLOG_SLOT_OWNED]
+            return self._fence_if_stalled(position, slots, candidates, doorbell, claim_timeout_ms)
+        owned = [i for i, s in dead if s.state in (lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING)]
         # Any live slot at this position may be the real owner (it may not have marked OWNED yet).
         live_owner = len(dead) < len(candidates)
         if owned:
@@ -221,6 +231,24 @@ class Ring:
             chosen = dead[0][0]
         self._stuck_since.pop(position, None)
         return lib.shmlog_ring_repair(self.map, chosen, doorbell) == 0
+
+    def _fence_if_stalled(self, position, slots, candidates, doorbell, claim_timeout_ms):
+        """A live producer holding its claim (OWNED) longer than the timeout is passed; the C core
+        checks the claim's age again after winning the fence."""
+        for i, s in enumerate(candidates):
+            if s.state == lib.SHMLOG_SLOT_OWNED:
+                rc = lib.shmlog_ring_fence_stalled(self.map, slots[i], position, int(claim_timeout_ms) * 1_000_000,
+                                                   doorbell)
+                return rc == 0
+        return False
+
+    def fence_stalled_claims(self, doorbell, claim_timeout_ms=DEFAULT_CLAIM_TIMEOUT_MS):
+        """Housekeeping: pass every claim held past the timeout by a live producer that blocks readers."""
+        oldest_ns = time.time_ns() - int(claim_timeout_ms) * 1_000_000
+        for i in range(lib.SHMLOG_PRODUCER_SLOTS):
+            s = self.header.producers[i]
+            if s.state == lib.SHMLOG_SLOT_OWNED and s.claim_unix_ns < oldest_ns:
+                self.repair_if_stuck(s.claim_position, doorbell, claim_timeout_ms)
 
     def _raise_if_unclaimed_too_long(self, position):
         """Below the tail, unpublished, and no producer slot claims it: only garbage in shared
@@ -239,11 +267,11 @@ class Ring:
             s = self.header.producers[i]
             if not s.pid or procs.alive(s.pid, s.pid_start_time):
                 continue
-            if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED):
+            if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING):
                 n = lib.shmlog_ring_stuck_claims(self.map, s.claim_position, probe, 8)
                 if i in [probe[k] for k in range(n)] and not self.repair_if_stuck(s.claim_position, doorbell):
                     continue  # its claim still blocks readers: repaired once the grace period passes
-            lib.shmlog_producer_slot_release(self.map, i, s.owner_token)
+            lib.shmlog_producer_slot_release(self.map, i, s.owner_token)  # a FENCED slot's hold ends too
         for i in range(lib.SHMLOG_PIN_SLOTS):
             p = self.header.pins[i]
             if p.in_use and not procs.alive(p.pid, p.pid_start_time):

@@ -787,6 +787,7 @@ class Supervisor:
     def reclaim_dead_producers(self):
         for ring in self.rings.values():
             ring.reclaim_dead_slots(self.doorbell.ptr)
+            ring.fence_stalled_claims(self.doorbell.ptr)
 
     def run(self):
         self.lock()
