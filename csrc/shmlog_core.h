@@ -60,9 +60,11 @@ int shmlog_batch_carries_records(uint16_t attributes, int32_t record_count);
 
 /* ---------------------------------------------------------------- ring geometry (core/ring.c) */
 
-uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes);
+/* slot_count: producer slots and reader pins of the ring; 0 takes shmlog_ring_default_slots. */
+uint32_t shmlog_ring_default_slots(uint64_t capacity_bytes);
+uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes, uint32_t slot_count);
 int shmlog_ring_init(void *map, uint64_t map_bytes, uint64_t capacity_bytes, uint32_t topic_id,
-                     uint32_t partition, uint32_t leader_epoch, uint64_t start_offset);
+                     uint32_t partition, uint32_t leader_epoch, uint64_t start_offset, uint32_t slot_count);
 int shmlog_ring_open(shmlog_ring_handle *ring, void *map, uint64_t map_bytes);
 
 /* ---------------------------------------------------------------- claims and appends (core/append.c) */

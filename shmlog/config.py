@@ -673,6 +673,9 @@ TOPIC_KEYS = (
     _inert("preallocate", BOOL, False, "segment files grow as they are written"),
     Key("ring.bytes", RING_BYTES, RING_BYTES_DEFAULT,
         "shmlog: size of each partition's shared-memory ring (a power of two)."),
+    Key("ring.slots", Int(0, 65536), 0,
+        "shmlog: producer processes (and as many zero-copy reader pins) each partition ring "
+        "admits at once; 0 sizes it by ring.bytes (one per 64 KiB, 64..1024)."),
 )
 
 TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})

@@ -46,14 +46,14 @@ enum {
 
 int shmlog_producer_slot_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_start_time,
                                  uint64_t owner_token) {
-    shmlog_ring_header *h = ring->header;
-    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS; i++) {
-        shmlog_producer_slot *s = &h->producers[i];
+    for (int i = 0; i < (int)ring->slot_count; i++) {
+        shmlog_producer_slot *s = &ring->producers[i];
         uint32_t expected = 0;
         if (load_relaxed(&s->state) != SHMLOG_SLOT_IDLE) continue;
         if (compare_exchange(&s->pid, &expected, pid, memory_order_acq_rel, memory_order_relaxed)) {
             s->pid_start_time = pid_start_time;
             store_release(&s->owner_token, owner_token);
+            slots_note_taken(&ring->header->slots.producers_used, i);
             return i;
         }
     }
@@ -63,7 +63,8 @@ int shmlog_producer_slot_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_
 /* Frees the slot only if it still belongs to owner_token: two reclaimers racing over a dead
  * owner must not free a slot a new producer has just taken. */
 int shmlog_producer_slot_release(shmlog_ring_handle *ring, int slot, uint64_t owner_token) {
-    shmlog_producer_slot *s = &ring->header->producers[slot];
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
+    shmlog_producer_slot *s = &ring->producers[slot];
     uint64_t expected = owner_token;
     if (!compare_exchange(&s->owner_token, &expected, 0, memory_order_acq_rel, memory_order_relaxed))
         return SHMLOG_EAGAIN;
@@ -77,7 +78,7 @@ int shmlog_producer_slot_release(shmlog_ring_handle *ring, int slot, uint64_t ow
  * owner's slot lower fenced_claims once between them. Seq_cst: the owner's writes into the
  * fenced region come before, and a releaser that then sees IDLE may reuse the region. */
 int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot) {
-    shmlog_producer_slot *s = &ring->header->producers[slot];
+    shmlog_producer_slot *s = &ring->producers[slot];
     uint32_t fenced = SHMLOG_SLOT_FENCED;
     if (!compare_exchange(&s->state, &fenced, SHMLOG_SLOT_IDLE, memory_order_seq_cst, memory_order_relaxed))
         return 0;
@@ -92,7 +93,7 @@ static int slot_begin_commit(shmlog_ring_handle *ring, shmlog_producer_slot *s) 
     uint32_t owned = SHMLOG_SLOT_OWNED;
     if (compare_exchange(&s->state, &owned, SHMLOG_SLOT_COMMITTING, memory_order_acq_rel, memory_order_acquire))
         return 0;
-    shmlog_producer_slot_unfence(ring, (int)(s - ring->header->producers));
+    shmlog_producer_slot_unfence(ring, (int)(s - ring->producers));
     return SHMLOG_EFENCED;
 }
 
@@ -196,7 +197,7 @@ static int64_t frame_claim(shmlog_ring_handle *ring, int slot, uint64_t records_
     uint64_t frame_bytes = frame_bytes_for_records(records_bytes);
     if (frame_bytes > ring->capacity_bytes || frame_bytes > SHMLOG_FRAME_LENGTH_MASK || count == 0)
         return SHMLOG_ETOOBIG;
-    out->slot = &ring->header->producers[slot];
+    out->slot = &ring->producers[slot];
     out->frame_bytes = (int64_t)frame_bytes;
     out->position = frame_claim_space(ring, out->slot, frame_bytes, count, deadline_after(timeout_ns),
                                       &out->base_offset, bell);

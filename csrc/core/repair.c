@@ -16,12 +16,13 @@ int shmlog_ring_stuck_claims(const shmlog_ring_handle *ring, uint64_t position, 
     const shmlog_ring_header *h = ring->header;
     if (load_acquire(&h->claim.tail_position) <= position || frame_is_published(ring, position)) return 0;
     int n = 0;
-    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS && n < max_slots; i++) {
-        const shmlog_producer_slot *s = &h->producers[i];
+    uint32_t used = slots_in_use(ring, &h->slots.producers_used);
+    for (uint32_t i = 0; i < used && n < max_slots; i++) {
+        const shmlog_producer_slot *s = &ring->producers[i];
         uint32_t state = load_acquire(&s->state);
         if ((state == SHMLOG_SLOT_CLAIMING || state == SHMLOG_SLOT_OWNED || state == SHMLOG_SLOT_COMMITTING) &&
             load_relaxed(&s->claim_position) == position)
-            slots[n++] = i;
+            slots[n++] = (int)i;
     }
     return n;
 }
@@ -69,7 +70,8 @@ static int claim_publish_skippable(shmlog_ring_handle *ring, const shmlog_produc
 /* A dead owner's claim, whatever its state: fence, publish, free the slot. */
 int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *doorbell) {
     shmlog_ring_header *h = ring->header;
-    shmlog_producer_slot *s = &h->producers[slot];
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
+    shmlog_producer_slot *s = &ring->producers[slot];
     uint32_t state = load_acquire(&s->state);
     if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED && state != SHMLOG_SLOT_COMMITTING)
         return SHMLOG_EAGAIN;
@@ -88,7 +90,8 @@ int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *door
 int shmlog_ring_fence_stalled(shmlog_ring_handle *ring, int slot, uint64_t position, uint64_t min_age_ns,
                               shmlog_doorbell *doorbell) {
     shmlog_ring_header *h = ring->header;
-    shmlog_producer_slot *s = &h->producers[slot];
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
+    shmlog_producer_slot *s = &ring->producers[slot];
     if (load_acquire(&s->state) != SHMLOG_SLOT_OWNED || load_relaxed(&s->claim_position) != position)
         return SHMLOG_EAGAIN;
     if (now_realtime_ns() - load_relaxed(&s->claim_unix_ns) < min_age_ns) return SHMLOG_EAGAIN;

@@ -62,10 +62,14 @@ class Ring:
 
     @classmethod
     def create(cls, name, capacity_bytes, topic, topic_id, partition, start_offset=0, mode=0o600,
-               leader_epoch=0, group=None):
-        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes), mode, group)
+               leader_epoch=0, group=None, slots=0):
+        """slots: producer slots and reader pins (the topic's ring.slots); 0 sizes them by capacity."""
+        if not 0 <= slots <= lib.SHMLOG_MAX_SLOTS:
+            raise error(KafkaError._INVALID_ARG, f"ring.slots={slots} must be 0 (by ring.bytes) "
+                        f"or at most {lib.SHMLOG_MAX_SLOTS}")
+        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes, slots), mode, group)
         rc = lib.shmlog_ring_init(mapping.ptr, mapping.size, capacity_bytes, topic_id, partition,
-                                  leader_epoch, start_offset)
+                                  leader_epoch, start_offset, slots)
         if rc != 0:
             mapping.close()
             raise error(KafkaError._INVALID_ARG, f"ring.bytes={capacity_bytes} must be a power of two "
@@ -75,6 +79,22 @@ class Ring:
     @classmethod
     def open(cls, name, topic, partition, populate=False, owner=None):
         return cls(Mapping.open(name, populate, owner), topic, partition)
+
+    # ------------------------------------------------------------------ slot tables
+
+    @property
+    def slot_count(self):
+        """Producer slots (and as many reader pins) this ring was created with."""
+        return self.map.slot_count
+
+    def producer_slots(self):
+        """The producer slots ever taken (a scan need go no further)."""
+        used = min(self.header.slots.producers_used, self.map.slot_count)
+        return self.map.producers[0:used]
+
+    def pins(self):
+        used = min(self.header.slots.pins_used, self.map.slot_count)
+        return self.map.pins[0:used]
 
     def close(self):
         self.mapping.close()
@@ -126,7 +146,8 @@ class Ring:
             slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, token)
         if slot < 0:
             raise error(KafkaError._CRIT_SYS_RESOURCE,
-                        f"{self.where()}: all {lib.SHMLOG_PRODUCER_SLOTS} producer slots are taken by live processes")
+                        f"{self.where()}: all {self.slot_count} producer slots are taken by live processes; "
+                        f"create the topic with a larger ring.slots (up to {lib.SHMLOG_MAX_SLOTS})")
         self._slot_tokens[slot] = token
         return slot
 
@@ -213,7 +234,7 @@ class Ring:
             else:
                 self._stuck_since.pop(position, None)
             return False
-        candidates = [self.header.producers[slots[i]] for i in range(n)]
+        candidates = [self.map.producers[slots[i]] for i in range(n)]
         dead = [(slots[i], s) for i, s in enumerate(candidates) if not procs.alive(s.pid, s.pid_start_time)]
         if not dead:
             return self._fence_if_stalled(position, slots, candidates, doorbell, claim_timeout_ms)
@@ -245,8 +266,7 @@ class Ring:
     def fence_stalled_claims(self, doorbell, claim_timeout_ms=DEFAULT_CLAIM_TIMEOUT_MS):
         """Housekeeping: pass every claim held past the timeout by a live producer that blocks readers."""
         oldest_ns = time.time_ns() - int(claim_timeout_ms) * 1_000_000
-        for i in range(lib.SHMLOG_PRODUCER_SLOTS):
-            s = self.header.producers[i]
+        for s in self.producer_slots():
             if s.state == lib.SHMLOG_SLOT_OWNED and s.claim_unix_ns < oldest_ns:
                 self.repair_if_stuck(s.claim_position, doorbell, claim_timeout_ms)
 
@@ -263,8 +283,7 @@ class Ring:
     def reclaim_dead_slots(self, doorbell=ffi.NULL):
         """Free producer slots and pins whose processes are gone; repair their claims first."""
         probe = ffi.new("int[8]")
-        for i in range(lib.SHMLOG_PRODUCER_SLOTS):
-            s = self.header.producers[i]
+        for i, s in enumerate(self.producer_slots()):
             if not s.pid or procs.alive(s.pid, s.pid_start_time):
                 continue
             if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING):
@@ -272,8 +291,7 @@ class Ring:
                 if i in [probe[k] for k in range(n)] and not self.repair_if_stuck(s.claim_position, doorbell):
                     continue  # its claim still blocks readers: repaired once the grace period passes
             lib.shmlog_producer_slot_release(self.map, i, s.owner_token)  # a FENCED slot's hold ends too
-        for i in range(lib.SHMLOG_PIN_SLOTS):
-            p = self.header.pins[i]
+        for i, p in enumerate(self.pins()):
             if p.in_use and not procs.alive(p.pid, p.pid_start_time):
                 lib.shmlog_pin_release(self.map, i)
 
@@ -286,7 +304,9 @@ class Ring:
             self.reclaim_dead_slots()
             pin = lib.shmlog_pin_acquire(self.map, pid, started, owner_token())
         if pin < 0:
-            raise error(KafkaError._CRIT_SYS_RESOURCE, f"{self.where()}: all reader pins are taken")
+            raise error(KafkaError._CRIT_SYS_RESOURCE,
+                        f"{self.where()}: all {self.slot_count} reader pins are taken by live processes; create "
+                        f"the topic with a larger ring.slots (up to {lib.SHMLOG_MAX_SLOTS})")
         return pin
 
     def set_pin(self, pin, position):

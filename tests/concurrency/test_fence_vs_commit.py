@@ -57,7 +57,7 @@ def committing_producer(ring_name, rounds, ready, done, conn):
     out = ffi.new("uint64_t *")
     won = fenced = 0
     problems = []
-    s = ring.header.producers[slot]
+    s = ring.map.producers[slot]
     for i in range(rounds):
         count = 1 + i % 3
         rc = lib.shmlog_ring_append(ring.map, slot, records, RECORD_BYTES, count, 0, 0, 0, -1, -1, -1,
@@ -95,7 +95,7 @@ def test_a_fence_and_a_commit_of_the_same_claim_never_both_succeed(shm_name):
     try:
         assert reader.poll(START_TIMEOUT_S), "the producer did not start"
         slot = reader.recv()
-        s = owner.header.producers[slot]
+        s = owner.map.producers[slot]
         fences_won = 0
         ready.set()
         while not done.is_set():

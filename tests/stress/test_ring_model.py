@@ -219,7 +219,7 @@ class RingModel(RuleBasedStateMachine):
             return
         slot = lib.shmlog_producer_slot_acquire(self.ring.map, DEAD_PID, 1, 99)
         assert slot >= 0
-        dead = self.ring.header.producers[slot]
+        dead = self.ring.map.producers[slot]
         dead.claim_position, dead.claim_offset = self.tail, self.next_offset
         dead.claim_frame_bytes, dead.claim_record_count = nbytes, count
         dead.state = lib.SHMLOG_SLOT_OWNED
@@ -246,7 +246,7 @@ class RingModel(RuleBasedStateMachine):
         token = 1000 + next(_names)
         slot = lib.shmlog_producer_slot_acquire(self.ring.map, pid, started, token)
         assert slot >= 0
-        live = self.ring.header.producers[slot]
+        live = self.ring.map.producers[slot]
         live.claim_position, live.claim_offset = self.tail, self.next_offset
         live.claim_frame_bytes, live.claim_record_count = nbytes, count
         live.claim_unix_ns = 0
@@ -526,7 +526,7 @@ def test_a_dead_producers_failed_claim_attempt_is_not_repaired_over_a_live_claim
         ring.append(live_slot, ffi.from_buffer(records), len(records), 1, 0, 0, 0, ffi.NULL)
         pos, off = ring.end()
         dead_slot = lib.shmlog_producer_slot_acquire(ring.map, DEAD_PID, 1, 99)
-        dead, live = ring.header.producers[dead_slot], ring.header.producers[live_slot]
+        dead, live = ring.map.producers[dead_slot], ring.map.producers[live_slot]
         dead.claim_position, dead.claim_offset, dead.claim_frame_bytes, dead.claim_record_count = pos, off, 4096, 50
         dead.state = lib.SHMLOG_SLOT_CLAIMING
         live.claim_position, live.claim_offset, live.claim_frame_bytes, live.claim_record_count = pos, off, 128, 3

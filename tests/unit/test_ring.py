@@ -140,7 +140,7 @@ def test_a_claim_left_by_a_dead_producer_becomes_a_skippable_control_batch(ring)
     slot = ring.acquire_producer_slot()
     append(ring, slot, [b"before"])
     pos, off = ring.end()
-    dead = ring.header.producers[slot + 1]
+    dead = ring.map.producers[slot + 1]
     # Forge what a producer killed right after its claim CAS leaves behind.
     assert lib.shmlog_producer_slot_acquire(ring.map, 2**22 + 1, 1, 99) == slot + 1
     dead.claim_position, dead.claim_offset = pos, off
