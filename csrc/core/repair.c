@@ -84,6 +84,12 @@ int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *door
     return ok ? SHMLOG_OK : SHMLOG_ECORRUPT;
 }
 
+/* How long ago the slot's claim was made; 0 if its time is in the future (the clock jumped back). */
+static uint64_t claim_age_ns(const shmlog_producer_slot *s) {
+    uint64_t now = now_realtime_ns(), then = load_relaxed(&s->claim_unix_ns);
+    return now > then ? now - then : 0;
+}
+
 /* A live owner's claim at position, OWNED for at least min_age_ns: fenced and published as
  * skippable, the slot left FENCED for its owner to see. Only OWNED is fenced: the owner won
  * its claim CAS for certain (CLAIMING may have lost it) and has not begun to commit. */
@@ -94,11 +100,11 @@ int shmlog_ring_fence_stalled(shmlog_ring_handle *ring, int slot, uint64_t posit
     shmlog_producer_slot *s = &ring->producers[slot];
     if (load_acquire(&s->state) != SHMLOG_SLOT_OWNED || load_relaxed(&s->claim_position) != position)
         return SHMLOG_EAGAIN;
-    if (now_realtime_ns() - load_relaxed(&s->claim_unix_ns) < min_age_ns) return SHMLOG_EAGAIN;
+    if (claim_age_ns(s) < min_age_ns) return SHMLOG_EAGAIN;
     if (!slot_fence(h, s, SHMLOG_SLOT_OWNED)) return SHMLOG_EAGAIN;
     /* The owner may have committed and claimed again between our checks and the CAS (positions
      * only grow, so the position tells): then give the fresh claim back unless it saw us. */
-    if (s->claim_position != position || now_realtime_ns() - s->claim_unix_ns < min_age_ns) {
+    if (s->claim_position != position || claim_age_ns(s) < min_age_ns) {
         uint32_t fenced = SHMLOG_SLOT_FENCED;
         if (compare_exchange(&s->state, &fenced, SHMLOG_SLOT_OWNED, memory_order_seq_cst, memory_order_relaxed))
             fetch_sub(&h->release.fenced_claims, 1, memory_order_seq_cst);
