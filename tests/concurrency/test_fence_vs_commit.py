@@ -8,10 +8,12 @@ as an empty control batch over the claim's offsets. Never both, never neither: t
 checks each of its claims as soon as it is published, and the two sides' counts of fences
 must agree.
 
-A spawned producer process appends thousands of batches to a real ring in shared memory;
-the test process is the repairer, fencing every claim it sees OWNED with a zero timeout.
+A spawned producer process appends batches to a real ring in shared memory until the test
+process, the repairer fencing every claim it sees OWNED with a zero timeout, has won
+FENCES_WANTED fences (or BUDGET_S passed: on a busy host the two may rarely overlap).
 """
 import multiprocessing
+import time
 
 import pytest
 
@@ -25,9 +27,12 @@ from shmlog._native.ring import Ring  # noqa: E402
 pytestmark = pytest.mark.concurrency
 
 SPAWN = multiprocessing.get_context("spawn")
-CAPACITY = 1 << 20
-ROUNDS = 4000
-RECORD_BYTES = 8192       # a long copy widens the window in which the claim is OWNED
+CAPACITY = 1 << 22
+MAX_ROUNDS = 200_000
+MIN_ROUNDS = 2000
+FENCES_WANTED = 200
+BUDGET_S = 30.0
+RECORD_BYTES = 32768      # a long copy widens the window in which the claim is OWNED
 START_TIMEOUT_S = 60.0
 PUBLISH_SPINS = 10_000_000
 
@@ -48,7 +53,7 @@ def published_frame(ring, position, offset):
     return batch[22] & lib.SHMLOG_ATTR_CONTROL, frames[0].record_count
 
 
-def committing_producer(ring_name, rounds, ready, done, conn):
+def committing_producer(ring_name, stop, ready, done, conn):
     ring = Ring.open(ring_name, "fence", 0)
     slot = ring.acquire_producer_slot()
     conn.send(slot)
@@ -58,8 +63,13 @@ def committing_producer(ring_name, rounds, ready, done, conn):
     won = fenced = 0
     problems = []
     s = ring.map.producers[slot]
-    for i in range(rounds):
+    rounds = offsets = 0
+    for i in range(MAX_ROUNDS):
+        if stop.is_set() and i >= MIN_ROUNDS:
+            break
+        rounds += 1
         count = 1 + i % 3
+        offsets += count
         rc = lib.shmlog_ring_append(ring.map, slot, records, RECORD_BYTES, count, 0, 0, 0, -1, -1, -1,
                                     5_000_000_000, ffi.NULL, out)
         if rc >= 0:
@@ -79,7 +89,7 @@ def committing_producer(ring_name, rounds, ready, done, conn):
             break
         lib.shmlog_ring_release_to(ring.map, ring.end()[0])  # no persister: everything is ours to reuse
     done.set()
-    conn.send((won, fenced, problems, ring.end()[1], ring.header.release.fenced_claims))
+    conn.send((rounds, offsets, won, fenced, problems, ring.end()[1], ring.header.release.fenced_claims))
     ring.release_producer_slot(slot)
     ring.close()
 
@@ -87,9 +97,9 @@ def committing_producer(ring_name, rounds, ready, done, conn):
 def test_a_fence_and_a_commit_of_the_same_claim_never_both_succeed(shm_name):
     name = shm_name("ring")
     owner = Ring.create(name, CAPACITY, "fence", 1, 0)
-    ready, done = SPAWN.Event(), SPAWN.Event()
+    ready, done, stop = SPAWN.Event(), SPAWN.Event(), SPAWN.Event()
     reader, writer = SPAWN.Pipe(duplex=False)
-    child = SPAWN.Process(target=committing_producer, args=(name, ROUNDS, ready, done, writer), daemon=True)
+    child = SPAWN.Process(target=committing_producer, args=(name, stop, ready, done, writer), daemon=True)
     child.start()
     writer.close()
     try:
@@ -98,18 +108,21 @@ def test_a_fence_and_a_commit_of_the_same_claim_never_both_succeed(shm_name):
         s = owner.map.producers[slot]
         fences_won = 0
         ready.set()
+        deadline = time.monotonic() + BUDGET_S
         while not done.is_set():
             if s.state == lib.SHMLOG_SLOT_OWNED:
                 fences_won += lib.shmlog_ring_fence_stalled(owner.map, slot, s.claim_position, 0, ffi.NULL) == 0
+            if fences_won >= FENCES_WANTED or time.monotonic() > deadline:
+                stop.set()
         assert reader.poll(START_TIMEOUT_S), "the producer did not report"
-        won, fenced, problems, next_offset, fenced_claims = reader.recv()
+        rounds, offsets, won, fenced, problems, next_offset, fenced_claims = reader.recv()
         child.join(START_TIMEOUT_S)
         assert child.exitcode == 0
         assert problems == []
-        assert won + fenced == ROUNDS
+        assert won + fenced == rounds
         assert fenced == fences_won, "every fence the repairer won is one the producer saw, and no other"
         assert won > 0 and fenced > 0, (won, fenced)  # the race was run for real: both sides won sometimes
-        assert next_offset == sum(1 + i % 3 for i in range(ROUNDS)), "fenced claims keep their offsets: dense"
+        assert next_offset == offsets, "fenced claims keep their offsets: dense"
         assert fenced_claims == 0, "every fence was acknowledged"
     finally:
         if child.is_alive():
