@@ -60,9 +60,11 @@ int shmlog_batch_carries_records(uint16_t attributes, int32_t record_count);
 
 /* ---------------------------------------------------------------- ring geometry (core/ring.c) */
 
-uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes);
+/* slot_count: producer slots and reader pins of the ring; 0 takes shmlog_ring_default_slots. */
+uint32_t shmlog_ring_default_slots(uint64_t capacity_bytes);
+uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes, uint32_t slot_count);
 int shmlog_ring_init(void *map, uint64_t map_bytes, uint64_t capacity_bytes, uint32_t topic_id,
-                     uint32_t partition, uint32_t leader_epoch, uint64_t start_offset);
+                     uint32_t partition, uint32_t leader_epoch, uint64_t start_offset, uint32_t slot_count);
 int shmlog_ring_open(shmlog_ring_handle *ring, void *map, uint64_t map_bytes);
 
 /* ---------------------------------------------------------------- claims and appends (core/append.c) */
@@ -87,8 +89,13 @@ int64_t shmlog_ring_append_records(shmlog_ring_handle *ring, int slot, uint32_t 
                                    const uint8_t *headers, const int32_t *headers_lens, int64_t timeout_ns,
                                    shmlog_doorbell *doorbell, uint64_t *out_base_offset);
 
-/* Test hook: the next append of this process SIGKILLs itself at crash point 1-4. */
+/* Test hooks: the next append of this process SIGKILLs itself at crash point 1-5, or stops
+ * itself (SIGSTOP, once) at pause point 1-5, holding its claim until SIGCONT. */
 void shmlog_debug_set_crash_point(int point);
+void shmlog_debug_set_pause_point(int point);
+/* The slot's owner returns it from FENCED to IDLE (it will write nothing more into the
+ * fenced claim): 1 if it was FENCED, 0 if not. */
+int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot);
 
 /* ---------------------------------------------------------------- reading (core/fetch.c) */
 
@@ -103,6 +110,11 @@ int shmlog_ring_has_data(const shmlog_ring_handle *ring, uint64_t position);
 
 int shmlog_ring_stuck_claims(const shmlog_ring_handle *ring, uint64_t position, int *slots, int max_slots);
 int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *doorbell);
+/* Fences a live producer's OWNED claim at position once it is at least min_age_ns old
+ * (claim_unix_ns): readers pass it, the slot stays FENCED (its region held back from release)
+ * until its owner sees the fence. SHMLOG_OK, or SHMLOG_EAGAIN if not (yet) fenceable. */
+int shmlog_ring_fence_stalled(shmlog_ring_handle *ring, int slot, uint64_t position, uint64_t min_age_ns,
+                              shmlog_doorbell *doorbell);
 
 /* ---------------------------------------------------------------- a stopping broker (core/close.c) */
 

@@ -5,21 +5,30 @@
  *
  * A partition ring is one POSIX shared-memory object:
  *
- *   0                                                          header_bytes
+ *   0                                                          SHMLOG_RING_HEADER_BYTES
  *   +-----------------------------------------------------------+
  *   | descriptor        (cache line 0, written once at init)    |
  *   | claim             (tail position + next offset, 16B CAS)  |  line 1
  *   | release           (release position, busy flag, futex)    |  line 2
  *   | persist           (persisted/flushed positions, futex)    |  line 3
  *   | waiter_mask[4]    (doorbell slots waiting on this ring)   |  line 4
- *   | producer slots    [SHMLOG_PRODUCER_SLOTS] x 64B           |
- *   | reader pins       [SHMLOG_PIN_SLOTS] x 64B                |
+ *   | slots             (slot count, slots used so far)         |  line 5
  *   | offset index      [SHMLOG_INDEX_ENTRIES] x 16B            |
+ *   +-----------------------------------------------------------+ 20 KiB
+ *   | producer slots    [slot_count] x 64B                      |
+ *   | reader pins       [slot_count] x 64B                      |
+ *   | (page padding)                                            |
  *   +-----------------------------------------------------------+ header_bytes
  *   | publish marks: u32 per 64-byte block of data              |
  *   +-----------------------------------------------------------+ + capacity/16
  *   | data: capacity_bytes (power of two), frames never wrap    |
  *   +-----------------------------------------------------------+
+ *
+ * slot_count is fixed when the ring is created (the topic's ring.slots; by default
+ * capacity / 64 KiB within 64..1024, so the slot tables are at most 1/512 of the ring and
+ * a 64 KiB ring is no larger than before), 1..SHMLOG_MAX_SLOTS. Slots are taken lowest
+ * first and slots.producers_used / pins_used only grow: every scan of the tables (the
+ * releaser's pin scan on each release, repairers) stops there, not at slot_count.
  *
  * A frame starts at a 64-byte aligned position (its own cache line):
  *
@@ -35,7 +44,15 @@
  *
  * Positions and offsets only grow. A producer may claim bytes up to
  * release_position + capacity; the releaser (persister) advances
- * release_position after persisting and after honouring reader pins.
+ * release_position after persisting and after honouring reader pins and
+ * fenced claims (a stalled producer that was passed may still write its
+ * records section until it sees the fence, so its region is not reused).
+ *
+ * Producer slot states: IDLE -> CLAIMING (intent) -> OWNED (claim CAS won) ->
+ * COMMITTING (commit CAS won: only now may the owner write the frame word,
+ * batch header or publish mark) -> IDLE. A repairer moves OWNED (or a dead
+ * owner's CLAIMING/COMMITTING) to FENCED and publishes an empty control batch
+ * in its place; FENCED -> IDLE only by a CAS that also lowers fenced_claims.
  *
  * The broker doorbell is a second object: SHMLOG_DOORBELL_SLOTS futex words a
  * blocked consumer sleeps on; a ring's waiter_mask says whom to wake.
@@ -51,9 +68,12 @@
 #define SHMLOG_CACHE_LINE 64
 #define SHMLOG_RING_MAGIC 0x31304c4f474d4853ULL /* "SHMLOG01" */
 #define SHMLOG_DOORBELL_MAGIC 0x4c4c4542474d4853ULL /* "SHMGBELL" */
-#define SHMLOG_LAYOUT_VERSION 1
-#define SHMLOG_PRODUCER_SLOTS 64
-#define SHMLOG_PIN_SLOTS 64
+#define SHMLOG_LAYOUT_VERSION 2
+#define SHMLOG_RING_HEADER_BYTES 20480 /* the fixed part; the slot tables follow it */
+#define SHMLOG_DEFAULT_SLOTS_MIN 64
+#define SHMLOG_DEFAULT_SLOTS_MAX 1024
+#define SHMLOG_DEFAULT_SLOTS_RING_BYTES 65536 /* one default slot per this many ring bytes */
+#define SHMLOG_MAX_SLOTS 65536
 #define SHMLOG_INDEX_ENTRIES 1024
 #define SHMLOG_DOORBELL_SLOTS 256
 #define SHMLOG_WAITER_WORDS (SHMLOG_DOORBELL_SLOTS / 64)
@@ -89,8 +109,9 @@
 enum shmlog_slot_state {
     SHMLOG_SLOT_IDLE = 0,
     SHMLOG_SLOT_CLAIMING = 1, /* intent written, claim CAS not yet known to have won */
-    SHMLOG_SLOT_OWNED = 2,    /* claim won, frame not yet published */
-    SHMLOG_SLOT_FENCED = 3,   /* claim repaired by another process */
+    SHMLOG_SLOT_OWNED = 2,    /* claim won, frame not yet published; a repairer may fence it */
+    SHMLOG_SLOT_FENCED = 3,   /* claim repaired by another process; its owner has not yet seen it */
+    SHMLOG_SLOT_COMMITTING = 4, /* owner won the commit CAS: writing header and publish mark */
 };
 
 enum shmlog_status {
@@ -142,7 +163,9 @@ typedef struct shmlog_ring_release {
     uint64_t release_busy; /* non-zero while a releaser reads the pins */
     uint32_t space_futex;
     uint32_t space_waiters;
-    uint8_t pad[SHMLOG_CACHE_LINE - 24];
+    uint32_t fenced_claims; /* producer slots in FENCED: the releaser then holds at their claims */
+    uint32_t reserved;
+    uint8_t pad[SHMLOG_CACHE_LINE - 32];
 } shmlog_ring_release;
 
 typedef struct shmlog_ring_persist {
@@ -163,6 +186,14 @@ typedef struct shmlog_ring_waiters {
     uint64_t waiter_mask[SHMLOG_WAITER_WORDS];
     uint8_t pad[SHMLOG_CACHE_LINE - 8 * SHMLOG_WAITER_WORDS];
 } shmlog_ring_waiters;
+
+typedef struct shmlog_ring_slots {
+    uint32_t slot_count;     /* producer slots, and as many reader pins (written once at init) */
+    uint32_t producers_used; /* 1 + the highest producer slot ever taken: scans stop here */
+    uint32_t pins_used;      /* 1 + the highest pin ever taken */
+    uint32_t reserved;
+    uint8_t pad[SHMLOG_CACHE_LINE - 16];
+} shmlog_ring_slots;
 
 typedef struct shmlog_producer_slot {
     uint32_t pid;
@@ -197,12 +228,9 @@ typedef struct shmlog_ring_header {
     shmlog_ring_release release;
     shmlog_ring_persist persist;
     shmlog_ring_waiters waiters;
-    shmlog_producer_slot producers[SHMLOG_PRODUCER_SLOTS];
-    shmlog_pin_slot pins[SHMLOG_PIN_SLOTS];
+    shmlog_ring_slots slots;
     shmlog_index_entry index[SHMLOG_INDEX_ENTRIES];
 } shmlog_ring_header;
-
-#define SHMLOG_RING_HEADER_BYTES 32768
 
 typedef struct shmlog_doorbell_slot {
     uint32_t futex_seq;
@@ -248,12 +276,14 @@ typedef struct shmlog_frame_ref {
  * geometry is read from shared memory once, so later garbage there cannot mislead us. */
 typedef struct shmlog_ring_handle {
     shmlog_ring_header *header;
+    shmlog_producer_slot *producers; /* [slot_count] */
+    shmlog_pin_slot *pins;           /* [slot_count] */
     uint32_t *publish_marks;
     uint8_t *data;
     uint64_t capacity_bytes;
     uint64_t data_offset;
     uint32_t index_shift;
-    uint32_t reserved;
+    uint32_t slot_count;
 } shmlog_ring_handle;
 
 typedef struct shmlog_cursor {

@@ -404,12 +404,13 @@ CLIENT_KEYS = (
         "because waking from a futex takes tens of microseconds on a VM; records further apart, "
         "or an idle partition, are waited for asleep. 0: always sleep at once (least CPU, higher "
         "latency).", C),
-    # Reserved, inert: a dead producer's claim is repaired as soon as its process is gone (pid and
-    # start time), with no timer; a live but stalled producer's claim is never fenced, because the
-    # ring cannot yet keep it from writing into reused space when it resumes (docs/architecture.md).
-    _inert("shmlog.claim.timeout.ms", Int(1, 3_600_000), 2000,
-           "reserved for fencing a stalled producer's claim after a timeout, which the ring does not do: "
-           "a dead producer's claim is repaired at once, a stalled one is waited for"),
+    Key("shmlog.claim.timeout.ms", Int(1, 3_600_000), 2000,
+        "A consumer blocked behind a claim that a live producer has held (stopped by SIGSTOP, "
+        "Ctrl-Z or a debugger) for this long fences it and reads on: the claim's offsets become an "
+        "empty control batch, and the producer, when it resumes, fails that batch with "
+        "_MSG_TIMED_OUT without writing it. The persister and the supervisor do the same after the "
+        "default 2000 ms. A dead producer's claim is repaired at once, without this timeout. "
+        "Producers accept the key; it changes nothing for them."),
     Key("message.max.bytes", Int(1000, 1_000_000_000), 1_000_000,
         "Largest record batch the client produces or accepts."),
     Key("statistics.interval.ms", Int(0, 86_400_000), 0,
@@ -678,6 +679,9 @@ TOPIC_KEYS = (
     _inert("preallocate", BOOL, False, "segment files grow as they are written"),
     Key("ring.bytes", RING_BYTES, RING_BYTES_DEFAULT,
         "shmlog: size of each partition's shared-memory ring (a power of two)."),
+    Key("ring.slots", Int(0, 65536), 0,
+        "shmlog: producer processes (and as many zero-copy reader pins) each partition ring "
+        "admits at once; 0 sizes it by ring.bytes (one per 64 KiB, 64..1024)."),
 )
 
 TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})

@@ -4,22 +4,34 @@
  *                release_position + capacity; write the intent into our slot (seq_cst, so a
  *                repairer that sees the claimed tail also sees it); one 16-byte CAS moves the
  *                pair; a frame that would not fit before the ring's end becomes padding.
- *   2. fill      the records are copied (or encoded) into the claimed frame.
- *   3. commit    batch header and CRC, offset index hint, slot OWNED -> IDLE (fails only if
- *                a repairer fenced us), then the release store of the publish mark.
+ *   2. fill      the records are copied (or encoded) into the claimed frame's records section,
+ *                and the batch header and its CRC32C are built on the stack.
+ *   3. commit    slot OWNED -> COMMITTING (fails only if a repairer fenced us: then we return
+ *                the slot to IDLE and report SHMLOG_EFENCED), then the header, the offset
+ *                index hint, the release store of the publish mark, and slot -> IDLE.
+ *
+ * Until the commit CAS a producer writes only inside its records section, which a fenced
+ * claim's control batch never covers, and the releaser keeps a fenced region from reuse until
+ * its owner has seen the fence: a stalled producer that was passed cannot write over anyone.
  */
 #include <signal.h>
 
 #include "core.h"
 
-/* ---------------------------------------------------------------- crash points (tests) */
+/* ---------------------------------------------------------------- crash and pause points (tests) */
 
-static int crash_point;
+static int crash_point, pause_point;
 
 void shmlog_debug_set_crash_point(int point) { crash_point = point; }
 
+void shmlog_debug_set_pause_point(int point) { pause_point = point; }
+
 static inline void crash_at(int point) {
     if (crash_point == point) raise(SIGKILL);
+    if (pause_point == point) {
+        pause_point = 0;
+        raise(SIGSTOP);
+    }
 }
 
 enum {
@@ -27,20 +39,21 @@ enum {
     CRASH_AFTER_CLAIM = 2,
     CRASH_MID_COPY = 3,
     CRASH_BEFORE_PUBLISH = 4,
+    CRASH_BEFORE_COMMIT = 5,
 };
 
 /* ---------------------------------------------------------------- producer slots */
 
 int shmlog_producer_slot_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_start_time,
                                  uint64_t owner_token) {
-    shmlog_ring_header *h = ring->header;
-    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS; i++) {
-        shmlog_producer_slot *s = &h->producers[i];
+    for (int i = 0; i < (int)ring->slot_count; i++) {
+        shmlog_producer_slot *s = &ring->producers[i];
         uint32_t expected = 0;
         if (load_relaxed(&s->state) != SHMLOG_SLOT_IDLE) continue;
         if (compare_exchange(&s->pid, &expected, pid, memory_order_acq_rel, memory_order_relaxed)) {
             s->pid_start_time = pid_start_time;
             store_release(&s->owner_token, owner_token);
+            slots_note_taken(&ring->header->slots.producers_used, i);
             return i;
         }
     }
@@ -50,13 +63,38 @@ int shmlog_producer_slot_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_
 /* Frees the slot only if it still belongs to owner_token: two reclaimers racing over a dead
  * owner must not free a slot a new producer has just taken. */
 int shmlog_producer_slot_release(shmlog_ring_handle *ring, int slot, uint64_t owner_token) {
-    shmlog_producer_slot *s = &ring->header->producers[slot];
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
+    shmlog_producer_slot *s = &ring->producers[slot];
     uint64_t expected = owner_token;
     if (!compare_exchange(&s->owner_token, &expected, 0, memory_order_acq_rel, memory_order_relaxed))
         return SHMLOG_EAGAIN;
+    shmlog_producer_slot_unfence(ring, slot);
     store_release(&s->state, SHMLOG_SLOT_IDLE);
     store_release(&s->pid, 0);
     return SHMLOG_OK;
+}
+
+/* FENCED -> IDLE by one CAS, so the owner seeing its fence and a reclaimer freeing a dead
+ * owner's slot lower fenced_claims once between them. Seq_cst: the owner's writes into the
+ * fenced region come before, and a releaser that then sees IDLE may reuse the region. */
+int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot) {
+    shmlog_producer_slot *s = &ring->producers[slot];
+    uint32_t fenced = SHMLOG_SLOT_FENCED;
+    if (!compare_exchange(&s->state, &fenced, SHMLOG_SLOT_IDLE, memory_order_seq_cst, memory_order_relaxed))
+        return 0;
+    fetch_sub(&ring->header->release.fenced_claims, 1, memory_order_seq_cst);
+    return 1;
+}
+
+/* The commit CAS, OWNED -> COMMITTING: from here on no repairer can fence the claim, and only
+ * from here may the owner write what readers interpret (frame word, batch header, mark).
+ * On losing it (fenced) the owner acknowledges the fence: 0 won, SHMLOG_EFENCED lost. */
+static int slot_begin_commit(shmlog_ring_handle *ring, shmlog_producer_slot *s) {
+    uint32_t owned = SHMLOG_SLOT_OWNED;
+    if (compare_exchange(&s->state, &owned, SHMLOG_SLOT_COMMITTING, memory_order_acq_rel, memory_order_acquire))
+        return 0;
+    shmlog_producer_slot_unfence(ring, (int)(s - ring->producers));
+    return SHMLOG_EFENCED;
 }
 
 static void slot_write_intent(shmlog_producer_slot *s, uint64_t position, uint64_t offset, uint32_t frame_bytes,
@@ -142,8 +180,11 @@ static int64_t frame_claim_space(shmlog_ring_handle *ring, shmlog_producer_slot 
         crash_at(CRASH_AFTER_CLAIM);
         frame_clear_interior(ring, pos, claim_bytes);
         if (pad) {
-            frame_publish(ring, pos, (uint32_t)claim_bytes, 1);
-            store_release(&s->state, SHMLOG_SLOT_IDLE);
+            /* Fenced meanwhile: the repairer published this padding already. */
+            if (slot_begin_commit(ring, s) == 0) {
+                frame_publish(ring, pos, (uint32_t)claim_bytes, 1);
+                store_release(&s->state, SHMLOG_SLOT_IDLE);
+            }
             continue;
         }
         *out_offset = off;
@@ -165,7 +206,7 @@ static int64_t frame_claim(shmlog_ring_handle *ring, int slot, uint64_t records_
     uint64_t frame_bytes = frame_bytes_for_records(records_bytes);
     if (frame_bytes > ring->capacity_bytes || frame_bytes > SHMLOG_FRAME_LENGTH_MASK || count == 0)
         return SHMLOG_ETOOBIG;
-    out->slot = &ring->header->producers[slot];
+    out->slot = &ring->producers[slot];
     out->frame_bytes = (int64_t)frame_bytes;
     out->position = frame_claim_space(ring, out->slot, frame_bytes, count, deadline_after(timeout_ns),
                                       &out->base_offset, bell);
@@ -187,21 +228,36 @@ static void offset_index_note(shmlog_ring_handle *ring, uint64_t position, uint6
     store_relaxed(&e->offset, offset);
 }
 
-/* Writes the batch header over records already in place, then publishes the frame. */
+/* The batch header, built on the stack with its CRC32C (over the header's attributes.. and the
+ * records already in the frame), so the commit window holds no CRC pass over the records. */
+static void frame_build_header(const shmlog_ring_handle *ring, const claimed_frame *f, uint8_t *header,
+                               uint32_t records_bytes, uint32_t record_count, int64_t base_timestamp,
+                               int64_t max_timestamp, int16_t attributes, int64_t producer_id,
+                               int16_t producer_epoch, int32_t base_sequence) {
+    batch_header_fields(header, records_bytes, f->base_offset, ring->header->descriptor.leader_epoch, attributes,
+                        record_count, base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence);
+    uint32_t crc = shmlog_crc32c(0, header + SHMLOG_BATCH_OFF_ATTRIBUTES,
+                                 SHMLOG_BATCH_HEADER_BYTES - SHMLOG_BATCH_OFF_ATTRIBUTES);
+    put_be32(header + SHMLOG_BATCH_OFF_CRC, shmlog_crc32c(crc, f->records, records_bytes));
+}
+
+/* Wins the commit CAS, then writes the header over the records already in place and
+ * publishes the frame; SHMLOG_EFENCED (nothing written) if a repairer passed the claim. */
 static int64_t frame_commit(shmlog_ring_handle *ring, const claimed_frame *f, uint32_t records_bytes,
                             uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp, int16_t attributes,
                             int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
                             shmlog_doorbell *bell) {
     uint64_t pos = (uint64_t)f->position, frame_bytes = (uint64_t)f->frame_bytes;
-    shmlog_batch_write_header(ring_frame_batch(ring, pos), records_bytes, f->base_offset,
-                              ring->header->descriptor.leader_epoch, attributes, record_count, base_timestamp,
-                              max_timestamp, producer_id, producer_epoch, base_sequence);
+    uint8_t header[SHMLOG_BATCH_HEADER_BYTES];
+    frame_build_header(ring, f, header, records_bytes, record_count, base_timestamp, max_timestamp, attributes,
+                       producer_id, producer_epoch, base_sequence);
+    crash_at(CRASH_BEFORE_COMMIT);
+    if (slot_begin_commit(ring, f->slot) != 0) return SHMLOG_EFENCED;
+    memcpy(ring_frame_batch(ring, pos), header, SHMLOG_BATCH_HEADER_BYTES);
     crash_at(CRASH_BEFORE_PUBLISH);
     offset_index_note(ring, pos, frame_bytes, f->base_offset);
-    uint32_t owned = SHMLOG_SLOT_OWNED;
-    if (!compare_exchange(&f->slot->state, &owned, SHMLOG_SLOT_IDLE, memory_order_acq_rel, memory_order_acquire))
-        return SHMLOG_EFENCED;
     frame_publish(ring, pos, (uint32_t)frame_bytes, 0);
+    store_release(&f->slot->state, SHMLOG_SLOT_IDLE);
     doorbell_ring_watchers(ring, bell);
     persister_nudge(ring, bell, pos, pos + frame_bytes);
     return (int64_t)pos;

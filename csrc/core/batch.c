@@ -3,10 +3,9 @@
 
 /* ---------------------------------------------------------------- header */
 
-int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t base_offset,
-                              uint32_t leader_epoch, int16_t attributes, uint32_t record_count,
-                              int64_t base_timestamp, int64_t max_timestamp, int64_t producer_id,
-                              int16_t producer_epoch, int32_t base_sequence) {
+void batch_header_fields(uint8_t *batch, uint32_t records_bytes, uint64_t base_offset, uint32_t leader_epoch,
+                         int16_t attributes, uint32_t record_count, int64_t base_timestamp, int64_t max_timestamp,
+                         int64_t producer_id, int16_t producer_epoch, int32_t base_sequence) {
     /* record_count doubles as lastOffsetDelta + 1; a control batch that only accounts for
      * offsets carries zero records (see shmlog_ring_repair). */
     uint32_t batch_length = SHMLOG_BATCH_HEADER_BYTES - SHMLOG_BATCH_OFF_LEADER_EPOCH + records_bytes;
@@ -22,6 +21,14 @@ int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t b
     put_be16(batch + SHMLOG_BATCH_OFF_PRODUCER_EPOCH, (uint16_t)producer_epoch);
     put_be32(batch + SHMLOG_BATCH_OFF_BASE_SEQUENCE, (uint32_t)base_sequence);
     put_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT, record_count);
+}
+
+int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t base_offset,
+                              uint32_t leader_epoch, int16_t attributes, uint32_t record_count,
+                              int64_t base_timestamp, int64_t max_timestamp, int64_t producer_id,
+                              int16_t producer_epoch, int32_t base_sequence) {
+    batch_header_fields(batch, records_bytes, base_offset, leader_epoch, attributes, record_count, base_timestamp,
+                        max_timestamp, producer_id, producer_epoch, base_sequence);
     batch_seal(batch);
     return 0;
 }

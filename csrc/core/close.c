@@ -2,7 +2,7 @@
  *
  *   1. shmlog_ring_close stores `closed` (seq_cst) and wakes whoever sleeps on the ring (space
  *      waiters, consumers watching it), so that they look again and see it.
- *   2. shmlog_ring_open_claims lists the producer slots still CLAIMING or OWNED (seq_cst loads).
+ *   2. shmlog_ring_open_claims lists the producer slots still CLAIMING, OWNED or COMMITTING (seq_cst loads).
  *      The supervisor waits until there are none (repairing dead producers' claims); only then
  *      does the persister drain the ring.
  *
@@ -30,12 +30,12 @@ int shmlog_ring_is_closed(const shmlog_ring_handle *ring) {
 }
 
 int shmlog_ring_open_claims(const shmlog_ring_handle *ring, int *slots, int max_slots) {
-    const shmlog_ring_header *h = ring->header;
     int n = 0;
-    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS; i++) {
-        uint32_t state = load_seq_cst(&h->producers[i].state);
-        if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED) continue;
-        if (n < max_slots) slots[n] = i;
+    uint32_t used = slots_in_use(ring, &ring->header->slots.producers_used);
+    for (uint32_t i = 0; i < used; i++) {
+        uint32_t state = load_seq_cst(&ring->producers[i].state);
+        if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED && state != SHMLOG_SLOT_COMMITTING) continue;
+        if (n < max_slots) slots[n] = (int)i;
         n++;
     }
     return n;

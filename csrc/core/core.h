@@ -46,6 +46,24 @@ static inline uint64_t deadline_after(int64_t timeout_ns) {
     return timeout_ns < 0 ? UINT64_MAX : now_monotonic_ns() + (uint64_t)timeout_ns;
 }
 
+/* ---------------------------------------------------------------- slot tables */
+
+/* How far a scan of a slot table goes: the slots ever taken (slots.producers_used or
+ * pins_used), never past the handle's slot_count (shared memory may hold garbage). Seq_cst:
+ * the releaser's pin scan is one side of a Dekker pair (persist.c). */
+static inline uint32_t slots_in_use(const shmlog_ring_handle *ring, const uint32_t *used) {
+    uint32_t n = load_seq_cst(used);
+    return n < ring->slot_count ? n : ring->slot_count;
+}
+
+/* Raises a table's used count to cover slot i before the slot is handed out. */
+static inline void slots_note_taken(uint32_t *used, int i) {
+    uint32_t current = load_relaxed(used);
+    while (current < (uint32_t)i + 1 &&
+           !compare_exchange(used, &current, (uint32_t)i + 1, memory_order_seq_cst, memory_order_relaxed)) {
+    }
+}
+
 /* ---------------------------------------------------------------- across concepts */
 
 /* doorbell.c: wake every consumer watching the ring (after a publish or a repair). */
@@ -55,6 +73,11 @@ SHMLOG_HIDDEN void persister_wake(const shmlog_ring_handle *ring, shmlog_doorbel
 /* doorbell.c: wake it once when [start, end) takes the unpersisted bytes past a quarter. */
 SHMLOG_HIDDEN void persister_nudge(const shmlog_ring_handle *ring, shmlog_doorbell *bell, uint64_t start,
                                    uint64_t end);
+/* batch.c: every header field but the CRC (shmlog_batch_write_header is this plus batch_seal). */
+SHMLOG_HIDDEN void batch_header_fields(uint8_t *batch, uint32_t records_bytes, uint64_t base_offset,
+                                       uint32_t leader_epoch, int16_t attributes, uint32_t record_count,
+                                       int64_t base_timestamp, int64_t max_timestamp, int64_t producer_id,
+                                       int16_t producer_epoch, int32_t base_sequence);
 /* batch.c: the CRC32C over attributes..end, written into the header. */
 SHMLOG_HIDDEN void batch_seal(uint8_t *batch);
 /* fetch.c: nothing has claimed past position + capacity yet (bytes at position not reused). */

@@ -5,20 +5,26 @@
  * of space) releases up to what is persisted, but never past a zero-copy reader's pin: a
  * pinning reader stores its pin then reads release_busy; a releaser raises release_busy then
  * reads the pins (all seq_cst). Either the reader sees a releaser busy (and backs off to
- * copying) or the releaser sees the pin. */
+ * copying) or the releaser sees the pin. The releaser scans the pins up to slots.pins_used,
+ * which a reader raises (seq_cst) when it takes a pin, before it ever sets it.
+ *
+ * Fenced claims hold the release the same way: a producer passed while stalled may still copy
+ * records into its claimed region until it resumes and sees the fence, so while any slot is
+ * FENCED (fenced_claims > 0: one load on the release path) the release stops at its claim. */
 #include "core.h"
 
 /* ---------------------------------------------------------------- reader pins */
 
 int shmlog_pin_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_start_time, uint64_t owner_token) {
-    shmlog_ring_header *h = ring->header;
-    for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
+    for (int i = 0; i < (int)ring->slot_count; i++) {
+        shmlog_pin_slot *p = &ring->pins[i];
         uint32_t expected = 0;
-        if (compare_exchange(&h->pins[i].in_use, &expected, 1, memory_order_acq_rel, memory_order_relaxed)) {
-            store_seq_cst(&h->pins[i].pin_position, UINT64_MAX);
-            h->pins[i].pid = pid;
-            h->pins[i].pid_start_time = pid_start_time;
-            store_release(&h->pins[i].owner_token, owner_token); /* publishes pid and start time */
+        if (compare_exchange(&p->in_use, &expected, 1, memory_order_acq_rel, memory_order_relaxed)) {
+            store_seq_cst(&p->pin_position, UINT64_MAX);
+            p->pid = pid;
+            p->pid_start_time = pid_start_time;
+            store_release(&p->owner_token, owner_token); /* publishes pid and start time */
+            slots_note_taken(&ring->header->slots.pins_used, i);
             return i;
         }
     }
@@ -30,7 +36,8 @@ int shmlog_pin_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_star
  * later release round sees our pin, or the last one's release is what we read next. */
 int shmlog_pin_set(shmlog_ring_handle *ring, int pin, uint64_t position) {
     shmlog_ring_header *h = ring->header;
-    store_seq_cst(&h->pins[pin].pin_position, position);
+    shmlog_pin_slot *p = &ring->pins[pin];
+    store_seq_cst(&p->pin_position, position);
     if (position == UINT64_MAX) return SHMLOG_OK;
     for (int spin = 0; spin < 100000; spin++) {
         if (!load_seq_cst(&h->release.release_busy)) {
@@ -39,18 +46,35 @@ int shmlog_pin_set(shmlog_ring_handle *ring, int pin, uint64_t position) {
         }
         cpu_relax();
     }
-    store_seq_cst(&h->pins[pin].pin_position, UINT64_MAX);
+    store_seq_cst(&p->pin_position, UINT64_MAX);
     return SHMLOG_EOVERWRITTEN;
 }
 
 void shmlog_pin_release(shmlog_ring_handle *ring, int pin) {
-    shmlog_ring_header *h = ring->header;
-    store_seq_cst(&h->pins[pin].pin_position, UINT64_MAX);
-    store_release(&h->pins[pin].owner_token, 0);
-    store_release(&h->pins[pin].in_use, 0);
+    shmlog_pin_slot *p = &ring->pins[pin];
+    store_seq_cst(&p->pin_position, UINT64_MAX);
+    store_release(&p->owner_token, 0);
+    store_release(&p->in_use, 0);
 }
 
 /* ---------------------------------------------------------------- release */
+
+/* The lowest claim of a FENCED slot, or target. The count is raised before the fence and the
+ * fence precedes publishing the control batch, which precedes persisting past it: a releaser
+ * given a persisted position past a fenced claim sees the count and the FENCED slot. */
+static uint64_t fenced_claims_floor(const shmlog_ring_handle *ring, uint64_t target) {
+    const shmlog_ring_header *h = ring->header;
+    if (!load_seq_cst(&h->release.fenced_claims)) return target;
+    uint32_t used = slots_in_use(ring, &h->slots.producers_used);
+    for (uint32_t i = 0; i < used; i++) {
+        const shmlog_producer_slot *s = &ring->producers[i];
+        if (load_seq_cst(&s->state) == SHMLOG_SLOT_FENCED) {
+            uint64_t p = load_relaxed(&s->claim_position);
+            if (p < target) target = p;
+        }
+    }
+    return target;
+}
 
 /* Space is released lazily: a quarter of the ring stays readable behind the persister (so
  * readers near the head keep zero-copy access) until a producer actually waits for room.
@@ -63,10 +87,12 @@ uint64_t shmlog_ring_release_to(shmlog_ring_handle *ring, uint64_t persisted_pos
     if (persisted_position < hold_back || persisted_position - hold_back <= current) return current;
     fetch_add(&h->release.release_busy, 1, memory_order_seq_cst);
     uint64_t target = persisted_position - hold_back;
-    for (int i = 0; i < SHMLOG_PIN_SLOTS; i++) {
-        uint64_t p = load_seq_cst(&h->pins[i].pin_position);
+    uint32_t pins = slots_in_use(ring, &h->slots.pins_used);
+    for (uint32_t i = 0; i < pins; i++) {
+        uint64_t p = load_seq_cst(&ring->pins[i].pin_position);
         if (p < target) target = p;
     }
+    target = fenced_claims_floor(ring, target);
     current = load_acquire(&h->release.release_position);
     while (target > current && !compare_exchange(&h->release.release_position, &current, target,
                                                  memory_order_seq_cst, memory_order_acquire)) {

@@ -1,20 +1,28 @@
-/* Dead claims: a producer that died between claim and publish must not wedge the partition.
- * Its claim is fenced (slot -> FENCED, so a producer that was only stalled cannot publish
- * over it later) and turned into an empty control batch covering its offsets (readers skip
- * it like an aborted transaction's), or into padding when it claimed no offsets. */
+/* Stuck claims: a producer that died between claim and publish, or one stopped (SIGSTOP, a
+ * debugger) for longer than shmlog.claim.timeout.ms, must not wedge the partition. Its claim
+ * is fenced (slot -> FENCED, so the owner cannot commit over it later) and turned into an
+ * empty control batch covering its offsets (readers skip it like an aborted transaction's),
+ * or into padding when it claimed no offsets.
+ *
+ * A dead owner's slot is freed at once. A live owner's slot stays FENCED until the owner
+ * resumes and sees it (shmlog_producer_slot_unfence): until then it may still be copying its
+ * records into the region, so the releaser (persist.c) holds release_position at the claim. */
 #include "core.h"
 
-/* Slots whose claim starts at an unpublished position below the tail; 0 if that position is
+/* Slots whose claim starts at an unpublished position below the tail (COMMITTING ones too:
+ * they are claimed, only not repairable while their owner lives); 0 if that position is
  * claimed by nobody at all (garbage in shared memory, or a claim already repaired). */
 int shmlog_ring_stuck_claims(const shmlog_ring_handle *ring, uint64_t position, int *slots, int max_slots) {
     const shmlog_ring_header *h = ring->header;
     if (load_acquire(&h->claim.tail_position) <= position || frame_is_published(ring, position)) return 0;
     int n = 0;
-    for (int i = 0; i < SHMLOG_PRODUCER_SLOTS && n < max_slots; i++) {
-        const shmlog_producer_slot *s = &h->producers[i];
+    uint32_t used = slots_in_use(ring, &h->slots.producers_used);
+    for (uint32_t i = 0; i < used && n < max_slots; i++) {
+        const shmlog_producer_slot *s = &ring->producers[i];
         uint32_t state = load_acquire(&s->state);
-        if ((state == SHMLOG_SLOT_CLAIMING || state == SHMLOG_SLOT_OWNED) && load_relaxed(&s->claim_position) == position)
-            slots[n++] = i;
+        if ((state == SHMLOG_SLOT_CLAIMING || state == SHMLOG_SLOT_OWNED || state == SHMLOG_SLOT_COMMITTING) &&
+            load_relaxed(&s->claim_position) == position)
+            slots[n++] = (int)i;
     }
     return n;
 }
@@ -28,19 +36,24 @@ static int claim_is_repairable(const shmlog_ring_handle *ring, uint64_t position
            (record_count == 0 || frame_bytes >= SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES);
 }
 
-int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *doorbell) {
+/* state -> FENCED, counted in fenced_claims first so no releaser can miss the hold. */
+static int slot_fence(shmlog_ring_header *h, shmlog_producer_slot *s, uint32_t state) {
+    fetch_add(&h->release.fenced_claims, 1, memory_order_seq_cst);
+    if (compare_exchange(&s->state, &state, SHMLOG_SLOT_FENCED, memory_order_seq_cst, memory_order_acquire))
+        return 1;
+    fetch_sub(&h->release.fenced_claims, 1, memory_order_seq_cst);
+    return 0;
+}
+
+/* Publishes the fenced claim as an empty control batch (or padding): only the frame word,
+ * the batch header and the marks, never the records section its owner may still be filling.
+ * 0 if the intent is out of bounds (corrupt). */
+static int claim_publish_skippable(shmlog_ring_handle *ring, const shmlog_producer_slot *s) {
     shmlog_ring_header *h = ring->header;
-    shmlog_producer_slot *s = &h->producers[slot];
-    uint32_t state = load_acquire(&s->state);
-    if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED) return SHMLOG_EAGAIN;
-    uint64_t token = load_acquire(&s->owner_token);
-    if (!compare_exchange(&s->state, &state, SHMLOG_SLOT_FENCED, memory_order_acq_rel, memory_order_acquire))
-        return SHMLOG_EAGAIN;
-    /* Fenced: the owner can no longer commit, so its intent holds still. */
     uint64_t pos = s->claim_position, off = s->claim_offset;
     uint32_t frame_bytes = s->claim_frame_bytes, count = s->claim_record_count;
-    int ok = claim_is_repairable(ring, pos, frame_bytes, count);
-    if (ok && load_acquire(&h->claim.tail_position) > pos && !frame_is_published(ring, pos)) {
+    if (!claim_is_repairable(ring, pos, frame_bytes, count)) return 0;
+    if (load_acquire(&h->claim.tail_position) > pos && !frame_is_published(ring, pos)) {
         frame_clear_interior(ring, pos, frame_bytes);
         if (count > 0) {
             /* An empty control batch keeps offsets dense: readers skip it like an aborted run. */
@@ -51,7 +64,53 @@ int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *door
         }
         frame_publish(ring, pos, frame_bytes, count == 0);
     }
+    return 1;
+}
+
+/* A dead owner's claim, whatever its state: fence, publish, free the slot. */
+int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *doorbell) {
+    shmlog_ring_header *h = ring->header;
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
+    shmlog_producer_slot *s = &ring->producers[slot];
+    uint32_t state = load_acquire(&s->state);
+    if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED && state != SHMLOG_SLOT_COMMITTING)
+        return SHMLOG_EAGAIN;
+    uint64_t token = load_acquire(&s->owner_token);
+    if (!slot_fence(h, s, state)) return SHMLOG_EAGAIN;
+    /* Fenced: the owner can no longer commit, so its intent holds still. */
+    int ok = claim_publish_skippable(ring, s);
     shmlog_producer_slot_release(ring, slot, token);
+    doorbell_ring_watchers(ring, doorbell);
+    return ok ? SHMLOG_OK : SHMLOG_ECORRUPT;
+}
+
+/* How long ago the slot's claim was made; 0 if its time is in the future (the clock jumped back). */
+static uint64_t claim_age_ns(const shmlog_producer_slot *s) {
+    uint64_t now = now_realtime_ns(), then = load_relaxed(&s->claim_unix_ns);
+    return now > then ? now - then : 0;
+}
+
+/* A live owner's claim at position, OWNED for at least min_age_ns: fenced and published as
+ * skippable, the slot left FENCED for its owner to see. Only OWNED is fenced: the owner won
+ * its claim CAS for certain (CLAIMING may have lost it) and has not begun to commit. */
+int shmlog_ring_fence_stalled(shmlog_ring_handle *ring, int slot, uint64_t position, uint64_t min_age_ns,
+                              shmlog_doorbell *doorbell) {
+    shmlog_ring_header *h = ring->header;
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
+    shmlog_producer_slot *s = &ring->producers[slot];
+    if (load_acquire(&s->state) != SHMLOG_SLOT_OWNED || load_relaxed(&s->claim_position) != position)
+        return SHMLOG_EAGAIN;
+    if (claim_age_ns(s) < min_age_ns) return SHMLOG_EAGAIN;
+    if (!slot_fence(h, s, SHMLOG_SLOT_OWNED)) return SHMLOG_EAGAIN;
+    /* The owner may have committed and claimed again between our checks and the CAS (positions
+     * only grow, so the position tells): then give the fresh claim back unless it saw us. */
+    if (s->claim_position != position || claim_age_ns(s) < min_age_ns) {
+        uint32_t fenced = SHMLOG_SLOT_FENCED;
+        if (compare_exchange(&s->state, &fenced, SHMLOG_SLOT_OWNED, memory_order_seq_cst, memory_order_relaxed))
+            fetch_sub(&h->release.fenced_claims, 1, memory_order_seq_cst);
+        return SHMLOG_EAGAIN;
+    }
+    int ok = claim_publish_skippable(ring, s);
     doorbell_ring_watchers(ring, doorbell);
     return ok ? SHMLOG_OK : SHMLOG_ECORRUPT;
 }

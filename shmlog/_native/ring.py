@@ -1,7 +1,8 @@
 """A partition ring: the Python face of the C claim/publish/fetch functions.
 
 Invariants live in the C core (csrc/core/); this module turns status codes
-into KafkaErrors that name the partition, and repairs claims left by dead producers.
+into KafkaErrors that name the partition, and repairs claims left by dead producers or held
+by producers stalled for longer than shmlog.claim.timeout.ms.
 """
 import itertools
 import os
@@ -22,16 +23,18 @@ STATUS_NAMES = {
     lib.SHMLOG_EBADHEADER: "invalid ring header",
     lib.SHMLOG_ECRC: "CRC32C mismatch",
     lib.SHMLOG_ENOSLOT: "no free slot",
-    lib.SHMLOG_EFENCED: "claim fenced",
+    lib.SHMLOG_EFENCED: "claim fenced (passed by readers after shmlog.claim.timeout.ms)",
     lib.SHMLOG_ESMALL: "buffer too small",
     lib.SHMLOG_ECLOSED: "ring closed by a stopping broker",
 }
 
 # How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
-# unpublished before it is repaired. Claims of live producers are never repaired, so there is
-# no claim timeout here: shmlog.claim.timeout.ms is reserved and has no effect.
+# unpublished before it is repaired. A live producer's claim (OWNED) is fenced once it is older
+# than shmlog.claim.timeout.ms: consumers blocked behind it use their own setting, the persister
+# and the supervisor's housekeeping the default.
 STUCK_CLAIM_GRACE_S = 0.05
 UNCLAIMED_GRACE_S = 1.0
+DEFAULT_CLAIM_TIMEOUT_MS = 2000
 
 
 def owner_token():
@@ -60,10 +63,14 @@ class Ring:
 
     @classmethod
     def create(cls, name, capacity_bytes, topic, topic_id, partition, start_offset=0, mode=0o600,
-               leader_epoch=0, group=None):
-        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes), mode, group)
+               leader_epoch=0, group=None, slots=0):
+        """slots: producer slots and reader pins (the topic's ring.slots); 0 sizes them by capacity."""
+        if not 0 <= slots <= lib.SHMLOG_MAX_SLOTS:
+            raise error(KafkaError._INVALID_ARG, f"ring.slots={slots} must be 0 (by ring.bytes) "
+                        f"or at most {lib.SHMLOG_MAX_SLOTS}")
+        mapping = Mapping.create(name, lib.shmlog_ring_map_bytes(capacity_bytes, slots), mode, group)
         rc = lib.shmlog_ring_init(mapping.ptr, mapping.size, capacity_bytes, topic_id, partition,
-                                  leader_epoch, start_offset)
+                                  leader_epoch, start_offset, slots)
         if rc != 0:
             mapping.close()
             raise error(KafkaError._INVALID_ARG, f"ring.bytes={capacity_bytes} must be a power of two "
@@ -73,6 +80,22 @@ class Ring:
     @classmethod
     def open(cls, name, topic, partition, populate=False, owner=None):
         return cls(Mapping.open(name, populate, owner), topic, partition)
+
+    # ------------------------------------------------------------------ slot tables
+
+    @property
+    def slot_count(self):
+        """Producer slots (and as many reader pins) this ring was created with."""
+        return self.map.slot_count
+
+    def producer_slots(self):
+        """The producer slots ever taken (a scan need go no further)."""
+        used = min(self.header.slots.producers_used, self.map.slot_count)
+        return self.map.producers[0:used]
+
+    def pins(self):
+        used = min(self.header.slots.pins_used, self.map.slot_count)
+        return self.map.pins[0:used]
 
     def close(self):
         self.mapping.close()
@@ -124,7 +147,8 @@ class Ring:
             slot = lib.shmlog_producer_slot_acquire(self.map, pid, started, token)
         if slot < 0:
             raise error(KafkaError._CRIT_SYS_RESOURCE,
-                        f"{self.where()}: all {lib.SHMLOG_PRODUCER_SLOTS} producer slots are taken by live processes")
+                        f"{self.where()}: all {self.slot_count} producer slots are taken by live processes; "
+                        f"create the topic with a larger ring.slots (up to {lib.SHMLOG_MAX_SLOTS})")
         self._slot_tokens[slot] = token
         return slot
 
@@ -185,6 +209,12 @@ class Ring:
         if rc == lib.SHMLOG_ECLOSED:
             raise error(KafkaError._TRANSPORT,
                         f"{self.where()}: the broker stopped (it closed the partition's ring): nothing was appended")
+        if rc == lib.SHMLOG_EFENCED:
+            raise error(KafkaError._MSG_TIMED_OUT,
+                        f"{self.where()}: this producer was stopped (SIGSTOP, a debugger) while it held a claim "
+                        f"for longer than shmlog.claim.timeout.ms; readers passed the claim and the batch of "
+                        f"{records_bytes} record bytes was not written (its offsets hold an empty control batch); "
+                        f"produce it again")
         if rc == lib.SHMLOG_ETOOBIG:
             raise error(KafkaError.MSG_SIZE_TOO_LARGE,
                         f"{self.where()}: a batch of {records_bytes} record bytes can never fit the partition's "
@@ -211,8 +241,9 @@ class Ring:
                     f"{self.where()}: {what} at ring position {cursor.position} (expected offset "
                     f"{cursor.next_offset}); shared memory holds bytes that are not a valid record batch")
 
-    def repair_if_stuck(self, position, doorbell):
-        """Turn a dead producer's unpublished claim at `position` into padding. True if repaired."""
+    def repair_if_stuck(self, position, doorbell, claim_timeout_ms=DEFAULT_CLAIM_TIMEOUT_MS):
+        """Turn the unpublished claim at `position` into a skippable frame if its producer died, or
+        fence it if its live producer has held it for claim_timeout_ms. True if repaired."""
         slots = ffi.new("int[8]")
         n = lib.shmlog_ring_stuck_claims(self.map, position, slots, 8)
         if n <= 0:
@@ -221,11 +252,11 @@ class Ring:
             else:
                 self._stuck_since.pop(position, None)
             return False
-        candidates = [self.header.producers[slots[i]] for i in range(n)]
+        candidates = [self.map.producers[slots[i]] for i in range(n)]
         dead = [(slots[i], s) for i, s in enumerate(candidates) if not procs.alive(s.pid, s.pid_start_time)]
         if not dead:
-            return False
-        owned = [i for i, s in dead if s.state == lib.SHMLOG_SLOT_OWNED]
+            return self._fence_if_stalled(position, slots, candidates, doorbell, claim_timeout_ms)
+        owned = [i for i, s in dead if s.state in (lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING)]
         # Any live slot at this position may be the real owner (it may not have marked OWNED yet).
         live_owner = len(dead) < len(candidates)
         if owned:
@@ -240,6 +271,23 @@ class Ring:
         self._stuck_since.pop(position, None)
         return lib.shmlog_ring_repair(self.map, chosen, doorbell) == 0
 
+    def _fence_if_stalled(self, position, slots, candidates, doorbell, claim_timeout_ms):
+        """A live producer holding its claim (OWNED) longer than the timeout is passed; the C core
+        checks the claim's age again after winning the fence."""
+        for i, s in enumerate(candidates):
+            if s.state == lib.SHMLOG_SLOT_OWNED:
+                rc = lib.shmlog_ring_fence_stalled(self.map, slots[i], position, int(claim_timeout_ms) * 1_000_000,
+                                                   doorbell)
+                return rc == 0
+        return False
+
+    def fence_stalled_claims(self, doorbell, claim_timeout_ms=DEFAULT_CLAIM_TIMEOUT_MS):
+        """Housekeeping: pass every claim held past the timeout by a live producer that blocks readers."""
+        oldest_ns = time.time_ns() - int(claim_timeout_ms) * 1_000_000
+        for s in self.producer_slots():
+            if s.state == lib.SHMLOG_SLOT_OWNED and s.claim_unix_ns < oldest_ns:
+                self.repair_if_stuck(s.claim_position, doorbell, claim_timeout_ms)
+
     def _raise_if_unclaimed_too_long(self, position):
         """Below the tail, unpublished, and no producer slot claims it: only garbage in shared
         memory (or a claim whose slot was overwritten) leaves that; say so instead of waiting forever."""
@@ -253,17 +301,15 @@ class Ring:
     def reclaim_dead_slots(self, doorbell=ffi.NULL):
         """Free producer slots and pins whose processes are gone; repair their claims first."""
         probe = ffi.new("int[8]")
-        for i in range(lib.SHMLOG_PRODUCER_SLOTS):
-            s = self.header.producers[i]
+        for i, s in enumerate(self.producer_slots()):
             if not s.pid or procs.alive(s.pid, s.pid_start_time):
                 continue
-            if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED):
+            if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING):
                 n = lib.shmlog_ring_stuck_claims(self.map, s.claim_position, probe, 8)
                 if i in [probe[k] for k in range(n)] and not self.repair_if_stuck(s.claim_position, doorbell):
                     continue  # its claim still blocks readers: repaired once the grace period passes
-            lib.shmlog_producer_slot_release(self.map, i, s.owner_token)
-        for i in range(lib.SHMLOG_PIN_SLOTS):
-            p = self.header.pins[i]
+            lib.shmlog_producer_slot_release(self.map, i, s.owner_token)  # a FENCED slot's hold ends too
+        for i, p in enumerate(self.pins()):
             if p.in_use and not procs.alive(p.pid, p.pid_start_time):
                 lib.shmlog_pin_release(self.map, i)
 
@@ -276,7 +322,9 @@ class Ring:
             self.reclaim_dead_slots()
             pin = lib.shmlog_pin_acquire(self.map, pid, started, owner_token())
         if pin < 0:
-            raise error(KafkaError._CRIT_SYS_RESOURCE, f"{self.where()}: all reader pins are taken")
+            raise error(KafkaError._CRIT_SYS_RESOURCE,
+                        f"{self.where()}: all {self.slot_count} reader pins are taken by live processes; create "
+                        f"the topic with a larger ring.slots (up to {lib.SHMLOG_MAX_SLOTS})")
         return pin
 
     def set_pin(self, pin, position):

@@ -44,6 +44,11 @@ DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's fil
 STOP_CLAIMS_TIMEOUT_S = 5.0  # how long a clean stop waits for producers to publish what they claimed
 PERSISTER_LOCK = "persister.lock"  # the persister's (persister.LOCK_NAME); held while it writes segments
 SHM_KEEP_FREE = 20    # a request may not take /dev/shm below 1/20 (5%) of its size free
+
+
+def ring_geometry(topic_config):
+    """(ring.bytes, ring.slots) of a topic's config; ring.slots 0 lets the C core size the slot tables."""
+    return int(topic_config["ring.bytes"]), int(topic_config.get("ring.slots") or 0)
 # A deleted partition's directory, renamed aside as Kafka does: <topic>-<partition>.<32 hex>-delete,
 # the topic cut short so the name stays within NAME_MAX (255). Older versions used .<ms>.deleted.
 RETIRED_DIR = re.compile(r"^.*-\d+\.[0-9a-f]{32}-delete$|^.*-\d+\.\d+\.deleted$")
@@ -136,7 +141,7 @@ class Supervisor:
             shm.unlink(name)
         missing = [(topic, p) for topic, p in self.partitions() if (topic, p) not in self.rings]
         shortage = self.shm_problem(f"the rings of {len(missing)} partitions", [
-            metadata.topic_config(self.meta["topics"][topic])["ring.bytes"] for topic, _ in missing], cap=False)
+            ring_geometry(metadata.topic_config(self.meta["topics"][topic])) for topic, _ in missing], cap=False)
         if missing and shortage:
             raise SystemExit(f"shmlog: cannot start: {shortage[1]}")
         if self.doorbell is None:
@@ -176,12 +181,12 @@ class Supervisor:
         return pdir
 
     def shm_problem(self, what, ring_sizes, cap=True):
-        """Why the shared memory of `ring_sizes` (ring.bytes per ring) cannot be allocated, or None:
-        it must stay within shmlog.shm.max.bytes with what this broker holds already (cap=True),
-        and leave 5% of /dev/shm free. Checked before anything is allocated."""
-        need = sum(lib.shmlog_ring_map_bytes(b) for b in ring_sizes)
+        """Why the shared memory of `ring_sizes` ((ring.bytes, ring.slots) per ring) cannot be
+        allocated, or None: it must stay within shmlog.shm.max.bytes with what this broker holds
+        already (cap=True), and leave 5% of /dev/shm free. Checked before anything is allocated."""
+        need = sum(lib.shmlog_ring_map_bytes(b, s) for b, s in ring_sizes)
         rings = f"{len(ring_sizes)} ring{'s' if len(ring_sizes) != 1 else ''} of ring.bytes=" + \
-            "/".join(str(b) for b in sorted(set(ring_sizes)))
+            "/".join(str(b) for b in sorted({b for b, _ in ring_sizes}))
         limit = self.config.shmlog_shm_max_bytes
         if cap and limit is not None:
             held = sum(r.mapping.size for r in self.rings.values())
@@ -211,9 +216,10 @@ class Supervisor:
         first = max(log_start_offset(pdir), retention.read_checkpoint(pdir)) if os.path.isdir(pdir) else 0
         first = max(first, self.requested_log_starts(t)[partition])
         # Offsets below the log start offset are never handed out again (Kafka restarts the log there).
-        ring = Ring.create(self.ring_name(topic, partition, t), metadata.topic_config(t)["ring.bytes"], topic,
+        ring_bytes, slots = ring_geometry(metadata.topic_config(t))
+        ring = Ring.create(self.ring_name(topic, partition, t), ring_bytes, topic,
                            t["id"], partition, start_offset=max(end, first), mode=self.mode,
-                           group=self.policy.group)
+                           group=self.policy.group, slots=slots)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
         if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
             ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
@@ -500,7 +506,7 @@ class Supervisor:
             raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
         cfg = parse_topic_config(config)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
-        shortage = self.shm_problem(f"topic {topic!r}", [cfg["ring.bytes"]] * num_partitions)
+        shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
         if shortage:
             raise Refused(*shortage)
         if validate_only:
@@ -588,9 +594,8 @@ class Supervisor:
             elif total > 10000:
                 results[topic] = [KafkaError.INVALID_PARTITIONS, f"new_total_count={total} must be at most 10000"]
             else:
-                ring_bytes = metadata.topic_config(t)["ring.bytes"]
                 shortage = self.shm_problem(f"{total - t['partitions']} new partitions of {topic!r}",
-                                            [ring_bytes] * (total - t["partitions"]))
+                                            [ring_geometry(metadata.topic_config(t))] * (total - t["partitions"]))
                 if shortage:
                     results[topic] = list(shortage)
                     continue
@@ -623,8 +628,9 @@ class Supervisor:
             except KafkaException as exc:
                 results[topic] = [KafkaError.INVALID_CONFIG, str(exc)]
                 continue
-            if "ring.bytes" in cfg and cfg["ring.bytes"] != metadata.topic_config(t)["ring.bytes"]:
-                results[topic] = [KafkaError.INVALID_CONFIG, "ring.bytes cannot change after creation"]
+            fixed = [k for k in ("ring.bytes", "ring.slots") if k in cfg and cfg[k] != metadata.topic_config(t)[k]]
+            if fixed:
+                results[topic] = [KafkaError.INVALID_CONFIG, f"{fixed[0]} cannot change after creation"]
                 continue
             if not request.get("validate_only"):
                 new = copy.deepcopy(self.meta)
@@ -946,6 +952,7 @@ class Supervisor:
     def reclaim_dead_producers(self):
         for ring in self.rings.values():
             ring.reclaim_dead_slots(self.doorbell.ptr)
+            ring.fence_stalled_claims(self.doorbell.ptr)
 
     def run(self):
         self.lock()
@@ -1045,6 +1052,9 @@ class Supervisor:
             for key, ring in list(claimed.items()):
                 if ring.open_claims():
                     ring.reclaim_dead_slots(self.doorbell.ptr)
+                    # A live producer stopped (SIGSTOP) holding a claim is fenced once it is older than
+                    # shmlog.claim.timeout.ms: its batch then fails, so no report says delivered for it.
+                    ring.fence_stalled_claims(self.doorbell.ptr)
                 if not ring.open_claims():
                     del claimed[key]
             if not claimed:
@@ -1053,10 +1063,10 @@ class Supervisor:
                 break
             time.sleep(0.001)  # a live producer publishes what it claimed within microseconds
         for (topic, partition), ring in claimed.items():
-            pids = sorted({ring.header.producers[i].pid for i in range(lib.SHMLOG_PRODUCER_SLOTS)
-                           if ring.header.producers[i].state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED)})
+            pids = sorted({s.pid for s in ring.producer_slots() if s.state in (
+                lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING)})
             log(f"{topic}-{partition}: producer process(es) {pids} still hold a claim {STOP_CLAIMS_TIMEOUT_S:.0f} s "
-                f"after the ring was closed (stopped mid-append?); what they publish later is not persisted")
+                f"after the ring was closed (stopped inside a commit?); what they publish later is not persisted")
 
     def shutdown(self):
         self.close_rings()

@@ -425,7 +425,8 @@ class Consumer(_fast.ConsumerCore):
                 return self._fetch_run(reader) if not reader.on_ring else 0
             if n == 0:
                 if reader.ring.end()[0] > reader.cursor.position:
-                    reader.ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
+                    reader.ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr,
+                                                self._cfg.shmlog_claim_timeout_ms)
                 return 0
             reader.next_offset = wanted
             if stop < n:
@@ -743,7 +744,8 @@ class Consumer(_fast.ConsumerCore):
             if n == lib.SHMLOG_EOVERWRITTEN:
                 self._to_ring_or_segments(reader)
             elif ring.end()[0] > reader.cursor.position:
-                ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr)
+                ring.repair_if_stuck(reader.cursor.position, self._cluster.doorbell.ptr,
+                                     self._cfg.shmlog_claim_timeout_ms)
             return None
         mapped = ring.mapping.view()
         frames = [(f.map_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[0:n]]

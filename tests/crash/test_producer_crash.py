@@ -179,7 +179,7 @@ def wait_until(condition, timeout_s, what):
 
 def slots_in_use(ring):
     """(slot, pid, state) of every producer slot that is not free."""
-    return [(i, s.pid, s.state) for i, s in enumerate(ring.header.producers[0:64]) if s.pid or s.state]
+    return [(i, s.pid, s.state) for i, s in enumerate(ring.producer_slots()) if s.pid or s.state]
 
 
 # ---------------------------------------------------------------------------- tests

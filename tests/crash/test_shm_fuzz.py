@@ -32,7 +32,8 @@ RING_BYTES = 1 << 16
 TOPICS_PER_TEST = 8
 RECORDS = 150
 CHILD_TIMEOUT_S = 120.0
-H = lib.shmlog_ring_map_bytes(RING_BYTES) - RING_BYTES  # where the data area starts
+H = lib.shmlog_ring_map_bytes(RING_BYTES, 0) - RING_BYTES  # where the data area starts
+SLOTS = lib.shmlog_ring_default_slots(RING_BYTES)  # producer slots, then as many pins, after the fixed header
 
 
 def create_topic(admin, name, partitions=1):
@@ -79,8 +80,9 @@ HEADER_REGIONS = {
     "release": (ffi.offsetof("shmlog_ring_header", "release"), 24),
     "persist": (ffi.offsetof("shmlog_ring_header", "persist"), 48),
     "waiters": (ffi.offsetof("shmlog_ring_header", "waiters"), 32),
-    "producers": (ffi.offsetof("shmlog_ring_header", "producers"), 64 * 64),
-    "pins": (ffi.offsetof("shmlog_ring_header", "pins"), 64 * 64),
+    "slots": (ffi.offsetof("shmlog_ring_header", "slots"), 16),
+    "producers": (lib.SHMLOG_RING_HEADER_BYTES, 64 * SLOTS),
+    "pins": (lib.SHMLOG_RING_HEADER_BYTES + 64 * SLOTS, 64 * SLOTS),
     "index": (ffi.offsetof("shmlog_ring_header", "index"), 1024 * 16),
 }
 EXTREMES = [0, 1, 7, 8, 4096, RING_BYTES - 8, RING_BYTES, 2 ** 31, 2 ** 32 - 1, 2 ** 63, 2 ** 64 - 1]

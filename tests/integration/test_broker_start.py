@@ -113,7 +113,7 @@ def test_a_topic_larger_than_dev_shm_is_refused_with_the_numbers_and_nothing_all
     err = refused(admin.create_topics([shmlog.NewTopic("huge", 1, config={"ring.bytes": str(ring_bytes)})])["huge"])
     assert err.code() == KafkaError._CRIT_SYS_RESOURCE
     text = str(err)
-    assert str(lib.shmlog_ring_map_bytes(ring_bytes)) in text and "/dev/shm" in text and "free" in text, text
+    assert str(lib.shmlog_ring_map_bytes(ring_bytes, 0)) in text and "/dev/shm" in text and "free" in text, text
     assert meta_bytes(data_dir) == before
     assert ring_names_of(data_dir, first_id) == []
     assert "huge" not in alive(broker)
@@ -122,7 +122,7 @@ def test_a_topic_larger_than_dev_shm_is_refused_with_the_numbers_and_nothing_all
 
 
 def test_shmlog_shm_max_bytes_caps_the_rings_a_broker_allocates(data_dir):
-    ring = lib.shmlog_ring_map_bytes(65536)
+    ring = lib.shmlog_ring_map_bytes(65536, 0)
     with shmlog.Broker(data_dir, shmlog_shm_max_bytes=3 * ring, ring_bytes=65536) as b:
         a = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
         a.create_topics([shmlog.NewTopic("two", 2)])["two"].result()

@@ -4,7 +4,8 @@ Hypothesis drives a real Ring (real shared memory, the real C core) in this proc
 random sequences of: appends of random batches, reads through several independent cursors
 (copying and zero-copy fetches, small buffers, few frames per call), releases of space (up
 to the slowest cursor, or past it so slow cursors get overwritten), persisted-position
-publication, dead producers' claims that get repaired, and cursors re-placed with locate().
+publication, dead producers' claims that get repaired, live producers' claims that stall, are
+passed (fenced) and later resume, and cursors re-placed with locate().
 After every step the ring must agree with the model:
 
 - offsets dense: every appended record gets the next offset; a repaired dead claim's
@@ -15,6 +16,8 @@ After every step the ring must agree with the model:
   and a batch larger than the ring fails as too large;
 - release_position never moves back, past the tail, or past what release_to was asked;
 - a cursor the producers lapped is told so (overwritten), never handed newer bytes;
+- release_position never passes a fenced claim whose producer has not resumed, so the bytes
+  that producer writes into its records section when it resumes land on no one's records;
   locate() and start() find a cursor exactly when the offset is still in the ring.
 
 SHMLOG_HYPOTHESIS_EXAMPLES (default 150) and SHMLOG_HYPOTHESIS_STEPS (default 80) set the
@@ -33,7 +36,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from shmlog._native import ffi, layout, lib
+from shmlog._native import ffi, layout, lib, procs
 from shmlog._native.ring import STUCK_CLAIM_GRACE_S, Ring
 from shmlog._native.shm import unlink
 from shmlog.errors import KafkaError, KafkaException
@@ -96,6 +99,7 @@ class RingModel(RuleBasedStateMachine):
         self.tail = 0
         self.next_offset = start_offset
         self.last_release = 0
+        self.stalled = []  # [(slot, owner token, position, frame bytes)]: passed, not yet resumed
         self.cursors = []
         for _ in range(CURSORS):
             cursor = ffi.new("shmlog_cursor *")
@@ -215,7 +219,7 @@ class RingModel(RuleBasedStateMachine):
             return
         slot = lib.shmlog_producer_slot_acquire(self.ring.map, DEAD_PID, 1, 99)
         assert slot >= 0
-        dead = self.ring.header.producers[slot]
+        dead = self.ring.map.producers[slot]
         dead.claim_position, dead.claim_offset = self.tail, self.next_offset
         dead.claim_frame_bytes, dead.claim_record_count = nbytes, count
         dead.state = lib.SHMLOG_SLOT_OWNED
@@ -229,6 +233,50 @@ class RingModel(RuleBasedStateMachine):
         assert self.ring.repair_if_stuck(position, ffi.NULL)
         assert self.ring.has_data(position)
         assert (dead.state, dead.pid) == (lib.SHMLOG_SLOT_IDLE, 0)
+
+    @rule(count=st.integers(1, 50), records_bytes=st.integers(0, 2000))
+    def stalled_claim(self, count, records_bytes):
+        """Forge what a live producer stopped after its claim CAS leaves (its slot OWNED since long
+        ago), and have a reader pass it: fenced, published as an empty control batch, held."""
+        nbytes = frame_bytes(records_bytes)
+        if len(self.stalled) >= 3 or self.tail % CAP + nbytes > CAP or \
+                not self.fits(self.tail, nbytes, self.release_position()):
+            return
+        pid, started = procs.me()
+        token = 1000 + next(_names)
+        slot = lib.shmlog_producer_slot_acquire(self.ring.map, pid, started, token)
+        assert slot >= 0
+        live = self.ring.map.producers[slot]
+        live.claim_position, live.claim_offset = self.tail, self.next_offset
+        live.claim_frame_bytes, live.claim_record_count = nbytes, count
+        live.claim_unix_ns = 0
+        live.state = lib.SHMLOG_SLOT_OWNED
+        self.ring.header.claim.tail_position = self.tail + nbytes
+        self.ring.header.claim.next_offset = self.next_offset + count
+        position = self.tail
+        self.frames.append((self.tail, nbytes, self.next_offset, count, None))
+        self.tail += nbytes
+        self.next_offset += count
+        assert self.ring.repair_if_stuck(position, ffi.NULL, claim_timeout_ms=1)
+        assert self.ring.has_data(position)
+        assert live.state == lib.SHMLOG_SLOT_FENCED
+        self.stalled.append((slot, token, position, nbytes))
+        event("stalled claim passed")
+
+    @rule(which=st.integers(0, 2), fill=st.integers(0, 255))
+    def stalled_producer_resumes(self, which, fill):
+        """The stopped producer continues: it copies the rest of its records into its claim (the
+        only bytes it may write before its commit CAS), loses the CAS and acknowledges the fence."""
+        if not self.stalled:
+            return
+        slot, token, position, nbytes = self.stalled.pop(which % len(self.stalled))
+        records_at = self.ring.data_offset + position % CAP + layout.FRAME_PREFIX_BYTES + layout.BATCH_HEADER_BYTES
+        end = self.ring.data_offset + position % CAP + nbytes
+        ffi.memmove(ffi.cast("uint8_t *", self.ring.mapping.ptr) + records_at, bytes([fill]) * (end - records_at),
+                    end - records_at)
+        assert lib.shmlog_producer_slot_unfence(self.ring.map, slot) == 1
+        assert lib.shmlog_producer_slot_release(self.ring.map, slot, token) == 0
+        event("stalled producer resumed")
 
     @rule(which=st.integers(0, CURSORS - 1), calls=st.integers(1, 4), max_frames=st.integers(1, 64),
           dst_bytes=st.sampled_from([0, 200, 4096, CAP]))
@@ -347,6 +395,8 @@ class RingModel(RuleBasedStateMachine):
         assert self.last_release <= release <= self.tail, (self.last_release, release, self.tail)
         assert self.tail - release <= CAP
         self.last_release = release
+        assert all(release <= position for _, _, position, _ in self.stalled), "released past a passed claim"
+        assert self.ring.header.release.fenced_claims == len(self.stalled)
 
     @invariant()
     def start_is_the_oldest_intact_batch(self):
@@ -476,7 +526,7 @@ def test_a_dead_producers_failed_claim_attempt_is_not_repaired_over_a_live_claim
         ring.append(live_slot, ffi.from_buffer(records), len(records), 1, 0, 0, 0, ffi.NULL)
         pos, off = ring.end()
         dead_slot = lib.shmlog_producer_slot_acquire(ring.map, DEAD_PID, 1, 99)
-        dead, live = ring.header.producers[dead_slot], ring.header.producers[live_slot]
+        dead, live = ring.map.producers[dead_slot], ring.map.producers[live_slot]
         dead.claim_position, dead.claim_offset, dead.claim_frame_bytes, dead.claim_record_count = pos, off, 4096, 50
         dead.state = lib.SHMLOG_SLOT_CLAIMING
         live.claim_position, live.claim_offset, live.claim_frame_bytes, live.claim_record_count = pos, off, 128, 3

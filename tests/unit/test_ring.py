@@ -1,9 +1,10 @@
 """The ring in one process: claim/publish/fetch, padding, full ring, dead claims, garbage."""
 import os
+import time
 
 import pytest
 
-from shmlog._native import ffi, lib
+from shmlog._native import ffi, lib, procs
 from shmlog._native.ring import Ring
 from shmlog._native.shm import unlink
 from shmlog.errors import KafkaError, KafkaException
@@ -140,7 +141,7 @@ def test_a_claim_left_by_a_dead_producer_becomes_a_skippable_control_batch(ring)
     slot = ring.acquire_producer_slot()
     append(ring, slot, [b"before"])
     pos, off = ring.end()
-    dead = ring.header.producers[slot + 1]
+    dead = ring.map.producers[slot + 1]
     # Forge what a producer killed right after its claim CAS leaves behind.
     assert lib.shmlog_producer_slot_acquire(ring.map, 2**22 + 1, 1, 99) == slot + 1
     dead.claim_position, dead.claim_offset = pos, off
@@ -177,3 +178,33 @@ def test_random_bytes_in_the_data_area_raise_corruption_never_crash(ring):
             read_all(ring, cursor)
         except KafkaException as exc:
             assert exc.args[0].code() == KafkaError._BAD_MSG
+
+
+def forge_live_claim(ring, claim_unix_ns):
+    """What a live producer (this process) stopped right after its claim CAS leaves behind."""
+    pid, started = procs.me()
+    slot = lib.shmlog_producer_slot_acquire(ring.map, pid, started, 4242)
+    live = ring.map.producers[slot]
+    pos, off = ring.end()
+    live.claim_position, live.claim_offset, live.claim_frame_bytes, live.claim_record_count = pos, off, 128, 2
+    live.claim_unix_ns = claim_unix_ns
+    live.state = lib.SHMLOG_SLOT_OWNED
+    ring.header.claim.tail_position, ring.header.claim.next_offset = pos + 128, off + 2
+    return slot, pos
+
+
+def test_a_live_claim_is_fenced_only_once_older_than_the_timeout(ring):
+    slot, pos = forge_live_claim(ring, time.time_ns() - 50_000_000)
+    assert not ring.repair_if_stuck(pos, ffi.NULL, claim_timeout_ms=10_000)
+    assert ring.map.producers[slot].state == lib.SHMLOG_SLOT_OWNED and not ring.has_data(pos)
+    assert ring.repair_if_stuck(pos, ffi.NULL, claim_timeout_ms=10)
+    assert ring.map.producers[slot].state == lib.SHMLOG_SLOT_FENCED and ring.has_data(pos)
+    assert ring.header.release.fenced_claims == 1
+    assert lib.shmlog_producer_slot_unfence(ring.map, slot) == 1
+    assert ring.header.release.fenced_claims == 0 and ring.map.producers[slot].state == lib.SHMLOG_SLOT_IDLE
+
+
+def test_a_claim_dated_in_the_future_counts_as_fresh(ring):
+    slot, pos = forge_live_claim(ring, time.time_ns() + 3600 * 10**9)  # the clock jumped back since
+    assert lib.shmlog_ring_fence_stalled(ring.map, slot, pos, 1_000_000, ffi.NULL) == lib.SHMLOG_EAGAIN
+    assert ring.map.producers[slot].state == lib.SHMLOG_SLOT_OWNED
