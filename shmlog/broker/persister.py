@@ -530,10 +530,14 @@ class Persister:
                     self.flowing = True
                 else:
                     self.idle_wait(time.monotonic())
-            if self.stopping and self.bell.metadata_epoch != self.epoch:
-                # Told to stop right after a metadata change (a topic created, records produced
-                # into it at once): open what it added, so the drain persists those records too.
+            if self.stopping:
+                # Told to stop: the drain covers every ring the supervisor has now, so ask for
+                # the metadata once more whatever the epoch says (a topic created, or the
+                # internal __consumer_offsets by a first commit, a moment before the stop; its
+                # records produced at once) and open what it added.
                 self.refresh_metadata()
+                for key, (spec, _) in list(self.unopened.items()):
+                    self._open(key, spec)   # no waiting for the retry time: this is the last chance
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._TRANSPORT:
                 raise
