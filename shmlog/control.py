@@ -160,6 +160,7 @@ class Control:
         self.lock = threading.Lock()
         self.next_id = 0
         self.pid = os.getpid()
+        self.lost = False        # the channel closed under a request: reconnect before the next
         self._connect()
 
     def _connect(self):
@@ -211,6 +212,11 @@ class Control:
 
     def request(self, op, **fields):
         with self.lock:
+            if self.lost:
+                # An earlier request found the channel closed: this one is new, so it may go on
+                # a new connection (to the supervisor the keeper started again).
+                self._reconnect()
+                self.lost = False
             try:
                 line = self._exchange({"op": op, **fields})
             except OSError:
@@ -219,12 +225,17 @@ class Control:
                 # The supervisor restarted (it adopts the rings, so clients keep running): a read
                 # goes again on a new connection.
                 self.close()
+                self.lost = True
                 self._reconnect()
+                self.lost = False
                 try:
                     line = self._exchange({"op": op, **fields})
                 except OSError as exc:
                     raise error(KafkaError._TRANSPORT, f"lost the shmlog broker for {self.data_dir}: {exc}")
             if not line:
+                # Not sent again (it may have taken effect), but the next request reconnects.
+                self.close()
+                self.lost = True
                 raise error(KafkaError._TRANSPORT, f"the shmlog broker for {self.data_dir} closed the control "
                             f"channel (stopped or crashed)")
         reply = json.loads(line)

@@ -49,6 +49,9 @@ RETIRED_DIR = re.compile(r"^.*-\d+\.[0-9a-f]{32}-delete$|^.*-\d+\.\d+\.deleted$"
 PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
 NAME_MAX = 255
 KEEPER_ENV = "SHMLOG_KEEPER_PID"  # keeper.ENV: set by the keeper for the supervisor it starts
+STANDBY_ENV = "SHMLOG_STANDBY"     # keeper.STANDBY_ENV: "1" for the keeper's warm standby
+STOPPED = b"stopped"               # in supervisor.lock after a clean stop
+PROMOTE_WAIT_S = 30.0              # a standby holding the lock waits this long for the keeper's go-ahead
 FINAL_DRAIN_ATTEMPTS = 3  # persisters started for the final drain when one left published records behind
 
 
@@ -85,6 +88,7 @@ class Supervisor:
         # environment. 0: started without one, or it died (we carry on without it).
         keeper = os.environ.pop(KEEPER_ENV, "")
         self.keeper_pid = int(keeper) if keeper.isdigit() and int(keeper) == os.getppid() else 0
+        self.standby = os.environ.pop(STANDBY_ENV, "") == "1"
 
     # ------------------------------------------------------------------ startup
 
@@ -99,6 +103,28 @@ class Supervisor:
 
     def lock(self):
         self.lock_fd = os.open(os.path.join(self.data_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        if self.standby:
+            # The keeper's warm standby: imported and waiting, it takes over the moment the
+            # supervisor holding the lock dies, unless that one stopped cleanly (it says so in
+            # the lock file before it lets go): then there is nothing to take over.
+            # It dies with its keeper: one whose keeper was killed must not start a broker later.
+            set_parent_death_signal(signal.SIGKILL)
+            if not self.keeper_pid or os.getppid() != self.keeper_pid:
+                raise SystemExit(0)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the group is for the others
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            previous = os.pread(self.lock_fd, 64, 0)
+            if previous == STOPPED:
+                raise SystemExit(0)
+            # Take over only when the keeper says so (SIGUSR1, blocked since we started): it does
+            # once it has reaped the supervisor that died. A keeper killed with it never does,
+            # and its death signal ends us here.
+            if signal.sigtimedwait({signal.SIGUSR1}, PROMOTE_WAIT_S) is None:
+                raise SystemExit(0)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+            set_parent_death_signal(0)  # the supervisor now: it outlives a killed keeper
+            log(f"taking over from supervisor pid {previous.decode(errors='replace')}, which died")
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -946,11 +972,19 @@ class Supervisor:
         self.doorbell.close()
         for name in shm.names_in_namespace(self.ns):
             shm.unlink(name)
+        os.ftruncate(self.lock_fd, 0)
+        os.pwrite(self.lock_fd, STOPPED, 0)  # a standby waiting for the lock must not start a broker
         os.close(self.lock_fd)
 
 
 def log(message):
     print(f"shmlog supervisor: {message}", file=sys.stderr, flush=True)
+
+
+def set_parent_death_signal(sig):
+    """prctl(PR_SET_PDEATHSIG, sig): the kernel sends sig when our parent dies (0: nothing)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)
 
 
 def main(argv=None):

@@ -23,8 +23,8 @@ from tests.conftest import broker_processes, create_topic
 pytestmark = [pytest.mark.crash, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
-RESTART_WITHIN_S = 1.0   # the keeper's promise: a new supervisor process within a second
-ANSWER_WITHIN_S = 20.0   # ... answering control requests (a busy two-core machine is slow to import)
+RESTART_WITHIN_S = 1.0   # the keeper's promise: a supervisor answering again within a second
+ANSWER_WITHIN_S = 30.0   # how long to wait for it before calling it a failure, not a slow answer
 TOPIC = "load"
 PARTITIONS = 2
 
@@ -39,15 +39,6 @@ def wait_for(check, timeout_s, what):
         time.sleep(0.005)
 
 
-def supervisor_children(keeper_pid):
-    """The supervisor processes the keeper runs now (living ones)."""
-    try:
-        kids = psutil.Process(keeper_pid).children()
-    except psutil.NoSuchProcess:
-        return []
-    return [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
-
-
 def answering_pid(data_dir):
     try:
         return launcher.status(data_dir)["pid"]
@@ -55,18 +46,34 @@ def answering_pid(data_dir):
         return None
 
 
+def standby_waiting(data_dir, keeper_pid):
+    """The keeper's warm standby is imported and waiting for the lock (it has supervisor.lock open)."""
+    active = answering_pid(data_dir)
+    lock = os.path.join(os.path.realpath(data_dir), "supervisor.lock")
+    for child in psutil.Process(keeper_pid).children():
+        try:
+            if child.pid != active and any(f.path == lock for f in child.open_files()):
+                return True
+        except psutil.Error:
+            pass
+    return False
+
+
 def kill_supervisor_and_wait_for_the_next(data_dir, keeper_pid):
-    """SIGKILL the supervisor; assert another is started within RESTART_WITHIN_S and answers."""
+    """SIGKILL the supervisor; assert the keeper's next one (its warm standby, or a new process)
+    answers control requests within RESTART_WITHIN_S."""
+    wait_for(lambda: standby_waiting(data_dir, keeper_pid), ANSWER_WITHIN_S, "the keeper's standby")
     old = launcher.status(data_dir)["pid"]
+    children = {p.pid for p in psutil.Process(keeper_pid).children()}
+    assert old in children
     os.kill(old, signal.SIGKILL)
     killed = time.monotonic()
-    new = wait_for(lambda: [p.pid for p in supervisor_children(keeper_pid) if p.pid != old], RESTART_WITHIN_S + 5,
-                   "a new supervisor process")[0]
+    new = wait_for(lambda: answering_pid(data_dir) not in (None, old), ANSWER_WITHIN_S, "a new supervisor answering")
+    new = answering_pid(data_dir)
     took = time.monotonic() - killed
-    assert took < RESTART_WITHIN_S, f"the keeper took {took:.2f} s to start a new supervisor"
-    wait_for(lambda: answering_pid(data_dir) == new, ANSWER_WITHIN_S, "the new supervisor answering")
-    print(f"supervisor {old} SIGKILLed; {new} started in {took:.2f} s, answering after "
-          f"{time.monotonic() - killed:.2f} s")
+    print(f"supervisor {old} SIGKILLed; {new} answering after {took:.2f} s")
+    assert new in {p.pid for p in psutil.Process(keeper_pid).children()}
+    assert took < RESTART_WITHIN_S, f"the broker took {took:.2f} s to answer again"
     return new
 
 
@@ -242,8 +249,12 @@ def test_a_killed_keeper_leaves_the_supervisor_serving_and_a_stop_still_works(da
     b = shmlog.Broker(data_dir).start()
     try:
         sup = launcher.status(data_dir)["pid"]
+        wait_for(lambda: standby_waiting(data_dir, b.process.pid), ANSWER_WITHIN_S, "the keeper's standby")
         b.process.kill()
         b.process.wait()
+        # Its standby dies with it (it must never start a broker of its own later).
+        wait_for(lambda: [p.pid for p in broker_processes(data_dir) if "shmlog.broker.supervisor" in p.info["cmdline"]]
+                 == [sup], 10, "the standby gone")
         # The supervisor notices its keeper is gone, says so and serves on.
         wait_for(lambda: launcher.status(data_dir)["keeper_pid"] is None, 10, "the supervisor noticing")
         seen = ""
@@ -278,7 +289,7 @@ def test_the_daemon_brings_a_sigkilled_supervisor_back_and_clients_lose_nothing(
     try:
         st = json.loads(cli("broker", "status", "--data-dir", data_dir, "--json"))
         keeper = st["keeper_pid"]
-        assert keeper and psutil.Process(keeper).children()[0].pid == st["pid"]
+        assert keeper and st["pid"] in [c.pid for c in psutil.Process(keeper).children()]
         bootstrap = st["bootstrap_servers"]
         admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
         create_topic(admin, TOPIC, PARTITIONS)
