@@ -167,6 +167,7 @@ class Control:
         self.sock, greeting = connect(self.data_dir)
         self.owner = greeting.get("owner")  # the uid whose shared memory the broker's rings are
         self.keeper_pid = greeting.get("keeper_pid")  # restarts the supervisor if it dies (or None)
+        self.peer_pid = greeting.get("pid")           # the supervisor serving this connection
         self.reader = self.sock.makefile("rb")
         if self.register_as:
             line = self._exchange({"op": "register", "kind": self.register_as, "pid": os.getpid()})

@@ -637,12 +637,19 @@ def main(argv=None):
     if len(argv) != 1:
         print("usage: python -m shmlog.broker.persister <data_dir>", file=sys.stderr)
         return 2
+    supervisor = os.getppid()
     lock_data_dir(os.path.realpath(argv[0]))
     try:
         persister = Persister(argv[0])
     except KafkaException as exc:
         log(str(exc))
         return 1
+    if persister.control.peer_pid != supervisor:
+        # The supervisor that started us died while we started (or waited for the lock); the
+        # one serving now (restarted by its keeper) runs its own persister: never two at once.
+        log(f"the supervisor that started this persister (pid {supervisor}) has gone; exiting")
+        persister.control.close()
+        return 0
     signal.signal(signal.SIGTERM, persister.stop)
     signal.signal(signal.SIGINT, persister.stop)
     # Blocked by the supervisor until now (see Supervisor.ensure_persister): a stop sent while we
