@@ -13,8 +13,9 @@ import json
 import os
 import socket
 import threading
+import time
 
-from shmlog.errors import KafkaError, error
+from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.security import DOCS, peer_credentials, user_name
 
 SCHEME = "shm://"
@@ -114,7 +115,10 @@ def connect(data_dir):
                         f"refusing the control socket of {data_dir}: the process listening on it (pid {pid}) runs "
                         f"as {user_name(uid)}, but the data dir belongs to {user_name(owner)}, so it is not that "
                         f"data dir's broker; {DOCS}")
-        line = _read_line(sock)
+        try:
+            line = _read_line(sock)
+        except OSError:  # reset: the supervisor died between accepting us and greeting
+            line = b""
         if not line:
             raise error(KafkaError._TRANSPORT, f"the shmlog broker for {data_dir} closed the control channel "
                         f"before greeting (stopped or crashed)")
@@ -138,6 +142,8 @@ def connect(data_dir):
 
 
 # Requests that only read: after a restarted supervisor they are sent again on a new connection.
+RECONNECT_S = 60.0       # the longest a read waits for a restarted supervisor to listen
+RECONNECT_POLL_S = 0.02
 READ_ONLY_OPS = frozenset({"metadata", "offset_fetch", "describe_groups", "list_groups", "status"})
 
 
@@ -154,11 +160,14 @@ class Control:
         self.lock = threading.Lock()
         self.next_id = 0
         self.pid = os.getpid()
+        self.lost = False        # the channel closed under a request: reconnect before the next
         self._connect()
 
     def _connect(self):
         self.sock, greeting = connect(self.data_dir)
         self.owner = greeting.get("owner")  # the uid whose shared memory the broker's rings are
+        self.keeper_pid = greeting.get("keeper_pid")  # restarts the supervisor if it dies (or None)
+        self.peer_pid = greeting.get("pid")           # the supervisor serving this connection
         self.reader = self.sock.makefile("rb")
         if self.register_as:
             line = self._exchange({"op": "register", "kind": self.register_as, "pid": os.getpid()})
@@ -166,6 +175,34 @@ class Control:
             if not reply.get("ok"):
                 self.close()
                 raise error(reply.get("code", KafkaError._TRANSPORT), reply.get("error", "register failed"))
+
+    def _reconnect(self):
+        """Connect again after the supervisor went. Its keeper (named in the greeting) starts a
+        new one at once, which takes a moment to listen: keep trying for up to RECONNECT_S
+        while that keeper lives and the broker's shared memory is still there (a clean stop
+        unlinks it and the keeper exits; a killed supervisor leaves both)."""
+        from shmlog._native import shm
+        doorbell = os.path.join(shm.SHM_DIR, shm.doorbell_name(shm.namespace(self.data_dir)).lstrip("/"))
+        deadline = time.monotonic() + RECONNECT_S
+        while True:
+            try:
+                return self._connect()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._TRANSPORT or time.monotonic() >= deadline or \
+                        not self._keeper_alive() or not os.path.exists(doorbell):
+                    raise
+            time.sleep(RECONNECT_POLL_S)
+
+    def _keeper_alive(self):
+        if not self.keeper_pid:
+            return False
+        try:
+            os.kill(self.keeper_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's keeper (a shared broker): it exists
+        return True
 
     def _exchange(self, fields):
         """One request and its reply line (bytes; empty if the supervisor closed the channel)."""
@@ -176,6 +213,11 @@ class Control:
 
     def request(self, op, **fields):
         with self.lock:
+            if self.lost:
+                # An earlier request found the channel closed: this one is new, so it may go on
+                # a new connection (to the supervisor the keeper started again).
+                self._reconnect()
+                self.lost = False
             try:
                 line = self._exchange({"op": op, **fields})
             except OSError:
@@ -184,12 +226,17 @@ class Control:
                 # The supervisor restarted (it adopts the rings, so clients keep running): a read
                 # goes again on a new connection.
                 self.close()
-                self._connect()
+                self.lost = True
+                self._reconnect()
+                self.lost = False
                 try:
                     line = self._exchange({"op": op, **fields})
                 except OSError as exc:
                     raise error(KafkaError._TRANSPORT, f"lost the shmlog broker for {self.data_dir}: {exc}")
             if not line:
+                # Not sent again (it may have taken effect), but the next request reconnects.
+                self.close()
+                self.lost = True
                 raise error(KafkaError._TRANSPORT, f"the shmlog broker for {self.data_dir} closed the control "
                             f"channel (stopped or crashed)")
         reply = json.loads(line)

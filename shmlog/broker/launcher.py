@@ -1,4 +1,8 @@
-"""Starting and stopping a supervisor: the embedded `Broker` and the daemon form."""
+"""Starting and stopping a broker: the embedded `Broker` and the daemon form.
+
+Both run the keeper (broker/keeper.py), a tiny parent that runs the supervisor and starts it
+again at once if it dies; stopping goes through the keeper, so it does not restart what is
+being stopped."""
 import json
 import os
 import signal
@@ -32,14 +36,16 @@ def _wait_ready(proc, data_dir, timeout_s):
             raise error(KafkaError._TIMED_OUT, f"shmlog broker for {data_dir} did not start within {timeout_s}s")
 
 
-def spawn_supervisor(data_dir, configs, daemon=False):
+def spawn_keeper(data_dir, configs, daemon=False):
+    """Start the keeper, which starts the supervisor; returns the keeper's Popen once the
+    supervisor is ready (the keeper passes its ready line on)."""
     data_dir = os.path.realpath(data_dir)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)  # the supervisor gives it its final mode (security.Policy)
     stderr = subprocess.PIPE
     if daemon:
         stderr = open(os.open(os.path.join(data_dir, "supervisor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
                       "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "shmlog.broker.supervisor", data_dir, json.dumps(configs)],
+    proc = subprocess.Popen([sys.executable, "-m", "shmlog.broker.keeper", data_dir, json.dumps(configs)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                             start_new_session=daemon)
     try:
@@ -61,7 +67,9 @@ def _forward(stream):
 
 class Broker:
     """An embedded broker: `with shmlog.Broker(data_dir) as broker:` runs a supervisor for
-    data_dir until the block ends; clients use `broker.bootstrap_servers`."""
+    data_dir until the block ends; clients use `broker.bootstrap_servers`. `process` is the
+    keeper that runs the supervisor (and restarts it if it dies); `supervisor_pid` the
+    supervisor running now."""
 
     def __init__(self, data_dir, **broker_configs):
         self.data_dir = os.path.realpath(data_dir)
@@ -72,21 +80,33 @@ class Broker:
 
     def start(self):
         if self.process is None:
-            self.process = spawn_supervisor(self.data_dir, self.configs)
+            self.process = spawn_keeper(self.data_dir, self.configs)
         return self
 
+    @property
+    def supervisor_pid(self):
+        """The pid of the supervisor serving now (a restarted one has a new pid)."""
+        return status(self.data_dir)["pid"]
+
     def stop(self, timeout_s=60.0):
+        """Stop through the keeper: its SIGTERM makes it stop the supervisor (which drains
+        every ring to disk) and exit instead of restarting it. If the keeper has died, the
+        supervisor serves on without it and is stopped over the control channel."""
         if self.process is None:
             return
-        try:
-            stop(self.data_dir, timeout_s)
-        except KafkaException:
-            pass
-        try:
-            self.process.wait(timeout=timeout_s)
-        except Exception:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                _kill_supervisor(self.data_dir)
+        else:
+            try:
+                stop(self.data_dir, timeout_s)
+            except KafkaException:
+                pass
         if self.process.stdout:
             self.process.stdout.close()
         self.process = None
@@ -102,9 +122,12 @@ class Broker:
 
 
 def start(data_dir, configs):
-    """`shmlog broker start`: a detached supervisor that outlives the caller."""
-    proc = spawn_supervisor(data_dir, _normalize(configs), daemon=True)
-    return proc.pid
+    """`shmlog broker start`: a detached keeper and supervisor that outlive the caller; the
+    supervisor's pid."""
+    proc = spawn_keeper(data_dir, _normalize(configs), daemon=True)
+    if proc.stdout:
+        proc.stdout.close()
+    return status(data_dir)["pid"]
 
 
 def status(data_dir):
@@ -116,23 +139,54 @@ def status(data_dir):
 
 
 def stop(data_dir, timeout_s=60.0):
+    """Stop the broker of data_dir and wait until its supervisor (and keeper) have exited; the
+    supervisor's pid. With a keeper the stop is its SIGTERM, which it passes on to the
+    supervisor and then exits rather than restart it; without one (the keeper died, or another
+    user stops a shared broker) the control channel's shutdown."""
     data_dir = os.path.realpath(data_dir)
     ctl = control.Control(data_dir)
     try:
-        pid = ctl.request("status")["pid"]
-        ctl.request("shutdown")
+        st = ctl.request("status")
+        pid, keeper = st["pid"], st.get("keeper_pid")
+        if keeper:
+            try:
+                os.kill(keeper, signal.SIGTERM)
+            except OSError:
+                keeper = None
+        if not keeper:
+            ctl.request("shutdown")
     finally:
         ctl.close()
+    pids = [p for p in (keeper, pid) if p]
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not procs.alive(pid, 0):  # a zombie counts as gone: its parent may reap it late
-            return pid
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if not _gone(p)]
+        if pids:
+            time.sleep(0.01)
+    for p in pids:  # the keeper first: it must not restart the supervisor we kill
         try:
-            # Reap it when it is our child (embedded broker); harmless otherwise.
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return pid
-        except ChildProcessError:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
             pass
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def _kill_supervisor(data_dir):
+    try:
+        pid = status(data_dir)["pid"]
+    except KafkaException:
+        return  # none answers
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _gone(pid):
+    if not procs.alive(pid, 0):  # a zombie counts as gone: its parent may reap it late
+        return True
+    try:
+        # Reap it when it is our child (the embedded broker's keeper); harmless otherwise.
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return False

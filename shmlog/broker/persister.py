@@ -530,10 +530,14 @@ class Persister:
                     self.flowing = True
                 else:
                     self.idle_wait(time.monotonic())
-            if self.stopping and self.bell.metadata_epoch != self.epoch:
-                # Told to stop right after a metadata change (a topic created, records produced
-                # into it at once): open what it added, so the drain persists those records too.
+            if self.stopping:
+                # Told to stop: the drain covers every ring the supervisor has now, so ask for
+                # the metadata once more whatever the epoch says (a topic created, or the
+                # internal __consumer_offsets by a first commit, a moment before the stop; its
+                # records produced at once) and open what it added.
                 self.refresh_metadata()
+                for key, (spec, _) in list(self.unopened.items()):
+                    self._open(key, spec)   # no waiting for the retry time: this is the last chance
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._TRANSPORT:
                 raise
@@ -633,12 +637,19 @@ def main(argv=None):
     if len(argv) != 1:
         print("usage: python -m shmlog.broker.persister <data_dir>", file=sys.stderr)
         return 2
+    supervisor = os.getppid()
     lock_data_dir(os.path.realpath(argv[0]))
     try:
         persister = Persister(argv[0])
     except KafkaException as exc:
         log(str(exc))
         return 1
+    if persister.control.peer_pid != supervisor:
+        # The supervisor that started us died while we started (or waited for the lock); the
+        # one serving now (restarted by its keeper) runs its own persister: never two at once.
+        log(f"the supervisor that started this persister (pid {supervisor}) has gone; exiting")
+        persister.control.close()
+        return 0
     signal.signal(signal.SIGTERM, persister.stop)
     signal.signal(signal.SIGINT, persister.stop)
     # Blocked by the supervisor until now (see Supervisor.ensure_persister): a stop sent while we

@@ -55,6 +55,11 @@ RETIRED_DIR = re.compile(r"^.*-\d+\.[0-9a-f]{32}-delete$|^.*-\d+\.\d+\.deleted$"
 PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
 NAME_MAX = 255
 MAX_UNREAD_REPLY_BYTES = 64 << 20   # replies queued for a client that does not read them
+KEEPER_ENV = "SHMLOG_KEEPER_PID"  # keeper.ENV: set by the keeper for the supervisor it starts
+STANDBY_ENV = "SHMLOG_STANDBY"     # keeper.STANDBY_ENV: "1" for the keeper's warm standby
+STOPPED = b"stopped"               # in supervisor.lock after a clean stop
+PROMOTE_WAIT_S = 30.0              # a standby holding the lock waits this long for the keeper's go-ahead
+FINAL_DRAIN_ATTEMPTS = 3  # persisters started for the final drain when one left published records behind
 
 
 class Refused(Exception):
@@ -87,6 +92,11 @@ class Supervisor:
         self.groups = None         # GroupService: the consumer-group coordinator
         self.running = True
         self.selector = selectors.DefaultSelector()
+        # The keeper (broker/keeper.py) that restarts us if we die: our parent, named in our
+        # environment. 0: started without one, or it died (we carry on without it).
+        keeper = os.environ.pop(KEEPER_ENV, "")
+        self.keeper_pid = int(keeper) if keeper.isdigit() and int(keeper) == os.getppid() else 0
+        self.standby = os.environ.pop(STANDBY_ENV, "") == "1"
 
     # ------------------------------------------------------------------ startup
 
@@ -101,6 +111,28 @@ class Supervisor:
 
     def lock(self):
         self.lock_fd = os.open(os.path.join(self.data_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        if self.standby:
+            # The keeper's warm standby: imported and waiting, it takes over the moment the
+            # supervisor holding the lock dies, unless that one stopped cleanly (it says so in
+            # the lock file before it lets go): then there is nothing to take over.
+            # It dies with its keeper: one whose keeper was killed must not start a broker later.
+            set_parent_death_signal(signal.SIGKILL)
+            if not self.keeper_pid or os.getppid() != self.keeper_pid:
+                raise SystemExit(0)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the group is for the others
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            previous = os.pread(self.lock_fd, 64, 0)
+            if previous == STOPPED:
+                raise SystemExit(0)
+            # Take over only when the keeper says so (SIGUSR1, blocked since we started): it does
+            # once it has reaped the supervisor that died. A keeper killed with it never does,
+            # and its death signal ends us here.
+            if signal.sigtimedwait({signal.SIGUSR1}, PROMOTE_WAIT_S) is None:
+                raise SystemExit(0)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+            set_parent_death_signal(0)  # the supervisor now: it outlives a killed keeper
+            log(f"taking over from supervisor pid {previous.decode(errors='replace')}, which died")
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -382,6 +414,9 @@ class Supervisor:
             self.persister = None
         if time.monotonic() - self.persister_started < PERSISTER_RESTART_BACKOFF_S:
             return
+        self.spawn_persister()
+
+    def spawn_persister(self):
         self.persister_started = time.monotonic()
         # The persister starts with SIGTERM and SIGINT blocked and unblocks them once its handler
         # is installed: a stop that comes while it is still starting makes it drain, not die.
@@ -393,13 +428,40 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def stop_persister(self):
-        """SIGTERM the persister and keep answering control requests until it has drained and
-        exited: one that was still starting needs its metadata from us to drain."""
-        if self.persister is None:
-            return
+        """The final drain, before anything is unlinked: every ring that exists at the moment of
+        the stop (topics and internal topics created a moment before included) is persisted up
+        to what was published in it by then.
+
+        The persister is told to stop (SIGTERM; it rereads the metadata and drains every ring),
+        and we keep answering control requests until it has exited: one that was still starting
+        needs its metadata from us to drain. Then the rings' headers are the acknowledgement:
+        a ring whose persisted position stops short of a published batch that was claimed
+        before the stop was not drained (no persister was running, it died, or it missed the
+        ring), and a persister is started again to drain it, up to FINAL_DRAIN_ATTEMPTS times.
+        """
+        targets = {key: ring.end()[0] for key, ring in self.rings.items()}
+        deadline = time.monotonic() + PERSISTER_DRAIN_TIMEOUT_S
+        attempts = 0
+        while True:
+            code = self.drain_persister(deadline) if self.persister is not None else None
+            left = self.undrained(targets)
+            if not left:
+                return
+            where = ", ".join(f"{t}-{p}" for t, p in left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+            if code == 1 or attempts >= FINAL_DRAIN_ATTEMPTS or time.monotonic() >= deadline:
+                log(f"records published in {where} before the stop are not persisted; they stay in shared memory "
+                    f"only until it is unlinked")
+                return
+            attempts += 1
+            log(f"{where} hold published records the persister did not drain "
+                f"({'no persister was running' if code is None else f'it exited with {code}'}); "
+                f"starting one to drain them")
+            self.spawn_persister()
+
+    def drain_persister(self, deadline):
+        """SIGTERM the persister, serve until it exits (killed at the deadline); its exit code."""
         if self.persister.poll() is None:
             self.persister.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + PERSISTER_DRAIN_TIMEOUT_S
             while self.persister.poll() is None and time.monotonic() < deadline:
                 self.serve_once(0.05)
             if self.persister.poll() is None:
@@ -407,7 +469,29 @@ class Supervisor:
                     f"had not written stays in the rings' shared memory only until they are unlinked)")
                 self.persister.kill()
                 self.persister.wait()
-        self.persister = None
+        code, self.persister = self.persister.returncode, None
+        return code
+
+    def undrained(self, targets):
+        """The partitions whose ring holds a published batch, claimed before the stop (below its
+        position in `targets`), past what the ring says is persisted."""
+        left = []
+        for key, target in sorted(targets.items()):
+            ring = self.rings.get(key)
+            if ring is None:
+                continue
+            persisted = ring.header.persist.persisted_position
+            if persisted < target and ring.has_data(persisted):
+                left.append(key)
+        return left
+
+    def check_keeper(self):
+        """The keeper died (SIGKILLed, say): we are its orphan now. Serving on is better than
+        stopping a working broker; only a crash of ours would go unrestarted, so say so once."""
+        if self.keeper_pid and os.getppid() != self.keeper_pid:
+            log(f"the keeper (pid {self.keeper_pid}) has gone; serving on without one: if this supervisor dies, "
+                f"nothing restarts it (stop the broker and start it again to get a keeper back)")
+            self.keeper_pid = 0
 
     def serve_once(self, timeout_s):
         for key, events in self.selector.select(timeout_s):
@@ -709,6 +793,7 @@ class Supervisor:
         clients = [{"pid": c["pid"], "kind": c["kind"]} for c in self.clients.values() if c["pid"]]
         return {"pid": os.getpid(), "data_dir": self.data_dir, "bootstrap_servers": control.SCHEME + self.data_dir,
                 "persister_pid": self.persister.pid if self.persister else None,
+                "keeper_pid": self.keeper_pid if self.keeper_pid and os.getppid() == self.keeper_pid else None,
                 "partitions": partitions, "clients": clients}
 
     def op_shutdown(self, sock, request):
@@ -822,7 +907,7 @@ class Supervisor:
             return
         if allowed:
             first = {"ok": True, "hello": "shmlog", "data_dir": self.data_dir, "pid": os.getpid(),
-                     "owner": self.policy.owner}
+                     "owner": self.policy.owner, "keeper_pid": self.keeper_pid or None}
         else:
             first = {"ok": False, "code": KafkaError.CLUSTER_AUTHORIZATION_FAILED,
                      "error": self.policy.refusal(uid, self.data_dir)}
@@ -976,6 +1061,7 @@ class Supervisor:
                 self.ensure_persister()
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
+                self.check_keeper()
         self.shutdown()
 
     def start(self):
@@ -1085,11 +1171,19 @@ class Supervisor:
         self.doorbell.close()
         for name in shm.names_in_namespace(self.ns):
             shm.unlink(name)
+        os.ftruncate(self.lock_fd, 0)
+        os.pwrite(self.lock_fd, STOPPED, 0)  # a standby waiting for the lock must not start a broker
         os.close(self.lock_fd)
 
 
 def log(message):
     print(f"shmlog supervisor: {message}", file=sys.stderr, flush=True)
+
+
+def set_parent_death_signal(sig):
+    """prctl(PR_SET_PDEATHSIG, sig): the kernel sends sig when our parent dies (0: nothing)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)
 
 
 def main(argv=None):

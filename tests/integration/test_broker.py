@@ -17,9 +17,10 @@ def create_topic(admin, name, partitions=1):
 
 
 def kill_broker_hard(data_dir):
-    """SIGKILL the supervisor and its persister, as a crash would."""
+    """SIGKILL the keeper, the supervisor and its persister, as a crash would (the keeper first:
+    it would start the supervisor again)."""
     info = status(data_dir)
-    victims = [psutil.Process(info["pid"])]
+    victims = [psutil.Process(info["keeper_pid"]), psutil.Process(info["pid"])]
     if info.get("persister_pid"):
         victims.append(psutil.Process(info["persister_pid"]))
     for p in victims:

@@ -316,7 +316,8 @@ def test_cleanup_removes_a_stale_object_of_the_data_dir(data_dir):
 def test_cleanup_removes_what_a_killed_broker_left_behind(broker):
     ok(shmlog_cli("topics", "create", "orders", "--partitions", 2, "--data-dir", broker))
     st = status(broker)
-    procs = [psutil.Process(st["pid"]), psutil.Process(st["persister_pid"])]
+    # The keeper first: it would start the supervisor again.
+    procs = [psutil.Process(st["keeper_pid"]), psutil.Process(st["pid"]), psutil.Process(st["persister_pid"])]
     for proc in procs:
         proc.kill()
     psutil.wait_procs(procs, timeout=30)  # gone, or a zombie until init reaps it

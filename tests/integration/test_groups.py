@@ -525,9 +525,12 @@ def test_committed_offsets_survive_a_sigkilled_supervisor(data_dir):
         c = shmlog.Consumer(group_conf(conf))
         c.commit(offsets=[TopicPartition("t", 0, 5)], asynchronous=False)
         c.close()
-        persister = psutil.Process(shmlog.broker.launcher.status(data_dir)["persister_pid"])
-        b.process.kill()       # no clean stop: the commit may exist only in the __consumer_offsets ring
-        b.process.wait()
+        st = shmlog.broker.launcher.status(data_dir)
+        persister, supervisor = psutil.Process(st["persister_pid"]), psutil.Process(st["pid"])
+        b.process.kill()       # the keeper first (it would restart the supervisor), then the supervisor:
+        b.process.wait()       # no clean stop, so the commit may exist only in the __consumer_offsets ring
+        supervisor.kill()
+        supervisor.wait(DEADLINE_S)
         persister.wait(DEADLINE_S)   # it notices its supervisor is gone and exits
         b.process = None
         b.start()

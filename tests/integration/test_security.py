@@ -206,7 +206,7 @@ def test_a_user_the_owner_names_may_use_the_control_channel_and_others_get_one_c
     # Named users reach the socket through o+x (search only) on the data dir and run dir.
     assert mode(data_dir) == 0o701 and mode(control.run_dir(data_dir)) == 0o701
     assert mode(control.socket_path(data_dir)) == 0o666
-    pid = b.process.pid
+    pid = b.supervisor_pid
     assert as_user(NOBODY, NOBODY, status_pid, data_dir) == pid
     refused = as_user(STRANGER, STRANGER, status_pid, data_dir)
     assert refused["code"] == KafkaError.CLUSTER_AUTHORIZATION_FAILED
@@ -223,7 +223,7 @@ def test_a_user_the_owner_names_may_use_the_control_channel_and_others_get_one_c
 def test_members_of_an_allowed_group_may_use_the_control_channel_by_primary_or_supplementary_group(
         start_broker, data_dir):
     b = start_broker(shmlog_allowed_groups=str(NOBODY))
-    pid = b.process.pid
+    pid = b.supervisor_pid
     assert as_user(STRANGER, NOBODY, status_pid, data_dir) == pid  # primary group
     assert as_user(STRANGER, STRANGER, status_pid, data_dir, groups=[NOBODY]) == pid  # supplementary (SO_PEERGROUPS)
     assert as_user(STRANGER, STRANGER, status_pid, data_dir)["code"] == KafkaError.CLUSTER_AUTHORIZATION_FAILED
@@ -427,7 +427,7 @@ def test_the_control_socket_works_for_a_data_dir_longer_than_a_unix_socket_path(
     assert len(control.socket_path(long_dir)) > 108
     with shmlog.Broker(long_dir) as b:
         produce_one(b)
-        assert control.Control(os.path.realpath(long_dir)).request("status")["pid"] == b.process.pid
+        assert control.Control(os.path.realpath(long_dir)).request("status")["pid"] == b.supervisor_pid
     assert not shm.names_in_namespace(shm.namespace(long_dir))
 
 

@@ -182,3 +182,12 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
     assert graph["pkg.sub.b"] == {"pkg.c"}
     assert graph["pkg.d"] == set()
     assert cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_the_keeper_loads_no_shmlog_module_but_its_own_and_its_packages():
+    """The keeper must be too small to fail: `python -m shmlog.broker.keeper` loads the lazy
+    package inits and itself, nothing of the broker, the client or the native core."""
+    done = subprocess.run([sys.executable, "-c", "import sys; import shmlog.broker.keeper; "
+                           "print(' '.join(sorted(m for m in sys.modules if m.startswith('shmlog'))))"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["shmlog", "shmlog.broker", "shmlog.broker.keeper"]
