@@ -264,12 +264,13 @@ def test_a_producer_refused_by_a_supervisor_that_died_mid_stop_delivers_to_the_o
             ring.close()
     bell.close()
     info = status(data_dir)
+    broker.process.kill()  # the keeper first (its standby dies with it), so nothing restarts the broker
+    broker.process.wait()
+    broker.process = None
     victims = [psutil.Process(pid) for pid in (info["pid"], info["persister_pid"]) if pid]
     for victim in victims:
         victim.send_signal(signal.SIGKILL)
     psutil.wait_procs(victims, timeout=30)
-    broker.process.wait()
-    broker.process = None
     p.produce(TOPIC, b"while it was down")
     p.poll(0)
     assert [e.code() for e in errors] == [KafkaError._ALL_BROKERS_DOWN]
