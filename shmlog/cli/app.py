@@ -48,7 +48,7 @@ from shmlog.cli._common import (
 )
 from shmlog.cli.bench import bench
 from shmlog.cli.groups import groups
-from shmlog.cli.log import dump_log
+from shmlog.cli.log import dump_log, verify_log
 from shmlog.cli.schemas import schemas
 from shmlog.config import parse_broker_config, parse_producer_config
 from shmlog.errors import KafkaError, KafkaException
@@ -687,6 +687,7 @@ def _cleanup_host(remove_all, dry_run):
 # ---------------------------------------------------------------------------- groups in their own modules
 
 cli.add_command(dump_log)  # docs/durability.md
+cli.add_command(verify_log)  # docs/durability.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
