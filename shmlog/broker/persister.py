@@ -333,14 +333,15 @@ class PartitionLog:
             at = self._ring_cursor_at(first) if first < end else (self.cursor.position, end)
         except KafkaException:
             at = None  # corrupt ring bytes: they cannot be written again either
-        log(f"{self.where()}: {exc}; offsets {first}..{end - 1} written to {self.dir} since the last good "
+        written = max(end, self.writer.log_end_offset)   # a failed roll: the writer got past the cursor
+        log(f"{self.where()}: {exc}; offsets {first}..{written - 1} written to {self.dir} since the last good "
             f"fdatasync may be lost: writing them again from the ring into a new segment"
-            if first < end else f"{self.where()}: {exc}; syncing {self.dir} again")
+            if first < written else f"{self.where()}: {exc}; syncing {self.dir} again")
         self.rewrite_attempts = 0
-        self.rewrite_from = at if at is not None else (self.cursor.position, end)
         if at is None:
             self._fail_log_dir(exc, f"offsets {first}..{end - 1} are no longer in the ring to write them again")
             return
+        self.rewrite_from = at
         self._publish_held()
 
     def _ring_cursor_at(self, offset):
@@ -385,6 +386,8 @@ class PartitionLog:
     def _rewrite(self, now):
         """Write the offsets of a failed fdatasync again into a new segment and fdatasync it;
         after REWRITE_ATTEMPTS failures the log dir is failed. True once it worked."""
+        if self.failed or self.rewrite_from is None:
+            return False
         first, end = self.flushed, self.cursor.next_offset
         try:
             copied = self._copy_from_ring(*self.rewrite_from, end) if first < end else (None, [])
@@ -395,6 +398,7 @@ class PartitionLog:
                                f"offsets {first}..{end - 1} are no longer in the ring to write them again")
             return False
         base, pieces = copied
+        written = self.writer.log_end_offset
         try:
             self.writer.discard_from(first)
             if pieces:
@@ -411,6 +415,9 @@ class PartitionLog:
         if first < end:
             log(f"{self.where()}: wrote offsets {first}..{end - 1} again into {self.writer.active_segment} and "
                 f"fdatasync'ed it")
+        elif first < written:
+            log(f"{self.where()}: cut {self.dir} back to offset {first}, where the last good fdatasync ended; "
+                f"the offsets after it are written again from the ring into a new segment")
         self.rewrite_from = None
         self.rewrite_attempts = 0
         if self.storage_errno:

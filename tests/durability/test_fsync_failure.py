@@ -21,7 +21,7 @@ import shmlog
 from shmlog import KafkaError
 from shmlog.cli.app import cli
 
-from .conftest import create_topic, partition_dir, read_all
+from .conftest import create_topic, partition_dir, produce, read_all
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -215,3 +215,30 @@ def test_persistent_fdatasync_failure_fails_the_log_dir_in_one_line_and_acks_all
     conf = {"bootstrap.servers": broker.bootstrap_servers}
     got = {offset: value for _, offset, value in read_all(conf, "t")}
     assert all(got.get(offset) == value for _, offset, value in before), "an acknowledged record is missing"
+
+
+def test_a_failed_fdatasync_of_a_segment_the_log_rolls_past_is_written_again_with_nothing_lost(
+        faults, data_dir, start_broker, capfd):
+    """acks=1 without a flush policy: the only syncs are those sealing a segment when the log
+    rolls. The first one fails; what the segment held since the last good sync is written
+    again from the ring, and a later acks=all record is acknowledged only after that."""
+    broker = start_broker()
+    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    create_topic(conf, "t", ring_bytes=4 << 20, segment_bytes=16 << 10)
+    faults.arm(1, os.path.join(partition_dir(data_dir, "t"), "00000000000000000000.log"))
+    values = [b"%06d|" % i + RECORD for i in range(300)]
+    first = produce(conf, "t", values, acks=1, batch_size=2048)
+    last = produce(conf, "t", [b"durable"], acks="all")
+    assert all(e is None for e, *_ in first + last)
+    assert len(faults.injected()) == 1, "the armed failure was not hit"
+    err = captured_until(capfd, "new segment")
+    broker.stop()
+
+    result = verify_log(data_dir)
+    assert result.exit_code == 0, result.output
+    broker = start_broker()
+    conf = {"bootstrap.servers": broker.bootstrap_servers}
+    got = [value for _, _, value in read_all(conf, "t")]
+    assert got == values + [b"durable"]
+    assert re.search(r"offsets 0\.\.\d+ written to \S+ since the last good fdatasync may be lost: writing them "
+                     r"again from the ring into a new segment", err), err
