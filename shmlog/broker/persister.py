@@ -57,7 +57,7 @@ FETCH_FRAMES = 1024
 IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
 PERSIST_INTERVAL_S = 0.005   # while records flow, persist on this timer rather than per publish
 RETRY_AFTER_ERROR_S = 0.1
-REWRITE_ATTEMPTS = 3         # failed rewrites after a failed fdatasync before the log dir is failed
+REWRITE_ATTEMPTS = 3         # rewrites failing with an I/O error (not ENOSPC) before the log dir is failed
 RETRY_OPEN_S = 1.0
 RETRY_CORRUPT_RING_S = 1.0
 CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
@@ -405,12 +405,15 @@ class PartitionLog:
                 self.writer.append(pieces, base, end)
             self.flush()
         except OSError as exc:
-            self.rewrite_attempts += 1
+            # A full disk is waited out (the ring keeps the offsets: persisted is held); an I/O
+            # error that persists fails the log dir.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self.rewrite_attempts += 1
             if self.rewrite_attempts >= REWRITE_ATTEMPTS:
                 self._fail_log_dir(exc, f"writing offsets {first}..{end - 1} again into a new segment failed "
                                         f"{self.rewrite_attempts} times")
             else:
-                self._storage_failed(exc, now, quiet=True)
+                self._storage_failed(exc, now, quiet=exc.errno not in (errno.ENOSPC, errno.EDQUOT))
             return False
         if first < end:
             log(f"{self.where()}: wrote offsets {first}..{end - 1} again into {self.writer.active_segment} and "
