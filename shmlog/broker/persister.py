@@ -51,12 +51,13 @@ from shmlog.broker import metadata
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import retention
-from shmlog.log.segment import SegmentWriter, partition_dir
+from shmlog.log.segment import SegmentWriter, SyncFailed, partition_dir
 
 FETCH_FRAMES = 1024
 IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
 PERSIST_INTERVAL_S = 0.005   # while records flow, persist on this timer rather than per publish
 RETRY_AFTER_ERROR_S = 0.1
+REWRITE_ATTEMPTS = 3         # rewrites failing with an I/O error (not ENOSPC) before the log dir is failed
 RETRY_OPEN_S = 1.0
 RETRY_CORRUPT_RING_S = 1.0
 CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
@@ -137,8 +138,17 @@ class PartitionLog:
         self.retry_at = 0.0
         self.storage_errno = 0
         self.corrupt_at = None
+        # After a failed fdatasync (see _sync_failed): the ring pair of the last good flush, the
+        # pair published as persisted while the rewrite is pending, and the failed log dir's errno.
+        self.flushed_at = None
+        self.rewrite_from = None
+        self.rewrite_attempts = 0
+        self.failed = 0
+        self.on_log_dir_failed = None
         if self.writer.recovery_report:
             log(f"{self.where()}: recovery: {self.writer.recovery_report}")
+        for problem in self.writer.recovery_problems:
+            log(f"{self.where()}: DAMAGED LOG: {problem}")
         self._compare_with_disk()
         self.persist.persister_pid = os.getpid()
 
@@ -175,6 +185,10 @@ class PartitionLog:
         lib.shmlog_ring_advance_log_start(self.ring.map, self.log_start)
         try:
             self.flush()
+        except SyncFailed as exc:
+            self._sync_failed(exc)
+            self._rewrite(time.monotonic())
+            return
         except OSError as exc:
             self._storage_failed(exc, time.monotonic())
             return
@@ -183,6 +197,8 @@ class PartitionLog:
     # -------------------------------------------------------------- retention
 
     def retention_wanted(self, now):
+        if self.failed or self.rewrite_from is not None:
+            return False
         return now >= self.retention_due or self.requested_log_start > self.log_start
 
     def apply_retention(self, now, check_interval_s):
@@ -219,15 +235,20 @@ class PartitionLog:
 
     def pump(self, now):
         """Persist what is published, fdatasync if due, publish progress; True if anything moved."""
-        if now < self.retry_at:
+        if now < self.retry_at or self.failed:
             return False
         if self.metadata_epoch is not None and self.doorbell.metadata_epoch != self.metadata_epoch:
             # Metadata changed (maybe this topic was deleted and created again, its directory
             # renamed aside): refresh first, so nothing is written where it no longer belongs.
             return False
+        if self.rewrite_from is not None:
+            return self._rewrite(now)
         try:
             moved, wrote = self.persist_published()
             flushed = self.flush_if_due(now)
+        except SyncFailed as exc:
+            self._sync_failed(exc)
+            return self._rewrite(now)
         except OSError as exc:
             self._storage_failed(exc, now)
             return False
@@ -285,11 +306,145 @@ class PartitionLog:
 
     def flush(self):
         self.flushed = self.writer.flush()
+        if self.flushed == self.cursor.next_offset:
+            self.flushed_at = (self.cursor.position, self.cursor.next_offset)
 
     def publish(self):
         lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
                                           self.flushed)
         lib.shmlog_ring_release_to(self.ring.map, self.cursor.position)
+
+    def _publish_held(self):
+        """Publish progress without releasing: while a rewrite is pending, persisted stays at
+        the last good flush (so producers short of space release no further, and a restarted
+        persister starts there); waiters in wait_flushed wake up to see storage_error."""
+        position, offset = self.rewrite_from if self.rewrite_from is not None else \
+            (self.cursor.position, self.cursor.next_offset)
+        lib.shmlog_ring_publish_persisted(self.ring.map, position, offset, self.flushed)
+
+    # -------------------------------------------------------------- a failed fdatasync
+
+    def _sync_failed(self, exc):
+        """An fdatasync failed: what was written since the last good one may be lost whatever
+        later syncs say (fsyncgate). flushed_offset stays where it is, and those offsets are
+        written again, from the ring, into a new segment (_rewrite)."""
+        first, end = self.flushed, self.cursor.next_offset
+        try:
+            at = self._ring_cursor_at(first) if first < end else (self.cursor.position, end)
+        except KafkaException:
+            at = None  # corrupt ring bytes: they cannot be written again either
+        written = max(end, self.writer.log_end_offset)   # a failed roll: the writer got past the cursor
+        log(f"{self.where()}: {exc}; offsets {first}..{written - 1} written to {self.dir} since the last good "
+            f"fdatasync may be lost: writing them again from the ring into a new segment"
+            if first < written else f"{self.where()}: {exc}; syncing {self.dir} again")
+        self.rewrite_attempts = 0
+        if at is None:
+            self._fail_log_dir(exc, f"offsets {first}..{end - 1} are no longer in the ring to write them again")
+            return
+        self.rewrite_from = at
+        self._publish_held()
+
+    def _ring_cursor_at(self, offset):
+        """(ring position, offset) of the batch starting at offset, or None if the ring lost it."""
+        if self.flushed_at is not None and self.flushed_at[1] == offset:
+            return self.flushed_at
+        found = self.ring.locate(offset)
+        if found is None:
+            return None
+        probe = self.probe
+        probe.position, probe.next_offset = found.position, found.next_offset
+        while probe.next_offset < offset:
+            if self.ring.fetch(probe, ffi.NULL, 0, self.frames, 1, 0) != 1 or probe.next_offset > offset:
+                return None  # fell out of the ring, or a batch straddles offset
+        return probe.position, probe.next_offset
+
+    def _copy_from_ring(self, position, offset, end):
+        """Copies of the batches for offsets [offset, end) out of the ring (CRC-checked, each
+        fetch checked not to have been overwritten meanwhile); None if the ring lost them."""
+        probe = self.probe
+        probe.position, probe.next_offset = position, offset
+        pieces, first = [], None
+        size = 1 << 20
+        while probe.next_offset < end:
+            buf = bytearray(size)
+            n = self.ring.fetch(probe, ffi.from_buffer(buf), len(buf), self.frames, FETCH_FRAMES, 1)
+            if n == lib.SHMLOG_ESMALL:
+                size = max(2 * size, self.frames[0].batch_bytes)
+                continue
+            if n <= 0:
+                return None
+            view = memoryview(buf)
+            for _, dst_pos, base, batch_bytes, count in self.frame_table[:n].tolist():
+                if base >= end:
+                    break
+                if base + count <= offset:
+                    continue
+                first = base if first is None else first
+                pieces.append(view[dst_pos:dst_pos + batch_bytes])
+        return first, pieces
+
+    def _rewrite(self, now):
+        """Write the offsets of a failed fdatasync again into a new segment and fdatasync it;
+        after REWRITE_ATTEMPTS failures the log dir is failed. True once it worked."""
+        if self.failed or self.rewrite_from is None:
+            return False
+        first, end = self.flushed, self.cursor.next_offset
+        try:
+            copied = self._copy_from_ring(*self.rewrite_from, end) if first < end else (None, [])
+        except KafkaException:
+            copied = None
+        if copied is None:
+            self._fail_log_dir(self.writer.sync_failed or OSError(errno.EIO, "fdatasync failed"),
+                               f"offsets {first}..{end - 1} are no longer in the ring to write them again")
+            return False
+        base, pieces = copied
+        written = self.writer.log_end_offset
+        try:
+            self.writer.discard_from(first)
+            if pieces:
+                self.writer.append(pieces, base, end)
+            self.flush()
+        except OSError as exc:
+            # A full disk is waited out (the ring keeps the offsets: persisted is held); an I/O
+            # error that persists fails the log dir.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self.rewrite_attempts += 1
+            if self.rewrite_attempts >= REWRITE_ATTEMPTS:
+                self._fail_log_dir(exc, f"writing offsets {first}..{end - 1} again into a new segment failed "
+                                        f"{self.rewrite_attempts} times")
+            else:
+                self._storage_failed(exc, now, quiet=exc.errno not in (errno.ENOSPC, errno.EDQUOT))
+            return False
+        if first < end:
+            log(f"{self.where()}: wrote offsets {first}..{end - 1} again into {self.writer.active_segment} and "
+                f"fdatasync'ed it")
+        elif first < written:
+            log(f"{self.where()}: cut {self.dir} back to offset {first}, where the last good fdatasync ended; "
+                f"the offsets after it are written again from the ring into a new segment")
+        self.rewrite_from = None
+        self.rewrite_attempts = 0
+        if self.storage_errno:
+            self._storage_recovered()
+        self.publish()
+        return True
+
+    def _fail_log_dir(self, exc, why):
+        code = exc.errno or errno.EIO
+        if self.on_log_dir_failed is not None:
+            self.on_log_dir_failed(self.source[1], code, f"{self.where()}: {exc}; {why}")
+        else:
+            log(f"log dir {self.source[1]} failed ({errno.errorcode.get(code, code)}): {self.where()}: {exc}; {why}")
+        self.fail(code)
+
+    def fail(self, code):
+        """The log dir failed: nothing more is written here until the persister restarts, and
+        acks=all producers get KAFKA_STORAGE_ERROR (what the ring holds stays there)."""
+        if self.failed:
+            return
+        self.failed = code
+        self.storage_errno = code
+        self.persist.storage_error = code
+        self._publish_held()
 
     # -------------------------------------------------------------- trouble
 
@@ -315,7 +470,7 @@ class PartitionLog:
                 f"or the topic recreated")
         self.retry_at = now + RETRY_CORRUPT_RING_S
 
-    def _storage_failed(self, exc, now):
+    def _storage_failed(self, exc, now, quiet=False):
         code = exc.errno or errno.EIO
         if code == errno.ENOENT and self.metadata_epoch is not None and \
                 self.doorbell.metadata_epoch != self.metadata_epoch:
@@ -323,14 +478,13 @@ class PartitionLog:
             # with it. Not a storage error; the metadata refresh that follows drops or replaces us.
             self.retry_at = now + RETRY_AFTER_ERROR_S
             return
-        if code != self.storage_errno:
+        if code != self.storage_errno and not quiet:
             log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
                 f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
         self.storage_errno = code
         self.persist.storage_error = code
         # Producers sleeping in wait_flushed must wake up to see the error.
-        lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
-                                          self.flushed)
+        self._publish_held()
         self.retry_at = now + RETRY_AFTER_ERROR_S
 
     def _storage_recovered(self):
@@ -347,8 +501,10 @@ class PartitionLog:
 
     def has_work(self, now):
         """Anything to do: something published past the cursor, or an acks=all waiter to fsync for."""
-        if now < self.retry_at:
+        if now < self.retry_at or self.failed:
             return False
+        if self.rewrite_from is not None:
+            return True
         return bool(self.ring.has_data(self.cursor.position) or
                     ((self.persist.persist_waiters or self.persist.flush_requested_offset > self.flushed)
                      and self.writer.log_end_offset > self.flushed))
@@ -356,8 +512,10 @@ class PartitionLog:
     def has_urgent_work(self, now):
         """What may not wait for the timer: an acks=all waiter, a producer waiting for ring space,
         or more than a quarter of the ring unpersisted (the producers' wake-ups for these)."""
-        if now < self.retry_at:
+        if now < self.retry_at or self.failed:
             return False
+        if self.rewrite_from is not None:
+            return True
         published = self.ring.has_data(self.cursor.position)
         if self.persist.persist_waiters and (published or self.writer.log_end_offset > self.flushed):
             return True
@@ -369,6 +527,10 @@ class PartitionLog:
         were persisted since the last sleep, so we do not watch the ring this time."""
         if now < self.retry_at:
             return self.retry_at - now
+        if self.failed:
+            return IDLE_WAIT_S
+        if self.rewrite_from is not None:
+            return 0
         wait = IDLE_WAIT_S
         if self.writer.log_end_offset > self.flushed and self.flush_ms < INT64_MAX:
             wait = min(wait, self.last_flush + self.flush_ms / 1000 - now)
@@ -383,10 +545,17 @@ class PartitionLog:
     def drain_once(self):
         """One drain step: 'moved', 'done' (nothing more published) or 'error'."""
         now = time.monotonic()
+        if self.failed:
+            return "done"
         if now < self.retry_at:
             return "error"
+        if self.rewrite_from is not None:
+            return "moved" if self._rewrite(now) else "error"
         try:
             moved, wrote = self.persist_published()
+        except SyncFailed as exc:
+            self._sync_failed(exc)
+            return "moved" if self._rewrite(now) else "error"
         except OSError as exc:
             self._storage_failed(exc, now)
             return "error"
@@ -401,8 +570,15 @@ class PartitionLog:
 
     def finish(self):
         """fdatasync and publish the final state; False if the disk refused."""
+        if self.failed:
+            return False
+        if self.rewrite_from is not None:
+            return self._rewrite(time.monotonic())
         try:
             self.flush()
+        except SyncFailed as exc:
+            self._sync_failed(exc)
+            return self._rewrite(time.monotonic())
         except OSError as exc:
             self._storage_failed(exc, time.monotonic())
             return False
@@ -427,6 +603,7 @@ class Persister:
         self.retention_check_s = RETENTION_CHECK_MS_DEFAULT / 1000
         self.partitions = {}     # (topic, partition) -> PartitionLog
         self.unopened = {}       # (topic, partition) -> (spec, retry at)
+        self.failed_dirs = {}    # log dir -> errno: a failed fdatasync that could not be made good
         self.bell = None
         self.slot = -1
         self.epoch = None
@@ -491,8 +668,23 @@ class Persister:
             return
         self.unopened.pop(key, None)
         part.attach(self.slot)
-        part.start()
+        part.on_log_dir_failed = self.log_dir_failed
+        if log_dir in self.failed_dirs:
+            part.fail(self.failed_dirs[log_dir])
+        else:
+            part.start()
         self.partitions[key] = part
+
+    def log_dir_failed(self, log_dir, code, detail):
+        """Fail a log dir (Kafka's offline log dir): one line, and every partition in it stops."""
+        if log_dir not in self.failed_dirs:
+            self.failed_dirs[log_dir] = code
+            log(f"log dir {log_dir} failed with {errno.errorcode.get(code, code)} ({os.strerror(code)}): {detail}; "
+                f"nothing more is written to it until the persister restarts, acks=all producers of its partitions "
+                f"get KAFKA_STORAGE_ERROR and unwritten records stay in the rings")
+        for part in self.partitions.values():
+            if part.source[1] == log_dir:
+                part.fail(code)
 
     def _retry_unopened(self, now):
         for key, (spec, retry_at) in list(self.unopened.items()):

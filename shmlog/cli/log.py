@@ -1,4 +1,5 @@
-"""`shmlog dump-log FILE...`: print segment files batch by batch, like Kafka's kafka-dump-log.
+"""`shmlog dump-log FILE...`: print segment files batch by batch, like Kafka's kafka-dump-log;
+`shmlog verify-log --data-dir D`: check every batch of every partition's segments.
 
 A `.log` prints one line per batch (offsets, producer fields, position, timestamp, size,
 codec, CRC and whether it checks out); --deep-iteration adds a line per record and
@@ -6,6 +7,12 @@ codec, CRC and whether it checks out); --deep-iteration adds a line per record a
 checks each against the `.log` beside it. Whatever does not check out (a CRC mismatch, a
 torn or invalid tail, an offset gap, an index entry that points nowhere) is reported and
 makes the exit status 1.
+
+verify-log (like kafka-dump-log --deep-iteration over a whole log) walks every segment of
+each partition with the segment walk recovery and readers use, CRC32C included, and checks
+dense offsets inside segments and across them, every offset and time index entry; one line
+per problem (file, byte position, offsets affected), a summary, exit status 1 on any
+problem. It only reads, so it works on a stopped broker and on a running one.
 """
 import os
 
@@ -190,5 +197,168 @@ def dump_log(files, deep_iteration, print_data_log):
             _dump_index(path, out, time_index=True)
         else:
             _dump_log(path, out)
+    if out.problems:
+        click.get_current_context().exit(1)
+
+
+# ---------------------------------------------------------------------- verify-log
+
+TORN_TAIL_RETRIES = 3   # a running persister may be writing the newest segment's last batch
+
+
+class _Verify:
+    def __init__(self):
+        self.problems = self.partitions = self.segments = self.batches = self.bytes = 0
+
+    def problem(self, text):
+        self.problems += 1
+        click.echo(text)
+
+
+def _partition_dirs(log_dirs, topic, partition):
+    """[(topic, partition, path)] of the partition directories in log_dirs, sorted."""
+    found = []
+    for log_dir in log_dirs:
+        try:
+            names = os.listdir(log_dir)
+        except FileNotFoundError:
+            raise click.UsageError(f"log dir {log_dir} does not exist") from None
+        for name in names:
+            name_topic, _, number = name.rpartition("-")
+            path = os.path.join(log_dir, name)
+            if not name_topic or not number.isdigit() or not os.path.isdir(path):
+                continue  # not a partition (a deleted topic's directory ends in -delete)
+            if (topic is None or name_topic == topic) and (partition is None or int(number) == partition):
+                found.append((name_topic, int(number), path))
+    return sorted(found)
+
+
+def _verify_segment(out, path, base, newest, next_base):
+    """Check one segment's batches (CRC32C, dense offsets) and indexes; the offset it ends at
+    as far as it reads (next_base when damage hides the rest), or None if it is gone."""
+    try:
+        mapped = segment._Mapped.of_path(path)
+    except FileNotFoundError:
+        return None  # retention deleted it while we looked
+    starts = {}   # position -> last offset of the batch there
+
+    def on_batch(pos, batch_bytes, last_offset, _ts):
+        starts[pos] = last_offset
+        out.batches += 1
+        out.bytes += batch_bytes
+
+    def on_bad(pos, bad):
+        batch_bytes, first, count = bad.batch
+        starts[pos] = first + count - 1
+        out.problem(f"{path}: byte {pos}: offsets {first}..{first + count - 1}: {bad.reason}")
+
+    try:
+        valid, end, bad = segment._walk(mapped, base, True, on_batch, on_bad=on_bad)
+        for _ in range(TORN_TAIL_RETRIES):
+            if bad is None or not bad.torn or not newest:
+                break
+            # The newest segment's last batch may be half written by a running persister: look again.
+            fresh = segment._Mapped.of_path(path)
+            if fresh.size <= mapped.size:
+                fresh.close()
+                break
+            mapped.close()
+            mapped = fresh
+            valid, end, bad = segment._walk(mapped, end, True, on_batch, start=valid, on_bad=on_bad)
+        size = mapped.size
+    finally:
+        mapped.close()
+    if bad is not None:
+        upto = f"{next_base - 1}" if next_base is not None else "the log end"
+        hint = " (a torn tail: the next recovery cuts it)" if newest and bad.torn else ""
+        out.problem(f"{path}: byte {valid} of {size}: offsets {end}..{upto}: {bad.reason}{hint}")
+    _verify_indexes(out, path, base, starts, valid, end, newest)
+    if bad is not None and next_base is not None:
+        return next_base
+    return end
+
+
+def _verify_indexes(out, path, base, starts, valid_bytes, end, newest):
+    stem = os.path.splitext(path)[0]
+    for suffix, dtype in ((index.OFFSET_SUFFIX, index.OFFSET_DTYPE), (index.TIME_SUFFIX, index.TIME_DTYPE)):
+        index_path = stem + suffix
+        try:
+            size = os.path.getsize(index_path)
+            entries = index.read_entries(index_path, dtype)
+        except FileNotFoundError:
+            out.problem(f"{index_path}: missing (recovery rebuilds it)")
+            continue
+        if size % dtype.itemsize:
+            out.problem(f"{index_path}: {size % dtype.itemsize} bytes at the end are not a whole entry")
+        previous = None
+        for i, entry in enumerate(entries.tolist()):
+            if suffix == index.OFFSET_SUFFIX:
+                rel, pos = entry
+                if newest and pos >= valid_bytes:
+                    continue  # written after we walked the log (a running persister)
+                if starts.get(pos) != base + rel:
+                    out.problem(f"{index_path}: entry {i}: no batch ending at offset {base + rel} starts at byte "
+                                f"{pos} of the log")
+                if previous is not None and (rel <= previous[0] or pos <= previous[1]):
+                    out.problem(f"{index_path}: entry {i}: offset {base + rel} at byte {pos} is not past the "
+                                f"previous entry's offset {base + previous[0]} at byte {previous[1]}")
+                previous = (rel, pos)
+            else:
+                ts, rel = entry
+                if newest and base + rel >= end:
+                    continue
+                if rel < 0 or base + rel >= end:
+                    out.problem(f"{index_path}: entry {i}: offset {base + rel} is outside the segment "
+                                f"({base}..{end - 1})")
+                if previous is not None and (ts <= previous[0] or rel < previous[1]):
+                    out.problem(f"{index_path}: entry {i}: timestamp {ts} at offset {base + rel} does not follow "
+                                f"timestamp {previous[0]} at offset {base + previous[1]} (must increase)")
+                previous = (ts, rel)
+
+
+def _verify_partition(out, pdir):
+    bases = segment.list_segments(pdir)
+    out.partitions += 1
+    previous_end, previous_base = None, None
+    for i, base in enumerate(bases):
+        path = segment.segment_path(pdir, base)
+        next_base = bases[i + 1] if i + 1 < len(bases) else None
+        if previous_end is not None and previous_end != base:
+            if previous_end < base:
+                out.problem(f"{pdir}: offsets {previous_end}..{base - 1}: in no segment (between "
+                            f"{segment.segment_name(previous_base)} and {segment.segment_name(base)}: a deleted or "
+                            f"truncated segment, or offsets an earlier run lost)")
+            else:
+                out.problem(f"{path}: offsets {base}..{previous_end - 1}: also in "
+                            f"{segment.segment_name(previous_base)} (segments overlap)")
+        end = _verify_segment(out, path, base, next_base is None, next_base)
+        if end is None:
+            continue
+        out.segments += 1
+        previous_end, previous_base = end, base
+
+
+@click.command("verify-log")
+@click.option("--data-dir", "data_dir", envvar="SHMLOG_DATA_DIR", required=True,
+              type=click.Path(exists=True, file_okay=False), help="The broker's data directory ($SHMLOG_DATA_DIR).")
+@click.option("--log-dir", "log_dirs", multiple=True,
+              help="A log dir to check, relative to the data dir or absolute (repeatable; default: logs, "
+                   "the default log.dirs).")
+@click.option("--topic", default=None, help="Only this topic's partitions.")
+@click.option("--partition", type=int, default=None, help="Only this partition (of --topic, or of every topic).")
+def verify_log(data_dir, log_dirs, topic, partition):
+    """Check every batch of a data dir's partition logs: CRC32C, dense offsets, indexes.
+
+    One line per problem (file, byte position, offsets affected), then a summary; exit
+    status 1 on any problem. Read-only: works on a stopped broker and on a running one.
+    """
+    data_dir = os.path.realpath(data_dir)
+    dirs = [os.path.realpath(os.path.join(data_dir, d)) for d in (log_dirs or ["logs"])]
+    out = _Verify()
+    for _, _, pdir in _partition_dirs(dirs, topic, partition):
+        _verify_partition(out, pdir)
+    click.echo(f"verify-log: {out.partitions} partition{'s' if out.partitions != 1 else ''}, {out.segments} "
+               f"segments, {out.batches} batches, {out.bytes} bytes checked; {out.problems} "
+               f"problem{'s' if out.problems != 1 else ''}")
     if out.problems:
         click.get_current_context().exit(1)

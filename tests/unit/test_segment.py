@@ -103,7 +103,10 @@ def test_an_offset_gap_starts_a_new_segment_so_offsets_stay_dense_within_each(pd
         write_batches(writer, [3], start=100)
         assert (writer.log_start_offset, writer.log_end_offset) == (0, 103)
     assert segment_files(pdir) == ["00000000000000000000.log", "00000000000000000100.log"]
-    assert recover(pdir) == (0, 103, "")
+    # Recovery cannot tell such a gap from a deleted segment: it reports it (and keeps both).
+    start, end, report = recover(pdir)
+    assert (start, end) == (0, 103)
+    assert "offsets 5..99 are in no segment" in report and "readers skip to offset 100" in report
 
 
 def test_a_reopened_writer_continues_at_the_recovered_log_end_offset(pdir):

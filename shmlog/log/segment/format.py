@@ -56,10 +56,12 @@ class _BadBatch(Exception):
     crash" to recovery; anything else is corruption.
     """
 
-    def __init__(self, reason, torn):
+    def __init__(self, reason, torn, batch=None):
         super().__init__(reason)
         self.reason = reason
         self.torn = torn
+        self.batch = batch  # (batch_bytes, base_offset, offset_count) when the header is sound and the
+        #                     batch fits (a CRC mismatch, an offset gap): a walk can step over it
 
 
 def _check_batch(buf, ptr, pos, end, expected_base, check_crc):
@@ -82,11 +84,13 @@ def _check_batch(buf, ptr, pos, end, expected_base, check_crc):
         raise _BadBatch(f"torn batch (its header says {batch_bytes} bytes, {room} present)", True)
     rc = lib.shmlog_batch_verify(ptr + pos, batch_bytes, 1 if check_crc else 0)
     if rc == lib.SHMLOG_ECRC:
-        raise _BadBatch(f"CRC32C mismatch in the batch at base offset {base}", False)
+        raise _BadBatch(f"CRC32C mismatch in the batch at base offset {base}", False,
+                        (batch_bytes, base, last_delta + 1))
     if rc != lib.SHMLOG_OK:
         raise _BadBatch(f"invalid batch header at base offset {base}", False)
     if expected_base is not None and base != expected_base:
-        raise _BadBatch(f"offset gap (expected base offset {expected_base}, found {base})", False)
+        raise _BadBatch(f"offset gap (expected base offset {expected_base}, found {base})", False,
+                        (batch_bytes, base, last_delta + 1))
     return batch_bytes, base, last_delta + 1, max_ts
 
 
@@ -121,18 +125,28 @@ class _Mapped:
         self.mm, self.ptr, self.size = b"", ffi.NULL, 0
 
 
-def _walk(mapped, expected_base, check_crc, on_batch=None):
-    """Walk a segment from its start: (valid_bytes, next_offset, _BadBatch or None).
+def _walk(mapped, expected_base, check_crc, on_batch=None, start=0, on_bad=None):
+    """Walk a segment from byte `start` (0: its start): (valid_bytes, next_offset, _BadBatch or None).
 
     on_batch(position, batch_bytes, last_offset, max_timestamp) is called for each valid batch.
+    expected_base is the base offset of the batch at `start` (None: whatever it is). With
+    on_bad(position, _BadBatch), a batch that can be stepped over (a CRC mismatch or an offset
+    gap behind a sound header) is reported there and the walk goes on after it; otherwise
+    the walk stops at the first bad batch.
     """
-    pos, next_offset = 0, expected_base
+    pos, next_offset = start, expected_base
     buf, ptr, end = mapped.mm, mapped.ptr, mapped.size
     while pos < end:
         try:
             batch_bytes, base, count, max_ts = _check_batch(buf, ptr, pos, end, next_offset, check_crc)
         except _BadBatch as bad:
-            return pos, next_offset, bad
+            if on_bad is None or bad.batch is None:
+                return pos, next_offset, bad
+            on_bad(pos, bad)
+            batch_bytes, base, count = bad.batch
+            pos += batch_bytes
+            next_offset = base + count
+            continue
         if on_batch is not None:
             on_batch(pos, batch_bytes, base + count - 1, max_ts)
         pos += batch_bytes

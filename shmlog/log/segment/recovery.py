@@ -13,6 +13,7 @@ from shmlog.log.segment.format import (
     _unlink_segment,
     _walk,
     list_segments,
+    segment_name,
     segment_path,
 )
 
@@ -39,7 +40,7 @@ class SegmentInfo:
 
 
 class _Recovered:
-    __slots__ = ("log_start", "log_end", "notes", "segments", "builder", "first_timestamp")
+    __slots__ = ("log_start", "log_end", "notes", "problems", "segments", "builder", "first_timestamp")
 
 
 def recover(partition_dir, index_interval_bytes=INDEX_INTERVAL_BYTES):
@@ -49,23 +50,28 @@ def recover(partition_dir, index_interval_bytes=INDEX_INTERVAL_BYTES):
     segment is cut at the first bad one: after a crash only its tail can be torn, and a
     batch that fails its CRC or breaks the offset sequence cannot be trusted, nor can
     anything after it. Its indexes are rebuilt from what remains. Older segments were
-    sealed and fdatasync'ed when the log rolled past them, so only their first header is
-    checked (a mismatch there is reported, not cut: it is media damage, and cutting would
-    throw away every newer segment) and their indexes are rebuilt only when missing or
-    failing a sanity check. Index files without a log are removed.
+    sealed and fdatasync'ed when the log rolled past them, so they get cheap checks only
+    (not a CRC each): their first batch header, their indexes (rebuilt when missing or
+    failing a sanity check), their last batches (walked from the last offset index entry
+    to the end of the file: a truncated or damaged tail shows there) and whether each
+    segment ends where the next one starts (a deleted segment leaves a gap). What fails is
+    reported with the offsets it affects, not cut: it is media damage or a lost file, and
+    cutting would throw away every newer segment. `shmlog verify-log` checks every CRC.
+    Index files without a log are removed.
 
     Returns (log_start_offset, log_end_offset, report); report says exactly what was cut,
     rebuilt or found ("" when the log was clean).
     """
     rec = _recover(partition_dir, index_interval_bytes)
-    return rec.log_start, rec.log_end, "; ".join(rec.notes)
+    return rec.log_start, rec.log_end, "; ".join(rec.notes + rec.problems)
 
 
 def _recover(partition_dir, interval):
     rec = _Recovered()
-    rec.notes, rec.segments, rec.builder, rec.first_timestamp = [], [], None, None
+    rec.notes, rec.problems, rec.segments, rec.builder, rec.first_timestamp = [], [], [], None, None
     bases = list_segments(partition_dir)
     _remove_orphans(partition_dir, set(bases), rec.notes)
+    kept = []
     for base in bases[:-1]:
         path = segment_path(partition_dir, base)
         size = os.path.getsize(path)
@@ -75,15 +81,33 @@ def _recover(partition_dir, interval):
             _unlink_segment(partition_dir, base)
             rec.notes.append(f"{path}: removed an empty segment that was not the newest")
             continue
+        kept.append(base)
+    ends = {}   # base -> the offset an older segment ends at, as far as it reads
+    for i, base in enumerate(kept):
+        path = segment_path(partition_dir, base)
+        next_base = kept[i + 1] if i + 1 < len(kept) else bases[-1]
         problem = _first_header_problem(path, base)
+        max_ts = _check_sealed_indexes(partition_dir, base, interval, rec.notes)
         if problem:
-            rec.notes.append(f"{path}: {problem}; older segment left as is, reads from it will fail")
-        rec.segments.append(SegmentInfo(partition_dir, base, size, _check_sealed_indexes(partition_dir, base,
-                                                                                         interval, rec.notes)))
+            rec.problems.append(f"{path}: {problem}; offsets {base}..{next_base - 1} cannot be read "
+                                f"(a damaged older segment, left as is)")
+            ends[base] = next_base
+        else:
+            ends[base] = _check_tail(partition_dir, base, next_base, rec.problems)
+        rec.segments.append(SegmentInfo(partition_dir, base, os.path.getsize(path), max_ts))
     if not bases:
         rec.log_start = rec.log_end = 0
         return rec
     newest = bases[-1]
+    for base, next_base in zip(kept, kept[1:] + [newest]):
+        if ends[base] < next_base:
+            rec.problems.append(f"{partition_dir}: offsets {ends[base]}..{next_base - 1} are in no segment (between "
+                                f"{segment_name(base)} and {segment_name(next_base)}: a deleted or truncated segment, "
+                                f"or offsets an earlier run lost); readers skip to offset {next_base}")
+        elif ends[base] > next_base:
+            rec.problems.append(f"{segment_path(partition_dir, base)}: ends at offset {ends[base]}, past the next "
+                                f"segment's base offset {next_base}; offsets {next_base}..{ends[base] - 1} are read "
+                                f"from {segment_name(next_base)}")
     rec.log_end, size, rec.builder, rec.first_timestamp, note = _recover_newest(partition_dir, newest, interval)
     if note:
         rec.notes.append(note)
@@ -116,6 +140,34 @@ def _first_header_problem(path, base):
     if first != base:
         return f"its first batch has base offset {first}, the file name says {base}"
     return None
+
+
+def _check_tail(partition_dir, base, next_base, problems):
+    """Walk an older segment's last batches (from its last offset index entry to the end of
+    the file, no CRC): the offset it ends at, as far as it reads. A torn or invalid tail is
+    reported with the offsets it takes out of reach (up to next_base)."""
+    path = segment_path(partition_dir, base)
+    mapped = _Mapped.of_path(path)
+    try:
+        start, expected = 0, base
+        try:
+            entries = index.read_entries(index.offset_index_path(partition_dir, base), index.OFFSET_DTYPE)
+        except FileNotFoundError:
+            entries = ()
+        if len(entries):
+            rel, position = (int(v) for v in entries[-1])
+            if _batch_matches(mapped, position, base + rel):
+                start, expected = position, None
+        valid, end, bad = _walk(mapped, expected, False, start=start)
+        if end is None:  # the walk started at an index entry and found nothing after it
+            end = base
+        if bad is not None:
+            problems.append(f"{path}: {bad.reason} at byte {valid} of {mapped.size}; offsets {end}..{next_base - 1} "
+                            f"cannot be read (a truncated or damaged older segment, left as is)")
+            return next_base
+        return end
+    finally:
+        mapped.close()
 
 
 def _check_sealed_indexes(partition_dir, base, interval, notes):

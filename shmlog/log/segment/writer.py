@@ -4,18 +4,36 @@ import os
 
 from shmlog.log import index
 from shmlog.log.batch import HEADER, HEADER_BYTES, LENGTH_FIELD_END, base_offset_of
-from shmlog.log.segment.format import INDEX_INTERVAL_BYTES, _now_ms, _unlink_segment, segment_path
-from shmlog.log.segment.recovery import SegmentInfo, _recover
+from shmlog.log.segment.format import INDEX_INTERVAL_BYTES, _Mapped, _now_ms, _unlink_segment, _walk, segment_path
+from shmlog.log.segment.recovery import SegmentInfo, _build_index, _recover
 
 SEGMENT_INDEX_BYTES = 10 * 1024 * 1024  # Kafka's segment.index.bytes default
 NO_ROLL_MS = 2**63 - 1
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
+class SyncFailed(OSError):
+    """An fdatasync (or a directory fsync) failed: what was written since the last good
+    flush is in an unknown state (the kernel may have dropped the dirty pages, and a later
+    fsync would not report it again), so it must be written again before it counts."""
+
+    def __str__(self):
+        return str(self.strerror)
+
+
+def _sync(fd, what, data_only=True):
+    try:
+        (os.fdatasync if data_only else os.fsync)(fd)
+    except OSError as exc:
+        code = exc.errno or errno.EIO
+        raise SyncFailed(code, f"{'fdatasync' if data_only else 'fsync'} of {what} failed: "
+                               f"{errno.errorcode.get(code, code)} ({os.strerror(code)})") from exc
+
+
 def _fsync_dir(path):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        _sync(fd, path, data_only=False)
     finally:
         os.close(fd)
 
@@ -71,6 +89,7 @@ class SegmentWriter:
         os.makedirs(partition_dir, exist_ok=True)
         rec = _recover(partition_dir, self.index_interval_bytes)
         self._log_end_offset, self.recovery_report = rec.log_end, "; ".join(rec.notes)
+        self.recovery_problems = rec.problems   # damaged or missing older segments, one line each
         self._segments = rec.segments
         self._fd = None
         self._index = None
@@ -80,6 +99,7 @@ class SegmentWriter:
         self._dir_dirty = created   # a directory entry is not yet durable
         self._parent_dirty = created
         self._first_timestamp = None   # max timestamp of the active segment's first batch
+        self._sync_failed = None       # the SyncFailed since which nothing counts as flushed
         self._created_ms = _now_ms()
         self._jitter = 0
         if self._segments:
@@ -102,6 +122,12 @@ class SegmentWriter:
     def flushed_offset(self):
         """Offsets below this are fdatasync'ed (as of the last flush())."""
         return self._flushed_offset
+
+    @property
+    def sync_failed(self):
+        """The SyncFailed that made what was written since the last good flush suspect, or None
+        (flush() refuses until discard_from() has removed it)."""
+        return self._sync_failed
 
     @property
     def active_segment(self):
@@ -139,6 +165,8 @@ class SegmentWriter:
         On OSError nothing partial stays in the file; log_end_offset tells how far
         earlier pieces got, and the call can be retried with the rest.
         """
+        if self._sync_failed is not None:
+            raise self._sync_failed  # discard_from() first: never append to a file whose sync failed
         pieces = _byte_views(data if isinstance(data, (list, tuple)) else [data])
         if not pieces:
             return
@@ -235,7 +263,7 @@ class SegmentWriter:
             # Recovery only walks the newest segment, so one we leave must be whole on disk,
             # its indexes included (retention.ms reads its largest timestamp from them).
             self._index.seal()
-            os.fdatasync(self._fd)
+            self._sync_active()
             os.close(self._fd)
             self._index.close()
         self._fd, self._index, self._active_base = None, None, None
@@ -302,19 +330,89 @@ class SegmentWriter:
         _fsync_dir(self.partition_dir)
         return [info.base for info in gone]
 
+    def _sync_active(self):
+        try:
+            _sync(self._fd, segment_path(self.partition_dir, self._active_base))
+        except SyncFailed as exc:
+            self._sync_failed = exc
+            raise
+
     def flush(self):
-        """fdatasync the active segment (and the directory after a roll); returns flushed_offset."""
+        """fdatasync the active segment (and the directory after a roll); returns flushed_offset.
+
+        Raises SyncFailed when a sync fails, and again on every later call until
+        discard_from() removed what was written since the last good flush: a sync that
+        succeeds after a failed one does not make the bytes of the failed one durable
+        (Linux reports a writeback error once, and may have dropped the pages).
+        """
+        if self._sync_failed is not None:
+            raise self._sync_failed
         if self._fd is not None and self._dirty:
-            os.fdatasync(self._fd)
+            self._sync_active()
             self._dirty = False
-        if self._dir_dirty:
-            _fsync_dir(self.partition_dir)
-            self._dir_dirty = False
-        if self._parent_dirty:
-            _fsync_dir(os.path.dirname(os.path.abspath(self.partition_dir)))
-            self._parent_dirty = False
+        try:
+            if self._dir_dirty:
+                _fsync_dir(self.partition_dir)
+                self._dir_dirty = False
+            if self._parent_dirty:
+                _fsync_dir(os.path.dirname(os.path.abspath(self.partition_dir)))
+                self._parent_dirty = False
+        except SyncFailed as exc:
+            self._sync_failed = exc
+            raise
         self._flushed_offset = self._log_end_offset
         return self._flushed_offset
+
+    def discard_from(self, offset):
+        """Remove everything at and above `offset` (the last offset a good sync covered) after
+        a failed sync, so that it can be written again into a new file.
+
+        Segments whose base offset is >= offset are deleted; the one holding `offset` is cut
+        right before its batch and sealed (indexes rebuilt, the new length fdatasync'ed
+        before anything is written after it). The next append() starts a new segment at
+        `offset`: nothing is ever appended again to a file whose sync failed. Raises
+        SyncFailed (the failure stays) or OSError; the call can be repeated.
+        """
+        if self._fd is not None:
+            os.close(self._fd)
+            self._index.close()
+            self._fd, self._index, self._active_base, self._size = None, None, None, 0
+        self._torn = False
+        while self._segments and self._segments[-1].base >= offset:
+            _unlink_segment(self.partition_dir, self._segments.pop().base)
+            self._dir_dirty = True
+        if self._segments:
+            info = self._segments[-1]
+            fd = os.open(info.path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                mapped = _Mapped(fd, os.fstat(fd).st_size)
+                cut = []
+                try:
+                    # The bytes below `offset` were synced; find where `offset` starts.
+                    _walk(mapped, info.base, False,
+                          lambda pos, nbytes, last, _ts: cut.append(pos + nbytes) if last == offset - 1 else None)
+                finally:
+                    mapped.close()
+                if not cut:
+                    raise OSError(errno.EIO, f"{info.path}: no batch ends at offset {offset - 1}; the synced "
+                                             f"part of the segment does not read back")
+                os.ftruncate(fd, cut[0])
+                _sync(fd, info.path)
+                mapped = _Mapped(fd, cut[0])
+                try:
+                    builder, offset_entries, time_entries = _build_index(mapped, info.base, self.index_interval_bytes,
+                                                                         check_crc=False)
+                finally:
+                    mapped.close()
+            finally:
+                os.close(fd)
+            index.write_index_files(self.partition_dir, info.base, offset_entries, time_entries)
+            info.size, info.max_timestamp = cut[0], builder.max_ts
+        self._log_end_offset = offset
+        self._flushed_offset = min(self._flushed_offset, offset)
+        self._first_timestamp = None
+        self._dirty = False
+        self._sync_failed = None
 
     def close(self):
         if self._fd is not None:
