@@ -195,9 +195,11 @@ def tcp_peer_uid(sock):
     """The uid owning the other end of an accepted TCP connection whose peer is on this host
     (the same network namespace): the kernel's table of TCP sockets lists the peer's socket with
     our remote address as its local one and our local address as its remote one. None when no
-    live socket of this host is that peer (a peer on another host, or one that already closed);
-    OSError when the table cannot be read."""
+    socket of this host is that peer (a peer on another host or network namespace); LookupError
+    when it is one no process holds any more (closed: TIME_WAIT, or an orphan without a file,
+    whose uid column the kernel shows as 0); OSError when the table cannot be read."""
     mine, theirs = _packed(sock.getsockname()), _packed(sock.getpeername())
+    closed = False
     for table in _TCP_TABLES:
         try:
             f = open(table)
@@ -207,10 +209,14 @@ def tcp_peer_uid(sock):
             next(f, None)  # the header
             for line in f:
                 fields = line.split()
-                if len(fields) < 10 or fields[3] == _TCP_TIME_WAIT or fields[9] == "0":
-                    continue  # TIME_WAIT, or an orphan (no file: inode 0) whose owner is gone
-                if _proc_address(fields[1]) == theirs and _proc_address(fields[2]) == mine:
-                    return int(fields[7])
+                if len(fields) < 10 or _proc_address(fields[1]) != theirs or _proc_address(fields[2]) != mine:
+                    continue
+                if fields[3] == _TCP_TIME_WAIT or fields[9] == "0":
+                    closed = True  # keep looking: the 4-tuple may have been reused by a live socket
+                    continue
+                return int(fields[7])
+    if closed:
+        raise LookupError("the peer's socket is closed: no process holds it any more")
     return None
 
 

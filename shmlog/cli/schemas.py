@@ -4,7 +4,8 @@
     shmlog schemas get SUBJECT [--version N|latest] | --id ID
     shmlog schemas register SUBJECT (--schema TEXT | --schema-file F) [--type AVRO|PROTOBUF]
     shmlog schemas compatibility SUBJECT [--schema ... | --schema-file F] [--version N] [--set LEVEL]
-    shmlog schemas serve [--host 127.0.0.1] [--port 8081] [--access-log] [--allow-remote-unauthenticated]
+    shmlog schemas serve [--host 127.0.0.1] [--port 8081] [--access-log] [--basic-auth-file F]
+                         [--allow-remote-unauthenticated]
 
 `serve` answers Confluent Schema Registry's REST API (shmlog.schema_registry.rest), so
 confluent-kafka's own SchemaRegistryClient and serializers work against the registry.
@@ -223,8 +224,11 @@ def _broker_policy(data_dir):
 @click.option("--allow-remote-unauthenticated", "allow_remote", is_flag=True,
               help="Allow a --host other than loopback: peers on other hosts cannot be identified and are "
                    "admitted without authentication (processes of this host are still checked).")
+@click.option("--basic-auth-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Require HTTP basic authentication too: FILE has USER:SHA256 lines (the password's SHA-256 "
+                   "in hex); clients set basic.auth.user.info=USER:PASSWORD.")
 @data_dir_option()
-def schemas_serve(host, port, access_log, allow_remote, data_dir):
+def schemas_serve(host, port, access_log, allow_remote, basic_auth_file, data_dir):
     """Serve the registry over HTTP with Confluent Schema Registry's REST API.
 
     Prints `serving the schema registry of DIR at http://HOST:PORT` once it listens, then
@@ -234,11 +238,26 @@ def schemas_serve(host, port, access_log, allow_remote, data_dir):
     Only the users the broker admits (its owner, shmlog.allowed.users, shmlog.allowed.groups,
     shmlog.shared.group; docs/security.md) are served: every connection's user is looked up
     in the kernel's TCP table, and any other user, or a peer that cannot be identified, gets
-    403 (error code 40301).
+    403 (error code 40301). With --basic-auth-file every request also needs one of its users'
+    passwords (401 without).
     """
-    from shmlog.schema_registry.rest import RegistryServer, RemoteBindRefused, is_loopback_bind, remote_bind_refusal
+    from shmlog.schema_registry.rest import (
+        RegistryServer,
+        RemoteBindRefused,
+        is_loopback_bind,
+        load_basic_auth,
+        remote_bind_refusal,
+    )
 
-    if not is_loopback_bind(host) and not allow_remote:
+    basic_auth = None
+    if basic_auth_file is not None:
+        try:
+            basic_auth = load_basic_auth(basic_auth_file)
+        except OSError as exc:
+            raise Failure(f"cannot read --basic-auth-file {basic_auth_file}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise Failure(f"--basic-auth-file: {exc}") from None
+    if not is_loopback_bind(host) and not allow_remote and basic_auth is None:
         raise Failure(remote_bind_refusal(host))
 
     def log(line):
@@ -251,7 +270,8 @@ def schemas_serve(host, port, access_log, allow_remote, data_dir):
         policy = _broker_policy(data_dir)
         try:
             server = RegistryServer(sr, host, port, access_log=access if access_log else None, policy=policy,
-                                    data_dir=os.path.realpath(data_dir), allow_remote=allow_remote, log=log)
+                                    data_dir=os.path.realpath(data_dir), allow_remote=allow_remote, log=log,
+                                    basic_auth=basic_auth)
         except RemoteBindRefused as exc:
             raise Failure(str(exc)) from None
         except OSError as exc:

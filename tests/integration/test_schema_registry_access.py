@@ -6,6 +6,8 @@ user, a forked child of this test that drops to that uid and talks HTTP (the sui
 root, the broker's owner; these tests skip where setuid is not permitted). Binds other than
 loopback are refused before the server needs a broker.
 """
+import base64
+import hashlib
 import json
 import os
 import selectors
@@ -132,15 +134,19 @@ def broker_with(data_dir):
     stop_leftover_broker(data_dir)
 
 
-def call(url, method, path, body=None):
-    """(status, parsed JSON body) of one request on its own connection."""
+def call(url, method, path, body=None, auth=None):
+    """(status, parsed JSON body) of one request on its own connection; auth: "user:password"."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Content-Type": CONTENT_TYPE} if data else {})
+    headers = {"Content-Type": CONTENT_TYPE} if data else {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            assert exc.headers["WWW-Authenticate"].startswith("Basic realm="), exc.headers
         return exc.code, json.loads(exc.read())
 
 
@@ -282,3 +288,90 @@ def test_allow_remote_unauthenticated_warns_and_still_checks_users_of_this_host(
     assert status == 403 and body["error_code"] == 40301
     stderr = server.stop()
     assert "warning: listening on 0.0.0.0, not loopback, with --allow-remote-unauthenticated" in stderr
+
+
+# ---------------------------------------------------------------------------- HTTP basic auth
+
+@pytest.fixture
+def auth_file(tmp_path):
+    path = tmp_path / "registry-users"
+    path.write_text("# user:sha256 of the password\n"
+                    f"alice:{hashlib.sha256(b'correct horse').hexdigest()}\n"
+                    f"bob:{hashlib.sha256('pässwörd'.encode()).hexdigest().upper()}\n")
+    return str(path)
+
+
+def test_basic_auth_file_requires_a_listed_users_password(broker_with, serve, auth_file):
+    broker_with()
+    server = serve("--basic-auth-file", auth_file)
+    assert call(server.url, "GET", "/subjects")[0] == 401
+    assert call(server.url, "GET", "/subjects", auth="alice:wrong")[0] == 401
+    assert call(server.url, "GET", "/subjects", auth="mallory:correct horse")[0] == 401
+    status, body = call(server.url, "POST", "/subjects/trades-value/versions", {"schema": SCHEMA}, auth="bob:x")
+    assert (status, body["error_code"]) == (401, 401)
+    assert call(server.url, "POST", "/subjects/trades-value/versions", {"schema": SCHEMA},
+                auth="bob:pässwörd") == (200, {"id": 1})
+    assert call(server.url, "GET", "/subjects", auth="alice:correct horse") == (200, ["trades-value"])
+
+
+@AS_ANOTHER_USER
+def test_basic_auth_does_not_admit_a_user_the_broker_refuses(broker_with, serve, auth_file):
+    broker_with()
+    server = serve("--basic-auth-file", auth_file)
+    status, body = as_user(NOBODY, NOBODY, call, server.url, "GET", "/subjects", None, "alice:correct horse")
+    assert status == 403 and body["error_code"] == 40301
+
+
+def test_confluents_client_authenticates_with_basic_auth_user_info(broker_with, serve, auth_file):
+    ck = pytest.importorskip("confluent_kafka.schema_registry")
+    from confluent_kafka.schema_registry.error import SchemaRegistryError as CError
+    broker_with()
+    server = serve("--basic-auth-file", auth_file)
+    with ck.SchemaRegistryClient({"url": server.url}) as anonymous:
+        with pytest.raises(CError) as info:
+            anonymous.get_subjects()
+        assert info.value.http_status_code == 401
+    with ck.SchemaRegistryClient({"url": server.url,
+                                  "basic.auth.user.info": "alice:correct horse"}) as alice:
+        schema_id = alice.register_schema("trades-value", ck.Schema(SCHEMA, "AVRO"))
+        assert alice.get_subjects() == ["trades-value"]
+        assert alice.get_schema(schema_id).schema_str == SCHEMA
+
+
+@pytest.mark.parametrize("text, words", [("alice:not-a-digest\n", "line 1: expected USER:SHA256"),
+                                         ("# nobody\n", "names no user")])
+def test_a_bad_basic_auth_file_fails_to_start_with_one_line(data_dir, tmp_path, text, words):
+    path = tmp_path / "users"
+    path.write_text(text)
+    proc = _serve(data_dir, "--basic-auth-file", str(path))
+    out, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert err.startswith("shmlog: error: --basic-auth-file: ") and words in err, err
+
+
+def test_basic_auth_allows_a_bind_other_than_loopback_with_a_warning(broker_with, serve, auth_file):
+    broker_with()
+    server = serve("--host", "0.0.0.0", "--basic-auth-file", auth_file)
+    local = f"http://127.0.0.1:{server.url.rsplit(':', 1)[1]}"
+    assert call(local, "GET", "/subjects")[0] == 401
+    assert call(local, "GET", "/subjects", auth="alice:correct horse") == (200, [])
+    assert "peers on other hosts are admitted by HTTP basic authentication alone" in server.stop()
+
+
+# ---------------------------------------------------------------------------- identifying TCP peers
+
+def test_a_connected_peer_is_identified_and_a_closed_one_is_not():
+    """shmlog.security.tcp_peer_uid on real loopback connections: the peer's uid while its socket
+    is open; once it is closed (an orphan the kernel lists with uid 0) it is not trusted."""
+    from shmlog import security
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        with accepted:
+            assert security.tcp_peer_uid(accepted) == os.geteuid()
+            client.close()
+            with pytest.raises(LookupError, match="closed"):
+                security.tcp_peer_uid(accepted)
