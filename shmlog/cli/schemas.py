@@ -217,7 +217,8 @@ def _broker_policy(data_dir):
 
 @schemas.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (loopback: another needs --allow-remote-unauthenticated).")
+              help="Address to listen on (loopback; another needs --allow-remote-unauthenticated or "
+                   "--basic-auth-file).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True,
               help="Port to listen on (0: a free one, printed on start).")
 @click.option("--access-log", is_flag=True, help="Print one line per request on stderr.")
