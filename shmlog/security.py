@@ -163,3 +163,79 @@ class Policy:
         if self.group is not None and st.st_gid != self.group:
             os.chown(path, -1, self.group)
         os.chmod(path, mode)
+
+
+# ---------------------------------------------------------------------- TCP peers on this host
+
+_TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+_TCP_TIME_WAIT = "06"  # its uid column reads 0 whoever owned the socket: never trusted
+
+
+def _proc_address(text):
+    """An address of /proc/net/tcp{,6} ('0100007F:1F90': 32-bit words in host byte order, the
+    port in hex) as (ipv4 or ipv6 packed bytes, port); an IPv4-mapped IPv6 address as IPv4."""
+    addr, port = text.split(":")
+    raw = b"".join(struct.pack("=I", int(addr[i:i + 8], 16)) for i in range(0, len(addr), 8))
+    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+        raw = raw[12:]
+    return raw, int(port, 16)
+
+
+def _packed(address):
+    """(host, port, ...) of getsockname()/getpeername() -> (packed address, port)."""
+    host, port = address[0], address[1]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    raw = socket.inet_pton(family, host.split("%", 1)[0])
+    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+        raw = raw[12:]
+    return raw, port
+
+
+def tcp_peer_uid(sock):
+    """The uid owning the other end of an accepted TCP connection whose peer is on this host
+    (the same network namespace): the kernel's table of TCP sockets lists the peer's socket with
+    our remote address as its local one and our local address as its remote one. None when no
+    socket of this host is that peer (a peer on another host or network namespace); LookupError
+    when it is one no process holds any more (closed: TIME_WAIT, or an orphan without a file,
+    whose uid column the kernel shows as 0); OSError when the table cannot be read."""
+    mine, theirs = _packed(sock.getsockname()), _packed(sock.getpeername())
+    closed = False
+    for table in _TCP_TABLES:
+        try:
+            f = open(table)
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+        with f:
+            next(f, None)  # the header
+            for line in f:
+                fields = line.split()
+                if len(fields) < 10 or _proc_address(fields[1]) != theirs or _proc_address(fields[2]) != mine:
+                    continue
+                if fields[3] == _TCP_TIME_WAIT or fields[9] == "0":
+                    closed = True  # keep looking: the 4-tuple may have been reused by a live socket
+                    continue
+                return int(fields[7])
+    if closed:
+        raise LookupError("the peer's socket is closed: no process holds it any more")
+    return None
+
+
+def user_groups(uid):
+    """The groups of uid's user in the group database (its primary group and those listing it);
+    empty for a uid without a passwd entry."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return set()
+    try:
+        return set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    except OSError:
+        return {entry.pw_gid}
+
+
+def allows_uid(policy, uid):
+    """The control channel's rule for a user known only by its uid (no SO_PEERCRED: a TCP peer):
+    the owner, a named user, or a member of a named group by the group database."""
+    if uid == policy.owner or uid in policy.users:
+        return True
+    return bool(policy.groups and policy.groups & user_groups(uid))

@@ -4,7 +4,8 @@
     shmlog schemas get SUBJECT [--version N|latest] | --id ID
     shmlog schemas register SUBJECT (--schema TEXT | --schema-file F) [--type AVRO|PROTOBUF]
     shmlog schemas compatibility SUBJECT [--schema ... | --schema-file F] [--version N] [--set LEVEL]
-    shmlog schemas serve [--host 127.0.0.1] [--port 8081] [--access-log]
+    shmlog schemas serve [--host 127.0.0.1] [--port 8081] [--access-log] [--basic-auth-file F]
+                         [--allow-remote-unauthenticated]
 
 `serve` answers Confluent Schema Registry's REST API (shmlog.schema_registry.rest), so
 confluent-kafka's own SchemaRegistryClient and serializers work against the registry.
@@ -15,12 +16,15 @@ its last file is registered). See docs/serialization.md.
 """
 import base64
 import json
+import os
 import signal
 import sys
 
 import click
 
+from shmlog import control, security
 from shmlog.cli._common import Failure, bootstrap, data_dir_option, table
+from shmlog.errors import KafkaException
 from shmlog.schema_registry import (
     COMPATIBILITY_LEVELS,
     Schema,
@@ -193,33 +197,86 @@ def schemas_compatibility(subject, schema, schema_file, schema_type, version, le
     click.echo(f"compatible ({current})")
 
 
+def _broker_policy(data_dir):
+    """The running broker's access policy (docs/security.md), as its supervisor computed it: its
+    owner and effective settings come from the control channel (greeting and metadata)."""
+    real = os.path.realpath(data_dir)
+    try:
+        ctl = control.Control(real)
+    except KafkaException as exc:
+        raise Failure(exc.args[0].str()) from None
+    try:
+        settings = ctl.request("metadata").get("broker") or {}
+        owner = ctl.owner if ctl.owner is not None else os.stat(real).st_uid
+    except KafkaException as exc:
+        raise Failure(exc.args[0].str()) from None
+    finally:
+        ctl.close()
+    return security.Policy(settings, owner=owner)
+
+
 @schemas.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (loopback by default: the API has no authentication).")
+              help="Address to listen on (loopback; another needs --allow-remote-unauthenticated or "
+                   "--basic-auth-file).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True,
               help="Port to listen on (0: a free one, printed on start).")
 @click.option("--access-log", is_flag=True, help="Print one line per request on stderr.")
+@click.option("--allow-remote-unauthenticated", "allow_remote", is_flag=True,
+              help="Allow a --host other than loopback: peers on other hosts cannot be identified and are "
+                   "admitted without authentication (processes of this host are still checked).")
+@click.option("--basic-auth-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Require HTTP basic authentication too: FILE has USER:SHA256 lines (the password's SHA-256 "
+                   "in hex); clients set basic.auth.user.info=USER:PASSWORD.")
 @data_dir_option()
-def schemas_serve(host, port, access_log, data_dir):
+def schemas_serve(host, port, access_log, allow_remote, basic_auth_file, data_dir):
     """Serve the registry over HTTP with Confluent Schema Registry's REST API.
 
     Prints `serving the schema registry of DIR at http://HOST:PORT` once it listens, then
     answers until interrupted (Ctrl-C or SIGTERM: exit status 0). Point confluent-kafka's
     SchemaRegistryClient({"url": "http://HOST:PORT"}) at it.
+
+    Only the users the broker admits (its owner, shmlog.allowed.users, shmlog.allowed.groups,
+    shmlog.shared.group; docs/security.md) are served: every connection's user is looked up
+    in the kernel's TCP table, and any other user, or a peer that cannot be identified, gets
+    403 (error code 40301). With --basic-auth-file every request also needs one of its users'
+    passwords (401 without).
     """
-    from shmlog.schema_registry.rest import RegistryServer
+    from shmlog.schema_registry.rest import (
+        RegistryServer,
+        RemoteBindRefused,
+        is_loopback_bind,
+        load_basic_auth,
+        remote_bind_refusal,
+    )
+
+    basic_auth = None
+    if basic_auth_file is not None:
+        try:
+            basic_auth = load_basic_auth(basic_auth_file)
+        except OSError as exc:
+            raise Failure(f"cannot read --basic-auth-file {basic_auth_file}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise Failure(f"--basic-auth-file: {exc}") from None
+    if not is_loopback_bind(host) and not allow_remote and basic_auth is None:
+        raise Failure(remote_bind_refusal(host))
 
     def log(line):
+        click.echo(f"shmlog schemas serve: {line}", err=True)
+
+    def access(line):
         click.echo(line, err=True)
 
     with _Registry(data_dir) as sr:
+        policy = _broker_policy(data_dir)
         try:
-            server = RegistryServer(sr, host, port, access_log=log if access_log else None)
+            server = RegistryServer(sr, host, port, access_log=access if access_log else None, policy=policy,
+                                    data_dir=os.path.realpath(data_dir), allow_remote=allow_remote, log=log,
+                                    basic_auth=basic_auth)
+        except RemoteBindRefused as exc:
+            raise Failure(str(exc)) from None
         except OSError as exc:
             raise Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        if not server.loopback_only:
-            click.echo(f"shmlog schemas serve: warning: listening on {host}, not loopback: anyone who can "
-                       f"reach the port can read and change the registry", err=True)
 
         def stop(signum, frame):
             raise KeyboardInterrupt

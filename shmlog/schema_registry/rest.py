@@ -28,19 +28,35 @@ Responses are application/vnd.schemaregistry.v1+json; errors are {"error_code", 
 with Confluent's codes (40401 subject not found, 40402 version not found, 40403 schema not
 found, 409 incompatible, 42201 invalid schema, 42203 invalid compatibility level, ...).
 
-The server binds to loopback by default. It has no authentication: whoever can open a
-connection to its port can read and change the registry with the rights of the user who
-runs it (see docs/serialization.md). Requests whose Host or Origin header names another
-host are refused (403), so a web page cannot reach it through DNS rebinding or a
-cross-site form.
+Access (docs/security.md): the server admits only the users the broker's policy admits to its
+control channel (shmlog.security.Policy: the owner, shmlog.allowed.users, members of
+shmlog.allowed.groups and shmlog.shared.group). TCP has no SO_PEERCRED, so the user of each
+accepted connection is found in the kernel's table of TCP sockets (/proc/net/tcp, tcp6: the
+peer's socket and its uid; shmlog.security.tcp_peer_uid). A refused user, or a peer that cannot
+be identified, gets 403 with error code 40301 on every request of the connection and never
+reaches the registry; the server logs one line a second at most about refusals. A peer on
+another host cannot be identified, so the server binds only to loopback unless told
+`allow_remote=True` (`shmlog schemas serve --allow-remote-unauthenticated`) or given basic-auth
+users: then processes of this host are still held to the policy, and peers on other hosts are
+admitted without authentication, or by their password alone. With `basic_auth`
+(`--basic-auth-file`: `user:sha256hex` lines; confluent's clients send `basic.auth.user.info`)
+every request needs those credentials too (401 without); the peer check comes first. Requests
+whose Host or Origin header names another host are refused (403) on a loopback server, so a
+web page cannot reach it through DNS rebinding or a cross-site form.
 """
+import base64
+import hashlib
+import hmac
 import ipaddress
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from shmlog import security
 from shmlog.errors import KafkaException
 from shmlog.schema_registry import (
     COMPATIBILITY_LEVELS,
@@ -51,11 +67,15 @@ from shmlog.schema_registry import (
     SchemaRegistryError,
 )
 
-__all__ = ["RegistryServer", "CONTENT_TYPE"]
+__all__ = ["RegistryServer", "RemoteBindRefused", "CONTENT_TYPE", "is_loopback_bind", "load_basic_auth"]
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 MAX_BODY = 16 * 1024 * 1024
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+class RemoteBindRefused(ValueError):
+    """A bind to an address other than loopback without allow_remote=True or basic_auth."""
 
 
 class _HttpError(Exception):
@@ -84,6 +104,59 @@ def _is_loopback_host(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_bind(host):
+    """Whether host (an address or a name; to listen on, or a peer's) is loopback only."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower() in _LOOPBACK_NAMES
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def remote_bind_refusal(host):
+    return (f"refusing to listen on {host}, not a loopback address: the server cannot tell which user a peer on "
+            f"another host is, so anyone who reaches the port could read and change the registry; listen on "
+            f"127.0.0.1 (the default), require passwords with --basic-auth-file, or accept that with "
+            f"--allow-remote-unauthenticated; {security.DOCS}")
+
+
+def load_basic_auth(path):
+    """{user: sha256 hex of the password} from a file of `user:sha256hex` lines (blank lines and
+    lines starting with # are skipped). ValueError naming the line for anything else."""
+    users = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, sep, digest = line.rpartition(":")
+            digest = digest.strip().lower()
+            if not sep or not user or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"{path} line {number}: expected USER:SHA256 (the password's SHA-256 in 64 hex "
+                                 f"digits, as `printf %s PASSWORD | sha256sum` prints)")
+            if user in users:
+                raise ValueError(f"{path} line {number}: user {user!r} appears twice")
+            users[user] = digest
+    if not users:
+        raise ValueError(f"{path} names no user (expected USER:SHA256 lines)")
+    return users
+
+
+def _basic_auth_ok(users, header):
+    """Whether an Authorization header carries the user and password of one of users."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    expected = users.get(user) if sep else None
+    offered = hashlib.sha256(password.encode("utf-8")).hexdigest()
+    # Compared in constant time even for an unknown user, so timing tells nothing about the names.
+    return hmac.compare_digest(offered, expected or "0" * 64) and expected is not None
 
 
 def _schema_fields(schema):
@@ -345,11 +418,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.access_log is not None:
             self.server.access_log(f"{self.address_string()} {format % args}")
 
+    def setup(self):
+        super().setup()
+        # Who is at the other end is decided once, when the connection is accepted (as the
+        # control channel's SO_PEERCRED): None (admitted) or the refusal's message.
+        self.refusal = self.server.admit(self.connection, self.client_address)
+
     def _send(self, status, payload):
         data = payload.encode() if isinstance(payload, _Raw) else orjson.dumps(payload)
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -357,7 +438,48 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status, code, message):
         self._send(status, {"error_code": code, "message": message})
 
+    def _refuse(self):
+        """403 for a peer the policy does not admit; its body is read (so that closing does not
+        reset the connection before the answer is read) but never looked at."""
+        self.close_connection = True
+        self._refuse_body()
+        self._error(403, 40301, self.refusal)
+
+    def _refuse_body(self):
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= MAX_BODY:
+            while length > 0:
+                chunk = self.rfile.read(min(length, 65536))
+                if not chunk:
+                    break
+                length -= len(chunk)
+
+    def _unauthorized(self):
+        """401 for a request without valid basic-auth credentials (as Confluent's server)."""
+        self.close_connection = True
+        self._refuse_body()
+        data = orjson.dumps({"error_code": 401, "message": "Unauthorized: this registry needs HTTP basic "
+                             "authentication (a client's basic.auth.user.info=USER:PASSWORD)"})
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="shmlog-schema-registry", charset="UTF-8"')
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
     def _dispatch(self, method):
+        if self.refusal is not None:
+            self._refuse()
+            return
+        users = self.server.basic_auth
+        if users is not None and not _basic_auth_ok(users, self.headers.get("Authorization")):
+            self._unauthorized()
+            return
         try:
             if self.server.loopback_only:
                 host = self.headers.get("Host", "")
@@ -415,23 +537,86 @@ class RegistryServer(ThreadingHTTPServer):
     RegistryServer(client, host="127.0.0.1", port=8081): bound on construction (port 0
     picks a free one; .url says which); serve_forever() or start() (a daemon thread) to
     answer, shutdown() and server_close() to stop. The client stays the caller's to close.
+
+    policy: the broker's shmlog.security.Policy (default: one admitting only this process's
+    user), applied to every connection's peer; data_dir names the broker in refusals. A host
+    other than loopback raises RemoteBindRefused unless allow_remote or basic_auth.
+    basic_auth ({user: sha256 hex of the password}, load_basic_auth) makes every request need
+    those credentials as well (401 without). log(line) gets the refusals (at most one line a
+    second) and the warnings of a bind other than loopback; access_log(line) one line per request.
     """
 
     daemon_threads = True
     allow_reuse_address = True
+    REFUSAL_LOG_INTERVAL_S = 1.0
 
-    def __init__(self, client, host="127.0.0.1", port=8081, access_log=None):
+    def __init__(self, client, host="127.0.0.1", port=8081, access_log=None, policy=None, data_dir=None,
+                 allow_remote=False, log=None, basic_auth=None):
+        self.loopback_only = is_loopback_bind(host)
+        if not self.loopback_only and not allow_remote and not basic_auth:
+            raise RemoteBindRefused(remote_bind_refusal(host))
+        self.basic_auth = dict(basic_auth) if basic_auth else None
         self.api = _Api(client)
         self.access_log = access_log
+        self.policy = security.Policy({}) if policy is None else policy
+        self.data_dir = data_dir
+        self.allow_remote = allow_remote
+        self.log = log
+        self._refusals = [float("-inf"), 0]   # when a refusal was last logged, how many since
+        self._refusals_lock = threading.Lock()
         if ":" in host:
-            import socket
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
-        try:
-            self.loopback_only = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            self.loopback_only = host.lower() in _LOOPBACK_NAMES
         self._thread = None
+        if not self.loopback_only and log is not None:
+            if self.basic_auth is None:
+                log(f"warning: listening on {host}, not loopback, with --allow-remote-unauthenticated: peers on "
+                    f"other hosts are not authenticated and can read and change the registry ({security.DOCS})")
+            else:
+                log(f"warning: listening on {host}, not loopback: peers on other hosts are admitted by HTTP basic "
+                    f"authentication alone, whose passwords cross the network in clear text (no TLS; "
+                    f"{security.DOCS})")
+
+    # ---------------------------------------------------------------- who may connect
+
+    def admit(self, sock, address):
+        """None if the connection's peer may use the registry, else why not (logged)."""
+        where = f"{address[0]}:{address[1]}" if address else "an unknown address"
+        try:
+            uid = security.tcp_peer_uid(sock)
+        except LookupError as exc:
+            return self._refused(f"cannot tell which user connected from {where} ({exc}): refused; "
+                                 f"{security.DOCS}")
+        except (OSError, ValueError) as exc:
+            return self._refused(f"cannot tell which user connected from {where} (reading the kernel's TCP "
+                                 f"table failed: {exc}): refused; {security.DOCS}")
+        if uid is None:
+            if not self.loopback_only and (self.allow_remote or self.basic_auth is not None) \
+                    and not is_loopback_bind(address[0] if address else "::1"):
+                return None  # a peer on another host: admitted by basic auth or unauthenticated, as chosen
+            return self._refused(f"cannot tell which user connected from {where} (no socket of this host is its "
+                                 f"peer: it closed, or it is in another network namespace): refused; "
+                                 f"{security.DOCS}")
+        if security.allows_uid(self.policy, uid):
+            return None
+        broker = f"for {self.data_dir}" if self.data_dir else "of this registry"
+        return self._refused(f"user {security.user_name(uid)} is not allowed to use the shmlog broker {broker} "
+                             f"(owner {security.user_name(self.policy.owner, inner=True)}); {security.DOCS}",
+                             where)
+
+    def _refused(self, message, where=None):
+        if self.log is not None:
+            now = time.monotonic()
+            with self._refusals_lock:
+                last, quiet = self._refusals
+                if now - last >= self.REFUSAL_LOG_INTERVAL_S:
+                    self._refusals = [now, 0]
+                else:
+                    self._refusals[1] += 1
+                    return message
+            self.log(f"refused a connection{' from ' + where if where else ''}: {message}"
+                     + (f" ({quiet} more refused since the last report)" if quiet else ""))
+        return message
 
     @property
     def url(self):
