@@ -35,6 +35,31 @@ async def _settle(result):
     return await result if inspect.isawaitable(result) else result
 
 
+# Config callbacks the client calls from its thread (error_cb, stats_cb, throttle_cb): plain or
+# async, they run on the event loop; the client's thread does not wait for them.
+_COMMON_CALLBACKS = ("error_cb", "stats_cb", "throttle_cb")
+
+
+def _on_loop_later(loop, callback):
+    def in_thread(*args):
+        loop.call_soon_threadsafe(lambda: _run_on_loop(loop, callback, args))
+    return in_thread
+
+
+def _run_on_loop(loop, callback, args):
+    result = callback(*args)
+    if inspect.isawaitable(result):
+        loop.create_task(result)
+
+
+def _with_loop_callbacks(conf, loop):
+    conf = dict(conf)
+    for name in _COMMON_CALLBACKS:
+        if conf.get(name) is not None:
+            conf[name] = _on_loop_later(loop, conf[name])
+    return conf
+
+
 class _Worker:
     """One thread that runs calls in order; results come back as asyncio futures."""
 
@@ -138,7 +163,7 @@ class AIOProducer:
         # max_workers, executor, batch_size and buffer_timeout are confluent's knobs for its own
         # hand-off; here one thread owns the producer and takes each record as it comes.
         self._loop = asyncio.get_running_loop()
-        self._producer = self._client(producer_conf)
+        self._producer = self._client(_with_loop_callbacks(producer_conf, self._loop))
         self._worker = _ProducerWorker("shmlog-aio-producer", self._loop, self._producer)
 
     async def __aenter__(self):
@@ -227,7 +252,7 @@ class AIOConsumer:
     def __init__(self, consumer_conf, max_workers=1, executor=None):
         self._loop = asyncio.get_running_loop()
         self._in_callback = 0
-        conf = dict(consumer_conf)
+        conf = _with_loop_callbacks(consumer_conf, self._loop)
         for name in self._CONF_CALLBACKS:
             if conf.get(name) is not None:
                 conf[name] = self._on_loop(conf[name], pass_self=False)

@@ -1,5 +1,6 @@
 """shmlog.aio against a real broker: confluent_kafka.aio's AIOProducer and AIOConsumer."""
 import asyncio
+import json
 
 import pytest
 
@@ -137,3 +138,25 @@ def test_serializing_and_deserializing_kin_round_trip_strings(conf, admin):
         return msg.key(), msg.value()
 
     assert run(main()) == ("k", "héllo")
+
+
+def test_async_stats_and_error_callbacks_in_the_config_run_on_the_event_loop(conf, admin):
+    create_topic(admin, "t")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = asyncio.Queue()
+
+        async def stats_cb(stats):
+            await seen.put((asyncio.get_running_loop() is loop, json.loads(stats)["type"]))
+
+        async with AIOProducer({**conf, "statistics.interval.ms": 50, "stats_cb": stats_cb}) as producer:
+            await (await producer.produce("t", b"x"))
+            deadline = loop.time() + TIMEOUT_S
+            while seen.empty():  # statistics are emitted from poll() once the interval is up, as librdkafka does
+                assert loop.time() < deadline, "no statistics"
+                await producer.poll(0)
+                await asyncio.sleep(0.01)
+            return seen.get_nowait()
+
+    assert run(main()) == (True, "producer")
