@@ -126,7 +126,11 @@ class KafkaException(Exception):
         super().__init__(*args)
 
     def __str__(self):
-        return str(self.args[0]) if self.args else ""
+        # The KafkaError's reason text (confluent-kafka prints KafkaError{...} here): shmlog's own
+        # messages nest str(exc) in theirs (docs/compatibility.md, "Printed forms").
+        if not self.args:
+            return ""
+        return self.args[0].str() if isinstance(self.args[0], KafkaError) else str(self.args[0])
 
 
 def error(code, reason, **kwargs):

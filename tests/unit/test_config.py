@@ -37,7 +37,7 @@ def rejection(parse, conf):
 
 
 def message(parse, conf):
-    return rejection(parse, conf).args[0].str()   # the reason; str() is the KafkaError{...} form
+    return str(rejection(parse, conf))
 
 
 # --- aliases and precedence ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""str()/repr() of NewTopic, KafkaError and KafkaException as confluent-kafka 2.16 prints them
+"""str()/repr() of NewTopic and KafkaError as confluent-kafka 2.16 prints them
 (checked against confluent_kafka installed next to shmlog; docs/compatibility.md, "Printed forms")."""
 from shmlog import KafkaError, KafkaException
 from shmlog.admin import NewTopic
@@ -21,5 +21,7 @@ def test_a_kafka_errors_str_method_is_still_the_reason_text():
     assert KafkaError(KafkaError._MSG_TIMED_OUT, "boom").str() == "boom"
 
 
-def test_str_of_a_kafka_exception_is_its_errors_full_form():
-    assert str(KafkaException(KafkaError(3, "x"))) == 'KafkaError{code=UNKNOWN_TOPIC_OR_PART,val=3,str="x"}'
+def test_str_of_a_kafka_exception_stays_its_errors_reason_text():
+    # confluent-kafka prints the KafkaError{...} form here too; shmlog's messages nest str(exc) in
+    # their own reasons, so this one difference stays (docs/compatibility.md, "Printed forms").
+    assert str(KafkaException(KafkaError(3, "x"))) == "x"
