@@ -41,7 +41,7 @@ import shmlog  # noqa: E402
 RING_BYTES = "268435456"           # 256 MiB, as a topic config string
 RING_BUDGET = 0.85 * int(RING_BYTES)  # bytes one row may put into its ring (see ring_cap)
 PER_RECORD_FRAMING = 24            # generous per-record bytes in a ring beyond the value
-BATCH_CHUNK = 8192                 # records per produce_batch call
+BATCH_CHUNK = 8192                 # records per produce_values call
 LATENCY_INTERVAL_NS = 100_000      # 10k records/s
 LATENCY_WARMUP = 200               # first records of a latency row not counted in percentiles
 STALL_S = 20.0                     # a consumer that sees nothing for this long gives up
@@ -81,7 +81,7 @@ def child_main(role, kind, params, cpu, ready, go, results, mpq):
             fn = getattr(peers.load(mod), ("produce_" if role == "producer" else "consume_") + sub)
         else:
             fn = {("producer", "records"): shm_produce_records, ("consumer", "records"): shm_consume_records,
-                  ("producer", "batch"): shm_produce_batch, ("consumer", "batch"): shm_consume_batch,
+                  ("producer", "batch"): shm_produce_values, ("consumer", "batch"): shm_consume_batch,
                   ("producer", "latency"): shm_produce_latency, ("consumer", "latency"): shm_consume_latency,
                   ("producer", "fsync"): shm_produce_fsync, ("consumer", "fsync"): shm_consume_records,
                   ("producer", "queue_records"): q_produce_records,
@@ -223,17 +223,17 @@ def shm_consume_records(params, ready, go, _):
 
 # ---------------------------------------------------------------------------- shmlog: batch API
 
-def shm_produce_batch(params, ready, go, _):
+def shm_produce_values(params, ready, go, _):
     n, rb, topic = params["n"], params["record_bytes"], params["topic"]
     p = shmlog.Producer({"bootstrap.servers": params["bootstrap"], "acks": 1})
     values = np.full((BATCH_CHUNK, rb), ord("x"), np.uint8)
     seq = np.arange(BATCH_CHUNK, dtype="<u8")
-    produce_batch = p.produce_batch
+    produce_values = p.produce_values
     t0 = _wait_go(ready, go)
     for start in range(0, n, BATCH_CHUNK):
         k = min(BATCH_CHUNK, n - start)
         values[:k, :8] = (seq[:k] + start).view(np.uint8).reshape(k, 8)   # each record carries its offset
-        produce_batch(topic, values[:k])
+        produce_values(topic, values[:k])
     p.flush()
     t_done = now_ns(MONO)
     p.close()

@@ -254,7 +254,7 @@ def main(argv=None):
         per = args.records // args.partitions
         for part in range(args.partitions):
             for start in range(0, per, 50_000):
-                p.produce_batch(THROUGHPUT_TOPIC, [value] * min(50_000, per - start), partition=part)
+                p.produce_values(THROUGHPUT_TOPIC, [value] * min(50_000, per - start), partition=part)
         p.close()
         total = per * args.partitions
         for n in (1, 2, 4):

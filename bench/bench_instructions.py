@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)   # `import shmlog` finds the package next to bench/ without PYTHONPATH
 
-BATCH_CHUNK = 65536                 # records per produce_batch() call
+BATCH_CHUNK = 65536                 # records per produce_values() call
 CLIENT_TIMEOUT_S = 1800             # one valgrind run may take this long before it is killed
 TOP_FUNCTIONS = 8
 PRODUCER_CONF = {"acks": 1, "linger.ms": 5, "batch.num.messages": 10000}   # as bench_core.py's per-record rows
@@ -46,8 +46,8 @@ WORKLOADS = [
     ("poll() 100 B", "poll", 100, "produce"),
     ("produce() 2 KB", "produce", 2048, None),
     ("poll() 2 KB", "poll", 2048, "produce"),
-    ("produce_batch() 100 B", "produce_batch", 100, None),
-    ("consume_batch() + value_arrays() 100 B", "consume_batch", 100, "produce_batch"),
+    ("produce_values() 100 B", "produce_values", 100, None),
+    ("consume_batch() + value_arrays() 100 B", "consume_batch", 100, "produce_values"),
     ("pyzmq PUSH/PULL ipc send()+recv() 100 B", "zmq", 100, None),
     ("pyzmq PUSH/PULL ipc send()+recv() 2 KB", "zmq", 2048, None),
 ]
@@ -55,7 +55,7 @@ WORKLOADS = [
 SUMS = [
     ("produce() + poll() 100 B", ("produce() 100 B", "poll() 100 B"), "pyzmq PUSH/PULL ipc send()+recv() 100 B"),
     ("produce() + poll() 2 KB", ("produce() 2 KB", "poll() 2 KB"), "pyzmq PUSH/PULL ipc send()+recv() 2 KB"),
-    ("produce_batch() + consume_batch() 100 B", ("produce_batch() 100 B", "consume_batch() + value_arrays() 100 B"),
+    ("produce_values() + consume_batch() 100 B", ("produce_values() 100 B", "consume_batch() + value_arrays() 100 B"),
      "pyzmq PUSH/PULL ipc send()+recv() 100 B"),
 ]
 ANNOTATE = ("produce() 100 B", "poll() 100 B", "produce() 2 KB", "poll() 2 KB")
@@ -106,14 +106,14 @@ def client_poll(a):
     return {"records": got, "bad": bad, "last_offset": last, "nbytes": nbytes}
 
 
-def client_produce_batch(a):
+def client_produce_values(a):
     import numpy as np
 
     import shmlog
     p = shmlog.Producer({"bootstrap.servers": a.bootstrap, "acks": 1})
     values = np.full((BATCH_CHUNK, a.record_bytes), ord("x"), np.uint8)
     for start in range(0, a.n, BATCH_CHUNK):
-        p.produce_batch(a.topic, values[:min(BATCH_CHUNK, a.n - start)])
+        p.produce_values(a.topic, values[:min(BATCH_CHUNK, a.n - start)])
     left = p.flush(60)
     p.close()
     return {"records": a.n, "left_after_flush": left}
@@ -163,7 +163,7 @@ def client_zmq(a):
     return {"records": got, "nbytes": nbytes}
 
 
-CLIENTS = {"produce": client_produce, "produce_linger1000": lambda a: client_produce(a, 1000), "poll": client_poll, "produce_batch": client_produce_batch,
+CLIENTS = {"produce": client_produce, "produce_linger1000": lambda a: client_produce(a, 1000), "poll": client_poll, "produce_values": client_produce_values,
            "consume_batch": client_consume_batch, "zmq": client_zmq}
 
 
@@ -353,7 +353,7 @@ class Bench:
             p = shmlog.Producer({"bootstrap.servers": bs, "acks": 1})
             values = np.full((BATCH_CHUNK, rb), ord("x"), np.uint8)
             for start in range(0, n, BATCH_CHUNK):
-                p.produce_batch(topic, values[:min(BATCH_CHUNK, n - start)])
+                p.produce_values(topic, values[:min(BATCH_CHUNK, n - start)])
         if p.flush(60):
             raise RuntimeError("preload: records left after flush()")
         p.close()

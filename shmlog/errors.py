@@ -97,11 +97,10 @@ class KafkaError:
     def txn_requires_abort(self):
         return self._txn_requires_abort
 
-    def __str__(self):
-        return self._reason
-
-    def __repr__(self):
+    def __str__(self):   # confluent-kafka prints the same form for str() and repr(); .str() is the reason
         return f"KafkaError{{code={self.name()},val={self._code},str=\"{self._reason}\"}}"
+
+    __repr__ = __str__
 
     def __eq__(self, other):
         if isinstance(other, KafkaError):
@@ -127,7 +126,11 @@ class KafkaException(Exception):
         super().__init__(*args)
 
     def __str__(self):
-        return str(self.args[0]) if self.args else ""
+        # The KafkaError's reason text (confluent-kafka prints KafkaError{...} here): shmlog's own
+        # messages nest str(exc) in theirs (docs/compatibility.md, "Printed forms").
+        if not self.args:
+            return ""
+        return self.args[0].str() if isinstance(self.args[0], KafkaError) else str(self.args[0])
 
 
 def error(code, reason, **kwargs):

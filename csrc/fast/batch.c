@@ -56,7 +56,9 @@ static Py_ssize_t batch_length(Batch *self) { return self->count; }
 static PySequenceMethods batch_as_sequence = {.sq_length = (lenfunc)batch_length};
 
 /* serve_reports(batch, error): calls each report's callback(error, Message) for a delivered (or
- * failed: offsets -1001) batch; returns how many were called. */
+ * failed: offsets -1001) batch; returns how many were called. Each Message's latency() is the
+ * seconds from its produce() to now (one clock read per call), as librdkafka's
+ * rd_kafka_message_latency() measures from enqueue to the report. */
 PyObject *fast_serve_reports(PyObject *Py_UNUSED(module), PyObject *args) {
     Batch *b;
     PyObject *err;
@@ -64,17 +66,22 @@ PyObject *fast_serve_reports(PyObject *Py_UNUSED(module), PyObject *args) {
     if (!b->reports) return PyLong_FromLong(0);
     PyObject *reports = Py_NewRef(b->reports);
     Py_ssize_t n = PyList_GET_SIZE(reports);
+    uint64_t now_ns = now_monotonic_ns();
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned int index;
         PyObject *cb, *key, *value, *headers;
         long long ts;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(reports, i), "IOOOLO", &index, &cb, &key, &value, &ts, &headers))
+        unsigned long long produced_ns;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(reports, i), "IOOOLOK", &index, &cb, &key, &value, &ts, &headers,
+                              &produced_ns))
             goto fail;
         long long offset = err == Py_None ? b->base_offset + index : -1001;
         Message *m = message_new_fast(b->route->topic, b->partition, offset, Py_NewRef(key), Py_NewRef(value),
                                       Py_NewRef(headers), 1, ts);
         if (!m) goto fail;
         m->error = Py_NewRef(err);
+        m->latency = PyFloat_FromDouble(now_ns > produced_ns ? (double)(now_ns - produced_ns) / 1e9 : 0.0);
+        if (!m->latency) { Py_DECREF(m); goto fail; }
         PyObject *r = PyObject_CallFunctionObjArgs(cb, err, (PyObject *)m, NULL);
         Py_DECREF(m);
         if (!r) goto fail;

@@ -152,7 +152,8 @@ typedef struct {
     long long base_timestamp, max_timestamp;
     Py_ssize_t size_bytes; /* as counted against batch.size and buffer.memory */
     double created;
-    PyObject *reports;     /* list of (index, callback, key, value, timestamp, headers), or NULL */
+    PyObject *reports;     /* list of (index, callback, key, value, timestamp, headers, produce time in
+                            * monotonic ns), or NULL */
     long long base_offset;
     long long status;      /* the ring append's return code, 0 before it ran */
     Py_ssize_t exports;

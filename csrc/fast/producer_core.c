@@ -282,7 +282,10 @@ static int producer_add(ProducerCore *self, Route *route, int partition, PyObjec
     self->queued_bytes += size;
     if (callback != Py_None) {
         if (!b->reports && !(b->reports = PyList_New(0))) return -1;
-        PyObject *report = Py_BuildValue("(IOOOLO)", index, callback, key, value, timestamp, raw_headers);
+        /* The produce time (monotonic ns), read only for records that asked for a report: the
+         * report's Message.latency() is the time from here to serve_reports(). */
+        PyObject *report = Py_BuildValue("(IOOOLOK)", index, callback, key, value, timestamp, raw_headers,
+                                         (unsigned long long)now_monotonic_ns());
         if (!report || PyList_Append(b->reports, report) < 0) { Py_XDECREF(report); return -1; }
         Py_DECREF(report);
     }

@@ -41,8 +41,8 @@ def fetch_ring(queue: RecordQueue, ring: int, cursor: int, buffer: Any, frames: 
     the first batch left for Python: compressed or invalid, else the frame count)."""
 
 def serve_reports(batch: Batch, error: KafkaError | None) -> int:
-    """Call each delivery callback of a sent (or failed) batch as callback(error, Message);
-    returns how many were called."""
+    """Call each delivery callback of a sent (or failed) batch as callback(error, Message), the
+    Message's latency() the seconds since its produce(); returns how many were called."""
 
 def index_columns(refs: Any, count: int, bias: int, first_offset: int, at: int, offsets: Any, timestamps: Any,
                   key_positions: Any, key_lengths: Any, value_positions: Any, value_lengths: Any) -> int:

@@ -80,7 +80,7 @@ def _option_error(name, message):
 @click.option("--compression", type=click.Choice(bm.COMPRESSIONS), default="none", show_default=True,
               help="Producer compression.type.")
 @click.option("--api", type=click.Choice(bm.APIS), default="record", show_default=True,
-              help="record: produce()/poll(); batch: produce_batch()/consume_batch().")
+              help="record: produce()/poll(); batch: produce_values()/consume_batch().")
 @click.option("--wait", type=click.Choice(bm.WAITS), default="blocking", show_default=True,
               help="How consumers wait for records: blocking (futex) or busy (spin; a core each).")
 @click.option("--rate", type=click.IntRange(min=1), metavar="R",

@@ -51,7 +51,7 @@ DEFAULT_PARTITIONS = {"trades": 8}
 DEFAULT_PROCESSES = {"trades": 2}
 DEFAULT_LATENCY_RATE_PER_S = 10_000
 LATENCY_WARMUP_RECORDS = 200           # first records each latency consumer reads: not in the histogram
-BATCH_RECORDS = 8192                   # records per produce_batch() call (keyed trades: TRADE_BATCH_RECORDS)
+BATCH_RECORDS = 8192                   # records per produce_values() call (keyed trades: TRADE_BATCH_RECORDS)
 TRADE_BATCH_RECORDS = 1024
 CONSUME_BATCH_RECORDS = 65536
 POLL_TIMEOUT_S = 0.1
@@ -425,7 +425,7 @@ def _produce_when_room(producer, job, stop, topic, value, key, partition):
 
 
 def _send_batches(producer, job, source, shared, slot, t_start, deadline, interval_ns):
-    """The batch API: produce_batch() of up to BATCH_RECORDS records (1 when paced for latency)."""
+    """The batch API: produce_values() of up to BATCH_RECORDS records (1 when paced for latency)."""
     topic, limit, stop = job.topic, job.records, shared.stop
     chunk = 1 if interval_ns and job.config.workload == "latency" else source.batch_records
     i = 0
@@ -441,7 +441,7 @@ def _send_batches(producer, job, source, shared, slot, t_start, deadline, interv
         if interval_ns:
             _pace(t_start + i * interval_ns)
         partition, keys, values = source.batch(i, k)
-        producer.produce_batch(topic, values, keys=keys, partition=partition)
+        producer.produce_values(topic, values, keys=keys, partition=partition)
         i += k
         shared.progress[slot] = i
     return i

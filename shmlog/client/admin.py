@@ -89,8 +89,10 @@ class NewTopic:
         self.replica_assignment = replica_assignment
         self.config = _config_dict("NewTopic() argument 'config'", config) if config is not None else {}
 
-    def __repr__(self):
-        return f"NewTopic(topic={self.topic!r}, num_partitions={self.num_partitions})"
+    def __repr__(self):   # confluent-kafka's NewTopic_str0: no quotes, no spaces, -1 partitions left out
+        if self.num_partitions == -1:
+            return f"NewTopic(topic={self.topic})"
+        return f"NewTopic(topic={self.topic},num_partitions={self.num_partitions})"
 
 
 class NewPartitions:

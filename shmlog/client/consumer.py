@@ -101,7 +101,7 @@ class RecordBatchView:
 
     def value_arrays(self, dtype):
         """Values as NumPy arrays of `dtype`, one strided view into shared memory per run of
-        records at a constant stride (produce_batch writes one run per batch): zero-copy."""
+        records at a constant stride (produce_values writes one run per batch): zero-copy."""
         dtype = np.dtype(dtype)
         n = len(self)
         if n == 0:
@@ -124,7 +124,7 @@ class RecordBatchView:
 
     def values_as(self, dtype):
         """Values as one NumPy array of `dtype`: a strided view into shared memory when the
-        records sit at a constant stride (one produce_batch batch), else one copy of the runs
+        records sit at a constant stride (one produce_values batch), else one copy of the runs
         joined (value_arrays() gives the runs without copying)."""
         runs = self.value_arrays(dtype)
         if not runs:
@@ -860,7 +860,8 @@ class Consumer(_fast.ConsumerCore):
     def list_topics(self, topic=None, timeout=-1):
         from shmlog.client.admin import cluster_metadata
         self._cluster.refresh()
-        return cluster_metadata(self._cluster.meta, topic)
+        cluster_id = self._cluster.control.request("describe_cluster")["cluster_id"]   # as AdminClient.cluster_id()
+        return cluster_metadata(self._cluster.meta, topic, cluster_id)
 
     def __enter__(self):
         return self

@@ -14,7 +14,7 @@ import numpy as np
 from shmlog._native import _fast, ffi, layout, lib
 from shmlog._native import address as _address
 from shmlog.client.cluster import connect
-from shmlog.client.partitioner import NULL_KEY_IS_RANDOM, keyed
+from shmlog.client.partitioner import EMPTY_KEY_IS_RANDOM, NULL_KEY_IS_RANDOM, keyed
 from shmlog.client.statistics import Statistics
 from shmlog.config import parse_producer_config
 from shmlog.errors import KafkaError, KafkaException, error
@@ -128,6 +128,7 @@ class Producer(_fast.ProducerCore):
         self._codec = codec_id(cfg.compression_type)      # batches are compressed per batch, Kafka's framing
         self._codec_level = cfg.compression_level
         self._null_key_random = cfg.partitioner in NULL_KEY_IS_RANDOM
+        self._empty_key_random = cfg.partitioner in EMPTY_KEY_IS_RANDOM
         self._cluster = connect(cfg, "producer")
         self._route_info = {}
         self._slots = {}
@@ -245,6 +246,8 @@ class Producer(_fast.ProducerCore):
     def _choose_partition(self, route, key):
         """The partition for `key` with partition=-1: the fast path's rule (sticky null keys,
         murmur2) when it covers the configured partitioner, else Python's (partitioner.py)."""
+        if self._empty_key_random and key == b"":
+            key = None          # consistent_random: the empty key is sticky-random, as a null one
         partition = self._partition_for(route, key)
         return partition if partition >= 0 else self._partitioner(key if key is not None else b"", route.partitions)
 
@@ -509,8 +512,64 @@ class Producer(_fast.ProducerCore):
 
     # ------------------------------------------------------------------ batch API
 
-    def produce_batch(self, topic, values, keys=None, partition=-1, timestamp=0):
-        """Append many records at once, bypassing linger; returns [(partition, base_offset, count)].
+    def produce_batch(self, topic, messages, partition=-1, callback=None, on_delivery=None):
+        """confluent-kafka's produce_batch(): queue each message of `messages` (a list of dicts
+        with optional 'value', 'key', 'partition', 'timestamp', 'headers', 'callback') as
+        produce() would, and return how many were queued. A message that could not be queued
+        gets an '_error' key (a KafkaError) in its dict. `callback` (or `on_delivery`) is the
+        delivery callback of messages without their own; reports are served by poll()/flush().
+
+        Every message is checked before any is queued: TypeError for a `messages` that is not a
+        list, an item that is not a dict, or a field of the wrong type. (confluent-kafka 2.x
+        raises NotImplementedError for 'timestamp' and drops 'headers'; shmlog honours both.)
+        For shmlog's zero-copy batch append of bytes or NumPy rows, see produce_values().
+        """
+        self._cluster.check_fork("Producer")
+        _check_topic(topic)
+        if not isinstance(partition, int) or isinstance(partition, bool):
+            raise TypeError(f"produce_batch() argument 'partition' must be int, not {type(partition).__name__}")
+        if not isinstance(messages, list):
+            raise TypeError("messages must be a list")
+        default_cb = callback if callback is not None else on_delivery
+        _check_callback("callback" if callback is not None else "on_delivery", default_cb)
+        parsed = []
+        for i, msg in enumerate(messages):
+            if not isinstance(msg, dict):
+                raise TypeError(f"Message at index {i} must be a dict")
+            value, key = msg.get("value"), msg.get("key")
+            if value is not None and not isinstance(value, (bytes, str)):
+                raise TypeError(f"Message value at index {i} must be bytes or str")
+            if key is not None and not isinstance(key, (bytes, str)):
+                raise TypeError(f"Message key at index {i} must be bytes or str")
+            p = msg.get("partition")
+            p = partition if p is None else p
+            if not isinstance(p, int) or isinstance(p, bool):
+                raise TypeError(f"Message partition at index {i} must be int")
+            timestamp = _check_timestamp(msg.get("timestamp"))
+            cb = msg.get("callback")
+            cb = default_cb if cb is None else cb
+            if cb is not None and not callable(cb):
+                raise TypeError(f"Message callback at index {i} must be callable")
+            parsed.append((msg, value, key, p, timestamp, msg.get("headers"), cb))
+        produce, queued = self.produce, 0
+        for msg, value, key, p, timestamp, headers, cb in parsed:
+            try:
+                if p < -1:
+                    raise error(KafkaError._UNKNOWN_PARTITION, f"{topic}-{p}: no such partition")
+                produce(topic, value, key, p, cb, timestamp, headers)
+            except KafkaException as exc:
+                err = exc.args[0]
+                msg["_error"] = KafkaError(err.code(), f"Message failed: {err.str()}")
+                continue
+            except BufferError as exc:
+                msg["_error"] = KafkaError(KafkaError._QUEUE_FULL, f"Message failed: {exc}")
+                continue
+            queued += 1
+        return queued
+
+    def produce_values(self, topic, values, keys=None, partition=-1, timestamp=0):
+        """shmlog's batch append: many records at once, bypassing linger and delivery reports;
+        returns [(partition, base_offset, count)] (confluent-kafka has no such call).
 
         `values` is a list of bytes, or a NumPy array whose first axis indexes records
         (each record is the raw bytes of one row: fixed size, copied once into the ring).
@@ -556,7 +615,7 @@ class Producer(_fast.ProducerCore):
         return partition, base, len(batch)
 
     def _append_batch(self, ring, batch):
-        """Append a produce_batch() _Batch; returns its base offset. Uncompressed batches are
+        """Append a produce_values() _Batch; returns its base offset. Uncompressed batches are
         encoded straight into the claimed frame, compressed ones staged and compressed first."""
         if self._codec == NONE:
             args, base_ts, max_ts = batch.encoder_args()
@@ -609,7 +668,8 @@ class Producer(_fast.ProducerCore):
         self._reset_routes()   # a refresh may unmap rings of changed topics: append their open batches first
         self._route_info.clear()
         self._cluster.refresh()
-        return cluster_metadata(self._cluster.meta, topic)
+        cluster_id = self._cluster.control.request("describe_cluster")["cluster_id"]   # as AdminClient.cluster_id()
+        return cluster_metadata(self._cluster.meta, topic, cluster_id)
 
     def __enter__(self):
         return self

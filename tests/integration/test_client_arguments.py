@@ -64,22 +64,22 @@ def test_a_timestamp_that_is_not_an_int_is_a_type_error(producer, topic, bad):
         producer.produce(topic, b"x", timestamp=bad)
 
 
-# ---------------------------------------------------------------------------- Producer.produce_batch
+# ---------------------------------------------------------------------------- Producer.produce_values
 
-def test_produce_batch_to_a_partition_the_topic_does_not_have_is_unknown_partition_like_produce(producer, topic):
+def test_produce_values_to_a_partition_the_topic_does_not_have_is_unknown_partition_like_produce(producer, topic):
     with pytest.raises(KafkaException) as caught:
-        producer.produce_batch(topic, [b"a", b"b"], partition=7)
+        producer.produce_values(topic, [b"a", b"b"], partition=7)
     assert caught.value.args[0].code() == KafkaError._UNKNOWN_PARTITION
 
 
-def test_produce_batch_with_a_partition_below_minus_one_is_a_value_error(producer, topic):
+def test_produce_values_with_a_partition_below_minus_one_is_a_value_error(producer, topic):
     with pytest.raises(ValueError, match="argument 'partition'"):
-        producer.produce_batch(topic, [b"a"], partition=-5)
+        producer.produce_values(topic, [b"a"], partition=-5)
 
 
-def test_produce_batch_to_a_topic_that_is_not_a_str_is_a_type_error(producer):
+def test_produce_values_to_a_topic_that_is_not_a_str_is_a_type_error(producer):
     with pytest.raises(TypeError, match="argument 'topic' must be str"):
-        producer.produce_batch(None, [b"a"])
+        producer.produce_values(None, [b"a"])
 
 
 # ---------------------------------------------------------------------------- AdminClient and its types

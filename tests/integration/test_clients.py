@@ -251,7 +251,7 @@ def test_acks_all_reports_only_after_the_persister_fsynced(conf, topic):
 def test_batch_api_moves_numpy_rows_and_reads_them_back_zero_copy(conf, topic):
     p = shmlog.Producer(conf)
     rows = np.arange(1000 * 8, dtype=np.int64).reshape(1000, 8)
-    placed = p.produce_batch(topic, rows, partition=0)
+    placed = p.produce_values(topic, rows, partition=0)
     assert sum(n for _, _, n in placed) == 1000
     c = shmlog.Consumer(conf)
     c.assign([TopicPartition(topic, 0, shmlog.OFFSET_BEGINNING)])
@@ -269,8 +269,8 @@ def test_batch_api_moves_numpy_rows_and_reads_them_back_zero_copy(conf, topic):
 
 def test_value_arrays_are_views_into_shared_memory_one_per_produced_batch(conf, topic):
     p = shmlog.Producer(conf)
-    for start in (0, 500):   # two produce_batch calls: two frames, two constant-stride runs
-        p.produce_batch(topic, np.arange(start, start + 500, dtype=np.int64).reshape(500, 1), partition=0)
+    for start in (0, 500):   # two produce_values calls: two frames, two constant-stride runs
+        p.produce_values(topic, np.arange(start, start + 500, dtype=np.int64).reshape(500, 1), partition=0)
     c = shmlog.Consumer(conf)
     c.assign([TopicPartition(topic, 0, shmlog.OFFSET_BEGINNING)])
     got = []
@@ -291,7 +291,7 @@ def test_batch_api_with_lists_of_bytes_keeps_keys_and_order(conf, admin):
     p = shmlog.Producer(conf)
     values = [b"v%d" % i for i in range(300)]
     keys = [b"k%d" % (i % 7) for i in range(300)]
-    p.produce_batch("lists", values, keys=keys)
+    p.produce_values("lists", values, keys=keys)
     got = read_all(conf, "lists", partitions=3, expected=300)
     per_key = {}
     for m in got:

@@ -164,12 +164,12 @@ def test_consume_batch_returns_uncompressed_records_in_place_before_a_compressed
     c.close()
 
 
-def test_numpy_rows_sent_with_produce_batch_are_compressed_and_read_back_with_values_as(conf, topic):
+def test_numpy_rows_sent_with_produce_values_are_compressed_and_read_back_with_values_as(conf, topic):
     rows = np.zeros(2000, dtype=[("ts", "<i8"), ("price", "<f8"), ("qty", "<i4")])
     rows["ts"] = np.arange(2000)
     rows["price"] = 100.25
     p = shmlog.Producer({**conf, "compression.type": "lz4"})
-    p.produce_batch(topic, rows, partition=0)
+    p.produce_values(topic, rows, partition=0)
     p.close()
     [(attributes, _, _)] = segment_batches(conf, topic)
     assert attributes & 7 == codec.LZ4

@@ -1,10 +1,11 @@
-"""CRC32C and murmur2 against published vectors."""
+"""CRC32C, murmur2 and FNV-1a against published vectors (and librdkafka's partitions)."""
 import random
 
 import pytest
 
+import shmlog
 from shmlog._native import lib
-from shmlog.client.partitioner import murmur2, murmur2_partition
+from shmlog.client.partitioner import fnv1a, fnv1a_partition, murmur2, murmur2_partition
 
 # RFC 3720 (iSCSI) appendix B.4 and the common "123456789" check value.
 CRC32C_VECTORS = [
@@ -69,3 +70,45 @@ def test_crc32c_of_buffers_long_enough_for_the_three_lane_loop_matches_the_softw
             piece = data[start:start + length]
             for seed in (0, 0xDEADBEEF):
                 assert lib.shmlog_crc32c(seed, piece, len(piece)) == lib.shmlog_crc32c_sw(seed, piece, len(piece))
+
+
+# librdkafka's unittest_fnv1a (src/rdfnv1a.c): rd_fnv1a(), the 32-bit FNV-1a hash made positive as
+# Sarama's NewHashPartitioner does, for "kafka", "giberish123456789", "1234" and its tails, "".
+FNV1A_VECTORS = [
+    (b"kafka", 0xd33c4e1), (b"giberish123456789", 0x77a58295),
+    (b"1234", 0x23bdd03), (b"234", 0x2dea3cd2), (b"34", 0x740fa83e), (b"4", 0x310ca263),
+    (b"PreAmbleWillBeRemoved,ThePrePartThatIs", 0x65cbd69c), (b"reAmbleWillBeRemoved,ThePrePartThatIs", 0x6e49c79a),
+    (b"eAmbleWillBeRemoved,ThePrePartThatIs", 0x69eed356), (b"AmbleWillBeRemoved,ThePrePartThatIs", 0x6abcc023),
+    (b"", 0x7ee3623b),
+]
+
+# confluent_kafka.fnv1a(key, n) (confluent-kafka 2.16.1, librdkafka 2.16.0) for n = 3, 7, 10, 100, 1000.
+FNV1A_PARTITIONS = [
+    (b"", [0, 2, 5, 35, 35]),
+    (b"a", [0, 6, 6, 76, 76]),
+    (b"b", [0, 5, 9, 19, 219]),
+    (b"foobar", [0, 4, 6, 76, 576]),
+    (b"hello", [0, 2, 3, 23, 723]),
+    (b"user-42", [0, 6, 9, 99, 499]),
+    (b"\xff\x00\x80", [1, 2, 2, 2, 802]),
+    (b"a-little-bit-long-string", [1, 1, 4, 4, 104]),
+    (b"21", [0, 3, 2, 52, 452]),
+    (b"abc", [2, 5, 1, 31, 331]),
+]
+
+
+@pytest.mark.parametrize("key,expected", FNV1A_VECTORS)
+def test_fnv1a_matches_librdkafkas_vectors(key, expected):
+    assert fnv1a(key) == expected
+
+
+@pytest.mark.parametrize("key,expected", FNV1A_PARTITIONS)
+def test_the_producers_fnv1a_partitioner_picks_the_partition_librdkafka_picks(key, expected):
+    assert [fnv1a_partition(key, n) for n in (3, 7, 10, 100, 1000)] == expected
+
+
+@pytest.mark.parametrize("key,expected", FNV1A_PARTITIONS)
+def test_the_producers_fnv1a_partitioner_agrees_with_shmlog_fnv1a(key, expected):
+    assert [fnv1a_partition(key, n) for n in (3, 7, 10, 100, 1000)] == [shmlog.fnv1a(key, n)
+                                                                        for n in (3, 7, 10, 100, 1000)]
+
