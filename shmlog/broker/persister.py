@@ -34,6 +34,7 @@ started by a restarted supervisor waits until the previous one has drained and e
 """
 import errno
 import fcntl
+import logging
 import os
 import signal
 import socket
@@ -47,7 +48,7 @@ from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import metadata
+from shmlog.broker import logs, metadata
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import retention
@@ -72,8 +73,13 @@ Settings = namedtuple("Settings", "segment_bytes segment_ms segment_jitter_ms se
                                   "delete_policy")
 
 
-def log(message):
-    print(f"shmlog persister[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+def log(message, level=logging.WARNING):
+    """One line in the broker's log (shmlog/broker/logs.py); WARNING unless said otherwise."""
+    logs.get().log(level, message)
+
+
+def info(message):
+    logs.get().info(message)
 
 
 def settings_for(topic_config):
@@ -146,7 +152,7 @@ class PartitionLog:
         self.failed = 0
         self.on_log_dir_failed = None
         if self.writer.recovery_report:
-            log(f"{self.where()}: recovery: {self.writer.recovery_report}")
+            info(f"{self.where()}: recovery: {self.writer.recovery_report}")
         for problem in self.writer.recovery_problems:
             log(f"{self.where()}: DAMAGED LOG: {problem}")
         self._compare_with_disk()
@@ -829,6 +835,7 @@ def main(argv=None):
     if len(argv) != 1:
         print("usage: python -m shmlog.broker.persister <data_dir>", file=sys.stderr)
         return 2
+    logs.setup("persister")   # at the level the supervisor put in our environment
     supervisor = os.getppid()
     lock_data_dir(os.path.realpath(argv[0]))
     try:
@@ -847,7 +854,10 @@ def main(argv=None):
     # Blocked by the supervisor until now (see Supervisor.ensure_persister): a stop sent while we
     # started is delivered here, to the handler, and run() drains before exiting.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    return persister.run()
+    info(f"started for {persister.data_dir} (supervisor pid {supervisor})")
+    code = persister.run()
+    info(f"exiting with status {code}{' (stopped)' if persister.stopping else ''}")
+    return code
 
 
 if __name__ == "__main__":
