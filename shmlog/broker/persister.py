@@ -48,7 +48,7 @@ from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata
+from shmlog.broker import logs, metadata, persister_stats
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import retention
@@ -101,6 +101,8 @@ def settings_for(topic_config):
 
 class PartitionLog:
     """One partition: its ring, its segment writer, and how far the ring is on disk."""
+
+    fsync_stats = None   # the Persister's FsyncStats (persister_stats.py): every flush is timed into it
 
     def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, requested_log_start=0,
                  topic_id=None):
@@ -311,7 +313,11 @@ class PartitionLog:
         return False
 
     def flush(self):
+        pending = self.writer.log_end_offset > self.flushed   # else there is nothing to fdatasync
+        started = time.monotonic()
         self.flushed = self.writer.flush()
+        if pending and self.fsync_stats is not None:
+            self.fsync_stats.observe(self.source[1], time.monotonic() - started)
         if self.flushed == self.cursor.next_offset:
             self.flushed_at = (self.cursor.position, self.cursor.next_offset)
 
@@ -616,6 +622,7 @@ class Persister:
         self.stopping = False
         self.next_control_check = 0.0
         self.flowing = False     # something was persisted since the last sleep
+        self.fsync_stats = persister_stats.FsyncStats(self.data_dir)
 
     # -------------------------------------------------------------- metadata
 
@@ -667,6 +674,7 @@ class Persister:
         try:
             part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start,
                                 topic_id)
+            part.fsync_stats = self.fsync_stats
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
                 log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
@@ -720,6 +728,7 @@ class Persister:
                     busy |= part.pump(now)
                     if part.retention_wanted(now):
                         part.apply_retention(now, self.retention_check_s)
+                self.fsync_stats.maybe_write(now)
                 if now >= self.next_control_check:
                     self.next_control_check = now + CONTROL_CHECK_S
                     if self._supervisor_gone():
@@ -801,6 +810,7 @@ class Persister:
 
     def shutdown(self):
         ok = self.drain()
+        self.fsync_stats.maybe_write(time.monotonic(), force=True)
         if not ok:
             log("could not persist everything the rings hold before exiting; it stays in shared memory "
                 "for the next persister")

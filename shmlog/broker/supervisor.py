@@ -24,7 +24,7 @@ import posix_ipc
 from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata, requests
+from shmlog.broker import logs, metadata, persister_stats, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.config import (
     INTERNAL_TOPICS,
@@ -813,7 +813,10 @@ class Supervisor:
         return {"pid": os.getpid(), "data_dir": self.data_dir, "bootstrap_servers": control.SCHEME + self.data_dir,
                 "persister_pid": self.persister.pid if self.persister else None,
                 "keeper_pid": self.keeper_pid if self.keeper_pid and os.getppid() == self.keeper_pid else None,
-                "partitions": partitions, "clients": clients}
+                "partitions": partitions, "clients": clients,
+                # What the persister last published of its fdatasync latency (persister_stats.py); None
+                # before the first one wrote its stats file.
+                "persister_stats": persister_stats.read(self.data_dir)}
 
     def op_shutdown(self, sock, request):
         self.running = False
