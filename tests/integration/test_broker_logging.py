@@ -13,6 +13,7 @@ import pytest
 
 import shmlog
 from shmlog import control
+from shmlog.broker import launcher
 from tests.conftest import broker_processes, create_topic, stop_leftover_broker
 
 TIMEOUT_S = 60
@@ -173,3 +174,20 @@ def test_shmlog_log_level_warning_leaves_info_lines_out(data_dir):
         text = f.read()
     assert " INFO " not in text, text
     assert "created topic" not in text
+
+
+
+def test_a_supervisor_killed_with_sigkill_is_taken_over_and_logged(daemon):
+    old = psutil.Process(launcher.status(daemon)["pid"])
+    old.send_signal(signal.SIGKILL)
+    psutil.wait_procs([old], timeout=TIMEOUT_S)
+    info(wait_for_line(daemon, f"taking over from supervisor pid {old.pid}, which died"))
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:  # the one that took over serves: the daemon stops cleanly after the test
+        try:
+            if launcher.status(daemon)["pid"] not in (None, old.pid):
+                break
+        except shmlog.KafkaException:
+            pass
+        assert time.monotonic() < deadline, "no supervisor serves after the takeover"
+        time.sleep(0.05)
