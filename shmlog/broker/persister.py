@@ -236,8 +236,8 @@ class PartitionLog:
             return
         self.retention_errno = 0
         if gone:
-            log(f"{self.where()}: deleted {len(gone)} segment{'s' if len(gone) != 1 else ''} "
-                f"(base offsets {gone[0]}..{gone[-1]}) by {reason}; log start offset is now {new_start}")
+            info(f"{self.where()}: deleted {len(gone)} segment{'s' if len(gone) != 1 else ''} "
+                 f"(base offsets {gone[0]}..{gone[-1]}) by {reason}; log start offset is now {new_start}")
 
     # -------------------------------------------------------------- one round
 
@@ -500,7 +500,7 @@ class PartitionLog:
         self.retry_at = now + RETRY_AFTER_ERROR_S
 
     def _storage_recovered(self):
-        log(f"{self.where()}: writing to {self.dir} works again")
+        info(f"{self.where()}: writing to {self.dir} works again")
         self.storage_errno = 0
         self.persist.storage_error = 0
 
@@ -856,7 +856,7 @@ def main(argv=None):
     if persister.control.peer_pid != supervisor:
         # The supervisor that started us died while we started (or waited for the lock); the
         # one serving now (restarted by its keeper) runs its own persister: never two at once.
-        log(f"the supervisor that started this persister (pid {supervisor}) has gone; exiting")
+        info(f"the supervisor that started this persister (pid {supervisor}) has gone; exiting")
         persister.control.close()
         return 0
     signal.signal(signal.SIGTERM, persister.stop)

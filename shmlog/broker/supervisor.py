@@ -173,7 +173,7 @@ class Supervisor:
                     ring.close()
                 except (KafkaException, ValueError, OSError):
                     pass
-            log(f"reclaimed stale shared memory {name}")
+            info(f"reclaimed stale shared memory {name}")
             shm.unlink(name)
         missing = [(topic, p) for topic, p in self.partitions() if (topic, p) not in self.rings]
         shortage = self.shm_problem(f"the rings of {len(missing)} partitions", [
