@@ -76,6 +76,7 @@ class RateLimited:
         self.window_start = 0.0
         self.in_window = 0
         self.quiet = 0
+        self.level = logging.INFO
 
     def __call__(self, level, message):
         now = time.monotonic()
@@ -88,4 +89,12 @@ class RateLimited:
         if self.quiet:
             message += f" ({self.quiet} more like it not logged)"
             self.quiet = 0
+        self.level = level
         get().log(level, message)
+
+    def flush(self, what):
+        """Once the window is over, one line for what was left out of it (so a burst's count
+        is not held until the next such event)."""
+        if self.quiet and time.monotonic() - self.window_start >= self.window_s:
+            get().log(self.level, f"{self.quiet} more {what} not logged (at most {self.per_s:g} a second)")
+            self.quiet = 0

@@ -1088,6 +1088,8 @@ class Supervisor:
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
                 self.check_keeper()
+                self.client_events.flush("client attached/lost lines")
+        self.client_events.flush("client attached/lost lines")
         self.shutdown()
 
     def start(self):
