@@ -756,6 +756,10 @@ BROKER_KEYS = (
         "shmlog: most shared memory (bytes) this broker's rings may hold together; create_topics and "
         "create_partitions that would need more are refused with POLICY_VIOLATION before anything is "
         "allocated. Unset: no cap of its own (a request must still fit in /dev/shm's free space)."),
+    Key("shmlog.log.level", Enum(("DEBUG", "INFO", "WARNING", "ERROR"), {"WARN": "WARNING"}), "INFO",
+        "shmlog: the least severe level the supervisor and the persister log (stderr, `DIR/supervisor.log` "
+        "for `shmlog broker start`). INFO: topic changes, group rebalances, clients attached and lost, "
+        "persister starts and exits, recovery results; WARNING: problems only."),
     _inert("broker.id", Int(-1, INT32_MAX), -1, "there is one broker"),
     _inert("node.id", Int(-1, INT32_MAX), -1, "there is one broker"),
     _inert("process.roles", Anything(), None, "there is one broker"),

@@ -207,7 +207,7 @@ def run(args):
     paced_total = args.paced_records + WARMUP_RECORDS
     value_bytes = max(args.value_bytes, HEADER.size)
     with tempfile.TemporaryDirectory(prefix="shmlog-demo-") as data_dir, \
-            shmlog.Broker(data_dir, group_initial_rebalance_delay_ms=200) as broker:
+            shmlog.Broker(data_dir, group_initial_rebalance_delay_ms=200, shmlog_log_level="WARNING") as broker:
         bootstrap = broker.bootstrap_servers
         conf = {"bootstrap.servers": bootstrap}
         admin = shmlog.AdminClient(conf)

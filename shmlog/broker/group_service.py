@@ -10,12 +10,13 @@ hash, key = [group, topic, partition], value = offset + metadata as JSON, null d
 On start it rebuilds the committed-offset table by reading that topic: segment files
 first, then the ring. A member's control connection closing tells the coordinator at once.
 """
-import sys
+import logging
 import time
 import traceback
 
 from shmlog._native import ffi
 from shmlog.broker import coordinator as co
+from shmlog.broker import logs
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log.batch import RecordsBuilder, record_size
 from shmlog.log.partition_reader import read_partition
@@ -43,8 +44,8 @@ def _now_ms():
     return int(time.monotonic() * 1000)
 
 
-def _log(message):
-    print(f"shmlog supervisor: {message}", file=sys.stderr, flush=True)
+def _log(message, level=logging.WARNING):
+    logs.get().log(level, message)
 
 
 class GroupService:
@@ -63,6 +64,7 @@ class GroupService:
             offsets_retention_ms=cfg.offsets_retention_minutes * 60_000)
         self.slots = {}
         self.epoch = None
+        self.seen = {}   # group id -> (state, generation) as last logged
 
     # ------------------------------------------------------------------ start
 
@@ -188,7 +190,35 @@ class GroupService:
                     self.send(e.ref[0], {**_wire(body), "id": e.ref[1]})
             elif isinstance(e, co.Push):
                 self.send(e.conn, {"push": True, **e.body})
+        self.log_rebalances()
         return reply
+
+    def log_rebalances(self):
+        """INFO lines for each group whose rebalance started or completed since the last call."""
+        now = {}
+        for gid, g in self.coordinator.groups.items():
+            now[gid] = (g.state, g.generation)
+            before = self.seen.get(gid, (co.EMPTY, 0))
+            if now[gid] == before:
+                continue
+            state, generation = now[gid]
+            members = len(g.members)
+            started = state == co.PREPARING_REBALANCE and before[0] != co.PREPARING_REBALANCE
+            if started or generation > before[1] and before[0] != co.PREPARING_REBALANCE:
+                # Entered now, or entered and left within one request (no initial delay, every
+                # member already joined): the rebalance started from the generation before.
+                _log(f"group {gid!r}: rebalance started at generation {before[1] if not started else generation} "
+                     f"({members} member{'s' if members != 1 else ''})", logging.INFO)
+            if state == co.PREPARING_REBALANCE:
+                pass
+            elif state == co.STABLE and before[0] != co.STABLE:
+                _log(f"group {gid!r}: rebalance complete: generation {generation}, {members} member"
+                     f"{'s' if members != 1 else ''}, protocol {g.protocol}, leader {g.leader}", logging.INFO)
+            elif state == co.EMPTY and before[0] != co.EMPTY:
+                _log(f"group {gid!r}: rebalance complete: generation {generation}, no members left", logging.INFO)
+        for gid in self.seen.keys() - now.keys():
+            _log(f"group {gid!r} removed", logging.INFO)
+        self.seen = now
 
     def send(self, sock, message):
         self.sup.send(sock, message)   # queued without blocking; nothing if the connection is gone

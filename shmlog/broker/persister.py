@@ -34,6 +34,7 @@ started by a restarted supervisor waits until the previous one has drained and e
 """
 import errno
 import fcntl
+import logging
 import os
 import signal
 import socket
@@ -47,7 +48,7 @@ from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import metadata
+from shmlog.broker import logs, metadata, persister_stats
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import retention
@@ -72,8 +73,13 @@ Settings = namedtuple("Settings", "segment_bytes segment_ms segment_jitter_ms se
                                   "delete_policy")
 
 
-def log(message):
-    print(f"shmlog persister[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+def log(message, level=logging.WARNING):
+    """One line in the broker's log (shmlog/broker/logs.py); WARNING unless said otherwise."""
+    logs.get().log(level, message)
+
+
+def info(message):
+    logs.get().info(message)
 
 
 def settings_for(topic_config):
@@ -95,6 +101,8 @@ def settings_for(topic_config):
 
 class PartitionLog:
     """One partition: its ring, its segment writer, and how far the ring is on disk."""
+
+    fsync_stats = None   # the Persister's FsyncStats (persister_stats.py): every flush is timed into it
 
     def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, requested_log_start=0,
                  topic_id=None):
@@ -146,7 +154,7 @@ class PartitionLog:
         self.failed = 0
         self.on_log_dir_failed = None
         if self.writer.recovery_report:
-            log(f"{self.where()}: recovery: {self.writer.recovery_report}")
+            info(f"{self.where()}: recovery: {self.writer.recovery_report}")
         for problem in self.writer.recovery_problems:
             log(f"{self.where()}: DAMAGED LOG: {problem}")
         self._compare_with_disk()
@@ -228,8 +236,8 @@ class PartitionLog:
             return
         self.retention_errno = 0
         if gone:
-            log(f"{self.where()}: deleted {len(gone)} segment{'s' if len(gone) != 1 else ''} "
-                f"(base offsets {gone[0]}..{gone[-1]}) by {reason}; log start offset is now {new_start}")
+            info(f"{self.where()}: deleted {len(gone)} segment{'s' if len(gone) != 1 else ''} "
+                 f"(base offsets {gone[0]}..{gone[-1]}) by {reason}; log start offset is now {new_start}")
 
     # -------------------------------------------------------------- one round
 
@@ -305,7 +313,11 @@ class PartitionLog:
         return False
 
     def flush(self):
+        pending = self.writer.log_end_offset > self.flushed   # else there is nothing to fdatasync
+        started = time.monotonic()
         self.flushed = self.writer.flush()
+        if pending and self.fsync_stats is not None:
+            self.fsync_stats.observe(self.source[1], time.monotonic() - started)
         if self.flushed == self.cursor.next_offset:
             self.flushed_at = (self.cursor.position, self.cursor.next_offset)
 
@@ -488,7 +500,7 @@ class PartitionLog:
         self.retry_at = now + RETRY_AFTER_ERROR_S
 
     def _storage_recovered(self):
-        log(f"{self.where()}: writing to {self.dir} works again")
+        info(f"{self.where()}: writing to {self.dir} works again")
         self.storage_errno = 0
         self.persist.storage_error = 0
 
@@ -610,6 +622,7 @@ class Persister:
         self.stopping = False
         self.next_control_check = 0.0
         self.flowing = False     # something was persisted since the last sleep
+        self.fsync_stats = persister_stats.FsyncStats(self.data_dir)
 
     # -------------------------------------------------------------- metadata
 
@@ -661,6 +674,7 @@ class Persister:
         try:
             part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start,
                                 topic_id)
+            part.fsync_stats = self.fsync_stats
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
                 log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
@@ -714,6 +728,7 @@ class Persister:
                     busy |= part.pump(now)
                     if part.retention_wanted(now):
                         part.apply_retention(now, self.retention_check_s)
+                self.fsync_stats.maybe_write(now)
                 if now >= self.next_control_check:
                     self.next_control_check = now + CONTROL_CHECK_S
                     if self._supervisor_gone():
@@ -795,6 +810,7 @@ class Persister:
 
     def shutdown(self):
         ok = self.drain()
+        self.fsync_stats.maybe_write(time.monotonic(), force=True)
         if not ok:
             log("could not persist everything the rings hold before exiting; it stays in shared memory "
                 "for the next persister")
@@ -829,6 +845,7 @@ def main(argv=None):
     if len(argv) != 1:
         print("usage: python -m shmlog.broker.persister <data_dir>", file=sys.stderr)
         return 2
+    logs.setup("persister")   # at the level the supervisor put in our environment
     supervisor = os.getppid()
     lock_data_dir(os.path.realpath(argv[0]))
     try:
@@ -839,7 +856,7 @@ def main(argv=None):
     if persister.control.peer_pid != supervisor:
         # The supervisor that started us died while we started (or waited for the lock); the
         # one serving now (restarted by its keeper) runs its own persister: never two at once.
-        log(f"the supervisor that started this persister (pid {supervisor}) has gone; exiting")
+        info(f"the supervisor that started this persister (pid {supervisor}) has gone; exiting")
         persister.control.close()
         return 0
     signal.signal(signal.SIGTERM, persister.stop)
@@ -847,7 +864,10 @@ def main(argv=None):
     # Blocked by the supervisor until now (see Supervisor.ensure_persister): a stop sent while we
     # started is delivered here, to the handler, and run() drains before exiting.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    return persister.run()
+    info(f"started for {persister.data_dir} (supervisor pid {supervisor})")
+    code = persister.run()
+    info(f"exiting with status {code}{' (stopped)' if persister.stopping else ''}")
+    return code
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Run as `python -m shmlog.broker.supervisor <data_dir> <broker config json>`; shm
 import copy
 import fcntl
 import json
+import logging
 import os
 import re
 import selectors
@@ -23,7 +24,7 @@ import posix_ipc
 from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import metadata, requests
+from shmlog.broker import logs, metadata, persister_stats, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.config import (
     INTERNAL_TOPICS,
@@ -72,12 +73,14 @@ class Supervisor:
     def __init__(self, data_dir, broker_config):
         self.data_dir = os.path.realpath(data_dir)
         self.config = parse_broker_config(broker_config)
+        logs.setup("supervisor", self.config.shmlog_log_level)
         # Who may use this broker (docs/security.md): files this process and the persister create
         # get the policy's modes from the umask; the data dir must be ours.
         self.policy = security.Policy(self.config)
         os.umask(self.policy.umask)
         self.policy.check_owned(self.data_dir, "data dir")
         self.refusals = [0.0, 0]   # when a refused peer was last logged, how many since
+        self.client_events = logs.RateLimited(per_s=20)  # clients attached and lost: many may come at once
         self.ns = shm.namespace(self.data_dir)
         self.log_dirs = self._log_dirs()
         self.mode = self.config.shm_mode
@@ -87,6 +90,7 @@ class Supervisor:
         self.doorbell = None
         self.persister = None
         self.persister_started = 0.0
+        self.persister_restarts = 0  # persisters that exited unasked and were started again
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
@@ -132,7 +136,7 @@ class Supervisor:
                 raise SystemExit(0)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
             set_parent_death_signal(0)  # the supervisor now: it outlives a killed keeper
-            log(f"taking over from supervisor pid {previous.decode(errors='replace')}, which died")
+            info(f"taking over from supervisor pid {previous.decode(errors='replace')}, which died")
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -169,7 +173,7 @@ class Supervisor:
                     ring.close()
                 except (KafkaException, ValueError, OSError):
                     pass
-            log(f"reclaimed stale shared memory {name}")
+            info(f"reclaimed stale shared memory {name}")
             shm.unlink(name)
         missing = [(topic, p) for topic, p in self.partitions() if (topic, p) not in self.rings]
         shortage = self.shm_problem(f"the rings of {len(missing)} partitions", [
@@ -342,7 +346,7 @@ class Supervisor:
                     log(f"{where}: recovery of {d} failed: {exc}")
                     continue
                 if report:
-                    log(f"{where}: recovery: {report}")
+                    info(f"{where}: recovery: {report}")
         finally:
             os.close(fd)  # releases the lock
 
@@ -410,8 +414,10 @@ class Supervisor:
         if self.persister is not None and self.persister.poll() is None:
             return
         if self.persister is not None:
-            log(f"persister exited with {self.persister.returncode}; restarting")
+            log(f"persister pid {self.persister.pid} exited with {self.persister.returncode}"
+                f"{describe_status(self.persister.returncode)}; restarting")
             self.persister = None
+            self.persister_restarts += 1
         if time.monotonic() - self.persister_started < PERSISTER_RESTART_BACKOFF_S:
             return
         self.spawn_persister()
@@ -423,9 +429,12 @@ class Supervisor:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
             self.persister = subprocess.Popen([sys.executable, "-m", "shmlog.broker.persister", self.data_dir],
-                                              stdin=subprocess.DEVNULL)
+                                              stdin=subprocess.DEVNULL,
+                                              env={**os.environ, logs.LEVEL_ENV: self.config.shmlog_log_level})
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        info(f"{'restarted' if self.persister_restarts else 'started'} the persister: pid {self.persister.pid}"
+             + (f" (restart {self.persister_restarts})" if self.persister_restarts else ""))
 
     def stop_persister(self):
         """The final drain, before anything is unlinked: every ring that exists at the moment of
@@ -469,6 +478,8 @@ class Supervisor:
                     f"had not written stays in the rings' shared memory only until they are unlinked)")
                 self.persister.kill()
                 self.persister.wait()
+        info(f"persister pid {self.persister.pid} exited with {self.persister.returncode}"
+             f"{describe_status(self.persister.returncode)} (stopping)")
         code, self.persister = self.persister.returncode, None
         return code
 
@@ -520,6 +531,8 @@ class Supervisor:
     def op_register(self, sock, request):
         self.clients[sock]["pid"] = int(request.get("pid", 0))
         self.clients[sock]["kind"] = str(request.get("kind", "client"))
+        self.client_events(logging.INFO, f"client pid {self.clients[sock]['pid']} ({self.clients[sock]['kind']}) "
+                                         f"attached")
 
     def op_metadata(self, sock, request):
         for topic in request.get("auto_create", []):
@@ -602,6 +615,9 @@ class Supervisor:
         self.add_partitions(f"topic {topic!r}", new, topic, range(num_partitions), t)
         self.meta = new
         self.doorbell.bump_metadata_epoch()
+        info(f"created topic {topic!r}{' (internal)' if internal else ''}: {num_partitions} partition"
+             f"{'s' if num_partitions != 1 else ''}, topic id {t['topic_id']}"
+             + (f", config {config}" if config else ""))
 
     def add_partitions(self, what, new_meta, topic, partitions, t):
         """Claim the directories and create the rings of new partitions, then save new_meta; on
@@ -662,6 +678,7 @@ class Supervisor:
             for d in dirs:
                 if os.path.isdir(d):
                     self.retire(d)
+            info(f"deleted topic {topic!r} ({parts} partition{'s' if parts != 1 else ''})")
             results[topic] = None
         return {"results": results}
 
@@ -697,6 +714,7 @@ class Supervisor:
                     continue
                 self.meta = new
                 self.doorbell.bump_metadata_epoch()
+                info(f"added partitions to topic {topic!r}: {old} -> {total} partitions")
                 results[topic] = None
         return {"results": results}
 
@@ -726,6 +744,7 @@ class Supervisor:
                     continue
                 self.meta = new
                 self.doorbell.bump_metadata_epoch()
+                info(f"altered the config of topic {topic!r}: {cfg} (alter_configs)")
             results[topic] = None
         return {"results": results}
 
@@ -794,7 +813,10 @@ class Supervisor:
         return {"pid": os.getpid(), "data_dir": self.data_dir, "bootstrap_servers": control.SCHEME + self.data_dir,
                 "persister_pid": self.persister.pid if self.persister else None,
                 "keeper_pid": self.keeper_pid if self.keeper_pid and os.getppid() == self.keeper_pid else None,
-                "partitions": partitions, "clients": clients}
+                "partitions": partitions, "clients": clients,
+                # What the persister last published of its fdatasync latency (persister_stats.py); None
+                # before the first one wrote its stats file.
+                "persister_stats": persister_stats.read(self.data_dir)}
 
     def op_shutdown(self, sock, request):
         self.running = False
@@ -858,6 +880,7 @@ class Supervisor:
                     continue
                 self.meta = new
                 self.doorbell.bump_metadata_epoch()
+                info(f"altered the config of topic {topic!r}: {cfg} (incremental_alter_configs)")
             results[topic] = None
         return {"results": results}
 
@@ -937,6 +960,9 @@ class Supervisor:
         self.selector.unregister(sock)
         client = self.clients.pop(sock)
         sock.close()
+        if client["pid"]:  # a registered client (status probes and one-off admin requests do not register)
+            self.client_events(logging.INFO, f"client pid {client['pid']} ({client['kind']}) lost: its "
+                                             f"connection closed")
         if self.groups is not None:
             self.groups.disconnected(sock)  # a member's process exited or died: its group hears at once
         if client["pid"] and client["kind"] == "producer":
@@ -1062,6 +1088,8 @@ class Supervisor:
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
                 self.check_keeper()
+                self.client_events.flush("client attached/lost lines")
+        self.client_events.flush("client attached/lost lines")
         self.shutdown()
 
     def start(self):
@@ -1176,8 +1204,23 @@ class Supervisor:
         os.close(self.lock_fd)
 
 
-def log(message):
-    print(f"shmlog supervisor: {message}", file=sys.stderr, flush=True)
+def log(message, level=logging.WARNING):
+    """One line in the broker's log (shmlog/broker/logs.py); WARNING unless said otherwise."""
+    logs.get().log(level, message)
+
+
+def info(message):
+    logs.get().info(message)
+
+
+def describe_status(returncode):
+    """Popen.returncode -> "" or " (killed by SIGKILL)"."""
+    if returncode is not None and returncode < 0:
+        try:
+            return f" (killed by {signal.Signals(-returncode).name})"
+        except ValueError:
+            return f" (killed by signal {-returncode})"
+    return ""
 
 
 def set_parent_death_signal(sig):
@@ -1191,6 +1234,7 @@ def main(argv=None):
     data_dir = argv[0]
     config = json.loads(argv[1]) if len(argv) > 1 else {}
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    logs.setup("supervisor")
     Supervisor(data_dir, config).run()
 
 

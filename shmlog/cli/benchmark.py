@@ -846,7 +846,8 @@ def run(config, on_progress=None):
     broker = None
     if config.bootstrap is None:
         data_dir = tempfile.mkdtemp(prefix="shmlog-bench-")
-        broker = broker_mod.Broker(data_dir)
+        # A private, temporary broker: its INFO lines would only interleave with the progress output.
+        broker = broker_mod.Broker(data_dir, shmlog_log_level="WARNING")
     result = BenchResult(config, topic=f"bench-{config.workload}-{os.getpid()}-{time.time_ns() % 10**9}",
                          data_dir=data_dir)
     try:

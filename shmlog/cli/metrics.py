@@ -13,7 +13,7 @@ from shmlog.cli.observe import Observer
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 except ImportError:  # an optional dependency: the command says how to get it
     CollectorRegistry = None
 
@@ -38,6 +38,14 @@ class BrokerCollector:
         for kind, count in sorted(snap.clients.items()):
             clients.add_metric([kind], count)
         yield clients
+
+        fsync = HistogramMetricFamily("shmlog_persister_fsync_seconds", "How long the persister's fdatasync of a "
+                                      "partition's segment took (acks=all waits for it), per log dir",
+                                      labels=["log_dir"])
+        for h in snap.fsync:
+            buckets = [(_bound(bound), cumulative) for bound, cumulative in h.buckets] + [("+Inf", h.count)]
+            fsync.add_metric([h.log_dir], buckets, h.sum_seconds)
+        yield fsync
 
         families = {
             "records_in": CounterMetricFamily("shmlog_partition_records_in", "Records appended to the partition "
@@ -90,6 +98,11 @@ class BrokerCollector:
                 if row.lag is not None:
                     lag.add_metric(labels, row.lag)
         yield from (members, generation, state, committed, lag)
+
+
+def _bound(seconds):
+    """A bucket bound as Prometheus prints it: 0.0001, 0.5, 1.0."""
+    return repr(float(seconds))
 
 
 def registry_for(data_dir):

@@ -47,6 +47,45 @@ class Group:
 
 
 @dataclasses.dataclass
+class FsyncHistogram:
+    """The persister's fdatasync durations in one log dir: cumulative (upper bound in seconds,
+    count at or below it) pairs, the +Inf bucket being `count`; `sum_seconds` their total."""
+    log_dir: str
+    buckets: list
+    count: int
+    sum_seconds: float
+
+    def quantile(self, q):
+        """An estimate of the q-quantile in seconds (linear within a bucket, as Prometheus'
+        histogram_quantile); None with nothing counted. Above the largest bound: that bound."""
+        if self.count <= 0:
+            return None
+        rank = q * self.count
+        lower, below = 0.0, 0
+        for bound, cumulative in self.buckets:
+            if cumulative >= rank:
+                inside = cumulative - below
+                return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+            lower, below = bound, cumulative
+        return lower
+
+
+def fsync_histograms(stats):
+    """The `persister_stats` of a status reply -> [FsyncHistogram], one per log dir."""
+    if not isinstance(stats, dict):
+        return []
+    bounds = stats.get("bucket_bounds_seconds") or []
+    out = []
+    for log_dir, h in sorted((stats.get("fsync") or {}).items()):
+        try:
+            out.append(FsyncHistogram(log_dir, list(zip(map(float, bounds), map(int, h["buckets"]))),
+                                      int(h["count"]), float(h["sum_seconds"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+@dataclasses.dataclass
 class Snapshot:
     taken_at: float
     up: bool
@@ -56,6 +95,7 @@ class Snapshot:
     clients: dict = dataclasses.field(default_factory=dict)   # kind -> count
     partitions: list = dataclasses.field(default_factory=list)
     groups: list = dataclasses.field(default_factory=list)
+    fsync: list = dataclasses.field(default_factory=list)     # [FsyncHistogram], one per log dir
 
 
 class Observer:
@@ -99,7 +139,8 @@ class Observer:
                 groups.append(Group(g["group_id"], g["state"], g["protocol"], g["generation"], len(g["members"]), rows))
         return Snapshot(taken_at=time.time(), up=True, supervisor_pid=status.get("pid") or 0,
                         persister_pid=status.get("persister_pid") or 0, clients=clients,
-                        partitions=partitions, groups=groups)
+                        partitions=partitions, groups=groups,
+                        fsync=fsync_histograms(status.get("persister_stats")))
 
     def close(self):
         if self.control is not None:

@@ -26,6 +26,10 @@ def _human(n):
     return str(n)
 
 
+def _ms(seconds):
+    return f"{seconds * 1000:.2f} ms"
+
+
 def _rate(now, before, key, seconds):
     if before is None or seconds <= 0 or key not in before:
         return ""
@@ -43,6 +47,10 @@ def render(snap, previous=None):
     clients = ", ".join(f"{n} {kind}" for kind, n in sorted(snap.clients.items())) or "none"
     head = (f"supervisor pid {snap.supervisor_pid}   persister "
             f"{'pid ' + str(snap.persister_pid) if snap.persister_pid else '[red]not running[/]'}   clients {clients}")
+    for h in snap.fsync:
+        p50, p99 = h.quantile(0.5), h.quantile(0.99)
+        head += (f"\nfsync {h.log_dir}: {h.count:,} syncs" +
+                 (f", p50 {_ms(p50)}, p99 {_ms(p99)}, mean {_ms(h.sum_seconds / h.count)}" if h.count else ""))
 
     parts = Table(title="partitions", title_justify="left", expand=False)
     for name in ("topic", "p", "log start", "log end", "in", "persist backlog", "unflushed", "ring fill"):

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -97,3 +98,40 @@ def test_top_once_with_no_broker_fails_with_one_line(tmp_path):
     done = shmlog_cli("top", "--once", "--data-dir", tmp_path / "nothing")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "no shmlog broker is running" in done.stderr
+
+
+def test_fsync_histogram_after_acks_all_traffic(broker, conf, admin):
+    """acks=all waits for the persister's fdatasync; each one is timed into a histogram per log dir
+    that `shmlog metrics` exports as shmlog_persister_fsync_seconds and `shmlog top` summarises."""
+    create_topic(admin, "durable")
+    producer = Producer({**conf, "acks": "all", "linger.ms": 0})
+    for _ in range(20):
+        producer.produce("durable", b"v")
+        assert producer.flush(TIMEOUT_S) == 0   # one at a time: each waits for its own fdatasync
+    log_dir = os.path.join(broker.data_dir, "logs")
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:  # the persister publishes its stats at most once a second
+        done = shmlog_cli("metrics", "--once", "--data-dir", broker.data_dir)
+        assert done.returncode == 0, done.stderr
+        got = samples(done.stdout)
+        count = got.get(("shmlog_persister_fsync_seconds_count", frozenset({("log_dir", log_dir)})), 0)
+        if count >= 20:
+            break
+        assert time.monotonic() < deadline, f"fsync count {count} after 20 acks=all produces:\n{done.stdout}"
+        time.sleep(0.1)
+    families = {f.name: f for f in text_string_to_metric_families(done.stdout)}
+    assert families["shmlog_persister_fsync_seconds"].type == "histogram"
+    buckets = sorted((float(dict(labels)["le"]), value) for (name, labels), value in got.items()
+                     if name == "shmlog_persister_fsync_seconds_bucket" and dict(labels)["log_dir"] == log_dir)
+    bounds = [b for b, _ in buckets]
+    assert bounds == [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, float("inf")]
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts), f"cumulative buckets must not decrease: {buckets}"
+    assert counts[-1] == count
+    total = got[("shmlog_persister_fsync_seconds_sum", frozenset({("log_dir", log_dir)}))]
+    assert 0 < total < count * 60
+
+    shown = shmlog_cli("top", "--once", "--data-dir", broker.data_dir)
+    assert shown.returncode == 0, shown.stderr
+    line = next(ln for ln in shown.stdout.splitlines() if ln.startswith("fsync "))
+    assert "p50" in line and "p99" in line and "ms" in line, line
