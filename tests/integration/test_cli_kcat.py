@@ -73,7 +73,9 @@ def run(*args, **kwargs):
 
 
 def create(topic, partitions=1):
-    ok(run("topics", "create", topic, "--partitions", partitions))
+    # retention.ms=-1: several tests produce records stamped long ago (s@/e@ offsets, ISO times),
+    # which time-based retention (7 days) would otherwise delete before they are read.
+    ok(run("topics", "create", topic, "--partitions", partitions, "--config", "retention.ms=-1"))
 
 
 def produce_at(broker_dir, topic, records):
