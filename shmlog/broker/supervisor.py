@@ -27,6 +27,7 @@ from shmlog.broker import metadata, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.config import (
     INTERNAL_TOPICS,
+    UNDELETABLE_TOPICS,
     effective_topic_config,
     parse_broker_config,
     parse_topic_config,
@@ -642,6 +643,12 @@ class Supervisor:
             if not self.config.delete_topic_enable:
                 results[topic] = [KafkaError.TOPIC_DELETION_DISABLED, f"cannot delete topic {topic!r}: topic "
                                   f"deletion is disabled on this broker (delete.topic.enable=false)"]
+                continue
+            if topic in UNDELETABLE_TOPICS:
+                # The one home for this rule: every client (AdminClient, CLI) just reports it.
+                results[topic] = [KafkaError.INVALID_REQUEST, f"topic {topic} is an internal topic and is not "
+                                  f"allowed to be deleted: what it holds (committed offsets, registered "
+                                  f"schemas) would be lost"]
                 continue
             if topic not in self.meta["topics"]:
                 results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]
