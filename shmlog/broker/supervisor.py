@@ -423,8 +423,9 @@ class Supervisor:
         # is installed: a stop that comes while it is still starting makes it drain, not die.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
+            # cwd "/": `-m` puts the cwd first on sys.path (shmlog.broker.launcher.BROKER_CWD).
             self.persister = subprocess.Popen([sys.executable, "-m", "shmlog.broker.persister", self.data_dir],
-                                              stdin=subprocess.DEVNULL)
+                                              stdin=subprocess.DEVNULL, cwd="/")
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
