@@ -612,6 +612,11 @@ _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 # Topics the broker creates and owns; users cannot create them (Kafka refuses to create its
 # internal metadata topic the same way, with INVALID_REQUEST).
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+# Topics whose deletion the broker refuses (INVALID_REQUEST): its internal topics, and the
+# schema registry's (shmlog.schema_registry.SCHEMAS_TOPIC). Deleted, each would come back
+# empty on next use: committed offsets or registered schemas gone. (Kafka's kafka-topics tool
+# refuses to delete an internal topic; here the broker decides, for every client.)
+UNDELETABLE_TOPICS = INTERNAL_TOPICS | {"_schemas"}
 
 
 def topic_name_problem(name):

@@ -1,4 +1,6 @@
 """Message and TopicPartition with confluent-kafka's accessors."""
+import operator
+
 from shmlog._native import _fast
 
 OFFSET_BEGINNING = -2
@@ -17,15 +19,41 @@ TIMESTAMP_LOG_APPEND_TIME = 2
 Message = _fast.Message
 
 
+def _type_name(value):
+    return "None" if value is None else type(value).__name__
+
+
+def _index(name, value, bits):
+    """value as an int, as PyArg's "i" (bits=32) and "L" (bits=64) take it; bools refused."""
+    if isinstance(value, bool):
+        raise TypeError(f"TopicPartition() argument '{name}' must be int, not bool")
+    value = operator.index(value)   # TypeError: "'str' object cannot be interpreted as an integer"
+    if bits == 32 and not -2**31 <= value < 2**31:
+        raise OverflowError(f"signed integer is {'greater than maximum' if value > 0 else 'less than minimum'}")
+    if bits == 64 and not -2**63 <= value < 2**63:
+        raise OverflowError("int too big to convert")
+    return value
+
+
 class TopicPartition:
     __slots__ = ("topic", "partition", "offset", "metadata", "leader_epoch", "error")
 
     def __init__(self, topic, partition=-1, offset=OFFSET_INVALID, metadata=None, leader_epoch=None):
+        # confluent-kafka's argument checks (PyArg "s|iLsi"), its TypeError and OverflowError
+        # messages: topic a str; partition, offset and leader_epoch anything with __index__
+        # (numpy ints too), within int32/int64/int32; a negative leader_epoch means None. Two
+        # differences: a bool is refused (confluent-kafka takes True as 1; here it is a slip, as
+        # for NewTopic), and metadata=None is the default it stands for, not a TypeError.
+        if not isinstance(topic, str):
+            raise TypeError(f"argument 1 must be str, not {_type_name(topic)}")
+        if metadata is not None and not isinstance(metadata, str):
+            raise TypeError(f"argument 4 must be str, not {_type_name(metadata)}")
         self.topic = topic
-        self.partition = partition
-        self.offset = offset
+        self.partition = _index("partition", partition, 32)
+        self.offset = _index("offset", offset, 64)
         self.metadata = metadata
-        self.leader_epoch = leader_epoch
+        self.leader_epoch = None if leader_epoch is None or _index("leader_epoch", leader_epoch, 32) < 0 \
+            else int(leader_epoch)
         self.error = None
 
     def __eq__(self, other):

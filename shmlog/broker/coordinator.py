@@ -27,11 +27,13 @@ the table; a group is only ever created Empty and only ever dropped once Dead. T
 member as classic Kafka does: the coordinator has the topic metadata at hand, and a
 rebalance needs one round trip fewer.
 """
+import functools
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+import re2
 
 from shmlog.broker.assignors import ASSIGNOR_FUNCTIONS, withhold_owned_elsewhere
 from shmlog.config import COOPERATIVE_ASSIGNORS, EAGER_ASSIGNORS
@@ -41,6 +43,8 @@ OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_TOPIC_PARTITIONS = 8
 NON_EMPTY_GROUP = KafkaError.NON_EMPTY_GROUP
 MAX_METADATA_BYTES = 4096     # Kafka's offset.metadata.max.bytes
+MAX_PATTERN_CHARS = 1000      # a ^pattern subscription; its compiled program is bounded too (PATTERN_MAX_MEM)
+PATTERN_MAX_MEM = 1 << 20     # bytes RE2 may use for one pattern's program (a bigger one is refused)
 
 # ---------------------------------------------------------------------------- states
 
@@ -113,6 +117,31 @@ class Persist:
 def error_body(code, message):
     return {"error": int(code), "message": message}
 
+
+
+@functools.lru_cache(maxsize=1024)
+def topic_pattern(entry):
+    """The compiled form of a `^pattern` subscription, or ValueError saying why it is refused.
+
+    Patterns come from any client and run in the supervisor, against every topic name, each
+    time the topics change: they are compiled with RE2 (as Kafka's broker-side resolution of
+    KIP-848 uses RE2/J), whose matching takes time linear in the name whatever the pattern,
+    so no pattern can stall the supervisor (Python's `re` backtracks: `^(a+)+$` against a
+    long name of a's would run for hours). What RE2 cannot guarantee that for (backreferences,
+    lookaround) is refused, as is a pattern over MAX_PATTERN_CHARS characters or whose
+    program needs more than PATTERN_MAX_MEM bytes."""
+    if len(entry) > MAX_PATTERN_CHARS:
+        raise ValueError(f"bad topic pattern {entry[:40]!r}...: {len(entry)} characters, more than the "
+                         f"{MAX_PATTERN_CHARS} allowed")
+    options = re2.Options()
+    options.log_errors = False   # the reason goes back to the member, not to the broker's log
+    options.max_mem = PATTERN_MAX_MEM
+    try:
+        return re2.compile(entry, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"bad topic pattern {entry!r}: {reason} (patterns are RE2 syntax: no backreferences "
+                         f"or lookaround)") from None
 
 # ---------------------------------------------------------------------------- state
 
@@ -243,9 +272,9 @@ class Coordinator:
         for entry in subscription:
             if entry.startswith("^"):
                 try:
-                    re.compile(entry)
-                except re.error as exc:
-                    return error_body(KafkaError.INVALID_REQUEST, f"bad topic pattern {entry!r}: {exc}")
+                    topic_pattern(entry)
+                except ValueError as exc:
+                    return error_body(KafkaError.INVALID_REQUEST, str(exc))
         return None
 
     def _rejoin(self, g, m, ref, conn, now, effects):
@@ -631,7 +660,7 @@ class Coordinator:
         out = set()
         for entry in m.subscription:
             if entry.startswith("^"):
-                pattern = re.compile(entry)
+                pattern = topic_pattern(entry)
                 out |= {t for t in self.topics if not t.startswith("__") and pattern.search(t)}
             elif entry in self.topics:
                 out.add(entry)

@@ -263,6 +263,10 @@ def main(argv=None):
     if not argv:
         print("usage: python -m shmlog.broker.keeper <data_dir> [broker config json]", file=sys.stderr)
         return 2
+    # The supervisors it starts (posix_spawn, `python -m`) put their cwd first on sys.path: "/"
+    # holds no shmlog/ package that could shadow the installed one (launcher.BROKER_CWD).
+    argv = [os.path.realpath(argv[0]), *argv[1:]]
+    os.chdir("/")
     return Keeper(argv).run()
 
 

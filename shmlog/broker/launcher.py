@@ -16,6 +16,10 @@ from shmlog.config import parse_broker_config
 from shmlog.errors import KafkaError, KafkaException, error
 
 START_TIMEOUT_S = 30.0
+# The working directory of every broker process (docs/security.md, "What the broker processes
+# import"): one nothing can put a shmlog/ package in. Python 3.10 has no -P (3.11+), so the
+# directory `python -m` adds to sys.path is made harmless instead.
+BROKER_CWD = "/"
 
 
 def _normalize(configs):
@@ -45,9 +49,12 @@ def spawn_keeper(data_dir, configs, daemon=False):
     if daemon:
         stderr = open(os.open(os.path.join(data_dir, "supervisor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
                       "ab")
+    # cwd=BROKER_CWD: `python -m` puts its working directory first on sys.path, so a shmlog/
+    # folder in the caller's (a checkout of another version) would be imported instead of the
+    # installed package; the keeper's children (supervisor, persister) inherit it.
     proc = subprocess.Popen([sys.executable, "-m", "shmlog.broker.keeper", data_dir, json.dumps(configs)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                            start_new_session=daemon)
+                            start_new_session=daemon, cwd=BROKER_CWD)
     try:
         _wait_ready(proc, data_dir, START_TIMEOUT_S)
     finally:

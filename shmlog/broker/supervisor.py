@@ -28,6 +28,7 @@ from shmlog.broker import logs, metadata, persister_stats, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.config import (
     INTERNAL_TOPICS,
+    UNDELETABLE_TOPICS,
     effective_topic_config,
     parse_broker_config,
     parse_topic_config,
@@ -428,8 +429,9 @@ class Supervisor:
         # is installed: a stop that comes while it is still starting makes it drain, not die.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
+            # cwd "/": `-m` puts the cwd first on sys.path (shmlog.broker.launcher.BROKER_CWD).
             self.persister = subprocess.Popen([sys.executable, "-m", "shmlog.broker.persister", self.data_dir],
-                                              stdin=subprocess.DEVNULL,
+                                              stdin=subprocess.DEVNULL, cwd="/",
                                               env={**os.environ, logs.LEVEL_ENV: self.config.shmlog_log_level})
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
@@ -658,6 +660,12 @@ class Supervisor:
             if not self.config.delete_topic_enable:
                 results[topic] = [KafkaError.TOPIC_DELETION_DISABLED, f"cannot delete topic {topic!r}: topic "
                                   f"deletion is disabled on this broker (delete.topic.enable=false)"]
+                continue
+            if topic in UNDELETABLE_TOPICS:
+                # The one home for this rule: every client (AdminClient, CLI) just reports it.
+                results[topic] = [KafkaError.INVALID_REQUEST, f"topic {topic} is an internal topic and is not "
+                                  f"allowed to be deleted: what it holds (committed offsets, registered "
+                                  f"schemas) would be lost"]
                 continue
             if topic not in self.meta["topics"]:
                 results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]

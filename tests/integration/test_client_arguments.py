@@ -134,8 +134,12 @@ def test_describe_consumer_groups_of_ids_that_are_not_str_is_a_type_error(admin)
 
 
 def test_delete_records_of_a_topic_partition_with_a_str_partition_is_a_type_error(admin, topic):
+    with pytest.raises(TypeError, match="'str' object cannot be interpreted as an integer"):
+        TopicPartition(topic, "0", 1)          # refused at construction, as confluent-kafka does
+    tp = TopicPartition(topic, 0, 1)
+    tp.partition = "0"                         # and by delete_records when set afterwards
     with pytest.raises(TypeError, match="TopicPartition.partition must be int"):
-        admin.delete_records([TopicPartition(topic, "0", 1)])
+        admin.delete_records([tp])
 
 
 def test_list_consumer_group_offsets_of_a_group_id_that_is_not_a_str_is_a_type_error(admin):
