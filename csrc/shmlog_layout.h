@@ -53,6 +53,10 @@
  * batch header or publish mark) -> IDLE. A repairer moves OWNED (or a dead
  * owner's CLAIMING/COMMITTING) to FENCED and publishes an empty control batch
  * in its place; FENCED -> IDLE only by a CAS that also lowers fenced_claims.
+ * The slot's state word holds the state in bits 0-2 and the claim generation in
+ * bits 3-31, raised with every intent: a repairer's fence CAS expects the word
+ * it read with the intent, so it can only fence that claim, never the owner's
+ * next one (the intent it read is the fenced claim's, and stays so).
  *
  * The broker doorbell is a second object: SHMLOG_DOORBELL_SLOTS futex words a
  * blocked consumer sleeps on; a ring's waiter_mask says whom to wake.
@@ -105,6 +109,9 @@
 #define SHMLOG_ATTR_TRANSACTIONAL 0x10
 #define SHMLOG_ATTR_CONTROL 0x20
 #define SHMLOG_FIXED_OFFSET_DELTA_BYTES 4
+
+#define SHMLOG_SLOT_STATE_MASK 0x7u
+#define SHMLOG_SLOT_GENERATION_SHIFT 3
 
 enum shmlog_slot_state {
     SHMLOG_SLOT_IDLE = 0,

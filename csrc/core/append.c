@@ -49,7 +49,7 @@ int shmlog_producer_slot_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_
     for (int i = 0; i < (int)ring->slot_count; i++) {
         shmlog_producer_slot *s = &ring->producers[i];
         uint32_t expected = 0;
-        if (load_relaxed(&s->state) != SHMLOG_SLOT_IDLE) continue;
+        if (slot_state_of(load_relaxed(&s->state)) != SHMLOG_SLOT_IDLE) continue;
         if (compare_exchange(&s->pid, &expected, pid, memory_order_acq_rel, memory_order_relaxed)) {
             s->pid_start_time = pid_start_time;
             store_release(&s->owner_token, owner_token);
@@ -69,7 +69,7 @@ int shmlog_producer_slot_release(shmlog_ring_handle *ring, int slot, uint64_t ow
     if (!compare_exchange(&s->owner_token, &expected, 0, memory_order_acq_rel, memory_order_relaxed))
         return SHMLOG_EAGAIN;
     shmlog_producer_slot_unfence(ring, slot);
-    store_release(&s->state, SHMLOG_SLOT_IDLE);
+    slot_store_state(s, SHMLOG_SLOT_IDLE);
     store_release(&s->pid, 0);
     return SHMLOG_OK;
 }
@@ -79,8 +79,10 @@ int shmlog_producer_slot_release(shmlog_ring_handle *ring, int slot, uint64_t ow
  * fenced region come before, and a releaser that then sees IDLE may reuse the region. */
 int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot) {
     shmlog_producer_slot *s = &ring->producers[slot];
-    uint32_t fenced = SHMLOG_SLOT_FENCED;
-    if (!compare_exchange(&s->state, &fenced, SHMLOG_SLOT_IDLE, memory_order_seq_cst, memory_order_relaxed))
+    uint32_t fenced = load_relaxed(&s->state);
+    if (slot_state_of(fenced) != SHMLOG_SLOT_FENCED ||
+        !compare_exchange(&s->state, &fenced, slot_word_with(fenced, SHMLOG_SLOT_IDLE), memory_order_seq_cst,
+                          memory_order_relaxed))
         return 0;
     fetch_sub(&ring->header->release.fenced_claims, 1, memory_order_seq_cst);
     return 1;
@@ -90,8 +92,9 @@ int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot) {
  * from here may the owner write what readers interpret (frame word, batch header, mark).
  * On losing it (fenced) the owner acknowledges the fence: 0 won, SHMLOG_EFENCED lost. */
 static int slot_begin_commit(shmlog_ring_handle *ring, shmlog_producer_slot *s) {
-    uint32_t owned = SHMLOG_SLOT_OWNED;
-    if (compare_exchange(&s->state, &owned, SHMLOG_SLOT_COMMITTING, memory_order_acq_rel, memory_order_acquire))
+    uint32_t owned = slot_word_with(load_relaxed(&s->state), SHMLOG_SLOT_OWNED);
+    if (compare_exchange(&s->state, &owned, slot_word_with(owned, SHMLOG_SLOT_COMMITTING), memory_order_acq_rel,
+                         memory_order_acquire))
         return 0;
     shmlog_producer_slot_unfence(ring, (int)(s - ring->producers));
     return SHMLOG_EFENCED;
@@ -104,7 +107,9 @@ static void slot_write_intent(shmlog_producer_slot *s, uint64_t position, uint64
     store_relaxed(&s->claim_frame_bytes, frame_bytes);
     store_relaxed(&s->claim_record_count, record_count);
     store_relaxed(&s->claim_unix_ns, now_realtime_ns());
-    store_seq_cst(&s->state, SHMLOG_SLOT_CLAIMING); /* before the claim CAS, for repairers */
+    uint32_t generation = (load_relaxed(&s->state) >> SHMLOG_SLOT_GENERATION_SHIFT) + 1;
+    /* before the claim CAS, for repairers */
+    store_seq_cst(&s->state, generation << SHMLOG_SLOT_GENERATION_SHIFT | SHMLOG_SLOT_CLAIMING);
 }
 
 /* ---------------------------------------------------------------- claim */
@@ -168,22 +173,22 @@ static int64_t frame_claim_space(shmlog_ring_handle *ring, shmlog_producer_slot 
          * load, the closer's store of `closed` before its loads of the slots, so either we see
          * closed here or the closer sees our intent and waits for our frame to be published. */
         if (load_seq_cst(&h->descriptor.closed)) {
-            store_release(&s->state, SHMLOG_SLOT_IDLE);
+            slot_store_state(s, SHMLOG_SLOT_IDLE);
             return SHMLOG_ECLOSED;
         }
         crash_at(CRASH_BEFORE_CLAIM_CAS);
         if (!claim_pair_cas(&h->claim, pos, off, pos + claim_bytes, off + claim_count)) {
-            store_release(&s->state, SHMLOG_SLOT_IDLE); /* a stale intent must not look like a live claim */
+            slot_store_state(s, SHMLOG_SLOT_IDLE); /* a stale intent must not look like a live claim */
             continue;
         }
-        store_release(&s->state, SHMLOG_SLOT_OWNED);
+        slot_store_state(s, SHMLOG_SLOT_OWNED);
         crash_at(CRASH_AFTER_CLAIM);
         frame_clear_interior(ring, pos, claim_bytes);
         if (pad) {
             /* Fenced meanwhile: the repairer published this padding already. */
             if (slot_begin_commit(ring, s) == 0) {
                 frame_publish(ring, pos, (uint32_t)claim_bytes, 1);
-                store_release(&s->state, SHMLOG_SLOT_IDLE);
+                slot_store_state(s, SHMLOG_SLOT_IDLE);
             }
             continue;
         }
@@ -257,7 +262,7 @@ static int64_t frame_commit(shmlog_ring_handle *ring, const claimed_frame *f, ui
     crash_at(CRASH_BEFORE_PUBLISH);
     offset_index_note(ring, pos, frame_bytes, f->base_offset);
     frame_publish(ring, pos, (uint32_t)frame_bytes, 0);
-    store_release(&f->slot->state, SHMLOG_SLOT_IDLE);
+    slot_store_state(f->slot, SHMLOG_SLOT_IDLE);
     doorbell_ring_watchers(ring, bell);
     persister_nudge(ring, bell, pos, pos + frame_bytes);
     return (int64_t)pos;

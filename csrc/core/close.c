@@ -33,7 +33,7 @@ int shmlog_ring_open_claims(const shmlog_ring_handle *ring, int *slots, int max_
     int n = 0;
     uint32_t used = slots_in_use(ring, &ring->header->slots.producers_used);
     for (uint32_t i = 0; i < used; i++) {
-        uint32_t state = load_seq_cst(&ring->producers[i].state);
+        uint32_t state = slot_state_of(load_seq_cst(&ring->producers[i].state));
         if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED && state != SHMLOG_SLOT_COMMITTING) continue;
         if (n < max_slots) slots[n] = (int)i;
         n++;

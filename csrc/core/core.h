@@ -64,6 +64,19 @@ static inline void slots_note_taken(uint32_t *used, int i) {
     }
 }
 
+/* A producer slot's state word: the state, and the generation of the claim it is about. */
+static inline uint32_t slot_state_of(uint32_t word) { return word & SHMLOG_SLOT_STATE_MASK; }
+
+static inline uint32_t slot_word_with(uint32_t word, uint32_t state) {
+    return (word & ~SHMLOG_SLOT_STATE_MASK) | state;
+}
+
+/* The owner's own transitions that no repairer races (it fences only OWNED, or a dead
+ * owner's slot): the generation stays, only the state changes. */
+static inline void slot_store_state(shmlog_producer_slot *s, uint32_t state) {
+    store_release(&s->state, slot_word_with(load_relaxed(&s->state), state));
+}
+
 /* ---------------------------------------------------------------- across concepts */
 
 /* doorbell.c: wake every consumer watching the ring (after a publish or a repair). */

@@ -68,7 +68,7 @@ static uint64_t fenced_claims_floor(const shmlog_ring_handle *ring, uint64_t tar
     uint32_t used = slots_in_use(ring, &h->slots.producers_used);
     for (uint32_t i = 0; i < used; i++) {
         const shmlog_producer_slot *s = &ring->producers[i];
-        if (load_seq_cst(&s->state) == SHMLOG_SLOT_FENCED) {
+        if (slot_state_of(load_seq_cst(&s->state)) == SHMLOG_SLOT_FENCED) {
             uint64_t p = load_relaxed(&s->claim_position);
             if (p < target) target = p;
         }

@@ -19,7 +19,7 @@ int shmlog_ring_stuck_claims(const shmlog_ring_handle *ring, uint64_t position, 
     uint32_t used = slots_in_use(ring, &h->slots.producers_used);
     for (uint32_t i = 0; i < used && n < max_slots; i++) {
         const shmlog_producer_slot *s = &ring->producers[i];
-        uint32_t state = load_acquire(&s->state);
+        uint32_t state = slot_state_of(load_acquire(&s->state));
         if ((state == SHMLOG_SLOT_CLAIMING || state == SHMLOG_SLOT_OWNED || state == SHMLOG_SLOT_COMMITTING) &&
             load_relaxed(&s->claim_position) == position)
             slots[n++] = (int)i;
@@ -36,10 +36,32 @@ static int claim_is_repairable(const shmlog_ring_handle *ring, uint64_t position
            (record_count == 0 || frame_bytes >= SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES);
 }
 
-/* state -> FENCED, counted in fenced_claims first so no releaser can miss the hold. */
-static int slot_fence(shmlog_ring_header *h, shmlog_producer_slot *s, uint32_t state) {
+/* A claim as a repairer read it from the slot, together with the state word it read first. */
+typedef struct claim_intent {
+    uint32_t word;
+    uint64_t position, offset, unix_ns;
+    uint32_t frame_bytes, record_count;
+} claim_intent;
+
+static claim_intent intent_read(const shmlog_producer_slot *s) {
+    claim_intent c;
+    c.word = load_acquire(&s->state);
+    c.position = load_relaxed(&s->claim_position);
+    c.offset = load_relaxed(&s->claim_offset);
+    c.frame_bytes = load_relaxed(&s->claim_frame_bytes);
+    c.record_count = load_relaxed(&s->claim_record_count);
+    c.unix_ns = load_relaxed(&s->claim_unix_ns);
+    return c;
+}
+
+/* The word read -> FENCED, counted in fenced_claims first so no releaser can miss the hold.
+ * The CAS expects the whole word, generation included: it succeeds only if the owner is still
+ * in the claim whose intent was read (a new intent raises the generation), so that intent is
+ * the fenced claim's. Seq_cst, so the intent's loads cannot drift past it. */
+static int slot_fence(shmlog_ring_header *h, shmlog_producer_slot *s, uint32_t word) {
     fetch_add(&h->release.fenced_claims, 1, memory_order_seq_cst);
-    if (compare_exchange(&s->state, &state, SHMLOG_SLOT_FENCED, memory_order_seq_cst, memory_order_acquire))
+    if (compare_exchange(&s->state, &word, slot_word_with(word, SHMLOG_SLOT_FENCED), memory_order_seq_cst,
+                         memory_order_acquire))
         return 1;
     fetch_sub(&h->release.fenced_claims, 1, memory_order_seq_cst);
     return 0;
@@ -48,10 +70,10 @@ static int slot_fence(shmlog_ring_header *h, shmlog_producer_slot *s, uint32_t s
 /* Publishes the fenced claim as an empty control batch (or padding): only the frame word,
  * the batch header and the marks, never the records section its owner may still be filling.
  * 0 if the intent is out of bounds (corrupt). */
-static int claim_publish_skippable(shmlog_ring_handle *ring, const shmlog_producer_slot *s) {
+static int claim_publish_skippable(shmlog_ring_handle *ring, const claim_intent *c) {
     shmlog_ring_header *h = ring->header;
-    uint64_t pos = s->claim_position, off = s->claim_offset;
-    uint32_t frame_bytes = s->claim_frame_bytes, count = s->claim_record_count;
+    uint64_t pos = c->position, off = c->offset;
+    uint32_t frame_bytes = c->frame_bytes, count = c->record_count;
     if (!claim_is_repairable(ring, pos, frame_bytes, count)) return 0;
     if (load_acquire(&h->claim.tail_position) > pos && !frame_is_published(ring, pos)) {
         frame_clear_interior(ring, pos, frame_bytes);
@@ -72,22 +94,22 @@ int shmlog_ring_repair(shmlog_ring_handle *ring, int slot, shmlog_doorbell *door
     shmlog_ring_header *h = ring->header;
     if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
     shmlog_producer_slot *s = &ring->producers[slot];
-    uint32_t state = load_acquire(&s->state);
+    uint64_t token = load_acquire(&s->owner_token);
+    claim_intent c = intent_read(s);
+    uint32_t state = slot_state_of(c.word);
     if (state != SHMLOG_SLOT_CLAIMING && state != SHMLOG_SLOT_OWNED && state != SHMLOG_SLOT_COMMITTING)
         return SHMLOG_EAGAIN;
-    uint64_t token = load_acquire(&s->owner_token);
-    if (!slot_fence(h, s, state)) return SHMLOG_EAGAIN;
-    /* Fenced: the owner can no longer commit, so its intent holds still. */
-    int ok = claim_publish_skippable(ring, s);
+    if (!slot_fence(h, s, c.word)) return SHMLOG_EAGAIN;
+    int ok = claim_publish_skippable(ring, &c);
     shmlog_producer_slot_release(ring, slot, token);
     doorbell_ring_watchers(ring, doorbell);
     return ok ? SHMLOG_OK : SHMLOG_ECORRUPT;
 }
 
-/* How long ago the slot's claim was made; 0 if its time is in the future (the clock jumped back). */
-static uint64_t claim_age_ns(const shmlog_producer_slot *s) {
-    uint64_t now = now_realtime_ns(), then = load_relaxed(&s->claim_unix_ns);
-    return now > then ? now - then : 0;
+/* How long ago the claim was made; 0 if its time is in the future (the clock jumped back). */
+static uint64_t claim_age_ns(const claim_intent *c) {
+    uint64_t now = now_realtime_ns();
+    return now > c->unix_ns ? now - c->unix_ns : 0;
 }
 
 /* A live owner's claim at position, OWNED for at least min_age_ns: fenced and published as
@@ -98,19 +120,11 @@ int shmlog_ring_fence_stalled(shmlog_ring_handle *ring, int slot, uint64_t posit
     shmlog_ring_header *h = ring->header;
     if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_EAGAIN;
     shmlog_producer_slot *s = &ring->producers[slot];
-    if (load_acquire(&s->state) != SHMLOG_SLOT_OWNED || load_relaxed(&s->claim_position) != position)
+    claim_intent c = intent_read(s);
+    if (slot_state_of(c.word) != SHMLOG_SLOT_OWNED || c.position != position || claim_age_ns(&c) < min_age_ns)
         return SHMLOG_EAGAIN;
-    if (claim_age_ns(s) < min_age_ns) return SHMLOG_EAGAIN;
-    if (!slot_fence(h, s, SHMLOG_SLOT_OWNED)) return SHMLOG_EAGAIN;
-    /* The owner may have committed and claimed again between our checks and the CAS (positions
-     * only grow, so the position tells): then give the fresh claim back unless it saw us. */
-    if (s->claim_position != position || claim_age_ns(s) < min_age_ns) {
-        uint32_t fenced = SHMLOG_SLOT_FENCED;
-        if (compare_exchange(&s->state, &fenced, SHMLOG_SLOT_OWNED, memory_order_seq_cst, memory_order_relaxed))
-            fetch_sub(&h->release.fenced_claims, 1, memory_order_seq_cst);
-        return SHMLOG_EAGAIN;
-    }
-    int ok = claim_publish_skippable(ring, s);
+    if (!slot_fence(h, s, c.word)) return SHMLOG_EAGAIN; /* committed, or already in its next claim */
+    int ok = claim_publish_skippable(ring, &c);
     doorbell_ring_watchers(ring, doorbell);
     return ok ? SHMLOG_OK : SHMLOG_ECORRUPT;
 }

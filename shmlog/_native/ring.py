@@ -88,6 +88,11 @@ class Ring:
         """Producer slots (and as many reader pins) this ring was created with."""
         return self.map.slot_count
 
+    @staticmethod
+    def slot_state(slot):
+        """A producer slot's state (its state word also holds the claim's generation)."""
+        return slot.state & lib.SHMLOG_SLOT_STATE_MASK
+
     def producer_slots(self):
         """The producer slots ever taken (a scan need go no further)."""
         used = min(self.header.slots.producers_used, self.map.slot_count)
@@ -256,7 +261,7 @@ class Ring:
         dead = [(slots[i], s) for i, s in enumerate(candidates) if not procs.alive(s.pid, s.pid_start_time)]
         if not dead:
             return self._fence_if_stalled(position, slots, candidates, doorbell, claim_timeout_ms)
-        owned = [i for i, s in dead if s.state in (lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING)]
+        owned = [i for i, s in dead if self.slot_state(s) in (lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING)]
         # Any live slot at this position may be the real owner (it may not have marked OWNED yet).
         live_owner = len(dead) < len(candidates)
         if owned:
@@ -275,7 +280,7 @@ class Ring:
         """A live producer holding its claim (OWNED) longer than the timeout is passed; the C core
         checks the claim's age again after winning the fence."""
         for i, s in enumerate(candidates):
-            if s.state == lib.SHMLOG_SLOT_OWNED:
+            if self.slot_state(s) == lib.SHMLOG_SLOT_OWNED:
                 rc = lib.shmlog_ring_fence_stalled(self.map, slots[i], position, int(claim_timeout_ms) * 1_000_000,
                                                    doorbell)
                 return rc == 0
@@ -285,7 +290,7 @@ class Ring:
         """Housekeeping: pass every claim held past the timeout by a live producer that blocks readers."""
         oldest_ns = time.time_ns() - int(claim_timeout_ms) * 1_000_000
         for s in self.producer_slots():
-            if s.state == lib.SHMLOG_SLOT_OWNED and s.claim_unix_ns < oldest_ns:
+            if self.slot_state(s) == lib.SHMLOG_SLOT_OWNED and s.claim_unix_ns < oldest_ns:
                 self.repair_if_stuck(s.claim_position, doorbell, claim_timeout_ms)
 
     def _raise_if_unclaimed_too_long(self, position):
@@ -304,7 +309,7 @@ class Ring:
         for i, s in enumerate(self.producer_slots()):
             if not s.pid or procs.alive(s.pid, s.pid_start_time):
                 continue
-            if s.state in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING):
+            if self.slot_state(s) in (lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING):
                 n = lib.shmlog_ring_stuck_claims(self.map, s.claim_position, probe, 8)
                 if i in [probe[k] for k in range(n)] and not self.repair_if_stuck(s.claim_position, doorbell):
                     continue  # its claim still blocks readers: repaired once the grace period passes

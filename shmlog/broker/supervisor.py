@@ -1185,7 +1185,7 @@ class Supervisor:
                 break
             time.sleep(0.001)  # a live producer publishes what it claimed within microseconds
         for (topic, partition), ring in claimed.items():
-            pids = sorted({s.pid for s in ring.producer_slots() if s.state in (
+            pids = sorted({s.pid for s in ring.producer_slots() if Ring.slot_state(s) in (
                 lib.SHMLOG_SLOT_CLAIMING, lib.SHMLOG_SLOT_OWNED, lib.SHMLOG_SLOT_COMMITTING)})
             log(f"{topic}-{partition}: producer process(es) {pids} still hold a claim {STOP_CLAIMS_TIMEOUT_S:.0f} s "
                 f"after the ring was closed (stopped inside a commit?); what they publish later is not persisted")

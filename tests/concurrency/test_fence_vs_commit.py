@@ -79,8 +79,8 @@ def committing_producer(ring_name, stop, ready, done, conn):
                 problems.append(f"round {i}: committed at {rc} but the frame there is {frame}")
         elif rc == lib.SHMLOG_EFENCED:
             fenced += 1
-            if s.state != lib.SHMLOG_SLOT_IDLE:
-                problems.append(f"round {i}: fenced, but the slot was left in state {s.state}")
+            if Ring.slot_state(s) != lib.SHMLOG_SLOT_IDLE:
+                problems.append(f"round {i}: fenced, but the slot was left in state {Ring.slot_state(s)}")
             frame = published_frame(ring, s.claim_position, s.claim_offset)
             if frame != (lib.SHMLOG_ATTR_CONTROL, count):
                 problems.append(f"round {i}: fenced at {s.claim_position} but the frame there is {frame}")
@@ -110,7 +110,7 @@ def test_a_fence_and_a_commit_of_the_same_claim_never_both_succeed(shm_name):
         ready.set()
         deadline = time.monotonic() + BUDGET_S
         while not done.is_set():
-            if s.state == lib.SHMLOG_SLOT_OWNED:
+            if Ring.slot_state(s) == lib.SHMLOG_SLOT_OWNED:
                 fences_won += lib.shmlog_ring_fence_stalled(owner.map, slot, s.claim_position, 0, ffi.NULL) == 0
             if fences_won >= FENCES_WANTED or time.monotonic() > deadline:
                 stop.set()

@@ -27,6 +27,7 @@ import pytest
 import shmlog
 from shmlog import OFFSET_BEGINNING, TopicPartition
 from shmlog._native import ffi, lib
+from shmlog._native.ring import Ring
 from shmlog.client.cluster import Cluster
 from shmlog.log.batch import ATTR_CONTROL
 
@@ -179,7 +180,8 @@ def wait_until(condition, timeout_s, what):
 
 def slots_in_use(ring):
     """(slot, pid, state) of every producer slot that is not free."""
-    return [(i, s.pid, s.state) for i, s in enumerate(ring.producer_slots()) if s.pid or s.state]
+    return [(i, s.pid, Ring.slot_state(s)) for i, s in enumerate(ring.producer_slots())
+            if s.pid or Ring.slot_state(s)]
 
 
 # ---------------------------------------------------------------------------- tests

@@ -204,6 +204,22 @@ def test_a_live_claim_is_fenced_only_once_older_than_the_timeout(ring):
     assert ring.header.release.fenced_claims == 0 and ring.map.producers[slot].state == lib.SHMLOG_SLOT_IDLE
 
 
+def test_every_claim_raises_its_slot_generation_and_leaves_the_state_bits_idle(ring):
+    slot = ring.acquire_producer_slot()
+    words = []
+    for i in range(3):
+        append(ring, slot, [b"x%d" % i])
+        words.append(ring.map.producers[slot].state)
+    assert Ring.slot_state(ring.map.producers[slot]) == lib.SHMLOG_SLOT_IDLE
+    assert [w >> lib.SHMLOG_SLOT_GENERATION_SHIFT for w in words] == [1, 2, 3]
+
+
+def test_a_fence_aimed_at_an_earlier_claim_leaves_the_slots_current_claim_alone(ring):
+    slot, pos = forge_live_claim(ring, time.time_ns() - 50_000_000)
+    assert lib.shmlog_ring_fence_stalled(ring.map, slot, pos - 64, 0, ffi.NULL) == lib.SHMLOG_EAGAIN
+    assert ring.map.producers[slot].state == lib.SHMLOG_SLOT_OWNED and ring.header.release.fenced_claims == 0
+
+
 def test_a_claim_dated_in_the_future_counts_as_fresh(ring):
     slot, pos = forge_live_claim(ring, time.time_ns() + 3600 * 10**9)  # the clock jumped back since
     assert lib.shmlog_ring_fence_stalled(ring.map, slot, pos, 1_000_000, ffi.NULL) == lib.SHMLOG_EAGAIN
