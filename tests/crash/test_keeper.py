@@ -112,14 +112,25 @@ def consumer_main(bootstrap, stop, seen_count, out):
                          "enable.auto.commit": False})
     c.subscribe([TOPIC])
     seen, errors = [], []
-    while not stop.is_set():
+    committed = False
+    # After the stop, go on until one commit covers everything seen: a member whose supervisor
+    # was replaced rejoins the group first (its old generation is unknown to the new
+    # coordinator), and commits fail until then, as Kafka's do with ILLEGAL_GENERATION.
+    deadline = None
+    while not (stop.is_set() and committed):
+        if stop.is_set():
+            deadline = deadline or time.monotonic() + 60
+            if time.monotonic() > deadline:
+                break
         for m in c.consume(500, timeout=0.1):
             if m.error() is None:
                 seen.append((m.value().decode(), m.partition(), m.offset()))
         seen_count.value = len(seen)
+        committed = False
         if seen:
             try:
                 c.commit(asynchronous=False)
+                committed = True
             except KafkaException as exc:
                 errors.append(str(exc))
     assignment = [(tp.topic, tp.partition) for tp in c.assignment()]
