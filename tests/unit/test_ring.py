@@ -214,9 +214,9 @@ def test_every_claim_raises_its_slot_generation_and_leaves_the_state_bits_idle(r
     assert [w >> lib.SHMLOG_SLOT_GENERATION_SHIFT for w in words] == [1, 2, 3]
 
 
-def test_a_fence_aimed_at_an_earlier_claim_leaves_the_slots_current_claim_alone(ring):
+def test_a_fence_aimed_at_another_claim_leaves_the_slots_current_claim_alone(ring):
     slot, pos = forge_live_claim(ring, time.time_ns() - 50_000_000)
-    assert lib.shmlog_ring_fence_stalled(ring.map, slot, pos - 64, 0, ffi.NULL) == lib.SHMLOG_EAGAIN
+    assert lib.shmlog_ring_fence_stalled(ring.map, slot, pos + 64, 0, ffi.NULL) == lib.SHMLOG_EAGAIN
     assert ring.map.producers[slot].state == lib.SHMLOG_SLOT_OWNED and ring.header.release.fenced_claims == 0
 
 
