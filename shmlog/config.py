@@ -157,6 +157,33 @@ class Str:
         raise _Rejected()
 
 
+class Listener:
+    """A Kafka listener URL, `PLAINTEXT://host:port` (one listener; port 0: any free port). Only
+    PLAINTEXT is served so far: SASL_PLAINTEXT, SSL and SASL_SSL are refused, not ignored."""
+
+    expected = "PLAINTEXT://host:port (port 0-65535; an IPv6 host in [brackets])"
+    _URL = re.compile(r"^([A-Za-z_]+)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):([0-9]{1,5})$")
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise _Rejected()
+        listener_address(value)
+        return value.strip()
+
+
+def listener_address(value):
+    """(host, port) of a listener URL (Listener's rule); an empty host is loopback."""
+    m = Listener._URL.match(value.strip())
+    if not m:
+        raise _Rejected()
+    protocol, host, port = m.group(1).upper(), m.group(2).strip("[]"), int(m.group(3))
+    if protocol != "PLAINTEXT":
+        raise _Rejected(f"{protocol} is not served yet: only PLAINTEXT listeners are built (docs/kafka-listener.md)")
+    if port > 65535:
+        raise _Rejected()
+    return host or "127.0.0.1", port
+
+
 class Enum:
     """One of fixed words, case-insensitive; `synonyms` map extra words onto a canonical one."""
 
@@ -772,8 +799,15 @@ BROKER_KEYS = (
     _inert("zookeeper.connect", Anything(), None, "metadata lives in the data dir"),
     _inert("controller.quorum.voters", Anything(), None, "metadata lives in the data dir"),
     _inert("controller.listener.names", Anything(), None, "metadata lives in the data dir"),
-    _inert("listeners", Anything(), None, _BROKER_NET),
-    _inert("advertised.listeners", Anything(), None, _BROKER_NET),
+    Key("listeners", Listener(), None,
+        "The Kafka-protocol TCP listener (docs/kafka-listener.md), e.g. `PLAINTEXT://127.0.0.1:9092` "
+        "(port 0: any free port, published in the broker status). Unset: no listener."),
+    Key("advertised.listeners", Listener(), None,
+        "The address Metadata gives clients for this broker. Unset: the bound address."),
+    Key("shmlog.listener.allow.insecure", BOOL, False,
+        "shmlog: allow a PLAINTEXT listener on an address other than loopback (a warning is logged)."),
+    Key("max.connections", Int(1, 100_000), 1000,
+        "Most client connections the Kafka listener holds at once; more are closed on accept."),
     _inert("listener.security.protocol.map", Anything(), None, _BROKER_NET),
     _inert("inter.broker.listener.name", Anything(), None, _BROKER_NET),
     _inert("num.network.threads", Int(1, INT32_MAX), 3, _BROKER_NET),
@@ -785,7 +819,8 @@ BROKER_KEYS = (
            "persisters recover their own logs"),
     _inert("socket.send.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),
     _inert("socket.receive.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),
-    _inert("socket.request.max.bytes", Int(1, INT32_MAX), 104_857_600, _BROKER_NET),
+    Key("socket.request.max.bytes", Int(8, INT32_MAX), 104_857_600,
+        "Largest request the Kafka listener reads; a larger one closes the connection."),
     _inert("offsets.topic.replication.factor", Int(1, 32767), 3, "group offsets live in the data dir"),
     _inert("offsets.topic.num.partitions", Int(1, INT32_MAX), 50, "group offsets live in the data dir"),
     _inert("transaction.state.log.replication.factor", Int(1, 32767), 3,
