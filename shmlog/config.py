@@ -718,7 +718,8 @@ TOPIC_KEYS = (
 
 TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})
 
-_BROKER_NET = "the broker is a local supervisor process, not a network server"
+_BROKER_NET = ("the Kafka listener is one process serving each connection in its own thread, with the kernel's "
+               "socket buffer sizes; there is one listener and no inter-broker traffic")
 _NO_TRANSACTIONS = "transactions are not built yet (the producer's transactional calls raise _NOT_IMPLEMENTED)"
 
 BROKER_KEYS = (

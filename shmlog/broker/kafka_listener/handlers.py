@@ -186,12 +186,12 @@ def _fetch_once(conn, req, max_bytes):
             if ring is None:
                 parts.append({"partition_index": fp.partition, "error_code": UNKNOWN_TOPIC_OR_PARTITION,
                               "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
-                              "aborted_transactions": None, "preferred_read_replica": -1, "records": None})
+                              "aborted_transactions": None, "preferred_read_replica": -1, "records": b""})
                 continue
             low, high = ring.log_start_offset, ring.end()[1]
             entry = {"partition_index": fp.partition, "error_code": NONE, "high_watermark": high,
                      "last_stable_offset": high, "log_start_offset": low, "aborted_transactions": None,
-                     "preferred_read_replica": -1, "records": None}
+                     "preferred_read_replica": -1, "records": b""}
             offset = fp.fetch_offset
             if offset < low or offset > high:
                 entry.update(error_code=OFFSET_OUT_OF_RANGE)

@@ -15,6 +15,7 @@ import time
 
 from shmlog import control
 from shmlog.broker import logs
+from shmlog.broker.kafka_listener.config import settings as listener_settings
 
 RESTART_BACKOFF_S = 0.5
 STOP_TIMEOUT_S = 5.0
@@ -28,6 +29,11 @@ class ListenerProcess:
         self.proc = None
         self.started = 0.0
         self.restarts = 0
+        if self.wanted:
+            settings = listener_settings(config.as_dict())
+            if not settings.loopback and not settings.allow_insecure:
+                raise SystemExit(f"shmlog: listeners={settings.listener} binds beyond loopback without SASL or TLS "
+                                 f"(not built yet); set shmlog.listener.allow.insecure=true to allow it anyway")
         if self.wanted and importlib.util.find_spec("kio") is None:
             raise SystemExit("shmlog: listeners is set but the Kafka listener's protocol codec (the kio package, "
                              "Python 3.11+) is not installed: pip install 'shmlog[kafka]'")

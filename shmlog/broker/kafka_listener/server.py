@@ -75,9 +75,6 @@ class Server:
 
     def bind(self):
         s = self.settings
-        if not s.loopback and not s.allow_insecure:
-            raise SystemExit(f"shmlog: listeners={s.listener} binds beyond loopback without SASL or TLS; set "
-                             f"shmlog.listener.allow.insecure=true to allow it")
         if not s.loopback:
             log().warning(f"kafka listener: {s.listener} accepts unauthenticated, unencrypted clients from the "
                           f"network (shmlog.listener.allow.insecure=true)")
