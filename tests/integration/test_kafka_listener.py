@@ -220,6 +220,19 @@ def test_creating_an_existing_topic_over_tcp_fails_with_topic_already_exists(kbr
     assert exc.value.args[0].code() == ck.KafkaError.TOPIC_ALREADY_EXISTS
 
 
+def test_a_topic_config_altered_over_tcp_is_the_topic_config_everyone_describes(kbroker):
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+    create_topic(kbroker.admin, "t", 1)
+    a = AdminClient(kconf(kbroker))
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "t", incremental_configs=[
+        ConfigEntry("retention.ms", "123456", incremental_operation=AlterConfigOpType.SET)])
+    list(a.incremental_alter_configs([resource]).values())[0].result(10)
+    described = list(a.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "t")]).values())[0].result(10)
+    assert described["retention.ms"].value == "123456"
+    shm_view = list(kbroker.admin.describe_configs([shmlog.ConfigResource("topic", "t")]).values())[0].result(10)
+    assert str(shm_view["retention.ms"].value) == "123456"
+
+
 # ---------------------------------------------------------------------------- raw frames
 
 def raw_produce(records, topic="t", acks=1):

@@ -93,3 +93,84 @@ def describe_cluster(conn, req, version):
     return {"error_code": NONE, "cluster_id": conn.server.cluster_id or "", "controller_id": NODE_ID,
             "brokers": [{"broker_id": NODE_ID, "host": host, "port": port, "rack": None}],
             "cluster_authorized_operations": -2147483648}
+
+
+# ---------------------------------------------------------------------------- configs
+
+TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
+DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5
+INVALID_REQUEST = 42
+
+
+def _text(value):
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _entries(config, explicit, keys, explicit_source):
+    return [{"name": k, "value": _text(v), "read_only": False, "is_default": k not in explicit,
+             "config_source": explicit_source if k in explicit else DEFAULT_CONFIG, "is_sensitive": False,
+             "synonyms": [], "config_type": 0, "documentation": None}
+            for k, v in sorted(config.items()) if keys is None or k in keys]
+
+
+def describe_configs(conn, req, version):
+    topics = [r.resource_name for r in req.resources if r.resource_type == TOPIC_RESOURCE]
+    code, reply, message = _request(conn, "describe_configs", topics=topics)
+    out = []
+    for r in req.resources:
+        keys = None if r.configuration_keys is None else set(r.configuration_keys)
+        entry = {"resource_type": r.resource_type, "resource_name": r.resource_name, "error_code": NONE,
+                 "error_message": None, "configs": []}
+        if code:
+            entry.update(error_code=code, error_message=message)
+        elif r.resource_type == TOPIC_RESOURCE:
+            t = reply["topics"].get(r.resource_name)
+            if t is None:
+                entry.update(error_code=UNKNOWN_TOPIC_OR_PARTITION, error_message=f"unknown topic {r.resource_name!r}")
+            else:
+                entry["configs"] = _entries(t["config"], set(t["set"]), keys, DYNAMIC_TOPIC_CONFIG)
+        elif r.resource_type == BROKER_RESOURCE and r.resource_name in ("", str(NODE_ID)):
+            b = reply["broker"]
+            entry["configs"] = _entries(b["config"], set(b["set"]), keys, STATIC_BROKER_CONFIG)
+        else:
+            entry.update(error_code=INVALID_REQUEST, error_message=f"resource type {r.resource_type} "
+                                                                   f"{r.resource_name!r}: topics and broker "
+                                                                   f"{NODE_ID} are described")
+        out.append(entry)
+    return {"results": out}
+
+
+def _alter(conn, req, op, topics_value):
+    topics = {r.resource_name: topics_value(r) for r in req.resources if r.resource_type == TOPIC_RESOURCE}
+    code, reply, message = (_request(conn, op, topics=topics, validate_only=bool(req.validate_only)) if topics
+                            else (NONE, {}, None))
+    results = reply.get("results", {})
+    out = []
+    for r in req.resources:
+        entry = {"resource_type": r.resource_type, "resource_name": r.resource_name, "error_code": NONE,
+                 "error_message": None}
+        if r.resource_type != TOPIC_RESOURCE:
+            entry.update(error_code=INVALID_REQUEST, error_message="only topic configs can be altered (broker "
+                                                                   "configs are static: restart with new ones)")
+        elif code:
+            entry.update(error_code=code, error_message=message)
+        elif results.get(r.resource_name) is not None:
+            failed = results[r.resource_name]
+            entry.update(error_code=wire_code(failed[0]), error_message=failed[1])
+        out.append(entry)
+    return {"responses": out}
+
+
+def alter_configs(conn, req, version):
+    return _alter(conn, req, "alter_configs", lambda r: {c.name: c.value for c in r.configs})
+
+
+def incremental_alter_configs(conn, req, version):
+    return _alter(conn, req, "incremental_alter_configs",
+                  lambda r: [[c.name, int(c.config_operation), c.value] for c in r.configs])

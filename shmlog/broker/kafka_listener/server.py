@@ -50,7 +50,10 @@ APIS = {
     19: (2, 7, admin.create_topics),
     20: (1, 5, admin.delete_topics),
     21: (0, 2, admin.delete_records),
+    32: (1, 4, admin.describe_configs),
+    33: (0, 2, admin.alter_configs),
     37: (0, 3, admin.create_partitions),
+    44: (0, 1, admin.incremental_alter_configs),
     60: (0, 1, admin.describe_cluster),
 }
 
