@@ -310,6 +310,37 @@ def test_a_request_over_socket_request_max_bytes_closes_only_that_connection(kbr
     produce_tcp(kbroker, "t", [b"still-served"])
 
 
+def test_a_client_stalled_in_the_middle_of_a_request_does_not_hold_up_another_client(kbroker):
+    create_topic(kbroker.admin, "t", 1)
+    port = int(kbroker.kafka_bootstrap.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        stalled.sendall(struct.pack(">i", 100) + b"\0" * 10)   # 90 bytes of the request never come
+        produce_tcp(kbroker, "t", [b"served"])
+        c = shmlog.Consumer(shm_conf(kbroker, **{"group.id": "g"}))
+        c.assign([shmlog.TopicPartition("t", 0, 0)])
+        assert [v for *_, v in consume_n(c, 1)] == [b"served"]
+        c.close()
+
+
+def test_connections_beyond_max_connections_are_closed_and_the_others_still_served(start_broker):
+    b = start_broker(**{"listeners": "PLAINTEXT://127.0.0.1:0", "max.connections": 8})
+    admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    port = wait_for_listener(admin)["port"]
+    create_topic(admin, "t", 1)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            assert extra.recv(1) == b""   # closed as it was accepted
+        held.pop().close()
+        held.pop().close()
+        b.kafka_bootstrap = f"127.0.0.1:{port}"
+        produce_tcp(b, "t", [b"within-the-limit"])
+    finally:
+        for s in held:
+            s.close()
+        admin.close()
+
+
 def test_random_and_mutated_frames_never_stop_the_listener_from_serving_a_good_client(kbroker):
     import random
     rng = random.Random(int(os.environ.get("SHMLOG_FUZZ_SEED", "1234")))
