@@ -152,6 +152,10 @@ def broker_status(data_dir, as_json):
     click.echo(f"broker     pid {st.get('pid')}  ({st.get('bootstrap_servers') or bootstrap(data_dir)})")
     persister = st.get("persister_pid")
     click.echo(f"persister  {'pid ' + str(persister) if persister else 'not running'}")
+    kafka = st.get("kafka_listener")
+    if kafka:
+        click.echo(f"kafka      pid {kafka['pid']}  listening on {kafka['host']}:{kafka['port']}, advertised as "
+                   f"{kafka['advertised_host']}:{kafka['advertised_port']}")
     clients = sorted(st.get("clients") or [], key=lambda c: (c.get("kind", ""), c.get("pid", 0)))
     listed = ", ".join(f"{c.get('kind', 'client')} pid {c.get('pid')}" for c in clients)
     click.echo(f"clients    {len(clients)}" + (f": {listed}" if listed else ""))
