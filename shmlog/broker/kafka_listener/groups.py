@@ -65,6 +65,7 @@ def _call(conn, op, **fields):
         reply = conn.group().request(op, **fields)
     except Exception as exc:  # noqa: BLE001 - a lost supervisor is the coordinator being unavailable
         conn.log_refusal(f"{op}: {exc}")
+        conn.drop_group_channel()   # the next request connects again (to a restarted supervisor)
         return 15, {"error": str(exc)}   # COORDINATOR_NOT_AVAILABLE: the client retries
     if not reply.get("ok"):
         return wire_code(reply.get("code", -1)), reply

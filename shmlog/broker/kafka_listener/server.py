@@ -258,6 +258,11 @@ class Connection:
             self.group_channel = groups.Channel(self.server.data_dir)
         return self.group_channel
 
+    def drop_group_channel(self):
+        if self.group_channel is not None:
+            self.group_channel.close()
+            self.group_channel = None
+
     def close(self, reason):
         log().debug(f"kafka listener: {self.where}: connection closed: {reason}")
         try:
