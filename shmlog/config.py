@@ -158,30 +158,31 @@ class Str:
 
 
 class Listener:
-    """A Kafka listener URL, `PLAINTEXT://host:port` (one listener; port 0: any free port). Only
-    PLAINTEXT is served so far: SASL_PLAINTEXT, SSL and SASL_SSL are refused, not ignored."""
+    """A Kafka listener URL, `PROTOCOL://host:port` (one listener; port 0: any free port).
+    PLAINTEXT and SSL are served; SASL_PLAINTEXT and SASL_SSL are refused, not ignored."""
 
-    expected = "PLAINTEXT://host:port (port 0-65535; an IPv6 host in [brackets])"
-    _URL = re.compile(r"^([A-Za-z_]+)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):([0-9]{1,5})$")
+    expected = "PLAINTEXT://host:port or SSL://host:port (port 0-65535; an IPv6 host in [brackets])"
 
     def parse(self, value):
         if not isinstance(value, str):
             raise _Rejected()
-        listener_address(value)
+        protocol, _, _ = listener_parts(value)
+        if protocol not in SERVED_LISTENER_PROTOCOLS:
+            raise _Rejected(f"{protocol} is not served yet: PLAINTEXT and SSL listeners are built "
+                            f"(docs/kafka-listener.md)")
         return value.strip()
 
 
-def listener_address(value):
-    """(host, port) of a listener URL (Listener's rule); an empty host is loopback."""
-    m = Listener._URL.match(value.strip())
-    if not m:
+SERVED_LISTENER_PROTOCOLS = ("PLAINTEXT", "SSL")
+_LISTENER_URL = re.compile(r"^([A-Za-z_]+)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):([0-9]{1,5})$")
+
+
+def listener_parts(value):
+    """(PROTOCOL, host, port) of a listener URL; an empty host is loopback."""
+    m = _LISTENER_URL.match(value.strip())
+    if not m or int(m.group(3)) > 65535:
         raise _Rejected()
-    protocol, host, port = m.group(1).upper(), m.group(2).strip("[]"), int(m.group(3))
-    if protocol != "PLAINTEXT":
-        raise _Rejected(f"{protocol} is not served yet: only PLAINTEXT listeners are built (docs/kafka-listener.md)")
-    if port > 65535:
-        raise _Rejected()
-    return host or "127.0.0.1", port
+    return m.group(1).upper(), m.group(2).strip("[]") or "127.0.0.1", int(m.group(3))
 
 
 class Enum:
@@ -801,10 +802,21 @@ BROKER_KEYS = (
     _inert("controller.quorum.voters", Anything(), None, "metadata lives in the data dir"),
     _inert("controller.listener.names", Anything(), None, "metadata lives in the data dir"),
     Key("listeners", Listener(), None,
-        "The Kafka-protocol TCP listener (docs/kafka-listener.md), e.g. `PLAINTEXT://127.0.0.1:9092` "
+        "The Kafka-protocol TCP listener (docs/kafka-listener.md), e.g. `PLAINTEXT://127.0.0.1:9092` or `SSL://...` "
         "(port 0: any free port, published in the broker status). Unset: no listener."),
     Key("advertised.listeners", Listener(), None,
         "The address Metadata gives clients for this broker. Unset: the bound address."),
+    Key("ssl.keystore.type", Enum(("PEM",)), "PEM",
+        "Format of `ssl.keystore.location` and `ssl.truststore.location`: PEM only (JKS and PKCS12 are refused)."),
+    Key("ssl.keystore.location", Str(), None,
+        "An SSL listener's certificate chain and private key, one PEM file. Required for SSL://."),
+    Key("ssl.key.password", Str(), None, "Password of the private key in `ssl.keystore.location`, if encrypted."),
+    Key("ssl.truststore.type", Enum(("PEM",)), "PEM", "Format of `ssl.truststore.location`: PEM only."),
+    Key("ssl.truststore.location", Str(), None,
+        "CA certificates (PEM) client certificates are checked against; required by `ssl.client.auth`."),
+    Key("ssl.client.auth", Enum(("none", "requested", "required")), "none",
+        "Whether an SSL listener asks clients for a certificate (`requested`) or refuses those without a valid "
+        "one (`required`)."),
     Key("shmlog.listener.allow.insecure", BOOL, False,
         "shmlog: allow a PLAINTEXT listener on an address other than loopback (a warning is logged)."),
     Key("max.connections", Int(1, 100_000), 1000,

@@ -390,6 +390,70 @@ def test_a_non_loopback_plaintext_listener_without_the_opt_in_keeps_the_broker_f
         shmlog.Broker(data_dir, listeners="PLAINTEXT://0.0.0.0:0").start()
 
 
+# ---------------------------------------------------------------------------- TLS
+
+OPENSSL = shutil.which("openssl")
+
+
+def make_cert(tmp_path, name, ca=None):
+    """A key and certificate for CN=name (self-signed, or signed by ca=(cert, key)): (cert, key) paths."""
+    key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+    subj = ["-subj", f"/CN={name}"]
+    if ca is None:
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "2", *subj, "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True)
+    else:
+        csr, ext = tmp_path / f"{name}.csr", tmp_path / f"{name}.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        subprocess.run([OPENSSL, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                        *subj], check=True, capture_output=True)
+        subprocess.run([OPENSSL, "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext)], check=True,
+                       capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    if OPENSSL is None:
+        pytest.skip("openssl is not installed (needed to make test certificates)")
+    ca = make_cert(tmp_path, "test-ca")
+    server_cert, server_key = make_cert(tmp_path, "localhost", ca)
+    bundle = tmp_path / "server-bundle.pem"
+    bundle.write_bytes(server_cert.read_bytes() + server_key.read_bytes())
+    client = make_cert(tmp_path, "client", ca)
+    return {"ca": str(ca[0]), "server": str(bundle), "client_cert": str(client[0]), "client_key": str(client[1])}
+
+
+def test_an_ssl_listener_serves_confluent_kafka_over_tls_with_a_required_client_certificate(start_broker, tls_files):
+    b = start_broker(**{"listeners": "SSL://127.0.0.1:0", "ssl.keystore.location": tls_files["server"],
+                        "ssl.truststore.location": tls_files["ca"], "ssl.client.auth": "required"})
+    admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    b.kafka_bootstrap = f"127.0.0.1:{wait_for_listener(admin)['port']}"
+    create_topic(admin, "t", 1)
+    tls = {"security.protocol": "SSL", "ssl.ca.location": tls_files["ca"],
+           "ssl.certificate.location": tls_files["client_cert"], "ssl.key.location": tls_files["client_key"]}
+    produce_tcp(b, "t", [b"encrypted"], **tls)
+    c = ck.Consumer(kconf(b, **tls, **{"group.id": "g"}))
+    c.assign([ck.TopicPartition("t", 0, 0)])
+    assert [v for *_, v in consume_n(c, 1)] == [b"encrypted"]
+    c.close()
+    plain = ck.Producer(kconf(b, **{"security.protocol": "SSL", "ssl.ca.location": tls_files["ca"],
+                                    "message.timeout.ms": 3000}))
+    reports = []
+    plain.produce("t", value=b"no-client-cert", partition=0, on_delivery=lambda err, m: reports.append(err))
+    plain.flush(10)
+    assert len(reports) == 1 and reports[0] is not None   # refused at the handshake: never delivered
+    assert admin._cluster.ring("t", 0).end()[1] == 1
+    admin.close()
+
+
+def test_an_ssl_listener_without_a_keystore_keeps_the_broker_from_starting(data_dir):
+    with pytest.raises(shmlog.KafkaException, match="ssl.keystore.location"):
+        shmlog.Broker(data_dir, listeners="SSL://127.0.0.1:0").start()
+
+
 # ---------------------------------------------------------------------------- other clients
 
 def test_kafka_python_produces_and_consumes_through_the_listener(kbroker):

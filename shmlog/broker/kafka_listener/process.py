@@ -15,7 +15,7 @@ import time
 
 from shmlog import control
 from shmlog.broker import logs
-from shmlog.broker.kafka_listener.config import settings as listener_settings
+from shmlog.broker.kafka_listener import config as lconfig
 
 RESTART_BACKOFF_S = 0.5
 STOP_TIMEOUT_S = 5.0
@@ -30,10 +30,10 @@ class ListenerProcess:
         self.started = 0.0
         self.restarts = 0
         if self.wanted:
-            settings = listener_settings(config.as_dict())
-            if not settings.loopback and not settings.allow_insecure:
-                raise SystemExit(f"shmlog: listeners={settings.listener} binds beyond loopback without SASL or TLS "
-                                 f"(not built yet); set shmlog.listener.allow.insecure=true to allow it anyway")
+            try:
+                lconfig.check(lconfig.settings(config.as_dict()))
+            except lconfig.ListenerConfigError as exc:
+                raise SystemExit(f"shmlog: {exc}") from None
         if self.wanted and importlib.util.find_spec("kio") is None:
             raise SystemExit("shmlog: listeners is set but the Kafka listener's protocol codec (the kio package, "
                              "Python 3.11+) is not installed: pip install 'shmlog[kafka]'")

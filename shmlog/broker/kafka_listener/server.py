@@ -67,6 +67,7 @@ class Server:
         self.data_dir = data_dir
         self.logs = LogsView(data_dir)
         self.settings = lconfig.settings(self.logs.broker_config)
+        self.ssl_context = lconfig.ssl_context(self.settings) if self.settings.tls else None
         self.apis = APIS
         self.cluster_id = self.logs.request("describe_cluster").get("cluster_id")
         self.connections = set()
@@ -78,7 +79,7 @@ class Server:
 
     def bind(self):
         s = self.settings
-        if not s.loopback:
+        if not s.loopback and not s.tls:
             log().warning(f"kafka listener: {s.listener} accepts unauthenticated, unencrypted clients from the "
                           f"network (shmlog.listener.allow.insecure=true)")
         family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
@@ -149,6 +150,7 @@ class Connection:
         self.doorbell_slot = None
         self.client_id = None
         self.deadline = None
+        self.tls = False
         self.where = f"{addr[0]}:{addr[1]}"
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -165,7 +167,8 @@ class Connection:
                 timeout = IDLE_TIMEOUT_S
             else:
                 timeout = max(0.0, self.deadline - time.monotonic())
-            if not select.select([self.sock], [], [], timeout)[0]:
+            pending = self.sock.pending() if self.tls else 0   # decrypted bytes select() cannot see
+            if not pending and not select.select([self.sock], [], [], timeout)[0]:
                 raise Closed("idle" if first and got == 0 else "request not received in time")
             chunk = self.sock.recv(min(n - got, 1 << 20))
             if not chunk:
@@ -176,9 +179,17 @@ class Connection:
             got += len(chunk)
         return b"".join(chunks)
 
+    def start_tls(self):
+        """The TLS handshake, bounded by REQUEST_READ_TIMEOUT_S; reads then never block longer either."""
+        self.sock.settimeout(REQUEST_READ_TIMEOUT_S)
+        self.sock = self.server.ssl_context.wrap_socket(self.sock, server_side=True)
+        self.tls = True
+
     def run(self):
         reason = "closed"
         try:
+            if self.server.ssl_context is not None:
+                self.start_tls()
             while self.server.running:
                 size = struct.unpack(">i", self._recv_exact(4, True))[0]
                 if size < 8 or size > self.server.settings.request_max_bytes:
@@ -194,7 +205,7 @@ class Connection:
             reason = str(exc)
         except wire.BadFrame as exc:
             reason = str(exc)
-        except OSError as exc:
+        except OSError as exc:   # ssl.SSLError is one too
             reason = f"socket error: {exc}"
         except Exception as exc:  # noqa: BLE001 - a bug serving one client must not stop the others
             reason = f"internal error: {exc!r}"
