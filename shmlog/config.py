@@ -158,22 +158,22 @@ class Str:
 
 
 class Listener:
-    """A Kafka listener URL, `PROTOCOL://host:port` (one listener; port 0: any free port).
-    PLAINTEXT and SSL are served; SASL_PLAINTEXT and SASL_SSL are refused, not ignored."""
+    """A Kafka listener URL, `PROTOCOL://host:port` (one listener; port 0: any free port)."""
 
-    expected = "PLAINTEXT://host:port or SSL://host:port (port 0-65535; an IPv6 host in [brackets])"
+    expected = ("PROTOCOL://host:port, PROTOCOL one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (port 0-65535; "
+                "an IPv6 host in [brackets])")
 
     def parse(self, value):
         if not isinstance(value, str):
             raise _Rejected()
         protocol, _, _ = listener_parts(value)
         if protocol not in SERVED_LISTENER_PROTOCOLS:
-            raise _Rejected(f"{protocol} is not served yet: PLAINTEXT and SSL listeners are built "
-                            f"(docs/kafka-listener.md)")
+            raise _Rejected(f"{protocol} is not a listener protocol: use one of "
+                            f"{', '.join(SERVED_LISTENER_PROTOCOLS)}")
         return value.strip()
 
 
-SERVED_LISTENER_PROTOCOLS = ("PLAINTEXT", "SSL")
+SERVED_LISTENER_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _LISTENER_URL = re.compile(r"^([A-Za-z_]+)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):([0-9]{1,5})$")
 
 
@@ -806,6 +806,10 @@ BROKER_KEYS = (
         "(port 0: any free port, published in the broker status). Unset: no listener."),
     Key("advertised.listeners", Listener(), None,
         "The address Metadata gives clients for this broker. Unset: the bound address."),
+    Key("sasl.enabled.mechanisms", CsvList(Enum(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))),
+        "SCRAM-SHA-256,SCRAM-SHA-512",
+        "SASL mechanisms a SASL_PLAINTEXT or SASL_SSL listener offers; users and their salted credentials are "
+        "set with `shmlog users set` (docs/kafka-listener.md)."),
     Key("ssl.keystore.type", Enum(("PEM",)), "PEM",
         "Format of `ssl.keystore.location` and `ssl.truststore.location`: PEM only (JKS and PKCS12 are refused)."),
     Key("ssl.keystore.location", Str(), None,

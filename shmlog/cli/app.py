@@ -43,6 +43,7 @@ from shmlog.cli.produce import produce
 from shmlog.cli.schemas import schemas
 from shmlog.cli.top import top
 from shmlog.cli.topics import topics
+from shmlog.cli.users import users
 from shmlog.config import parse_broker_config
 from shmlog.errors import KafkaError, KafkaException
 
@@ -342,6 +343,7 @@ cli.add_command(dump_log)  # docs/durability.md
 cli.add_command(verify_log)  # docs/durability.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
+cli.add_command(users)     # docs/kafka-listener.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md

@@ -454,6 +454,56 @@ def test_an_ssl_listener_without_a_keystore_keeps_the_broker_from_starting(data_
         shmlog.Broker(data_dir, listeners="SSL://127.0.0.1:0").start()
 
 
+# ---------------------------------------------------------------------------- SASL
+
+@pytest.fixture
+def sasl_broker(start_broker, data_dir):
+    from click.testing import CliRunner
+
+    from shmlog.cli.app import cli
+    b = start_broker(**{"listeners": "SASL_PLAINTEXT://127.0.0.1:0",
+                        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"})
+    result = CliRunner().invoke(cli, ["users", "set", "alice", "--data-dir", data_dir], input="alice-secret\n")
+    assert result.exit_code == 0, result.output
+    admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    b.kafka_bootstrap = f"127.0.0.1:{wait_for_listener(admin)['port']}"
+    create_topic(admin, "t", 1)
+    b.admin = admin
+    yield b
+    admin.close()
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"])
+def test_a_sasl_user_set_with_the_cli_produces_and_consumes_with_each_mechanism(sasl_broker, mechanism):
+    auth = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism, "sasl.username": "alice",
+            "sasl.password": "alice-secret"}
+    produce_tcp(sasl_broker, "t", [mechanism.encode()], **auth)
+    c = ck.Consumer(kconf(sasl_broker, **auth, **{"group.id": "g"}))
+    c.assign([ck.TopicPartition("t", 0, 0)])
+    assert [v for *_, v in consume_n(c, 1)] == [mechanism.encode()]
+    c.close()
+
+
+def test_a_wrong_sasl_password_is_refused_and_nothing_is_appended(sasl_broker):
+    errors = []
+    p = ck.Producer(kconf(sasl_broker, **{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+                                          "sasl.username": "alice", "sasl.password": "wrong",
+                                          "message.timeout.ms": 3000, "error_cb": errors.append}))
+    reports = []
+    p.produce("t", value=b"x", partition=0, on_delivery=lambda err, m: reports.append(err))
+    p.flush(10)
+    assert reports and reports[0] is not None
+    assert any(e.code() == ck.KafkaError._AUTHENTICATION for e in errors)
+    assert sasl_broker.admin._cluster.ring("t", 0).end()[1] == 0
+
+
+def test_a_request_before_sasl_authentication_closes_the_connection(sasl_broker):
+    port = int(sasl_broker.kafka_bootstrap.rsplit(":", 1)[1])
+    with pytest.raises(ConnectionError):
+        exchange(port, raw_produce(good_batch()))
+    assert sasl_broker.admin._cluster.ring("t", 0).end()[1] == 0
+
+
 # ---------------------------------------------------------------------------- other clients
 
 def test_kafka_python_produces_and_consumes_through_the_listener(kbroker):

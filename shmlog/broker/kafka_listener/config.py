@@ -26,6 +26,7 @@ class Settings:
     key_password: str
     truststore: str
     client_auth: str
+    sasl_mechanisms: tuple
 
     @property
     def loopback(self):
@@ -36,7 +37,11 @@ class Settings:
 
     @property
     def tls(self):
-        return self.protocol == "SSL"
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self):
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
 
 def settings(broker):
@@ -50,15 +55,23 @@ def settings(broker):
                     request_max_bytes=int(broker.get("socket.request.max.bytes") or 104_857_600),
                     keystore=broker.get("ssl.keystore.location"), key_password=broker.get("ssl.key.password"),
                     truststore=broker.get("ssl.truststore.location"),
-                    client_auth=broker.get("ssl.client.auth") or "none")
+                    client_auth=broker.get("ssl.client.auth") or "none",
+                    sasl_mechanisms=_names(broker.get("sasl.enabled.mechanisms") or ()))
+
+
+def _names(value):
+    return tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
 
 
 def check(s):
     """Why these settings cannot be served (ListenerConfigError), checked by the supervisor before it
     starts anything, so a broker with a listener it cannot serve does not start."""
-    if not s.loopback and not s.tls and not s.allow_insecure:
-        raise ListenerConfigError(f"listeners={s.listener} binds beyond loopback without TLS (and SASL is not "
-                                  f"built yet); use an SSL:// listener or set shmlog.listener.allow.insecure=true")
+    if not s.loopback and not s.tls and not s.sasl and not s.allow_insecure:
+        raise ListenerConfigError(f"listeners={s.listener} binds beyond loopback without SASL or TLS; use a "
+                                  f"SASL_SSL://, SSL:// or SASL_PLAINTEXT:// listener or set "
+                                  f"shmlog.listener.allow.insecure=true")
+    if s.sasl and not s.sasl_mechanisms:
+        raise ListenerConfigError(f"listeners={s.listener} needs sasl.enabled.mechanisms")
     if s.tls:
         ssl_context(s)
     elif s.keystore or s.truststore:

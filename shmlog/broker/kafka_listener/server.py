@@ -20,7 +20,7 @@ import traceback
 from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog.broker import logs as broker_logs
-from shmlog.broker.kafka_listener import admin, groups, handlers, wire
+from shmlog.broker.kafka_listener import admin, auth, groups, handlers, wire
 from shmlog.broker.kafka_listener import config as lconfig
 from shmlog.broker.kafka_listener.logs_view import LogsView
 from shmlog.errors import KafkaException
@@ -46,12 +46,14 @@ APIS = {
     14: (0, 5, groups.sync_group),
     15: (0, 5, groups.describe_groups),
     16: (0, 4, groups.list_groups),
+    17: (1, 1, auth.sasl_handshake),
     18: (0, 3, handlers.api_versions),
     19: (2, 7, admin.create_topics),
     20: (1, 5, admin.delete_topics),
     21: (0, 2, admin.delete_records),
     32: (1, 4, admin.describe_configs),
     33: (0, 2, admin.alter_configs),
+    36: (0, 2, auth.sasl_authenticate),
     37: (0, 3, admin.create_partitions),
     44: (0, 1, admin.incremental_alter_configs),
     60: (0, 1, admin.describe_cluster),
@@ -68,7 +70,8 @@ class Server:
         self.logs = LogsView(data_dir)
         self.settings = lconfig.settings(self.logs.broker_config)
         self.ssl_context = lconfig.ssl_context(self.settings) if self.settings.tls else None
-        self.apis = APIS
+        # The SASL APIs are advertised by SASL listeners only (librdkafka checks ApiVersions for them).
+        self.apis = APIS if self.settings.sasl else {k: v for k, v in APIS.items() if k not in (17, 36)}
         self.cluster_id = self.logs.request("describe_cluster").get("cluster_id")
         self.connections = set()
         self.lock = threading.Lock()
@@ -151,6 +154,10 @@ class Connection:
         self.client_id = None
         self.deadline = None
         self.tls = False
+        self.principal = None if server.settings.sasl else "ANONYMOUS"
+        self.sasl_mechanism = None
+        self.sasl_exchange = None
+        self.close_after_reply = False
         self.where = f"{addr[0]}:{addr[1]}"
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -201,6 +208,9 @@ class Connection:
                 out = self.handle(frame)
                 if out:
                     self.sock.sendall(out)
+                if self.close_after_reply:
+                    reason = "closed after a failed authentication"
+                    break
         except Closed as exc:
             reason = str(exc)
         except wire.BadFrame as exc:
@@ -221,6 +231,8 @@ class Connection:
                 body = handlers.unsupported_api_versions(self)
                 return wire.encode_response(api_key, 0, correlation_id, wire.build(wire.response_class(18, 0), body))
             raise wire.BadFrame(f"api key {api_key} v{version} is not served (see ApiVersions)")
+        if self.principal is None and api_key not in auth.SASL_APIS:
+            raise wire.BadFrame(f"api key {api_key} before SASL authentication")
         header, request = wire.decode_request(frame)
         self.client_id = header.client_id
         body = spec[2](self, request, version)
