@@ -125,10 +125,17 @@ class Server:
                                                f"{self.settings.max_connections} reached")
                 client.close()
                 continue
-            conn = Connection(self, client, addr)
-            with self.lock:
-                self.connections.add(conn)
-            threading.Thread(target=conn.run, name=f"kafka-conn-{addr[1]}", daemon=True).start()
+            conn = None
+            try:
+                conn = Connection(self, client, addr)
+                with self.lock:
+                    self.connections.add(conn)
+                threading.Thread(target=conn.run, name=f"kafka-conn-{addr[1]}", daemon=True).start()
+            except (OSError, RuntimeError) as exc:   # no thread to be had: refuse this one, serve the rest
+                self.refusals(logging.WARNING, f"kafka listener: refused {addr[0]}:{addr[1]}: {exc}")
+                with self.lock:
+                    self.connections.discard(conn)
+                client.close()
 
     def stop(self):
         self.running = False
