@@ -157,6 +157,34 @@ class Str:
         raise _Rejected()
 
 
+class Listener:
+    """A Kafka listener URL, `PROTOCOL://host:port` (one listener; port 0: any free port)."""
+
+    expected = ("PROTOCOL://host:port, PROTOCOL one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (port 0-65535; "
+                "an IPv6 host in [brackets])")
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise _Rejected()
+        protocol, _, _ = listener_parts(value)
+        if protocol not in SERVED_LISTENER_PROTOCOLS:
+            raise _Rejected(f"{protocol} is not a listener protocol: use one of "
+                            f"{', '.join(SERVED_LISTENER_PROTOCOLS)}")
+        return value.strip()
+
+
+SERVED_LISTENER_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_LISTENER_URL = re.compile(r"^([A-Za-z_]+)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):([0-9]{1,5})$")
+
+
+def listener_parts(value):
+    """(PROTOCOL, host, port) of a listener URL; an empty host is loopback."""
+    m = _LISTENER_URL.match(value.strip())
+    if not m or int(m.group(3)) > 65535:
+        raise _Rejected()
+    return m.group(1).upper(), m.group(2).strip("[]") or "127.0.0.1", int(m.group(3))
+
+
 class Enum:
     """One of fixed words, case-insensitive; `synonyms` map extra words onto a canonical one."""
 
@@ -691,7 +719,8 @@ TOPIC_KEYS = (
 
 TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})
 
-_BROKER_NET = "the broker is a local supervisor process, not a network server"
+_BROKER_NET = ("the Kafka listener is one process serving each connection in its own thread, with the kernel's "
+               "socket buffer sizes; there is one listener and no inter-broker traffic")
 _NO_TRANSACTIONS = "transactions are not built yet (the producer's transactional calls raise _NOT_IMPLEMENTED)"
 
 BROKER_KEYS = (
@@ -772,8 +801,30 @@ BROKER_KEYS = (
     _inert("zookeeper.connect", Anything(), None, "metadata lives in the data dir"),
     _inert("controller.quorum.voters", Anything(), None, "metadata lives in the data dir"),
     _inert("controller.listener.names", Anything(), None, "metadata lives in the data dir"),
-    _inert("listeners", Anything(), None, _BROKER_NET),
-    _inert("advertised.listeners", Anything(), None, _BROKER_NET),
+    Key("listeners", Listener(), None,
+        "The Kafka-protocol TCP listener (docs/kafka-listener.md), e.g. `PLAINTEXT://127.0.0.1:9092` or `SSL://...` "
+        "(port 0: any free port, published in the broker status). Unset: no listener."),
+    Key("advertised.listeners", Listener(), None,
+        "The address Metadata gives clients for this broker. Unset: the bound address."),
+    Key("sasl.enabled.mechanisms", CsvList(Enum(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))),
+        "SCRAM-SHA-256,SCRAM-SHA-512",
+        "SASL mechanisms a SASL_PLAINTEXT or SASL_SSL listener offers; users and their salted credentials are "
+        "set with `shmlog users set` (docs/kafka-listener.md)."),
+    Key("ssl.keystore.type", Enum(("PEM",)), "PEM",
+        "Format of `ssl.keystore.location` and `ssl.truststore.location`: PEM only (JKS and PKCS12 are refused)."),
+    Key("ssl.keystore.location", Str(), None,
+        "An SSL listener's certificate chain and private key, one PEM file. Required for SSL://."),
+    Key("ssl.key.password", Str(), None, "Password of the private key in `ssl.keystore.location`, if encrypted."),
+    Key("ssl.truststore.type", Enum(("PEM",)), "PEM", "Format of `ssl.truststore.location`: PEM only."),
+    Key("ssl.truststore.location", Str(), None,
+        "CA certificates (PEM) client certificates are checked against; required by `ssl.client.auth`."),
+    Key("ssl.client.auth", Enum(("none", "requested", "required")), "none",
+        "Whether an SSL listener asks clients for a certificate (`requested`) or refuses those without a valid "
+        "one (`required`)."),
+    Key("shmlog.listener.allow.insecure", BOOL, False,
+        "shmlog: allow a PLAINTEXT listener on an address other than loopback (a warning is logged)."),
+    Key("max.connections", Int(1, 100_000), 1000,
+        "Most client connections the Kafka listener holds at once; more are closed on accept."),
     _inert("listener.security.protocol.map", Anything(), None, _BROKER_NET),
     _inert("inter.broker.listener.name", Anything(), None, _BROKER_NET),
     _inert("num.network.threads", Int(1, INT32_MAX), 3, _BROKER_NET),
@@ -785,7 +836,8 @@ BROKER_KEYS = (
            "persisters recover their own logs"),
     _inert("socket.send.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),
     _inert("socket.receive.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),
-    _inert("socket.request.max.bytes", Int(1, INT32_MAX), 104_857_600, _BROKER_NET),
+    Key("socket.request.max.bytes", Int(8, INT32_MAX), 104_857_600,
+        "Largest request the Kafka listener reads; a larger one closes the connection."),
     _inert("offsets.topic.replication.factor", Int(1, 32767), 3, "group offsets live in the data dir"),
     _inert("offsets.topic.num.partitions", Int(1, INT32_MAX), 50, "group offsets live in the data dir"),
     _inert("transaction.state.log.replication.factor", Int(1, 32767), 3,

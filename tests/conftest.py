@@ -24,7 +24,8 @@ def data_dir(tmp_path):
     assert not leftovers, f"shared memory left behind: {leftovers}"
 
 
-BROKER_MODULES = ("shmlog.broker.keeper", "shmlog.broker.supervisor", "shmlog.broker.persister")
+BROKER_MODULES = ("shmlog.broker.keeper", "shmlog.broker.supervisor", "shmlog.broker.persister",
+                  "shmlog.broker.kafka_listener")
 
 
 def broker_processes(data_dir):

@@ -26,6 +26,7 @@ from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
+from shmlog.broker.kafka_listener.process import ListenerProcess
 from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
@@ -90,6 +91,9 @@ class Supervisor:
         self.rings = {}            # (topic, partition) -> Ring
         self.doorbell = None
         self.persister = None
+        # The Kafka-protocol listener process (kafka_listener/process.py): refused here, before anything is
+        # allocated, when `listeners` is set but cannot be served.
+        self.listener = ListenerProcess(data_dir, self.config)
         self.persister_started = 0.0
         self.persister_restarts = 0  # persisters that exited unasked and were started again
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
@@ -824,7 +828,9 @@ class Supervisor:
                 "partitions": partitions, "clients": clients,
                 # What the persister last published of its fdatasync latency (persister_stats.py); None
                 # before the first one wrote its stats file.
-                "persister_stats": persister_stats.read(self.data_dir)}
+                "persister_stats": persister_stats.read(self.data_dir),
+                # The Kafka listener's bound and advertised address (None: not configured or not up yet).
+                "kafka_listener": self.listener.status()}
 
     def op_shutdown(self, sock, request):
         self.running = False
@@ -1084,6 +1090,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "running", False))
         self.ensure_persister()
+        self.listener.ensure()
         print(f"shmlog broker ready {control.SCHEME}{self.data_dir}", flush=True)
         next_housekeeping = 0.0
         while self.running:
@@ -1093,6 +1100,7 @@ class Supervisor:
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
                 self.ensure_persister()
+                self.listener.ensure()
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
                 self.check_keeper()
@@ -1191,6 +1199,7 @@ class Supervisor:
                 f"after the ring was closed (stopped inside a commit?); what they publish later is not persisted")
 
     def shutdown(self):
+        self.listener.stop()   # first: no Kafka client appends while the rings close
         self.close_rings()
         self.stop_persister()
         self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPED

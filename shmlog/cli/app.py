@@ -43,6 +43,7 @@ from shmlog.cli.produce import produce
 from shmlog.cli.schemas import schemas
 from shmlog.cli.top import top
 from shmlog.cli.topics import topics
+from shmlog.cli.users import users
 from shmlog.config import parse_broker_config
 from shmlog.errors import KafkaError, KafkaException
 
@@ -152,6 +153,10 @@ def broker_status(data_dir, as_json):
     click.echo(f"broker     pid {st.get('pid')}  ({st.get('bootstrap_servers') or bootstrap(data_dir)})")
     persister = st.get("persister_pid")
     click.echo(f"persister  {'pid ' + str(persister) if persister else 'not running'}")
+    kafka = st.get("kafka_listener")
+    if kafka:
+        click.echo(f"kafka      pid {kafka['pid']}  listening on {kafka['host']}:{kafka['port']}, advertised as "
+                   f"{kafka['advertised_host']}:{kafka['advertised_port']}")
     clients = sorted(st.get("clients") or [], key=lambda c: (c.get("kind", ""), c.get("pid", 0)))
     listed = ", ".join(f"{c.get('kind', 'client')} pid {c.get('pid')}" for c in clients)
     click.echo(f"clients    {len(clients)}" + (f": {listed}" if listed else ""))
@@ -338,6 +343,7 @@ cli.add_command(dump_log)  # docs/durability.md
 cli.add_command(verify_log)  # docs/durability.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
+cli.add_command(users)     # docs/kafka-listener.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md

@@ -562,8 +562,14 @@ def test_a_bad_broker_value_names_the_key_as_given():
 
 
 def test_broker_keys_without_effect_on_one_host_are_accepted_and_reported():
-    cfg = parse_broker_config({"listeners": "PLAINTEXT://:9092", "broker.id": 0})
-    assert cfg.no_effect == {"listeners", "broker.id"}
+    cfg = parse_broker_config({"num.network.threads": 3, "broker.id": 0})
+    assert cfg.no_effect == {"num.network.threads", "broker.id"}
+
+
+def test_a_listener_url_is_parsed_and_an_unknown_protocol_is_refused():
+    assert parse_broker_config({"listeners": "PLAINTEXT://127.0.0.1:0"}).listeners == "PLAINTEXT://127.0.0.1:0"
+    assert "GSSAPI is not a listener protocol" in message(parse_broker_config, {"listeners": "GSSAPI://127.0.0.1:1"})
+    assert '"listeners"' in message(parse_broker_config, {"listeners": "127.0.0.1:9092"})
 
 
 # --- the Config object --------------------------------------------------------------------

@@ -1,0 +1,290 @@
+"""What each Kafka API does, in terms of the broker's rings, segment files and control channel.
+
+A handler takes (conn, request, version) and returns a dict that wire.build turns into the
+response class of that version (keys a version lacks are ignored), or None for a request
+Kafka does not answer (Produce with acks=0). Errors are Kafka's error codes, per partition or
+per topic where Kafka puts them.
+"""
+import time
+
+from shmlog._native import ffi, lib
+from shmlog.broker.kafka_listener import batches
+from shmlog.errors import KafkaError, KafkaException
+from shmlog.log.segment import SegmentReader
+
+NODE_ID = 0
+NONE = 0
+OFFSET_OUT_OF_RANGE = 1
+UNKNOWN_TOPIC_OR_PARTITION = 3
+REQUEST_TIMED_OUT = 7
+COORDINATOR_NOT_AVAILABLE = 15
+INVALID_TOPIC = 17
+NOT_ENOUGH_REPLICAS = 19
+INVALID_REQUEST = 42
+UNSUPPORTED_VERSION = 35
+KAFKA_STORAGE_ERROR = 56
+UNKNOWN_SERVER_ERROR = -1
+INVALID_CONFIG = 40
+NO_COMMITTED_OFFSET = -1001   # the coordinator's "nothing committed" (Kafka answers offset -1)
+FETCH_BUFFER_MIN_BYTES = 64 << 10
+FRAMES_PER_FETCH = 256
+
+# shmlog's client-local (negative) codes, as the broker code Kafka would answer with
+_LOCAL_TO_WIRE = {KafkaError._UNKNOWN_TOPIC: UNKNOWN_TOPIC_OR_PARTITION,
+                  KafkaError._UNKNOWN_PARTITION: UNKNOWN_TOPIC_OR_PARTITION,
+                  KafkaError._INVALID_ARG: INVALID_REQUEST, KafkaError._MSG_TIMED_OUT: REQUEST_TIMED_OUT,
+                  KafkaError._TIMED_OUT: REQUEST_TIMED_OUT, KafkaError._BAD_MSG: KAFKA_STORAGE_ERROR}
+
+
+def wire_code(code):
+    code = int(code)
+    return code if code >= 0 else _LOCAL_TO_WIRE.get(code, UNKNOWN_SERVER_ERROR)
+
+
+def exc_code(exc):
+    return wire_code(exc.args[0].code()) if isinstance(exc, KafkaException) else UNKNOWN_SERVER_ERROR
+
+
+# ---------------------------------------------------------------------------- ApiVersions
+
+def api_versions(conn, req, version):
+    return {"error_code": NONE, "api_keys": [{"api_key": k, "min_version": lo, "max_version": hi}
+                                             for k, (lo, hi, _) in sorted(conn.server.apis.items())]}
+
+
+def unsupported_api_versions(conn):
+    """ApiVersions v0 answer to a version we do not speak (Kafka's rule: the client retries with v0)."""
+    return {"error_code": UNSUPPORTED_VERSION, "api_keys": [{"api_key": k, "min_version": lo, "max_version": hi}
+                                                            for k, (lo, hi, _) in sorted(conn.server.apis.items())]}
+
+
+# ---------------------------------------------------------------------------- Metadata
+
+def _broker_entry(conn):
+    host, port = conn.server.advertised
+    return {"node_id": NODE_ID, "host": host, "port": port, "rack": None}
+
+
+def metadata(conn, req, version):
+    logs = conn.logs
+    wanted = getattr(req, "topics", None)
+    auto = bool(getattr(req, "allow_auto_topic_creation", True)) if version >= 4 else True
+    meta = logs.maybe_refresh()
+    if wanted is not None:
+        names = [t.name for t in wanted if t.name is not None]
+        missing = [n for n in names if n not in meta["topics"]]
+        if missing and auto:
+            try:
+                meta = logs.refresh(auto_create=missing)
+            except KafkaException:
+                meta = logs.refresh()
+    else:
+        names = sorted(n for n in meta["topics"])
+    topics = []
+    for name in names:
+        info = meta["topics"].get(name)
+        if info is None:
+            topics.append({"error_code": UNKNOWN_TOPIC_OR_PARTITION, "name": name, "partitions": []})
+            continue
+        topics.append({"error_code": NONE, "name": name, "is_internal": name.startswith("__"),
+                       "partitions": [{"error_code": NONE, "partition_index": p, "leader_id": NODE_ID,
+                                       "leader_epoch": 0, "replica_nodes": (NODE_ID,), "isr_nodes": (NODE_ID,),
+                                       "offline_replicas": ()} for p in range(info["partitions"])]})
+    return {"brokers": [_broker_entry(conn)], "cluster_id": conn.server.cluster_id, "controller_id": NODE_ID,
+            "topics": topics, "cluster_authorized_operations": -2147483648}
+
+
+# ---------------------------------------------------------------------------- Produce
+
+def produce(conn, req, version):
+    logs = conn.logs
+    acks = req.acks
+    timeout_ms = int(req.timeout.total_seconds() * 1000)
+    if acks not in (0, 1, -1):
+        return _produce_all(req, INVALID_REQUEST if acks else None, f"acks={acks}: use 0, 1 or -1 (all)",
+                            acks=acks)
+    max_message_bytes = int(logs.broker_config.get("message.max.bytes") or 1_048_588)
+    out = []
+    with logs.using():
+        for td in req.topic_data:
+            parts = []
+            info = logs.topic(td.name)
+            for pd in td.partition_data:
+                parts.append(_produce_partition(conn, td.name, info, pd, acks, timeout_ms, max_message_bytes))
+            out.append({"name": td.name, "partition_responses": parts})
+    return None if acks == 0 else {"responses": out}
+
+
+def _produce_all(req, code, message, acks):
+    if acks == 0:
+        return None
+    return {"responses": [{"name": td.name, "partition_responses": [
+        {"index": pd.index, "error_code": code, "base_offset": -1, "error_message": message}
+        for pd in td.partition_data]} for td in req.topic_data]}
+
+
+def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_bytes):
+    logs = conn.logs
+    p = pd.index
+    result = {"index": p, "base_offset": -1, "log_start_offset": -1}
+    ring = logs.ring(topic, p) if info is not None else None
+    if ring is None:
+        return {**result, "error_code": UNKNOWN_TOPIC_OR_PARTITION,
+                "error_message": f"unknown topic or partition {topic}-{p}"}
+    limit = int((info.get("config") or {}).get("max.message.bytes") or max_message_bytes)
+    try:
+        found = batches.split(pd.records, limit)
+    except batches.BadBatch as exc:
+        conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
+        return {**result, "error_code": exc.code, "error_message": str(exc)}
+    first = last = None
+    try:
+        with logs.append_lock(topic, p):
+            slot = logs.producer_slot(ring)
+            for one, fields in found:
+                records = one[batches.rb.HEADER_BYTES:]
+                base = ring.append(slot, ffi.from_buffer(records), len(records), fields[12], fields[7], fields[8],
+                                   timeout_ms, logs.doorbell.ptr, attributes=fields[5])
+                first = base if first is None else first
+                last = base + fields[12] - 1
+        if acks == -1:
+            rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(timeout_ms * 1e6), logs.doorbell.ptr)
+            if rc != 0:
+                return {**result, "base_offset": first, "error_code": REQUEST_TIMED_OUT if rc != lib.SHMLOG_ECORRUPT
+                        else KAFKA_STORAGE_ERROR,
+                        "error_message": f"offset {last} was not fsynced within the request's timeout"}
+    except KafkaException as exc:
+        return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
+                "error_message": str(exc)}
+    return {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset}
+
+
+# ---------------------------------------------------------------------------- Fetch
+
+def fetch(conn, req, version):
+    logs = conn.logs
+    deadline = time.monotonic() + max(0, req.max_wait.total_seconds())
+    max_bytes = req.max_bytes if version >= 3 else 0x7FFFFFFF
+    min_bytes = max(req.min_bytes, 1)
+    with logs.using():
+        while True:
+            total, out, watch = _fetch_once(conn, req, max_bytes)
+            remaining = deadline - time.monotonic()
+            if total >= min_bytes or remaining <= 0 or not watch:
+                return {"error_code": NONE, "session_id": 0, "responses": out}
+            conn.wait_for_data(watch, remaining)
+
+
+def _fetch_once(conn, req, max_bytes):
+    logs = conn.logs
+    out, total, watch = [], 0, []
+    for t in req.topics:
+        parts = []
+        info = logs.topic(t.topic)
+        for fp in t.partitions:
+            ring = logs.ring(t.topic, fp.partition) if info is not None else None
+            if ring is None:
+                parts.append({"partition_index": fp.partition, "error_code": UNKNOWN_TOPIC_OR_PARTITION,
+                              "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
+                              "aborted_transactions": None, "preferred_read_replica": -1, "records": b""})
+                continue
+            low, high = ring.log_start_offset, ring.end()[1]
+            entry = {"partition_index": fp.partition, "error_code": NONE, "high_watermark": high,
+                     "last_stable_offset": high, "log_start_offset": low, "aborted_transactions": None,
+                     "preferred_read_replica": -1, "records": b""}
+            offset = fp.fetch_offset
+            if offset < low or offset > high:
+                entry.update(error_code=OFFSET_OUT_OF_RANGE)
+            elif offset < high:
+                budget = max_bytes - total
+                if budget > 0 or total == 0:
+                    try:
+                        data = read_bytes(conn, ring, t.topic, fp.partition, offset,
+                                          max(1, min(fp.partition_max_bytes, budget)))
+                    except KafkaException as exc:
+                        entry.update(error_code=exc_code(exc))
+                        data = b""
+                    if data:
+                        entry["records"] = data
+                        total += len(data)
+            else:
+                watch.append(ring)
+            parts.append(entry)
+        out.append({"topic": t.topic, "partitions": parts})
+    return total, out, watch
+
+
+def read_bytes(conn, ring, topic, partition, offset, max_bytes):
+    """Whole batches from the one holding `offset` (at least one, then as many as fit in max_bytes),
+    as they are in the ring or the segment files: nothing is decoded or re-encoded."""
+    cursor = ring.locate(offset)
+    if cursor is not None:
+        frames = ffi.new("shmlog_frame_ref[]", FRAMES_PER_FETCH)
+        size = min(max(max_bytes, FETCH_BUFFER_MIN_BYTES), 1 << 26)
+        for _ in range(4):
+            buf = bytearray(size)
+            n = ring.fetch(cursor, ffi.from_buffer(buf), len(buf), frames, FRAMES_PER_FETCH, 0)
+            if n == lib.SHMLOG_ESMALL:
+                size = frames[0].batch_bytes
+                continue
+            if n == lib.SHMLOG_EOVERWRITTEN:
+                break
+            end = 0
+            for f in frames[0:max(n, 0)]:
+                if end and f.dst_pos + f.batch_bytes > max_bytes:
+                    break
+                end = f.dst_pos + f.batch_bytes
+            return bytes(memoryview(buf)[:end])
+    seg = conn.segments(topic, partition)
+    try:
+        data, found = seg.read(offset, max_bytes)
+    except KafkaException:
+        conn.drop_segments(topic, partition)
+        raise
+    if not found:
+        return b""
+    start = found[0][0]
+    end = found[-1][0] + found[-1][3]
+    return bytes(data[start:end])
+
+
+def open_segments(logs, topic, partition):
+    return SegmentReader(logs.partition_dir(topic, partition))
+
+
+# ---------------------------------------------------------------------------- ListOffsets
+
+EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
+
+
+def list_offsets(conn, req, version):
+    from shmlog.log.partition_reader import offset_for_time
+    logs = conn.logs
+    out = []
+    with logs.using():
+        for t in req.topics:
+            parts = []
+            for lp in t.partitions:
+                ring = logs.ring(t.name, lp.partition_index)
+                entry = {"partition_index": lp.partition_index, "timestamp": -1, "offset": -1, "leader_epoch": 0}
+                if ring is None:
+                    parts.append({**entry, "error_code": UNKNOWN_TOPIC_OR_PARTITION})
+                    continue
+                try:
+                    if lp.timestamp == EARLIEST:
+                        offset = ring.log_start_offset
+                    elif lp.timestamp in (LATEST, MAX_TIMESTAMP):
+                        offset = ring.end()[1]
+                    else:
+                        offset = offset_for_time(logs.partition_dir(t.name, lp.partition_index), ring,
+                                                 lp.timestamp)
+                        if offset >= 0:
+                            entry["timestamp"] = lp.timestamp
+                    parts.append({**entry, "error_code": NONE, "offset": offset,
+                                  "old_style_offsets": (offset,)})
+                except KafkaException as exc:
+                    parts.append({**entry, "error_code": exc_code(exc)})
+            out.append({"name": t.name, "partitions": parts})
+    return {"topics": out}
+
+
