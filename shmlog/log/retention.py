@@ -12,7 +12,8 @@ Only whole segments are deleted, oldest first, and each rule stops at the first 
 must keep (a prefix, as in Kafka). The time and size rules apply when cleanup.policy
 contains "delete" (so "compact,delete" both compacts, in the log cleaner, and deletes by
 age and size here); sizes are those of the files as they are now, after any cleaning.
-The active segment goes too when every record in it qualifies; the writer then rolls an empty segment at the log end offset first, so offsets continue.
+The active segment goes too when every record in it qualifies; the writer then rolls an
+empty segment at the log end offset first, so offsets continue.
 
 The log start offset is the larger of: the oldest segment's base offset, this partition's
 checkpoint file (what retention and delete_records established before), and what the
