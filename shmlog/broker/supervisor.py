@@ -25,6 +25,8 @@ from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats, requests
+from shmlog.broker.cleaner import CleanerProcess
+from shmlog.broker.cleaner import read as cleaner_stats
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.config import (
     INTERNAL_TOPICS,
@@ -92,6 +94,7 @@ class Supervisor:
         self.persister = None
         self.persister_started = 0.0
         self.persister_restarts = 0  # persisters that exited unasked and were started again
+        self.cleaner = None          # the log cleaner process (cleaner.CleanerProcess), made in run()
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
@@ -824,7 +827,9 @@ class Supervisor:
                 "partitions": partitions, "clients": clients,
                 # What the persister last published of its fdatasync latency (persister_stats.py); None
                 # before the first one wrote its stats file.
-                "persister_stats": persister_stats.read(self.data_dir)}
+                "persister_stats": persister_stats.read(self.data_dir),
+                "cleaner_pid": self.cleaner.pid if self.cleaner else None,
+                "cleaner_stats": cleaner_stats(self.data_dir)}
 
     def op_shutdown(self, sock, request):
         self.running = False
@@ -1084,6 +1089,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "running", False))
         self.ensure_persister()
+        self.cleaner = CleanerProcess(self.data_dir, self.config.shmlog_log_level)
+        self.cleaner.ensure(self.config.log_cleaner_enable)
         print(f"shmlog broker ready {control.SCHEME}{self.data_dir}", flush=True)
         next_housekeeping = 0.0
         while self.running:
@@ -1093,6 +1100,7 @@ class Supervisor:
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
                 self.ensure_persister()
+                self.cleaner.ensure(self.config.log_cleaner_enable)
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
                 self.check_keeper()
@@ -1191,8 +1199,12 @@ class Supervisor:
                 f"after the ring was closed (stopped inside a commit?); what they publish later is not persisted")
 
     def shutdown(self):
+        if self.cleaner is not None:
+            self.cleaner.terminate()   # it stops between segments while the persister drains
         self.close_rings()
         self.stop_persister()
+        if self.cleaner is not None:
+            self.cleaner.stop()
         self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPED
         self.remove_retired_dirs()
         for sock in list(self.clients):
