@@ -806,6 +806,9 @@ BROKER_KEYS = (
     _inert("socket.send.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),
     _inert("socket.receive.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),
     _inert("socket.request.max.bytes", Int(1, INT32_MAX), 104_857_600, _BROKER_NET),
+    Key("offsets.topic.segment.bytes", Int(1024, INT32_MAX), 104_857_600,
+        "`segment.bytes` of `__consumer_offsets` when the broker creates it (smaller segments are "
+        "compacted sooner: only sealed segments are cleaned)."),
     _inert("offsets.topic.replication.factor", Int(1, 32767), 3, "group offsets live in the data dir"),
     _inert("offsets.topic.num.partitions", Int(1, INT32_MAX), 50, "group offsets live in the data dir"),
     _inert("transaction.state.log.replication.factor", Int(1, 32767), 3,

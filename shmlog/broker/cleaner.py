@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -91,9 +92,20 @@ class Cleaner:
         self.enabled = True
         self.started_ms = time.time_ns() // 1_000_000
         self.lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def stop(self, *_):
         self.stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _pause(self, seconds):
+        """Sleep up to `seconds`, waking at once for a stop or the supervisor's socket closing."""
+        readable, _, _ = select.select([self.control.sock, self._wake_r], [], [], seconds)
+        if self.control.sock in readable and not self._supervisor_gone():
+            self.stopping.wait(seconds)   # something else to read there: not ours to consume
 
     def run(self):
         try:
@@ -104,7 +116,7 @@ class Cleaner:
                 cleaned = self.round(broker, meta) if self.enabled else 0
                 self.write_stats()
                 if not cleaned:
-                    self.stopping.wait(int(broker.get("log.cleaner.backoff.ms", 15_000)) / 1000)
+                    self._pause(int(broker.get("log.cleaner.backoff.ms", 15_000)) / 1000)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._TRANSPORT:
                 raise
