@@ -23,9 +23,10 @@ shmlog/broker/cleaner.py). docs/compaction.md describes the behaviour; the rules
 - Control batches (transaction markers) and the records of transactional batches are
   kept as they are, and transactional records do not count as a later value of their key
   (whether their transaction committed is not decided here). A batch left without records
-  is dropped, unless it is a segment's first batch (the file is named after it) or the
-  last batch of its producer id in the cleaned range (producer state is rebuilt from it,
-  as in Kafka): those stay as empty batches.
+  is dropped, unless it is a segment's first batch (the file is named after it), its last
+  (so the segment still ends where the next begins, and recovery and verify-log find no
+  offsets missing between segments) or the last batch of its producer id in the cleaned
+  range (producer state is rebuilt from it, as in Kafka): those stay as empty batches.
 - A rewritten segment is written beside the old one as `<base>.log.cleaned` (and its
   `.index.cleaned`, `.timeindex.cleaned`), fsynced, renamed to `.swap`, and exchanged with
   the old file in one rename (renameat2 RENAME_EXCHANGE), so a reader or recovery sees the
@@ -423,8 +424,8 @@ def _clean_segment(partition_dir, seg, latest, last_of_producer, horizon, interv
                 out.append((batch, fields))
                 continue
             removed += gone
-            if gone == len(keep) and i and last_of_producer.get(fields[9]) != fields[0]:
-                continue   # emptied, and neither the segment's first batch nor its producer's last
+            if gone == len(keep) and 0 < i < len(batches) - 1 and last_of_producer.get(fields[9]) != fields[0]:
+                continue   # emptied, and neither the segment's first or last batch nor its producer's last
             out.append((_rebuild(batch, fields, section, start, refs, keep), fields))
         result.segments_read += 1
         result.bytes_read += mapped.size

@@ -195,3 +195,31 @@ def test_schemas_survive_a_restart_after_the_schemas_topic_was_compacted(data_di
         assert {s: sr.get_latest_version(s).schema_id for s in ids} == ids
         assert sr.get_compatibility("s1") == "NONE"
         sr.close()
+
+
+# ---------------------------------------------------------------------------- what the CLI shows
+
+def test_the_cli_shows_cleaned_segments_and_the_cleaners_status(start_broker):
+    from tests.integration.test_cli import shmlog_cli
+    b = start_broker(**FAST)
+    conf = {"bootstrap.servers": b.bootstrap_servers}
+    admin = shmlog.AdminClient(conf)
+    create_topic(admin, "c", 1, cleanup_policy="compact", segment_bytes=1024, min_cleanable_dirty_ratio=0.01)
+    admin.close()
+    produce_keyed(conf, "c", [(b"k%d" % (i % 3), b"v%d" % i) for i in range(60)])
+    wait_fully_cleaned(b.data_dir, "c-0")
+    pdir = partition_path(b.data_dir, "c-0")
+    first = os.path.join(pdir, f"{list_segments(pdir)[0]:020d}.log")
+    newest = os.path.join(pdir, f"{list_segments(pdir)[-1]:020d}.log")
+    dumped = shmlog_cli("dump-log", first, newest)
+    assert dumped.returncode == 0, dumped.stdout + dumped.stderr
+    assert dumped.stdout.count("Cleaned: yes") == 1 and dumped.stdout.count("Cleaned: no") == 1
+    verified = shmlog_cli("verify-log", "--data-dir", b.data_dir)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    status = shmlog_cli("log", "cleaner-status", "--data-dir", b.data_dir)
+    assert status.returncode == 0 and "c-0" in status.stdout and "RECLAIMED" in status.stdout, status.stderr
+    described = shmlog_cli("topics", "describe", "c", "--data-dir", b.data_dir)
+    assert "Cleaner 0: dirty ratio" in described.stdout, described.stdout + described.stderr
+    scraped = shmlog_cli("metrics", "--once", "--data-dir", b.data_dir)
+    assert 'shmlog_log_cleaner_dirty_ratio{partition="0",topic="c"}' in scraped.stdout, scraped.stderr
+    assert "shmlog_log_cleaner_up 1.0" in scraped.stdout
