@@ -209,7 +209,8 @@ record = st.tuples(st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"]),
                    st.integers(NOW_MS - 5000, NOW_MS))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("SHMLOG_COMPACTION_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(record, min_size=1, max_size=6), min_size=1, max_size=40),
        segment_bytes=st.sampled_from([1, 200, 600, 4096]),
        retention_ms=st.sampled_from([0, 2000, 10_000]),
