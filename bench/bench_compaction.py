@@ -87,9 +87,12 @@ def produce_for(conf, topic, seconds):
     return n / elapsed
 
 
-def producer_while_cleaning(root, backlog_records, seconds):
+def producer_while_cleaning(root, backlog_records, seconds, throttle):
     data = os.path.join(root, "produce")
-    with shmlog.Broker(data, **{"log.cleaner.backoff.ms": 50}) as b:
+    configs = {"log.cleaner.backoff.ms": 50}
+    if throttle:
+        configs["log.cleaner.io.max.bytes.per.second"] = throttle
+    with shmlog.Broker(data, **configs) as b:
         conf = {"bootstrap.servers": b.bootstrap_servers}
         admin = shmlog.AdminClient(conf)
         futures = admin.create_topics([
@@ -127,7 +130,7 @@ def producer_while_cleaning(root, backlog_records, seconds):
     print(f"producer throughput (acks=1, 100 B): idle {idle / 1e3:.0f} k records/s, while the cleaner compacts "
           f"{backlog_records} records {busy / 1e3:.0f} k records/s = {100 * busy / idle:.0f} % of idle "
           f"(the clean took {clean_s:.1f} s from {time.monotonic() - started - clean_s:.1f} s after the alter; "
-          f"measured over {seconds} s)")
+          f"measured over {seconds} s; log.cleaner.io.max.bytes.per.second {throttle or 'unlimited'})")
     shutil.rmtree(data)
 
 
@@ -180,6 +183,7 @@ def main(argv=None):
     ap.add_argument("--commits", type=int, default=200_000)
     ap.add_argument("--produce-seconds", type=float, default=5.0)
     ap.add_argument("--data-dir", default="/var/tmp")
+    ap.add_argument("--throttle", type=float, default=0, help="log.cleaner.io.max.bytes.per.second (0: none)")
     ap.add_argument("--only", choices=("throughput", "producer", "startup"))
     args = ap.parse_args(argv)
     root = tempfile.mkdtemp(prefix="shmlog-bench-compaction-", dir=args.data_dir)
@@ -187,7 +191,7 @@ def main(argv=None):
         if args.only in (None, "throughput"):
             cleaner_throughput(root, args.records, args.keys)
         if args.only in (None, "producer"):
-            producer_while_cleaning(root, args.backlog, args.produce_seconds)
+            producer_while_cleaning(root, args.backlog, args.produce_seconds, args.throttle)
         if args.only in (None, "startup"):
             startup_after_commits(root, args.commits)
     finally:

@@ -40,6 +40,7 @@ LOCK_NAME = "cleaner.lock"
 STATS_NAME = "cleaner-stats.json"
 RESTART_BACKOFF_S = 1.0
 STOP_TIMEOUT_S = 10.0
+CLEANER_NICE = 10
 
 
 def log(message, level=logging.WARNING):
@@ -282,6 +283,11 @@ def main(argv=None):
         print("usage: python -m shmlog.broker.cleaner <data_dir>", file=sys.stderr)
         return 2
     logs.setup("cleaner")
+    # Background work: on a busy host producers, consumers and the persister get the CPU first.
+    try:
+        os.nice(CLEANER_NICE)
+    except OSError:
+        pass
     supervisor = os.getppid()
     try:
         c = Cleaner(argv[0])

@@ -242,3 +242,12 @@ def test_after_cleaning_a_reader_sees_the_latest_value_of_each_key_at_unchanged_
     assert got == expected
     offsets = [o for o, _, _ in got]
     assert offsets == sorted(set(offsets))
+
+
+def test_log_cleaner_io_max_bytes_per_second_slows_a_clean_to_that_rate(pdir):
+    write_log(pdir, [[(b"k%d" % (i % 3), b"x" * 200, NOW_MS) for i in range(10)] for _ in range(30)],
+              segment_bytes=4096)
+    total = sum(s.size for s in cleaner.plan(pdir, FORCE, NOW_MS).segments)
+    rate = total / 0.5   # reading alone takes 0.5 s at this rate
+    result = cleaner.clean(pdir, FORCE, NOW_MS, throttle=cleaner.Throttle(rate))
+    assert result.seconds >= 0.45
