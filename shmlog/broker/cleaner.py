@@ -124,13 +124,15 @@ class Cleaner:
         return 0
 
     def round(self, broker, meta):
-        """Clean what is due; returns how many partitions were cleaned."""
+        """Clean what is due; returns how many partitions a clean moved forward."""
         now_ms = time.time_ns() // 1_000_000
         due = []
         live = set()
+        dirs = []
         for topic, p, pdir, cfg in compacted_partitions(meta):
             name = f"{topic}-{p}"
             live.add(name)
+            dirs.append((name, pdir))
             policy = cleaner.policy_for(cfg)
             try:
                 plan = cleaner.plan(pdir, policy, now_ms)
@@ -145,37 +147,46 @@ class Cleaner:
                 due.append((plan.dirty_ratio, name, pdir, policy))
         for name in set(self.partitions) - live:
             del self.partitions[name]   # topic deleted, or no longer compacted
-        if not due:
+        unrecovered = [(name, pdir) for name, pdir in dirs if pdir not in self.recovered]
+        if not due and not unrecovered:
             return 0
         due.sort(key=lambda d: -d[0])
         fd = lock(self.data_dir)
         try:
+            for name, pdir in unrecovered:
+                self._recover(name, pdir)
             throttle = cleaner.Throttle(float(broker.get("log.cleaner.io.max.bytes.per.second") or 0))
             dedupe = int(broker.get("log.cleaner.dedupe.buffer.size") or 128 << 20)
             threads = int(broker.get("log.cleaner.threads") or 1)
             jobs = [(name, pdir, policy, throttle, dedupe) for _, name, pdir, policy in due]
             if threads == 1:
-                for job in jobs:
-                    self._clean(*job)
+                done = [self._clean(*job) for job in jobs]
             else:
                 with ThreadPoolExecutor(threads, thread_name_prefix="cleaner") as pool:
-                    list(pool.map(lambda job: self._clean(*job), jobs))
+                    done = list(pool.map(lambda job: self._clean(*job), jobs))
         finally:
             os.close(fd)
-        return len(due)
+        return sum(done)   # 0 (a failing clean, say) pauses for the backoff rather than retrying at once
+
+    def _recover(self, name, pdir):
+        """Remove what an interrupted clean left in pdir (under the cleaner lock), once per process."""
+        try:
+            for note in cleaner.recover_swaps(pdir):
+                log(f"{name}: {note}", logging.INFO)
+        except OSError as exc:
+            log(f"{name}: cannot remove what an interrupted clean left: {exc}; retrying in a later round")
+            return
+        self.recovered.add(pdir)
 
     def _status(self, name):
         return self.partitions.setdefault(name, {"cleans": 0, "bytes_reclaimed": 0, "records_removed": 0,
                                                  "last_clean_ms": None, "error": None})
 
     def _clean(self, name, pdir, policy, throttle, dedupe):
+        """Clean one partition; True if its cleaner checkpoint moved."""
         if self.stopping.is_set():
-            return
+            return False
         try:
-            if pdir not in self.recovered:
-                for note in cleaner.recover_swaps(pdir):
-                    log(f"{name}: {note}", logging.INFO)
-                self.recovered.add(pdir)
             result = cleaner.clean(pdir, policy, dedupe_buffer_bytes=dedupe, throttle=throttle,
                                    stopping=self.stopping)
         except (OSError, ValueError) as exc:   # one damaged partition must not stop the others
@@ -183,9 +194,9 @@ class Cleaner:
                 self._status(name)["error"] = str(exc)
                 self.totals["errors"] += 1
             log(f"{name}: the clean failed: {exc}; retrying in a later round")
-            return
+            return False
         if result is None:
-            return
+            return False
         with self.lock:
             st = self._status(name)
             st["cleans"] += 1
@@ -205,6 +216,7 @@ class Cleaner:
             log(f"{name}: cleaned {result.segments_read} segments up to offset {result.cleaned_up_to} in "
                 f"{result.seconds:.2f} s: {result.records_removed} records and {result.bytes_reclaimed} bytes "
                 f"removed", logging.INFO)
+        return result.cleaned_up_to is not None
 
     def write_stats(self):
         with self.lock:

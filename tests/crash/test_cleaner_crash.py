@@ -54,3 +54,31 @@ def test_a_cleaner_killed_at_any_step_loses_nothing_and_duplicates_nothing(tmp_p
     assert [r for r in got if r[0] >= active] == [r for r in before if r[0] >= active]
     cleaner.clean(pdir, FORCE._replace(delete_retention_ms=10**12), NOW_MS, force=True)
     assert read_all(pdir) == latest_below(before, active) + [r for r in before if r[0] >= active]
+
+
+@pytest.mark.parametrize("delay_ms", [5, 40, 120, 300])
+def test_a_cleaner_sigkilled_at_a_random_moment_loses_nothing_and_duplicates_nothing(tmp_path, delay_ms):
+    """The same check with a real SIGKILL from outside, delay_ms into a clean of a larger log
+    (whatever step the clean is at then)."""
+    pdir = str(tmp_path / "t-0")
+    write_log(pdir, [[(b"k%d" % ((i * 7 + j) % 50), b"v%d" % i, NOW_MS) for j in range(20)] for i in range(600)],
+              segment_bytes=8192)
+    before = read_all(pdir)
+    active = list_segments(pdir)[-1]
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('go\\n'); sys.stdout.flush(); "
+                              + CLEAN, pdir], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "go\n"   # the interpreter is up; the clean starts now
+    try:
+        child.wait(delay_ms / 1000)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    child.stdout.close()
+    cleaner.recover_swaps(pdir)
+    got = read_all(pdir)
+    offsets = [o for o, _, _ in got]
+    assert offsets == sorted(set(offsets))
+    assert set(got) <= set(before)
+    assert set(latest_below(before, active)) <= set(got)
+    cleaner.clean(pdir, FORCE._replace(delete_retention_ms=10**12), NOW_MS, force=True)
+    assert read_all(pdir) == latest_below(before, active) + [r for r in before if r[0] >= active]

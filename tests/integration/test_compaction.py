@@ -90,7 +90,7 @@ def test_a_consumer_of_a_compacted_topic_reads_each_keys_latest_value_after_the_
 
 
 def test_a_delete_policy_topic_is_left_whole(start_broker):
-    b = start_broker(**FAST)
+    b = start_broker(**FAST, **{"log.cleaner.threads": 2})
     conf = {"bootstrap.servers": b.bootstrap_servers}
     admin = shmlog.AdminClient(conf)
     create_topic(admin, "d", 1, segment_bytes=1024)
