@@ -645,6 +645,9 @@ INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 # empty on next use: committed offsets or registered schemas gone. (Kafka's kafka-topics tool
 # refuses to delete an internal topic; here the broker decides, for every client.)
 UNDELETABLE_TOPICS = INTERNAL_TOPICS | {"_schemas"}
+# Topics the log cleaner compacts whatever their cleanup.policy says: their readers replay
+# them on start (committed offsets, transaction state, schemas), which must stay bounded.
+COMPACTED_TOPICS = INTERNAL_TOPICS | {"_schemas"}
 
 
 def topic_name_problem(name):
@@ -674,7 +677,6 @@ def topic_names_collide(a, b):
 
 
 _ONE_REPLICA = "each partition has one replica (its ring and one log dir); there is no ISR or leader election"
-_NO_COMPACTION = "compaction is not built: a compacted topic is kept whole"
 _AS_PRODUCED = "batches are stored as the producer compressed them"
 
 # Kafka's topic-level configs, as given to NewTopic(config=...) or alter_configs.
@@ -700,10 +702,14 @@ TOPIC_KEYS = (
            "producer", _AS_PRODUCED),
     Key("flush.messages", Int(1, INT64_MAX), INT64_MAX, "Records between forced fsyncs."),
     Key("flush.ms", Int(0, INT64_MAX), INT64_MAX, "Milliseconds between forced fsyncs."),
-    _inert("min.compaction.lag.ms", Int(0, INT64_MAX), 0, _NO_COMPACTION),
-    _inert("max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX, _NO_COMPACTION),
-    _inert("delete.retention.ms", Int(0, INT64_MAX), 86_400_000, _NO_COMPACTION),
-    _inert("min.cleanable.dirty.ratio", Float(0, 1), 0.5, _NO_COMPACTION),
+    Key("min.compaction.lag.ms", Int(0, INT64_MAX), 0,
+        "Records stay uncompacted this long: a segment is cleaned once its largest timestamp is this old."),
+    Key("max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX,
+        "A partition whose oldest uncleaned segment is this old is cleaned whatever its dirty ratio."),
+    Key("delete.retention.ms", Int(0, INT64_MAX), 86_400_000,
+        "How long a compacted topic keeps a tombstone (null value) after its timestamp."),
+    Key("min.cleanable.dirty.ratio", Float(0, 1), 0.5,
+        "Uncleaned / total bytes of the cleanable segments at which the log cleaner cleans a partition."),
     _inert("unclean.leader.election.enable", BOOL, False, _ONE_REPLICA),
     Key("index.interval.bytes", Int(0, INT32_MAX), 4096, "Bytes between offset index entries."),
     _inert("file.delete.delay.ms", Int(0, INT64_MAX), 60_000,
@@ -753,7 +759,21 @@ BROKER_KEYS = (
     Key("log.roll.hours", Int(1, INT32_MAX), 168, "See `log.roll.ms`."),
     Key("log.cleanup.policy", CsvList(Enum(("compact", "delete")), canonical_str=True), "delete",
         "Default `cleanup.policy`."),
-    _inert("log.cleaner.enable", BOOL, True, _NO_COMPACTION),
+    Key("log.cleaner.enable", BOOL, True,
+        "Run the log cleaner process, which compacts topics whose cleanup.policy has compact."),
+    Key("log.cleaner.threads", Int(1, 64), 1, "Partitions the log cleaner cleans at once (threads)."),
+    Key("log.cleaner.backoff.ms", Int(0, INT64_MAX), 15_000,
+        "Pause of the log cleaner when no partition needs cleaning."),
+    Key("log.cleaner.io.max.bytes.per.second", Float(0, None), 1.7976931348623157e308,
+        "Bytes per second the log cleaner reads and writes at most (its throttle; Kafka's default, "
+        "the largest double, means none)."),
+    Key("log.cleaner.dedupe.buffer.size", Int(1024, INT64_MAX), 134_217_728,
+        "Bytes of key map for one clean, at 24 bytes a key as Kafka counts: more keys than fit are "
+        "cleaned by later passes."),
+    Key("log.cleaner.min.cleanable.ratio", Float(0, 1), 0.5, "Default `min.cleanable.dirty.ratio`."),
+    Key("log.cleaner.delete.retention.ms", Int(0, INT64_MAX), 86_400_000, "Default `delete.retention.ms`."),
+    Key("log.cleaner.min.compaction.lag.ms", Int(0, INT64_MAX), 0, "Default `min.compaction.lag.ms`."),
+    Key("log.cleaner.max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX, "Default `max.compaction.lag.ms`."),
     _inert("log.message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
            "records keep the producer's timestamps (CreateTime)"),
     _inert("compression.type",
@@ -838,6 +858,9 @@ BROKER_KEYS = (
     _inert("socket.receive.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),
     Key("socket.request.max.bytes", Int(8, INT32_MAX), 104_857_600,
         "Largest request the Kafka listener reads; a larger one closes the connection."),
+    Key("offsets.topic.segment.bytes", Int(1024, INT32_MAX), 104_857_600,
+        "`segment.bytes` of `__consumer_offsets` when the broker creates it (smaller segments are "
+        "compacted sooner: only sealed segments are cleaned)."),
     _inert("offsets.topic.replication.factor", Int(1, 32767), 3, "group offsets live in the data dir"),
     _inert("offsets.topic.num.partitions", Int(1, INT32_MAX), 50, "group offsets live in the data dir"),
     _inert("transaction.state.log.replication.factor", Int(1, 32767), 3,
@@ -861,6 +884,10 @@ _TOPIC_DEFAULT_FROM_BROKER = MappingProxyType({
     "flush.ms": "log.flush.interval.ms",
     "unclean.leader.election.enable": "unclean.leader.election.enable",
     "ring.bytes": "ring.bytes",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
 })
 
 # Kafka takes a duration in the finest unit given, whatever the dict order.

@@ -25,11 +25,11 @@ def data_dir(tmp_path):
 
 
 BROKER_MODULES = ("shmlog.broker.keeper", "shmlog.broker.supervisor", "shmlog.broker.persister",
-                  "shmlog.broker.kafka_listener")
+                  "shmlog.broker.kafka_listener", "shmlog.broker.cleaner")
 
 
 def broker_processes(data_dir):
-    """The live keeper, supervisor and persister of data_dir, known by what they run and for which data
+    """The live keeper, supervisor, persister and log cleaner of data_dir, known by what they run and for which data
     dir (`python -m shmlog.broker.<process> <data_dir>`), never by a word that a path may hold."""
     real = os.path.realpath(data_dir)
     found = []

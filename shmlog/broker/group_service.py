@@ -7,6 +7,8 @@ late, when the rebalance's join phase ends), pushes ("rebalance" goes to every m
 once, so nobody waits for its next heartbeat to learn of it) and offset records appended
 to the internal topic `__consumer_offsets` (8 partitions, the group picks one by Kafka's
 hash, key = [group, topic, partition], value = offset + metadata as JSON, null deletes).
+The topic is compacted (shmlog/broker/cleaner.py), so one commit per key survives and the
+start-up replay reads about one record per committed partition, not every commit ever made.
 On start it rebuilds the committed-offset table by reading that topic: segment files
 first, then the ring. A member's control connection closing tells the coordinator at once.
 """
@@ -103,8 +105,11 @@ class GroupService:
         """Created on the first commit, as Kafka creates it on first use: a broker that never
         sees a consumer group has no internal topic (and no 8 rings for it)."""
         if co.OFFSETS_TOPIC not in self.sup.meta["topics"]:
+            # Compacted (the log cleaner keeps the last commit per group, topic and partition: the key),
+            # in segments of offsets.topic.segment.bytes: only sealed segments are cleaned.
             self.sup.create_topic(co.OFFSETS_TOPIC, co.OFFSETS_TOPIC_PARTITIONS,
-                                  {"cleanup.policy": "compact", "ring.bytes": OFFSETS_RING_BYTES}, internal=True)
+                                  {"cleanup.policy": "compact", "ring.bytes": OFFSETS_RING_BYTES,
+                                   "segment.bytes": self.sup.config.offsets_topic_segment_bytes}, internal=True)
 
     def _partition(self, p):
         ring = self.sup.rings[(co.OFFSETS_TOPIC, p)]

@@ -25,6 +25,8 @@ from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats, requests
+from shmlog.broker.cleaner import CleanerProcess
+from shmlog.broker.cleaner import read as cleaner_stats
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.broker.kafka_listener.process import ListenerProcess
 from shmlog.config import (
@@ -96,6 +98,7 @@ class Supervisor:
         self.listener = ListenerProcess(data_dir, self.config)
         self.persister_started = 0.0
         self.persister_restarts = 0  # persisters that exited unasked and were started again
+        self.cleaner = None          # the log cleaner process (cleaner.CleanerProcess), made in run()
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
@@ -829,6 +832,8 @@ class Supervisor:
                 # What the persister last published of its fdatasync latency (persister_stats.py); None
                 # before the first one wrote its stats file.
                 "persister_stats": persister_stats.read(self.data_dir),
+                "cleaner_pid": self.cleaner.pid if self.cleaner else None,
+                "cleaner_stats": cleaner_stats(self.data_dir),
                 # The Kafka listener's bound and advertised address (None: not configured or not up yet).
                 "kafka_listener": self.listener.status()}
 
@@ -1090,6 +1095,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "running", False))
         self.ensure_persister()
+        self.cleaner = CleanerProcess(self.data_dir, self.config.shmlog_log_level)
+        self.cleaner.ensure(self.config.log_cleaner_enable)
         self.listener.ensure()
         print(f"shmlog broker ready {control.SCHEME}{self.data_dir}", flush=True)
         next_housekeeping = 0.0
@@ -1100,6 +1107,7 @@ class Supervisor:
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
                 self.ensure_persister()
+                self.cleaner.ensure(self.config.log_cleaner_enable)
                 self.listener.ensure()
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
@@ -1200,8 +1208,12 @@ class Supervisor:
 
     def shutdown(self):
         self.listener.stop()   # first: no Kafka client appends while the rings close
+        if self.cleaner is not None:
+            self.cleaner.terminate()   # it stops between segments while the persister drains
         self.close_rings()
         self.stop_persister()
+        if self.cleaner is not None:
+            self.cleaner.stop()
         self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPED
         self.remove_retired_dirs()
         for sock in list(self.clients):

@@ -36,7 +36,7 @@ from shmlog.cli._common import (
 from shmlog.cli.bench import bench
 from shmlog.cli.consume import consume
 from shmlog.cli.groups import groups
-from shmlog.cli.log import dump_log, verify_log
+from shmlog.cli.log import dump_log, log_group, verify_log
 from shmlog.cli.metadata import metadata
 from shmlog.cli.metrics import metrics
 from shmlog.cli.produce import produce
@@ -341,6 +341,7 @@ cli.add_command(consume)   # docs/cli.md
 cli.add_command(metadata)  # docs/cli.md
 cli.add_command(dump_log)  # docs/durability.md
 cli.add_command(verify_log)  # docs/durability.md
+cli.add_command(log_group)   # docs/compaction.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
 cli.add_command(users)     # docs/kafka-listener.md

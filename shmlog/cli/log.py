@@ -2,7 +2,9 @@
 `shmlog verify-log --data-dir D`: check every batch of every partition's segments.
 
 A `.log` prints one line per batch (offsets, producer fields, position, timestamp, size,
-codec, CRC and whether it checks out); --deep-iteration adds a line per record and
+codec, CRC and whether it checks out), after a `Cleaned:` line when the log cleaner has
+worked on the partition (offsets missing between a cleaned segment's batches are counted,
+not reported as problems); --deep-iteration adds a line per record and
 --print-data-log its key and value. An `.index` or `.timeindex` prints its entries and
 checks each against the `.log` beside it. Whatever does not check out (a CRC mismatch, a
 torn or invalid tail, an offset gap, an index entry that points nowhere) is reported and
@@ -10,7 +12,8 @@ makes the exit status 1.
 
 verify-log (like kafka-dump-log --deep-iteration over a whole log) walks every segment of
 each partition with the segment walk recovery and readers use, CRC32C included, and checks
-dense offsets inside segments and across them, every offset and time index entry; one line
+dense offsets inside segments (sealed segments may skip offsets: the log cleaner removes
+records) and across them, every offset and time index entry; one line
 per problem (file, byte position, offsets affected), a summary, exit status 1 on any
 problem. It only reads, so it works on a stopped broker and on a running one.
 """
@@ -20,7 +23,8 @@ import click
 import numpy as np
 
 from shmlog._native import ffi, lib
-from shmlog.log import index, segment
+from shmlog.cli._common import Failure, data_dir_option, table
+from shmlog.log import cleaner, index, segment
 from shmlog.log.batch import (
     ATTR_COMPRESSION_MASK,
     ATTR_CONTROL,
@@ -81,10 +85,14 @@ def _dump_log(path, out):
     base = int(os.path.basename(path)[:20]) if os.path.basename(path)[:20].isdigit() else None
     click.echo(f"Dumping {path}")
     click.echo(f"Log starting offset: {base if base is not None else 'unknown (not a segment file name)'}")
+    cleaned = _cleaned(path, base)
+    if cleaned is not None:
+        click.echo(f"Cleaned: {'yes' if cleaned[0] else 'no'} (log cleaner checkpoint {cleaned[1]})")
+    gaps = bool(cleaned and cleaned[0])
     mapped = segment._Mapped.of_path(path)
     try:
         buf, ptr, end = mapped.mm, mapped.ptr, mapped.size
-        pos, expected, batches, records = 0, base, 0, 0
+        pos, expected, batches, records, removed = 0, base, 0, 0, 0
         while pos < end:
             try:
                 batch_bytes, first, count, _ = segment._check_batch(buf, ptr, pos, end, None, False)
@@ -96,7 +104,10 @@ def _dump_log(path, out):
              base_sequence, record_count) = HEADER.unpack_from(buf, pos)
             valid = lib.shmlog_batch_verify(ptr + pos, batch_bytes, 1) == lib.SHMLOG_OK
             if expected is not None and first != expected:
-                out.problem(f"offset gap: expected base offset {expected} at position {pos}, found {first}")
+                if gaps and first > expected:
+                    removed += first - expected   # records the log cleaner removed
+                else:
+                    out.problem(f"offset gap: expected base offset {expected} at position {pos}, found {first}")
             transactional = bool(attributes & ATTR_TRANSACTIONAL)
             control = bool(attributes & ATTR_CONTROL)
             ts_type = "LogAppendTime" if attributes & ATTR_LOG_APPEND_TIME else "CreateTime"
@@ -132,9 +143,21 @@ def _dump_log(path, out):
             pos += batch_bytes
             expected = first + count
         click.echo(f"{batches} batches, {pos} bytes" + (f", {records} records" if out.deep else "")
-                   + (f", next offset {expected}" if expected is not None else ""))
+                   + (f", next offset {expected}" if expected is not None else "")
+                   + (f", {removed} offsets between batches removed by compaction" if removed else ""))
     finally:
         mapped.close()
+
+
+def _cleaned(path, base):
+    """(cleaned, checkpoint) for a segment file in a partition directory the log cleaner has
+    worked on: cleaned when the segment lies wholly below its checkpoint; None otherwise."""
+    pdir = os.path.dirname(os.path.abspath(path))
+    if base is None or not os.path.exists(os.path.join(pdir, cleaner.CHECKPOINT_NAME)):
+        return None
+    checkpoint = cleaner.read_checkpoint(pdir)
+    later = [b for b in segment.list_segments(pdir) if b > base]
+    return (bool(later) and later[0] <= checkpoint), checkpoint
 
 
 def _log_beside(path):
@@ -253,7 +276,8 @@ def _verify_segment(out, path, base, newest, next_base):
         out.problem(f"{path}: byte {pos}: offsets {first}..{first + count - 1}: {bad.reason}")
 
     try:
-        valid, end, bad = segment._walk(mapped, base, True, on_batch, on_bad=on_bad)
+        # A sealed segment may be one the log cleaner rewrote: offsets may skip between its batches.
+        valid, end, bad = segment._walk(mapped, base, True, on_batch, on_bad=on_bad, gaps=not newest)
         for _ in range(TORN_TAIL_RETRIES):
             if bad is None or not bad.torn or not newest:
                 break
@@ -264,7 +288,7 @@ def _verify_segment(out, path, base, newest, next_base):
                 break
             mapped.close()
             mapped = fresh
-            valid, end, bad = segment._walk(mapped, end, True, on_batch, start=valid, on_bad=on_bad)
+            valid, end, bad = segment._walk(mapped, end, True, on_batch, start=valid, on_bad=on_bad, gaps=not newest)
         size = mapped.size
     finally:
         mapped.close()
@@ -362,3 +386,40 @@ def verify_log(data_dir, log_dirs, topic, partition):
                f"problem{'s' if out.problems != 1 else ''}")
     if out.problems:
         click.get_current_context().exit(1)
+
+
+# ---------------------------------------------------------------------- the log cleaner
+
+@click.group("log")
+def log_group():
+    """The log cleaner: its status, and a clean run by hand."""
+
+
+def _ago(ms):
+    if not ms:
+        return "never"
+    import time
+    return f"{max(0, time.time() - ms / 1000):.0f} s ago"
+
+
+@log_group.command("cleaner-status")
+@data_dir_option()
+def cleaner_status(data_dir):
+    """One line per compacted partition: dirty ratio, last clean, bytes reclaimed."""
+    from shmlog.broker import cleaner as cleaner_process
+    st = cleaner_process.read(os.path.realpath(data_dir))
+    if st is None:
+        raise Failure(f"no log cleaner status in {data_dir} (the broker has not run a cleaner there yet)")
+    totals = st.get("totals") or {}
+    click.echo(f"log cleaner pid {st.get('pid')} ({'enabled' if st.get('enabled') else 'disabled'}), "
+               f"status written {_ago(st.get('written_ms'))}: {totals.get('cleans', 0)} cleans, "
+               f"{totals.get('bytes_reclaimed', 0)} bytes reclaimed, {totals.get('records_removed', 0)} records "
+               f"removed, {totals.get('errors', 0)} errors")
+    rows = []
+    for name, p in sorted((st.get("partitions") or {}).items()):
+        rows.append([name, f"{p.get('dirty_ratio', 0):.3f}", p.get("min_cleanable_dirty_ratio", ""),
+                     p.get("dirty_bytes", 0), p.get("clean_bytes", 0), p.get("first_dirty_offset", 0),
+                     _ago(p.get("last_clean_ms")), p.get("bytes_reclaimed", 0), p.get("error") or ""])
+    if rows:
+        click.echo(table(["PARTITION", "DIRTY RATIO", "MIN RATIO", "DIRTY BYTES", "CLEAN BYTES", "FIRST DIRTY",
+                          "LAST CLEAN", "RECLAIMED", "ERROR"], rows))

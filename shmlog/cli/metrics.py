@@ -79,6 +79,8 @@ class BrokerCollector:
             families["ring_size"].add_metric(labels, p.ring_size_bytes)
         yield from families.values()
 
+        yield from _cleaner_families(snap)
+
         members = GaugeMetricFamily("shmlog_group_members", "Members of the consumer group", labels=["group"])
         generation = GaugeMetricFamily("shmlog_group_generation", "The group's generation: it grows by one with "
                                        "every completed rebalance", labels=["group"])
@@ -98,6 +100,26 @@ class BrokerCollector:
                 if row.lag is not None:
                     lag.add_metric(labels, row.lag)
         yield from (members, generation, state, committed, lag)
+
+
+def _cleaner_families(snap):
+    """The log cleaner's status (docs/compaction.md) as metric families."""
+    yield GaugeMetricFamily("shmlog_log_cleaner_up", "1 if the broker's log cleaner process is running",
+                            value=int(bool(snap.cleaner_pid)))
+    ratio = GaugeMetricFamily("shmlog_log_cleaner_dirty_ratio", "Uncleaned / total bytes of the cleanable "
+                              "segments of a compacted partition", labels=PARTITION)
+    reclaimed = CounterMetricFamily("shmlog_log_cleaner_reclaimed_bytes", "Bytes the log cleaner removed from "
+                                    "the partition since the cleaner process started", labels=PARTITION)
+    last = GaugeMetricFamily("shmlog_log_cleaner_last_clean_timestamp_seconds", "When the log cleaner last "
+                             "cleaned the partition (Unix time)", labels=PARTITION)
+    for name, p in sorted((snap.cleaner.get("partitions") or {}).items()):
+        topic, _, partition = name.rpartition("-")
+        labels = [topic, partition]
+        ratio.add_metric(labels, float(p.get("dirty_ratio") or 0.0))
+        reclaimed.add_metric(labels, int(p.get("bytes_reclaimed") or 0))
+        if p.get("last_clean_ms"):
+            last.add_metric(labels, p["last_clean_ms"] / 1000)
+    yield from (ratio, reclaimed, last)
 
 
 def _bound(seconds):

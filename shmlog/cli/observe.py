@@ -96,6 +96,8 @@ class Snapshot:
     partitions: list = dataclasses.field(default_factory=list)
     groups: list = dataclasses.field(default_factory=list)
     fsync: list = dataclasses.field(default_factory=list)     # [FsyncHistogram], one per log dir
+    cleaner_pid: int = 0
+    cleaner: dict = dataclasses.field(default_factory=dict)   # the log cleaner's status (run/cleaner-stats.json)
 
 
 class Observer:
@@ -140,7 +142,8 @@ class Observer:
         return Snapshot(taken_at=time.time(), up=True, supervisor_pid=status.get("pid") or 0,
                         persister_pid=status.get("persister_pid") or 0, clients=clients,
                         partitions=partitions, groups=groups,
-                        fsync=fsync_histograms(status.get("persister_stats")))
+                        fsync=fsync_histograms(status.get("persister_stats")),
+                        cleaner_pid=status.get("cleaner_pid") or 0, cleaner=status.get("cleaner_stats") or {})
 
     def close(self):
         if self.control is not None:

@@ -68,10 +68,31 @@ def topics_describe(name, data_dir):
         rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))] for p in parts]
         click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
         entries = configs.get(topic) or {}
+        for line in _cleaner_lines(data_dir, topic, len(parts)):
+            click.echo(line)
         click.echo("  Configs:")
         width = max((len(k) for k in entries), default=0)
         for key in sorted(entries):
             click.echo(f"    {key.ljust(width)} = {config_value(entries[key].value)}")
+
+
+def _cleaner_lines(data_dir, topic, partitions):
+    """`  Cleaner p: dirty ratio ..., last clean ..., N bytes reclaimed` for a compacted topic's partitions."""
+    import os
+    import time
+
+    from shmlog.broker import cleaner
+    st = (cleaner.read(os.path.realpath(data_dir)) or {}).get("partitions") or {}
+    out = []
+    for p in range(partitions):
+        s = st.get(f"{topic}-{p}")
+        if s is None:
+            continue
+        last = f"{time.time() - s['last_clean_ms'] / 1000:.0f} s ago" if s.get("last_clean_ms") else "never"
+        out.append(f"  Cleaner {p}: dirty ratio {s.get('dirty_ratio', 0):.3f}, last clean {last}, "
+                   f"{s.get('bytes_reclaimed', 0)} bytes reclaimed, first dirty offset {s.get('first_dirty_offset', 0)}"
+                   + (f", error: {s['error']}" if s.get("error") else ""))
+    return out
 
 
 def _indent(text, prefix):

@@ -17,6 +17,7 @@ from shmlog.config import parse_consumer_config
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log import codec
 from shmlog.log.batch import ATTR_LOG_APPEND_TIME, COMPRESSED, CORRUPT, SKIP, BatchWalker, decode_headers
+from shmlog.log.cleaner import read_checkpoint as cleaner_checkpoint
 from shmlog.log.segment import SegmentReader, partition_dir
 from shmlog.message import (
     OFFSET_BEGINNING,
@@ -38,7 +39,7 @@ class _Reader:
     """One assigned partition: where we are and what we decoded but not yet returned."""
 
     __slots__ = ("topic", "partition", "ring", "cursor", "next_offset", "paused", "pending", "segments",
-                 "on_ring", "log_dir", "ring_address", "cursor_address", "eof_reported")
+                 "on_ring", "log_dir", "ring_address", "cursor_address", "eof_reported", "cleaned_below")
 
     def __init__(self, topic, partition, ring, log_dir):
         self.topic, self.partition, self.ring, self.log_dir = topic, partition, ring, log_dir
@@ -50,6 +51,7 @@ class _Reader:
         self.segments = None
         self.on_ring = False
         self.eof_reported = False  # enable.partition.eof: reported since the last record returned
+        self.cleaned_below = 0     # the log cleaner's checkpoint as of the last seek: read segments below it
 
     def at_end(self):
         return self.on_ring and not self.pending and self.next_offset >= self.ring.end()[1]
@@ -337,10 +339,14 @@ class Consumer(_fast.ConsumerCore):
             offset = low if self._reset == "earliest" else high
         reader.next_offset = offset
         reader.pending.clear()
+        # Below the cleaner's checkpoint the ring may still hold records compaction removed from the
+        # segments: read those from the segments, so a compacted topic reads compacted from there.
+        reader.cleaned_below = cleaner_checkpoint(partition_dir(reader.log_dir, reader.topic, reader.partition))
         self._to_ring_or_segments(reader)
 
-    def _to_ring_or_segments(self, reader):
-        cursor = reader.ring.locate(reader.next_offset)
+    def _to_ring_or_segments(self, reader, ring_ok=False):
+        below = reader.next_offset < reader.cleaned_below and not ring_ok
+        cursor = None if below else reader.ring.locate(reader.next_offset)
         if cursor is not None:
             reader.cursor.position, reader.cursor.next_offset = cursor.position, cursor.next_offset
             reader.on_ring = True
@@ -443,7 +449,7 @@ class Consumer(_fast.ConsumerCore):
                        max(low, reader.segments.log_start_offset))
             return 0
         if not frames:
-            self._to_ring_or_segments(reader)
+            self._to_ring_or_segments(reader, ring_ok=True)
             return 0
         count = self._decode(reader, buf, frames)
         self._to_ring_or_segments(reader)

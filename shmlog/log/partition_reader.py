@@ -5,6 +5,7 @@ import os
 from shmlog._native import ffi, lib
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log.batch import COMPRESSED, CORRUPT, SKIP, BatchWalker, max_timestamp_of
+from shmlog.log.cleaner import read_checkpoint
 from shmlog.log.segment import SegmentReader, first_offset_at_or_after, list_segments
 
 
@@ -20,13 +21,15 @@ def read_partition(ring, partition_dir, max_bytes=1 << 20, on_corrupt=None):
     out = []
     seg = SegmentReader(partition_dir) if os.path.isdir(partition_dir) and list_segments(partition_dir) else None
     offset = seg.log_start_offset if seg is not None else ring.start()[1]
+    # Below the log cleaner's checkpoint the segments hold the compacted records: read them there.
+    cleaned_below = read_checkpoint(partition_dir) if seg is not None else 0
     buf = bytearray(max_bytes)
     walker = BatchWalker(check_crc=1)
     frames = ffi.new("shmlog_frame_ref[]", 256)
     cursor = ffi.new("shmlog_cursor *")
     try:
         while True:
-            loc = ring.locate(offset)
+            loc = ring.locate(offset) if offset >= cleaned_below else None
             if loc is not None:
                 cursor.position, cursor.next_offset = loc.position, loc.next_offset
                 try:
@@ -60,6 +63,9 @@ def read_partition(ring, partition_dir, max_bytes=1 << 20, on_corrupt=None):
                 offset = resume
                 continue
             if not found:
+                if offset < cleaned_below:
+                    cleaned_below = 0   # past the segments: the ring holds the rest
+                    continue
                 return out
             offset = _decode_records(walker, data, found, offset, out, on_corrupt)
     finally:

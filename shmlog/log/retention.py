@@ -10,8 +10,10 @@ once when delete_records moves the log start offset):
 
 Only whole segments are deleted, oldest first, and each rule stops at the first segment it
 must keep (a prefix, as in Kafka). The time and size rules apply when cleanup.policy
-contains "delete". The active segment goes too when every record in it qualifies; the
-writer then rolls an empty segment at the log end offset first, so offsets continue.
+contains "delete" (so "compact,delete" both compacts, in the log cleaner, and deletes by
+age and size here); sizes are those of the files as they are now, after any cleaning.
+The active segment goes too when every record in it qualifies; the writer then rolls an
+empty segment at the log end offset first, so offsets continue.
 
 The log start offset is the larger of: the oldest segment's base offset, this partition's
 checkpoint file (what retention and delete_records established before), and what the
@@ -29,18 +31,21 @@ def checkpoint_path(partition_dir):
     return os.path.join(partition_dir, CHECKPOINT_NAME)
 
 
-def read_checkpoint(partition_dir):
-    """The log start offset recorded in partition_dir (0 when none or unreadable)."""
+def read_checkpoint(partition_dir, name=CHECKPOINT_NAME):
+    """The offset recorded in a checkpoint file of partition_dir (0 when none or unreadable).
+
+    name: this module's log start offset checkpoint, or the log cleaner's
+    (shmlog.log.cleaner.CHECKPOINT_NAME)."""
     try:
-        with open(checkpoint_path(partition_dir)) as f:
+        with open(os.path.join(partition_dir, name)) as f:
             return max(0, int(f.read().strip() or 0))
     except (FileNotFoundError, ValueError):
         return 0
 
 
-def write_checkpoint(partition_dir, offset):
-    """Record the log start offset durably (temp file, fsync, rename, fsync the directory)."""
-    path = checkpoint_path(partition_dir)
+def write_checkpoint(partition_dir, offset, name=CHECKPOINT_NAME):
+    """Record an offset durably (temp file, fsync, rename, fsync the directory)."""
+    path = os.path.join(partition_dir, name)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:

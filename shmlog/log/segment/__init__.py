@@ -8,7 +8,10 @@ copied or compared batch for batch. The file name is the base offset of its firs
 
 Invariants, relied on by recovery and readers:
 - inside a segment, offsets are dense: a batch's base offset is the previous batch's
-  base + lastOffsetDelta + 1, and the first batch's base is the file name;
+  base + lastOffsetDelta + 1, and the first batch's base is the file name; except in a
+  sealed segment the log cleaner rewrote (shmlog/log/cleaner.py): its batches keep their
+  offsets, so it may skip offsets between batches (and inside one), never go back, and
+  its first batch is still the one the file is named after;
 - between segments there may be a gap (data a previous run lost is logged and skipped; a
   new segment starts at the next offset the ring holds), never an overlap;
 - only the newest segment is ever appended to, and a segment is sealed (final time index

@@ -64,13 +64,15 @@ class _BadBatch(Exception):
         #                     batch fits (a CRC mismatch, an offset gap): a walk can step over it
 
 
-def _check_batch(buf, ptr, pos, end, expected_base, check_crc):
+def _check_batch(buf, ptr, pos, end, expected_base, check_crc, gaps=False):
     """(batch_bytes, base_offset, offset_count, max_timestamp) of the batch at pos, or raise _BadBatch.
 
     offset_count is lastOffsetDelta + 1, the offsets the batch accounts for (what the
     ring's frame refs call record_count; a repaired dead claim is a control batch with
     zero records that still accounts for its offsets). expected_base None skips the
-    dense-offset check (a batch found through an index entry).
+    dense-offset check (a batch found through an index entry). gaps=True takes expected_base
+    as a floor rather than the exact base: a sealed segment that the log cleaner rewrote
+    (shmlog/log/cleaner.py) keeps its batches' offsets but not every batch.
     """
     room = end - pos
     if room < HEADER_BYTES:
@@ -88,7 +90,7 @@ def _check_batch(buf, ptr, pos, end, expected_base, check_crc):
                         (batch_bytes, base, last_delta + 1))
     if rc != lib.SHMLOG_OK:
         raise _BadBatch(f"invalid batch header at base offset {base}", False)
-    if expected_base is not None and base != expected_base:
+    if expected_base is not None and (base < expected_base if gaps else base != expected_base):
         raise _BadBatch(f"offset gap (expected base offset {expected_base}, found {base})", False,
                         (batch_bytes, base, last_delta + 1))
     return batch_bytes, base, last_delta + 1, max_ts
@@ -97,10 +99,11 @@ def _check_batch(buf, ptr, pos, end, expected_base, check_crc):
 class _Mapped:
     """A read-only mmap of a file plus a cffi pointer into it; empty files map to nothing."""
 
-    __slots__ = ("mm", "ptr", "size")
+    __slots__ = ("mm", "ptr", "size", "ino")
 
     def __init__(self, fd, size):
         self.size = size
+        self.ino = os.fstat(fd).st_ino   # a cleaned segment is swapped in as a new file under the same name
         if size == 0:
             self.mm, self.ptr = b"", ffi.NULL
         else:
@@ -125,20 +128,20 @@ class _Mapped:
         self.mm, self.ptr, self.size = b"", ffi.NULL, 0
 
 
-def _walk(mapped, expected_base, check_crc, on_batch=None, start=0, on_bad=None):
+def _walk(mapped, expected_base, check_crc, on_batch=None, start=0, on_bad=None, gaps=False):
     """Walk a segment from byte `start` (0: its start): (valid_bytes, next_offset, _BadBatch or None).
 
     on_batch(position, batch_bytes, last_offset, max_timestamp) is called for each valid batch.
     expected_base is the base offset of the batch at `start` (None: whatever it is). With
     on_bad(position, _BadBatch), a batch that can be stepped over (a CRC mismatch or an offset
     gap behind a sound header) is reported there and the walk goes on after it; otherwise
-    the walk stops at the first bad batch.
+    the walk stops at the first bad batch. gaps: see _check_batch (True for sealed segments).
     """
     pos, next_offset = start, expected_base
     buf, ptr, end = mapped.mm, mapped.ptr, mapped.size
     while pos < end:
         try:
-            batch_bytes, base, count, max_ts = _check_batch(buf, ptr, pos, end, next_offset, check_crc)
+            batch_bytes, base, count, max_ts = _check_batch(buf, ptr, pos, end, next_offset, check_crc, gaps)
         except _BadBatch as bad:
             if on_bad is None or bad.batch is None:
                 return pos, next_offset, bad
@@ -170,7 +173,8 @@ def _batch_max_timestamp(mapped, offset_entries, base, last_offset):
     expected = None if hit is not None else base
     while pos < mapped.size:
         try:
-            batch_bytes, first, count, max_ts = _check_batch(mapped.mm, mapped.ptr, pos, mapped.size, expected, False)
+            batch_bytes, first, count, max_ts = _check_batch(mapped.mm, mapped.ptr, pos, mapped.size, expected, False,
+                                                             gaps=True)
         except _BadBatch:
             return None
         if first + count - 1 >= last_offset:

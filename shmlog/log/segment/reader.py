@@ -197,6 +197,13 @@ class SegmentReader:
             return False  # deleted (retention) while mapped: what we mapped stays readable
         old = seg.mapped
         old_size = old.size if old is not None else 0
+        if old is not None and old.size and fresh.size and fresh.ino != old.ino:
+            # The log cleaner swapped in a rewritten segment: same offsets, other positions.
+            seg.close()
+            seg.mapped = fresh
+            seg.forget()
+            seg.disk_index = seg.time_index = None
+            return True
         if fresh.size <= old_size:
             if fresh.size < old_size:
                 # Recovery cut the tail after a crash: what we validated may be gone.
@@ -266,7 +273,7 @@ class SegmentReader:
                 m = seg.mapped
             try:
                 batch_bytes, base, count, _ = _check_batch(m.mm, m.ptr, seg.scan_pos, m.size, seg.scan_offset,
-                                                           False)
+                                                           False, gaps=not self._is_newest(seg))
             except _BadBatch as bad:
                 if not bad.torn or not self._remap(seg):
                     # A torn batch at the end of the newest segment is one being written: wait.

@@ -29,6 +29,13 @@ class SegmentInfo:
         self.max_timestamp = max_timestamp
         self.path = segment_path(partition_dir, base)
 
+    def current_size(self):
+        """The file's size now (0 once deleted)."""
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+
     def largest_timestamp(self):
         """Kafka's rule: the largest record timestamp, else the file's modification time (ms)."""
         if self.max_timestamp >= 0:
@@ -158,7 +165,7 @@ def _check_tail(partition_dir, base, next_base, problems):
             rel, position = (int(v) for v in entries[-1])
             if _batch_matches(mapped, position, base + rel):
                 start, expected = position, None
-        valid, end, bad = _walk(mapped, expected, False, start=start)
+        valid, end, bad = _walk(mapped, expected, False, start=start, gaps=True)
         if end is None:  # the walk started at an index entry and found nothing after it
             end = base
         if bad is not None:
@@ -198,8 +205,10 @@ def _check_sealed_indexes(partition_dir, base, interval, notes):
         mapped.close()
 
 
-def _build_index(mapped, base, interval, check_crc, seal=True):
-    """Index entries for a segment's valid prefix: (builder, offset entries, time entries)."""
+def _build_index(mapped, base, interval, check_crc, seal=True, gaps=True):
+    """Index entries for a segment's valid prefix: (builder, offset entries, time entries).
+
+    gaps: the segment may be one the log cleaner rewrote (every sealed segment may)."""
     builder = index.IndexBuilder(base, interval)
     offset_entries, time_entries = [], []
 
@@ -210,7 +219,7 @@ def _build_index(mapped, base, interval, check_crc, seal=True):
         if t is not None:
             time_entries.append(t)
 
-    _walk(mapped, base, check_crc, note)
+    _walk(mapped, base, check_crc, note, gaps=gaps)
     if seal:
         final = builder.final_time_entry()
         if final is not None:

@@ -138,7 +138,9 @@ class SegmentWriter:
         out = []
         for i, info in enumerate(self._segments):
             end = self._segments[i + 1].base if i + 1 < len(self._segments) else self._log_end_offset
-            out.append((info.base, end, info.size, info.largest_timestamp()))
+            # A sealed segment may have been rewritten smaller by the log cleaner since: ask the file.
+            size = info.size if i == len(self._segments) - 1 else info.current_size()
+            out.append((info.base, end, size, info.largest_timestamp()))
         return out
 
     def _open_active(self, base, builder):
