@@ -86,8 +86,9 @@ class ProducerState:
         if entry is not None and producer_epoch < entry.producer_epoch:
             return   # a fenced producer's batch cannot follow its successor's; the newer epoch stands
         delta = last_offset - base_offset
-        self.producers[producer_id] = ProducerEntry(producer_id, producer_epoch, (base_sequence + delta) & SEQUENCE_MASK,
-                                                    last_offset, delta, max_timestamp)
+        last_sequence = (base_sequence + delta) & SEQUENCE_MASK
+        self.producers[producer_id] = ProducerEntry(producer_id, producer_epoch, last_sequence, last_offset, delta,
+                                                    max_timestamp)
 
     def update_from_header(self, header_fields):
         """update() from HEADER.unpack_from() of a batch."""
