@@ -327,7 +327,7 @@ class Producer(_fast.ProducerCore):
         that is not in the log: a stopped broker's rings take nothing after its final drain."""
         if self._retired:
             self._drop_retired()
-        if not self._stalled:
+        if not self._waiting_for_broker():
             return
         if not self._broker_down:
             self._broker_down = True
@@ -340,8 +340,19 @@ class Producer(_fast.ProducerCore):
             self._reconnect()
         if self._stalled:
             self._locked(self._expire_stalled)
-        if not self._stalled:
+        if not self._waiting_for_broker():
             self._broker_down = False
+
+    def _waiting_for_broker(self):
+        """Records wait for a broker of our data dir to come back: batches a stopping broker
+        refused, or (idempotent) acks=all batches in a stopped broker's ring whose fsync it did
+        not confirm, which _resend_after_restart sends to the next one."""
+        if self._stalled:
+            return True
+        if self._producer_id < 0 or not self._durable:
+            return False
+        ring = self._durable[0][0]
+        return not ring.closed and ring.stopped
 
     def _error_cb(self, err):
         if self._cfg.error_cb is not None:
@@ -553,9 +564,9 @@ class Producer(_fast.ProducerCore):
         if timeout_s is not None and timeout_s < 0:
             timeout_s = 3600.0 * 24
         self._close_batches(False, self._linger_s)
-        if self._stalled or self._retired:
+        if self._stalled or self._retired or self._waiting_for_broker():
             self._serve_outage()
-            if self._stalled:
+            if self._waiting_for_broker():
                 timeout_s = min(timeout_s, RECONNECT_INTERVAL_S)
         self._collect_durable(0 if self._reports else timeout_s)
         served = self._serve_reports()
@@ -570,7 +581,7 @@ class Producer(_fast.ProducerCore):
         while True:
             self._serve_outage()
             wait_s = deadline - time.monotonic()
-            if self._stalled:
+            if self._waiting_for_broker():
                 wait_s = min(wait_s, RECONNECT_INTERVAL_S)
             self._collect_durable(wait_s)
             self._serve_reports()
