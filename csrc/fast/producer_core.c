@@ -30,6 +30,8 @@ typedef struct {
     long long queued_records;
     long long queued_bytes;
     long long max_block_ns;
+    long long producer_id;          /* enable.idempotence: from init_producer_id; -1 otherwise */
+    int producer_epoch;
     shmlog_doorbell *doorbell;
     pthread_mutex_t send_lock;
     double queue_wait_min_s, queue_wait_max_s, queue_wait_sum_s; /* batches' wait before their append */
@@ -101,20 +103,22 @@ static PyObject *producer_core_new(PyTypeObject *type, PyObject *Py_UNUSED(args)
     self->wake = Py_NewRef(Py_None);
     static const uint64_t never = UINT64_MAX;
     self->metadata_epoch = &never; /* every produce() takes the slow path until _configure */
+    self->producer_id = -1;
     if (!self->routes || !self->ready) { Py_DECREF(self); return NULL; }
     return (PyObject *)self;
 }
 
 /* _configure(on_delivery, wake, epoch_address, doorbell, fast_partitioner, null_key_random, linger_zero,
- *            acks, compressed, batch_records, max_queued_records, max_queued_bytes, max_block_ms) */
+ *            acks, compressed, batch_records, max_queued_records, max_queued_bytes, max_block_ms,
+ *            producer_id, producer_epoch) */
 static PyObject *producer_configure(ProducerCore *self, PyObject *args) {
     PyObject *on_delivery, *wake;
     unsigned long long epoch_address, doorbell;
     long long max_block_ms;
-    if (!PyArg_ParseTuple(args, "OOKKpppipLLLL", &on_delivery, &wake, &epoch_address, &doorbell,
+    if (!PyArg_ParseTuple(args, "OOKKpppipLLLLLi", &on_delivery, &wake, &epoch_address, &doorbell,
                           &self->fast_partitioner, &self->null_key_random, &self->linger_zero, &self->acks,
                           &self->compressed, &self->batch_records, &self->max_queued_records,
-                          &self->max_queued_bytes, &max_block_ms))
+                          &self->max_queued_bytes, &max_block_ms, &self->producer_id, &self->producer_epoch))
         return NULL;
     Py_XSETREF(self->on_delivery, Py_NewRef(on_delivery));
     Py_XSETREF(self->wake, Py_NewRef(wake));
@@ -209,10 +213,14 @@ static int producer_append(ProducerCore *self, Batch *b) {
     int64_t rc = SHMLOG_ETOOBIG;
     if (records_bytes <= (Py_ssize_t)UINT32_MAX) {
         Py_BEGIN_ALLOW_THREADS
+        /* Idempotent: the ring's next sequence for us, checked against its sequence record. */
         rc = core->ring_append(ring, slot, records, (uint32_t)records_bytes, b->count, b->base_timestamp,
-                               b->max_timestamp, attributes, -1, -1, -1, self->max_block_ns, self->doorbell, &base);
+                               b->max_timestamp, attributes, self->producer_id, (int16_t)self->producer_epoch,
+                               self->producer_id >= 0 ? SHMLOG_SEQUENCE_NEXT : -1, self->max_block_ns,
+                               self->doorbell, &base);
         Py_END_ALLOW_THREADS
     }
+    if (rc >= 0 && self->producer_id >= 0) b->base_sequence = ring->last_base_sequence;
     if (compressed) {
         PyBuffer_Release(&view);
         Py_DECREF(compressed);

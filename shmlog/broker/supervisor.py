@@ -29,6 +29,7 @@ from shmlog.broker.cleaner import CleanerProcess
 from shmlog.broker.cleaner import read as cleaner_stats
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.broker.kafka_listener.process import ListenerProcess
+from shmlog.broker.producer_ids import ProducerIdAllocator, ProducerIdsUnavailable
 from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
@@ -39,7 +40,7 @@ from shmlog.config import (
     topic_names_collide,
 )
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log import retention
+from shmlog.log import producer_state, retention
 from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, recover
 
 HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, retired partition dirs
@@ -102,6 +103,7 @@ class Supervisor:
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
+        self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.running = True
         self.selector = selectors.DefaultSelector()
         # The keeper (broker/keeper.py) that restarts us if we die: our parent, named in our
@@ -847,6 +849,48 @@ class Supervisor:
         except OSError as exc:
             raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"cannot read or write the cluster id under "
                           f"{self.data_dir}/meta: {exc}")
+
+    def op_init_producer_id(self, sock, request):
+        """Kafka's InitProducerId for an idempotent producer (transactional_id null): a producer
+        id never handed out before in this data dir (producer_ids.py) and epoch 0."""
+        if request.get("transactional_id") is not None:
+            raise Refused(KafkaError._UNSUPPORTED_FEATURE, "init_producer_id: transactions are not supported by "
+                          "this broker (transactional.id must not be set); idempotent producers "
+                          "(transactional_id null) are")
+        try:
+            return {"producer_id": self.producer_ids.allocate(), "producer_epoch": 0}
+        except ProducerIdsUnavailable as exc:
+            raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"init_producer_id: {exc}") from None
+
+    def op_describe_producers(self, sock, request):
+        """Kafka's DescribeProducers: per partition, each idempotent producer's epoch, last
+        sequence and its offset, from the log on disk (producer_state.load) and, newer, the
+        ring's sequence records. An idempotent producer asks before it re-sends batches to a
+        restarted broker, so the append path knows which of them the log already holds."""
+        results = []
+        for topic, partition in request["partitions"]:
+            t = self.meta["topics"].get(topic)
+            if t is None or not 0 <= partition < t["partitions"]:
+                results.append({"topic": topic, "partition": partition, "error": KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                "producers": []})
+                continue
+            pdir = partition_dir(self.partition_log_dir(topic, partition, t), topic, partition)
+            try:
+                state = producer_state.load(pdir, log_end_offset(pdir, check_crc=True)) if os.path.isdir(pdir) \
+                    else producer_state.ProducerState()
+            except OSError as exc:
+                raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"describe_producers: cannot read {pdir}: {exc}")
+            producers = {pid: {"producer_id": pid, "producer_epoch": e.producer_epoch,
+                               "last_sequence": e.last_sequence, "last_offset": e.last_offset}
+                         for pid, e in state.producers.items()}
+            ring = self.rings.get((topic, partition))
+            for live in (ring.producer_sequences() if ring is not None and not ring.closed else ()):
+                known = producers.get(live["producer_id"])
+                if known is None or live["last_offset"] > known["last_offset"]:
+                    producers[live["producer_id"]] = live
+            results.append({"topic": topic, "partition": partition, "error": 0,
+                            "producers": sorted(producers.values(), key=lambda e: e["producer_id"])})
+        return {"partitions": results}
 
     def op_describe_configs(self, sock, request):
         """AdminClient.describe_configs: per topic its effective config and what was set on it;
