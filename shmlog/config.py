@@ -645,7 +645,7 @@ def topic_names_collide(a, b):
     return a != b and a.replace(".", "_") == b.replace(".", "_")
 
 
-_ONE_REPLICA = "each partition has one replica (its ring and one log dir); there is no ISR or leader election"
+_NO_ELECTION = "the leader of a partition stays on its log dir: leader election is not built (docs/replication.md)"
 _NO_COMPACTION = "compaction is not built: a compacted topic is kept whole"
 _AS_PRODUCED = "batches are stored as the producer compressed them"
 
@@ -663,7 +663,8 @@ TOPIC_KEYS = (
     Key("segment.index.bytes", Int(4, INT32_MAX), 10_485_760, "Largest offset index per segment."),
     Key("segment.jitter.ms", Int(0, INT64_MAX), 0, "Random subtraction from `segment.ms`."),
     Key("max.message.bytes", Int(0, INT32_MAX), 1_048_588, "Largest record batch the topic accepts."),
-    _inert("min.insync.replicas", Int(1, INT32_MAX), 1, _ONE_REPLICA),
+    Key("min.insync.replicas", Int(1, INT32_MAX), 1,
+        "In-sync replicas (the leader included) an acks=all batch needs; fewer: NOT_ENOUGH_REPLICAS_AFTER_APPEND."),
     _inert("message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
            "records keep the producer's timestamps (CreateTime): the broker is not on the data path to "
            "stamp them"),
@@ -676,7 +677,7 @@ TOPIC_KEYS = (
     _inert("max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX, _NO_COMPACTION),
     _inert("delete.retention.ms", Int(0, INT64_MAX), 86_400_000, _NO_COMPACTION),
     _inert("min.cleanable.dirty.ratio", Float(0, 1), 0.5, _NO_COMPACTION),
-    _inert("unclean.leader.election.enable", BOOL, False, _ONE_REPLICA),
+    _inert("unclean.leader.election.enable", BOOL, False, _NO_ELECTION),
     Key("index.interval.bytes", Int(0, INT32_MAX), 4096, "Bytes between offset index entries."),
     _inert("file.delete.delay.ms", Int(0, INT64_MAX), 60_000,
            "segments that retention removes are deleted at once (readers that mapped them keep reading); "
@@ -701,7 +702,8 @@ BROKER_KEYS = (
     Key("message.max.bytes", Int(0, INT32_MAX), 1_048_588,
         "Default `max.message.bytes` for topics."),
     Key("num.partitions", Int(1, INT32_MAX), 1, "Partitions of an auto-created topic."),
-    _inert("default.replication.factor", Int(1, INT32_MAX), 1, _ONE_REPLICA),
+    Key("default.replication.factor", Int(1, INT32_MAX), 1,
+        "Replicas (log dirs) of a topic created without a replication factor; at most the number of log dirs."),
     Key("auto.create.topics.enable", BOOL, True,
         "Create a topic on first produce or subscribe when it does not exist."),
     Key("delete.topic.enable", BOOL, True,
@@ -730,9 +732,10 @@ BROKER_KEYS = (
     _inert("compression.type",
            Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
            "producer", _AS_PRODUCED),
-    _inert("min.insync.replicas", Int(1, INT32_MAX), 1, _ONE_REPLICA),
-    _inert("unclean.leader.election.enable", BOOL, False, _ONE_REPLICA),
-    _inert("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000, _ONE_REPLICA),
+    Key("min.insync.replicas", Int(1, INT32_MAX), 1, "Default `min.insync.replicas` for topics."),
+    _inert("unclean.leader.election.enable", BOOL, False, _NO_ELECTION),
+    _inert("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000,
+           "followers are not mirrored yet: the ISR is every replica (docs/replication.md)"),
     Key("group.initial.rebalance.delay.ms", Int(0, INT32_MAX), 3000,
         "Wait for more members before the first rebalance of an empty group."),
     Key("group.min.session.timeout.ms", Int(0, INT32_MAX), 6000,

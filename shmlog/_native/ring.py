@@ -26,6 +26,7 @@ STATUS_NAMES = {
     lib.SHMLOG_EFENCED: "claim fenced (passed by readers after shmlog.claim.timeout.ms)",
     lib.SHMLOG_ESMALL: "buffer too small",
     lib.SHMLOG_ECLOSED: "ring closed by a stopping broker",
+    lib.SHMLOG_ENOTENOUGHREPLICAS: "fewer in-sync replicas than min.insync.replicas",
 }
 
 # How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
@@ -137,6 +138,14 @@ class Ring:
         return self.header.persist.flushed_offset
 
     # ------------------------------------------------------------------ producing
+
+    def not_enough_replicas(self):
+        """The acks=all error for a partition whose ISR is below min.insync.replicas."""
+        r = self.header.replication
+        return KafkaError(KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                          f"{self.where()}: {r.isr_count} in-sync replica{'s' if r.isr_count != 1 else ''} of "
+                          f"{r.replica_count}, fewer than min.insync.replicas={r.min_insync_replicas}: the "
+                          f"records were appended but are not acknowledged", retriable=True)
 
     def acquire_producer_slot(self):
         pid, started = procs.me()

@@ -1,8 +1,9 @@
 """`shmlog topics ...`: kafka-topics (and kafka-configs for topics) for a shmlog broker.
 
-    shmlog topics create NAME --partitions N [--config K=V ...]
+    shmlog topics create NAME --partitions N [--replication-factor R | --replica-assignment 0:1,1:2]
+                         [--config K=V ...]
     shmlog topics list
-    shmlog topics describe [NAME]
+    shmlog topics describe [NAME] [--under-replicated-partitions]
     shmlog topics alter NAME [--partitions N] [--config K=V ...] [--delete-config K ...]
     shmlog topics delete NAME
 """
@@ -18,16 +19,44 @@ def topics():
     """Create, list, describe, alter and delete topics."""
 
 
+def _replica_assignment(ctx, param, value):
+    """kafka-topics' --replica-assignment: partitions separated by commas, each a colon-separated
+    list of replica ids (log dir indexes), the preferred leader first: 0:1,1:2."""
+    if value is None:
+        return None
+    try:
+        return [[int(r) for r in part.split(":")] for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected replica ids like 0:1,1:2 (partitions separated by "
+                                 f"commas, replicas by colons)", ctx=ctx, param=param) from None
+
+
 @topics.command("create")
 @click.argument("name")
-@click.option("--partitions", "-p", type=click.IntRange(min=1), required=True, metavar="N",
-              help="Number of partitions.")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), metavar="N",
+              help="Number of partitions (required unless --replica-assignment gives them).")
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1), metavar="R",
+              help="Replicas of each partition, each on its own log dir (default: default.replication.factor).")
+@click.option("--replica-assignment", callback=_replica_assignment, metavar="0:1,1:2",
+              help="Replica ids (log dir indexes) per partition, the preferred leader first.")
 @config_option("A topic config (retention.ms=60000, cleanup.policy=compact, ring.bytes=1048576). Repeatable.")
 @data_dir_option()
-def topics_create(name, partitions, configs, data_dir):
+def topics_create(name, partitions, replication_factor, replica_assignment, configs, data_dir):
     """Create topic NAME."""
+    if replica_assignment is not None:
+        if replication_factor is not None:
+            raise click.UsageError("give --replication-factor or --replica-assignment, not both")
+        if partitions is not None and partitions != len(replica_assignment):
+            raise click.UsageError(f"--replica-assignment names {len(replica_assignment)} partitions, "
+                                   f"--partitions {partitions}")
+        partitions = len(replica_assignment)
+    if partitions is None:
+        raise click.UsageError("give --partitions N (or --replica-assignment)")
     with admin_client(data_dir) as admin:
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=dict(configs))])
+        futures = admin.create_topics([NewTopic(
+            name, num_partitions=partitions, config=dict(configs),
+            replication_factor=-1 if replication_factor is None else replication_factor,
+            replica_assignment=replica_assignment)])
         futures[name].result()  # KafkaException: printed by main, exit 1
     click.echo(f"created topic {name} with {partitions} partition{'s' if partitions != 1 else ''}")
 
@@ -44,8 +73,10 @@ def topics_list(data_dir):
 
 @topics.command("describe")
 @click.argument("name", required=False)
+@click.option("--under-replicated-partitions", "under_replicated", is_flag=True,
+              help="Only partitions whose ISR is smaller than their replica list (as kafka-topics).")
 @data_dir_option()
-def topics_describe(name, data_dir):
+def topics_describe(name, under_replicated, data_dir):
     """Show partitions and configs of topic NAME (default: every topic)."""
     with admin_client(data_dir) as admin:
         md = admin.list_topics(name)
@@ -56,6 +87,13 @@ def topics_describe(name, data_dir):
         configs = {res.name: f.result() for res, f in futures.items()}
     if not names:
         click.echo("no topics")
+        return
+    if under_replicated:
+        parts = [(t, md.topics[t].partitions[i]) for t in names for i in sorted(md.topics[t].partitions)]
+        rows = [[topic, p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))]
+                for topic, p in parts if len(p.isrs) < len(p.replicas)]
+        click.echo(table(["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"], rows) if rows
+                   else "no under-replicated partitions")
         return
     for i, topic in enumerate(names):
         t = md.topics[topic]
