@@ -99,8 +99,18 @@ int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot);
 
 /* ---------------------------------------------------------------- reading (core/fetch.c) */
 
+/* flags: SHMLOG_FETCH_CHECK_CRC verifies each batch's CRC32C. A ring with more than one
+ * replica hands readers only batches wholly below its high watermark (flushed_offset: the
+ * ISR's fsynced minimum), unless SHMLOG_FETCH_PAST_HIGH_WATERMARK (the persister's own reads). */
+#define SHMLOG_FETCH_CHECK_CRC 1
+#define SHMLOG_FETCH_PAST_HIGH_WATERMARK 2
 int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor, uint8_t *dst,
                           uint64_t dst_bytes, shmlog_frame_ref *frames, uint32_t max_frames, int check_crc);
+/* What a reader at cursor may fetch now: a published frame it may see (below the high
+ * watermark of a replicated ring), or bytes reused under it (it must move to the segments). */
+int shmlog_ring_readable(const shmlog_ring_handle *ring, const shmlog_cursor *cursor);
+/* Wake the readers sleeping on the ring (its high watermark moved). */
+void shmlog_ring_wake_readers(const shmlog_ring_handle *ring, shmlog_doorbell *doorbell);
 int shmlog_ring_locate(const shmlog_ring_handle *ring, uint64_t offset, shmlog_cursor *out);
 void shmlog_ring_end(const shmlog_ring_handle *ring, shmlog_cursor *out);
 void shmlog_ring_start(const shmlog_ring_handle *ring, shmlog_cursor *out);

@@ -645,7 +645,6 @@ def topic_names_collide(a, b):
     return a != b and a.replace(".", "_") == b.replace(".", "_")
 
 
-_NO_ELECTION = "the leader of a partition stays on its log dir: leader election is not built (docs/replication.md)"
 _NO_COMPACTION = "compaction is not built: a compacted topic is kept whole"
 _AS_PRODUCED = "batches are stored as the producer compressed them"
 
@@ -677,7 +676,8 @@ TOPIC_KEYS = (
     _inert("max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX, _NO_COMPACTION),
     _inert("delete.retention.ms", Int(0, INT64_MAX), 86_400_000, _NO_COMPACTION),
     _inert("min.cleanable.dirty.ratio", Float(0, 1), 0.5, _NO_COMPACTION),
-    _inert("unclean.leader.election.enable", BOOL, False, _NO_ELECTION),
+    Key("unclean.leader.election.enable", BOOL, False,
+        "Let a replica outside the ISR lead when no in-sync replica can (it may lack acknowledged records)."),
     Key("index.interval.bytes", Int(0, INT32_MAX), 4096, "Bytes between offset index entries."),
     _inert("file.delete.delay.ms", Int(0, INT64_MAX), 60_000,
            "segments that retention removes are deleted at once (readers that mapped them keep reading); "
@@ -693,6 +693,7 @@ TOPIC_KEYS = (
 TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})
 
 _BROKER_NET = "the broker is a local supervisor process, not a network server"
+_MIRRORS = "followers are copied by one mirror process per log dir, from the leader's segment files"
 _NO_TRANSACTIONS = "transactions are not built yet (the producer's transactional calls raise _NOT_IMPLEMENTED)"
 
 BROKER_KEYS = (
@@ -733,9 +734,9 @@ BROKER_KEYS = (
            Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
            "producer", _AS_PRODUCED),
     Key("min.insync.replicas", Int(1, INT32_MAX), 1, "Default `min.insync.replicas` for topics."),
-    _inert("unclean.leader.election.enable", BOOL, False, _NO_ELECTION),
-    _inert("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000,
-           "followers are not mirrored yet: the ISR is every replica (docs/replication.md)"),
+    Key("unclean.leader.election.enable", BOOL, False, "Default `unclean.leader.election.enable` for topics."),
+    Key("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000,
+        "A follower that has not caught up with the leader's log end for this long leaves the ISR."),
     Key("group.initial.rebalance.delay.ms", Int(0, INT32_MAX), 3000,
         "Wait for more members before the first rebalance of an empty group."),
     Key("group.min.session.timeout.ms", Int(0, INT32_MAX), 6000,
@@ -781,9 +782,8 @@ BROKER_KEYS = (
     _inert("inter.broker.listener.name", Anything(), None, _BROKER_NET),
     _inert("num.network.threads", Int(1, INT32_MAX), 3, _BROKER_NET),
     _inert("num.io.threads", Int(1, INT32_MAX), 8, "persisters are processes, not I/O threads"),
-    _inert("num.replica.fetchers", Int(1, INT32_MAX), 1, "followers are mirrored by the supervisor"),
-    _inert("replica.fetch.max.bytes", Int(0, INT32_MAX), 1_048_576,
-           "followers are mirrored by the supervisor"),
+    _inert("num.replica.fetchers", Int(1, INT32_MAX), 1, _MIRRORS),
+    _inert("replica.fetch.max.bytes", Int(0, INT32_MAX), 1_048_576, _MIRRORS),
     _inert("num.recovery.threads.per.data.dir", Int(1, INT32_MAX), 1,
            "persisters recover their own logs"),
     _inert("socket.send.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),

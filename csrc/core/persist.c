@@ -147,7 +147,10 @@ int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t 
         }
         fetch_sub(&h->persist.persist_waiters, 1, memory_order_seq_cst);
         if (done) return SHMLOG_OK;
-        if (load_acquire(&h->persist.storage_error)) return SHMLOG_ECORRUPT;
+        /* A replicated partition's leader moves off a failing log dir (the supervisor elects an
+         * in-sync replica): its acks=all waiters wait for the new leader instead of failing. */
+        if (load_acquire(&h->persist.storage_error) && load_acquire(&h->replication.replica_count) <= 1)
+            return SHMLOG_ECORRUPT;
         if (now_monotonic_ns() >= deadline) return SHMLOG_EAGAIN;
     }
 }
@@ -185,6 +188,8 @@ void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_coun
     store_release(&h->replication.replica_count, replica_count);
     store_release(&h->replication.leader_index, leader_index);
     store_release(&h->replication.leader_epoch, leader_epoch);
+    /* What producers stamp in each batch's partitionLeaderEpoch (append.c reads the descriptor's). */
+    store_release(&h->descriptor.leader_epoch, leader_epoch);
     store_release(&h->replication.isr_mask, isr_mask);
     store_release(&h->replication.min_insync_replicas, min_insync_replicas);
     store_seq_cst(&h->replication.isr_count, isr);
@@ -194,15 +199,12 @@ void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_coun
     }
 }
 
-/* Each follower's word has one writer, its mirror; the word only moves forward. */
+/* Each follower's word has one writer, its mirror (one per log dir, by its lock file); it moves
+ * back only when the mirror cut a log the leader does not share, before it rejoins the ISR. */
 void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
                                          shmlog_doorbell *doorbell) {
     if (replica >= SHMLOG_MAX_REPLICAS) return;
     shmlog_ring_header *h = ring->header;
-    uint64_t *word = &h->replication.replica_fsynced_offset[replica];
-    uint64_t current = load_relaxed(word);
-    while (current < offset && !compare_exchange(word, &current, offset, memory_order_seq_cst,
-                                                 memory_order_relaxed)) {
-    }
+    store_seq_cst(&h->replication.replica_fsynced_offset[replica], offset);
     if (doorbell) persister_wake(ring, doorbell);
 }

@@ -125,6 +125,19 @@ class Ring:
     def has_data(self, position):
         return lib.shmlog_ring_has_data(self.map, position)
 
+    def readable(self, cursor):
+        """A reader at cursor (a shmlog_cursor *) may fetch something now (below the high
+        watermark of a replicated ring), or must move to the segments."""
+        return lib.shmlog_ring_readable(self.map, cursor)
+
+    @property
+    def high_watermark(self):
+        """The offset readers see up to: the log end offset, or for a replicated ring the ISR's
+        fsynced minimum."""
+        if self.header.replication.replica_count > 1:
+            return self.header.persist.flushed_offset
+        return self.end()[1]
+
     @property
     def log_start_offset(self):
         return self.header.persist.log_start_offset

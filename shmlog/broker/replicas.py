@@ -97,3 +97,18 @@ def assign(partitions, rf, n_dirs, counts, first_partition=0):
 
 def under_replicated(state):
     return len(state["isr"]) < len(state["replicas"])
+
+
+def elect(state, offline, unclean=False):
+    """The partition's state once its leader is offline: the first in-sync replica that is not
+    offline leads, with the leader epoch bumped, and the ISR loses the offline replicas. With
+    `unclean` (unclean.leader.election.enable) and no such replica, any replica that is not
+    offline may lead (it may lack acknowledged records). None when nobody can lead."""
+    old = state["leader"]
+    clean = [r for r in state["isr"] if r != old and r not in offline]
+    candidates = clean or ([r for r in state["replicas"] if r != old and r not in offline] if unclean else [])
+    if not candidates:
+        return None
+    leader = candidates[0]
+    isr = [r for r in state["isr"] if r != old and r not in offline] if clean else [leader]
+    return {**state, "leader": leader, "leader_epoch": state["leader_epoch"] + 1, "isr": isr}

@@ -46,6 +46,6 @@ def test_inert_broker_keys_are_listed_as_such_and_only_there():
 
 
 def test_an_inert_broker_key_is_reported_as_having_no_effect():
-    cfg = parse_broker_config({"unclean.leader.election.enable": True, "replica.lag.time.max.ms": 3,
+    cfg = parse_broker_config({"num.replica.fetchers": 2, "replica.lag.time.max.ms": 3,
                                "log.cleaner.enable": False, "delete.topic.enable": False})
-    assert cfg.no_effect == {"unclean.leader.election.enable", "replica.lag.time.max.ms", "log.cleaner.enable"}
+    assert cfg.no_effect == {"num.replica.fetchers", "log.cleaner.enable"}
