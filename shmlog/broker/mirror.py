@@ -32,6 +32,7 @@ from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata
 from shmlog.broker.persister import settings_for
 from shmlog.errors import KafkaError, KafkaException
+from shmlog.log import leader_epoch
 from shmlog.log.segment import SegmentReader, SegmentWriter, SyncFailed, partition_dir
 
 COPY_MAX_BYTES = 4 << 20      # per partition per round
@@ -75,6 +76,7 @@ class FollowerLog:
         except BaseException:
             self.ring.close()
             raise
+        self.epochs = leader_epoch.EpochCache(self.dir)
         self.retry_at = 0.0
         self.errno = 0
         self.published = -1
@@ -85,12 +87,17 @@ class FollowerLog:
         return f"{self.topic}-{self.partition} (replica on {os.path.dirname(self.dir)})"
 
     def start(self):
-        """Cut what the leader does not have, make what a crashed run left durable, say so."""
+        """Cut what the leader does not have (past its log end, or past where the leader's
+        history of our newest leader epoch ends), make what a crashed run left durable, say so."""
         leader_end = self.ring.end()[1]
-        if self.writer.log_end_offset > leader_end:
-            log(f"{self.where()}: follower log ends at {self.writer.log_end_offset}, past the leader's log end "
-                f"{leader_end}: cutting it back to {leader_end} (a follower never keeps history the leader lacks)")
-            self.writer.discard_from(leader_end)
+        cut = leader_epoch.divergence(self.epochs.entries, leader_epoch.read(self.leader_dir), leader_end)
+        target = leader_end if cut is None else min(cut, leader_end)
+        if self.writer.log_end_offset > target:
+            what = "log" if target == leader_end else f"history of leader epoch {self.epochs.latest}"
+            log(f"{self.where()}: follower log ends at {self.writer.log_end_offset}, past {target} where the "
+                f"leader's {what} ends: cutting it back to {target} (a follower never keeps history the leader lacks)")
+            self.writer.discard_from(target)
+            self.epochs.truncate_to(target)
         self.writer.flush()
         self.publish()
 
@@ -149,6 +156,8 @@ class FollowerLog:
         first_pos, base = frames[0][0], frames[0][1]
         last_pos, last_base, last_count, last_bytes = frames[-1]
         self.writer.append(buf[first_pos:last_pos + last_bytes], base, last_base + last_count)
+        if leader_epoch.batch_epoch(buf, last_pos) > self.epochs.latest:
+            self.epochs.note(buf, [(f[0], f[1]) for f in frames])
         self._apply_log_start(start)
         return True
 

@@ -51,7 +51,7 @@ from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log import retention
+from shmlog.log import leader_epoch, retention
 from shmlog.log.segment import SegmentWriter, SyncFailed, partition_dir
 
 FETCH_FRAMES = 1024
@@ -130,6 +130,7 @@ class PartitionLog:
             raise
         self.checkpointed = retention.read_checkpoint(self.dir)
         self.flushed_at = None
+        self.epochs = leader_epoch.EpochCache(self.dir)
         self.log_start = max(self.writer.log_start_offset, self.checkpointed)
         self.requested_log_start = 0
         self.retention_due = 0.0
@@ -323,6 +324,9 @@ class PartitionLog:
             pieces = [view[p:p + size] for p, size in zip(frames["map_pos"][skip:].tolist(),
                                                           frames["batch_bytes"][skip:].tolist())]
             self.writer.append(pieces, int(bases[skip]), probe.next_offset)
+            if self.ring.header.replication.replica_count > 1 and \
+                    leader_epoch.batch_epoch(view, int(frames["map_pos"][n - 1])) > self.epochs.latest:
+                self.epochs.note(view, list(zip(frames["map_pos"][skip:].tolist(), bases[skip:].tolist())))
         self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
         return True, wrote
 

@@ -7,6 +7,7 @@ import signal
 
 import shmlog
 from shmlog import TopicPartition
+from shmlog.log import leader_epoch
 
 from .conftest import WAIT_S, mirror_pid, partition_state, produce, wait_for, wait_isr
 
@@ -63,6 +64,11 @@ def test_a_full_leader_disk_moves_leadership_to_an_in_sync_replica_and_loses_not
     assert len(acked) > 100, f"nothing acknowledged after the leader's disk filled: {reports[:3]}"
     state = wait_for(lambda: (s := partition_state(admin, "t")).leader != 0 and s, "a new leader")
     assert state.leader in (1, 2) and 0 not in state.isrs
+    # Batches produced since carry the new leader epoch; the new leader's checkpoint says where it began.
+    produce(conf, "t", [b"after"])
+    epochs = wait_for(lambda: leader_epoch.read(os.path.join(disks[state.leader], "t-0")), "a leader epoch checkpoint")
+    assert epochs[0] == (0, 0) and epochs[-1][0] >= 1 and epochs[-1][1] > 100
+    acked.append(b"after")
     values = [v for _, v in read_values(conf, "t", len(acked))]
     assert [v for v in values if v in set(acked)] == acked   # every acknowledged record, in order
     os.unlink(filler)
