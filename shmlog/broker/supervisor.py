@@ -24,8 +24,9 @@ import posix_ipc
 from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import isr, logs, metadata, persister_stats, replicas, requests
+from shmlog.broker import logs, metadata, persister_stats, replicas, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
+from shmlog.broker.replication import ReplicaManager
 from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
@@ -41,7 +42,6 @@ from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, 
 
 HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, retired partition dirs
 PERSISTER_RESTART_BACKOFF_S = 0.2
-ELECTION_BACKOFF_S = 1.0   # after moving a partition's leader, time for the new leader's persister to take over
 PERSISTER_DRAIN_TIMEOUT_S = 60.0  # the persister gives up draining after 30 s (its DRAIN_TIMEOUT_S)
 DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
 STOP_CLAIMS_TIMEOUT_S = 5.0  # how long a clean stop waits for producers to publish what they claimed
@@ -93,11 +93,7 @@ class Supervisor:
         self.persister = None
         self.persister_started = 0.0
         self.persister_restarts = 0  # persisters that exited unasked and were started again
-        self.mirrors = {}          # log dir index -> Popen of its mirror (follower replicas; mirror.py)
-        self.mirror_started = {}   # log dir index -> when its mirror was last started
-        self.lag = {}              # (topic, partition) -> isr.LagTracker
-        self.offline = {}          # (topic, partition) -> replica ids whose log dir failed, until back in the ISR
-        self.elected_at = {}       # (topic, partition) -> when its leader was last moved
+        self.replication = ReplicaManager(self, Refused, describe_status)   # mirrors, ISR, elections
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
@@ -188,52 +184,13 @@ class Supervisor:
             ring_geometry(metadata.topic_config(self.meta["topics"][topic])) for topic, _ in missing], cap=False)
         if missing and shortage:
             raise SystemExit(f"shmlog: cannot start: {shortage[1]}")
-        self.choose_leaders_after_crash(missing)
+        self.replication.choose_leaders_after_crash(missing)
         if self.doorbell is None:
             self.doorbell = Doorbell.create(bell, self.mode, self.policy.group)
         self.doorbell.header.supervisor_pid = os.getpid()
         self.doorbell.header.broker_state = lib.SHMLOG_BROKER_RUNNING
         for topic, partition in missing:
             self.create_ring(topic, partition)
-
-    def choose_leaders_after_crash(self, missing):
-        """Rings that must be made anew (the host restarted, or they were lost) start where their
-        leader's log ends: per replicated partition, the in-sync replica holding the longest log
-        (CRC-checked, as recovery will cut it) leads, so everything any acks=all producer was
-        told is in it. The others cut back or catch up from it (mirror.py)."""
-        new = copy.deepcopy(self.meta)
-        moved = []
-        for topic, p in missing:
-            t = new["topics"][topic]
-            state = self.partition_states(t)[p]
-            if len(state["replicas"]) < 2:
-                continue
-            ends = {}
-            for r in state["isr"]:
-                pdir = partition_dir(self.log_dirs[r % len(self.log_dirs)], topic, p)
-                try:
-                    ends[r] = log_end_offset(pdir, check_crc=True) if os.path.isdir(pdir) else -1
-                except OSError as exc:
-                    log(f"{topic}-{p}: cannot read the replica in {pdir}: {exc}")
-            if not ends:
-                continue
-            best = max(ends, key=lambda r: (ends[r], r == state["leader"]))
-            if best == state["leader"]:
-                continue
-            t["partition_states"] = self.partition_states(t)
-            t["partition_states"][p] = {**state, "leader": best, "leader_epoch": state["leader_epoch"] + 1}
-            moved.append(f"{topic}-{p}: replica {best} leads at leader epoch {state['leader_epoch'] + 1} (its log "
-                         f"ends at {ends[best]}, leader {state['leader']}'s at {ends.get(state['leader'])})")
-        if not moved:
-            return
-        try:
-            metadata.save(self.data_dir, new)
-        except OSError as exc:
-            raise SystemExit(f"shmlog: cannot start: cannot write {metadata.metadata_path(self.data_dir)}: {exc}") \
-                from None
-        self.meta = new
-        for line in moved:
-            log(f"recovery: {line}")
 
     def partitions(self):
         for name, t in self.meta["topics"].items():
@@ -500,132 +457,6 @@ class Supervisor:
             return
         self.spawn_persister()
 
-    # ------------------------------------------------------------------ replication
-
-    def follower_dirs(self):
-        """Log dir indexes that hold a follower replica of some partition."""
-        return {r for name, t in self.meta["topics"].items() for s in self.partition_states(t)
-                for r in s["replicas"] if r != s["leader"] and r < len(self.log_dirs)}
-
-    def ensure_mirrors(self):
-        """One mirror process per log dir that holds followers, restarted when it exits."""
-        wanted = self.follower_dirs()
-        now = time.monotonic()
-        for index in sorted(wanted | set(self.mirrors)):
-            proc = self.mirrors.get(index)
-            if proc is not None and proc.poll() is None:
-                continue
-            if proc is not None:
-                log(f"mirror of log dir {self.log_dirs[index]} (pid {proc.pid}) exited with {proc.returncode}"
-                    f"{describe_status(proc.returncode)}; restarting")
-                del self.mirrors[index]
-            if index not in wanted or now - self.mirror_started.get(index, 0.0) < PERSISTER_RESTART_BACKOFF_S:
-                continue
-            self.mirror_started[index] = now
-            self.mirrors[index] = subprocess.Popen(
-                [sys.executable, "-m", "shmlog.broker.mirror", self.data_dir, str(index)],
-                stdin=subprocess.DEVNULL, cwd="/", env={**os.environ, logs.LEVEL_ENV: self.config.shmlog_log_level})
-            info(f"started the mirror of log dir {self.log_dirs[index]}: pid {self.mirrors[index].pid}")
-
-    def stop_mirrors(self):
-        for proc in self.mirrors.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.mirrors.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.mirrors.clear()
-
-    def leader_failed(self, name, p, state, ring, now):
-        """Why the partition's leader replica cannot go on (its persister cannot write or sync its
-        log dir, or the directory is gone), or None."""
-        last = self.elected_at.get((name, p))
-        if isinstance(last, float) and now - last < ELECTION_BACKOFF_S:
-            return None   # the new leader's persister has not taken over yet
-        code = ring.header.persist.storage_error
-        if code:
-            return f"its persister cannot write to {self.log_dirs[state['leader']]} (errno {code})"
-        if not os.path.isdir(self.log_dirs[state["leader"]]):
-            return f"its log dir {self.log_dirs[state['leader']]} is gone"
-        return None
-
-    def elect(self, name, p, t, state, ring, why, now):
-        """Move the partition's leadership off a failed log dir (replicas.elect); the new state, or None."""
-        offline = self.offline.setdefault((name, p), set())
-        offline.add(state["leader"])
-        unclean = bool(self.topic_config(t)["unclean.leader.election.enable"])
-        new = replicas.elect(state, offline, unclean)
-        if new is None:
-            if self.elected_at.get((name, p)) != "stuck":
-                log(f"{name}-{p}: leader {state['leader']} failed ({why}) and no in-sync replica can take over "
-                    f"(ISR {state['isr']}; unclean.leader.election.enable={str(unclean).lower()}): the partition "
-                    f"stays with it until its log dir works again")
-                self.elected_at[(name, p)] = "stuck"
-            return None
-        clean = new["leader"] in state["isr"]
-        unclean_note = "" if clean else " (UNCLEAN: it was not in the ISR; acknowledged records may be lost)"
-        log(f"{name}-{p}: leader {state['leader']} failed ({why}): replica {new['leader']} leads at leader epoch "
-            f"{new['leader_epoch']}{unclean_note}; ISR {','.join(map(str, new['isr']))}")
-        # The old leader is a follower from now on: its word starts from nothing, so it joins the
-        # ISR only once its mirror has really fsynced up to the high watermark.
-        ring.header.replication.replica_fsynced_offset[state["replicas"].index(state["leader"])] = 0
-        self.elected_at[(name, p)] = now
-        return new
-
-    def track_isr(self, now):
-        """Move the leadership of partitions whose leader's log dir failed (elect), then shrink and
-        expand each replicated partition's ISR (isr.decide, by replica.lag.time.max.ms); a change
-        is written to topics.json and the ring header."""
-        window_s = self.config.replica_lag_time_max_ms / 1000
-        changes = {}
-        for name, t in self.meta["topics"].items():
-            states = self.partition_states(t)
-            for p, state in enumerate(states):
-                if len(state["replicas"]) < 2 or (name, p) not in self.rings:
-                    continue
-                ring = self.rings[(name, p)]
-                why = self.leader_failed(name, p, state, ring, now)
-                if why:
-                    new_state = self.elect(name, p, t, state, ring, why, now)
-                    if new_state is not None:
-                        changes.setdefault(name, {})[p] = new_state
-                        self.lag.pop((name, p), None)
-                    continue
-                tracker = self.lag.setdefault((name, p), isr.LagTracker())
-                tracker.observe(now, ring.persisted_offset, window_s)
-                words = ring.header.replication.replica_fsynced_offset
-                fsynced = {r: words[i] for i, r in enumerate(state["replicas"]) if r != state["leader"]}
-                new_isr = isr.decide(state, fsynced, ring.flushed_offset, tracker, now, window_s)
-                if new_isr is not None:
-                    changes.setdefault(name, {})[p] = {**state, "isr": new_isr}
-                    back = self.offline.get((name, p), set()) & set(new_isr)
-                    if back:
-                        self.offline[(name, p)] -= back
-        if not changes:
-            return
-        new = copy.deepcopy(self.meta)
-        for name, parts in changes.items():
-            t = new["topics"][name]
-            t["partition_states"] = self.partition_states(t)
-            for p, new_state in parts.items():
-                old = t["partition_states"][p]["isr"]
-                t["partition_states"][p] = new_state
-                if new_state["isr"] != old:
-                    info(f"{name}-{p}: ISR {','.join(map(str, old))} -> {','.join(map(str, new_state['isr']))}")
-        try:
-            self.save_meta(new)
-        except Refused as exc:
-            log(f"cannot record ISR changes: {exc}")
-            return
-        self.meta = new
-        for name, parts in changes.items():
-            for p in parts:
-                self.apply_replication(name, p)
-        self.doorbell.bump_metadata_epoch()
-
     def spawn_persister(self):
         self.persister_started = time.monotonic()
         # The persister starts with SIGTERM and SIGINT blocked and unblocks them once its handler
@@ -755,7 +586,7 @@ class Supervisor:
                 "log_start_offsets": self.requested_log_starts(t),
                 "rings": [self.ring_name(name, p) for p in range(t["partitions"])],
                 "log_dirs": [self.partition_log_dir(name, p) for p in range(t["partitions"])],
-                "partition_states": [{**s, "offline": sorted(self.offline.get((name, p), ()))}
+                "partition_states": [{**s, "offline": sorted(self.replication.offline.get((name, p), ()))}
                                      for p, s in enumerate(self.partition_states(t))],
             }
         return {"epoch": self.doorbell.metadata_epoch, "doorbell": shm.doorbell_name(self.ns),
@@ -813,7 +644,7 @@ class Supervisor:
         if not isinstance(num_partitions, int) or isinstance(num_partitions, bool) or \
                 not 1 <= num_partitions <= 10000:
             raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
-        placement = self.place_replicas(num_partitions, replication_factor, replica_assignment)
+        placement = self.replication.place_replicas(num_partitions, replication_factor, replica_assignment)
         cfg = parse_topic_config(config)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
         shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
@@ -832,25 +663,6 @@ class Supervisor:
         info(f"created topic {topic!r}{' (internal)' if internal else ''}: {num_partitions} partition"
              f"{'s' if num_partitions != 1 else ''}, topic id {t['topic_id']}"
              + (f", config {config}" if config else ""))
-
-    def place_replicas(self, partitions, replication_factor=-1, assignment=None, first_partition=0):
-        """Replica lists (log dir indexes) for new partitions: the explicit assignment once
-        checked, else replication_factor (-1: default.replication.factor) replicas each on
-        distinct log dirs, leaders balanced across topics. Refused with Kafka's codes."""
-        n = len(self.log_dirs)
-        if assignment:
-            if replication_factor not in (-1, None):
-                raise Refused(KafkaError.INVALID_REQUEST, "give replication_factor or replica_assignment, not both")
-            problem = replicas.assignment_problem(assignment, partitions, n, first_partition)
-            if problem:
-                raise Refused(*problem)
-            return [list(r) for r in assignment]
-        rf = self.config.default_replication_factor if replication_factor in (-1, None) else replication_factor
-        problem = replicas.factor_problem(rf, n)
-        if problem:
-            raise Refused(*problem)
-        counts = replicas.leader_counts(self.meta["topics"].values(), n)
-        return replicas.assign(partitions, rf, n, counts, first_partition)
 
     def add_partitions(self, what, new_meta, topic, partitions, t):
         """Claim the directories and create the rings of new partitions, then save new_meta; on
@@ -943,9 +755,9 @@ class Supervisor:
                     results[topic] = None
                     continue
                 try:
-                    rf = len(self.partition_states(t)[0]["replicas"])
-                    placement = self.place_replicas(total - t["partitions"], -1 if spec.get("replica_assignment")
-                                                    else rf, spec.get("replica_assignment"), t["partitions"])
+                    asked = spec.get("replica_assignment")
+                    rf = -1 if asked else len(self.partition_states(t)[0]["replicas"])
+                    placement = self.replication.place_replicas(total - t["partitions"], rf, asked, t["partitions"])
                 except Refused as exc:
                     results[topic] = [exc.code, str(exc)]
                     continue
@@ -1336,8 +1148,8 @@ class Supervisor:
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
                 self.ensure_persister()
-                self.ensure_mirrors()
-                self.track_isr(now)
+                self.replication.ensure_mirrors()
+                self.replication.track_isr(now)
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
                 self.check_keeper()
@@ -1438,7 +1250,7 @@ class Supervisor:
     def shutdown(self):
         self.close_rings()
         self.stop_persister()
-        self.stop_mirrors()
+        self.replication.stop_mirrors()
         self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPED
         self.remove_retired_dirs()
         for sock in list(self.clients):
