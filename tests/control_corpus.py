@@ -20,6 +20,7 @@ CORPUS = [
      "validate_only": True},
     {"op": "alter_configs", "topics": {FUZZ_TOPIC: {"retention.ms": "600000"}}, "validate_only": True},
     {"op": "delete_records", "partitions": [{"topic": FUZZ_TOPIC, "partition": 0, "offset": 0}]},
+    {"op": "alter_replica_log_dirs", "moves": [[FUZZ_TOPIC, 0, 1, 0]]},
     {"op": "status"},
     {"op": "shutdown"},
     {"op": "describe_cluster"},

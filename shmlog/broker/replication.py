@@ -6,6 +6,7 @@ off a failed log dir, and choosing leaders after a host crash. The rules themsel
 import copy
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -221,3 +222,76 @@ class ReplicaManager:
             for p in parts:
                 self.sup.apply_replication(name, p)
         self.sup.doorbell.bump_metadata_epoch()
+
+    # ------------------------------------------------------------------ moving a replica
+
+    def alter_replica_log_dirs(self, moves):
+        """Move replicas to other log dirs (Kafka's AlterReplicaLogDirs): for each
+        [topic, partition, from log dir, to log dir] the replica on `from` is replaced, in the
+        same place of the replica list, by a new follower on `to`, which the mirror of `to`
+        fills from the leader and which joins the ISR once caught up. A leader is moved off
+        `from` first (to an in-sync replica, at the next leader epoch). Per move None or
+        [code, message]."""
+        sup, n = self.sup, len(self.sup.log_dirs)
+        results, changed = [], {}
+        new = copy.deepcopy(sup.meta)
+        for topic, p, src, dst in moves:
+            t = new["topics"].get(topic)
+            if t is None or not 0 <= p < t["partitions"]:
+                results.append([KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown partition {topic}-{p}"])
+                continue
+            t["partition_states"] = sup.partition_states(t)
+            state = t["partition_states"][p]
+            problem = None
+            if src not in state["replicas"]:
+                problem = f"{topic}-{p} has no replica on log dir {src} (its replicas: {state['replicas']})"
+            elif not 0 <= dst < n:
+                problem = f"log dir {dst} does not exist: log dirs are 0..{n - 1}"
+            elif dst in state["replicas"]:
+                problem = f"{topic}-{p} already has a replica on log dir {dst}"
+            if problem:
+                results.append([KafkaError.INVALID_REPLICA_ASSIGNMENT, problem])
+                continue
+            if state["leader"] == src:
+                moved = replicas.elect(state, {src})
+                if moved is None:
+                    results.append([KafkaError.NOT_ENOUGH_REPLICAS, f"{topic}-{p}: the leader is on log dir {src} "
+                                    f"and no other replica is in sync to take over (ISR {state['isr']})"])
+                    continue
+                state = moved
+            i = state["replicas"].index(src)
+            reps = list(state["replicas"])
+            reps[i] = dst
+            state = {**state, "replicas": reps, "isr": [r for r in state["isr"] if r != src]}
+            t["partition_states"][p] = state
+            changed[(topic, p)] = (i, src, dst)
+            results.append(None)
+        if not changed:
+            return results
+        claimed = []
+        try:
+            for (topic, p), (_, _, dst) in changed.items():
+                pdir = partition_dir(sup.log_dirs[dst], topic, p)
+                claimed.append(sup.claim_replica_dir(pdir, topic, p, new["topics"][topic], True))
+            sup.save_meta(new)
+        except (self.Refused, OSError) as exc:
+            for d in claimed:
+                shutil.rmtree(d, ignore_errors=True)
+            code = exc.code if isinstance(exc, self.Refused) else KafkaError.KAFKA_STORAGE_ERROR
+            return [r if r is not None else [code, f"nothing was moved: {exc}"] for r in results]
+        old = sup.meta
+        sup.meta = new
+        for (topic, p), (i, src, dst) in changed.items():
+            ring = sup.rings.get((topic, p))
+            if ring is not None:
+                # The new follower's word starts from nothing: it joins the ISR once really caught up.
+                ring.header.replication.replica_fsynced_offset[i] = 0
+            sup.apply_replication(topic, p)
+            self.lag.pop((topic, p), None)
+            info(f"{topic}-{p}: replica moved from log dir {sup.log_dirs[src]} to {sup.log_dirs[dst]}; "
+                 f"replicas {new['topics'][topic]['partition_states'][p]['replicas']}")
+        sup.doorbell.bump_metadata_epoch()
+        for (topic, p), (_, src, _) in changed.items():
+            if topic in old["topics"]:
+                sup.retire(partition_dir(sup.log_dirs[src], topic, p))
+        return results

@@ -252,6 +252,7 @@ REQUESTS = {
     "delete_records": Object(
         partitions=required(List(Object(topic=required(NAME), partition=required(PARTITION),
                                         offset=required(OFFSET))))),
+    "alter_replica_log_dirs": Object(moves=required(List(Tuple(NAME, PARTITION, Int(0, 63), Int(0, 63))))),
     "status": Object(),
     "shutdown": Object(),
     "describe_cluster": Object(),

@@ -809,6 +809,9 @@ class Supervisor:
             results[topic] = None
         return {"results": results}
 
+    def op_alter_replica_log_dirs(self, sock, request):
+        return {"results": self.replication.alter_replica_log_dirs(request["moves"])}
+
     def op_delete_records(self, sock, request):
         """AdminClient.delete_records: move each partition's log start offset forward.
 

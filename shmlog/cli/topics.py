@@ -6,12 +6,16 @@
     shmlog topics describe [NAME] [--under-replicated-partitions]
     shmlog topics alter NAME [--partitions N] [--config K=V ...] [--delete-config K ...]
     shmlog topics delete NAME
+    shmlog topics move-replica NAME --partition P --from DIR --to DIR
 """
+import os
+
 import click
 
 from shmlog.cli._common import Failure, admin_client, config_option, data_dir_option, table
 from shmlog.client.admin import ConfigResource, NewPartitions, NewTopic
 from shmlog.config import TOPIC_DEFAULTS
+from shmlog.control import Control
 
 
 @click.group()
@@ -183,3 +187,24 @@ def topics_delete(name, data_dir):
     with admin_client(data_dir) as admin:
         admin.delete_topics([name])[name].result()
     click.echo(f"deleted topic {name}")
+
+
+@topics.command("move-replica")
+@click.argument("name")
+@click.option("--partition", "-p", "partition", type=click.IntRange(min=0), required=True, metavar="P")
+@click.option("--from", "source", type=click.IntRange(min=0), required=True, metavar="DIR",
+              help="The log dir index (replica id) the replica is on.")
+@click.option("--to", "target", type=click.IntRange(min=0), required=True, metavar="DIR",
+              help="The log dir index it moves to.")
+@data_dir_option()
+def topics_move_replica(name, partition, source, target, data_dir):
+    """Move a replica of NAME's partition P to another log dir (Kafka's AlterReplicaLogDirs)."""
+    control = Control(os.path.realpath(data_dir))
+    try:
+        result = control.request("alter_replica_log_dirs", moves=[[name, partition, source, target]])["results"][0]
+    finally:
+        control.close()
+    if result is not None:
+        raise Failure(result[1])
+    click.echo(f"moving {name}-{partition}'s replica from log dir {source} to {target}: the new replica joins the "
+               f"ISR once it caught up (shmlog topics describe {name})")

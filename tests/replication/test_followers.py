@@ -141,3 +141,27 @@ def test_a_follower_on_a_full_disk_leaves_the_isr_and_catches_up_when_space_retu
     os.unlink(filler)
     wait_isr(admin, "t", [0, 1, 2])
     wait_for(lambda: log_bytes(disks[2], "t") == log_bytes(disks[0], "t"), "the follower to catch up")
+
+
+def test_moving_a_replica_to_another_log_dir_fills_it_from_the_leader_and_it_joins_the_isr(replicated, data_dir):
+    conf, admin, dirs = replicated(3)
+    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    produce(conf, "t", [b"m%d" % i for i in range(100)])
+    wait_isr(admin, "t", [0, 1])
+    moved = ok(shmlog_cli("topics", "move-replica", "t", "--partition", "0", "--from", "1", "--to", "2",
+                          "--data-dir", data_dir))
+    assert "from log dir 1 to 2" in moved.stdout
+    assert partition_state(admin, "t").replicas == [0, 2]
+    wait_isr(admin, "t", [0, 2])
+    assert log_bytes(dirs[2], "t") == log_bytes(dirs[0], "t")
+    wait_for(lambda: not os.path.exists(os.path.join(dirs[1], "t-0")), "the old replica's directory to go")
+    # The leader moves too: off log dir 0 to an in-sync replica first, at the next leader epoch.
+    ok(shmlog_cli("topics", "move-replica", "t", "--partition", "0", "--from", "0", "--to", "1",
+                  "--data-dir", data_dir))
+    state = partition_state(admin, "t")
+    assert state.leader == 2 and state.replicas == [1, 2]
+    assert [err for err, *_ in produce(conf, "t", [b"after"])] == [None]
+    wait_isr(admin, "t", [1, 2])
+    refused = shmlog_cli("topics", "move-replica", "t", "--partition", "0", "--from", "0", "--to", "1",
+                         "--data-dir", data_dir)
+    assert refused.returncode == 1 and "no replica on log dir 0" in refused.stderr
