@@ -23,8 +23,9 @@ def legacy_state(topic_id, partition, n_dirs):
 
 
 def new_state(replicas):
-    """A new partition: its preferred leader leads, and is the ISR until followers catch up."""
-    return {"replicas": list(replicas), "leader": replicas[0], "leader_epoch": 0, "isr": [replicas[0]]}
+    """A new partition: its preferred leader leads; every replica is in sync (all logs are empty),
+    as Kafka creates them, so acks=all with min.insync.replicas works from the first record."""
+    return {"replicas": list(replicas), "leader": replicas[0], "leader_epoch": 0, "isr": list(replicas)}
 
 
 def states(t, n_dirs):

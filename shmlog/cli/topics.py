@@ -107,8 +107,9 @@ def topics_describe(name, under_replicated, data_dir):
             click.echo("")
         click.echo(f"Topic {topic}: {len(parts)} partition{'s' if len(parts) != 1 else ''}, "
                    f"replication factor {rf}")
-        rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))] for p in parts]
-        click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
+        rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs)),
+                 ",".join(map(str, p.offline)) or "-"] for p in parts]
+        click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR", "OFFLINE"], rows), "  "))
         entries = configs.get(topic) or {}
         click.echo("  Configs:")
         width = max((len(k) for k in entries), default=0)

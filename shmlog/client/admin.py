@@ -393,6 +393,7 @@ class PartitionMetadata:
         self.leader = state["leader"]
         self.replicas = list(state["replicas"])
         self.isrs = list(state["isr"])
+        self.offline = list(state.get("offline", ()))   # shmlog: replicas whose log dir failed (kafka-topics' Offline)
         self.error = None
 
     def __repr__(self):

@@ -63,7 +63,7 @@ def test_a_full_leader_disk_moves_leadership_to_an_in_sync_replica_and_loses_not
     acked += [v for err, v in reports if err is None]
     assert len(acked) > 100, f"nothing acknowledged after the leader's disk filled: {reports[:3]}"
     state = wait_for(lambda: (s := partition_state(admin, "t")).leader != 0 and s, "a new leader")
-    assert state.leader in (1, 2) and 0 not in state.isrs
+    assert state.leader in (1, 2) and 0 not in state.isrs and state.offline == [0]
     # Batches produced since carry the new leader epoch; the new leader's checkpoint says where it began.
     produce(conf, "t", [b"after"])
     epochs = wait_for(lambda: leader_epoch.read(os.path.join(disks[state.leader], "t-0")), "a leader epoch checkpoint")
