@@ -106,8 +106,18 @@ int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot);
 
 /* ---------------------------------------------------------------- reading (core/fetch.c) */
 
+/* flags: SHMLOG_FETCH_CHECK_CRC verifies each batch's CRC32C. A ring with more than one
+ * replica hands readers only batches wholly below its high watermark (flushed_offset: the
+ * ISR's fsynced minimum), unless SHMLOG_FETCH_PAST_HIGH_WATERMARK (the persister's own reads). */
+#define SHMLOG_FETCH_CHECK_CRC 1
+#define SHMLOG_FETCH_PAST_HIGH_WATERMARK 2
 int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor, uint8_t *dst,
                           uint64_t dst_bytes, shmlog_frame_ref *frames, uint32_t max_frames, int check_crc);
+/* What a reader at cursor may fetch now: a published frame it may see (below the high
+ * watermark of a replicated ring), or bytes reused under it (it must move to the segments). */
+int shmlog_ring_readable(const shmlog_ring_handle *ring, const shmlog_cursor *cursor);
+/* Wake the readers sleeping on the ring (its high watermark moved). */
+void shmlog_ring_wake_readers(const shmlog_ring_handle *ring, shmlog_doorbell *doorbell);
 int shmlog_ring_locate(const shmlog_ring_handle *ring, uint64_t offset, shmlog_cursor *out);
 void shmlog_ring_end(const shmlog_ring_handle *ring, shmlog_cursor *out);
 void shmlog_ring_start(const shmlog_ring_handle *ring, shmlog_cursor *out);
@@ -149,6 +159,13 @@ int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t 
  * (exclusive); the persister groups every such request into its next fdatasync. */
 void shmlog_ring_request_flush(shmlog_ring_handle *ring, uint64_t offset);
 uint64_t shmlog_ring_advance_log_start(shmlog_ring_handle *ring, uint64_t offset);
+/* The supervisor states the partition's replication (release stores; isr_count last). */
+void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_count, uint32_t min_insync_replicas,
+                                 uint32_t isr_mask, uint32_t leader_index, uint32_t leader_epoch);
+/* A follower's mirror says it fsynced up to offset (exclusive) and wakes the persister, which
+ * moves flushed_offset (the high watermark for acks=all) to the ISR's minimum. */
+void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
+                                         shmlog_doorbell *doorbell);
 
 /* ---------------------------------------------------------------- doorbell (core/doorbell.c) */
 

@@ -14,6 +14,7 @@
  *   | waiter_mask[4]    (doorbell slots waiting on this ring)   |  line 4
  *   | slots             (slot count, slots used so far)         |  line 5
  *   | offset index      [SHMLOG_INDEX_ENTRIES] x 16B            |
+ *   | replication       (ISR size, min ISR, followers' fsynced) |  2 lines
  *   +-----------------------------------------------------------+ 20 KiB
  *   | producer slots    [slot_count] x 64B                      |
  *   | reader pins       [slot_count] x 64B                      |
@@ -78,13 +79,14 @@
 #define SHMLOG_CACHE_LINE 64
 #define SHMLOG_RING_MAGIC 0x31304c4f474d4853ULL /* "SHMLOG01" */
 #define SHMLOG_DOORBELL_MAGIC 0x4c4c4542474d4853ULL /* "SHMGBELL" */
-#define SHMLOG_LAYOUT_VERSION 3 /* 3: sequence records */
+#define SHMLOG_LAYOUT_VERSION 4 /* 3: sequence records; 4: replication lines */
 #define SHMLOG_RING_HEADER_BYTES 20480 /* the fixed part; the slot tables follow it */
 #define SHMLOG_DEFAULT_SLOTS_MIN 64
 #define SHMLOG_DEFAULT_SLOTS_MAX 1024
 #define SHMLOG_DEFAULT_SLOTS_RING_BYTES 65536 /* one default slot per this many ring bytes */
 #define SHMLOG_MAX_SLOTS 65536
 #define SHMLOG_INDEX_ENTRIES 1024
+#define SHMLOG_MAX_REPLICAS 8 /* replication.factor's upper bound: the replication lines hold one word each */
 #define SHMLOG_DOORBELL_SLOTS 256
 #define SHMLOG_WAITER_WORDS (SHMLOG_DOORBELL_SLOTS / 64)
 #define SHMLOG_FRAME_ALIGN 64
@@ -143,6 +145,7 @@ enum shmlog_status {
     SHMLOG_EDUPLICATE = -12, /* idempotent batch already appended (sequence not above the last): nothing appended */
     SHMLOG_ESEQUENCE = -13,  /* idempotent batch leaves a gap after the last sequence: nothing appended */
     SHMLOG_EEPOCH = -14,     /* idempotent batch's producer epoch is older than one already seen: fenced */
+    SHMLOG_ENOTENOUGHREPLICAS = -15, /* fewer in-sync replicas than min.insync.replicas (acks=all) */
 };
 
 /* What the supervisor says of itself in the doorbell (broker_state). A stopping broker closes
@@ -251,6 +254,21 @@ typedef struct shmlog_index_entry {
     uint64_t offset;
 } shmlog_index_entry;
 
+/* Replication of the partition (written by the supervisor, and by each follower's mirror for
+ * its own fsynced word). A ring made before replication holds zeros: one replica, no minimum.
+ * Indexes are positions in the partition's replica list (0 = the leader's place in it). */
+typedef struct shmlog_ring_replication {
+    uint32_t replica_count;        /* replication.factor */
+    uint32_t min_insync_replicas;  /* acks=all fails with NOT_ENOUGH_REPLICAS* below this ISR size */
+    uint32_t isr_count;            /* replicas in the ISR, the leader included */
+    uint32_t leader_epoch;
+    uint32_t isr_mask;             /* bit i: replica i is in the ISR */
+    uint32_t leader_index;         /* which replica leads */
+    uint32_t reserved[2];
+    uint64_t replica_fsynced_offset[SHMLOG_MAX_REPLICAS]; /* each follower's fsynced log end offset */
+    uint8_t pad[2 * SHMLOG_CACHE_LINE - 32 - 8 * SHMLOG_MAX_REPLICAS];
+} shmlog_ring_replication;
+
 typedef struct shmlog_ring_header {
     shmlog_ring_descriptor descriptor;
     shmlog_ring_claim claim;
@@ -259,6 +277,7 @@ typedef struct shmlog_ring_header {
     shmlog_ring_waiters waiters;
     shmlog_ring_slots slots;
     shmlog_index_entry index[SHMLOG_INDEX_ENTRIES];
+    shmlog_ring_replication replication; /* a new cache line after the index (layout unchanged before it) */
 } shmlog_ring_header;
 
 typedef struct shmlog_doorbell_slot {

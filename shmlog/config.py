@@ -680,7 +680,6 @@ def topic_names_collide(a, b):
     return a != b and a.replace(".", "_") == b.replace(".", "_")
 
 
-_ONE_REPLICA = "each partition has one replica (its ring and one log dir); there is no ISR or leader election"
 _AS_PRODUCED = "batches are stored as the producer compressed them"
 
 # Kafka's topic-level configs, as given to NewTopic(config=...) or alter_configs.
@@ -697,7 +696,8 @@ TOPIC_KEYS = (
     Key("segment.index.bytes", Int(4, INT32_MAX), 10_485_760, "Largest offset index per segment."),
     Key("segment.jitter.ms", Int(0, INT64_MAX), 0, "Random subtraction from `segment.ms`."),
     Key("max.message.bytes", Int(0, INT32_MAX), 1_048_588, "Largest record batch the topic accepts."),
-    _inert("min.insync.replicas", Int(1, INT32_MAX), 1, _ONE_REPLICA),
+    Key("min.insync.replicas", Int(1, INT32_MAX), 1,
+        "In-sync replicas (the leader included) an acks=all batch needs; fewer: NOT_ENOUGH_REPLICAS_AFTER_APPEND."),
     _inert("message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
            "records keep the producer's timestamps (CreateTime): the broker is not on the data path to "
            "stamp them"),
@@ -714,7 +714,8 @@ TOPIC_KEYS = (
         "How long a compacted topic keeps a tombstone (null value) after its timestamp."),
     Key("min.cleanable.dirty.ratio", Float(0, 1), 0.5,
         "Uncleaned / total bytes of the cleanable segments at which the log cleaner cleans a partition."),
-    _inert("unclean.leader.election.enable", BOOL, False, _ONE_REPLICA),
+    Key("unclean.leader.election.enable", BOOL, False,
+        "Let a replica outside the ISR lead when no in-sync replica can (it may lack acknowledged records)."),
     Key("index.interval.bytes", Int(0, INT32_MAX), 4096, "Bytes between offset index entries."),
     _inert("file.delete.delay.ms", Int(0, INT64_MAX), 60_000,
            "segments that retention removes are deleted at once (readers that mapped them keep reading); "
@@ -731,6 +732,7 @@ TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})
 
 _BROKER_NET = ("the Kafka listener is one process serving each connection in its own thread, with the kernel's "
                "socket buffer sizes; there is one listener and no inter-broker traffic")
+_MIRRORS = "followers are copied by one mirror process per log dir, from the leader's segment files"
 _NO_TRANSACTIONS = "transactions are not built yet (the producer's transactional calls raise _NOT_IMPLEMENTED)"
 
 BROKER_KEYS = (
@@ -740,7 +742,8 @@ BROKER_KEYS = (
     Key("message.max.bytes", Int(0, INT32_MAX), 1_048_588,
         "Default `max.message.bytes` for topics."),
     Key("num.partitions", Int(1, INT32_MAX), 1, "Partitions of an auto-created topic."),
-    _inert("default.replication.factor", Int(1, INT32_MAX), 1, _ONE_REPLICA),
+    Key("default.replication.factor", Int(1, INT32_MAX), 1,
+        "Replicas (log dirs) of a topic created without a replication factor; at most the number of log dirs."),
     Key("auto.create.topics.enable", BOOL, True,
         "Create a topic on first produce or subscribe when it does not exist."),
     Key("delete.topic.enable", BOOL, True,
@@ -783,9 +786,10 @@ BROKER_KEYS = (
     _inert("compression.type",
            Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
            "producer", _AS_PRODUCED),
-    _inert("min.insync.replicas", Int(1, INT32_MAX), 1, _ONE_REPLICA),
-    _inert("unclean.leader.election.enable", BOOL, False, _ONE_REPLICA),
-    _inert("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000, _ONE_REPLICA),
+    Key("min.insync.replicas", Int(1, INT32_MAX), 1, "Default `min.insync.replicas` for topics."),
+    Key("unclean.leader.election.enable", BOOL, False, "Default `unclean.leader.election.enable` for topics."),
+    Key("replica.lag.time.max.ms", Int(0, INT64_MAX), 30_000,
+        "A follower that has not caught up with the leader's log end for this long leaves the ISR."),
     Key("group.initial.rebalance.delay.ms", Int(0, INT32_MAX), 3000,
         "Wait for more members before the first rebalance of an empty group."),
     Key("group.min.session.timeout.ms", Int(0, INT32_MAX), 6000,
@@ -853,9 +857,8 @@ BROKER_KEYS = (
     _inert("inter.broker.listener.name", Anything(), None, _BROKER_NET),
     _inert("num.network.threads", Int(1, INT32_MAX), 3, _BROKER_NET),
     _inert("num.io.threads", Int(1, INT32_MAX), 8, "persisters are processes, not I/O threads"),
-    _inert("num.replica.fetchers", Int(1, INT32_MAX), 1, "followers are mirrored by the supervisor"),
-    _inert("replica.fetch.max.bytes", Int(0, INT32_MAX), 1_048_576,
-           "followers are mirrored by the supervisor"),
+    _inert("num.replica.fetchers", Int(1, INT32_MAX), 1, _MIRRORS),
+    _inert("replica.fetch.max.bytes", Int(0, INT32_MAX), 1_048_576, _MIRRORS),
     _inert("num.recovery.threads.per.data.dir", Int(1, INT32_MAX), 1,
            "persisters recover their own logs"),
     _inert("socket.send.buffer.bytes", Int(-1, INT32_MAX), 102_400, _BROKER_NET),

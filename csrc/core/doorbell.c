@@ -107,8 +107,10 @@ void persister_nudge(const shmlog_ring_handle *ring, shmlog_doorbell *bell, uint
 /* ---------------------------------------------------------------- a consumer waiting on rings */
 
 static int rings_have_data(shmlog_ring_handle *const *rings, shmlog_cursor *const *cursors, int n) {
-    for (int i = 0; i < n; i++)
-        if (shmlog_ring_has_data(rings[i], load_relaxed(&cursors[i]->position))) return 1;
+    for (int i = 0; i < n; i++) {
+        shmlog_cursor c = {load_relaxed(&cursors[i]->position), load_relaxed(&cursors[i]->next_offset)};
+        if (shmlog_ring_readable(rings[i], &c)) return 1;
+    }
     return 0;
 }
 

@@ -25,6 +25,22 @@ int ring_still_intact(const shmlog_ring_handle *ring, uint64_t position) {
     return load_relaxed(&ring->header->claim.tail_position) <= position + ring->capacity_bytes;
 }
 
+/* The offset below which readers may see batches: everything in a ring of one replica. */
+static uint64_t visible_end(const shmlog_ring_handle *ring, int flags) {
+    if ((flags & SHMLOG_FETCH_PAST_HIGH_WATERMARK) || load_acquire(&ring->header->replication.replica_count) <= 1)
+        return UINT64_MAX;
+    return load_acquire(&ring->header->persist.flushed_offset);
+}
+
+int shmlog_ring_readable(const shmlog_ring_handle *ring, const shmlog_cursor *cursor) {
+    if (frame_is_published(ring, cursor->position)) return cursor->next_offset < visible_end(ring, 0);
+    return !ring_still_intact(ring, cursor->position);
+}
+
+void shmlog_ring_wake_readers(const shmlog_ring_handle *ring, shmlog_doorbell *doorbell) {
+    if (doorbell) doorbell_ring_watchers(ring, doorbell);
+}
+
 int shmlog_ring_has_data(const shmlog_ring_handle *ring, uint64_t position) {
     if (frame_is_published(ring, position)) return 1;
     return !ring_still_intact(ring, position);
@@ -52,6 +68,7 @@ static int64_t fetch_fail(const shmlog_ring_handle *ring, shmlog_cursor *cursor,
 int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor, uint8_t *dst,
                           uint64_t dst_bytes, shmlog_frame_ref *frames, uint32_t max_frames, int check_crc) {
     uint64_t start = cursor->position, pos = start, next_offset = cursor->next_offset, used = 0;
+    const uint64_t limit = visible_end(ring, check_crc);
     uint32_t n = 0;
     if (!ring_still_intact(ring, start)) return SHMLOG_EOVERWRITTEN;
     while (n < max_frames) {
@@ -71,6 +88,7 @@ int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor,
         if (rc == SHMLOG_OK && base != next_offset) rc = SHMLOG_ECORRUPT;
         if (rc) return fetch_fail(ring, cursor, start, pos, rc);
         uint64_t count = (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
+        if (base + count > limit) break; /* above the high watermark: a failover could take it back */
         const uint8_t *checked = batch;
         if (dst) {
             if (used + batch_bytes > dst_bytes) {
@@ -83,7 +101,7 @@ int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor,
             memcpy(dst + used, batch, batch_bytes);
             checked = dst + used;
         }
-        if (check_crc && shmlog_batch_verify(checked, batch_bytes, 1) != SHMLOG_OK)
+        if ((check_crc & SHMLOG_FETCH_CHECK_CRC) && shmlog_batch_verify(checked, batch_bytes, 1) != SHMLOG_OK)
             return fetch_fail(ring, cursor, start, pos, SHMLOG_ECRC);
         frames[n].map_pos = ring->data_offset + ring_index_of(ring, pos) + SHMLOG_FRAME_PREFIX_BYTES;
         frames[n].dst_pos = used;

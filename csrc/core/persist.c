@@ -122,6 +122,10 @@ void shmlog_ring_publish_persisted(shmlog_ring_handle *ring, uint64_t position, 
     }
 }
 
+static int too_few_insync(const shmlog_ring_header *h) {
+    return load_acquire(&h->replication.isr_count) < load_acquire(&h->replication.min_insync_replicas);
+}
+
 int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t timeout_ns,
                              shmlog_doorbell *doorbell) {
     shmlog_ring_header *h = ring->header;
@@ -131,6 +135,10 @@ int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t 
         fetch_add(&h->persist.persist_waiters, 1, memory_order_seq_cst);
         if (round == 0) persister_wake(ring, doorbell); /* the persister fsyncs when it sees a waiter */
         int done = load_seq_cst(&h->persist.flushed_offset) > offset;
+        if (too_few_insync(h)) { /* Kafka checks it when the ack is due: NOT_ENOUGH_REPLICAS_AFTER_APPEND */
+            fetch_sub(&h->persist.persist_waiters, 1, memory_order_seq_cst);
+            return SHMLOG_ENOTENOUGHREPLICAS;
+        }
         uint64_t now = now_monotonic_ns();
         if (!done && now < deadline) {
             uint64_t slice = deadline - now;
@@ -139,7 +147,10 @@ int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t 
         }
         fetch_sub(&h->persist.persist_waiters, 1, memory_order_seq_cst);
         if (done) return SHMLOG_OK;
-        if (load_acquire(&h->persist.storage_error)) return SHMLOG_ECORRUPT;
+        /* A replicated partition's leader moves off a failing log dir (the supervisor elects an
+         * in-sync replica): its acks=all waiters wait for the new leader instead of failing. */
+        if (load_acquire(&h->persist.storage_error) && load_acquire(&h->replication.replica_count) <= 1)
+            return SHMLOG_ECORRUPT;
         if (now_monotonic_ns() >= deadline) return SHMLOG_EAGAIN;
     }
 }
@@ -162,4 +173,38 @@ uint64_t shmlog_ring_advance_log_start(shmlog_ring_handle *ring, uint64_t offset
                                                  memory_order_seq_cst, memory_order_acquire)) {
     }
     return current < offset ? offset : current;
+}
+
+/* ---------------------------------------------------------------- replication */
+
+/* One writer (the supervisor). isr_count is stored last: a producer that reads it sees the
+ * mask and minimum it goes with. A shrunken ISR wakes acks=all waiters, which then either see
+ * a new high watermark (the persister republishes it) or fail NOT_ENOUGH_REPLICAS. */
+void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_count, uint32_t min_insync_replicas,
+                                 uint32_t isr_mask, uint32_t leader_index, uint32_t leader_epoch) {
+    shmlog_ring_header *h = ring->header;
+    uint32_t isr = 0;
+    for (uint32_t m = isr_mask; m; m &= m - 1) isr++;
+    store_release(&h->replication.replica_count, replica_count);
+    store_release(&h->replication.leader_index, leader_index);
+    store_release(&h->replication.leader_epoch, leader_epoch);
+    /* What producers stamp in each batch's partitionLeaderEpoch (append.c reads the descriptor's). */
+    store_release(&h->descriptor.leader_epoch, leader_epoch);
+    store_release(&h->replication.isr_mask, isr_mask);
+    store_release(&h->replication.min_insync_replicas, min_insync_replicas);
+    store_seq_cst(&h->replication.isr_count, isr);
+    if (load_relaxed(&h->persist.persist_waiters)) {
+        fetch_add(&h->persist.persist_futex, 1, memory_order_release);
+        futex_wake_all(&h->persist.persist_futex);
+    }
+}
+
+/* Each follower's word has one writer, its mirror (one per log dir, by its lock file); it moves
+ * back only when the mirror cut a log the leader does not share, before it rejoins the ISR. */
+void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
+                                         shmlog_doorbell *doorbell) {
+    if (replica >= SHMLOG_MAX_REPLICAS) return;
+    shmlog_ring_header *h = ring->header;
+    store_seq_cst(&h->replication.replica_fsynced_offset[replica], offset);
+    if (doorbell) persister_wake(ring, doorbell);
 }

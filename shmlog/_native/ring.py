@@ -29,6 +29,7 @@ STATUS_NAMES = {
     lib.SHMLOG_EDUPLICATE: "duplicate sequence number",
     lib.SHMLOG_ESEQUENCE: "out-of-order sequence number",
     lib.SHMLOG_EEPOCH: "fenced producer epoch",
+    lib.SHMLOG_ENOTENOUGHREPLICAS: "fewer in-sync replicas than min.insync.replicas",
 }
 
 # How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
@@ -132,6 +133,19 @@ class Ring:
     def has_data(self, position):
         return lib.shmlog_ring_has_data(self.map, position)
 
+    def readable(self, cursor):
+        """A reader at cursor (a shmlog_cursor *) may fetch something now (below the high
+        watermark of a replicated ring), or must move to the segments."""
+        return lib.shmlog_ring_readable(self.map, cursor)
+
+    @property
+    def high_watermark(self):
+        """The offset readers see up to: the log end offset, or for a replicated ring the ISR's
+        fsynced minimum."""
+        if self.header.replication.replica_count > 1:
+            return self.header.persist.flushed_offset
+        return self.end()[1]
+
     @property
     def log_start_offset(self):
         return self.header.persist.log_start_offset
@@ -145,6 +159,14 @@ class Ring:
         return self.header.persist.flushed_offset
 
     # ------------------------------------------------------------------ producing
+
+    def not_enough_replicas(self):
+        """The acks=all error for a partition whose ISR is below min.insync.replicas."""
+        r = self.header.replication
+        return KafkaError(KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                          f"{self.where()}: {r.isr_count} in-sync replica{'s' if r.isr_count != 1 else ''} of "
+                          f"{r.replica_count}, fewer than min.insync.replicas={r.min_insync_replicas}: the "
+                          f"records were appended but are not acknowledged", retriable=True)
 
     def acquire_producer_slot(self):
         pid, started = procs.me()

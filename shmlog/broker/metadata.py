@@ -67,9 +67,31 @@ def shape_problem(meta):
             parse_topic_config(t["config"])
         except KafkaException as exc:
             return f"{where}: {exc}"
+        problem = _states_problem(t)
+        if problem:
+            return f"{where}: {problem}"
         starts = t.get("log_start_offsets", {})
         if not isinstance(starts, dict) or not all(_int(v) for v in starts.values()):
             return f'{where}: "log_start_offsets" is not an object of offsets'
+    return None
+
+
+def _states_problem(t):
+    """What is wrong with a topic's "partition_states" (shmlog/broker/replicas.py), or None."""
+    states = t.get("partition_states")
+    if states is None:
+        return None
+    if not isinstance(states, list) or len(states) > t["partitions"]:
+        return '"partition_states" is not a list of at most one entry per partition'
+    for p, s in enumerate(states):
+        reps = s.get("replicas") if isinstance(s, dict) else None
+        if not (isinstance(reps, list) and reps and all(_int(r) for r in reps) and len(set(reps)) == len(reps)):
+            return f'partition {p}: "replicas" is not a list of distinct log dir indexes'
+        isr = s.get("isr")
+        if not (isinstance(isr, list) and all(r in reps for r in isr)):
+            return f'partition {p}: "isr" is not a subset of its replicas'
+        if s.get("leader") not in reps or not _int(s.get("leader_epoch")):
+            return f'partition {p}: "leader" is not one of its replicas, or "leader_epoch" is not an offset'
     return None
 
 

@@ -51,7 +51,7 @@ from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log import retention
+from shmlog.log import leader_epoch, retention
 from shmlog.log.segment import SegmentWriter, SyncFailed, partition_dir
 
 FETCH_FRAMES = 1024
@@ -67,6 +67,8 @@ DRAIN_TIMEOUT_S = 30.0       # the supervisor waits 60 s for us after SIGTERM
 RETENTION_CHECK_MS_DEFAULT = 300_000
 LOCK_NAME = "persister.lock"
 INT64_MAX = 2**63 - 1
+ALL = lib.SHMLOG_FETCH_PAST_HIGH_WATERMARK   # the persister writes what readers may not see yet
+ALL_CRC = ALL | lib.SHMLOG_FETCH_CHECK_CRC
 
 Settings = namedtuple("Settings", "segment_bytes segment_ms segment_jitter_ms segment_index_bytes "
                                   "index_interval_bytes flush_messages flush_ms retention_ms retention_bytes "
@@ -127,6 +129,8 @@ class PartitionLog:
             self.ring.close()
             raise
         self.checkpointed = retention.read_checkpoint(self.dir)
+        self.flushed_at = None
+        self.epochs = leader_epoch.EpochCache(self.dir)
         self.log_start = max(self.writer.log_start_offset, self.checkpointed)
         self.requested_log_start = 0
         self.retention_due = 0.0
@@ -157,8 +161,29 @@ class PartitionLog:
             info(f"{self.where()}: recovery: {self.writer.recovery_report}")
         for problem in self.writer.recovery_problems:
             log(f"{self.where()}: DAMAGED LOG: {problem}")
+        # Which replica this log is (replication.leader_index when we opened it): once the leader
+        # moved (docs/replication.md) this log publishes nothing more in the ring.
+        self.leader_index = self.ring.header.replication.leader_index
+        self.take_over_from_ring()
         self._compare_with_disk()
         self.persist.persister_pid = os.getpid()
+
+    def take_over_from_ring(self):
+        """A follower that became leader (docs/replication.md) may hold fewer offsets than the
+        ring says were persisted (by the previous leader, into its log dir): write the rest
+        again from the ring when it still holds them; else the gap is logged as DATA LOSS (none
+        of it was acknowledged at acks=all: the new leader was in the ISR)."""
+        end, persisted = self.writer.log_end_offset, self.cursor.next_offset
+        if end >= persisted or end < max(self.log_start, self.requested_log_start):
+            return
+        try:
+            at = self._ring_cursor_at(end)
+        except KafkaException:
+            at = None
+        if at is not None:
+            info(f"{self.where()}: {self.dir} ends at offset {end}, below the {persisted} the ring says were "
+                 f"persisted: writing offsets {end}..{persisted - 1} from the ring (a new leader catching up)")
+            self.cursor.position, self.cursor.next_offset = at
 
     def where(self):
         return f"{self.topic}-{self.partition}"
@@ -200,6 +225,8 @@ class PartitionLog:
         except OSError as exc:
             self._storage_failed(exc, time.monotonic())
             return
+        if self.persist.storage_error:   # an earlier persister's, or the previous leader's: this dir works
+            self._storage_recovered()
         self.publish()
 
     # -------------------------------------------------------------- retention
@@ -265,7 +292,7 @@ class PartitionLog:
             return False
         if (wrote or flushed) and self.storage_errno:
             self._storage_recovered()
-        if moved or flushed:
+        if moved or flushed or self.high_watermark() != self.persist.flushed_offset:
             self.publish()
         return moved or flushed
 
@@ -273,7 +300,7 @@ class PartitionLog:
         """Append the batches published past the cursor: (cursor moved, bytes written)."""
         probe = self.probe
         probe.position, probe.next_offset = self.cursor.position, self.cursor.next_offset
-        n = self.ring.fetch(probe, ffi.NULL, 0, self.frames, FETCH_FRAMES, 1)
+        n = self.ring.fetch(probe, ffi.NULL, 0, self.frames, FETCH_FRAMES, ALL_CRC)
         if n == lib.SHMLOG_EOVERWRITTEN:
             self._resync_after_overwrite()
             return True, False
@@ -297,6 +324,9 @@ class PartitionLog:
             pieces = [view[p:p + size] for p, size in zip(frames["map_pos"][skip:].tolist(),
                                                           frames["batch_bytes"][skip:].tolist())]
             self.writer.append(pieces, int(bases[skip]), probe.next_offset)
+            if self.ring.header.replication.replica_count > 1 and \
+                    leader_epoch.batch_epoch(view, int(frames["map_pos"][n - 1])) > self.epochs.latest:
+                self.epochs.note(view, list(zip(frames["map_pos"][skip:].tolist(), bases[skip:].tolist())))
         self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
         return True, wrote
 
@@ -306,7 +336,8 @@ class PartitionLog:
             return False
         if (self.persist.persist_waiters or self.persist.flush_requested_offset > self.flushed
                 or unflushed >= self.flush_messages
-                or (now - self.last_flush) * 1000 >= self.flush_ms):
+                or (now - self.last_flush) * 1000 >= self.flush_ms
+                or self.followers_ahead()):
             self.flush()
             self.last_flush = now
             return True
@@ -321,18 +352,47 @@ class PartitionLog:
         if self.flushed == self.cursor.next_offset:
             self.flushed_at = (self.cursor.position, self.cursor.next_offset)
 
+    def followers_ahead(self):
+        """A replicated partition: its high watermark (what its readers see, whatever their
+        producers' acks) includes our own fdatasync, so we fdatasync what we write each round."""
+        return self.ring.header.replication.replica_count > 1
+
+    def high_watermark(self):
+        """What flushed_offset (acks=all, and consumers of a replicated topic) may say: our own
+        fsynced offset, and with followers in the ISR the smallest of theirs too (each mirror
+        publishes its word; docs/replication.md)."""
+        r = self.ring.header.replication
+        hw = self.flushed
+        mask = r.isr_mask & ~(1 << r.leader_index)
+        if r.replica_count > 1 and mask:
+            for i in range(min(r.replica_count, lib.SHMLOG_MAX_REPLICAS)):
+                if mask >> i & 1:
+                    hw = min(hw, r.replica_fsynced_offset[i])
+        return hw
+
+    def deposed(self):
+        """Another replica leads the partition now: what we did is not the ring's to say."""
+        return self.ring.header.replication.leader_index != self.leader_index
+
     def publish(self):
-        lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset,
-                                          self.flushed)
+        if self.deposed():
+            return
+        hw, before = self.high_watermark(), self.persist.flushed_offset
+        lib.shmlog_ring_publish_persisted(self.ring.map, self.cursor.position, self.cursor.next_offset, hw)
         lib.shmlog_ring_release_to(self.ring.map, self.cursor.position)
+        if hw != before and self.ring.header.replication.replica_count > 1:
+            # Readers of a replicated ring see batches only below the high watermark: it moved.
+            lib.shmlog_ring_wake_readers(self.ring.map, self.doorbell.ptr)
 
     def _publish_held(self):
         """Publish progress without releasing: while a rewrite is pending, persisted stays at
         the last good flush (so producers short of space release no further, and a restarted
         persister starts there); waiters in wait_flushed wake up to see storage_error."""
+        if self.deposed():
+            return
         position, offset = self.rewrite_from if self.rewrite_from is not None else \
             (self.cursor.position, self.cursor.next_offset)
-        lib.shmlog_ring_publish_persisted(self.ring.map, position, offset, self.flushed)
+        lib.shmlog_ring_publish_persisted(self.ring.map, position, offset, self.high_watermark())
 
     # -------------------------------------------------------------- a failed fdatasync
 
@@ -366,7 +426,7 @@ class PartitionLog:
         probe = self.probe
         probe.position, probe.next_offset = found.position, found.next_offset
         while probe.next_offset < offset:
-            if self.ring.fetch(probe, ffi.NULL, 0, self.frames, 1, 0) != 1 or probe.next_offset > offset:
+            if self.ring.fetch(probe, ffi.NULL, 0, self.frames, 1, ALL) != 1 or probe.next_offset > offset:
                 return None  # fell out of the ring, or a batch straddles offset
         return probe.position, probe.next_offset
 
@@ -379,7 +439,7 @@ class PartitionLog:
         size = 1 << 20
         while probe.next_offset < end:
             buf = bytearray(size)
-            n = self.ring.fetch(probe, ffi.from_buffer(buf), len(buf), self.frames, FETCH_FRAMES, 1)
+            n = self.ring.fetch(probe, ffi.from_buffer(buf), len(buf), self.frames, FETCH_FRAMES, ALL_CRC)
             if n == lib.SHMLOG_ESMALL:
                 size = max(2 * size, self.frames[0].batch_bytes)
                 continue
@@ -455,7 +515,8 @@ class PartitionLog:
             return
         self.failed = code
         self.storage_errno = code
-        self.persist.storage_error = code
+        if not self.deposed():
+            self.persist.storage_error = code
         self._publish_held()
 
     # -------------------------------------------------------------- trouble
@@ -494,7 +555,8 @@ class PartitionLog:
             log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
                 f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
         self.storage_errno = code
-        self.persist.storage_error = code
+        if not self.deposed():
+            self.persist.storage_error = code
         # Producers sleeping in wait_flushed must wake up to see the error.
         self._publish_held()
         self.retry_at = now + RETRY_AFTER_ERROR_S
@@ -502,7 +564,8 @@ class PartitionLog:
     def _storage_recovered(self):
         info(f"{self.where()}: writing to {self.dir} works again")
         self.storage_errno = 0
-        self.persist.storage_error = 0
+        if not self.deposed():
+            self.persist.storage_error = 0
 
     # -------------------------------------------------------------- waiting
 
@@ -519,7 +582,9 @@ class PartitionLog:
             return True
         return bool(self.ring.has_data(self.cursor.position) or
                     ((self.persist.persist_waiters or self.persist.flush_requested_offset > self.flushed)
-                     and self.writer.log_end_offset > self.flushed))
+                     and self.writer.log_end_offset > self.flushed)
+                    or self.high_watermark() != self.persist.flushed_offset
+                    or (self.writer.log_end_offset > self.flushed and self.followers_ahead()))
 
     def has_urgent_work(self, now):
         """What may not wait for the timer: an acks=all waiter, a producer waiting for ring space,
@@ -530,6 +595,9 @@ class PartitionLog:
             return True
         published = self.ring.has_data(self.cursor.position)
         if self.persist.persist_waiters and (published or self.writer.log_end_offset > self.flushed):
+            return True
+        if self.high_watermark() != self.persist.flushed_offset or (   # a follower fsynced more
+                self.writer.log_end_offset > self.flushed and self.followers_ahead()):
             return True
         return bool(published and (self.ring.header.release.space_waiters or
                                    self.ring.end()[0] - self.cursor.position >= self.ring.capacity_bytes // 4))

@@ -231,6 +231,7 @@ PARTITION = Int(*INT32)
 OFFSET = Int(*INT64)
 CONFIG = Map(Str(255), Scalar(), max_items=1000)
 TOPIC_PARTITION = Tuple(NAME, PARTITION)
+REPLICA_ASSIGNMENT = List(List(Int(*INT32), max_items=64), max_items=10000)   # per partition, log dir indexes
 MEMBER = dict(member_id=optional(NAME, ""), instance_id=optional(NAME))
 
 REQUESTS = {
@@ -239,16 +240,19 @@ REQUESTS = {
     "metadata": Object(auto_create=optional(List(NAME), [])),
     "create_topics": Object(
         topics=required(List(Object(topic=required(NAME), num_partitions=optional(Int(*INT32), -1),
-                                    config=optional(CONFIG, {})))),
+                                    config=optional(CONFIG, {}), replication_factor=optional(Int(*INT32), -1),
+                                    replica_assignment=optional(REPLICA_ASSIGNMENT)))),
         validate_only=optional(Bool(), False)),
     "delete_topics": Object(topics=required(List(NAME))),
     "create_partitions": Object(
-        topics=required(List(Object(topic=required(NAME), new_total_count=required(Int(*INT32))))),
+        topics=required(List(Object(topic=required(NAME), new_total_count=required(Int(*INT32)),
+                                    replica_assignment=optional(REPLICA_ASSIGNMENT)))),
         validate_only=optional(Bool(), False)),
     "alter_configs": Object(topics=required(Map(NAME, CONFIG)), validate_only=optional(Bool(), False)),
     "delete_records": Object(
         partitions=required(List(Object(topic=required(NAME), partition=required(PARTITION),
                                         offset=required(OFFSET))))),
+    "alter_replica_log_dirs": Object(moves=required(List(Tuple(NAME, PARTITION, Int(0, 63), Int(0, 63))))),
     "status": Object(),
     "shutdown": Object(),
     "describe_cluster": Object(),

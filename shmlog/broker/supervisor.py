@@ -24,12 +24,13 @@ import posix_ipc
 from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata, persister_stats, requests
+from shmlog.broker import logs, metadata, persister_stats, replicas, requests
 from shmlog.broker.cleaner import CleanerProcess
 from shmlog.broker.cleaner import read as cleaner_stats
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.broker.kafka_listener.process import ListenerProcess
 from shmlog.broker.producer_ids import ProducerIdAllocator, ProducerIdsUnavailable
+from shmlog.broker.replication import ReplicaManager
 from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
@@ -100,6 +101,7 @@ class Supervisor:
         self.persister_started = 0.0
         self.persister_restarts = 0  # persisters that exited unasked and were started again
         self.cleaner = None          # the log cleaner process (cleaner.CleanerProcess), made in run()
+        self.replication = ReplicaManager(self, Refused, describe_status)   # mirrors, ISR, elections
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
@@ -179,6 +181,7 @@ class Supervisor:
                         if ring.stopped:   # a broker that died half-way through its stop closed it
                             lib.shmlog_ring_reopen(ring.map)
                         self.rings[(topic, partition)] = ring
+                        self.apply_replication(topic, partition, ring=ring)
                         continue
                     ring.close()
                 except (KafkaException, ValueError, OSError):
@@ -190,6 +193,7 @@ class Supervisor:
             ring_geometry(metadata.topic_config(self.meta["topics"][topic])) for topic, _ in missing], cap=False)
         if missing and shortage:
             raise SystemExit(f"shmlog: cannot start: {shortage[1]}")
+        self.replication.choose_leaders_after_crash(missing)
         if self.doorbell is None:
             self.doorbell = Doorbell.create(bell, self.mode, self.policy.group)
         self.doorbell.header.supervisor_pid = os.getpid()
@@ -205,15 +209,44 @@ class Supervisor:
     def ring_name(self, topic, partition, t=None):
         return shm.ring_name(self.ns, (t or self.meta["topics"][topic])["id"], partition)
 
+    def partition_states(self, t):
+        return replicas.states(t, len(self.log_dirs))
+
     def partition_log_dir(self, topic, partition, t=None):
-        return self.log_dirs[((t or self.meta["topics"][topic])["id"] + partition) % len(self.log_dirs)]
+        """The leader replica's log dir: the ring's persister writes there."""
+        state = self.partition_states(t or self.meta["topics"][topic])[partition]
+        return self.log_dirs[state["leader"] % len(self.log_dirs)]
+
+    def replica_dirs(self, topic, partition, t=None):
+        """The partition directory of every replica, the leader's first."""
+        state = self.partition_states(t or self.meta["topics"][topic])[partition]
+        order = [state["leader"]] + [r for r in state["replicas"] if r != state["leader"]]
+        return [partition_dir(self.log_dirs[r % len(self.log_dirs)], topic, partition) for r in order]
+
+    def apply_replication(self, topic, partition, t=None, ring=None):
+        """State the partition's replication in its ring header (what acks=all checks)."""
+        t = t or self.meta["topics"][topic]
+        ring = ring or self.rings.get((topic, partition))
+        if ring is None:
+            return
+        state = self.partition_states(t)[partition]
+        reps = state["replicas"]
+        mask = sum(1 << i for i, r in enumerate(reps) if r in state["isr"])
+        lib.shmlog_ring_set_replication(ring.map, len(reps), int(self.topic_config(t)["min.insync.replicas"]), mask,
+                                        reps.index(state["leader"]), state["leader_epoch"])
 
     def claim_partition_dir(self, topic, partition, t, new):
+        """Claim the directory of every replica of the partition (see claim_replica_dir);
+        the leader's path."""
+        paths = [self.claim_replica_dir(pdir, topic, partition, t, new)
+                 for pdir in self.replica_dirs(topic, partition, t)]
+        return paths[0]
+
+    def claim_replica_dir(self, pdir, topic, partition, t, new):
         """Make the partition's directory the topic's own before its ring exists: a directory
         of that name left by an earlier topic (deleted, or lost with its metadata) is renamed
         aside and removed, never read as this topic's log. partition.metadata says whose it is;
         one without it (written by an older version) is adopted by a topic that exists."""
-        pdir = partition_dir(self.partition_log_dir(topic, partition, t), topic, partition)
         if os.path.isdir(pdir):
             owner = metadata.partition_topic_id(pdir)
             if new or (owner is not None and owner != t["topic_id"]):
@@ -267,6 +300,7 @@ class Supervisor:
                            t["id"], partition, start_offset=max(end, first), mode=self.mode,
                            group=self.policy.group, slots=slots)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
+        self.apply_replication(topic, partition, t, ring)
         if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
             ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
         self.rings[(topic, partition)] = ring
@@ -307,7 +341,7 @@ class Supervisor:
         """Look over the log dirs at start: directories a deleted topic left renamed aside are
         removed shortly; anything that is not a partition of a known topic is left alone and
         reported once (a stray file, a directory of a topic the metadata does not know)."""
-        known = {partition_dir(self.partition_log_dir(name, p), name, p) for name, p in self.partitions()}
+        known = {d for name, p in self.partitions() for d in self.replica_dirs(name, p)}
         for log_dir in self.log_dirs:
             try:
                 entries = sorted(os.listdir(log_dir))
@@ -561,6 +595,8 @@ class Supervisor:
                 "log_start_offsets": self.requested_log_starts(t),
                 "rings": [self.ring_name(name, p) for p in range(t["partitions"])],
                 "log_dirs": [self.partition_log_dir(name, p) for p in range(t["partitions"])],
+                "partition_states": [{**s, "offline": sorted(self.replication.offline.get((name, p), ()))}
+                                     for p, s in enumerate(self.partition_states(t))],
             }
         return {"epoch": self.doorbell.metadata_epoch, "doorbell": shm.doorbell_name(self.ns),
                 "log_dirs": self.log_dirs, "broker": self.config.as_dict(), "topics": topics,
@@ -581,7 +617,9 @@ class Supervisor:
         for spec in request["topics"]:
             try:
                 self.create_topic(spec["topic"], spec.get("num_partitions", -1), spec.get("config") or {},
-                                  validate_only=request.get("validate_only", False))
+                                  validate_only=request.get("validate_only", False),
+                                  replication_factor=spec.get("replication_factor", -1),
+                                  replica_assignment=spec.get("replica_assignment"))
                 results[spec["topic"]] = None
             except Refused as exc:
                 results[spec["topic"]] = [exc.code, str(exc)]
@@ -589,7 +627,8 @@ class Supervisor:
                 results[spec["topic"]] = [exc.args[0].code(), str(exc)]
         return {"results": results}
 
-    def create_topic(self, topic, num_partitions, config, validate_only=False, internal=False):
+    def create_topic(self, topic, num_partitions, config, validate_only=False, internal=False,
+                     replication_factor=-1, replica_assignment=None):
         """Create a topic: checked, then its rings allocated and its directories claimed, and only
         then written to meta/topics.json. Anything that fails on the way is undone, so the
         metadata never names a topic whose rings do not exist (and a refused request leaves
@@ -607,11 +646,14 @@ class Supervisor:
             raise Refused(KafkaError.TOPIC_EXCEPTION, f"topic {topic!r} collides with existing topic {collides[0]!r}: "
                           f"names that differ only in '.' versus '_' are not allowed (Kafka's metric names "
                           f"cannot tell them apart)")
+        if replica_assignment and num_partitions in (-1, None):
+            num_partitions = len(replica_assignment)
         if num_partitions in (-1, None):
             num_partitions = self.config.num_partitions
         if not isinstance(num_partitions, int) or isinstance(num_partitions, bool) or \
                 not 1 <= num_partitions <= 10000:
             raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
+        placement = self.replication.place_replicas(num_partitions, replication_factor, replica_assignment)
         cfg = parse_topic_config(config)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
         shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
@@ -621,7 +663,8 @@ class Supervisor:
             return
         new = copy.deepcopy(self.meta)
         t = new["topics"][topic] = {"id": new["next_topic_id"], "topic_id": metadata.new_topic_id(),
-                                    "partitions": num_partitions, "config": cfg}
+                                    "partitions": num_partitions, "config": cfg,
+                                    "partition_states": [replicas.new_state(r) for r in placement]}
         new["next_topic_id"] += 1
         self.add_partitions(f"topic {topic!r}", new, topic, range(num_partitions), t)
         self.meta = new
@@ -680,7 +723,7 @@ class Supervisor:
                 results[topic] = [KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}"]
                 continue
             parts = self.meta["topics"][topic]["partitions"]
-            dirs = [partition_dir(self.partition_log_dir(topic, p), topic, p) for p in range(parts)]
+            dirs = [d for p in range(parts) for d in self.replica_dirs(topic, p)]
             new = copy.deepcopy(self.meta)
             del new["topics"][topic]
             try:
@@ -720,8 +763,16 @@ class Supervisor:
                 if request.get("validate_only"):
                     results[topic] = None
                     continue
+                try:
+                    asked = spec.get("replica_assignment")
+                    rf = -1 if asked else len(self.partition_states(t)[0]["replicas"])
+                    placement = self.replication.place_replicas(total - t["partitions"], rf, asked, t["partitions"])
+                except Refused as exc:
+                    results[topic] = [exc.code, str(exc)]
+                    continue
                 new = copy.deepcopy(self.meta)
                 nt = new["topics"][topic]
+                nt["partition_states"] = self.partition_states(nt) + [replicas.new_state(r) for r in placement]
                 old, nt["partitions"] = nt["partitions"], total
                 try:
                     self.add_partitions(f"partitions {old}..{total - 1} of {topic!r}", new, topic, range(old, total),
@@ -760,10 +811,15 @@ class Supervisor:
                     results[topic] = [exc.code, str(exc)]
                     continue
                 self.meta = new
+                for p in range(t["partitions"]):
+                    self.apply_replication(topic, p)
                 self.doorbell.bump_metadata_epoch()
                 info(f"altered the config of topic {topic!r}: {cfg} (alter_configs)")
             results[topic] = None
         return {"results": results}
+
+    def op_alter_replica_log_dirs(self, sock, request):
+        return {"results": self.replication.alter_replica_log_dirs(request["moves"])}
 
     def op_delete_records(self, sock, request):
         """AdminClient.delete_records: move each partition's log start offset forward.
@@ -942,6 +998,8 @@ class Supervisor:
                     results[topic] = [exc.code, str(exc)]
                     continue
                 self.meta = new
+                for p in range(t["partitions"]):
+                    self.apply_replication(topic, p)
                 self.doorbell.bump_metadata_epoch()
                 info(f"altered the config of topic {topic!r}: {cfg} (incremental_alter_configs)")
             results[topic] = None
@@ -1153,6 +1211,8 @@ class Supervisor:
                 self.ensure_persister()
                 self.cleaner.ensure(self.config.log_cleaner_enable)
                 self.listener.ensure()
+                self.replication.ensure_mirrors()
+                self.replication.track_isr(now)
                 self.reclaim_dead_producers()
                 self.remove_retired_dirs(now)
                 self.check_keeper()
@@ -1258,6 +1318,7 @@ class Supervisor:
         self.stop_persister()
         if self.cleaner is not None:
             self.cleaner.stop()
+        self.replication.stop_mirrors()
         self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPED
         self.remove_retired_dirs()
         for sock in list(self.clients):

@@ -1,16 +1,21 @@
 """`shmlog topics ...`: kafka-topics (and kafka-configs for topics) for a shmlog broker.
 
-    shmlog topics create NAME --partitions N [--config K=V ...]
+    shmlog topics create NAME --partitions N [--replication-factor R | --replica-assignment 0:1,1:2]
+                         [--config K=V ...]
     shmlog topics list
-    shmlog topics describe [NAME]
+    shmlog topics describe [NAME] [--under-replicated-partitions]
     shmlog topics alter NAME [--partitions N] [--config K=V ...] [--delete-config K ...]
     shmlog topics delete NAME
+    shmlog topics move-replica NAME --partition P --from DIR --to DIR
 """
+import os
+
 import click
 
 from shmlog.cli._common import Failure, admin_client, config_option, data_dir_option, table
 from shmlog.client.admin import ConfigResource, NewPartitions, NewTopic
 from shmlog.config import TOPIC_DEFAULTS
+from shmlog.control import Control
 
 
 @click.group()
@@ -18,16 +23,44 @@ def topics():
     """Create, list, describe, alter and delete topics."""
 
 
+def _replica_assignment(ctx, param, value):
+    """kafka-topics' --replica-assignment: partitions separated by commas, each a colon-separated
+    list of replica ids (log dir indexes), the preferred leader first: 0:1,1:2."""
+    if value is None:
+        return None
+    try:
+        return [[int(r) for r in part.split(":")] for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected replica ids like 0:1,1:2 (partitions separated by "
+                                 f"commas, replicas by colons)", ctx=ctx, param=param) from None
+
+
 @topics.command("create")
 @click.argument("name")
-@click.option("--partitions", "-p", type=click.IntRange(min=1), required=True, metavar="N",
-              help="Number of partitions.")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), metavar="N",
+              help="Number of partitions (required unless --replica-assignment gives them).")
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1), metavar="R",
+              help="Replicas of each partition, each on its own log dir (default: default.replication.factor).")
+@click.option("--replica-assignment", callback=_replica_assignment, metavar="0:1,1:2",
+              help="Replica ids (log dir indexes) per partition, the preferred leader first.")
 @config_option("A topic config (retention.ms=60000, cleanup.policy=compact, ring.bytes=1048576). Repeatable.")
 @data_dir_option()
-def topics_create(name, partitions, configs, data_dir):
+def topics_create(name, partitions, replication_factor, replica_assignment, configs, data_dir):
     """Create topic NAME."""
+    if replica_assignment is not None:
+        if replication_factor is not None:
+            raise click.UsageError("give --replication-factor or --replica-assignment, not both")
+        if partitions is not None and partitions != len(replica_assignment):
+            raise click.UsageError(f"--replica-assignment names {len(replica_assignment)} partitions, "
+                                   f"--partitions {partitions}")
+        partitions = len(replica_assignment)
+    if partitions is None:
+        raise click.UsageError("give --partitions N (or --replica-assignment)")
     with admin_client(data_dir) as admin:
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=dict(configs))])
+        futures = admin.create_topics([NewTopic(
+            name, num_partitions=partitions, config=dict(configs),
+            replication_factor=-1 if replication_factor is None else replication_factor,
+            replica_assignment=replica_assignment)])
         futures[name].result()  # KafkaException: printed by main, exit 1
     click.echo(f"created topic {name} with {partitions} partition{'s' if partitions != 1 else ''}")
 
@@ -44,8 +77,10 @@ def topics_list(data_dir):
 
 @topics.command("describe")
 @click.argument("name", required=False)
+@click.option("--under-replicated-partitions", "under_replicated", is_flag=True,
+              help="Only partitions whose ISR is smaller than their replica list (as kafka-topics).")
 @data_dir_option()
-def topics_describe(name, data_dir):
+def topics_describe(name, under_replicated, data_dir):
     """Show partitions and configs of topic NAME (default: every topic)."""
     with admin_client(data_dir) as admin:
         md = admin.list_topics(name)
@@ -57,6 +92,13 @@ def topics_describe(name, data_dir):
     if not names:
         click.echo("no topics")
         return
+    if under_replicated:
+        parts = [(t, md.topics[t].partitions[i]) for t in names for i in sorted(md.topics[t].partitions)]
+        rows = [[topic, p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))]
+                for topic, p in parts if len(p.isrs) < len(p.replicas)]
+        click.echo(table(["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"], rows) if rows
+                   else "no under-replicated partitions")
+        return
     for i, topic in enumerate(names):
         t = md.topics[topic]
         parts = [t.partitions[p] for p in sorted(t.partitions)]
@@ -65,8 +107,9 @@ def topics_describe(name, data_dir):
             click.echo("")
         click.echo(f"Topic {topic}: {len(parts)} partition{'s' if len(parts) != 1 else ''}, "
                    f"replication factor {rf}")
-        rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs))] for p in parts]
-        click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR"], rows), "  "))
+        rows = [[p.id, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isrs)),
+                 ",".join(map(str, p.offline)) or "-"] for p in parts]
+        click.echo(_indent(table(["PARTITION", "LEADER", "REPLICAS", "ISR", "OFFLINE"], rows), "  "))
         entries = configs.get(topic) or {}
         for line in _cleaner_lines(data_dir, topic, len(parts)):
             click.echo(line)
@@ -166,3 +209,24 @@ def topics_delete(name, data_dir):
     with admin_client(data_dir) as admin:
         admin.delete_topics([name])[name].result()
     click.echo(f"deleted topic {name}")
+
+
+@topics.command("move-replica")
+@click.argument("name")
+@click.option("--partition", "-p", "partition", type=click.IntRange(min=0), required=True, metavar="P")
+@click.option("--from", "source", type=click.IntRange(min=0), required=True, metavar="DIR",
+              help="The log dir index (replica id) the replica is on.")
+@click.option("--to", "target", type=click.IntRange(min=0), required=True, metavar="DIR",
+              help="The log dir index it moves to.")
+@data_dir_option()
+def topics_move_replica(name, partition, source, target, data_dir):
+    """Move a replica of NAME's partition P to another log dir (Kafka's AlterReplicaLogDirs)."""
+    control = Control(os.path.realpath(data_dir))
+    try:
+        result = control.request("alter_replica_log_dirs", moves=[[name, partition, source, target]])["results"][0]
+    finally:
+        control.close()
+    if result is not None:
+        raise Failure(result[1])
+    click.echo(f"moving {name}-{partition}'s replica from log dir {source} to {target}: the new replica joins the "
+               f"ISR once it caught up (shmlog topics describe {name})")

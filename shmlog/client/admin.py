@@ -367,9 +367,9 @@ class BrokerMetadata:
 
 
 class TopicMetadata:
-    def __init__(self, topic=None, partitions=0):
+    def __init__(self, topic=None, partitions=0, states=None):
         self.topic = topic
-        self.partitions = {p: PartitionMetadata(p) for p in range(partitions)}
+        self.partitions = {p: PartitionMetadata(p, states[p] if states else None) for p in range(partitions)}
         self.error = None
 
     def __repr__(self):
@@ -382,13 +382,18 @@ class TopicMetadata:
 
 
 class PartitionMetadata:
-    """One partition of one replica: broker 0 leads it and is its only in-sync replica."""
+    """One partition: its leader, replicas and in-sync replicas, as replica ids (the index of
+    the replica's log dir in the broker's log.dirs; docs/replication.md)."""
 
-    def __init__(self, partition=-1):
+    def __init__(self, partition=-1, state=None):
         self.id = partition
-        self.leader = 0 if partition >= 0 else -1
-        self.replicas = [0] if partition >= 0 else []
-        self.isrs = [0] if partition >= 0 else []
+        if state is None:
+            state = {"leader": 0, "replicas": [0], "isr": [0]} if partition >= 0 else \
+                {"leader": -1, "replicas": [], "isr": []}
+        self.leader = state["leader"]
+        self.replicas = list(state["replicas"])
+        self.isrs = list(state["isr"])
+        self.offline = list(state.get("offline", ()))   # shmlog: replicas whose log dir failed (kafka-topics' Offline)
         self.error = None
 
     def __repr__(self):
@@ -441,6 +446,18 @@ def _assignment_bytes(assignment):
     return b"".join(out)
 
 
+def _assignment(what, assignment):
+    """A replica assignment as confluent-kafka takes it: a list (per partition) of lists of
+    replica ids; TypeError naming what is wrong otherwise."""
+    if not isinstance(assignment, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in assignment):
+        raise TypeError(f"{what}: replica_assignment must be a list of lists of replica ids")
+    for replicas in assignment:
+        for r in replicas:
+            if not isinstance(r, int) or isinstance(r, bool):
+                raise TypeError(f"{what}: replica_assignment holds {r!r}; replica ids are ints")
+    return [list(r) for r in assignment]
+
+
 def cluster_metadata(meta, topic=None, cluster_id=None, host=None):
     md = ClusterMetadata()
     md.cluster_id = cluster_id
@@ -450,7 +467,7 @@ def cluster_metadata(meta, topic=None, cluster_id=None, host=None):
     md.brokers[0] = BrokerMetadata(0, host, 0)
     for name, info in meta["topics"].items():
         if topic is None or name == topic:
-            md.topics[name] = TopicMetadata(name, info["partitions"])
+            md.topics[name] = TopicMetadata(name, info["partitions"], info.get("partition_states"))
     if topic is not None and topic not in md.topics:
         t = md.topics[topic] = TopicMetadata(topic, 0)
         t.error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic!r}")
@@ -661,7 +678,7 @@ _NO_ACLS = ("access to a broker is decided by file permissions and the peer cred
             "(shmlog.allowed.users / shmlog.allowed.groups / shmlog.shared.group, docs/security.md), not by ACLs")
 _NO_SASL = ("clients reach the broker through a unix socket and shared memory checked by peer credentials; there "
             "is no SASL (docs/security.md)")
-_NO_ELECTION = "each partition has one replica (its ring and one log dir), so there is no leader to elect"
+_NO_ELECTION = "the leader of a partition stays on its log dir: leader election is not built (docs/replication.md)"
 
 
 def _failed(code, reason):
@@ -723,7 +740,11 @@ class AdminClient:
             if problem:
                 refused[t.topic] = [KafkaError.TOPIC_EXCEPTION, problem]
             else:
-                specs.append({"topic": t.topic, "num_partitions": t.num_partitions, "config": t.config})
+                spec = {"topic": t.topic, "num_partitions": t.num_partitions, "config": t.config,
+                        "replication_factor": t.replication_factor}
+                if t.replica_assignment is not None:
+                    spec["replica_assignment"] = _assignment(f"NewTopic({t.topic})", t.replica_assignment)
+                specs.append(spec)
         if len({t.topic for t in new_topics}) != len(new_topics):
             raise error(KafkaError._INVALID_ARG, "create_topics: a topic is listed twice")
         results = dict(refused)
@@ -740,6 +761,9 @@ class AdminClient:
     def create_partitions(self, new_partitions, operation_timeout=0, request_timeout=None, validate_only=False):
         new_partitions = _list_of("create_partitions", "new_partitions", new_partitions, NewPartitions)
         specs = [{"topic": p.topic, "new_total_count": p.new_total_count} for p in new_partitions]
+        for spec, p in zip(specs, new_partitions):
+            if p.replica_assignment is not None:
+                spec["replica_assignment"] = _assignment(f"NewPartitions({p.topic})", p.replica_assignment)
         reply = self._cluster.control.request("create_partitions", topics=specs, validate_only=validate_only)
         return _futures(reply["results"], [(s["topic"], s["topic"]) for s in specs])
 
@@ -762,7 +786,8 @@ class AdminClient:
 
     def describe_topics(self, topics, request_timeout=None, include_authorized_operations=False, **kwargs):
         """{topic: future of a TopicDescription}: its id, whether it is internal, and per
-        partition its leader, replicas and in-sync replicas (node 0: one replica each)."""
+        partition its leader, replicas and in-sync replicas (nodes named by replica id: the
+        index of the replica's log dir)."""
         if not isinstance(topics, TopicCollection):
             raise TypeError("Expected input to be instance of TopicCollection")
         names = topics.topic_names
@@ -782,7 +807,13 @@ class AdminClient:
                 out[name] = _failed(KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {name!r}")
                 continue
             topic_id = Uuid.from_string(info["topic_id"]) if info.get("topic_id") else None
-            partitions = [TopicPartitionInfo(p, node, [node], [node]) for p in range(info["partitions"])]
+            states = info.get("partition_states")
+            if not states:
+                partitions = [TopicPartitionInfo(p, node, [node], [node]) for p in range(info["partitions"])]
+            else:   # replica ids are log dir indexes (docs/replication.md)
+                nodes = {r: Node(r, self._host, 0) for st in states for r in st["replicas"]}
+                partitions = [TopicPartitionInfo(p, nodes[st["leader"]], [nodes[r] for r in st["replicas"]],
+                                                 [nodes[r] for r in st["isr"]]) for p, st in enumerate(states)]
             out[name] = _done(TopicDescription(name, topic_id, name in INTERNAL_TOPICS, partitions,
                                                list(_TOPIC_OPERATIONS) if include_authorized_operations else None))
         return out

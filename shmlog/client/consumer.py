@@ -54,10 +54,10 @@ class _Reader:
         self.cleaned_below = 0     # the log cleaner's checkpoint as of the last seek: read segments below it
 
     def at_end(self):
-        return self.on_ring and not self.pending and self.next_offset >= self.ring.end()[1]
+        return self.on_ring and not self.pending and self.next_offset >= self.ring.high_watermark
 
     def ready(self):
-        return bool(self.pending) or not self.on_ring or self.ring.has_data(self.cursor.position)
+        return bool(self.pending) or not self.on_ring or self.ring.readable(self.cursor)
 
 
 def _new_columns(rows):
@@ -377,7 +377,7 @@ class Consumer(_fast.ConsumerCore):
     def get_watermark_offsets(self, partition, timeout=None, cached=False):
         self._check()
         ring = self._cluster.ring(partition.topic, partition.partition)
-        return ring.log_start_offset, ring.end()[1]
+        return ring.log_start_offset, ring.high_watermark
 
     def pause(self, partitions):
         for tp in partitions:
@@ -440,6 +440,9 @@ class Consumer(_fast.ConsumerCore):
             return added
         try:
             buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
+            if reader.ring.header.replication.replica_count > 1:   # only below the high watermark
+                hw = reader.ring.high_watermark
+                frames = [f for f in frames if f[1] + f[2] <= hw]
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.OFFSET_OUT_OF_RANGE:
                 raise

@@ -46,6 +46,6 @@ def test_inert_broker_keys_are_listed_as_such_and_only_there():
 
 
 def test_an_inert_broker_key_is_reported_as_having_no_effect():
-    cfg = parse_broker_config({"min.insync.replicas": 2, "default.replication.factor": 3,
+    cfg = parse_broker_config({"num.replica.fetchers": 2, "replica.lag.time.max.ms": 3,
                                "log.cleaner.enable": False, "delete.topic.enable": False})
-    assert cfg.no_effect == {"min.insync.replicas", "default.replication.factor"}
+    assert cfg.no_effect == {"num.replica.fetchers"}

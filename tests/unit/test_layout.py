@@ -22,6 +22,14 @@ def test_hot_fields_sit_on_their_own_cache_lines():
     assert len({o // line for o in offsets}) == len(offsets)
 
 
+def test_the_replication_lines_follow_the_index_on_their_own_cache_lines():
+    line = lib.SHMLOG_CACHE_LINE
+    at = ffi.offsetof("shmlog_ring_header", "replication")
+    assert at % line == 0
+    assert at == ffi.offsetof("shmlog_ring_header", "index") + 16 * lib.SHMLOG_INDEX_ENTRIES
+    assert ffi.sizeof("shmlog_ring_replication") == 2 * line
+
+
 def test_the_claim_pair_is_sixteen_byte_aligned_for_a_single_cas():
     assert ffi.offsetof("shmlog_ring_header", "claim") % 16 == 0
     assert ffi.offsetof("shmlog_ring_claim", "next_offset") == 8

@@ -1,0 +1,297 @@
+"""Replication, the supervisor's part (docs/replication.md): where new partitions' replicas go,
+the mirror processes of the follower replicas, ISR tracking, moving a partition's leadership
+off a failed log dir, and choosing leaders after a host crash. The rules themselves are pure
+(replicas.py, isr.py); this applies them to the supervisor's metadata, rings and processes.
+"""
+import copy
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from shmlog.broker import isr, logs, metadata, replicas
+from shmlog.errors import KafkaError
+from shmlog.log.segment import log_end_offset, partition_dir
+
+MIRROR_RESTART_BACKOFF_S = 0.2
+ELECTION_BACKOFF_S = 1.0   # after moving a partition's leader, time for the new leader's persister to take over
+
+
+def log(message, level=logging.WARNING):
+    logs.get().log(level, message)
+
+
+def info(message):
+    logs.get().info(message)
+
+
+class ReplicaManager:
+    """`sup`: the Supervisor; `refused`: its Refused exception class, raised with Kafka's codes."""
+
+    def __init__(self, sup, refused, describe_status):
+        self.sup = sup
+        self.Refused = refused
+        self.describe_status = describe_status
+        self.mirrors = {}          # log dir index -> Popen of its mirror (follower replicas; mirror.py)
+        self.mirror_started = {}   # log dir index -> when its mirror was last started
+        self.lag = {}              # (topic, partition) -> isr.LagTracker
+        self.offline = {}          # (topic, partition) -> replica ids whose log dir failed, until back in the ISR
+        self.elected_at = {}       # (topic, partition) -> when its leader was last moved
+
+    def choose_leaders_after_crash(self, missing):
+        """Rings that must be made anew (the host restarted, or they were lost) start where their
+        leader's log ends: per replicated partition, the in-sync replica holding the longest log
+        (CRC-checked, as recovery will cut it) leads, so everything any acks=all producer was
+        told is in it. The others cut back or catch up from it (mirror.py)."""
+        new = copy.deepcopy(self.sup.meta)
+        moved = []
+        for topic, p in missing:
+            t = new["topics"][topic]
+            state = self.sup.partition_states(t)[p]
+            if len(state["replicas"]) < 2:
+                continue
+            ends = {}
+            for r in state["isr"]:
+                pdir = partition_dir(self.sup.log_dirs[r % len(self.sup.log_dirs)], topic, p)
+                try:
+                    ends[r] = log_end_offset(pdir, check_crc=True) if os.path.isdir(pdir) else -1
+                except OSError as exc:
+                    log(f"{topic}-{p}: cannot read the replica in {pdir}: {exc}")
+            if not ends:
+                continue
+            best = max(ends, key=lambda r: (ends[r], r == state["leader"]))
+            if best == state["leader"]:
+                continue
+            t["partition_states"] = self.sup.partition_states(t)
+            t["partition_states"][p] = {**state, "leader": best, "leader_epoch": state["leader_epoch"] + 1}
+            moved.append(f"{topic}-{p}: replica {best} leads at leader epoch {state['leader_epoch'] + 1} (its log "
+                         f"ends at {ends[best]}, leader {state['leader']}'s at {ends.get(state['leader'])})")
+        if not moved:
+            return
+        try:
+            metadata.save(self.sup.data_dir, new)
+        except OSError as exc:
+            raise SystemExit(f"shmlog: cannot start: cannot write {metadata.metadata_path(self.sup.data_dir)}: {exc}") \
+                from None
+        self.sup.meta = new
+        for line in moved:
+            log(f"recovery: {line}")
+
+    def place_replicas(self, partitions, replication_factor=-1, assignment=None, first_partition=0):
+        """Replica lists (log dir indexes) for new partitions: the explicit assignment once
+        checked, else replication_factor (-1: default.replication.factor) replicas each on
+        distinct log dirs, leaders balanced across topics. Refused with Kafka's codes."""
+        n = len(self.sup.log_dirs)
+        if assignment:
+            if replication_factor not in (-1, None):
+                raise self.Refused(KafkaError.INVALID_REQUEST,
+                                   "give replication_factor or replica_assignment, not both")
+            problem = replicas.assignment_problem(assignment, partitions, n, first_partition)
+            if problem:
+                raise self.Refused(*problem)
+            return [list(r) for r in assignment]
+        rf = self.sup.config.default_replication_factor if replication_factor in (-1, None) else replication_factor
+        problem = replicas.factor_problem(rf, n)
+        if problem:
+            raise self.Refused(*problem)
+        counts = replicas.leader_counts(self.sup.meta["topics"].values(), n)
+        return replicas.assign(partitions, rf, n, counts, first_partition)
+
+    def follower_dirs(self):
+        """Log dir indexes that hold a follower replica of some partition."""
+        return {r for name, t in self.sup.meta["topics"].items() for s in self.sup.partition_states(t)
+                for r in s["replicas"] if r != s["leader"] and r < len(self.sup.log_dirs)}
+
+    def ensure_mirrors(self):
+        """One mirror process per log dir that holds followers, restarted when it exits."""
+        wanted = self.follower_dirs()
+        now = time.monotonic()
+        for index in sorted(wanted | set(self.mirrors)):
+            proc = self.mirrors.get(index)
+            if proc is not None and proc.poll() is None:
+                continue
+            if proc is not None:
+                log(f"mirror of log dir {self.sup.log_dirs[index]} (pid {proc.pid}) exited with {proc.returncode}"
+                    f"{self.describe_status(proc.returncode)}; restarting")
+                del self.mirrors[index]
+            if index not in wanted or now - self.mirror_started.get(index, 0.0) < MIRROR_RESTART_BACKOFF_S:
+                continue
+            self.mirror_started[index] = now
+            self.mirrors[index] = subprocess.Popen(
+                [sys.executable, "-m", "shmlog.broker.mirror", self.sup.data_dir, str(index)],
+                stdin=subprocess.DEVNULL, cwd="/", env={**os.environ, logs.LEVEL_ENV: self.sup.config.shmlog_log_level})
+            info(f"started the mirror of log dir {self.sup.log_dirs[index]}: pid {self.mirrors[index].pid}")
+
+    def stop_mirrors(self):
+        for proc in self.mirrors.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.mirrors.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.mirrors.clear()
+
+    def leader_failed(self, name, p, state, ring, now):
+        """Why the partition's leader replica cannot go on (its persister cannot write or sync its
+        log dir, or the directory is gone), or None."""
+        last = self.elected_at.get((name, p))
+        if isinstance(last, float) and now - last < ELECTION_BACKOFF_S:
+            return None   # the new leader's persister has not taken over yet
+        code = ring.header.persist.storage_error
+        if code:
+            return f"its persister cannot write to {self.sup.log_dirs[state['leader']]} (errno {code})"
+        if not os.path.isdir(self.sup.log_dirs[state["leader"]]):
+            return f"its log dir {self.sup.log_dirs[state['leader']]} is gone"
+        return None
+
+    def elect(self, name, p, t, state, ring, why, now):
+        """Move the partition's leadership off a failed log dir (replicas.elect); the new state, or None."""
+        offline = self.offline.setdefault((name, p), set())
+        offline.add(state["leader"])
+        unclean = bool(self.sup.topic_config(t)["unclean.leader.election.enable"])
+        new = replicas.elect(state, offline, unclean)
+        if new is None:
+            if self.elected_at.get((name, p)) != "stuck":
+                log(f"{name}-{p}: leader {state['leader']} failed ({why}) and no in-sync replica can take over "
+                    f"(ISR {state['isr']}; unclean.leader.election.enable={str(unclean).lower()}): the partition "
+                    f"stays with it until its log dir works again")
+                self.elected_at[(name, p)] = "stuck"
+            return None
+        clean = new["leader"] in state["isr"]
+        unclean_note = "" if clean else " (UNCLEAN: it was not in the ISR; acknowledged records may be lost)"
+        log(f"{name}-{p}: leader {state['leader']} failed ({why}): replica {new['leader']} leads at leader epoch "
+            f"{new['leader_epoch']}{unclean_note}; ISR {','.join(map(str, new['isr']))}")
+        # The old leader is a follower from now on: its word starts from nothing, so it joins the
+        # ISR only once its mirror has really fsynced up to the high watermark.
+        ring.header.replication.replica_fsynced_offset[state["replicas"].index(state["leader"])] = 0
+        self.elected_at[(name, p)] = now
+        return new
+
+    def track_isr(self, now):
+        """Move the leadership of partitions whose leader's log dir failed (elect), then shrink and
+        expand each replicated partition's ISR (isr.decide, by replica.lag.time.max.ms); a change
+        is written to topics.json and the ring header."""
+        window_s = self.sup.config.replica_lag_time_max_ms / 1000
+        changes = {}
+        for name, t in self.sup.meta["topics"].items():
+            states = self.sup.partition_states(t)
+            for p, state in enumerate(states):
+                if len(state["replicas"]) < 2 or (name, p) not in self.sup.rings:
+                    continue
+                ring = self.sup.rings[(name, p)]
+                why = self.leader_failed(name, p, state, ring, now)
+                if why:
+                    new_state = self.elect(name, p, t, state, ring, why, now)
+                    if new_state is not None:
+                        changes.setdefault(name, {})[p] = new_state
+                        self.lag.pop((name, p), None)
+                    continue
+                tracker = self.lag.setdefault((name, p), isr.LagTracker())
+                tracker.observe(now, ring.persisted_offset, window_s)
+                words = ring.header.replication.replica_fsynced_offset
+                fsynced = {r: words[i] for i, r in enumerate(state["replicas"]) if r != state["leader"]}
+                new_isr = isr.decide(state, fsynced, ring.flushed_offset, tracker, now, window_s)
+                if new_isr is not None:
+                    changes.setdefault(name, {})[p] = {**state, "isr": new_isr}
+                    back = self.offline.get((name, p), set()) & set(new_isr)
+                    if back:
+                        self.offline[(name, p)] -= back
+        if not changes:
+            return
+        new = copy.deepcopy(self.sup.meta)
+        for name, parts in changes.items():
+            t = new["topics"][name]
+            t["partition_states"] = self.sup.partition_states(t)
+            for p, new_state in parts.items():
+                old = t["partition_states"][p]["isr"]
+                t["partition_states"][p] = new_state
+                if new_state["isr"] != old:
+                    info(f"{name}-{p}: ISR {','.join(map(str, old))} -> {','.join(map(str, new_state['isr']))}")
+        try:
+            self.sup.save_meta(new)
+        except self.Refused as exc:
+            log(f"cannot record ISR changes: {exc}")
+            return
+        self.sup.meta = new
+        for name, parts in changes.items():
+            for p in parts:
+                self.sup.apply_replication(name, p)
+        self.sup.doorbell.bump_metadata_epoch()
+
+    # ------------------------------------------------------------------ moving a replica
+
+    def alter_replica_log_dirs(self, moves):
+        """Move replicas to other log dirs (Kafka's AlterReplicaLogDirs): for each
+        [topic, partition, from log dir, to log dir] the replica on `from` is replaced, in the
+        same place of the replica list, by a new follower on `to`, which the mirror of `to`
+        fills from the leader and which joins the ISR once caught up. A leader is moved off
+        `from` first (to an in-sync replica, at the next leader epoch). Per move None or
+        [code, message]."""
+        sup, n = self.sup, len(self.sup.log_dirs)
+        results, changed = [], {}
+        new = copy.deepcopy(sup.meta)
+        for topic, p, src, dst in moves:
+            t = new["topics"].get(topic)
+            if t is None or not 0 <= p < t["partitions"]:
+                results.append([KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown partition {topic}-{p}"])
+                continue
+            t["partition_states"] = sup.partition_states(t)
+            state = t["partition_states"][p]
+            problem = None
+            if src not in state["replicas"]:
+                problem = f"{topic}-{p} has no replica on log dir {src} (its replicas: {state['replicas']})"
+            elif not 0 <= dst < n:
+                problem = f"log dir {dst} does not exist: log dirs are 0..{n - 1}"
+            elif dst in state["replicas"]:
+                problem = f"{topic}-{p} already has a replica on log dir {dst}"
+            if problem:
+                results.append([KafkaError.INVALID_REPLICA_ASSIGNMENT, problem])
+                continue
+            if state["leader"] == src:
+                moved = replicas.elect(state, {src})
+                if moved is None:
+                    results.append([KafkaError.NOT_ENOUGH_REPLICAS, f"{topic}-{p}: the leader is on log dir {src} "
+                                    f"and no other replica is in sync to take over (ISR {state['isr']})"])
+                    continue
+                state = moved
+            i = state["replicas"].index(src)
+            reps = list(state["replicas"])
+            reps[i] = dst
+            state = {**state, "replicas": reps, "isr": [r for r in state["isr"] if r != src]}
+            t["partition_states"][p] = state
+            changed[(topic, p)] = (i, src, dst)
+            results.append(None)
+        if not changed:
+            return results
+        claimed = []
+        try:
+            for (topic, p), (_, _, dst) in changed.items():
+                pdir = partition_dir(sup.log_dirs[dst], topic, p)
+                claimed.append(sup.claim_replica_dir(pdir, topic, p, new["topics"][topic], True))
+            sup.save_meta(new)
+        except (self.Refused, OSError) as exc:
+            for d in claimed:
+                shutil.rmtree(d, ignore_errors=True)
+            code = exc.code if isinstance(exc, self.Refused) else KafkaError.KAFKA_STORAGE_ERROR
+            return [r if r is not None else [code, f"nothing was moved: {exc}"] for r in results]
+        old = sup.meta
+        sup.meta = new
+        for (topic, p), (i, src, dst) in changed.items():
+            ring = sup.rings.get((topic, p))
+            if ring is not None:
+                # The new follower's word starts from nothing: it joins the ISR once really caught up.
+                ring.header.replication.replica_fsynced_offset[i] = 0
+            sup.apply_replication(topic, p)
+            self.lag.pop((topic, p), None)
+            info(f"{topic}-{p}: replica moved from log dir {sup.log_dirs[src]} to {sup.log_dirs[dst]}; "
+                 f"replicas {new['topics'][topic]['partition_states'][p]['replicas']}")
+        sup.doorbell.bump_metadata_epoch()
+        for (topic, p), (_, src, _) in changed.items():
+            if topic in old["topics"]:
+                sup.retire(partition_dir(sup.log_dirs[src], topic, p))
+        return results

@@ -1,0 +1,106 @@
+"""Helpers for the replication tests: brokers over several log dirs (optionally each a small
+tmpfs this test mounts), the mirror processes, and waiting on the ISR."""
+import os
+import subprocess
+import time
+
+import psutil
+import pytest
+
+import shmlog
+
+WAIT_S = 30.0
+
+
+def wait_for(predicate, what, timeout=WAIT_S):
+    """Poll predicate() until it returns something truthy; fail naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def mirror_pid(data_dir, index):
+    """The pid of the running mirror of log dir `index` of data_dir, or None."""
+    want = ["-m", "shmlog.broker.mirror", os.path.realpath(data_dir), str(index)]
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd[-4:] == want:
+            return proc.pid
+    return None
+
+
+def partition_state(admin, topic, partition=0):
+    return admin.list_topics(topic).topics[topic].partitions[partition]
+
+
+def wait_isr(admin, topic, isr, partition=0, timeout=WAIT_S):
+    return wait_for(lambda: sorted(partition_state(admin, topic, partition).isrs) == sorted(isr),
+                    f"{topic}-{partition} ISR to become {isr}", timeout)
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """mounts(n) -> n small tmpfs directories mounted for this test (unmounted at its end);
+    skips the test, with the reason, where mounting is not allowed."""
+    made = []
+
+    def mount(n, size=16 << 20):
+        for i in range(n):
+            mnt = tmp_path / f"disk{i}"
+            mnt.mkdir()
+            try:
+                done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mnt)],
+                                      capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.SubprocessError) as exc:
+                pytest.skip(f"cannot mount a tmpfs per log dir: {exc}")
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a tmpfs per log dir (needs root or CAP_SYS_ADMIN): "
+                            f"{done.stderr.strip() or 'mount exited with ' + str(done.returncode)}")
+            made.append(str(mnt))
+        return made[-n:]
+
+    yield mount
+    for mnt in made:
+        subprocess.run(["umount", "-l", mnt], timeout=60)
+
+
+@pytest.fixture
+def replicated(data_dir, start_broker):
+    """replicated(dirs=3, **broker_configs) -> (conf, admin, [log dirs]) of a broker over that
+    many log dirs (given as paths, or a count of dirs made in the data dir)."""
+    admins = []
+
+    def start(dirs=3, **configs):
+        if isinstance(dirs, int):
+            dirs = [os.path.join(data_dir, f"d{i}") for i in range(dirs)]
+        b = start_broker(log_dirs=",".join(dirs), **configs)
+        conf = {"bootstrap.servers": b.bootstrap_servers}
+        admin = shmlog.AdminClient(conf)
+        admins.append(admin)
+        return conf, admin, list(dirs)
+
+    yield start
+    for a in admins:
+        a.close()
+
+
+def create(admin, name, partitions=1, rf=3, **config):
+    cfg = {k.replace("_", "."): str(v) for k, v in config.items()}
+    admin.create_topics([shmlog.NewTopic(name, partitions, replication_factor=rf, config=cfg)])[name].result()
+    return name
+
+
+def produce(conf, topic, values, keys=None, acks="all", **extra):
+    """Produce and flush; [(error, partition, offset, value)] in report order."""
+    p = shmlog.Producer({**conf, "acks": acks, "linger.ms": 0, **extra})
+    reports = []
+    for i, v in enumerate(values):
+        p.produce(topic, v, key=keys[i] if keys else None,
+                  on_delivery=lambda err, msg: reports.append((err, msg.partition(), msg.offset(), msg.value())))
+    assert p.flush(WAIT_S) == 0
+    return reports

@@ -1,0 +1,123 @@
+"""Leader failover: when the leader's log dir fails (a full disk, the directory gone), an
+in-sync replica leads at a new leader epoch, and producers and consumers carry on without a
+restart; with no in-sync replica left, unclean.leader.election.enable decides."""
+import os
+import shutil
+import signal
+
+import shmlog
+from shmlog import TopicPartition
+from shmlog.log import leader_epoch
+
+from .conftest import WAIT_S, mirror_pid, partition_state, produce, wait_for, wait_isr
+
+
+def fill(path):
+    """Write a file into path until its filesystem is full (ENOSPC); returns its path."""
+    filler = os.path.join(path, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 4096, 512, 1):   # down to the last bytes of the last page
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def read_values(conf, topic, count):
+    c = shmlog.Consumer({**conf, "group.id": "check", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    deadline_left = WAIT_S
+    while len(out) < count and deadline_left > 0:
+        msgs = c.consume(1000, 0.5)
+        deadline_left -= 0.5
+        for m in msgs:
+            assert m.error() is None, m.error()
+            out.append((m.offset(), m.value()))
+    c.close()
+    return out
+
+
+def test_a_full_leader_disk_moves_leadership_to_an_in_sync_replica_and_loses_nothing_acknowledged(
+        mounts, replicated, data_dir):
+    disks = mounts(3, size=4 << 20)
+    conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=1000)
+    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1, 2]],
+                                         config={"min.insync.replicas": "2"})])["t"].result()
+    before = produce(conf, "t", [b"a%d" % i for i in range(100)])
+    assert all(err is None for err, *_ in before)
+    wait_isr(admin, "t", [0, 1, 2])
+    filler = fill(disks[0])
+    p = shmlog.Producer({**conf, "acks": "all", "linger.ms": 0})
+    acked = [v for *_, v in before]
+    reports = []
+    for i in range(200):
+        p.produce("t", b"b%d" % i * 50, on_delivery=lambda err, msg: reports.append((err, msg.value())))
+        p.poll(0)
+    assert p.flush(WAIT_S) == 0
+    acked += [v for err, v in reports if err is None]
+    assert len(acked) > 100, f"nothing acknowledged after the leader's disk filled: {reports[:3]}"
+    state = wait_for(lambda: (s := partition_state(admin, "t")).leader != 0 and s, "a new leader")
+    assert state.leader in (1, 2) and 0 not in state.isrs and state.offline == [0]
+    # Batches produced since carry the new leader epoch; the new leader's checkpoint says where it began.
+    produce(conf, "t", [b"after"])
+    epochs = wait_for(lambda: leader_epoch.read(os.path.join(disks[state.leader], "t-0")), "a leader epoch checkpoint")
+    assert epochs[0] == (0, 0) and epochs[-1][0] >= 1 and epochs[-1][1] > 100
+    acked.append(b"after")
+    values = [v for _, v in read_values(conf, "t", len(acked))]
+    assert [v for v in values if v in set(acked)] == acked   # every acknowledged record, in order
+    os.unlink(filler)
+    wait_isr(admin, "t", [0, 1, 2])   # the old leader comes back as a follower
+
+
+def test_a_leader_log_dir_that_disappears_moves_leadership_and_producers_and_consumers_carry_on(
+        replicated, data_dir):
+    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=1000)
+    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    produce(conf, "t", [b"x%d" % i for i in range(50)])
+    wait_isr(admin, "t", [0, 1])
+    c = shmlog.Consumer({**conf, "group.id": "live", "enable.auto.commit": False})
+    c.assign([TopicPartition("t", 0, 0)])
+    seen = []
+    while len(seen) < 50:
+        m = c.poll(WAIT_S)
+        assert m is not None and m.error() is None
+        seen.append(m.value())
+    shutil.rmtree(dirs[0])
+    wait_for(lambda: partition_state(admin, "t").leader == 1, "replica 1 to lead")
+    after = produce(conf, "t", [b"y%d" % i for i in range(50)])
+    assert all(err is None for err, *_ in after)
+    while len(seen) < 100:
+        m = c.poll(WAIT_S)
+        assert m is not None and m.error() is None
+        seen.append(m.value())
+    assert seen == [b"x%d" % i for i in range(50)] + [b"y%d" % i for i in range(50)]
+    c.close()
+
+
+def test_without_an_in_sync_replica_the_leader_stays_unless_unclean_election_is_enabled(mounts, replicated, data_dir):
+    disks = mounts(2, size=4 << 20)
+    conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=300)
+    for t, cfg in (("clean", {}), ("unclean", {"unclean.leader.election.enable": "true"})):
+        admin.create_topics([shmlog.NewTopic(t, replica_assignment=[[0, 1]], config=cfg)])[t].result()
+        produce(conf, t, [b"v"])
+        wait_isr(admin, t, [0, 1])
+    pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for t in ("clean", "unclean"):
+            produce(conf, t, [b"w"], acks=1)    # the stopped follower falls behind the leader's log end
+            wait_isr(admin, t, [0])
+        filler0 = fill(disks[0])
+        for t in ("clean", "unclean"):
+            produce(conf, t, [b"x" * 20000], acks=1)    # the leader cannot write it (more than a page)
+        wait_for(lambda: partition_state(admin, "unclean").leader == 1, "the unclean election")
+        assert partition_state(admin, "clean").leader == 0
+        os.unlink(filler0)   # the clean topic's leader can write again (and the broker stops quickly)
+    finally:
+        os.kill(pid, signal.SIGCONT)
