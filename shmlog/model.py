@@ -18,6 +18,22 @@ class _Ordered(enum.Enum):
         return self.value < other.value
 
 
+def enum_member(value, cls, what=None):
+    """confluent-kafka's conversion of an enum argument: a member of `cls`, its name (any case)
+    or its value; `what` names the argument in the error (default: the enum's name)."""
+    what = what or cls.__name__
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            raise ValueError(f"Unknown value {value!r} for {what}") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return cls(value)
+    raise TypeError(f"{what} must be a {cls.__name__}, str or int, not {type(value).__name__}")
+
+
 class ConsumerGroupState(_Ordered):
     UNKNOWN = 0
     UNKOWN = 0  # confluent-kafka's deprecated misspelling, an alias of UNKNOWN

@@ -742,18 +742,8 @@ class Supervisor:
             if fixed:
                 results[topic] = [KafkaError.INVALID_CONFIG, f"{fixed[0]} cannot change after creation"]
                 continue
-            if not request.get("validate_only"):
-                new = copy.deepcopy(self.meta)
-                new["topics"][topic]["config"].update(cfg)
-                try:
-                    self.save_meta(new)
-                except Refused as exc:
-                    results[topic] = [exc.code, str(exc)]
-                    continue
-                self.meta = new
-                self.doorbell.bump_metadata_epoch()
-                info(f"altered the config of topic {topic!r}: {cfg} (alter_configs)")
-            results[topic] = None
+            results[topic] = None if request.get("validate_only") else \
+                self.set_topic_config(topic, {**t["config"], **cfg}, "alter_configs")
         return {"results": results}
 
     def op_delete_records(self, sock, request):
@@ -878,19 +868,23 @@ class Supervisor:
             if effective_topic_config(cfg, self.config)["ring.bytes"] != self.topic_config(t)["ring.bytes"]:
                 results[topic] = [KafkaError.INVALID_CONFIG, "ring.bytes cannot change after creation"]
                 continue
-            if not request.get("validate_only"):
-                new = copy.deepcopy(self.meta)
-                new["topics"][topic]["config"] = cfg
-                try:
-                    self.save_meta(new)
-                except Refused as exc:
-                    results[topic] = [exc.code, str(exc)]
-                    continue
-                self.meta = new
-                self.doorbell.bump_metadata_epoch()
-                info(f"altered the config of topic {topic!r}: {cfg} (incremental_alter_configs)")
-            results[topic] = None
+            results[topic] = None if request.get("validate_only") else \
+                self.set_topic_config(topic, cfg, "incremental_alter_configs")
         return {"results": results}
+
+    def set_topic_config(self, topic, cfg, op):
+        """Make `cfg` what is set on `topic`: saved (fsynced) before the metadata epoch bump tells
+        the other processes. None, or the [code, reason] result when the save is refused."""
+        new = copy.deepcopy(self.meta)
+        new["topics"][topic]["config"] = cfg
+        try:
+            self.save_meta(new)
+        except Refused as exc:
+            return [exc.code, str(exc)]
+        self.meta = new
+        self.doorbell.bump_metadata_epoch()
+        info(f"altered the config of topic {topic!r}: {cfg} ({op})")
+        return None
 
     def incremental_config(self, t, ops):
         own = dict(t["config"])

@@ -17,6 +17,7 @@ from shmlog.model import (
     TopicCollection,
     TopicPartitionInfo,
     Uuid,
+    enum_member,
 )
 
 
@@ -466,7 +467,7 @@ class TopicDescription:
         self.is_internal = is_internal
         self.partitions = partitions
         self.authorized_operations = None if authorized_operations is None else [
-            _enum(op, AclOperation) for op in authorized_operations]
+            enum_member(op, AclOperation) for op in authorized_operations]
 
     def __repr__(self):
         return f"TopicDescription({self.name!r}, {len(self.partitions)} partitions)"
@@ -478,24 +479,10 @@ class DescribeClusterResult:
         self.controller = controller
         self.nodes = nodes
         self.authorized_operations = None if authorized_operations is None else [
-            _enum(op, AclOperation) for op in authorized_operations]
+            enum_member(op, AclOperation) for op in authorized_operations]
 
     def __repr__(self):
         return f"DescribeClusterResult({self.cluster_id!r}, {len(self.nodes)} nodes)"
-
-
-def _enum(value, cls):
-    """confluent-kafka's conversion: an enum member, its name (any case) or its value."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        try:
-            return cls[value.upper()]
-        except KeyError:
-            raise ValueError(f"Unknown value {value!r} for {cls.__name__}") from None
-    if isinstance(value, int):
-        return cls(value)
-    raise TypeError(f"Expected a {cls.__name__}, str or int, not {type(value).__name__}")
 
 
 # What the broker's owner may do (every operation: on one host access is all or nothing).
@@ -1157,8 +1144,8 @@ class ConsumerGroupListing:
     def __init__(self, group_id, is_simple_consumer_group, state=None, type=None):
         self.group_id = group_id
         self.is_simple_consumer_group = is_simple_consumer_group
-        self.state = None if state is None else _enum(state, ConsumerGroupState)
-        self.type = None if type is None else _enum(type, ConsumerGroupType)
+        self.state = None if state is None else enum_member(state, ConsumerGroupState)
+        self.type = None if type is None else enum_member(type, ConsumerGroupType)
 
     def __repr__(self):
         return f"ConsumerGroupListing({self.group_id!r}, {self.state})"
@@ -1195,11 +1182,11 @@ class ConsumerGroupDescription:
         self.is_simple_consumer_group = is_simple_consumer_group
         self.members = members
         self.partition_assignor = partition_assignor
-        self.state = None if state is None else _enum(state, ConsumerGroupState)
+        self.state = None if state is None else enum_member(state, ConsumerGroupState)
         self.coordinator = coordinator
         self.authorized_operations = None if authorized_operations is None else [
-            _enum(op, AclOperation) for op in authorized_operations]
-        self.type = None if type is None else _enum(type, ConsumerGroupType)
+            enum_member(op, AclOperation) for op in authorized_operations]
+        self.type = None if type is None else enum_member(type, ConsumerGroupType)
 
     def __repr__(self):
         return f"ConsumerGroupDescription({self.group_id!r}, {self.state}, {len(self.members)} members)"

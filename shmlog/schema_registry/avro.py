@@ -14,7 +14,7 @@ from shmlog.schema_registry import (
     SchemaRegistryError,
     topic_subject_name_strategy,
 )
-from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
 
 __all__ = ["AvroSerializer", "AvroDeserializer", "parse_avro", "avro_incompatibilities"]
@@ -188,14 +188,9 @@ class AvroSerializer(Serializer):
         known = self._known.get(subject)
         if known is not None:
             return known
-        if self._use_latest:
-            latest = self._registry.get_latest_version(subject)
-            parsed, _ = self._registry._parse(latest.schema)
-            known = (latest.schema_id, parsed)
-        elif self._auto_register:
-            known = (self._registry.register_schema(subject, self._schema, self._normalize), self._parsed)
-        else:
-            known = (self._registry.lookup_schema(subject, self._schema, self._normalize).schema_id, self._parsed)
+        schema_id, latest = writer_schema_id(self._registry, subject, self._schema, self._use_latest,
+                                             self._auto_register, self._normalize)
+        known = (schema_id, self._registry._parse(latest)[0] if latest is not None else self._parsed)
         self._known[subject] = known
         return known
 

@@ -15,7 +15,7 @@ from shmlog.schema_registry import (
     SchemaRegistryError,
     topic_subject_name_strategy,
 )
-from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
 
 __all__ = ["JSONSerializer", "JSONDeserializer", "parse_json_schema", "json_schema_incompatibilities"]
@@ -300,13 +300,10 @@ class JSONSerializer(Serializer):
             return known
         if self._use_id is not None:
             known = (self._use_id, self._own or self._validator_of(self._registry.get_schema(self._use_id)))
-        elif self._use_latest:
-            latest = self._registry.get_latest_version(subject)
-            known = (latest.schema_id, self._validator_of(latest.schema))
-        elif self._auto_register:
-            known = (self._registry.register_schema(subject, self._schema, self._normalize), self._own)
         else:
-            known = (self._registry.lookup_schema(subject, self._schema, self._normalize).schema_id, self._own)
+            schema_id, latest = writer_schema_id(self._registry, subject, self._schema, self._use_latest,
+                                                 self._auto_register, self._normalize)
+            known = (schema_id, self._validator_of(latest) if latest is not None else self._own)
         self._known[subject] = known
         return known
 

@@ -15,7 +15,7 @@ from shmlog.schema_registry import (
     reference_subject_name_strategy,
     topic_subject_name_strategy,
 )
-from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
 
 __all__ = ["ProtobufSerializer", "ProtobufDeserializer", "parse_protobuf", "protobuf_incompatibilities",
@@ -199,14 +199,10 @@ class ProtobufSerializer(Serializer):
         known = self._known.get(subject)
         if known is not None:
             return known
-        if self._use_latest:
-            known = self._registry.get_latest_version(subject).schema_id
-        else:
-            schema = Schema(_file_schema_str(self._file), "PROTOBUF", self._references(ctx, self._file))
-            if self._auto_register:
-                known = self._registry.register_schema(subject, schema, self._normalize)
-            else:
-                known = self._registry.lookup_schema(subject, schema, self._normalize).schema_id
+        known, _ = writer_schema_id(
+            self._registry, subject,
+            lambda: Schema(_file_schema_str(self._file), "PROTOBUF", self._references(ctx, self._file)),
+            self._use_latest, self._auto_register, self._normalize)
         self._known[subject] = known
         return known
 
