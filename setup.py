@@ -38,7 +38,7 @@ setup(
                       "cramjam>=2.8", "orjson>=3.8", "fastavro>=1.8", "protobuf>=4.21", "jsonschema>=4.18",
                       "google-re2>=1.1"],
     extras_require={"observe": ["prometheus-client>=0.17", "rich>=13"],
-                    "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.17,<0.18", "import-linter>=2.1",
+                    "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.17,<0.18", "import-linter>=2.1", "mypy>=1.10",
                              "prometheus-client>=0.17", "rich>=13"], "bench": ["pyzmq>=25", "faster-fifo>=1.4", "redis>=4.5", "matplotlib>=3.5", "iceoryx2>=0.10"]},
     entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
     package_data={"shmlog": ["py.typed", "_native/_fast.pyi"]},

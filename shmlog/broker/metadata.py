@@ -16,7 +16,7 @@ import time
 import uuid
 
 from shmlog.config import TOPIC_DEFAULTS, parse_topic_config
-from shmlog.errors import KafkaException
+from shmlog.errors import KafkaException, reason_of
 
 PARTITION_METADATA = "partition.metadata"
 
@@ -66,7 +66,7 @@ def shape_problem(meta):
         try:
             parse_topic_config(t["config"])
         except KafkaException as exc:
-            return f"{where}: {exc}"
+            return f"{where}: {reason_of(exc)}"
         starts = t.get("log_start_offsets", {})
         if not isinstance(starts, dict) or not all(_int(v) for v in starts.values()):
             return f'{where}: "log_start_offsets" is not an object of offsets'

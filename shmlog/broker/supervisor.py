@@ -35,7 +35,7 @@ from shmlog.config import (
     topic_name_problem,
     topic_names_collide,
 )
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import retention
 from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, recover
 
@@ -577,7 +577,7 @@ class Supervisor:
             except Refused as exc:
                 results[spec["topic"]] = [exc.code, str(exc)]
             except KafkaException as exc:
-                results[spec["topic"]] = [exc.args[0].code(), str(exc)]
+                results[spec["topic"]] = [exc.args[0].code(), reason_of(exc)]
         return {"results": results}
 
     def create_topic(self, topic, num_partitions, config, validate_only=False, internal=False):
@@ -639,7 +639,7 @@ class Supervisor:
             if isinstance(exc, Refused):
                 raise
             if isinstance(exc, KafkaException):
-                code, reason = exc.args[0].code(), str(exc)
+                code, reason = exc.args[0].code(), reason_of(exc)
             elif isinstance(exc, Exception):
                 code, reason = KafkaError._CRIT_SYS_RESOURCE, f"{type(exc).__name__}: {exc}"
             else:
@@ -736,7 +736,7 @@ class Supervisor:
             try:
                 cfg = parse_topic_config(config)
             except KafkaException as exc:
-                results[topic] = [KafkaError.INVALID_CONFIG, str(exc)]
+                results[topic] = [KafkaError.INVALID_CONFIG, reason_of(exc)]
                 continue
             fixed = [k for k in ("ring.bytes", "ring.slots") if k in cfg and cfg[k] != metadata.topic_config(t)[k]]
             if fixed:
@@ -863,7 +863,7 @@ class Supervisor:
                 results[topic] = [exc.code, str(exc)]
                 continue
             except KafkaException as exc:
-                results[topic] = [KafkaError.INVALID_CONFIG, str(exc)]
+                results[topic] = [KafkaError.INVALID_CONFIG, reason_of(exc)]
                 continue
             if effective_topic_config(cfg, self.config)["ring.bytes"] != self.topic_config(t)["ring.bytes"]:
                 results[topic] = [KafkaError.INVALID_CONFIG, "ring.bytes cannot change after creation"]
@@ -1012,7 +1012,7 @@ class Supervisor:
         except Refused as exc:
             reply = {"ok": False, "code": exc.code, "error": str(exc)}
         except KafkaException as exc:
-            reply = {"ok": False, "code": exc.args[0].code(), "error": str(exc)}
+            reply = {"ok": False, "code": exc.args[0].code(), "error": reason_of(exc)}
         except Exception as exc:  # noqa: BLE001 - the last resort: a request never takes the broker down
             log(f"internal error answering a {op} request: {type(exc).__name__}: {exc}"[:2000])
             reply = {"ok": False, "code": KafkaError._FAIL,

@@ -24,7 +24,7 @@ import click
 from shmlog.cli._common import Failure, bootstrap, config_option, data_dir_option, quiet_stdout
 from shmlog.client.consumer import Consumer
 from shmlog.control import SCHEME
-from shmlog.errors import KafkaError
+from shmlog.errors import KafkaError, reason_of
 from shmlog.message import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -276,7 +276,7 @@ class Decoders:
             schema_id, payload = _read_header(data, None, f"{name} deserializer")
             schema = self.registry.get_schema(schema_id)
         except SerializationError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(reason_of(exc)) from None
         except SchemaRegistryError as exc:
             raise ValueError(exc.error_message) from None
         kind = schema.schema_type
@@ -300,7 +300,7 @@ class Decoders:
         try:
             return decode(data)
         except SerializationError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(reason_of(exc)) from None
 
     def _protobuf(self, schema_id, schema, payload):
         from google.protobuf import json_format
@@ -629,7 +629,7 @@ class Run:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise Failure(f"{msg.topic()}-{msg.partition()}: {err}")
+                    raise Failure(f"{msg.topic()}-{msg.partition()}: {reason_of(err)}")
                 key = (msg.topic(), msg.partition())
                 if key in self.done:
                     continue

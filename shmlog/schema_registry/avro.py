@@ -3,7 +3,11 @@ AvroDeserializer, and the compatibility rules the registry applies to AVRO schem
 (described in the package docstring: the specification's schema resolution, as fastavro
 applies it).
 """
+from __future__ import annotations
+
 import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 import fastavro.validation
@@ -16,6 +20,10 @@ from shmlog.schema_registry import (
 )
 from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
+
+if TYPE_CHECKING:
+    from shmlog.schema_registry import SchemaRegistryClient
+    from shmlog.serialization import SerializationContext
 
 __all__ = ["AvroSerializer", "AvroDeserializer", "parse_avro", "avro_incompatibilities"]
 
@@ -162,7 +170,9 @@ class AvroSerializer(Serializer):
     _DEFAULTS = {"auto.register.schemas": True, "normalize.schemas": False, "use.latest.version": False,
                  "subject.name.strategy": topic_subject_name_strategy}
 
-    def __init__(self, schema_registry_client, schema_str, to_dict=None, conf=None):
+    def __init__(self, schema_registry_client: SchemaRegistryClient, schema_str: str | Schema,
+                 to_dict: Callable[[Any, SerializationContext | None], Any] | None = None,
+                 conf: dict[str, Any] | None = None) -> None:
         conf = _check_conf(conf, self._DEFAULTS, "AvroSerializer")
         if conf["use.latest.version"] and conf["auto.register.schemas"]:
             raise ValueError("cannot enable both use.latest.version and auto.register.schemas")
@@ -194,7 +204,7 @@ class AvroSerializer(Serializer):
         self._known[subject] = known
         return known
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         subject = self._strategy(ctx, self._record_name)
@@ -231,7 +241,9 @@ class AvroDeserializer(Deserializer):
     added with defaults, removed fields dropped), as Avro's schema resolution does.
     """
 
-    def __init__(self, schema_registry_client, schema_str=None, from_dict=None, return_record_name=False):
+    def __init__(self, schema_registry_client: SchemaRegistryClient, schema_str: str | Schema | None = None,
+                 from_dict: Callable[[Any, SerializationContext | None], Any] | None = None,
+                 return_record_name: bool = False) -> None:
         self._registry = schema_registry_client
         self._from_dict = from_dict
         self._return_record_name = return_record_name
@@ -244,7 +256,7 @@ class AvroDeserializer(Deserializer):
                 raise SerializationError(f"AvroDeserializer: {exc.error_message}") from None
         self._writers = {}
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if value is None:
             return None
         schema_id, payload = _read_header(value, ctx, "AvroDeserializer")

@@ -81,7 +81,7 @@ def try_everything(data_dir, ring):
         control.Control(data_dir).request("status")
         out["control"] = "ok"
     except KafkaException as exc:
-        out["control"] = [exc.args[0].code(), str(exc)]
+        out["control"] = [exc.args[0].code(), exc.args[0].str()]
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         dir_fd = os.open(control.run_dir(data_dir), os.O_PATH | os.O_DIRECTORY)
