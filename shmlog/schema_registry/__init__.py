@@ -106,18 +106,24 @@ _LAZY.update({name: "json_schema" for name in (
     "JSONSerializer", "JSONDeserializer", "parse_json_schema", "json_schema_incompatibilities")})
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+# The lazy loading, hidden from type checkers: they see the serializers imported in the else
+# branch instead, where a module __getattr__ would make every misspelt name Any to them.
+if not TYPE_CHECKING:
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value
+        return value
 
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_LAZY))
+else:
+    from shmlog.schema_registry.avro import AvroDeserializer, AvroSerializer  # noqa: F401
+    from shmlog.schema_registry.json_schema import JSONDeserializer, JSONSerializer  # noqa: F401
+    from shmlog.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer  # noqa: F401
 
 
 # ---------------------------------------------------------------------- model

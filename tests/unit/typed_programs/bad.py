@@ -1,4 +1,5 @@
 """A program with type errors against shmlog's API: mypy must report each line marked `# E`."""
+import shmlog.schema_registry
 from shmlog import Consumer, KafkaError, Producer, TopicPartition
 from shmlog.admin import AdminClient, NewTopic
 
@@ -16,3 +17,5 @@ err = KafkaError(KafkaError._TIMED_OUT)
 code: str = err.code()  # E: code() is an int
 tp = TopicPartition("t", 0)
 tp.offset = "5"  # E: offset is an int
+producer_class = shmlog.Prodcer  # E: no such name (the lazy exports are no catch-all)
+serializer_class = shmlog.schema_registry.AvroSerialiser  # E: likewise
