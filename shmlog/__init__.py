@@ -6,8 +6,6 @@ that imports the package never loads the client stack. Every name confluent_kafk
 is here (docs/compatibility.md); its submodules' twins are shmlog.admin, shmlog.error,
 shmlog.serialization and shmlog.aio.
 """
-from __future__ import annotations
-
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -73,25 +71,6 @@ def fnv1a(key: bytes, partition_count: int) -> int:
     return abs(h - (1 << 32) if h >> 31 else h) % partition_count
 
 
-# The lazy loading. Hidden from type checkers, which see the names themselves in the import
-# block below: a module __getattr__ would make every misspelt name Any to them.
-if not TYPE_CHECKING:
-    def __getattr__(name: str) -> Any:
-        home = _HOMES.get(name)
-        if home is None:
-            if name in _SUBMODULES:
-                return importlib.import_module(f"shmlog.{name}")
-            if name in _ABSENT:
-                raise AttributeError(f"module 'shmlog' has no attribute {name!r}: {_ABSENT[name]}")
-            raise AttributeError(f"module 'shmlog' has no attribute {name!r}")
-        value = getattr(importlib.import_module(home), name)
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted(set(globals()) | set(_HOMES) | set(_SUBMODULES))
-
-
 if TYPE_CHECKING:  # what the lazy names are, for type checkers (py.typed); never run
     from shmlog import admin, aio, error, serialization  # noqa: F401
     from shmlog.broker.launcher import Broker  # noqa: F401
@@ -128,3 +107,20 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers (py.typed); neve
         TopicPartitionInfo,
         Uuid,
     )
+else:
+    # The lazy loading, hidden from type checkers, which see the names themselves above: a
+    # module __getattr__ would make every misspelt name Any to them.
+    def __getattr__(name: str) -> Any:
+        home = _HOMES.get(name)
+        if home is None:
+            if name in _SUBMODULES:
+                return importlib.import_module(f"shmlog.{name}")
+            if name in _ABSENT:
+                raise AttributeError(f"module 'shmlog' has no attribute {name!r}: {_ABSENT[name]}")
+            raise AttributeError(f"module 'shmlog' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_HOMES) | set(_SUBMODULES))

@@ -65,7 +65,9 @@ CONFIG_SOURCE_GROUP_CONFIG = ConfigSource.GROUP_CONFIG.value
 class AclBinding:
     _FIELDS = ("restype", "name", "resource_pattern_type", "principal", "host", "operation", "permission_type")
 
-    def __init__(self, restype, name, resource_pattern_type, principal, host, operation, permission_type):
+    def __init__(self, restype: ResourceType | str | int, name: str | None,
+                 resource_pattern_type: ResourcePatternType | str | int, principal: str | None, host: str | None,
+                 operation: AclOperation | str | int, permission_type: AclPermissionType | str | int) -> None:
         self.restype = enum_member(restype, ResourceType, "restype")
         self.restype_int = self.restype.value
         self.name = name
@@ -117,24 +119,25 @@ class ScramMechanism(enum.Enum):
 
 
 class ScramCredentialInfo:
-    def __init__(self, mechanism, iterations):
+    def __init__(self, mechanism: ScramMechanism, iterations: int) -> None:
         self.mechanism = mechanism
         self.iterations = iterations
 
 
 class UserScramCredentialsDescription:
-    def __init__(self, user, scram_credential_infos):
+    def __init__(self, user: str, scram_credential_infos: list[ScramCredentialInfo]) -> None:
         self.user = user
         self.scram_credential_infos = scram_credential_infos
 
 
 class UserScramCredentialAlteration:
-    def __init__(self, user):
+    def __init__(self, user: str) -> None:
         self.user = user
 
 
 class UserScramCredentialUpsertion(UserScramCredentialAlteration):
-    def __init__(self, user, scram_credential_info, password, salt=None):
+    def __init__(self, user: str, scram_credential_info: ScramCredentialInfo, password: bytes,
+                 salt: bytes | None = None) -> None:
         super().__init__(user)
         self.scram_credential_info = scram_credential_info
         self.password = password
@@ -142,6 +145,6 @@ class UserScramCredentialUpsertion(UserScramCredentialAlteration):
 
 
 class UserScramCredentialDeletion(UserScramCredentialAlteration):
-    def __init__(self, user, mechanism):
+    def __init__(self, user: str, mechanism: ScramMechanism) -> None:
         super().__init__(user)
         self.mechanism = mechanism

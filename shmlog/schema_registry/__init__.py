@@ -106,9 +106,13 @@ _LAZY.update({name: "json_schema" for name in (
     "JSONSerializer", "JSONDeserializer", "parse_json_schema", "json_schema_incompatibilities")})
 
 
-# The lazy loading, hidden from type checkers: they see the serializers imported in the else
-# branch instead, where a module __getattr__ would make every misspelt name Any to them.
-if not TYPE_CHECKING:
+# Type checkers see the lazily loaded serializers imported here; at run time __getattr__ loads
+# them (a module __getattr__ seen by type checkers would make every misspelt name Any to them).
+if TYPE_CHECKING:
+    from shmlog.schema_registry.avro import AvroDeserializer, AvroSerializer  # noqa: F401
+    from shmlog.schema_registry.json_schema import JSONDeserializer, JSONSerializer  # noqa: F401
+    from shmlog.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer  # noqa: F401
+else:
     def __getattr__(name: str) -> Any:
         module = _LAZY.get(name)
         if module is None:
@@ -120,10 +124,6 @@ if not TYPE_CHECKING:
 
     def __dir__() -> list[str]:
         return sorted(set(globals()) | set(_LAZY))
-else:
-    from shmlog.schema_registry.avro import AvroDeserializer, AvroSerializer  # noqa: F401
-    from shmlog.schema_registry.json_schema import JSONDeserializer, JSONSerializer  # noqa: F401
-    from shmlog.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer  # noqa: F401
 
 
 # ---------------------------------------------------------------------- model
