@@ -144,6 +144,20 @@ class SchemaRegistryError(Exception):
         return f"{self.error_message} (HTTP status code {self.http_status_code}, SR code {self.error_code})"
 
 
+def _writer_schema(registry, schema_id, schema_type, who, ctx):
+    """A deserializer's writer schema: the registry's schema `schema_id`, parsed ((parsed, named
+    schemas)); SerializationError naming `who` and the record when it is not there or is not a
+    `schema_type` schema."""
+    try:
+        schema = registry.get_schema(schema_id)
+        if schema.schema_type != schema_type:
+            raise SerializationError(f"{who}: schema {schema_id} is {schema.schema_type}, not "
+                                     f"{schema_type}{_where(ctx)}")
+        return registry._parse(schema)
+    except SchemaRegistryError as exc:
+        raise SerializationError(f"{who}: {exc.error_message}{_where(ctx)}") from None
+
+
 def _not_found(code, message):
     return SchemaRegistryError(404, code, message)
 

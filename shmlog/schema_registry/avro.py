@@ -16,6 +16,7 @@ import orjson
 from shmlog.schema_registry import (
     Schema,
     SchemaRegistryError,
+    _writer_schema,
     topic_subject_name_strategy,
 )
 from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
@@ -262,14 +263,7 @@ class AvroDeserializer(Deserializer):
         schema_id, payload = _read_header(value, ctx, "AvroDeserializer")
         writer = self._writers.get(schema_id)
         if writer is None:
-            try:
-                schema = self._registry.get_schema(schema_id)
-                if schema.schema_type != "AVRO":
-                    raise SerializationError(f"AvroDeserializer: schema {schema_id} is {schema.schema_type}, not "
-                                             f"AVRO{_where(ctx)}")
-                writer, _ = self._registry._parse(schema)
-            except SchemaRegistryError as exc:
-                raise SerializationError(f"AvroDeserializer: {exc.error_message}{_where(ctx)}") from None
+            writer, _ = _writer_schema(self._registry, schema_id, "AVRO", "AvroDeserializer", ctx)
             self._writers[schema_id] = writer
         try:
             obj = fastavro.schemaless_reader(io.BytesIO(payload), writer, self._reader,

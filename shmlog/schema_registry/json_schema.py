@@ -18,6 +18,7 @@ import orjson
 from shmlog.schema_registry import (
     Schema,
     SchemaRegistryError,
+    _writer_schema,
     topic_subject_name_strategy,
 )
 from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
@@ -380,14 +381,7 @@ class JSONDeserializer(Deserializer):
     def _writer(self, schema_id, ctx):
         validator = self._writers.get(schema_id)
         if validator is None:
-            try:
-                schema = self._registry.get_schema(schema_id)
-                if schema.schema_type != "JSON":
-                    raise SerializationError(f"JSONDeserializer: schema {schema_id} is {schema.schema_type}, not "
-                                             f"JSON{_where(ctx)}")
-                parsed, named = self._registry._parse(schema)
-            except SchemaRegistryError as exc:
-                raise SerializationError(f"JSONDeserializer: {exc.error_message}{_where(ctx)}") from None
+            parsed, named = _writer_schema(self._registry, schema_id, "JSON", "JSONDeserializer", ctx)
             validator = self._writers[schema_id] = _validator(parsed, named)
         return validator
 
