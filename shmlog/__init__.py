@@ -7,7 +7,7 @@ is here (docs/compatibility.md); its submodules' twins are shmlog.admin, shmlog.
 shmlog.serialization and shmlog.aio.
 """
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -40,52 +40,35 @@ _ABSENT = {
 __all__ = sorted([*_HOMES, "admin", "aio", "consistent", "fnv1a", "libversion", "murmur2", "version"])
 
 
-def version():
+def version() -> tuple[str, int]:
     """(version string, version int 0xMMmmrr00), as confluent_kafka.version()."""
     major, minor, patch = (int(p) for p in __version__.split(".")[:3])
     return __version__, (major << 24) | (minor << 16) | (patch << 8)
 
 
-def libversion():
+def libversion() -> tuple[str, int]:
     """shmlog has no librdkafka: its C core ships with it, so this is version()."""
     return version()
 
 
-def murmur2(key, partition_count):
+def murmur2(key: bytes, partition_count: int) -> int:
     """The partition librdkafka's murmur2 partitioner (Kafka's Java default) picks for key."""
     from shmlog._native import lib
     return lib.shmlog_murmur2_partition(key, len(key), partition_count)
 
 
-def consistent(key, partition_count):
+def consistent(key: bytes, partition_count: int) -> int:
     """The partition librdkafka's consistent (CRC32) partitioner picks for key."""
     import zlib
     return (zlib.crc32(key) & 0xFFFFFFFF) % partition_count
 
 
-def fnv1a(key, partition_count):
+def fnv1a(key: bytes, partition_count: int) -> int:
     """The partition librdkafka's fnv1a partitioner picks for key: abs() of the hash as a signed
     32-bit int, modulo the count."""
     from shmlog._native import lib
     h = lib.shmlog_fnv1a(key, len(key)) & 0xFFFFFFFF
     return abs(h - (1 << 32) if h >> 31 else h) % partition_count
-
-
-def __getattr__(name):
-    home = _HOMES.get(name)
-    if home is None:
-        if name in _SUBMODULES:
-            return importlib.import_module(f"shmlog.{name}")
-        if name in _ABSENT:
-            raise AttributeError(f"module 'shmlog' has no attribute {name!r}: {_ABSENT[name]}")
-        raise AttributeError(f"module 'shmlog' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOMES) | set(_SUBMODULES))
 
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers (py.typed); never run
@@ -124,3 +107,20 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers (py.typed); neve
         TopicPartitionInfo,
         Uuid,
     )
+else:
+    # The lazy loading, hidden from type checkers, which see the names themselves above: a
+    # module __getattr__ would make every misspelt name Any to them.
+    def __getattr__(name: str) -> Any:
+        home = _HOMES.get(name)
+        if home is None:
+            if name in _SUBMODULES:
+                return importlib.import_module(f"shmlog.{name}")
+            if name in _ABSENT:
+                raise AttributeError(f"module 'shmlog' has no attribute {name!r}: {_ABSENT[name]}")
+            raise AttributeError(f"module 'shmlog' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_HOMES) | set(_SUBMODULES))

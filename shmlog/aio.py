@@ -15,16 +15,26 @@ and the client is never used by two threads at once:
   await the consumer's own methods (assign, incremental_assign, commit, ...): they run at once
   on the loop's thread, the only one touching the consumer then.
 """
+from __future__ import annotations
+
 import asyncio
 import collections
 import inspect
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from shmlog.client.consumer import Consumer
 from shmlog.client.producer import Producer
 from shmlog.client.serializing import DeserializingConsumer, SerializingProducer
 from shmlog.errors import KafkaException
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from shmlog._types import Config
+    from shmlog.client.admin import ClusterMetadata
+    from shmlog.message import Message, TopicPartition
 
 __all__ = ["AIOConsumer", "AIOProducer", "AsyncDeserializingConsumer", "AsyncSerializingProducer"]
 
@@ -159,20 +169,22 @@ class AIOProducer:
 
     _client = Producer
 
-    def __init__(self, producer_conf, max_workers=1, executor=None, batch_size=1000, buffer_timeout=5.0):
+    def __init__(self, producer_conf: Config, max_workers: int = 1, executor: Any = None, batch_size: int = 1000,
+                 buffer_timeout: float = 5.0) -> None:
         # max_workers, executor, batch_size and buffer_timeout are confluent's knobs for its own
         # hand-off; here one thread owns the producer and takes each record as it comes.
         self._loop = asyncio.get_running_loop()
         self._producer = self._client(_with_loop_callbacks(producer_conf, self._loop))
         self._worker = _ProducerWorker("shmlog-aio-producer", self._loop, self._producer)
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def produce(self, topic, value=None, key=None, **kwargs):
+    async def produce(self, topic: str, value: Any = None, key: Any = None,
+                      **kwargs: Any) -> asyncio.Future[Message]:
         """Queue one record; returns a future of its delivered Message (KafkaException on failure)."""
         delivered = self._loop.create_future()
         user_callback = kwargs.pop("on_delivery", None)
@@ -199,34 +211,34 @@ class AIOProducer:
     async def _call(self, fn, *args, **kwargs):
         return await self._worker.submit(fn, *args, **kwargs)
 
-    async def poll(self, timeout=0, *args, **kwargs):
+    async def poll(self, timeout: float = 0, *args: Any, **kwargs: Any) -> int:
         return await self._call(self._producer.poll, timeout, *args, **kwargs)
 
-    async def flush(self, *args, **kwargs):
+    async def flush(self, *args: Any, **kwargs: Any) -> int:
         return await self._call(self._producer.flush, *args, **kwargs)
 
-    async def purge(self, *args, **kwargs):
+    async def purge(self, *args: Any, **kwargs: Any) -> None:
         return await self._call(self._producer.purge, *args, **kwargs)
 
-    async def list_topics(self, *args, **kwargs):
+    async def list_topics(self, *args: Any, **kwargs: Any) -> ClusterMetadata:
         return await self._call(self._producer.list_topics, *args, **kwargs)
 
-    async def init_transactions(self, *args, **kwargs):
+    async def init_transactions(self, *args: Any, **kwargs: Any) -> None:
         return await self._call(self._producer.init_transactions, *args, **kwargs)
 
-    async def begin_transaction(self, *args, **kwargs):
+    async def begin_transaction(self, *args: Any, **kwargs: Any) -> None:
         return await self._call(self._producer.begin_transaction, *args, **kwargs)
 
-    async def send_offsets_to_transaction(self, *args, **kwargs):
+    async def send_offsets_to_transaction(self, *args: Any, **kwargs: Any) -> None:
         return await self._call(self._producer.send_offsets_to_transaction, *args, **kwargs)
 
-    async def commit_transaction(self, *args, **kwargs):
+    async def commit_transaction(self, *args: Any, **kwargs: Any) -> None:
         return await self._call(self._producer.commit_transaction, *args, **kwargs)
 
-    async def abort_transaction(self, *args, **kwargs):
+    async def abort_transaction(self, *args: Any, **kwargs: Any) -> None:
         return await self._call(self._producer.abort_transaction, *args, **kwargs)
 
-    async def close(self):
+    async def close(self) -> None:
         """Deliver what is queued (flush), then stop the producer's thread."""
         if self._worker.closed:
             return
@@ -245,11 +257,38 @@ class AsyncSerializingProducer(AIOProducer):
 class AIOConsumer:
     """confluent_kafka.aio.AIOConsumer over shmlog's Consumer. Create it inside a running loop."""
 
+    if TYPE_CHECKING:   # the Consumer methods _delegate() adds below, as type checkers see them
+        async def poll(self, timeout: float | None = None) -> Message | None: ...
+        async def consume(self, num_messages: int = 1, timeout: float | None = None) -> list[Message]: ...
+        async def unsubscribe(self) -> None: ...
+        async def commit(self, message: Message | None = None, offsets: list[TopicPartition] | None = None,
+                         asynchronous: bool = True) -> list[TopicPartition] | None: ...
+        async def seek(self, partition: TopicPartition) -> None: ...
+        async def pause(self, partitions: list[TopicPartition]) -> None: ...
+        async def resume(self, partitions: list[TopicPartition]) -> None: ...
+        async def store_offsets(self, message: Message | None = None,
+                                offsets: list[TopicPartition] | None = None) -> None: ...
+        async def committed(self, partitions: list[TopicPartition],
+                            timeout: float | None = None) -> list[TopicPartition]: ...
+        async def assign(self, partitions: list[TopicPartition]) -> None: ...
+        async def unassign(self) -> None: ...
+        async def incremental_assign(self, partitions: list[TopicPartition]) -> None: ...
+        async def incremental_unassign(self, partitions: list[TopicPartition]) -> None: ...
+        async def assignment(self) -> list[TopicPartition]: ...
+        async def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+        async def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata: ...
+        async def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                                        cached: bool = False) -> tuple[int, int]: ...
+        async def offsets_for_times(self, partitions: list[TopicPartition],
+                                    timeout: float | None = None) -> list[TopicPartition]: ...
+        async def memberid(self) -> str | None: ...
+
+
     _client = Consumer
     _CONF_CALLBACKS = ("on_commit",)
     _SUBSCRIBE_CALLBACKS = ("on_assign", "on_revoke", "on_lost")
 
-    def __init__(self, consumer_conf, max_workers=1, executor=None):
+    def __init__(self, consumer_conf: Config, max_workers: int = 1, executor: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._in_callback = 0
         conf = _with_loop_callbacks(consumer_conf, self._loop)
@@ -259,10 +298,10 @@ class AIOConsumer:
         self._consumer = self._client(conf)
         self._worker = _Worker("shmlog-aio-consumer", self._loop)
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def _on_loop(self, callback, pass_self):
@@ -282,13 +321,13 @@ class AIOConsumer:
             return fn(*args, **kwargs)  # the consumer's thread waits for this callback: the consumer is ours
         return await self._worker.submit(fn, *args, **kwargs)
 
-    async def subscribe(self, topics, *args, **kwargs):
+    async def subscribe(self, topics: list[str], *args: Any, **kwargs: Any) -> None:
         for name in self._SUBSCRIBE_CALLBACKS:
             if kwargs.get(name) is not None:
                 kwargs[name] = self._on_loop(kwargs[name], pass_self=True)
         return await self._call(self._consumer.subscribe, topics, *args, **kwargs)
 
-    async def close(self, *args, **kwargs):
+    async def close(self, *args: Any, **kwargs: Any) -> None:
         if self._worker.closed:
             return None
         try:

@@ -29,7 +29,7 @@ import time
 
 import shmlog
 import shmlog.client.admin
-from shmlog.errors import KafkaException
+from shmlog.errors import KafkaException, reason_of
 from shmlog.pipeline import Pipeline
 
 TOPIC = "trades"
@@ -197,7 +197,7 @@ def main(argv=None):
     try:
         return run(args)
     except KafkaException as exc:
-        print(f"python -m shmlog.demo: error: {exc}", file=sys.stderr)
+        print(f"python -m shmlog.demo: error: {reason_of(exc)}", file=sys.stderr)
         return 1
 
 

@@ -1,7 +1,13 @@
 """Message and TopicPartition with confluent-kafka's accessors."""
+from __future__ import annotations
+
 import operator
+from typing import TYPE_CHECKING
 
 from shmlog._native import _fast
+
+if TYPE_CHECKING:
+    from shmlog.errors import KafkaError
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
@@ -37,8 +43,15 @@ def _index(name, value, bits):
 
 class TopicPartition:
     __slots__ = ("topic", "partition", "offset", "metadata", "leader_epoch", "error")
+    topic: str
+    partition: int
+    offset: int
+    metadata: str | None
+    leader_epoch: int | None
+    error: KafkaError | None
 
-    def __init__(self, topic, partition=-1, offset=OFFSET_INVALID, metadata=None, leader_epoch=None):
+    def __init__(self, topic: str, partition: int = -1, offset: int = OFFSET_INVALID, metadata: str | None = None,
+                 leader_epoch: int | None = None) -> None:
         # confluent-kafka's argument checks (PyArg "s|iLsi"), its TypeError and OverflowError
         # messages: topic a str; partition, offset and leader_epoch anything with __index__
         # (numpy ints too), within int32/int64/int32; a negative leader_epoch means None. Two
@@ -56,16 +69,16 @@ class TopicPartition:
             else int(leader_epoch)
         self.error = None
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, TopicPartition) and (self.topic, self.partition) == (other.topic, other.partition)
 
-    def __lt__(self, other):
+    def __lt__(self, other: TopicPartition) -> bool:
         return (self.topic, self.partition) < (other.topic, other.partition)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.topic, self.partition))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"TopicPartition{{topic={self.topic},partition={self.partition},offset={self.offset},"
                 f"leader_epoch={self.leader_epoch},error={self.error}}}")
 

@@ -29,6 +29,8 @@ second argument (open files, models, connections there: they cannot be pickled).
 Ctrl-C or SIGTERM (to the parent or to the whole process group) stops every worker after
 its current batch; each commits and leaves the group before it exits.
 """
+from __future__ import annotations
+
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -37,8 +39,16 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from shmlog.errors import KafkaError, KafkaException, error
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from shmlog._types import Config
+    from shmlog.client.admin import ConsumerGroupDescription
 
 SPAWN = multiprocessing.get_context("spawn")
 REPORT_INTERVAL_S = 0.2
@@ -152,8 +162,10 @@ class Pipeline:
     max_restarts    give up (stop the pipeline, raise from run()/join()) after this many restarts
     """
 
-    def __init__(self, conf, topics, function, group_id=None, workers=2, batch=False, batch_size=1000,
-                 output_topic=None, producer_conf=None, setup=None, restart=True, max_restarts=100):
+    def __init__(self, conf: Config, topics: list[str], function: Callable[..., Any], group_id: str | None = None,
+                 workers: int = 2, batch: bool = False, batch_size: int = 1000, output_topic: str | None = None,
+                 producer_conf: Config | None = None, setup: Callable[[], Any] | None = None, restart: bool = True,
+                 max_restarts: int = 100) -> None:
         conf = dict(conf)
         group_id = group_id or conf.get("group.id")
         if not group_id:
@@ -188,7 +200,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self):
+    def start(self) -> Self:
         for i in range(self.workers):
             self._spawn(i)
         self._monitor = threading.Thread(target=self._watch, name="shmlog-pipeline", daemon=True)
@@ -250,12 +262,12 @@ class Pipeline:
         self._stopping = True
         self.stop_event.set()
 
-    def stop(self):
+    def stop(self) -> None:
         """Ask every worker to finish its batch, commit, leave the group and exit."""
         with self._lock:
             self._stop_locked()
 
-    def join(self, timeout=60.0):
+    def join(self, timeout: float = 60.0) -> dict[str, Any]:
         """Wait for the workers to exit (kill those still running after timeout); returns stats()."""
         if self._monitor is not None:
             if not self._done.wait(timeout):
@@ -267,7 +279,7 @@ class Pipeline:
             raise self.error
         return self.stats()
 
-    def run(self, until=None):
+    def run(self, until: Callable[[], bool] | None = None) -> dict[str, Any]:
         """start(), then block until Ctrl-C, SIGTERM, stop(), or until() returns true (checked
         every 100 ms); stops cleanly and returns stats()."""
         stop_now = threading.Event()
@@ -287,25 +299,25 @@ class Pipeline:
                 signal.signal(sig, handler)
         return self.join()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
         self.join()
 
     # ------------------------------------------------------------------ observing
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         self._drain()
         return {"processed": sum(self.processed.values()), "restarts": self.restarts,
                 "workers": {i: p.pid for i, p in self.procs.items()}, "failures": list(self.failures)}
 
-    def worker_pids(self):
+    def worker_pids(self) -> dict[int, int | None]:
         with self._lock:
             return {i: p.pid for i, p in self.procs.items() if p.is_alive()}
 
-    def wait_ready(self, timeout=30.0):
+    def wait_ready(self, timeout: float = 30.0) -> ConsumerGroupDescription:
         """Block until the group is Stable with every worker a member (each then owns its
         share of the partitions); raises KafkaException(_TIMED_OUT) otherwise."""
         from shmlog.client.admin import AdminClient, ConsumerGroupState

@@ -17,14 +17,22 @@ e.g. `legs[2].price`); inside a SerializingProducer/DeserializingConsumer it arr
 Key/ValueSerializationError or Key/ValueDeserializationError, as confluent-kafka raises them.
 Avro and Protobuf serializers live in shmlog.schema_registry.
 """
+from __future__ import annotations
+
 import io
 import math
 import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
+
+if TYPE_CHECKING:
+    from shmlog._types import HeadersType
+    from shmlog.message import Message
 
 __all__ = [
     "MessageField", "SerializationContext", "SerializationError", "Serializer", "Deserializer",
@@ -48,7 +56,7 @@ class SerializationContext:
 
     __slots__ = ("topic", "field", "headers")
 
-    def __init__(self, topic, field, headers=None):
+    def __init__(self, topic: str | None, field: str, headers: HeadersType | None = None) -> None:
         self.topic = topic
         self.field = field
         self.headers = headers
@@ -67,7 +75,7 @@ class SerializationError(KafkaException):
     """A value that cannot be (de)serialized. `field` is the path of the offending field
     inside the value (`legs[2].price`), or None when the whole value is at fault."""
 
-    def __init__(self, message="", field=None):
+    def __init__(self, message: str = "", field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
@@ -75,17 +83,18 @@ class SerializationError(KafkaException):
 class _ClientError(KafkaException):
     """confluent_kafka.error._KafkaClientError: a KafkaError plus the cause and the message."""
 
-    def __init__(self, kafka_error, exception=None, kafka_message=None):
+    def __init__(self, kafka_error: KafkaError, exception: BaseException | None = None,
+                 kafka_message: Message | None = None) -> None:
         super().__init__(kafka_error)
         self.exception = exception
         self.kafka_message = kafka_message
 
     @property
-    def code(self):
+    def code(self) -> int:  # type: ignore[override]
         return self.args[0].code()
 
     @property
-    def name(self):
+    def name(self) -> str:  # type: ignore[override]
         return self.args[0].name()
 
 
@@ -102,29 +111,29 @@ def _field_of(exception):
 
 
 class KeyDeserializationError(ConsumeError, SerializationError):
-    def __init__(self, exception=None, kafka_message=None):
-        super().__init__(KafkaError(KafkaError._KEY_DESERIALIZATION, str(exception)),
+    def __init__(self, exception: BaseException | None = None, kafka_message: Message | None = None) -> None:
+        super().__init__(KafkaError(KafkaError._KEY_DESERIALIZATION, reason_of(exception)),
                          exception=exception, kafka_message=kafka_message)
         self.field = _field_of(exception)
 
 
 class ValueDeserializationError(ConsumeError, SerializationError):
-    def __init__(self, exception=None, kafka_message=None):
-        super().__init__(KafkaError(KafkaError._VALUE_DESERIALIZATION, str(exception)),
+    def __init__(self, exception: BaseException | None = None, kafka_message: Message | None = None) -> None:
+        super().__init__(KafkaError(KafkaError._VALUE_DESERIALIZATION, reason_of(exception)),
                          exception=exception, kafka_message=kafka_message)
         self.field = _field_of(exception)
 
 
 class KeySerializationError(ProduceError, SerializationError):
-    def __init__(self, exception=None, kafka_message=None):
-        super().__init__(KafkaError(KafkaError._KEY_SERIALIZATION, str(exception)),
+    def __init__(self, exception: BaseException | None = None, kafka_message: Message | None = None) -> None:
+        super().__init__(KafkaError(KafkaError._KEY_SERIALIZATION, reason_of(exception)),
                          exception=exception, kafka_message=kafka_message)
         self.field = _field_of(exception)
 
 
 class ValueSerializationError(ProduceError, SerializationError):
-    def __init__(self, exception=None, kafka_message=None):
-        super().__init__(KafkaError(KafkaError._VALUE_SERIALIZATION, str(exception)),
+    def __init__(self, exception: BaseException | None = None, kafka_message: Message | None = None) -> None:
+        super().__init__(KafkaError(KafkaError._VALUE_SERIALIZATION, reason_of(exception)),
                          exception=exception, kafka_message=kafka_message)
         self.field = _field_of(exception)
 
@@ -134,7 +143,7 @@ class Serializer:
 
     __slots__ = ()
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         raise NotImplementedError
 
 
@@ -143,7 +152,7 @@ class Deserializer:
 
     __slots__ = ()
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         raise NotImplementedError
 
 
@@ -154,11 +163,11 @@ class StringSerializer(Serializer):
 
     __slots__ = ("codec",)
 
-    def __init__(self, codec="utf_8"):
+    def __init__(self, codec: str = "utf_8") -> None:
         "".encode(codec)  # an unknown codec fails here, not on the first record
         self.codec = codec
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         if not isinstance(obj, str):
@@ -172,11 +181,11 @@ class StringSerializer(Serializer):
 class StringDeserializer(Deserializer):
     __slots__ = ("codec",)
 
-    def __init__(self, codec="utf_8"):
+    def __init__(self, codec: str = "utf_8") -> None:
         "".encode(codec)
         self.codec = codec
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if value is None:
             return None
         try:
@@ -193,7 +202,7 @@ class _Fixed(Serializer):
     low = high = None
     kind = ""
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         if isinstance(obj, bool) or not isinstance(obj, (int, np.integer)):
@@ -208,7 +217,7 @@ class _FixedDeserializer(Deserializer):
     __slots__ = ()
     fmt = None
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if value is None:
             return None
         if len(value) != self.fmt.size:
@@ -245,7 +254,7 @@ class DoubleSerializer(Serializer):
     __slots__ = ()
     fmt = struct.Struct(">d")
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         if isinstance(obj, bool) or not isinstance(obj, (int, float, np.floating, np.integer)):
@@ -295,12 +304,13 @@ class JSONSerializer(Serializer):
 
     __slots__ = ("to_dict", "default", "option")
 
-    def __init__(self, to_dict=None, default=None, option=orjson.OPT_SERIALIZE_NUMPY):
+    def __init__(self, to_dict: Callable[[Any, SerializationContext | None], Any] | None = None,
+                 default: Callable[[Any], Any] | None = None, option: int = orjson.OPT_SERIALIZE_NUMPY) -> None:
         self.to_dict = to_dict
         self.default = default
         self.option = option
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         if self.to_dict is not None:
@@ -319,10 +329,10 @@ class JSONDeserializer(Deserializer):
 
     __slots__ = ("from_dict",)
 
-    def __init__(self, from_dict=None):
+    def __init__(self, from_dict: Callable[[Any, SerializationContext | None], Any] | None = None) -> None:
         self.from_dict = from_dict
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if value is None:
             return None
         try:
@@ -348,11 +358,11 @@ class NumpySerializer(Serializer):
 
     __slots__ = ("dtype", "shape")
 
-    def __init__(self, dtype=None, shape=None):
+    def __init__(self, dtype: Any = None, shape: tuple[int, ...] | None = None) -> None:
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.shape = None if shape is None else tuple(shape)
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         if not isinstance(obj, np.ndarray):
@@ -393,10 +403,10 @@ class NumpyDeserializer(Deserializer):
 
     __slots__ = ("dtype",)
 
-    def __init__(self, dtype=None):
+    def __init__(self, dtype: Any = None) -> None:
         self.dtype = None if dtype is None else np.dtype(dtype)
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if value is None:
             return None
         view = memoryview(value).cast("B")
@@ -438,7 +448,7 @@ class SerializerBuilder:
 
     __slots__ = []
 
-    def build(self, conf, is_key):
+    def build(self, conf: dict[str, Any], is_key: bool) -> Any:
         raise NotImplementedError
 
 
@@ -448,7 +458,7 @@ class DeserializerBuilder:
 
     __slots__ = []
 
-    def build(self, conf, is_key):
+    def build(self, conf: dict[str, Any], is_key: bool) -> Any:
         raise NotImplementedError
 
 

@@ -43,6 +43,7 @@ from shmlog.client.admin import (  # noqa: F401
 )
 from shmlog.errors import KafkaError, KafkaException  # noqa: F401
 from shmlog.message import OFFSET_INVALID  # noqa: F401
+from shmlog.model import enum_member
 
 string_type = str
 
@@ -61,33 +62,22 @@ CONFIG_SOURCE_GROUP_CONFIG = ConfigSource.GROUP_CONFIG.value
 # ---------------------------------------------------------------------------- ACLs
 # Value types only: AdminClient.create_acls/describe_acls/delete_acls raise (no ACLs on one host).
 
-def _member(value, cls, what):
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        try:
-            return cls[value.upper()]
-        except KeyError:
-            raise ValueError(f"Unknown value {value!r} for {what}") from None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return cls(value)
-    raise TypeError(f"{what} must be a {cls.__name__}, str or int, not {type(value).__name__}")
-
-
 class AclBinding:
     _FIELDS = ("restype", "name", "resource_pattern_type", "principal", "host", "operation", "permission_type")
 
-    def __init__(self, restype, name, resource_pattern_type, principal, host, operation, permission_type):
-        self.restype = _member(restype, ResourceType, "restype")
+    def __init__(self, restype: ResourceType | str | int, name: str | None,
+                 resource_pattern_type: ResourcePatternType | str | int, principal: str | None, host: str | None,
+                 operation: AclOperation | str | int, permission_type: AclPermissionType | str | int) -> None:
+        self.restype = enum_member(restype, ResourceType, "restype")
         self.restype_int = self.restype.value
         self.name = name
-        self.resource_pattern_type = _member(resource_pattern_type, ResourcePatternType, "resource_pattern_type")
+        self.resource_pattern_type = enum_member(resource_pattern_type, ResourcePatternType, "resource_pattern_type")
         self.resource_pattern_type_int = self.resource_pattern_type.value
         self.principal = principal
         self.host = host
-        self.operation = _member(operation, AclOperation, "operation")
+        self.operation = enum_member(operation, AclOperation, "operation")
         self.operation_int = self.operation.value
-        self.permission_type = _member(permission_type, AclPermissionType, "permission_type")
+        self.permission_type = enum_member(permission_type, AclPermissionType, "permission_type")
         self.permission_type_int = self.permission_type.value
 
     def _values(self):
@@ -129,24 +119,25 @@ class ScramMechanism(enum.Enum):
 
 
 class ScramCredentialInfo:
-    def __init__(self, mechanism, iterations):
+    def __init__(self, mechanism: ScramMechanism, iterations: int) -> None:
         self.mechanism = mechanism
         self.iterations = iterations
 
 
 class UserScramCredentialsDescription:
-    def __init__(self, user, scram_credential_infos):
+    def __init__(self, user: str, scram_credential_infos: list[ScramCredentialInfo]) -> None:
         self.user = user
         self.scram_credential_infos = scram_credential_infos
 
 
 class UserScramCredentialAlteration:
-    def __init__(self, user):
+    def __init__(self, user: str) -> None:
         self.user = user
 
 
 class UserScramCredentialUpsertion(UserScramCredentialAlteration):
-    def __init__(self, user, scram_credential_info, password, salt=None):
+    def __init__(self, user: str, scram_credential_info: ScramCredentialInfo, password: bytes,
+                 salt: bytes | None = None) -> None:
         super().__init__(user)
         self.scram_credential_info = scram_credential_info
         self.password = password
@@ -154,6 +145,6 @@ class UserScramCredentialUpsertion(UserScramCredentialAlteration):
 
 
 class UserScramCredentialDeletion(UserScramCredentialAlteration):
-    def __init__(self, user, mechanism):
+    def __init__(self, user: str, mechanism: ScramMechanism) -> None:
         super().__init__(user)
         self.mechanism = mechanism

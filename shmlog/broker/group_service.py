@@ -19,7 +19,7 @@ import traceback
 from shmlog._native import ffi
 from shmlog.broker import coordinator as co
 from shmlog.broker import logs
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log.batch import RecordsBuilder, record_size
 from shmlog.log.partition_reader import read_partition
 from shmlog.log.segment import partition_dir
@@ -234,7 +234,7 @@ class GroupService:
         try:
             self._ensure_offsets_topic()
         except Exception as exc:  # noqa: BLE001 - any reason not to have the topic fails the commit
-            return f"cannot create {co.OFFSETS_TOPIC}: {exc}"
+            return f"cannot create {co.OFFSETS_TOPIC}: {reason_of(exc)}"
         by_partition = {}
         n = self.sup.meta["topics"][co.OFFSETS_TOPIC]["partitions"]
         for r in records:
@@ -254,7 +254,7 @@ class GroupService:
                 ring.append(slot, ffi.from_buffer(data), len(data), len(batch), base_ts, max_ts,
                             APPEND_TIMEOUT_MS, self.sup.doorbell.ptr)
             except KafkaException as exc:
-                return f"cannot write committed offsets to {co.OFFSETS_TOPIC}-{p}: {exc}"
+                return f"cannot write committed offsets to {co.OFFSETS_TOPIC}-{p}: {reason_of(exc)}"
             self.coordinator.offsets_written(part, _now_ms())
         return None
 

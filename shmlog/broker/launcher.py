@@ -3,17 +3,23 @@
 Both run the keeper (broker/keeper.py), a tiny parent that runs the supervisor and starts it
 again at once if it dies; stopping goes through the keeper, so it does not restart what is
 being stopped."""
+from __future__ import annotations
+
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from shmlog import control
 from shmlog._native import procs
 from shmlog.config import parse_broker_config
 from shmlog.errors import KafkaError, KafkaException, error
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 START_TIMEOUT_S = 30.0
 # The working directory of every broker process (docs/security.md, "What the broker processes
@@ -78,24 +84,30 @@ class Broker:
     keeper that runs the supervisor (and restarts it if it dies); `supervisor_pid` the
     supervisor running now."""
 
-    def __init__(self, data_dir, **broker_configs):
+    data_dir: str
+    configs: dict[str, str]
+    bootstrap_servers: str
+    process: subprocess.Popen[bytes] | None
+
+
+    def __init__(self, data_dir: str | os.PathLike[str], **broker_configs: Any) -> None:
         self.data_dir = os.path.realpath(data_dir)
         self.configs = _normalize(broker_configs)
         parse_broker_config(self.configs)  # fail here, in the caller, on a bad key or value
         self.bootstrap_servers = control.SCHEME + self.data_dir
         self.process = None
 
-    def start(self):
+    def start(self) -> Self:
         if self.process is None:
             self.process = spawn_keeper(self.data_dir, self.configs)
         return self
 
     @property
-    def supervisor_pid(self):
+    def supervisor_pid(self) -> int:
         """The pid of the supervisor serving now (a restarted one has a new pid)."""
         return status(self.data_dir)["pid"]
 
-    def stop(self, timeout_s=60.0):
+    def stop(self, timeout_s: float = 60.0) -> None:
         """Stop through the keeper: its SIGTERM makes it stop the supervisor (which drains
         every ring to disk) and exit instead of restarting it. If the keeper has died, the
         supervisor serves on without it and is stopped over the control channel."""
@@ -118,10 +130,10 @@ class Broker:
             self.process.stdout.close()
         self.process = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self):

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from shmlog.config import TOPIC_DEFAULTS, parse_topic_config
-from shmlog.errors import KafkaException
+from shmlog.errors import KafkaException, reason_of
 
 PARTITION_METADATA = "partition.metadata"
 
@@ -66,7 +66,7 @@ def shape_problem(meta):
         try:
             parse_topic_config(t["config"])
         except KafkaException as exc:
-            return f"{where}: {exc}"
+            return f"{where}: {reason_of(exc)}"
         problem = _states_problem(t)
         if problem:
             return f"{where}: {problem}"

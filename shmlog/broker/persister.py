@@ -50,7 +50,7 @@ from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats
 from shmlog.config import TOPIC_DEFAULTS
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import leader_epoch, retention
 from shmlog.log.segment import SegmentWriter, SyncFailed, partition_dir
 
@@ -539,7 +539,7 @@ class PartitionLog:
     def _ring_corrupt(self, exc, now):
         if self.corrupt_at != self.cursor.position:
             self.corrupt_at = self.cursor.position
-            log(f"{self.where()}: {exc}; persisting of this partition is stuck until the ring is repaired "
+            log(f"{self.where()}: {reason_of(exc)}; persisting of this partition is stuck until the ring is repaired "
                 f"or the topic recreated")
         self.retry_at = now + RETRY_CORRUPT_RING_S
 
@@ -920,7 +920,7 @@ def main(argv=None):
     try:
         persister = Persister(argv[0])
     except KafkaException as exc:
-        log(str(exc))
+        log(reason_of(exc))
         return 1
     if persister.control.peer_pid != supervisor:
         # The supervisor that started us died while we started (or waited for the lock); the

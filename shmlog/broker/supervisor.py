@@ -40,7 +40,7 @@ from shmlog.config import (
     topic_name_problem,
     topic_names_collide,
 )
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import producer_state, retention
 from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, recover
 
@@ -624,7 +624,7 @@ class Supervisor:
             except Refused as exc:
                 results[spec["topic"]] = [exc.code, str(exc)]
             except KafkaException as exc:
-                results[spec["topic"]] = [exc.args[0].code(), str(exc)]
+                results[spec["topic"]] = [exc.args[0].code(), reason_of(exc)]
         return {"results": results}
 
     def create_topic(self, topic, num_partitions, config, validate_only=False, internal=False,
@@ -691,7 +691,7 @@ class Supervisor:
             if isinstance(exc, Refused):
                 raise
             if isinstance(exc, KafkaException):
-                code, reason = exc.args[0].code(), str(exc)
+                code, reason = exc.args[0].code(), reason_of(exc)
             elif isinstance(exc, Exception):
                 code, reason = KafkaError._CRIT_SYS_RESOURCE, f"{type(exc).__name__}: {exc}"
             else:
@@ -796,26 +796,14 @@ class Supervisor:
             try:
                 cfg = parse_topic_config(config)
             except KafkaException as exc:
-                results[topic] = [KafkaError.INVALID_CONFIG, str(exc)]
+                results[topic] = [KafkaError.INVALID_CONFIG, reason_of(exc)]
                 continue
             fixed = [k for k in ("ring.bytes", "ring.slots") if k in cfg and cfg[k] != metadata.topic_config(t)[k]]
             if fixed:
                 results[topic] = [KafkaError.INVALID_CONFIG, f"{fixed[0]} cannot change after creation"]
                 continue
-            if not request.get("validate_only"):
-                new = copy.deepcopy(self.meta)
-                new["topics"][topic]["config"].update(cfg)
-                try:
-                    self.save_meta(new)
-                except Refused as exc:
-                    results[topic] = [exc.code, str(exc)]
-                    continue
-                self.meta = new
-                for p in range(t["partitions"]):
-                    self.apply_replication(topic, p)
-                self.doorbell.bump_metadata_epoch()
-                info(f"altered the config of topic {topic!r}: {cfg} (alter_configs)")
-            results[topic] = None
+            results[topic] = None if request.get("validate_only") else \
+                self.set_topic_config(topic, {**t["config"], **cfg}, "alter_configs")
         return {"results": results}
 
     def op_alter_replica_log_dirs(self, sock, request):
@@ -984,26 +972,30 @@ class Supervisor:
                 results[topic] = [exc.code, str(exc)]
                 continue
             except KafkaException as exc:
-                results[topic] = [KafkaError.INVALID_CONFIG, str(exc)]
+                results[topic] = [KafkaError.INVALID_CONFIG, reason_of(exc)]
                 continue
             if effective_topic_config(cfg, self.config)["ring.bytes"] != self.topic_config(t)["ring.bytes"]:
                 results[topic] = [KafkaError.INVALID_CONFIG, "ring.bytes cannot change after creation"]
                 continue
-            if not request.get("validate_only"):
-                new = copy.deepcopy(self.meta)
-                new["topics"][topic]["config"] = cfg
-                try:
-                    self.save_meta(new)
-                except Refused as exc:
-                    results[topic] = [exc.code, str(exc)]
-                    continue
-                self.meta = new
-                for p in range(t["partitions"]):
-                    self.apply_replication(topic, p)
-                self.doorbell.bump_metadata_epoch()
-                info(f"altered the config of topic {topic!r}: {cfg} (incremental_alter_configs)")
-            results[topic] = None
+            results[topic] = None if request.get("validate_only") else \
+                self.set_topic_config(topic, cfg, "incremental_alter_configs")
         return {"results": results}
+
+    def set_topic_config(self, topic, cfg, op):
+        """Make `cfg` what is set on `topic`: saved (fsynced) before the metadata epoch bump tells
+        the other processes. None, or the [code, reason] result when the save is refused."""
+        new = copy.deepcopy(self.meta)
+        new["topics"][topic]["config"] = cfg
+        try:
+            self.save_meta(new)
+        except Refused as exc:
+            return [exc.code, str(exc)]
+        self.meta = new
+        for p in range(new["topics"][topic]["partitions"]):
+            self.apply_replication(topic, p)   # min.insync.replicas, unclean election
+        self.doorbell.bump_metadata_epoch()
+        info(f"altered the config of topic {topic!r}: {cfg} ({op})")
+        return None
 
     def incremental_config(self, t, ops):
         own = dict(t["config"])
@@ -1131,7 +1123,7 @@ class Supervisor:
         except Refused as exc:
             reply = {"ok": False, "code": exc.code, "error": str(exc)}
         except KafkaException as exc:
-            reply = {"ok": False, "code": exc.args[0].code(), "error": str(exc)}
+            reply = {"ok": False, "code": exc.args[0].code(), "error": reason_of(exc)}
         except Exception as exc:  # noqa: BLE001 - the last resort: a request never takes the broker down
             log(f"internal error answering a {op} request: {type(exc).__name__}: {exc}"[:2000])
             reply = {"ok": False, "code": KafkaError._FAIL,

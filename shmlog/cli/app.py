@@ -45,7 +45,7 @@ from shmlog.cli.top import top
 from shmlog.cli.topics import topics
 from shmlog.cli.users import users
 from shmlog.config import parse_broker_config
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -112,7 +112,7 @@ def broker_start(data_dir, configs):
         pid = broker_mod.start(data_dir, configs)
     except KafkaException as exc:
         reason = _log_tail(log_path, log_size)
-        raise Failure(f"{exc}" + (f" ({reason})" if reason else "") + f"; see {log_path}") from None
+        raise Failure(reason_of(exc) + (f" ({reason})" if reason else "") + f"; see {log_path}") from None
     click.echo(f"started shmlog broker pid {pid} for {data_dir}")
     click.echo(f"bootstrap.servers={bootstrap(data_dir)}")
 
@@ -366,7 +366,7 @@ def main(argv=None):
     except click.Abort:
         return EXIT_INTERRUPTED  # Ctrl-C outside consume (click already ended the line)
     except KafkaException as exc:
-        print_error(exc)
+        print_error(reason_of(exc))
         return EXIT_FAILURE
     except BrokenPipeError:
         quiet_stdout()

@@ -15,7 +15,7 @@ import click
 
 from shmlog.cli import benchmark as bm
 from shmlog.cli._common import Failure, bootstrap_option
-from shmlog.errors import KafkaException
+from shmlog.errors import KafkaException, reason_of
 
 PHASE_LABELS = {"preload": "preloading", "run": "running", "drain": "draining"}
 
@@ -116,10 +116,10 @@ def bench(workload, records, duration, record_bytes, partitions, producers, cons
     try:
         result = bm.run(config, on_progress=progress)
     except bm.BenchError as exc:
-        raise Failure(f"bench {workload}: {' '.join(str(exc).split())}") from None
+        raise Failure(f"bench {workload}: {' '.join(reason_of(exc).split())}") from None
     except (KafkaException, BufferError) as exc:
         raise Failure(f"bench {workload}: {type(exc).__name__}: {exc}" if isinstance(exc, BufferError)
-                      else f"bench {workload}: {exc}") from None
+                      else f"bench {workload}: {reason_of(exc)}") from None
     except KeyboardInterrupt:
         raise click.Abort() from None
     finally:

@@ -299,8 +299,8 @@ def error_line(exc):
     """What a child reports of the exception that ended it: one line. The errors a run can
     meet (BenchError, KafkaException, BufferError, OSError) as their message; anything else
     also names its type and the line that raised it."""
-    from shmlog.errors import KafkaException
-    text = " ".join(str(exc).split())
+    from shmlog.errors import KafkaException, reason_of
+    text = " ".join(reason_of(exc).split())
     if isinstance(exc, BenchError):
         return text
     if isinstance(exc, (KafkaException, BufferError, OSError)):
@@ -586,7 +586,7 @@ def _read_records(consumer, check, shared, slot):
             continue
         t_last = now_ns()
         if msg.error() is not None:
-            check.problem(f"partition {msg.partition()}: {msg.error()}")
+            check.problem(f"partition {msg.partition()}: {msg.error().str()}")
             continue
         record(msg.partition(), msg.offset(), msg.key(), msg.value(), t_last)
         n += 1
@@ -905,7 +905,7 @@ def _with_topic(config, bootstrap, result, on_progress):
                 admin.delete_topics([result.topic])[result.topic].result()
             except Exception as exc:
                 if not result.interrupted:   # after Ctrl-C the broker may be gone too (same process group)
-                    result.problems.append(f"could not delete topic {result.topic}: {exc}")
+                    result.problems.append(f"could not delete topic {result.topic}: {error_line(exc)}")
     finally:
         admin.close()
 

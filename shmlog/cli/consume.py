@@ -24,7 +24,7 @@ import click
 from shmlog.cli._common import Failure, bootstrap, config_option, data_dir_option, quiet_stdout
 from shmlog.client.consumer import Consumer
 from shmlog.control import SCHEME
-from shmlog.errors import KafkaError
+from shmlog.errors import KafkaError, reason_of
 from shmlog.message import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -35,7 +35,9 @@ from shmlog.message import (
 
 FORMAT_FIELDS = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
 KCAT_TOKENS = "sSRkKThtpo"   # kcat's -f tokens (and %% for a literal %)
-DESERIALIZERS = ("string", "json", "base64", "avro", "protobuf", "registry")
+DESERIALIZERS = ("string", "json", "base64", "avro", "protobuf", "json_schema", "registry")
+# The registry-backed deserializers and the schema type each reads ("registry": whichever it is).
+SCHEMA_TYPES = {"avro": "AVRO", "protobuf": "PROTOBUF", "json_schema": "JSON"}
 IDLE_CHECK_S = 1.0           # without --timeout: how often to check the broker is still there
 AT_END_CHECK_S = 0.2         # with -e or e@: how often to look again when nothing arrives
 CONSUME_BATCH = 1000         # records written per stdout flush at most
@@ -233,6 +235,7 @@ class Decoders:
         self.registry_url = registry_url
         self._registry = None
         self._avro = None
+        self._json_schema = None
         self._pb_classes = {}
 
     @property
@@ -273,23 +276,31 @@ class Decoders:
             schema_id, payload = _read_header(data, None, f"{name} deserializer")
             schema = self.registry.get_schema(schema_id)
         except SerializationError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(reason_of(exc)) from None
         except SchemaRegistryError as exc:
             raise ValueError(exc.error_message) from None
         kind = schema.schema_type
-        if name != "registry" and kind != name.upper():
-            raise ValueError(f"schema {schema_id} is {kind}, not {name.upper()}")
+        if name != "registry" and kind != SCHEMA_TYPES[name]:
+            raise ValueError(f"schema {schema_id} is {kind}, not {SCHEMA_TYPES[name]}")
         if kind == "AVRO":
             if self._avro is None:
                 from shmlog.schema_registry.avro import AvroDeserializer
                 self._avro = AvroDeserializer(self.registry)
-            try:
-                return self._avro(data)
-            except SerializationError as exc:
-                raise ValueError(str(exc)) from None
-        if kind == "PROTOBUF":
+            decode = self._avro
+        elif kind == "JSON":
+            if self._json_schema is None:
+                from shmlog.schema_registry.json_schema import JSONDeserializer
+                self._json_schema = JSONDeserializer(None, schema_registry_client=self.registry)
+            decode = self._json_schema
+        elif kind == "PROTOBUF":
             return self._protobuf(schema_id, schema, bytes(payload))
-        raise ValueError(f"schema {schema_id} is {kind}, which this command cannot decode")
+        else:
+            raise ValueError(f"schema {schema_id} is {kind}, which this command cannot decode "
+                             f"(it decodes {', '.join(sorted(SCHEMA_TYPES.values()))})")
+        try:
+            return decode(data)
+        except SerializationError as exc:
+            raise ValueError(reason_of(exc)) from None
 
     def _protobuf(self, schema_id, schema, payload):
         from google.protobuf import json_format
@@ -385,7 +396,7 @@ def _parse_serdes(ctx, param, values):
               help="Timestamps (%T, {timestamp}) as milliseconds since the epoch, ISO 8601 in UTC, or local time.")
 @click.option("--serdes", "-s", "serdes", multiple=True, callback=_parse_serdes, metavar="[key=|value=]FMT",
               help="Deserialize keys and/or values: " + ", ".join(DESERIALIZERS)
-                   + " (avro/protobuf/registry: Confluent framing, schemas from the registry). Repeatable.")
+                   + " (avro/protobuf/json_schema/registry: Confluent framing, schemas from the registry). Repeatable.")
 @click.option("--key-deserializer", type=click.Choice(DESERIALIZERS), help="As -s key=FMT.")
 @click.option("--value-deserializer", type=click.Choice(DESERIALIZERS), help="As -s value=FMT.")
 @click.option("--schema-registry", "-r", "registry", metavar="shm:///DIR",
@@ -618,7 +629,7 @@ class Run:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise Failure(f"{msg.topic()}-{msg.partition()}: {err}")
+                    raise Failure(f"{msg.topic()}-{msg.partition()}: {reason_of(err)}")
                 key = (msg.topic(), msg.partition())
                 if key in self.done:
                     continue

@@ -17,7 +17,7 @@ import click
 from shmlog import OFFSET_BEGINNING, TopicPartition
 from shmlog.cli._common import Failure, admin_client, bootstrap, data_dir_option, table
 from shmlog.client.admin import ConsumerGroupState, ConsumerGroupTopicPartitions
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 
 STATE_NAMES = {ConsumerGroupState.PREPARING_REBALANCING: "PreparingRebalance",
                ConsumerGroupState.COMPLETING_REBALANCING: "CompletingRebalance",
@@ -227,7 +227,7 @@ def groups_delete(group_ids, data_dir):
                 f.result()
             except KafkaException as exc:
                 name = exc.args[0].name()
-                failed.append(f"* Group '{gid}' could not be deleted due to: {name} ({exc})")
+                failed.append(f"* Group '{gid}' could not be deleted due to: {name} ({reason_of(exc)})")
     ok = [g for g in group_ids if g not in {f.split("'")[1] for f in failed}]
     if ok:
         click.echo("Deletion of requested consumer groups (" + ", ".join(f"'{g}'" for g in ok) + ") was successful.")

@@ -10,7 +10,7 @@ import click
 from shmlog.cli._common import Failure, bootstrap, config_option, data_dir_option, parse_pairs
 from shmlog.client.producer import Producer
 from shmlog.config import parse_producer_config
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 
 # Errors after which every further record would fail the same way: stop reading stdin.
 FATAL_PRODUCE_CODES = frozenset({
@@ -58,7 +58,7 @@ def produce(topic, data_dir, key_separator, fixed_key, headers, partition, null_
         if err is None:
             delivered[0] += 1
         else:
-            failed[str(err)] += 1
+            failed[reason_of(err)] += 1
 
     produced = 0
     fatal = None
@@ -89,7 +89,7 @@ def produce(topic, data_dir, key_separator, fixed_key, headers, partition, null_
                     if exc.args[0].code() in FATAL_PRODUCE_CODES:
                         fatal = exc
                     else:
-                        failed[str(exc)] += 1
+                        failed[reason_of(exc)] += 1
                     break
             if fatal is not None:
                 break

@@ -1,12 +1,16 @@
 """AdminClient: topic and consumer-group management returning futures, as confluent-kafka does."""
+from __future__ import annotations
+
 import concurrent.futures
 import enum
 import functools
 import struct
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from shmlog.client.cluster import connect
 from shmlog.config import _TOPIC_DEFAULT_FROM_BROKER, INTERNAL_TOPICS, parse_admin_config, topic_name_problem
-from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.errors import KafkaError, KafkaException, error, reason_of
 from shmlog.message import TopicPartition
 from shmlog.model import (
     ConsumerGroupState,
@@ -17,7 +21,14 @@ from shmlog.model import (
     TopicCollection,
     TopicPartitionInfo,
     Uuid,
+    enum_member,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from shmlog._types import Config
+    from shmlog.model import ElectionType
 
 
 def _must_be_int(cls, name, value):
@@ -82,7 +93,8 @@ def _group_id(method, name, group_id):
 
 
 class NewTopic:
-    def __init__(self, topic, num_partitions=-1, replication_factor=-1, replica_assignment=None, config=None):
+    def __init__(self, topic: str, num_partitions: int = -1, replication_factor: int = -1,
+                 replica_assignment: list[list[int]] | None = None, config: dict[str, str] | None = None) -> None:
         self.topic = _must_be_topic("NewTopic", topic)
         self.num_partitions = _must_be_int("NewTopic", "num_partitions", num_partitions)
         self.replication_factor = _must_be_int("NewTopic", "replication_factor", replication_factor)
@@ -96,7 +108,7 @@ class NewTopic:
 
 
 class NewPartitions:
-    def __init__(self, topic, new_total_count, replica_assignment=None):
+    def __init__(self, topic: str, new_total_count: int, replica_assignment: list[list[int]] | None = None) -> None:
         self.topic = _must_be_topic("NewPartitions", topic)
         self.new_total_count = _must_be_int("NewPartitions", "new_total_count", new_total_count)
         self.replica_assignment = replica_assignment
@@ -108,7 +120,7 @@ class NewPartitions:
 class DeletedRecords:
     """What delete_records did to one partition: `low_watermark` is its new log start offset."""
 
-    def __init__(self, low_watermark):
+    def __init__(self, low_watermark: int) -> None:
         self.low_watermark = low_watermark
 
     def __repr__(self):
@@ -194,10 +206,18 @@ class ConfigSource(enum.IntEnum):
 
 @functools.total_ordering
 class ConfigResource:
+    restype: ResourceType
+    restype_int: int
+    name: str
+    set_config_dict: dict[str, str]
+    incremental_configs: list[ConfigEntry]
+    configs: dict[str, ConfigEntry] | None
+    error: KafkaError | None
     Type = ResourceType
 
-    def __init__(self, restype, name, set_config=None, described_configs=None, error=None,
-                 incremental_configs=None):
+    def __init__(self, restype: ResourceType | str | int, name: str, set_config: dict[str, str] | None = None,
+                 described_configs: dict[str, ConfigEntry] | None = None, error: KafkaError | None = None,
+                 incremental_configs: list[ConfigEntry] | None = None) -> None:
         if name is None:
             raise ValueError("Expected resource name to be a string")
         if isinstance(restype, str):
@@ -221,12 +241,12 @@ class ConfigResource:
         self.configs = described_configs
         self.error = error
 
-    def set_config(self, name, value, overwrite=True):
+    def set_config(self, name: str, value: str, overwrite: bool = True) -> None:
         if not overwrite and name in self.set_config_dict:
             return
         self.set_config_dict.update(_config_dict("ConfigResource.set_config()", {name: value}))
 
-    def add_incremental_config(self, config_entry):
+    def add_incremental_config(self, config_entry: ConfigEntry) -> None:
         self.incremental_configs.append(config_entry)
 
     def __len__(self):
@@ -252,8 +272,20 @@ class ConfigResource:
 
 
 class ConfigEntry:
-    def __init__(self, name, value, source=ConfigSource.UNKNOWN_CONFIG, is_read_only=False, is_default=False,
-                 is_sensitive=False, is_synonym=False, synonyms=None, incremental_operation=None):
+    name: str
+    value: str | None
+    source: ConfigSource | int
+    is_read_only: bool
+    is_default: bool
+    is_sensitive: bool
+    is_synonym: bool
+    synonyms: dict[str, ConfigEntry]
+    incremental_operation: AlterConfigOpType | None
+
+    def __init__(self, name: str, value: str | None, source: ConfigSource | int = ConfigSource.UNKNOWN_CONFIG,
+                 is_read_only: bool = False, is_default: bool = False, is_sensitive: bool = False,
+                 is_synonym: bool = False, synonyms: dict[str, ConfigEntry] | None = None,
+                 incremental_operation: AlterConfigOpType | None = None) -> None:
         self.name = name
         self.value = value
         self.source = source
@@ -338,6 +370,13 @@ def _broker_entries(broker):
 # list_topics() and list_groups(): confluent_kafka.admin's classes, printed as it prints them.
 
 class ClusterMetadata:
+    cluster_id: str | None
+    controller_id: int
+    brokers: dict[int, BrokerMetadata]
+    topics: dict[str, TopicMetadata]
+    orig_broker_id: int
+    orig_broker_name: str | None
+
     def __init__(self):
         self.cluster_id = None
         self.controller_id = -1
@@ -354,7 +393,11 @@ class ClusterMetadata:
 
 
 class BrokerMetadata:
-    def __init__(self, broker_id=-1, host=None, port=-1):
+    id: int
+    host: str | None
+    port: int
+
+    def __init__(self, broker_id: int = -1, host: str | None = None, port: int = -1) -> None:
         self.id = broker_id
         self.host = host
         self.port = port
@@ -367,7 +410,12 @@ class BrokerMetadata:
 
 
 class TopicMetadata:
-    def __init__(self, topic=None, partitions=0, states=None):
+    topic: str | None
+    partitions: dict[int, PartitionMetadata]
+    error: KafkaError | None
+
+    def __init__(self, topic: str | None = None, partitions: int = 0,
+                 states: list[dict[str, Any]] | None = None) -> None:
         self.topic = topic
         self.partitions = {p: PartitionMetadata(p, states[p] if states else None) for p in range(partitions)}
         self.error = None
@@ -385,7 +433,14 @@ class PartitionMetadata:
     """One partition: its leader, replicas and in-sync replicas, as replica ids (the index of
     the replica's log dir in the broker's log.dirs; docs/replication.md)."""
 
-    def __init__(self, partition=-1, state=None):
+    id: int
+    leader: int
+    replicas: list[int]
+    isrs: list[int]
+    offline: list[int]
+    error: KafkaError | None
+
+    def __init__(self, partition: int = -1, state: dict[str, Any] | None = None) -> None:
         self.id = partition
         if state is None:
             state = {"leader": 0, "replicas": [0], "isr": [0]} if partition >= 0 else \
@@ -406,6 +461,12 @@ class PartitionMetadata:
 
 
 class GroupMember:
+    id: str | None
+    client_id: str | None
+    client_host: str | None
+    metadata: bytes | None
+    assignment: bytes | None
+
     def __init__(self):
         self.id = None
         self.client_id = None
@@ -415,6 +476,14 @@ class GroupMember:
 
 
 class GroupMetadata:
+    broker: BrokerMetadata | None
+    id: str | None
+    error: KafkaError | None
+    state: str | None
+    protocol_type: str | None
+    protocol: str | None
+    members: list[GroupMember]
+
     def __init__(self):
         self.broker = None
         self.id = None
@@ -458,7 +527,8 @@ def _assignment(what, assignment):
     return [list(r) for r in assignment]
 
 
-def cluster_metadata(meta, topic=None, cluster_id=None, host=None):
+def cluster_metadata(meta: dict[str, Any], topic: str | None = None, cluster_id: str | None = None,
+                     host: str | None = None) -> ClusterMetadata:
     md = ClusterMetadata()
     md.cluster_id = cluster_id
     md.controller_id = md.orig_broker_id = 0
@@ -477,42 +547,34 @@ def cluster_metadata(meta, topic=None, cluster_id=None, host=None):
 # ---------------------------------------------------------------------------- describe_topics, describe_cluster
 
 class TopicDescription:
-    def __init__(self, name, topic_id, is_internal, partitions, authorized_operations=None):
+    authorized_operations: list[AclOperation] | None
+
+    def __init__(self, name: str, topic_id: Uuid | None, is_internal: bool, partitions: list[TopicPartitionInfo],
+                 authorized_operations: list[AclOperation | str | int] | None = None) -> None:
         self.name = name
         self.topic_id = topic_id
         self.is_internal = is_internal
         self.partitions = partitions
         self.authorized_operations = None if authorized_operations is None else [
-            _enum(op, AclOperation) for op in authorized_operations]
+            enum_member(op, AclOperation) for op in authorized_operations]
 
     def __repr__(self):
         return f"TopicDescription({self.name!r}, {len(self.partitions)} partitions)"
 
 
 class DescribeClusterResult:
-    def __init__(self, controller, nodes, cluster_id=None, authorized_operations=None):
+    authorized_operations: list[AclOperation] | None
+
+    def __init__(self, controller: Node, nodes: list[Node], cluster_id: str | None = None,
+                 authorized_operations: list[AclOperation | str | int] | None = None) -> None:
         self.cluster_id = cluster_id
         self.controller = controller
         self.nodes = nodes
         self.authorized_operations = None if authorized_operations is None else [
-            _enum(op, AclOperation) for op in authorized_operations]
+            enum_member(op, AclOperation) for op in authorized_operations]
 
     def __repr__(self):
         return f"DescribeClusterResult({self.cluster_id!r}, {len(self.nodes)} nodes)"
-
-
-def _enum(value, cls):
-    """confluent-kafka's conversion: an enum member, its name (any case) or its value."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        try:
-            return cls[value.upper()]
-        except KeyError:
-            raise ValueError(f"Unknown value {value!r} for {cls.__name__}") from None
-    if isinstance(value, int):
-        return cls(value)
-    raise TypeError(f"Expected a {cls.__name__}, str or int, not {type(value).__name__}")
 
 
 # What the broker's owner may do (every operation: on one host access is all or nothing).
@@ -537,19 +599,19 @@ class OffsetSpec:
         return TimestampSpec(index)
 
     @classmethod
-    def earliest(cls):
+    def earliest(cls) -> OffsetSpec:
         return _SPECS[-2]
 
     @classmethod
-    def latest(cls):
+    def latest(cls) -> OffsetSpec:
         return _SPECS[-1]
 
     @classmethod
-    def max_timestamp(cls):
+    def max_timestamp(cls) -> OffsetSpec:
         return _SPECS[-3]
 
     @classmethod
-    def for_timestamp(cls, timestamp):
+    def for_timestamp(cls, timestamp: int) -> OffsetSpec:
         return TimestampSpec(timestamp)
 
     def __lt__(self, other):
@@ -562,7 +624,7 @@ class TimestampSpec(OffsetSpec):
     def __new__(cls, _timestamp):
         return object.__new__(cls)
 
-    def __init__(self, timestamp):
+    def __init__(self, timestamp: int) -> None:
         self.timestamp = timestamp
 
     @property
@@ -607,7 +669,9 @@ _SPECS = {-3: MaxTimestampSpec(), -2: EarliestSpec(), -1: LatestSpec()}
 
 
 class ListOffsetsResultInfo:
-    def __init__(self, offset, timestamp, leader_epoch):
+    leader_epoch: int | None
+
+    def __init__(self, offset: int, timestamp: int, leader_epoch: int | None) -> None:
         self.offset = offset
         self.timestamp = timestamp
         self.leader_epoch = None if leader_epoch is None or leader_epoch < 0 else leader_epoch
@@ -688,7 +752,7 @@ def _failed(code, reason):
 
 
 class AdminClient:
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Config | None = None, **kwargs: Any) -> None:
         conf = dict(conf or {})
         conf.update(kwargs)
         self._cfg = parse_admin_config(conf)
@@ -701,17 +765,17 @@ class AdminClient:
             raise RuntimeError("AdminClient has been closed")   # confluent-kafka's error, word for word
         return self._connection
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> None:
         self.close()
         return None
 
     def __len__(self):
         return 0   # results are futures completed before each call returns: nothing waits for poll()
 
-    def poll(self, timeout=-1):
+    def poll(self, timeout: float = -1) -> int:
         """Serve queued callbacks: AdminClient has none (errors raise, results are futures)."""
         self._cluster  # noqa: B018  (raises once closed)
         return 0
@@ -725,7 +789,8 @@ class AdminClient:
 
     # ------------------------------------------------------------------ topics
 
-    def create_topics(self, new_topics, operation_timeout=0, request_timeout=None, validate_only=False):
+    def create_topics(self, new_topics: list[NewTopic], operation_timeout: float = 0,
+                      request_timeout: float | None = None, validate_only: bool = False) -> dict[str, Future[None]]:
         """{topic: future}. A name Kafka would refuse (not 1..249 of [a-zA-Z0-9._-]) fails its
         future with TOPIC_EXCEPTION (Kafka's INVALID_TOPIC_EXCEPTION) without asking the broker;
         counts out of librdkafka's ranges raise ValueError here, as confluent-kafka does."""
@@ -753,12 +818,15 @@ class AdminClient:
             results.update(reply["results"])
         return _futures(results, [(t.topic, t.topic) for t in new_topics])
 
-    def delete_topics(self, topics, operation_timeout=0, request_timeout=None):
+    def delete_topics(self, topics: list[str], operation_timeout: float = 0,
+                      request_timeout: float | None = None) -> dict[str, Future[None]]:
         topics = _list_of("delete_topics", "topics", topics, str)
         reply = self._cluster.control.request("delete_topics", topics=topics)
         return _futures(reply["results"], [(t, t) for t in topics])
 
-    def create_partitions(self, new_partitions, operation_timeout=0, request_timeout=None, validate_only=False):
+    def create_partitions(self, new_partitions: list[NewPartitions], operation_timeout: float = 0,
+                          request_timeout: float | None = None,
+                          validate_only: bool = False) -> dict[str, Future[None]]:
         new_partitions = _list_of("create_partitions", "new_partitions", new_partitions, NewPartitions)
         specs = [{"topic": p.topic, "new_total_count": p.new_total_count} for p in new_partitions]
         for spec, p in zip(specs, new_partitions):
@@ -773,18 +841,21 @@ class AdminClient:
         self._cluster.refresh()
         return cluster_metadata(self._cluster.meta, topic, self.cluster_id(), self._host)
 
-    def cluster_id(self, timeout=-1):
+    def cluster_id(self, timeout: float = -1) -> str:
         """The data dir's cluster id: made when first asked for, the same for the data dir's life."""
         return self._cluster.control.request("describe_cluster")["cluster_id"]
 
-    def describe_cluster(self, request_timeout=None, include_authorized_operations=False, **kwargs):
+    def describe_cluster(self, request_timeout: float | None = None, include_authorized_operations: bool = False,
+                         **kwargs: Any) -> Future[DescribeClusterResult]:
         """Future of a DescribeClusterResult: the cluster id and its one node (id 0, host the
         data dir, port 0), which is the controller too."""
         node = self._node()
         return _done(DescribeClusterResult(node, [node], self.cluster_id(),
                                            list(_CLUSTER_OPERATIONS) if include_authorized_operations else None))
 
-    def describe_topics(self, topics, request_timeout=None, include_authorized_operations=False, **kwargs):
+    def describe_topics(self, topics: TopicCollection, request_timeout: float | None = None,
+                        include_authorized_operations: bool = False,
+                        **kwargs: Any) -> dict[str, Future[TopicDescription]]:
         """{topic: future of a TopicDescription}: its id, whether it is internal, and per
         partition its leader, replicas and in-sync replicas (nodes named by replica id: the
         index of the replica's log dir)."""
@@ -820,7 +891,8 @@ class AdminClient:
 
     # ------------------------------------------------------------------ configs
 
-    def describe_configs(self, resources, request_timeout=None, **kwargs):
+    def describe_configs(self, resources: list[ConfigResource], request_timeout: float | None = None,
+                         **kwargs: Any) -> dict[ConfigResource, Future[dict[str, ConfigEntry]]]:
         """{ConfigResource: future of {name: ConfigEntry}}: a topic's every config (values as
         strings, with source, is_default and synonyms as Kafka reports them) or the broker's
         (resource name "0")."""
@@ -841,7 +913,8 @@ class AdminClient:
                                    f"resource: shmlog has topic and broker configs only")
         return out
 
-    def alter_configs(self, resources, request_timeout=None, validate_only=False, **kwargs):
+    def alter_configs(self, resources: list[ConfigResource], request_timeout: float | None = None,
+                      validate_only: bool = False, **kwargs: Any) -> dict[ConfigResource, Future[None]]:
         _check_resources(resources, "alter_configs")
         topics = {}
         out = {}
@@ -858,7 +931,9 @@ class AdminClient:
                 out[res] = f
         return out
 
-    def incremental_alter_configs(self, resources, request_timeout=None, validate_only=False, **kwargs):
+    def incremental_alter_configs(self, resources: list[ConfigResource], request_timeout: float | None = None,
+                                  validate_only: bool = False,
+                                  **kwargs: Any) -> dict[ConfigResource, Future[None]]:
         """{ConfigResource: future}: apply each resource's incremental_configs (SET a value,
         DELETE: back to the default, APPEND/SUBTRACT items of a list such as cleanup.policy)
         to what is set on the topic, keeping the rest. Checked as alter_configs is."""
@@ -885,7 +960,9 @@ class AdminClient:
 
     # ------------------------------------------------------------------ records
 
-    def list_offsets(self, topic_partition_offsets, isolation_level=None, request_timeout=None, **kwargs):
+    def list_offsets(self, topic_partition_offsets: dict[TopicPartition, OffsetSpec],
+                     isolation_level: IsolationLevel | None = None, request_timeout: float | None = None,
+                     **kwargs: Any) -> dict[TopicPartition, Future[ListOffsetsResultInfo]]:
         """{TopicPartition: future of a ListOffsetsResultInfo}: per partition its earliest offset
         (the log start), latest (the high watermark), the first offset whose record timestamp
         is >= a time, or the record with the greatest timestamp (offset and timestamp -1 when
@@ -901,7 +978,7 @@ class AdminClient:
                 code = exc.args[0].code()
                 if code in (KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
                     code = KafkaError.UNKNOWN_TOPIC_OR_PART   # what the broker answers Kafka's clients
-                out[key] = _failed(code, str(exc))
+                out[key] = _failed(code, reason_of(exc))
         return out
 
     def _list_offset(self, topic, partition, spec):
@@ -956,7 +1033,8 @@ class AdminClient:
         finally:
             consumer.close()
 
-    def delete_records(self, topic_partition_offsets, request_timeout=None, operation_timeout=None):
+    def delete_records(self, topic_partition_offsets: list[TopicPartition], request_timeout: float | None = None,
+                       operation_timeout: float | None = None) -> dict[TopicPartition, Future[DeletedRecords]]:
         """Delete every record before each TopicPartition's offset (OFFSET_END (-1): all of them).
 
         Returns {TopicPartition: future}; a future's result() is a DeletedRecords whose
@@ -982,7 +1060,7 @@ class AdminClient:
 
     # ------------------------------------------------------------------ consumer groups
 
-    def list_groups(self, group=None, timeout=-1):
+    def list_groups(self, group: str | None = None, timeout: float = -1) -> list[GroupMetadata]:
         """The legacy group listing: [GroupMetadata] of every group (or only `group`), with
         state, protocol and members (their assignments in Kafka's consumer protocol bytes)."""
         ids = [group] if group is not None else [g["group_id"] for g in
@@ -1003,7 +1081,9 @@ class AdminClient:
             out.append(md)
         return out
 
-    def list_consumer_groups(self, request_timeout=None, states=None, types=None, **kwargs):
+    def list_consumer_groups(self, request_timeout: float | None = None, states: set[ConsumerGroupState] | None = None,
+                             types: set[ConsumerGroupType] | None = None,
+                             **kwargs: Any) -> Future[ListConsumerGroupsResult]:
         """Future of a ListConsumerGroupsResult: every group the coordinator knows (groups with
         members, and empty ones that still have committed offsets), optionally only `states`
         and `types` (every shmlog group is CLASSIC: the JoinGroup/SyncGroup protocol)."""
@@ -1021,8 +1101,9 @@ class AdminClient:
                  for g in reply["groups"]]
         return _done(ListConsumerGroupsResult([g for g in valid if wanted is None or g.state in wanted], []))
 
-    def describe_consumer_groups(self, group_ids, request_timeout=None, include_authorized_operations=False,
-                                 **kwargs):
+    def describe_consumer_groups(self, group_ids: list[str], request_timeout: float | None = None,
+                                 include_authorized_operations: bool = False,
+                                 **kwargs: Any) -> dict[str, Future[ConsumerGroupDescription]]:
         """{group_id: future of a ConsumerGroupDescription}: state, strategy, members and their
         assignments. An unknown group is described as DEAD with no members, as Kafka does."""
         group_ids = _list_of("describe_consumer_groups", "group_ids", group_ids, str)
@@ -1042,15 +1123,17 @@ class AdminClient:
                 else None, ConsumerGroupType.CLASSIC))
         return out
 
-    def delete_consumer_groups(self, group_ids, request_timeout=None, **kwargs):
+    def delete_consumer_groups(self, group_ids: list[str], request_timeout: float | None = None,
+                               **kwargs: Any) -> dict[str, Future[None]]:
         """{group_id: future}: deletes the committed offsets of groups without members
         (NON_EMPTY_GROUP (68) while members remain, GROUP_ID_NOT_FOUND if unknown)."""
         group_ids = _list_of("delete_consumer_groups", "group_ids", group_ids, str)
         reply = self._cluster.control.request("delete_groups", groups=group_ids)
         return _futures(reply["results"], [(g, g) for g in group_ids])
 
-    def list_consumer_group_offsets(self, list_consumer_group_offsets_request, require_stable=False,
-                                    request_timeout=None, **kwargs):
+    def list_consumer_group_offsets(self, list_consumer_group_offsets_request: list[ConsumerGroupTopicPartitions],
+                                    require_stable: bool = False, request_timeout: float | None = None,
+                                    **kwargs: Any) -> dict[str, Future[ConsumerGroupTopicPartitions]]:
         """{group_id: future of ConsumerGroupTopicPartitions}: committed offsets of the given
         partitions (offset -1001 where none), or of every committed partition if none given."""
         out = {}
@@ -1062,7 +1145,9 @@ class AdminClient:
                 req.group_id, [TopicPartition(t, p, o, m or None) for t, p, o, m in reply["offsets"]]))
         return out
 
-    def alter_consumer_group_offsets(self, alter_consumer_group_offsets_request, request_timeout=None, **kwargs):
+    def alter_consumer_group_offsets(self, alter_consumer_group_offsets_request: list[ConsumerGroupTopicPartitions],
+                                     request_timeout: float | None = None,
+                                     **kwargs: Any) -> dict[str, Future[ConsumerGroupTopicPartitions]]:
         """{group_id: future of ConsumerGroupTopicPartitions}: set committed offsets of a group
         with no active members (an active group's are refused with UNKNOWN_MEMBER_ID, as Kafka does)."""
         out = {}
@@ -1087,7 +1172,7 @@ class AdminClient:
             out[req.group_id] = f
         return out
 
-    def list_consumer_group_lag(self, group_id):
+    def list_consumer_group_lag(self, group_id: str) -> Future[list[PartitionLag]]:
         """shmlog extension: future of [PartitionLag] for every committed or assigned partition of
         the group: committed offset, log end offset, lag and owning member (what
         kafka-consumer-groups --describe prints)."""
@@ -1109,29 +1194,35 @@ class AdminClient:
 
     # ------------------------------------------------------------------ what one host cannot have
 
-    def create_acls(self, acls, request_timeout=None, **kwargs):
+    def create_acls(self, acls: list[Any], request_timeout: float | None = None,
+                    **kwargs: Any) -> dict[Any, Future[None]]:
         raise _unsupported("create_acls", _NO_ACLS)
 
-    def describe_acls(self, acl_binding_filter, request_timeout=None, **kwargs):
+    def describe_acls(self, acl_binding_filter: Any, request_timeout: float | None = None,
+                      **kwargs: Any) -> Future[list[Any]]:
         raise _unsupported("describe_acls", _NO_ACLS)
 
-    def delete_acls(self, acl_binding_filters, request_timeout=None, **kwargs):
+    def delete_acls(self, acl_binding_filters: list[Any], request_timeout: float | None = None,
+                    **kwargs: Any) -> dict[Any, Future[list[Any]]]:
         raise _unsupported("delete_acls", _NO_ACLS)
 
-    def describe_user_scram_credentials(self, users=None, request_timeout=None, **kwargs):
+    def describe_user_scram_credentials(self, users: list[str] | None = None, request_timeout: float | None = None,
+                                        **kwargs: Any) -> Any:
         raise _unsupported("describe_user_scram_credentials", _NO_SASL)
 
-    def alter_user_scram_credentials(self, alterations, request_timeout=None, **kwargs):
+    def alter_user_scram_credentials(self, alterations: list[Any], request_timeout: float | None = None,
+                                     **kwargs: Any) -> dict[str, Future[None]]:
         raise _unsupported("alter_user_scram_credentials", _NO_SASL)
 
-    def set_sasl_credentials(self, username, password):
+    def set_sasl_credentials(self, username: str, password: str) -> None:
         raise _unsupported("set_sasl_credentials", _NO_SASL)
 
-    def elect_leaders(self, election_type, partitions=None, request_timeout=None, operation_timeout=None,
-                      **kwargs):
+    def elect_leaders(self, election_type: ElectionType, partitions: list[TopicPartition] | None = None,
+                      request_timeout: float | None = None, operation_timeout: float | None = None,
+                      **kwargs: Any) -> Future[dict[TopicPartition, KafkaError | None]]:
         raise _unsupported("elect_leaders", _NO_ELECTION)
 
-    def close(self):
+    def close(self) -> None:
         """Let go of the broker; later calls raise RuntimeError, as confluent-kafka's do."""
         if not self._closed:
             self._closed = True
@@ -1185,29 +1276,36 @@ def _done(result):
 
 
 class ConsumerGroupListing:
-    def __init__(self, group_id, is_simple_consumer_group, state=None, type=None):
+    state: ConsumerGroupState | None
+    type: ConsumerGroupType | None
+
+    def __init__(self, group_id: str, is_simple_consumer_group: bool,
+                 state: ConsumerGroupState | str | int | None = None,
+                 type: ConsumerGroupType | str | int | None = None) -> None:
         self.group_id = group_id
         self.is_simple_consumer_group = is_simple_consumer_group
-        self.state = None if state is None else _enum(state, ConsumerGroupState)
-        self.type = None if type is None else _enum(type, ConsumerGroupType)
+        self.state = None if state is None else enum_member(state, ConsumerGroupState)
+        self.type = None if type is None else enum_member(type, ConsumerGroupType)
 
     def __repr__(self):
         return f"ConsumerGroupListing({self.group_id!r}, {self.state})"
 
 
 class ListConsumerGroupsResult:
-    def __init__(self, valid=None, errors=None):
+    def __init__(self, valid: list[ConsumerGroupListing] | None = None,
+                 errors: list[KafkaException] | None = None) -> None:
         self.valid = valid or []
         self.errors = errors or []
 
 
 class MemberAssignment:
-    def __init__(self, topic_partitions=None):
+    def __init__(self, topic_partitions: list[TopicPartition] | None = None) -> None:
         self.topic_partitions = topic_partitions or []
 
 
 class MemberDescription:
-    def __init__(self, member_id, client_id, host, assignment, group_instance_id=None, target_assignment=None):
+    def __init__(self, member_id: str, client_id: str, host: str, assignment: MemberAssignment,
+                 group_instance_id: str | None = None, target_assignment: MemberAssignment | None = None) -> None:
         self.member_id = member_id
         self.client_id = client_id
         self.host = host
@@ -1220,17 +1318,23 @@ class MemberDescription:
 
 
 class ConsumerGroupDescription:
-    def __init__(self, group_id, is_simple_consumer_group, members, partition_assignor, state, coordinator,
-                 authorized_operations=None, type=ConsumerGroupType.UNKNOWN):
+    state: ConsumerGroupState | None
+    type: ConsumerGroupType | None
+    authorized_operations: list[AclOperation] | None
+
+    def __init__(self, group_id: str, is_simple_consumer_group: bool, members: list[MemberDescription],
+                 partition_assignor: str, state: ConsumerGroupState | str | int | None, coordinator: Node,
+                 authorized_operations: list[AclOperation | str | int] | None = None,
+                 type: ConsumerGroupType | str | int | None = ConsumerGroupType.UNKNOWN) -> None:
         self.group_id = group_id
         self.is_simple_consumer_group = is_simple_consumer_group
         self.members = members
         self.partition_assignor = partition_assignor
-        self.state = None if state is None else _enum(state, ConsumerGroupState)
+        self.state = None if state is None else enum_member(state, ConsumerGroupState)
         self.coordinator = coordinator
         self.authorized_operations = None if authorized_operations is None else [
-            _enum(op, AclOperation) for op in authorized_operations]
-        self.type = None if type is None else _enum(type, ConsumerGroupType)
+            enum_member(op, AclOperation) for op in authorized_operations]
+        self.type = None if type is None else enum_member(type, ConsumerGroupType)
 
     def __repr__(self):
         return f"ConsumerGroupDescription({self.group_id!r}, {self.state}, {len(self.members)} members)"
@@ -1242,8 +1346,9 @@ class PartitionLag:
     __slots__ = ("topic", "partition", "committed", "log_end_offset", "lag", "member_id", "client_id", "host",
                  "group_instance_id")
 
-    def __init__(self, topic, partition, committed, log_end_offset, lag, member_id, client_id, host,
-                 group_instance_id=None):
+    def __init__(self, topic: str, partition: int, committed: int | None, log_end_offset: int | None, lag: int | None,
+                 member_id: str | None, client_id: str | None, host: str | None,
+                 group_instance_id: str | None = None) -> None:
         self.topic, self.partition = topic, partition
         self.committed, self.log_end_offset, self.lag = committed, log_end_offset, lag
         self.member_id, self.client_id, self.host = member_id, client_id, host

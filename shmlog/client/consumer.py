@@ -4,7 +4,10 @@ Each assigned partition has a reader holding a cursor (ring position, next offse
 reader that falls behind the ring reads the persister's segment files in the same order
 with the same offsets, and moves back onto the ring as soon as its offset is there.
 """
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +32,15 @@ from shmlog.message import (
     Message,
     TopicPartition,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from typing_extensions import Self
+
+    from shmlog._types import Config, RebalanceCallback
+    from shmlog.client.admin import ClusterMetadata
+    from shmlog.message import Message
 
 MAX_FRAMES_PER_FETCH = 256
 RECONNECT_INTERVAL_S = 0.1   # how often a consumer whose broker stopped looks for it again
@@ -74,7 +86,7 @@ class RecordBatchView:
     After that the memory may hold newer records (reads then see other bytes, never fault).
     """
 
-    def __init__(self, topic, partition, buffer, columns, zero_copy):
+    def __init__(self, topic: str, partition: int, buffer: Any, columns: Sequence[Any], zero_copy: bool) -> None:
         self.topic = topic
         self.partition = partition
         self.buffer = buffer
@@ -83,25 +95,26 @@ class RecordBatchView:
         self.zero_copy = zero_copy
 
     @classmethod
-    def from_refs(cls, topic, partition, buffer, refs, zero_copy, bias=0, first_offset=-1):
+    def from_refs(cls, topic: str, partition: int, buffer: Any, refs: Any, zero_copy: bool, bias: int = 0,
+                  first_offset: int = -1) -> RecordBatchView:
         columns = _new_columns(len(refs))
         n = _fast.index_columns(refs, len(refs), bias, first_offset, 0, *columns)
         return cls(topic, partition, buffer, [c[:n] for c in columns], zero_copy)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.offsets)
 
-    def values(self):
+    def values(self) -> list[Any]:
         buf = self.buffer
         return [None if n < 0 else buf[p:p + n] for p, n in zip(self.value_positions.tolist(),
                                                                  self.value_lengths.tolist())]
 
-    def keys(self):
+    def keys(self) -> list[Any]:
         buf = self.buffer
         return [None if n < 0 else buf[p:p + n] for p, n in zip(self.key_positions.tolist(),
                                                                  self.key_lengths.tolist())]
 
-    def value_arrays(self, dtype):
+    def value_arrays(self, dtype: Any) -> list[np.ndarray]:
         """Values as NumPy arrays of `dtype`, one strided view into shared memory per run of
         records at a constant stride (produce_values writes one run per batch): zero-copy."""
         dtype = np.dtype(dtype)
@@ -124,7 +137,7 @@ class RecordBatchView:
                                    strides=(stride,)))
         return runs
 
-    def values_as(self, dtype):
+    def values_as(self, dtype: Any) -> np.ndarray:
         """Values as one NumPy array of `dtype`: a strided view into shared memory when the
         records sit at a constant stride (one produce_values batch), else one copy of the runs
         joined (value_arrays() gives the runs without copying)."""
@@ -138,7 +151,8 @@ class ConsumerGroupMetadata:
 
     __slots__ = ("group_id", "generation_id", "member_id", "group_instance_id")
 
-    def __init__(self, group_id, generation_id=-1, member_id="", group_instance_id=None):
+    def __init__(self, group_id: str, generation_id: int = -1, member_id: str = "",
+                 group_instance_id: str | None = None) -> None:
         self.group_id, self.generation_id = group_id, generation_id
         self.member_id, self.group_instance_id = member_id, group_instance_id
 
@@ -154,7 +168,7 @@ class Consumer(_fast.ConsumerCore):
     partition being served without leaving C, and calls _poll_slow for everything else.
     """
 
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Config | None = None, **kwargs: Any) -> None:
         conf = dict(conf or {})
         conf.update(kwargs)
         self._cfg = cfg = parse_consumer_config(conf)
@@ -213,7 +227,7 @@ class Consumer(_fast.ConsumerCore):
             raise RuntimeError("Consumer closed")
         self._cluster.check_fork("Consumer")
 
-    def assign(self, partitions):
+    def assign(self, partitions: list[TopicPartition]) -> None:
         self._check()
         if self._group is not None:
             partitions = self._group.start_offsets(partitions)   # committed offsets for OFFSET_INVALID/STORED
@@ -226,7 +240,7 @@ class Consumer(_fast.ConsumerCore):
         self._order = list(self._readers)
         self._update_solo()
 
-    def incremental_assign(self, partitions):
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         self._check()
         self._incremental_only("incremental_assign")
         if self._group is not None:
@@ -237,7 +251,7 @@ class Consumer(_fast.ConsumerCore):
         self._order = list(self._readers)
         self._update_solo()
 
-    def incremental_unassign(self, partitions):
+    def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
         self._check()
         self._incremental_only("incremental_unassign")
         self._unassign_some(partitions)
@@ -251,7 +265,7 @@ class Consumer(_fast.ConsumerCore):
         self._order = list(self._readers)
         self._update_solo()
 
-    def unassign(self):
+    def unassign(self) -> None:
         self._check()
         self._rebalance_calls += 1
         self._release_pins()
@@ -261,7 +275,7 @@ class Consumer(_fast.ConsumerCore):
         self._order = []
         self._update_solo()
 
-    def assignment(self):
+    def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self._order]
 
     def _add(self, tp):
@@ -274,13 +288,14 @@ class Consumer(_fast.ConsumerCore):
         self._readers[(tp.topic, tp.partition)] = reader
         self._seek(reader, tp.offset)
 
-    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+    def subscribe(self, topics: list[str], on_assign: RebalanceCallback | None = None,
+                  on_revoke: RebalanceCallback | None = None, on_lost: RebalanceCallback | None = None) -> None:
         """Join the consumer group of `group.id` for these topics (names, or patterns starting
         with ^). Callbacks run inside poll(), as `callback(consumer, [TopicPartition])`."""
         self._check()
         self._group_only("subscribe").subscribe(topics, on_assign, on_revoke, on_lost)
 
-    def unsubscribe(self):
+    def unsubscribe(self) -> None:
         self._check()
         if self._group is not None and self._group.member is not None:
             self._group.unsubscribe()
@@ -292,14 +307,14 @@ class Consumer(_fast.ConsumerCore):
             raise error(KafkaError._STATE, f"{what}(): changes to the current assignment must be made using "
                         f"assign() when rebalance protocol type is EAGER")
 
-    def rebalance_protocol(self):
+    def rebalance_protocol(self) -> str:
         """"EAGER" or "COOPERATIVE" once subscribed to a group, else "NONE" (as librdkafka)."""
         member = self._group.member if self._group is not None else None
         if member is None:
             return "NONE"
         return "COOPERATIVE" if member.cooperative else "EAGER"
 
-    def consumer_group_metadata(self):
+    def consumer_group_metadata(self) -> ConsumerGroupMetadata:
         """The group identity a transactional producer's send_offsets_to_transaction() takes."""
         self._check()
         member = self._group_only("consumer_group_metadata").member
@@ -308,7 +323,7 @@ class Consumer(_fast.ConsumerCore):
         return ConsumerGroupMetadata(self._cfg.group_id, identity["generation"], identity["member_id"],
                                      identity["instance_id"])
 
-    def memberid(self):
+    def memberid(self) -> str | None:
         member = self._group.member if self._group is not None else None
         return (member.member_id or None) if member is not None else None
 
@@ -356,14 +371,14 @@ class Consumer(_fast.ConsumerCore):
                 reader.segments = SegmentReader(partition_dir(reader.log_dir, reader.topic,
                                                                        reader.partition))
 
-    def seek(self, partition):
+    def seek(self, partition: TopicPartition) -> None:
         self._check()
         reader = self._readers.get((partition.topic, partition.partition))
         if reader is None:
             raise error(KafkaError._STATE, f"{partition.topic}-{partition.partition} is not assigned")
         self._seek(reader, partition.offset)
 
-    def position(self, partitions):
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         out = []
         for tp in partitions:
             reader = self._readers.get((tp.topic, tp.partition))
@@ -374,12 +389,13 @@ class Consumer(_fast.ConsumerCore):
             out.append(TopicPartition(tp.topic, tp.partition, offset))
         return out
 
-    def get_watermark_offsets(self, partition, timeout=None, cached=False):
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
         self._check()
         ring = self._cluster.ring(partition.topic, partition.partition)
         return ring.log_start_offset, ring.high_watermark
 
-    def pause(self, partitions):
+    def pause(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             reader = self._readers.get((tp.topic, tp.partition))
             if reader:
@@ -388,7 +404,7 @@ class Consumer(_fast.ConsumerCore):
                     self._stop_serving()
         self._update_solo()
 
-    def resume(self, partitions):
+    def resume(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             reader = self._readers.get((tp.topic, tp.partition))
             if reader:
@@ -643,7 +659,7 @@ class Consumer(_fast.ConsumerCore):
                 self._serve_needed = False  # the statistics timer's request (a group's serve() clears its own)
             self._stats.maybe_emit()
 
-    def consume(self, num_messages=1, timeout=None):
+    def consume(self, num_messages: int = 1, timeout: float | None = None) -> list[Message]:
         self._check()
         self._emit_statistics()
         self._release_pins()
@@ -695,7 +711,7 @@ class Consumer(_fast.ConsumerCore):
 
     # ------------------------------------------------------------------ zero-copy batches
 
-    def consume_batch(self, max_records=65536, timeout=None):
+    def consume_batch(self, max_records: int = 65536, timeout: float | None = None) -> RecordBatchView | None:
         """Records of one partition as a RecordBatchView whose values stay in shared memory.
 
         Returns None when nothing arrives before the timeout. See RecordBatchView for how
@@ -831,22 +847,24 @@ class Consumer(_fast.ConsumerCore):
 
     # ------------------------------------------------------------------ committed offsets (shmlog/groups.py)
 
-    def commit(self, message=None, offsets=None, asynchronous=True):
+    def commit(self, message: Message | None = None, offsets: list[TopicPartition] | None = None,
+               asynchronous: bool = True) -> list[TopicPartition] | None:
         """Commit message.offset()+1, the given TopicPartitions, or (neither) the stored offsets.
         Synchronous: returns the committed TopicPartitions or raises KafkaException (e.g.
         ILLEGAL_GENERATION when the group moved on); asynchronous: on_commit hears in poll()."""
         self._check()
         return self._group_only("commit").commit(message, offsets, asynchronous)
 
-    def committed(self, partitions, timeout=None):
+    def committed(self, partitions: list[TopicPartition], timeout: float | None = None) -> list[TopicPartition]:
         self._check()
         return self._group_only("committed").committed(partitions, timeout)
 
-    def store_offsets(self, message=None, offsets=None):
+    def store_offsets(self, message: Message | None = None, offsets: list[TopicPartition] | None = None) -> None:
         self._check()
         self._group_only("store_offsets").store_offsets(message, offsets)
 
-    def offsets_for_times(self, partitions, timeout=None):
+    def offsets_for_times(self, partitions: list[TopicPartition],
+                          timeout: float | None = None) -> list[TopicPartition]:
         """TopicPartitions whose offset is a timestamp (ms) -> the same with the earliest offset
         whose record timestamp is >= it, or OFFSET_END (-1) when every record is older.
 
@@ -866,19 +884,19 @@ class Consumer(_fast.ConsumerCore):
             out.append(TopicPartition(tp.topic, tp.partition, offset))
         return out
 
-    def list_topics(self, topic=None, timeout=-1):
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata:
         from shmlog.client.admin import cluster_metadata
         self._cluster.refresh()
         cluster_id = self._cluster.control.request("describe_cluster")["cluster_id"]   # as AdminClient.cluster_id()
         return cluster_metadata(self._cluster.meta, topic, cluster_id)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Leave the group (on_revoke, then a final commit with enable.auto.commit) and let go."""
         if self._closed:
             return

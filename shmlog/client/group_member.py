@@ -181,7 +181,7 @@ class GroupClient:
             return self.request(op, timeout, **fields)
         except KafkaException as exc:
             err = exc.args[0]
-            return {"ok": False, "code": err.code(), "error": str(err)}
+            return {"ok": False, "code": err.code(), "error": err.str()}
 
     def start_offsets(self, partitions):
         """TopicPartitions whose offset says "stored" get the committed offset (or keep

@@ -5,9 +5,12 @@ batch is appended to the ring in one C call: claim, copy, CRC32C, publish. Deliv
 reports are served by poll()/flush() as in confluent-kafka: with acks=0/1 once the batch
 is in the ring, with acks=all once the persister has fsynced it.
 """
+from __future__ import annotations
+
 import collections
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +24,12 @@ from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RecordsBuilder, record_size
 from shmlog.log.batch import encode_headers as encode_record_headers
 from shmlog.log.codec import NONE, codec_id, compress_records
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from shmlog._types import Config, DeliveryCallback
+    from shmlog.client.admin import ClusterMetadata
 
 RECONNECT_INTERVAL_S = 0.1   # how often a producer whose broker stopped looks for it again
 
@@ -110,7 +119,7 @@ class Producer(_fast.ProducerCore):
     _queue_full, _partition_for; _add gives the default timestamp).
     """
 
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Config | None = None, **kwargs: Any) -> None:
         conf = dict(conf or {})
         conf.update(kwargs)
         self._cfg = cfg = parse_producer_config(conf)
@@ -561,7 +570,7 @@ class Producer(_fast.ProducerCore):
             served += _fast.serve_reports(batch, err)   # callback(err, Message) per record that asked
         return served
 
-    def poll(self, timeout=None):
+    def poll(self, timeout: float | None = None) -> int:
         self._cluster.check_fork("Producer")
         timeout_s = -1 if timeout is None else timeout
         if timeout_s is not None and timeout_s < 0:
@@ -577,7 +586,7 @@ class Producer(_fast.ProducerCore):
             self._stats.maybe_emit()
         return served
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: float | None = None) -> int:
         self._cluster.check_fork("Producer")
         deadline = time.monotonic() + (3600.0 * 24 if timeout is None or timeout < 0 else timeout)
         self._close_batches(True, 0.0)
@@ -595,15 +604,16 @@ class Producer(_fast.ProducerCore):
             if self._stalled and not self._durable:
                 time.sleep(max(0.0, min(self._next_reconnect, deadline) - time.monotonic()))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._queued_records
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return True
 
     # ------------------------------------------------------------------ batch API
 
-    def produce_batch(self, topic, messages, partition=-1, callback=None, on_delivery=None):
+    def produce_batch(self, topic: str, messages: list[dict[str, Any]], partition: int = -1,
+                      callback: DeliveryCallback | None = None, on_delivery: DeliveryCallback | None = None) -> int:
         """confluent-kafka's produce_batch(): queue each message of `messages` (a list of dicts
         with optional 'value', 'key', 'partition', 'timestamp', 'headers', 'callback') as
         produce() would, and return how many were queued. A message that could not be queued
@@ -658,7 +668,8 @@ class Producer(_fast.ProducerCore):
             queued += 1
         return queued
 
-    def produce_values(self, topic, values, keys=None, partition=-1, timestamp=0):
+    def produce_values(self, topic: str, values: Any, keys: Any = None, partition: int = -1,
+                       timestamp: int = 0) -> list[tuple[int, int, int]]:
         """shmlog's batch append: many records at once, bypassing linger and delivery reports;
         returns [(partition, base_offset, count)] (confluent-kafka has no such call).
 
@@ -760,11 +771,11 @@ class Producer(_fast.ProducerCore):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def purge(self, in_queue=True, in_flight=True, blocking=True):
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         for batch in self._purge():
             self._reports.append((batch, KafkaError(KafkaError._PURGE_QUEUE, "purged")))
 
-    def list_topics(self, topic=None, timeout=-1):
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> ClusterMetadata:
         from shmlog.client.admin import cluster_metadata
         self._reset_routes()   # a refresh may unmap rings of changed topics: append their open batches first
         self._route_info.clear()
@@ -772,13 +783,13 @@ class Producer(_fast.ProducerCore):
         cluster_id = self._cluster.control.request("describe_cluster")["cluster_id"]   # as AdminClient.cluster_id()
         return cluster_metadata(self._cluster.meta, topic, cluster_id)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()  # delivers what is queued first (flush), as leaving confluent-kafka's does
 
-    def close(self, timeout=None):
+    def close(self, timeout: float | None = None) -> None:
         if self._closed:
             return
         self.flush(timeout)

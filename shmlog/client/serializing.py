@@ -7,6 +7,10 @@ the serializer's SerializationError (`.exception`, and `.field` naming the field
 consuming, the raw message (`.kafka_message`), whose offset is already consumed, as in
 confluent-kafka: the application decides whether to skip it.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from shmlog.client.consumer import Consumer
 from shmlog.client.producer import Producer
 from shmlog.serialization import (
@@ -18,6 +22,11 @@ from shmlog.serialization import (
     ValueDeserializationError,
     ValueSerializationError,
 )
+
+if TYPE_CHECKING:
+    from shmlog._types import Config, DeliveryCallback, HeadersType
+    from shmlog.client.consumer import RecordBatchView
+    from shmlog.message import Message
 
 __all__ = ["SerializingProducer", "DeserializingConsumer"]
 
@@ -35,14 +44,15 @@ def _split(conf, kwargs, names):
 class SerializingProducer(Producer):
     """A Producer whose produce() serializes key and value first (confluent_kafka.SerializingProducer)."""
 
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Config | None = None, **kwargs: Any) -> None:
         conf, taken = _split(conf, kwargs, ("key.serializer", "value.serializer"))
         self._key_serializer = taken["key.serializer"]
         self._value_serializer = taken["value.serializer"]
         super().__init__(conf)
 
-    def produce(self, topic, key=None, value=None, partition=-1, on_delivery=None, timestamp=0, headers=None,
-                callback=None):
+    def produce(self, topic: str, key: Any = None, value: Any = None, partition: int = -1,  # type: ignore[override]
+                on_delivery: DeliveryCallback | None = None, timestamp: int = 0, headers: HeadersType | None = None,
+                callback: DeliveryCallback | None = None) -> None:
         ctx = SerializationContext(topic, MessageField.KEY, headers)
         if self._key_serializer is not None:
             try:
@@ -62,13 +72,13 @@ class SerializingProducer(Producer):
 class DeserializingConsumer(Consumer):
     """A Consumer whose poll() deserializes key and value (confluent_kafka.DeserializingConsumer)."""
 
-    def __init__(self, conf=None, **kwargs):
+    def __init__(self, conf: Config | None = None, **kwargs: Any) -> None:
         conf, taken = _split(conf, kwargs, ("key.deserializer", "value.deserializer"))
         self._key_deserializer = taken["key.deserializer"]
         self._value_deserializer = taken["value.deserializer"]
         super().__init__(conf)
 
-    def poll(self, timeout=-1):
+    def poll(self, timeout: float | None = -1) -> Message | None:
         msg = super().poll(timeout)
         if msg is None:
             return None
@@ -88,10 +98,10 @@ class DeserializingConsumer(Consumer):
                 raise KeyDeserializationError(exception=exc, kafka_message=msg) from exc
         return msg
 
-    def consume(self, num_messages=1, timeout=-1):
+    def consume(self, num_messages: int = 1, timeout: float | None = -1) -> list[Message]:
         """Not with deserializers, as in confluent-kafka: use poll()."""
         raise NotImplementedError("Batch consumption does not support the use of deserializers")
 
-    def consume_batch(self, max_records=65536, timeout=None):
+    def consume_batch(self, max_records: int = 65536, timeout: float | None = None) -> RecordBatchView | None:
         """Raw zero-copy views bypass the deserializers: use a plain Consumer for them."""
         raise NotImplementedError("consume_batch hands out raw bytes: use a Consumer, or poll() here")

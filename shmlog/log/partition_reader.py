@@ -3,7 +3,7 @@
 import os
 
 from shmlog._native import ffi, lib
-from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.errors import KafkaError, KafkaException, error, reason_of
 from shmlog.log.batch import COMPRESSED, CORRUPT, SKIP, BatchWalker, max_timestamp_of
 from shmlog.log.cleaner import read_checkpoint
 from shmlog.log.segment import SegmentReader, first_offset_at_or_after, list_segments
@@ -37,7 +37,7 @@ def read_partition(ring, partition_dir, max_bytes=1 << 20, on_corrupt=None):
                 except KafkaException as exc:
                     if on_corrupt is None:
                         raise
-                    on_corrupt(f"{exc}; nothing after offset {offset} is read")
+                    on_corrupt(f"{reason_of(exc)}; nothing after offset {offset} is read")
                     return out
                 if n == lib.SHMLOG_ESMALL:
                     buf = bytearray(max(frames[0].batch_bytes, len(buf) * 2))
@@ -57,9 +57,9 @@ def read_partition(ring, partition_dir, max_bytes=1 << 20, on_corrupt=None):
                     raise
                 resume = _after_damage(partition_dir, ring, offset)
                 if resume is None:
-                    on_corrupt(f"{exc}; nothing readable follows offset {offset}")
+                    on_corrupt(f"{reason_of(exc)}; nothing readable follows offset {offset}")
                     return out
-                on_corrupt(f"{exc}; skipped offsets {offset}..{resume - 1}")
+                on_corrupt(f"{reason_of(exc)}; skipped offsets {offset}..{resume - 1}")
                 offset = resume
                 continue
             if not found:

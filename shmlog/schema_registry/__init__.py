@@ -47,15 +47,18 @@ JSONSerializer, JSONDeserializer and the JSON Schema ones, `.confluent` Confluen
 checkers can still be imported from this package: they are loaded on first access
 (`__getattr__`), since the submodules import this package.
 """
+from __future__ import annotations
+
 import fcntl
 import os
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shmlog import control
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.message import OFFSET_BEGINNING, TopicPartition
 from shmlog.schema_registry._wire import (  # noqa: F401
     _ID,
@@ -67,6 +70,9 @@ from shmlog.schema_registry._wire import (  # noqa: F401
 
 # Importable from shmlog.schema_registry when it was one module; kept so such imports still work.
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where  # noqa: F401
+
+if TYPE_CHECKING:
+    from shmlog.serialization import SerializationContext
 
 __all__ = [
     "Schema", "SchemaReference", "RegisteredSchema", "SchemaRegistryClient", "SchemaRegistryError",
@@ -100,18 +106,24 @@ _LAZY.update({name: "json_schema" for name in (
     "JSONSerializer", "JSONDeserializer", "parse_json_schema", "json_schema_incompatibilities")})
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+# Type checkers see the lazily loaded serializers imported here; at run time __getattr__ loads
+# them (a module __getattr__ seen by type checkers would make every misspelt name Any to them).
+if TYPE_CHECKING:
+    from shmlog.schema_registry.avro import AvroDeserializer, AvroSerializer  # noqa: F401
+    from shmlog.schema_registry.json_schema import JSONDeserializer, JSONSerializer  # noqa: F401
+    from shmlog.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer  # noqa: F401
+else:
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value
+        return value
 
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_LAZY))
 
 
 # ---------------------------------------------------------------------- model
@@ -122,7 +134,7 @@ class SchemaRegistryError(Exception):
 
     UNKNOWN = -1
 
-    def __init__(self, http_status_code, error_code, error_message):
+    def __init__(self, http_status_code: int, error_code: int, error_message: str) -> None:
         super().__init__(error_message)
         self.http_status_code = http_status_code
         self.error_code = error_code
@@ -130,6 +142,20 @@ class SchemaRegistryError(Exception):
 
     def __str__(self):
         return f"{self.error_message} (HTTP status code {self.http_status_code}, SR code {self.error_code})"
+
+
+def _writer_schema(registry, schema_id, schema_type, who, ctx):
+    """A deserializer's writer schema: the registry's schema `schema_id`, parsed ((parsed, named
+    schemas)); SerializationError naming `who` and the record when it is not there or is not a
+    `schema_type` schema."""
+    try:
+        schema = registry.get_schema(schema_id)
+        if schema.schema_type != schema_type:
+            raise SerializationError(f"{who}: schema {schema_id} is {schema.schema_type}, not "
+                                     f"{schema_type}{_where(ctx)}")
+        return registry._parse(schema)
+    except SchemaRegistryError as exc:
+        raise SerializationError(f"{who}: {exc.error_message}{_where(ctx)}") from None
 
 
 def _not_found(code, message):
@@ -141,10 +167,10 @@ class SchemaReference:
 
     __slots__ = ("name", "subject", "version")
 
-    def __init__(self, name, subject, version):
+    def __init__(self, name: str, subject: str, version: int) -> None:
         self.name, self.subject, self.version = name, subject, int(version)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "subject": self.subject, "version": self.version}
 
     def __eq__(self, other):
@@ -162,7 +188,8 @@ class Schema:
 
     __slots__ = ("schema_str", "schema_type", "references")
 
-    def __init__(self, schema_str, schema_type="AVRO", references=None):
+    def __init__(self, schema_str: str, schema_type: str = "AVRO",
+                 references: list[SchemaReference] | None = None) -> None:
         self.schema_str = schema_str
         self.schema_type = (schema_type or "AVRO").upper()
         self.references = list(references or [])
@@ -194,7 +221,7 @@ class RegisteredSchema:
 
     __slots__ = ("schema_id", "schema", "subject", "version")
 
-    def __init__(self, schema_id, schema, subject, version):
+    def __init__(self, schema_id: int, schema: Schema, subject: str, version: int) -> None:
         self.schema_id, self.schema, self.subject, self.version = schema_id, schema, subject, version
 
     def __eq__(self, other):
@@ -226,7 +253,7 @@ class SchemaRegistryClient:
     release its consumer and producer.
     """
 
-    def __init__(self, conf):
+    def __init__(self, conf: dict[str, Any]) -> None:
         conf = dict(conf or {})
         url = conf.pop("url", None) or conf.pop("bootstrap.servers", None)
         if not url:
@@ -399,12 +426,12 @@ class SchemaRegistryClient:
             raise _not_found(40402, f"Version {version} not found.")
         return version
 
-    def get_subjects(self):
+    def get_subjects(self) -> list[str]:
         with self._lock:
             self._catch_up()
             return sorted(s for s in self._versions if self._live(s))
 
-    def get_versions(self, subject_name):
+    def get_versions(self, subject_name: str) -> list[int]:
         with self._lock:
             self._catch_up()
             live = self._live(subject_name)
@@ -412,15 +439,15 @@ class SchemaRegistryClient:
                 raise _not_found(40401, f"Subject '{subject_name}' not found.")
             return live
 
-    def get_version(self, subject_name, version):
+    def get_version(self, subject_name: str, version: int | str) -> RegisteredSchema:
         with self._lock:
             self._catch_up()
             return self._registered(subject_name, self._resolve_version(subject_name, version))
 
-    def get_latest_version(self, subject_name):
+    def get_latest_version(self, subject_name: str) -> RegisteredSchema:
         return self.get_version(subject_name, "latest")
 
-    def get_schema(self, schema_id):
+    def get_schema(self, schema_id: int) -> Schema:
         with self._lock:
             schema = self._schemas.get(schema_id)
             if schema is None:
@@ -430,7 +457,7 @@ class SchemaRegistryClient:
                 raise _not_found(40403, f"Schema {schema_id} not found")
             return schema
 
-    def lookup_schema(self, subject_name, schema, normalize_schemas=False):
+    def lookup_schema(self, subject_name: str, schema: Schema, normalize_schemas: bool = False) -> RegisteredSchema:
         with self._lock:
             self._catch_up()
             schema_id = self._ids.get(schema._identity())
@@ -441,7 +468,7 @@ class SchemaRegistryClient:
                 raise _not_found(40401, f"Subject '{subject_name}' not found.")
             raise _not_found(40403, "Schema not found")
 
-    def get_compatibility(self, subject_name=None):
+    def get_compatibility(self, subject_name: str | None = None) -> str:
         with self._lock:
             self._catch_up()
             if subject_name is not None and subject_name in self._config:
@@ -482,7 +509,7 @@ class SchemaRegistryClient:
         except SchemaRegistryError:
             raise
         except Exception as exc:
-            raise SchemaRegistryError(422, 42201, f"Invalid schema: {exc}") from None
+            raise SchemaRegistryError(422, 42201, f"Invalid schema: {reason_of(exc)}") from None
 
     def _problems(self, new, existing, existing_version, level):
         if new.schema_type != existing.schema_type:
@@ -527,7 +554,7 @@ class SchemaRegistryClient:
             self._parse(schema)
         return problems
 
-    def check_compatibility(self, subject_name, schema, version="latest"):
+    def check_compatibility(self, subject_name: str, schema: Schema, version: int | str = "latest") -> list[str]:
         """Why `schema` may not be registered under subject_name ([] = it may), under the
         subject's compatibility level; version "latest" (or a number) picks the version to
         check against, None every version the level checks (all for *_TRANSITIVE)."""
@@ -539,20 +566,21 @@ class SchemaRegistryClient:
             return self._incompatibilities(subject_name, schema,
                                            "all-per-level" if version is None else version)
 
-    def test_compatibility(self, subject_name, schema, version="latest"):
+    def test_compatibility(self, subject_name: str, schema: Schema, version: int | str = "latest") -> bool:
         """True when `schema` is compatible with the subject's version (default the latest)."""
         return not self.check_compatibility(subject_name, schema, version)
 
     # ------------------------------------------------------------------ writes
 
-    def register_schema(self, subject_name, schema, normalize_schemas=False):
+    def register_schema(self, subject_name: str, schema: Schema, normalize_schemas: bool = False) -> int:
         """Register `schema` under subject_name; returns its schema id.
 
         The same schema registered again returns its id; an incompatible one raises
         SchemaRegistryError 409 with every reason; an unparsable one 422."""
         return self.register_schema_full_response(subject_name, schema, normalize_schemas).schema_id
 
-    def register_schema_full_response(self, subject_name, schema, normalize_schemas=False):
+    def register_schema_full_response(self, subject_name: str, schema: Schema,
+                                      normalize_schemas: bool = False) -> RegisteredSchema:
         if not isinstance(schema, Schema):
             raise TypeError(f"schema must be a Schema, not {type(schema).__name__}")
         if not subject_name:
@@ -580,7 +608,7 @@ class SchemaRegistryClient:
             self._append(_key("SCHEMA", subject_name, version), orjson.dumps(value))
             return self._registered(subject_name, version)
 
-    def set_compatibility(self, subject_name=None, level=None):
+    def set_compatibility(self, subject_name: str | None = None, level: str | None = None) -> str:
         """Set the compatibility level of a subject (None: the global default); returns it."""
         level = str(level or "").upper()
         if level not in COMPATIBILITY_LEVELS:
@@ -590,7 +618,7 @@ class SchemaRegistryClient:
             self._append(_key("CONFIG", subject_name), orjson.dumps({"compatibilityLevel": level}))
         return level
 
-    def delete_compatibility(self, subject_name=None):
+    def delete_compatibility(self, subject_name: str | None = None) -> str:
         """Remove a subject's own compatibility level (it falls back to the global one), or
         with None reset the global level to the default; returns the level removed."""
         with self._write_lock():
@@ -602,7 +630,7 @@ class SchemaRegistryClient:
                 self._append(_key("CONFIG", subject_name), None)
             return old
 
-    def delete_subject(self, subject_name, permanent=False):
+    def delete_subject(self, subject_name: str, permanent: bool = False) -> list[int]:
         """Soft-delete every version of a subject (permanent=True: erase soft-deleted ones);
         returns the versions deleted."""
         with self._write_lock():
@@ -625,7 +653,7 @@ class SchemaRegistryClient:
                 self._soft_delete(subject_name, v)
             return done
 
-    def delete_version(self, subject_name, version, permanent=False):
+    def delete_version(self, subject_name: str, version: int | str, permanent: bool = False) -> int:
         """Soft-delete one version (permanent=True: erase it once soft-deleted); returns it."""
         with self._write_lock():
             v = self._resolve_version(subject_name, version, include_deleted=permanent)
@@ -650,7 +678,7 @@ class SchemaRegistryClient:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def close(self):
+    def close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -674,19 +702,19 @@ class SchemaRegistryClient:
 
 # ---------------------------------------------------------------------- subject names
 
-def topic_subject_name_strategy(ctx, record_name):
+def topic_subject_name_strategy(ctx: SerializationContext, record_name: str | None) -> str | None:
     """`<topic>-key` / `<topic>-value` (Confluent's default)."""
     return f"{ctx.topic}-{ctx.field}"
 
 
-def topic_record_subject_name_strategy(ctx, record_name):
+def topic_record_subject_name_strategy(ctx: SerializationContext, record_name: str | None) -> str | None:
     return f"{ctx.topic}-{record_name}"
 
 
-def record_subject_name_strategy(ctx, record_name):
+def record_subject_name_strategy(ctx: SerializationContext, record_name: str | None) -> str | None:
     return record_name
 
 
-def reference_subject_name_strategy(ctx, schema_ref):
+def reference_subject_name_strategy(ctx: SerializationContext, schema_ref: SchemaReference) -> str | None:
     """A Protobuf dependency is registered under its file name."""
     return schema_ref.name

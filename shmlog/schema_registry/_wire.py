@@ -26,6 +26,21 @@ def _check_conf(conf, defaults, who):
     return merged
 
 
+def writer_schema_id(registry, subject, schema, use_latest, auto_register, normalize):
+    """The schema id a serializer writes under `subject`, picked as confluent-kafka's serializers
+    pick it: the subject's latest version (use.latest.version), else the serializer's own schema
+    registered (auto.register.schemas) or looked up. `schema` is that Schema or a function making
+    it (called only when it is needed). Returns (schema_id, the latest version's Schema or None
+    when the id is the serializer's own schema's)."""
+    if use_latest:
+        latest = registry.get_latest_version(subject)
+        return latest.schema_id, latest.schema
+    schema = schema() if callable(schema) else schema
+    if auto_register:
+        return registry.register_schema(subject, schema, normalize), None
+    return registry.lookup_schema(subject, schema, normalize).schema_id, None
+
+
 def _header(schema_id):
     return _ID.pack(MAGIC_BYTE, schema_id)
 

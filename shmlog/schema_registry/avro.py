@@ -3,7 +3,11 @@ AvroDeserializer, and the compatibility rules the registry applies to AVRO schem
 (described in the package docstring: the specification's schema resolution, as fastavro
 applies it).
 """
+from __future__ import annotations
+
 import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 import fastavro.validation
@@ -12,10 +16,15 @@ import orjson
 from shmlog.schema_registry import (
     Schema,
     SchemaRegistryError,
+    _writer_schema,
     topic_subject_name_strategy,
 )
-from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
+
+if TYPE_CHECKING:
+    from shmlog.schema_registry import SchemaRegistryClient
+    from shmlog.serialization import SerializationContext
 
 __all__ = ["AvroSerializer", "AvroDeserializer", "parse_avro", "avro_incompatibilities"]
 
@@ -162,7 +171,9 @@ class AvroSerializer(Serializer):
     _DEFAULTS = {"auto.register.schemas": True, "normalize.schemas": False, "use.latest.version": False,
                  "subject.name.strategy": topic_subject_name_strategy}
 
-    def __init__(self, schema_registry_client, schema_str, to_dict=None, conf=None):
+    def __init__(self, schema_registry_client: SchemaRegistryClient, schema_str: str | Schema,
+                 to_dict: Callable[[Any, SerializationContext | None], Any] | None = None,
+                 conf: dict[str, Any] | None = None) -> None:
         conf = _check_conf(conf, self._DEFAULTS, "AvroSerializer")
         if conf["use.latest.version"] and conf["auto.register.schemas"]:
             raise ValueError("cannot enable both use.latest.version and auto.register.schemas")
@@ -188,18 +199,13 @@ class AvroSerializer(Serializer):
         known = self._known.get(subject)
         if known is not None:
             return known
-        if self._use_latest:
-            latest = self._registry.get_latest_version(subject)
-            parsed, _ = self._registry._parse(latest.schema)
-            known = (latest.schema_id, parsed)
-        elif self._auto_register:
-            known = (self._registry.register_schema(subject, self._schema, self._normalize), self._parsed)
-        else:
-            known = (self._registry.lookup_schema(subject, self._schema, self._normalize).schema_id, self._parsed)
+        schema_id, latest = writer_schema_id(self._registry, subject, self._schema, self._use_latest,
+                                             self._auto_register, self._normalize)
+        known = (schema_id, self._registry._parse(latest)[0] if latest is not None else self._parsed)
         self._known[subject] = known
         return known
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         subject = self._strategy(ctx, self._record_name)
@@ -236,7 +242,9 @@ class AvroDeserializer(Deserializer):
     added with defaults, removed fields dropped), as Avro's schema resolution does.
     """
 
-    def __init__(self, schema_registry_client, schema_str=None, from_dict=None, return_record_name=False):
+    def __init__(self, schema_registry_client: SchemaRegistryClient, schema_str: str | Schema | None = None,
+                 from_dict: Callable[[Any, SerializationContext | None], Any] | None = None,
+                 return_record_name: bool = False) -> None:
         self._registry = schema_registry_client
         self._from_dict = from_dict
         self._return_record_name = return_record_name
@@ -249,20 +257,13 @@ class AvroDeserializer(Deserializer):
                 raise SerializationError(f"AvroDeserializer: {exc.error_message}") from None
         self._writers = {}
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if value is None:
             return None
         schema_id, payload = _read_header(value, ctx, "AvroDeserializer")
         writer = self._writers.get(schema_id)
         if writer is None:
-            try:
-                schema = self._registry.get_schema(schema_id)
-                if schema.schema_type != "AVRO":
-                    raise SerializationError(f"AvroDeserializer: schema {schema_id} is {schema.schema_type}, not "
-                                             f"AVRO{_where(ctx)}")
-                writer, _ = self._registry._parse(schema)
-            except SchemaRegistryError as exc:
-                raise SerializationError(f"AvroDeserializer: {exc.error_message}{_where(ctx)}") from None
+            writer, _ = _writer_schema(self._registry, schema_id, "AVRO", "AvroDeserializer", ctx)
             self._writers[schema_id] = writer
         try:
             obj = fastavro.schemaless_reader(io.BytesIO(payload), writer, self._reader,

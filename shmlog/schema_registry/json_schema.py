@@ -8,15 +8,25 @@ schema names in `$schema`, the latest draft when it names none (as confluent-kaf
 resolve within the schema and to the schemas it references by name (SchemaReference), never
 over the network.
 """
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import orjson
 
 from shmlog.schema_registry import (
     Schema,
     SchemaRegistryError,
+    _writer_schema,
     topic_subject_name_strategy,
 )
-from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
+
+if TYPE_CHECKING:
+    from shmlog.schema_registry import SchemaRegistryClient
+    from shmlog.serialization import SerializationContext
 
 __all__ = ["JSONSerializer", "JSONDeserializer", "parse_json_schema", "json_schema_incompatibilities"]
 
@@ -250,7 +260,9 @@ class JSONSerializer(Serializer):
     _DEFAULTS = {"auto.register.schemas": True, "normalize.schemas": False, "use.latest.version": False,
                  "use.schema.id": None, "subject.name.strategy": topic_subject_name_strategy, "validate": True}
 
-    def __init__(self, schema_str, schema_registry_client, to_dict=None, conf=None):
+    def __init__(self, schema_str: str | Schema, schema_registry_client: SchemaRegistryClient,
+                 to_dict: Callable[[Any, SerializationContext | None], Any] | None = None,
+                 conf: dict[str, Any] | None = None) -> None:
         conf = _check_conf(conf, self._DEFAULTS, "JSONSerializer")
         if conf["use.latest.version"] and conf["auto.register.schemas"]:
             raise ValueError("cannot enable both use.latest.version and auto.register.schemas")
@@ -300,17 +312,14 @@ class JSONSerializer(Serializer):
             return known
         if self._use_id is not None:
             known = (self._use_id, self._own or self._validator_of(self._registry.get_schema(self._use_id)))
-        elif self._use_latest:
-            latest = self._registry.get_latest_version(subject)
-            known = (latest.schema_id, self._validator_of(latest.schema))
-        elif self._auto_register:
-            known = (self._registry.register_schema(subject, self._schema, self._normalize), self._own)
         else:
-            known = (self._registry.lookup_schema(subject, self._schema, self._normalize).schema_id, self._own)
+            schema_id, latest = writer_schema_id(self._registry, subject, self._schema, self._use_latest,
+                                                 self._auto_register, self._normalize)
+            known = (schema_id, self._validator_of(latest) if latest is not None else self._own)
         self._known[subject] = known
         return known
 
-    def __call__(self, obj, ctx=None):
+    def __call__(self, obj: Any, ctx: SerializationContext | None = None) -> bytes | None:
         if obj is None:
             return None
         subject = self._strategy(ctx, self._record_name)
@@ -338,7 +347,10 @@ class JSONDeserializer(Deserializer):
     schema id (schema_registry_client is then required). conf: validate (True).
     """
 
-    def __init__(self, schema_str, from_dict=None, schema_registry_client=None, conf=None):
+    def __init__(self, schema_str: str | Schema | None,
+                 from_dict: Callable[[Any, SerializationContext | None], Any] | None = None,
+                 schema_registry_client: SchemaRegistryClient | None = None,
+                 conf: dict[str, Any] | None = None) -> None:
         conf = _check_conf(conf, {"validate": True}, "JSONDeserializer")
         if not isinstance(conf["validate"], bool):
             raise ValueError("JSONDeserializer: validate must be a boolean value")
@@ -369,18 +381,11 @@ class JSONDeserializer(Deserializer):
     def _writer(self, schema_id, ctx):
         validator = self._writers.get(schema_id)
         if validator is None:
-            try:
-                schema = self._registry.get_schema(schema_id)
-                if schema.schema_type != "JSON":
-                    raise SerializationError(f"JSONDeserializer: schema {schema_id} is {schema.schema_type}, not "
-                                             f"JSON{_where(ctx)}")
-                parsed, named = self._registry._parse(schema)
-            except SchemaRegistryError as exc:
-                raise SerializationError(f"JSONDeserializer: {exc.error_message}{_where(ctx)}") from None
+            parsed, named = _writer_schema(self._registry, schema_id, "JSON", "JSONDeserializer", ctx)
             validator = self._writers[schema_id] = _validator(parsed, named)
         return validator
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Any:
         if value is None:
             return None
         schema_id, payload = _read_header(value, ctx, "JSONDeserializer")

@@ -5,7 +5,10 @@ rules the registry applies to PROTOBUF schemas (described in the package docstri
 Protobuf schemas are registered as confluent-kafka-python does: the base64 of the
 serialized FileDescriptorProto, with dependencies as references.
 """
+from __future__ import annotations
+
 import base64
+from typing import TYPE_CHECKING, Any
 
 from shmlog.log.batch import read_zigzag_varint, zigzag_varint
 from shmlog.schema_registry import (
@@ -15,8 +18,14 @@ from shmlog.schema_registry import (
     reference_subject_name_strategy,
     topic_subject_name_strategy,
 )
-from shmlog.schema_registry._wire import _check_conf, _header, _read_header
+from shmlog.schema_registry._wire import _check_conf, _header, _read_header, writer_schema_id
 from shmlog.serialization import Deserializer, SerializationError, Serializer, _where
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from shmlog.schema_registry import SchemaRegistryClient
+    from shmlog.serialization import SerializationContext
 
 __all__ = ["ProtobufSerializer", "ProtobufDeserializer", "parse_protobuf", "protobuf_incompatibilities",
            "encode_message_indexes"]
@@ -161,7 +170,8 @@ class ProtobufSerializer(Serializer):
                  "reference.subject.name.strategy": reference_subject_name_strategy,
                  "use.deprecated.format": False}
 
-    def __init__(self, msg_type, schema_registry_client, conf=None):
+    def __init__(self, msg_type: type[Message], schema_registry_client: SchemaRegistryClient,
+                 conf: dict[str, Any] | None = None) -> None:
         conf = _check_conf(conf, self._DEFAULTS, "ProtobufSerializer")
         if conf["use.deprecated.format"]:
             raise ValueError("use.deprecated.format=True (the pre-1.8 message-index encoding) is not supported")
@@ -199,18 +209,14 @@ class ProtobufSerializer(Serializer):
         known = self._known.get(subject)
         if known is not None:
             return known
-        if self._use_latest:
-            known = self._registry.get_latest_version(subject).schema_id
-        else:
-            schema = Schema(_file_schema_str(self._file), "PROTOBUF", self._references(ctx, self._file))
-            if self._auto_register:
-                known = self._registry.register_schema(subject, schema, self._normalize)
-            else:
-                known = self._registry.lookup_schema(subject, schema, self._normalize).schema_id
+        known, _ = writer_schema_id(
+            self._registry, subject,
+            lambda: Schema(_file_schema_str(self._file), "PROTOBUF", self._references(ctx, self._file)),
+            self._use_latest, self._auto_register, self._normalize)
         self._known[subject] = known
         return known
 
-    def __call__(self, message, ctx=None):
+    def __call__(self, message: Message | None, ctx: SerializationContext | None = None) -> bytes | None:
         if message is None:
             return None
         if isinstance(message, dict):
@@ -247,13 +253,14 @@ class ProtobufDeserializer(Deserializer):
     confluent-kafka); conf: use.deprecated.format (False only). schema_registry_client is
     accepted, as confluent-kafka's signature has it, and not needed."""
 
-    def __init__(self, message_type, conf=None, schema_registry_client=None):
+    def __init__(self, message_type: type[Message], conf: dict[str, Any] | None = None,
+                 schema_registry_client: SchemaRegistryClient | None = None) -> None:
         conf = _check_conf(conf, {"use.deprecated.format": False}, "ProtobufDeserializer")
         if conf["use.deprecated.format"]:
             raise ValueError("use.deprecated.format=True (the pre-1.8 message-index encoding) is not supported")
         self._msg_type = message_type
 
-    def __call__(self, value, ctx=None):
+    def __call__(self, value: bytes | None, ctx: SerializationContext | None = None) -> Message | None:
         if value is None:
             return None
         _, payload = _read_header(value, ctx, "ProtobufDeserializer")

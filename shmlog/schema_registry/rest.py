@@ -57,7 +57,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 from shmlog import security
-from shmlog.errors import KafkaException
+from shmlog.errors import KafkaException, reason_of
 from shmlog.schema_registry import (
     COMPATIBILITY_LEVELS,
     DEFAULT_COMPATIBILITY,
@@ -512,7 +512,7 @@ class _Handler(BaseHTTPRequestHandler):
         except SchemaRegistryError as exc:
             self._error(exc.http_status_code, exc.error_code, exc.error_message)
         except (KafkaException, OSError) as exc:
-            self._error(500, 50001, f"Error in the backend data store: {exc}")
+            self._error(500, 50001, f"Error in the backend data store: {reason_of(exc)}")
         except Exception as exc:  # a bug here must not kill the server: report it to the caller
             self._error(500, 500, f"Internal server error: {type(exc).__name__}: {exc}")
         else:

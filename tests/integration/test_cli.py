@@ -192,6 +192,13 @@ def test_creating_a_topic_that_exists_prints_the_error_and_exits_1(broker):
     assert again.returncode == 1
 
 
+def test_a_broker_refusal_is_shown_as_its_reason_without_the_kafka_error_wrapping(broker):
+    ok(shmlog_cli("topics", "create", "orders", "--partitions", 1, "--data-dir", broker))
+    line = one_line_error(shmlog_cli("topics", "create", "orders", "--partitions", 1, "--data-dir", broker))
+    assert line.startswith("shmlog: error: ") and "already exists" in line
+    assert "KafkaError{" not in line and "code=" not in line, line
+
+
 def test_describing_an_unknown_topic_exits_1(broker):
     result = shmlog_cli("topics", "describe", "nope", "--data-dir", broker)
     assert "nope" in one_line_error(result)

@@ -20,6 +20,7 @@ import shmlog
 from shmlog._native import shm
 from shmlog.schema_registry import SchemaRegistryClient
 from shmlog.schema_registry.avro import AvroSerializer
+from shmlog.schema_registry.json_schema import JSONSerializer
 from shmlog.schema_registry.protobuf import ProtobufSerializer
 from tests.conftest import broker_processes
 from tests.integration.test_cli import REPO, RING, cli_env, leftovers, ok, one_line_error
@@ -293,6 +294,38 @@ def test_s_value_protobuf_decodes_values_with_the_registered_descriptor_and_its_
     (env,) = [json.loads(x) for x in lines(run("consume", t, "-o", "beginning", "-e", "-J",
                                                 "-s", "value=protobuf"))]
     assert env["payload"] == {"symbol": "MSFT", "price": 2.5, "qty": "3", "legs": [{"px": 1.0}]}
+
+
+TRADE_JSON_SCHEMA = json.dumps({"title": "Trade", "type": "object", "properties": {
+    "symbol": {"type": "string"}, "price": {"type": "number"}}, "required": ["symbol", "price"]})
+
+
+def produce_json_schema_trade(broker, t):
+    conf = {"bootstrap.servers": f"shm://{os.path.realpath(broker)}"}
+    with SchemaRegistryClient({"url": conf["bootstrap.servers"]}) as registry:
+        p = shmlog.SerializingProducer({**conf, "value.serializer": JSONSerializer(TRADE_JSON_SCHEMA, registry)})
+        p.produce(t, key=b"IBM", value={"symbol": "IBM", "price": 140.25})
+        p.flush(30)
+        p.close()
+
+
+def test_s_value_json_schema_decodes_values_through_the_schema_registry(broker, t):
+    create(t)
+    produce_json_schema_trade(broker, t)
+    assert lines(run("consume", t, "-o", "beginning", "-e", "-s", "value=json_schema")) == \
+        ['{"symbol":"IBM","price":140.25}']
+    (env,) = [json.loads(x) for x in lines(run("consume", t, "-o", "beginning", "-e", "-J",
+                                                "--value-deserializer", "registry"))]
+    assert (env["key"], env["payload"]) == ("IBM", {"symbol": "IBM", "price": 140.25})
+
+
+def test_a_json_schema_value_read_as_avro_is_a_one_line_error_naming_both_schema_types(broker, t):
+    create(t)
+    produce_json_schema_trade(broker, t)
+    result = run("consume", t, "-o", "beginning", "-e", "-s", "value=avro")
+    line = one_line_error(result)
+    assert f"{t}-0@0" in line and "is JSON, not AVRO" in line, line
+    assert result.returncode == 1
 
 
 def test_a_value_that_is_not_avro_is_a_one_line_error_naming_the_record(broker, t):

@@ -10,11 +10,7 @@ import base64
 import hashlib
 import json
 import os
-import selectors
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,27 +19,10 @@ import pytest
 
 import shmlog
 from tests.conftest import stop_leftover_broker
+from tests.helpers import NOBODY, as_user, registry_url, serve_registry, setuid_works, stop_registry
 
-NOBODY = 65534        # nobody; its primary group nogroup is 65534 too on Debian and Ubuntu
-START_TIMEOUT_S = 60.0
-CHILD_TIMEOUT_S = 60.0
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 SCHEMA = json.dumps({"type": "record", "name": "Trade", "fields": [{"name": "symbol", "type": "string"}]})
-
-
-def setuid_works():
-    if os.geteuid() != 0:
-        return False
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    return os.waitpid(pid, 0)[1] == 0
 
 
 AS_ANOTHER_USER = pytest.mark.skipif(
@@ -52,57 +31,15 @@ AS_ANOTHER_USER = pytest.mark.skipif(
 
 # ---------------------------------------------------------------------------- processes
 
-def _serve(data_dir, *args):
-    return subprocess.Popen([sys.executable, "-m", "shmlog.cli", "schemas", "serve", "--data-dir", data_dir,
-                             "--port", "0", *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _address(proc):
-    """The URL of the first stdout line (`serving the schema registry of DIR at URL`), waiting at
-    most START_TIMEOUT_S; the server listens once it has printed it."""
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    buf = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"`shmlog schemas serve` printed no address within {START_TIMEOUT_S} s: {buf!r}")
-            if sel.select(remaining):
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise AssertionError(f"`shmlog schemas serve` exited {proc.wait(10)} without an address: "
-                                         f"{proc.stderr.read().decode(errors='replace')}")
-                buf += chunk
-    line = buf.split(b"\n", 1)[0].decode()
-    assert line.startswith("serving the schema registry of "), line
-    return line.rsplit(" at ", 1)[1].strip()
-
-
-def _stop(proc):
-    """SIGTERM; (exit status, stderr)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate(timeout=10)
-        raise AssertionError("`shmlog schemas serve` did not stop on SIGTERM") from None
-    return proc.returncode, err.decode(errors="replace")
-
-
 class Server:
     def __init__(self, data_dir, *args):
-        self.proc = _serve(data_dir, *args)
-        self.url = _address(self.proc)
+        self.proc = serve_registry(data_dir, "--port", "0", *args)
+        self.url = registry_url(self.proc)
         self.rc = self.stderr = None
 
     def stop(self):
         if self.rc is None:
-            self.rc, self.stderr = _stop(self.proc)
+            self.rc, self.stderr = stop_registry(self.proc)
         return self.stderr
 
 
@@ -150,46 +87,6 @@ def call(url, method, path, body=None, auth=None):
         return exc.code, json.loads(exc.read())
 
 
-def as_user(uid, gid, fn, *args):
-    """fn(*args)'s JSON-able return value, run in a forked child as uid/gid (no other groups)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            out = {"value": fn(*args)}
-        except BaseException as exc:
-            out = {"raised": f"{type(exc).__name__}: {exc}"}
-        try:
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    chunks = []
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(r, selectors.EVENT_READ)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sel.select(remaining):
-                    os.kill(pid, signal.SIGKILL)
-                    raise AssertionError(f"{fn.__name__} as uid {uid} did not finish within {CHILD_TIMEOUT_S} s")
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    out = json.loads(b"".join(chunks) or b'{"raised": "the child died"}')
-    assert "value" in out, f"{fn.__name__} as uid {uid} raised {out['raised']}"
-    return out["value"]
-
-
 def calls(url, requests):
     return [call(url, *request) for request in requests]
 
@@ -216,7 +113,7 @@ def test_another_user_is_refused_with_403_and_never_reaches_the_registry(broker_
     started = time.monotonic()
     answers = as_user(NOBODY, NOBODY, calls, server.url,
                       [("POST", "/subjects/stolen-value/versions", {"schema": SCHEMA})]
-                      + [("GET", "/subjects")] * (knocks - 1))
+                      + [("GET", "/subjects")] * (knocks - 1), must_return=True)
     elapsed = time.monotonic() - started
     real = os.path.realpath(data_dir)
     for status, body in answers:
@@ -238,7 +135,7 @@ def test_users_the_broker_allows_are_admitted(broker_with, serve, configs):
     broker_with(**configs)
     server = serve()
     assert as_user(NOBODY, NOBODY, call, server.url, "POST", "/subjects/trades-value/versions",
-                   {"schema": SCHEMA}) == [200, {"id": 1}]
+                   {"schema": SCHEMA}, must_return=True) == [200, {"id": 1}]
     assert call(server.url, "GET", "/subjects") == (200, ["trades-value"])
     assert refusal_lines(server.stop()) == []
 
@@ -247,7 +144,7 @@ def test_users_the_broker_allows_are_admitted(broker_with, serve, configs):
 def test_a_user_of_another_group_is_refused_when_only_a_group_is_allowed(broker_with, serve):
     broker_with(**{"shmlog.allowed.groups": "nogroup"})
     server = serve()
-    status, body = as_user(65533, 65533, call, server.url, "GET", "/subjects")
+    status, body = as_user(65533, 65533, call, server.url, "GET", "/subjects", must_return=True)
     assert status == 403 and body["error_code"] == 40301
     assert body["message"].startswith("user uid 65533 is not allowed"), body
 
@@ -267,7 +164,7 @@ def test_ipv6_loopback_is_checked_as_well(broker_with, serve):
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_a_bind_other_than_loopback_without_the_flag_fails_to_start_with_one_line(data_dir, host):
     # No broker: the refusal comes first.
-    proc = _serve(data_dir, "--host", host)
+    proc = serve_registry(data_dir, "--port", "0", "--host", host)
     out, err = proc.communicate(timeout=60)
     err = err.decode()
     assert proc.returncode == 1, err
@@ -284,7 +181,7 @@ def test_allow_remote_unauthenticated_warns_and_still_checks_users_of_this_host(
     port = server.url.rsplit(":", 1)[1]
     local = f"http://127.0.0.1:{port}"
     assert call(local, "GET", "/subjects") == (200, [])
-    status, body = as_user(NOBODY, NOBODY, call, local, "GET", "/subjects")
+    status, body = as_user(NOBODY, NOBODY, call, local, "GET", "/subjects", must_return=True)
     assert status == 403 and body["error_code"] == 40301
     stderr = server.stop()
     assert "warning: listening on 0.0.0.0, not loopback, with --allow-remote-unauthenticated" in stderr
@@ -318,7 +215,8 @@ def test_basic_auth_file_requires_a_listed_users_password(broker_with, serve, au
 def test_basic_auth_does_not_admit_a_user_the_broker_refuses(broker_with, serve, auth_file):
     broker_with()
     server = serve("--basic-auth-file", auth_file)
-    status, body = as_user(NOBODY, NOBODY, call, server.url, "GET", "/subjects", None, "alice:correct horse")
+    status, body = as_user(NOBODY, NOBODY, call, server.url, "GET", "/subjects", None, "alice:correct horse",
+                           must_return=True)
     assert status == 403 and body["error_code"] == 40301
 
 
@@ -343,7 +241,7 @@ def test_confluents_client_authenticates_with_basic_auth_user_info(broker_with, 
 def test_a_bad_basic_auth_file_fails_to_start_with_one_line(data_dir, tmp_path, text, words):
     path = tmp_path / "users"
     path.write_text(text)
-    proc = _serve(data_dir, "--basic-auth-file", str(path))
+    proc = serve_registry(data_dir, "--port", "0", "--basic-auth-file", str(path))
     out, err = proc.communicate(timeout=60)
     err = err.decode()
     assert proc.returncode == 1 and err.count("\n") == 1, err

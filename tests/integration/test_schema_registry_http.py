@@ -3,12 +3,7 @@ a real process against a real broker. The API is checked with plain urllib (alwa
 with confluent-kafka's own SchemaRegistryClient and serializers when confluent-kafka is
 installed (it is not a test dependency)."""
 import json
-import os
-import selectors
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,9 +15,9 @@ from shmlog.schema_registry.avro import AvroDeserializer
 from shmlog.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from shmlog.schema_registry.protobuf import ProtobufDeserializer
 from shmlog.serialization import MessageField, SerializationContext
+from tests.helpers import START_TIMEOUT_S, registry_url, serve_registry, stop_registry
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-START_TIMEOUT_S = 60.0
 
 TRADE_AVRO = json.dumps({"type": "record", "name": "Trade", "namespace": "demo", "fields": [
     {"name": "symbol", "type": "string"}, {"name": "price", "type": "double"}]})
@@ -39,26 +34,6 @@ VALUE = SerializationContext("trades", MessageField.VALUE)
 
 # ---------------------------------------------------------------------------- the server process
 
-def _read_line(proc, timeout):
-    """The first line the process prints on stdout, waiting at most `timeout` seconds."""
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    buf = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"`shmlog schemas serve` printed no address within {timeout} s: {buf!r}")
-            if sel.select(remaining):
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise AssertionError(f"`shmlog schemas serve` exited {proc.wait(10)} without an address: "
-                                         f"{proc.stderr.read().decode(errors='replace')}")
-                buf += chunk
-    return buf.split(b"\n", 1)[0].decode()
-
-
 def _wait_for_port(host, port, timeout):
     deadline = time.monotonic() + timeout
     while True:
@@ -71,39 +46,17 @@ def _wait_for_port(host, port, timeout):
             time.sleep(0.05)  # retry pacing while the port comes up, bounded by the deadline
 
 
-def _serve(data_dir, *args):
-    return subprocess.Popen([sys.executable, "-m", "shmlog.cli", "schemas", "serve", "--data-dir", data_dir, *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        raise AssertionError("`shmlog schemas serve` did not stop on SIGTERM") from None
-    finally:
-        proc.stdout.close()
-        proc.stderr.close()
-    return rc
-
-
 @pytest.fixture
 def server(broker, data_dir):
     """(url, process) of `shmlog schemas serve --port 0` for the broker; stopped with SIGTERM after."""
-    proc = _serve(data_dir, "--port", "0")
+    proc = serve_registry(data_dir, "--port", "0")
     try:
-        line = _read_line(proc, START_TIMEOUT_S)
-        assert line.startswith("serving the schema registry of "), line
-        url = line.rsplit(" at ", 1)[1].strip()
+        url = registry_url(proc)
         host, port = url[len("http://"):].rsplit(":", 1)
         _wait_for_port(host, int(port), START_TIMEOUT_S)
         yield url, proc
     finally:
-        rc = _stop(proc)
+        rc, _ = stop_registry(proc)
     assert rc == 0, f"`shmlog schemas serve` exited {rc} on SIGTERM"
 
 
@@ -273,7 +226,7 @@ def test_serve_on_a_port_in_use_exits_1_with_one_line(broker, data_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        proc = _serve(data_dir, "--port", str(taken.getsockname()[1]))
+        proc = serve_registry(data_dir, "--port", str(taken.getsockname()[1]))
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert err.decode().startswith("shmlog: error: cannot listen on 127.0.0.1:") and err.decode().count("\n") == 1

@@ -10,7 +10,6 @@ without one.
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -28,66 +27,13 @@ from shmlog._native import shm
 from shmlog.broker import launcher
 from shmlog.errors import KafkaError, KafkaException
 from tests.conftest import broker_processes
+from tests.helpers import NOBODY, as_user, setuid_works  # NOBODY: the attacker, or the user the owner names
 
-NOBODY = 65534       # the attacker, or the user the owner names
 STRANGER = 65533     # a uid with no name, in no group of ours
 ROOT_ONLY = "acting as another user needs root (the suite runs as root in CI)"
 
 
-def setuid_works():
-    if os.geteuid() != 0:
-        return False
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    return os.waitpid(pid, 0)[1] == 0
-
-
 pytestmark = pytest.mark.skipif(not setuid_works(), reason=f"setuid is not permitted here: {ROOT_ONLY}")
-
-
-def as_user(uid, gid, fn, *args, groups=(), timeout_s=60):
-    """Run fn(*args) in a forked child as uid/gid (and only `groups` besides); its return
-    value, or the exception it raised as {"raised": type name, "message": ..., "code": ...}."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            os.setgroups(list(groups))
-            os.setgid(gid)
-            os.setuid(uid)
-            out = {"value": fn(*args)}
-        except BaseException as exc:
-            code = exc.args[0].code() if isinstance(exc, KafkaException) else None
-            out = {"raised": type(exc).__name__, "message": str(exc), "code": code}
-        try:
-            os.write(w, json.dumps(out, default=str).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    deadline = time.monotonic() + timeout_s
-    chunks = []
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"{fn.__name__} as uid {uid} did not finish within {timeout_s}s")
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    out = json.loads(b"".join(chunks) or b'{"raised": "nothing", "message": "the child died"}')
-    return out.get("value") if "value" in out else out
 
 
 @pytest.fixture
@@ -135,7 +81,7 @@ def try_everything(data_dir, ring):
         control.Control(data_dir).request("status")
         out["control"] = "ok"
     except KafkaException as exc:
-        out["control"] = [exc.args[0].code(), str(exc)]
+        out["control"] = [exc.args[0].code(), exc.args[0].str()]
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         dir_fd = os.open(control.run_dir(data_dir), os.O_PATH | os.O_DIRECTORY)

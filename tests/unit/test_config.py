@@ -37,7 +37,7 @@ def rejection(parse, conf):
 
 
 def message(parse, conf):
-    return str(rejection(parse, conf))
+    return rejection(parse, conf).args[0].str()
 
 
 # --- aliases and precedence ----------------------------------------------------------

@@ -1,6 +1,6 @@
 """Admin APIs over TCP: each is one request to the supervisor, which owns the metadata."""
 from shmlog.broker.kafka_listener.handlers import NODE_ID, NONE, UNKNOWN_TOPIC_OR_PARTITION, exc_code, wire_code
-from shmlog.errors import KafkaException
+from shmlog.errors import KafkaException, reason_of
 
 INVALID_REPLICATION_FACTOR = 38
 INVALID_REPLICA_ASSIGNMENT = 39
@@ -10,7 +10,7 @@ def _request(conn, op, **fields):
     try:
         return NONE, conn.logs.request(op, **fields), None
     except KafkaException as exc:
-        return exc_code(exc), {}, str(exc)
+        return exc_code(exc), {}, reason_of(exc)
 
 
 def create_topics(conn, req, version):

@@ -19,7 +19,7 @@ from kio.serial import entity_reader, entity_writer
 
 from shmlog import control
 from shmlog.broker.kafka_listener.handlers import NODE_ID, NONE, wire_code
-from shmlog.errors import KafkaError, error
+from shmlog.errors import KafkaError, error, reason_of
 
 COORDINATOR_LEADER = "shmlog-coordinator"   # the leader id TCP members see when they lead (see above)
 CONSUMER = "consumer"
@@ -64,9 +64,9 @@ def _call(conn, op, **fields):
     try:
         reply = conn.group().request(op, **fields)
     except Exception as exc:  # noqa: BLE001 - a lost supervisor is the coordinator being unavailable
-        conn.log_refusal(f"{op}: {exc}")
+        conn.log_refusal(f"{op}: {reason_of(exc)}")
         conn.drop_group_channel()   # the next request connects again (to a restarted supervisor)
-        return 15, {"error": str(exc)}   # COORDINATOR_NOT_AVAILABLE: the client retries
+        return 15, {"error": reason_of(exc)}   # COORDINATOR_NOT_AVAILABLE: the client retries
     if not reply.get("ok"):
         return wire_code(reply.get("code", -1)), reply
     return NONE, reply

@@ -9,7 +9,7 @@ import time
 
 from shmlog._native import ffi, lib
 from shmlog.broker.kafka_listener import batches
-from shmlog.errors import KafkaError, KafkaException
+from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log.segment import SegmentReader
 
 NODE_ID = 0
@@ -155,7 +155,7 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
                         "error_message": f"offset {last} was not fsynced within the request's timeout"}
     except KafkaException as exc:
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
-                "error_message": str(exc)}
+                "error_message": reason_of(exc)}
     return {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset}
 
 
