@@ -252,6 +252,8 @@ REQUESTS = {
     "status": Object(),
     "shutdown": Object(),
     "describe_cluster": Object(),
+    "init_producer_id": Object(transactional_id=optional(NAME),
+                               transaction_timeout_ms=optional(Int(0, INT32[1]), 60_000)),
     "describe_configs": Object(topics=optional(List(NAME), [])),
     "incremental_alter_configs": Object(
         topics=required(Map(NAME, List(Tuple(Str(255), Int(0, 3), Scalar()), max_items=1000))),

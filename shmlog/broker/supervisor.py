@@ -26,6 +26,7 @@ from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats, requests
 from shmlog.broker.group_service import DEFERRED, GroupService
+from shmlog.broker.producer_ids import ProducerIdAllocator, ProducerIdsUnavailable
 from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
@@ -95,6 +96,7 @@ class Supervisor:
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
+        self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.running = True
         self.selector = selectors.DefaultSelector()
         # The keeper (broker/keeper.py) that restarts us if we die: our parent, named in our
@@ -836,6 +838,18 @@ class Supervisor:
         except OSError as exc:
             raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"cannot read or write the cluster id under "
                           f"{self.data_dir}/meta: {exc}")
+
+    def op_init_producer_id(self, sock, request):
+        """Kafka's InitProducerId for an idempotent producer (transactional_id null): a producer
+        id never handed out before in this data dir (producer_ids.py) and epoch 0."""
+        if request.get("transactional_id") is not None:
+            raise Refused(KafkaError._UNSUPPORTED_FEATURE, "init_producer_id: transactions are not supported by "
+                          "this broker (transactional.id must not be set); idempotent producers "
+                          "(transactional_id null) are")
+        try:
+            return {"producer_id": self.producer_ids.allocate(), "producer_epoch": 0}
+        except ProducerIdsUnavailable as exc:
+            raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"init_producer_id: {exc}") from None
 
     def op_describe_configs(self, sock, request):
         """AdminClient.describe_configs: per topic its effective config and what was set on it;

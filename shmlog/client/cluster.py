@@ -86,6 +86,12 @@ class Cluster:
                                                    owner=self.control.owner)
             return ring
 
+    def init_producer_id(self, transactional_id=None, transaction_timeout_ms=60_000):
+        """InitProducerId: (producer_id, producer_epoch) from the broker's durable allocator."""
+        reply = self.control.request("init_producer_id", transactional_id=transactional_id,
+                                     transaction_timeout_ms=transaction_timeout_ms)
+        return reply["producer_id"], reply["producer_epoch"]
+
     def close(self):
         with self.lock:
             for ring in self.rings.values():
