@@ -143,6 +143,15 @@ int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t 
 void shmlog_ring_request_flush(shmlog_ring_handle *ring, uint64_t offset);
 uint64_t shmlog_ring_advance_log_start(shmlog_ring_handle *ring, uint64_t offset);
 
+/* ---------------------------------------------------------------- transactions (core/txn.c) */
+
+/* The transaction service publishes a partition's state (layout: shmlog_ring_txn): aborted_count
+ * first, then first_unstable_plus1, both release stores, and marks the ring as seen. */
+void shmlog_ring_set_txn(shmlog_ring_handle *ring, uint64_t first_unstable_plus1, uint64_t aborted_count);
+/* A read_committed reader's view, after its read of the ring's end: out[0] first_unstable_plus1,
+ * out[1] aborted_count, out[2] txn_seen (acquire loads, in that order). */
+void shmlog_ring_txn_state(const shmlog_ring_handle *ring, uint64_t *out);
+
 /* ---------------------------------------------------------------- doorbell (core/doorbell.c) */
 
 int shmlog_doorbell_init(shmlog_doorbell *bell);

@@ -21,6 +21,7 @@ typedef struct {
     shmlog_frame_ref *frames;
     unsigned int max_frames;
     int solo_partition, check_crc;
+    int read_committed;       /* isolation.level=read_committed: rings a transaction touched go to Python */
 } ConsumerCore;
 
 static PyObject *consumer_core_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds)) {
@@ -82,6 +83,9 @@ static int consumer_fetch_solo(ConsumerCore *self) {
     if (wanted == -1 && PyErr_Occurred()) return -1;
     /* Retention moved the log start past us: the Python path seeks (auto.offset.reset). */
     if ((long long)load_acquire(&self->solo_ring->header->persist.log_start_offset) > wanted) return 0;
+    /* read_committed on a ring a transaction touched: the Python path stops at the last stable
+     * offset and drops aborted batches (Consumer._committed_frames). */
+    if (self->read_committed && load_acquire(&self->solo_ring->header->txn.txn_seen)) return 0;
     PyObject *buffer_obj = PyObject_GetAttr((PyObject *)self, PY_NAME(buffer));
     if (!buffer_obj) return -1;
     Py_buffer buf;
@@ -143,13 +147,15 @@ static PyObject *consumer_fetch_solo_py(ConsumerCore *self, PyObject *Py_UNUSED(
     return consumer_pop_current(self);
 }
 
-/* _set_solo(reader, frames_address, max_frames, check_crc, decode_headers) or _set_solo(None) */
+/* _set_solo(reader, frames_address, max_frames, check_crc, decode_headers, read_committed) or _set_solo(None) */
 static PyObject *consumer_set_solo(ConsumerCore *self, PyObject *args) {
     PyObject *reader, *decode_headers = Py_None;
     unsigned long long frames = 0;
     unsigned int max_frames = 0;
-    int check_crc = 0;
-    if (!PyArg_ParseTuple(args, "O|KIiO", &reader, &frames, &max_frames, &check_crc, &decode_headers)) return NULL;
+    int check_crc = 0, read_committed = 0;
+    if (!PyArg_ParseTuple(args, "O|KIiOp", &reader, &frames, &max_frames, &check_crc, &decode_headers,
+                          &read_committed))
+        return NULL;
     Py_CLEAR(self->solo);
     Py_CLEAR(self->solo_queue);
     Py_CLEAR(self->solo_topic);
@@ -179,6 +185,7 @@ static PyObject *consumer_set_solo(ConsumerCore *self, PyObject *args) {
     self->frames = (shmlog_frame_ref *)(uintptr_t)frames;
     self->max_frames = max_frames;
     self->check_crc = check_crc;
+    self->read_committed = read_committed;
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(queue);

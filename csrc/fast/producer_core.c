@@ -30,6 +30,8 @@ typedef struct {
     long long queued_records;
     long long queued_bytes;
     long long max_block_ns;
+    long long txn_producer_id;      /* transactional.id: from init_transactions; -1 before */
+    int txn_producer_epoch;
     shmlog_doorbell *doorbell;
     pthread_mutex_t send_lock;
     double queue_wait_min_s, queue_wait_max_s, queue_wait_sum_s; /* batches' wait before their append */
@@ -100,6 +102,7 @@ static PyObject *producer_core_new(PyTypeObject *type, PyObject *Py_UNUSED(args)
     self->on_delivery = Py_NewRef(Py_None);
     self->wake = Py_NewRef(Py_None);
     static const uint64_t never = UINT64_MAX;
+    self->txn_producer_id = -1;
     self->metadata_epoch = &never; /* every produce() takes the slow path until _configure */
     if (!self->routes || !self->ready) { Py_DECREF(self); return NULL; }
     return (PyObject *)self;
@@ -209,8 +212,15 @@ static int producer_append(ProducerCore *self, Batch *b) {
     int64_t rc = SHMLOG_ETOOBIG;
     if (records_bytes <= (Py_ssize_t)UINT32_MAX) {
         Py_BEGIN_ALLOW_THREADS
+        /* A transactional producer's batches carry the transactional bit and its id and epoch:
+         * read_committed readers drop them when the transaction aborts (shmlog/log/control_record.py). */
+        int transactional = self->txn_producer_id >= 0;
         rc = core->ring_append(ring, slot, records, (uint32_t)records_bytes, b->count, b->base_timestamp,
-                               b->max_timestamp, attributes, -1, -1, -1, self->max_block_ns, self->doorbell, &base);
+                               b->max_timestamp,
+                               (int16_t)(attributes | (transactional ? SHMLOG_ATTR_TRANSACTIONAL : 0)),
+                               transactional ? self->txn_producer_id : -1,
+                               transactional ? (int16_t)self->txn_producer_epoch : -1, -1, self->max_block_ns,
+                               self->doorbell, &base);
         Py_END_ALLOW_THREADS
     }
     if (compressed) {
@@ -440,6 +450,13 @@ static PyObject *producer_reset_routes(ProducerCore *self, PyObject *Py_UNUSED(i
     Py_RETURN_NONE;
 }
 
+/* _set_transactional(producer_id, producer_epoch): what init_transactions got; every batch appended
+ * from now on is transactional (producer_id -1: none is). Taken under the send lock by the caller. */
+static PyObject *producer_set_transactional(ProducerCore *self, PyObject *args) {
+    if (!PyArg_ParseTuple(args, "Li", &self->txn_producer_id, &self->txn_producer_epoch)) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* _purge(): takes every open batch away unsent; returns them. */
 static PyObject *producer_purge(ProducerCore *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = PyList_New(0), *topic, *obj;
@@ -507,6 +524,7 @@ static PyMethodDef producer_core_methods[] = {
     {"_reset_routes", (PyCFunction)producer_reset_routes, METH_NOARGS, NULL},
     {"_routes_current", (PyCFunction)producer_routes_current, METH_NOARGS, NULL},
     {"_purge", (PyCFunction)producer_purge, METH_NOARGS, NULL},
+    {"_set_transactional", (PyCFunction)producer_set_transactional, METH_VARARGS, NULL},
     {"_release_queued", (PyCFunction)producer_release_queued, METH_VARARGS, NULL},
     {"_take_queue_wait", (PyCFunction)producer_take_queue_wait, METH_NOARGS, NULL},
     {"_locked", (PyCFunction)producer_locked, METH_VARARGS, NULL},

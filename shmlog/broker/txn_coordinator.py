@@ -92,6 +92,7 @@ class TxnRecord:
     partitions: tuple = ()          # ((topic, partition, first offset bound), ...)
     offsets: tuple = ()             # ((group, topic, partition, offset, metadata), ...)
     started_ms: int = 0             # wall clock, for describe; timers run on `now`
+    fenced: tuple = ()              # PrepareAbort only: (producer id, epoch) the abort fenced
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class WriteMarkers:
     commit: bool
     partitions: tuple               # ((topic, partition, first offset bound), ...)
     offsets: tuple                  # ((group, topic, partition, offset, metadata), ...): commit only
+    fenced: tuple = ()              # (producer id, epoch) this abort fenced for good, or ()
 
 
 def error_body(code, message):
@@ -129,12 +131,13 @@ class Txn:
     started_ms: int = 0                              # wall clock of the same moment
     last_update: int = 0
     end_ref: Any = None                              # the end_txn waiting for its markers
+    fenced: tuple = ()                               # (id, epoch) a pending abort fenced, or ()
 
     def record(self):
         return TxnRecord(self.transactional_id, self.producer_id, self.producer_epoch, self.timeout_ms,
                          self.state, tuple((t, p, o) for (t, p), o in sorted(self.partitions.items())),
                          tuple((g, t, p, o, m) for (g, t, p), (o, m) in sorted(self.offsets.items())),
-                         self.started_ms)
+                         self.started_ms, self.fenced if self.state == PREPARE_ABORT else ())
 
     def describe(self, now):
         return {"transactional_id": self.transactional_id, "producer_id": self.producer_id,
@@ -313,7 +316,7 @@ class TxnCoordinator:
                     {g for g, *_ in r.offsets},
                     {(g, tp, int(p)): (int(o), m) for g, tp, p, o, m in r.offsets},
                     # an Ongoing transaction's clock starts again: its timeout runs from the replay
-                    started=now, started_ms=r.started_ms, last_update=now)
+                    started=now, started_ms=r.started_ms, last_update=now, fenced=tuple(r.fenced))
             self.txns[r.transactional_id] = t
         return [self._markers(t) for t in self.txns.values() if t.state in (PREPARE_COMMIT, PREPARE_ABORT)]
 
@@ -373,10 +376,12 @@ class TxnCoordinator:
 
     def _abort(self, t, now, bump):
         """PrepareAbort (bumping the epoch first when the producer is to be fenced) and its markers."""
+        fenced = ()
         if bump:
+            fenced = (t.producer_id, t.producer_epoch)
             self._bump(t)
         self._transition(t, "abort")
-        t.last_update = now
+        t.fenced, t.last_update = fenced, now
         return [Persist(t.record()), self._markers(t)]
 
     def _bump(self, t):
@@ -391,11 +396,11 @@ class TxnCoordinator:
         return WriteMarkers(t.transactional_id, t.producer_id, t.producer_epoch, commit,
                             tuple((tp, p, o) for (tp, p), o in sorted(t.partitions.items())),
                             tuple((g, tp, p, o, m) for (g, tp, p), (o, m) in sorted(t.offsets.items()))
-                            if commit else ())
+                            if commit else (), t.fenced if not commit else ())
 
     @staticmethod
     def _clear(t):
-        t.partitions, t.groups, t.offsets = {}, set(), {}
+        t.partitions, t.groups, t.offsets, t.fenced = {}, set(), {}, ()
 
     @staticmethod
     def _ids(t):
@@ -424,7 +429,7 @@ def encode_txn_record(r):
         return key, None
     return key, json.dumps({"producer_id": r.producer_id, "producer_epoch": r.producer_epoch,
                             "timeout_ms": r.timeout_ms, "state": r.state, "partitions": r.partitions,
-                            "offsets": r.offsets, "started_ms": r.started_ms}).encode()
+                            "offsets": r.offsets, "started_ms": r.started_ms, "fenced": r.fenced}).encode()
 
 
 def decode_txn_record(key, value):
@@ -437,7 +442,7 @@ def decode_txn_record(key, value):
     return TxnRecord(tid, int(v["producer_id"]), int(v["producer_epoch"]), int(v["timeout_ms"]), v["state"],
                      tuple((str(t), int(p), int(o)) for t, p, o in v["partitions"]),
                      tuple((str(g), str(t), int(p), int(o), str(m)) for g, t, p, o, m in v["offsets"]),
-                     int(v.get("started_ms", 0)))
+                     int(v.get("started_ms", 0)), tuple(int(x) for x in v.get("fenced") or ()))
 
 
 def txn_partition(transactional_id, partitions=TXN_TOPIC_PARTITIONS):

@@ -80,10 +80,11 @@ class TxnModel(RuleBasedStateMachine):
         self.run(getattr(self.c, method)(ref, *args))
         return ref
 
-    def expect_markers(self, tid, commit):
+    def expect_markers(self, tid, commit, fenced=()):
         m = self.pending[tid]
         state = self.open.pop(tid)
         assert m.commit == commit
+        assert m.fenced == fenced
         assert {(t, p) for t, p, _ in m.partitions} == state["parts"]
         if commit:
             assert {(g, t, p): (o, md) for g, t, p, o, md in m.offsets} == state["offsets"]
@@ -103,7 +104,7 @@ class TxnModel(RuleBasedStateMachine):
             assert code(body) == KafkaError.CONCURRENT_TRANSACTIONS
             pid, epoch = self.current[tid]
             self.current[tid] = (pid, epoch + 1)
-            self.expect_markers(tid, commit=False)
+            self.expect_markers(tid, commit=False, fenced=(pid, epoch))
             self.last[tid] = "abort"
             return
         assert code(body) == 0, body
@@ -209,7 +210,7 @@ class TxnModel(RuleBasedStateMachine):
             if tid not in was_pending and self.now >= state["started"] + TIMEOUT:
                 pid, epoch = self.current[tid]
                 self.current[tid] = (pid, epoch + 1)      # the coordinator fences the producer that let it expire
-                self.expect_markers(tid, commit=False)
+                self.expect_markers(tid, commit=False, fenced=(pid, epoch))
                 self.last[tid] = "abort"
 
     # ------------------------------------------------------------------ invariants
