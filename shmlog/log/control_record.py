@@ -126,6 +126,6 @@ class AbortedIndex:
     def aborted(self, producer_id, producer_epoch, offset):
         """Whether the transactional batch of this producer at offset belongs to an aborted transaction."""
         for epoch, first, last in self.by_producer.get(producer_id, ()):
-            if first <= offset and (offset <= last or (last == OPEN_ENDED and producer_epoch == epoch)):
+            if first <= offset and (producer_epoch == epoch if last == OPEN_ENDED else offset <= last):
                 return True
         return False
