@@ -68,32 +68,36 @@ class TxnService:
     # ------------------------------------------------------------------ start
 
     def start(self):
-        """Rebuild the transaction table from __transaction_state, finish what a crash left
-        between Prepare and Complete, and publish every partition's transaction line."""
-        for name, t in self.sup.meta["topics"].items():
-            for p in range(t["partitions"]):
-                count = len(control_record.read_aborted(self._pdir(name, p)))
-                if count:
-                    self.aborted_counts[(name, p)] = count
-                    self.sup.rings[(name, p)].set_txn(None, count)
-        if tc.TXN_TOPIC not in self.sup.meta["topics"]:
-            return 0
-        self.sup.reclaim_dead_producers()
+        """Rebuild the transaction table from __transaction_state, publish every partition's
+        transaction line, then finish what a crash left between Prepare and Complete."""
         records = []
-        for p in range(self.sup.meta["topics"][tc.TXN_TOPIC]["partitions"]):
-            where = f"{tc.TXN_TOPIC}-{p}"
+        if tc.TXN_TOPIC in self.sup.meta["topics"]:
+            self.sup.reclaim_dead_producers()
+            for p in range(self.sup.meta["topics"][tc.TXN_TOPIC]["partitions"]):
+                where = f"{tc.TXN_TOPIC}-{p}"
 
-            def damaged(what, where=where):
-                _log(f"{where}: {what}; the transaction states it held are not loaded")
+                def damaged(what, where=where):
+                    _log(f"{where}: {what}; the transaction states it held are not loaded")
 
-            ring = self.sup.rings[(tc.TXN_TOPIC, p)]
-            for offset, k, v in read_partition(ring, self._pdir(tc.TXN_TOPIC, p), on_corrupt=damaged):
-                try:
-                    records.append(tc.decode_txn_record(k, v))
-                except Exception as exc:  # noqa: BLE001 - any undecodable record is skipped, never fatal
-                    damaged(f"the record at offset {offset} does not decode ({exc!r})")
-        # One partition per id: replaying partition by partition keeps each id's records in order.
-        self.execute(self.coordinator.loaded(records, _now_ms()))
+                ring = self.sup.rings[(tc.TXN_TOPIC, p)]
+                for offset, k, v in read_partition(ring, self._pdir(tc.TXN_TOPIC, p), on_corrupt=damaged):
+                    try:
+                        records.append(tc.decode_txn_record(k, v))
+                    except Exception as exc:  # noqa: BLE001 - any undecodable record is skipped, never fatal
+                        damaged(f"the record at offset {offset} does not decode ({exc!r})")
+        # Each id lives in one partition: replaying partition by partition keeps its records in order.
+        unfinished = self.coordinator.loaded(records, _now_ms())
+        # Every ring's line is set from the replayed table, not left as a crashed supervisor left
+        # it: a ring adopted from before the crash may say a transaction is open that has ended.
+        open_now = self.coordinator.open_partitions()
+        for (name, p), ring in self.sup.rings.items():
+            count = len(control_record.read_aborted(self._pdir(name, p)))
+            if count:
+                self.aborted_counts[(name, p)] = count
+            if count or (name, p) in open_now or ring.txn_state()[2]:
+                ring.set_txn(open_now.get((name, p)), count)
+        self.published = dict(open_now)
+        self.execute(unfinished)
         return len(records)
 
     def _pdir(self, topic, p):

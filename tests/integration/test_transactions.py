@@ -5,6 +5,7 @@ tests/crash/test_transaction_crash.py."""
 import os
 import subprocess
 import sys
+import time
 from base64 import b64encode
 
 import pytest
@@ -160,12 +161,15 @@ def test_the_coordinator_aborts_a_transaction_open_longer_than_its_timeout(conf,
     p.produce("t", b"expires")
     p.flush()
     c = Consumer({**conf, "isolation.level": "read_committed"})
-    c.assign([TopicPartition("t", 0, 0)])
-    # The open transaction holds the LSO at 0 until the coordinator aborts it; then the
-    # partition is stable again (marker included) and read_committed has nothing to return.
-    assert c.poll(5.0) is None or False
-    low, high = c.get_watermark_offsets(TopicPartition("t", 0))
-    assert high == 2
+    tp = TopicPartition("t", 0)
+    # The coordinator aborts it after 1 s: the partition is stable again, its ABORT marker included
+    # (while it is open the LSO stays at 0: test_read_committed_stops_at_the_last_stable_offset...).
+    deadline = time.monotonic() + 30
+    while c.get_watermark_offsets(tp) != (0, 2):
+        assert time.monotonic() < deadline, "the expired transaction was not aborted"
+        c.poll(0.05)
+    state = p._cluster.control.request("describe_transactions", transactional_ids=["slow"])["transactions"][0]
+    assert state["state"] == "CompleteAbort"
     c.close()
     with pytest.raises(KafkaException) as caught:
         p.commit_transaction()
