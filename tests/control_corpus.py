@@ -44,7 +44,7 @@ CORPUS = [
     {"op": "add_offsets_to_txn", "transactional_id": "fuzz-txn-never", "producer_id": 1, "producer_epoch": 0,
      "group": FUZZ_GROUP},
     {"op": "txn_offset_commit", "transactional_id": "fuzz-txn-never", "producer_id": 1, "producer_epoch": 0,
-     "group": FUZZ_GROUP, "offsets": [[FUZZ_TOPIC, 0, 0, ""]]},
+     "group": FUZZ_GROUP, "offsets": [[FUZZ_TOPIC, 0, 0, ""]], "generation": -1, "member_id": "", "instance_id": None},
     {"op": "end_txn", "transactional_id": "fuzz-txn-never", "producer_id": 1, "producer_epoch": 0, "commit": False},
     {"op": "list_transactions", "states": []},
     {"op": "describe_transactions", "transactional_ids": ["fuzz-txn"]},

@@ -279,7 +279,8 @@ REQUESTS = {
     "add_partitions_to_txn": Object(partitions=required(List(TOPIC_PARTITION)), **PRODUCER),
     "add_offsets_to_txn": Object(group=required(NAME), **PRODUCER),
     "txn_offset_commit": Object(
-        group=required(NAME), offsets=required(List(Tuple(NAME, PARTITION, OFFSET, Nullable(NAME)))), **PRODUCER),
+        group=required(NAME), offsets=required(List(Tuple(NAME, PARTITION, OFFSET, Nullable(NAME)))),
+        generation=optional(Int(*INT32), -1), **MEMBER, **PRODUCER),
     "end_txn": Object(commit=required(Bool()), **PRODUCER),
     "list_transactions": Object(states=optional(List(Str(64)), [])),
     "describe_transactions": Object(transactional_ids=required(List(NAME))),

@@ -143,6 +143,11 @@ class TxnService:
         elif op == "add_offsets_to_txn":
             effects = c.add_offsets(ref, *ids, request["group"], now, wall_ms=int(time.time() * 1000))
         elif op == "txn_offset_commit":
+            if request.get("generation", -1) >= 0:   # a group member's offsets: KIP-447's fencing
+                problem = self.sup.groups.coordinator.fencing_problem(
+                    request["group"], request.get("member_id") or "", request["generation"], request.get("instance_id"))
+                if problem is not None:
+                    return _wire(problem)
             effects = c.txn_offset_commit(ref, *ids, request["group"],
                                           [(t, int(p), o, m) for t, p, o, m in request["offsets"]], now)
         elif op == "end_txn":

@@ -148,7 +148,10 @@ class Transactions:
             if group not in self.groups:
                 self._request("add_offsets_to_txn", deadline, group=group, **self._ids())
                 self.groups.add(group)
-            self._request("txn_offset_commit", deadline, group=group, offsets=wire, **self._ids())
+            self._request("txn_offset_commit", deadline, group=group, offsets=wire,
+                          generation=getattr(group_metadata, "generation_id", -1),
+                          member_id=getattr(group_metadata, "member_id", "") or "",
+                          instance_id=getattr(group_metadata, "group_instance_id", None), **self._ids())
         except KafkaException as exc:
             if not exc.args[0].fatal() and not exc.args[0].retriable():
                 self.abortable(exc.args[0])
