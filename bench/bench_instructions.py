@@ -43,6 +43,9 @@ WORKLOADS = [
     # Under valgrind (~50x slower) linger.ms=5 closes a batch every ~100 records instead of at
     # batch.num.messages; with linger.ms=1000 batches close at 10,000 records, as they do natively.
     ("produce() 100 B, linger.ms=1000", "produce_linger1000", 100, None),
+    # Idempotence (docs/exactly-once.md) forces acks=all: its cost, next to acks=all without it.
+    ("produce() 100 B, linger.ms=1000, acks=all", "produce_acks_all", 100, None),
+    ("produce() 100 B, linger.ms=1000, acks=all, enable.idempotence", "produce_idempotent", 100, None),
     ("poll() 100 B", "poll", 100, "produce"),
     ("produce() 2 KB", "produce", 2048, None),
     ("poll() 2 KB", "poll", 2048, "produce"),
@@ -65,9 +68,9 @@ ENTRY_FUNCTIONS = ("producer_produce", "consumer_poll")
 
 # ---------------------------------------------------------------------------- the clients (under valgrind)
 
-def client_produce(a, linger_ms=PRODUCER_CONF["linger.ms"]):
+def client_produce(a, linger_ms=PRODUCER_CONF["linger.ms"], **conf):
     import shmlog
-    p = shmlog.Producer(dict(PRODUCER_CONF, **{"bootstrap.servers": a.bootstrap, "linger.ms": linger_ms}))
+    p = shmlog.Producer(dict(PRODUCER_CONF, **{"bootstrap.servers": a.bootstrap, "linger.ms": linger_ms}, **conf))
     produce, poll = p.produce, p.poll
     topic, value = a.topic, b"x" * a.record_bytes     # one value object: the count is produce()'s, not bytes()'s
     for _ in range(a.n):
@@ -164,6 +167,8 @@ def client_zmq(a):
 
 
 CLIENTS = {"produce": client_produce, "produce_linger1000": lambda a: client_produce(a, 1000), "poll": client_poll, "produce_values": client_produce_values,
+           "produce_acks_all": lambda a: client_produce(a, 1000, acks="all", **{"enable.idempotence": False}),
+           "produce_idempotent": lambda a: client_produce(a, 1000, acks="all", **{"enable.idempotence": True}),
            "consume_batch": client_consume_batch, "zmq": client_zmq}
 
 

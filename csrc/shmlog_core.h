@@ -78,16 +78,23 @@ int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *re
                            int16_t attributes, int64_t producer_id, int16_t producer_epoch,
                            int32_t base_sequence, int64_t timeout_ns, shmlog_doorbell *doorbell,
                            uint64_t *out_base_offset);
+/* producer_id >= 0 (an idempotent producer): the batch is stamped with producer_id,
+ * producer_epoch and base_sequence (SHMLOG_SEQUENCE_NEXT: the ring handle's next_sequence)
+ * after the check against the slot's sequence record, which may refuse it with
+ * SHMLOG_EDUPLICATE, SHMLOG_ESEQUENCE or SHMLOG_EEPOCH before anything is claimed. The two
+ * appends below take the next sequence always. */
 /* Appends `count` fixed-size values (NumPy rows) encoded straight into the claimed frame at a
  * constant stride (see shmlog_records_encode_fixed). */
 int64_t shmlog_ring_append_fixed(shmlog_ring_handle *ring, int slot, uint32_t count, const uint8_t *values,
-                                 uint32_t value_bytes, int64_t timestamp, int64_t timeout_ns,
-                                 shmlog_doorbell *doorbell, uint64_t *out_base_offset);
+                                 uint32_t value_bytes, int64_t timestamp, int64_t producer_id,
+                                 int16_t producer_epoch, int64_t timeout_ns, shmlog_doorbell *doorbell,
+                                 uint64_t *out_base_offset);
 int64_t shmlog_ring_append_records(shmlog_ring_handle *ring, int slot, uint32_t count, const uint8_t *keys,
                                    const int32_t *key_lens, const uint8_t *values, const int32_t *value_lens,
                                    const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
-                                   const uint8_t *headers, const int32_t *headers_lens, int64_t timeout_ns,
-                                   shmlog_doorbell *doorbell, uint64_t *out_base_offset);
+                                   const uint8_t *headers, const int32_t *headers_lens, int64_t producer_id,
+                                   int16_t producer_epoch, int64_t timeout_ns, shmlog_doorbell *doorbell,
+                                   uint64_t *out_base_offset);
 
 /* Test hooks: the next append of this process SIGKILLs itself at crash point 1-5, or stops
  * itself (SIGSTOP, once) at pause point 1-5, holding its claim until SIGCONT. */

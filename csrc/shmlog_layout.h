@@ -18,6 +18,7 @@
  *   +-----------------------------------------------------------+ 20 KiB
  *   | producer slots    [slot_count] x 64B                      |
  *   | reader pins       [slot_count] x 64B                      |
+ *   | sequence records  [slot_count] x 64B (idempotence)        |
  *   | (page padding)                                            |
  *   +-----------------------------------------------------------+ header_bytes
  *   | publish marks: u32 per 64-byte block of data              |
@@ -26,7 +27,7 @@
  *   +-----------------------------------------------------------+
  *
  * slot_count is fixed when the ring is created (the topic's ring.slots; by default
- * capacity / 64 KiB within 64..1024, so the slot tables are at most 1/512 of the ring and
+ * capacity / 64 KiB within 64..1024, so the slot tables are at most 3/1024 of the ring and
  * a 64 KiB ring is no larger than before), 1..SHMLOG_MAX_SLOTS. Slots are taken lowest
  * first and slots.producers_used / pins_used only grow: every scan of the tables (the
  * releaser's pin scan on each release, repairers) stops there, not at slot_count.
@@ -55,6 +56,11 @@
  * owner's CLAIMING/COMMITTING) to FENCED and publishes an empty control batch
  * in its place; FENCED -> IDLE only by a CAS that also lowers fenced_claims.
  *
+ * Sequence record i belongs to whoever holds producer slot i: an idempotent producer's id,
+ * epoch and the sequence of the last record it appended to this ring through that slot. Only
+ * the slot's owner writes it (csrc/core/append.c checks each idempotent batch against it,
+ * docs/exactly-once.md); producer_id -1 means "not idempotent / free".
+ *
  * The broker doorbell is a second object: SHMLOG_DOORBELL_SLOTS futex words a
  * blocked consumer sleeps on; a ring's waiter_mask says whom to wake.
  *
@@ -69,7 +75,7 @@
 #define SHMLOG_CACHE_LINE 64
 #define SHMLOG_RING_MAGIC 0x31304c4f474d4853ULL /* "SHMLOG01" */
 #define SHMLOG_DOORBELL_MAGIC 0x4c4c4542474d4853ULL /* "SHMGBELL" */
-#define SHMLOG_LAYOUT_VERSION 2
+#define SHMLOG_LAYOUT_VERSION 3 /* 3: sequence records */
 #define SHMLOG_RING_HEADER_BYTES 20480 /* the fixed part; the slot tables follow it */
 #define SHMLOG_DEFAULT_SLOTS_MIN 64
 #define SHMLOG_DEFAULT_SLOTS_MAX 1024
@@ -128,6 +134,9 @@ enum shmlog_status {
     SHMLOG_EFENCED = -9,     /* our claim was repaired away */
     SHMLOG_ESMALL = -10,     /* destination buffer too small */
     SHMLOG_ECLOSED = -11,    /* the broker closed the ring (it is stopping): nothing more is claimed */
+    SHMLOG_EDUPLICATE = -12, /* idempotent batch already appended (sequence not above the last): nothing appended */
+    SHMLOG_ESEQUENCE = -13,  /* idempotent batch leaves a gap after the last sequence: nothing appended */
+    SHMLOG_EEPOCH = -14,     /* idempotent batch's producer epoch is older than one already seen: fenced */
 };
 
 /* What the supervisor says of itself in the doorbell (broker_state). A stopping broker closes
@@ -224,6 +233,19 @@ typedef struct shmlog_producer_slot {
     uint8_t pad[SHMLOG_CACHE_LINE - 56];
 } shmlog_producer_slot;
 
+/* A sequence passed as this to an append means "the one after the last" (the producer's
+ * normal path); any other base_sequence >= 0 is checked (a resend). */
+#define SHMLOG_SEQUENCE_NEXT (-2)
+
+typedef struct shmlog_sequence_record {
+    int64_t producer_id;     /* -1: the slot's owner appends without idempotence */
+    int16_t producer_epoch;
+    uint16_t reserved;
+    int32_t last_sequence;   /* of the last record appended through the slot; -1: none known */
+    int64_t last_offset;     /* that record's offset */
+    uint8_t pad[SHMLOG_CACHE_LINE - 24];
+} shmlog_sequence_record;
+
 typedef struct shmlog_pin_slot {
     uint32_t pid;
     uint32_t in_use;
@@ -295,12 +317,18 @@ typedef struct shmlog_ring_handle {
     shmlog_ring_header *header;
     shmlog_producer_slot *producers; /* [slot_count] */
     shmlog_pin_slot *pins;           /* [slot_count] */
+    shmlog_sequence_record *sequences; /* [slot_count], parallel to producers */
     uint32_t *publish_marks;
     uint8_t *data;
     uint64_t capacity_bytes;
     uint64_t data_offset;
     uint32_t index_shift;
     uint32_t slot_count;
+    /* Process-local, of the one idempotent producer that maps the ring through this handle:
+     * the sequence its next batch starts at (SHMLOG_SEQUENCE_NEXT appends) and the base
+     * sequence of its last successful append. Never in shared memory. */
+    int32_t next_sequence;
+    int32_t last_base_sequence;
 } shmlog_ring_handle;
 
 typedef struct shmlog_cursor {

@@ -451,12 +451,14 @@ CLIENT_KEYS = (
         aliases=("compression.codec",)),
     Key("compression.level", Int(-1, 12), -1, "Codec level; -1 = the codec's default.", P),
     Key("retries", Int(0, INT32_MAX), INT32_MAX,
-        "How often a retriable publish failure is retried.", P,
+        "Whether batches a stopping broker refused are appended again when it is back (any value "
+        "above 0; message.timeout.ms bounds how long). 0: they fail at once with _TRANSPORT.", P,
         aliases=("message.send.max.retries",)),
     Key("retry.backoff.ms", Int(1, 300_000), 100, "First wait before a retry.", P),
     Key("retry.backoff.max.ms", Int(1, 300_000), 1000, "Longest wait between retries.", P),
-    Key("enable.idempotence", BOOL, False,
-        "Exactly-once, in-order publishing per partition (producer id and sequence numbers).", P),
+    Key("enable.idempotence", BOOL, True,
+        "Exactly-once, in-order publishing per partition (producer id and sequence numbers); "
+        "on unless acks is 0/1, retries 0 or max.in.flight above 5 are given (as in the Java client).", P),
     Key("enable.gapless.guarantee", BOOL, False,
         "Treat any failure that could leave a gap in the produced sequence as fatal.", P),
     Key("transactional.id", STR, None,
@@ -518,7 +520,9 @@ CLIENT_KEYS = (
     _inert("builtin.features", STR, None, _COMPAT),
     _inert("message.copy.max.bytes", Int(0, 1_000_000_000), 65535, _COMPAT),
     _inert("receive.message.max.bytes", Int(1000, INT32_MAX), 100_000_000, _NET),
-    _inert("max.in.flight.requests.per.connection", Int(1, 1_000_000), 1_000_000, _NET,
+    _inert("max.in.flight.requests.per.connection", Int(1, 1_000_000), 1_000_000,
+           "an append is one synchronous call into the ring: at most one batch per partition is "
+           "ever in flight (with `enable.idempotence` it must still be at most 5, as Kafka checks)",
            aliases=("max.in.flight",)),
     _inert("metadata.recovery.strategy", Enum(("none", "rebootstrap")), "rebootstrap", _META),
     _inert("metadata.recovery.rebootstrap.trigger.ms", Int(0, INT32_MAX), 300_000, _META),
@@ -1030,12 +1034,20 @@ _IDEMPOTENCE_LIMITS = (
 
 
 def _idempotence_limits(values, explicit):
+    """enable.idempotence given true (or implied by transactional.id) forces acks=all and refuses
+    the settings that contradict it; left at its default it is on only where nothing given
+    contradicts it, as the Java client decides."""
+    conflicts = [(name, must_be) for name, acceptable, must_be in _IDEMPOTENCE_LIMITS
+                 if name in explicit and not acceptable(values[name])]
+    if "enable.idempotence" not in explicit and values["transactional.id"] is None:
+        values["enable.idempotence"] = not conflicts
+        return
     if not values["enable.idempotence"]:
         return
-    for name, acceptable, must_be in _IDEMPOTENCE_LIMITS:
-        if name in explicit and not acceptable(values[name]):
-            raise _invalid(f'"{name}" must be {must_be} when "enable.idempotence" is true '
-                           f'(got {values[name]})')
+    if conflicts:
+        raise _invalid("; ".join(f'"{name}" must be {must_be} when "enable.idempotence" is true '
+                                 f'(got {values[name]})' for name, must_be in conflicts))
+    values["acks"] = -1
 
 
 def _fetch_max_bytes_covers_a_message(values, explicit):

@@ -22,6 +22,7 @@ CORPUS = [
     {"op": "shutdown"},
     {"op": "describe_cluster"},
     {"op": "init_producer_id", "transactional_id": None, "transaction_timeout_ms": 60000},
+    {"op": "describe_producers", "partitions": [[FUZZ_TOPIC, 0]]},
     {"op": "describe_configs", "topics": [FUZZ_TOPIC]},
     {"op": "incremental_alter_configs",
      "topics": {FUZZ_TOPIC: [["retention.ms", 0, "600000"], ["segment.ms", 1, None]]}, "validate_only": True},

@@ -69,6 +69,7 @@ int shmlog_producer_slot_release(shmlog_ring_handle *ring, int slot, uint64_t ow
     if (!compare_exchange(&s->owner_token, &expected, 0, memory_order_acq_rel, memory_order_relaxed))
         return SHMLOG_EAGAIN;
     shmlog_producer_slot_unfence(ring, slot);
+    store_release(&ring->sequences[slot].producer_id, -1); /* the next owner starts its own record */
     store_release(&s->state, SHMLOG_SLOT_IDLE);
     store_release(&s->pid, 0);
     return SHMLOG_OK;
@@ -263,6 +264,63 @@ static int64_t frame_commit(shmlog_ring_handle *ring, const claimed_frame *f, ui
     return (int64_t)pos;
 }
 
+/* ---------------------------------------------------------------- idempotence (docs/exactly-once.md) */
+
+#define SEQUENCE_MASK 0x7fffffffu /* Kafka's sequences are int32 and wrap to 0 after INT32_MAX */
+
+static inline int32_t sequence_after(int32_t sequence, uint32_t n) {
+    return (int32_t)(((uint32_t)sequence + n) & SEQUENCE_MASK);
+}
+
+/* Another slot of the ring holds the same producer id at a newer epoch: ours is a zombie. */
+static int epoch_is_fenced(const shmlog_ring_handle *ring, int slot, int64_t producer_id, int16_t producer_epoch) {
+    uint32_t used = load_acquire(&ring->header->slots.producers_used);
+    if (used > ring->slot_count) used = ring->slot_count; /* shared memory: never trusted as a bound */
+    for (uint32_t i = 0; i < used; i++) {
+        const shmlog_sequence_record *r = &ring->sequences[i];
+        if ((int)i != slot && load_relaxed(&r->producer_id) == producer_id &&
+            load_relaxed(&r->producer_epoch) > producer_epoch)
+            return 1;
+    }
+    return 0;
+}
+
+/* Kafka's producer-state check of an idempotent batch against the slot's sequence record,
+ * before anything is claimed: the base sequence to stamp (>= 0), SHMLOG_EDUPLICATE (at or
+ * below the last sequence appended: the batch is in the log already), SHMLOG_ESEQUENCE (a
+ * gap) or SHMLOG_EEPOCH (an older epoch than one seen). Only the slot's owner writes the
+ * record, so the check and the update after the publish need no atomics between them. */
+static int64_t sequence_check(shmlog_ring_handle *ring, int slot, uint32_t count, int64_t producer_id,
+                              int16_t producer_epoch, int32_t base_sequence) {
+    if (producer_epoch < 0 || count > SEQUENCE_MASK) return SHMLOG_ESEQUENCE;
+    if (base_sequence == SHMLOG_SEQUENCE_NEXT) base_sequence = ring->next_sequence;
+    if (base_sequence < 0) return SHMLOG_ESEQUENCE;
+    shmlog_sequence_record *r = &ring->sequences[slot];
+    if (r->producer_id == producer_id && producer_epoch < r->producer_epoch) return SHMLOG_EEPOCH;
+    if (epoch_is_fenced(ring, slot, producer_id, producer_epoch)) return SHMLOG_EEPOCH;
+    if (r->producer_id != producer_id || r->producer_epoch != producer_epoch) {
+        /* A producer (or epoch) new to this slot: its sequences start here. */
+        store_relaxed(&r->last_sequence, -1);
+        store_relaxed(&r->last_offset, -1);
+        store_relaxed(&r->producer_epoch, producer_epoch);
+        store_release(&r->producer_id, producer_id);
+    }
+    int32_t last = r->last_sequence;
+    if (last < 0 || base_sequence == sequence_after(last, 1)) return base_sequence;
+    /* Within half the sequence space at or below the last one: sent before. */
+    uint32_t behind = ((uint32_t)last - (uint32_t)base_sequence) & SEQUENCE_MASK;
+    return behind < (SEQUENCE_MASK >> 1) ? SHMLOG_EDUPLICATE : SHMLOG_ESEQUENCE;
+}
+
+static void sequence_note(shmlog_ring_handle *ring, int slot, int32_t base_sequence, uint32_t count,
+                          uint64_t base_offset) {
+    shmlog_sequence_record *r = &ring->sequences[slot];
+    store_relaxed(&r->last_offset, (int64_t)(base_offset + count - 1));
+    store_release(&r->last_sequence, sequence_after(base_sequence, count - 1));
+    ring->last_base_sequence = base_sequence;
+    ring->next_sequence = sequence_after(base_sequence, count);
+}
+
 /* ---------------------------------------------------------------- the three appends */
 
 int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *records, uint32_t records_bytes,
@@ -270,6 +328,15 @@ int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *re
                            int16_t attributes, int64_t producer_id, int16_t producer_epoch,
                            int32_t base_sequence, int64_t timeout_ns, shmlog_doorbell *doorbell,
                            uint64_t *out_base_offset) {
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_ENOSLOT;
+    /* A transaction marker (a control batch: the coordinator's, with the producer's id and epoch)
+     * has no sequence, as in Kafka: it is not checked, nor noted in the sequence record. */
+    int sequenced = producer_id >= 0 && !(attributes & SHMLOG_ATTR_CONTROL);
+    if (sequenced) {
+        int64_t checked = sequence_check(ring, slot, record_count, producer_id, producer_epoch, base_sequence);
+        if (checked < 0) return checked;
+        base_sequence = (int32_t)checked;
+    }
     claimed_frame f;
     int64_t rc = frame_claim(ring, slot, records_bytes, record_count, timeout_ns, doorbell, &f);
     if (rc < 0) return rc;
@@ -278,33 +345,54 @@ int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *re
     memcpy(f.records, records, half);
     crash_at(CRASH_MID_COPY);
     memcpy(f.records + half, records + half, records_bytes - half);
-    return frame_commit(ring, &f, records_bytes, record_count, base_timestamp, max_timestamp, attributes,
-                        producer_id, producer_epoch, base_sequence, doorbell);
+    rc = frame_commit(ring, &f, records_bytes, record_count, base_timestamp, max_timestamp, attributes, producer_id,
+                      producer_epoch, base_sequence, doorbell);
+    if (rc >= 0 && sequenced) sequence_note(ring, slot, base_sequence, record_count, f.base_offset);
+    return rc;
 }
 
 /* Encodes the records straight into the claimed frame: no staging buffer, one pass. */
 int64_t shmlog_ring_append_fixed(shmlog_ring_handle *ring, int slot, uint32_t count, const uint8_t *values,
-                                 uint32_t value_bytes, int64_t timestamp, int64_t timeout_ns,
-                                 shmlog_doorbell *doorbell, uint64_t *out_base_offset) {
+                                 uint32_t value_bytes, int64_t timestamp, int64_t producer_id,
+                                 int16_t producer_epoch, int64_t timeout_ns, shmlog_doorbell *doorbell,
+                                 uint64_t *out_base_offset) {
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_ENOSLOT;
     int64_t records_bytes = shmlog_records_encode_fixed(NULL, 0, count, values, value_bytes);
     if (records_bytes < 0) return SHMLOG_ETOOBIG;
+    int32_t sequence = -1;
+    if (producer_id >= 0) {
+        int64_t checked = sequence_check(ring, slot, count, producer_id, producer_epoch, SHMLOG_SEQUENCE_NEXT);
+        if (checked < 0) return checked;
+        sequence = (int32_t)checked;
+    }
     claimed_frame f;
     int64_t rc = frame_claim(ring, slot, (uint64_t)records_bytes, count, timeout_ns, doorbell, &f);
     if (rc < 0) return rc;
     *out_base_offset = f.base_offset;
     shmlog_records_encode_fixed(f.records, (uint64_t)records_bytes, count, values, value_bytes);
     crash_at(CRASH_MID_COPY);
-    return frame_commit(ring, &f, (uint32_t)records_bytes, count, timestamp, timestamp, 0, -1, -1, -1, doorbell);
+    rc = frame_commit(ring, &f, (uint32_t)records_bytes, count, timestamp, timestamp, 0, producer_id,
+                      producer_id >= 0 ? producer_epoch : -1, sequence, doorbell);
+    if (rc >= 0 && producer_id >= 0) sequence_note(ring, slot, sequence, count, f.base_offset);
+    return rc;
 }
 
 int64_t shmlog_ring_append_records(shmlog_ring_handle *ring, int slot, uint32_t count, const uint8_t *keys,
                                    const int32_t *key_lens, const uint8_t *values, const int32_t *value_lens,
                                    const int64_t *timestamps, int64_t base_timestamp, int64_t max_timestamp,
-                                   const uint8_t *headers, const int32_t *headers_lens, int64_t timeout_ns,
-                                   shmlog_doorbell *doorbell, uint64_t *out_base_offset) {
+                                   const uint8_t *headers, const int32_t *headers_lens, int64_t producer_id,
+                                   int16_t producer_epoch, int64_t timeout_ns, shmlog_doorbell *doorbell,
+                                   uint64_t *out_base_offset) {
+    if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_ENOSLOT;
     int64_t records_bytes = shmlog_records_encode(NULL, 0, count, keys, key_lens, values, value_lens, timestamps,
                                                   base_timestamp, headers, headers_lens);
     if (records_bytes < 0) return SHMLOG_ETOOBIG;
+    int32_t sequence = -1;
+    if (producer_id >= 0) {
+        int64_t checked = sequence_check(ring, slot, count, producer_id, producer_epoch, SHMLOG_SEQUENCE_NEXT);
+        if (checked < 0) return checked;
+        sequence = (int32_t)checked;
+    }
     claimed_frame f;
     int64_t rc = frame_claim(ring, slot, (uint64_t)records_bytes, count, timeout_ns, doorbell, &f);
     if (rc < 0) return rc;
@@ -312,6 +400,8 @@ int64_t shmlog_ring_append_records(shmlog_ring_handle *ring, int slot, uint32_t 
     shmlog_records_encode(f.records, (uint64_t)records_bytes, count, keys, key_lens, values, value_lens, timestamps,
                           base_timestamp, headers, headers_lens);
     crash_at(CRASH_MID_COPY);
-    return frame_commit(ring, &f, (uint32_t)records_bytes, count, base_timestamp, max_timestamp, 0, -1, -1, -1,
-                        doorbell);
+    rc = frame_commit(ring, &f, (uint32_t)records_bytes, count, base_timestamp, max_timestamp, 0, producer_id,
+                      producer_id >= 0 ? producer_epoch : -1, sequence, doorbell);
+    if (rc >= 0 && producer_id >= 0) sequence_note(ring, slot, sequence, count, f.base_offset);
+    return rc;
 }

@@ -9,6 +9,7 @@ _Static_assert(sizeof(shmlog_ring_persist) == SHMLOG_CACHE_LINE, "persist is one
 _Static_assert(sizeof(shmlog_ring_slots) == SHMLOG_CACHE_LINE, "slots is one line");
 _Static_assert(sizeof(shmlog_producer_slot) == SHMLOG_CACHE_LINE, "slot is one line");
 _Static_assert(sizeof(shmlog_pin_slot) == SHMLOG_CACHE_LINE, "pin is one line");
+_Static_assert(sizeof(shmlog_sequence_record) == SHMLOG_CACHE_LINE, "sequence record is one line");
 _Static_assert(sizeof(shmlog_ring_header) <= SHMLOG_RING_HEADER_BYTES, "header fits");
 _Static_assert(offsetof(shmlog_ring_header, claim) % 16 == 0, "claim pair is 16-byte aligned");
 
@@ -27,9 +28,10 @@ uint32_t shmlog_ring_default_slots(uint64_t capacity_bytes) {
                       : n > SHMLOG_DEFAULT_SLOTS_MAX ? SHMLOG_DEFAULT_SLOTS_MAX : n);
 }
 
-/* The fixed header, then the producer slots and the pins, padded to a page. */
+/* The fixed header, then the producer slots, the pins and the sequence records, padded to a page. */
 static uint64_t header_bytes_for(uint32_t slot_count) {
-    uint64_t tables = (uint64_t)slot_count * (sizeof(shmlog_producer_slot) + sizeof(shmlog_pin_slot));
+    uint64_t tables = (uint64_t)slot_count *
+                      (sizeof(shmlog_producer_slot) + sizeof(shmlog_pin_slot) + sizeof(shmlog_sequence_record));
     return SHMLOG_RING_HEADER_BYTES + ((tables + 4095) & ~(uint64_t)4095);
 }
 
@@ -67,6 +69,8 @@ int shmlog_ring_init(void *map, uint64_t map_bytes, uint64_t capacity_bytes, uin
     shmlog_pin_slot *pins = (shmlog_pin_slot *)((uint8_t *)map + SHMLOG_RING_HEADER_BYTES +
                                                 (uint64_t)slot_count * sizeof(shmlog_producer_slot));
     for (uint32_t i = 0; i < slot_count; i++) pins[i].pin_position = UINT64_MAX;
+    shmlog_sequence_record *sequences = (shmlog_sequence_record *)(pins + slot_count);
+    for (uint32_t i = 0; i < slot_count; i++) sequences[i].producer_id = -1;
     /* Release: whoever acquires the magic (ring_validate) sees the header written above. */
     store_release(&h->descriptor.magic, SHMLOG_RING_MAGIC);
     return SHMLOG_OK;
@@ -107,8 +111,11 @@ int shmlog_ring_open(shmlog_ring_handle *ring, void *map, uint64_t map_bytes) {
     ring->slot_count = slot_count;
     ring->producers = (shmlog_producer_slot *)(base + SHMLOG_RING_HEADER_BYTES);
     ring->pins = (shmlog_pin_slot *)(base + SHMLOG_RING_HEADER_BYTES + (uint64_t)slot_count * sizeof(shmlog_producer_slot));
+    ring->sequences = (shmlog_sequence_record *)(ring->pins + slot_count);
     ring->publish_marks = (uint32_t *)(base + header_bytes_for(slot_count));
     ring->data = base + map_bytes_for(capacity_bytes, slot_count) - capacity_bytes;
     ring->data_offset = (uint64_t)(ring->data - base);
+    ring->next_sequence = 0;
+    ring->last_base_sequence = -1;
     return SHMLOG_OK;
 }

@@ -18,6 +18,7 @@ Batch *batch_open(Route *route, int partition) {
     b->reports = NULL;
     b->base_offset = -1;
     b->status = 0;
+    b->base_sequence = -1;
     b->exports = 0;
     return b;
 }
@@ -106,6 +107,7 @@ static PyMemberDef batch_members[] = {
     {"reports", T_OBJECT, offsetof(Batch, reports), READONLY, NULL},
     {"base_offset", T_LONGLONG, offsetof(Batch, base_offset), 0, NULL},
     {"status", T_LONGLONG, offsetof(Batch, status), 0, NULL},
+    {"base_sequence", T_INT, offsetof(Batch, base_sequence), 0, NULL},
     {NULL},
 };
 

@@ -156,6 +156,7 @@ typedef struct {
                             * monotonic ns), or NULL */
     long long base_offset;
     long long status;      /* the ring append's return code, 0 before it ran */
+    int base_sequence;     /* an idempotent batch's, once appended (resent with it); -1 before */
     Py_ssize_t exports;
 } Batch;
 

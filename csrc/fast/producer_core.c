@@ -30,8 +30,9 @@ typedef struct {
     long long queued_records;
     long long queued_bytes;
     long long max_block_ns;
-    long long txn_producer_id;      /* transactional.id: from init_transactions; -1 before */
-    int txn_producer_epoch;
+    long long producer_id;          /* enable.idempotence: from init_producer_id; -1 otherwise */
+    int producer_epoch;
+    int transactional;              /* transactional.id: batches carry the transactional bit */
     shmlog_doorbell *doorbell;
     pthread_mutex_t send_lock;
     double queue_wait_min_s, queue_wait_max_s, queue_wait_sum_s; /* batches' wait before their append */
@@ -102,22 +103,23 @@ static PyObject *producer_core_new(PyTypeObject *type, PyObject *Py_UNUSED(args)
     self->on_delivery = Py_NewRef(Py_None);
     self->wake = Py_NewRef(Py_None);
     static const uint64_t never = UINT64_MAX;
-    self->txn_producer_id = -1;
     self->metadata_epoch = &never; /* every produce() takes the slow path until _configure */
+    self->producer_id = -1;
     if (!self->routes || !self->ready) { Py_DECREF(self); return NULL; }
     return (PyObject *)self;
 }
 
 /* _configure(on_delivery, wake, epoch_address, doorbell, fast_partitioner, null_key_random, linger_zero,
- *            acks, compressed, batch_records, max_queued_records, max_queued_bytes, max_block_ms) */
+ *            acks, compressed, batch_records, max_queued_records, max_queued_bytes, max_block_ms,
+ *            producer_id, producer_epoch) */
 static PyObject *producer_configure(ProducerCore *self, PyObject *args) {
     PyObject *on_delivery, *wake;
     unsigned long long epoch_address, doorbell;
     long long max_block_ms;
-    if (!PyArg_ParseTuple(args, "OOKKpppipLLLL", &on_delivery, &wake, &epoch_address, &doorbell,
+    if (!PyArg_ParseTuple(args, "OOKKpppipLLLLLi", &on_delivery, &wake, &epoch_address, &doorbell,
                           &self->fast_partitioner, &self->null_key_random, &self->linger_zero, &self->acks,
                           &self->compressed, &self->batch_records, &self->max_queued_records,
-                          &self->max_queued_bytes, &max_block_ms))
+                          &self->max_queued_bytes, &max_block_ms, &self->producer_id, &self->producer_epoch))
         return NULL;
     Py_XSETREF(self->on_delivery, Py_NewRef(on_delivery));
     Py_XSETREF(self->wake, Py_NewRef(wake));
@@ -212,17 +214,18 @@ static int producer_append(ProducerCore *self, Batch *b) {
     int64_t rc = SHMLOG_ETOOBIG;
     if (records_bytes <= (Py_ssize_t)UINT32_MAX) {
         Py_BEGIN_ALLOW_THREADS
-        /* A transactional producer's batches carry the transactional bit and its id and epoch:
-         * read_committed readers drop them when the transaction aborts (shmlog/log/control_record.py). */
-        int transactional = self->txn_producer_id >= 0;
+        /* Idempotent: the ring's next sequence for us, checked against its sequence record. A
+         * transactional producer's batches carry the transactional bit too: read_committed readers
+         * drop them when the transaction aborts (shmlog/log/control_record.py). */
         rc = core->ring_append(ring, slot, records, (uint32_t)records_bytes, b->count, b->base_timestamp,
                                b->max_timestamp,
-                               (int16_t)(attributes | (transactional ? SHMLOG_ATTR_TRANSACTIONAL : 0)),
-                               transactional ? self->txn_producer_id : -1,
-                               transactional ? (int16_t)self->txn_producer_epoch : -1, -1, self->max_block_ns,
+                               (int16_t)(attributes | (self->transactional ? SHMLOG_ATTR_TRANSACTIONAL : 0)),
+                               self->producer_id, (int16_t)self->producer_epoch,
+                               self->producer_id >= 0 ? SHMLOG_SEQUENCE_NEXT : -1, self->max_block_ns,
                                self->doorbell, &base);
         Py_END_ALLOW_THREADS
     }
+    if (rc >= 0 && self->producer_id >= 0) b->base_sequence = ring->last_base_sequence;
     if (compressed) {
         PyBuffer_Release(&view);
         Py_DECREF(compressed);
@@ -451,9 +454,11 @@ static PyObject *producer_reset_routes(ProducerCore *self, PyObject *Py_UNUSED(i
 }
 
 /* _set_transactional(producer_id, producer_epoch): what init_transactions got; every batch appended
- * from now on is transactional (producer_id -1: none is). Taken under the send lock by the caller. */
+ * from now on carries them and the transactional bit (producer_id -1: none does). Taken under the
+ * send lock by the caller. */
 static PyObject *producer_set_transactional(ProducerCore *self, PyObject *args) {
-    if (!PyArg_ParseTuple(args, "Li", &self->txn_producer_id, &self->txn_producer_epoch)) return NULL;
+    if (!PyArg_ParseTuple(args, "Li", &self->producer_id, &self->producer_epoch)) return NULL;
+    self->transactional = self->producer_id >= 0;
     Py_RETURN_NONE;
 }
 

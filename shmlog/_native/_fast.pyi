@@ -138,6 +138,7 @@ class Batch:
     reports: list | None
     base_offset: int
     status: int   # the ring append's status (< 0: failed), 0 before it ran
+    base_sequence: int   # an idempotent batch's first sequence once appended; -1 before
     topic: str
     def __len__(self) -> int: ...
 
@@ -174,7 +175,7 @@ class ProducerCore:
     def _configure(self, on_delivery: Callable | None, wake: Callable | None, epoch_address: int,
                    doorbell_address: int, fast_partitioner: bool, null_key_random: bool, linger_zero: bool,
                    acks: int, compressed: bool, batch_records: int, max_queued_records: int,
-                   max_queued_bytes: int, max_block_ms: int) -> None: ...
+                   max_queued_bytes: int, max_block_ms: int, producer_id: int, producer_epoch: int) -> None: ...
     def _add(self, route: Route, partition: int, key: bytes | None, value: bytes | None, timestamp: int,
              headers: bytes | None, raw_headers: Any, callback: Callable | None, size: int) -> None:
         """Add a validated record to the partition's open batch (timestamp 0: now)."""

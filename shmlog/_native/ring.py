@@ -26,6 +26,9 @@ STATUS_NAMES = {
     lib.SHMLOG_EFENCED: "claim fenced (passed by readers after shmlog.claim.timeout.ms)",
     lib.SHMLOG_ESMALL: "buffer too small",
     lib.SHMLOG_ECLOSED: "ring closed by a stopping broker",
+    lib.SHMLOG_EDUPLICATE: "duplicate sequence number",
+    lib.SHMLOG_ESEQUENCE: "out-of-order sequence number",
+    lib.SHMLOG_EEPOCH: "fenced producer epoch",
 }
 
 # How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
@@ -184,6 +187,25 @@ class Ring:
         """How many producer slots still hold a claim (CLAIMING or OWNED)."""
         return lib.shmlog_ring_open_claims(self.map, ffi.NULL, 0)
 
+    def producer_sequences(self):
+        """What the sequence records say of the idempotent producers appending here now:
+        [{producer_id, producer_epoch, last_sequence, last_offset}] (one per slot that appended)."""
+        found = []
+        for i in range(min(self.header.slots.producers_used, self.slot_count)):
+            r = self.map.sequences[i]
+            if r.producer_id >= 0 and r.last_sequence >= 0:
+                found.append({"producer_id": r.producer_id, "producer_epoch": r.producer_epoch,
+                              "last_sequence": r.last_sequence, "last_offset": r.last_offset})
+        return found
+
+    def seed_sequence(self, slot, producer_id, producer_epoch, last_sequence, last_offset):
+        """(The slot's owner, before its first append here.) Start the slot's sequence record
+        where the log says this producer's sequences are, so a batch re-sent to this ring that
+        the log already holds is refused as a duplicate (csrc/core/append.c)."""
+        r = self.map.sequences[slot]
+        r.last_sequence, r.last_offset, r.producer_epoch = last_sequence, last_offset, producer_epoch
+        r.producer_id = producer_id
+
     def release_producer_slot(self, slot):
         if not self.closed:
             lib.shmlog_producer_slot_release(self.map, slot, self._slot_tokens.pop(slot, 0))
@@ -197,21 +219,23 @@ class Ring:
                                     base_sequence, int(timeout_ms * 1_000_000), doorbell, out)
         return out[0] if rc >= 0 else self._append_failed(rc, records_bytes, timeout_ms)
 
-    def append_records(self, slot, encoder_args, base_timestamp, max_timestamp, timeout_ms, doorbell):
+    def append_records(self, slot, encoder_args, base_timestamp, max_timestamp, timeout_ms, doorbell,
+                       producer_id=-1, producer_epoch=-1):
         """Claim a frame and encode the records straight into it (see shmlog_records_encode for
         encoder_args); returns the batch's base offset."""
         out = ffi.new("uint64_t *")
         count, keys, key_lens, values, value_lens, timestamps, _, headers, header_lens = encoder_args
         rc = lib.shmlog_ring_append_records(self.map, slot, count, keys, key_lens, values, value_lens, timestamps,
-                                            base_timestamp, max_timestamp, headers, header_lens,
-                                            int(timeout_ms * 1_000_000), doorbell, out)
+                                            base_timestamp, max_timestamp, headers, header_lens, producer_id,
+                                            producer_epoch, int(timeout_ms * 1_000_000), doorbell, out)
         return out[0] if rc >= 0 else self._append_failed(rc, len(values) + len(keys), timeout_ms)
 
-    def append_fixed(self, slot, count, values, value_bytes, timestamp, timeout_ms, doorbell):
+    def append_fixed(self, slot, count, values, value_bytes, timestamp, timeout_ms, doorbell,
+                     producer_id=-1, producer_epoch=-1):
         """Claim a frame and encode `count` fixed-size values straight into it; returns the base offset."""
         out = ffi.new("uint64_t *")
-        rc = lib.shmlog_ring_append_fixed(self.map, slot, count, values, value_bytes, timestamp,
-                                          int(timeout_ms * 1_000_000), doorbell, out)
+        rc = lib.shmlog_ring_append_fixed(self.map, slot, count, values, value_bytes, timestamp, producer_id,
+                                          producer_epoch, int(timeout_ms * 1_000_000), doorbell, out)
         return out[0] if rc >= 0 else self._append_failed(rc, count * value_bytes, timeout_ms)
 
     def _append_failed(self, rc, records_bytes, timeout_ms):
@@ -228,6 +252,18 @@ class Ring:
                         f"for longer than shmlog.claim.timeout.ms; readers passed the claim and the batch of "
                         f"{records_bytes} record bytes was not written (its offsets hold an empty control batch); "
                         f"produce it again")
+        if rc == lib.SHMLOG_ESEQUENCE:
+            raise error(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        f"{self.where()}: the idempotent batch's sequence does not follow the last one this "
+                        f"producer appended to the partition (a gap): nothing was appended")
+        if rc == lib.SHMLOG_EDUPLICATE:
+            raise error(KafkaError.DUPLICATE_SEQUENCE_NUMBER,
+                        f"{self.where()}: the idempotent batch's sequence is at or below the last one this "
+                        f"producer appended to the partition: it is in the log already, nothing was appended")
+        if rc == lib.SHMLOG_EEPOCH:
+            raise error(KafkaError.INVALID_PRODUCER_EPOCH,
+                        f"{self.where()}: the producer epoch is older than one already appended with the same "
+                        f"producer id (this producer was fenced): nothing was appended")
         if rc == lib.SHMLOG_ETOOBIG:
             raise error(KafkaError.MSG_SIZE_TOO_LARGE,
                         f"{self.where()}: a batch of {records_bytes} record bytes can never fit the partition's "

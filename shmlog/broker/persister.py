@@ -597,6 +597,7 @@ class PartitionLog:
         if self.storage_errno:
             self._storage_recovered()
         self.publish()
+        self.writer.snapshot_producers()   # a clean stop: the next start reads no batch to rebuild them
         return True
 
     def close(self):

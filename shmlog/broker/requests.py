@@ -253,6 +253,7 @@ REQUESTS = {
     "status": Object(),
     "shutdown": Object(),
     "describe_cluster": Object(),
+    "describe_producers": Object(partitions=required(List(TOPIC_PARTITION))),
     "init_producer_id": Object(transactional_id=optional(NAME),
                                transaction_timeout_ms=optional(Int(0, INT32[1]), 60_000)),
     "describe_configs": Object(topics=optional(List(NAME), [])),

@@ -38,7 +38,7 @@ from shmlog.config import (
     topic_names_collide,
 )
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log import retention
+from shmlog.log import producer_state, retention
 from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, recover
 
 HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, retired partition dirs
@@ -852,6 +852,36 @@ class Supervisor:
             return {"producer_id": self.producer_ids.allocate(), "producer_epoch": 0}
         except ProducerIdsUnavailable as exc:
             raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"init_producer_id: {exc}") from None
+
+    def op_describe_producers(self, sock, request):
+        """Kafka's DescribeProducers: per partition, each idempotent producer's epoch, last
+        sequence and its offset, from the log on disk (producer_state.load) and, newer, the
+        ring's sequence records. An idempotent producer asks before it re-sends batches to a
+        restarted broker, so the append path knows which of them the log already holds."""
+        results = []
+        for topic, partition in request["partitions"]:
+            t = self.meta["topics"].get(topic)
+            if t is None or not 0 <= partition < t["partitions"]:
+                results.append({"topic": topic, "partition": partition, "error": KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                "producers": []})
+                continue
+            pdir = partition_dir(self.partition_log_dir(topic, partition, t), topic, partition)
+            try:
+                state = producer_state.load(pdir, log_end_offset(pdir, check_crc=True)) if os.path.isdir(pdir) \
+                    else producer_state.ProducerState()
+            except OSError as exc:
+                raise Refused(KafkaError.KAFKA_STORAGE_ERROR, f"describe_producers: cannot read {pdir}: {exc}")
+            producers = {pid: {"producer_id": pid, "producer_epoch": e.producer_epoch,
+                               "last_sequence": e.last_sequence, "last_offset": e.last_offset}
+                         for pid, e in state.producers.items()}
+            ring = self.rings.get((topic, partition))
+            for live in (ring.producer_sequences() if ring is not None and not ring.closed else ()):
+                known = producers.get(live["producer_id"])
+                if known is None or live["last_offset"] > known["last_offset"]:
+                    producers[live["producer_id"]] = live
+            results.append({"topic": topic, "partition": partition, "error": 0,
+                            "producers": sorted(producers.values(), key=lambda e: e["producer_id"])})
+        return {"partitions": results}
 
     def op_describe_configs(self, sock, request):
         """AdminClient.describe_configs: per topic its effective config and what was set on it;

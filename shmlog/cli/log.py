@@ -4,9 +4,10 @@
 A `.log` prints one line per batch (offsets, producer fields, position, timestamp, size,
 codec, CRC and whether it checks out); --deep-iteration adds a line per record and
 --print-data-log its key and value. An `.index` or `.timeindex` prints its entries and
-checks each against the `.log` beside it. Whatever does not check out (a CRC mismatch, a
-torn or invalid tail, an offset gap, an index entry that points nowhere) is reported and
-makes the exit status 1.
+checks each against the `.log` beside it. A `.snapshot` (producer state,
+shmlog/log/producer_state.py) prints one line per producer id, as kafka-dump-log does.
+Whatever does not check out (a CRC mismatch, a torn or invalid tail, an offset gap, an index
+entry that points nowhere) is reported and makes the exit status 1.
 
 verify-log (like kafka-dump-log --deep-iteration over a whole log) walks every segment of
 each partition with the segment walk recovery and readers use, CRC32C included, and checks
@@ -20,7 +21,7 @@ import click
 import numpy as np
 
 from shmlog._native import ffi, lib
-from shmlog.log import index, segment
+from shmlog.log import index, producer_state, segment
 from shmlog.log.batch import (
     ATTR_COMPRESSION_MASK,
     ATTR_CONTROL,
@@ -177,13 +178,28 @@ def _dump_index(path, out, time_index):
             mapped.close()
 
 
+def _dump_snapshot(path, out):
+    click.echo(f"Dumping {path}")
+    name = os.path.basename(path)[:-len(producer_state.SUFFIX)]
+    try:
+        state = producer_state.read_snapshot(os.path.dirname(path), int(name))
+    except (ValueError, producer_state.BadSnapshot) as exc:
+        out.problem(f"{path}: not a usable producer snapshot: {exc}")
+        return
+    for e in sorted(state.producers.values(), key=lambda e: e.producer_id):
+        click.echo(f"producerId: {e.producer_id} producerEpoch: {e.producer_epoch} coordinatorEpoch: -1 "
+                   f"currentTxnFirstOffset: None lastTimestamp: {e.last_timestamp} "
+                   f"firstSequence: {(e.last_sequence - e.offset_delta) & producer_state.SEQUENCE_MASK} "
+                   f"lastSequence: {e.last_sequence} lastOffset: {e.last_offset} offsetDelta: {e.offset_delta}")
+
+
 @click.command("dump-log")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--deep-iteration", is_flag=True, help="Print every record (offset, timestamp, sizes), not only batches.")
 @click.option("--print-data-log", is_flag=True, help="Print every record with its key and value "
               "(implies --deep-iteration).")
 def dump_log(files, deep_iteration, print_data_log):
-    """Print segment files (.log, .index, .timeindex) batch by batch and check them, like kafka-dump-log.
+    """Print segment files (.log, .index, .timeindex, .snapshot) batch by batch and check them, like kafka-dump-log.
 
     Exit status 1 when anything does not check out (CRC, torn tail, offset gap, index entry).
     """
@@ -195,6 +211,8 @@ def dump_log(files, deep_iteration, print_data_log):
             _dump_index(path, out, time_index=False)
         elif path.endswith(index.TIME_SUFFIX):
             _dump_index(path, out, time_index=True)
+        elif path.endswith(producer_state.SUFFIX):
+            _dump_snapshot(path, out)
         else:
             _dump_log(path, out)
     if out.problems:

@@ -92,6 +92,13 @@ class Cluster:
                                      transaction_timeout_ms=transaction_timeout_ms)
         return reply["producer_id"], reply["producer_epoch"]
 
+    def describe_producers(self, partitions):
+        """{(topic, partition): {producer_id: {producer_epoch, last_sequence, last_offset}}} (Kafka's
+        DescribeProducers), from the log and the rings."""
+        reply = self.control.request("describe_producers", partitions=[list(tp) for tp in partitions])
+        return {(p["topic"], p["partition"]): {e["producer_id"]: e for e in p["producers"]}
+                for p in reply["partitions"]}
+
     def close(self):
         with self.lock:
             for ring in self.rings.values():

@@ -131,6 +131,19 @@ class Producer(_fast.ProducerCore):
         self._null_key_random = cfg.partitioner in NULL_KEY_IS_RANDOM
         self._empty_key_random = cfg.partitioner in EMPTY_KEY_IS_RANDOM
         self._cluster = connect(cfg, "producer")
+        # enable.idempotence (docs/exactly-once.md): one producer id for the producer's life, kept
+        # across a broker restart (the log's sequences for it continue); -1 when off.
+        self._producer_id, self._producer_epoch = -1, -1
+        if cfg.enable_idempotence and cfg.transactional_id is None:   # a transactional one: init_transactions()
+            try:
+                self._producer_id, self._producer_epoch = self._cluster.init_producer_id(
+                    None, cfg.transaction_timeout_ms)
+            except BaseException:
+                self._cluster.close()
+                raise
+        # (topic, partition) -> the sequence the next idempotent batch starts at, carried from a
+        # stopped broker's rings to the next broker's (_reconnect); a ring handle keeps it meanwhile.
+        self._next_sequences = {}
         self._route_info = {}
         self._slots = {}
         self._reports = collections.deque()   # (batch, error) awaiting poll()
@@ -162,7 +175,7 @@ class Producer(_fast.ProducerCore):
                         _address(ffi.addressof(doorbell.header, "metadata_epoch")), _address(doorbell.ptr),
                         cfg.partitioner in _FAST_PARTITIONERS, self._null_key_random, self._linger_s <= 0,
                         self._acks, self._codec != NONE, cfg.batch_num_messages, self._max_queued_records,
-                        self._max_queued_bytes, self._max_block_ms)
+                        self._max_queued_bytes, self._max_block_ms, self._producer_id, self._producer_epoch)
 
     # ------------------------------------------------------------------ produce
 
@@ -262,6 +275,8 @@ class Producer(_fast.ProducerCore):
         slot = self._slots.get(ring)
         if slot is None:
             slot = self._slots[ring] = ring.acquire_producer_slot()
+            if self._producer_id >= 0:
+                ring.map.next_sequence = self._next_sequences.get((ring.topic, ring.partition), 0)
         return slot
 
     def _compress(self, batch):
@@ -271,7 +286,7 @@ class Producer(_fast.ProducerCore):
 
     def _after_send(self, batch):
         """A batch the C core appended (or failed to) that needs reports, an fsync or an error."""
-        if batch.status == lib.SHMLOG_ECLOSED:
+        if batch.status == lib.SHMLOG_ECLOSED and self._cfg.retries > 0:
             self._stalled.append(batch)   # the broker is stopping: nothing was appended; kept for its return
             return
         err = None
@@ -353,9 +368,53 @@ class Producer(_fast.ProducerCore):
         old, self._cluster = self._cluster, cluster
         self._route_info.clear()
         self._bind_cluster()
-        self._locked(self._resend_stalled)
+        self._locked(self._resend_after_restart, old)
         self._retired.append(old)
         self._drop_retired()
+
+    def _resend_after_restart(self, old):
+        """(Send lock held.) An idempotent producer carries its sequences over to the new
+        broker's rings and sends again, with the sequences they had, the acks=all batches the
+        stopped broker did not confirm as fsynced: the new rings' sequence records start where
+        the log says (describe_producers), so a batch the log holds is refused as a duplicate and
+        reported at the offsets it got, and one the log lost is appended again. Then the batches
+        the stopped broker refused (never appended) go, as before."""
+        if self._producer_id >= 0:
+            for key, ring in old.rings.items():
+                if ring in self._slots and not ring.closed:
+                    self._next_sequences[key] = ring.map.next_sequence
+            old_rings = {id(ring) for ring in old.rings.values()}
+            unconfirmed, keep = [], collections.deque()
+            for entry in self._durable:
+                ring, last, batch = entry
+                if id(ring) in old_rings and not ring.closed and ring.flushed_offset <= last \
+                        and batch.base_sequence >= 0:
+                    unconfirmed.append(batch)
+                else:
+                    keep.append(entry)
+            self._durable = keep
+            self._stalled.extendleft(reversed(unconfirmed))   # appended before the refused ones
+            self._seed_sequences({(b.topic, b.partition) for b in unconfirmed})
+        self._resend_stalled()
+
+    def _seed_sequences(self, partitions):
+        """Start our sequence records in the new rings of `partitions` where the log says."""
+        if not partitions:
+            return
+        try:
+            known = self._cluster.describe_producers(sorted(partitions))
+        except KafkaException:
+            return   # unseeded, a re-sent batch is appended again: a possible duplicate, as without idempotence
+        for key, producers in known.items():
+            mine = producers.get(self._producer_id)
+            if mine is None:
+                continue
+            try:
+                ring = self._cluster.ring(*key)
+            except KafkaException:
+                continue
+            ring.seed_sequence(self._slot(ring), self._producer_id, mine["producer_epoch"], mine["last_sequence"],
+                               mine["last_offset"])
 
     def _resend_stalled(self):
         """(Send lock held.) Append the stalled batches, oldest first, to the running broker's rings."""
@@ -374,12 +433,24 @@ class Producer(_fast.ProducerCore):
             else:
                 records, attributes = self._compress(batch)
             records = ffi.from_buffer(records)
-            rc = lib.shmlog_ring_append(ring.map, self._slot(ring), records, len(records), batch.count,
-                                        batch.base_timestamp, batch.max_timestamp, attributes, -1, -1, -1,
-                                        int(self._max_block_ms * 1_000_000), doorbell, out)
+            slot = self._slot(ring)
+            sequence = -1 if self._producer_id < 0 else \
+                batch.base_sequence if batch.base_sequence >= 0 else lib.SHMLOG_SEQUENCE_NEXT
+            rc = lib.shmlog_ring_append(ring.map, slot, records, len(records), batch.count,
+                                        batch.base_timestamp, batch.max_timestamp, attributes, self._producer_id,
+                                        self._producer_epoch, sequence, int(self._max_block_ms * 1_000_000),
+                                        doorbell, out)
             if rc == lib.SHMLOG_ECLOSED:
                 return   # stopping again: they keep waiting
             self._stalled.popleft()
+            if rc == lib.SHMLOG_EDUPLICATE:
+                # The log holds it already, at the offsets its first append got.
+                self._confirm(ring, batch)
+                continue
+            if rc == lib.SHMLOG_ESEQUENCE:
+                # The log lost batches before it (a drain that could not finish): they cannot be
+                # sent again, so the record forgets its last sequence and what follows is taken.
+                ring.map.sequences[slot].last_sequence = -1
             if rc < 0:
                 try:
                     ring._append_failed(rc, len(records), self._max_block_ms)
@@ -387,11 +458,17 @@ class Producer(_fast.ProducerCore):
                     self._reports.append((batch, exc.args[0]))
                 continue
             batch.base_offset, batch.status = out[0], 0
-            if self._acks == -1:
-                lib.shmlog_ring_request_flush(ring.map, out[0] + batch.count)
-                self._durable.append((ring, out[0] + batch.count - 1, batch))
-            else:
-                self._deliver(batch, None)
+            if self._producer_id >= 0:
+                batch.base_sequence = ring.map.last_base_sequence
+            self._confirm(ring, batch)
+
+    def _confirm(self, ring, batch):
+        """A batch in `ring` at batch.base_offset: reported now, or once fsynced (acks=all)."""
+        if self._acks == -1:
+            lib.shmlog_ring_request_flush(ring.map, batch.base_offset + batch.count)
+            self._durable.append((ring, batch.base_offset + batch.count - 1, batch))
+        else:
+            self._deliver(batch, None)
 
     def _expire_stalled(self):
         """(Send lock held.) Stalled batches older than message.timeout.ms fail."""
@@ -631,11 +708,17 @@ class Producer(_fast.ProducerCore):
         if self._codec == NONE:
             args, base_ts, max_ts = batch.encoder_args()
             return ring.append_records(self._slot(ring), args, base_ts, max_ts, self._max_block_ms,
-                                       self._cluster.doorbell.ptr)
+                                       self._cluster.doorbell.ptr, self._producer_id, self._producer_epoch)
         records, base_ts, max_ts = batch.encode()
         records, attributes = compress_records(records, self._codec, self._codec_level)
         return ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts, max_ts,
-                           self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+                           self._max_block_ms, self._cluster.doorbell.ptr, attributes, *self._identity())
+
+    def _identity(self):
+        """producer_id, producer_epoch, base_sequence for a ring append (-1s: not idempotent)."""
+        if self._producer_id < 0:
+            return -1, -1, -1
+        return self._producer_id, self._producer_epoch, lib.SHMLOG_SEQUENCE_NEXT
 
     def _append_fixed(self, ring, partition, rows, row_bytes, timestamp):
         stride = row_bytes + FIXED_RECORD_OVERHEAD_BYTES
@@ -647,13 +730,15 @@ class Producer(_fast.ProducerCore):
             values = src + start * row_bytes if rows.size else ffi.NULL
             if self._codec == NONE:
                 base = self._locked(ring.append_fixed, self._slot(ring), count, values, row_bytes, timestamp,
-                                    self._max_block_ms, self._cluster.doorbell.ptr)
+                                    self._max_block_ms, self._cluster.doorbell.ptr, self._producer_id,
+                                    self._producer_epoch)
             else:
                 records = bytearray(stride * count)
                 lib.shmlog_records_encode_fixed(ffi.from_buffer(records), len(records), count, values, row_bytes)
                 records, attributes = compress_records(records, self._codec, self._codec_level)
                 base = self._locked(ring.append, self._slot(ring), ffi.from_buffer(records), len(records), count,
-                                    timestamp, timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes)
+                                    timestamp, timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes,
+                                    *self._identity())
             results.append((partition, base, count))
         if results:
             self._wait_durable(ring, results[-1][1] + results[-1][2] - 1)

@@ -75,7 +75,8 @@ class Transactions:
         self.error = KafkaError(KafkaError._FENCED, f"producer fenced: transactional.id {self.transactional_id!r} "
                                 f"is in use by a newer producer instance, or its transaction timed out "
                                 f"({err.str()})", fatal=True)
-        self.producer._set_transactional(-1, -1)   # nothing more is written as this instance
+        self.producer._producer_id = self.producer._producer_epoch = -1
+        self.producer._locked(self.producer._set_transactional, -1, -1)   # nothing more is written as this instance
         raise KafkaException(self.error)
 
     def _require(self, call, *states):
@@ -98,6 +99,7 @@ class Transactions:
         reply = self._request("init_producer_id", self._deadline(timeout), transactional_id=self.transactional_id,
                               transaction_timeout_ms=self.timeout_ms)
         self.producer_id, self.producer_epoch = reply["producer_id"], reply["producer_epoch"]
+        self.producer._producer_id, self.producer._producer_epoch = self.producer_id, self.producer_epoch
         self.producer._locked(self.producer._set_transactional, self.producer_id, self.producer_epoch)
         self.state = READY
 

@@ -846,7 +846,7 @@ def claim_duelist(barrier, ring_name, ctl, deadline):
         while wait_for(ctl, GO, k + 1, deadline):
             k += 1
             loop_delay(-ctl[LEAD])
-            rc = lib.shmlog_ring_append_fixed(ring.map, slot, 1, value, 8, 0, APPEND_TIMEOUT_MS * 1_000_000,
+            rc = lib.shmlog_ring_append_fixed(ring.map, slot, 1, value, 8, 0, -1, -1, APPEND_TIMEOUT_MS * 1_000_000,
                                               ffi.NULL, out)
             assert rc >= 0 or rc == lib.SHMLOG_ECLOSED, f"round {k}: append failed with {rc}"
             ctl[ARG] = out[0] if rc >= 0 else -1
@@ -871,7 +871,7 @@ def close_producer(barrier, ring_name, stop, results, index, deadline):
     appended, last = 0, -1
     try:
         while not stop.is_set():
-            rc = lib.shmlog_ring_append_fixed(ring.map, slot, 1, value, 8, 0, APPEND_TIMEOUT_MS * 1_000_000,
+            rc = lib.shmlog_ring_append_fixed(ring.map, slot, 1, value, 8, 0, -1, -1, APPEND_TIMEOUT_MS * 1_000_000,
                                               ffi.NULL, out)
             if rc == lib.SHMLOG_ECLOSED:
                 break

@@ -91,7 +91,7 @@ def test_explicit_holds_canonical_names_of_the_keys_given():
     ("queue_buffering_max_messages", 100_000), ("queue_buffering_max_kbytes", 1_048_576),
     ("message_max_bytes", 1_000_000), ("max_request_size", 1_048_576),
     ("buffer_memory", 33_554_432), ("max_block_ms", 60_000), ("message_timeout_ms", 300_000),
-    ("enable_idempotence", False), ("compression_type", "none"), ("transactional_id", None),
+    ("enable_idempotence", True), ("compression_type", "none"), ("transactional_id", None),
     ("partitioner", "murmur2_random"), ("on_delivery", None), ("shmlog_busy_poll", False),
     ("shmlog_claim_timeout_ms", 2000),
 ])
@@ -592,3 +592,25 @@ def test_every_key_and_alias_is_documented():
     docs = (pathlib.Path(__file__).parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
     spellings = {s for k in CLIENT_KEYS + TOPIC_KEYS + BROKER_KEYS for s in (k.name, *k.aliases)}
     assert sorted(s for s in spellings if f"`{s}`" not in docs) == []
+
+
+# --- enable.idempotence (docs/exactly-once.md) ------------------------------------------------
+
+@pytest.mark.parametrize("given", [{"acks": 1}, {"acks": 0}, {"retries": 0},
+                                   {"max.in.flight.requests.per.connection": 6}])
+def test_idempotence_left_at_its_default_is_off_when_a_setting_contradicts_it(given):
+    assert producer(given).enable_idempotence is False
+
+
+def test_idempotence_is_on_by_default_with_acks_all():
+    assert producer({"acks": "all"}).enable_idempotence is True
+
+
+def test_idempotence_given_true_names_every_conflicting_setting():
+    text = message(parse_producer_config, {**BOOT, "enable.idempotence": True, "acks": 0, "retries": 0,
+                                           "max.in.flight": 6})
+    assert '"acks"' in text and '"retries"' in text and '"max.in.flight.requests.per.connection"' in text
+
+
+def test_idempotence_given_true_keeps_acks_all():
+    assert producer({"enable.idempotence": True}).acks == -1

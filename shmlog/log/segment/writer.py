@@ -2,7 +2,7 @@
 import errno
 import os
 
-from shmlog.log import index
+from shmlog.log import index, producer_state
 from shmlog.log.batch import HEADER, HEADER_BYTES, LENGTH_FIELD_END, base_offset_of
 from shmlog.log.segment.format import INDEX_INTERVAL_BYTES, _Mapped, _now_ms, _unlink_segment, _walk, segment_path
 from shmlog.log.segment.recovery import SegmentInfo, _build_index, _recover
@@ -105,6 +105,10 @@ class SegmentWriter:
         if self._segments:
             self._open_active(self._segments[-1].base, rec.builder)
             self._first_timestamp = rec.first_timestamp
+        # Snapshots above the recovered end describe batches the log no longer has.
+        producer_state.delete_snapshots_from(partition_dir, self._log_end_offset)
+        self.producers = producer_state.load(partition_dir, self._log_end_offset)
+        self.snapshot_error = None   # the OSError of the last snapshot that could not be written
         # What recovery found may still sit only in the page cache of a crashed run.
         self._dirty = bool(self._segments)
         self._flushed_offset = self.log_start_offset if self._dirty else self._log_end_offset
@@ -189,7 +193,8 @@ class SegmentWriter:
             while pos < n:
                 if n - pos < HEADER_BYTES:
                     raise ValueError(f"{self.partition_dir}: {n - pos} bytes at the end of a piece are not a batch")
-                base, length, _, _, _, _, last_delta, _, max_ts = HEADER.unpack_from(piece, pos)[:9]
+                fields = HEADER.unpack_from(piece, pos)
+                base, length, _, _, _, _, last_delta, _, max_ts = fields[:9]
                 batch_bytes = LENGTH_FIELD_END + length
                 if length < HEADER_BYTES - LENGTH_FIELD_END or pos + batch_bytes > n:
                     raise ValueError(f"{self.partition_dir}: the batch at base offset {base} does not fit its piece")
@@ -205,7 +210,7 @@ class SegmentWriter:
                 if self._size + chunk_bytes == 0 and self._first_timestamp is None:
                     self._first_timestamp = max_ts
                 chunk.append(piece if (pos == 0 and batch_bytes == n) else piece[pos:pos + batch_bytes])
-                notes.append((self._size + chunk_bytes, batch_bytes, last, max_ts))
+                notes.append((self._size + chunk_bytes, batch_bytes, last, max_ts, fields))
                 chunk_bytes += batch_bytes
                 pos += batch_bytes
         self._write(chunk, chunk_bytes, next_offset, notes)
@@ -238,8 +243,9 @@ class SegmentWriter:
         self._dirty = True
         info = self._segments[-1]
         info.size = self._size
-        for position, batch_bytes, last_offset, max_ts in notes:
+        for position, batch_bytes, last_offset, max_ts, fields in notes:
             self._index.note(position, batch_bytes, last_offset, max_ts)
+            self.producers.update_from_header(fields)
         info.max_timestamp = self._index.max_timestamp
 
     def _cut_torn_write(self):
@@ -271,7 +277,10 @@ class SegmentWriter:
 
     def _roll(self, base_offset):
         """Make a new, empty segment named base_offset the active one."""
+        sealing = self._fd is not None and self._size > 0
         self._close_active()
+        if sealing:
+            self.snapshot_producers(base_offset)
         path = segment_path(self.partition_dir, base_offset)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
@@ -293,6 +302,21 @@ class SegmentWriter:
             self._log_end_offset = base_offset
             if self._flushed_offset < base_offset and not self._dirty:
                 self._flushed_offset = base_offset  # nothing below it will ever be written
+
+    def snapshot_producers(self, offset=None):
+        """Write the producer state of the batches below `offset` (the log end; a roll's new
+        base) as <offset>.snapshot (shmlog/log/producer_state.py). A snapshot is only a shortcut
+        for rebuilding the state, so a disk that refuses it is noted in snapshot_error, not
+        raised: the next roll or clean stop writes one again."""
+        offset = self._log_end_offset if offset is None else offset
+        if offset in producer_state.list_snapshots(self.partition_dir):
+            return
+        try:
+            producer_state.write_snapshot(self.partition_dir,
+                                          producer_state.ProducerState(offset, self.producers.producers))
+            self.snapshot_error = None
+        except OSError as exc:
+            self.snapshot_error = exc
 
     def configure(self, segment_bytes=None, segment_ms=None, index_interval_bytes=None, segment_index_bytes=None,
                   segment_jitter_ms=None):
@@ -324,6 +348,7 @@ class SegmentWriter:
                 self.flush()
             count = len(self._segments) - 1  # the empty active segment stays: it records the log end
         gone = self._segments[:count]
+        self.snapshot_producers()   # the producers' state outlives the batches that set it
         for info in gone:
             _unlink_segment(self.partition_dir, info.base)
         del self._segments[:count]
@@ -413,6 +438,8 @@ class SegmentWriter:
         self._first_timestamp = None
         self._dirty = False
         self._sync_failed = None
+        producer_state.delete_snapshots_from(self.partition_dir, offset)
+        self.producers = producer_state.load(self.partition_dir, offset)
 
     def close(self):
         if self._fd is not None:
