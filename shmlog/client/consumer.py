@@ -537,7 +537,9 @@ class Consumer(_fast.ConsumerCore):
         dropped at the end."""
         ring = reader.ring
         end = ring.end()[1]
-        first_unstable, count, _ = ring.txn_state()
+        first_unstable, count, seen = ring.txn_state()
+        if not seen and not count:
+            return frames   # no transaction open, none ever aborted: every batch is committed
         lso = end if first_unstable is None else min(end, first_unstable)
         index = self._aborted_index(reader, count)
         kept = []

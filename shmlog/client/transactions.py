@@ -163,7 +163,13 @@ class Transactions:
         self._require("commit_transaction", IN_TRANSACTION, COMMITTING)
         deadline = self._deadline(timeout)
         self.state = COMMITTING
-        left = self.producer.flush(max(0.0, deadline - time.monotonic()))
+        while True:
+            # flush() can come back early while the linger thread still holds batches it is
+            # appending: flush again until nothing is queued, a delivery failed, or time is up.
+            left = self.producer.flush(max(0.0, deadline - time.monotonic()))
+            if not left or self.state == ABORTABLE_ERROR or time.monotonic() >= deadline:
+                break
+            time.sleep(RETRY_BACKOFF_S / 4)
         if self.state == ABORTABLE_ERROR:     # a delivery failed while flushing
             raise KafkaException(self.error)
         if left:
