@@ -158,6 +158,12 @@ void shmlog_ring_set_txn(shmlog_ring_handle *ring, uint64_t first_unstable_plus1
 /* A read_committed reader's view, after its read of the ring's end: out[0] first_unstable_plus1,
  * out[1] aborted_count, out[2] txn_seen (acquire loads, in that order). */
 void shmlog_ring_txn_state(const shmlog_ring_handle *ring, uint64_t *out);
+/* How many published batches from *cursor a read_committed reader may take: max_frames on a ring
+ * no transaction touched; those below the last stable offset (0 when none) on a ring where none
+ * was ever aborted; -1 where one was (aborted.txnindex decides: the Python path). frames is
+ * scratch, max_frames long. */
+int64_t shmlog_ring_committed_frames(const shmlog_ring_handle *ring, const shmlog_cursor *cursor,
+                                     shmlog_frame_ref *frames, uint32_t max_frames);
 
 /* ---------------------------------------------------------------- doorbell (core/doorbell.c) */
 

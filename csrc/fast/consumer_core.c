@@ -83,15 +83,20 @@ static int consumer_fetch_solo(ConsumerCore *self) {
     if (wanted == -1 && PyErr_Occurred()) return -1;
     /* Retention moved the log start past us: the Python path seeks (auto.offset.reset). */
     if ((long long)load_acquire(&self->solo_ring->header->persist.log_start_offset) > wanted) return 0;
-    /* read_committed on a ring a transaction touched: the Python path stops at the last stable
-     * offset and drops aborted batches (Consumer._committed_frames). */
-    if (self->read_committed && load_acquire(&self->solo_ring->header->txn.txn_seen)) return 0;
+    /* read_committed: up to the last stable offset; a ring with an aborted transaction goes to the
+     * Python path, which knows aborted.txnindex (Consumer._committed_frames). */
+    uint32_t max_frames = self->max_frames;
+    if (self->read_committed) {
+        int64_t k = core->ring_committed_frames(self->solo_ring, self->solo_cursor, self->frames, max_frames);
+        if (k <= 0) return 0;
+        max_frames = (uint32_t)k;
+    }
     PyObject *buffer_obj = PyObject_GetAttr((PyObject *)self, PY_NAME(buffer));
     if (!buffer_obj) return -1;
     Py_buffer buf;
     if (PyObject_GetBuffer(buffer_obj, &buf, PyBUF_WRITABLE) < 0) { Py_DECREF(buffer_obj); return -1; }
     int64_t n = core->ring_fetch(self->solo_ring, self->solo_cursor, buf.buf, (uint64_t)buf.len, self->frames,
-                                 self->max_frames, self->check_crc);
+                                 max_frames, self->check_crc);
     int rc = 0;
     if (n <= 0) goto done; /* nothing, or a status the Python path handles when it fetches again */
     Py_ssize_t added = 0;
