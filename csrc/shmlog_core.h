@@ -167,6 +167,21 @@ void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_coun
 void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
                                          shmlog_doorbell *doorbell);
 
+/* ---------------------------------------------------------------- transactions (core/txn.c) */
+
+/* The transaction service publishes a partition's state (layout: shmlog_ring_txn): aborted_count
+ * first, then first_unstable_plus1, both release stores, and marks the ring as seen. */
+void shmlog_ring_set_txn(shmlog_ring_handle *ring, uint64_t first_unstable_plus1, uint64_t aborted_count);
+/* A read_committed reader's view, after its read of the ring's end: out[0] first_unstable_plus1,
+ * out[1] aborted_count, out[2] txn_seen (acquire loads, in that order). */
+void shmlog_ring_txn_state(const shmlog_ring_handle *ring, uint64_t *out);
+/* How many published batches from *cursor a read_committed reader may take: max_frames on a ring
+ * no transaction touched; those below the last stable offset (0 when none) on a ring where none
+ * was ever aborted; -1 where one was (aborted.txnindex decides: the Python path). frames is
+ * scratch, max_frames long. */
+int64_t shmlog_ring_committed_frames(const shmlog_ring_handle *ring, const shmlog_cursor *cursor,
+                                     shmlog_frame_ref *frames, uint32_t max_frames);
+
 /* ---------------------------------------------------------------- doorbell (core/doorbell.c) */
 
 int shmlog_doorbell_init(shmlog_doorbell *bell);

@@ -13,6 +13,7 @@
  *   | persist           (persisted/flushed positions, futex)    |  line 3
  *   | waiter_mask[4]    (doorbell slots waiting on this ring)   |  line 4
  *   | slots             (slot count, slots used so far)         |  line 5
+ *   | txn               (last stable offset, aborted txn count) |  line 6
  *   | offset index      [SHMLOG_INDEX_ENTRIES] x 16B            |
  *   | replication       (ISR size, min ISR, followers' fsynced) |  2 lines
  *   +-----------------------------------------------------------+ 20 KiB
@@ -214,6 +215,21 @@ typedef struct shmlog_ring_slots {
     uint8_t pad[SHMLOG_CACHE_LINE - 16];
 } shmlog_ring_slots;
 
+/* Transactions on the partition, kept by the supervisor's transaction service
+ * (shmlog/broker/txn_service.py, through csrc/core/txn.c) and read by read_committed readers:
+ * first_unstable_plus1 is 0 while no transaction is open on the partition, else 1 + the lowest
+ * offset an open one may have records at (the last stable offset, when below the log end);
+ * aborted_count is how many entries the partition's aborted.txnindex holds (a reader re-reads
+ * the file when it changes: it is written before the count, the count before the ABORT marker);
+ * txn_seen is non-zero once a transaction has touched the partition in the ring's life
+ * (read_committed readers of a ring without one read it like read_uncommitted ones). */
+typedef struct shmlog_ring_txn {
+    uint64_t first_unstable_plus1;
+    uint64_t aborted_count;
+    uint64_t txn_seen;
+    uint8_t pad[SHMLOG_CACHE_LINE - 24];
+} shmlog_ring_txn;
+
 typedef struct shmlog_producer_slot {
     uint32_t pid;
     uint32_t state;
@@ -276,6 +292,7 @@ typedef struct shmlog_ring_header {
     shmlog_ring_persist persist;
     shmlog_ring_waiters waiters;
     shmlog_ring_slots slots;
+    shmlog_ring_txn txn;
     shmlog_index_entry index[SHMLOG_INDEX_ENTRIES];
     shmlog_ring_replication replication; /* a new cache line after the index (layout unchanged before it) */
 } shmlog_ring_header;

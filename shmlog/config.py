@@ -733,7 +733,6 @@ TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})
 _BROKER_NET = ("the Kafka listener is one process serving each connection in its own thread, with the kernel's "
                "socket buffer sizes; there is one listener and no inter-broker traffic")
 _MIRRORS = "followers are copied by one mirror process per log dir, from the leader's segment files"
-_NO_TRANSACTIONS = "transactions are not built yet (the producer's transactional calls raise _NOT_IMPLEMENTED)"
 
 BROKER_KEYS = (
     Key("log.dirs", CsvList(), None,
@@ -798,8 +797,11 @@ BROKER_KEYS = (
         "Largest allowed `session.timeout.ms`."),
     Key("offsets.retention.minutes", Int(1, INT32_MAX), 10_080,
         "How long committed offsets of an empty group are kept."),
-    _inert("transaction.max.timeout.ms", Int(1, INT32_MAX), 900_000, _NO_TRANSACTIONS),
-    _inert("transactional.id.expiration.ms", Int(1, INT32_MAX), 604_800_000, _NO_TRANSACTIONS),
+    Key("transaction.max.timeout.ms", Int(1, INT32_MAX), 900_000,
+        "Largest `transaction.timeout.ms` a transactional producer may ask for (larger: "
+        "INVALID_TRANSACTION_TIMEOUT)."),
+    Key("transactional.id.expiration.ms", Int(1, INT32_MAX), 604_800_000,
+        "A transactional id with no transaction open and no request for this long is forgotten."),
     Key("shm.mode", FileMode(), 0o600,
         "shmlog: permission mode of the /dev/shm objects; no bits for others (use "
         "`shmlog.shared.group`). Unset: 0o600, or 0o660 with `shmlog.shared.group`."),

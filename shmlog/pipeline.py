@@ -20,6 +20,15 @@ last commit, so at most the records of one unfinished batch are processed twice
 (at-least-once). Partitions move between workers only between batches, and per-key
 order holds within a partition, as in Kafka.
 
+With `processing_guarantee="exactly_once"` each batch is one transaction instead: the
+worker's transactional producer (transactional.id `<group>-worker-<index>`, so a replacement
+fences the worker it replaces and aborts what it left open) produces the outputs and sends
+the batch's offsets with them (send_offsets_to_transaction, fenced by the group generation
+as in KIP-447), then commits. The output topic read with isolation.level=read_committed
+holds each input record's outputs exactly once, whatever worker dies when; inputs are read
+read_committed too. A transaction that fails (a delivery error, a fenced generation after a
+rebalance) is aborted and its records are read again from the committed offsets.
+
 What the function may return: None (nothing), a value (bytes or str; one output record
 with the input record's key), a (key, value) tuple, or a list of those. With
 `batch=True` it receives the list of Messages and returns None or a list of outputs.
@@ -69,7 +78,8 @@ def _outputs(result, msg):
     return out
 
 
-def _worker(index, conf, topics, function, batch, batch_size, output_topic, producer_conf, setup, stop, reports):
+def _worker(index, conf, topics, function, batch, batch_size, output_topic, producer_conf, setup, stop, reports,
+            exactly_once=False):
     """One worker process (spawned)."""
     import shmlog
     stopping = threading.Event()
@@ -82,9 +92,14 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
     processed, last_report = 0, time.monotonic()
     try:
         context = setup() if setup is not None else None
-        consumer = shmlog.Consumer({**conf, "enable.auto.offset.store": False, "enable.auto.commit": True})
-        if output_topic is not None:
-            producer = shmlog.Producer(producer_conf)
+        if exactly_once:
+            consumer = shmlog.Consumer({**conf, "enable.auto.commit": False, "isolation.level": "read_committed"})
+            producer = shmlog.Producer({**producer_conf, "transactional.id": f"{conf['group.id']}-worker-{index}"})
+            producer.init_transactions()
+        else:
+            consumer = shmlog.Consumer({**conf, "enable.auto.offset.store": False, "enable.auto.commit": True})
+            if output_topic is not None:
+                producer = shmlog.Producer(producer_conf)
 
         def on_assign(c, partitions):
             reports.put(("assigned", index, os.getpid(), sorted((tp.topic, tp.partition) for tp in partitions)))
@@ -110,25 +125,23 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
                         result = function(m, context) if setup is not None else function(m)
                         if result is not None:
                             outs += _outputs(result, m)
-                if producer is not None and outs:
-                    for key, value in outs:
-                        while True:
-                            try:
-                                producer.produce(output_topic, value=value, key=key)
-                                break
-                            except BufferError:
-                                producer.poll(0.05)
-                    if producer.flush(60) != 0:
-                        raise error(KafkaError._MSG_TIMED_OUT, f"worker {index}: outputs not delivered in 60 s")
-                last = {}
-                for m in records:
-                    last[(m.topic(), m.partition())] = m.offset() + 1
-                consumer.store_offsets(offsets=[shmlog.TopicPartition(t, p, o) for (t, p), o in last.items()])
-                try:
-                    consumer.commit(asynchronous=True)
-                except KafkaException:
-                    pass   # the next batch's commit (or the one on revoke/close) carries these offsets
-                processed += len(records)
+                if exactly_once:
+                    if _commit_in_transaction(consumer, producer, records, outs, output_topic):
+                        processed += len(records)
+                else:
+                    if producer is not None and outs:
+                        _produce_all(producer, output_topic, outs)
+                        if producer.flush(60) != 0:
+                            raise error(KafkaError._MSG_TIMED_OUT, f"worker {index}: outputs not delivered in 60 s")
+                    last = {}
+                    for m in records:
+                        last[(m.topic(), m.partition())] = m.offset() + 1
+                    consumer.store_offsets(offsets=[shmlog.TopicPartition(t, p, o) for (t, p), o in last.items()])
+                    try:
+                        consumer.commit(asynchronous=True)
+                    except KafkaException:
+                        pass   # the next batch's commit (or the one on revoke/close) carries these offsets
+                    processed += len(records)
             now = time.monotonic()
             if now - last_report >= REPORT_INTERVAL_S:
                 reports.put(("processed", index, os.getpid(), processed))
@@ -145,6 +158,43 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
         raise
 
 
+def _produce_all(producer, topic, outs):
+    for key, value in outs:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+
+
+def _commit_in_transaction(consumer, producer, records, outs, output_topic):
+    """One batch as one transaction: outputs and the offsets after the batch's records commit
+    together. False when the transaction failed and was aborted: the consumer is back at the
+    committed offsets, so the batch is read (and processed) again."""
+    import shmlog
+    last = {}
+    for m in records:
+        last[(m.topic(), m.partition())] = m.offset() + 1
+    try:
+        producer.begin_transaction()
+        if output_topic is not None and outs:
+            _produce_all(producer, output_topic, outs)
+        producer.send_offsets_to_transaction([shmlog.TopicPartition(t, p, o) for (t, p), o in last.items()],
+                                             consumer.consumer_group_metadata())
+        producer.commit_transaction(60)
+        return True
+    except KafkaException as exc:
+        if not exc.args[0].txn_requires_abort():
+            raise
+        producer.abort_transaction(60)
+        assigned = consumer.assignment()
+        for tp in consumer.committed(assigned, timeout=30):
+            consumer.seek(shmlog.TopicPartition(tp.topic, tp.partition,
+                                                tp.offset if tp.offset >= 0 else shmlog.OFFSET_BEGINNING))
+        return False
+
+
 class Pipeline:
     """N worker processes, one consumer group, a function per record or batch.
 
@@ -157,6 +207,7 @@ class Pipeline:
     batch_size      most records per batch (and per commit)
     output_topic    where returned records go (None: nothing is produced)
     producer_conf   extra producer config for the outputs (default acks=all: durable before commit)
+    processing_guarantee  "at_least_once" (default) or "exactly_once" (one transaction per batch)
     setup           a picklable callable each worker runs once; its result is function's 2nd argument
     restart         replace a worker that dies (SIGKILL, exception) with a new one
     max_restarts    give up (stop the pipeline, raise from run()/join()) after this many restarts
@@ -165,13 +216,17 @@ class Pipeline:
     def __init__(self, conf: Config, topics: list[str], function: Callable[..., Any], group_id: str | None = None,
                  workers: int = 2, batch: bool = False, batch_size: int = 1000, output_topic: str | None = None,
                  producer_conf: Config | None = None, setup: Callable[[], Any] | None = None, restart: bool = True,
-                 max_restarts: int = 100) -> None:
+                 max_restarts: int = 100, processing_guarantee: str = "at_least_once") -> None:
         conf = dict(conf)
         group_id = group_id or conf.get("group.id")
         if not group_id:
             raise error(KafkaError._INVALID_ARG, "Pipeline needs a group_id (or group.id in conf)")
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ValueError(f"processing_guarantee must be 'at_least_once' or 'exactly_once', not "
+                             f"{processing_guarantee!r}")
+        self.exactly_once = processing_guarantee == "exactly_once"
         self.conf = {**conf, "group.id": group_id}
         self.group_id = group_id
         self.topics = [topics] if isinstance(topics, str) else list(topics)
@@ -211,7 +266,7 @@ class Pipeline:
         proc = SPAWN.Process(target=_worker, name=f"{self.group_id}-worker-{index}",
                              args=(index, self.conf, self.topics, self.function, self.batch, self.batch_size,
                                    self.output_topic, self.producer_conf, self.setup, self.stop_event,
-                                   self.reports))
+                                   self.reports, self.exactly_once))
         proc.start()
         self.procs[index] = proc
 

@@ -42,6 +42,17 @@ CORPUS = [
     {"op": "list_groups"},
     {"op": "describe_groups", "groups": [FUZZ_GROUP]},
     {"op": "delete_groups", "groups": ["fuzz-never-created-group"]},
+    {"op": "init_producer_id", "transactional_id": "fuzz-txn", "transaction_timeout_ms": 60000},
+    {"op": "add_partitions_to_txn", "transactional_id": "fuzz-txn-never", "producer_id": 1, "producer_epoch": 0,
+     "partitions": [[FUZZ_TOPIC, 0]]},
+    {"op": "add_offsets_to_txn", "transactional_id": "fuzz-txn-never", "producer_id": 1, "producer_epoch": 0,
+     "group": FUZZ_GROUP},
+    {"op": "txn_offset_commit", "transactional_id": "fuzz-txn-never", "producer_id": 1, "producer_epoch": 0,
+     "group": FUZZ_GROUP, "offsets": [[FUZZ_TOPIC, 0, 0, ""]], "generation": -1, "member_id": "", "instance_id": None},
+    {"op": "end_txn", "transactional_id": "fuzz-txn-never", "producer_id": 1, "producer_epoch": 0, "commit": False},
+    {"op": "list_transactions", "states": []},
+    {"op": "describe_transactions", "transactional_ids": ["fuzz-txn"]},
+    {"op": "abort_transaction", "transactional_id": "fuzz-txn-never"},
 ]
 
 # Answered later, or not at all while the group rebalances: not waited for one by one.

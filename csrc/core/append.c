@@ -334,7 +334,10 @@ int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *re
                            int32_t base_sequence, int64_t timeout_ns, shmlog_doorbell *doorbell,
                            uint64_t *out_base_offset) {
     if (slot < 0 || (uint32_t)slot >= ring->slot_count) return SHMLOG_ENOSLOT;
-    if (producer_id >= 0) {
+    /* A transaction marker (a control batch: the coordinator's, with the producer's id and epoch)
+     * has no sequence, as in Kafka: it is not checked, nor noted in the sequence record. */
+    int sequenced = producer_id >= 0 && !(attributes & SHMLOG_ATTR_CONTROL);
+    if (sequenced) {
         int64_t checked = sequence_check(ring, slot, record_count, producer_id, producer_epoch, base_sequence);
         if (checked < 0) return checked;
         base_sequence = (int32_t)checked;
@@ -349,7 +352,7 @@ int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *re
     memcpy(f.records + half, records + half, records_bytes - half);
     rc = frame_commit(ring, &f, records_bytes, record_count, base_timestamp, max_timestamp, attributes, producer_id,
                       producer_epoch, base_sequence, doorbell);
-    if (rc >= 0 && producer_id >= 0) sequence_note(ring, slot, base_sequence, record_count, f.base_offset);
+    if (rc >= 0 && sequenced) sequence_note(ring, slot, base_sequence, record_count, f.base_offset);
     return rc;
 }
 

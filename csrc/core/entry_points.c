@@ -7,6 +7,7 @@ static const shmlog_core_entry_points entry_points = {
     .layout_version = SHMLOG_LAYOUT_VERSION,
     .ring_append = shmlog_ring_append,
     .ring_fetch = shmlog_ring_fetch,
+    .ring_committed_frames = shmlog_ring_committed_frames,
     .batch_index = shmlog_batch_index,
     .ring_request_flush = shmlog_ring_request_flush,
 };

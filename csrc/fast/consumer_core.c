@@ -21,6 +21,7 @@ typedef struct {
     shmlog_frame_ref *frames;
     unsigned int max_frames;
     int solo_partition, check_crc;
+    int read_committed;       /* isolation.level=read_committed: rings a transaction touched go to Python */
 } ConsumerCore;
 
 static PyObject *consumer_core_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds)) {
@@ -82,12 +83,20 @@ static int consumer_fetch_solo(ConsumerCore *self) {
     if (wanted == -1 && PyErr_Occurred()) return -1;
     /* Retention moved the log start past us: the Python path seeks (auto.offset.reset). */
     if ((long long)load_acquire(&self->solo_ring->header->persist.log_start_offset) > wanted) return 0;
+    /* read_committed: up to the last stable offset; a ring with an aborted transaction goes to the
+     * Python path, which knows aborted.txnindex (Consumer._committed_frames). */
+    uint32_t max_frames = self->max_frames;
+    if (self->read_committed) {
+        int64_t k = core->ring_committed_frames(self->solo_ring, self->solo_cursor, self->frames, max_frames);
+        if (k <= 0) return 0;
+        max_frames = (uint32_t)k;
+    }
     PyObject *buffer_obj = PyObject_GetAttr((PyObject *)self, PY_NAME(buffer));
     if (!buffer_obj) return -1;
     Py_buffer buf;
     if (PyObject_GetBuffer(buffer_obj, &buf, PyBUF_WRITABLE) < 0) { Py_DECREF(buffer_obj); return -1; }
     int64_t n = core->ring_fetch(self->solo_ring, self->solo_cursor, buf.buf, (uint64_t)buf.len, self->frames,
-                                 self->max_frames, self->check_crc);
+                                 max_frames, self->check_crc);
     int rc = 0;
     if (n <= 0) goto done; /* nothing, or a status the Python path handles when it fetches again */
     Py_ssize_t added = 0;
@@ -143,13 +152,15 @@ static PyObject *consumer_fetch_solo_py(ConsumerCore *self, PyObject *Py_UNUSED(
     return consumer_pop_current(self);
 }
 
-/* _set_solo(reader, frames_address, max_frames, check_crc, decode_headers) or _set_solo(None) */
+/* _set_solo(reader, frames_address, max_frames, check_crc, decode_headers, read_committed) or _set_solo(None) */
 static PyObject *consumer_set_solo(ConsumerCore *self, PyObject *args) {
     PyObject *reader, *decode_headers = Py_None;
     unsigned long long frames = 0;
     unsigned int max_frames = 0;
-    int check_crc = 0;
-    if (!PyArg_ParseTuple(args, "O|KIiO", &reader, &frames, &max_frames, &check_crc, &decode_headers)) return NULL;
+    int check_crc = 0, read_committed = 0;
+    if (!PyArg_ParseTuple(args, "O|KIiOp", &reader, &frames, &max_frames, &check_crc, &decode_headers,
+                          &read_committed))
+        return NULL;
     Py_CLEAR(self->solo);
     Py_CLEAR(self->solo_queue);
     Py_CLEAR(self->solo_topic);
@@ -179,6 +190,7 @@ static PyObject *consumer_set_solo(ConsumerCore *self, PyObject *args) {
     self->frames = (shmlog_frame_ref *)(uintptr_t)frames;
     self->max_frames = max_frames;
     self->check_crc = check_crc;
+    self->read_committed = read_committed;
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(queue);

@@ -32,6 +32,7 @@ typedef struct {
     long long max_block_ns;
     long long producer_id;          /* enable.idempotence: from init_producer_id; -1 otherwise */
     int producer_epoch;
+    int transactional;              /* transactional.id: batches carry the transactional bit */
     shmlog_doorbell *doorbell;
     pthread_mutex_t send_lock;
     double queue_wait_min_s, queue_wait_max_s, queue_wait_sum_s; /* batches' wait before their append */
@@ -213,9 +214,13 @@ static int producer_append(ProducerCore *self, Batch *b) {
     int64_t rc = SHMLOG_ETOOBIG;
     if (records_bytes <= (Py_ssize_t)UINT32_MAX) {
         Py_BEGIN_ALLOW_THREADS
-        /* Idempotent: the ring's next sequence for us, checked against its sequence record. */
+        /* Idempotent: the ring's next sequence for us, checked against its sequence record. A
+         * transactional producer's batches carry the transactional bit too: read_committed readers
+         * drop them when the transaction aborts (shmlog/log/control_record.py). */
         rc = core->ring_append(ring, slot, records, (uint32_t)records_bytes, b->count, b->base_timestamp,
-                               b->max_timestamp, attributes, self->producer_id, (int16_t)self->producer_epoch,
+                               b->max_timestamp,
+                               (int16_t)(attributes | (self->transactional ? SHMLOG_ATTR_TRANSACTIONAL : 0)),
+                               self->producer_id, (int16_t)self->producer_epoch,
                                self->producer_id >= 0 ? SHMLOG_SEQUENCE_NEXT : -1, self->max_block_ns,
                                self->doorbell, &base);
         Py_END_ALLOW_THREADS
@@ -448,6 +453,15 @@ static PyObject *producer_reset_routes(ProducerCore *self, PyObject *Py_UNUSED(i
     Py_RETURN_NONE;
 }
 
+/* _set_transactional(producer_id, producer_epoch): what init_transactions got; every batch appended
+ * from now on carries them and the transactional bit (producer_id -1: none does). Taken under the
+ * send lock by the caller. */
+static PyObject *producer_set_transactional(ProducerCore *self, PyObject *args) {
+    if (!PyArg_ParseTuple(args, "Li", &self->producer_id, &self->producer_epoch)) return NULL;
+    self->transactional = self->producer_id >= 0;
+    Py_RETURN_NONE;
+}
+
 /* _purge(): takes every open batch away unsent; returns them. */
 static PyObject *producer_purge(ProducerCore *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = PyList_New(0), *topic, *obj;
@@ -515,6 +529,7 @@ static PyMethodDef producer_core_methods[] = {
     {"_reset_routes", (PyCFunction)producer_reset_routes, METH_NOARGS, NULL},
     {"_routes_current", (PyCFunction)producer_routes_current, METH_NOARGS, NULL},
     {"_purge", (PyCFunction)producer_purge, METH_NOARGS, NULL},
+    {"_set_transactional", (PyCFunction)producer_set_transactional, METH_VARARGS, NULL},
     {"_release_queued", (PyCFunction)producer_release_queued, METH_VARARGS, NULL},
     {"_take_queue_wait", (PyCFunction)producer_take_queue_wait, METH_NOARGS, NULL},
     {"_locked", (PyCFunction)producer_locked, METH_VARARGS, NULL},

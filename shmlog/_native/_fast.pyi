@@ -117,7 +117,7 @@ class ConsumerCore:
     def poll(self, timeout: float | None = None) -> Message | None:
         """The next Message, an event or error Message, or None; falls back to _poll_slow."""
     def _set_solo(self, reader: Any, frames_address: int = 0, max_frames: int = 0, check_crc: int = 0,
-                  decode_headers: DecodeHeaders | None = None) -> None:
+                  decode_headers: DecodeHeaders | None = None, read_committed: bool = False) -> None:
         """The one active reader poll() fetches for in C, or None."""
     def _fetch_solo(self) -> Message | None:
         """The solo reader's next Message after a fresh fetch, or None."""
@@ -189,6 +189,7 @@ class ProducerCore:
     def _reset_routes(self) -> None: ...
     def _routes_current(self) -> bool: ...
     def _purge(self) -> list: ...
+    def _set_transactional(self, producer_id: int, producer_epoch: int, /) -> None: ...
     def _release_queued(self, records: int, size_bytes: int) -> None: ...
     def _take_queue_wait(self) -> tuple[int, float, float, float]:
         """(count, min_s, max_s, sum_s) of batch waits from close to append since the last call."""

@@ -168,6 +168,19 @@ class Ring:
                           f"{r.replica_count}, fewer than min.insync.replicas={r.min_insync_replicas}: the "
                           f"records were appended but are not acknowledged", retriable=True)
 
+    def set_txn(self, first_unstable_offset, aborted_count):
+        """The transaction service's view of the partition (shmlog_ring_txn): the lowest offset an
+        open transaction may have records at (None: none open) and its aborted.txnindex entries."""
+        lib.shmlog_ring_set_txn(self.map, 0 if first_unstable_offset is None else first_unstable_offset + 1,
+                                aborted_count)
+
+    def txn_state(self):
+        """(first unstable offset or None, aborted.txnindex entries, whether any transaction touched
+        the ring): read after end(), as a read_committed reader must."""
+        out = ffi.new("uint64_t[3]")
+        lib.shmlog_ring_txn_state(self.map, out)
+        return (out[0] - 1 if out[0] else None), out[1], bool(out[2])
+
     def acquire_producer_slot(self):
         pid, started = procs.me()
         token = owner_token()

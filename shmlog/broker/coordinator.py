@@ -529,6 +529,17 @@ class Coordinator:
             raise InvalidTransition(f"group {g.group_id!r}: no transition from {g.state} on {event}")
         g.state = nxt
 
+    def fencing_problem(self, group_id, member_id, generation, instance_id=None):
+        """Why offsets a transaction carries for a member of `generation` must be refused (KIP-447:
+        the member was replaced or the group moved to a new generation since it read them), or None."""
+        g, m, problem = self._member(group_id, member_id, instance_id)
+        if problem:
+            return problem
+        if generation != g.generation:
+            return error_body(KafkaError.ILLEGAL_GENERATION, f"group {group_id!r} is at generation {g.generation}, "
+                              f"not {generation}: the partitions may have moved to another member")
+        return None
+
     def _member(self, group_id, member_id, instance_id):
         g = self.groups.get(group_id)
         if g is None:

@@ -233,6 +233,7 @@ CONFIG = Map(Str(255), Scalar(), max_items=1000)
 TOPIC_PARTITION = Tuple(NAME, PARTITION)
 REPLICA_ASSIGNMENT = List(List(Int(*INT32), max_items=64), max_items=10000)   # per partition, log dir indexes
 MEMBER = dict(member_id=optional(NAME, ""), instance_id=optional(NAME))
+PRODUCER = dict(transactional_id=required(NAME), producer_id=required(OFFSET), producer_epoch=required(Int(-1, 32767)))
 
 REQUESTS = {
     # supervisor.py
@@ -279,6 +280,16 @@ REQUESTS = {
     "list_groups": Object(),
     "describe_groups": Object(groups=required(List(NAME))),
     "delete_groups": Object(groups=required(List(NAME))),
+    # txn_service.py (TxnService.OPS)
+    "add_partitions_to_txn": Object(partitions=required(List(TOPIC_PARTITION)), **PRODUCER),
+    "add_offsets_to_txn": Object(group=required(NAME), **PRODUCER),
+    "txn_offset_commit": Object(
+        group=required(NAME), offsets=required(List(Tuple(NAME, PARTITION, OFFSET, Nullable(NAME)))),
+        generation=optional(Int(*INT32), -1), **MEMBER, **PRODUCER),
+    "end_txn": Object(commit=required(Bool()), **PRODUCER),
+    "list_transactions": Object(states=optional(List(Str(64)), [])),
+    "describe_transactions": Object(transactional_ids=required(List(NAME))),
+    "abort_transaction": Object(transactional_id=required(NAME)),
 }
 
 ENVELOPE = Object(op=required(Str(64)), id=optional(Int(*INT64)))

@@ -31,6 +31,7 @@ from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.broker.kafka_listener.process import ListenerProcess
 from shmlog.broker.producer_ids import ProducerIdAllocator, ProducerIdsUnavailable
 from shmlog.broker.replication import ReplicaManager
+from shmlog.broker.txn_service import TxnService
 from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
@@ -105,6 +106,7 @@ class Supervisor:
         # socket -> {"buf": bytes read, "pid": int, "kind": str, "out": bytearray to send, "closing": bool/"now"}
         self.clients = {}
         self.groups = None         # GroupService: the consumer-group coordinator
+        self.txns = None           # TxnService: the transaction coordinator
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.running = True
         self.selector = selectors.DefaultSelector()
@@ -568,6 +570,8 @@ class Supervisor:
         op = request.get("op")
         if op in GroupService.OPS:
             return self.groups.handle(sock, request)   # consumer groups: broker/group_service.py
+        if op in TxnService.OPS:
+            return self.txns.handle(sock, request)     # transactions: broker/txn_service.py
         handler = getattr(self, "op_" + str(op), None)
         if handler is None:
             raise Refused(KafkaError._INVALID_ARG, f"unknown control operation {op!r}")
@@ -898,9 +902,7 @@ class Supervisor:
         """Kafka's InitProducerId for an idempotent producer (transactional_id null): a producer
         id never handed out before in this data dir (producer_ids.py) and epoch 0."""
         if request.get("transactional_id") is not None:
-            raise Refused(KafkaError._UNSUPPORTED_FEATURE, "init_producer_id: transactions are not supported by "
-                          "this broker (transactional.id must not be set); idempotent producers "
-                          "(transactional_id null) are")
+            return self.txns.init_producer_id(sock, request)   # broker/txn_service.py
         try:
             return {"producer_id": self.producer_ids.allocate(), "producer_epoch": 0}
         except ProducerIdsUnavailable as exc:
@@ -1197,6 +1199,7 @@ class Supervisor:
         while self.running:
             self.serve_once(self.sleep_s(next_housekeeping))
             self.groups.tick()
+            self.txns.tick()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
@@ -1230,6 +1233,8 @@ class Supervisor:
         self.reclaim_shared_memory()
         self.groups = GroupService(self)
         self.groups.start()
+        self.txns = TxnService(self)    # after the groups: a commit left half-done writes offsets
+        self.txns.start()
         self.listen()
 
     def abandon_start(self):
@@ -1266,9 +1271,9 @@ class Supervisor:
         next group timer (a join phase ending, a session running out), whichever is first, so
         a group timer fires on time rather than on a housekeeping tick."""
         wake = next_housekeeping
-        group_deadline = self.groups.next_deadline()
-        if group_deadline is not None:
-            wake = min(wake, group_deadline)
+        for deadline in (self.groups.next_deadline(), self.txns.next_deadline()):
+            if deadline is not None:
+                wake = min(wake, deadline)
         return max(0.0, wake - time.monotonic())
 
     def close_rings(self):

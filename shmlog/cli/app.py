@@ -43,6 +43,7 @@ from shmlog.cli.produce import produce
 from shmlog.cli.schemas import schemas
 from shmlog.cli.top import top
 from shmlog.cli.topics import topics
+from shmlog.cli.transactions import transactions
 from shmlog.cli.users import users
 from shmlog.config import parse_broker_config
 from shmlog.errors import KafkaError, KafkaException, reason_of
@@ -348,6 +349,7 @@ cli.add_command(users)     # docs/kafka-listener.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md
+cli.add_command(transactions)  # docs/exactly-once.md
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -19,8 +19,19 @@ from shmlog.client.statistics import Statistics
 from shmlog.config import parse_consumer_config
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log import codec
-from shmlog.log.batch import ATTR_LOG_APPEND_TIME, COMPRESSED, CORRUPT, SKIP, BatchWalker, decode_headers
+from shmlog.log.batch import (
+    ATTR_CONTROL,
+    ATTR_LOG_APPEND_TIME,
+    ATTR_TRANSACTIONAL,
+    COMPRESSED,
+    CORRUPT,
+    HEADER,
+    SKIP,
+    BatchWalker,
+    decode_headers,
+)
 from shmlog.log.cleaner import read_checkpoint as cleaner_checkpoint
+from shmlog.log.control_record import AbortedIndex
 from shmlog.log.segment import SegmentReader, partition_dir
 from shmlog.message import (
     OFFSET_BEGINNING,
@@ -51,7 +62,7 @@ class _Reader:
     """One assigned partition: where we are and what we decoded but not yet returned."""
 
     __slots__ = ("topic", "partition", "ring", "cursor", "next_offset", "paused", "pending", "segments",
-                 "on_ring", "log_dir", "ring_address", "cursor_address", "eof_reported", "cleaned_below")
+                 "on_ring", "log_dir", "ring_address", "cursor_address", "eof_reported", "cleaned_below", "aborted")
 
     def __init__(self, topic, partition, ring, log_dir):
         self.topic, self.partition, self.ring, self.log_dir = topic, partition, ring, log_dir
@@ -64,6 +75,7 @@ class _Reader:
         self.on_ring = False
         self.eof_reported = False  # enable.partition.eof: reported since the last record returned
         self.cleaned_below = 0     # the log cleaner's checkpoint as of the last seek: read segments below it
+        self.aborted = None        # read_committed: the partition's AbortedIndex, once a transaction is seen
 
     def at_end(self):
         return self.on_ring and not self.pending and self.next_offset >= self.ring.high_watermark
@@ -177,6 +189,7 @@ class Consumer(_fast.ConsumerCore):
         self._partition_fetch_bytes = cfg.max_partition_fetch_bytes
         self._fetch_bytes = cfg.fetch_max_bytes
         self._eof = cfg.enable_partition_eof
+        self._read_committed = cfg.isolation_level == "read_committed"
         self._cluster = connect(cfg, "consumer")
         self._cluster.populate_rings = not cfg.group_id
         self._wait = self._make_wait()
@@ -216,7 +229,8 @@ class Consumer(_fast.ConsumerCore):
         active = [r for r in self._readers.values() if not r.paused]
         # the C path knows no EOF events and writes no fetch lines
         if len(active) == 1 and not self._closed and not self._eof and not self._debug_fetch:
-            self._set_solo(active[0], self._frames_address, MAX_FRAMES_PER_FETCH, self._check_crcs, decode_headers)
+            self._set_solo(active[0], self._frames_address, MAX_FRAMES_PER_FETCH, self._check_crcs, decode_headers,
+                           self._read_committed)
         else:
             self._set_solo(None)
 
@@ -335,7 +349,16 @@ class Consumer(_fast.ConsumerCore):
     # ------------------------------------------------------------------ positions
 
     def _bounds(self, reader):
-        return reader.ring.log_start_offset, reader.ring.end()[1]
+        return reader.ring.log_start_offset, self._high(reader.ring)
+
+    def _high(self, ring):
+        """Where reading stops: the log end, or for read_committed the last stable offset (Kafka's
+        LSO: below the first record of any open transaction)."""
+        end = ring.high_watermark
+        if not self._read_committed:
+            return end
+        first_unstable = ring.txn_state()[0]    # read after the end (shmlog_ring_txn says why)
+        return end if first_unstable is None else min(end, first_unstable)
 
     def _seek(self, reader, offset):
         low, high = self._bounds(reader)
@@ -393,7 +416,7 @@ class Consumer(_fast.ConsumerCore):
                               cached: bool = False) -> tuple[int, int]:
         self._check()
         ring = self._cluster.ring(partition.topic, partition.partition)
-        return ring.log_start_offset, ring.high_watermark
+        return ring.log_start_offset, self._high(ring)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -431,11 +454,16 @@ class Consumer(_fast.ConsumerCore):
             # (earliest/latest), or every fetch raises OFFSET_OUT_OF_RANGE until the app seeks.
             self._seek(reader, reader.next_offset)
         if reader.on_ring:
+            max_frames = MAX_FRAMES_PER_FETCH
+            if self._read_committed:
+                max_frames = self._committed_frames(reader)
+                if max_frames <= 0:
+                    return 0
             # Fetch and decode plain batches in one C call; compressed or invalid ones from `stop` on
             # are decoded (or reported) here.
             n, added, wanted, stop = _fast.fetch_ring(
                 reader.pending, reader.ring_address, reader.cursor_address, self._buffer, self._frames_address,
-                MAX_FRAMES_PER_FETCH, self._check_crcs, reader.topic, reader.partition, reader.next_offset,
+                max_frames, self._check_crcs, reader.topic, reader.partition, reader.next_offset,
                 decode_headers)
             if n < 0 and n not in (lib.SHMLOG_ESMALL, lib.SHMLOG_EOVERWRITTEN):
                 reader.ring.fetch_failed(n, reader.cursor)
@@ -470,9 +498,89 @@ class Consumer(_fast.ConsumerCore):
         if not frames:
             self._to_ring_or_segments(reader, ring_ok=True)
             return 0
+        if self._read_committed:
+            frames = self._committed_segment_frames(reader, buf, frames)
+            if not frames:
+                return 0
         count = self._decode(reader, buf, frames)
         self._to_ring_or_segments(reader)
         return count
+
+    # ------------------------------------------------------------------ read_committed
+
+    def _aborted_index(self, reader, count):
+        if reader.aborted is None:
+            reader.aborted = AbortedIndex(partition_dir(reader.log_dir, reader.topic, reader.partition))
+        reader.aborted.refresh(count)
+        return reader.aborted
+
+    @staticmethod
+    def _is_aborted(index, header, offset):
+        attributes, producer_id, producer_epoch = header[5], header[9], header[10]
+        return (attributes & ATTR_TRANSACTIONAL and not attributes & ATTR_CONTROL
+                and index.aborted(producer_id, producer_epoch, offset))
+
+    def _committed_frames(self, reader):
+        """How many batches from the reader's ring cursor a read_committed reader may decode: those
+        below the last stable offset, up to the first batch of an aborted transaction (batches of
+        aborted transactions at the cursor are stepped over here). A ring no transaction ever
+        touched is read as is."""
+        ring = reader.ring
+        k = lib.shmlog_ring_committed_frames(ring.map, reader.cursor, self._frames, MAX_FRAMES_PER_FETCH)
+        if k >= 0:
+            return k        # no transaction aborted on the partition: the C core's rule, as its fast path
+        end = ring.end()[1]
+        first_unstable, count, _ = ring.txn_state()
+        lso = end if first_unstable is None else min(end, first_unstable)
+        index = self._aborted_index(reader, count)
+        base_ptr = ffi.cast("uint8_t *", ring.mapping.ptr)
+        probe = ffi.new("shmlog_cursor *")
+        while reader.next_offset < lso:
+            probe.position, probe.next_offset = reader.cursor.position, reader.cursor.next_offset
+            n = ring.fetch(probe, ffi.NULL, 0, self._frames, MAX_FRAMES_PER_FETCH, 0)
+            if n <= 0:
+                return MAX_FRAMES_PER_FETCH if n < 0 else 0   # a status the plain fetch reports
+            k = 0
+            for i in range(n):
+                f = self._frames[i]
+                if f.base_offset >= lso:
+                    break
+                header = HEADER.unpack(ffi.buffer(base_ptr + f.map_pos, HEADER.size))
+                if self._is_aborted(index, header, f.base_offset):
+                    break
+                k += 1
+            if k or self._frames[0].base_offset >= lso:
+                return k
+            # The batch at the cursor belongs to an aborted transaction: step over it.
+            if ring.fetch(reader.cursor, ffi.NULL, 0, self._frames, 1, 0) != 1:
+                return 0
+            reader.next_offset = reader.cursor.next_offset
+        return 0
+
+    def _committed_segment_frames(self, reader, buf, frames):
+        """The frames of a segment read a read_committed reader decodes: below the last stable
+        offset, without aborted transactions' batches. The reader's offset moves past the batches
+        dropped at the end."""
+        ring = reader.ring
+        end = ring.end()[1]
+        first_unstable, count, seen = ring.txn_state()
+        if not seen and not count:
+            return frames   # no transaction open, none ever aborted: every batch is committed
+        lso = end if first_unstable is None else min(end, first_unstable)
+        index = self._aborted_index(reader, count)
+        kept = []
+        for frame in frames:
+            pos, base, records, _ = frame
+            if base >= lso:
+                break
+            if self._is_aborted(index, HEADER.unpack_from(buf, pos), base):
+                if not kept:
+                    reader.next_offset = max(reader.next_offset, base + records)
+                continue
+            kept.append(frame)
+        if not kept:
+            self._to_ring_or_segments(reader)
+        return kept
 
     def _drop_deleted(self):
         """Readers whose topic was deleted (the refresh unmapped their ring) leave the assignment;
@@ -752,7 +860,7 @@ class Consumer(_fast.ConsumerCore):
     def _view(self, reader, max_records):
         if reader.next_offset < reader.ring.log_start_offset:
             self._seek(reader, reader.next_offset)  # as _fetch: retention or delete_records passed us
-        if not reader.on_ring:
+        if not reader.on_ring or self._read_committed and reader.ring.txn_state()[2]:
             return self._view_of_messages(self._collect(reader, max_records))
         ring = reader.ring
         pin = self._pins.get(ring)

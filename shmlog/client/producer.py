@@ -19,6 +19,7 @@ from shmlog._native import address as _address
 from shmlog.client.cluster import connect
 from shmlog.client.partitioner import EMPTY_KEY_IS_RANDOM, NULL_KEY_IS_RANDOM, keyed
 from shmlog.client.statistics import Statistics
+from shmlog.client.transactions import Transactions
 from shmlog.config import parse_producer_config
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RecordsBuilder, record_size
@@ -142,7 +143,7 @@ class Producer(_fast.ProducerCore):
         # enable.idempotence (docs/exactly-once.md): one producer id for the producer's life, kept
         # across a broker restart (the log's sequences for it continue); -1 when off.
         self._producer_id, self._producer_epoch = -1, -1
-        if cfg.enable_idempotence:
+        if cfg.enable_idempotence and cfg.transactional_id is None:   # a transactional one: init_transactions()
             try:
                 self._producer_id, self._producer_epoch = self._cluster.init_producer_id(
                     None, cfg.transaction_timeout_ms)
@@ -164,6 +165,10 @@ class Producer(_fast.ProducerCore):
         self._next_reconnect = 0.0
         self._retired = []                    # clusters of stopped brokers whose rings acks=all batches still use
         self._closed = False
+        self._txn = None
+        if cfg.transactional_id is not None:
+            self._txn = Transactions(self, cfg.transactional_id, cfg.transaction_timeout_ms)
+            self.produce = self._produce_in_txn    # every record is checked against the transaction first
         self._wake = threading.Event()
         self._linger_thread = None
         if self._linger_s > 0:
@@ -303,6 +308,8 @@ class Producer(_fast.ProducerCore):
         self._sent(batch, err)
 
     def _sent(self, batch, err):
+        if err is not None and self._txn is not None:
+            self._txn.abortable(err)
         if err is None and self._acks == -1:
             self._durable.append((batch.route.rings[batch.partition], batch.base_offset + len(batch) - 1, batch))
         else:
@@ -557,6 +564,8 @@ class Producer(_fast.ProducerCore):
             self._deliver(batch, None)
 
     def _fail_durable(self, batch, err):
+        if self._txn is not None:
+            self._txn.abortable(err)
         self._durable.popleft()
         self._cluster.log.debug("msg", "DELIVERY", f"{batch.topic}-{batch.partition}: {len(batch)} records failed: "
                                 f"{err.str()}")
@@ -626,6 +635,7 @@ class Producer(_fast.ProducerCore):
         For shmlog's zero-copy batch append of bytes or NumPy rows, see produce_values().
         """
         self._cluster.check_fork("Producer")
+        self._not_transactional("produce_batch")
         _check_topic(topic)
         if not isinstance(partition, int) or isinstance(partition, bool):
             raise TypeError(f"produce_batch() argument 'partition' must be int, not {type(partition).__name__}")
@@ -677,6 +687,7 @@ class Producer(_fast.ProducerCore):
         (each record is the raw bytes of one row: fixed size, copied once into the ring).
         With acks=all it returns once the records are fsynced. Raises KafkaException on failure.
         """
+        self._not_transactional("produce_values")
         self._cluster.check_fork("Producer")
         route = self._route(_check_topic(topic))
         info = self._route_info[topic]
@@ -817,9 +828,52 @@ class Producer(_fast.ProducerCore):
         except Exception:
             pass
 
-    # transactions arrive with the exactly-once work; say so rather than pretend
-    def _no_transactions(self, *args, **kwargs):
-        raise error(KafkaError._NOT_IMPLEMENTED, "transactions are not supported by this shmlog version")
+    # ------------------------------------------------------------------ transactions (client/transactions.py)
 
-    init_transactions = begin_transaction = commit_transaction = abort_transaction = _no_transactions
-    send_offsets_to_transaction = _no_transactions
+    def _not_transactional(self, call):
+        if self._txn is not None:
+            raise error(KafkaError._STATE, f"{call}() does not take part in transactions; a producer with "
+                        f"transactional.id produces with produce()")
+
+    def _transactions(self, call):
+        if self._txn is None:
+            raise error(KafkaError._NOT_CONFIGURED, f"{call}(): the transactional API requires transactional.id to "
+                        f"be configured")
+        self._cluster.check_fork("Producer")
+        return self._txn
+
+    def _produce_in_txn(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
+                        headers=None, callback=None):
+        """produce() of a transactional producer: the record's partition joins the transaction
+        before the record is queued (the C core then writes it as a transactional batch)."""
+        txn = self._txn
+        if txn.state != "InTransaction":
+            txn.before_produce(topic, partition)   # raises the state error
+        route = self._route(_check_topic(topic))
+        if _check_partition(topic, partition, route.partitions) == -1:
+            if key is not None and type(key) is not bytes:
+                key = _to_bytes(key, "key")
+            partition = self._choose_partition(route, key)
+        txn.before_produce(topic, partition)
+        return _fast.ProducerCore.produce(self, topic, value, key, partition, on_delivery, timestamp, headers,
+                                          callback)
+
+    def init_transactions(self, timeout=None):
+        """Get this transactional.id's producer id with a bumped epoch: older instances are fenced
+        and a transaction they left open is aborted first."""
+        self._transactions("init_transactions").init(timeout)
+
+    def begin_transaction(self):
+        self._transactions("begin_transaction").begin()
+
+    def send_offsets_to_transaction(self, positions, group_metadata, timeout=None):
+        """The consumer positions (next offsets to read) to commit for the group with this transaction."""
+        self._transactions("send_offsets_to_transaction").send_offsets(positions, group_metadata, timeout)
+
+    def commit_transaction(self, timeout=None):
+        """Flush, then commit: the records and offsets of the transaction become visible together."""
+        self._transactions("commit_transaction").commit(timeout)
+
+    def abort_transaction(self, timeout=None):
+        """Drop what is still queued, then abort: read_committed consumers never see the transaction."""
+        self._transactions("abort_transaction").abort(timeout)

@@ -12,6 +12,7 @@ from shmlog.broker import requests
 from shmlog.broker.group_service import GroupService
 from shmlog.broker.requests import MAX_DEPTH, MAX_LINE_BYTES, REQUESTS, BadRequest, nesting_depth, parse
 from shmlog.broker.supervisor import Supervisor
+from shmlog.broker.txn_service import TxnService
 from shmlog.errors import KafkaError
 from tests.control_corpus import corpus
 
@@ -29,8 +30,9 @@ def refusal(raw):
 
 # ---------------------------------------------------------------------------- the table
 
-def test_every_op_the_supervisor_and_the_group_service_handle_has_a_schema_and_no_schema_is_unhandled():
-    handled = {name[3:] for name in dir(Supervisor) if name.startswith("op_")} | set(GroupService.OPS)
+def test_every_op_the_supervisor_and_its_services_handle_has_a_schema_and_no_schema_is_unhandled():
+    handled = {name[3:] for name in dir(Supervisor) if name.startswith("op_")} | set(GroupService.OPS) | \
+        set(TxnService.OPS)
     assert set(REQUESTS) == handled
 
 

@@ -17,7 +17,7 @@ def test_numpy_views_match_the_c_structs_field_by_field(struct, dtype):
 def test_hot_fields_sit_on_their_own_cache_lines():
     line = lib.SHMLOG_CACHE_LINE
     offsets = [ffi.offsetof("shmlog_ring_header", f) for f in ("descriptor", "claim", "release", "persist", "waiters",
-                                                                      "slots")]
+                                                                      "slots", "txn")]
     assert [o % line for o in offsets] == [0] * len(offsets)
     assert len({o // line for o in offsets}) == len(offsets)
 
