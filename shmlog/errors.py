@@ -141,6 +141,12 @@ _TEXT_BY_NAME = {
     "TOPIC_DELETION_DISABLED": "Broker: Topic deletion is disabled",
     "FENCED_INSTANCE_ID": "Broker: Static consumer fenced by other consumer with same group.instance.id",
     "UNKNOWN_TOPIC_ID": "Broker: Unknown topic id",
+    "INVALID_PRODUCER_ID_MAPPING": "Broker: Producer attempted to use a producer id which is not currently "
+    "assigned to its transactional id",
+    "INVALID_TRANSACTION_TIMEOUT": "Broker: Transaction timeout is larger than the maximum value allowed by "
+    "the broker's max.transaction.timeout.ms",
+    "PRODUCER_FENCED": "Broker: There is a newer producer with the same transactionalId which fences the "
+    "current one",
 }
 _TEXT_BY_CODE = {_LOCAL_CODES.get(name, _BROKER_CODES.get(name)): text for name, text in _TEXT_BY_NAME.items()}
 
@@ -270,6 +276,9 @@ class KafkaError:
     TOPIC_DELETION_DISABLED: int
     FENCED_INSTANCE_ID: int
     UNKNOWN_TOPIC_ID: int
+    INVALID_PRODUCER_ID_MAPPING: int
+    INVALID_TRANSACTION_TIMEOUT: int
+    PRODUCER_FENCED: int
 
 
     __slots__ = ("_code", "_reason", "_fatal", "_retriable", "_txn_requires_abort")

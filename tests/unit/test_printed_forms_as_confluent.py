@@ -57,6 +57,11 @@ def test_every_code_shmlog_defines_has_librdkafkas_text():
     assert codes and all(not KafkaError(c).str().startswith("Err-") for c in codes)
 
 
+def test_every_code_shmlog_defines_is_declared_for_type_checkers():
+    codes = {k for k, v in vars(KafkaError).items() if isinstance(v, int) and (k.isupper() or k[1:].isupper())}
+    assert codes and codes <= set(KafkaError.__annotations__)
+
+
 def test_an_unknown_code_without_a_reason_says_what_librdkafka_says():
     assert KafkaError(-9999).str() == "Err--9999?"
 
