@@ -211,6 +211,62 @@ def test_topics_created_over_tcp_exist_for_shared_memory_clients_and_can_be_dele
     assert "made" not in kbroker.admin.list_topics(timeout=10).topics
 
 
+def test_a_read_committed_tcp_consumer_skips_aborted_records_and_stops_before_an_open_transaction(kbroker):
+    create_topic(kbroker.admin, "t", 1)
+    tx = shmlog.Producer(shm_conf(kbroker, **{"transactional.id": "over-tcp"}))
+    tx.init_transactions(30)
+    for outcome in ("commit", "abort", "open"):
+        tx.begin_transaction()
+        for i in range(3):
+            tx.produce("t", value=b"%s-%d" % (outcome.encode(), i), partition=0)
+        if outcome == "commit":
+            tx.commit_transaction(30)
+        elif outcome == "abort":
+            tx.flush(30)   # appended first: an abort drops what is still queued
+            tx.abort_transaction(30)
+        else:
+            tx.flush(30)   # appended, but the transaction stays open
+    plain = shmlog.Producer(shm_conf(kbroker, acks=1))
+    plain.produce("t", value=b"after", partition=0)
+    plain.flush(10)
+    committed = ck.Consumer(kconf(kbroker, **{"group.id": "rc", "enable.auto.commit": False,
+                                              "isolation.level": "read_committed"}))
+    committed.assign([ck.TopicPartition("t", 0, 0)])
+    uncommitted = ck.Consumer(kconf(kbroker, **{"group.id": "ru", "enable.auto.commit": False,
+                                                "isolation.level": "read_uncommitted"}))
+    uncommitted.assign([ck.TopicPartition("t", 0, 0)])
+    read = consume_n(uncommitted, 10)
+    everything = [v for *_, v in read]
+    first_open = next(o for _, o, _, v in read if v == b"open-0")
+    stable = [v for *_, v in consume_n(committed, 3)]
+    assert not consume_n(committed, 1, timeout_s=2), "read past the open transaction"
+    low, high = committed.get_watermark_offsets(ck.TopicPartition("t", 0), timeout=10)
+    committed.close()
+    uncommitted.close()
+    tx.abort_transaction(30)
+    assert everything == [b"commit-0", b"commit-1", b"commit-2", b"abort-0", b"abort-1", b"abort-2",
+                          b"open-0", b"open-1", b"open-2", b"after"]
+    assert stable == [b"commit-0", b"commit-1", b"commit-2"]
+    assert high == first_open, "read_committed: the end offset is the last stable offset, as Kafka's ListOffsets"
+
+
+def test_a_topic_created_over_tcp_gets_the_replication_factor_asked_for(start_broker, tmp_path):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    dirs = [str(tmp_path / f"disk{i}") for i in range(2)]
+    b = start_broker(**{"listeners": "PLAINTEXT://127.0.0.1:0", "log.dirs": ",".join(dirs)})
+    admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    try:
+        port = wait_for_listener(admin)["port"]
+        a = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+        a.create_topics([NewTopic("twice", 1, 2)])["twice"].result(10)
+        assert sorted(admin.list_topics(timeout=10).topics["twice"].partitions[0].replicas) == [0, 1]
+        with pytest.raises(ck.KafkaException) as exc:
+            a.create_topics([NewTopic("thrice", 1, 3)])["thrice"].result(10)
+        assert exc.value.args[0].code() == ck.KafkaError.INVALID_REPLICATION_FACTOR
+    finally:
+        admin.close()
+
+
 def test_creating_an_existing_topic_over_tcp_fails_with_topic_already_exists(kbroker):
     from confluent_kafka.admin import AdminClient, NewTopic
     create_topic(kbroker.admin, "t", 1)

@@ -13,16 +13,21 @@ def _request(conn, op, **fields):
         return exc_code(exc), {}, reason_of(exc)
 
 
+def _replication_factor(info):
+    states = info.get("partition_states") or [{"replicas": [0]}]
+    return len(states[0]["replicas"])
+
+
 def create_topics(conn, req, version):
     specs, out = [], {}
     for t in req.topics:
-        if t.replication_factor not in (-1, 1):
-            out[t.name] = (INVALID_REPLICATION_FACTOR, f"replication factor {t.replication_factor}: this broker "
-                                                      f"has one replica per partition (use 1 or -1)")
-        elif t.assignments:
-            out[t.name] = (INVALID_REPLICA_ASSIGNMENT, "manual replica assignment is not supported")
+        if t.assignments:
+            # Kafka's assignments name brokers; a shmlog broker's replicas are its log dirs.
+            out[t.name] = (INVALID_REPLICA_ASSIGNMENT, "manual replica assignment is not supported over the "
+                                                      "Kafka listener (use replication_factor)")
         else:
             specs.append({"topic": t.name, "num_partitions": t.num_partitions,
+                          "replication_factor": t.replication_factor,
                           "config": {c.name: c.value for c in t.configs}})
     if specs:
         code, reply, message = _request(conn, "create_topics", topics=specs, validate_only=bool(req.validate_only))
@@ -36,7 +41,8 @@ def create_topics(conn, req, version):
         info = conn.logs.meta["topics"].get(t.name) if code == NONE else None
         topics.append({"name": t.name, "error_code": code, "error_message": message,
                        "num_partitions": info["partitions"] if info else -1,
-                       "replication_factor": 1 if info else -1, "configs": None if info is None else []})
+                       "replication_factor": _replication_factor(info) if info else -1,
+                       "configs": None if info is None else []})
     return {"topics": topics}
 
 

@@ -5,11 +5,13 @@ response class of that version (keys a version lacks are ignored), or None for a
 Kafka does not answer (Produce with acks=0). Errors are Kafka's error codes, per partition or
 per topic where Kafka puts them.
 """
+import struct
 import time
 
 from shmlog._native import ffi, lib
 from shmlog.broker.kafka_listener import batches
 from shmlog.errors import KafkaError, KafkaException, reason_of
+from shmlog.log import control_record
 from shmlog.log.segment import SegmentReader
 
 NODE_ID = 0
@@ -188,30 +190,66 @@ def _fetch_once(conn, req, max_bytes):
                               "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
                               "aborted_transactions": None, "preferred_read_replica": -1, "records": b""})
                 continue
-            low, high = ring.log_start_offset, ring.end()[1]
+            low, high = ring.log_start_offset, ring.high_watermark
+            stable = last_stable_offset(ring, high)
             entry = {"partition_index": fp.partition, "error_code": NONE, "high_watermark": high,
-                     "last_stable_offset": high, "log_start_offset": low, "aborted_transactions": None,
+                     "last_stable_offset": stable, "log_start_offset": low, "aborted_transactions": None,
                      "preferred_read_replica": -1, "records": b""}
             offset = fp.fetch_offset
+            # read_committed (isolation_level 1, librdkafka's default) reads up to the LSO only.
+            readable = stable if getattr(req, "isolation_level", 0) == 1 else high
             if offset < low or offset > high:
                 entry.update(error_code=OFFSET_OUT_OF_RANGE)
-            elif offset < high:
+            elif offset < readable:
                 budget = max_bytes - total
                 if budget > 0 or total == 0:
                     try:
-                        data = read_bytes(conn, ring, t.topic, fp.partition, offset,
-                                          max(1, min(fp.partition_max_bytes, budget)))
+                        data = batches_below(read_bytes(conn, ring, t.topic, fp.partition, offset,
+                                                        max(1, min(fp.partition_max_bytes, budget))), readable)
                     except KafkaException as exc:
                         entry.update(error_code=exc_code(exc))
                         data = b""
                     if data:
                         entry["records"] = data
                         total += len(data)
+                        if readable == stable:
+                            entry["aborted_transactions"] = aborted_transactions(
+                                logs.partition_dir(t.topic, fp.partition), offset, stable)
             else:
                 watch.append(ring)
             parts.append(entry)
         out.append({"topic": t.topic, "partitions": parts})
     return total, out, watch
+
+
+BATCH_START = struct.Struct(">qi")   # a RecordBatch's base offset and length
+
+
+def last_stable_offset(ring, high):
+    """Kafka's LSO: below the first record of any transaction still open on the partition."""
+    first_unstable = ring.txn_state()[0]
+    return high if first_unstable is None else min(high, first_unstable)
+
+
+def batches_below(data, end_offset):
+    """The whole batches of `data` that start below end_offset (a fetch stops at the LSO)."""
+    pos = 0
+    while pos + 12 <= len(data):
+        base, length = BATCH_START.unpack_from(data, pos)
+        if base >= end_offset:
+            break
+        pos += 12 + length
+    return data[:min(pos, len(data))]
+
+
+def aborted_transactions(partition_dir, fetch_offset, stable):
+    """The aborted transactions a read_committed client must skip in [fetch_offset, stable), as
+    Kafka's Fetch lists them: producer id and first offset (the client skips that producer's
+    batches from there to its ABORT marker)."""
+    found = [{"producer_id": pid, "first_offset": first}
+             for pid, _, first, last, _ in control_record.read_aborted(partition_dir)
+             if first < stable and (last == control_record.OPEN_ENDED or last >= fetch_offset)]
+    return found or None
 
 
 def read_bytes(conn, ring, topic, partition, offset, max_bytes):
@@ -274,7 +312,9 @@ def list_offsets(conn, req, version):
                     if lp.timestamp == EARLIEST:
                         offset = ring.log_start_offset
                     elif lp.timestamp in (LATEST, MAX_TIMESTAMP):
-                        offset = ring.end()[1]
+                        offset = ring.high_watermark
+                        if getattr(req, "isolation_level", 0) == 1:
+                            offset = last_stable_offset(ring, offset)
                     else:
                         offset = offset_for_time(logs.partition_dir(t.name, lp.partition_index), ring,
                                                  lp.timestamp)
