@@ -69,13 +69,42 @@ def spawn_keeper(data_dir, configs, daemon=False):
     if not daemon and proc.stderr:
         # Keep draining stderr so the supervisor never blocks on a full pipe.
         import threading
-        threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
+        threading.Thread(target=_forward, args=(proc.stderr, _open_log(data_dir)), daemon=True).start()
     return proc
 
 
-def _forward(stream):
+def _open_log(data_dir):
+    """DIR/supervisor.log for appending (0600), as the daemon writes it; None if it cannot be opened."""
+    try:
+        return open(os.open(os.path.join(data_dir, "supervisor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                    "ab", buffering=0)
+    except OSError:
+        return None
+
+
+# A broker log line's level (broker/logs.py: "<time>Z LEVEL shmlog role[pid]: message").
+_QUIET_LEVELS = (b"Z DEBUG shmlog ", b"Z INFO shmlog ")
+_LEVELLED = b" shmlog "
+
+
+def _forward(stream, log_file):
+    """An embedded broker's log: every line to DIR/supervisor.log, and the WARNING and worse ones
+    (with the lines that continue them, such as a traceback) to this process's stderr, so an
+    application embedding a broker hears of problems, not of every client that comes and goes."""
+    quiet = False
     for line in iter(stream.readline, b""):
-        sys.stderr.write(line.decode(errors="replace"))
+        if log_file is not None:
+            try:
+                log_file.write(line)
+            except OSError:
+                log_file = None
+        head = line[:40]
+        if _LEVELLED in head and b"Z " in head:
+            quiet = any(level in head for level in _QUIET_LEVELS)
+        elif line.startswith(b"shmlog "):   # the keeper's own lines: a supervisor that died, a stop
+            quiet = False
+        if not quiet or log_file is None:
+            sys.stderr.write(line.decode(errors="replace"))
 
 
 class Broker:

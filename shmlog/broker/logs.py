@@ -1,8 +1,9 @@
 """The broker processes' log: Python's logging, one format for the supervisor and the persister.
 
 Each line is `2026-12-03T14:45:04.123Z INFO shmlog supervisor[1234]: message` (timestamp in UTC,
-level, role and pid, message) on stderr, which is the embedding process's stderr for
-`shmlog.Broker`, `DIR/supervisor.log` for `shmlog broker start`, the journal under systemd.
+level, role and pid, message) on stderr, which `shmlog.Broker` writes to `DIR/supervisor.log` and
+passes on to the embedding process's stderr from WARNING up (launcher._forward), which is
+`DIR/supervisor.log` for `shmlog broker start` and the journal under systemd.
 The level is the broker config `shmlog.log.level` (INFO by default); the supervisor passes it
 on to the persister it starts in the environment (LEVEL_ENV)."""
 import logging

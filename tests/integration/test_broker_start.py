@@ -294,7 +294,7 @@ def committed(broker):
 
 
 @pytest.mark.parametrize("which", ["older segment", "newest segment"])
-def test_a_flipped_byte_in_consumer_offsets_is_cut_or_skipped_and_reported(data_dir, which, capfd):
+def test_a_flipped_byte_in_consumer_offsets_is_cut_or_skipped_and_reported(data_dir, which):
     # Small __consumer_offsets segments, and no log cleaner: this is about damage, not compaction.
     configs = {"offsets_topic_segment_bytes": 1024, "log_cleaner_enable": False}
     commit_many(data_dir, 30, **configs)
@@ -307,8 +307,9 @@ def test_a_flipped_byte_in_consumer_offsets_is_cut_or_skipped_and_reported(data_
         assert committed(b) == (30 if which == "older segment" else 29)
         assert "t" in alive(b)
     stop_leftover_broker(data_dir)
-    err = captured_until(capfd, "__consumer_offsets-")
-    assert ("skipped the corrupt batch" if which == "older segment" else "recovery:") in err, err
+    with open(os.path.join(data_dir, "supervisor.log")) as f:   # the broker's log, complete once it stopped
+        log = f.read()
+    assert ("skipped the corrupt batch" if which == "older segment" else "recovery:") in log, log
 
 
 # ------------------------------------------------------------------ deleted topics stay deleted
@@ -432,3 +433,20 @@ def test_delete_topic_enable_false_refuses_delete_topics(data_dir):
         assert "stays" in alive(b)
         a.close()
     stop_leftover_broker(data_dir)
+
+
+def test_an_embedded_broker_logs_every_line_to_its_log_file_and_only_warnings_to_stderr(data_dir, capfd):
+    import signal
+
+    from shmlog.broker import launcher
+    with shmlog.Broker(data_dir) as b:
+        admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+        admin.create_topics([shmlog.NewTopic("logged", 1)])["logged"].result(10)
+        admin.close()
+        os.kill(launcher.status(data_dir)["persister_pid"], signal.SIGKILL)
+        err = captured_until(capfd, "restarting", timeout=30)
+    with open(os.path.join(data_dir, "supervisor.log")) as f:
+        log = f.read()
+    assert "WARNING shmlog supervisor[" in err and "killed by SIGKILL); restarting" in err, err
+    assert "created topic 'logged'" in log and "killed by SIGKILL); restarting" in log
+    assert "created topic 'logged'" not in err and " INFO shmlog " not in err
