@@ -52,9 +52,12 @@ def spawn_keeper(data_dir, configs, daemon=False):
     data_dir = os.path.realpath(data_dir)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)  # the supervisor gives it its final mode (security.Policy)
     stderr = subprocess.PIPE
+    # Made before the supervisor starts, which gives the data dir's files their modes (security.Policy).
+    log_file = _open_log(data_dir)
     if daemon:
-        stderr = open(os.open(os.path.join(data_dir, "supervisor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
-                      "ab")
+        stderr, log_file = log_file, None   # the daemon's stderr is its log
+        if stderr is None:
+            raise error(KafkaError._FS, f"cannot write {os.path.join(data_dir, 'supervisor.log')}")
     # cwd=BROKER_CWD: `python -m` puts its working directory first on sys.path, so a shmlog/
     # folder in the caller's (a checkout of another version) would be imported instead of the
     # installed package; the keeper's children (supervisor, persister) inherit it.
@@ -63,13 +66,17 @@ def spawn_keeper(data_dir, configs, daemon=False):
                             start_new_session=daemon, cwd=BROKER_CWD)
     try:
         _wait_ready(proc, data_dir, START_TIMEOUT_S)
+    except BaseException:
+        if log_file is not None:
+            log_file.close()
+        raise
     finally:
         if daemon:
             stderr.close()
     if not daemon and proc.stderr:
         # Keep draining stderr so the supervisor never blocks on a full pipe.
         import threading
-        threading.Thread(target=_forward, args=(proc.stderr, _open_log(data_dir)), daemon=True).start()
+        threading.Thread(target=_forward, args=(proc.stderr, log_file), daemon=True).start()
     return proc
 
 

@@ -77,7 +77,7 @@ def test_a_full_leader_disk_moves_leadership_to_an_in_sync_replica_and_loses_not
 
 def test_a_leader_log_dir_that_disappears_moves_leadership_and_producers_and_consumers_carry_on(
         replicated, data_dir):
-    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=1000)
+    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=10_000)
     admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
     produce(conf, "t", [b"x%d" % i for i in range(50)])
     wait_isr(admin, "t", [0, 1])
