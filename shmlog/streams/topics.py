@@ -1,0 +1,64 @@
+"""Creating what a topology needs before its workers start: repartition and changelog topics
+(internal), and output topics that do not exist yet."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shmlog.errors import KafkaError, KafkaException
+from shmlog.streams import steps as s
+
+if TYPE_CHECKING:
+    from shmlog.streams.app import App
+
+
+def _steps(step):
+    yield step
+    for child in step.children:
+        yield from _steps(child)
+
+
+def ensure_topics(app: App, timeout_s: float) -> None:
+    from shmlog import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": app.client_conf["bootstrap.servers"]})
+    try:
+        existing = {name: len(meta.partitions) for name, meta in admin.list_topics(timeout=timeout_s).topics.items()}
+        wanted: dict[str, NewTopic] = {}
+        partitions: dict[str, int] = dict(existing)
+        for table in app.tables:
+            if table.topic not in existing:
+                raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                f"global table topic {table.topic!r} does not exist"))
+        # Sources in building order: a repartition source comes after the step that feeds it,
+        # so its upstream partition count is known when it is reached.
+        for src in app.sources:
+            if src.topic not in partitions:
+                raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                f"input topic {src.topic!r} of application {app.application_id!r} "
+                                                f"does not exist: create it first"))
+            count = partitions[src.topic]
+            for step in _steps(src):
+                targets = []
+                if isinstance(step, s.Repartition):
+                    targets.append((step.topic, {}))
+                elif isinstance(step, s.ToTopic):
+                    targets.append((step.topic, {}))
+                targets += [(app.changelog_topic(store), {"cleanup.policy": "compact"}) for store in step.stores()]
+                for topic, config in targets:
+                    if topic not in partitions:
+                        partitions[topic] = count
+                        wanted[topic] = NewTopic(topic, count, config=config)
+                    elif topic in existing and step.stores() and topic != getattr(step, "topic", None) \
+                            and existing[topic] != count:
+                        raise KafkaException(KafkaError(
+                            KafkaError.INVALID_PARTITIONS,
+                            f"changelog topic {topic!r} has {existing[topic]} partitions but its input "
+                            f"{src.topic!r} has {count}: state is partitioned like the input"))
+        if wanted:
+            for topic, future in admin.create_topics(list(wanted.values())).items():
+                try:
+                    future.result()
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+    finally:
+        admin.close()

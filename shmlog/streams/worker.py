@@ -1,0 +1,325 @@
+"""One streams worker process: a member of the application's group that runs the topology's
+tasks (one per assigned input partition) batch by batch.
+
+A batch: consume up to batch_size records, push each through the steps of its topic's sources
+(the task's stream time first moves to the record's time; closed windows are emitted after
+it), then write each changed store key to its changelog and commit:
+    at_least_once  flush the producer (outputs and changelogs in the log), commit local
+                   state, commit the input offsets;
+    exactly_once   outputs, changelog records and input offsets in one transaction
+                   (transactional.id <application.id>-worker-<index>, offsets fenced by the
+                   group generation as in KIP-447); local state commits after it. A transaction
+                   that fails is aborted, local state rolled back, and the batch read again.
+Local state never gets ahead of its changelog (streams/state.py says why that is enough).
+A newly assigned task restores its stores from their changelogs before it processes anything.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import traceback
+from typing import Any
+
+from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.streams import state as st
+from shmlog.streams import steps as s
+
+REPORT_INTERVAL_S = 0.2
+
+
+class Task:
+    def __init__(self, topic: str, partition: int, task_state: st.TaskState, roots: list[s.Source],
+                 stores: list[str], produce, metrics) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.state = task_state
+        self.roots = roots
+        self.stores = stores
+        self.ctx = s.Context(task_state, produce, metrics)
+        self.ctx.stream_time = task_state.meta(st.STREAM_TIME, -1)
+
+
+class Worker:
+    def __init__(self, app, index: int, batch_size: int, stop, reports) -> None:
+        import shmlog
+        self.app = app
+        self.index = index
+        self.batch_size = batch_size
+        self.stop = stop
+        self.reports = reports
+        self.exactly_once = app.processing_guarantee == "exactly_once"
+        conf = app.client_conf
+        self.consumer = shmlog.Consumer({"auto.offset.reset": "earliest", **conf, "group.id": app.application_id,
+                                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+        producer_conf = {"bootstrap.servers": conf["bootstrap.servers"], "acks": "all", "linger.ms": 1}
+        if self.exactly_once:
+            producer_conf["transactional.id"] = f"{app.application_id}-worker-{index}"
+        self.producer = shmlog.Producer(producer_conf)
+        if self.exactly_once:
+            self.producer.init_transactions()
+        self.tasks: dict[tuple[str, int], Task] = {}
+        self.metrics: dict[str, list[int]] = {}
+        self.delivery_errors: list[KafkaError] = []
+        self.changelog_ends: dict[tuple[str, int], int] = {}
+        self.processed = 0
+        self.table_consumer = None
+
+    # ------------------------------------------------------------------ producing
+
+    def _on_delivery(self, err, msg):
+        if err is not None:
+            self.delivery_errors.append(err)
+        elif msg.topic().endswith("-changelog"):
+            key = (msg.topic(), msg.partition())
+            self.changelog_ends[key] = max(self.changelog_ends.get(key, 0), msg.offset() + 1)
+
+    def produce(self, topic, key, value, timestamp, headers, partition=-1):
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, partition=partition, timestamp=timestamp,
+                                      headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    # ------------------------------------------------------------------ tasks
+
+    def on_assign(self, consumer, partitions):
+        for tp in partitions:
+            self._open_task(tp.topic, tp.partition)
+        self.reports.put(("assigned", self.index, os.getpid(), sorted((tp.topic, tp.partition) for tp in partitions)))
+
+    def on_revoke(self, consumer, partitions):
+        for tp in partitions:
+            task = self.tasks.pop((tp.topic, tp.partition), None)
+            if task is not None:
+                task.state.close()
+
+    def _open_task(self, topic, partition):
+        roots = [src for src in self.app.sources if src.topic == topic]
+        stores = self.app.stores_of(topic)
+        path = os.path.join(self.app.state_dir, f"{topic}-{partition}.sqlite")
+        task_state = st.TaskState(path)
+        self._restore(task_state, stores, partition)
+        self.tasks[(topic, partition)] = Task(topic, partition, task_state, roots, stores,
+                                              self.produce, self.metrics)
+
+    def _restore(self, task_state, stores, partition):
+        """Replay each store's changelog partition from the local checkpoint to its end (the LSO:
+        only committed changes under exactly-once)."""
+        if not stores:
+            return
+        import shmlog
+        restorer = shmlog.Consumer({"bootstrap.servers": self.app.client_conf["bootstrap.servers"],
+                                    "group.id": f"{self.app.application_id}-restore", "enable.auto.commit": False,
+                                    "isolation.level": "read_committed", "enable.partition.eof": True,
+                                    "auto.offset.reset": "earliest"})
+        try:
+            for store in stores:
+                topic = self.app.changelog_topic(store)
+                start = task_state.meta(f"checkpoint:{store}", 0)
+                restorer.assign([shmlog.TopicPartition(topic, partition, start)])
+                task_state.begin()
+                position = start
+                deadline = time.monotonic() + 300
+                while True:
+                    msg = restorer.poll(1.0)
+                    if msg is None:
+                        if time.monotonic() > deadline:
+                            raise error(KafkaError._TIMED_OUT, f"restoring {topic} [{partition}] did not reach "
+                                        f"its end in 300 s")
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            position = max(position, msg.offset())
+                            break
+                        raise KafkaException(err)
+                    task_state.apply(store, msg.key(), msg.value())
+                    position = msg.offset() + 1
+                task_state.set_meta(f"checkpoint:{store}", position)
+                task_state.commit()
+                restorer.unassign()
+        finally:
+            restorer.close()
+
+    # ------------------------------------------------------------------ global tables
+
+    def _start_tables(self):
+        if not self.app.tables:
+            return
+        import shmlog
+        self.table_consumer = shmlog.Consumer({"bootstrap.servers": self.app.client_conf["bootstrap.servers"],
+                                               "group.id": f"{self.app.application_id}-tables",
+                                               "enable.auto.commit": False, "enable.partition.eof": True,
+                                               "isolation.level": "read_committed"})
+        meta = self.table_consumer.list_topics(timeout=30)
+        assignment, waiting = [], set()
+        for table in self.app.tables:
+            for p in meta.topics[table.topic].partitions:
+                assignment.append(shmlog.TopicPartition(table.topic, p, shmlog.OFFSET_BEGINNING))
+                waiting.add((table.topic, p))
+        self.table_consumer.assign(assignment)
+        deadline = time.monotonic() + 300
+        while waiting:   # bootstrap: every table is read to its end before any record is joined
+            if time.monotonic() > deadline:
+                raise error(KafkaError._TIMED_OUT, f"global tables not read to their end in 300 s: {sorted(waiting)}")
+            for msg in self.table_consumer.consume(10000, 1.0):
+                if msg.error() is not None and msg.error().code() == KafkaError._PARTITION_EOF:
+                    waiting.discard((msg.topic(), msg.partition()))
+                else:
+                    self._table_record(msg)
+
+    def _table_record(self, msg):
+        if msg.error() is not None:
+            if msg.error().fatal():
+                raise KafkaException(msg.error())
+            return
+        for table in self.app.tables:
+            if table.topic == msg.topic():
+                table.apply(msg.key(), msg.value())
+
+    def _poll_tables(self):
+        if self.table_consumer is not None:
+            for msg in self.table_consumer.consume(10000, 0):
+                self._table_record(msg)
+
+    # ------------------------------------------------------------------ batches
+
+    def run(self):
+        self._start_tables()
+        self.consumer.subscribe(self.app.source_topics(), on_assign=self.on_assign, on_revoke=self.on_revoke,
+                                on_lost=self.on_revoke)
+        self.reports.put(("started", self.index, os.getpid(), None))
+        last_report = time.monotonic()
+        while not self.stop.is_set() and not _stopping.is_set():
+            self._poll_tables()
+            records = []
+            for msg in self.consumer.consume(self.batch_size, timeout=0.1):
+                err = msg.error()
+                if err is None:
+                    records.append(msg)
+                elif err.fatal():
+                    raise KafkaException(err)
+            if records:
+                self._batch(records)
+            now = time.monotonic()
+            if now - last_report >= REPORT_INTERVAL_S:
+                self._report()
+                last_report = now
+        self.consumer.close()
+        for task in self.tasks.values():
+            task.state.close()
+        self.tasks.clear()
+        self.producer.flush(30)
+        self._report()
+
+    def _report(self):
+        self.reports.put(("processed", self.index, os.getpid(), self.processed))
+        self.reports.put(("metrics", self.index, os.getpid(), {k: list(v) for k, v in self.metrics.items()}))
+
+    def _batch(self, records):
+        import shmlog
+        if self.exactly_once:
+            self.producer.begin_transaction()
+        touched: dict[tuple[str, int], Task] = {}
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in records:
+            tp = (msg.topic(), msg.partition())
+            task = self.tasks[tp]
+            task.state.begin()
+            touched[tp] = task
+            offsets[tp] = msg.offset() + 1
+            self._process(task, msg)
+        for task in touched.values():
+            self._write_changelogs(task)
+        positions = [shmlog.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self.exactly_once:
+            if not self._commit_transaction(positions):
+                for task in touched.values():
+                    task.state.rollback()
+                    task.ctx.stream_time = task.state.meta(st.STREAM_TIME, -1)
+                return
+        else:
+            if self.producer.flush(60) != 0:
+                raise error(KafkaError._MSG_TIMED_OUT, "outputs and changelog records not delivered in 60 s")
+            if self.delivery_errors:
+                raise KafkaException(self.delivery_errors[0])
+        for task in touched.values():
+            for store in task.stores:
+                end = self.changelog_ends.get((self.app.changelog_topic(store), task.partition))
+                if end is not None:
+                    task.state.set_meta(f"checkpoint:{store}", end)
+            task.state.commit()
+        if not self.exactly_once:
+            self.consumer.commit(offsets=positions, asynchronous=False)
+        self.processed += len(records)
+
+    def _process(self, task, msg):
+        value_bytes = msg.value()
+        headers = msg.headers()
+        ts_type, ts = msg.timestamp()
+        for root in task.roots:
+            value = root.value_deserializer(value_bytes)
+            timestamp = ts if root.timestamp_extractor is None else int(root.timestamp_extractor(value, headers, ts, ts_type))
+            ctx = task.ctx
+            if timestamp > ctx.stream_time:
+                ctx.stream_time = timestamp
+            s.run(root, ctx, s.Record(msg.key(), value, timestamp, headers))
+            s.advance(root, ctx)
+
+    def _write_changelogs(self, task):
+        stream_time = st.changelog_key_meta(st.STREAM_TIME)
+        import pickle
+        task.state.set_meta(st.STREAM_TIME, task.ctx.stream_time)
+        for store in task.stores:
+            topic = self.app.changelog_topic(store)
+            changed = False
+            for ckey, value in task.state.changes(store):
+                self.produce(topic, ckey, value, None, None, partition=task.partition)
+                changed = True
+            if changed:
+                self.produce(topic, stream_time, pickle.dumps(task.ctx.stream_time), None, None,
+                             partition=task.partition)
+
+    def _commit_transaction(self, positions) -> bool:
+        try:
+            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata())
+            self.producer.commit_transaction(60)
+            return True
+        except KafkaException as exc:
+            if not exc.args[0].txn_requires_abort():
+                raise
+            self.producer.abort_transaction(60)
+            import shmlog
+            assigned = self.consumer.assignment()
+            for tp in self.consumer.committed(assigned, timeout=30):
+                self.consumer.seek(shmlog.TopicPartition(tp.topic, tp.partition,
+                                                         tp.offset if tp.offset >= 0 else shmlog.OFFSET_BEGINNING))
+            return False
+
+
+_stopping = threading.Event()
+
+
+def main(index: int, payload: bytes, batch_size: int, stop, reports) -> None:
+    """The worker process's entry point (spawned by streams/runner.py)."""
+    import cloudpickle
+
+    def on_signal(*_: Any) -> None:
+        _stopping.set()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker = None
+    try:
+        app = cloudpickle.loads(payload)
+        worker = Worker(app, index, batch_size, stop, reports)
+        worker.run()
+        reports.put(("stopped", index, os.getpid(), None))
+    except BaseException:
+        if worker is not None:
+            worker._report()
+        reports.put(("failed", index, os.getpid(), traceback.format_exc()))
+        raise
