@@ -33,7 +33,8 @@ class StreamingDataFrame:
 
     # ------------------------------------------------------------------ stateless
 
-    def filter(self, predicate: Callable[..., Any], stateful: bool = False, name: str | None = None) -> StreamingDataFrame:
+    def filter(self, predicate: Callable[..., Any], stateful: bool = False,
+               name: str | None = None) -> StreamingDataFrame:
         """Keep the records for which predicate(value) (or predicate(value, state)) is true."""
         if stateful:
             return self._then(s.StatefulApply(self._name("filter", name), predicate, "filter"))
@@ -50,10 +51,12 @@ class StreamingDataFrame:
 
     map = apply
 
-    def flat_map(self, function: Callable[..., Any], stateful: bool = False, name: str | None = None) -> StreamingDataFrame:
+    def flat_map(self, function: Callable[..., Any], stateful: bool = False,
+                 name: str | None = None) -> StreamingDataFrame:
         return self.apply(function, stateful=stateful, expand=True, name=name)
 
-    def update(self, function: Callable[..., Any], stateful: bool = False, name: str | None = None) -> StreamingDataFrame:
+    def update(self, function: Callable[..., Any], stateful: bool = False,
+               name: str | None = None) -> StreamingDataFrame:
         """Call function(value) for its side effects (e.g. mutate a dict, print); pass the record on."""
         if stateful:
             return self._then(s.StatefulApply(self._name("update", name), function, "update"))

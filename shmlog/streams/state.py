@@ -127,8 +127,8 @@ class TaskState:
 
     def windows_ending_by(self, store: str, end_ms: int) -> list[tuple[bytes, int, int, Any]]:
         """Windows with end <= end_ms, oldest end first: those that closed."""
-        rows = self.db.execute("SELECT key, start, end, value FROM win WHERE store=? AND end<=? ORDER BY end, start, key",
-                               (store, end_ms)).fetchall()
+        rows = self.db.execute("SELECT key, start, end, value FROM win WHERE store=? AND end<=? "
+                               "ORDER BY end, start, key", (store, end_ms)).fetchall()
         return [(k, s, e, pickle.loads(v)) for k, s, e, v in rows]
 
     def count(self, store: str) -> int:

@@ -326,7 +326,7 @@ class WindowedAggregate(Step):
 
     def _process_session(self, ctx, key, record):
         t = record.timestamp
-        if w.is_closed(self.window, t, ctx.stream_time):
+        if t + self.window.grace_ms < ctx.stream_time:
             ctx.metrics.setdefault(self.name, [0, 0, 0])[2] += 1
             return []
         gap = self.window.gap_ms

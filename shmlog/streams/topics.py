@@ -54,7 +54,7 @@ def ensure_topics(app: App, timeout_s: float) -> None:
                             f"changelog topic {topic!r} has {existing[topic]} partitions but its input "
                             f"{src.topic!r} has {count}: state is partitioned like the input"))
         if wanted:
-            for topic, future in admin.create_topics(list(wanted.values())).items():
+            for future in admin.create_topics(list(wanted.values())).values():
                 try:
                     future.result()
                 except KafkaException as exc:

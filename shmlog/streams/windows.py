@@ -4,7 +4,10 @@ Times are epoch milliseconds. A window is [start, end): `end` is exclusive, as i
 Stream time is the largest record time a task has seen; a window is *closed* once stream
 time has passed `end + grace_ms` (no on-time record can reach it any more) and a record is
 *late* when every window it falls in is closed. Session windows are [first, last] record
-times of a key's burst of activity, extended (and merged) by any record within `gap_ms`.
+times of a key's burst of activity, extended (and merged) by any record within `gap_ms`; a
+session closes once stream time has passed `last + gap_ms + grace_ms`, and a record is late
+for sessions when stream time has passed its own time + grace_ms (so a record that is not
+late can never belong to a session that already closed).
 """
 from __future__ import annotations
 

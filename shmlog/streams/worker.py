@@ -24,21 +24,9 @@ from typing import Any
 
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.streams import state as st
-from shmlog.streams import steps as s
+from shmlog.streams.task import Task
 
 REPORT_INTERVAL_S = 0.2
-
-
-class Task:
-    def __init__(self, topic: str, partition: int, task_state: st.TaskState, roots: list[s.Source],
-                 stores: list[str], produce, metrics) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.state = task_state
-        self.roots = roots
-        self.stores = stores
-        self.ctx = s.Context(task_state, produce, metrics)
-        self.ctx.stream_time = task_state.meta(st.STREAM_TIME, -1)
 
 
 class Worker:
@@ -229,18 +217,17 @@ class Worker:
         for msg in records:
             tp = (msg.topic(), msg.partition())
             task = self.tasks[tp]
-            task.state.begin()
             touched[tp] = task
             offsets[tp] = msg.offset() + 1
-            self._process(task, msg)
+            ts_type, ts = msg.timestamp()
+            task.process(msg.key(), msg.value(), ts, ts_type, msg.headers())
         for task in touched.values():
             self._write_changelogs(task)
         positions = [shmlog.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if self.exactly_once:
             if not self._commit_transaction(positions):
                 for task in touched.values():
-                    task.state.rollback()
-                    task.ctx.stream_time = task.state.meta(st.STREAM_TIME, -1)
+                    task.rollback()
                 return
         else:
             if self.producer.flush(60) != 0:
@@ -257,32 +244,9 @@ class Worker:
             self.consumer.commit(offsets=positions, asynchronous=False)
         self.processed += len(records)
 
-    def _process(self, task, msg):
-        value_bytes = msg.value()
-        headers = msg.headers()
-        ts_type, ts = msg.timestamp()
-        for root in task.roots:
-            value = root.value_deserializer(value_bytes)
-            timestamp = ts if root.timestamp_extractor is None else int(root.timestamp_extractor(value, headers, ts, ts_type))
-            ctx = task.ctx
-            if timestamp > ctx.stream_time:
-                ctx.stream_time = timestamp
-            s.run(root, ctx, s.Record(msg.key(), value, timestamp, headers))
-            s.advance(root, ctx)
-
     def _write_changelogs(self, task):
-        stream_time = st.changelog_key_meta(st.STREAM_TIME)
-        import pickle
-        task.state.set_meta(st.STREAM_TIME, task.ctx.stream_time)
-        for store in task.stores:
-            topic = self.app.changelog_topic(store)
-            changed = False
-            for ckey, value in task.state.changes(store):
-                self.produce(topic, ckey, value, None, None, partition=task.partition)
-                changed = True
-            if changed:
-                self.produce(topic, stream_time, pickle.dumps(task.ctx.stream_time), None, None,
-                             partition=task.partition)
+        for topic, key, value in task.changelog_records(self.app.changelog_topic):
+            self.produce(topic, key, value, None, None, partition=task.partition)
 
     def _commit_transaction(self, positions) -> bool:
         try:

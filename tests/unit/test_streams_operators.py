@@ -1,0 +1,305 @@
+"""Each streams operator against a plain-Python model on random input (out-of-order times and
+late records included), driven through a real Task with its SQLite state, no broker."""
+import json
+import random
+
+import pytest
+
+from shmlog.streams import App, Count, Latest, Max, Mean, Min, Sum
+from shmlog.streams import state as st
+from shmlog.streams.task import Task
+
+TOPIC = "input"
+
+
+class Harness:
+    """One task (partition 0 of TOPIC) of app's topology; `produced` collects what it produces."""
+
+    def __init__(self, app, path):
+        self.app = app
+        self.produced = []
+        roots = [src for src in app.sources if src.topic == TOPIC]
+        self.metrics = {}
+        self.task = Task(TOPIC, 0, st.TaskState(str(path)), roots, app.stores_of(TOPIC),
+                         lambda *args: self.produced.append(args), self.metrics)
+
+    def feed(self, records, batch=50):
+        """records: (key str, value, timestamp ms); committed every `batch` records as the worker does."""
+        for i, (key, value, ts) in enumerate(records):
+            self.task.process(key.encode(), json.dumps(value).encode(), ts, 0, None)
+            if (i + 1) % batch == 0:
+                list(self.task.changelog_records(self.app.changelog_topic))
+                self.task.state.commit()
+        list(self.task.changelog_records(self.app.changelog_topic))
+        self.task.state.commit()
+
+
+def new_app():
+    return App({"bootstrap.servers": "shm:///unused", "application.id": "t"})
+
+
+def sink(sdf):
+    out = []
+    sdf.update(out.append)
+    return out
+
+
+def keyed_sink(sdf):
+    """(key, value) of every record reaching this point."""
+    out = []
+    sdf.apply(lambda v, state: v, stateful=False).update(out.append)
+    return out
+
+
+def random_records(seed, n=400, keys=5, disorder_ms=3000):
+    rng = random.Random(seed)
+    records, now = [], 1_000_000
+    for _ in range(n):
+        now += rng.randint(0, 8) * 50           # coarse times: window edges are hit exactly, often
+        ts = now - rng.randint(0, disorder_ms // 50) * 50 if rng.random() < 0.3 else now
+        records.append((f"k{rng.randrange(keys)}", {"x": rng.randint(-50, 50)}, ts))
+    return records
+
+
+# ---------------------------------------------------------------------- the models
+
+def model_fixed_windows(records, windows_of, grace, aggregate):
+    """Final results of fixed windows: {(key, start, end): aggregate of on-time values},
+    emitted when closed; plus the number of late records."""
+    stream_time, open_, final, late = -1, {}, [], 0
+    for key, value, ts in records:
+        stream_time = max(stream_time, ts)
+        placed = False
+        for start, end in windows_of(ts):
+            if stream_time >= end + grace:
+                continue
+            placed = True
+            open_.setdefault((key, start, end), []).append(value["x"])
+        late += not placed
+        for wkey in sorted(k for k in open_ if stream_time >= k[2] + grace):
+            final.append((wkey, aggregate(open_.pop(wkey))))
+    return final, late
+
+
+def model_sessions(records, gap, grace):
+    stream_time, sessions, final, late = -1, {}, [], 0
+    for key, value, ts in records:
+        stream_time = max(stream_time, ts)
+        if ts + grace < stream_time:
+            late += 1
+        else:
+            mine = sessions.setdefault(key, [])
+            touching = [s for s in mine if s[0] - gap <= ts <= s[1] + gap]
+            start = min([ts] + [s[0] for s in touching])
+            end = max([ts] + [s[1] for s in touching])
+            values = [value["x"]] + [v for s in touching for v in s[2]]
+            for s in touching:
+                mine.remove(s)
+            mine.append((start, end, values))
+        for k, mine in sessions.items():
+            for s in sorted(mine):
+                if stream_time > s[1] + gap + grace:
+                    final.append(((k, s[0], s[1]), sum(s[2])))
+                    mine.remove(s)
+    return final, late
+
+
+def emitted(outputs):
+    return [(o["start"], o["end"], o["value"]) for o in outputs]
+
+
+# ---------------------------------------------------------------------- stateless
+
+def test_fused_stateless_steps_equal_the_same_python_functions(tmp_path):
+    app = new_app()
+    out = sink(app.stream(TOPIC).filter(lambda v: v["x"] % 3 != 0).apply(lambda v: {"x": v["x"] * 2, "y": 1})
+               .flat_map(lambda v: [v, {"x": -v["x"], "y": 2}])["x"])
+    records = random_records(1)
+    Harness(app, tmp_path / "s.sqlite").feed(records)
+    expected = [y for _, v, _ in records if v["x"] % 3 != 0 for y in (v["x"] * 2, -v["x"] * 2)]
+    assert out == expected
+
+
+def test_a_branch_sees_every_record_of_its_parent(tmp_path):
+    app = new_app()
+    sdf = app.stream(TOPIC)
+    evens = sink(sdf.filter(lambda v: v["x"] % 2 == 0))
+    everything = sink(sdf)
+    records = random_records(2)
+    Harness(app, tmp_path / "s.sqlite").feed(records)
+    assert everything == [v for _, v, _ in records]
+    assert evens == [v for _, v, _ in records if v["x"] % 2 == 0]
+
+
+def test_group_by_produces_each_record_to_the_repartition_topic_under_its_new_key(tmp_path):
+    app = new_app()
+    app.stream(TOPIC).group_by(lambda v: "even" if v["x"] % 2 == 0 else "odd", name="parity")
+    records = random_records(3)
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed(records)
+    assert [(t, k) for t, k, _, _, _ in h.produced] == \
+        [("t-repartition-parity", b"even" if v["x"] % 2 == 0 else b"odd") for _, v, _ in records]
+
+
+# ---------------------------------------------------------------------- per-key aggregations
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_running_aggregations_per_key_equal_the_model(tmp_path, seed):
+    app = new_app()
+    sdf = app.stream(TOPIC)
+    counts = sink(sdf.count())
+    sums = sink(sdf.sum("x"))
+    means = sink(sdf.mean("x"))
+    lows = sink(sdf.min("x"))
+    highs = sink(sdf.max("x"))
+    composite = sink(sdf.agg(n=Count(), total=Sum("x"), last=Latest("x")))
+    records = random_records(seed)
+    Harness(app, tmp_path / "s.sqlite").feed(records)
+    seen = {}
+    exp = {"count": [], "sum": [], "mean": [], "min": [], "max": [], "agg": []}
+    for key, value, ts in records:
+        seen.setdefault(key, []).append((ts, value["x"]))
+        xs = [x for _, x in seen[key]]
+        exp["count"].append(len(xs))
+        exp["sum"].append(sum(xs))
+        exp["mean"].append(sum(xs) / len(xs))
+        exp["min"].append(min(xs))
+        exp["max"].append(max(xs))
+        latest = max(enumerate(seen[key]), key=lambda item: (item[1][0], item[0]))[1][1]
+        exp["agg"].append({"n": len(xs), "total": sum(xs), "last": latest})
+    assert (counts, sums, means, lows, highs, composite) == \
+        (exp["count"], exp["sum"], exp["mean"], exp["min"], exp["max"], exp["agg"])
+
+
+def test_a_stateful_apply_keeps_state_per_message_key(tmp_path):
+    app = new_app()
+
+    def running_position(value, state):
+        position = state.get("position", 0) + value["x"]
+        state.set("position", position)
+        return position
+    out = sink(app.stream(TOPIC).apply(running_position, stateful=True))
+    records = random_records(6)
+    Harness(app, tmp_path / "s.sqlite").feed(records)
+    positions, expected = {}, []
+    for key, value, _ in records:
+        positions[key] = positions.get(key, 0) + value["x"]
+        expected.append(positions[key])
+    assert out == expected
+
+
+# ---------------------------------------------------------------------- windows
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_tumbling_windows_final_results_and_late_records_equal_the_model(tmp_path, seed):
+    app = new_app()
+    out = sink(app.stream(TOPIC).tumbling_window(1000, grace_ms=500).sum("x").final())
+    records = random_records(seed)
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed(records)
+    final, late = model_fixed_windows(records, lambda ts: [(ts - ts % 1000, ts - ts % 1000 + 1000)], 500, sum)
+    assert sorted(emitted(out)) == sorted((s, e, v) for (_, s, e), v in final)
+    assert h.metrics["window-1"][2] == late > 0
+
+
+@pytest.mark.parametrize("seed", [10, 11])
+def test_hopping_windows_final_results_equal_the_model(tmp_path, seed):
+    app = new_app()
+    out = sink(app.stream(TOPIC).hopping_window(1000, 250, grace_ms=300).sum("x").final())
+    records = random_records(seed)
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed(records)
+
+    def windows_of(ts):
+        return [(s, s + 1000) for s in range(0, ts + 1, 250) if s <= ts < s + 1000]
+    final, late = model_fixed_windows(records, windows_of, 300, sum)
+    assert sorted(emitted(out)) == sorted((s, e, v) for (_, s, e), v in final)
+    assert h.metrics["window-1"][2] == late
+
+
+def test_current_emission_reports_every_update_of_a_window(tmp_path):
+    app = new_app()
+    out = sink(app.stream(TOPIC).tumbling_window(1000).count().current())
+    records = [("a", {"x": 1}, 100), ("a", {"x": 1}, 200), ("a", {"x": 1}, 1100), ("a", {"x": 1}, 900)]
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed(records)
+    assert emitted(out) == [(0, 1000, 1), (0, 1000, 2), (1000, 2000, 1)]   # 900 came after window 0 closed
+    assert h.metrics["window-1"][2] == 1
+
+
+@pytest.mark.parametrize("seed", [12, 13])
+def test_session_windows_final_results_equal_the_model(tmp_path, seed):
+    app = new_app()
+    out = sink(app.stream(TOPIC).session_window(600, grace_ms=400).sum("x").final())
+    records = random_records(seed, keys=3)
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed(records)
+    final, late = model_sessions(records, 600, 400)
+    assert sorted(emitted(out)) == sorted((s, e, v) for (_, s, e), v in final)
+    assert h.metrics["window-1"][2] == late
+
+
+def test_closed_windows_free_their_state(tmp_path):
+    app = new_app()
+    app.stream(TOPIC).tumbling_window(100).agg(low=Min("x"), high=Max("x"), avg=Mean("x")).final()
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed([("k", {"x": i}, i * 10) for i in range(1000)])
+    assert h.task.state.count("window-1") == 1      # only the window still open
+
+
+# ---------------------------------------------------------------------- changelog and restore
+
+def test_replaying_the_changelog_rebuilds_the_same_state(tmp_path):
+    app = new_app()
+    sdf = app.stream(TOPIC)
+    sdf.count()
+    sdf.session_window(500).sum("x").current()
+    h = Harness(app, tmp_path / "a.sqlite")
+    changelog = []
+    records = random_records(14)
+    for i in range(0, len(records), 37):
+        for key, value, ts in records[i:i + 37]:
+            h.task.process(key.encode(), json.dumps(value).encode(), ts, 0, None)
+        changelog += list(h.task.changelog_records(app.changelog_topic))
+        h.task.state.commit()
+    restored = st.TaskState(str(tmp_path / "b.sqlite"))
+    restored.begin()
+    for topic, key, value in changelog:
+        restored.apply(topic[len("t-"):-len("-changelog")], key, value)
+    restored.commit()
+    dump = "SELECT * FROM kv ORDER BY 1, 2", "SELECT * FROM win ORDER BY 1, 2, 3"
+    for query in dump:
+        assert restored.db.execute(query).fetchall() == h.task.state.db.execute(query).fetchall()
+    assert restored.meta(st.STREAM_TIME) == h.task.ctx.stream_time
+
+
+def test_a_rolled_back_batch_leaves_no_trace_in_state(tmp_path):
+    app = new_app()
+    counts = sink(app.stream(TOPIC).count())
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed([("a", {"x": 1}, 10)])
+    h.task.process(b"a", b'{"x": 1}', 20, 0, None)
+    h.task.rollback()
+    h.feed([("a", {"x": 1}, 30)])
+    assert counts == [1, 2, 2]       # the rolled-back record's update is gone: counted again from 1
+    assert h.task.ctx.stream_time == 30
+
+
+# ---------------------------------------------------------------------- building errors
+
+def test_bad_topologies_are_refused_with_what_is_wrong():
+    app = new_app()
+    sdf = app.stream(TOPIC)
+    with pytest.raises(ValueError, match="group_by.*name"):
+        sdf.group_by(lambda v: v)
+    with pytest.raises(ValueError, match="step_ms"):
+        sdf.hopping_window(100, 200)
+    with pytest.raises(ValueError, match="merger"):
+        sdf.session_window(100).reduce(lambda a, b: a + b)
+    with pytest.raises(ValueError, match="application.id"):
+        App({"bootstrap.servers": "shm:///x"})
+    with pytest.raises(ValueError, match="processing.guarantee"):
+        App({"bootstrap.servers": "shm:///x", "application.id": "a", "processing.guarantee": "twice"})
+    sdf.count(name="n")
+    with pytest.raises(ValueError, match="used twice"):
+        sdf.count(name="n")
