@@ -41,6 +41,7 @@ from shmlog.cli.metadata import metadata
 from shmlog.cli.metrics import metrics
 from shmlog.cli.produce import produce
 from shmlog.cli.schemas import schemas
+from shmlog.cli.streams import streams
 from shmlog.cli.top import top
 from shmlog.cli.topics import topics
 from shmlog.cli.transactions import transactions
@@ -350,6 +351,7 @@ cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md
 cli.add_command(transactions)  # docs/exactly-once.md
+cli.add_command(streams)   # docs/streams.md
 
 
 # ---------------------------------------------------------------------------- entry point

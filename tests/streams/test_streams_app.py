@@ -1,0 +1,206 @@
+"""shmlog.streams applications on a real broker, with real worker processes, real SIGKILLs and
+real state files: outputs read with read_committed equal the model's exactly."""
+import json
+import os
+import random
+import signal
+import sqlite3
+import time
+
+import pytest
+
+import shmlog
+from shmlog.streams import App, Sum
+from tests.conftest import create_topic
+
+DEADLINE_S = 120
+
+
+@pytest.fixture
+def fast_broker(start_broker):
+    return start_broker(group_initial_rebalance_delay_ms=0)
+
+
+@pytest.fixture
+def conf(fast_broker):
+    return {"bootstrap.servers": fast_broker.bootstrap_servers}
+
+
+@pytest.fixture
+def admin(conf):
+    a = shmlog.AdminClient(conf)
+    yield a
+    a.close()
+
+
+def produce(conf, topic, records):
+    p = shmlog.Producer(conf)
+    for key, value, ts in records:
+        p.produce(topic, key=key, value=json.dumps(value), timestamp=ts)
+    assert p.flush(30) == 0
+
+
+def read_committed(conf, topic, count, timeout_s=DEADLINE_S):
+    """The first `count` records of topic (all partitions), read_committed: [(key, value)]."""
+    c = shmlog.Consumer({**conf, "group.id": f"check-{topic}", "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    meta = c.list_topics(topic, timeout=10)
+    c.assign([shmlog.TopicPartition(topic, p, shmlog.OFFSET_BEGINNING) for p in meta.topics[topic].partitions])
+    out, deadline = [], time.monotonic() + timeout_s
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.2):
+                if m.error() is None:
+                    out.append((m.key(), json.loads(m.value())))
+        return out
+    finally:
+        c.close()
+
+
+def trades(n, keys, seed=0):
+    rng = random.Random(seed)
+    base = int(time.time() * 1000) - 3_600_000
+    return [(f"T{rng.randrange(keys)}", {"qty": rng.randint(1, 9), "price": rng.randint(90, 110)}, base + i * 10)
+            for i in range(n)]
+
+
+def count_app(conf, tmp_path, app_id, guarantee):
+    app = App({**conf, "application.id": app_id, "processing.guarantee": guarantee,
+               "state.dir": str(tmp_path / "state")})
+    app.stream("trades").count().to_topic("counts")
+    return app
+
+
+def per_key_sequences(outputs):
+    seqs = {}
+    for key, value in outputs:
+        seqs.setdefault(key, []).append(value)
+    return seqs
+
+
+def test_a_keyed_count_over_two_workers_counts_every_record_once_per_key(conf, admin, tmp_path):
+    create_topic(admin, "trades", 4)
+    records = trades(2000, 40)
+    produce(conf, "trades", records)
+    runner = count_app(conf, tmp_path, "counter", "at_least_once").runner(workers=2)
+    with runner:
+        outputs = read_committed(conf, "counts", len(records))
+    expected = {}
+    for key, _, _ in records:
+        expected[key.encode()] = expected.get(key.encode(), 0) + 1
+    assert {k: seq[-1] for k, seq in per_key_sequences(outputs).items()} == expected
+
+
+def test_exactly_once_outputs_equal_the_model_when_workers_are_sigkilled(conf, admin, tmp_path):
+    create_topic(admin, "trades", 4)
+    records = trades(6000, 60, seed=1)
+    runner = count_app(conf, tmp_path, "counter-eos", "exactly_once").runner(workers=2, batch_size=200)
+    rng = random.Random(2)
+    kills = 0
+    with runner:
+        for i in range(0, len(records), 500):
+            produce(conf, "trades", records[i:i + 500])
+            pids = list(runner.worker_pids().values())
+            if pids and rng.random() < 0.6:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+        outputs = read_committed(conf, "counts", len(records))
+    assert kills > 0 and runner.restarts >= kills
+    expected = {}
+    for key, _, _ in records:
+        expected.setdefault(key.encode(), []).append(len(expected.get(key.encode(), [])) + 1)
+    assert per_key_sequences(outputs) == expected       # every count exactly once, in order
+
+
+def _state_rows(state_dir):
+    rows = {}
+    for name in sorted(os.listdir(state_dir)):
+        if name.endswith(".sqlite"):
+            db = sqlite3.connect(os.path.join(state_dir, name))
+            rows[name] = (db.execute("SELECT * FROM kv ORDER BY 1, 2").fetchall(),
+                          db.execute("SELECT * FROM win ORDER BY 1, 2, 3").fetchall())
+            db.close()
+    return rows
+
+
+def test_state_restored_from_the_changelog_equals_the_state_before(conf, admin, tmp_path):
+    create_topic(admin, "trades", 2)
+    records = trades(3000, 30, seed=3)
+    produce(conf, "trades", records)
+
+    def build():
+        app = App({**conf, "application.id": "positions", "processing.guarantee": "exactly_once",
+                   "state.dir": str(tmp_path / "state")})
+        sdf = app.stream("trades")
+        sdf.apply(lambda v, state: state.set("qty", state.get("qty", 0) + v["qty"]), stateful=True, name="position")
+        sdf.tumbling_window(1000).agg(qty=Sum("qty")).current().to_topic("windows")
+        return app
+    app = build()
+    with app.runner(workers=2):
+        read_committed(conf, "windows", len(records))
+    before = _state_rows(app.state_dir)
+    assert before and all(kv for kv, _ in before.values())
+    for name in os.listdir(app.state_dir):
+        os.unlink(os.path.join(app.state_dir, name))
+    runner = build().runner(workers=1)
+    with runner:
+        deadline = time.monotonic() + DEADLINE_S
+        while len(runner.stats()["workers"]) < 1 or not runner.assignments.get(0):
+            assert time.monotonic() < deadline, "the restarted application was never assigned its partitions"
+            time.sleep(0.05)
+    assert _state_rows(app.state_dir) == before
+
+
+def test_results_stay_exact_when_the_worker_count_changes_mid_run(conf, admin, tmp_path):
+    create_topic(admin, "trades", 4)
+    records = trades(4000, 50, seed=4)
+    app = count_app(conf, tmp_path, "rescaled", "exactly_once")
+    first = app.runner(workers=1, batch_size=100)
+    first.start()
+    try:
+        produce(conf, "trades", records[:1500])
+        with count_app(conf, tmp_path, "rescaled", "exactly_once").runner(workers=2, batch_size=100):
+            produce(conf, "trades", records[1500:3000])
+            first.stop()
+            first.join()
+            produce(conf, "trades", records[3000:])
+            outputs = read_committed(conf, "counts", len(records))
+    finally:
+        first.stop()
+        first.join()
+    expected = {}
+    for key, _, _ in records:
+        expected.setdefault(key.encode(), []).append(len(expected.get(key.encode(), [])) + 1)
+    assert per_key_sequences(outputs) == expected
+
+
+def test_a_stream_table_join_uses_the_tables_latest_row(conf, admin, tmp_path):
+    create_topic(admin, "trades", 2)
+    create_topic(admin, "symbols", 1, cleanup_policy="compact")
+    produce(conf, "symbols", [("T0", {"name": "old"}, int(time.time() * 1000)),
+                              ("T0", {"name": "zero"}, int(time.time() * 1000)),
+                              ("T1", {"name": "one"}, int(time.time() * 1000))])
+    app = App({**conf, "application.id": "joiner", "state.dir": str(tmp_path / "state")})
+    table = app.table("symbols")
+    app.stream("trades").join_table(table, how="left").to_topic("enriched")
+    records = trades(300, 3, seed=5)
+    with app.runner(workers=1):
+        produce(conf, "trades", records)
+        outputs = read_committed(conf, "enriched", len(records))
+    names = {b"T0": "zero", b"T1": "one"}
+    assert sorted((k, v.get("name"), v["qty"]) for k, v in outputs) == \
+        sorted((k.encode(), names.get(k.encode()), v["qty"]) for k, v, _ in records)
+
+
+def test_streams_describe_prints_the_topology_of_an_app_in_a_module(tmp_path, capsys):
+    module = tmp_path / "vwap_app.py"
+    module.write_text(
+        "from shmlog.streams import App, Sum\n"
+        "app = App({'bootstrap.servers': 'shm:///nowhere', 'application.id': 'vwap'})\n"
+        "app.stream('trades').group_by('symbol').tumbling_window(60000).agg(qty=Sum('qty')).final()"
+        ".to_topic('vwap')\n")
+    from shmlog.cli import main
+    assert main(["streams", "describe", "vwap_app:app", "--path", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "source trades" in printed and "vwap-repartition-symbol" in printed
+    assert "store window-1: changelog vwap-window-1-changelog (compacted)" in printed
