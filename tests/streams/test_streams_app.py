@@ -204,3 +204,38 @@ def test_streams_describe_prints_the_topology_of_an_app_in_a_module(tmp_path, ca
     printed = capsys.readouterr().out
     assert "source trades" in printed and "vwap-repartition-symbol" in printed
     assert "store window-1: changelog vwap-window-1-changelog (compacted)" in printed
+
+
+def test_the_worked_example_computes_positions_and_vwap_as_the_model(conf, admin, tmp_path, monkeypatch):
+    examples = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+    monkeypatch.syspath_prepend(examples)          # spawned workers inherit sys.path
+    import streams_trades
+    create_topic(admin, "trades", 3)
+    rng, start = random.Random(6), (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
+    records = []
+    for i in range(3000):
+        trade_id = f"T{rng.randrange(40)}"
+        records.append((trade_id, {"trade_id": trade_id, "symbol": rng.choice("ABC"), "price": rng.randint(90, 110),
+                                   "qty": rng.randint(1, 100), "side": rng.choice(["buy", "sell"])}, start + i * 100))
+    closing = [(f"close-{s}", {"trade_id": f"close-{s}", "symbol": s, "price": 1, "qty": 1, "side": "buy"},
+                start + 3_600_000) for s in "ABC"]
+    produce(conf, "trades", records)
+    app = streams_trades.build(conf, state_dir=str(tmp_path / "state"), grace_ms=600_000)
+    runner = app.runner(workers=2)
+    with runner:
+        positions = read_committed(conf, "positions", len(records))
+        produce(conf, "trades", closing)    # an hour later on every symbol: every minute closes
+        minutes = len({(v["symbol"], ts // 60_000) for _, v, ts in records})
+        vwaps = read_committed(conf, "vwap", minutes)
+        assert all(m["late_dropped"] == 0 for m in runner.metrics().values())
+    expected_positions, held = {}, {}
+    notional, volume = {}, {}
+    for key, v, ts in records:
+        held[key] = held.get(key, 0) + (v["qty"] if v["side"] == "buy" else -v["qty"])
+        expected_positions.setdefault(key.encode(), []).append({"trade_id": key, "position": held[key]})
+        minute = (v["symbol"].encode(), ts // 60_000 * 60_000)
+        notional[minute] = notional.get(minute, 0) + v["price"] * v["qty"]
+        volume[minute] = volume.get(minute, 0) + v["qty"]
+    assert per_key_sequences(positions) == expected_positions
+    assert sorted((k, v["start"], round(v["vwap"], 9), v["volume"]) for k, v in vwaps) == \
+        sorted((s, m, round(notional[(s, m)] / volume[(s, m)], 9), volume[(s, m)]) for s, m in notional)
