@@ -116,6 +116,20 @@ class App:
         self.sources.append(source)
         return StreamingDataFrame(self, source)
 
+    def _join_streams(self, left: StreamingDataFrame, right: StreamingDataFrame, within_ms: int, grace_ms: int,
+                      merge, name: str | None) -> StreamingDataFrame:
+        step_name = self._step_name("join", name)
+        topic = f"{self.application_id}-join-{step_name}"
+        left._then(s.Repartition(self._step_name("to-join", f"{step_name}-left"), topic, None,
+                                 lambda value: pickle.dumps(("L", value), protocol=5)))
+        right._then(s.Repartition(self._step_name("to-join", f"{step_name}-right"), topic, None,
+                                  lambda value: pickle.dumps(("R", value), protocol=5)))
+        source = s.Source(self._step_name("source", f"source-{topic}"), topic, None, pickle.loads, None,
+                          internal=True)
+        source.children.append(s.StreamJoin(step_name, within_ms, grace_ms, merge))
+        self.sources.append(source)
+        return StreamingDataFrame(self, source.children[0])
+
     def _step_name(self, kind: str, name: str | None) -> str:
         if name is None:
             self._names[kind] = self._names.get(kind, 0) + 1

@@ -131,6 +131,9 @@ class StreamingDataFrame:
     def hopping_window(self, size_ms: int, step_ms: int, grace_ms: int = 0, name: str | None = None) -> WindowSpec:
         return WindowSpec(self, w.Hopping(size_ms, step_ms, grace_ms), name)
 
+    def sliding_window(self, size_ms: int, grace_ms: int = 0, name: str | None = None) -> WindowSpec:
+        return WindowSpec(self, w.Sliding(size_ms, grace_ms), name)
+
     def session_window(self, gap_ms: int, grace_ms: int = 0, name: str | None = None) -> WindowSpec:
         return WindowSpec(self, w.Session(gap_ms, grace_ms), name)
 
@@ -143,6 +146,18 @@ class StreamingDataFrame:
         if how not in ("inner", "left"):
             raise ValueError(f"join_table how= must be 'inner' or 'left', not {how!r}")
         return self._then(s.TableJoin(self._name("join", None), table, on, how, merge or _merge))
+
+
+    def join_stream(self, other: StreamingDataFrame, within_ms: int, grace_ms: int = 0,
+                    merge: Callable[[Any, Any], Any] | None = None, name: str | None = None) -> StreamingDataFrame:
+        """Inner join with another stream by key: each pair of records (one from each side, same
+        key) at most within_ms apart in event time, as merge(left, right) (default as join_table).
+        Both sides go through the internal topic `<application.id>-join-<name>`."""
+        if not isinstance(within_ms, int) or within_ms < 0:
+            raise ValueError(f"join_stream within_ms must be an int >= 0, not {within_ms!r}")
+        if not isinstance(grace_ms, int) or grace_ms < 0:
+            raise ValueError(f"join_stream grace_ms must be an int >= 0, not {grace_ms!r}")
+        return self._app._join_streams(self, other, within_ms, grace_ms, merge or _merge, name)
 
 
 def _merge(value, row):

@@ -119,8 +119,8 @@ class TaskState:
         self.db.execute("DELETE FROM win WHERE store=? AND key=? AND start=?", (store, key, start))
         self._touch(store, changelog_key_window(key, start, end))
 
-    def sessions_touching(self, store: str, key: bytes, low_ms: int, high_ms: int) -> list[tuple[int, int, Any]]:
-        """Sessions of key with start <= high_ms and end >= low_ms."""
+    def windows_touching(self, store: str, key: bytes, low_ms: int, high_ms: int) -> list[tuple[int, int, Any]]:
+        """Windows (sessions) of key with start <= high_ms and end >= low_ms."""
         rows = self.db.execute("SELECT start, end, value FROM win WHERE store=? AND key=? AND start<=? AND end>=? "
                                "ORDER BY start", (store, key, high_ms, low_ms)).fetchall()
         return [(s, e, pickle.loads(v)) for s, e, v in rows]

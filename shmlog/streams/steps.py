@@ -190,12 +190,12 @@ class Repartition(Step):
         self.encode = encode
 
     def process(self, ctx, record):
-        ctx.produce(self.topic, key_bytes(self.key_function(record.value)), self.encode(record.value),
-                    record.timestamp, record.headers)
+        key = record.key if self.key_function is None else key_bytes(self.key_function(record.value))
+        ctx.produce(self.topic, key, self.encode(record.value), record.timestamp, record.headers)
         return []
 
     def describe(self):
-        return f"group_by -> {self.topic}"
+        return f"{'group_by' if self.key_function is not None else 'through'} -> {self.topic}"
 
 
 # ---------------------------------------------------------------------- stateful
@@ -309,6 +309,8 @@ class WindowedAggregate(Step):
         key = record.key if record.key is not None else b""
         if isinstance(self.window, w.Session):
             return self._process_session(ctx, key, record)
+        if isinstance(self.window, w.Sliding):
+            return self._process_sliding(ctx, key, record)
         outs, late = [], True
         for start, end in self.window.windows_of(record.timestamp):
             if w.is_closed(self.window, end, ctx.stream_time):
@@ -332,7 +334,7 @@ class WindowedAggregate(Step):
         gap = self.window.gap_ms
         start = end = t
         current = self.aggregator.add(self.aggregator.initialize(), record.value, t)
-        for s, e, v in ctx.state.sessions_touching(self.name, key, t - gap, t + gap):
+        for s, e, v in ctx.state.windows_touching(self.name, key, t - gap, t + gap):
             current = self.aggregator.merge(v, current)
             start, end = min(start, s), max(end, e)
             ctx.state.window_delete(self.name, key, s, e)
@@ -340,6 +342,48 @@ class WindowedAggregate(Step):
         if self.emit == "current":
             return [self._result(record.key, start, end, current, t, record.headers)]
         return []
+
+    def _process_sliding(self, ctx, key, record):
+        """The record joins every open window of its key that contains it, and opens its own
+        from the key's recent records (a buffer of those that an open window may still need)."""
+        t = record.timestamp
+        own_start, own_end = self.window.window_of(t)
+        if w.is_closed(self.window, own_end, ctx.stream_time):
+            ctx.metrics.setdefault(self.name, [0, 0, 0])[2] += 1
+            return []
+        buffer = ctx.state.get(self.name, key, None) or []
+        horizon = ctx.stream_time - self.window.size_ms - self.window.grace_ms - 1
+        buffer = [(ts, v) for ts, v in buffer if ts >= horizon]
+        buffer.append((t, record.value))
+        ctx.state.put(self.name, key, buffer)
+        outs = []
+        for start, end, current in ctx.state.windows_touching(self.name, key, t + 1, t):
+            if start == own_start or w.is_closed(self.window, end, ctx.stream_time):
+                continue
+            current = self.aggregator.add(current, record.value, t)
+            ctx.state.window_put(self.name, key, start, end, current)
+            if self.emit == "current":
+                outs.append(self._result(record.key, start, end, current, t, record.headers))
+        found = ctx.state.window_get(self.name, key, own_start)
+        if found is not None:
+            current = self.aggregator.add(found[1], record.value, t)
+        else:
+            current = self.aggregator.initialize()
+            for ts, v in sorted(buffer, key=lambda item: item[0]):
+                if own_start <= ts <= t:
+                    current = self.aggregator.add(current, v, ts)
+        ctx.state.window_put(self.name, key, own_start, own_end, current)
+        if self.emit == "current":
+            outs.append(self._result(record.key, own_start, own_end, current, t, record.headers))
+        return outs
+
+    def _forget_old_records(self, ctx, key):
+        horizon = ctx.stream_time - self.window.size_ms - self.window.grace_ms - 1
+        buffer = [(ts, v) for ts, v in (ctx.state.get(self.name, key, None) or []) if ts >= horizon]
+        if buffer:
+            ctx.state.put(self.name, key, buffer)
+        else:
+            ctx.state.delete(self.name, key)
 
     def on_stream_time(self, ctx):
         if isinstance(self.window, w.Session):
@@ -352,10 +396,58 @@ class WindowedAggregate(Step):
                 timestamp = end if isinstance(self.window, w.Session) else end - 1
                 outs.append(self._result(key or None, start, end, state, timestamp, None))
             ctx.state.window_delete(self.name, key, start, end)
+            if isinstance(self.window, w.Sliding):
+                self._forget_old_records(ctx, key)
         return outs
 
     def describe(self):
         return f"{self.aggregator.describe()} over {self.window.describe()}, emit {self.emit} (store {self.name})"
+
+
+class StreamJoin(Step):
+    """A windowed inner join of two streams by key. Both sides reach it through one internal
+    topic (each record tagged "L" or "R", keyed as it was), so a key's records of both sides
+    meet in one task whatever the partitioning of the inputs. Each record is joined with the
+    other side's buffered records of its key at most within_ms apart in event time, then
+    buffered itself until stream time passes its time + within_ms + grace_ms."""
+    kind = "join_stream"
+
+    def __init__(self, name, within_ms, grace_ms, merge):
+        super().__init__(name)
+        self.within_ms = within_ms
+        self.grace_ms = grace_ms
+        self.merge = merge
+
+    def stores(self):
+        return [self.name]
+
+    def process(self, ctx, record):
+        side, value = record.value
+        t = record.timestamp
+        if t + self.within_ms + self.grace_ms < ctx.stream_time:
+            ctx.metrics.setdefault(self.name, [0, 0, 0])[2] += 1
+            return []
+        key = record.key if record.key is not None else b""
+        other = b"R" if side == "L" else b"L"
+        outs = []
+        for other_t, _, values in ctx.state.windows_touching(self.name, other + key, t - self.within_ms,
+                                                             t + self.within_ms):
+            for other_value in values:
+                left, right = (value, other_value) if side == "L" else (other_value, value)
+                outs.append(Record(record.key, self.merge(left, right), max(t, other_t), record.headers))
+        mine = side.encode() + key
+        found = ctx.state.window_get(self.name, mine, t)
+        ctx.state.window_put(self.name, mine, t, t, (found[1] if found else []) + [value])
+        return outs
+
+    def on_stream_time(self, ctx):
+        for key, start, end, _ in ctx.state.windows_ending_by(
+                self.name, ctx.stream_time - self.within_ms - self.grace_ms - 1):
+            ctx.state.window_delete(self.name, key, start, end)
+        return []
+
+    def describe(self):
+        return f"join_stream within {self.within_ms} ms, grace {self.grace_ms} ms (store {self.name})"
 
 
 class TableJoin(Step):

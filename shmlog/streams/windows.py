@@ -56,6 +56,26 @@ class Hopping:
 
 
 @dataclass(frozen=True)
+class Sliding:
+    """One window per record, ending at its time and reaching size_ms back: [t - size_ms, t]
+    (stored as [t - size_ms, t + 1)). Every record that falls in a window while it is open is in
+    its aggregate, whichever order they arrive in. (Kafka Streams' SlidingWindows also opens the
+    windows that start right after each record; these do not exist here.)"""
+    size_ms: int
+    grace_ms: int = 0
+
+    def __post_init__(self):
+        _positive("size_ms", self.size_ms)
+        _not_negative("grace_ms", self.grace_ms)
+
+    def window_of(self, timestamp_ms: int) -> tuple[int, int]:
+        return timestamp_ms - self.size_ms, timestamp_ms + 1
+
+    def describe(self) -> str:
+        return f"sliding {self.size_ms} ms, grace {self.grace_ms} ms"
+
+
+@dataclass(frozen=True)
 class Session:
     gap_ms: int
     grace_ms: int = 0
@@ -68,7 +88,7 @@ class Session:
         return f"session, inactivity gap {self.gap_ms} ms, grace {self.grace_ms} ms"
 
 
-def closes_at(window: Tumbling | Hopping | Session, end_ms: int) -> int:
+def closes_at(window: Tumbling | Hopping | Sliding | Session, end_ms: int) -> int:
     """The stream time from which the window ending at end_ms (a session: its last record's
     time) can take no more records."""
     if isinstance(window, Session):
@@ -76,7 +96,7 @@ def closes_at(window: Tumbling | Hopping | Session, end_ms: int) -> int:
     return end_ms + window.grace_ms
 
 
-def is_closed(window: Tumbling | Hopping | Session, end_ms: int, stream_time_ms: int) -> bool:
+def is_closed(window: Tumbling | Hopping | Sliding | Session, end_ms: int, stream_time_ms: int) -> bool:
     return stream_time_ms >= closes_at(window, end_ms)
 
 

@@ -239,3 +239,21 @@ def test_the_worked_example_computes_positions_and_vwap_as_the_model(conf, admin
     assert per_key_sequences(positions) == expected_positions
     assert sorted((k, v["start"], round(v["vwap"], 9), v["volume"]) for k, v in vwaps) == \
         sorted((s, m, round(notional[(s, m)] / volume[(s, m)], 9), volume[(s, m)]) for s, m in notional)
+
+
+def test_a_windowed_stream_join_pairs_orders_with_their_payments(conf, admin, tmp_path):
+    create_topic(admin, "orders", 2)
+    create_topic(admin, "payments", 3)          # not co-partitioned: the join topic brings keys together
+    app = App({**conf, "application.id": "matcher", "state.dir": str(tmp_path / "state")})
+    (app.stream("orders").join_stream(app.stream("payments"), within_ms=60_000, grace_ms=3_600_000, name="paid",
+                                      merge=lambda order, payment: {"order": order["n"], "paid": payment["amount"]})
+        .to_topic("paid-orders"))
+    base = int(time.time() * 1000) - 3_600_000
+    orders = [(f"O{i}", {"n": i}, base + i * 1000) for i in range(200)]
+    payments = [(f"O{i}", {"amount": i * 10}, base + i * 1000 + 500) for i in range(0, 200, 2)]
+    with app.runner(workers=2):
+        produce(conf, "orders", orders)
+        produce(conf, "payments", payments)
+        outputs = read_committed(conf, "paid-orders", len(payments))
+    assert sorted((k, v["order"], v["paid"]) for k, v in outputs) == \
+        sorted((f"O{i}".encode(), i, i * 10) for i in range(0, 200, 2))

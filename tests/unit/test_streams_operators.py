@@ -303,3 +303,82 @@ def test_bad_topologies_are_refused_with_what_is_wrong():
     sdf.count(name="n")
     with pytest.raises(ValueError, match="used twice"):
         sdf.count(name="n")
+
+
+def model_sliding(records, size, grace):
+    """Final results of sliding windows: the window ending at a record's time t covers
+    [t - size, t]; a record joins every window containing it that is open when it arrives."""
+    stream_time, late, arrived, windows, closed = -1, 0, [], {}, []
+    for key, value, ts in records:
+        stream_time = max(stream_time, ts)
+        if stream_time >= ts + 1 + grace:
+            late += 1
+        else:
+            arrived.append((key, ts, value["x"]))
+            if (key, ts) not in windows:
+                windows[(key, ts)] = [x for k, t, x in arrived[:-1] if k == key and ts - size <= t <= ts]
+            for (k, end), xs in windows.items():
+                if k == key and end - size <= ts <= end:
+                    xs.append(value["x"])
+        for (k, end) in sorted(windows):
+            if stream_time >= end + 1 + grace:
+                closed.append(((k, end - size, end + 1), sum(windows.pop((k, end)))))
+    return closed, late
+
+
+@pytest.mark.parametrize("seed", [15, 16])
+def test_sliding_windows_final_results_equal_the_model(tmp_path, seed):
+    app = new_app()
+    out = sink(app.stream(TOPIC).sliding_window(1000, grace_ms=300).sum("x").final())
+    records = random_records(seed, keys=3)
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed(records)
+    final, late = model_sliding(records, 1000, 300)
+    assert sorted(emitted(out)) == sorted((s, e, v) for (_, s, e), v in final)
+    assert h.metrics["window-1"][2] == late
+    assert h.task.state.count("window-1") < 3 * 20      # old records and closed windows are forgotten
+
+
+def model_stream_join(arrivals, within, grace):
+    """arrivals: (side, key, value, ts) in the order the join's task reads them."""
+    stream_time, buffer, out, late = -1, [], [], 0
+    for side, key, value, ts in arrivals:
+        stream_time = max(stream_time, ts)
+        if ts + within + grace < stream_time:
+            late += 1
+            continue
+        for o_side, o_key, o_value, o_ts in buffer:
+            if o_side != side and o_key == key and abs(o_ts - ts) <= within:
+                out.append((value, o_value) if side == "L" else (o_value, value))
+        buffer.append((side, key, value, ts))
+        buffer = [b for b in buffer if b[3] > stream_time - within - grace - 1]
+    return out, late
+
+
+@pytest.mark.parametrize("seed", [17, 18])
+def test_a_windowed_stream_join_pairs_what_the_model_pairs(tmp_path, seed):
+    import pickle
+    app = new_app()
+    left, right = app.stream(TOPIC), app.stream("other")
+    out = sink(left.join_stream(right, within_ms=500, grace_ms=200, merge=lambda a, b: (a["x"], b["x"]), name="j"))
+    join_topic = "t-join-j"
+    rng = random.Random(seed)
+    arrivals = [(rng.choice("LR"), key, value["x"], ts) for key, value, ts in random_records(seed, keys=4)]
+    roots = [src for src in app.sources if src.topic == join_topic]
+    metrics = {}
+    task = Task(join_topic, 0, st.TaskState(str(tmp_path / "j.sqlite")), roots, app.stores_of(join_topic),
+                lambda *args: None, metrics)
+    for side, key, x, ts in arrivals:
+        task.process(key.encode(), pickle.dumps((side, {"x": x})), ts, 0, None)
+    expected, late = model_stream_join(arrivals, 500, 200)
+    assert sorted(out) == sorted(expected) and expected
+    assert metrics["j"][2] == late
+
+
+def test_both_sides_of_a_stream_join_go_to_one_internal_topic_keyed_as_they_were(tmp_path):
+    import pickle
+    app = new_app()
+    app.stream(TOPIC).join_stream(app.stream("other"), within_ms=10, name="j")
+    h = Harness(app, tmp_path / "s.sqlite")
+    h.feed([("k1", {"x": 1}, 5)])
+    assert [(t, k, pickle.loads(v)) for t, k, v, _, _ in h.produced] == [("t-join-j", b"k1", ("L", {"x": 1}))]
