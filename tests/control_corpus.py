@@ -22,6 +22,7 @@ CORPUS = [
     {"op": "delete_records", "partitions": [{"topic": FUZZ_TOPIC, "partition": 0, "offset": 0}]},
     {"op": "alter_replica_log_dirs", "moves": [[FUZZ_TOPIC, 0, 1, 0]]},
     {"op": "status"},
+    {"op": "push_telemetry", "metrics": [["streams_step_records_in_total", {"application": "fuzz", "step": "s"}, 1]]},
     {"op": "shutdown"},
     {"op": "describe_cluster"},
     {"op": "init_producer_id", "transactional_id": None, "transaction_timeout_ms": 60000},

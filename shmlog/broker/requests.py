@@ -255,6 +255,10 @@ REQUESTS = {
                                         offset=required(OFFSET))))),
     "alter_replica_log_dirs": Object(moves=required(List(Tuple(NAME, PARTITION, Int(0, 63), Int(0, 63))))),
     "status": Object(),
+    # KIP-714's PushTelemetry, simplified: a client's own metrics as [name, labels, value], shown by
+    # `shmlog metrics` until the client sends new ones or detaches (docs/observability.md).
+    "push_telemetry": Object(metrics=required(List(Tuple(Str(100), Map(Str(64), Str(200), max_items=16), Scalar()),
+                                                   max_items=10_000))),
     "shutdown": Object(),
     "describe_cluster": Object(),
     "describe_producers": Object(partitions=required(List(TOPIC_PARTITION))),

@@ -61,6 +61,7 @@ def ring_geometry(topic_config):
 # the topic cut short so the name stays within NAME_MAX (255). Older versions used .<ms>.deleted.
 RETIRED_DIR = re.compile(r"^.*-\d+\.[0-9a-f]{32}-delete$|^.*-\d+\.\d+\.deleted$")
 PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+TELEMETRY_NAME = re.compile(r"[a-z_][a-z0-9_]*")   # Prometheus-safe metric and label names
 NAME_MAX = 255
 MAX_UNREAD_REPLY_BYTES = 64 << 20   # replies queued for a client that does not read them
 KEEPER_ENV = "SHMLOG_KEEPER_PID"  # keeper.ENV: set by the keeper for the supervisor it starts
@@ -874,7 +875,8 @@ class Supervisor:
                 "flushed_offset": persist.flushed_offset, "ring_bytes": ring.capacity_bytes,
                 "ring_used_bytes": used,
             })
-        clients = [{"pid": c["pid"], "kind": c["kind"]} for c in self.clients.values() if c["pid"]]
+        clients = [{"pid": c["pid"], "kind": c["kind"], "telemetry": c.get("telemetry", [])}
+                   for c in self.clients.values() if c["pid"]]
         return {"pid": os.getpid(), "data_dir": self.data_dir, "bootstrap_servers": control.SCHEME + self.data_dir,
                 "persister_pid": self.persister.pid if self.persister else None,
                 "keeper_pid": self.keeper_pid if self.keeper_pid and os.getppid() == self.keeper_pid else None,
@@ -886,6 +888,16 @@ class Supervisor:
                 "cleaner_stats": cleaner_stats(self.data_dir),
                 # The Kafka listener's bound and advertised address (None: not configured or not up yet).
                 "kafka_listener": self.listener.status()}
+
+    def op_push_telemetry(self, sock, request):
+        """A client's metrics replace what it pushed before; they go when it detaches."""
+        for name, labels, value in request["metrics"]:
+            if not TELEMETRY_NAME.fullmatch(name) or not all(TELEMETRY_NAME.fullmatch(k) for k in labels):
+                raise Refused(KafkaError.INVALID_REQUEST, f"push_telemetry: {name!r} {sorted(labels)}: metric and "
+                              f"label names are [a-z_][a-z0-9_]*")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise Refused(KafkaError.INVALID_REQUEST, f"push_telemetry: {name!r} has value {value!r}, not a number")
+        self.clients[sock]["telemetry"] = request["metrics"]
 
     def op_shutdown(self, sock, request):
         self.running = False

@@ -38,6 +38,7 @@ class BrokerCollector:
         for kind, count in sorted(snap.clients.items()):
             clients.add_metric([kind], count)
         yield clients
+        yield from _telemetry(snap.telemetry)
 
         fsync = HistogramMetricFamily("shmlog_persister_fsync_seconds", "How long the persister's fdatasync of a "
                                       "partition's segment took (acks=all waits for it), per log dir",
@@ -163,3 +164,22 @@ def metrics(data_dir, host, port, once):
         pass
     finally:
         server.server_close()
+
+
+def _telemetry(entries):
+    """What clients pushed (push_telemetry), as shmlog_client_<name> families: counters for names
+    ending in _total, gauges otherwise; a family's labels are the union of its entries' labels."""
+    by_name = {}
+    for name, labels, value in entries:
+        by_name.setdefault(name, []).append((labels, value))
+    for name, rows in sorted(by_name.items()):
+        keys = sorted({k for labels, _ in rows for k in labels})
+        if name.endswith("_total"):
+            family = CounterMetricFamily(f"shmlog_client_{name[:-len('_total')]}", f"pushed by clients: {name}",
+                                         labels=keys)
+        else:
+            family = GaugeMetricFamily(f"shmlog_client_{name}", f"pushed by clients: {name}", labels=keys)
+        for labels, value in rows:
+            family.add_metric([labels.get(k, "") for k in keys], value)
+        yield family
+

@@ -98,6 +98,7 @@ class Snapshot:
     fsync: list = dataclasses.field(default_factory=list)     # [FsyncHistogram], one per log dir
     cleaner_pid: int = 0
     cleaner: dict = dataclasses.field(default_factory=dict)   # the log cleaner's status (run/cleaner-stats.json)
+    telemetry: list = dataclasses.field(default_factory=list)  # (name, labels, value) that clients pushed
 
 
 class Observer:
@@ -119,9 +120,11 @@ class Observer:
 
     def _look(self, control):
         status = control.request("status")
-        clients = {}
+        clients, telemetry = {}, []
         for c in status.get("clients", ()):
             clients[c["kind"]] = clients.get(c["kind"], 0) + 1
+            telemetry += [(name, {**labels, "pid": str(c["pid"])}, value)
+                          for name, labels, value in c.get("telemetry", ())]
         partitions = [Partition(p["topic"], p["partition"], p["log_start_offset"], p["log_end_offset"],
                                 p["persisted_offset"], p["flushed_offset"], p["ring_bytes"], p["ring_used_bytes"])
                       for p in status.get("partitions", ())]
@@ -143,7 +146,8 @@ class Observer:
                         persister_pid=status.get("persister_pid") or 0, clients=clients,
                         partitions=partitions, groups=groups,
                         fsync=fsync_histograms(status.get("persister_stats")),
-                        cleaner_pid=status.get("cleaner_pid") or 0, cleaner=status.get("cleaner_stats") or {})
+                        cleaner_pid=status.get("cleaner_pid") or 0, cleaner=status.get("cleaner_stats") or {},
+                        telemetry=telemetry)
 
     def close(self):
         if self.control is not None:

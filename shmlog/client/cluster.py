@@ -43,6 +43,10 @@ class Cluster:
             raise error(KafkaError._STATE, f"this {what} was created in process {self.pid} and cannot be used "
                         f"in forked process {os.getpid()}: create a new {what} in the child")
 
+    def push_telemetry(self, metrics):
+        """This client's metrics for `shmlog metrics` ([name, labels, value]; KIP-714's push)."""
+        self.control.request("push_telemetry", metrics=metrics)
+
     # ------------------------------------------------------------------ metadata
 
     def refresh(self, auto_create=()):

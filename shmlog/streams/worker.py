@@ -27,6 +27,7 @@ from shmlog.streams import state as st
 from shmlog.streams.task import Task
 
 REPORT_INTERVAL_S = 0.2
+TELEMETRY_INTERVAL_S = 1.0   # how often a worker pushes its step metrics to the broker (shmlog metrics)
 
 
 class Worker:
@@ -53,6 +54,7 @@ class Worker:
         self.changelog_ends: dict[tuple[str, int], int] = {}
         self.processed = 0
         self.table_consumer = None
+        self.telemetry_due = 0.0
 
     # ------------------------------------------------------------------ producing
 
@@ -207,6 +209,20 @@ class Worker:
     def _report(self):
         self.reports.put(("processed", self.index, os.getpid(), self.processed))
         self.reports.put(("metrics", self.index, os.getpid(), {k: list(v) for k, v in self.metrics.items()}))
+        now = time.monotonic()
+        if now >= self.telemetry_due:
+            self.telemetry_due = now + TELEMETRY_INTERVAL_S
+            app = self.app.application_id
+            metrics = [["streams_records_processed_total", {"application": app}, self.processed]]
+            for step, (records_in, records_out, late) in sorted(self.metrics.items()):
+                labels = {"application": app, "step": step}
+                metrics += [["streams_step_records_in_total", labels, records_in],
+                            ["streams_step_records_out_total", labels, records_out],
+                            ["streams_step_late_records_dropped_total", labels, late]]
+            try:
+                self.producer._cluster.push_telemetry(metrics)
+            except (KafkaException, OSError):
+                pass     # metrics are best effort: the next push carries them
 
     def _batch(self, records):
         import shmlog

@@ -257,3 +257,24 @@ def test_a_windowed_stream_join_pairs_orders_with_their_payments(conf, admin, tm
         outputs = read_committed(conf, "paid-orders", len(payments))
     assert sorted((k, v["order"], v["paid"]) for k, v in outputs) == \
         sorted((f"O{i}".encode(), i, i * 10) for i in range(0, 200, 2))
+
+
+def test_step_metrics_reach_the_brokers_prometheus_endpoint(conf, admin, tmp_path, capsys, fast_broker):
+    create_topic(admin, "trades", 2)
+    records = trades(500, 10, seed=7)
+    produce(conf, "trades", records)
+    app = count_app(conf, tmp_path, "metered", "at_least_once")
+    from shmlog.cli import main
+    with app.runner(workers=1):
+        read_committed(conf, "counts", len(records))
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert main(["metrics", "--once", "--data-dir", fast_broker.data_dir]) == 0
+            scraped = capsys.readouterr().out
+            lines = [line for line in scraped.splitlines()
+                     if line.startswith("shmlog_client_streams_step_records_in_total{")
+                     and 'application="metered"' in line and 'step="count-1"' in line]
+            if lines and float(lines[0].rsplit(" ", 1)[1]) == len(records):
+                break
+            assert time.monotonic() < deadline, f"no step metrics in:\n{scraped}"
+            time.sleep(0.1)
