@@ -9,6 +9,10 @@ Topologies (docs/streams.md):
   vwap        group_by(symbol) -> 1-minute tumbling agg -> final -> apply -> to_topic
               (a repartition topic, a window store)
 
+With --quix-python Q/bin/python (a virtual environment with `pip install quixstreams`), each
+topology also runs in Quix Streams (bench/peers/quix_streams.py) on the same input, through the
+broker's Kafka listener, next to shmlog's at-least-once 1-worker row.
+
 The clock starts when the first worker is assigned its partitions and stops when the workers
 have processed every input record (and, for vwap, every repartitioned record). Each row is
 one run; the machine's other load shows in the spread between runs.
@@ -18,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,18 +97,41 @@ def run_one(conf, kind, guarantee, workers, records, state_root, tag):
     return records / elapsed
 
 
+def run_quix(python, bootstrap, kind, records, state_dir):
+    peer = os.path.join(os.path.dirname(__file__), "peers", "quix_streams.py")
+    done = subprocess.run([python, peer, bootstrap, kind, str(records), state_dir], capture_output=True, text=True,
+                          timeout=900)
+    if done.returncode != 0:
+        return f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+    return json.loads(done.stdout.strip().splitlines()[-1])["records_per_s"]
+
+
+def listener_address(admin):
+    deadline = time.monotonic() + 60
+    while True:
+        status = admin._cluster.control.request("status")["kafka_listener"]
+        if status is not None:
+            return f"{status['host']}:{status['port']}"
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Kafka listener did not come up in 60 s")
+        time.sleep(0.05)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=50_000)
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--sizes", default="100,2048")
     ap.add_argument("--kinds", default="stateless,count,vwap")
+    ap.add_argument("--quix-python", metavar="PYTHON", help="a Python with quixstreams installed: adds its rows")
     args = ap.parse_args()
     data_dir = tempfile.mkdtemp(prefix="bench-streams-")
     try:
-        with shmlog.Broker(data_dir, group_initial_rebalance_delay_ms=0) as broker:
+        listeners = {"listeners": "PLAINTEXT://127.0.0.1:0"} if args.quix_python else {}
+        with shmlog.Broker(data_dir, group_initial_rebalance_delay_ms=0, **listeners) as broker:
             conf = {"bootstrap.servers": broker.bootstrap_servers}
             admin = shmlog.AdminClient(conf)
+            kafka_address = listener_address(admin) if args.quix_python else None
             print(f"# {args.records} records per row, input topic of {args.partitions} partitions, "
                   f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
             print(f"{'topology':10} {'value':>6} {'guarantee':14} {'workers':>7} {'records/s':>11}")
@@ -125,6 +153,11 @@ def main():
                             rate = run_one(conf, kind, guarantee, workers, args.records,
                                            os.path.join(data_dir, "state"), str(size))
                             print(f"{kind:10} {size:>6} {guarantee:14} {workers:>7} {rate:>11,.0f}", flush=True)
+                    if args.quix_python:
+                        rate = run_quix(args.quix_python, kafka_address, kind, args.records,
+                                        os.path.join(data_dir, f"quix-{kind}-{size}"))
+                        shown = f"{rate:>11,.0f}" if isinstance(rate, float) else rate
+                        print(f"{kind:10} {size:>6} {'quix ALO':14} {1:>7} {shown:>11}", flush=True)
             admin.close()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
