@@ -2,6 +2,7 @@
 real state files: outputs read with read_committed equal the model's exactly."""
 import json
 import os
+import pickle
 import random
 import signal
 import sqlite3
@@ -110,6 +111,10 @@ def test_exactly_once_outputs_equal_the_model_when_workers_are_sigkilled(conf, a
     for key, _, _ in records:
         expected.setdefault(key.encode(), []).append(len(expected.get(key.encode(), [])) + 1)
     assert per_key_sequences(outputs) == expected       # every count exactly once, in order
+    state = {}                                          # and the local state, killed tasks restored, agrees
+    for kv, _ in _state_rows(os.path.join(str(tmp_path / "state"), "counter-eos")).values():
+        state.update({key: pickle.loads(value) for store, key, value in kv if store == "count-1"})
+    assert state == {key: seq[-1] for key, seq in expected.items()}
 
 
 def _state_rows(state_dir):
