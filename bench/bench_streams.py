@@ -28,6 +28,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from streams_functions import keep, notional, slim  # noqa: E402
 
 import shmlog  # noqa: E402
 from shmlog.streams import App, Sum  # noqa: E402
@@ -44,18 +47,6 @@ def values(n, size, seed=0):
         v = {"symbol": rng.choice(SYMBOLS), "price": rng.randint(90, 110), "qty": rng.randint(1, 100), "pad": pad}
         out.append((f"T{rng.randrange(1000)}", json.dumps(v).encode(), base + i))
     return out
-
-
-def keep(v):
-    return v["qty"] > 5
-
-
-def notional(v):
-    return {**v, "notional": v["price"] * v["qty"]}
-
-
-def slim(v):
-    return {"symbol": v["symbol"], "notional": v["notional"], "qty": v["qty"]}
 
 
 def vwap(w):

@@ -312,6 +312,11 @@ class Pipeline:
                 self.assignments[index] = data
             elif kind == "failed":
                 self.failures.append(data)
+            else:
+                self._on_report(kind, index, pid, data)
+
+    def _on_report(self, kind, index, pid, data):
+        """A report kind this runner does not know (a subclass's worker may send its own)."""
 
     def _stop_locked(self):
         self._stopping = True

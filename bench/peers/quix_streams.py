@@ -9,20 +9,12 @@ this file with the Python of its own virtual environment (`--quix-python`, made 
     Q/bin/python bench/peers/quix_streams.py BOOTSTRAP KIND RECORDS STATE_DIR
 """
 import json
+import os
 import sys
 import time
 
-
-def keep(v):
-    return v["qty"] > 5
-
-
-def notional(v):
-    return {**v, "notional": v["price"] * v["qty"]}
-
-
-def slim(v):
-    return {"symbol": v["symbol"], "notional": v["notional"], "qty": v["qty"]}
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from streams_functions import keep, notional, slim  # noqa: E402
 
 
 def main():

@@ -4,7 +4,6 @@ worker that dies, stop cleanly, wait until the group is stable), with the stream
 its steps may be lambdas and closures (docs/dependencies.md)."""
 from __future__ import annotations
 
-import queue
 from typing import TYPE_CHECKING, Any
 
 from shmlog.pipeline import SPAWN, Pipeline
@@ -38,20 +37,9 @@ class StreamsRunner(Pipeline):
         proc.start()
         self.procs[index] = proc
 
-    def _drain(self):
-        while True:
-            try:
-                kind, index, pid, data = self.reports.get_nowait()
-            except (queue.Empty, OSError, ValueError):
-                return
-            if kind == "processed":
-                self.processed[(index, pid)] = data
-            elif kind == "assigned":
-                self.assignments[index] = data
-            elif kind == "failed":
-                self.failures.append(data)
-            elif kind == "metrics":
-                self.step_metrics[pid] = data
+    def _on_report(self, kind, index, pid, data):
+        if kind == "metrics":
+            self.step_metrics[pid] = data
 
     def metrics(self) -> dict[str, dict[str, int]]:
         """Per step, summed over every worker process that reported: records in, records out,

@@ -46,43 +46,34 @@ _SERIALIZERS: dict[str, Callable[[Any], bytes | None]] = {
 }
 
 
-def deserializer(spec: Any, topic: str, field: str) -> Callable[[bytes | None], Any]:
-    """A function bytes -> value for `spec` (None passes through: tombstones and absent keys)."""
+def _resolve(spec, by_name, base, what, topic, field):
+    """One rule for both directions: a name from by_name, an instance of base (a shmlog or
+    confluent-kafka (De)Serializer, called with a SerializationContext) or a callable; None
+    always passes through (tombstones, absent keys)."""
     if spec is None:
         spec = "bytes"
     if isinstance(spec, str):
         try:
-            fn = _DESERIALIZERS[spec]
+            fn = by_name[spec]
         except KeyError:
-            raise ValueError(f"unknown deserializer {spec!r}: one of {sorted(_DESERIALIZERS)}, a Deserializer "
+            raise ValueError(f"unknown {what} {spec!r}: one of {sorted(by_name)}, a {base.__name__} "
                              f"or a callable") from None
-    elif isinstance(spec, Deserializer):
+    elif isinstance(spec, base):
         ctx = SerializationContext(topic, MessageField.KEY if field == "key" else MessageField.VALUE)
-        return lambda b: spec(b, ctx)
+        return lambda data: spec(data, ctx)
     elif callable(spec):
         fn = spec
     else:
-        raise TypeError(f"a deserializer is a name, a Deserializer or a callable, not {spec!r}")
-    return lambda b: None if b is None else fn(b)
+        raise TypeError(f"a {what} is a name, a {base.__name__} or a callable, not {spec!r}")
+    return lambda data: None if data is None else fn(data)
+
+
+def deserializer(spec: Any, topic: str, field: str) -> Callable[[bytes | None], Any]:
+    return _resolve(spec, _DESERIALIZERS, Deserializer, "deserializer", topic, field)
 
 
 def serializer(spec: Any, topic: str, field: str) -> Callable[[Any], bytes | None]:
-    if spec is None:
-        spec = "bytes"
-    if isinstance(spec, str):
-        try:
-            fn = _SERIALIZERS[spec]
-        except KeyError:
-            raise ValueError(f"unknown serializer {spec!r}: one of {sorted(_SERIALIZERS)}, a Serializer "
-                             f"or a callable") from None
-    elif isinstance(spec, Serializer):
-        ctx = SerializationContext(topic, MessageField.KEY if field == "key" else MessageField.VALUE)
-        return lambda v: spec(v, ctx)
-    elif callable(spec):
-        fn = spec
-    else:
-        raise TypeError(f"a serializer is a name, a Serializer or a callable, not {spec!r}")
-    return lambda v: None if v is None else fn(v)
+    return _resolve(spec, _SERIALIZERS, Serializer, "serializer", topic, field)
 
 
 def key_bytes(key: Any) -> bytes | None:
