@@ -29,6 +29,7 @@ from typing import Any
 
 _WINDOW = struct.Struct(">qq")
 STREAM_TIME = "stream_time"
+KV_CACHE_ENTRIES = 100_000   # committed key-value entries read and kept in memory (then the cache starts over)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (store TEXT, key BLOB, value BLOB, PRIMARY KEY (store, key));
@@ -61,6 +62,12 @@ class TaskState:
         self.db.executescript(_SCHEMA)
         self.changed: dict[str, set] = {}     # store -> changelog keys changed in this batch
         self.in_batch = False
+        # Key-value stores are read and written through two dicts of pickled values (None: no
+        # value): the batch's writes, flushed into SQLite at commit and dropped at rollback, and
+        # committed values already read. Pickled, so a caller mutating what get() returned can
+        # never change what the store holds.
+        self.kv_dirty: dict[tuple[str, bytes], bytes | None] = {}
+        self.kv_clean: dict[tuple[str, bytes], bytes | None] = {}
 
     def close(self) -> None:
         if self.in_batch:
@@ -76,6 +83,7 @@ class TaskState:
 
     def commit(self) -> None:
         if self.in_batch:
+            self._flush_kv()
             self.db.execute("COMMIT")
             self.in_batch = False
         self.changed.clear()
@@ -84,23 +92,46 @@ class TaskState:
         if self.in_batch:
             self.db.execute("ROLLBACK")
             self.in_batch = False
+        self.kv_dirty.clear()
         self.changed.clear()
+
+    def _flush_kv(self) -> None:
+        if not self.kv_dirty:
+            return
+        self.db.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
+                            [(s, k, v) for (s, k), v in self.kv_dirty.items() if v is not None])
+        self.db.executemany("DELETE FROM kv WHERE store=? AND key=?",
+                            [(s, k) for (s, k), v in self.kv_dirty.items() if v is None])
+        if len(self.kv_clean) > KV_CACHE_ENTRIES:
+            self.kv_clean.clear()
+        self.kv_clean.update(self.kv_dirty)
+        self.kv_dirty.clear()
 
     def _touch(self, store: str, changelog_key: bytes) -> None:
         self.changed.setdefault(store, set()).add(changelog_key)
 
     # ---------------------------------------------------------------- key-value stores
 
+    def _kv_bytes(self, store: str, key: bytes) -> bytes | None:
+        entry = (store, key)
+        if entry in self.kv_dirty:
+            return self.kv_dirty[entry]
+        if entry in self.kv_clean:
+            return self.kv_clean[entry]
+        row = self.db.execute("SELECT value FROM kv WHERE store=? AND key=?", entry).fetchone()
+        value = self.kv_clean[entry] = None if row is None else row[0]
+        return value
+
     def get(self, store: str, key: bytes, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM kv WHERE store=? AND key=?", (store, key)).fetchone()
-        return default if row is None else pickle.loads(row[0])
+        value = self._kv_bytes(store, key)
+        return default if value is None else pickle.loads(value)
 
     def put(self, store: str, key: bytes, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (store, key, pickle.dumps(value)))
+        self.kv_dirty[(store, key)] = pickle.dumps(value)
         self._touch(store, changelog_key_kv(key))
 
     def delete(self, store: str, key: bytes) -> None:
-        self.db.execute("DELETE FROM kv WHERE store=? AND key=?", (store, key))
+        self.kv_dirty[(store, key)] = None
         self._touch(store, changelog_key_kv(key))
 
     # ---------------------------------------------------------------- window stores
@@ -132,6 +163,7 @@ class TaskState:
         return [(k, s, e, pickle.loads(v)) for k, s, e, v in rows]
 
     def count(self, store: str) -> int:
+        self._flush_kv()
         return (self.db.execute("SELECT COUNT(*) FROM kv WHERE store=?", (store,)).fetchone()[0]
                 + self.db.execute("SELECT COUNT(*) FROM win WHERE store=?", (store,)).fetchone()[0])
 
@@ -151,17 +183,19 @@ class TaskState:
         for ckey in sorted(self.changed.get(store, ())):
             kind = ckey[:1]
             if kind == b"k":
-                row = self.db.execute("SELECT value FROM kv WHERE store=? AND key=?", (store, ckey[1:])).fetchone()
-            else:
-                start, _ = _WINDOW.unpack_from(ckey, 1)
-                row = self.db.execute("SELECT value FROM win WHERE store=? AND key=? AND start=?",
-                                      (store, ckey[1 + _WINDOW.size:], start)).fetchone()
+                yield ckey, self._kv_bytes(store, ckey[1:])
+                continue
+            start, _ = _WINDOW.unpack_from(ckey, 1)
+            row = self.db.execute("SELECT value FROM win WHERE store=? AND key=? AND start=?",
+                                  (store, ckey[1 + _WINDOW.size:], start)).fetchone()
             yield ckey, (None if row is None else row[0])
 
     def apply(self, store: str, ckey: bytes, value: bytes | None) -> None:
         """Replay one changelog record (restoring): the key's whole value, or its deletion."""
         kind = ckey[:1]
         if kind == b"k":
+            self.kv_clean.pop((store, ckey[1:]), None)
+            self.kv_dirty.pop((store, ckey[1:]), None)
             if value is None:
                 self.db.execute("DELETE FROM kv WHERE store=? AND key=?", (store, ckey[1:]))
             else:
