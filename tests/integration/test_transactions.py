@@ -346,3 +346,62 @@ def test_read_committed_returns_the_same_through_the_c_fast_path_and_the_python_
     assert committed_through(conf, ["t"], "t") == want == committed_through(conf, ["t", "other"], "t")
     p.close()
     plain.close()
+
+
+def test_produce_batch_records_join_the_transaction_and_are_committed_or_aborted_with_it(conf, admin):
+    create_topic(admin, "t", partitions=2)
+    p = txn_producer(conf)
+    p.begin_transaction()
+    assert p.produce_batch("t", [{"value": b"kept-%d" % i, "partition": i % 2} for i in range(4)]) == 4
+    p.commit_transaction()
+    p.begin_transaction()
+    msgs = [{"value": b"dropped-%d" % i, "partition": i % 2} for i in range(4)]
+    assert p.produce_batch("t", msgs) == 4 and not [m for m in msgs if "_error" in m]
+    p.flush()
+    p.abort_transaction()
+    p.close()
+    assert sorted(values(read_all(conf, "t", partitions=2))) == [b"kept-%d" % i for i in range(4)]
+    assert len(read_all(conf, "t", partitions=2, isolation="read_uncommitted")) == 8
+
+
+def test_produce_values_lists_and_numpy_rows_join_the_transaction_and_abort_with_it(conf, admin):
+    np = pytest.importorskip("numpy")
+    create_topic(admin, "t", partitions=2)
+    p = txn_producer(conf)
+    p.begin_transaction()
+    p.produce_values("t", [b"list-%d" % i for i in range(3)], partition=0)
+    p.produce_values("t", np.frombuffer(b"rowArowB", dtype=np.uint8).reshape(2, 4), partition=1)
+    p.commit_transaction()
+    p.begin_transaction()
+    p.produce_values("t", [b"gone-%d" % i for i in range(3)], partition=0)
+    p.produce_values("t", np.frombuffer(b"goneGONE", dtype=np.uint8).reshape(2, 4), partition=1)
+    p.abort_transaction()
+    p.close()
+    assert sorted(values(read_all(conf, "t", partitions=2))) == [b"list-0", b"list-1", b"list-2", b"rowA", b"rowB"]
+    assert len(read_all(conf, "t", partitions=2, isolation="read_uncommitted")) == 10
+
+
+def test_produce_values_with_compression_inside_a_transaction_is_aborted_with_it(conf, admin):
+    create_topic(admin, "t")
+    p = txn_producer(conf, **{"compression.type": "gzip"})
+    p.begin_transaction()
+    p.produce_values("t", [b"zipped-%d" % i for i in range(3)])
+    p.abort_transaction()
+    p.begin_transaction()
+    p.produce_values("t", [b"kept"])
+    p.commit_transaction()
+    p.close()
+    assert values(read_all(conf, "t")) == [b"kept"]
+
+
+def test_produce_batch_and_produce_values_outside_a_transaction_are_refused_with_state(conf, admin):
+    create_topic(admin, "t")
+    p = txn_producer(conf)
+    msgs = [{"value": b"a"}, {"value": b"b"}]
+    assert p.produce_batch("t", msgs) == 0
+    assert [m["_error"].code() for m in msgs] == [KafkaError._STATE, KafkaError._STATE]
+    with pytest.raises(KafkaException) as exc:
+        p.produce_values("t", [b"x"])
+    assert exc.value.args[0].code() == KafkaError._STATE and "begin_transaction" in exc.value.args[0].str()
+    p.close()
+    assert read_all(conf, "t", isolation="read_uncommitted") == []
