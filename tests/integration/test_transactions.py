@@ -3,6 +3,7 @@ Consumers, the supervisor's transaction coordinator, zombie fencing, timeouts, o
 with a transaction. The crash tests (SIGKILL at chosen points of a transaction) are in
 tests/crash/test_transaction_crash.py."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ import pytest
 
 import shmlog
 from shmlog import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from shmlog.broker import launcher
+from shmlog.control import Control
 from tests.conftest import create_topic
 
 pytestmark = pytest.mark.timeout(120)
@@ -405,3 +408,49 @@ def test_produce_batch_and_produce_values_outside_a_transaction_are_refused_with
     assert exc.value.args[0].code() == KafkaError._STATE and "begin_transaction" in exc.value.args[0].str()
     p.close()
     assert read_all(conf, "t", isolation="read_uncommitted") == []
+
+
+def describe(broker, tid):
+    control = Control(broker.data_dir)
+    try:
+        (row,) = control.request("describe_transactions", transactional_ids=[tid])["transactions"]
+    finally:
+        control.close()
+    return row
+
+
+def test_a_transaction_state_the_broker_cannot_write_changes_nothing_and_the_call_is_retriable(broker, conf, admin):
+    """The persister is stopped (SIGSTOP), so the __transaction_state partition's ring fills and
+    the supervisor's appends to it fail: the coordinator's table must not move, and the
+    producer's calls fail retriable until the log takes writes again."""
+    create_topic(admin, "t")
+    tid = "w" * 30_000        # a ~30 KB state record: the 1 MiB ring of its partition fills in ~35 writes
+    p = txn_producer(conf, tid)
+    consumer = Consumer({**conf, "group.id": "g"})
+    group = consumer.consumer_group_metadata()
+    persister = launcher.status(broker.data_dir)["persister_pid"]
+    os.kill(persister, signal.SIGSTOP)
+    try:
+        p.begin_transaction()
+        for _ in range(200):
+            try:
+                p.send_offsets_to_transaction([TopicPartition("t", 0, 1)], group, 0.3)
+            except KafkaException as exc:
+                failed = exc.args[0]
+                break
+        else:
+            pytest.fail("the writes to __transaction_state never failed with the persister stopped")
+        assert failed.retriable() and not failed.fatal() and not failed.txn_requires_abort(), failed
+        assert "could not write its state" in failed.str() and "nothing changed" in failed.str(), failed
+        assert describe(broker, tid)["state"] == "Ongoing"
+        with pytest.raises(KafkaException) as commit:
+            p.commit_transaction(0.3)
+        assert commit.value.args[0].retriable(), commit.value.args[0]
+        assert describe(broker, tid)["state"] == "Ongoing"     # not PrepareCommit: its record was not written
+    finally:
+        os.kill(persister, signal.SIGCONT)
+    p.commit_transaction(30)
+    assert describe(broker, tid)["state"] == "CompleteCommit"
+    assert consumer.committed([TopicPartition("t", 0)])[0].offset == 1
+    consumer.close()
+    p.close()
