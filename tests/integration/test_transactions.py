@@ -454,3 +454,33 @@ def test_a_transaction_state_the_broker_cannot_write_changes_nothing_and_the_cal
     assert consumer.committed([TopicPartition("t", 0)])[0].offset == 1
     consumer.close()
     p.close()
+
+
+def test_a_read_committed_consumer_assigned_past_an_aborted_transaction_starts_at_the_offset_it_asked_for(conf,
+                                                                                                         admin):
+    create_topic(admin, "t")
+    p = txn_producer(conf, **{"linger.ms": 0})
+    p.begin_transaction()
+    for i in range(5):
+        p.produce("t", b"aborted-%d" % i)
+    p.flush()
+    p.abort_transaction()
+    p.begin_transaction()
+    for i in range(5):
+        p.produce("t", b"kept-%d" % i)
+    p.commit_transaction()
+    p.close()
+    # offsets 0-4 aborted, 5 ABORT, 6-10 kept, 11 COMMIT
+    c = Consumer({**conf, "isolation.level": "read_committed", "enable.partition.eof": True})
+    c.assign([TopicPartition("t", 0, 8)])
+    got = []
+    try:
+        while True:
+            m = c.poll(5.0)
+            assert m is not None
+            if m.error():
+                break
+            got.append((m.offset(), m.value()))
+    finally:
+        c.close()
+    assert got == [(8, b"kept-2"), (9, b"kept-3"), (10, b"kept-4")]
