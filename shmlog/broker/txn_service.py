@@ -45,6 +45,7 @@ from shmlog.log.segment import partition_dir
 
 TXN_RING_BYTES = 1 << 20
 PERSIST_RETRY_S = 0.1     # after a failed write, timers and retries wait this long before writing again
+TRIM_GRACE_S = 1.0        # a log start offset is trimmed to once it has been published this long
 
 
 def _now_ms():
@@ -71,6 +72,7 @@ class TxnService:
         self.published = {}        # (topic, partition) -> first unstable offset as last published
         self.aborted_counts = {}   # (topic, partition) -> entries ever appended to its aborted.txnindex
         self.trimmed = {}          # (topic, partition) -> log start offset its index was last trimmed to
+        self.trim_next = {}        # (topic, partition) -> (log start offset, time.monotonic() it was seen)
         self.uncompleted = set()   # transactional ids whose markers are written but Complete* not persisted
         self.retry_at = 0.0        # time.monotonic() before which no failed write is tried again
         self.guard = ServiceGuard("transaction coordinator", (tc.InvalidTransition,), (ProducerIdsUnavailable,))
@@ -282,22 +284,32 @@ class TxnService:
 
     def trim_aborted_indexes(self):
         """Drop the aborted.txnindex entries the log start offset has passed (retention,
-        delete_records). The ring's aborted count is not moved: a reader's older copy only
-        holds more entries, of offsets it never returns (control_record.AbortedIndex)."""
+        delete_records), once that log start offset has been published for TRIM_GRACE_S: a
+        reader (the Kafka listener's Fetch, say) that read a batch just before the log start
+        moved past it still finds its entry. The ring's aborted count is not moved: a reader's
+        older copy only holds more entries, of offsets it never returns (control_record.AbortedIndex)."""
+        now = time.monotonic()
         for tp in self.aborted_counts:
             ring = self.sup.rings.get(tp)
             if ring is None or ring.closed:
                 continue
-            start = ring.log_start_offset
-            if start <= self.trimmed.get(tp, 0):
+            seen = self.trim_next.get(tp)
+            if seen is None:
+                if ring.log_start_offset > self.trimmed.get(tp, 0):
+                    self.trim_next[tp] = (ring.log_start_offset, now)
+                continue
+            start, since = seen
+            if now - since < TRIM_GRACE_S:
                 continue
             try:
                 control_record.trim_aborted(self._pdir(*tp), start)
             except OSError as exc:
                 _log(f"{tp[0]}-{tp[1]}: cannot trim {control_record.INDEX_NAME} to the log start offset {start}: "
-                     f"{exc}; trying again")
+                     f"{exc}; trying again in {TRIM_GRACE_S:g} s")
+                self.trim_next[tp] = (start, now)
                 continue
             self.trimmed[tp] = start
+            del self.trim_next[tp]
 
     def _commit_offsets(self, m, data, base_ts, max_ts, producer):
         groups = self.sup.groups
