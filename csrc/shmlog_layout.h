@@ -147,6 +147,7 @@ enum shmlog_status {
     SHMLOG_ESEQUENCE = -13,  /* idempotent batch leaves a gap after the last sequence: nothing appended */
     SHMLOG_EEPOCH = -14,     /* idempotent batch's producer epoch is older than one already seen: fenced */
     SHMLOG_ENOTENOUGHREPLICAS = -15, /* fewer in-sync replicas than min.insync.replicas (acks=all) */
+    SHMLOG_EUNKNOWNPRODUCER = -16, /* idempotent batch's first sequence is not 0 and the record has no state of it */
 };
 
 /* What the supervisor says of itself in the doorbell (broker_state). A stopping broker closes

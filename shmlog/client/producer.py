@@ -414,24 +414,36 @@ class Producer(_fast.ProducerCore):
                     keep.append(entry)
             self._durable = keep
             self._stalled.extendleft(reversed(unconfirmed))   # appended before the refused ones
-            self._seed_sequences({(b.topic, b.partition) for b in unconfirmed})
+            carried = {key for key, n in self._next_sequences.items() if n}
+            self._seed_sequences(carried | {(b.topic, b.partition) for b in unconfirmed}, unconfirmed)
         self._resend_stalled()
 
-    def _seed_sequences(self, partitions):
-        """Start our sequence records in the new rings of `partitions` where the log says."""
+    def _seed_sequences(self, partitions, unconfirmed):
+        """Start our sequence records in the new rings of `partitions` where the log says: a ring
+        refuses a first sequence other than 0 from a producer it has no state of (Kafka's
+        UNKNOWN_PRODUCER_ID). Where the log has no state of ours (it lost our batches, or cannot
+        be asked), the partition's sequences start again at 0, as Kafka's client does when its
+        producer state was lost, and the unconfirmed batches are stamped anew: none of them is in
+        the log, else its state would be."""
         if not partitions:
             return
         try:
             known = self._cluster.describe_producers(sorted(partitions))
         except KafkaException:
-            return   # unseeded, a re-sent batch is appended again: a possible duplicate, as without idempotence
-        for key, producers in known.items():
-            mine = producers.get(self._producer_id)
-            if mine is None:
-                continue
+            known = {}   # unseeded: re-sent batches are appended again, a possible duplicate as without idempotence
+        for key in partitions:
+            mine = known.get(key, {}).get(self._producer_id)
             try:
                 ring = self._cluster.ring(*key)
             except KafkaException:
+                continue
+            if mine is None:
+                self._next_sequences[key] = 0
+                if ring in self._slots:
+                    ring.map.next_sequence = 0
+                for batch in unconfirmed:
+                    if (batch.topic, batch.partition) == key:
+                        batch.base_sequence = -1
                 continue
             ring.seed_sequence(self._slot(ring), self._producer_id, mine["producer_epoch"], mine["last_sequence"],
                                mine["last_offset"])
@@ -469,8 +481,10 @@ class Producer(_fast.ProducerCore):
                 continue
             if rc == lib.SHMLOG_ESEQUENCE:
                 # The log lost batches before it (a drain that could not finish): they cannot be
-                # sent again, so the record forgets its last sequence and what follows is taken.
-                ring.map.sequences[slot].last_sequence = -1
+                # sent again, so the record moves past this batch's sequences and what follows is
+                # taken (the record keeps a last sequence: a producer it knows nothing of must
+                # start at 0).
+                ring.map.sequences[slot].last_sequence = (batch.base_sequence + batch.count - 1) & 0x7FFFFFFF
             if rc < 0:
                 try:
                     ring._append_failed(rc, len(records), self._max_block_ms)
