@@ -344,15 +344,22 @@ class TxnCoordinator:
     def tick(self, now):
         """Timers: abort every transaction past its timeout; forget ids unused past expiration."""
         effects = []
-        for t in list(self.txns.values()):
-            if t.transactional_id in self.pending:
-                continue
-            if t.state == ONGOING and now >= t.started + t.timeout_ms:
-                t = t.copy()
-                effects += self._stage(t, [self._abort(t, now, bump=True)], [])
-            elif t.state in SETTLED and now >= t.last_update + self.expiration:
-                self._transition(t.copy(), "expired")
-                effects += self._stage(None, [], [], transactional_id=t.transactional_id)
+        try:
+            for t in list(self.txns.values()):
+                if t.transactional_id in self.pending:
+                    continue
+                if t.state == ONGOING and now >= t.started + t.timeout_ms:
+                    t = t.copy()
+                    effects += self._stage(t, [self._abort(t, now, bump=True)], [])
+                elif t.state in SETTLED and now >= t.last_update + self.expiration:
+                    self._transition(t.copy(), "expired")
+                    effects += self._stage(None, [], [], transactional_id=t.transactional_id)
+        except BaseException:
+            # (No new producer id for an epoch bump, say.) What this tick staged is dropped with
+            # its effects: nothing changed, the next tick tries again.
+            for e in effects:
+                self.pending.pop(e.record.transactional_id, None)
+            raise
         return effects
 
     def next_deadline(self):

@@ -465,3 +465,20 @@ def test_a_timeout_abort_that_cannot_be_written_happens_at_a_later_tick():
     assert (c.c.txns["x"].state, c.c.txns["x"].producer_epoch) == (tc.ONGOING, ids["producer_epoch"])
     (m,) = [e for e in c.tick(1001) if isinstance(e, tc.WriteMarkers)]
     assert m.fenced == (ids["producer_id"], ids["producer_epoch"])
+
+
+def test_a_tick_that_cannot_get_a_new_producer_id_stages_nothing():
+    ids = Ids()
+    c = Written(tc.TxnCoordinator(ids, max_timeout_ms=60_000))
+    a = reply(c.init_producer_id(1, "a", 1000, 0))
+    b = reply(c.init_producer_id(2, "b", 1000, 0))
+    c.add_partitions(3, "a", a["producer_id"], a["producer_epoch"], [("t", 0, 0)], 0)
+    c.add_partitions(4, "b", b["producer_id"], b["producer_epoch"], [("t", 1, 0)], 0)
+    c.c.txns["b"].producer_epoch = tc.MAX_EPOCH       # its timeout abort needs a new producer id
+
+    def no_more_ids():
+        raise RuntimeError("producer ids cannot be reserved")
+    c.c.new_producer_id = no_more_ids
+    with pytest.raises(RuntimeError):
+        c.c.tick(1000)
+    assert not c.c.pending and {t.state for t in c.c.txns.values()} == {tc.ONGOING}
