@@ -149,7 +149,7 @@ class TxnService:
                     parts.append((topic, int(p), ring.end()[1]))
             if unknown:
                 return wire(tc.error_body(KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                           f"add_partitions_to_txn: no partition {', '.join(unknown)}"))
+                                          f"add_partitions_to_txn: no partition {', '.join(unknown)}"))
             effects = c.add_partitions(ref, *ids, parts, now, wall_ms=int(time.time() * 1000))
         elif op == "add_offsets_to_txn":
             effects = c.add_offsets(ref, *ids, request["group"], now, wall_ms=int(time.time() * 1000))
