@@ -81,7 +81,7 @@ int64_t shmlog_ring_append(shmlog_ring_handle *ring, int slot, const uint8_t *re
 /* producer_id >= 0 (an idempotent producer): the batch is stamped with producer_id,
  * producer_epoch and base_sequence (SHMLOG_SEQUENCE_NEXT: the ring handle's next_sequence)
  * after the check against the slot's sequence record, which may refuse it with
- * SHMLOG_EDUPLICATE, SHMLOG_ESEQUENCE or SHMLOG_EEPOCH before anything is claimed. The two
+ * SHMLOG_EDUPLICATE, SHMLOG_ESEQUENCE, SHMLOG_EUNKNOWNPRODUCER or SHMLOG_EEPOCH before anything is claimed. The two
  * appends below take the next sequence always. */
 /* Appends `count` fixed-size values (NumPy rows) encoded straight into the claimed frame at a
  * constant stride (see shmlog_records_encode_fixed). */

@@ -147,6 +147,7 @@ enum shmlog_status {
     SHMLOG_ESEQUENCE = -13,  /* idempotent batch leaves a gap after the last sequence: nothing appended */
     SHMLOG_EEPOCH = -14,     /* idempotent batch's producer epoch is older than one already seen: fenced */
     SHMLOG_ENOTENOUGHREPLICAS = -15, /* fewer in-sync replicas than min.insync.replicas (acks=all) */
+    SHMLOG_EUNKNOWNPRODUCER = -16, /* idempotent batch's first sequence is not 0 and the record has no state of it */
 };
 
 /* What the supervisor says of itself in the doorbell (broker_state). A stopping broker closes
@@ -219,8 +220,9 @@ typedef struct shmlog_ring_slots {
  * (shmlog/broker/txn_service.py, through csrc/core/txn.c) and read by read_committed readers:
  * first_unstable_plus1 is 0 while no transaction is open on the partition, else 1 + the lowest
  * offset an open one may have records at (the last stable offset, when below the log end);
- * aborted_count is how many entries the partition's aborted.txnindex holds (a reader re-reads
- * the file when it changes: it is written before the count, the count before the ABORT marker);
+ * aborted_count is how many entries were ever appended to the partition's aborted.txnindex
+ * (only grows, trims included: shmlog/log/control_record.py; a reader re-reads the file when it
+ * changes: it is written before the count, the count before the ABORT marker);
  * txn_seen is non-zero once a transaction has touched the partition in the ring's life
  * (read_committed readers of a ring without one read it like read_uncommitted ones). */
 typedef struct shmlog_ring_txn {

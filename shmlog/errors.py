@@ -55,7 +55,7 @@ _BROKER_CODES = {
     "DUPLICATE_SEQUENCE_NUMBER": 46, "INVALID_PRODUCER_EPOCH": 47,
     "INVALID_TXN_STATE": 48, "INVALID_PRODUCER_ID_MAPPING": 49,
     "INVALID_TRANSACTION_TIMEOUT": 50, "CONCURRENT_TRANSACTIONS": 51,
-    "KAFKA_STORAGE_ERROR": 56, "LOG_DIR_NOT_FOUND": 57,
+    "KAFKA_STORAGE_ERROR": 56, "LOG_DIR_NOT_FOUND": 57, "UNKNOWN_PRODUCER_ID": 59,
     "NON_EMPTY_GROUP": 68, "GROUP_ID_NOT_FOUND": 69, "TOPIC_DELETION_DISABLED": 73,
     "FENCED_INSTANCE_ID": 82, "PRODUCER_FENCED": 90, "UNKNOWN_TOPIC_ID": 100,
 }
@@ -137,6 +137,7 @@ _TEXT_BY_NAME = {
     " while another concurrent operation on the same transaction was ongoing",
     "KAFKA_STORAGE_ERROR": "Broker: Disk error when trying to access log file on disk",
     "LOG_DIR_NOT_FOUND": "Broker: The user-specified log directory is not found in the broker config",
+    "UNKNOWN_PRODUCER_ID": "Broker: Unknown Producer Id",
     "NON_EMPTY_GROUP": "Broker: The group is not empty", "GROUP_ID_NOT_FOUND": "Broker: The group id does not exist",
     "TOPIC_DELETION_DISABLED": "Broker: Topic deletion is disabled",
     "FENCED_INSTANCE_ID": "Broker: Static consumer fenced by other consumer with same group.instance.id",
@@ -271,6 +272,7 @@ class KafkaError:
     CONCURRENT_TRANSACTIONS: int
     KAFKA_STORAGE_ERROR: int
     LOG_DIR_NOT_FOUND: int
+    UNKNOWN_PRODUCER_ID: int
     NON_EMPTY_GROUP: int
     GROUP_ID_NOT_FOUND: int
     TOPIC_DELETION_DISABLED: int

@@ -293,7 +293,8 @@ static int epoch_is_fenced(const shmlog_ring_handle *ring, int slot, int64_t pro
 /* Kafka's producer-state check of an idempotent batch against the slot's sequence record,
  * before anything is claimed: the base sequence to stamp (>= 0), SHMLOG_EDUPLICATE (at or
  * below the last sequence appended: the batch is in the log already), SHMLOG_ESEQUENCE (a
- * gap) or SHMLOG_EEPOCH (an older epoch than one seen). Only the slot's owner writes the
+ * gap), SHMLOG_EUNKNOWNPRODUCER (a first sequence other than 0 of a producer the record knows
+ * nothing of) or SHMLOG_EEPOCH (an older epoch than one seen). Only the slot's owner writes the
  * record, so the check and the update after the publish need no atomics between them. */
 static int64_t sequence_check(shmlog_ring_handle *ring, int slot, uint32_t count, int64_t producer_id,
                               int16_t producer_epoch, int32_t base_sequence) {
@@ -304,14 +305,19 @@ static int64_t sequence_check(shmlog_ring_handle *ring, int slot, uint32_t count
     if (r->producer_id == producer_id && producer_epoch < r->producer_epoch) return SHMLOG_EEPOCH;
     if (epoch_is_fenced(ring, slot, producer_id, producer_epoch)) return SHMLOG_EEPOCH;
     if (r->producer_id != producer_id || r->producer_epoch != producer_epoch) {
-        /* A producer (or epoch) new to this slot: its sequences start here. */
+        /* A producer (or epoch) new to this slot: its sequences start at 0. Kafka's rule for
+         * another first sequence: a new epoch of a producer the partition knows is out of order,
+         * a producer it knows nothing of is UNKNOWN_PRODUCER_ID (a producer whose state the log
+         * lost seeds the record or starts again at 0: docs/exactly-once.md). */
+        if (base_sequence != 0) return r->producer_id == producer_id ? SHMLOG_ESEQUENCE : SHMLOG_EUNKNOWNPRODUCER;
         store_relaxed(&r->last_sequence, -1);
         store_relaxed(&r->last_offset, -1);
         store_relaxed(&r->producer_epoch, producer_epoch);
         store_release(&r->producer_id, producer_id);
     }
     int32_t last = r->last_sequence;
-    if (last < 0 || base_sequence == sequence_after(last, 1)) return base_sequence;
+    if (last < 0) return base_sequence == 0 ? base_sequence : SHMLOG_EUNKNOWNPRODUCER;
+    if (base_sequence == sequence_after(last, 1)) return base_sequence;
     /* Within half the sequence space at or below the last one: sent before. */
     uint32_t behind = ((uint32_t)last - (uint32_t)base_sequence) & SEQUENCE_MASK;
     return behind < (SEQUENCE_MASK >> 1) ? SHMLOG_EDUPLICATE : SHMLOG_ESEQUENCE;

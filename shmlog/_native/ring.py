@@ -28,6 +28,7 @@ STATUS_NAMES = {
     lib.SHMLOG_ECLOSED: "ring closed by a stopping broker",
     lib.SHMLOG_EDUPLICATE: "duplicate sequence number",
     lib.SHMLOG_ESEQUENCE: "out-of-order sequence number",
+    lib.SHMLOG_EUNKNOWNPRODUCER: "unknown producer id",
     lib.SHMLOG_EEPOCH: "fenced producer epoch",
     lib.SHMLOG_ENOTENOUGHREPLICAS: "fewer in-sync replicas than min.insync.replicas",
 }
@@ -283,6 +284,10 @@ class Ring:
             raise error(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
                         f"{self.where()}: the idempotent batch's sequence does not follow the last one this "
                         f"producer appended to the partition (a gap): nothing was appended")
+        if rc == lib.SHMLOG_EUNKNOWNPRODUCER:
+            raise error(KafkaError.UNKNOWN_PRODUCER_ID,
+                        f"{self.where()}: the idempotent batch's first sequence is not 0 but the partition has no "
+                        f"state of this producer (its batches were lost, or never written): nothing was appended")
         if rc == lib.SHMLOG_EDUPLICATE:
             raise error(KafkaError.DUPLICATE_SEQUENCE_NUMBER,
                         f"{self.where()}: the idempotent batch's sequence is at or below the last one this "

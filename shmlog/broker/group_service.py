@@ -14,11 +14,11 @@ first, then the ring. A member's control connection closing tells the coordinato
 """
 import logging
 import time
-import traceback
 
 from shmlog._native import ffi
 from shmlog.broker import coordinator as co
 from shmlog.broker import logs
+from shmlog.broker.service_guard import DEFERRED, ServiceGuard, wire
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log.batch import RecordsBuilder, record_size
 from shmlog.log.partition_reader import read_partition
@@ -26,20 +26,6 @@ from shmlog.log.segment import partition_dir
 
 OFFSETS_RING_BYTES = 4 << 20
 APPEND_TIMEOUT_MS = 100          # the supervisor never blocks longer on a full offsets ring
-
-
-class _Deferred:
-    def __repr__(self):
-        return "DEFERRED"
-
-
-DEFERRED = _Deferred()   # an op's return value meaning "the reply is sent later"
-
-
-def _wire(body):
-    if "error" in body:
-        return {"ok": False, "code": body["error"], "error": body["message"]}
-    return {"ok": True, **body}
 
 
 def _now_ms():
@@ -67,6 +53,7 @@ class GroupService:
         self.slots = {}
         self.epoch = None
         self.seen = {}   # group id -> (state, generation) as last logged
+        self.guard = ServiceGuard("consumer group coordinator", (co.InvalidTransition,))
 
     # ------------------------------------------------------------------ start
 
@@ -124,12 +111,7 @@ class GroupService:
     # ------------------------------------------------------------------ requests
 
     def handle(self, sock, request):
-        try:
-            return self._handle(sock, request)
-        except co.InvalidTransition as exc:
-            # A coordinator bug must not take the broker down: say so loudly, refuse the request.
-            _log(f"consumer group coordinator: {exc}\n{traceback.format_exc()}")
-            return _wire(co.error_body(KafkaError._FAIL, f"group coordinator error: {exc}"))
+        return self.guard.request(self._handle, sock, request)
 
     def _handle(self, sock, request):
         op = request["op"]
@@ -190,9 +172,9 @@ class GroupService:
                 if e.ref in failed:
                     body = co.error_body(KafkaError.COORDINATOR_NOT_AVAILABLE, failed.pop(e.ref))
                 if e.ref == own:
-                    reply = _wire(body)
+                    reply = wire(body)
                 else:
-                    self.send(e.ref[0], {**_wire(body), "id": e.ref[1]})
+                    self.send(e.ref[0], {**wire(body), "id": e.ref[1]})
             elif isinstance(e, co.Push):
                 self.send(e.conn, {"push": True, **e.body})
         self.log_rebalances()
@@ -261,10 +243,7 @@ class GroupService:
     # ------------------------------------------------------------------ liveness and timers
 
     def disconnected(self, sock):
-        try:
-            self.execute(self.coordinator.disconnected(sock, _now_ms()))
-        except co.InvalidTransition as exc:
-            _log(f"consumer group coordinator: {exc}\n{traceback.format_exc()}")
+        self.guard.event(lambda: self.execute(self.coordinator.disconnected(sock, _now_ms())))
 
     def next_deadline(self):
         """When (time.monotonic() seconds) tick() next has a timer to run, or None."""
@@ -272,9 +251,9 @@ class GroupService:
         return None if deadline_ms is None else deadline_ms / 1000
 
     def tick(self):
-        try:
-            if self.sup.doorbell.metadata_epoch != self.epoch:
-                self._topics_changed()
-            self.execute(self.coordinator.tick(_now_ms()))
-        except co.InvalidTransition as exc:
-            _log(f"consumer group coordinator: {exc}\n{traceback.format_exc()}")
+        self.guard.event(self._tick)
+
+    def _tick(self):
+        if self.sup.doorbell.metadata_epoch != self.epoch:
+            self._topics_changed()
+        self.execute(self.coordinator.tick(_now_ms()))

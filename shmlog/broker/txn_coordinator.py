@@ -7,10 +7,21 @@ of effects for the caller (shmlog/broker/txn_service.py, TxnService) to carry ou
     Reply(ref, body)       answer request `ref`. end_txn is answered late: once the caller
                            reports the markers written (`markers_written`).
     Persist(record)        write this TxnRecord (the transactional id's whole state) to
-                           `__transaction_state`; the caller writes it before anything after it.
+                           `__transaction_state`, then tell the coordinator how it went:
+                           `persisted(id)` or `persist_failed(id, reason)`, and carry out the
+                           effects that call returns. A Persist is the last effect of its step.
     WriteMarkers(...)      write COMMIT or ABORT control batches to every partition of the
                            transaction and, for a commit, its consumer offsets plus a COMMIT
                            marker to `__consumer_offsets`; then call `markers_written`.
+
+A change of a transactional id's state is staged, not made (Kafka's pendingState): the table
+holds the old state until the caller reports the record written, and the replies, markers
+and everything else that depends on the change wait with it. A write that fails leaves the
+table as it was, answers the requests of that step with COORDINATOR_NOT_AVAILABLE (Kafka's
+answer when its append to the transaction log fails: retriable), and a step no request waits
+for (a timeout abort, an expiry, the Complete state after the markers) is tried again by the
+caller later. While a change is staged, other requests for the id are told
+CONCURRENT_TRANSACTIONS.
 
 A transactional id's states are Kafka's (TransactionState.scala) and the events that move
 between them are data (TRANSITIONS); `_transition` refuses anything else, so a bug is an
@@ -25,7 +36,7 @@ WriteMarkers: they become visible exactly when the transaction commits, and a cr
 PrepareCommit and CompleteCommit re-runs the same WriteMarkers on replay.
 """
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shmlog.broker.coordinator import java_string_hash
@@ -101,6 +112,13 @@ class Persist:
 
 
 @dataclass(frozen=True)
+class _Staged:
+    txn: Any            # the Txn to install once the record is written (None: delete the id)
+    then: tuple         # effects that wait for the write
+    refs: tuple         # requests answered COORDINATOR_NOT_AVAILABLE if the write fails
+
+
+@dataclass(frozen=True)
 class WriteMarkers:
     transactional_id: str
     producer_id: int
@@ -133,6 +151,10 @@ class Txn:
     end_ref: Any = None                              # the end_txn waiting for its markers
     fenced: tuple = ()                               # (id, epoch) a pending abort fenced, or ()
 
+    def copy(self):
+        """A working copy a step changes; the table keeps this one until the change is persisted."""
+        return replace(self, partitions=dict(self.partitions), groups=set(self.groups), offsets=dict(self.offsets))
+
     def record(self):
         return TxnRecord(self.transactional_id, self.producer_id, self.producer_epoch, self.timeout_ms,
                          self.state, tuple((t, p, o) for (t, p), o in sorted(self.partitions.items())),
@@ -164,6 +186,7 @@ class TxnCoordinator:
         self.max_timeout = max_timeout_ms
         self.expiration = transactional_id_expiration_ms
         self.txns = {}
+        self.pending = {}   # transactional id -> _Staged: a change waiting for its Persist
 
     # ------------------------------------------------------------------ inputs
 
@@ -178,21 +201,23 @@ class TxnCoordinator:
             return [Reply(ref, error_body(KafkaError.INVALID_TRANSACTION_TIMEOUT,
                                           f"transaction.timeout.ms={timeout_ms} is outside the broker's "
                                           f"[1, transaction.max.timeout.ms={self.max_timeout}]"))]
+        if transactional_id in self.pending:
+            return [Reply(ref, self._concurrent_pending(transactional_id))]
         t = self.txns.get(transactional_id)
         if t is None or t.state == DEAD:
-            t = self.txns[transactional_id] = Txn(transactional_id, self.new_producer_id(), 0, timeout_ms,
-                                                  last_update=now)
-            return [Persist(t.record()), Reply(ref, self._ids(t))]
-        if t.state == ONGOING:
-            effects = self._abort(t, now, bump=True)
-            return effects + [Reply(ref, self._concurrent(t))]
-        if t.state not in SETTLED:
+            t = Txn(transactional_id, self.new_producer_id(), 0, timeout_ms, last_update=now)
+            return self._stage(t, [Reply(ref, self._ids(t))], [ref])
+        if t.state not in SETTLED and t.state != ONGOING:
             return [Reply(ref, self._concurrent(t))]
+        t = t.copy()
+        if t.state == ONGOING:
+            markers = self._abort(t, now, bump=True)
+            return self._stage(t, [markers, Reply(ref, self._concurrent(t))], [ref])
         self._bump(t)
         t.timeout_ms, t.last_update = timeout_ms, now
         self._transition(t, "init")
         self._clear(t)
-        return [Persist(t.record()), Reply(ref, self._ids(t))]
+        return self._stage(t, [Reply(ref, self._ids(t))], [ref])
 
     def add_partitions(self, ref, transactional_id, producer_id, producer_epoch, partitions, now, wall_ms=0):
         """AddPartitionsToTxn. partitions: (topic, partition, log end offset now) each; the end
@@ -202,10 +227,11 @@ class TxnCoordinator:
         t, problem = self._check(transactional_id, producer_id, producer_epoch)
         if problem:
             return [Reply(ref, problem)]
+        t = t.copy()
         self._begin(t, now, wall_ms)
         for topic, partition, end in partitions:
             t.partitions.setdefault((topic, int(partition)), int(end))
-        return [Persist(t.record()), Reply(ref, {})]
+        return self._stage(t, [Reply(ref, {})], [ref])
 
     def add_offsets(self, ref, transactional_id, producer_id, producer_epoch, group, now, wall_ms=0):
         """AddOffsetsToTxn: the group's offsets will be committed (or dropped) with the transaction."""
@@ -214,9 +240,10 @@ class TxnCoordinator:
         t, problem = self._check(transactional_id, producer_id, producer_epoch)
         if problem:
             return [Reply(ref, problem)]
+        t = t.copy()
         self._begin(t, now, wall_ms)
         t.groups.add(group)
-        return [Persist(t.record()), Reply(ref, {})]
+        return self._stage(t, [Reply(ref, {})], [ref])
 
     def txn_offset_commit(self, ref, transactional_id, producer_id, producer_epoch, group, offsets, now):
         """TxnOffsetCommit: offsets (topic, partition, offset, metadata) of a group already in
@@ -228,10 +255,11 @@ class TxnCoordinator:
             return [Reply(ref, error_body(KafkaError.INVALID_TXN_STATE,
                                           f"transactional id {transactional_id!r}: group {group!r} was not added to "
                                           f"the transaction (add_offsets_to_txn comes first)"))]
+        t = t.copy()
         for topic, partition, offset, metadata in offsets:
             t.offsets[(group, topic, int(partition))] = (int(offset), metadata or "")
         t.last_update = now
-        return [Persist(t.record()), Reply(ref, {})]
+        return self._stage(t, [Reply(ref, {})], [ref])
 
     def end_txn(self, ref, transactional_id, producer_id, producer_epoch, commit, now):
         """EndTxn: commit or abort. Answered once the markers are written."""
@@ -240,13 +268,15 @@ class TxnCoordinator:
             return [Reply(ref, problem)]
         wanted = COMPLETE_COMMIT if commit else COMPLETE_ABORT
         if t.state == ONGOING:
+            t = t.copy()
             if commit:
                 self._transition(t, "commit")
-                t.end_ref, t.last_update = ref, now
-                return [Persist(t.record()), self._markers(t)]
-            effects = self._abort(t, now, bump=False)
+                t.last_update = now
+                markers = self._markers(t)
+            else:
+                markers = self._abort(t, now, bump=False)
             t.end_ref = ref
-            return effects
+            return self._stage(t, [markers], [ref])
         if t.state == wanted or (t.state == EMPTY and not commit):
             # A retry of an end that already happened, or an abort of a transaction that never
             # began (Kafka's clients send none; ours may after a failed begin): nothing to do.
@@ -260,6 +290,8 @@ class TxnCoordinator:
     def abort(self, ref, transactional_id, now):
         """An operator's abort of a hanging transaction (the CLI): aborts it and bumps the epoch,
         so the producer that left it is fenced."""
+        if transactional_id in self.pending:
+            return [Reply(ref, self._concurrent_pending(transactional_id))]
         t = self.txns.get(transactional_id)
         if t is None or t.state == DEAD:
             return [Reply(ref, error_body(KafkaError.INVALID_PRODUCER_ID_MAPPING,
@@ -267,34 +299,67 @@ class TxnCoordinator:
         if t.state != ONGOING:
             return [Reply(ref, error_body(KafkaError.INVALID_TXN_STATE,
                                           f"transactional id {transactional_id!r} is {t.state}: nothing to abort"))]
-        effects = self._abort(t, now, bump=True)
+        t = t.copy()
+        markers = self._abort(t, now, bump=True)
         t.end_ref = ref
-        return effects
+        return self._stage(t, [markers], [ref])
 
     def markers_written(self, transactional_id, now):
-        """The caller wrote the markers of the transaction's WriteMarkers."""
+        """The caller wrote the markers of the transaction's WriteMarkers. If the Complete state
+        cannot be persisted, the id stays Prepare* (its end_txn still waiting) and the caller
+        calls this again later."""
         t = self.txns.get(transactional_id)
-        if t is None or t.state not in (PREPARE_COMMIT, PREPARE_ABORT):
+        if t is None or t.state not in (PREPARE_COMMIT, PREPARE_ABORT) or transactional_id in self.pending:
             return []
+        t = t.copy()
         self._transition(t, "markers_written")
         t.last_update = now
         ref, t.end_ref = t.end_ref, None
         self._clear(t)
-        effects = [Persist(t.record())]
-        if ref is not None:
-            effects.append(Reply(ref, {}))
-        return effects
+        return self._stage(t, [Reply(ref, {})] if ref is not None else [], [])
+
+    def persisted(self, transactional_id, now):
+        """The record of the id's staged change is written: the change is made; returns the
+        effects that waited for it."""
+        staged = self.pending.pop(transactional_id, None)
+        if staged is None:
+            return []
+        if staged.txn is None:
+            self.txns.pop(transactional_id, None)
+        else:
+            self.txns[transactional_id] = staged.txn
+        return list(staged.then)
+
+    def persist_failed(self, transactional_id, reason, now):
+        """The record of the id's staged change could not be written: the change is dropped (the
+        table holds the state before it) and the requests of that step are told to retry."""
+        staged = self.pending.pop(transactional_id, None)
+        if staged is None:
+            return []
+        body = error_body(KafkaError.COORDINATOR_NOT_AVAILABLE,
+                          f"transactional id {transactional_id!r}: the transaction coordinator could not write "
+                          f"its state ({reason}); nothing changed, retry")
+        return [Reply(ref, body) for ref in staged.refs]
 
     def tick(self, now):
         """Timers: abort every transaction past its timeout; forget ids unused past expiration."""
         effects = []
-        for t in list(self.txns.values()):
-            if t.state == ONGOING and now >= t.started + t.timeout_ms:
-                effects += self._abort(t, now, bump=True)
-            elif t.state in SETTLED and now >= t.last_update + self.expiration:
-                self._transition(t, "expired")
-                del self.txns[t.transactional_id]
-                effects.append(Persist(TxnRecord(t.transactional_id, state=None)))
+        try:
+            for t in list(self.txns.values()):
+                if t.transactional_id in self.pending:
+                    continue
+                if t.state == ONGOING and now >= t.started + t.timeout_ms:
+                    t = t.copy()
+                    effects += self._stage(t, [self._abort(t, now, bump=True)], [])
+                elif t.state in SETTLED and now >= t.last_update + self.expiration:
+                    self._transition(t.copy(), "expired")
+                    effects += self._stage(None, [], [], transactional_id=t.transactional_id)
+        except BaseException:
+            # (No new producer id for an epoch bump, say.) What this tick staged is dropped with
+            # its effects: nothing changed, the next tick tries again.
+            for e in effects:
+                self.pending.pop(e.record.transactional_id, None)
+            raise
         return effects
 
     def next_deadline(self):
@@ -353,6 +418,8 @@ class TxnCoordinator:
     # ------------------------------------------------------------------ rules
 
     def _check(self, transactional_id, producer_id, producer_epoch, ending=False):
+        if transactional_id in self.pending:
+            return None, self._concurrent_pending(transactional_id)
         t = self.txns.get(transactional_id)
         if t is None or t.state == DEAD or t.producer_id != producer_id:
             return None, error_body(KafkaError.INVALID_PRODUCER_ID_MAPPING,
@@ -367,6 +434,13 @@ class TxnCoordinator:
             return None, self._concurrent(t)
         return t, None
 
+    def _stage(self, t, then, refs, transactional_id=None):
+        """Stage t (None: the id is deleted) as the id's next state: [Persist] now, `then` once
+        it is written (persisted), error replies to `refs` if it is not (persist_failed)."""
+        tid = t.transactional_id if t is not None else transactional_id
+        self.pending[tid] = _Staged(t, tuple(then), tuple(refs))
+        return [Persist(t.record() if t is not None else TxnRecord(tid, state=None))]
+
     def _begin(self, t, now, wall_ms):
         if t.state != ONGOING:
             self._clear(t)
@@ -375,14 +449,14 @@ class TxnCoordinator:
         t.last_update = now
 
     def _abort(self, t, now, bump):
-        """PrepareAbort (bumping the epoch first when the producer is to be fenced) and its markers."""
+        """Make t PrepareAbort (bumping the epoch first when the producer is to be fenced); its markers."""
         fenced = ()
         if bump:
             fenced = (t.producer_id, t.producer_epoch)
             self._bump(t)
         self._transition(t, "abort")
         t.fenced, t.last_update = fenced, now
-        return [Persist(t.record()), self._markers(t)]
+        return self._markers(t)
 
     def _bump(self, t):
         if t.producer_epoch >= MAX_EPOCH:
@@ -411,6 +485,10 @@ class TxnCoordinator:
         return error_body(KafkaError.CONCURRENT_TRANSACTIONS,
                           f"transactional id {t.transactional_id!r} is completing a transaction ({t.state}); "
                           f"retry")
+
+    def _concurrent_pending(self, transactional_id):
+        return error_body(KafkaError.CONCURRENT_TRANSACTIONS,
+                          f"transactional id {transactional_id!r} is writing a change of its state; retry")
 
     @staticmethod
     def _transition(t, event):

@@ -8,6 +8,11 @@ time and carries out its effects:
   `__transaction_state` (TXN_TOPIC_PARTITIONS partitions, Kafka's hash of the id picks one,
   key = [transactional id], value = the state as JSON, null deletes). On start the table is
   rebuilt from it (segment files first, then the ring), as GroupService rebuilds offsets.
+  The coordinator makes the change only once the append succeeded (`persisted`); an append
+  that fails (the partition's ring full because the persister cannot write, a stopping
+  broker) leaves its table as it was (`persist_failed`): the requests get
+  COORDINATOR_NOT_AVAILABLE, and the steps no request waits for are tried again after
+  PERSIST_RETRY_S.
 - WriteMarkers: a COMMIT or ABORT control batch (shmlog/log/control_record.py) appended to
   every partition the transaction touched; for an abort first an entry in the partition's
   aborted.txnindex; for a commit the transaction's consumer offsets go to
@@ -18,17 +23,20 @@ time and carries out its effects:
 - After every step, each partition's transaction line in its ring (shmlog_ring_txn: the
   first unstable offset, the aborted-index entry count) is brought up to date, so
   read_committed readers stop at the last stable offset.
+- The aborted.txnindex of a partition follows its log start offset: once retention or
+  delete_records moved it past an entry's last offset, the entry is dropped
+  (control_record.trim_aborted). The service is the index's only writer, so it trims too.
 """
 import logging
 import time
-import traceback
 
 from shmlog._native import ffi
 from shmlog.broker import coordinator as group_co
 from shmlog.broker import logs
 from shmlog.broker import txn_coordinator as tc
-from shmlog.broker.group_service import APPEND_TIMEOUT_MS, DEFERRED, _wire
+from shmlog.broker.group_service import APPEND_TIMEOUT_MS
 from shmlog.broker.producer_ids import ProducerIdsUnavailable
+from shmlog.broker.service_guard import DEFERRED, ServiceGuard, wire
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import control_record
 from shmlog.log.batch import RecordsBuilder, record_size
@@ -36,6 +44,8 @@ from shmlog.log.partition_reader import read_partition
 from shmlog.log.segment import partition_dir
 
 TXN_RING_BYTES = 1 << 20
+PERSIST_RETRY_S = 0.1     # after a failed write, timers and retries wait this long before writing again
+TRIM_GRACE_S = 1.0        # a log start offset is trimmed to once it has been published this long
 
 
 def _now_ms():
@@ -60,7 +70,12 @@ class TxnService:
         self.slots = {}
         self.unwritten = {}        # transactional id -> WriteMarkers still to write (retried on tick)
         self.published = {}        # (topic, partition) -> first unstable offset as last published
-        self.aborted_counts = {}   # (topic, partition) -> entries in its aborted.txnindex
+        self.aborted_counts = {}   # (topic, partition) -> entries ever appended to its aborted.txnindex
+        self.trimmed = {}          # (topic, partition) -> log start offset its index was last trimmed to
+        self.trim_next = {}        # (topic, partition) -> (log start offset, time.monotonic() it was seen)
+        self.uncompleted = set()   # transactional ids whose markers are written but Complete* not persisted
+        self.retry_at = 0.0        # time.monotonic() before which no failed write is tried again
+        self.guard = ServiceGuard("transaction coordinator", (tc.InvalidTransition,), (ProducerIdsUnavailable,))
 
     def _new_producer_id(self):
         return self.sup.producer_ids.allocate()   # ProducerIdsUnavailable is answered by the caller
@@ -91,7 +106,7 @@ class TxnService:
         # it: a ring adopted from before the crash may say a transaction is open that has ended.
         open_now = self.coordinator.open_partitions()
         for (name, p), ring in self.sup.rings.items():
-            count = len(control_record.read_aborted(self._pdir(name, p)))
+            count = control_record.aborted_generation(self._pdir(name, p))
             if count:
                 self.aborted_counts[(name, p)] = count
             if count or (name, p) in open_now or ring.txn_state()[2]:
@@ -112,15 +127,11 @@ class TxnService:
             effects = self.coordinator.init_producer_id(ref, request["transactional_id"],
                                                         request.get("transaction_timeout_ms", 60_000), _now_ms())
         except ProducerIdsUnavailable as exc:
-            return _wire(tc.error_body(KafkaError.KAFKA_STORAGE_ERROR, f"init_producer_id: {exc}"))
+            return wire(tc.error_body(KafkaError.KAFKA_STORAGE_ERROR, f"init_producer_id: {exc}"))
         return self.execute(effects, ref)
 
     def handle(self, sock, request):
-        try:
-            return self._handle(sock, request)
-        except tc.InvalidTransition as exc:
-            _log(f"transaction coordinator: {exc}\n{traceback.format_exc()}")
-            return _wire(tc.error_body(KafkaError._FAIL, f"transaction coordinator error: {exc}"))
+        return self.guard.request(self._handle, sock, request)
 
     def _handle(self, sock, request):
         op = request["op"]
@@ -137,8 +148,8 @@ class TxnService:
                 else:
                     parts.append((topic, int(p), ring.end()[1]))
             if unknown:
-                return _wire(tc.error_body(KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                           f"add_partitions_to_txn: no partition {', '.join(unknown)}"))
+                return wire(tc.error_body(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                          f"add_partitions_to_txn: no partition {', '.join(unknown)}"))
             effects = c.add_partitions(ref, *ids, parts, now, wall_ms=int(time.time() * 1000))
         elif op == "add_offsets_to_txn":
             effects = c.add_offsets(ref, *ids, request["group"], now, wall_ms=int(time.time() * 1000))
@@ -147,7 +158,7 @@ class TxnService:
                 problem = self.sup.groups.coordinator.fencing_problem(
                     request["group"], request.get("member_id") or "", request["generation"], request.get("instance_id"))
                 if problem is not None:
-                    return _wire(problem)
+                    return wire(problem)
             effects = c.txn_offset_commit(ref, *ids, request["group"],
                                           [(t, int(p), o, m) for t, p, o, m in request["offsets"]], now)
         elif op == "end_txn":
@@ -165,24 +176,28 @@ class TxnService:
     def execute(self, effects, own=None):
         """Carry out effects in order; returns the wire reply to `own` or DEFERRED."""
         reply = DEFERRED
-        failed = {}
         for e in effects:
             if isinstance(e, tc.Persist):
+                tid = e.record.transactional_id
                 problem = self.persist(e.record)
-                if problem is not None:
-                    failed[own] = problem
+                if problem is None:
+                    follow = self.coordinator.persisted(tid, _now_ms())
+                else:
+                    _log(f"transactional id {tid!r}: {problem}; its state is unchanged")
+                    self.retry_at = time.monotonic() + PERSIST_RETRY_S
+                    follow = self.coordinator.persist_failed(tid, problem, _now_ms())
+                answer = self.execute(follow, own)
+                if answer is not DEFERRED:
+                    reply = answer
             elif isinstance(e, tc.WriteMarkers):
                 self.unwritten[e.transactional_id] = e
                 self.publish_lso()     # an ending transaction keeps its partitions unstable until done
                 self.write_markers(e.transactional_id)
             elif isinstance(e, tc.Reply):
-                body = e.body
-                if e.ref in failed:
-                    body = tc.error_body(KafkaError.COORDINATOR_NOT_AVAILABLE, failed.pop(e.ref))
                 if e.ref == own:
-                    reply = _wire(body)
+                    reply = wire(e.body)
                 elif e.ref is not None:
-                    self.sup.send(e.ref[0], {**_wire(body), "id": e.ref[1]})
+                    self.sup.send(e.ref[0], {**wire(e.body), "id": e.ref[1]})
         self.publish_lso()
         return reply
 
@@ -241,11 +256,21 @@ class TxnService:
             left = tuple(x for x in m.partitions if x not in done)
             self.unwritten[transactional_id] = tc.WriteMarkers(m.transactional_id, m.producer_id, m.producer_epoch,
                                                                m.commit, left, m.offsets, m.fenced)
+            self.retry_at = time.monotonic() + PERSIST_RETRY_S
             _log(f"transactional id {transactional_id!r}: cannot write its {'COMMIT' if m.commit else 'ABORT'} "
                  f"markers yet ({exc}); trying again")
             return
         del self.unwritten[transactional_id]
+        self.complete(transactional_id)
+
+    def complete(self, transactional_id):
+        """The markers are written: persist Complete*; if that write fails it is tried again later."""
         self.execute(self.coordinator.markers_written(transactional_id, _now_ms()))
+        t = self.coordinator.txns.get(transactional_id)
+        if t is not None and t.state in (tc.PREPARE_COMMIT, tc.PREPARE_ABORT):
+            self.uncompleted.add(transactional_id)
+        else:
+            self.uncompleted.discard(transactional_id)
 
     def _index_abort(self, topic, p, ring, m, first):
         """The aborted.txnindex entry comes before the ABORT marker (control_record.py says why)."""
@@ -256,6 +281,35 @@ class TxnService:
         count = control_record.append_aborted(self._pdir(topic, p), pid, epoch, first, last, first)
         self.aborted_counts[(topic, p)] = count
         ring.set_txn(self.published.get((topic, p)), count)
+
+    def trim_aborted_indexes(self):
+        """Drop the aborted.txnindex entries the log start offset has passed (retention,
+        delete_records), once that log start offset has been published for TRIM_GRACE_S: a
+        reader (the Kafka listener's Fetch, say) that read a batch just before the log start
+        moved past it still finds its entry. The ring's aborted count is not moved: a reader's
+        older copy only holds more entries, of offsets it never returns (control_record.AbortedIndex)."""
+        now = time.monotonic()
+        for tp in self.aborted_counts:
+            ring = self.sup.rings.get(tp)
+            if ring is None or ring.closed:
+                continue
+            seen = self.trim_next.get(tp)
+            if seen is None:
+                if ring.log_start_offset > self.trimmed.get(tp, 0):
+                    self.trim_next[tp] = (ring.log_start_offset, now)
+                continue
+            start, since = seen
+            if now - since < TRIM_GRACE_S:
+                continue
+            try:
+                control_record.trim_aborted(self._pdir(*tp), start)
+            except OSError as exc:
+                _log(f"{tp[0]}-{tp[1]}: cannot trim {control_record.INDEX_NAME} to the log start offset {start}: "
+                     f"{exc}; trying again in {TRIM_GRACE_S:g} s")
+                self.trim_next[tp] = (start, now)
+                continue
+            self.trimmed[tp] = start
+            del self.trim_next[tp]
 
     def _commit_offsets(self, m, data, base_ts, max_ts, producer):
         groups = self.sup.groups
@@ -286,17 +340,21 @@ class TxnService:
 
     def next_deadline(self):
         """When (time.monotonic() seconds) tick() next has a timer to run, or None."""
-        if self.unwritten:
-            return time.monotonic() + 0.1
+        if self.unwritten or self.uncompleted:
+            return max(self.retry_at, time.monotonic() + PERSIST_RETRY_S)
         deadline_ms = self.coordinator.next_deadline()
-        return None if deadline_ms is None else deadline_ms / 1000
+        return None if deadline_ms is None else max(deadline_ms / 1000, self.retry_at)
 
     def tick(self):
-        try:
-            for tid in list(self.unwritten):
-                self.write_markers(tid)
-            self.execute(self.coordinator.tick(_now_ms()))
-        except tc.InvalidTransition as exc:
-            _log(f"transaction coordinator: {exc}\n{traceback.format_exc()}")
-        except ProducerIdsUnavailable as exc:   # a timeout abort past the last epoch needs a new id
-            _log(f"transaction coordinator: {exc}")
+        self.guard.event(self._tick)
+
+    def _tick(self):
+        self.trim_aborted_indexes()
+        if time.monotonic() < self.retry_at:
+            return      # a write failed a moment ago: timers and retries wait rather than block again
+        for tid in list(self.unwritten):
+            self.write_markers(tid)
+        for tid in list(self.uncompleted):
+            self.complete(tid)
+        # A timeout abort past the last epoch needs a new producer id: ProducerIdsUnavailable is logged.
+        self.execute(self.coordinator.tick(_now_ms()))

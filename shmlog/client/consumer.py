@@ -551,10 +551,11 @@ class Consumer(_fast.ConsumerCore):
                 k += 1
             if k or self._frames[0].base_offset >= lso:
                 return k
-            # The batch at the cursor belongs to an aborted transaction: step over it.
+            # The batch at the cursor belongs to an aborted transaction: step over it. (The cursor
+            # may start below next_offset: locate() finds the batch holding it or an earlier one.)
             if ring.fetch(reader.cursor, ffi.NULL, 0, self._frames, 1, 0) != 1:
                 return 0
-            reader.next_offset = reader.cursor.next_offset
+            reader.next_offset = max(reader.next_offset, reader.cursor.next_offset)
         return 0
 
     def _committed_segment_frames(self, reader, buf, frames):

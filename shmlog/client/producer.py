@@ -22,7 +22,7 @@ from shmlog.client.statistics import Statistics
 from shmlog.client.transactions import Transactions
 from shmlog.config import parse_producer_config
 from shmlog.errors import KafkaError, KafkaException, error
-from shmlog.log.batch import FIXED_RECORD_OVERHEAD_BYTES, RecordsBuilder, record_size
+from shmlog.log.batch import ATTR_TRANSACTIONAL, FIXED_RECORD_OVERHEAD_BYTES, RecordsBuilder, record_size
 from shmlog.log.batch import encode_headers as encode_record_headers
 from shmlog.log.codec import NONE, codec_id, compress_records
 
@@ -414,24 +414,36 @@ class Producer(_fast.ProducerCore):
                     keep.append(entry)
             self._durable = keep
             self._stalled.extendleft(reversed(unconfirmed))   # appended before the refused ones
-            self._seed_sequences({(b.topic, b.partition) for b in unconfirmed})
+            carried = {key for key, n in self._next_sequences.items() if n}
+            self._seed_sequences(carried | {(b.topic, b.partition) for b in unconfirmed}, unconfirmed)
         self._resend_stalled()
 
-    def _seed_sequences(self, partitions):
-        """Start our sequence records in the new rings of `partitions` where the log says."""
+    def _seed_sequences(self, partitions, unconfirmed):
+        """Start our sequence records in the new rings of `partitions` where the log says: a ring
+        refuses a first sequence other than 0 from a producer it has no state of (Kafka's
+        UNKNOWN_PRODUCER_ID). Where the log has no state of ours (it lost our batches, or cannot
+        be asked), the partition's sequences start again at 0, as Kafka's client does when its
+        producer state was lost, and the unconfirmed batches are stamped anew: none of them is in
+        the log, else its state would be."""
         if not partitions:
             return
         try:
             known = self._cluster.describe_producers(sorted(partitions))
         except KafkaException:
-            return   # unseeded, a re-sent batch is appended again: a possible duplicate, as without idempotence
-        for key, producers in known.items():
-            mine = producers.get(self._producer_id)
-            if mine is None:
-                continue
+            known = {}   # unseeded: re-sent batches are appended again, a possible duplicate as without idempotence
+        for key in partitions:
+            mine = known.get(key, {}).get(self._producer_id)
             try:
                 ring = self._cluster.ring(*key)
             except KafkaException:
+                continue
+            if mine is None:
+                self._next_sequences[key] = 0
+                if ring in self._slots:
+                    ring.map.next_sequence = 0
+                for batch in unconfirmed:
+                    if (batch.topic, batch.partition) == key:
+                        batch.base_sequence = -1
                 continue
             ring.seed_sequence(self._slot(ring), self._producer_id, mine["producer_epoch"], mine["last_sequence"],
                                mine["last_offset"])
@@ -469,8 +481,10 @@ class Producer(_fast.ProducerCore):
                 continue
             if rc == lib.SHMLOG_ESEQUENCE:
                 # The log lost batches before it (a drain that could not finish): they cannot be
-                # sent again, so the record forgets its last sequence and what follows is taken.
-                ring.map.sequences[slot].last_sequence = -1
+                # sent again, so the record moves past this batch's sequences and what follows is
+                # taken (the record keeps a last sequence: a producer it knows nothing of must
+                # start at 0).
+                ring.map.sequences[slot].last_sequence = (batch.base_sequence + batch.count - 1) & 0x7FFFFFFF
             if rc < 0:
                 try:
                     ring._append_failed(rc, len(records), self._max_block_ms)
@@ -633,9 +647,12 @@ class Producer(_fast.ProducerCore):
         list, an item that is not a dict, or a field of the wrong type. (confluent-kafka 2.x
         raises NotImplementedError for 'timestamp' and drops 'headers'; shmlog honours both.)
         For shmlog's zero-copy batch append of bytes or NumPy rows, see produce_values().
+
+        A transactional producer's messages join its transaction, as with produce(); outside a
+        transaction none is queued and each gets '_error' _STATE (librdkafka's
+        rd_kafka_produce_batch answers so).
         """
         self._cluster.check_fork("Producer")
-        self._not_transactional("produce_batch")
         _check_topic(topic)
         if not isinstance(partition, int) or isinstance(partition, bool):
             raise TypeError(f"produce_batch() argument 'partition' must be int, not {type(partition).__name__}")
@@ -662,6 +679,11 @@ class Producer(_fast.ProducerCore):
             if cb is not None and not callable(cb):
                 raise TypeError(f"Message callback at index {i} must be callable")
             parsed.append((msg, value, key, p, timestamp, msg.get("headers"), cb))
+        if self._txn is not None and not self._txn.producing():
+            refused = self._txn.producing_refused("produce_batch")
+            for msg in messages:
+                msg["_error"] = refused
+            return 0
         produce, queued = self.produce, 0
         for msg, value, key, p, timestamp, headers, cb in parsed:
             try:
@@ -686,9 +708,14 @@ class Producer(_fast.ProducerCore):
         `values` is a list of bytes, or a NumPy array whose first axis indexes records
         (each record is the raw bytes of one row: fixed size, copied once into the ring).
         With acks=all it returns once the records are fsynced. Raises KafkaException on failure.
+
+        A transactional producer appends them inside its transaction (each partition joins it
+        first; they commit or abort with it; a failed append makes the transaction abortable);
+        outside a transaction it raises KafkaException(_STATE), as produce() does.
         """
-        self._not_transactional("produce_values")
         self._cluster.check_fork("Producer")
+        if self._txn is not None and not self._txn.producing():
+            raise KafkaException(self._txn.producing_refused("produce_values"))
         route = self._route(_check_topic(topic))
         info = self._route_info[topic]
         _check_partition(topic, partition, route.partitions)
@@ -700,18 +727,26 @@ class Producer(_fast.ProducerCore):
             row_bytes = rows.shape[1] if rows.ndim == 2 else 0
             self._check_size(topic, info, record_size(None, bytes(row_bytes)))
             p = partition if partition != -1 else self._choose_partition(route, None)
-            return self._append_fixed(route.rings[p], p, rows, row_bytes, timestamp)
+            self._join_transaction(topic, p)
+            return self._in_transaction(self._append_fixed, route.rings[p], p, rows, row_bytes, timestamp)
         by_partition = {}
         for i, value in enumerate(values):
             key = _to_bytes(keys[i], "key") if keys is not None else None
             p = partition if partition != -1 else self._choose_partition(route, key)
             by_partition.setdefault(p, []).append((key, _to_bytes(value, "value")))
+        for items in by_partition.values():
+            for key, value in items:
+                self._check_size(topic, info, record_size(key, value))
+        for p in by_partition:
+            self._join_transaction(topic, p)
+        return self._in_transaction(self._append_values, route, by_partition, timestamp)
+
+    def _append_values(self, route, by_partition, timestamp):
         results = []
         for p, items in by_partition.items():
             batch = None
             for key, value in items:
                 size = record_size(key, value)
-                self._check_size(topic, info, size)
                 if batch is not None and (batch.bytes + size > self._record_limit or len(batch) >= 1 << 20):
                     results.append(self._append_now(route.rings[p], p, batch))
                     batch = None
@@ -722,6 +757,22 @@ class Producer(_fast.ProducerCore):
                 results.append(self._append_now(route.rings[p], p, batch))
         return results
 
+    def _join_transaction(self, topic, partition):
+        """produce_values() of a transactional producer: the partition joins the transaction
+        before anything is appended to it (as produce() does for each record)."""
+        if self._txn is not None:
+            self._txn.before_produce(topic, partition)
+
+    def _in_transaction(self, append, *args):
+        """Run a produce_values() append; inside a transaction a failure makes it abortable
+        (as a failed delivery does)."""
+        try:
+            return append(*args)
+        except KafkaException as exc:
+            if self._txn is not None and not exc.args[0].fatal():
+                self._txn.abortable(exc.args[0])
+            raise
+
     def _append_now(self, ring, partition, batch):
         base = self._locked(self._append_batch, ring, batch)
         self._wait_durable(ring, base + len(batch) - 1)
@@ -729,15 +780,26 @@ class Producer(_fast.ProducerCore):
 
     def _append_batch(self, ring, batch):
         """Append a produce_values() _Batch; returns its base offset. Uncompressed batches are
-        encoded straight into the claimed frame, compressed ones staged and compressed first."""
-        if self._codec == NONE:
+        encoded straight into the claimed frame, compressed (and transactional) ones staged first:
+        the append that takes attributes is the one that takes an encoded records section."""
+        if self._codec == NONE and self._txn is None:
             args, base_ts, max_ts = batch.encoder_args()
             return ring.append_records(self._slot(ring), args, base_ts, max_ts, self._max_block_ms,
                                        self._cluster.doorbell.ptr, self._producer_id, self._producer_epoch)
         records, base_ts, max_ts = batch.encode()
-        records, attributes = compress_records(records, self._codec, self._codec_level)
+        records, attributes = self._staged_attributes(records)
         return ring.append(self._slot(ring), ffi.from_buffer(records), len(records), len(batch), base_ts, max_ts,
                            self._max_block_ms, self._cluster.doorbell.ptr, attributes, *self._identity())
+
+    def _staged_attributes(self, records):
+        """A staged records section compressed if the producer compresses, and its batch attributes
+        (codec, and the transactional bit for a transactional producer)."""
+        attributes = 0
+        if self._codec != NONE:
+            records, attributes = compress_records(records, self._codec, self._codec_level)
+        if self._txn is not None:
+            attributes |= ATTR_TRANSACTIONAL
+        return records, attributes
 
     def _identity(self):
         """producer_id, producer_epoch, base_sequence for a ring append (-1s: not idempotent)."""
@@ -753,14 +815,14 @@ class Producer(_fast.ProducerCore):
         for start in range(0, len(rows), per_batch):
             count = min(per_batch, len(rows) - start)
             values = src + start * row_bytes if rows.size else ffi.NULL
-            if self._codec == NONE:
+            if self._codec == NONE and self._txn is None:
                 base = self._locked(ring.append_fixed, self._slot(ring), count, values, row_bytes, timestamp,
                                     self._max_block_ms, self._cluster.doorbell.ptr, self._producer_id,
                                     self._producer_epoch)
             else:
                 records = bytearray(stride * count)
                 lib.shmlog_records_encode_fixed(ffi.from_buffer(records), len(records), count, values, row_bytes)
-                records, attributes = compress_records(records, self._codec, self._codec_level)
+                records, attributes = self._staged_attributes(records)
                 base = self._locked(ring.append, self._slot(ring), ffi.from_buffer(records), len(records), count,
                                     timestamp, timestamp, self._max_block_ms, self._cluster.doorbell.ptr, attributes,
                                     *self._identity())
@@ -829,11 +891,6 @@ class Producer(_fast.ProducerCore):
             pass
 
     # ------------------------------------------------------------------ transactions (client/transactions.py)
-
-    def _not_transactional(self, call):
-        if self._txn is not None:
-            raise error(KafkaError._STATE, f"{call}() does not take part in transactions; a producer with "
-                        f"transactional.id produces with produce()")
 
     def _transactions(self, call):
         if self._txn is None:

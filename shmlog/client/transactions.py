@@ -110,6 +110,17 @@ class Transactions:
         self.error = None
         self.state = IN_TRANSACTION
 
+    def producing(self):
+        """Whether records may be produced now (inside a transaction)."""
+        return self.state == IN_TRANSACTION
+
+    def producing_refused(self, call):
+        """The KafkaError for producing outside a transaction (librdkafka's _STATE)."""
+        if self.state == FATAL:
+            return self.error
+        return KafkaError(KafkaError._STATE, f"{call}(): producing is not allowed in transaction state "
+                          f"{self.state} (begin_transaction() first)", txn_requires_abort=self.state == ABORTABLE_ERROR)
+
     def before_produce(self, topic, partition):
         """A record is about to be queued for topic-partition: add it to the transaction first."""
         if self.state != IN_TRANSACTION:

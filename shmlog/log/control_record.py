@@ -22,12 +22,29 @@ refuse a fenced producer's late batches as Kafka's does: an abort that fenced it
 (init_transactions of a new instance, a timeout, an operator's abort) has last offset
 INT64_MAX, and covers every batch of that producer id *and epoch* from the first offset on,
 however late it lands; a plain abort_transaction covers first..last (the producer waited for
-its own appends before asking). Kafka keeps one such file per segment; one per partition
-serves the same lookups here (retention does not trim it: entries of deleted segments match no
-batch any more).
+its own appends before asking).
+
+Kafka keeps one such file per segment, so retention deletes an entry with the segment that
+ends it. Here there is one file per partition, trimmed instead: once retention or
+delete_records moved the log start offset past an entry's last offset, trim_aborted drops the
+entry (the transaction service calls it: it is the file's only writer). An entry that a
+fencing abort left open-ended stays, since a fenced producer's late batch may land at any
+later offset. A trimmed file starts with a header entry of version 1: how many entries trims
+removed so far (in the producer id field) and the log start offset it was last trimmed to
+(in the first offset field), so that
+
+- aborted_generation() (entries ever appended) only grows: it is what the ring publishes as
+  aborted_count, and a reader re-reads the file whenever it moves;
+- a reader treats a transactional batch below that offset as aborted: it would never return
+  it (it lies below the log start offset), and the entry that decided it may be gone.
+
+Everything that asks which transactions were aborted in a range of offsets (read_committed
+readers, the Kafka listener's Fetch, the log cleaner, the mirror) reads the file through
+aborted_overlapping (or AbortedIndex, its cached form for a reader that follows the ring).
 """
 import os
 import struct
+from typing import NamedTuple
 
 from shmlog.log.batch import ATTR_CONTROL, ATTR_TRANSACTIONAL, RecordsBuilder, record_size
 
@@ -40,6 +57,18 @@ _VALUE = struct.Struct(">hi")
 ENTRY = struct.Struct(">hqhqqq")
 OPEN_ENDED = (1 << 63) - 1
 INDEX_NAME = "aborted.txnindex"
+_ENTRY_VERSION = 0
+_HEADER_VERSION = 1
+
+
+class AbortedTxn(NamedTuple):
+    """One aborted transaction of a partition: its producer's batches from first_offset to
+    last_offset (OPEN_ENDED: every later batch of that producer id and epoch) are aborted."""
+    producer_id: int
+    producer_epoch: int
+    first_offset: int
+    last_offset: int
+    last_stable_offset: int
 
 
 def marker_key(commit):
@@ -74,7 +103,7 @@ def index_path(partition_dir):
 
 
 def append_aborted(partition_dir, producer_id, producer_epoch, first_offset, last_offset, last_stable_offset):
-    """Append one entry, fsynced; returns how many entries the index holds now."""
+    """Append one entry, fsynced; returns aborted_generation() after it."""
     os.makedirs(partition_dir, exist_ok=True)
     path = index_path(partition_dir)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -82,49 +111,106 @@ def append_aborted(partition_dir, producer_id, producer_epoch, first_offset, las
         size = os.fstat(fd).st_size
         if size % ENTRY.size:   # a torn entry from a crash mid-write: cut it before appending
             os.ftruncate(fd, size - size % ENTRY.size)
-        os.write(fd, ENTRY.pack(0, producer_id, producer_epoch, first_offset, last_offset, last_stable_offset))
+        os.write(fd, ENTRY.pack(_ENTRY_VERSION, producer_id, producer_epoch, first_offset, last_offset,
+                                last_stable_offset))
         os.fsync(fd)
-        return os.fstat(fd).st_size // ENTRY.size
     finally:
         os.close(fd)
+    return aborted_generation(partition_dir)
 
 
-def read_aborted(partition_dir):
-    """Every whole entry as (producer id, epoch, first offset, last offset, last stable offset); [] if none.
-    Entries of another version are skipped (none exist yet)."""
+def _read_index(partition_dir):
+    """(entries as AbortedTxn, entries removed by trims so far, log start offset last trimmed to)."""
     try:
         with open(index_path(partition_dir), "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return []
-    out = []
+        return [], 0, 0
+    entries, removed, trimmed_to = [], 0, 0
     for pos in range(0, len(data) - len(data) % ENTRY.size, ENTRY.size):
         version, pid, epoch, first, last, lso = ENTRY.unpack_from(data, pos)
-        if version == 0:
-            out.append((pid, epoch, first, last, lso))
-    return out
+        if version == _ENTRY_VERSION:
+            entries.append(AbortedTxn(pid, epoch, first, last, lso))
+        elif version == _HEADER_VERSION and pos == 0:
+            removed, trimmed_to = pid, first
+    return entries, removed, trimmed_to
+
+
+def read_aborted(partition_dir):
+    """Every whole entry, as AbortedTxn (producer id, epoch, first offset, last offset, last
+    stable offset); [] if none."""
+    return _read_index(partition_dir)[0]
+
+
+def aborted_overlapping(partition_dir, start_offset, end_offset):
+    """The aborted transactions of the partition in partition_dir whose offsets overlap
+    [start_offset, end_offset), oldest first, as AbortedTxn. Entries wholly below the log start
+    offset may have been trimmed (trim_aborted): a range below it may get fewer than it had."""
+    return [e for e in _read_index(partition_dir)[0]
+            if e.first_offset < end_offset and e.last_offset >= start_offset]
+
+
+def aborted_generation(partition_dir):
+    """How many entries were ever appended to the partition's index (trimmed ones included):
+    only grows, so a reader that saw it change knows to read the file again."""
+    entries, removed, _ = _read_index(partition_dir)
+    return removed + len(entries)
+
+
+def trim_aborted(partition_dir, log_start_offset):
+    """Drop the entries whose last offset is below log_start_offset (open-ended ones stay).
+    The file is replaced whole (written, fsynced, renamed, directory fsynced); returns how many
+    entries went. Only the file's writer (the transaction service) may call it."""
+    entries, removed, trimmed_to = _read_index(partition_dir)
+    keep = [e for e in entries if e.last_offset >= log_start_offset]
+    gone = len(entries) - len(keep)
+    if not gone:
+        return 0
+    path = index_path(partition_dir)
+    tmp = path + ".tmp"
+    data = [ENTRY.pack(_HEADER_VERSION, removed + gone, 0, max(trimmed_to, log_start_offset), 0, 0)]
+    data += [ENTRY.pack(_ENTRY_VERSION, *e) for e in keep]
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, b"".join(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(partition_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return gone
 
 
 class AbortedIndex:
     """A reader's cached copy of a partition's aborted.txnindex, re-read when the count the ring
     publishes (shmlog_ring_txn.aborted_count) moves."""
 
-    __slots__ = ("partition_dir", "count", "by_producer")
+    __slots__ = ("partition_dir", "count", "by_producer", "trimmed_to")
 
     def __init__(self, partition_dir):
         self.partition_dir = partition_dir
         self.count = -1
         self.by_producer = {}
+        self.trimmed_to = 0
 
     def refresh(self, count):
         if count != self.count:
             self.by_producer = {}
-            for pid, epoch, first, last, _ in read_aborted(self.partition_dir):
+            entries, _, self.trimmed_to = _read_index(self.partition_dir)
+            for pid, epoch, first, last, _ in entries:
                 self.by_producer.setdefault(pid, []).append((epoch, first, last))
             self.count = count
 
     def aborted(self, producer_id, producer_epoch, offset):
-        """Whether the transactional batch of this producer at offset belongs to an aborted transaction."""
+        """Whether the transactional batch of this producer at offset belongs to an aborted
+        transaction. Below the offset the index was trimmed to, yes: the batch lies below the log
+        start offset (never returned), and the entry that would decide may be gone."""
+        if offset < self.trimmed_to:
+            return True
         for epoch, first, last in self.by_producer.get(producer_id, ()):
             if first <= offset and (producer_epoch == epoch if last == OPEN_ENDED else offset <= last):
                 return True

@@ -3,6 +3,7 @@ Consumers, the supervisor's transaction coordinator, zombie fencing, timeouts, o
 with a transaction. The crash tests (SIGKILL at chosen points of a transaction) are in
 tests/crash/test_transaction_crash.py."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ import pytest
 
 import shmlog
 from shmlog import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from shmlog.broker import launcher
+from shmlog.control import Control
 from tests.conftest import create_topic
 
 pytestmark = pytest.mark.timeout(120)
@@ -346,3 +349,138 @@ def test_read_committed_returns_the_same_through_the_c_fast_path_and_the_python_
     assert committed_through(conf, ["t"], "t") == want == committed_through(conf, ["t", "other"], "t")
     p.close()
     plain.close()
+
+
+def test_produce_batch_records_join_the_transaction_and_are_committed_or_aborted_with_it(conf, admin):
+    create_topic(admin, "t", partitions=2)
+    p = txn_producer(conf)
+    p.begin_transaction()
+    assert p.produce_batch("t", [{"value": b"kept-%d" % i, "partition": i % 2} for i in range(4)]) == 4
+    p.commit_transaction()
+    p.begin_transaction()
+    msgs = [{"value": b"dropped-%d" % i, "partition": i % 2} for i in range(4)]
+    assert p.produce_batch("t", msgs) == 4 and not [m for m in msgs if "_error" in m]
+    p.flush()
+    p.abort_transaction()
+    p.close()
+    assert sorted(values(read_all(conf, "t", partitions=2))) == [b"kept-%d" % i for i in range(4)]
+    assert len(read_all(conf, "t", partitions=2, isolation="read_uncommitted")) == 8
+
+
+def test_produce_values_lists_and_numpy_rows_join_the_transaction_and_abort_with_it(conf, admin):
+    np = pytest.importorskip("numpy")
+    create_topic(admin, "t", partitions=2)
+    p = txn_producer(conf)
+    p.begin_transaction()
+    p.produce_values("t", [b"list-%d" % i for i in range(3)], partition=0)
+    p.produce_values("t", np.frombuffer(b"rowArowB", dtype=np.uint8).reshape(2, 4), partition=1)
+    p.commit_transaction()
+    p.begin_transaction()
+    p.produce_values("t", [b"gone-%d" % i for i in range(3)], partition=0)
+    p.produce_values("t", np.frombuffer(b"goneGONE", dtype=np.uint8).reshape(2, 4), partition=1)
+    p.abort_transaction()
+    p.close()
+    assert sorted(values(read_all(conf, "t", partitions=2))) == [b"list-0", b"list-1", b"list-2", b"rowA", b"rowB"]
+    assert len(read_all(conf, "t", partitions=2, isolation="read_uncommitted")) == 10
+
+
+def test_produce_values_with_compression_inside_a_transaction_is_aborted_with_it(conf, admin):
+    create_topic(admin, "t")
+    p = txn_producer(conf, **{"compression.type": "gzip"})
+    p.begin_transaction()
+    p.produce_values("t", [b"zipped-%d" % i for i in range(3)])
+    p.abort_transaction()
+    p.begin_transaction()
+    p.produce_values("t", [b"kept"])
+    p.commit_transaction()
+    p.close()
+    assert values(read_all(conf, "t")) == [b"kept"]
+
+
+def test_produce_batch_and_produce_values_outside_a_transaction_are_refused_with_state(conf, admin):
+    create_topic(admin, "t")
+    p = txn_producer(conf)
+    msgs = [{"value": b"a"}, {"value": b"b"}]
+    assert p.produce_batch("t", msgs) == 0
+    assert [m["_error"].code() for m in msgs] == [KafkaError._STATE, KafkaError._STATE]
+    with pytest.raises(KafkaException) as exc:
+        p.produce_values("t", [b"x"])
+    assert exc.value.args[0].code() == KafkaError._STATE and "begin_transaction" in exc.value.args[0].str()
+    p.close()
+    assert read_all(conf, "t", isolation="read_uncommitted") == []
+
+
+def describe(broker, tid):
+    control = Control(broker.data_dir)
+    try:
+        (row,) = control.request("describe_transactions", transactional_ids=[tid])["transactions"]
+    finally:
+        control.close()
+    return row
+
+
+def test_a_transaction_state_the_broker_cannot_write_changes_nothing_and_the_call_is_retriable(broker, conf, admin):
+    """The persister is stopped (SIGSTOP), so the __transaction_state partition's ring fills and
+    the supervisor's appends to it fail: the coordinator's table must not move, and the
+    producer's calls fail retriable until the log takes writes again."""
+    create_topic(admin, "t")
+    tid = "w" * 30_000        # a ~30 KB state record: the 1 MiB ring of its partition fills in ~35 writes
+    p = txn_producer(conf, tid)
+    consumer = Consumer({**conf, "group.id": "g"})
+    group = consumer.consumer_group_metadata()
+    persister = launcher.status(broker.data_dir)["persister_pid"]
+    os.kill(persister, signal.SIGSTOP)
+    try:
+        p.begin_transaction()
+        for _ in range(200):
+            try:
+                p.send_offsets_to_transaction([TopicPartition("t", 0, 1)], group, 0.3)
+            except KafkaException as exc:
+                failed = exc.args[0]
+                break
+        else:
+            pytest.fail("the writes to __transaction_state never failed with the persister stopped")
+        assert failed.retriable() and not failed.fatal() and not failed.txn_requires_abort(), failed
+        assert "could not write its state" in failed.str() and "nothing changed" in failed.str(), failed
+        assert describe(broker, tid)["state"] == "Ongoing"
+        with pytest.raises(KafkaException) as commit:
+            p.commit_transaction(0.3)
+        assert commit.value.args[0].retriable(), commit.value.args[0]
+        assert describe(broker, tid)["state"] == "Ongoing"     # not PrepareCommit: its record was not written
+    finally:
+        os.kill(persister, signal.SIGCONT)
+    p.commit_transaction(30)
+    assert describe(broker, tid)["state"] == "CompleteCommit"
+    assert consumer.committed([TopicPartition("t", 0)])[0].offset == 1
+    consumer.close()
+    p.close()
+
+
+def test_a_read_committed_consumer_assigned_past_an_aborted_transaction_starts_at_the_offset_it_asked_for(conf,
+                                                                                                         admin):
+    create_topic(admin, "t")
+    p = txn_producer(conf, **{"linger.ms": 0})
+    p.begin_transaction()
+    for i in range(5):
+        p.produce("t", b"aborted-%d" % i)
+    p.flush()
+    p.abort_transaction()
+    p.begin_transaction()
+    for i in range(5):
+        p.produce("t", b"kept-%d" % i)
+    p.commit_transaction()
+    p.close()
+    # offsets 0-4 aborted, 5 ABORT, 6-10 kept, 11 COMMIT
+    c = Consumer({**conf, "isolation.level": "read_committed", "enable.partition.eof": True})
+    c.assign([TopicPartition("t", 0, 8)])
+    got = []
+    try:
+        while True:
+            m = c.poll(5.0)
+            assert m is not None
+            if m.error():
+                break
+            got.append((m.offset(), m.value()))
+    finally:
+        c.close()
+    assert got == [(8, b"kept-2"), (9, b"kept-3"), (10, b"kept-4")]

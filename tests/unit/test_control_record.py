@@ -49,3 +49,50 @@ def test_a_torn_entry_left_by_a_crash_is_cut_before_the_next_append(tmp_path):
         f.write(b"\x00" * 7)
     assert cr.append_aborted(str(tmp_path), 2, 0, 6, 9, 6) == 2
     assert [e[0] for e in cr.read_aborted(str(tmp_path))] == [1, 2]
+
+
+def test_aborted_overlapping_returns_the_transactions_that_touch_the_range(tmp_path):
+    d = str(tmp_path)
+    cr.append_aborted(d, 1, 0, 0, 5, 0)
+    cr.append_aborted(d, 2, 0, 10, 20, 10)
+    cr.append_aborted(d, 3, 1, 30, cr.OPEN_ENDED, 30)
+    assert [e.producer_id for e in cr.aborted_overlapping(d, 0, 100)] == [1, 2, 3]
+    assert [e.producer_id for e in cr.aborted_overlapping(d, 6, 10)] == []
+    assert [e.producer_id for e in cr.aborted_overlapping(d, 20, 21)] == [2]
+    assert [e.producer_id for e in cr.aborted_overlapping(d, 1000, 2000)] == [3]
+    assert cr.aborted_overlapping(d, 5, 6)[0] == cr.AbortedTxn(1, 0, 0, 5, 0)
+
+
+def test_trimming_to_the_log_start_offset_drops_the_entries_below_it_and_keeps_open_ended_ones(tmp_path):
+    d = str(tmp_path)
+    cr.append_aborted(d, 1, 0, 0, 5, 0)
+    cr.append_aborted(d, 2, 0, 3, cr.OPEN_ENDED, 3)
+    cr.append_aborted(d, 3, 0, 10, 20, 10)
+    assert cr.trim_aborted(d, 6) == 1
+    assert [e.producer_id for e in cr.read_aborted(d)] == [2, 3]
+    assert cr.trim_aborted(d, 6) == 0
+    assert cr.trim_aborted(d, 21) == 1
+    assert [e.producer_id for e in cr.read_aborted(d)] == [2]
+
+
+def test_the_generation_only_grows_through_trims_so_readers_never_miss_a_new_entry(tmp_path):
+    d = str(tmp_path)
+    for pid in range(3):
+        cr.append_aborted(d, pid, 0, pid * 10, pid * 10 + 5, pid * 10)
+    assert cr.aborted_generation(d) == 3
+    cr.trim_aborted(d, 16)
+    assert cr.aborted_generation(d) == 3 and len(cr.read_aborted(d)) == 1
+    assert cr.append_aborted(d, 9, 0, 40, 45, 40) == 4
+    cr.trim_aborted(d, 46)
+    assert cr.append_aborted(d, 10, 0, 50, 55, 50) == 5
+
+
+def test_a_reader_counts_a_transactional_batch_below_the_trimmed_offset_as_aborted(tmp_path):
+    d = str(tmp_path)
+    cr.append_aborted(d, 1, 0, 0, 5, 0)
+    cr.append_aborted(d, 2, 0, 10, 12, 10)
+    cr.trim_aborted(d, 8)
+    index = cr.AbortedIndex(d)
+    index.refresh(cr.aborted_generation(d))
+    assert index.aborted(1, 0, 3) and index.aborted(7, 0, 7)       # below the log start: never returned
+    assert index.aborted(2, 0, 11) and not index.aborted(2, 0, 13) and not index.aborted(7, 0, 8)

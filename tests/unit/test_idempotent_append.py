@@ -137,3 +137,24 @@ def test_a_released_slot_forgets_its_producer(ring):
     append(ring, slot, 1)
     assert lib.shmlog_producer_slot_release(ring.map, slot, 5) == 0
     assert ring.map.sequences[slot].producer_id == -1
+
+
+def test_a_first_sequence_other_than_0_from_a_producer_the_partition_knows_nothing_of_is_unknown_producer_id(ring):
+    slot = slot_of(ring)
+    assert append(ring, slot, 1, 5) == lib.SHMLOG_EUNKNOWNPRODUCER
+    assert ring.end()[1] == 0 and ring.map.sequences[slot].producer_id == -1
+    assert append(ring, slot, 1, 0) == 0
+
+
+def test_a_new_epoch_whose_first_sequence_is_not_0_is_out_of_order(ring):
+    slot = slot_of(ring)
+    append(ring, slot, 2)
+    assert append(ring, slot, 1, 3, epoch=1) == lib.SHMLOG_ESEQUENCE
+    assert append(ring, slot, 1, 0, epoch=1) == 2
+
+
+def test_a_record_seeded_from_the_log_takes_the_sequence_after_the_logs_last_one(ring):
+    # A producer whose state the log kept (its .snapshot files) goes on past 0 in a new ring.
+    slot = slot_of(ring)
+    ring.seed_sequence(slot, PRODUCER, 0, 41, 99)
+    assert append(ring, slot, 1, 42) == 0

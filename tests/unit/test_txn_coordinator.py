@@ -3,8 +3,10 @@
 A Hypothesis state machine drives shmlog.broker.txn_coordinator.TxnCoordinator with random
 sequences of init_producer_id, add_partitions, add_offsets, txn_offset_commit, end_txn, timer
 ticks and marker completions, for a few transactional ids and for stale producer instances
-(zombies), against a plain model of what Kafka's protocol says each must answer. After every
-step:
+(zombies), against a plain model of what Kafka's protocol says each must answer. Writes of the
+state records fail for stretches of steps (as when `__transaction_state` cannot be written):
+a step whose write fails changes nothing and its requests are told COORDINATOR_NOT_AVAILABLE.
+After every step:
 
 - every reply is the model's (ids and epochs, PRODUCER_FENCED for every older instance,
   CONCURRENT_TRANSACTIONS while markers are pending, INVALID_TXN_STATE, ...);
@@ -55,6 +57,7 @@ class TxnModel(RuleBasedStateMachine):
         self.replies = {}
         self.pending = {}         # tid -> WriteMarkers awaiting markers_written
         self.waiting = {}         # tid -> ref of the end_txn waiting
+        self.failing = False      # state records cannot be written now
         # the model
         self.current = {}         # tid -> (pid, epoch) of the live instance
         self.instances = []       # every (tid, pid, epoch) ever handed out
@@ -65,7 +68,12 @@ class TxnModel(RuleBasedStateMachine):
         out = None
         for e in effects:
             if isinstance(e, tc.Persist):
-                self.persisted.append(e.record)
+                tid = e.record.transactional_id
+                if self.failing:
+                    self.run(self.c.persist_failed(tid, "no space left on device", self.now))
+                else:
+                    self.persisted.append(e.record)
+                    self.run(self.c.persisted(tid, self.now))
             elif isinstance(e, tc.WriteMarkers):
                 assert e.transactional_id not in self.pending
                 self.pending[e.transactional_id] = e
@@ -91,7 +99,18 @@ class TxnModel(RuleBasedStateMachine):
         else:
             assert m.offsets == ()
 
+    def write_failed(self, body):
+        """A step that would change the state while writes fail: nothing changed, retriable answer."""
+        if not self.failing:
+            return False
+        assert code(body) == KafkaError.COORDINATOR_NOT_AVAILABLE, body
+        return True
+
     # ------------------------------------------------------------------ rules
+
+    @rule()
+    def writes_start_or_stop_failing(self):
+        self.failing = not self.failing
 
     @rule(tid=st.sampled_from(TIDS))
     def init(self, tid):
@@ -99,6 +118,8 @@ class TxnModel(RuleBasedStateMachine):
         body = self.replies.pop(ref)
         if tid in self.was_pending:
             assert code(body) == KafkaError.CONCURRENT_TRANSACTIONS
+            return
+        if self.write_failed(body):
             return
         if tid in self.open:
             assert code(body) == KafkaError.CONCURRENT_TRANSACTIONS
@@ -141,7 +162,7 @@ class TxnModel(RuleBasedStateMachine):
         tid, pid, epoch = self._instance(data)
         ref = self.call("add_partitions", tid, pid, epoch, [(t, p, 7) for t, p in parts], self.now)
         body = self.replies.pop(ref)
-        if not self._refused(tid, pid, epoch, body):
+        if not self._refused(tid, pid, epoch, body) and not self.write_failed(body):
             assert code(body) == 0, body
             self._begin(tid)["parts"] |= parts
 
@@ -150,7 +171,7 @@ class TxnModel(RuleBasedStateMachine):
     def add_offsets(self, data, group):
         tid, pid, epoch = self._instance(data)
         body = self.replies.pop(self.call("add_offsets", tid, pid, epoch, group, self.now))
-        if not self._refused(tid, pid, epoch, body):
+        if not self._refused(tid, pid, epoch, body) and not self.write_failed(body):
             assert code(body) == 0, body
             self._begin(tid)["groups"].add(group)
 
@@ -164,7 +185,7 @@ class TxnModel(RuleBasedStateMachine):
             return
         if tid not in self.open or group not in self.open[tid]["groups"]:
             assert code(body) == KafkaError.INVALID_TXN_STATE, body
-        else:
+        elif not self.write_failed(body):
             assert code(body) == 0, body
             self.open[tid]["offsets"][(group, *part)] = (offset, "m")
 
@@ -180,6 +201,9 @@ class TxnModel(RuleBasedStateMachine):
             assert code(self.replies.pop(ref)) == KafkaError.CONCURRENT_TRANSACTIONS
             return
         if tid in self.open:
+            if self.failing:
+                assert tid not in self.pending and self.write_failed(self.replies.pop(ref))
+                return
             assert ref not in self.replies          # answered once the markers are written
             self.expect_markers(tid, commit)
             self.waiting[tid] = ref
@@ -195,6 +219,11 @@ class TxnModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def markers_written(self, data):
         tid = data.draw(st.sampled_from(sorted(self.pending)))
+        if self.failing:      # the Complete state is not written: it stays Prepare*, its end_txn waiting
+            before = len(self.replies)
+            self.run(self.c.markers_written(tid, self.now))
+            assert len(self.replies) == before
+            return
         del self.pending[tid]
         self.run(self.c.markers_written(tid, self.now))
         ref = self.waiting.pop(tid, None)
@@ -206,6 +235,8 @@ class TxnModel(RuleBasedStateMachine):
         self.now += ms
         was_pending = set(self.pending)
         self.run(self.c.tick(self.now))
+        if self.failing:
+            return      # the timeout aborts were not written: they happen at a later tick
         for tid, state in list(self.open.items()):
             if tid not in was_pending and self.now >= state["started"] + TIMEOUT:
                 pid, epoch = self.current[tid]
@@ -214,6 +245,10 @@ class TxnModel(RuleBasedStateMachine):
                 self.last[tid] = "abort"
 
     # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def no_change_is_left_staged_once_its_write_was_reported(self):
+        assert not self.c.pending
 
     @invariant()
     def every_request_was_answered_or_waits_for_its_markers(self):
@@ -260,8 +295,36 @@ test_the_coordinator_agrees_with_the_model = TxnModel.TestCase
 
 # ---------------------------------------------------------------------------- single rules
 
+class Written:
+    """A coordinator whose state records are all written at once: each input returns its effects
+    with every Persist followed by what its write released (and records() what was persisted)."""
+
+    def __init__(self, coordinator):
+        self.c = coordinator
+        self.records = []
+
+    def settle(self, effects, fail=None):
+        out = []
+        for e in effects:
+            out.append(e)
+            if isinstance(e, tc.Persist):
+                tid = e.record.transactional_id
+                if fail is None:
+                    self.records.append(e.record)
+                    out += self.settle(self.c.persisted(tid, 0))
+                else:
+                    out += self.settle(self.c.persist_failed(tid, fail, 0))
+        return out
+
+    def __getattr__(self, name):
+        method = getattr(self.c, name)
+        if not callable(method):
+            return method
+        return lambda *args, fail=None: self.settle(method(*args), fail)
+
+
 def fresh():
-    return tc.TxnCoordinator(Ids(), max_timeout_ms=60_000, transactional_id_expiration_ms=100_000)
+    return Written(tc.TxnCoordinator(Ids(), max_timeout_ms=60_000, transactional_id_expiration_ms=100_000))
 
 
 def reply(effects):
@@ -307,10 +370,10 @@ def test_an_expired_transaction_is_aborted_by_the_coordinator():
     c = fresh()
     ids = reply(c.init_producer_id(1, "x", 1000, 0))
     c.add_partitions(2, "x", ids["producer_id"], ids["producer_epoch"], [("t", 0, 0)], 0)
-    assert c.next_deadline() == 1000
+    assert c.c.next_deadline() == 1000
     assert c.tick(999) == []
     (m,) = [e for e in c.tick(1000) if isinstance(e, tc.WriteMarkers)]
-    assert not m.commit and c.txns["x"].state == tc.PREPARE_ABORT
+    assert not m.commit and c.c.txns["x"].state == tc.PREPARE_ABORT
 
 
 def test_offsets_sent_with_a_transaction_are_written_only_by_its_commit():
@@ -330,10 +393,9 @@ def test_a_replay_that_finds_a_transaction_preparing_its_commit_finishes_it():
     c = fresh()
     ids = reply(c.init_producer_id(1, "x", 1000, 0))
     c.add_partitions(2, "x", ids["producer_id"], ids["producer_epoch"], [("t", 0, 3)], 0)
-    records = [e.record for e in c.end_txn(3, "x", ids["producer_id"], ids["producer_epoch"], True, 0)
-               if isinstance(e, tc.Persist)]
+    c.end_txn(3, "x", ids["producer_id"], ids["producer_epoch"], True, 0)
     replayed = tc.TxnCoordinator(Ids())
-    (m,) = replayed.loaded(records, 0)
+    (m,) = replayed.loaded(c.records, 0)
     assert m.commit and m.partitions == (("t", 0, 3),)
 
 
@@ -341,3 +403,82 @@ def test_an_undecodable_state_is_refused_by_the_decoder():
     with pytest.raises(ValueError):
         tc.decode_txn_record(b'["x"]', b'{"producer_id":1,"producer_epoch":0,"timeout_ms":1,"state":"Weird",'
                                        b'"partitions":[],"offsets":[]}')
+
+
+def test_a_change_is_made_only_once_its_state_record_is_written():
+    c = fresh()
+    ids = reply(c.init_producer_id(1, "x", 1000, 0))
+    effects = c.c.add_partitions(2, "x", ids["producer_id"], ids["producer_epoch"], [("t", 0, 5)], 0)
+    assert [type(e) for e in effects] == [tc.Persist]
+    assert c.c.txns["x"].state == tc.EMPTY and not c.c.open_partitions()
+    assert c.c.persisted("x", 0) == [tc.Reply(2, {})]
+    assert c.c.txns["x"].state == tc.ONGOING and c.c.open_partitions() == {("t", 0): 5}
+
+
+def test_a_request_while_a_change_of_its_id_is_being_written_is_told_to_retry():
+    c = fresh()
+    ids = reply(c.init_producer_id(1, "x", 1000, 0))
+    c.c.add_partitions(2, "x", ids["producer_id"], ids["producer_epoch"], [("t", 0, 5)], 0)
+    body = reply(c.c.end_txn(3, "x", ids["producer_id"], ids["producer_epoch"], True, 0))
+    assert body["error"] == KafkaError.CONCURRENT_TRANSACTIONS
+
+
+def test_a_commit_whose_prepare_record_cannot_be_written_stays_ongoing_and_is_told_to_retry():
+    c = fresh()
+    ids = reply(c.init_producer_id(1, "x", 1000, 0))
+    pid, epoch = ids["producer_id"], ids["producer_epoch"]
+    c.add_partitions(2, "x", pid, epoch, [("t", 0, 5)], 0)
+    effects = c.end_txn(3, "x", pid, epoch, True, 0, fail="ring full")
+    assert not [e for e in effects if isinstance(e, tc.WriteMarkers)]
+    body = reply(effects)
+    assert body["error"] == KafkaError.COORDINATOR_NOT_AVAILABLE and "ring full" in body["message"]
+    assert c.c.txns["x"].state == tc.ONGOING and not c.c.pending
+    (m,) = [e for e in c.end_txn(4, "x", pid, epoch, True, 0) if isinstance(e, tc.WriteMarkers)]
+    assert m.commit and m.partitions == (("t", 0, 5),)
+
+
+def test_an_init_whose_record_cannot_be_written_fences_nobody():
+    c = fresh()
+    old = reply(c.init_producer_id(1, "x", 1000, 0))
+    assert reply(c.init_producer_id(2, "x", 1000, 0, fail="ring full"))["error"] == \
+        KafkaError.COORDINATOR_NOT_AVAILABLE
+    assert reply(c.add_partitions(3, "x", old["producer_id"], old["producer_epoch"], [("t", 0, 0)], 0)) == {}
+
+
+def test_a_complete_state_that_cannot_be_written_keeps_the_end_txn_waiting_until_it_is():
+    c = fresh()
+    ids = reply(c.init_producer_id(1, "x", 1000, 0))
+    pid, epoch = ids["producer_id"], ids["producer_epoch"]
+    c.add_partitions(2, "x", pid, epoch, [("t", 0, 5)], 0)
+    c.end_txn(3, "x", pid, epoch, False, 0)
+    assert not [e for e in c.markers_written("x", 0, fail="ring full") if isinstance(e, tc.Reply)]
+    assert c.c.txns["x"].state == tc.PREPARE_ABORT
+    assert [e for e in c.markers_written("x", 0) if isinstance(e, tc.Reply)] == [tc.Reply(3, {})]
+    assert c.c.txns["x"].state == tc.COMPLETE_ABORT
+
+
+def test_a_timeout_abort_that_cannot_be_written_happens_at_a_later_tick():
+    c = fresh()
+    ids = reply(c.init_producer_id(1, "x", 1000, 0))
+    c.add_partitions(2, "x", ids["producer_id"], ids["producer_epoch"], [("t", 0, 0)], 0)
+    assert not [e for e in c.tick(1000, fail="ring full") if isinstance(e, tc.WriteMarkers)]
+    assert (c.c.txns["x"].state, c.c.txns["x"].producer_epoch) == (tc.ONGOING, ids["producer_epoch"])
+    (m,) = [e for e in c.tick(1001) if isinstance(e, tc.WriteMarkers)]
+    assert m.fenced == (ids["producer_id"], ids["producer_epoch"])
+
+
+def test_a_tick_that_cannot_get_a_new_producer_id_stages_nothing():
+    ids = Ids()
+    c = Written(tc.TxnCoordinator(ids, max_timeout_ms=60_000))
+    a = reply(c.init_producer_id(1, "a", 1000, 0))
+    b = reply(c.init_producer_id(2, "b", 1000, 0))
+    c.add_partitions(3, "a", a["producer_id"], a["producer_epoch"], [("t", 0, 0)], 0)
+    c.add_partitions(4, "b", b["producer_id"], b["producer_epoch"], [("t", 1, 0)], 0)
+    c.c.txns["b"].producer_epoch = tc.MAX_EPOCH       # its timeout abort needs a new producer id
+
+    def no_more_ids():
+        raise RuntimeError("producer ids cannot be reserved")
+    c.c.new_producer_id = no_more_ids
+    with pytest.raises(RuntimeError):
+        c.c.tick(1000)
+    assert not c.c.pending and {t.state for t in c.c.txns.values()} == {tc.ONGOING}

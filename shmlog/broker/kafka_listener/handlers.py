@@ -246,9 +246,8 @@ def aborted_transactions(partition_dir, fetch_offset, stable):
     """The aborted transactions a read_committed client must skip in [fetch_offset, stable), as
     Kafka's Fetch lists them: producer id and first offset (the client skips that producer's
     batches from there to its ABORT marker)."""
-    found = [{"producer_id": pid, "first_offset": first}
-             for pid, _, first, last, _ in control_record.read_aborted(partition_dir)
-             if first < stable and (last == control_record.OPEN_ENDED or last >= fetch_offset)]
+    found = [{"producer_id": e.producer_id, "first_offset": e.first_offset}
+             for e in control_record.aborted_overlapping(partition_dir, fetch_offset, stable)]
     return found or None
 
 
