@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from shmlog._native import lib
 from shmlog.broker import isr, logs, metadata, replicas
 from shmlog.errors import KafkaError
 from shmlog.log.segment import log_end_offset, partition_dir
@@ -142,11 +143,16 @@ class ReplicaManager:
         last = self.elected_at.get((name, p))
         if isinstance(last, float) and now - last < ELECTION_BACKOFF_S:
             return None   # the new leader's persister has not taken over yet
+        leader_dir = self.sup.log_dirs[state["leader"]]
         code = ring.header.persist.storage_error
         if code:
-            return f"its persister cannot write to {self.sup.log_dirs[state['leader']]} (errno {code})"
-        if not os.path.isdir(self.sup.log_dirs[state["leader"]]):
-            return f"its log dir {self.sup.log_dirs[state['leader']]} is gone"
+            return f"its persister cannot write to {leader_dir} (errno {code})"
+        # The partition's directory, not only the log dir: the persister's writes to the files it
+        # has open still succeed once they are unlinked, and a log dir made again (empty) by
+        # someone else must not hide that the replica in it is gone.
+        if not os.path.isdir(partition_dir(leader_dir, name, p)):
+            return f"its log dir {leader_dir} is gone" if not os.path.isdir(leader_dir) else \
+                f"its directory {partition_dir(leader_dir, name, p)} is gone"
         return None
 
     def elect(self, name, p, t, state, ring, why, now):
@@ -177,7 +183,7 @@ class ReplicaManager:
         expand each replicated partition's ISR (isr.decide, by replica.lag.time.max.ms); a change
         is written to topics.json and the ring header."""
         window_s = self.sup.config.replica_lag_time_max_ms / 1000
-        changes = {}
+        changes, elected = {}, []
         for name, t in self.sup.meta["topics"].items():
             states = self.sup.partition_states(t)
             for p, state in enumerate(states):
@@ -190,7 +196,10 @@ class ReplicaManager:
                     if new_state is not None:
                         changes.setdefault(name, {})[p] = new_state
                         self.lag.pop((name, p), None)
-                    continue
+                        elected.append((name, p))
+                        continue
+                    # Nobody can lead yet: the ISR is still tracked, so a follower that catches up
+                    # with what the failed leader wrote joins it and leads at a later round.
                 tracker = self.lag.setdefault((name, p), isr.LagTracker())
                 tracker.observe(now, ring.persisted_offset, window_s)
                 words = ring.header.replication.replica_fsynced_offset
@@ -222,6 +231,8 @@ class ReplicaManager:
             for p in parts:
                 self.sup.apply_replication(name, p)
         self.sup.doorbell.bump_metadata_epoch()
+        for key in elected:   # the persister takes the new leader's log over now, not at its next timer
+            lib.shmlog_ring_wake_persister(self.sup.rings[key].map, self.sup.doorbell.ptr)
 
     # ------------------------------------------------------------------ moving a replica
 

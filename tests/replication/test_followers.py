@@ -4,8 +4,10 @@ replica.lag.time.max.ms and comes back once it caught up."""
 import os
 import signal
 
+import pytest
+
 import shmlog
-from shmlog import KafkaError, TopicPartition
+from shmlog import KafkaError, KafkaException, TopicPartition
 
 from ..integration.test_cli import ok, shmlog_cli
 from .conftest import WAIT_S, create, mirror_pid, partition_state, produce, wait_for, wait_isr
@@ -97,7 +99,28 @@ def test_a_stopped_follower_leaves_the_isr_after_the_lag_time_and_acks_all_conti
     assert b"during" in log_bytes(dirs[follower], "t")
 
 
-def test_acks_all_fails_with_not_enough_replicas_once_the_isr_shrinks_below_the_minimum(replicated, data_dir):
+def test_acks_all_fails_with_not_enough_replicas_after_append_when_the_isr_shrinks_below_the_minimum_meanwhile(
+        replicated, data_dir):
+    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=2000)
+    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]], config={"min.insync.replicas": "2"})])[
+        "t"].result()
+    p = shmlog.Producer({**conf, "acks": "all", "linger.ms": 0})
+    reports = []
+    p.produce("t", b"warm", on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+    assert p.flush(WAIT_S) == 0
+    wait_isr(admin, "t", [0, 1])
+    pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
+    with stopped(pid):
+        p.produce("t", b"x", on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+        assert p.flush(WAIT_S) == 0     # appended at once; the ISR shrinks after the lag time
+        err, offset = reports[1]
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND and err.retriable()
+    wait_isr(admin, "t", [0, 1])
+    assert b"x" in log_bytes(dirs[1], "t")   # it was appended, and the follower copied it once back
+    assert [r[0] for r in produce(conf, "t", [b"y"])] == [None]
+
+
+def test_acks_all_is_refused_before_the_append_while_the_isr_is_below_min_insync_replicas(replicated, data_dir):
     conf, admin, dirs = replicated(2, replica_lag_time_max_ms=300)
     admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]], config={"min.insync.replicas": "2"})])[
         "t"].result()
@@ -105,11 +128,26 @@ def test_acks_all_fails_with_not_enough_replicas_once_the_isr_shrinks_below_the_
     wait_isr(admin, "t", [0, 1])
     pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
     with stopped(pid):
-        reports = produce(conf, "t", [b"x"])
-        assert reports[0][0] is not None
-        assert reports[0][0].code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        produce(conf, "t", [b"one"], acks=1)     # the stopped follower falls behind and leaves the ISR
+        wait_isr(admin, "t", [0])
+        err, _, offset, _ = produce(conf, "t", [b"refused"])[0]
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS and err.retriable()
+        assert "nothing was appended" in err.str()
+        p = shmlog.Producer({**conf, "acks": "all"})
+        with pytest.raises(KafkaException) as info:   # produce_values: the same check
+            p.produce_values("t", [b"refused too"], partition=0)
+        assert info.value.args[0].code() == KafkaError.NOT_ENOUGH_REPLICAS
+        p.close()
+        assert [(e, o) for e, _, o, _ in produce(conf, "t", [b"two"], acks=1)] == [(None, 2)]   # no offset taken
     wait_isr(admin, "t", [0, 1])
-    assert [r[0] for r in produce(conf, "t", [b"y"])] == [None]
+    assert [r[0] for r in produce(conf, "t", [b"three"])] == [None]
+    c = shmlog.Consumer({**conf, "group.id": "check", "enable.auto.commit": False})
+    c.assign([TopicPartition("t", 0, 0)])
+    got = [m.value() for m in c.consume(10, WAIT_S)]
+    while len(got) < 4:
+        got += [m.value() for m in c.consume(10, 1.0)]
+    c.close()
+    assert got == [b"warm", b"one", b"two", b"three"]
 
 
 def test_a_sigkilled_mirror_is_restarted_and_its_follower_catches_up_with_nothing_lost(replicated, data_dir):
