@@ -86,6 +86,15 @@ class FollowerLog:
     def where(self):
         return f"{self.topic}-{self.partition} (replica on {os.path.dirname(self.dir)})"
 
+    def follow(self, source):
+        """The leader moved to another replica (a failover): read its segments from now on. Our
+        own log stays open (no second recovery of it: the new leader is waiting for our fsync),
+        and start() cuts what the new leader's history lacks."""
+        reader = SegmentReader(partition_dir(source[1], self.topic, self.partition))
+        self.reader.close()
+        self.reader, self.source, self.leader_dir = reader, source, reader.partition_dir
+        self.start()
+
     def start(self):
         """Cut what the leader does not have (past its log end, or past where the leader's
         history of our newest leader epoch ends), make what a crashed run left durable, say so."""
@@ -134,6 +143,14 @@ class FollowerLog:
             return False
         except KafkaException as exc:
             self._failed(OSError(errno.EIO, str(exc)), now)
+            # The leader's segment was damaged where we read (a new leader's log before its
+            # persister's recovery cut it): a reader keeps what it found, so read it afresh.
+            try:
+                reader = SegmentReader(self.leader_dir)
+                self.reader.close()
+                self.reader = reader
+            except OSError:
+                pass
             return False
         if self.errno:
             info(f"{self.where()}: writing again after {errno.errorcode.get(self.errno, self.errno)}")
@@ -218,6 +235,13 @@ class Mirror:
             spec = wanted.get(key)
             if spec is not None and f.source == spec[0] and f.topic_id == spec[2]:
                 continue
+            if spec is not None and f.topic_id == spec[2] and f.source[0] == spec[0][0] and \
+                    f.source[2:] == spec[0][2:]:
+                try:
+                    f.follow(spec[0])   # only the leader moved
+                    continue
+                except Exception as exc:  # reopened below, as any follower that cannot go on
+                    log(f"{f.where()}: cannot follow the new leader in {spec[0][1]}: {exc!r}; reopening")
             f.close()
             del self.followers[key]
         self.unopened = {}

@@ -17,7 +17,6 @@ from shmlog.errors import KafkaError
 from shmlog.log.segment import log_end_offset, partition_dir
 
 MIRROR_RESTART_BACKOFF_S = 0.2
-ELECTION_BACKOFF_S = 1.0   # after moving a partition's leader, time for the new leader's persister to take over
 
 
 def log(message, level=logging.WARNING):
@@ -39,6 +38,9 @@ class ReplicaManager:
         self.mirror_started = {}   # log dir index -> when its mirror was last started
         self.lag = {}              # (topic, partition) -> isr.LagTracker
         self.offline = {}          # (topic, partition) -> replica ids whose log dir failed, until back in the ISR
+        # (topic, partition) -> {offline replica id: the ring's end offset when it went offline}: it
+        # may rejoin the ISR only once it fsynced past that, i.e. wrote again (copied new records)
+        self.offline_end = {}
         self.elected_at = {}       # (topic, partition) -> when its leader was last moved
 
     def choose_leaders_after_crash(self, missing):
@@ -140,9 +142,6 @@ class ReplicaManager:
     def leader_failed(self, name, p, state, ring, now):
         """Why the partition's leader replica cannot go on (its persister cannot write or sync its
         log dir, or the directory is gone), or None."""
-        last = self.elected_at.get((name, p))
-        if isinstance(last, float) and now - last < ELECTION_BACKOFF_S:
-            return None   # the new leader's persister has not taken over yet
         leader_dir = self.sup.log_dirs[state["leader"]]
         code = ring.header.persist.storage_error
         if code:
@@ -175,6 +174,9 @@ class ReplicaManager:
         # The old leader is a follower from now on: its word starts from nothing, so it joins the
         # ISR only once its mirror has really fsynced up to the high watermark.
         ring.header.replication.replica_fsynced_offset[state["replicas"].index(state["leader"])] = 0
+        # Its mirror soon says it fsynced all the log it wrote as leader, though its disk may still
+        # refuse every write: that is not being in sync.
+        self.offline_end.setdefault((name, p), {})[state["leader"]] = ring.end()[1]
         self.elected_at[(name, p)] = now
         return new
 
@@ -203,13 +205,17 @@ class ReplicaManager:
                 tracker = self.lag.setdefault((name, p), isr.LagTracker())
                 tracker.observe(now, ring.persisted_offset, window_s)
                 words = ring.header.replication.replica_fsynced_offset
-                fsynced = {r: words[i] for i, r in enumerate(state["replicas"]) if r != state["leader"]}
+                gone = self.offline_end.get((name, p), {})
+                fsynced = {r: words[i] for i, r in enumerate(state["replicas"])
+                           if r != state["leader"] and words[i] > gone.get(r, -1)}
                 new_isr = isr.decide(state, fsynced, ring.flushed_offset, tracker, now, window_s)
                 if new_isr is not None:
                     changes.setdefault(name, {})[p] = {**state, "isr": new_isr}
                     back = self.offline.get((name, p), set()) & set(new_isr)
                     if back:
                         self.offline[(name, p)] -= back
+                        for r in back:
+                            self.offline_end.get((name, p), {}).pop(r, None)
         if not changes:
             return
         new = copy.deepcopy(self.sup.meta)
@@ -231,8 +237,12 @@ class ReplicaManager:
             for p in parts:
                 self.sup.apply_replication(name, p)
         self.sup.doorbell.bump_metadata_epoch()
-        for key in elected:   # the persister takes the new leader's log over now, not at its next timer
-            lib.shmlog_ring_wake_persister(self.sup.rings[key].map, self.sup.doorbell.ptr)
+        for key in elected:
+            ring = self.sup.rings[key]
+            # The old leader's error is not the new one's (a deposed persister writes no more of it),
+            # so a failure of the new leader is seen as soon as its persister reports one.
+            ring.header.persist.storage_error = 0
+            lib.shmlog_ring_wake_persister(ring.map, self.sup.doorbell.ptr)   # it takes over now, not at its timer
 
     # ------------------------------------------------------------------ moving a replica
 

@@ -104,3 +104,34 @@ def produce(conf, topic, values, keys=None, acks="all", **extra):
                   on_delivery=lambda err, msg: reports.append((err, msg.partition(), msg.offset(), msg.value())))
     assert p.flush(WAIT_S) == 0
     return reports
+
+
+def warm_up(conf, admin, topic, isr):
+    """Produce one record (acks=all) until it is acknowledged, then wait for the ISR to be `isr`.
+    A new partition's ISR is all its replicas before their mirrors have even started; on a
+    loaded machine a mirror that starts later than replica.lag.time.max.ms leaves the ISR until
+    it has copied the log, and acks=all fails with NOT_ENOUGH_REPLICAS meanwhile."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        err = produce(conf, topic, [b"warm-up"])[0][0]
+        if err is None:
+            break
+        assert err.retriable() and time.monotonic() < deadline, f"no acknowledged warm-up record: {err}"
+        wait_isr(admin, topic, isr)
+    wait_isr(admin, topic, isr)
+
+
+def fill(path):
+    """Write a file into path until its filesystem is full (ENOSPC); returns its path."""
+    filler = os.path.join(path, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 4096, 512, 1):   # down to the last bytes of the last page
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler

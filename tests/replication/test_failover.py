@@ -9,23 +9,7 @@ import shmlog
 from shmlog import TopicPartition
 from shmlog.log import leader_epoch
 
-from .conftest import WAIT_S, mirror_pid, partition_state, produce, wait_for, wait_isr
-
-
-def fill(path):
-    """Write a file into path until its filesystem is full (ENOSPC); returns its path."""
-    filler = os.path.join(path, "filler")
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (1 << 20, 4096, 512, 1):   # down to the last bytes of the last page
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
+from .conftest import WAIT_S, fill, mirror_pid, partition_state, produce, wait_for, wait_isr, warm_up
 
 
 def read_values(conf, topic, count):
@@ -49,8 +33,9 @@ def test_a_full_leader_disk_moves_leadership_to_an_in_sync_replica_and_loses_not
     conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=1000)
     admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1, 2]],
                                          config={"min.insync.replicas": "2"})])["t"].result()
+    warm_up(conf, admin, "t", [0, 1, 2])
     before = produce(conf, "t", [b"a%d" % i for i in range(100)])
-    assert all(err is None for err, *_ in before)
+    assert all(err is None for err, *_ in before), [e for e, *_ in before if e][:2]
     wait_isr(admin, "t", [0, 1, 2])
     filler = fill(disks[0])
     p = shmlog.Producer({**conf, "acks": "all", "linger.ms": 0})
