@@ -32,7 +32,7 @@ from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata
 from shmlog.broker.persister import settings_for
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log import leader_epoch
+from shmlog.log import control_record, leader_epoch
 from shmlog.log.segment import SegmentReader, SegmentWriter, SyncFailed, partition_dir
 
 COPY_MAX_BYTES = 4 << 20      # per partition per round
@@ -50,6 +50,39 @@ def log(message, level=logging.WARNING):
 
 def info(message):
     logs.get().info(message)
+
+
+ENTRY_BYTES = control_record.ENTRY.size
+
+
+def copy_aborted_index(src_pdir, dst_pdir):
+    """Append to dst_pdir's aborted.txnindex (control_record.py) the entries src_pdir's holds
+    past dst's, and fsync them; the number of entries copied. The leader's index only grows
+    (the transaction service appends to it; retention leaves it), so ours is a prefix of it."""
+    size = 0
+    dst = control_record.index_path(dst_pdir)
+    try:
+        size = os.path.getsize(dst)
+    except FileNotFoundError:
+        pass
+    size -= size % ENTRY_BYTES
+    try:
+        with open(control_record.index_path(src_pdir), "rb") as f:
+            f.seek(size)
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    data = data[:len(data) - len(data) % ENTRY_BYTES]
+    if not data:
+        return 0
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, size)   # a torn entry of a crashed copy goes
+        os.pwrite(fd, data, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return len(data) // ENTRY_BYTES
 
 
 class FollowerLog:
@@ -77,6 +110,7 @@ class FollowerLog:
             self.ring.close()
             raise
         self.epochs = leader_epoch.EpochCache(self.dir)
+        self.aborted_index_bytes = -1   # the leader's aborted.txnindex size when we last copied it
         self.retry_at = 0.0
         self.errno = 0
         self.published = -1
@@ -93,6 +127,7 @@ class FollowerLog:
         reader = SegmentReader(partition_dir(source[1], self.topic, self.partition))
         self.reader.close()
         self.reader, self.source, self.leader_dir = reader, source, reader.partition_dir
+        self.aborted_index_bytes = -1
         self.start()
 
     def start(self):
@@ -170,6 +205,10 @@ class FollowerLog:
             return False
         if not frames:
             return False
+        # After reading the batches: an ABORT marker among them had its aborted.txnindex entry
+        # written (and fsynced) before it was appended, so the entry is copied before the marker
+        # is, and a follower that fsynced a marker holds its entry when it comes to lead.
+        self._copy_aborted_index()
         first_pos, base = frames[0][0], frames[0][1]
         last_pos, last_base, last_count, last_bytes = frames[-1]
         self.writer.append(buf[first_pos:last_pos + last_bytes], base, last_base + last_count)
@@ -177,6 +216,15 @@ class FollowerLog:
             self.epochs.note(buf, [(f[0], f[1]) for f in frames])
         self._apply_log_start(start)
         return True
+
+    def _copy_aborted_index(self):
+        try:
+            size = os.stat(control_record.index_path(self.leader_dir)).st_size
+        except FileNotFoundError:
+            return
+        if size != self.aborted_index_bytes:
+            copy_aborted_index(self.leader_dir, self.dir)
+            self.aborted_index_bytes = size
 
     def _apply_log_start(self, start):
         """Segments wholly below the leader's log start offset go here too."""

@@ -13,6 +13,7 @@ import time
 
 from shmlog._native import lib
 from shmlog.broker import isr, logs, metadata, replicas
+from shmlog.broker.mirror import copy_aborted_index
 from shmlog.errors import KafkaError
 from shmlog.log.segment import log_end_offset, partition_dir
 
@@ -167,6 +168,13 @@ class ReplicaManager:
                     f"stays with it until its log dir works again")
                 self.elected_at[(name, p)] = "stuck"
             return None
+        # aborted.txnindex entries the new leader's mirror had not copied yet (the old log dir is
+        # often still readable: a full disk, a failed fsync), so read_committed stays right.
+        try:
+            copy_aborted_index(partition_dir(self.sup.log_dirs[state["leader"]], name, p),
+                               partition_dir(self.sup.log_dirs[new["leader"]], name, p))
+        except OSError as exc:
+            log(f"{name}-{p}: cannot copy the old leader's aborted.txnindex to the new leader: {exc}")
         clean = new["leader"] in state["isr"]
         unclean_note = "" if clean else " (UNCLEAN: it was not in the ISR; acknowledged records may be lost)"
         log(f"{name}-{p}: leader {state['leader']} failed ({why}): replica {new['leader']} leads at leader epoch "

@@ -106,3 +106,47 @@ def test_without_an_in_sync_replica_the_leader_stays_unless_unclean_election_is_
         os.unlink(filler0)   # the clean topic's leader can write again (and the broker stops quickly)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def index_bytes(log_dir, topic):
+    try:
+        with open(os.path.join(log_dir, f"{topic}-0", "aborted.txnindex"), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def test_read_committed_after_a_failover_still_drops_the_records_of_an_aborted_transaction(
+        mounts, replicated, data_dir):
+    disks = mounts(2, size=4 << 20)
+    conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=1000)
+    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    warm_up(conf, admin, "t", [0, 1])
+    p = shmlog.Producer({**conf, "transactional.id": "tx"})
+    p.init_transactions(WAIT_S)
+    p.begin_transaction()
+    p.produce("t", b"aborted")
+    p.abort_transaction(WAIT_S)
+    p.begin_transaction()
+    p.produce("t", b"committed")
+    p.commit_transaction(WAIT_S)
+    p.close()
+    # The mirror copies the leader's aborted.txnindex with the batches.
+    wait_for(lambda: index_bytes(disks[1], "t") and index_bytes(disks[1], "t") == index_bytes(disks[0], "t"),
+             "the follower's copy of aborted.txnindex")
+    filler = fill(disks[0])
+    produce(conf, "t", [b"x" * 20000], acks=1)    # the leader cannot write it: leadership moves
+    wait_for(lambda: partition_state(admin, "t").leader == 1, "replica 1 to lead")
+    c = shmlog.Consumer({**conf, "group.id": "rc", "isolation.level": "read_committed",
+                         "enable.auto.commit": False})
+    c.assign([TopicPartition("t", 0, 0)])
+    values = []
+    deadline_left = WAIT_S
+    while b"x" * 20000 not in values and deadline_left > 0:
+        for m in c.consume(100, 0.5):
+            assert m.error() is None, m.error()
+            values.append(m.value())
+        deadline_left -= 0.5
+    c.close()
+    os.unlink(filler)
+    assert values == [b"warm-up", b"committed", b"x" * 20000]
