@@ -30,6 +30,7 @@ from shmlog import control
 from shmlog._native import lib
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata
+from shmlog.broker.breadcrumb import Breadcrumb
 from shmlog.broker.persister import settings_for
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import control_record, leader_epoch
@@ -258,6 +259,7 @@ class Mirror:
         self.bell = None
         self.epoch = None
         self.stopping = False
+        self.breadcrumb = Breadcrumb(self.data_dir, f"mirror-{index}")   # for the supervisor, should we die
 
     def refresh_metadata(self):
         meta = self.control.request("metadata")
@@ -299,6 +301,7 @@ class Mirror:
 
     def _open(self, key, spec):
         (ring_name, leader_dir, follower_dir, replica), settings, topic_id = spec
+        self.breadcrumb.set(key)
         try:
             f = FollowerLog(key[0], key[1], ring_name, leader_dir, follower_dir, replica, settings, topic_id,
                             self.bell)
@@ -332,7 +335,8 @@ class Mirror:
                     if now >= at:
                         self._open(key, spec)
                 moved = False
-                for f in list(self.followers.values()):
+                for key, f in list(self.followers.items()):
+                    self.breadcrumb.set(key)
                     moved |= f.pump(now)
                 if now >= next_check:
                     next_check = now + 0.1

@@ -49,6 +49,7 @@ from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats
+from shmlog.broker.breadcrumb import Breadcrumb
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import leader_epoch, retention
@@ -703,6 +704,7 @@ class Persister:
         self.next_control_check = 0.0
         self.flowing = False     # something was persisted since the last sleep
         self.fsync_stats = persister_stats.FsyncStats(self.data_dir)
+        self.breadcrumb = Breadcrumb(self.data_dir, "persister")   # for the supervisor, should we die
 
     # -------------------------------------------------------------- metadata
 
@@ -751,6 +753,7 @@ class Persister:
 
     def _open(self, key, spec):
         ring_name, log_dir, settings, requested_log_start, topic_id = spec
+        self.breadcrumb.set(key)
         try:
             part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start,
                                 topic_id)
@@ -811,7 +814,8 @@ class Persister:
                 if self.unopened:
                     self._retry_unopened(now)
                 busy = False
-                for part in list(self.partitions.values()):
+                for key, part in list(self.partitions.items()):
+                    self.breadcrumb.set(key)
                     busy |= part.pump(now)
                     if part.retention_wanted(now):
                         part.apply_retention(now, self.retention_check_s)

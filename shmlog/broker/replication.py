@@ -3,6 +3,7 @@ the mirror processes of the follower replicas, ISR tracking, moving a partition'
 off a failed log dir, and choosing leaders after a host crash. The rules themselves are pure
 (replicas.py, isr.py); this applies them to the supervisor's metadata, rings and processes.
 """
+import collections
 import copy
 import logging
 import os
@@ -12,12 +13,16 @@ import sys
 import time
 
 from shmlog._native import lib
-from shmlog.broker import isr, logs, metadata, replicas
+from shmlog.broker import breadcrumb, isr, logs, metadata, replicas
 from shmlog.broker.mirror import copy_aborted_index
 from shmlog.errors import KafkaError
 from shmlog.log.segment import log_end_offset, partition_dir
 
 MIRROR_RESTART_BACKOFF_S = 0.2
+# A persister or mirror that dies this many times within the window while working on the same
+# partition (breadcrumb.py) is crash-looping there: that replica goes offline, as a failed log dir.
+CRASH_LOOP_DEATHS = 3
+CRASH_LOOP_WINDOW_S = 60.0
 
 
 def log(message, level=logging.WARNING):
@@ -43,6 +48,8 @@ class ReplicaManager:
         # may rejoin the ISR only once it fsynced past that, i.e. wrote again (copied new records)
         self.offline_end = {}
         self.elected_at = {}       # (topic, partition) -> when its leader was last moved
+        self.deaths = {}           # (process kind, (topic, partition)) -> deque of death times
+        self.crash_looped = {}     # (process kind, (topic, partition)) -> why, until track_isr acts on it
 
     def choose_leaders_after_crash(self, missing):
         """Rings that must be made anew (the host restarted, or they were lost) start where their
@@ -120,6 +127,7 @@ class ReplicaManager:
                 log(f"mirror of log dir {self.sup.log_dirs[index]} (pid {proc.pid}) exited with {proc.returncode}"
                     f"{self.describe_status(proc.returncode)}; restarting")
                 del self.mirrors[index]
+                self.process_died(f"mirror-{index}", proc.returncode, now)
             if index not in wanted or now - self.mirror_started.get(index, 0.0) < MIRROR_RESTART_BACKOFF_S:
                 continue
             self.mirror_started[index] = now
@@ -140,9 +148,38 @@ class ReplicaManager:
                 proc.wait()
         self.mirrors.clear()
 
+    def process_died(self, kind, returncode, now):
+        """A persister ("persister") or mirror ("mirror-<log dir index>") exited: a death (not a
+        clean exit) counts against the partition it was working on (breadcrumb.py); the
+        CRASH_LOOP_DEATHS-th within CRASH_LOOP_WINDOW_S takes that replica offline at the next
+        track_isr: the leader's (persister) moves leadership, a follower's (mirror) leaves the ISR."""
+        if returncode == 0:
+            return
+        key = breadcrumb.read(self.sup.data_dir, kind)
+        if key is None:
+            return
+        deaths = self.deaths.setdefault((kind, key), collections.deque())
+        deaths.append(now)
+        while deaths and deaths[0] < now - CRASH_LOOP_WINDOW_S:
+            deaths.popleft()
+        if len(deaths) < CRASH_LOOP_DEATHS:
+            return
+        deaths.clear()
+        name, p = key
+        t = self.sup.meta["topics"].get(name)
+        what = f"its {kind.split('-')[0]} died {CRASH_LOOP_DEATHS} times within {CRASH_LOOP_WINDOW_S:g} s while " \
+               f"working on it"
+        if t is None or p >= t["partitions"] or len(self.sup.partition_states(t)[p]["replicas"]) < 2:
+            log(f"{name}-{p}: {what} (crash loop); it has no other replica to take over, so it is only restarted")
+            return
+        self.crash_looped[(kind, key)] = what
+
     def leader_failed(self, name, p, state, ring, now):
         """Why the partition's leader replica cannot go on (its persister cannot write or sync its
         log dir, or the directory is gone), or None."""
+        looped = self.crash_looped.pop(("persister", (name, p)), None)
+        if looped:
+            return looped
         leader_dir = self.sup.log_dirs[state["leader"]]
         code = ring.header.persist.storage_error
         if code:
@@ -213,6 +250,14 @@ class ReplicaManager:
                 tracker = self.lag.setdefault((name, p), isr.LagTracker())
                 tracker.observe(now, ring.persisted_offset, window_s)
                 words = ring.header.replication.replica_fsynced_offset
+                for r in state["replicas"]:
+                    why = self.crash_looped.pop((f"mirror-{r}", (name, p)), None)
+                    if why and r != state["leader"]:
+                        # Offline as a failed log dir's replica: out of the ISR now, back once it copied
+                        # records produced after this.
+                        log(f"{name}-{p}: replica {r} goes offline: {why}")
+                        self.offline.setdefault((name, p), set()).add(r)
+                        self.offline_end.setdefault((name, p), {})[r] = ring.end()[1]
                 gone = self.offline_end.get((name, p), {})
                 fsynced = {r: words[i] for i, r in enumerate(state["replicas"])
                            if r != state["leader"] and words[i] > gone.get(r, -1)}

@@ -465,6 +465,7 @@ class Supervisor:
         if self.persister is not None:
             log(f"persister pid {self.persister.pid} exited with {self.persister.returncode}"
                 f"{describe_status(self.persister.returncode)}; restarting")
+            self.replication.process_died("persister", self.persister.returncode, time.monotonic())
             self.persister = None
             self.persister_restarts += 1
         if time.monotonic() - self.persister_started < PERSISTER_RESTART_BACKOFF_S:

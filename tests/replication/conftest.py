@@ -34,6 +34,15 @@ def mirror_pid(data_dir, index):
     return None
 
 
+def persister_pid(data_dir):
+    """The pid of the running persister of data_dir, or None."""
+    want = ["-m", "shmlog.broker.persister", os.path.realpath(data_dir)]
+    for proc in psutil.process_iter(["cmdline"]):
+        if (proc.info["cmdline"] or [])[-3:] == want:
+            return proc.pid
+    return None
+
+
 def partition_state(admin, topic, partition=0):
     return admin.list_topics(topic).topics[topic].partitions[partition]
 

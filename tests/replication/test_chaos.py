@@ -12,23 +12,13 @@ import signal
 import threading
 import time
 
-import psutil
-
 import shmlog
 from shmlog import TopicPartition
 
-from .conftest import WAIT_S, fill, mirror_pid, wait_isr, warm_up
+from .conftest import WAIT_S, fill, mirror_pid, persister_pid, wait_isr, warm_up
 
 CHAOS_S = float(os.environ.get("SHMLOG_REPLICATION_CHAOS_S", "6"))
 KEYS = 8
-
-
-def persister_pid(data_dir):
-    want = ["-m", "shmlog.broker.persister", os.path.realpath(data_dir)]
-    for proc in psutil.process_iter(["cmdline"]):
-        if (proc.info["cmdline"] or [])[-3:] == want:
-            return proc.pid
-    return None
 
 
 def test_keyed_acks_all_over_three_replicas_survives_failing_dirs_and_killed_processes(
