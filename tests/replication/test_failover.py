@@ -150,3 +150,29 @@ def test_read_committed_after_a_failover_still_drops_the_records_of_an_aborted_t
     c.close()
     os.unlink(filler)
     assert values == [b"warm-up", b"committed", b"x" * 20000]
+
+
+def test_a_consumer_reading_segments_behind_the_ring_moves_to_the_new_leaders_files_when_the_old_dir_goes(
+        replicated, data_dir):
+    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=10_000)
+    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]],
+                                         config={"ring.bytes": "65536", "segment.bytes": "16384"})])["t"].result()
+    warm_up(conf, admin, "t", [0, 1])
+    values = [b"v%04d" % i + b"." * 1000 for i in range(200)]   # 200 KB: most of it only in the segments
+    assert all(err is None for err, *_ in produce(conf, "t", values))
+    c = shmlog.Consumer({**conf, "group.id": "behind", "enable.auto.commit": False})
+    c.assign([TopicPartition("t", 0, 1)])
+    seen = []
+    while len(seen) < 5:
+        m = c.poll(WAIT_S)
+        assert m is not None and m.error() is None
+        seen.append(m.value())
+    shutil.rmtree(dirs[0])     # the segments it was reading go with the leader's log dir
+    wait_for(lambda: partition_state(admin, "t").leader == 1, "replica 1 to lead")
+    while len(seen) < 200:
+        m = c.poll(WAIT_S)
+        assert m is not None, f"stopped after {len(seen)} records"
+        assert m.error() is None, m.error()
+        seen.append(m.value())
+    c.close()
+    assert seen == values
