@@ -15,7 +15,7 @@ import time
 import shmlog
 from shmlog import TopicPartition
 
-from .conftest import WAIT_S, fill, mirror_pid, persister_pid, wait_isr, warm_up
+from .conftest import WAIT_S, create, fill, mirror_pid, persister_pid, wait_isr, warm_up
 
 CHAOS_S = float(os.environ.get("SHMLOG_REPLICATION_CHAOS_S", "6"))
 KEYS = 8
@@ -27,8 +27,7 @@ def test_keyed_acks_all_over_three_replicas_survives_failing_dirs_and_killed_pro
     rnd = random.Random(seed)
     disks = mounts(3, size=24 << 20)
     conf, admin, _ = replicated(disks, replica_lag_time_max_ms=400)
-    admin.create_topics([shmlog.NewTopic("c", replication_factor=3, config={"min.insync.replicas": "2"})])[
-        "c"].result()
+    create(admin, "c", replication_factor=3, config={"min.insync.replicas": "2"})
     warm_up(conf, admin, "c", [0, 1, 2])
 
     stop = threading.Event()

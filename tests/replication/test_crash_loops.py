@@ -6,9 +6,7 @@ import signal
 
 import psutil
 
-import shmlog
-
-from .conftest import mirror_pid, partition_state, persister_pid, produce, wait_for, wait_isr, warm_up
+from .conftest import create, mirror_pid, partition_state, persister_pid, produce, wait_for, wait_isr, warm_up
 
 
 def working_on(pid, log_dir, topic):
@@ -32,7 +30,7 @@ def kill_three_times_while_working(pid_of, log_dir, topic):
 def test_a_persister_that_keeps_dying_on_a_partition_takes_the_leader_offline_and_leadership_moves(
         replicated, data_dir):
     conf, admin, dirs = replicated(2, replica_lag_time_max_ms=10_000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     warm_up(conf, admin, "t", [0, 1])
     kill_three_times_while_working(lambda: persister_pid(data_dir), dirs[0], "t")
     state = wait_for(lambda: (s := partition_state(admin, "t")).leader == 1 and s, "replica 1 to lead")
@@ -43,7 +41,7 @@ def test_a_persister_that_keeps_dying_on_a_partition_takes_the_leader_offline_an
 def test_a_mirror_that_keeps_dying_on_a_partition_takes_its_follower_out_of_the_isr_until_it_copies_again(
         replicated, data_dir):
     conf, admin, dirs = replicated(2, replica_lag_time_max_ms=10_000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     warm_up(conf, admin, "t", [0, 1])
     kill_three_times_while_working(lambda: mirror_pid(data_dir, 1), dirs[1], "t")
     state = wait_for(lambda: (s := partition_state(admin, "t")).isrs == [0] and s, "replica 1 to leave the ISR")

@@ -9,30 +9,25 @@ import shmlog
 from shmlog import TopicPartition
 from shmlog.log import leader_epoch
 
-from .conftest import WAIT_S, fill, mirror_pid, partition_state, produce, wait_for, wait_isr, warm_up
-
-
-def read_values(conf, topic, count):
-    c = shmlog.Consumer({**conf, "group.id": "check", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, 0)])
-    out = []
-    deadline_left = WAIT_S
-    while len(out) < count and deadline_left > 0:
-        msgs = c.consume(1000, 0.5)
-        deadline_left -= 0.5
-        for m in msgs:
-            assert m.error() is None, m.error()
-            out.append((m.offset(), m.value()))
-    c.close()
-    return out
+from .conftest import (
+    WAIT_S,
+    create,
+    fill,
+    mirror_pid,
+    partition_state,
+    produce,
+    read_values,
+    wait_for,
+    wait_isr,
+    warm_up,
+)
 
 
 def test_a_full_leader_disk_moves_leadership_to_an_in_sync_replica_and_loses_nothing_acknowledged(
         mounts, replicated, data_dir):
     disks = mounts(3, size=4 << 20)
     conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=1000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1, 2]],
-                                         config={"min.insync.replicas": "2"})])["t"].result()
+    create(admin, "t", [0, 1, 2], config={"min.insync.replicas": "2"})
     warm_up(conf, admin, "t", [0, 1, 2])
     before = produce(conf, "t", [b"a%d" % i for i in range(100)])
     assert all(err is None for err, *_ in before), [e for e, *_ in before if e][:2]
@@ -63,7 +58,7 @@ def test_a_full_leader_disk_moves_leadership_to_an_in_sync_replica_and_loses_not
 def test_a_leader_log_dir_that_disappears_moves_leadership_and_producers_and_consumers_carry_on(
         replicated, data_dir):
     conf, admin, dirs = replicated(2, replica_lag_time_max_ms=10_000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     produce(conf, "t", [b"x%d" % i for i in range(50)])
     wait_isr(admin, "t", [0, 1])
     c = shmlog.Consumer({**conf, "group.id": "live", "enable.auto.commit": False})
@@ -89,7 +84,7 @@ def test_without_an_in_sync_replica_the_leader_stays_unless_unclean_election_is_
     disks = mounts(2, size=4 << 20)
     conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=300)
     for t, cfg in (("clean", {}), ("unclean", {"unclean.leader.election.enable": "true"})):
-        admin.create_topics([shmlog.NewTopic(t, replica_assignment=[[0, 1]], config=cfg)])[t].result()
+        create(admin, t, [0, 1], config=cfg)
         produce(conf, t, [b"v"])
         wait_isr(admin, t, [0, 1])
     pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
@@ -120,7 +115,7 @@ def test_read_committed_after_a_failover_still_drops_the_records_of_an_aborted_t
         mounts, replicated, data_dir):
     disks = mounts(2, size=4 << 20)
     conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=1000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     warm_up(conf, admin, "t", [0, 1])
     p = shmlog.Producer({**conf, "transactional.id": "tx"})
     p.init_transactions(WAIT_S)
@@ -155,8 +150,7 @@ def test_read_committed_after_a_failover_still_drops_the_records_of_an_aborted_t
 def test_a_consumer_reading_segments_behind_the_ring_moves_to_the_new_leaders_files_when_the_old_dir_goes(
         replicated, data_dir):
     conf, admin, dirs = replicated(2, replica_lag_time_max_ms=10_000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]],
-                                         config={"ring.bytes": "65536", "segment.bytes": "16384"})])["t"].result()
+    create(admin, "t", [0, 1], config={"ring.bytes": "65536", "segment.bytes": "16384"})
     warm_up(conf, admin, "t", [0, 1])
     values = [b"v%04d" % i + b"." * 1000 for i in range(200)]   # 200 KB: most of it only in the segments
     assert all(err is None for err, *_ in produce(conf, "t", values))

@@ -9,22 +9,15 @@ import shmlog
 from shmlog import KafkaError, KafkaException
 
 from ..integration.test_cli import ok, shmlog_cli
-from .conftest import wait_for
+from .conftest import create, wait_for
 
 DIRS = ("d0", "d1", "d2")
 
 
 @pytest.fixture
-def three_dirs(data_dir, start_broker):
-    b = start_broker(log_dirs=",".join(os.path.join(data_dir, d) for d in DIRS))
-    conf = {"bootstrap.servers": b.bootstrap_servers}
-    a = shmlog.AdminClient(conf)
-    yield conf, a, data_dir
-    a.close()
-
-
-def create(admin, name, **kwargs):
-    admin.create_topics([shmlog.NewTopic(name, **kwargs)])[name].result()
+def three_dirs(replicated, data_dir):
+    conf, admin, _ = replicated([os.path.join(data_dir, d) for d in DIRS])
+    return conf, admin, data_dir
 
 
 def test_a_replication_factor_above_the_number_of_log_dirs_is_refused_naming_both_numbers(three_dirs):
