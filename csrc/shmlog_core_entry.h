@@ -22,6 +22,7 @@ struct shmlog_core_entry_points {
     __typeof__(shmlog_ring_fetch) *ring_fetch;
     __typeof__(shmlog_batch_index) *batch_index;
     __typeof__(shmlog_ring_request_flush) *ring_request_flush;
+    __typeof__(shmlog_ring_insync_enough) *ring_insync_enough;
     __typeof__(shmlog_ring_committed_frames) *ring_committed_frames;
 };
 

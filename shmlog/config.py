@@ -697,7 +697,8 @@ TOPIC_KEYS = (
     Key("segment.jitter.ms", Int(0, INT64_MAX), 0, "Random subtraction from `segment.ms`."),
     Key("max.message.bytes", Int(0, INT32_MAX), 1_048_588, "Largest record batch the topic accepts."),
     Key("min.insync.replicas", Int(1, INT32_MAX), 1,
-        "In-sync replicas (the leader included) an acks=all batch needs; fewer: NOT_ENOUGH_REPLICAS_AFTER_APPEND."),
+        "In-sync replicas (the leader included) an acks=all batch needs; fewer: NOT_ENOUGH_REPLICAS (before the "
+        "append) or NOT_ENOUGH_REPLICAS_AFTER_APPEND."),
     _inert("message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
            "records keep the producer's timestamps (CreateTime): the broker is not on the data path to "
            "stamp them"),

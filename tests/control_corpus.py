@@ -12,6 +12,7 @@ CORPUS = [
     {"op": "register", "kind": "persister", "pid": 1},
     {"op": "metadata"},
     {"op": "metadata", "auto_create": ["fuzz-auto"]},
+    {"op": "replica_failed"},
     {"op": "create_topics", "topics": [{"topic": "fuzz-new", "num_partitions": 1, "config": {"ring.bytes": "65536"},
                                        "replication_factor": 1, "replica_assignment": None}],
      "validate_only": True},

@@ -10,6 +10,7 @@ static const shmlog_core_entry_points entry_points = {
     .ring_committed_frames = shmlog_ring_committed_frames,
     .batch_index = shmlog_batch_index,
     .ring_request_flush = shmlog_ring_request_flush,
+    .ring_insync_enough = shmlog_ring_insync_enough,
 };
 
 const shmlog_core_entry_points *shmlog_core_entry_points_table(void) { return &entry_points; }

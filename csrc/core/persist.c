@@ -126,6 +126,8 @@ static int too_few_insync(const shmlog_ring_header *h) {
     return load_acquire(&h->replication.isr_count) < load_acquire(&h->replication.min_insync_replicas);
 }
 
+int shmlog_ring_insync_enough(shmlog_ring_handle *ring) { return !too_few_insync(ring->header); }
+
 int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t timeout_ns,
                              shmlog_doorbell *doorbell) {
     shmlog_ring_header *h = ring->header;
@@ -201,6 +203,8 @@ void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_coun
 
 /* Each follower's word has one writer, its mirror (one per log dir, by its lock file); it moves
  * back only when the mirror cut a log the leader does not share, before it rejoins the ISR. */
+void shmlog_ring_wake_persister(shmlog_ring_handle *ring, shmlog_doorbell *doorbell) { persister_wake(ring, doorbell); }
+
 void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
                                          shmlog_doorbell *doorbell) {
     if (replica >= SHMLOG_MAX_REPLICAS) return;

@@ -212,7 +212,9 @@ static int producer_append(ProducerCore *self, Batch *b) {
     }
     uint64_t base = 0;
     int64_t rc = SHMLOG_ETOOBIG;
-    if (records_bytes <= (Py_ssize_t)UINT32_MAX) {
+    if (self->acks == -1 && !core->ring_insync_enough(ring)) {
+        rc = SHMLOG_ENOTENOUGHREPLICAS; /* Kafka's NOT_ENOUGH_REPLICAS: refused before the append */
+    } else if (records_bytes <= (Py_ssize_t)UINT32_MAX) {
         Py_BEGIN_ALLOW_THREADS
         /* Idempotent: the ring's next sequence for us, checked against its sequence record. A
          * transactional producer's batches carry the transactional bit too: read_committed readers

@@ -10,7 +10,7 @@ import time
 
 from shmlog._native import ffi, layout, lib, procs
 from shmlog._native.shm import Mapping
-from shmlog.errors import KafkaError, error
+from shmlog.errors import KafkaError, KafkaException, error
 
 _tokens = itertools.count(1)
 
@@ -161,13 +161,22 @@ class Ring:
 
     # ------------------------------------------------------------------ producing
 
-    def not_enough_replicas(self):
-        """The acks=all error for a partition whose ISR is below min.insync.replicas."""
+    def not_enough_replicas(self, appended=True):
+        """The acks=all error for a partition whose ISR is below min.insync.replicas: Kafka's
+        NOT_ENOUGH_REPLICAS when the batch was refused before its append (the producer checks
+        shmlog_ring_insync_enough first), NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank
+        while it waited for the acknowledgement. Both retriable, as in Kafka."""
         r = self.header.replication
-        return KafkaError(KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-                          f"{self.where()}: {r.isr_count} in-sync replica{'s' if r.isr_count != 1 else ''} of "
-                          f"{r.replica_count}, fewer than min.insync.replicas={r.min_insync_replicas}: the "
-                          f"records were appended but are not acknowledged", retriable=True)
+        code, what = (KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, "the records were appended but are not "
+                      "acknowledged") if appended else (KafkaError.NOT_ENOUGH_REPLICAS, "nothing was appended")
+        return KafkaError(code, f"{self.where()}: {r.isr_count} in-sync replica{'s' if r.isr_count != 1 else ''} of "
+                                f"{r.replica_count}, fewer than min.insync.replicas={r.min_insync_replicas}: {what}",
+                          retriable=True)
+
+    def check_insync(self):
+        """Before an acks=all append: raise NOT_ENOUGH_REPLICAS when the ISR is below min.insync.replicas."""
+        if not lib.shmlog_ring_insync_enough(self.map):
+            raise KafkaException(self.not_enough_replicas(appended=False))
 
     def set_txn(self, first_unstable_offset, aborted_count):
         """The transaction service's view of the partition (shmlog_ring_txn): the lowest offset an
@@ -296,6 +305,8 @@ class Ring:
             raise error(KafkaError.INVALID_PRODUCER_EPOCH,
                         f"{self.where()}: the producer epoch is older than one already appended with the same "
                         f"producer id (this producer was fenced): nothing was appended")
+        if rc == lib.SHMLOG_ENOTENOUGHREPLICAS:   # only the acks=all check before a claim returns it here
+            raise KafkaException(self.not_enough_replicas(appended=False))
         if rc == lib.SHMLOG_ETOOBIG:
             raise error(KafkaError.MSG_SIZE_TOO_LARGE,
                         f"{self.where()}: a batch of {records_bytes} record bytes can never fit the partition's "

@@ -30,9 +30,10 @@ from shmlog import control
 from shmlog._native import lib
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata
+from shmlog.broker.breadcrumb import Breadcrumb
 from shmlog.broker.persister import settings_for
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log import leader_epoch
+from shmlog.log import control_record, leader_epoch
 from shmlog.log.segment import SegmentReader, SegmentWriter, SyncFailed, partition_dir
 
 COPY_MAX_BYTES = 4 << 20      # per partition per round
@@ -50,6 +51,39 @@ def log(message, level=logging.WARNING):
 
 def info(message):
     logs.get().info(message)
+
+
+ENTRY_BYTES = control_record.ENTRY.size
+
+
+def copy_aborted_index(src_pdir, dst_pdir):
+    """Append to dst_pdir's aborted.txnindex (control_record.py) the entries src_pdir's holds
+    past dst's, and fsync them; the number of entries copied. The leader's index only grows
+    (the transaction service appends to it; retention leaves it), so ours is a prefix of it."""
+    size = 0
+    dst = control_record.index_path(dst_pdir)
+    try:
+        size = os.path.getsize(dst)
+    except FileNotFoundError:
+        pass
+    size -= size % ENTRY_BYTES
+    try:
+        with open(control_record.index_path(src_pdir), "rb") as f:
+            f.seek(size)
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    data = data[:len(data) - len(data) % ENTRY_BYTES]
+    if not data:
+        return 0
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, size)   # a torn entry of a crashed copy goes
+        os.pwrite(fd, data, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return len(data) // ENTRY_BYTES
 
 
 class FollowerLog:
@@ -77,6 +111,7 @@ class FollowerLog:
             self.ring.close()
             raise
         self.epochs = leader_epoch.EpochCache(self.dir)
+        self.aborted_index_bytes = -1   # the leader's aborted.txnindex size when we last copied it
         self.retry_at = 0.0
         self.errno = 0
         self.published = -1
@@ -85,6 +120,16 @@ class FollowerLog:
 
     def where(self):
         return f"{self.topic}-{self.partition} (replica on {os.path.dirname(self.dir)})"
+
+    def follow(self, source):
+        """The leader moved to another replica (a failover): read its segments from now on. Our
+        own log stays open (no second recovery of it: the new leader is waiting for our fsync),
+        and start() cuts what the new leader's history lacks."""
+        reader = SegmentReader(partition_dir(source[1], self.topic, self.partition))
+        self.reader.close()
+        self.reader, self.source, self.leader_dir = reader, source, reader.partition_dir
+        self.aborted_index_bytes = -1
+        self.start()
 
     def start(self):
         """Cut what the leader does not have (past its log end, or past where the leader's
@@ -134,6 +179,14 @@ class FollowerLog:
             return False
         except KafkaException as exc:
             self._failed(OSError(errno.EIO, str(exc)), now)
+            # The leader's segment was damaged where we read (a new leader's log before its
+            # persister's recovery cut it): a reader keeps what it found, so read it afresh.
+            try:
+                reader = SegmentReader(self.leader_dir)
+                self.reader.close()
+                self.reader = reader
+            except OSError:
+                pass
             return False
         if self.errno:
             info(f"{self.where()}: writing again after {errno.errorcode.get(self.errno, self.errno)}")
@@ -153,6 +206,10 @@ class FollowerLog:
             return False
         if not frames:
             return False
+        # After reading the batches: an ABORT marker among them had its aborted.txnindex entry
+        # written (and fsynced) before it was appended, so the entry is copied before the marker
+        # is, and a follower that fsynced a marker holds its entry when it comes to lead.
+        self._copy_aborted_index()
         first_pos, base = frames[0][0], frames[0][1]
         last_pos, last_base, last_count, last_bytes = frames[-1]
         self.writer.append(buf[first_pos:last_pos + last_bytes], base, last_base + last_count)
@@ -160,6 +217,15 @@ class FollowerLog:
             self.epochs.note(buf, [(f[0], f[1]) for f in frames])
         self._apply_log_start(start)
         return True
+
+    def _copy_aborted_index(self):
+        try:
+            size = os.stat(control_record.index_path(self.leader_dir)).st_size
+        except FileNotFoundError:
+            return
+        if size != self.aborted_index_bytes:
+            copy_aborted_index(self.leader_dir, self.dir)
+            self.aborted_index_bytes = size
 
     def _apply_log_start(self, start):
         """Segments wholly below the leader's log start offset go here too."""
@@ -193,6 +259,7 @@ class Mirror:
         self.bell = None
         self.epoch = None
         self.stopping = False
+        self.breadcrumb = Breadcrumb(self.data_dir, f"mirror-{index}")   # for the supervisor, should we die
 
     def refresh_metadata(self):
         meta = self.control.request("metadata")
@@ -218,6 +285,13 @@ class Mirror:
             spec = wanted.get(key)
             if spec is not None and f.source == spec[0] and f.topic_id == spec[2]:
                 continue
+            if spec is not None and f.topic_id == spec[2] and f.source[0] == spec[0][0] and \
+                    f.source[2:] == spec[0][2:]:
+                try:
+                    f.follow(spec[0])   # only the leader moved
+                    continue
+                except Exception as exc:  # reopened below, as any follower that cannot go on
+                    log(f"{f.where()}: cannot follow the new leader in {spec[0][1]}: {exc!r}; reopening")
             f.close()
             del self.followers[key]
         self.unopened = {}
@@ -227,6 +301,7 @@ class Mirror:
 
     def _open(self, key, spec):
         (ring_name, leader_dir, follower_dir, replica), settings, topic_id = spec
+        self.breadcrumb.set(key)
         try:
             f = FollowerLog(key[0], key[1], ring_name, leader_dir, follower_dir, replica, settings, topic_id,
                             self.bell)
@@ -260,7 +335,8 @@ class Mirror:
                     if now >= at:
                         self._open(key, spec)
                 moved = False
-                for f in list(self.followers.values()):
+                for key, f in list(self.followers.items()):
+                    self.breadcrumb.set(key)
                     moved |= f.pump(now)
                 if now >= next_check:
                     next_check = now + 0.1

@@ -49,6 +49,7 @@ from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats
+from shmlog.broker.breadcrumb import Breadcrumb
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import leader_epoch, retention
@@ -157,6 +158,7 @@ class PartitionLog:
         self.rewrite_attempts = 0
         self.failed = 0
         self.on_log_dir_failed = None
+        self.on_replica_failed = None   # the Persister's: tells the supervisor a replicated leader failed
         if self.writer.recovery_report:
             info(f"{self.where()}: recovery: {self.writer.recovery_report}")
         for problem in self.writer.recovery_problems:
@@ -517,6 +519,7 @@ class PartitionLog:
         self.storage_errno = code
         if not self.deposed():
             self.persist.storage_error = code
+            self._replica_failed()
         self._publish_held()
 
     # -------------------------------------------------------------- trouble
@@ -554,12 +557,21 @@ class PartitionLog:
         if code != self.storage_errno and not quiet:
             log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
                 f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
+        first = code != self.storage_errno
         self.storage_errno = code
         if not self.deposed():
             self.persist.storage_error = code
+            if first:
+                self._replica_failed()
         # Producers sleeping in wait_flushed must wake up to see the error.
         self._publish_held()
         self.retry_at = now + RETRY_AFTER_ERROR_S
+
+    def _replica_failed(self):
+        """A replicated partition's leader moves off a failing log dir (docs/replication.md): say
+        so to the supervisor at once instead of waiting for its housekeeping round."""
+        if self.on_replica_failed is not None and self.ring.header.replication.replica_count > 1:
+            self.on_replica_failed()
 
     def _storage_recovered(self):
         info(f"{self.where()}: writing to {self.dir} works again")
@@ -692,6 +704,7 @@ class Persister:
         self.next_control_check = 0.0
         self.flowing = False     # something was persisted since the last sleep
         self.fsync_stats = persister_stats.FsyncStats(self.data_dir)
+        self.breadcrumb = Breadcrumb(self.data_dir, "persister")   # for the supervisor, should we die
 
     # -------------------------------------------------------------- metadata
 
@@ -740,6 +753,7 @@ class Persister:
 
     def _open(self, key, spec):
         ring_name, log_dir, settings, requested_log_start, topic_id = spec
+        self.breadcrumb.set(key)
         try:
             part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start,
                                 topic_id)
@@ -752,6 +766,7 @@ class Persister:
         self.unopened.pop(key, None)
         part.attach(self.slot)
         part.on_log_dir_failed = self.log_dir_failed
+        part.on_replica_failed = self.replica_failed
         if log_dir in self.failed_dirs:
             part.fail(self.failed_dirs[log_dir])
         else:
@@ -768,6 +783,12 @@ class Persister:
         for part in self.partitions.values():
             if part.source[1] == log_dir:
                 part.fail(code)
+
+    def replica_failed(self):
+        try:
+            self.control.request("replica_failed")
+        except KafkaException as exc:   # the supervisor is gone or busy: its housekeeping round finds it anyway
+            info(f"could not tell the supervisor about a failed leader replica: {exc}")
 
     def _retry_unopened(self, now):
         for key, (spec, retry_at) in list(self.unopened.items()):
@@ -793,7 +814,8 @@ class Persister:
                 if self.unopened:
                     self._retry_unopened(now)
                 busy = False
-                for part in list(self.partitions.values()):
+                for key, part in list(self.partitions.items()):
+                    self.breadcrumb.set(key)
                     busy |= part.pump(now)
                     if part.retention_wanted(now):
                         part.apply_retention(now, self.retention_check_s)

@@ -3,6 +3,7 @@ the mirror processes of the follower replicas, ISR tracking, moving a partition'
 off a failed log dir, and choosing leaders after a host crash. The rules themselves are pure
 (replicas.py, isr.py); this applies them to the supervisor's metadata, rings and processes.
 """
+import collections
 import copy
 import logging
 import os
@@ -11,12 +12,17 @@ import subprocess
 import sys
 import time
 
-from shmlog.broker import isr, logs, metadata, replicas
+from shmlog._native import lib
+from shmlog.broker import breadcrumb, isr, logs, metadata, replicas
+from shmlog.broker.mirror import copy_aborted_index
 from shmlog.errors import KafkaError
 from shmlog.log.segment import log_end_offset, partition_dir
 
 MIRROR_RESTART_BACKOFF_S = 0.2
-ELECTION_BACKOFF_S = 1.0   # after moving a partition's leader, time for the new leader's persister to take over
+# A persister or mirror that dies this many times within the window while working on the same
+# partition (breadcrumb.py) is crash-looping there: that replica goes offline, as a failed log dir.
+CRASH_LOOP_DEATHS = 3
+CRASH_LOOP_WINDOW_S = 60.0
 
 
 def log(message, level=logging.WARNING):
@@ -38,7 +44,12 @@ class ReplicaManager:
         self.mirror_started = {}   # log dir index -> when its mirror was last started
         self.lag = {}              # (topic, partition) -> isr.LagTracker
         self.offline = {}          # (topic, partition) -> replica ids whose log dir failed, until back in the ISR
+        # (topic, partition) -> {offline replica id: the ring's end offset when it went offline}: it
+        # may rejoin the ISR only once it fsynced past that, i.e. wrote again (copied new records)
+        self.offline_end = {}
         self.elected_at = {}       # (topic, partition) -> when its leader was last moved
+        self.deaths = {}           # (process kind, (topic, partition)) -> deque of death times
+        self.crash_looped = {}     # (process kind, (topic, partition)) -> why, until track_isr acts on it
 
     def choose_leaders_after_crash(self, missing):
         """Rings that must be made anew (the host restarted, or they were lost) start where their
@@ -116,6 +127,7 @@ class ReplicaManager:
                 log(f"mirror of log dir {self.sup.log_dirs[index]} (pid {proc.pid}) exited with {proc.returncode}"
                     f"{self.describe_status(proc.returncode)}; restarting")
                 del self.mirrors[index]
+                self.process_died(f"mirror-{index}", proc.returncode, now)
             if index not in wanted or now - self.mirror_started.get(index, 0.0) < MIRROR_RESTART_BACKOFF_S:
                 continue
             self.mirror_started[index] = now
@@ -136,17 +148,48 @@ class ReplicaManager:
                 proc.wait()
         self.mirrors.clear()
 
+    def process_died(self, kind, returncode, now):
+        """A persister ("persister") or mirror ("mirror-<log dir index>") exited: a death (not a
+        clean exit) counts against the partition it was working on (breadcrumb.py); the
+        CRASH_LOOP_DEATHS-th within CRASH_LOOP_WINDOW_S takes that replica offline at the next
+        track_isr: the leader's (persister) moves leadership, a follower's (mirror) leaves the ISR."""
+        if returncode == 0:
+            return
+        key = breadcrumb.read(self.sup.data_dir, kind)
+        if key is None:
+            return
+        deaths = self.deaths.setdefault((kind, key), collections.deque())
+        deaths.append(now)
+        while deaths and deaths[0] < now - CRASH_LOOP_WINDOW_S:
+            deaths.popleft()
+        if len(deaths) < CRASH_LOOP_DEATHS:
+            return
+        deaths.clear()
+        name, p = key
+        t = self.sup.meta["topics"].get(name)
+        what = f"its {kind.split('-')[0]} died {CRASH_LOOP_DEATHS} times within {CRASH_LOOP_WINDOW_S:g} s while " \
+               f"working on it"
+        if t is None or p >= t["partitions"] or len(self.sup.partition_states(t)[p]["replicas"]) < 2:
+            log(f"{name}-{p}: {what} (crash loop); it has no other replica to take over, so it is only restarted")
+            return
+        self.crash_looped[(kind, key)] = what
+
     def leader_failed(self, name, p, state, ring, now):
         """Why the partition's leader replica cannot go on (its persister cannot write or sync its
         log dir, or the directory is gone), or None."""
-        last = self.elected_at.get((name, p))
-        if isinstance(last, float) and now - last < ELECTION_BACKOFF_S:
-            return None   # the new leader's persister has not taken over yet
+        looped = self.crash_looped.pop(("persister", (name, p)), None)
+        if looped:
+            return looped
+        leader_dir = self.sup.log_dirs[state["leader"]]
         code = ring.header.persist.storage_error
         if code:
-            return f"its persister cannot write to {self.sup.log_dirs[state['leader']]} (errno {code})"
-        if not os.path.isdir(self.sup.log_dirs[state["leader"]]):
-            return f"its log dir {self.sup.log_dirs[state['leader']]} is gone"
+            return f"its persister cannot write to {leader_dir} (errno {code})"
+        # The partition's directory, not only the log dir: the persister's writes to the files it
+        # has open still succeed once they are unlinked, and a log dir made again (empty) by
+        # someone else must not hide that the replica in it is gone.
+        if not os.path.isdir(partition_dir(leader_dir, name, p)):
+            return f"its log dir {leader_dir} is gone" if not os.path.isdir(leader_dir) else \
+                f"its directory {partition_dir(leader_dir, name, p)} is gone"
         return None
 
     def elect(self, name, p, t, state, ring, why, now):
@@ -162,6 +205,13 @@ class ReplicaManager:
                     f"stays with it until its log dir works again")
                 self.elected_at[(name, p)] = "stuck"
             return None
+        # aborted.txnindex entries the new leader's mirror had not copied yet (the old log dir is
+        # often still readable: a full disk, a failed fsync), so read_committed stays right.
+        try:
+            copy_aborted_index(partition_dir(self.sup.log_dirs[state["leader"]], name, p),
+                               partition_dir(self.sup.log_dirs[new["leader"]], name, p))
+        except OSError as exc:
+            log(f"{name}-{p}: cannot copy the old leader's aborted.txnindex to the new leader: {exc}")
         clean = new["leader"] in state["isr"]
         unclean_note = "" if clean else " (UNCLEAN: it was not in the ISR; acknowledged records may be lost)"
         log(f"{name}-{p}: leader {state['leader']} failed ({why}): replica {new['leader']} leads at leader epoch "
@@ -169,6 +219,9 @@ class ReplicaManager:
         # The old leader is a follower from now on: its word starts from nothing, so it joins the
         # ISR only once its mirror has really fsynced up to the high watermark.
         ring.header.replication.replica_fsynced_offset[state["replicas"].index(state["leader"])] = 0
+        # Its mirror soon says it fsynced all the log it wrote as leader, though its disk may still
+        # refuse every write: that is not being in sync.
+        self.offline_end.setdefault((name, p), {})[state["leader"]] = ring.end()[1]
         self.elected_at[(name, p)] = now
         return new
 
@@ -177,7 +230,7 @@ class ReplicaManager:
         expand each replicated partition's ISR (isr.decide, by replica.lag.time.max.ms); a change
         is written to topics.json and the ring header."""
         window_s = self.sup.config.replica_lag_time_max_ms / 1000
-        changes = {}
+        changes, elected = {}, []
         for name, t in self.sup.meta["topics"].items():
             states = self.sup.partition_states(t)
             for p, state in enumerate(states):
@@ -190,17 +243,32 @@ class ReplicaManager:
                     if new_state is not None:
                         changes.setdefault(name, {})[p] = new_state
                         self.lag.pop((name, p), None)
-                    continue
+                        elected.append((name, p))
+                        continue
+                    # Nobody can lead yet: the ISR is still tracked, so a follower that catches up
+                    # with what the failed leader wrote joins it and leads at a later round.
                 tracker = self.lag.setdefault((name, p), isr.LagTracker())
                 tracker.observe(now, ring.persisted_offset, window_s)
                 words = ring.header.replication.replica_fsynced_offset
-                fsynced = {r: words[i] for i, r in enumerate(state["replicas"]) if r != state["leader"]}
+                for r in state["replicas"]:
+                    why = self.crash_looped.pop((f"mirror-{r}", (name, p)), None)
+                    if why and r != state["leader"]:
+                        # Offline as a failed log dir's replica: out of the ISR now, back once it copied
+                        # records produced after this.
+                        log(f"{name}-{p}: replica {r} goes offline: {why}")
+                        self.offline.setdefault((name, p), set()).add(r)
+                        self.offline_end.setdefault((name, p), {})[r] = ring.end()[1]
+                gone = self.offline_end.get((name, p), {})
+                fsynced = {r: words[i] for i, r in enumerate(state["replicas"])
+                           if r != state["leader"] and words[i] > gone.get(r, -1)}
                 new_isr = isr.decide(state, fsynced, ring.flushed_offset, tracker, now, window_s)
                 if new_isr is not None:
                     changes.setdefault(name, {})[p] = {**state, "isr": new_isr}
                     back = self.offline.get((name, p), set()) & set(new_isr)
                     if back:
                         self.offline[(name, p)] -= back
+                        for r in back:
+                            self.offline_end.get((name, p), {}).pop(r, None)
         if not changes:
             return
         new = copy.deepcopy(self.sup.meta)
@@ -222,6 +290,12 @@ class ReplicaManager:
             for p in parts:
                 self.sup.apply_replication(name, p)
         self.sup.doorbell.bump_metadata_epoch()
+        for key in elected:
+            ring = self.sup.rings[key]
+            # The old leader's error is not the new one's (a deposed persister writes no more of it),
+            # so a failure of the new leader is seen as soon as its persister reports one.
+            ring.header.persist.storage_error = 0
+            lib.shmlog_ring_wake_persister(ring.map, self.sup.doorbell.ptr)   # it takes over now, not at its timer
 
     # ------------------------------------------------------------------ moving a replica
 

@@ -239,6 +239,7 @@ REQUESTS = {
     # supervisor.py
     "register": Object(kind=optional(Str(64, 1), "client"), pid=optional(Int(0, INT32[1]), 0)),
     "metadata": Object(auto_create=optional(List(NAME), [])),
+    "replica_failed": Object(),    # the persister: a replicated leader's log dir failed (check the leaders now)
     "create_topics": Object(
         topics=required(List(Object(topic=required(NAME), num_partitions=optional(Int(*INT32), -1),
                                     config=optional(CONFIG, {}), replication_factor=optional(Int(*INT32), -1),

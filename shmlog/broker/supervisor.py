@@ -123,10 +123,13 @@ class Supervisor:
         dirs = self.config.log_dirs
         if isinstance(dirs, str):
             dirs = [d.strip() for d in dirs.split(",") if d.strip()]
-        dirs = [os.path.realpath(os.path.join(self.data_dir, d)) for d in (dirs or ["logs"])]
-        for d in dirs:
+        return [os.path.realpath(os.path.join(self.data_dir, d)) for d in (dirs or ["logs"])]
+
+    def make_log_dirs(self):
+        """Only once supervisor.lock is ours: a warm standby (keeper.py) that made them while it
+        waited would bring back a leader's log dir that was just removed, and hide its failure."""
+        for d in self.log_dirs:
             os.makedirs(d, exist_ok=True)
-        return dirs
 
     def lock(self):
         self.lock_fd = os.open(os.path.join(self.data_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -463,6 +466,7 @@ class Supervisor:
         if self.persister is not None:
             log(f"persister pid {self.persister.pid} exited with {self.persister.returncode}"
                 f"{describe_status(self.persister.returncode)}; restarting")
+            self.replication.process_died("persister", self.persister.returncode, time.monotonic())
             self.persister = None
             self.persister_restarts += 1
         if time.monotonic() - self.persister_started < PERSISTER_RESTART_BACKOFF_S:
@@ -583,6 +587,12 @@ class Supervisor:
         self.clients[sock]["kind"] = str(request.get("kind", "client"))
         self.client_events(logging.INFO, f"client pid {self.clients[sock]['pid']} ({self.clients[sock]['kind']}) "
                                          f"attached")
+
+    def op_replica_failed(self, sock, request):
+        """The persister found a replicated leader's log dir failing: the leaders are checked now,
+        not at the next housekeeping round (replication.py decides from the rings and dirs
+        themselves, so a request nobody needed changes nothing)."""
+        self.replication.track_isr(time.monotonic())
 
     def op_metadata(self, sock, request):
         for topic in request.get("auto_create", []):
@@ -1194,6 +1204,7 @@ class Supervisor:
 
     def run(self):
         self.lock()
+        self.make_log_dirs()
         self.secure_files()
         try:
             self.start()

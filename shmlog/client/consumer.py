@@ -62,7 +62,8 @@ class _Reader:
     """One assigned partition: where we are and what we decoded but not yet returned."""
 
     __slots__ = ("topic", "partition", "ring", "cursor", "next_offset", "paused", "pending", "segments",
-                 "on_ring", "log_dir", "ring_address", "cursor_address", "eof_reported", "cleaned_below", "aborted")
+                 "on_ring", "log_dir", "ring_address", "cursor_address", "eof_reported", "cleaned_below", "aborted",
+                 "leader_epoch")
 
     def __init__(self, topic, partition, ring, log_dir):
         self.topic, self.partition, self.ring, self.log_dir = topic, partition, ring, log_dir
@@ -76,6 +77,7 @@ class _Reader:
         self.eof_reported = False  # enable.partition.eof: reported since the last record returned
         self.cleaned_below = 0     # the log cleaner's checkpoint as of the last seek: read segments below it
         self.aborted = None        # read_committed: the partition's AbortedIndex, once a transaction is seen
+        self.leader_epoch = ring.header.replication.leader_epoch   # whose log dir log_dir is
 
     def at_end(self):
         return self.on_ring and not self.pending and self.next_offset >= self.ring.high_watermark
@@ -482,6 +484,8 @@ class Consumer(_fast.ConsumerCore):
             if stop < n:
                 added += self._decode_rest(reader, stop, n, added)
             return added
+        if reader.ring.header.replication.leader_epoch != reader.leader_epoch:
+            self._follow_leader(reader)
         try:
             buf, frames = reader.segments.read(reader.next_offset, self._partition_fetch_bytes)
             if reader.ring.header.replication.replica_count > 1:   # only below the high watermark
@@ -505,6 +509,15 @@ class Consumer(_fast.ConsumerCore):
         count = self._decode(reader, buf, frames)
         self._to_ring_or_segments(reader)
         return count
+
+    def _follow_leader(self, reader):
+        """The partition's leader moved to another log dir (a failover, docs/replication.md): read
+        the new leader's segments from now on, without a re-assign (the old dir may be gone)."""
+        reader.leader_epoch = reader.ring.header.replication.leader_epoch
+        log_dir = self._cluster.topic(reader.topic)["log_dirs"][reader.partition]
+        if log_dir != reader.log_dir:
+            reader.log_dir, reader.aborted = log_dir, None
+            reader.segments = SegmentReader(partition_dir(log_dir, reader.topic, reader.partition))
 
     # ------------------------------------------------------------------ read_committed
 

@@ -468,10 +468,13 @@ class Producer(_fast.ProducerCore):
             slot = self._slot(ring)
             sequence = -1 if self._producer_id < 0 else \
                 batch.base_sequence if batch.base_sequence >= 0 else lib.SHMLOG_SEQUENCE_NEXT
-            rc = lib.shmlog_ring_append(ring.map, slot, records, len(records), batch.count,
-                                        batch.base_timestamp, batch.max_timestamp, attributes, self._producer_id,
-                                        self._producer_epoch, sequence, int(self._max_block_ms * 1_000_000),
-                                        doorbell, out)
+            if self._acks == -1 and not lib.shmlog_ring_insync_enough(ring.map):
+                rc = lib.SHMLOG_ENOTENOUGHREPLICAS   # refused before the append (NOT_ENOUGH_REPLICAS)
+            else:
+                rc = lib.shmlog_ring_append(ring.map, slot, records, len(records), batch.count,
+                                            batch.base_timestamp, batch.max_timestamp, attributes,
+                                            self._producer_id, self._producer_epoch, sequence,
+                                            int(self._max_block_ms * 1_000_000), doorbell, out)
             if rc == lib.SHMLOG_ECLOSED:
                 return   # stopping again: they keep waiting
             self._stalled.popleft()
@@ -774,6 +777,8 @@ class Producer(_fast.ProducerCore):
             raise
 
     def _append_now(self, ring, partition, batch):
+        if self._acks == -1:
+            ring.check_insync()   # NOT_ENOUGH_REPLICAS before the append, as the C path (producer_append)
         base = self._locked(self._append_batch, ring, batch)
         self._wait_durable(ring, base + len(batch) - 1)
         return partition, base, len(batch)
@@ -813,6 +818,8 @@ class Producer(_fast.ProducerCore):
         results = []
         src = ffi.from_buffer(rows) if rows.size else ffi.NULL
         for start in range(0, len(rows), per_batch):
+            if self._acks == -1:
+                ring.check_insync()
             count = min(per_batch, len(rows) - start)
             values = src + start * row_bytes if rows.size else ffi.NULL
             if self._codec == NONE and self._txn is None:

@@ -12,39 +12,13 @@ import signal
 import threading
 import time
 
-import psutil
-
 import shmlog
 from shmlog import TopicPartition
 
-from .conftest import WAIT_S, mirror_pid, wait_isr
+from .conftest import WAIT_S, create, fill, mirror_pid, persister_pid, wait_isr, warm_up
 
 CHAOS_S = float(os.environ.get("SHMLOG_REPLICATION_CHAOS_S", "6"))
 KEYS = 8
-
-
-def persister_pid(data_dir):
-    want = ["-m", "shmlog.broker.persister", os.path.realpath(data_dir)]
-    for proc in psutil.process_iter(["cmdline"]):
-        if (proc.info["cmdline"] or [])[-3:] == want:
-            return proc.pid
-    return None
-
-
-def fill(path):
-    """Write a file into path until its filesystem is full (ENOSPC); returns its path."""
-    filler = os.path.join(path, "filler")
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (1 << 20, 4096, 512, 1):   # down to the last bytes of the last page
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_keyed_acks_all_over_three_replicas_survives_failing_dirs_and_killed_processes(
@@ -53,9 +27,8 @@ def test_keyed_acks_all_over_three_replicas_survives_failing_dirs_and_killed_pro
     rnd = random.Random(seed)
     disks = mounts(3, size=24 << 20)
     conf, admin, _ = replicated(disks, replica_lag_time_max_ms=400)
-    admin.create_topics([shmlog.NewTopic("c", replication_factor=3, config={"min.insync.replicas": "2"})])[
-        "c"].result()
-    wait_isr(admin, "c", [0, 1, 2])
+    create(admin, "c", replication_factor=3, config={"min.insync.replicas": "2"})
+    warm_up(conf, admin, "c", [0, 1, 2])
 
     stop = threading.Event()
     acked, failed, seen = [], [0], []
@@ -141,6 +114,8 @@ def test_keyed_acks_all_over_three_replicas_survives_failing_dirs_and_killed_pro
     assert not vanished, f"{len(vanished)} records a consumer saw have vanished: {vanished[:5]}\n{where}"
     last = {}
     for offset in sorted(final):
+        if final[offset] == b"warm-up":
+            continue
         key, seq = final[offset].split(b":")[:2]
         assert int(seq) > last.get(key, -1), f"{key}: {seq} after {last[key]} at offset {offset}\n{where}"
         last[key] = int(seq)

@@ -4,32 +4,18 @@ replica.lag.time.max.ms and comes back once it caught up."""
 import os
 import signal
 
+import pytest
+
 import shmlog
-from shmlog import KafkaError, TopicPartition
+from shmlog import KafkaError, KafkaException, TopicPartition
 
 from ..integration.test_cli import ok, shmlog_cli
-from .conftest import WAIT_S, create, mirror_pid, partition_state, produce, wait_for, wait_isr
-
-
-def log_bytes(log_dir, topic, partition=0):
-    pdir = os.path.join(log_dir, f"{topic}-{partition}")
-    return b"".join(open(os.path.join(pdir, n), "rb").read() for n in sorted(os.listdir(pdir)) if n.endswith(".log"))
-
-
-def stopped(pid):
-    """A context in which process pid is SIGSTOPped (SIGCONT on exit)."""
-    class Stopped:
-        def __enter__(self):
-            os.kill(pid, signal.SIGSTOP)
-
-        def __exit__(self, *exc):
-            os.kill(pid, signal.SIGCONT)
-    return Stopped()
+from .conftest import WAIT_S, create, log_bytes, mirror_pid, partition_state, produce, stopped, wait_for, wait_isr
 
 
 def test_each_follower_holds_a_byte_identical_copy_of_the_leaders_log_and_joins_the_isr(replicated, data_dir):
     conf, admin, dirs = replicated(3)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1, 2]])])["t"].result()
+    create(admin, "t", [0, 1, 2])
     reports = produce(conf, "t", [b"v%d" % i for i in range(300)], keys=[b"k"] * 300)
     assert all(err is None for err, *_ in reports)
     wait_isr(admin, "t", [0, 1, 2])
@@ -41,7 +27,7 @@ def test_each_follower_holds_a_byte_identical_copy_of_the_leaders_log_and_joins_
 
 def test_acks_all_completes_only_once_every_isr_follower_fsynced_the_batch(replicated, data_dir):
     conf, admin, dirs = replicated(3, replica_lag_time_max_ms=60_000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1, 2]])])["t"].result()
+    create(admin, "t", [0, 1, 2])
     produce(conf, "t", [b"warm"])
     wait_isr(admin, "t", [0, 1, 2])
     pid = wait_for(lambda: mirror_pid(data_dir, 2), "the mirror of log dir 2")
@@ -58,7 +44,7 @@ def test_acks_all_completes_only_once_every_isr_follower_fsynced_the_batch(repli
 
 def test_consumers_of_a_replicated_topic_read_only_below_the_high_watermark(replicated, data_dir):
     conf, admin, dirs = replicated(2, replica_lag_time_max_ms=60_000)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     produce(conf, "t", [b"first"])
     wait_isr(admin, "t", [0, 1])
     pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
@@ -78,7 +64,7 @@ def test_consumers_of_a_replicated_topic_read_only_below_the_high_watermark(repl
 
 def test_a_stopped_follower_leaves_the_isr_after_the_lag_time_and_acks_all_continues(replicated, data_dir):
     conf, admin, dirs = replicated(3, replica_lag_time_max_ms=500)
-    create(admin, "t", rf=3, min_insync_replicas=2)
+    create(admin, "t", replication_factor=3, config={"min.insync.replicas": "2"})
     leader = partition_state(admin, "t").leader
     follower = [r for r in partition_state(admin, "t").replicas if r != leader][-1]
     produce(conf, "t", [b"warm"])
@@ -97,24 +83,58 @@ def test_a_stopped_follower_leaves_the_isr_after_the_lag_time_and_acks_all_conti
     assert b"during" in log_bytes(dirs[follower], "t")
 
 
-def test_acks_all_fails_with_not_enough_replicas_once_the_isr_shrinks_below_the_minimum(replicated, data_dir):
+def test_acks_all_fails_with_not_enough_replicas_after_append_when_the_isr_shrinks_below_the_minimum_meanwhile(
+        replicated, data_dir):
+    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=2000)
+    create(admin, "t", [0, 1], config={"min.insync.replicas": "2"})
+    p = shmlog.Producer({**conf, "acks": "all", "linger.ms": 0})
+    reports = []
+    p.produce("t", b"warm", on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+    assert p.flush(WAIT_S) == 0
+    wait_isr(admin, "t", [0, 1])
+    pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
+    with stopped(pid):
+        p.produce("t", b"x", on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+        assert p.flush(WAIT_S) == 0     # appended at once; the ISR shrinks after the lag time
+        err, offset = reports[1]
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND and err.retriable()
+    wait_isr(admin, "t", [0, 1])
+    assert b"x" in log_bytes(dirs[1], "t")   # it was appended, and the follower copied it once back
+    assert [r[0] for r in produce(conf, "t", [b"y"])] == [None]
+
+
+def test_acks_all_is_refused_before_the_append_while_the_isr_is_below_min_insync_replicas(replicated, data_dir):
     conf, admin, dirs = replicated(2, replica_lag_time_max_ms=300)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]], config={"min.insync.replicas": "2"})])[
-        "t"].result()
+    create(admin, "t", [0, 1], config={"min.insync.replicas": "2"})
     produce(conf, "t", [b"warm"])
     wait_isr(admin, "t", [0, 1])
     pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
     with stopped(pid):
-        reports = produce(conf, "t", [b"x"])
-        assert reports[0][0] is not None
-        assert reports[0][0].code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        produce(conf, "t", [b"one"], acks=1)     # the stopped follower falls behind and leaves the ISR
+        wait_isr(admin, "t", [0])
+        err, _, offset, _ = produce(conf, "t", [b"refused"])[0]
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS and err.retriable()
+        assert "nothing was appended" in err.str()
+        p = shmlog.Producer({**conf, "acks": "all"})
+        with pytest.raises(KafkaException) as info:   # produce_values: the same check
+            p.produce_values("t", [b"refused too"], partition=0)
+        assert info.value.args[0].code() == KafkaError.NOT_ENOUGH_REPLICAS
+        p.close()
+        assert [(e, o) for e, _, o, _ in produce(conf, "t", [b"two"], acks=1)] == [(None, 2)]   # no offset taken
     wait_isr(admin, "t", [0, 1])
-    assert [r[0] for r in produce(conf, "t", [b"y"])] == [None]
+    assert [r[0] for r in produce(conf, "t", [b"three"])] == [None]
+    c = shmlog.Consumer({**conf, "group.id": "check", "enable.auto.commit": False})
+    c.assign([TopicPartition("t", 0, 0)])
+    got = [m.value() for m in c.consume(10, WAIT_S)]
+    while len(got) < 4:
+        got += [m.value() for m in c.consume(10, 1.0)]
+    c.close()
+    assert got == [b"warm", b"one", b"two", b"three"]
 
 
 def test_a_sigkilled_mirror_is_restarted_and_its_follower_catches_up_with_nothing_lost(replicated, data_dir):
     conf, admin, dirs = replicated(2)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     produce(conf, "t", [b"a%d" % i for i in range(100)])
     pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
     os.kill(pid, signal.SIGKILL)
@@ -127,8 +147,7 @@ def test_a_sigkilled_mirror_is_restarted_and_its_follower_catches_up_with_nothin
 def test_a_follower_on_a_full_disk_leaves_the_isr_and_catches_up_when_space_returns(mounts, replicated, data_dir):
     disks = mounts(3, size=4 << 20)
     conf, admin, dirs = replicated(disks, replica_lag_time_max_ms=500)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1, 2]],
-                                         config={"min.insync.replicas": "2"})])["t"].result()
+    create(admin, "t", [0, 1, 2], config={"min.insync.replicas": "2"})
     produce(conf, "t", [b"warm"])
     wait_isr(admin, "t", [0, 1, 2])
     filler = os.path.join(disks[2], "filler")
@@ -145,7 +164,7 @@ def test_a_follower_on_a_full_disk_leaves_the_isr_and_catches_up_when_space_retu
 
 def test_moving_a_replica_to_another_log_dir_fills_it_from_the_leader_and_it_joins_the_isr(replicated, data_dir):
     conf, admin, dirs = replicated(3)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     produce(conf, "t", [b"m%d" % i for i in range(100)])
     wait_isr(admin, "t", [0, 1])
     moved = ok(shmlog_cli("topics", "move-replica", "t", "--partition", "0", "--from", "1", "--to", "2",

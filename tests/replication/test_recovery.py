@@ -10,8 +10,7 @@ from shmlog import TopicPartition
 from shmlog._native import shm
 from shmlog.log.segment import list_segments
 
-from .conftest import WAIT_S, partition_state, produce, wait_for, wait_isr
-from .test_followers import log_bytes
+from .conftest import WAIT_S, create, log_bytes, partition_state, produce, wait_for, wait_isr
 
 
 def crash(broker, data_dir):
@@ -38,7 +37,7 @@ def test_after_a_host_crash_the_replica_with_the_longest_log_leads_and_the_other
     broker = start_broker(log_dirs=",".join(dirs))
     conf = {"bootstrap.servers": broker.bootstrap_servers}
     admin = shmlog.AdminClient(conf)
-    admin.create_topics([shmlog.NewTopic("t", replica_assignment=[[0, 1]])])["t"].result()
+    create(admin, "t", [0, 1])
     reports = produce(conf, "t", [b"v%d" % i for i in range(100)])
     assert all(err is None for err, *_ in reports)
     wait_isr(admin, "t", [0, 1])

@@ -9,22 +9,15 @@ import shmlog
 from shmlog import KafkaError, KafkaException
 
 from ..integration.test_cli import ok, shmlog_cli
-from .conftest import wait_for
+from .conftest import create, wait_for
 
 DIRS = ("d0", "d1", "d2")
 
 
 @pytest.fixture
-def three_dirs(data_dir, start_broker):
-    b = start_broker(log_dirs=",".join(os.path.join(data_dir, d) for d in DIRS))
-    conf = {"bootstrap.servers": b.bootstrap_servers}
-    a = shmlog.AdminClient(conf)
-    yield conf, a, data_dir
-    a.close()
-
-
-def create(admin, name, **kwargs):
-    admin.create_topics([shmlog.NewTopic(name, **kwargs)])[name].result()
+def three_dirs(replicated, data_dir):
+    conf, admin, _ = replicated([os.path.join(data_dir, d) for d in DIRS])
+    return conf, admin, data_dir
 
 
 def test_a_replication_factor_above_the_number_of_log_dirs_is_refused_naming_both_numbers(three_dirs):
@@ -98,22 +91,24 @@ def test_default_replication_factor_applies_to_topics_created_without_one(data_d
         a.close()
 
 
-def test_acks_all_fails_with_not_enough_replicas_after_append_when_min_insync_replicas_exceeds_the_isr(
-        three_dirs):
+def test_acks_all_is_refused_with_not_enough_replicas_when_min_insync_replicas_exceeds_the_isr(three_dirs):
     conf, admin, _ = three_dirs
     create(admin, "t", num_partitions=1, replication_factor=1, config={"min.insync.replicas": "2"})
     reports = []
     p = shmlog.Producer({**conf, "acks": "all"})
     p.produce("t", b"v", on_delivery=lambda err, msg: reports.append(err))
     assert p.flush(10) == 0
-    assert reports[0] is not None and reports[0].code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
-    assert "min.insync.replicas=2" in reports[0].str()
+    assert reports[0] is not None and reports[0].code() == KafkaError.NOT_ENOUGH_REPLICAS
+    assert reports[0].retriable()
+    assert "min.insync.replicas=2" in reports[0].str() and "nothing was appended" in reports[0].str()
     # Lowering it (alter_configs) makes acks=all succeed again without a restart.
     res = shmlog.admin.ConfigResource("topic", "t", set_config={"min.insync.replicas": "1"})
     admin.alter_configs([res])[res].result()
-    p.produce("t", b"w", on_delivery=lambda err, msg: reports.append(err))
+    offsets = []
+    p.produce("t", b"w", on_delivery=lambda err, msg: (reports.append(err), offsets.append(msg.offset())))
     assert p.flush(10) == 0
     assert reports[1] is None
+    assert offsets == [0]   # the refused record took no offset
 
 
 def test_acks_1_is_not_held_to_min_insync_replicas(three_dirs):
