@@ -167,6 +167,17 @@ void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_coun
 void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
                                          shmlog_doorbell *doorbell);
 
+/* ---------------------------------------------------------------- scans over many rings (core/scan.c) */
+
+/* The indexes i (ascending; out holds n) of rings[i] whose tail is not cursors[i]->position
+ * (claimed or published past the caller's cursor), with an acks=all or space waiter, or asked to
+ * fdatasync past its flushed offset. Returns the count. */
+uint32_t shmlog_rings_moved(shmlog_ring_handle *const *rings, shmlog_cursor *const *cursors, uint32_t n,
+                            uint32_t *out);
+/* The indexes of rings with a producer slot taken (a pid, or a claim not IDLE), a fenced claim,
+ * or a reader pin in use: the only rings a dead producer or a stalled claim can be in. */
+uint32_t shmlog_rings_held(shmlog_ring_handle *const *rings, uint32_t n, uint32_t *out);
+
 /* ---------------------------------------------------------------- transactions (core/txn.c) */
 
 /* The transaction service publishes a partition's state (layout: shmlog_ring_txn): aborted_count

@@ -10,6 +10,7 @@ id), so a directory left by an earlier topic of the same name is never taken for
 current one's.
 """
 import base64
+import ctypes
 import json
 import os
 import time
@@ -189,21 +190,74 @@ def partition_topic_id(pdir):
     return fields.get("topic_id", "").strip()
 
 
-def write_partition_metadata(pdir, topic_id):
-    """Create pdir if needed and record which topic it belongs to (Kafka's partition.metadata)."""
-    os.makedirs(pdir, exist_ok=True)
+def write_partition_metadata(pdir, topic_id, sync=True):
+    """Create pdir if needed and record which topic it belongs to (Kafka's partition.metadata).
+    sync=False leaves it to the caller to make many of them durable at once (sync_file_systems):
+    two fsyncs per partition made creating 10,000 partitions take tens of seconds."""
     path = os.path.join(pdir, PARTITION_METADATA)
+    text = f"version: 0\ntopic_id: {topic_id}\n".encode()
+    if not sync:
+        try:
+            os.mkdir(pdir)
+        except FileExistsError:
+            pass
+        else:
+            # A directory just made: no earlier copy to keep whole, so no temporary file and
+            # rename (a torn file is possible only before topics.json names the topic).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                os.write(fd, text)
+            finally:
+                os.close(fd)
+            return
+    os.makedirs(pdir, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"version: 0\ntopic_id: {topic_id}\n")
-        f.flush()
-        os.fsync(f.fileno())
+    with open(tmp, "wb") as f:
+        f.write(text)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if not sync:
+        return
     dir_fd = os.open(pdir, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _syncfs():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _syncfs()
+
+
+def sync_file_systems(paths):
+    """Make everything written under `paths` durable with one syncfs(2) per file system they are
+    on (os.sync() where there is no syncfs): one call for a whole create_topics request instead
+    of an fsync per file and directory. OSError if the file system reports a write-back error."""
+    seen = set()
+    for path in paths:
+        dev = os.stat(path).st_dev
+        if dev in seen:
+            continue
+        seen.add(dev)
+        if _SYNCFS is None:
+            os.sync()
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs of the file system holding {path}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------- cluster id

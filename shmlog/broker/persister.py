@@ -49,6 +49,7 @@ from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import logs, metadata, persister_stats
+from shmlog.broker.persister_scan import ActiveSet
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import leader_epoch, retention
@@ -692,6 +693,7 @@ class Persister:
         self.next_control_check = 0.0
         self.flowing = False     # something was persisted since the last sleep
         self.fsync_stats = persister_stats.FsyncStats(self.data_dir)
+        self.scan = ActiveSet()  # the partitions a round looks at (persister_scan.py)
 
     # -------------------------------------------------------------- metadata
 
@@ -723,11 +725,13 @@ class Persister:
         for key, spec in wanted.items():
             if key not in self.partitions:
                 self._open(key, spec)
+        self.scan.reset(self.partitions.values(), self.slot)
 
     def _use_doorbell(self, name):
         if self.bell is not None and self.bell.mapping.name == name:
             return
         if self.bell is not None:
+            self.scan.forget(self.partitions.values())   # our watch bits name the old slot
             self.bell.release(self.slot)
             self.bell.close()
         self.bell = Doorbell.open(name, owner=os.geteuid())
@@ -770,9 +774,12 @@ class Persister:
                 part.fail(code)
 
     def _retry_unopened(self, now):
+        opened = len(self.partitions)
         for key, (spec, retry_at) in list(self.unopened.items()):
             if now >= retry_at:
                 self._open(key, spec)
+        if len(self.partitions) != opened:
+            self.scan.reset(self.partitions.values(), self.slot)
 
     def _drain_and_close(self, part):
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -793,10 +800,12 @@ class Persister:
                 if self.unopened:
                     self._retry_unopened(now)
                 busy = False
-                for part in list(self.partitions.values()):
+                for part in self.scan.due(now):
                     busy |= part.pump(now)
                     if part.retention_wanted(now):
                         part.apply_retention(now, self.retention_check_s)
+                self.scan.settle(now)
+                self._retention_pass(now)
                 self.fsync_stats.maybe_write(now)
                 if now >= self.next_control_check:
                     self.next_control_check = now + CONTROL_CHECK_S
@@ -828,8 +837,18 @@ class Persister:
         except OSError:
             return True
 
+    def _retention_pass(self, now):
+        """Retention of every partition, once the soonest check is due (not per round)."""
+        for part in self.scan.retention_due(now):
+            if part.retention_wanted(now):
+                part.apply_retention(now, self.retention_check_s)
+        if now >= self.scan.next_retention:
+            self.scan.retention_done()
+
     def idle_wait(self, now):
-        parts = list(self.partitions.values())
+        # Only the active partitions: an idle one needs nothing before its ring moves, which
+        # its watch bit (persister_scan.py) or the scan below notices.
+        parts = list(self.scan.active)
         flowing, self.flowing = self.flowing, False
         timeout = min([IDLE_WAIT_S] + [part.wake_after(now, flowing) for part in parts])
         if flowing:
@@ -844,19 +863,29 @@ class Persister:
         # the re-check bumps the sequence we sleep on, so it cannot slip between check and sleep.
         seq = lib.shmlog_doorbell_sequence(bell, slot)
         if flowing:
-            # Records are flowing: persist on the timer, not per publish (no watch bits, so
-            # producers do not wake us); only what may not wait for the timer wakes us.
-            if not any(part.has_urgent_work(now) for part in parts) and not self.stopping:
+            # Records are flowing: persist on the timer, not per publish (no watch bits on the
+            # active rings, so their producers do not wake us); only what may not wait for the
+            # timer wakes us.
+            if not any(part.has_urgent_work(now) for part in parts) and not self.stopping \
+                    and not self._idle_ring_moved(parts):
                 lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
             return
         for part in parts:
             lib.shmlog_doorbell_watch(part.ring.map, slot, 1)
         try:
-            if not any(part.has_work(now) for part in parts) and not self.stopping:
+            if not any(part.has_work(now) for part in parts) and not self.stopping \
+                    and not self._idle_ring_moved(parts):
                 lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
         finally:
             for part in parts:
                 lib.shmlog_doorbell_watch(part.ring.map, slot, 0)
+
+    def _idle_ring_moved(self, active):
+        """After reading the doorbell sequence: did a ring outside `active` move meanwhile (its
+        publish may have come before its watch bit went up)?"""
+        now = time.monotonic()
+        active = set(active)
+        return any(part not in active and not part.failed and now >= part.retry_at for part in self.scan.moved())
 
     # -------------------------------------------------------------- shutdown
 
@@ -883,6 +912,7 @@ class Persister:
         if not ok:
             log("could not persist everything the rings hold before exiting; it stays in shared memory "
                 "for the next persister")
+        self.scan.forget(self.partitions.values())
         for part in self.partitions.values():
             part.persist.persister_pid = 0
             part.persist.persister_slot = 0

@@ -214,14 +214,17 @@ class Supervisor:
     def partition_states(self, t):
         return replicas.states(t, len(self.log_dirs))
 
+    def partition_state(self, topic, partition, t=None):
+        return replicas.state(t or self.meta["topics"][topic], partition, len(self.log_dirs))
+
     def partition_log_dir(self, topic, partition, t=None):
         """The leader replica's log dir: the ring's persister writes there."""
-        state = self.partition_states(t or self.meta["topics"][topic])[partition]
+        state = self.partition_state(topic, partition, t)
         return self.log_dirs[state["leader"] % len(self.log_dirs)]
 
     def replica_dirs(self, topic, partition, t=None):
         """The partition directory of every replica, the leader's first."""
-        state = self.partition_states(t or self.meta["topics"][topic])[partition]
+        state = self.partition_state(topic, partition, t)
         order = [state["leader"]] + [r for r in state["replicas"] if r != state["leader"]]
         return [partition_dir(self.log_dirs[r % len(self.log_dirs)], topic, partition) for r in order]
 
@@ -231,20 +234,20 @@ class Supervisor:
         ring = ring or self.rings.get((topic, partition))
         if ring is None:
             return
-        state = self.partition_states(t)[partition]
+        state = self.partition_state(topic, partition, t)
         reps = state["replicas"]
         mask = sum(1 << i for i, r in enumerate(reps) if r in state["isr"])
         lib.shmlog_ring_set_replication(ring.map, len(reps), int(self.topic_config(t)["min.insync.replicas"]), mask,
                                         reps.index(state["leader"]), state["leader_epoch"])
 
-    def claim_partition_dir(self, topic, partition, t, new):
+    def claim_partition_dir(self, topic, partition, t, new, sync=True):
         """Claim the directory of every replica of the partition (see claim_replica_dir);
-        the leader's path."""
-        paths = [self.claim_replica_dir(pdir, topic, partition, t, new)
+        the leader's path. sync=False: the caller makes them durable (sync_file_systems)."""
+        paths = [self.claim_replica_dir(pdir, topic, partition, t, new, sync)
                  for pdir in self.replica_dirs(topic, partition, t)]
         return paths[0]
 
-    def claim_replica_dir(self, pdir, topic, partition, t, new):
+    def claim_replica_dir(self, pdir, topic, partition, t, new, sync=True):
         """Make the partition's directory the topic's own before its ring exists: a directory
         of that name left by an earlier topic (deleted, or lost with its metadata) is renamed
         aside and removed, never read as this topic's log. partition.metadata says whose it is;
@@ -258,7 +261,7 @@ class Supervisor:
                 self.retire(pdir)
             elif owner == t["topic_id"]:
                 return pdir
-        metadata.write_partition_metadata(pdir, t["topic_id"])
+        metadata.write_partition_metadata(pdir, t["topic_id"], sync=sync)
         return pdir
 
     def shm_problem(self, what, ring_sizes, cap=True):
@@ -295,7 +298,7 @@ class Supervisor:
         # Where recovery will cut the newest segment (CRC-checked), so the ring continues the disk's offsets.
         end = log_end_offset(pdir, check_crc=True) if os.path.isdir(pdir) else 0
         first = max(log_start_offset(pdir), retention.read_checkpoint(pdir)) if os.path.isdir(pdir) else 0
-        first = max(first, self.requested_log_starts(t)[partition])
+        first = max(first, self.requested_log_start(t, partition))
         # Offsets below the log start offset are never handed out again (Kafka restarts the log there).
         ring_bytes, slots = ring_geometry(metadata.topic_config(t))
         ring = Ring.create(self.ring_name(topic, partition, t), ring_bytes, topic,
@@ -616,6 +619,9 @@ class Supervisor:
         asked = t.get("log_start_offsets") or {}
         return [int(asked.get(str(p), 0)) for p in range(t["partitions"])]
 
+    def requested_log_start(self, t, partition):
+        return int((t.get("log_start_offsets") or {}).get(str(partition), 0))
+
     def op_create_topics(self, sock, request):
         results = {}
         for spec in request["topics"]:
@@ -683,9 +689,13 @@ class Supervisor:
         created, dirs = [], []
         try:
             for p in partitions:
-                dirs.append(self.claim_partition_dir(topic, p, t, new=True))
+                dirs.extend(self.replica_dirs(topic, p, t))
+                self.claim_partition_dir(topic, p, t, new=True, sync=False)
                 self.create_ring(topic, p, t)
                 created.append(p)
+            # Every partition.metadata durable before topics.json names them: one syncfs per log
+            # dir's file system for the request (create time linear in partitions, no fsync each).
+            metadata.sync_file_systems(sorted(set(self.log_dirs)))
             self.save_meta(new_meta)
         except BaseException as exc:
             for p in created:
