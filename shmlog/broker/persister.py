@@ -48,7 +48,7 @@ from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata, persister_stats
+from shmlog.broker import fd_limit, logs, metadata, persister_stats
 from shmlog.broker.persister_scan import ActiveSet
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException, reason_of
@@ -83,6 +83,11 @@ def log(message, level=logging.WARNING):
 
 def info(message):
     logs.get().info(message)
+
+
+# Conditions many partitions hit at once (a log dir failing, descriptors running out) are logged
+# as one line each with a count (logs.Grouped), written at the end of each round.
+GROUPED = logs.Grouped()
 
 
 def settings_for(topic_config):
@@ -553,8 +558,9 @@ class PartitionLog:
             self.retry_at = now + RETRY_AFTER_ERROR_S
             return
         if code != self.storage_errno and not quiet:
-            log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
-                f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
+            GROUPED.add(("write", code, self.source[1]), self.where(),
+                        f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
+                        f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
         self.storage_errno = code
         if not self.deposed():
             self.persist.storage_error = code
@@ -563,7 +569,8 @@ class PartitionLog:
         self.retry_at = now + RETRY_AFTER_ERROR_S
 
     def _storage_recovered(self):
-        info(f"{self.where()}: writing to {self.dir} works again")
+        GROUPED.add(("works again", self.source[1]), self.where(), f"{self.where()}: writing to {self.dir} works again",
+                    logging.INFO)
         self.storage_errno = 0
         if not self.deposed():
             self.persist.storage_error = 0
@@ -750,7 +757,8 @@ class Persister:
             part.fsync_stats = self.fsync_stats
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
-                log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
+                GROUPED.add(("open", type(exc).__name__, getattr(exc, "errno", None), log_dir), f"{key[0]}-{key[1]}",
+                            f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
             self.unopened[key] = (spec, time.monotonic() + RETRY_OPEN_S)
             return
         self.unopened.pop(key, None)
@@ -807,6 +815,7 @@ class Persister:
                 self.scan.settle(now)
                 self._retention_pass(now)
                 self.fsync_stats.maybe_write(now)
+                GROUPED.flush()
                 if now >= self.next_control_check:
                     self.next_control_check = now + CONTROL_CHECK_S
                     if self._supervisor_gone():
@@ -907,6 +916,7 @@ class Persister:
         return ok
 
     def shutdown(self):
+        GROUPED.flush()
         ok = self.drain()
         self.fsync_stats.maybe_write(time.monotonic(), force=True)
         if not ok:
@@ -921,6 +931,7 @@ class Persister:
         if self.bell is not None:
             self.bell.release(self.slot)
             self.bell.close()
+        GROUPED.flush()
         self.control.close()
         return 0 if ok else 1
 
@@ -945,6 +956,7 @@ def main(argv=None):
         print("usage: python -m shmlog.broker.persister <data_dir>", file=sys.stderr)
         return 2
     logs.setup("persister")   # at the level the supervisor put in our environment
+    fd_limit.raise_to_hard_limit()
     supervisor = os.getppid()
     lock_data_dir(os.path.realpath(argv[0]))
     try:

@@ -24,13 +24,14 @@ import posix_ipc
 from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata, persister_stats, replicas, requests
+from shmlog.broker import fd_limit, logs, metadata, persister_stats, replicas, requests
 from shmlog.broker.cleaner import CleanerProcess
 from shmlog.broker.cleaner import read as cleaner_stats
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.broker.kafka_listener.process import ListenerProcess
 from shmlog.broker.producer_ids import ProducerIdAllocator, ProducerIdsUnavailable
 from shmlog.broker.replication import ReplicaManager
+from shmlog.broker.ring_scan import HeldRings
 from shmlog.broker.txn_service import TxnService
 from shmlog.config import (
     INTERNAL_TOPICS,
@@ -94,6 +95,8 @@ class Supervisor:
         self.meta = None           # loaded by run(), under the data dir's lock
         self.retired = {}          # renamed-aside partition dir -> when (time.monotonic()) it may go
         self.rings = {}            # (topic, partition) -> Ring
+        self.rings_version = 0     # raised whenever self.rings changes (HeldRings rebuilds its array)
+        self.held_rings = HeldRings()
         self.doorbell = None
         self.persister = None
         # The Kafka-protocol listener process (kafka_listener/process.py): refused here, before anything is
@@ -183,6 +186,7 @@ class Supervisor:
                         if ring.stopped:   # a broker that died half-way through its stop closed it
                             lib.shmlog_ring_reopen(ring.map)
                         self.rings[(topic, partition)] = ring
+                        self.rings_version += 1
                         self.apply_replication(topic, partition, ring=ring)
                         continue
                     ring.close()
@@ -309,10 +313,12 @@ class Supervisor:
         if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
             ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
         self.rings[(topic, partition)] = ring
+        self.rings_version += 1
         return ring
 
     def drop_ring(self, topic, partition):
         ring = self.rings.pop((topic, partition), None)
+        self.rings_version += 1
         if ring is not None:
             shm.unlink(ring.mapping.name)
             ring.close()
@@ -1186,7 +1192,8 @@ class Supervisor:
             self.flush_replies(sock)
 
     def reclaim_dead_producers(self):
-        for ring in self.rings.values():
+        """Repair dead producers' and stalled claims in the rings where a slot is held at all."""
+        for _, ring in self.held_rings.held(self.rings, self.rings_version):
             ring.reclaim_dead_slots(self.doorbell.ptr)
             ring.fence_stalled_claims(self.doorbell.ptr)
 
@@ -1376,6 +1383,12 @@ def main(argv=None):
     config = json.loads(argv[1]) if len(argv) > 1 else {}
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     logs.setup("supervisor")
+    limits = fd_limit.raise_to_hard_limit()
+    if limits is None:
+        log("cannot raise the open-descriptor limit (RLIMIT_NOFILE) to its hard limit; many partitions may "
+            "run out of descriptors")
+    elif limits[1] != limits[0]:
+        info(f"open-descriptor limit (RLIMIT_NOFILE) raised from {limits[0]} to {limits[1]}")
     Supervisor(data_dir, config).run()
 
 
