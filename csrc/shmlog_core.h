@@ -151,6 +151,10 @@ int shmlog_pin_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_star
 int shmlog_pin_set(shmlog_ring_handle *ring, int pin, uint64_t position);
 void shmlog_pin_release(shmlog_ring_handle *ring, int pin);
 uint64_t shmlog_ring_release_to(shmlog_ring_handle *ring, uint64_t persisted_position);
+/* A memory-only ring (SHMLOG_RING_FLAG_MEMORY_ONLY): move persisted_position/offset over every
+ * frame published contiguously past it (nothing is written anywhere) and return the new
+ * persisted position; any ring: its persisted position. Producers short of space call it. */
+uint64_t shmlog_ring_release_published(shmlog_ring_handle *ring);
 void shmlog_ring_publish_persisted(shmlog_ring_handle *ring, uint64_t position, uint64_t offset,
                                    uint64_t flushed_offset);
 int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t timeout_ns,
@@ -202,6 +206,7 @@ void shmlog_doorbell_release(shmlog_doorbell *bell, int slot);
 uint32_t shmlog_doorbell_sequence(const shmlog_doorbell *bell, int slot);
 void shmlog_doorbell_watch(shmlog_ring_handle *ring, int slot, int on);
 int shmlog_doorbell_wait(shmlog_doorbell *bell, int slot, uint32_t seen_sequence, int64_t timeout_ns);
+void shmlog_doorbell_wake_all(shmlog_doorbell *bell);
 
 /* A consumer with nothing to read: spin up to spin_ns re-checking the rings at their cursors,
  * then (with a doorbell slot, slot >= 0) watch them and sleep on the slot until timeout_ns from

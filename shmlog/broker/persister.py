@@ -57,6 +57,7 @@ from shmlog.log.segment import SegmentWriter, SyncFailed, partition_dir
 
 FETCH_FRAMES = 1024
 IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
+ALL_IDLE_WAIT_S = 1.0        # the same with no partition active: a publish or a metadata change wakes us
 PERSIST_INTERVAL_S = 0.005   # while records flow, persist on this timer rather than per publish
 RETRY_AFTER_ERROR_S = 0.1
 REWRITE_ATTEMPTS = 3         # rewrites failing with an I/O error (not ENOSPC) before the log dir is failed
@@ -713,6 +714,8 @@ class Persister:
                                      RETENTION_CHECK_MS_DEFAULT) / 1000
         wanted = {}
         for name, t in meta["topics"].items():
+            if not (t.get("config") or {}).get("shmlog.persist", True):
+                continue   # memory-only (docs/durability.md): its producers release the ring themselves
             settings = settings_for(t.get("config") or {})
             starts = t.get("log_start_offsets") or [0] * t["partitions"]
             for p in range(t["partitions"]):
@@ -859,7 +862,8 @@ class Persister:
         # its watch bit (persister_scan.py) or the scan below notices.
         parts = list(self.scan.active)
         flowing, self.flowing = self.flowing, False
-        timeout = min([IDLE_WAIT_S] + [part.wake_after(now, flowing) for part in parts])
+        cap = IDLE_WAIT_S if parts or self.unopened else min(ALL_IDLE_WAIT_S, max(0.0, self.scan.next_retention - now))
+        timeout = min([cap] + [part.wake_after(now, flowing) for part in parts])
         if flowing:
             timeout = min(timeout, PERSIST_INTERVAL_S)
         if timeout <= 0:

@@ -37,6 +37,7 @@ from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
     effective_topic_config,
+    memory_only_problem,
     parse_broker_config,
     parse_topic_config,
     topic_name_problem,
@@ -47,6 +48,7 @@ from shmlog.log import producer_state, retention
 from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, recover
 
 HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, retired partition dirs
+FULL_HELD_SCAN_S = 1.0         # every ring looked at for dead producers this often (and when a client goes)
 PERSISTER_RESTART_BACKOFF_S = 0.2
 PERSISTER_DRAIN_TIMEOUT_S = 60.0  # the persister gives up draining after 30 s (its DRAIN_TIMEOUT_S)
 DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
@@ -97,6 +99,8 @@ class Supervisor:
         self.rings = {}            # (topic, partition) -> Ring
         self.rings_version = 0     # raised whenever self.rings changes (HeldRings rebuilds its array)
         self.held_rings = HeldRings()
+        self.next_full_held_scan = 0.0
+        self.client_lost = False   # a full scan of the rings for dead producers is due at once
         self.doorbell = None
         self.persister = None
         # The Kafka-protocol listener process (kafka_listener/process.py): refused here, before anything is
@@ -309,12 +313,18 @@ class Supervisor:
                            t["id"], partition, start_offset=max(end, first), mode=self.mode,
                            group=self.policy.group, slots=slots)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
+        if self.memory_only(t):
+            ring.header.descriptor.flags |= lib.SHMLOG_RING_FLAG_MEMORY_ONLY
         self.apply_replication(topic, partition, t, ring)
         if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
             ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
         self.rings[(topic, partition)] = ring
         self.rings_version += 1
         return ring
+
+    def memory_only(self, t):
+        """shmlog.persist=false: no directories, no persister; producers release the ring."""
+        return not metadata.topic_config(t)["shmlog.persist"]
 
     def drop_ring(self, topic, partition):
         ring = self.rings.pop((topic, partition), None)
@@ -504,7 +514,8 @@ class Supervisor:
         before the stop was not drained (no persister was running, it died, or it missed the
         ring), and a persister is started again to drain it, up to FINAL_DRAIN_ATTEMPTS times.
         """
-        targets = {key: ring.end()[0] for key, ring in self.rings.items()}
+        targets = {key: ring.end()[0] for key, ring in self.rings.items()
+                   if not self.memory_only(self.meta["topics"].get(key[0]) or {"config": {}})}
         deadline = time.monotonic() + PERSISTER_DRAIN_TIMEOUT_S
         attempts = 0
         while True:
@@ -671,6 +682,9 @@ class Supervisor:
             raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
         placement = self.replication.place_replicas(num_partitions, replication_factor, replica_assignment)
         cfg = parse_topic_config(config)
+        problem = memory_only_problem(topic, effective_topic_config(cfg, self.config), len(placement[0]))
+        if problem:
+            raise Refused(KafkaError.INVALID_CONFIG, problem)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
         shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
         if shortage:
@@ -695,8 +709,9 @@ class Supervisor:
         created, dirs = [], []
         try:
             for p in partitions:
-                dirs.extend(self.replica_dirs(topic, p, t))
-                self.claim_partition_dir(topic, p, t, new=True, sync=False)
+                if not self.memory_only(t):
+                    dirs.extend(self.replica_dirs(topic, p, t))
+                    self.claim_partition_dir(topic, p, t, new=True, sync=False)
                 self.create_ring(topic, p, t)
                 created.append(p)
             # Every partition.metadata durable before topics.json names them: one syncfs per log
@@ -1002,6 +1017,14 @@ class Supervisor:
     def set_topic_config(self, topic, cfg, op):
         """Make `cfg` what is set on `topic`: saved (fsynced) before the metadata epoch bump tells
         the other processes. None, or the [code, reason] result when the save is refused."""
+        t = self.meta["topics"][topic]
+        old, wanted = self.topic_config(t), effective_topic_config(cfg, self.config)
+        if old["shmlog.persist"] != wanted["shmlog.persist"]:
+            return [KafkaError.INVALID_CONFIG, f"topic {topic!r}: shmlog.persist cannot change after creation "
+                                               f"(it is {str(old['shmlog.persist']).lower()})"]
+        problem = memory_only_problem(topic, wanted, len(self.partition_state(topic, 0, t)["replicas"]))
+        if problem:
+            return [KafkaError.INVALID_CONFIG, problem]
         new = copy.deepcopy(self.meta)
         new["topics"][topic]["config"] = cfg
         try:
@@ -1088,6 +1111,7 @@ class Supervisor:
             self.refusals[1] += 1
 
     def drop(self, sock):
+        self.client_lost = True
         self.selector.unregister(sock)
         client = self.clients.pop(sock)
         sock.close()
@@ -1191,9 +1215,15 @@ class Supervisor:
             client["closing"] = True
             self.flush_replies(sock)
 
-    def reclaim_dead_producers(self):
-        """Repair dead producers' and stalled claims in the rings where a slot is held at all."""
-        for _, ring in self.held_rings.held(self.rings, self.rings_version):
+    def reclaim_dead_producers(self, now=None):
+        """Repair dead producers' and stalled claims in the rings where a slot is held at all:
+        every ring once a second, when a client was lost, or when asked without `now`; else the
+        ones held last time."""
+        full = now is None or self.client_lost or now >= self.next_full_held_scan
+        if full and now is not None:
+            self.client_lost = False
+            self.next_full_held_scan = now + FULL_HELD_SCAN_S
+        for _, ring in self.held_rings.held(self.rings, self.rings_version, full):
             ring.reclaim_dead_slots(self.doorbell.ptr)
             ring.fence_stalled_claims(self.doorbell.ptr)
 
@@ -1225,7 +1255,7 @@ class Supervisor:
                 self.listener.ensure()
                 self.replication.ensure_mirrors()
                 self.replication.track_isr(now)
-                self.reclaim_dead_producers()
+                self.reclaim_dead_producers(now)
                 self.remove_retired_dirs(now)
                 self.check_keeper()
                 self.client_events.flush("client attached/lost lines")
@@ -1243,6 +1273,8 @@ class Supervisor:
         self.check_log_dirs()
         self.recover_internal_topics()
         for name, p in self.partitions():
+            if self.memory_only(self.meta["topics"][name]):
+                continue
             try:
                 self.claim_partition_dir(name, p, self.meta["topics"][name], new=False)
             except OSError as exc:  # the persister reports it again when it cannot open the partition
