@@ -10,7 +10,6 @@ id), so a directory left by an earlier topic of the same name is never taken for
 current one's.
 """
 import base64
-import ctypes
 import json
 import os
 import time
@@ -192,7 +191,7 @@ def partition_topic_id(pdir):
 
 def write_partition_metadata(pdir, topic_id, sync=True):
     """Create pdir if needed and record which topic it belongs to (Kafka's partition.metadata).
-    sync=False leaves it to the caller to make many of them durable at once (sync_file_systems):
+    sync=False leaves it to the caller to make many of them durable at once (fsync_all):
     two fsyncs per partition made creating 10,000 partitions take tens of seconds."""
     path = os.path.join(pdir, PARTITION_METADATA)
     text = f"version: 0\ntopic_id: {topic_id}\n".encode()
@@ -227,37 +226,30 @@ def write_partition_metadata(pdir, topic_id, sync=True):
         os.close(dir_fd)
 
 
-def _syncfs():
+SYNC_THREADS = 64
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs
-    except (OSError, AttributeError):
-        return None
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-_SYNCFS = _syncfs()
-
-
-def sync_file_systems(paths):
-    """Make everything written under `paths` durable with one syncfs(2) per file system they are
-    on (os.sync() where there is no syncfs): one call for a whole create_topics request instead
-    of an fsync per file and directory. OSError if the file system reports a write-back error."""
-    seen = set()
-    for path in paths:
-        dev = os.stat(path).st_dev
-        if dev in seen:
-            continue
-        seen.add(dev)
-        if _SYNCFS is None:
-            os.sync()
-            return
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if _SYNCFS(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"syncfs of the file system holding {path}: {os.strerror(err)}")
-        finally:
-            os.close(fd)
+def fsync_all(paths):
+    """fsync every file and directory in `paths`, many at once from a pool of threads: the file
+    system commits concurrent fsyncs together (one journal commit for many), so making 10,000
+    new partition directories durable takes about as long as a few fsyncs in a row, not 20,000
+    of them. (Not syncfs(2): it would also wait for every other writer's dirty data on the file
+    system.) The first OSError is raised once all are done."""
+    from concurrent.futures import ThreadPoolExecutor
+    paths = list(paths)
+    if not paths:
+        return
+    with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(paths))) as pool:
+        for future in [pool.submit(_fsync_path, p) for p in paths]:
+            future.result()
 
 
 # ---------------------------------------------------------------------- cluster id

@@ -250,7 +250,7 @@ class Supervisor:
 
     def claim_partition_dir(self, topic, partition, t, new, sync=True):
         """Claim the directory of every replica of the partition (see claim_replica_dir);
-        the leader's path. sync=False: the caller makes them durable (sync_file_systems)."""
+        the leader's path. sync=False: the caller makes them durable (metadata.fsync_all)."""
         paths = [self.claim_replica_dir(pdir, topic, partition, t, new, sync)
                  for pdir in self.replica_dirs(topic, partition, t)]
         return paths[0]
@@ -714,9 +714,10 @@ class Supervisor:
                     self.claim_partition_dir(topic, p, t, new=True, sync=False)
                 self.create_ring(topic, p, t)
                 created.append(p)
-            # Every partition.metadata durable before topics.json names them: one syncfs per log
-            # dir's file system for the request (create time linear in partitions, no fsync each).
-            metadata.sync_file_systems(sorted(set(self.log_dirs)))
+            # Every partition.metadata durable before topics.json names them: the files, their new
+            # directories and the log dirs holding those, fsynced together (metadata.fsync_all).
+            metadata.fsync_all([os.path.join(d, metadata.PARTITION_METADATA) for d in dirs] + dirs
+                               + sorted({os.path.dirname(d) for d in dirs}))
             self.save_meta(new_meta)
         except BaseException as exc:
             for p in created:

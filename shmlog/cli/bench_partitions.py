@@ -168,3 +168,88 @@ def run(counts, ring_bytes=65536, idle_s=10.0, data_root=None, echo=print):
         rows.append(row)
         echo(table(rows[-1:]).splitlines()[-1])
     return rows
+
+
+# ---------------------------------------------------------------------------- memory-only rate
+
+def produce_rate(records, record_bytes=100, ring_bytes=1 << 20, persist=True, data_root=None):
+    """Records/s of one producer (this process, produce() per record, acks=1, flush at the end)
+    into a fresh one-partition topic; the ring wraps records * framing / ring_bytes times."""
+    import shmlog
+    from shmlog.client.admin import AdminClient, NewTopic
+
+    data_dir = tempfile.mkdtemp(prefix="shmlog-bench-memory-only-", dir=data_root)
+    try:
+        with shmlog.Broker(data_dir) as broker:
+            conf = {"bootstrap.servers": broker.bootstrap_servers}
+            admin = AdminClient(conf)
+            config = {"ring.bytes": str(ring_bytes), "shmlog.persist": "true" if persist else "false"}
+            for future in admin.create_topics([NewTopic("rate", 1, config=config)]).values():
+                future.result()
+            admin.close()
+            producer = shmlog.Producer({**conf, "acks": "1"})
+            value = b"v" * record_bytes
+            produce, poll = producer.produce, producer.poll
+            started = time.perf_counter()
+            for _ in range(records):
+                try:
+                    produce("rate", value, partition=0)
+                except BufferError:
+                    poll(0.01)
+                    produce("rate", value, partition=0)
+            producer.flush(600)
+            elapsed = time.perf_counter() - started
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return records / elapsed
+
+
+def memory_only_rows(records=2_000_000, record_bytes=100, data_root=None):
+    """(row name, records/s): in-ring (a ring that holds every record), then a 1 MiB ring that
+    wraps about 20 times (records 100 B: 2,000,000 x ~110 B framed / 1 MiB ~ 200 laps at the
+    default; --records picks) persisted and memory-only."""
+    framed = records * (record_bytes + 20)
+    in_ring_bytes = 1 << max(20, (framed * 2 - 1).bit_length())
+    return [
+        ("in-ring (ring holds every record, persister on)", produce_rate(records, record_bytes, in_ring_bytes,
+                                                                          True, data_root)),
+        ("1 MiB ring, persisted (shmlog.persist=true)", produce_rate(records, record_bytes, 1 << 20, True, data_root)),
+        ("1 MiB ring, memory-only (shmlog.persist=false)", produce_rate(records, record_bytes, 1 << 20, False,
+                                                                         data_root)),
+    ]
+
+
+# ---------------------------------------------------------------------------- the command
+
+def _command():
+    import click
+
+    @click.command("bench-partitions")
+    @click.option("--partitions", "counts", default="100,1000,10000", show_default=True, metavar="N,N,...",
+                  help="Partition counts, one broker (and one table row) each.")
+    @click.option("--ring-bytes", type=click.IntRange(min=65536), default=65536, show_default=True,
+                  help="ring.bytes of the partitions.")
+    @click.option("--idle-s", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+                  help="Seconds of the idle window CPU is measured over.")
+    @click.option("--memory-only-records", type=click.IntRange(min=0), default=0, metavar="N",
+                  help="Also measure produce() rates in-ring, persisted and memory-only with N records "
+                       "of 100 B (0: not).")
+    def bench_partitions(counts, ring_bytes, idle_s, memory_only_records):
+        """What many idle partitions cost a broker: create_topics time, idle CPU % per broker
+        process, /dev/shm, RSS and descriptors (bench/README.md, "scale")."""
+        try:
+            wanted = [int(c) for c in counts.split(",") if c.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{counts!r} is not a comma-separated list of numbers",
+                                     param_hint="'--partitions'") from None
+        rows = run(wanted, ring_bytes, idle_s, echo=lambda line: click.echo(line, err=True))
+        click.echo(table(rows))
+        if memory_only_records:
+            click.echo("\n| produce() 100 B, acks=1, one producer | records/s |\n| --- | ---: |")
+            for name, rate in memory_only_rows(memory_only_records):
+                click.echo(f"| {name} | {rate:,.0f} |")
+
+    return bench_partitions
+
+
+bench_partitions_command = _command()
