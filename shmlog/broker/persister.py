@@ -879,8 +879,7 @@ class Persister:
             # Records are flowing: persist on the timer, not per publish (no watch bits on the
             # active rings, so their producers do not wake us); only what may not wait for the
             # timer wakes us.
-            if not any(part.has_urgent_work(now) for part in parts) and not self.stopping \
-                    and not self._idle_ring_moved(parts):
+            if not any(part.has_urgent_work(now) for part in parts) and not self.stopping:
                 lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
             return
         for part in parts:

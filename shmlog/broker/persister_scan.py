@@ -15,6 +15,10 @@ do (see `quiet`), and otherwise it is found again by:
 from shmlog._native import ffi, lib
 
 INT64_MAX = 2**63 - 1
+# While some partitions are active (records flow: a round every 5 ms) the pass over every ring
+# runs at most this often: a publish into an idle ring also wakes us through its watch bit, and
+# the pass is only how we learn which ring (10,000 headers take a millisecond or two).
+MIN_SCAN_INTERVAL_S = 0.02
 
 
 def quiet(part, now):
@@ -41,6 +45,7 @@ class ActiveSet:
         self.slot = -1
         self._rings = self._cursors = self._out = None
         self.next_retention = 0.0
+        self.last_scan = float("-inf")
 
     def reset(self, parts, slot):
         """The partitions changed (metadata refresh, a doorbell slot): every one is looked at
@@ -69,6 +74,9 @@ class ActiveSet:
 
     def due(self, now):
         """The partitions to pump this round: the active ones and those the scan finds moved."""
+        if self.active and now - self.last_scan < MIN_SCAN_INTERVAL_S:
+            return list(self.active)
+        self.last_scan = now
         found = self.moved()
         for part in found:
             if part not in self.active and not part.failed:
