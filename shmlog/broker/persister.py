@@ -674,7 +674,8 @@ class PartitionLog:
         if self.storage_errno:
             self._storage_recovered()
         self.publish()
-        self.writer.snapshot_producers()   # a clean stop: the next start reads no batch to rebuild them
+        if self.writer.log_end_offset > 0:   # an empty log has no producers (and 10,000 of them must stop fast)
+            self.writer.snapshot_producers()   # a clean stop: the next start reads no batch to rebuild them
         return True
 
     def close(self):
