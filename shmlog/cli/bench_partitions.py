@@ -140,8 +140,17 @@ def measure(partitions, ring_bytes=65536, idle_s=10.0, data_root=None, broker_co
             row["fds"] = _fds(procs)
             admin.close()
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        _remove(data_dir)
     return row
+
+
+def _remove(data_dir):
+    """The data dir, and shared memory a broker that could not stop cleanly left in its
+    namespace (it is stopped by now: nobody maps them)."""
+    from shmlog._native import shm
+    for name in shm.names_in_namespace(shm.namespace(data_dir)):
+        shm.unlink(name)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def table(rows):
@@ -200,7 +209,7 @@ def produce_rate(records, record_bytes=100, ring_bytes=1 << 20, persist=True, da
             producer.flush(600)
             elapsed = time.perf_counter() - started
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        _remove(data_dir)
     return records / elapsed
 
 
