@@ -151,6 +151,10 @@ int shmlog_pin_acquire(shmlog_ring_handle *ring, uint32_t pid, uint64_t pid_star
 int shmlog_pin_set(shmlog_ring_handle *ring, int pin, uint64_t position);
 void shmlog_pin_release(shmlog_ring_handle *ring, int pin);
 uint64_t shmlog_ring_release_to(shmlog_ring_handle *ring, uint64_t persisted_position);
+/* A memory-only ring (SHMLOG_RING_FLAG_MEMORY_ONLY): move persisted_position/offset over every
+ * frame published contiguously past it (nothing is written anywhere) and return the new
+ * persisted position; any ring: its persisted position. Producers short of space call it. */
+uint64_t shmlog_ring_release_published(shmlog_ring_handle *ring);
 void shmlog_ring_publish_persisted(shmlog_ring_handle *ring, uint64_t position, uint64_t offset,
                                    uint64_t flushed_offset);
 int shmlog_ring_wait_flushed(shmlog_ring_handle *ring, uint64_t offset, int64_t timeout_ns,
@@ -173,6 +177,17 @@ void shmlog_ring_wake_persister(shmlog_ring_handle *ring, shmlog_doorbell *doorb
  * moves flushed_offset (the high watermark for acks=all) to the ISR's minimum. */
 void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
                                          shmlog_doorbell *doorbell);
+
+/* ---------------------------------------------------------------- scans over many rings (core/scan.c) */
+
+/* The indexes i (ascending; out holds n) of rings[i] whose tail is not cursors[i]->position
+ * (claimed or published past the caller's cursor), with an acks=all or space waiter, or asked to
+ * fdatasync past its flushed offset. Returns the count. */
+uint32_t shmlog_rings_moved(shmlog_ring_handle *const *rings, shmlog_cursor *const *cursors, uint32_t n,
+                            uint32_t *out);
+/* The indexes of rings with a producer slot taken (a pid, or a claim not IDLE), a fenced claim,
+ * or a reader pin in use: the only rings a dead producer or a stalled claim can be in. */
+uint32_t shmlog_rings_held(shmlog_ring_handle *const *rings, uint32_t n, uint32_t *out);
 
 /* ---------------------------------------------------------------- transactions (core/txn.c) */
 
@@ -198,6 +213,7 @@ void shmlog_doorbell_release(shmlog_doorbell *bell, int slot);
 uint32_t shmlog_doorbell_sequence(const shmlog_doorbell *bell, int slot);
 void shmlog_doorbell_watch(shmlog_ring_handle *ring, int slot, int on);
 int shmlog_doorbell_wait(shmlog_doorbell *bell, int slot, uint32_t seen_sequence, int64_t timeout_ns);
+void shmlog_doorbell_wake_all(shmlog_doorbell *bell);
 
 /* A consumer with nothing to read: spin up to spin_ns re-checking the rings at their cursors,
  * then (with a doorbell slot, slot >= 0) watch them and sleep on the slot until timeout_ns from

@@ -96,6 +96,11 @@
 #define SHMLOG_FRAME_LENGTH_MASK 0x7fffffffu
 #define SHMLOG_MIN_CAPACITY_BYTES 65536ULL
 #define SHMLOG_MAX_CAPACITY_BYTES (1ULL << 40)
+/* descriptor.flags. MEMORY_ONLY: the topic's shmlog.persist=false. No persister tails the ring;
+ * a producer short of space releases what is published itself (shmlog_ring_release_published),
+ * so the ring is overwritten as it wraps and a reader that falls behind it finds nothing on
+ * disk (docs/durability.md, "Memory-only topics"). Was descriptor.reserved (always 0). */
+#define SHMLOG_RING_FLAG_MEMORY_ONLY 1u
 
 /* Kafka RecordBatch v2 header, big-endian on the wire. */
 #define SHMLOG_BATCH_HEADER_BYTES 61
@@ -170,7 +175,7 @@ typedef struct shmlog_ring_descriptor {
     uint32_t index_shift;
     uint64_t start_offset;
     uint32_t closed;   /* set once, seq_cst, by a stopping broker (shmlog_ring_close); never cleared */
-    uint32_t reserved;
+    uint32_t flags;    /* SHMLOG_RING_FLAG_*: written by the supervisor before anyone else maps the ring */
 } shmlog_ring_descriptor;
 
 typedef struct shmlog_ring_claim {

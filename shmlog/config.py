@@ -727,6 +727,9 @@ TOPIC_KEYS = (
     Key("ring.slots", Int(0, 65536), 0,
         "shmlog: producer processes (and as many zero-copy reader pins) each partition ring "
         "admits at once; 0 sizes it by ring.bytes (one per 64 KiB, 64..1024)."),
+    Key("shmlog.persist", BOOL, True,
+        "shmlog: false makes a memory-only topic (docs/durability.md): nothing is written to disk, "
+        "the ring is overwritten as it wraps, acks=all is refused; fixed at creation."),
 )
 
 TOPIC_DEFAULTS = MappingProxyType({k.name: k.default for k in TOPIC_KEYS})
@@ -1179,6 +1182,19 @@ def parse_topic_config(conf):
         if value is not None:
             parsed[key.name] = _convert("topic configuration property", spelling, key, value)
     return parsed
+
+
+def memory_only_problem(topic, effective, replication_factor=1):
+    """Why a topic's effective config cannot be memory-only (shmlog.persist=false), or None."""
+    if effective.get("shmlog.persist", True):
+        return None
+    if "compact" in str(effective.get("cleanup.policy", "")).split(","):
+        return (f"topic {topic!r}: shmlog.persist=false cannot go with cleanup.policy=compact "
+                f"(the log cleaner compacts segment files, and a memory-only topic has none)")
+    if replication_factor > 1:
+        return (f"topic {topic!r}: shmlog.persist=false cannot go with replication factor {replication_factor} "
+                f"(followers copy segment files, and a memory-only topic has none)")
+    return None
 
 
 def parse_broker_config(conf):

@@ -132,8 +132,9 @@ static int space_wait(shmlog_ring_handle *ring, uint64_t claim_end, uint64_t dea
     shmlog_ring_header *h = ring->header;
     uint32_t seq = load_acquire(&h->release.space_futex);
     fetch_add(&h->release.space_waiters, 1, memory_order_seq_cst);
-    /* What is persisted but held back for readers is ours to take now. */
-    shmlog_ring_release_to(ring, load_acquire(&h->persist.persisted_position));
+    /* What is persisted but held back for readers is ours to take now; in a memory-only ring,
+     * whatever is published (shmlog_ring_release_published). */
+    shmlog_ring_release_to(ring, shmlog_ring_release_published(ring));
     int rc = SHMLOG_OK;
     if (claim_end > load_seq_cst(&h->release.release_position) + ring->capacity_bytes) {
         uint64_t now = now_monotonic_ns();
@@ -141,6 +142,10 @@ static int space_wait(shmlog_ring_handle *ring, uint64_t claim_end, uint64_t dea
         else {
             uint64_t slice = deadline_ns - now;
             if (slice > SHMLOG_WAIT_SLICE_NS) slice = SHMLOG_WAIT_SLICE_NS;
+            /* Memory-only: what holds us is another producer's claim, published within
+             * microseconds, and nobody wakes us when it is: look again soon. */
+            if ((load_relaxed(&h->descriptor.flags) & SHMLOG_RING_FLAG_MEMORY_ONLY) && slice > 50000)
+                slice = 50000;
             persister_wake(ring, bell); /* it sleeps on a timer while records flow */
             futex_wait(&h->release.space_futex, seq, (int64_t)slice);
         }

@@ -57,6 +57,16 @@ void shmlog_doorbell_watch(shmlog_ring_handle *ring, int slot, int on) {
     else fetch_and(word, ~bit, memory_order_seq_cst);
 }
 
+/* Every sleeper on the doorbell wakes (they re-check what they wait for): the supervisor's
+ * metadata changes, so an idle persister sleeping long sees a new topic at once. */
+void shmlog_doorbell_wake_all(shmlog_doorbell *bell) {
+    for (int i = 0; i < SHMLOG_DOORBELL_SLOTS; i++) {
+        if (!load_relaxed(&bell->slots[i].pid)) continue;
+        fetch_add(&bell->slots[i].futex_seq, 1, memory_order_seq_cst);
+        futex_wake_all(&bell->slots[i].futex_seq);
+    }
+}
+
 int shmlog_doorbell_wait(shmlog_doorbell *bell, int slot, uint32_t seen_sequence, int64_t timeout_ns) {
     int rc = futex_wait(&bell->slots[slot].futex_seq, seen_sequence, timeout_ns);
     return rc == 0 ? SHMLOG_OK : SHMLOG_EAGAIN;

@@ -107,6 +107,46 @@ uint64_t shmlog_ring_release_to(shmlog_ring_handle *ring, uint64_t persisted_pos
     return target;
 }
 
+/* ---------------------------------------------------------------- memory-only rings */
+
+static void advance_max(uint64_t *word, uint64_t value) {
+    uint64_t current = load_acquire(word);
+    while (current < value &&
+           !compare_exchange(word, &current, value, memory_order_seq_cst, memory_order_acquire)) {
+    }
+}
+
+/* Frames between the persisted and the tail positions are at or past release_position, so no
+ * producer reuses their bytes while we read them: their words and marks are this lap's. Several
+ * producers may walk at once; both words only move forward (the offset may lag its position for
+ * a moment, which only makes a reader take the ring's start as a little older). */
+uint64_t shmlog_ring_release_published(shmlog_ring_handle *ring) {
+    shmlog_ring_header *h = ring->header;
+    uint64_t pos = load_acquire(&h->persist.persisted_position);
+    if (!(load_relaxed(&h->descriptor.flags) & SHMLOG_RING_FLAG_MEMORY_ONLY)) return pos;
+    const uint64_t tail = load_acquire(&h->claim.tail_position);
+    uint64_t next_offset = 0;
+    while (pos < tail && frame_is_published(ring, pos)) {
+        uint64_t word = load_relaxed(ring_frame_word(ring, pos));
+        uint32_t length = (uint32_t)(word & SHMLOG_FRAME_LENGTH_MASK);
+        if ((uint32_t)(word >> 32) != ring_lap_of(ring, pos) || length < SHMLOG_FRAME_ALIGN ||
+            length % SHMLOG_FRAME_ALIGN || length > ring->capacity_bytes - ring_index_of(ring, pos))
+            break; /* garbage: leave it to the readers and repairers that report it */
+        if (!(word & SHMLOG_FRAME_PADDING_FLAG) && length >= SHMLOG_FRAME_PREFIX_BYTES + SHMLOG_BATCH_HEADER_BYTES) {
+            const uint8_t *batch = ring_frame_batch(ring, pos);
+            next_offset = get_be64(batch + SHMLOG_BATCH_OFF_BASE_OFFSET) +
+                          (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
+        }
+        pos += length;
+    }
+    if (next_offset) {
+        advance_max(&h->persist.persisted_offset, next_offset);
+        advance_max(&h->persist.flushed_offset, next_offset); /* what readers of the ring may see */
+    }
+    advance_max(&h->persist.persisted_position, pos);
+    return load_acquire(&h->persist.persisted_position);
+}
+
 /* ---------------------------------------------------------------- persisted and flushed */
 
 void shmlog_ring_publish_persisted(shmlog_ring_handle *ring, uint64_t position, uint64_t offset,

@@ -152,6 +152,11 @@ class Ring:
         return self.header.persist.log_start_offset
 
     @property
+    def memory_only(self):
+        """The topic's shmlog.persist=false: nothing of this ring is ever on disk."""
+        return bool(self.header.descriptor.flags & lib.SHMLOG_RING_FLAG_MEMORY_ONLY)
+
+    @property
     def persisted_offset(self):
         return self.header.persist.persisted_offset
 
@@ -453,6 +458,7 @@ class Doorbell:
 
     def bump_metadata_epoch(self):
         self.header.metadata_epoch += 1
+        lib.shmlog_doorbell_wake_all(self.ptr)   # an idle persister sleeps up to a second
 
     @property
     def broker_state(self):

@@ -99,3 +99,27 @@ class RateLimited:
         if self.quiet and time.monotonic() - self.window_start >= self.window_s:
             get().log(self.level, f"{self.quiet} more {what} not logged (at most {self.per_s:g} a second)")
             self.quiet = 0
+
+
+class Grouped:
+    """Lines about many partitions that share one condition (a log dir that cannot be written,
+    descriptors run out, writing works again), written as one line per condition with the count
+    of partitions and a few of their names, rather than one line per partition: 10,000
+    partitions in trouble at once must not make 10,000 lines."""
+
+    EXAMPLES = 5
+
+    def __init__(self):
+        self.pending = {}   # condition -> [level, first partition's line, [partition names]]
+
+    def add(self, condition, where, message, level=logging.WARNING):
+        entry = self.pending.setdefault(condition, [level, message, []])
+        entry[2].append(where)
+
+    def flush(self):
+        pending, self.pending = self.pending, {}
+        for level, message, wheres in pending.values():
+            if len(wheres) > 1:
+                names = ", ".join(wheres[:self.EXAMPLES]) + (", ..." if len(wheres) > self.EXAMPLES else "")
+                message += f" [the same for {len(wheres)} partitions: {names}]"
+            get().log(level, message)

@@ -189,21 +189,67 @@ def partition_topic_id(pdir):
     return fields.get("topic_id", "").strip()
 
 
-def write_partition_metadata(pdir, topic_id):
-    """Create pdir if needed and record which topic it belongs to (Kafka's partition.metadata)."""
-    os.makedirs(pdir, exist_ok=True)
+def write_partition_metadata(pdir, topic_id, sync=True):
+    """Create pdir if needed and record which topic it belongs to (Kafka's partition.metadata).
+    sync=False leaves it to the caller to make many of them durable at once (fsync_all):
+    two fsyncs per partition made creating 10,000 partitions take tens of seconds."""
     path = os.path.join(pdir, PARTITION_METADATA)
+    text = f"version: 0\ntopic_id: {topic_id}\n".encode()
+    if not sync:
+        try:
+            os.mkdir(pdir)
+        except FileExistsError:
+            pass
+        else:
+            # A directory just made: no earlier copy to keep whole, so no temporary file and
+            # rename (a torn file is possible only before topics.json names the topic).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                os.write(fd, text)
+            finally:
+                os.close(fd)
+            return
+    os.makedirs(pdir, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"version: 0\ntopic_id: {topic_id}\n")
-        f.flush()
-        os.fsync(f.fileno())
+    with open(tmp, "wb") as f:
+        f.write(text)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if not sync:
+        return
     dir_fd = os.open(pdir, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+SYNC_THREADS = 64
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_all(paths):
+    """fsync every file and directory in `paths`, many at once from a pool of threads: the file
+    system commits concurrent fsyncs together (one journal commit for many), so making 10,000
+    new partition directories durable takes about as long as a few fsyncs in a row, not 20,000
+    of them. (Not syncfs(2): it would also wait for every other writer's dirty data on the file
+    system.) The first OSError is raised once all are done."""
+    from concurrent.futures import ThreadPoolExecutor
+    paths = list(paths)
+    if not paths:
+        return
+    with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(paths))) as pool:
+        for future in [pool.submit(_fsync_path, p) for p in paths]:
+            future.result()
 
 
 # ---------------------------------------------------------------------- cluster id

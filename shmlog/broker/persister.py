@@ -48,8 +48,9 @@ from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata, persister_stats
+from shmlog.broker import fd_limit, logs, metadata, persister_stats
 from shmlog.broker.breadcrumb import Breadcrumb
+from shmlog.broker.persister_scan import ActiveSet
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import leader_epoch, retention
@@ -57,6 +58,7 @@ from shmlog.log.segment import SegmentWriter, SyncFailed, partition_dir
 
 FETCH_FRAMES = 1024
 IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
+ALL_IDLE_WAIT_S = 1.0        # the same with no partition active: a publish or a metadata change wakes us
 PERSIST_INTERVAL_S = 0.005   # while records flow, persist on this timer rather than per publish
 RETRY_AFTER_ERROR_S = 0.1
 REWRITE_ATTEMPTS = 3         # rewrites failing with an I/O error (not ENOSPC) before the log dir is failed
@@ -83,6 +85,11 @@ def log(message, level=logging.WARNING):
 
 def info(message):
     logs.get().info(message)
+
+
+# Conditions many partitions hit at once (a log dir failing, descriptors running out) are logged
+# as one line each with a count (logs.Grouped), written at the end of each round.
+GROUPED = logs.Grouped()
 
 
 def settings_for(topic_config):
@@ -555,8 +562,9 @@ class PartitionLog:
             self.retry_at = now + RETRY_AFTER_ERROR_S
             return
         if code != self.storage_errno and not quiet:
-            log(f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
-                f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
+            GROUPED.add(("write", code, self.source[1]), self.where(),
+                        f"{self.where()}: cannot write {self.dir}: {exc}; acks=all producers get KAFKA_STORAGE_ERROR, "
+                        f"retrying every {RETRY_AFTER_ERROR_S * 1000:g} ms (batches stay in the ring meanwhile)")
         first = code != self.storage_errno
         self.storage_errno = code
         if not self.deposed():
@@ -574,7 +582,8 @@ class PartitionLog:
             self.on_replica_failed()
 
     def _storage_recovered(self):
-        info(f"{self.where()}: writing to {self.dir} works again")
+        GROUPED.add(("works again", self.source[1]), self.where(), f"{self.where()}: writing to {self.dir} works again",
+                    logging.INFO)
         self.storage_errno = 0
         if not self.deposed():
             self.persist.storage_error = 0
@@ -677,7 +686,8 @@ class PartitionLog:
         if self.storage_errno:
             self._storage_recovered()
         self.publish()
-        self.writer.snapshot_producers()   # a clean stop: the next start reads no batch to rebuild them
+        if self.writer.log_end_offset > 0:   # an empty log has no producers (and 10,000 of them must stop fast)
+            self.writer.snapshot_producers()   # a clean stop: the next start reads no batch to rebuild them
         return True
 
     def close(self):
@@ -705,6 +715,7 @@ class Persister:
         self.flowing = False     # something was persisted since the last sleep
         self.fsync_stats = persister_stats.FsyncStats(self.data_dir)
         self.breadcrumb = Breadcrumb(self.data_dir, "persister")   # for the supervisor, should we die
+        self.scan = ActiveSet()  # the partitions a round looks at (persister_scan.py)
 
     # -------------------------------------------------------------- metadata
 
@@ -717,6 +728,8 @@ class Persister:
                                      RETENTION_CHECK_MS_DEFAULT) / 1000
         wanted = {}
         for name, t in meta["topics"].items():
+            if not (t.get("config") or {}).get("shmlog.persist", True):
+                continue   # memory-only (docs/durability.md): its producers release the ring themselves
             settings = settings_for(t.get("config") or {})
             starts = t.get("log_start_offsets") or [0] * t["partitions"]
             for p in range(t["partitions"]):
@@ -736,11 +749,13 @@ class Persister:
         for key, spec in wanted.items():
             if key not in self.partitions:
                 self._open(key, spec)
+        self.scan.reset(self.partitions.values(), self.slot)
 
     def _use_doorbell(self, name):
         if self.bell is not None and self.bell.mapping.name == name:
             return
         if self.bell is not None:
+            self.scan.forget(self.partitions.values())   # our watch bits name the old slot
             self.bell.release(self.slot)
             self.bell.close()
         self.bell = Doorbell.open(name, owner=os.geteuid())
@@ -760,7 +775,8 @@ class Persister:
             part.fsync_stats = self.fsync_stats
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
-                log(f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
+                GROUPED.add(("open", type(exc).__name__, getattr(exc, "errno", None), log_dir), f"{key[0]}-{key[1]}",
+                            f"{key[0]}-{key[1]}: cannot open ring {ring_name} or log dir {log_dir}: {exc!r}; retrying")
             self.unopened[key] = (spec, time.monotonic() + RETRY_OPEN_S)
             return
         self.unopened.pop(key, None)
@@ -791,9 +807,12 @@ class Persister:
             info(f"could not tell the supervisor about a failed leader replica: {exc}")
 
     def _retry_unopened(self, now):
+        opened = len(self.partitions)
         for key, (spec, retry_at) in list(self.unopened.items()):
             if now >= retry_at:
                 self._open(key, spec)
+        if len(self.partitions) != opened:
+            self.scan.reset(self.partitions.values(), self.slot)
 
     def _drain_and_close(self, part):
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -814,12 +833,15 @@ class Persister:
                 if self.unopened:
                     self._retry_unopened(now)
                 busy = False
-                for key, part in list(self.partitions.items()):
-                    self.breadcrumb.set(key)
+                for part in self.scan.due(now):
+                    self.breadcrumb.set((part.topic, part.partition))
                     busy |= part.pump(now)
                     if part.retention_wanted(now):
                         part.apply_retention(now, self.retention_check_s)
+                self.scan.settle(now)
+                self._retention_pass(now)
                 self.fsync_stats.maybe_write(now)
+                GROUPED.flush()
                 if now >= self.next_control_check:
                     self.next_control_check = now + CONTROL_CHECK_S
                     if self._supervisor_gone():
@@ -850,10 +872,21 @@ class Persister:
         except OSError:
             return True
 
+    def _retention_pass(self, now):
+        """Retention of every partition, once the soonest check is due (not per round)."""
+        for part in self.scan.retention_due(now):
+            if part.retention_wanted(now):
+                part.apply_retention(now, self.retention_check_s)
+        if now >= self.scan.next_retention:
+            self.scan.retention_done()
+
     def idle_wait(self, now):
-        parts = list(self.partitions.values())
+        # Only the active partitions: an idle one needs nothing before its ring moves, which
+        # its watch bit (persister_scan.py) or the scan below notices.
+        parts = list(self.scan.active)
         flowing, self.flowing = self.flowing, False
-        timeout = min([IDLE_WAIT_S] + [part.wake_after(now, flowing) for part in parts])
+        cap = IDLE_WAIT_S if parts or self.unopened else min(ALL_IDLE_WAIT_S, max(0.0, self.scan.next_retention - now))
+        timeout = min([cap] + [part.wake_after(now, flowing) for part in parts])
         if flowing:
             timeout = min(timeout, PERSIST_INTERVAL_S)
         if timeout <= 0:
@@ -866,19 +899,28 @@ class Persister:
         # the re-check bumps the sequence we sleep on, so it cannot slip between check and sleep.
         seq = lib.shmlog_doorbell_sequence(bell, slot)
         if flowing:
-            # Records are flowing: persist on the timer, not per publish (no watch bits, so
-            # producers do not wake us); only what may not wait for the timer wakes us.
+            # Records are flowing: persist on the timer, not per publish (no watch bits on the
+            # active rings, so their producers do not wake us); only what may not wait for the
+            # timer wakes us.
             if not any(part.has_urgent_work(now) for part in parts) and not self.stopping:
                 lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
             return
         for part in parts:
             lib.shmlog_doorbell_watch(part.ring.map, slot, 1)
         try:
-            if not any(part.has_work(now) for part in parts) and not self.stopping:
+            if not any(part.has_work(now) for part in parts) and not self.stopping \
+                    and not self._idle_ring_moved(parts):
                 lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
         finally:
             for part in parts:
                 lib.shmlog_doorbell_watch(part.ring.map, slot, 0)
+
+    def _idle_ring_moved(self, active):
+        """After reading the doorbell sequence: did a ring outside `active` move meanwhile (its
+        publish may have come before its watch bit went up)?"""
+        now = time.monotonic()
+        active = set(active)
+        return any(part not in active and not part.failed and now >= part.retry_at for part in self.scan.moved())
 
     # -------------------------------------------------------------- shutdown
 
@@ -900,11 +942,13 @@ class Persister:
         return ok
 
     def shutdown(self):
+        GROUPED.flush()
         ok = self.drain()
         self.fsync_stats.maybe_write(time.monotonic(), force=True)
         if not ok:
             log("could not persist everything the rings hold before exiting; it stays in shared memory "
                 "for the next persister")
+        self.scan.forget(self.partitions.values())
         for part in self.partitions.values():
             part.persist.persister_pid = 0
             part.persist.persister_slot = 0
@@ -913,6 +957,7 @@ class Persister:
         if self.bell is not None:
             self.bell.release(self.slot)
             self.bell.close()
+        GROUPED.flush()
         self.control.close()
         return 0 if ok else 1
 
@@ -937,6 +982,7 @@ def main(argv=None):
         print("usage: python -m shmlog.broker.persister <data_dir>", file=sys.stderr)
         return 2
     logs.setup("persister")   # at the level the supervisor put in our environment
+    fd_limit.raise_to_hard_limit()
     supervisor = os.getppid()
     lock_data_dir(os.path.realpath(argv[0]))
     try:

@@ -30,8 +30,13 @@ def new_state(replicas):
 
 def states(t, n_dirs):
     """The partition states of a topic entry, one per partition (made for an old entry)."""
+    return [state(t, p, n_dirs) for p in range(t["partitions"])]
+
+
+def state(t, partition, n_dirs):
+    """One partition's state (O(1): per-partition callers must not build the whole list)."""
     have = t.get("partition_states") or []
-    return [have[p] if p < len(have) else legacy_state(t["id"], p, n_dirs) for p in range(t["partitions"])]
+    return have[partition] if partition < len(have) else legacy_state(t["id"], partition, n_dirs)
 
 
 def factor_problem(rf, n_dirs):

@@ -110,9 +110,20 @@ class ReplicaManager:
         counts = replicas.leader_counts(self.sup.meta["topics"].values(), n)
         return replicas.assign(partitions, rf, n, counts, first_partition)
 
+    def replicated_partitions(self):
+        """[(topic, partition, topic entry, state)] of the partitions with more than one replica,
+        worked out again only when the metadata changes (it is replaced whole, never edited in
+        place): housekeeping rounds then cost nothing per unreplicated partition."""
+        meta = self.sup.meta
+        if getattr(self, "_replicated_of", None) is not meta:
+            self._replicated = [(name, p, t, s) for name, t in meta["topics"].items()
+                                for p, s in enumerate(self.sup.partition_states(t)) if len(s["replicas"]) > 1]
+            self._replicated_of = meta
+        return self._replicated
+
     def follower_dirs(self):
         """Log dir indexes that hold a follower replica of some partition."""
-        return {r for name, t in self.sup.meta["topics"].items() for s in self.sup.partition_states(t)
+        return {r for _, _, _, s in self.replicated_partitions()
                 for r in s["replicas"] if r != s["leader"] and r < len(self.sup.log_dirs)}
 
     def ensure_mirrors(self):
@@ -231,44 +242,42 @@ class ReplicaManager:
         is written to topics.json and the ring header."""
         window_s = self.sup.config.replica_lag_time_max_ms / 1000
         changes, elected = {}, []
-        for name, t in self.sup.meta["topics"].items():
-            states = self.sup.partition_states(t)
-            for p, state in enumerate(states):
-                if len(state["replicas"]) < 2 or (name, p) not in self.sup.rings:
+        for name, p, t, state in self.replicated_partitions():
+            if (name, p) not in self.sup.rings:
+                continue
+            ring = self.sup.rings[(name, p)]
+            why = self.leader_failed(name, p, state, ring, now)
+            if why:
+                new_state = self.elect(name, p, t, state, ring, why, now)
+                if new_state is not None:
+                    changes.setdefault(name, {})[p] = new_state
+                    self.lag.pop((name, p), None)
+                    elected.append((name, p))
                     continue
-                ring = self.sup.rings[(name, p)]
-                why = self.leader_failed(name, p, state, ring, now)
-                if why:
-                    new_state = self.elect(name, p, t, state, ring, why, now)
-                    if new_state is not None:
-                        changes.setdefault(name, {})[p] = new_state
-                        self.lag.pop((name, p), None)
-                        elected.append((name, p))
-                        continue
-                    # Nobody can lead yet: the ISR is still tracked, so a follower that catches up
-                    # with what the failed leader wrote joins it and leads at a later round.
-                tracker = self.lag.setdefault((name, p), isr.LagTracker())
-                tracker.observe(now, ring.persisted_offset, window_s)
-                words = ring.header.replication.replica_fsynced_offset
-                for r in state["replicas"]:
-                    why = self.crash_looped.pop((f"mirror-{r}", (name, p)), None)
-                    if why and r != state["leader"]:
-                        # Offline as a failed log dir's replica: out of the ISR now, back once it copied
-                        # records produced after this.
-                        log(f"{name}-{p}: replica {r} goes offline: {why}")
-                        self.offline.setdefault((name, p), set()).add(r)
-                        self.offline_end.setdefault((name, p), {})[r] = ring.end()[1]
-                gone = self.offline_end.get((name, p), {})
-                fsynced = {r: words[i] for i, r in enumerate(state["replicas"])
-                           if r != state["leader"] and words[i] > gone.get(r, -1)}
-                new_isr = isr.decide(state, fsynced, ring.flushed_offset, tracker, now, window_s)
-                if new_isr is not None:
-                    changes.setdefault(name, {})[p] = {**state, "isr": new_isr}
-                    back = self.offline.get((name, p), set()) & set(new_isr)
-                    if back:
-                        self.offline[(name, p)] -= back
-                        for r in back:
-                            self.offline_end.get((name, p), {}).pop(r, None)
+                # Nobody can lead yet: the ISR is still tracked, so a follower that catches up
+                # with what the failed leader wrote joins it and leads at a later round.
+            tracker = self.lag.setdefault((name, p), isr.LagTracker())
+            tracker.observe(now, ring.persisted_offset, window_s)
+            words = ring.header.replication.replica_fsynced_offset
+            for r in state["replicas"]:
+                why = self.crash_looped.pop((f"mirror-{r}", (name, p)), None)
+                if why and r != state["leader"]:
+                    # Offline as a failed log dir's replica: out of the ISR now, back once it copied
+                    # records produced after this.
+                    log(f"{name}-{p}: replica {r} goes offline: {why}")
+                    self.offline.setdefault((name, p), set()).add(r)
+                    self.offline_end.setdefault((name, p), {})[r] = ring.end()[1]
+            gone = self.offline_end.get((name, p), {})
+            fsynced = {r: words[i] for i, r in enumerate(state["replicas"])
+                       if r != state["leader"] and words[i] > gone.get(r, -1)}
+            new_isr = isr.decide(state, fsynced, ring.flushed_offset, tracker, now, window_s)
+            if new_isr is not None:
+                changes.setdefault(name, {})[p] = {**state, "isr": new_isr}
+                back = self.offline.get((name, p), set()) & set(new_isr)
+                if back:
+                    self.offline[(name, p)] -= back
+                    for r in back:
+                        self.offline_end.get((name, p), {}).pop(r, None)
         if not changes:
             return
         new = copy.deepcopy(self.sup.meta)

@@ -24,18 +24,20 @@ import posix_ipc
 from shmlog import control, security
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata, persister_stats, replicas, requests
+from shmlog.broker import fd_limit, logs, metadata, persister_stats, replicas, requests
 from shmlog.broker.cleaner import CleanerProcess
 from shmlog.broker.cleaner import read as cleaner_stats
 from shmlog.broker.group_service import DEFERRED, GroupService
 from shmlog.broker.kafka_listener.process import ListenerProcess
 from shmlog.broker.producer_ids import ProducerIdAllocator, ProducerIdsUnavailable
 from shmlog.broker.replication import ReplicaManager
+from shmlog.broker.ring_scan import HeldRings
 from shmlog.broker.txn_service import TxnService
 from shmlog.config import (
     INTERNAL_TOPICS,
     UNDELETABLE_TOPICS,
     effective_topic_config,
+    memory_only_problem,
     parse_broker_config,
     parse_topic_config,
     topic_name_problem,
@@ -46,6 +48,7 @@ from shmlog.log import producer_state, retention
 from shmlog.log.segment import log_end_offset, log_start_offset, partition_dir, recover
 
 HOUSEKEEPING_INTERVAL_S = 0.1  # persister restarts, dead producers' claims, retired partition dirs
+FULL_HELD_SCAN_S = 1.0         # every ring looked at for dead producers this often (and when a client goes)
 PERSISTER_RESTART_BACKOFF_S = 0.2
 PERSISTER_DRAIN_TIMEOUT_S = 60.0  # the persister gives up draining after 30 s (its DRAIN_TIMEOUT_S)
 DELETE_DELAY_S = 1.0  # file.delete.delay.ms: how long a deleted partition's files linger
@@ -95,6 +98,10 @@ class Supervisor:
         self.meta = None           # loaded by run(), under the data dir's lock
         self.retired = {}          # renamed-aside partition dir -> when (time.monotonic()) it may go
         self.rings = {}            # (topic, partition) -> Ring
+        self.rings_version = 0     # raised whenever self.rings changes (HeldRings rebuilds its array)
+        self.held_rings = HeldRings()
+        self.next_full_held_scan = 0.0
+        self.client_lost = False   # a full scan of the rings for dead producers is due at once
         self.doorbell = None
         self.persister = None
         # The Kafka-protocol listener process (kafka_listener/process.py): refused here, before anything is
@@ -187,6 +194,7 @@ class Supervisor:
                         if ring.stopped:   # a broker that died half-way through its stop closed it
                             lib.shmlog_ring_reopen(ring.map)
                         self.rings[(topic, partition)] = ring
+                        self.rings_version += 1
                         self.apply_replication(topic, partition, ring=ring)
                         continue
                     ring.close()
@@ -218,14 +226,17 @@ class Supervisor:
     def partition_states(self, t):
         return replicas.states(t, len(self.log_dirs))
 
+    def partition_state(self, topic, partition, t=None):
+        return replicas.state(t or self.meta["topics"][topic], partition, len(self.log_dirs))
+
     def partition_log_dir(self, topic, partition, t=None):
         """The leader replica's log dir: the ring's persister writes there."""
-        state = self.partition_states(t or self.meta["topics"][topic])[partition]
+        state = self.partition_state(topic, partition, t)
         return self.log_dirs[state["leader"] % len(self.log_dirs)]
 
     def replica_dirs(self, topic, partition, t=None):
         """The partition directory of every replica, the leader's first."""
-        state = self.partition_states(t or self.meta["topics"][topic])[partition]
+        state = self.partition_state(topic, partition, t)
         order = [state["leader"]] + [r for r in state["replicas"] if r != state["leader"]]
         return [partition_dir(self.log_dirs[r % len(self.log_dirs)], topic, partition) for r in order]
 
@@ -235,20 +246,20 @@ class Supervisor:
         ring = ring or self.rings.get((topic, partition))
         if ring is None:
             return
-        state = self.partition_states(t)[partition]
+        state = self.partition_state(topic, partition, t)
         reps = state["replicas"]
         mask = sum(1 << i for i, r in enumerate(reps) if r in state["isr"])
         lib.shmlog_ring_set_replication(ring.map, len(reps), int(self.topic_config(t)["min.insync.replicas"]), mask,
                                         reps.index(state["leader"]), state["leader_epoch"])
 
-    def claim_partition_dir(self, topic, partition, t, new):
+    def claim_partition_dir(self, topic, partition, t, new, sync=True):
         """Claim the directory of every replica of the partition (see claim_replica_dir);
-        the leader's path."""
-        paths = [self.claim_replica_dir(pdir, topic, partition, t, new)
+        the leader's path. sync=False: the caller makes them durable (metadata.fsync_all)."""
+        paths = [self.claim_replica_dir(pdir, topic, partition, t, new, sync)
                  for pdir in self.replica_dirs(topic, partition, t)]
         return paths[0]
 
-    def claim_replica_dir(self, pdir, topic, partition, t, new):
+    def claim_replica_dir(self, pdir, topic, partition, t, new, sync=True):
         """Make the partition's directory the topic's own before its ring exists: a directory
         of that name left by an earlier topic (deleted, or lost with its metadata) is renamed
         aside and removed, never read as this topic's log. partition.metadata says whose it is;
@@ -262,7 +273,7 @@ class Supervisor:
                 self.retire(pdir)
             elif owner == t["topic_id"]:
                 return pdir
-        metadata.write_partition_metadata(pdir, t["topic_id"])
+        metadata.write_partition_metadata(pdir, t["topic_id"], sync=sync)
         return pdir
 
     def shm_problem(self, what, ring_sizes, cap=True):
@@ -299,21 +310,29 @@ class Supervisor:
         # Where recovery will cut the newest segment (CRC-checked), so the ring continues the disk's offsets.
         end = log_end_offset(pdir, check_crc=True) if os.path.isdir(pdir) else 0
         first = max(log_start_offset(pdir), retention.read_checkpoint(pdir)) if os.path.isdir(pdir) else 0
-        first = max(first, self.requested_log_starts(t)[partition])
+        first = max(first, self.requested_log_start(t, partition))
         # Offsets below the log start offset are never handed out again (Kafka restarts the log there).
         ring_bytes, slots = ring_geometry(metadata.topic_config(t))
         ring = Ring.create(self.ring_name(topic, partition, t), ring_bytes, topic,
                            t["id"], partition, start_offset=max(end, first), mode=self.mode,
                            group=self.policy.group, slots=slots)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
+        if self.memory_only(t):
+            ring.header.descriptor.flags |= lib.SHMLOG_RING_FLAG_MEMORY_ONLY
         self.apply_replication(topic, partition, t, ring)
         if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
             ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
         self.rings[(topic, partition)] = ring
+        self.rings_version += 1
         return ring
+
+    def memory_only(self, t):
+        """shmlog.persist=false: no directories, no persister; producers release the ring."""
+        return not metadata.topic_config(t)["shmlog.persist"]
 
     def drop_ring(self, topic, partition):
         ring = self.rings.pop((topic, partition), None)
+        self.rings_version += 1
         if ring is not None:
             shm.unlink(ring.mapping.name)
             ring.close()
@@ -500,7 +519,8 @@ class Supervisor:
         before the stop was not drained (no persister was running, it died, or it missed the
         ring), and a persister is started again to drain it, up to FINAL_DRAIN_ATTEMPTS times.
         """
-        targets = {key: ring.end()[0] for key, ring in self.rings.items()}
+        targets = {key: ring.end()[0] for key, ring in self.rings.items()
+                   if not self.memory_only(self.meta["topics"].get(key[0]) or {"config": {}})}
         deadline = time.monotonic() + PERSISTER_DRAIN_TIMEOUT_S
         attempts = 0
         while True:
@@ -627,6 +647,9 @@ class Supervisor:
         asked = t.get("log_start_offsets") or {}
         return [int(asked.get(str(p), 0)) for p in range(t["partitions"])]
 
+    def requested_log_start(self, t, partition):
+        return int((t.get("log_start_offsets") or {}).get(str(partition), 0))
+
     def op_create_topics(self, sock, request):
         results = {}
         for spec in request["topics"]:
@@ -670,6 +693,9 @@ class Supervisor:
             raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
         placement = self.replication.place_replicas(num_partitions, replication_factor, replica_assignment)
         cfg = parse_topic_config(config)
+        problem = memory_only_problem(topic, effective_topic_config(cfg, self.config), len(placement[0]))
+        if problem:
+            raise Refused(KafkaError.INVALID_CONFIG, problem)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
         shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
         if shortage:
@@ -694,9 +720,15 @@ class Supervisor:
         created, dirs = [], []
         try:
             for p in partitions:
-                dirs.append(self.claim_partition_dir(topic, p, t, new=True))
+                if not self.memory_only(t):
+                    dirs.extend(self.replica_dirs(topic, p, t))
+                    self.claim_partition_dir(topic, p, t, new=True, sync=False)
                 self.create_ring(topic, p, t)
                 created.append(p)
+            # Every partition.metadata durable before topics.json names them: the files, their new
+            # directories and the log dirs holding those, fsynced together (metadata.fsync_all).
+            metadata.fsync_all([os.path.join(d, metadata.PARTITION_METADATA) for d in dirs] + dirs
+                               + sorted({os.path.dirname(d) for d in dirs}))
             self.save_meta(new_meta)
         except BaseException as exc:
             for p in created:
@@ -1008,6 +1040,14 @@ class Supervisor:
     def set_topic_config(self, topic, cfg, op):
         """Make `cfg` what is set on `topic`: saved (fsynced) before the metadata epoch bump tells
         the other processes. None, or the [code, reason] result when the save is refused."""
+        t = self.meta["topics"][topic]
+        old, wanted = self.topic_config(t), effective_topic_config(cfg, self.config)
+        if old["shmlog.persist"] != wanted["shmlog.persist"]:
+            return [KafkaError.INVALID_CONFIG, f"topic {topic!r}: shmlog.persist cannot change after creation "
+                                               f"(it is {str(old['shmlog.persist']).lower()})"]
+        problem = memory_only_problem(topic, wanted, len(self.partition_state(topic, 0, t)["replicas"]))
+        if problem:
+            return [KafkaError.INVALID_CONFIG, problem]
         new = copy.deepcopy(self.meta)
         new["topics"][topic]["config"] = cfg
         try:
@@ -1094,6 +1134,7 @@ class Supervisor:
             self.refusals[1] += 1
 
     def drop(self, sock):
+        self.client_lost = True
         self.selector.unregister(sock)
         client = self.clients.pop(sock)
         sock.close()
@@ -1197,8 +1238,15 @@ class Supervisor:
             client["closing"] = True
             self.flush_replies(sock)
 
-    def reclaim_dead_producers(self):
-        for ring in self.rings.values():
+    def reclaim_dead_producers(self, now=None):
+        """Repair dead producers' and stalled claims in the rings where a slot is held at all:
+        every ring once a second, when a client was lost, or when asked without `now`; else the
+        ones held last time."""
+        full = now is None or self.client_lost or now >= self.next_full_held_scan
+        if full and now is not None:
+            self.client_lost = False
+            self.next_full_held_scan = now + FULL_HELD_SCAN_S
+        for _, ring in self.held_rings.held(self.rings, self.rings_version, full):
             ring.reclaim_dead_slots(self.doorbell.ptr)
             ring.fence_stalled_claims(self.doorbell.ptr)
 
@@ -1231,7 +1279,7 @@ class Supervisor:
                 self.listener.ensure()
                 self.replication.ensure_mirrors()
                 self.replication.track_isr(now)
-                self.reclaim_dead_producers()
+                self.reclaim_dead_producers(now)
                 self.remove_retired_dirs(now)
                 self.check_keeper()
                 self.client_events.flush("client attached/lost lines")
@@ -1249,6 +1297,8 @@ class Supervisor:
         self.check_log_dirs()
         self.recover_internal_topics()
         for name, p in self.partitions():
+            if self.memory_only(self.meta["topics"][name]):
+                continue
             try:
                 self.claim_partition_dir(name, p, self.meta["topics"][name], new=False)
             except OSError as exc:  # the persister reports it again when it cannot open the partition
@@ -1389,6 +1439,12 @@ def main(argv=None):
     config = json.loads(argv[1]) if len(argv) > 1 else {}
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     logs.setup("supervisor")
+    limits = fd_limit.raise_to_hard_limit()
+    if limits is None:
+        log("cannot raise the open-descriptor limit (RLIMIT_NOFILE) to its hard limit; many partitions may "
+            "run out of descriptors")
+    elif limits[1] != limits[0]:
+        info(f"open-descriptor limit (RLIMIT_NOFILE) raised from {limits[0]} to {limits[1]}")
     Supervisor(data_dir, config).run()
 
 

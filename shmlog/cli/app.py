@@ -34,6 +34,7 @@ from shmlog.cli._common import (
     table,
 )
 from shmlog.cli.bench import bench
+from shmlog.cli.bench_partitions import bench_partitions_command
 from shmlog.cli.consume import consume
 from shmlog.cli.groups import groups
 from shmlog.cli.log import dump_log, log_group, verify_log
@@ -348,6 +349,7 @@ cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
 cli.add_command(users)     # docs/kafka-listener.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
+cli.add_command(bench_partitions_command)   # bench/README.md, "scale"
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md
 cli.add_command(transactions)  # docs/exactly-once.md

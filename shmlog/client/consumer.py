@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from shmlog.message import Message
 
 MAX_FRAMES_PER_FETCH = 256
+MEMORY_ONLY_RESET_ATTEMPTS = 100
 RECONNECT_INTERVAL_S = 0.1   # how often a consumer whose broker stopped looks for it again
 _UINT64_MAX = (1 << 64) - 1
 
@@ -351,7 +352,10 @@ class Consumer(_fast.ConsumerCore):
     # ------------------------------------------------------------------ positions
 
     def _bounds(self, reader):
-        return reader.ring.log_start_offset, self._high(reader.ring)
+        ring = reader.ring
+        if ring.memory_only:   # its log starts at the oldest offset the ring still holds
+            return max(ring.log_start_offset, ring.start()[1]), self._high(ring)
+        return ring.log_start_offset, self._high(ring)
 
     def _high(self, ring):
         """Where reading stops: the log end, or for read_committed the last stable offset (Kafka's
@@ -387,6 +391,8 @@ class Consumer(_fast.ConsumerCore):
     def _to_ring_or_segments(self, reader, ring_ok=False):
         below = reader.next_offset < reader.cleaned_below and not ring_ok
         cursor = None if below else reader.ring.locate(reader.next_offset)
+        if cursor is None and reader.ring.memory_only:
+            cursor = self._reset_behind_memory_only(reader)
         if cursor is not None:
             reader.cursor.position, reader.cursor.next_offset = cursor.position, cursor.next_offset
             reader.on_ring = True
@@ -395,6 +401,28 @@ class Consumer(_fast.ConsumerCore):
             if reader.segments is None:
                 reader.segments = SegmentReader(partition_dir(reader.log_dir, reader.topic,
                                                                        reader.partition))
+
+    def _reset_behind_memory_only(self, reader):
+        """A memory-only topic (shmlog.persist=false) has no segment files: a reader the ring
+        left behind is out of range, and auto.offset.reset decides where it goes, as Kafka does
+        for an offset retention removed. The ring's cursor there."""
+        for _ in range(MEMORY_ONLY_RESET_ATTEMPTS):   # producers may overwrite the new start meanwhile
+            low, high = self._bounds(reader)
+            offset = reader.next_offset
+            if not low <= offset <= high:
+                if self._reset not in ("earliest", "latest"):
+                    raise error(KafkaError.OFFSET_OUT_OF_RANGE, (
+                        f"{reader.topic}-{reader.partition}: offset {offset} is no longer in the ring, which holds "
+                        f"[{low}, {high}]; the topic is memory-only (shmlog.persist=false), so nothing older is on "
+                        f"disk, and auto.offset.reset={self._reset}; seek to a valid offset"))
+                offset = low if self._reset == "earliest" else high
+                reader.next_offset = offset
+                reader.pending.clear()
+            cursor = reader.ring.locate(offset)
+            if cursor is not None:
+                return cursor
+        raise error(KafkaError.OFFSET_OUT_OF_RANGE, f"{reader.topic}-{reader.partition}: the memory-only ring "
+                    f"is overwritten faster than this reader can find its start; seek again")
 
     def seek(self, partition: TopicPartition) -> None:
         self._check()
@@ -418,7 +446,8 @@ class Consumer(_fast.ConsumerCore):
                               cached: bool = False) -> tuple[int, int]:
         self._check()
         ring = self._cluster.ring(partition.topic, partition.partition)
-        return ring.log_start_offset, self._high(ring)
+        low = max(ring.log_start_offset, ring.start()[1]) if ring.memory_only else ring.log_start_offset
+        return low, self._high(ring)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

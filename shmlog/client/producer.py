@@ -230,6 +230,11 @@ class Producer(_fast.ProducerCore):
         if route is None:
             info = self._cluster.topic(topic, auto_create=True)
             config = info["config"]
+            if self._acks == -1 and not config.get("shmlog.persist", True):
+                raise KafkaException(KafkaError(KafkaError.INVALID_CONFIG, (
+                    f"topic {topic!r} is memory-only (topic config shmlog.persist=false): nothing of it is "
+                    f"written to disk, so acks=all (also implied by enable.idempotence and transactions) can "
+                    f"never be satisfied; produce to it with acks=0 or acks=1")))
             rings = [self._cluster.ring(topic, p) for p in range(info["partitions"])]
             route = _fast.Route(
                 topic, info["partitions"], min(limit for _, limit in self._size_limits(info)),

@@ -49,3 +49,11 @@ def test_the_batch_header_offsets_follow_kafkas_record_batch_v2():
     assert (lib.SHMLOG_BATCH_OFF_LENGTH, lib.SHMLOG_BATCH_OFF_MAGIC, lib.SHMLOG_BATCH_OFF_CRC,
             lib.SHMLOG_BATCH_OFF_ATTRIBUTES, lib.SHMLOG_BATCH_OFF_RECORD_COUNT,
             layout.BATCH_HEADER_BYTES) == (8, 16, 17, 21, 57, 61)
+
+
+def test_the_descriptor_flags_word_is_where_the_reserved_word_was_and_the_descriptor_stays_one_line():
+    # Rings made before the flags word held 0 there: no flag, a topic that persists.
+    assert ffi.offsetof("shmlog_ring_descriptor", "flags") == ffi.offsetof("shmlog_ring_descriptor", "closed") + 4
+    assert ffi.offsetof("shmlog_ring_descriptor", "flags") + 4 == ffi.sizeof("shmlog_ring_descriptor")
+    assert ffi.sizeof("shmlog_ring_descriptor") <= lib.SHMLOG_CACHE_LINE
+    assert lib.SHMLOG_RING_FLAG_MEMORY_ONLY == 1
