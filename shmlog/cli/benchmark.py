@@ -93,6 +93,7 @@ class BenchConfig:
     compression: str = "none"
     api: str = "record"
     wait: str = "blocking"
+    spin_share: float = None           # blocking wait: the consumers' shmlog.wait.spin.share (None: default)
     rate_per_s: int = None             # total over all producers; None: as fast as possible
     value_format: str = "struct"       # trades only
     bootstrap: str = None              # None: an embedded broker in a temporary data dir
@@ -604,7 +605,10 @@ class TradeSource:
 # ---------------------------------------------------------------------------- consumers
 
 def consumer_conf(job):
-    return {"bootstrap.servers": job.bootstrap, "shmlog.busy.poll": job.config.wait == "busy"}
+    conf = {"bootstrap.servers": job.bootstrap, "shmlog.busy.poll": job.config.wait == "busy"}
+    if job.config.spin_share is not None:
+        conf["shmlog.wait.spin.share"] = job.config.spin_share
+    return conf
 
 
 def consume_records(job, slot, shared):
@@ -1001,6 +1005,7 @@ class BenchResult:
             "config": {"record_bytes": c.record_bytes, "records": c.records, "duration_s": c.duration_s,
                        "partitions": c.partitions, "producers": c.producers, "consumers": c.consumers,
                        "acks": c.acks, "compression": c.compression, "api": c.api, "wait": c.wait,
+                       "spin_share": c.spin_share,
                        "rate_per_s": c.rate_per_s,
                        "value_format": c.value_format if c.workload == "trades" else None,
                        "bootstrap": c.bootstrap},

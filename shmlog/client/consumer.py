@@ -218,7 +218,8 @@ class Consumer(_fast.ConsumerCore):
         if cfg.shmlog_busy_poll:
             return BusySpinWait(self._cluster.doorbell)
         spin_max_ns = cfg.shmlog_wait_spin_max_us * 1000
-        return BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns), spin_max_ns=spin_max_ns)
+        return BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns), spin_max_ns=spin_max_ns,
+                            spin_share=cfg.shmlog_wait_spin_share)
 
     def _stop_serving(self):
         self._current = None
