@@ -3,7 +3,7 @@
     shmlog bench produce|consume|e2e|latency|trades [--records N | --duration S] [--record-bytes B]
                  [--partitions P] [--producers N] [--consumers N] [--acks 0|1|all]
                  [--compression none|gzip|snappy|lz4|zstd] [--api record|batch] [--wait busy|blocking] [--spin-share S]
-                 [--rate R] [--value-format struct|json] [--ring-bytes B] [--pin/--no-pin]
+                 [--rate R] [--value-format struct|json] [--ring-bytes B] [--fanout] [--pin/--no-pin]
                  [--bootstrap shm:///DIR] [--json] [--no-progress]
 
 A progress bar on stderr while it runs, then a table (or, with --json, one JSON document) on
@@ -93,13 +93,15 @@ def _option_error(name, message):
 @click.option("--ring-bytes", type=click.IntRange(min=65536), metavar="B",
               help="ring.bytes of the bench topic, a power of two (default: the whole run in the ring, "
                    "up to 256 MiB a partition). Smaller than the run: the persister is on the path.")
+@click.option("--fanout", is_flag=True,
+              help="Every consumer reads every partition (default: each reads its share of them).")
 @click.option("--pin/--no-pin", default=None,
               help="Pin each producer and consumer to a CPU of its own (default: when they fit the usable CPUs).")
 @bootstrap_option("Run against this running broker (default: an embedded broker in a temporary data dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench(workload, records, duration, record_bytes, partitions, producers, consumers, acks, compression, api,
-          wait, spin_share, rate, value_format, ring_bytes, pin, bootstrap, as_json, no_progress):
+          wait, spin_share, rate, value_format, ring_bytes, fanout, pin, bootstrap, as_json, no_progress):
     """Benchmark WORKLOAD: produce, consume, e2e, latency or trades.
 
     \b
@@ -117,7 +119,7 @@ def bench(workload, records, duration, record_bytes, partitions, producers, cons
                             acks="all" if acks == "-1" else acks, compression=compression, api=api, wait=wait,
                             spin_share=spin_share,
                             rate_per_s=rate, value_format=value_format, bootstrap=bootstrap,
-                            ring_bytes=ring_bytes, pin=pin).resolved()
+                            ring_bytes=ring_bytes, fanout=fanout, pin=pin).resolved()
     problems = bm.validate(config)
     if problems:
         name, message = problems[0]

@@ -99,6 +99,7 @@ class BenchConfig:
     bootstrap: str = None              # None: an embedded broker in a temporary data dir
     pin: bool = None                   # one CPU per child; None: when the children fit the usable CPUs
     ring_bytes: int = None             # ring.bytes of the bench topic; None: ring_bytes_for()
+    fanout: bool = False               # every consumer reads every partition (else each reads its share)
 
     def resolved(self):
         """A copy with the workload's defaults filled in (does not validate)."""
@@ -136,9 +137,10 @@ def validate(config):
         bad.append(("--consumers", "the produce workload has no consumers"))
     if c.workload in CONSUMING_WORKLOADS and c.consumers < 1:
         bad.append(("--consumers", f"the {c.workload} workload needs at least 1 consumer"))
-    if c.consumers > c.partitions:
+    if c.consumers > c.partitions and not c.fanout:
         bad.append(("--consumers", f"{c.consumers} consumers for {c.partitions} partitions: each consumer "
-                                   f"reads whole partitions, so at most --partitions {c.partitions}"))
+                                   f"reads whole partitions, so at most --partitions {c.partitions} (or --fanout: "
+                                   f"each reads them all)"))
     minimum = min_record_bytes(c)
     if c.record_bytes < minimum:
         bad.append(("--record-bytes", f"{c.record_bytes} is too small: every record carries a "
@@ -173,8 +175,16 @@ def split_records(total, parts):
 
 
 def consumer_partitions(config, index):
-    """Partitions consumer `index` reads: p with p % consumers == index (manual assignment)."""
+    """Partitions consumer `index` reads: p with p % consumers == index (manual assignment);
+    all of them with fanout."""
+    if config.fanout:
+        return list(range(config.partitions))
     return [p for p in range(config.partitions) if p % config.consumers == index]
+
+
+def readers_per_record(config):
+    """How many consumers read each record."""
+    return config.consumers if config.fanout else 1
 
 
 def ring_bytes_for(config):
@@ -1005,7 +1015,7 @@ class BenchResult:
             "config": {"record_bytes": c.record_bytes, "records": c.records, "duration_s": c.duration_s,
                        "partitions": c.partitions, "producers": c.producers, "consumers": c.consumers,
                        "acks": c.acks, "compression": c.compression, "api": c.api, "wait": c.wait,
-                       "spin_share": c.spin_share,
+                       "spin_share": c.spin_share, "fanout": c.fanout,
                        "rate_per_s": c.rate_per_s,
                        "value_format": c.value_format if c.workload == "trades" else None,
                        "bootstrap": c.bootstrap},
@@ -1205,7 +1215,8 @@ class Run:
         self._watch("run", watched, total, lambda: self._done(producers))
         if consumers:
             self._set_end_offsets()
-            self._watch("drain", consumers, self._records_in_log(), lambda: self._done(consumers))
+            self._watch("drain", consumers, self._records_in_log() * readers_per_record(c),
+                        lambda: self._done(consumers))
         else:
             self._set_end_offsets()
         self._timed_phase_ends()
@@ -1344,8 +1355,10 @@ def count_problems(result):
         out.append(f"sent {r.records_sent:,} records of {c.records:,}")
     if r.records_in_log != r.records_sent:
         out.append(f"the log holds {r.records_in_log:,} records, the producers sent {r.records_sent:,}")
-    if c.workload in CONSUMING_WORKLOADS and r.records_read != r.records_in_log:
-        out.append(f"read {r.records_read:,} records of the {r.records_in_log:,} in the log")
+    readers = readers_per_record(c)
+    if c.workload in CONSUMING_WORKLOADS and r.records_read != r.records_in_log * readers:
+        out.append(f"read {r.records_read:,} records of the {r.records_in_log:,} in the log"
+                   + (f" x {readers} consumers" if readers > 1 else ""))
     return out
 
 
@@ -1358,7 +1371,8 @@ def describe(config):
     size = f"{c.record_bytes} B" if not (c.workload == "trades" and c.value_format == "json") else "JSON"
     procs = f"{c.producers} producer{'s' if c.producers != 1 else ''}"
     if c.consumers:
-        procs += f", {c.consumers} consumer{'s' if c.consumers != 1 else ''} ({c.wait} wait)"
+        procs += f", {c.consumers} consumer{'s' if c.consumers != 1 else ''} ({c.wait} wait" \
+                 + (", each reading every partition)" if c.fanout else ")")
     rate = f", paced at {c.rate_per_s:,}/s" if c.rate_per_s else ""
     rate += ", pinned" if c.pin else ""
     return (f"shmlog bench {c.workload}: {amount} of {size}, {c.partitions} partition{'s' if c.partitions != 1 else ''}, "

@@ -99,6 +99,13 @@ def test_e2e_several_producers_and_consumers_acks_all():
     assert doc["seconds"] >= doc["producer_seconds"] * 0.5   # end to end spans the producers' run
 
 
+def test_e2e_fanout_every_consumer_reads_every_record():
+    doc = bench("e2e", "--records", 5000, "--partitions", 2, "--consumers", 3, "--fanout")
+    assert doc["ok"] is True and doc["problems"] == []
+    assert doc["records_sent"] == doc["records_in_log"] == 5000
+    assert doc["records_read"] == 3 * 5000
+
+
 def test_e2e_for_a_duration():
     doc = bench("e2e", "--duration", 0.5, "--api", "batch")
     assert doc["ok"] is True and doc["config"]["records"] is None
