@@ -20,7 +20,12 @@ persister writes real segment files. Rows:
   producer process saturates another topic's partition with produce_values() batches;
 - the blocking wait at 1k, 10k, 100k records/s: the consumer's CPU % and p50/p99;
 - scale: N->1, 1->N (every consumer reads the partition), N->N on one partition and on N
-  partitions, for N in --scale; records/s and p99 (latency includes queueing).
+  partitions, for N in --scale; records/s and p99 (latency includes queueing);
+- the Pipeline (shmlog.pipeline, the README's job: a function per record, outputs produced,
+  offsets committed after delivery) with 1, 2, 4 workers over a preloaded 4-partition topic,
+  timed from the group being ready until the output topic holds every output;
+- a consumer group of 1, 2, 4 member processes (consume(10000), auto-commit) reading a
+  preloaded 4-partition topic, timed from the start signal (the join included).
 
 Output: a Markdown table on stdout (progress on stderr); --json writes every row.
 """
@@ -78,6 +83,10 @@ def rows(quick, scale):
             (f"scale {n}->{n}, {n} partitions", dict(workload="e2e", producers=n, consumers=n, partitions=n,
                                                      records=n_records)),
         ]
+    for w in (1, 2, 4):
+        out.append((f"pipeline {w} worker{'s' if w > 1 else ''}", dict(pipeline=w, records=q(100_000, 8_000))))
+    for m in (1, 2, 4):
+        out.append((f"group of {m} consuming", dict(group=m, records=q(2_000_000, 400_000))))
     return out
 
 
@@ -92,6 +101,105 @@ def saturate(bootstrap, topic, stop):
         n += len(values)
     p.flush(60)
     p.close()
+
+
+def pipeline_fn(msg):
+    """The pipeline rows' function: one output record per input, its value."""
+    return msg.value()
+
+
+def preload(bootstrap, topic, partitions, records):
+    admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([shmlog.NewTopic(topic, partitions, config={"ring.bytes": str(IN_RING // 4)})])[topic].result()
+    admin.close()
+    import numpy as np
+    p = shmlog.Producer({"bootstrap.servers": bootstrap})
+    per = records // partitions
+    for part in range(partitions):
+        values = np.zeros((per, 100), np.uint8)
+        for i in range(0, per, 8192):
+            p.produce_values(topic, values[i:i + 8192], partition=part)
+    p.flush(60)
+    p.close()
+    return per * partitions
+
+
+def _high(consumer, topic, partitions):
+    return sum(consumer.get_watermark_offsets(shmlog.TopicPartition(topic, p))[1] for p in range(partitions))
+
+
+def _delete(bootstrap, *topics):
+    admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.delete_topics(list(topics)).values():
+        f.result()
+    admin.close()
+
+
+def pipeline_row(name, bootstrap, workers, records, partitions=4):
+    """Pipeline (README's job) with `workers` worker processes: records/s from the group being
+    ready until the output topic holds one record per input."""
+    from shmlog.pipeline import Pipeline
+    src, out = f"pipe-in-{workers}", f"pipe-out-{workers}"
+    n = preload(bootstrap, src, partitions, records)
+    admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([shmlog.NewTopic(out, partitions, config={"ring.bytes": str(IN_RING // 4)})])[out].result()
+    admin.close()
+    watch = shmlog.Consumer({"bootstrap.servers": bootstrap})
+    conf = {"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest"}   # the input is preloaded
+    try:
+        with Pipeline(conf, [src], pipeline_fn, group_id=f"pipe-{workers}", workers=workers, output_topic=out) as p:
+            p.wait_ready(60)
+            t0 = time.monotonic()
+            deadline = t0 + 600
+            while _high(watch, out, partitions) < n and time.monotonic() < deadline:
+                time.sleep(0.01)     # polling the output's watermarks, not synchronisation
+            seconds = time.monotonic() - t0
+            done = _high(watch, out, partitions)
+    finally:
+        watch.close()
+    _delete(bootstrap, src, out)
+    return {"row": name, "ok": done == n, "problems": [] if done == n else [f"{done} of {n} outputs"],
+            "records": n, "records_per_s": n / seconds, "mb_per_s": n * 100 / seconds / 1e6}
+
+
+def group_member(bootstrap, topic, group, counter, ready, go, total):
+    c = shmlog.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    with ready.get_lock():
+        ready.value += 1
+    go.wait(60)
+    while counter.value < total:
+        msgs = c.consume(10000, 0.1)
+        if msgs:
+            with counter.get_lock():
+                counter.value += len(msgs)
+    c.close()
+
+
+def group_row(name, bootstrap, members, records, partitions=4):
+    """A consumer group of `members` processes (consume(10000), auto-commit) reading a
+    preloaded topic: records/s from the start signal until the members read them all (the
+    group's join is in it)."""
+    topic = f"group-in-{members}"
+    n = preload(bootstrap, topic, partitions, records)
+    ctx = multiprocessing.get_context("spawn")
+    counter, ready, go = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event()
+    procs = [ctx.Process(target=group_member, args=(bootstrap, topic, f"g-{members}", counter, ready, go, n))
+             for _ in range(members)]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + 120
+    while ready.value < members and time.monotonic() < deadline:   # imports and connects: untimed
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    go.set()
+    for proc in procs:
+        proc.join(600)
+    seconds = time.monotonic() - t0
+    _delete(bootstrap, topic)
+    return {"row": name, "ok": counter.value == n, "problems": [] if counter.value == n else
+            [f"read {counter.value} of {n}"], "records": n, "records_per_s": n / seconds,
+            "mb_per_s": n * 100 / seconds / 1e6}
 
 
 def disk_write_bandwidth(directory, total=1 << 30, chunk=1 << 20):
@@ -125,6 +233,10 @@ def zmq_row(quick, data_dir):
 
 def run_row(name, spec, bootstrap, data_dir):
     spec = dict(spec)
+    if "pipeline" in spec:
+        return pipeline_row(name, bootstrap, spec["pipeline"], spec["records"])
+    if "group" in spec:
+        return group_row(name, bootstrap, spec["group"], spec["records"])
     load = spec.pop("load", False)
     config = bm.BenchConfig(bootstrap=bootstrap, **spec).resolved()
     problems = bm.validate(config)
@@ -191,7 +303,10 @@ def main():
         try:
             for name, spec in selected:
                 print(f"{name} ...", file=sys.stderr, flush=True)
-                res = run_row(name, spec, broker.bootstrap_servers, tmp)
+                try:
+                    res = run_row(name, spec, broker.bootstrap_servers, tmp)
+                except (bm.BenchError, shmlog.KafkaException, OSError) as exc:
+                    res = {"row": name, "error": bm.error_line(exc)}
                 print(f"  {res.get('records_per_s', 0):,.0f} records/s {res.get('error') or ''}", file=sys.stderr)
                 results.append(res)
         finally:
@@ -206,6 +321,10 @@ def main():
     for r in results:
         if "error" in r:
             print(f"| {r['row']} | error: {r['error']} |||||||")
+            continue
+        if "ring_times" not in r:
+            print(f"| {r['row']} | {r['records']:,} | {fmt(r['records_per_s'])} | {fmt(r['mb_per_s'], 1)} | - | - | - "
+                  f"| - | {'OK' if r['ok'] else 'FAILED: ' + '; '.join(r['problems'])} |")
             continue
         print(f"| {r['row']} | {r['records']:,} | {fmt(r['records_per_s'])} | {fmt(r['mb_per_s'], 1)} | "
               f"{fmt(r['ring_times'], 1)} | {fmt(r['p50_us'], 1)} / {fmt(r['p99_us'], 1)} | "

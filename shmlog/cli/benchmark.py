@@ -61,6 +61,7 @@ CHECK_CHUNK = 4096                     # per-record consumers check offsets and 
 PROGRESS_INTERVAL_S = 0.1
 STALL_S = 30.0                         # a consumer that gets nothing for this long gives up
 SETUP_TIMEOUT_S = 60.0
+SETUP_PER_CHILD_S = 5.0
 FLUSH_TIMEOUT_S = 120.0
 BUFFER_FULL_POLL_S = 1.0               # produce() raised BufferError: poll(1) (serve reports), then retry
 RUN_TIMEOUT_S = 3600.0
@@ -1188,11 +1189,13 @@ class Run:
             signal.signal(signal.SIGINT, previous)
 
     def _wait_ready(self):
-        deadline = time.monotonic() + SETUP_TIMEOUT_S
+        # Each spawned child imports shmlog and NumPy: on a loaded machine 32 of them take a while.
+        timeout_s = SETUP_TIMEOUT_S + SETUP_PER_CHILD_S * len(self.jobs)
+        deadline = time.monotonic() + timeout_s
         while not all(self.shared.ready):
             self._collect(0.05)
             if time.monotonic() > deadline:
-                raise BenchError(f"children not ready within {SETUP_TIMEOUT_S:g} s")
+                raise BenchError(f"children not ready within {timeout_s:g} s")
 
     def _run_phases(self):
         c = self.config
