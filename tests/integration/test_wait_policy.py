@@ -15,9 +15,9 @@ RECORDS = 3000
 RATE_PER_S = 10_000
 
 
-def paced_producer(bootstrap, topic, go, records, rate_per_s):
+def paced_producer(bootstrap, topic, ready, records, rate_per_s):
     p = shmlog.Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-    go.wait(30)
+    ready.set()
     start = time.monotonic()
     for i in range(records):
         delay = start + i / rate_per_s - time.monotonic()
@@ -31,14 +31,14 @@ def paced_producer(bootstrap, topic, go, records, rate_per_s):
 
 def read_paced_stream(conf, topic, share):
     ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
+    ready = ctx.Event()
     c = shmlog.Consumer({**conf, "shmlog.wait.spin.share": share})
     c.assign([TopicPartition(topic, 0, shmlog.OFFSET_BEGINNING)])
     assert c.poll(0.01) is None
-    proc = ctx.Process(target=paced_producer, args=(conf["bootstrap.servers"], topic, go, RECORDS, RATE_PER_S))
+    proc = ctx.Process(target=paced_producer, args=(conf["bootstrap.servers"], topic, ready, RECORDS, RATE_PER_S))
     proc.start()
     try:
-        go.set()
+        assert ready.wait(120), "the producer process did not start"   # spawn + imports, slow on a loaded machine
         got = []
         started = None
         while len(got) < RECORDS:
