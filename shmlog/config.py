@@ -432,6 +432,11 @@ CLIENT_KEYS = (
         "because waking from a futex takes tens of microseconds on a VM; records further apart, "
         "or an idle partition, are waited for asleep. 0: always sleep at once (least CPU, higher "
         "latency).", C),
+    Key("shmlog.wait.spin.share", Float(0, 1), 0.25,
+        "Blocking wait: the share of the wall time the consumer may spend spinning (a budget that "
+        "refills with time). A stream too slow to spin through within it (e.g. 10k records/s) is "
+        "waited for asleep until shortly before the next record is due, then spun for. 1: spin "
+        "through every gap below shmlog.wait.spin.max.us; 0: never spin.", C),
     Key("shmlog.claim.timeout.ms", Int(1, 3_600_000), 2000,
         "A consumer blocked behind a claim that a live producer has held (stopped by SIGSTOP, "
         "Ctrl-Z or a debugger) for this long fences it and reads on: the claim's offsets become an "

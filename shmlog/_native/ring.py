@@ -33,6 +33,43 @@ STATUS_NAMES = {
     lib.SHMLOG_ENOTENOUGHREPLICAS: "fewer in-sync replicas than min.insync.replicas",
 }
 
+# The one home of the rule "ring status -> KafkaError": an append's status (shmlog_ring_append,
+# _append_fixed, _append_records) as (code, message after the partition's name).
+APPEND_ERRORS = {
+    lib.SHMLOG_EFULL: (KafkaError._MSG_TIMED_OUT,
+                       "ring full for max.block.ms={timeout_ms:g}: its {capacity} bytes are not yet persisted "
+                       "(persister behind or stopped)"),
+    lib.SHMLOG_ECLOSED: (KafkaError._TRANSPORT,
+                         "the broker stopped (it closed the partition's ring): nothing was appended"),
+    lib.SHMLOG_EFENCED: (KafkaError._MSG_TIMED_OUT,
+                         "this producer was stopped (SIGSTOP, a debugger) while it held a claim for longer than "
+                         "shmlog.claim.timeout.ms; readers passed the claim and the batch of {records_bytes} record "
+                         "bytes was not written (its offsets hold an empty control batch); produce it again"),
+    lib.SHMLOG_ESEQUENCE: (KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                           "the idempotent batch's sequence does not follow the last one this producer appended "
+                           "to the partition (a gap): nothing was appended"),
+    lib.SHMLOG_EDUPLICATE: (KafkaError.DUPLICATE_SEQUENCE_NUMBER,
+                            "the idempotent batch's sequence is at or below the last one this producer appended "
+                            "to the partition: it is in the log already, nothing was appended"),
+    lib.SHMLOG_EEPOCH: (KafkaError.INVALID_PRODUCER_EPOCH,
+                        "the producer epoch is older than one already appended with the same producer id (this "
+                        "producer was fenced): nothing was appended"),
+    lib.SHMLOG_EUNKNOWNPRODUCER: (KafkaError.UNKNOWN_PRODUCER_ID,
+                                  "the idempotent batch's first sequence is not 0 but the partition has no state of "
+                                  "this producer (its batches were lost, or never written): nothing was appended"),
+    lib.SHMLOG_ETOOBIG: (KafkaError.MSG_SIZE_TOO_LARGE,
+                         "a batch of {records_bytes} record bytes can never fit the partition's ring of {capacity} "
+                         "bytes; raise the topic's ring.bytes"),
+}
+# shmlog_ring_wait_flushed's status (acks=all) when not 0; SHMLOG_ENOTENOUGHREPLICAS is
+# Ring.not_enough_replicas(), which names the ISR; any other status is a timeout.
+FLUSH_WAIT_ERRORS = {
+    lib.SHMLOG_ECORRUPT: (KafkaError.KAFKA_STORAGE_ERROR,
+                          "the persister cannot write to disk (errno {storage_errno}); records are safe in the ring "
+                          "but not durable", True),
+    lib.SHMLOG_EAGAIN: (KafkaError._MSG_TIMED_OUT, "offset {offset} was not fsynced within message.timeout.ms", None),
+}
+
 # How long a dead producer's claim still marked CLAIMING (it may have lost its CAS) stays
 # unpublished before it is repaired. A live producer's claim (OWNED) is fenced once it is older
 # than shmlog.claim.timeout.ms: consumers blocked behind it use their own setting, the persister
@@ -281,42 +318,20 @@ class Ring:
         return out[0] if rc >= 0 else self._append_failed(rc, count * value_bytes, timeout_ms)
 
     def _append_failed(self, rc, records_bytes, timeout_ms):
-        if rc == lib.SHMLOG_EFULL:
-            raise error(KafkaError._MSG_TIMED_OUT,
-                        f"{self.where()}: ring full for max.block.ms={timeout_ms:g}: its "
-                        f"{self.capacity_bytes} bytes are not yet persisted (persister behind or stopped)")
-        if rc == lib.SHMLOG_ECLOSED:
-            raise error(KafkaError._TRANSPORT,
-                        f"{self.where()}: the broker stopped (it closed the partition's ring): nothing was appended")
-        if rc == lib.SHMLOG_EFENCED:
-            raise error(KafkaError._MSG_TIMED_OUT,
-                        f"{self.where()}: this producer was stopped (SIGSTOP, a debugger) while it held a claim "
-                        f"for longer than shmlog.claim.timeout.ms; readers passed the claim and the batch of "
-                        f"{records_bytes} record bytes was not written (its offsets hold an empty control batch); "
-                        f"produce it again")
-        if rc == lib.SHMLOG_ESEQUENCE:
-            raise error(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-                        f"{self.where()}: the idempotent batch's sequence does not follow the last one this "
-                        f"producer appended to the partition (a gap): nothing was appended")
-        if rc == lib.SHMLOG_EUNKNOWNPRODUCER:
-            raise error(KafkaError.UNKNOWN_PRODUCER_ID,
-                        f"{self.where()}: the idempotent batch's first sequence is not 0 but the partition has no "
-                        f"state of this producer (its batches were lost, or never written): nothing was appended")
-        if rc == lib.SHMLOG_EDUPLICATE:
-            raise error(KafkaError.DUPLICATE_SEQUENCE_NUMBER,
-                        f"{self.where()}: the idempotent batch's sequence is at or below the last one this "
-                        f"producer appended to the partition: it is in the log already, nothing was appended")
-        if rc == lib.SHMLOG_EEPOCH:
-            raise error(KafkaError.INVALID_PRODUCER_EPOCH,
-                        f"{self.where()}: the producer epoch is older than one already appended with the same "
-                        f"producer id (this producer was fenced): nothing was appended")
         if rc == lib.SHMLOG_ENOTENOUGHREPLICAS:   # only the acks=all check before a claim returns it here
             raise KafkaException(self.not_enough_replicas(appended=False))
-        if rc == lib.SHMLOG_ETOOBIG:
-            raise error(KafkaError.MSG_SIZE_TOO_LARGE,
-                        f"{self.where()}: a batch of {records_bytes} record bytes can never fit the partition's "
-                        f"ring of {self.capacity_bytes} bytes; raise the topic's ring.bytes")
-        raise error(KafkaError._FAIL, f"{self.where()}: append failed: {STATUS_NAMES.get(rc, rc)}")
+        code, text = APPEND_ERRORS.get(rc, (KafkaError._FAIL, "append failed: {status}"))
+        raise error(code, f"{self.where()}: " + text.format(timeout_ms=timeout_ms, capacity=self.capacity_bytes,
+                                                            records_bytes=records_bytes,
+                                                            status=STATUS_NAMES.get(rc, rc)))
+
+    def flush_wait_error(self, rc, last_offset):
+        """The KafkaError for shmlog_ring_wait_flushed's status rc (not 0) while waiting for last_offset."""
+        if rc == lib.SHMLOG_ENOTENOUGHREPLICAS:
+            return self.not_enough_replicas()
+        code, text, retriable = FLUSH_WAIT_ERRORS.get(rc, FLUSH_WAIT_ERRORS[lib.SHMLOG_EAGAIN])
+        return KafkaError(code, f"{self.where()}: " + text.format(
+            offset=last_offset, storage_errno=self.header.persist.storage_error), retriable=retriable)
 
     # ------------------------------------------------------------------ reading
 

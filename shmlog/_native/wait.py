@@ -4,23 +4,42 @@ The consumer calls `wait(readers, timeout_s)` after a fetch found nothing; it re
 reader may have something (or the timeout passed) and the consumer fetches again.
 
 BlockingWait spins briefly, then sleeps on the consumer's doorbell futex (woken by the
-publishing producer). The spin is adaptive: it starts short and grows to cover the gap between
-records while they keep coming within SPIN_MAX_NS of a wait starting (a futex wake-up costs
-tens of microseconds on a VM, a spin that sees the record a fraction of one); it shrinks again
-when the records stop, so an idle consumer does not spin at all worth mentioning (it sleeps
-in 100 ms slices). BusySpinWait spins without sleeping, for the lowest latency at the cost of
-a core.
+publishing producer). A futex wake-up costs tens of microseconds on a VM, a spin that sees
+the record a fraction of one, so while records keep coming within spin_max_ns of a wait
+starting the spin is adaptive, and bounded by a CPU share (spin_share of the wall time,
+kept as a budget that refills with time and that each spin spends):
+
+- the gap from a wait's start to the record that ended it is tracked (a moving average);
+- when the budget covers spinning through that gap (fast streams), the wait spins up to
+  1.5x the gap before sleeping;
+- when it does not (a stream too slow to spin through at that share, e.g. 10k records/s at
+  25 %), the wait sleeps first, on the futex with a timeout, until shortly before the record
+  is due, and spins only the last stretch (what the budget allows per gap); a record that
+  comes early wakes it through the futex as before. The calling thread's timer slack is set
+  to 1 us for this (prctl PR_SET_TIMERSLACK), so the timed sleep ends when asked;
+- records further apart than spin_max_ns, or none at all, are waited for asleep (an idle
+  consumer sleeps in 100 ms slices and spins nothing worth mentioning).
+
+BusySpinWait spins without sleeping, for the lowest latency at the cost of a core.
 
 Both spin in C (shmlog_wait_any: one load of a publish mark per ring and a `pause` per
 iteration, the GIL released), not in Python, and only watch the rings (set their doorbell bit,
 which makes a publishing producer issue a futex wake) for the sleeping part.
 """
+import time
+
 from shmlog._native import ffi, lib
 
 MAX_SLEEP_NS = 100_000_000  # stuck claims and metadata changes are re-checked this often
 SPIN_MIN_NS = 5_000         # what BlockingWait spins before sleeping when nothing suggests more
 SPIN_MAX_NS = 200_000       # records further apart than this are waited for asleep
 SPIN_MARGIN_NS = 20_000
+SPIN_SHARE = 0.25           # at most this share of the wall time spent spinning (BlockingWait)
+SPIN_BUDGET_MAX_NS = 1_000_000  # unspent budget kept for a burst after a quiet spell
+PRESLEEP_MIN_NS = 60_000    # a timed sleep shorter than this ends too late to be worth taking
+GAP_WEIGHT = 4              # moving average of the gap: each new gap counts 1/GAP_WEIGHT
+TIMER_SLACK_NS = 1_000
+PR_SET_TIMERSLACK = 29
 
 
 class _Rings:
@@ -47,12 +66,42 @@ class _Rings:
 
 
 class BlockingWait:
-    def __init__(self, doorbell, spin_min_ns=SPIN_MIN_NS, spin_max_ns=SPIN_MAX_NS):
+    def __init__(self, doorbell, spin_min_ns=SPIN_MIN_NS, spin_max_ns=SPIN_MAX_NS, spin_share=SPIN_SHARE):
         self.doorbell = doorbell
         self.slot = doorbell.acquire()
-        self.spin_min_ns, self.spin_max_ns = spin_min_ns, spin_max_ns
-        self.spin_ns = spin_min_ns
+        self.spin_min_ns, self.spin_max_ns, self.spin_share = spin_min_ns, spin_max_ns, spin_share
+        self.spin_ns = spin_min_ns     # the spin of the last fast wait, for those without a doorbell slot
+        self.gap_ns = None             # moving average of wait start -> record, while records come
+        self.budget_ns = 0             # spin time the share allows now
+        self.refilled_ns = time.monotonic_ns()
+        self.spun_ns = 0               # total spin time spent (tests and statistics)
+        self._slack_set = False
         self._rings = _Rings()
+
+    def _refill(self, now):
+        self.budget_ns = min(SPIN_BUDGET_MAX_NS,
+                             self.budget_ns + int((now - self.refilled_ns) * self.spin_share))
+        self.refilled_ns = now
+
+    def _spent(self, ns):
+        self.budget_ns -= ns
+        self.spun_ns += ns
+
+    def _note_gap(self, rc, waited):
+        if rc != lib.SHMLOG_WAIT_TIMEOUT and waited <= self.spin_max_ns:
+            g = self.gap_ns
+            self.gap_ns = waited if g is None else g + (waited - g) // GAP_WEIGHT
+        else:
+            self.gap_ns = None     # records further apart than the cap, or none at all
+
+    def _precise_timers(self):
+        if not self._slack_set:
+            self._slack_set = True
+            try:
+                import ctypes
+                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0)
+            except (OSError, AttributeError):
+                pass   # the default 50 us slack: pre-sleeps end later, the futex wake still comes
 
     def wait(self, readers, timeout_s):
         if timeout_s <= 0:
@@ -65,21 +114,48 @@ class BlockingWait:
             rc = lib.shmlog_wait_any(ffi.NULL, -1, rings.rings, rings.cursors, rings.n, self.spin_ns,
                                      self.spin_ns, rings.waited)
             if rc == lib.SHMLOG_WAIT_TIMEOUT:
-                import time
                 time.sleep(min(timeout_ns / 1e9, 0.001))
             return
-        spin = self.spin_ns
-        rc = lib.shmlog_wait_any(self.doorbell.ptr, self.slot, rings.rings, rings.cursors, rings.n, spin,
-                                 timeout_ns, rings.waited)
-        waited = rings.waited[0]
-        if rc == lib.SHMLOG_WAIT_SPUN:
+        now = time.monotonic_ns()
+        self._refill(now)
+        gap = self.gap_ns
+        bell, slot = self.doorbell.ptr, self.slot
+        if gap is None:
+            spin = min(self.spin_min_ns, max(self.budget_ns, 0))
+            rc = lib.shmlog_wait_any(bell, slot, rings.rings, rings.cursors, rings.n, spin, timeout_ns, rings.waited)
+            waited = rings.waited[0]
+            self._spent(min(spin, waited))
+            self._note_gap(rc, waited)
             return
-        if rc == lib.SHMLOG_WAIT_WOKEN and waited <= self.spin_max_ns:
-            # The record came soon after we gave up spinning: spin long enough next time.
-            self.spin_ns = min(self.spin_max_ns, max(spin, waited + waited // 2 + SPIN_MARGIN_NS))
-        else:
-            # Records further apart than the cap, or none at all: spinning would not pay.
-            self.spin_ns = max(self.spin_min_ns, spin // 2)
+        want = gap + gap // 2 + SPIN_MARGIN_NS
+        if want <= self.budget_ns or gap < PRESLEEP_MIN_NS:
+            # Spin through the gap (a fast stream; or too short a gap to sleep through at all):
+            # what the budget allows, then the futex.
+            spin = min(want, max(self.budget_ns, 0))
+            self.spin_ns = spin
+            rc = lib.shmlog_wait_any(bell, slot, rings.rings, rings.cursors, rings.n, spin, timeout_ns, rings.waited)
+            waited = rings.waited[0]
+            self._spent(min(spin, waited))
+            self._note_gap(rc, waited)
+            return
+        # Too slow a stream to spin through at this share: sleep until shortly before the
+        # record is due, spin the rest. Spinning from `gap - window` to `gap + window` costs
+        # 2 * window per gap, and the share allows share * gap.
+        self._precise_timers()
+        window = max(self.spin_min_ns, int(gap * self.spin_share) // 2)
+        presleep = gap - window
+        rc = lib.shmlog_wait_any(bell, slot, rings.rings, rings.cursors, rings.n, 0, min(presleep, timeout_ns),
+                                 rings.waited)
+        slept = rings.waited[0]
+        if rc != lib.SHMLOG_WAIT_TIMEOUT or slept >= timeout_ns:
+            self._note_gap(rc, slept)
+            return
+        spin = min(2 * window, max(self.budget_ns, 0))
+        rc = lib.shmlog_wait_any(bell, slot, rings.rings, rings.cursors, rings.n, spin, timeout_ns - slept,
+                                 rings.waited)
+        waited = rings.waited[0]
+        self._spent(min(spin, waited))
+        self._note_gap(rc, slept + waited)
 
     def close(self):
         self.doorbell.release(self.slot)

@@ -2,8 +2,9 @@
 
     shmlog bench produce|consume|e2e|latency|trades [--records N | --duration S] [--record-bytes B]
                  [--partitions P] [--producers N] [--consumers N] [--acks 0|1|all]
-                 [--compression none|gzip|snappy|lz4|zstd] [--api record|batch] [--wait busy|blocking]
-                 [--rate R] [--value-format struct|json] [--bootstrap shm:///DIR] [--json] [--no-progress]
+                 [--compression none|gzip|snappy|lz4|zstd] [--api record|batch] [--wait busy|blocking] [--spin-share S]
+                 [--rate R] [--value-format struct|json] [--ring-bytes B] [--fanout] [--pin/--no-pin]
+                 [--bootstrap shm:///DIR] [--json] [--no-progress]
 
 A progress bar on stderr while it runs, then a table (or, with --json, one JSON document) on
 stdout; exit status 1 when a check failed (lost, duplicated or reordered records). See
@@ -83,15 +84,24 @@ def _option_error(name, message):
               help="record: produce()/poll(); batch: produce_values()/consume_batch().")
 @click.option("--wait", type=click.Choice(bm.WAITS), default="blocking", show_default=True,
               help="How consumers wait for records: blocking (futex) or busy (spin; a core each).")
+@click.option("--spin-share", type=click.FloatRange(0, 1), metavar="S",
+              help="Blocking wait: the consumers' shmlog.wait.spin.share (default: the client's, 0.25).")
 @click.option("--rate", type=click.IntRange(min=1), metavar="R",
               help="Pace the producers at R records/s in total (latency default: 10,000).")
 @click.option("--value-format", type=click.Choice(bm.VALUE_FORMATS), default="struct", show_default=True,
               help="trades: values as a fixed struct (padded to --record-bytes) or as JSON.")
+@click.option("--ring-bytes", type=click.IntRange(min=65536), metavar="B",
+              help="ring.bytes of the bench topic, a power of two (default: the whole run in the ring, "
+                   "up to 256 MiB a partition). Smaller than the run: the persister is on the path.")
+@click.option("--fanout", is_flag=True,
+              help="Every consumer reads every partition (default: each reads its share of them).")
+@click.option("--pin/--no-pin", default=None,
+              help="Pin each producer and consumer to a CPU of its own (default: when they fit the usable CPUs).")
 @bootstrap_option("Run against this running broker (default: an embedded broker in a temporary data dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench(workload, records, duration, record_bytes, partitions, producers, consumers, acks, compression, api,
-          wait, rate, value_format, bootstrap, as_json, no_progress):
+          wait, spin_share, rate, value_format, ring_bytes, fanout, pin, bootstrap, as_json, no_progress):
     """Benchmark WORKLOAD: produce, consume, e2e, latency or trades.
 
     \b
@@ -107,7 +117,9 @@ def bench(workload, records, duration, record_bytes, partitions, producers, cons
     config = bm.BenchConfig(workload=workload, record_bytes=record_bytes, records=records, duration_s=duration,
                             partitions=partitions, producers=producers, consumers=consumers,
                             acks="all" if acks == "-1" else acks, compression=compression, api=api, wait=wait,
-                            rate_per_s=rate, value_format=value_format, bootstrap=bootstrap).resolved()
+                            spin_share=spin_share,
+                            rate_per_s=rate, value_format=value_format, bootstrap=bootstrap,
+                            ring_bytes=ring_bytes, fanout=fanout, pin=pin).resolved()
     problems = bm.validate(config)
     if problems:
         name, message = problems[0]

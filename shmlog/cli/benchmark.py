@@ -55,10 +55,13 @@ BATCH_RECORDS = 8192                   # records per produce_values() call (keye
 TRADE_BATCH_RECORDS = 1024
 CONSUME_BATCH_RECORDS = 65536
 POLL_TIMEOUT_S = 0.1
-PROGRESS_EVERY = 1024                  # records between updates of a child's progress counter
+PROGRESS_EVERY = 1024                  # records between updates of a child's progress counter (a power of two)
+STAMP_EVERY = 256                      # unpaced producers refresh the send time in their values this often
+CHECK_CHUNK = 4096                     # per-record consumers check offsets and sequences this many at a time
 PROGRESS_INTERVAL_S = 0.1
 STALL_S = 30.0                         # a consumer that gets nothing for this long gives up
 SETUP_TIMEOUT_S = 60.0
+SETUP_PER_CHILD_S = 5.0
 FLUSH_TIMEOUT_S = 120.0
 BUFFER_FULL_POLL_S = 1.0               # produce() raised BufferError: poll(1) (serve reports), then retry
 RUN_TIMEOUT_S = 3600.0
@@ -91,9 +94,13 @@ class BenchConfig:
     compression: str = "none"
     api: str = "record"
     wait: str = "blocking"
+    spin_share: float = None           # blocking wait: the consumers' shmlog.wait.spin.share (None: default)
     rate_per_s: int = None             # total over all producers; None: as fast as possible
     value_format: str = "struct"       # trades only
     bootstrap: str = None              # None: an embedded broker in a temporary data dir
+    pin: bool = None                   # one CPU per child; None: when the children fit the usable CPUs
+    ring_bytes: int = None             # ring.bytes of the bench topic; None: ring_bytes_for()
+    fanout: bool = False               # every consumer reads every partition (else each reads its share)
 
     def resolved(self):
         """A copy with the workload's defaults filled in (does not validate)."""
@@ -108,6 +115,8 @@ class BenchConfig:
             c.rate_per_s = DEFAULT_LATENCY_RATE_PER_S
         if c.records is None and c.duration_s is None:
             c.records = DEFAULT_RECORDS[c.workload]
+        if c.pin is None:
+            c.pin = c.producers + c.consumers <= len(usable_cpus())
         return c
 
 
@@ -129,16 +138,30 @@ def validate(config):
         bad.append(("--consumers", "the produce workload has no consumers"))
     if c.workload in CONSUMING_WORKLOADS and c.consumers < 1:
         bad.append(("--consumers", f"the {c.workload} workload needs at least 1 consumer"))
-    if c.consumers > c.partitions:
+    if c.consumers > c.partitions and not c.fanout:
         bad.append(("--consumers", f"{c.consumers} consumers for {c.partitions} partitions: each consumer "
-                                   f"reads whole partitions, so at most --partitions {c.partitions}"))
+                                   f"reads whole partitions, so at most --partitions {c.partitions} (or --fanout: "
+                                   f"each reads them all)"))
     minimum = min_record_bytes(c)
     if c.record_bytes < minimum:
         bad.append(("--record-bytes", f"{c.record_bytes} is too small: every record carries a "
                                       f"{minimum}-byte header here (at least {minimum})"))
+    if c.ring_bytes is not None and (c.ring_bytes < 65536 or c.ring_bytes & (c.ring_bytes - 1)):
+        bad.append(("--ring-bytes", f"{c.ring_bytes} is not a power of two of at least 65536"))
     if c.records is not None and c.records < c.producers:
         bad.append(("--records", f"{c.records} records for {c.producers} producers: at least one each"))
     return bad
+
+
+def usable_cpus():
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def pin_child(config, slot):
+    """Pin child `slot` to a CPU of its own (round robin when there are more children than CPUs)."""
+    if config.pin and hasattr(os, "sched_setaffinity"):
+        cpus = usable_cpus()
+        os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
 
 
 def min_record_bytes(config):
@@ -153,12 +176,23 @@ def split_records(total, parts):
 
 
 def consumer_partitions(config, index):
-    """Partitions consumer `index` reads: p with p % consumers == index (manual assignment)."""
+    """Partitions consumer `index` reads: p with p % consumers == index (manual assignment);
+    all of them with fanout."""
+    if config.fanout:
+        return list(range(config.partitions))
     return [p for p in range(config.partitions) if p % config.consumers == index]
 
 
+def readers_per_record(config):
+    """How many consumers read each record."""
+    return config.consumers if config.fanout else 1
+
+
 def ring_bytes_for(config):
-    """ring.bytes of the bench topic: the whole run in the ring when it fits 256 MiB a partition."""
+    """ring.bytes of the bench topic: --ring-bytes, else the whole run in the ring when it fits
+    256 MiB a partition."""
+    if config.ring_bytes is not None:
+        return config.ring_bytes
     if config.records is None:
         return 64 << 20
     per_partition = math.ceil(config.records / config.partitions)
@@ -286,6 +320,7 @@ def child_main(job, slot, shared):
     """Entry point of every child: run the job, put its result (or its traceback) on the queue."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's business
     exit_with_parent()
+    pin_child(job.config, slot)
     try:
         run = produce_records if job.role == "producer" else consume_records
         out = run(job, slot, shared)
@@ -380,6 +415,8 @@ def produce_records(job, slot, shared):
 
 def _send_records(producer, job, source, shared, slot, t_start, deadline, interval_ns):
     """The per-record API: one produce() per record, poll(0) now and then (as confluent-kafka)."""
+    if isinstance(source, PlainSource):
+        return _send_plain_records(producer, job, source, shared, slot, t_start, deadline, interval_ns)
     topic, limit, stop = job.topic, job.records, shared.stop
     produce, poll, make = producer.produce, producer.poll, source.record
     i = 0
@@ -402,6 +439,51 @@ def _send_records(producer, job, source, shared, slot, t_start, deadline, interv
             shared.progress[slot] = i
             if stop.is_set():
                 break
+    return i
+
+
+def _send_plain_records(producer, job, source, shared, slot, t_start, deadline, interval_ns):
+    """PlainSource's records, built with as little Python per record as a user's own loop
+    (PlainSource.record's layout): unpaced, the send time in the values is refreshed every
+    STAMP_EVERY records (at most that many records early, so latency errs high); paced, it
+    is taken for each record."""
+    topic, limit, stop = job.topic, job.records, shared.stop
+    produce, poll = producer.produce, producer.poll
+    partitions, seqs = source.partitions, source.seqs
+    prefix = HEADER.pack(job.index, 0, 0, 0)[:8]
+    tail = now_ns().to_bytes(8, "little") + source.pad
+    i = 0
+    while True:
+        if limit is not None:
+            if i >= limit:
+                break
+        elif now_ns() >= deadline:
+            break
+        if interval_ns:
+            _pace(t_start + i * interval_ns)
+            tail = now_ns().to_bytes(8, "little") + source.pad
+        if partitions == 1:
+            partition, seq = 0, i
+        else:
+            partition = (job.index + i) % partitions
+            seq = seqs[partition]
+            seqs[partition] = seq + 1
+        value = prefix + seq.to_bytes(8, "little") + tail
+        try:
+            produce(topic, value, None, partition)
+        except BufferError:
+            _produce_when_room(producer, job, stop, topic, value, None, partition)
+        i += 1
+        if not i % STAMP_EVERY:
+            tail = now_ns().to_bytes(8, "little") + source.pad
+            if not i % PROGRESS_EVERY:
+                poll(0)
+                shared.progress[slot] = i
+                if stop.is_set():
+                    break
+    if partitions == 1:
+        seqs[0] = i
+    source.bytes = i * source.record_bytes
     return i
 
 
@@ -534,7 +616,10 @@ class TradeSource:
 # ---------------------------------------------------------------------------- consumers
 
 def consumer_conf(job):
-    return {"bootstrap.servers": job.bootstrap, "shmlog.busy.poll": job.config.wait == "busy"}
+    conf = {"bootstrap.servers": job.bootstrap, "shmlog.busy.poll": job.config.wait == "busy"}
+    if job.config.spin_share is not None:
+        conf["shmlog.wait.spin.share"] = job.config.spin_share
+    return conf
 
 
 def consume_records(job, slot, shared):
@@ -573,6 +658,8 @@ class _EndWatch:
 
 def _read_records(consumer, check, shared, slot):
     """The per-record API: poll() one record at a time. Returns the time the last one arrived."""
+    if type(check) is SequenceCheck:
+        return _read_plain_records(consumer, check, shared, slot)
     poll, record = consumer.poll, check.record
     watch = _EndWatch(check.job, shared)
     next_offsets = check.next_offsets
@@ -595,6 +682,74 @@ def _read_records(consumer, check, shared, slot):
             last_seen = t_last
         if next_offsets[msg.partition()] == watch.ends[msg.partition()] and watch.done(next_offsets):
             return t_last
+
+
+def _read_plain_records(consumer, check, shared, slot):
+    """poll() one record at a time, checking its offset and keeping its value: the values'
+    checks run on CHECK_CHUNK records at a time with NumPy (SequenceCheck.chunk), so the
+    consumer's rate is poll()'s, not the checks'. Every STAMP_EVERY-th record read (every
+    record in the latency workload) gets its receive time: a latency sample, and the time of
+    the last record within STAMP_EVERY records when the end was not known yet."""
+    poll = consumer.poll
+    watch = _EndWatch(check.job, shared)
+    next_offsets = check.next_offsets
+    parts = {p: ([], []) for p in check.job.partitions}     # values, (index, receive time)
+    sample = 0 if check.job.config.workload == "latency" else STAMP_EVERY - 1
+
+    def check_all():
+        if current is not None:
+            next_offsets[current] = expected
+        for p, (values, received) in parts.items():
+            if values:
+                check.chunk(p, values, received)
+                parts[p] = ([], [])
+
+    current = end = expected = None
+    t_last = last_seen = now_ns()
+    n = 0
+    while True:
+        msg = poll(POLL_TIMEOUT_S)
+        if msg is None:
+            check_all()
+            current = None
+            if watch.done(next_offsets) or _given_up(shared, last_seen):
+                return t_last
+            continue
+        if msg.error() is not None:
+            check_all()
+            current = None
+            check.problem(f"partition {msg.partition()}: {msg.error().str()}")
+            continue
+        p = msg.partition()
+        if p != current:
+            if p not in parts:
+                check.problem(f"got partition {p}, which it was not assigned")
+                continue
+            if current is not None:
+                next_offsets[current] = expected
+            current, end, expected = p, watch.ends[p], next_offsets[p]
+            values, received = parts[p]
+        offset = msg.offset()
+        if offset != expected:
+            check.problem(f"partition {p}: offset {offset} where {expected} was next")
+        expected = offset + 1
+        values.append(msg.value())
+        n += 1
+        if not n & sample:
+            t_last = now_ns()
+            received.append((len(values) - 1, t_last))
+        if not n & (CHECK_CHUNK - 1):
+            last_seen = t_last
+            check_all()
+            current = None
+            shared.progress[slot] = n
+            watch.refresh()
+        elif expected == end:
+            t_last = now_ns()
+            check_all()
+            current = None
+            if watch.done(next_offsets):
+                return t_last
 
 
 def _read_batches(consumer, check, shared, slot):
@@ -684,6 +839,46 @@ class SequenceCheck:
         self.bytes += len(value)
         if self.latency:
             self.latencies.append(now - sent)
+
+    def chunk(self, partition, values, received):
+        """Check the values of records read one at a time (their offsets were checked as
+        they came), in bulk; received: [(index into values, receive time)], latency samples."""
+        k = len(values)
+        size = self.dtype.itemsize
+        data = b"".join(values)
+        self.count += k
+        self.bytes += len(data)
+        rows = np.frombuffer(data, self.dtype) if len(data) == k * size else None
+        if rows is None or not self._sequences_ok(partition, rows):
+            self._sequences_one_by_one(partition, values)
+            return
+        if self.latency and received:
+            at = np.asarray(received, dtype=np.int64)
+            self.latencies.append(at[:, 1] - rows["sent_ns"][at[:, 0]])
+
+    def _sequences_ok(self, partition, rows):
+        """Each producer's sequence numbers in rows dense and following the last seen (then
+        noted as seen); False, noting nothing, when not."""
+        producers, seqs = rows["producer"], rows["seq"]
+        ids = [int(producers[0])] if (producers == producers[0]).all() else np.unique(producers).tolist()
+        nexts = {}
+        for producer in ids:
+            s = seqs if len(ids) == 1 else seqs[producers == producer]
+            if int(s[0]) != self.next_seq.get((partition, producer, 0), 0) or \
+                    (len(s) > 1 and not (np.diff(s) == 1).all()):
+                return False
+            nexts[(partition, producer, 0)] = int(s[-1]) + 1
+        self.next_seq.update(nexts)
+        return True
+
+    def _sequences_one_by_one(self, partition, values):
+        """The slow path that names what is wrong, as record() does."""
+        for value in values:
+            if len(value) != self.dtype.itemsize or len(value) < HEADER.size:
+                self.problem(f"partition {partition}: a value of {len(value)} bytes, not {self.dtype.itemsize}")
+                continue
+            producer, key, seq, _ = HEADER.unpack_from(value)
+            self.sequence(partition, producer, key, seq)
 
     def view(self, view, now):
         k = len(view)
@@ -783,7 +978,10 @@ class BenchResult:
     consumer_seconds: float = 0.0
     producer_cpu_pct: list = dataclasses.field(default_factory=list)
     consumer_cpu_pct: list = dataclasses.field(default_factory=list)
-    broker_cpu_pct: float = None
+    broker_cpu_pct: float = None       # supervisor + persister over the timed phase
+    persister_cpu_pct: float = None    # the persister alone, over the timed phase
+    persister_s_per_gb: float = None   # the persister's CPU seconds (timed phase and drain) per GB of values
+    ring_bytes: int = None
     latency: dict = None
     problems: list = dataclasses.field(default_factory=list)
     data_dir: str = None
@@ -818,6 +1016,7 @@ class BenchResult:
             "config": {"record_bytes": c.record_bytes, "records": c.records, "duration_s": c.duration_s,
                        "partitions": c.partitions, "producers": c.producers, "consumers": c.consumers,
                        "acks": c.acks, "compression": c.compression, "api": c.api, "wait": c.wait,
+                       "spin_share": c.spin_share, "fanout": c.fanout,
                        "rate_per_s": c.rate_per_s,
                        "value_format": c.value_format if c.workload == "trades" else None,
                        "bootstrap": c.bootstrap},
@@ -828,7 +1027,9 @@ class BenchResult:
             "consumer_seconds": round(self.consumer_seconds, 6),
             "records_per_s": round(self.records_per_s, 1), "mb_per_s": round(self.mb_per_s, 3),
             "cpu_pct": {"producers": self.producer_cpu_pct, "consumers": self.consumer_cpu_pct,
-                        "broker": self.broker_cpu_pct},
+                        "broker": self.broker_cpu_pct, "persister": self.persister_cpu_pct},
+            "persister_cpu_s_per_gb": self.persister_s_per_gb, "ring_bytes": self.ring_bytes,
+            "pinned": c.pin,
             "latency_us": self.latency,
             "problems": self.problems,
             "data_dir": self.data_dir, "shm_left_behind": self.shm_left_behind,
@@ -874,18 +1075,18 @@ def _remove_leftovers(data_dir):
 
 
 def _broker_cpu_s(bootstrap):
-    """CPU seconds the broker's supervisor and persister used so far (None if unknown)."""
+    """CPU seconds the broker's (supervisor, persister) used so far (None if unknown)."""
     try:
         import psutil
 
         from shmlog.broker import launcher as broker_mod
         from shmlog.control import SCHEME
         st = broker_mod.status(bootstrap[len(SCHEME):] if bootstrap.startswith(SCHEME) else bootstrap)
-        total = 0.0
-        for pid in {st.get("pid"), st.get("persister_pid")} - {None}:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-        return total
+        out = []
+        for pid in (st.get("pid"), st.get("persister_pid")):
+            t = psutil.Process(pid).cpu_times() if pid is not None else None
+            out.append(t.user + t.system if t is not None else 0.0)
+        return tuple(out)
     except Exception:
         return None
 
@@ -894,13 +1095,16 @@ def _with_topic(config, bootstrap, result, on_progress):
     import shmlog
     admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
     try:
+        result.ring_bytes = ring_bytes_for(config)
         admin.create_topics([shmlog.NewTopic(result.topic, config.partitions,
-                                             config={"ring.bytes": str(ring_bytes_for(config))})])[result.topic].result()
+                                             config={"ring.bytes": str(result.ring_bytes)})])[result.topic].result()
+        run = Run(config, bootstrap, result, on_progress)
         try:
-            Run(config, bootstrap, result, on_progress).execute()
+            run.execute()
         finally:
             if not result.interrupted:
                 _drain(bootstrap, result.topic, config.partitions)
+                run.persister_cost()
             try:
                 admin.delete_topics([result.topic])[result.topic].result()
             except Exception as exc:
@@ -985,11 +1189,13 @@ class Run:
             signal.signal(signal.SIGINT, previous)
 
     def _wait_ready(self):
-        deadline = time.monotonic() + SETUP_TIMEOUT_S
+        # Each spawned child imports shmlog and NumPy: on a loaded machine 32 of them take a while.
+        timeout_s = SETUP_TIMEOUT_S + SETUP_PER_CHILD_S * len(self.jobs)
+        deadline = time.monotonic() + timeout_s
         while not all(self.shared.ready):
             self._collect(0.05)
             if time.monotonic() > deadline:
-                raise BenchError(f"children not ready within {SETUP_TIMEOUT_S:g} s")
+                raise BenchError(f"children not ready within {timeout_s:g} s")
 
     def _run_phases(self):
         c = self.config
@@ -1012,7 +1218,8 @@ class Run:
         self._watch("run", watched, total, lambda: self._done(producers))
         if consumers:
             self._set_end_offsets()
-            self._watch("drain", consumers, self._records_in_log(), lambda: self._done(consumers))
+            self._watch("drain", consumers, self._records_in_log() * readers_per_record(c),
+                        lambda: self._done(consumers))
         else:
             self._set_end_offsets()
         self._timed_phase_ends()
@@ -1026,7 +1233,17 @@ class Run:
         cpu0, t0 = self.broker_cpu
         cpu1, t1 = _broker_cpu_s(self.bootstrap), now_ns()
         if cpu0 is not None and cpu1 is not None and t1 > t0:
-            self.result.broker_cpu_pct = round(100 * (cpu1 - cpu0) / ((t1 - t0) / 1e9))
+            seconds = (t1 - t0) / 1e9
+            self.result.broker_cpu_pct = round(100 * (sum(cpu1) - sum(cpu0)) / seconds)
+            self.result.persister_cpu_pct = round(100 * (cpu1[1] - cpu0[1]) / seconds)
+
+    def persister_cost(self):
+        """After the drain: the persister's CPU seconds since the timed phase began per GB of
+        values sent (its work for this run, including what it wrote after the timed phase)."""
+        cpu0 = self.broker_cpu[0] if self.broker_cpu else None
+        cpu1 = _broker_cpu_s(self.bootstrap)
+        if cpu0 is not None and cpu1 is not None and self.result.bytes_sent and self.config.workload != "consume":
+            self.result.persister_s_per_gb = round((cpu1[1] - cpu0[1]) / (self.result.bytes_sent / 1e9), 2)
 
     def _done(self, slots):
         return all(s in self.outputs for s in slots)
@@ -1141,8 +1358,10 @@ def count_problems(result):
         out.append(f"sent {r.records_sent:,} records of {c.records:,}")
     if r.records_in_log != r.records_sent:
         out.append(f"the log holds {r.records_in_log:,} records, the producers sent {r.records_sent:,}")
-    if c.workload in CONSUMING_WORKLOADS and r.records_read != r.records_in_log:
-        out.append(f"read {r.records_read:,} records of the {r.records_in_log:,} in the log")
+    readers = readers_per_record(c)
+    if c.workload in CONSUMING_WORKLOADS and r.records_read != r.records_in_log * readers:
+        out.append(f"read {r.records_read:,} records of the {r.records_in_log:,} in the log"
+                   + (f" x {readers} consumers" if readers > 1 else ""))
     return out
 
 
@@ -1155,8 +1374,10 @@ def describe(config):
     size = f"{c.record_bytes} B" if not (c.workload == "trades" and c.value_format == "json") else "JSON"
     procs = f"{c.producers} producer{'s' if c.producers != 1 else ''}"
     if c.consumers:
-        procs += f", {c.consumers} consumer{'s' if c.consumers != 1 else ''} ({c.wait} wait)"
+        procs += f", {c.consumers} consumer{'s' if c.consumers != 1 else ''} ({c.wait} wait" \
+                 + (", each reading every partition)" if c.fanout else ")")
     rate = f", paced at {c.rate_per_s:,}/s" if c.rate_per_s else ""
+    rate += ", pinned" if c.pin else ""
     return (f"shmlog bench {c.workload}: {amount} of {size}, {c.partitions} partition{'s' if c.partitions != 1 else ''}, "
             f"{procs}, acks={c.acks}, compression={c.compression}, api={c.api}{rate}")
 
@@ -1176,6 +1397,8 @@ def format_table(result):
         rows.append(("end to end", r.records_read, r.bytes_read, r.seconds, "-"))
     if r.broker_cpu_pct is not None:
         rows.append(("broker", None, None, None, f"{r.broker_cpu_pct}"))
+    if r.persister_cpu_pct is not None:
+        rows.append(("persister", None, None, None, f"{r.persister_cpu_pct}"))
     head = ("", "records", "seconds", "records/s", "MB/s", "cpu %")
     body = []
     for name, n, nbytes, secs, cpu in rows:
@@ -1185,6 +1408,8 @@ def format_table(result):
         body.append((name, f"{n:,}", f"{secs:.3f}", f"{n / secs:,.0f}" if secs > 0 else "-",
                      f"{nbytes / secs / 1e6:,.1f}" if secs > 0 else "-", cpu))
     lines.append(_columns(head, body))
+    lines.append("")
+    lines.extend(row_notes(r))
     if r.latency:
         lat = r.latency
         title = "one-way latency" if c.workload == "latency" else "produce->consume latency (incl. queueing)"
@@ -1195,6 +1420,54 @@ def format_table(result):
     lines.append("")
     lines.append(check_line(r))
     return "\n".join(lines)
+
+
+def row_notes(result):
+    """What each row of the table includes, in words."""
+    r, c = result, result.config
+    per_record = c.api == "record"
+    notes = []
+    if per_record and c.workload != "trades":
+        send = ("produce() per record of a new value (a 24-byte header: producer, sequence number, send time "
+                + ("taken per record" if c.rate_per_s else f"refreshed every {STAMP_EVERY} records") + "), "
+                f"poll(0) every {PROGRESS_EVERY:,}")
+        read = (f"poll() per record; its offset checked at once, sequence numbers every {CHECK_CHUNK:,} "
+                "records in bulk")
+    elif per_record:
+        send = "produce() per keyed trade (built in Python)"
+        read = "poll() per record; offsets, keys and per-key order checked per record"
+    else:
+        send = f"produce_values() of up to {BATCH_RECORDS:,} records (one NumPy array)"
+        read = "consume_batch() views; offsets and sequence numbers checked per view"
+    notes.append(f"producers   start signal -> last flush() returned: {send}")
+    if c.consumers:
+        notes.append(f"consumers   start signal -> last record read: {read}")
+    if c.workload not in ("produce", "consume"):
+        notes.append("end to end  first send -> last record read")
+    if r.ring_bytes and c.workload != "consume":
+        per_partition = r.bytes_sent / max(c.partitions, 1)
+        times = per_partition / r.ring_bytes
+        if times > 1:
+            notes.append(f"            persister on the path: {times:.1f}x the {_size_text(r.ring_bytes)} ring "
+                         "per partition, so ring space comes back only as the persister writes it to disk")
+        else:
+            notes.append(f"            the run fits the {_size_text(r.ring_bytes)} ring: the persister writes "
+                         "beside it, not on its path")
+    cpus = len(usable_cpus())
+    placed = f"pinned, one CPU each (of {cpus})" if c.pin else f"not pinned (the scheduler places them on {cpus} CPUs)"
+    notes.append(f"cpu %       of one core, over each process's own timed span; producers and consumers {placed}; "
+                 "the broker's processes are never pinned")
+    if r.persister_s_per_gb is not None:
+        notes.append(f"persister   {r.persister_s_per_gb:.2f} CPU seconds per GB of values (timed phase and "
+                     "the drain after it)")
+    return notes
+
+
+def _size_text(n):
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n:,} B"
 
 
 def check_line(result):

@@ -221,7 +221,8 @@ class Consumer(_fast.ConsumerCore):
         if cfg.shmlog_busy_poll:
             return BusySpinWait(self._cluster.doorbell)
         spin_max_ns = cfg.shmlog_wait_spin_max_us * 1000
-        return BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns), spin_max_ns=spin_max_ns)
+        return BlockingWait(self._cluster.doorbell, spin_min_ns=min(SPIN_MIN_NS, spin_max_ns), spin_max_ns=spin_max_ns,
+                            spin_share=cfg.shmlog_wait_spin_share)
 
     def _stop_serving(self):
         self._current = None
@@ -980,15 +981,23 @@ class Consumer(_fast.ConsumerCore):
     def _view_of_messages(self, msgs):
         if not msgs:
             return None
-        blob = bytearray()
-        refs = np.zeros(len(msgs), layout.RECORD_REF_DTYPE)
-        for i, m in enumerate(msgs):
-            refs[i]["offset"], refs[i]["timestamp"] = m.offset(), m.timestamp()[1]
-            for name, data in (("key", m.key()), ("value", m.value())):
-                refs[i][name + "_pos"] = len(blob)
-                refs[i][name + "_len"] = -1 if data is None else len(data)
-                blob += data or b""
-        return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
+        # Column by column (a reader behind the ring gets its views here: per-element NumPy
+        # stores cost microseconds a record). The blob holds each record's key, then its value.
+        n = len(msgs)
+        keys = [m.key() for m in msgs]
+        values = [m.value() for m in msgs]
+        refs = np.zeros(n, layout.RECORD_REF_DTYPE)
+        refs["offset"] = [m.offset() for m in msgs]
+        refs["timestamp"] = [m.timestamp()[1] for m in msgs]
+        key_len = np.fromiter((-1 if k is None else len(k) for k in keys), np.int64, n)
+        value_len = np.fromiter((-1 if v is None else len(v) for v in values), np.int64, n)
+        key_bytes, value_bytes = np.maximum(key_len, 0), np.maximum(value_len, 0)
+        ends = np.cumsum(key_bytes + value_bytes)
+        refs["key_pos"] = ends - key_bytes - value_bytes
+        refs["value_pos"] = ends - value_bytes
+        refs["key_len"], refs["value_len"] = key_len, value_len
+        blob = b"".join([part for k, v in zip(keys, values) for part in (k or b"", v or b"")])
+        return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(blob), refs, False)
 
     def _release_pins(self):
         if self._pins_held:

@@ -566,14 +566,8 @@ class Producer(_fast.ProducerCore):
                 if remaining > 0:
                     rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(remaining * 1e9), self._cluster.doorbell.ptr)
                 where = f"{batch.topic}-{batch.partition}"
-                if rc == lib.SHMLOG_ENOTENOUGHREPLICAS:
-                    self._fail_durable(batch, ring.not_enough_replicas())
-                    continue
-                if rc == lib.SHMLOG_ECORRUPT:
-                    self._fail_durable(batch, KafkaError(
-                        KafkaError.KAFKA_STORAGE_ERROR, f"{where}: the persister cannot write to disk "
-                        f"(errno {ring.header.persist.storage_error}); records are safe in the ring but not durable",
-                        retriable=True))
+                if rc in (lib.SHMLOG_ENOTENOUGHREPLICAS, lib.SHMLOG_ECORRUPT):   # else: timed out (below)
+                    self._fail_durable(batch, ring.flush_wait_error(rc, last))
                     continue
                 if rc != 0:
                     if time.monotonic() < expires:
@@ -848,11 +842,8 @@ class Producer(_fast.ProducerCore):
             return
         rc = lib.shmlog_ring_wait_flushed(ring.map, last_offset, int(self._cfg.message_timeout_ms * 1e6),
                                           self._cluster.doorbell.ptr)
-        if rc == lib.SHMLOG_ENOTENOUGHREPLICAS:
-            raise KafkaException(ring.not_enough_replicas())
         if rc != 0:
-            raise error(KafkaError.KAFKA_STORAGE_ERROR if rc == lib.SHMLOG_ECORRUPT else KafkaError._MSG_TIMED_OUT,
-                        f"{ring.where()}: offset {last_offset} was not fsynced within message.timeout.ms")
+            raise KafkaException(ring.flush_wait_error(rc, last_offset))
 
     # ------------------------------------------------------------------ lifecycle
 

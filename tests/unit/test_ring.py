@@ -5,6 +5,7 @@ import time
 import pytest
 
 from shmlog._native import ffi, lib, procs
+from shmlog._native import ring as ring_mod
 from shmlog._native.ring import Ring
 from shmlog._native.shm import unlink
 from shmlog.errors import KafkaError, KafkaException
@@ -224,3 +225,26 @@ def test_a_claim_dated_in_the_future_counts_as_fresh(ring):
     slot, pos = forge_live_claim(ring, time.time_ns() + 3600 * 10**9)  # the clock jumped back since
     assert lib.shmlog_ring_fence_stalled(ring.map, slot, pos, 1_000_000, ffi.NULL) == lib.SHMLOG_EAGAIN
     assert ring.map.producers[slot].state == lib.SHMLOG_SLOT_OWNED
+
+
+@pytest.mark.parametrize("status", sorted(ring_mod.APPEND_ERRORS))
+def test_each_append_status_raises_its_kafka_error_naming_the_partition(ring, status):
+    code, _ = ring_mod.APPEND_ERRORS[status]
+    with pytest.raises(KafkaException) as caught:
+        ring._append_failed(status, 100, 5)
+    assert caught.value.args[0].code() == code
+    assert caught.value.args[0].str().startswith(ring.where())
+
+
+def test_an_unknown_append_status_is_a_fail_that_names_it(ring):
+    with pytest.raises(KafkaException) as caught:
+        ring._append_failed(lib.SHMLOG_ENOSLOT, 100, 5)
+    assert caught.value.args[0].code() == KafkaError._FAIL
+    assert "no free slot" in caught.value.args[0].str()
+
+
+@pytest.mark.parametrize("status, code", [(lib.SHMLOG_ECORRUPT, KafkaError.KAFKA_STORAGE_ERROR),
+                                          (lib.SHMLOG_EAGAIN, KafkaError._MSG_TIMED_OUT),
+                                          (lib.SHMLOG_ENOTENOUGHREPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND)])
+def test_each_flush_wait_status_is_its_kafka_error(ring, status, code):
+    assert ring.flush_wait_error(status, 7).code() == code
