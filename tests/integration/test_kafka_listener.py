@@ -43,15 +43,19 @@ def wait_for_listener(admin, pid_not=None):
     raise AssertionError("the kafka listener did not come up")
 
 
+def start_with_listener(start_broker, **configs):
+    """A broker with a Kafka listener on a free loopback port: .kafka_bootstrap, .admin (close it)."""
+    b = start_broker(**{"listeners": "PLAINTEXT://127.0.0.1:0", "group.initial.rebalance.delay.ms": 0, **configs})
+    b.admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    b.kafka_bootstrap = f"127.0.0.1:{wait_for_listener(b.admin)['port']}"
+    return b
+
+
 @pytest.fixture
 def kbroker(start_broker):
-    b = start_broker(**{"listeners": "PLAINTEXT://127.0.0.1:0", "group.initial.rebalance.delay.ms": 0})
-    admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
-    st = wait_for_listener(admin)
-    b.kafka_bootstrap = f"127.0.0.1:{st['port']}"
-    b.admin = admin
+    b = start_with_listener(start_broker)
     yield b
-    admin.close()
+    b.admin.close()
 
 
 def kconf(b, **extra):

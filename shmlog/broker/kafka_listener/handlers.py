@@ -9,7 +9,7 @@ import struct
 import time
 
 from shmlog._native import ffi, lib
-from shmlog.broker.kafka_listener import batches
+from shmlog.broker.kafka_listener import batches, idempotence
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import control_record
 from shmlog.log.segment import SegmentReader
@@ -140,15 +140,22 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
         return {**result, "error_code": exc.code, "error_message": str(exc)}
     first = last = None
+    producers = conn.server.producers
     try:
         with logs.append_lock(topic, p):
             slot = logs.producer_slot(ring)
             for one, fields in found:
-                records = one[batches.rb.HEADER_BYTES:]
-                base = ring.append(slot, ffi.from_buffer(records), len(records), fields[12], fields[7], fields[8],
-                                   timeout_ms, logs.doorbell.ptr, attributes=fields[5])
+                count, pid, epoch, seq = fields[12], fields[9], fields[10], fields[11]
+                base = producers.check(topic, p, pid, epoch, seq, count) if pid >= 0 else None
+                if base is None:
+                    records = one[batches.rb.HEADER_BYTES:]
+                    base = ring.append(slot, ffi.from_buffer(records), len(records), count, fields[7], fields[8],
+                                       timeout_ms, logs.doorbell.ptr, attributes=fields[5], producer_id=pid,
+                                       producer_epoch=epoch, base_sequence=seq if pid >= 0 else -1)
+                    if pid >= 0:
+                        producers.note(topic, p, pid, epoch, seq, count, base)
                 first = base if first is None else first
-                last = base + fields[12] - 1
+                last = base + count - 1
         if acks == -1:
             rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(timeout_ms * 1e6), logs.doorbell.ptr)
             if rc != 0:
@@ -158,6 +165,10 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
     except KafkaException as exc:
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
                 "error_message": reason_of(exc)}
+    except idempotence.Refused as exc:
+        conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
+        return {**result, "base_offset": first if first is not None else -1, "error_code": exc.code,
+                "error_message": str(exc)}
     return {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset}
 
 

@@ -20,7 +20,7 @@ import traceback
 from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog.broker import logs as broker_logs
-from shmlog.broker.kafka_listener import admin, auth, groups, handlers, wire
+from shmlog.broker.kafka_listener import admin, auth, groups, handlers, idempotence, txn, wire
 from shmlog.broker.kafka_listener import config as lconfig
 from shmlog.broker.kafka_listener.logs_view import LogsView
 from shmlog.errors import KafkaException
@@ -51,6 +51,11 @@ APIS = {
     19: (2, 7, admin.create_topics),
     20: (1, 5, admin.delete_topics),
     21: (0, 2, admin.delete_records),
+    22: (0, 4, txn.init_producer_id),
+    24: (0, 3, txn.add_partitions_to_txn),
+    25: (0, 3, txn.add_offsets_to_txn),
+    26: (0, 3, txn.end_txn),
+    28: (0, 3, txn.txn_offset_commit),
     32: (1, 4, admin.describe_configs),
     33: (0, 2, admin.alter_configs),
     36: (0, 2, auth.sasl_authenticate),
@@ -73,6 +78,7 @@ class Server:
         # The SASL APIs are advertised by SASL listeners only (librdkafka checks ApiVersions for them).
         self.apis = APIS if self.settings.sasl else {k: v for k, v in APIS.items() if k not in (17, 36)}
         self.cluster_id = self.logs.request("describe_cluster").get("cluster_id")
+        self.producers = idempotence.ProducerTable()
         self.connections = set()
         self.lock = threading.Lock()
         self.running = True
