@@ -88,9 +88,11 @@ def metadata(conn, req, version):
         if info is None:
             topics.append({"error_code": UNKNOWN_TOPIC_OR_PARTITION, "name": name, "partitions": []})
             continue
+        states = info.get("partition_states") or [{}] * info["partitions"]
         topics.append({"error_code": NONE, "name": name, "is_internal": name.startswith("__"),
                        "partitions": [{"error_code": NONE, "partition_index": p, "leader_id": NODE_ID,
-                                       "leader_epoch": 0, "replica_nodes": (NODE_ID,), "isr_nodes": (NODE_ID,),
+                                       "leader_epoch": int(states[p].get("leader_epoch", 0)),
+                                       "replica_nodes": (NODE_ID,), "isr_nodes": (NODE_ID,),
                                        "offline_replicas": ()} for p in range(info["partitions"])]})
     return {"brokers": [_broker_entry(conn)], "cluster_id": conn.server.cluster_id, "controller_id": NODE_ID,
             "topics": topics, "cluster_authorized_operations": -2147483648}
@@ -315,7 +317,9 @@ def list_offsets(conn, req, version):
             parts = []
             for lp in t.partitions:
                 ring = logs.ring(t.name, lp.partition_index)
-                entry = {"partition_index": lp.partition_index, "timestamp": -1, "offset": -1, "leader_epoch": 0}
+                states = (logs.topic(t.name) or {}).get("partition_states") or ()
+                epoch = states[lp.partition_index].get("leader_epoch", 0) if lp.partition_index < len(states) else 0
+                entry = {"partition_index": lp.partition_index, "timestamp": -1, "offset": -1, "leader_epoch": epoch}
                 if ring is None:
                     parts.append({**entry, "error_code": UNKNOWN_TOPIC_OR_PARTITION})
                     continue

@@ -20,7 +20,7 @@ import traceback
 from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog.broker import logs as broker_logs
-from shmlog.broker.kafka_listener import admin, auth, groups, handlers, idempotence, txn, wire
+from shmlog.broker.kafka_listener import admin, auth, epochs, groups, handlers, idempotence, txn, wire
 from shmlog.broker.kafka_listener import config as lconfig
 from shmlog.broker.kafka_listener.logs_view import LogsView
 from shmlog.errors import KafkaException
@@ -52,6 +52,7 @@ APIS = {
     20: (1, 5, admin.delete_topics),
     21: (0, 2, admin.delete_records),
     22: (0, 4, txn.init_producer_id),
+    23: (2, 4, epochs.offset_for_leader_epoch),
     24: (0, 3, txn.add_partitions_to_txn),
     25: (0, 3, txn.add_offsets_to_txn),
     26: (0, 3, txn.end_txn),
