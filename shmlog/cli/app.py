@@ -33,6 +33,7 @@ from shmlog.cli._common import (
     quiet_stdout,
     table,
 )
+from shmlog.cli.acls import acls
 from shmlog.cli.bench import bench
 from shmlog.cli.consume import consume
 from shmlog.cli.groups import groups
@@ -346,6 +347,7 @@ cli.add_command(log_group)   # docs/compaction.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
 cli.add_command(users)     # docs/kafka-listener.md
+cli.add_command(acls)      # docs/kafka-listener.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md
