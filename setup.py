@@ -38,7 +38,7 @@ setup(
                       "cramjam>=2.8", "orjson>=3.8", "fastavro>=1.8", "protobuf>=4.21", "jsonschema>=4.18",
                       "google-re2>=1.1"],
     extras_require={"observe": ["prometheus-client>=0.17", "rich>=13"],
-                    # The Kafka-protocol listener's codec (docs/kafka-listener.md); kio needs Python 3.11+.
+                    # The Kafka-protocol listener's codec (docs/kafka-protocol.md); kio needs Python 3.11+.
                     "kafka": ["kio>=0.6.5; python_version>='3.11'"],
                     "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.17,<0.18", "import-linter>=2.1", "mypy>=1.10",
                              "prometheus-client>=0.17", "rich>=13",

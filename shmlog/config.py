@@ -832,14 +832,14 @@ BROKER_KEYS = (
     _inert("controller.quorum.voters", Anything(), None, "metadata lives in the data dir"),
     _inert("controller.listener.names", Anything(), None, "metadata lives in the data dir"),
     Key("listeners", Listener(), None,
-        "The Kafka-protocol TCP listener (docs/kafka-listener.md), e.g. `PLAINTEXT://127.0.0.1:9092` or `SSL://...` "
+        "The Kafka-protocol TCP listener (docs/kafka-protocol.md), e.g. `PLAINTEXT://127.0.0.1:9092` or `SSL://...` "
         "(port 0: any free port, published in the broker status). Unset: no listener."),
     Key("advertised.listeners", Listener(), None,
         "The address Metadata gives clients for this broker. Unset: the bound address."),
     Key("sasl.enabled.mechanisms", CsvList(Enum(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))),
         "SCRAM-SHA-256,SCRAM-SHA-512",
         "SASL mechanisms a SASL_PLAINTEXT or SASL_SSL listener offers; users and their salted credentials are "
-        "set with `shmlog users set` (docs/kafka-listener.md)."),
+        "set with `shmlog users set` (docs/kafka-protocol.md)."),
     Key("ssl.keystore.type", Enum(("PEM",)), "PEM",
         "Format of `ssl.keystore.location` and `ssl.truststore.location`: PEM only (JKS and PKCS12 are refused)."),
     Key("ssl.keystore.location", Str(), None,

@@ -346,8 +346,8 @@ cli.add_command(verify_log)  # docs/durability.md
 cli.add_command(log_group)   # docs/compaction.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
-cli.add_command(users)     # docs/kafka-listener.md
-cli.add_command(acls)      # docs/kafka-listener.md
+cli.add_command(users)     # docs/kafka-protocol.md
+cli.add_command(acls)      # docs/kafka-protocol.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md
