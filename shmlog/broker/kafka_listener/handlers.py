@@ -9,7 +9,7 @@ import struct
 import time
 
 from shmlog._native import ffi, lib
-from shmlog.broker.kafka_listener import batches, idempotence
+from shmlog.broker.kafka_listener import batches, fetch_sessions, idempotence
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import control_record
 from shmlog.log.segment import SegmentReader
@@ -181,19 +181,28 @@ def fetch(conn, req, version):
     deadline = time.monotonic() + max(0, req.max_wait.total_seconds())
     max_bytes = req.max_bytes if version >= 3 else 0x7FFFFFFF
     min_bytes = max(req.min_bytes, 1)
+    session, topics, code = conn.server.fetch_sessions.open(req) if version >= 7 else (None, req.topics, NONE)
+    if code:
+        return {"error_code": code, "session_id": 0, "responses": []}
+    isolation = getattr(req, "isolation_level", 0)
     with logs.using():
         while True:
-            total, out, watch = _fetch_once(conn, req, max_bytes)
+            total, out, watch = _fetch_once(conn, topics, isolation, max_bytes)
             remaining = deadline - time.monotonic()
             if total >= min_bytes or remaining <= 0 or not watch:
-                return {"error_code": NONE, "session_id": 0, "responses": out}
+                break
             conn.wait_for_data(watch, remaining)
+    if session is None:
+        return {"error_code": NONE, "session_id": 0, "responses": out}
+    with session.lock:
+        out = session.trim(out, full=req.session_epoch == fetch_sessions.INITIAL_EPOCH)
+    return {"error_code": NONE, "session_id": session.id, "responses": out}
 
 
-def _fetch_once(conn, req, max_bytes):
+def _fetch_once(conn, topics, isolation, max_bytes):
     logs = conn.logs
     out, total, watch = [], 0, []
-    for t in req.topics:
+    for t in topics:
         parts = []
         info = logs.topic(t.topic)
         for fp in t.partitions:
@@ -210,7 +219,7 @@ def _fetch_once(conn, req, max_bytes):
                      "preferred_read_replica": -1, "records": b""}
             offset = fp.fetch_offset
             # read_committed (isolation_level 1, librdkafka's default) reads up to the LSO only.
-            readable = stable if getattr(req, "isolation_level", 0) == 1 else high
+            readable = stable if isolation == 1 else high
             if offset < low or offset > high:
                 entry.update(error_code=OFFSET_OUT_OF_RANGE)
             elif offset < readable:

@@ -20,7 +20,18 @@ import traceback
 from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog.broker import logs as broker_logs
-from shmlog.broker.kafka_listener import admin, auth, authorizer, epochs, groups, handlers, idempotence, txn, wire
+from shmlog.broker.kafka_listener import (
+    admin,
+    auth,
+    authorizer,
+    epochs,
+    fetch_sessions,
+    groups,
+    handlers,
+    idempotence,
+    txn,
+    wire,
+)
 from shmlog.broker.kafka_listener import config as lconfig
 from shmlog.broker.kafka_listener.logs_view import LogsView
 from shmlog.errors import KafkaException
@@ -86,6 +97,7 @@ class Server:
         self.apis = APIS if self.settings.sasl else {k: v for k, v in APIS.items() if k not in (17, 36)}
         self.cluster_id = self.logs.request("describe_cluster").get("cluster_id")
         self.producers = idempotence.ProducerTable()
+        self.fetch_sessions = fetch_sessions.Sessions()
         self.authorizer = (authorizer.Authorizer(data_dir, self.logs.broker_config)
                            if self.logs.broker_config.get("authorizer.class.name") else None)
         self.connections = set()
