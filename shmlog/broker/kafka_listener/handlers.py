@@ -21,6 +21,7 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 REQUEST_TIMED_OUT = 7
 COORDINATOR_NOT_AVAILABLE = 15
 INVALID_TOPIC = 17
+TOPIC_AUTHORIZATION_FAILED = 29
 NOT_ENOUGH_REPLICAS = 19
 INVALID_REQUEST = 42
 UNSUPPORTED_VERSION = 35
@@ -202,13 +203,17 @@ def fetch(conn, req, version):
 def _fetch_once(conn, topics, isolation, max_bytes):
     logs = conn.logs
     out, total, watch = [], 0, []
+    acls = conn.server.authorizer
     for t in topics:
         parts = []
         info = logs.topic(t.topic)
+        # A fetch session's partitions are checked at every fetch, not only when the client names them.
+        refused = acls is not None and not acls.allowed(conn, "READ", "TOPIC", t.topic)
         for fp in t.partitions:
-            ring = logs.ring(t.topic, fp.partition) if info is not None else None
+            ring = logs.ring(t.topic, fp.partition) if info is not None and not refused else None
             if ring is None:
-                parts.append({"partition_index": fp.partition, "error_code": UNKNOWN_TOPIC_OR_PARTITION,
+                parts.append({"partition_index": fp.partition,
+                              "error_code": TOPIC_AUTHORIZATION_FAILED if refused else UNKNOWN_TOPIC_OR_PARTITION,
                               "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
                               "aborted_transactions": None, "preferred_read_replica": -1, "records": b""})
                 continue
