@@ -309,7 +309,8 @@ def raw_produce(records, topic="t", acks=1):
 
 def good_batch(value=b"v"):
     builder = RecordsBuilder()
-    builder.add(b"k", value, 1000, None, record_size(b"k", value))
+    # A current timestamp: one from 1970 is past retention.ms, and retention may delete it at once.
+    builder.add(b"k", value, int(time.time() * 1000), None, record_size(b"k", value))
     records, base_ts, max_ts = builder.encode()
     from shmlog._native import lib
     from shmlog.log.batch import HEADER
