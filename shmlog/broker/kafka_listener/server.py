@@ -284,6 +284,8 @@ class Connection:
         refused = acls.denial(self, api_key, request)
         if refused is not None:
             self.log_refusal(f"api key {api_key} refused: {refused[1]}")
+            if api_key == 0 and request.acks == 0:
+                return None     # Kafka answers no acks=0 Produce, refused or not
             return authorizer.refused(api_key, request, *refused)
         if api_key == METADATA:
             request, hidden = authorizer.metadata_request(acls, self, request)
