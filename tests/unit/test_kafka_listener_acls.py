@@ -75,3 +75,12 @@ def test_a_damaged_acl_file_is_reported_not_guessed(tmp_path):
     (tmp_path / "meta" / "acls.json").write_text("{not json")
     with pytest.raises(store.BadAcl, match="cannot be read"):
         store.load(str(tmp_path))
+
+
+def test_every_api_the_listener_serves_says_what_it_needs_or_is_filtered_or_open():
+    pytest.importorskip("kio", reason="the Kafka listener's codec (kio) needs Python 3.11+")
+    from shmlog.broker.kafka_listener.authorizer import REQUIRES
+    from shmlog.broker.kafka_listener.server import APIS
+    filtered = {3, 16}          # Metadata and ListGroups list only what may be described
+    open_to_all = {17, 18, 36}  # SaslHandshake, ApiVersions, SaslAuthenticate
+    assert set(APIS) - set(REQUIRES) == filtered | open_to_all
