@@ -38,14 +38,14 @@ setup(
                       "cramjam>=2.8", "orjson>=3.8", "fastavro>=1.8", "protobuf>=4.21", "jsonschema>=4.18",
                       "google-re2>=1.1"],
     extras_require={"observe": ["prometheus-client>=0.17", "rich>=13"],
-                    # The Kafka-protocol listener's codec (docs/kafka-listener.md); kio needs Python 3.11+.
+                    # The Kafka-protocol listener's codec (docs/kafka-protocol.md); kio needs Python 3.11+.
                     "kafka": ["kio>=0.6.5; python_version>='3.11'"],
                     # shmlog.streams sends topologies (lambdas, closures) to its worker processes (docs/streams.md).
                     "streams": ["cloudpickle>=2.2"],
                     "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.17,<0.18", "import-linter>=2.1", "mypy>=1.10",
                              "prometheus-client>=0.17", "rich>=13",
                              "kio>=0.6.5; python_version>='3.11'", "confluent-kafka>=2.3", "kafka-python>=2.0.2",
-                             "cloudpickle>=2.2"],
+                             "aiokafka>=0.11", "cloudpickle>=2.2"],
                     "bench": ["pyzmq>=25", "faster-fifo>=1.4", "redis>=4.5", "matplotlib>=3.5", "iceoryx2>=0.10"]},
     entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
     package_data={"shmlog": ["py.typed", "_native/_fast.pyi"]},

@@ -841,14 +841,14 @@ BROKER_KEYS = (
     _inert("controller.quorum.voters", Anything(), None, "metadata lives in the data dir"),
     _inert("controller.listener.names", Anything(), None, "metadata lives in the data dir"),
     Key("listeners", Listener(), None,
-        "The Kafka-protocol TCP listener (docs/kafka-listener.md), e.g. `PLAINTEXT://127.0.0.1:9092` or `SSL://...` "
+        "The Kafka-protocol TCP listener (docs/kafka-protocol.md), e.g. `PLAINTEXT://127.0.0.1:9092` or `SSL://...` "
         "(port 0: any free port, published in the broker status). Unset: no listener."),
     Key("advertised.listeners", Listener(), None,
         "The address Metadata gives clients for this broker. Unset: the bound address."),
     Key("sasl.enabled.mechanisms", CsvList(Enum(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))),
         "SCRAM-SHA-256,SCRAM-SHA-512",
         "SASL mechanisms a SASL_PLAINTEXT or SASL_SSL listener offers; users and their salted credentials are "
-        "set with `shmlog users set` (docs/kafka-listener.md)."),
+        "set with `shmlog users set` (docs/kafka-protocol.md)."),
     Key("ssl.keystore.type", Enum(("PEM",)), "PEM",
         "Format of `ssl.keystore.location` and `ssl.truststore.location`: PEM only (JKS and PKCS12 are refused)."),
     Key("ssl.keystore.location", Str(), None,
@@ -864,6 +864,14 @@ BROKER_KEYS = (
         "shmlog: allow a PLAINTEXT listener on an address other than loopback (a warning is logged)."),
     Key("max.connections", Int(1, 100_000), 1000,
         "Most client connections the Kafka listener holds at once; more are closed on accept."),
+    Key("authorizer.class.name", Enum(("kafka.security.authorizer.AclAuthorizer",
+                                       "org.apache.kafka.metadata.authorizer.StandardAuthorizer")), None,
+        "Set (to either Kafka authorizer's name): the Kafka listener enforces ACLs on every request "
+        "(docs/kafka-protocol.md). Unset: every authenticated client may use every API."),
+    Key("super.users", Str(), None,
+        "Principals the authorizer allows everything, `;`-separated, e.g. `User:admin;User:ops`."),
+    Key("allow.everyone.if.no.acl.found", BOOL, False,
+        "With an authorizer: a resource no ACL matches is open to everyone (default: to no one)."),
     _inert("listener.security.protocol.map", Anything(), None, _BROKER_NET),
     _inert("inter.broker.listener.name", Anything(), None, _BROKER_NET),
     _inert("num.network.threads", Int(1, INT32_MAX), 3, _BROKER_NET),

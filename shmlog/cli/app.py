@@ -33,6 +33,7 @@ from shmlog.cli._common import (
     quiet_stdout,
     table,
 )
+from shmlog.cli.acls import acls
 from shmlog.cli.bench import bench
 from shmlog.cli.bench_partitions import bench_partitions_command
 from shmlog.cli.consume import consume
@@ -347,7 +348,8 @@ cli.add_command(verify_log)  # docs/durability.md
 cli.add_command(log_group)   # docs/compaction.md
 cli.add_command(schemas)   # docs/serialization.md
 cli.add_command(groups)    # docs/consumer-groups.md
-cli.add_command(users)     # docs/kafka-listener.md
+cli.add_command(users)     # docs/kafka-protocol.md
+cli.add_command(acls)      # docs/kafka-protocol.md
 cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(bench_partitions_command)   # bench/README.md, "scale"
 cli.add_command(metrics)   # docs/observability.md

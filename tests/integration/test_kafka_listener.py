@@ -43,15 +43,19 @@ def wait_for_listener(admin, pid_not=None):
     raise AssertionError("the kafka listener did not come up")
 
 
+def start_with_listener(start_broker, **configs):
+    """A broker with a Kafka listener on a free loopback port: .kafka_bootstrap, .admin (close it)."""
+    b = start_broker(**{"listeners": "PLAINTEXT://127.0.0.1:0", "group.initial.rebalance.delay.ms": 0, **configs})
+    b.admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    b.kafka_bootstrap = f"127.0.0.1:{wait_for_listener(b.admin)['port']}"
+    return b
+
+
 @pytest.fixture
 def kbroker(start_broker):
-    b = start_broker(**{"listeners": "PLAINTEXT://127.0.0.1:0", "group.initial.rebalance.delay.ms": 0})
-    admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
-    st = wait_for_listener(admin)
-    b.kafka_bootstrap = f"127.0.0.1:{st['port']}"
-    b.admin = admin
+    b = start_with_listener(start_broker)
     yield b
-    admin.close()
+    b.admin.close()
 
 
 def kconf(b, **extra):
@@ -305,7 +309,8 @@ def raw_produce(records, topic="t", acks=1):
 
 def good_batch(value=b"v"):
     builder = RecordsBuilder()
-    builder.add(b"k", value, 1000, None, record_size(b"k", value))
+    # A current timestamp: one from 1970 is past retention.ms, and retention may delete it at once.
+    builder.add(b"k", value, int(time.time() * 1000), None, record_size(b"k", value))
     records, base_ts, max_ts = builder.encode()
     from shmlog._native import lib
     from shmlog.log.batch import HEADER

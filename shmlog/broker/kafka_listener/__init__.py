@@ -1,2 +1,2 @@
 """The Kafka-protocol TCP listener: a broker process that lets any Kafka client use the broker's
-logs and groups (docs/kafka-listener.md). Started by the supervisor when `listeners` is set."""
+logs and groups (docs/kafka-protocol.md). Started by the supervisor when `listeners` is set."""

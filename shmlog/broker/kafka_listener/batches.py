@@ -56,8 +56,14 @@ def check(one, max_message_bytes):
     if len(one) > max_message_bytes:
         raise BadBatch(MESSAGE_TOO_LARGE, f"a record batch of {len(one)} bytes exceeds max.message.bytes="
                                           f"{max_message_bytes}")
-    if attributes & (rb.ATTR_CONTROL | rb.ATTR_TRANSACTIONAL):
-        raise BadBatch(INVALID_RECORD, "control and transactional batches are not accepted by this listener")
+    if attributes & rb.ATTR_CONTROL:
+        raise BadBatch(INVALID_RECORD, "a control batch: only the transaction coordinator writes those")
+    producer_id, producer_epoch, base_sequence = fields[9], fields[10], fields[11]
+    if producer_id >= 0 and (producer_epoch < 0 or base_sequence < 0):
+        raise BadBatch(INVALID_RECORD, f"an idempotent batch (producer id {producer_id}) needs a producer epoch "
+                                       f"and base sequence >= 0, not {producer_epoch} and {base_sequence}")
+    if attributes & rb.ATTR_TRANSACTIONAL and producer_id < 0:
+        raise BadBatch(INVALID_RECORD, "a transactional batch without a producer id")
     if count < 1 or last_delta != count - 1:
         raise BadBatch(INVALID_RECORD, f"record count {count} and last offset delta {last_delta} disagree "
                                        f"(a produced batch holds records at offset deltas 0..count-1)")

@@ -9,7 +9,7 @@ import struct
 import time
 
 from shmlog._native import ffi, lib
-from shmlog.broker.kafka_listener import batches
+from shmlog.broker.kafka_listener import batches, fetch_sessions, idempotence
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import control_record
 from shmlog.log.segment import SegmentReader
@@ -21,6 +21,7 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 REQUEST_TIMED_OUT = 7
 COORDINATOR_NOT_AVAILABLE = 15
 INVALID_TOPIC = 17
+TOPIC_AUTHORIZATION_FAILED = 29
 NOT_ENOUGH_REPLICAS = 19
 INVALID_REQUEST = 42
 UNSUPPORTED_VERSION = 35
@@ -88,9 +89,11 @@ def metadata(conn, req, version):
         if info is None:
             topics.append({"error_code": UNKNOWN_TOPIC_OR_PARTITION, "name": name, "partitions": []})
             continue
+        states = info.get("partition_states") or [{}] * info["partitions"]
         topics.append({"error_code": NONE, "name": name, "is_internal": name.startswith("__"),
                        "partitions": [{"error_code": NONE, "partition_index": p, "leader_id": NODE_ID,
-                                       "leader_epoch": 0, "replica_nodes": (NODE_ID,), "isr_nodes": (NODE_ID,),
+                                       "leader_epoch": int(states[p].get("leader_epoch", 0)),
+                                       "replica_nodes": (NODE_ID,), "isr_nodes": (NODE_ID,),
                                        "offline_replicas": ()} for p in range(info["partitions"])]})
     return {"brokers": [_broker_entry(conn)], "cluster_id": conn.server.cluster_id, "controller_id": NODE_ID,
             "topics": topics, "cluster_authorized_operations": -2147483648}
@@ -140,15 +143,22 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
         return {**result, "error_code": exc.code, "error_message": str(exc)}
     first = last = None
+    producers = conn.server.producers
     try:
         with logs.append_lock(topic, p):
             slot = logs.producer_slot(ring)
             for one, fields in found:
-                records = one[batches.rb.HEADER_BYTES:]
-                base = ring.append(slot, ffi.from_buffer(records), len(records), fields[12], fields[7], fields[8],
-                                   timeout_ms, logs.doorbell.ptr, attributes=fields[5])
+                count, pid, epoch, seq = fields[12], fields[9], fields[10], fields[11]
+                base = producers.check(topic, p, pid, epoch, seq, count) if pid >= 0 else None
+                if base is None:
+                    records = one[batches.rb.HEADER_BYTES:]
+                    base = ring.append(slot, ffi.from_buffer(records), len(records), count, fields[7], fields[8],
+                                       timeout_ms, logs.doorbell.ptr, attributes=fields[5], producer_id=pid,
+                                       producer_epoch=epoch, base_sequence=seq if pid >= 0 else -1)
+                    if pid >= 0:
+                        producers.note(topic, p, pid, epoch, seq, count, base)
                 first = base if first is None else first
-                last = base + fields[12] - 1
+                last = base + count - 1
         if acks == -1:
             rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(timeout_ms * 1e6), logs.doorbell.ptr)
             if rc != 0:
@@ -158,6 +168,10 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
     except KafkaException as exc:
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
                 "error_message": reason_of(exc)}
+    except idempotence.Refused as exc:
+        conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
+        return {**result, "base_offset": first if first is not None else -1, "error_code": exc.code,
+                "error_message": str(exc)}
     return {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset}
 
 
@@ -168,25 +182,38 @@ def fetch(conn, req, version):
     deadline = time.monotonic() + max(0, req.max_wait.total_seconds())
     max_bytes = req.max_bytes if version >= 3 else 0x7FFFFFFF
     min_bytes = max(req.min_bytes, 1)
+    session, topics, code = conn.server.fetch_sessions.open(req) if version >= 7 else (None, req.topics, NONE)
+    if code:
+        return {"error_code": code, "session_id": 0, "responses": []}
+    isolation = getattr(req, "isolation_level", 0)
     with logs.using():
         while True:
-            total, out, watch = _fetch_once(conn, req, max_bytes)
+            total, out, watch = _fetch_once(conn, topics, isolation, max_bytes)
             remaining = deadline - time.monotonic()
             if total >= min_bytes or remaining <= 0 or not watch:
-                return {"error_code": NONE, "session_id": 0, "responses": out}
+                break
             conn.wait_for_data(watch, remaining)
+    if session is None:
+        return {"error_code": NONE, "session_id": 0, "responses": out}
+    with session.lock:
+        out = session.trim(out, full=req.session_epoch == fetch_sessions.INITIAL_EPOCH)
+    return {"error_code": NONE, "session_id": session.id, "responses": out}
 
 
-def _fetch_once(conn, req, max_bytes):
+def _fetch_once(conn, topics, isolation, max_bytes):
     logs = conn.logs
     out, total, watch = [], 0, []
-    for t in req.topics:
+    acls = conn.server.authorizer
+    for t in topics:
         parts = []
         info = logs.topic(t.topic)
+        # A fetch session's partitions are checked at every fetch, not only when the client names them.
+        refused = acls is not None and not acls.allowed(conn, "READ", "TOPIC", t.topic)
         for fp in t.partitions:
-            ring = logs.ring(t.topic, fp.partition) if info is not None else None
+            ring = logs.ring(t.topic, fp.partition) if info is not None and not refused else None
             if ring is None:
-                parts.append({"partition_index": fp.partition, "error_code": UNKNOWN_TOPIC_OR_PARTITION,
+                parts.append({"partition_index": fp.partition,
+                              "error_code": TOPIC_AUTHORIZATION_FAILED if refused else UNKNOWN_TOPIC_OR_PARTITION,
                               "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
                               "aborted_transactions": None, "preferred_read_replica": -1, "records": b""})
                 continue
@@ -197,7 +224,7 @@ def _fetch_once(conn, req, max_bytes):
                      "preferred_read_replica": -1, "records": b""}
             offset = fp.fetch_offset
             # read_committed (isolation_level 1, librdkafka's default) reads up to the LSO only.
-            readable = stable if getattr(req, "isolation_level", 0) == 1 else high
+            readable = stable if isolation == 1 else high
             if offset < low or offset > high:
                 entry.update(error_code=OFFSET_OUT_OF_RANGE)
             elif offset < readable:
@@ -303,7 +330,9 @@ def list_offsets(conn, req, version):
             parts = []
             for lp in t.partitions:
                 ring = logs.ring(t.name, lp.partition_index)
-                entry = {"partition_index": lp.partition_index, "timestamp": -1, "offset": -1, "leader_epoch": 0}
+                states = (logs.topic(t.name) or {}).get("partition_states") or ()
+                epoch = states[lp.partition_index].get("leader_epoch", 0) if lp.partition_index < len(states) else 0
+                entry = {"partition_index": lp.partition_index, "timestamp": -1, "offset": -1, "leader_epoch": epoch}
                 if ring is None:
                     parts.append({**entry, "error_code": UNKNOWN_TOPIC_OR_PARTITION})
                     continue

@@ -3,7 +3,7 @@ speaks them inside SaslAuthenticate, and the salted credentials they are checked
 
 Credentials live in <data_dir>/meta/sasl-credentials.json (mode 0600), one entry per user and
 SCRAM mechanism: salt, iterations, StoredKey and ServerKey, never the password (Kafka stores
-the same). `shmlog users set` writes them (docs/kafka-listener.md); the listener rereads the file
+the same). `shmlog users set` writes them (docs/kafka-protocol.md); the listener rereads the file
 on every authentication, so a change takes effect for the next connection. PLAIN is checked
 against the user's SCRAM credential (the password is salted and hashed the same way and the
 StoredKeys compared), so one credential serves both.

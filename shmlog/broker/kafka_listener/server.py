@@ -20,7 +20,18 @@ import traceback
 from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog.broker import logs as broker_logs
-from shmlog.broker.kafka_listener import admin, auth, groups, handlers, wire
+from shmlog.broker.kafka_listener import (
+    admin,
+    auth,
+    authorizer,
+    epochs,
+    fetch_sessions,
+    groups,
+    handlers,
+    idempotence,
+    txn,
+    wire,
+)
 from shmlog.broker.kafka_listener import config as lconfig
 from shmlog.broker.kafka_listener.logs_view import LogsView
 from shmlog.errors import KafkaException
@@ -30,6 +41,9 @@ REQUEST_READ_TIMEOUT_S = 30.0          # a started request must arrive whole wit
 IDLE_TIMEOUT_S = 600.0                  # Kafka's connections.max.idle.ms default
 PARENT_CHECK_S = 0.5
 WAIT_SPIN_NS = 20_000
+METADATA, LIST_GROUPS = 3, 16
+ACL_APIS = (29, 30, 31)     # DescribeAcls, CreateAcls, DeleteAcls
+SECURITY_DISABLED = 54
 
 APIS = {
     # api key: (lowest version, highest version, handler)
@@ -51,6 +65,15 @@ APIS = {
     19: (2, 7, admin.create_topics),
     20: (1, 5, admin.delete_topics),
     21: (0, 2, admin.delete_records),
+    22: (0, 4, txn.init_producer_id),
+    23: (2, 4, epochs.offset_for_leader_epoch),
+    24: (0, 3, txn.add_partitions_to_txn),
+    25: (0, 3, txn.add_offsets_to_txn),
+    26: (0, 3, txn.end_txn),
+    28: (0, 3, txn.txn_offset_commit),
+    29: (1, 3, authorizer.describe_acls),
+    30: (1, 3, authorizer.create_acls),
+    31: (1, 3, authorizer.delete_acls),
     32: (1, 4, admin.describe_configs),
     33: (0, 2, admin.alter_configs),
     36: (0, 2, auth.sasl_authenticate),
@@ -73,6 +96,10 @@ class Server:
         # The SASL APIs are advertised by SASL listeners only (librdkafka checks ApiVersions for them).
         self.apis = APIS if self.settings.sasl else {k: v for k, v in APIS.items() if k not in (17, 36)}
         self.cluster_id = self.logs.request("describe_cluster").get("cluster_id")
+        self.producers = idempotence.ProducerTable()
+        self.fetch_sessions = fetch_sessions.Sessions()
+        self.authorizer = (authorizer.Authorizer(data_dir, self.logs.broker_config)
+                           if self.logs.broker_config.get("authorizer.class.name") else None)
         self.connections = set()
         self.lock = threading.Lock()
         self.running = True
@@ -242,11 +269,29 @@ class Connection:
             raise wire.BadFrame(f"api key {api_key} before SASL authentication")
         header, request = wire.decode_request(frame)
         self.client_id = header.client_id
-        body = spec[2](self, request, version)
+        acls = self.server.authorizer
+        if acls is None:
+            body = (authorizer.refused(api_key, request, SECURITY_DISABLED, "no authorizer.class.name is configured")
+                    if api_key in ACL_APIS else spec[2](self, request, version))
+        else:
+            body = self.handle_authorized(acls, api_key, request, version, spec[2])
         if body is None:
             return None
         return wire.encode_response(api_key, version, correlation_id,
                                      wire.build(wire.response_class(api_key, version), body))
+
+    def handle_authorized(self, acls, api_key, request, version, handler):
+        refused = acls.denial(self, api_key, request)
+        if refused is not None:
+            self.log_refusal(f"api key {api_key} refused: {refused[1]}")
+            if api_key == 0 and request.acks == 0:
+                return None     # Kafka answers no acks=0 Produce, refused or not
+            return authorizer.refused(api_key, request, *refused)
+        if api_key == METADATA:
+            request, hidden = authorizer.metadata_request(acls, self, request)
+            return authorizer.metadata_response(acls, self, request, handler(self, request, version), hidden)
+        body = handler(self, request, version)
+        return authorizer.list_groups_response(acls, self, body) if api_key == LIST_GROUPS else body
 
     def log_refusal(self, message):
         self.server.refusals(logging.WARNING, f"kafka listener: {self.where}: {message}")
