@@ -34,6 +34,7 @@ from shmlog.broker.replication import ReplicaManager
 from shmlog.broker.txn_service import TxnService
 from shmlog.config import (
     INTERNAL_TOPICS,
+    SCHEMAS_TOPIC,
     UNDELETABLE_TOPICS,
     effective_topic_config,
     parse_broker_config,
@@ -660,6 +661,8 @@ class Supervisor:
         placement = self.replication.place_replicas(num_partitions, replication_factor, replica_assignment)
         cfg = parse_topic_config(config)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
+        if topic == SCHEMAS_TOPIC:   # compacted once a segment rolls: small segments bound its replay
+            cfg.setdefault("segment.bytes", self.config.schemas_topic_segment_bytes)
         shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
         if shortage:
             raise Refused(*shortage)
