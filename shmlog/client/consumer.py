@@ -554,7 +554,9 @@ class Consumer(_fast.ConsumerCore):
             # The batch at the cursor belongs to an aborted transaction: step over it.
             if ring.fetch(reader.cursor, ffi.NULL, 0, self._frames, 1, 0) != 1:
                 return 0
-            reader.next_offset = reader.cursor.next_offset
+            # locate() may have put the cursor before the reader's offset (at the batch holding it,
+            # or earlier): stepping over a batch there must not move the reader back
+            reader.next_offset = max(reader.next_offset, reader.cursor.next_offset)
         return 0
 
     def _committed_segment_frames(self, reader, buf, frames):

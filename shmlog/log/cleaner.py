@@ -20,12 +20,14 @@ shmlog/broker/cleaner.py). docs/compaction.md describes the behaviour; the rules
 - A tombstone (null value) that is the latest of its key is kept until its timestamp is
   `delete.retention.ms` old, then removed. A record without a key is removed (Kafka
   refuses to append one to a compacted topic).
-- Control batches (transaction markers) and the records of transactional batches are
-  kept as they are, and transactional records do not count as a later value of their key
-  (whether their transaction committed is not decided here). A batch left without records
-  is dropped, unless it is a segment's first batch (the file is named after it), its last
+- Records of aborted transactions are removed; committed transactional records are
+  compacted like others (Transactions says how a batch's fate is decided, and why an
+  undecided one ends the clean before its segment). A COMMIT marker goes after
+  `delete.retention.ms` once its transaction has no record left; ABORT markers stay (see
+  _keep_records). A batch left without records is dropped, unless it is a segment's first
+  batch (the file is named after it), its last
   (so the segment still ends where the next begins, and recovery and verify-log find no
-  offsets missing between segments) or the last batch of its producer id in the cleaned
+  offsets missing between segments) or the last data batch of its producer id in the cleaned
   range (producer state is rebuilt from it, as in Kafka): those stay as empty batches.
 - A rewritten segment is written beside the old one as `<base>.log.cleaned` (and its
   `.index.cleaned`, `.timeindex.cleaned`), fsynced, renamed to `.swap`, and exchanged with
@@ -45,7 +47,7 @@ from collections import namedtuple
 
 from shmlog._native import ffi, lib
 from shmlog._native.layout import RECORD_REF_DTYPE
-from shmlog.log import index, retention
+from shmlog.log import control_record, index, retention
 from shmlog.log.batch import (
     ATTR_COMPRESSION_MASK,
     ATTR_CONTROL,
@@ -256,9 +258,64 @@ class _Records:
         return view, self.refs[:n], HEADER_BYTES
 
 
-def _keyed(fields):
-    """True for a batch whose records take part in the key map."""
-    return not fields[5] & (ATTR_CONTROL | ATTR_TRANSACTIONAL) and fields[12] > 0
+def _control(fields):
+    return bool(fields[5] & ATTR_CONTROL)
+
+
+class Transactions:
+    """What the cleaner knows of the transactions in the segments it cleans.
+
+    A transactional batch is aborted when the partition's aborted-transaction index covers
+    it, committed when it is not and a control batch (marker) of its producer id follows it
+    in the cleanable segments, and undecided otherwise (its transaction may still be open:
+    the clean ends before the segment that holds it, as Kafka's stops at the first unstable
+    offset). The index is read after the segments were scanned: its entry is fsynced before
+    the ABORT marker is written, so every marker seen has its entry there.
+    """
+
+    def __init__(self):
+        self.last_marker = {}         # producer id -> offset of its last marker in the scanned segments
+        self.last_of_producer = {}    # producer id -> base offset of its last data batch (producer state)
+        self.first_undecided = None   # base offset of the segment holding the first undecided batch
+        self.aborted_index = None
+        self._pending = {}            # producer id -> [(segment base, fields)] of its batches after its last marker
+
+    def scan(self, seg_base, fields):
+        """Take in one batch header of the cleanable segments, in offset order."""
+        base, pid = fields[0], fields[9]
+        if pid < 0:
+            return
+        if _control(fields):
+            self.last_marker[pid] = base
+            self._pending.pop(pid, None)
+            return
+        self.last_of_producer[pid] = base
+        if fields[5] & ATTR_TRANSACTIONAL:
+            self._pending.setdefault(pid, []).append((seg_base, fields))
+
+    def finish_scan(self, partition_dir):
+        self.aborted_index = _aborted_transactions(partition_dir)
+        undecided = [seg for batches in self._pending.values() for seg, fields in batches if not self.aborted(fields)]
+        self.first_undecided = min(undecided) if undecided else None
+        self._pending = {}
+
+    def aborted(self, fields):
+        return bool(fields[5] & ATTR_TRANSACTIONAL) and not _control(fields) and \
+            self.aborted_index.aborted(fields[9], fields[10], fields[0])
+
+
+def _aborted_transactions(partition_dir):
+    """The one place the cleaner reads a partition's aborted transactions: an AbortedIndex of
+    control_record.read_aborted() as it is now."""
+    found = control_record.AbortedIndex(partition_dir)
+    found.refresh(0)   # any count but its initial -1 makes it read the index
+    return found
+
+
+def _keyed(fields, txns):
+    """True for a batch whose records take part in the key map: data batches that are not
+    of an aborted transaction."""
+    return not _control(fields) and fields[12] > 0 and not txns.aborted(fields)
 
 
 # ---------------------------------------------------------------------- one clean
@@ -312,14 +369,19 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
     result = Result()
     throttle = throttle or Throttle(0)
     cleanable = p.segments[:p.cleanable]
+    txns = _scan_transactions(partition_dir, cleanable)
+    if txns.first_undecided is not None:
+        cleanable = [s for s in cleanable if s.end <= txns.first_undecided]
+    if not cleanable:
+        return None
     dirty = [s for s in cleanable if s.end > p.first_dirty]
-    latest, map_end, last_of_producer = _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle,
-                                                   result)
+    latest, map_end = _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, txns)
     horizon = now_ms - policy.delete_retention_ms
+    open_data = {}   # producer id -> whether its transaction since its last marker kept any record
     for seg in cleanable:
         if seg.base >= map_end or (stopping is not None and stopping.is_set()):
             break
-        _clean_segment(partition_dir, seg, latest, last_of_producer, horizon, policy.index_interval_bytes,
+        _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, policy.index_interval_bytes,
                        throttle, result)
         _crash_point("after-segment")
     if stopping is None or not stopping.is_set():
@@ -329,40 +391,49 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
     return result
 
 
-def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, result):
-    """(key -> last offset over the mapped dirty segments, the offset the map ends at,
-    producer id -> base offset of its last batch in the cleaned range)."""
-    latest, last_of_producer = {}, {}
-    capacity = max(1, dedupe_buffer_bytes // DEDUPE_ENTRY_BYTES)
-    map_end = dirty[0].base if dirty else cleanable[-1].end
-    records = _Records()
-    dirty_bases = {s.base for s in dirty}
+def _scan_transactions(partition_dir, cleanable):
+    """Transactions of the cleanable segments (their batch headers, then the aborted index)."""
+    txns = Transactions()
     for seg in cleanable:
         try:
             mapped = _Mapped.of_path(segment_path(partition_dir, seg.base))
         except FileNotFoundError:
             break
         try:
-            batches = _batches(mapped, seg.base)
-            if seg.base in dirty_bases:
-                incoming = sum(f[12] for _, _, f in batches if _keyed(f))
-                if latest and len(latest) + incoming > capacity:
-                    break   # the map is full: this segment waits for the next pass
+            for _, _, fields in _batches(mapped, seg.base):
+                txns.scan(seg.base, fields)
+        finally:
+            mapped.close()
+    txns.finish_scan(partition_dir)
+    return txns
+
+
+def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, txns):
+    """(key -> last offset over the mapped dirty segments, the offset the map ends at)."""
+    latest = {}
+    capacity = max(1, dedupe_buffer_bytes // DEDUPE_ENTRY_BYTES)
+    map_end = dirty[0].base if dirty else cleanable[-1].end
+    records = _Records()
+    for seg in dirty:
+        try:
+            mapped = _Mapped.of_path(segment_path(partition_dir, seg.base))
+        except FileNotFoundError:
+            break
+        try:
+            batches = [b for b in _batches(mapped, seg.base) if _keyed(b[2], txns)]
+            incoming = sum(f[12] for _, _, f in batches)
+            if latest and len(latest) + incoming > capacity:
+                break   # the map is full: this segment waits for the next pass
             for pos, nbytes, fields in batches:
-                if fields[9] >= 0:
-                    last_of_producer[fields[9]] = fields[0]
-                if seg.base not in dirty_bases or not _keyed(fields):
-                    continue
                 section, refs, _ = records.decode(mapped, pos, nbytes, fields)
                 for offset, key_pos, key_len in refs[["offset", "key_pos", "key_len"]].tolist():
                     if key_len >= 0:
                         latest[bytes(section[key_pos:key_pos + key_len])] = offset
-            if seg.base in dirty_bases:
-                map_end = seg.end
-                throttle.account(mapped.size)
+            map_end = seg.end
+            throttle.account(mapped.size)
         finally:
             mapped.close()
-    return latest, map_end, last_of_producer
+    return latest, map_end
 
 
 def _record_spans(section, start, count):
@@ -398,7 +469,42 @@ def _rebuild(batch, fields, section, start, refs, keep):
     return bytes(out)
 
 
-def _clean_segment(partition_dir, seg, latest, last_of_producer, horizon, interval, throttle, result):
+def _is_commit_marker(section, refs):
+    if len(refs) != 1:
+        return False
+    r = refs[0]
+    key = bytes(section[r["key_pos"]:r["key_pos"] + r["key_len"]]) if r["key_len"] >= 0 else None
+    value = bytes(section[r["value_pos"]:r["value_pos"] + r["value_len"]]) if r["value_len"] >= 0 else None
+    try:
+        return control_record.decode_marker(key, value)[0]
+    except ValueError:
+        return False   # a control record we do not know: kept
+
+
+def _keep_records(fields, section, refs, latest, txns, open_data, horizon):
+    """[bool] per record of a batch: whether the cleaned segment keeps it."""
+    pid = fields[9]
+    if _control(fields):
+        # A COMMIT marker goes once it is delete.retention.ms old and no record of its transaction
+        # is left (Kafka's rule). ABORT markers stay: the aborted index keeps listing their
+        # transaction, and a Kafka client skips its producer's batches from the listed first
+        # offset until it reads the ABORT marker.
+        needed = open_data.pop(pid, False)
+        gone = not needed and fields[8] < horizon and _is_commit_marker(section, refs)
+        return [not gone] * len(refs)
+    if txns.aborted(fields):
+        return [False] * len(refs)
+    keep = []
+    for offset, ts, key_pos, key_len, value_len in refs[["offset", "timestamp", "key_pos", "key_len",
+                                                        "value_len"]].tolist():
+        keep.append(key_len >= 0 and latest.get(bytes(section[key_pos:key_pos + key_len]), -1) <= offset
+                    and not (value_len < 0 and ts < horizon))
+    if fields[5] & ATTR_TRANSACTIONAL and True in keep:
+        open_data[pid] = True
+    return keep
+
+
+def _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, interval, throttle, result):
     path = segment_path(partition_dir, seg.base)
     try:
         mapped = _Mapped.of_path(path)
@@ -410,21 +516,20 @@ def _clean_segment(partition_dir, seg, latest, last_of_producer, horizon, interv
         out, removed = [], 0
         for i, (pos, nbytes, fields) in enumerate(batches):
             batch = memoryview(mapped.mm)[pos:pos + nbytes]
-            if not _keyed(fields):
+            if fields[12] == 0:
+                if _control(fields):
+                    open_data.pop(fields[9], None)   # a marker an earlier clean emptied still ends its transaction
                 out.append((batch, fields))
                 continue
             section, refs, start = records.decode(mapped, pos, nbytes, fields)
-            keep = []
-            for offset, ts, key_pos, key_len, value_len in refs[["offset", "timestamp", "key_pos", "key_len",
-                                                                  "value_len"]].tolist():
-                keep.append(key_len >= 0 and latest.get(bytes(section[key_pos:key_pos + key_len]), -1) <= offset
-                            and not (value_len < 0 and ts < horizon))
+            keep = _keep_records(fields, section, refs, latest, txns, open_data, horizon)
             gone = keep.count(False)
             if not gone:
                 out.append((batch, fields))
                 continue
             removed += gone
-            if gone == len(keep) and 0 < i < len(batches) - 1 and last_of_producer.get(fields[9]) != fields[0]:
+            if gone == len(keep) and 0 < i < len(batches) - 1 and \
+                    (_control(fields) or txns.last_of_producer.get(fields[9]) != fields[0]):
                 continue   # emptied, and neither the segment's first or last batch nor its producer's last
             out.append((_rebuild(batch, fields, section, start, refs, keep), fields))
         result.segments_read += 1

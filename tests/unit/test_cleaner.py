@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shmlog._native import ffi, lib
-from shmlog.log import cleaner, codec
-from shmlog.log.batch import ATTR_CONTROL, HEADER_BYTES, BatchWalker, RecordsBuilder
+from shmlog.log import cleaner, codec, control_record
+from shmlog.log.batch import ATTR_CONTROL, ATTR_TRANSACTIONAL, HEADER, HEADER_BYTES, BatchWalker, RecordsBuilder
 from shmlog.log.partition_reader import _decode_records
 from shmlog.log.segment import SegmentReader, SegmentWriter, list_segments, recover
 
@@ -251,3 +251,87 @@ def test_log_cleaner_io_max_bytes_per_second_slows_a_clean_to_that_rate(pdir):
     rate = total / 0.5   # reading alone takes 0.5 s at this rate
     result = cleaner.clean(pdir, FORCE, NOW_MS, throttle=cleaner.Throttle(rate))
     assert result.seconds >= 0.45
+
+
+# ---------------------------------------------------------------------- transactions
+
+def marker_batch(offset, producer_id, commit, ts=NOW_MS):
+    section, base_ts, max_ts = control_record.marker_records(commit, ts)
+    batch = bytearray(HEADER_BYTES + len(section))
+    batch[HEADER_BYTES:] = section
+    lib.shmlog_batch_write_header(ffi.from_buffer("uint8_t[]", batch), len(section), offset, 0,
+                                  control_record.MARKER_ATTRIBUTES, 1, base_ts, max_ts, producer_id, 0, -1)
+    return bytes(batch)
+
+
+def write_batches(pdir, batches):
+    """[(batch bytes, record count)] appended one segment each; the last segment stays active."""
+    offset = 0
+    with SegmentWriter(pdir, 1) as writer:
+        for batch, count in batches:
+            writer.append(batch, offset, offset + count)
+            offset += count
+        writer.flush()
+
+
+def batch_records(pdir):
+    """{base offset: records count} of every batch in the segment files (empty batches too)."""
+    out, offset = {}, 0
+    with SegmentReader(pdir) as reader:
+        while True:
+            buf, found = reader.read(offset, 1 << 16)
+            if not found:
+                return out
+            out.update((base, HEADER.unpack_from(buf, pos)[12]) for pos, base, _, _ in found)
+            offset = found[-1][1] + found[-1][2]
+
+
+def test_records_of_an_aborted_transaction_are_removed_and_its_abort_marker_kept(pdir):
+    tx = ATTR_TRANSACTIONAL
+    write_batches(pdir, [(keyed_batch(0, [(b"a", b"1", NOW_MS)]), 1),
+                         (keyed_batch(1, [(b"a", b"aborted", NOW_MS)], producer_id=5, attributes=tx), 1),
+                         (marker_batch(2, 5, commit=False), 1),
+                         (keyed_batch(3, [(b"b", b"2", NOW_MS)]), 1)])
+    control_record.append_aborted(pdir, 5, 0, 1, 1, 1)
+    cleaner.clean(pdir, FORCE, NOW_MS + 10_000, force=True)
+    assert read_all(pdir) == [(0, b"a", b"1"), (3, b"b", b"2")]   # the aborted value did not replace a's
+    assert batch_records(pdir)[2] == 1
+
+
+def test_a_commit_marker_goes_after_delete_retention_ms_once_no_record_of_its_transaction_is_left(pdir):
+    tx = ATTR_TRANSACTIONAL
+    write_batches(pdir, [(keyed_batch(0, [(b"x", b"first", NOW_MS)]), 1),
+                         (keyed_batch(1, [(b"a", b"1", NOW_MS)], producer_id=5, attributes=tx), 1),
+                         (marker_batch(2, 5, commit=True), 1),
+                         (keyed_batch(3, [(b"b", b"2", NOW_MS)], producer_id=6, attributes=tx), 1),
+                         (marker_batch(4, 6, commit=True), 1),
+                         (keyed_batch(5, [(b"a", b"3", NOW_MS)]), 1),
+                         (keyed_batch(6, [(b"z", b"last", NOW_MS)]), 1)])
+    cleaner.clean(pdir, FORCE, NOW_MS, force=True)
+    assert batch_records(pdir)[2] == batch_records(pdir)[4] == 1   # younger than delete.retention.ms: kept
+    cleaner.clean(pdir, FORCE, NOW_MS + 1001, force=True)
+    markers = batch_records(pdir)
+    assert markers[2] == 0 and markers[4] == 1   # 6's transaction still holds b's latest value
+    assert read_all(pdir) == [(0, b"x", b"first"), (3, b"b", b"2"), (5, b"a", b"3"), (6, b"z", b"last")]
+
+
+def test_a_transaction_without_a_marker_yet_holds_the_clean_back_before_its_segment(pdir):
+    write_batches(pdir, [(keyed_batch(0, [(b"a", b"1", NOW_MS)]), 1),
+                         (keyed_batch(1, [(b"a", b"2", NOW_MS)]), 1),
+                         (keyed_batch(2, [(b"a", b"open", NOW_MS)], producer_id=5, attributes=ATTR_TRANSACTIONAL), 1),
+                         (keyed_batch(3, [(b"a", b"4", NOW_MS)]), 1),
+                         (keyed_batch(4, [(b"b", b"5", NOW_MS)]), 1)])
+    result = cleaner.clean(pdir, FORCE, NOW_MS, force=True)
+    assert result.cleaned_up_to == 2
+    assert [o for o, _, _ in read_all(pdir)] == [1, 2, 3, 4]
+
+
+def test_a_fenced_producers_late_batch_is_removed_as_aborted_without_a_marker_after_it(pdir):
+    write_batches(pdir, [(keyed_batch(0, [(b"a", b"1", NOW_MS)]), 1),
+                         (marker_batch(1, 5, commit=False), 1),
+                         (keyed_batch(2, [(b"a", b"late", NOW_MS)], producer_id=5, attributes=ATTR_TRANSACTIONAL), 1),
+                         (keyed_batch(3, [(b"b", b"2", NOW_MS)]), 1)])
+    control_record.append_aborted(pdir, 5, 0, 0, control_record.OPEN_ENDED, 0)
+    result = cleaner.clean(pdir, FORCE, NOW_MS, force=True)
+    assert result.cleaned_up_to == 3
+    assert read_all(pdir) == [(0, b"a", b"1"), (3, b"b", b"2")]
