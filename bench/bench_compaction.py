@@ -180,7 +180,7 @@ def main(argv=None):
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--backlog", type=int, default=1_000_000)
-    ap.add_argument("--commits", type=int, default=200_000)
+    ap.add_argument("--commits", type=int, default=1_000_000)
     ap.add_argument("--produce-seconds", type=float, default=5.0)
     ap.add_argument("--data-dir", default="/var/tmp")
     ap.add_argument("--throttle", type=float, default=0, help="log.cleaner.io.max.bytes.per.second (0: none)")

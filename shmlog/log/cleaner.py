@@ -40,8 +40,10 @@ shmlog/broker/cleaner.py). docs/compaction.md describes the behaviour; the rules
 - Segments keep their base offsets one to one (no merging of small cleaned segments).
 """
 import ctypes
+import mmap
 import os
 import re
+import threading
 import time
 from collections import namedtuple
 
@@ -67,6 +69,7 @@ SWAP = ".swap"
 DEDUPE_ENTRY_BYTES = 24      # Kafka's SkimpyOffsetMap entry: a 16-byte MD5 of the key and an 8-byte offset
 _LEFTOVER = re.compile(r"^(\d{20})\.(log|index|timeindex)\.(cleaned|swap)$")
 _WRITE_CHUNK = 1 << 20
+THROTTLE_CHUNK_BYTES = 1 << 20
 
 Policy = namedtuple("Policy", "min_cleanable_dirty_ratio min_compaction_lag_ms max_compaction_lag_ms "
                               "delete_retention_ms index_interval_bytes")
@@ -339,23 +342,68 @@ class Result:
 
 
 class Throttle:
-    """log.cleaner.io.max.bytes.per.second: the cleaner pauses so its reads and writes stay under it."""
+    """log.cleaner.io.max.bytes.per.second: the cleaner's reads and writes together stay under
+    it over any second. A token bucket holding at most one second of credit, starting empty, so
+    neither a long idle spell nor a new round lets a burst through; shared by the cleaner's
+    threads, and charged every THROTTLE_CHUNK_BYTES rather than per segment, so the I/O comes in
+    small steps instead of a segment at a time followed by a long pause."""
 
     def __init__(self, bytes_per_second):
-        self.rate = bytes_per_second
-        self.start = time.monotonic()
-        self.done = 0
+        self.lock = threading.Lock()
+        self.rate = 0.0
+        self.credit = 0.0
+        self.last = time.monotonic()
+        self.set_rate(bytes_per_second)
+
+    def set_rate(self, bytes_per_second):
+        with self.lock:
+            rate = float(bytes_per_second or 0)
+            self.rate = rate if 0 < rate < float("inf") else 0.0
+            self.credit = min(self.credit, self.rate)
 
     def account(self, nbytes, stopping=None):
-        if not self.rate or self.rate <= 0 or self.rate == float("inf"):
-            return
-        self.done += nbytes
-        ahead = self.done / self.rate - (time.monotonic() - self.start)
-        if ahead > 0:
+        with self.lock:
+            if not self.rate:
+                return
+            now = time.monotonic()
+            self.credit = min(self.rate, self.credit + (now - self.last) * self.rate) - nbytes
+            self.last = now
+            wait = -self.credit / self.rate
+        if wait > 0:
             if stopping is not None:
-                stopping.wait(ahead)   # a stop request cuts the pause short
+                stopping.wait(wait)   # a stop request cuts the pause short
             else:
-                time.sleep(ahead)
+                time.sleep(wait)
+
+
+class _Charge:
+    """Charges bytes to a Throttle in steps of THROTTLE_CHUNK_BYTES."""
+
+    __slots__ = ("throttle", "stopping", "pending")
+
+    def __init__(self, throttle, stopping):
+        self.throttle, self.stopping, self.pending = throttle, stopping, 0
+
+    def __call__(self, nbytes):
+        self.pending += nbytes
+        if self.pending >= THROTTLE_CHUNK_BYTES:
+            self.flush()
+
+    def flush(self):
+        if self.pending:
+            self.throttle.account(self.pending, self.stopping)
+            self.pending = 0
+
+
+def _open_segment(path):
+    """A sealed segment mapped for one sequential pass (the kernel reads ahead further)."""
+    mapped = _Mapped.of_path(path)
+    if mapped.size:
+        try:
+            mapped.mm.madvise(mmap.MADV_SEQUENTIAL)
+        except (AttributeError, OSError):
+            pass
+    return mapped
 
 
 def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, throttle=None, stopping=None,
@@ -367,7 +415,7 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
         return None
     started = time.monotonic()
     result = Result()
-    throttle = throttle or Throttle(0)
+    charge = _Charge(throttle or Throttle(0), stopping)
     cleanable = p.segments[:p.cleanable]
     txns = _scan_transactions(partition_dir, cleanable)
     if txns.first_undecided is not None:
@@ -375,15 +423,16 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
     if not cleanable:
         return None
     dirty = [s for s in cleanable if s.end > p.first_dirty]
-    latest, map_end = _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, txns)
+    latest, map_end = _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, charge, txns)
     horizon = now_ms - policy.delete_retention_ms
     open_data = {}   # producer id -> whether its transaction since its last marker kept any record
     for seg in cleanable:
         if seg.base >= map_end or (stopping is not None and stopping.is_set()):
             break
         _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, policy.index_interval_bytes,
-                       throttle, result)
+                       charge, result)
         _crash_point("after-segment")
+    charge.flush()
     if stopping is None or not stopping.is_set():
         retention.write_checkpoint(partition_dir, map_end, CHECKPOINT_NAME)
         result.cleaned_up_to = map_end
@@ -396,7 +445,7 @@ def _scan_transactions(partition_dir, cleanable):
     txns = Transactions()
     for seg in cleanable:
         try:
-            mapped = _Mapped.of_path(segment_path(partition_dir, seg.base))
+            mapped = _open_segment(segment_path(partition_dir, seg.base))
         except FileNotFoundError:
             break
         try:
@@ -408,7 +457,7 @@ def _scan_transactions(partition_dir, cleanable):
     return txns
 
 
-def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, txns):
+def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, charge, txns):
     """(key -> last offset over the mapped dirty segments, the offset the map ends at)."""
     latest = {}
     capacity = max(1, dedupe_buffer_bytes // DEDUPE_ENTRY_BYTES)
@@ -416,7 +465,7 @@ def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, t
     records = _Records()
     for seg in dirty:
         try:
-            mapped = _Mapped.of_path(segment_path(partition_dir, seg.base))
+            mapped = _open_segment(segment_path(partition_dir, seg.base))
         except FileNotFoundError:
             break
         try:
@@ -429,8 +478,8 @@ def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, t
                 for offset, key_pos, key_len in refs[["offset", "key_pos", "key_len"]].tolist():
                     if key_len >= 0:
                         latest[bytes(section[key_pos:key_pos + key_len])] = offset
+                charge(nbytes)
             map_end = seg.end
-            throttle.account(mapped.size)
         finally:
             mapped.close()
     return latest, map_end
@@ -504,10 +553,10 @@ def _keep_records(fields, section, refs, latest, txns, open_data, horizon):
     return keep
 
 
-def _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, interval, throttle, result):
+def _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, interval, charge, result):
     path = segment_path(partition_dir, seg.base)
     try:
-        mapped = _Mapped.of_path(path)
+        mapped = _open_segment(path)
     except FileNotFoundError:
         return   # retention deleted it
     records = _Records()
@@ -515,6 +564,7 @@ def _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, interva
         batches = _batches(mapped, seg.base)
         out, removed = [], 0
         for i, (pos, nbytes, fields) in enumerate(batches):
+            charge(nbytes)
             batch = memoryview(mapped.mm)[pos:pos + nbytes]
             if fields[12] == 0:
                 if _control(fields):
@@ -534,10 +584,9 @@ def _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, interva
             out.append((_rebuild(batch, fields, section, start, refs, keep), fields))
         result.segments_read += 1
         result.bytes_read += mapped.size
-        throttle.account(mapped.size)
         if not removed:
             return
-        written = _write_cleaned(partition_dir, seg.base, out, interval)
+        written = _write_cleaned(partition_dir, seg.base, out, interval, charge)
     finally:
         mapped.close()
     _crash_point("after-cleaned")
@@ -545,12 +594,11 @@ def _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, interva
         result.segments_rewritten += 1
         result.records_removed += removed
         result.bytes_written += written
-        throttle.account(written)
     else:
         result.bytes_written += seg.size   # deleted by retention meanwhile: nothing reclaimed here
 
 
-def _write_cleaned(partition_dir, base, batches, interval):
+def _write_cleaned(partition_dir, base, batches, interval, charge=None):
     """Write `<base>.log.cleaned` and its indexes (fsynced); returns the log's size."""
     path = segment_path(partition_dir, base) + CLEANED
     builder = index.IndexBuilder(base, interval)
@@ -569,8 +617,12 @@ def _write_cleaned(partition_dir, base, batches, interval):
             size += len(batch)
             if pending_bytes >= _WRITE_CHUNK:
                 _write_all(fd, pending)
+                if charge is not None:
+                    charge(pending_bytes)
                 pending, pending_bytes = [], 0
         _write_all(fd, pending)
+        if charge is not None:
+            charge(pending_bytes)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -335,3 +335,12 @@ def test_a_fenced_producers_late_batch_is_removed_as_aborted_without_a_marker_af
     result = cleaner.clean(pdir, FORCE, NOW_MS, force=True)
     assert result.cleaned_up_to == 3
     assert read_all(pdir) == [(0, b"a", b"1"), (3, b"b", b"2")]
+
+
+def test_the_throttle_gives_at_most_one_second_of_credit_after_a_long_idle_spell():
+    import time
+    throttle = cleaner.Throttle(1000)
+    throttle.last -= 100          # as if the cleaner had been idle for 100 s
+    started = time.monotonic()
+    throttle.account(1500)        # one second of credit covers 1000 bytes; the rest waits
+    assert time.monotonic() - started >= 0.45
