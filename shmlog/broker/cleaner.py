@@ -76,14 +76,29 @@ def lock(data_dir, blocking=True):
     return fd
 
 
+def follower_name(topic, partition, replica):
+    """The status key of a follower replica's log: "topic-p replica r" (r: its log dir's index)."""
+    return f"{topic}-{partition} replica {replica}"
+
+
 def compacted_partitions(meta):
-    """[(topic, partition, partition dir, topic config)] of every partition the cleaner compacts."""
+    """[(status key, partition dir, topic config)] of every log the cleaner compacts: each
+    compacted partition's leader replica ("topic-p") and its followers (follower_name), each
+    cleaned on its own with its own checkpoint, as Kafka's cleaner compacts every replica a
+    broker holds. The mirror only appends to a follower's newest segment, which no clean
+    touches."""
     out = []
+    log_dirs = meta.get("log_dirs") or []
     for name, t in sorted(meta["topics"].items()):
         cfg = t.get("config") or {}
         if name in COMPACTED_TOPICS or cleaner.compacted(cfg):
+            states = t.get("partition_states") or []
             for p in range(t["partitions"]):
-                out.append((name, p, partition_dir(t["log_dirs"][p], name, p), cfg))
+                out.append((f"{name}-{p}", partition_dir(t["log_dirs"][p], name, p), cfg))
+                state = states[p] if p < len(states) else {}
+                for r in state.get("replicas") or ():
+                    if r != state.get("leader") and r < len(log_dirs):
+                        out.append((follower_name(name, p, r), partition_dir(log_dirs[r], name, p), cfg))
     return out
 
 
@@ -93,7 +108,8 @@ class Cleaner:
         self.control = control.Control(self.data_dir, register_as="cleaner")
         self.stopping = threading.Event()
         self.recovered = set()          # partition dirs whose leftovers were removed
-        self.partitions = {}            # "topic-p" -> status dict
+        self.partitions = {}            # "topic-p" -> status dict of the leader replica's log
+        self.followers = {}             # follower_name() -> status dict of a follower replica's log
         self.totals = {"cleans": 0, "bytes_read": 0, "bytes_reclaimed": 0, "records_removed": 0, "errors": 0}
         self.enabled = True
         self.started_ms = time.time_ns() // 1_000_000
@@ -135,8 +151,7 @@ class Cleaner:
         due = []
         live = set()
         dirs = []
-        for topic, p, pdir, cfg in compacted_partitions(meta):
-            name = f"{topic}-{p}"
+        for name, pdir, cfg in compacted_partitions(meta):
             live.add(name)
             dirs.append((name, pdir))
             policy = cleaner.policy_for(cfg)
@@ -151,8 +166,9 @@ class Cleaner:
                       min_cleanable_dirty_ratio=policy.min_cleanable_dirty_ratio)
             if plan.due:
                 due.append((plan.dirty_ratio, name, pdir, policy))
-        for name in set(self.partitions) - live:
-            del self.partitions[name]   # topic deleted, or no longer compacted
+        for table in (self.partitions, self.followers):
+            for name in set(table) - live:
+                del table[name]   # topic deleted, no longer compacted, or the replica moved
         unrecovered = [(name, pdir) for name, pdir in dirs if pdir not in self.recovered]
         if not due and not unrecovered:
             return 0
@@ -186,7 +202,8 @@ class Cleaner:
         self.recovered.add(pdir)
 
     def _status(self, name):
-        return self.partitions.setdefault(name, {"cleans": 0, "bytes_reclaimed": 0, "records_removed": 0,
+        table = self.followers if " replica " in name else self.partitions
+        return table.setdefault(name, {"cleans": 0, "bytes_reclaimed": 0, "records_removed": 0,
                                                  "last_clean_ms": None, "error": None})
 
     def _clean(self, name, pdir, policy, throttle, dedupe):
@@ -228,7 +245,8 @@ class Cleaner:
     def write_stats(self):
         with self.lock:
             body = {"pid": os.getpid(), "enabled": self.enabled, "written_ms": time.time_ns() // 1_000_000,
-                    "started_ms": self.started_ms, "totals": dict(self.totals), "partitions": self.partitions}
+                    "started_ms": self.started_ms, "totals": dict(self.totals), "partitions": self.partitions,
+                    "followers": self.followers}
             data = json.dumps(body, sort_keys=True)
         target = stats_path(self.data_dir)
         tmp = f"{target}.{os.getpid()}.tmp"
