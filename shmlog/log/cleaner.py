@@ -37,7 +37,11 @@ shmlog/broker/cleaner.py). docs/compaction.md describes the behaviour; the rules
   worst `.cleaned`/`.swap` files, which recover_swaps() removes. Readers that mapped the
   old file keep reading it (a superset of the new one) until they move on. The producer
   state `.snapshot` and `.txnindex` files named after the base offset are not touched.
-- Segments keep their base offsets one to one (no merging of small cleaned segments).
+- Consecutive segments whose sizes together fit in segment.bytes (and their indexes in
+  segment.index.bytes) are rewritten as one, named after the first (Kafka's
+  groupSegmentsBySize): the merged file is exchanged in like any cleaned segment, then the
+  segments it replaces are unlinked; the old file's .swap goes last, so a crash in between
+  leaves the sign recover_swaps() needs to unlink the rest.
 """
 import ctypes
 import mmap
@@ -61,7 +65,14 @@ from shmlog.log.batch import (
     OFF_CRC,
     read_zigzag_varint,
 )
-from shmlog.log.segment.format import INDEX_INTERVAL_BYTES, _Mapped, _walk, list_segments, segment_path
+from shmlog.log.segment.format import (
+    INDEX_INTERVAL_BYTES,
+    _Mapped,
+    _unlink_segment,
+    _walk,
+    list_segments,
+    segment_path,
+)
 
 CHECKPOINT_NAME = "cleaner-offset-checkpoint"
 CLEANED = ".cleaned"
@@ -71,9 +82,10 @@ _LEFTOVER = re.compile(r"^(\d{20})\.(log|index|timeindex)\.(cleaned|swap)$")
 _WRITE_CHUNK = 1 << 20
 THROTTLE_CHUNK_BYTES = 1 << 20
 
+# segment_bytes / segment_index_bytes bound a merged group of cleaned segments (0: no merging)
 Policy = namedtuple("Policy", "min_cleanable_dirty_ratio min_compaction_lag_ms max_compaction_lag_ms "
-                              "delete_retention_ms index_interval_bytes")
-Policy.__new__.__defaults__ = (0.5, 0, 2**63 - 1, 86_400_000, INDEX_INTERVAL_BYTES)
+                              "delete_retention_ms index_interval_bytes segment_bytes segment_index_bytes")
+Policy.__new__.__defaults__ = (0.5, 0, 2**63 - 1, 86_400_000, INDEX_INTERVAL_BYTES, 0, 10_485_760)
 
 
 def policy_for(topic_config):
@@ -82,7 +94,7 @@ def policy_for(topic_config):
     cfg = {**TOPIC_DEFAULTS, **topic_config}
     return Policy(float(cfg["min.cleanable.dirty.ratio"]), int(cfg["min.compaction.lag.ms"]),
                   int(cfg["max.compaction.lag.ms"]), int(cfg["delete.retention.ms"]),
-                  int(cfg["index.interval.bytes"]))
+                  int(cfg["index.interval.bytes"]), int(cfg["segment.bytes"]), int(cfg["segment.index.bytes"]))
 
 
 def compacted(topic_config):
@@ -174,11 +186,18 @@ def recover_swaps(partition_dir):
             continue  # deleted by retention
         try:
             _, offsets, times = _build_index(mapped, base, INDEX_INTERVAL_BYTES, check_crc=False)
+            _, end, _ = _walk(mapped, base, False, gaps=True)
         finally:
             mapped.close()
         index.write_index_files(partition_dir, base, offsets, times)
         notes.append(f"{path}: a swap of a cleaned segment was interrupted; kept the segment file there and "
                      f"rebuilt its indexes")
+        # A merged segment swapped in before the segments it replaces were all unlinked: finish that.
+        covered = [b for b in list_segments(partition_dir)[:-1] if base < b < (end or base)]
+        for other in covered:
+            _unlink_segment(partition_dir, other)
+        if covered:
+            notes.append(f"{path}: holds the offsets of {len(covered)} segments merged into it; removed them")
     if notes:
         _fsync_dir(partition_dir)
     return notes
@@ -324,11 +343,12 @@ def _keyed(fields, txns):
 # ---------------------------------------------------------------------- one clean
 
 class Result:
-    __slots__ = ("segments_read", "segments_rewritten", "bytes_read", "bytes_written", "records_removed",
-                 "cleaned_up_to", "seconds")
+    __slots__ = ("segments_read", "segments_rewritten", "segments_merged", "bytes_read", "bytes_written",
+                 "records_removed", "cleaned_up_to", "seconds")
 
     def __init__(self):
-        self.segments_read = self.segments_rewritten = self.bytes_read = self.bytes_written = 0
+        self.segments_read = self.segments_rewritten = self.segments_merged = self.bytes_read = 0
+        self.bytes_written = 0
         self.records_removed = 0
         self.cleaned_up_to = None
         self.seconds = 0.0
@@ -426,11 +446,11 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
     latest, map_end = _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, charge, txns)
     horizon = now_ms - policy.delete_retention_ms
     open_data = {}   # producer id -> whether its transaction since its last marker kept any record
-    for seg in cleanable:
-        if seg.base >= map_end or (stopping is not None and stopping.is_set()):
+    for group in group_by_size(partition_dir, [s for s in cleanable if s.base < map_end], policy):
+        if stopping is not None and stopping.is_set():
             break
-        _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, policy.index_interval_bytes,
-                       charge, result)
+        _clean_group(partition_dir, group, latest, txns, open_data, horizon, policy.index_interval_bytes,
+                     charge, result)
         _crash_point("after-segment")
     charge.flush()
     if stopping is None or not stopping.is_set():
@@ -553,49 +573,89 @@ def _keep_records(fields, section, refs, latest, txns, open_data, horizon):
     return keep
 
 
-def _clean_segment(partition_dir, seg, latest, txns, open_data, horizon, interval, charge, result):
-    path = segment_path(partition_dir, seg.base)
-    try:
-        mapped = _open_segment(path)
-    except FileNotFoundError:
-        return   # retention deleted it
+def _index_bytes(partition_dir, base):
+    total = 0
+    for path in (index.offset_index_path(partition_dir, base), index.time_index_path(partition_dir, base)):
+        try:
+            total = max(total, os.path.getsize(path))
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def group_by_size(partition_dir, segments, policy):
+    """Consecutive segments to rewrite as one, as Kafka's groupSegmentsBySize: a group's
+    segments together hold at most segment.bytes (their sizes now: earlier cleans shrank
+    them), their indexes at most segment.index.bytes each, and its offsets span less than
+    2^31 (index entries hold offsets relative to the segment's base as int32)."""
+    if policy.segment_bytes <= 0:
+        return [[seg] for seg in segments]
+    groups = []
+    for seg in segments:
+        group = groups[-1] if groups else None
+        if group is not None and seg.base == group[-1].end and \
+                sum(g.size for g in group) + seg.size <= policy.segment_bytes and \
+                sum(_index_bytes(partition_dir, g.base) for g in group) + _index_bytes(partition_dir, seg.base) \
+                <= policy.segment_index_bytes and seg.end - group[0].base < 2**31:
+            group.append(seg)
+        else:
+            groups.append([seg])
+    return groups
+
+
+def _clean_group(partition_dir, group, latest, txns, open_data, horizon, interval, charge, result):
+    """Rewrite a group of consecutive segments as one segment named after the first (a group
+    of one is rewritten only when it loses records)."""
     records = _Records()
+    mapped_all, out, removed = [], [], 0
     try:
-        batches = _batches(mapped, seg.base)
-        out, removed = [], 0
-        for i, (pos, nbytes, fields) in enumerate(batches):
-            charge(nbytes)
-            batch = memoryview(mapped.mm)[pos:pos + nbytes]
-            if fields[12] == 0:
-                if _control(fields):
-                    open_data.pop(fields[9], None)   # a marker an earlier clean emptied still ends its transaction
-                out.append((batch, fields))
-                continue
-            section, refs, start = records.decode(mapped, pos, nbytes, fields)
-            keep = _keep_records(fields, section, refs, latest, txns, open_data, horizon)
-            gone = keep.count(False)
-            if not gone:
-                out.append((batch, fields))
-                continue
-            removed += gone
-            if gone == len(keep) and 0 < i < len(batches) - 1 and \
-                    (_control(fields) or txns.last_of_producer.get(fields[9]) != fields[0]):
-                continue   # emptied, and neither the segment's first or last batch nor its producer's last
-            out.append((_rebuild(batch, fields, section, start, refs, keep), fields))
-        result.segments_read += 1
-        result.bytes_read += mapped.size
-        if not removed:
+        for n, seg in enumerate(group):
+            try:
+                mapped = _open_segment(segment_path(partition_dir, seg.base))
+            except FileNotFoundError:
+                if n == 0:
+                    return   # retention deleted it
+                group = group[:n]   # retention cannot delete past a segment it kept: stop the group here
+                break
+            mapped_all.append(mapped)
+            batches = _batches(mapped, seg.base)
+            first_of_group, last_of_group = n == 0, n == len(group) - 1
+            for i, (pos, nbytes, fields) in enumerate(batches):
+                charge(nbytes)
+                batch = memoryview(mapped.mm)[pos:pos + nbytes]
+                if fields[12] == 0:
+                    if _control(fields):
+                        open_data.pop(fields[9], None)   # a marker an earlier clean emptied still ends its transaction
+                    out.append((batch, fields))
+                    continue
+                section, refs, start = records.decode(mapped, pos, nbytes, fields)
+                keep = _keep_records(fields, section, refs, latest, txns, open_data, horizon)
+                gone = keep.count(False)
+                if not gone:
+                    out.append((batch, fields))
+                    continue
+                removed += gone
+                edge = (first_of_group and i == 0) or (last_of_group and i == len(batches) - 1)
+                if gone == len(keep) and not edge and \
+                        (_control(fields) or txns.last_of_producer.get(fields[9]) != fields[0]):
+                    continue   # emptied, and neither the segment's first or last batch nor its producer's last
+                out.append((_rebuild(batch, fields, section, start, refs, keep), fields))
+            result.segments_read += 1
+            result.bytes_read += mapped.size
+        if not removed and len(group) == 1:
             return
-        written = _write_cleaned(partition_dir, seg.base, out, interval, charge)
+        written = _write_cleaned(partition_dir, group[0].base, out, interval, charge)
     finally:
-        mapped.close()
+        for mapped in mapped_all:
+            mapped.close()
     _crash_point("after-cleaned")
-    if _swap_in(partition_dir, seg.base):
+    if _swap_in(partition_dir, group[0].base, [seg.base for seg in group[1:]]):
         result.segments_rewritten += 1
+        result.segments_merged += len(group) - 1
         result.records_removed += removed
         result.bytes_written += written
     else:
-        result.bytes_written += seg.size   # deleted by retention meanwhile: nothing reclaimed here
+        result.bytes_written += sum(seg.size for seg in group)   # deleted by retention meanwhile
 
 
 def _write_cleaned(partition_dir, base, batches, interval, charge=None):
@@ -647,8 +707,14 @@ def _write_all(fd, pieces):
         done += os.write(fd, view[done:])
 
 
-def _swap_in(partition_dir, base):
-    """.cleaned -> .swap -> exchanged with the live files; False if the segment was deleted meanwhile."""
+def _swap_in(partition_dir, base, covered=()):
+    """.cleaned -> .swap -> exchanged with the live files; False if the segment was deleted meanwhile.
+
+    covered: the bases of the segments merged into this one, unlinked after the log's
+    exchange. Until they are gone their offsets are in two files, the same records in each
+    (readers look offsets up, so neither is read twice; recovery reports the overlap); the
+    log's .swap (the old file) is unlinked last, so a crash before leaves it as the sign for
+    recover_swaps() to finish the unlinking."""
     log_path = segment_path(partition_dir, base)
     paths = [log_path, index.offset_index_path(partition_dir, base), index.time_index_path(partition_dir, base)]
     for p in paths:
@@ -662,12 +728,15 @@ def _swap_in(partition_dir, base):
             _unlink_quietly(p + SWAP)
         return False
     _crash_point("after-log-exchange")
+    for other in covered:
+        _unlink_segment(partition_dir, other)
+        _crash_point("after-covered-unlink")
     for p in paths[1:]:
         try:
             exchange(p + SWAP, p)
         except FileNotFoundError:
             pass   # retention removed the segment after its log was swapped
-    for p in paths:
+    for p in paths[1:] + paths[:1]:
         _unlink_quietly(p + SWAP)   # the old files now (gone already where exchange was not possible)
     _fsync_dir(partition_dir)
     return True

@@ -214,14 +214,15 @@ record = st.tuples(st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"]),
 @given(batches=st.lists(st.lists(record, min_size=1, max_size=6), min_size=1, max_size=40),
        segment_bytes=st.sampled_from([1, 200, 600, 4096]),
        retention_ms=st.sampled_from([0, 2000, 10_000]),
-       passes=st.integers(1, 3))
+       passes=st.integers(1, 3),
+       merge_bytes=st.sampled_from([0, 300, 1000, 1 << 20]))
 def test_after_cleaning_a_reader_sees_the_latest_value_of_each_key_at_unchanged_offsets(
-        tmp_path_factory, batches, segment_bytes, retention_ms, passes):
+        tmp_path_factory, batches, segment_bytes, retention_ms, passes, merge_bytes):
     pdir = str(tmp_path_factory.mktemp("model") / "t-0")
     write_log(pdir, batches, segment_bytes=segment_bytes)
     everything = read_all(pdir)
     active = sealed_end(pdir)
-    policy = FORCE._replace(delete_retention_ms=retention_ms)
+    policy = FORCE._replace(delete_retention_ms=retention_ms, segment_bytes=merge_bytes)
     for _ in range(passes):
         cleaner.clean(pdir, policy, NOW_MS, force=True)
     got = read_all(pdir)
@@ -344,3 +345,51 @@ def test_the_throttle_gives_at_most_one_second_of_credit_after_a_long_idle_spell
     started = time.monotonic()
     throttle.account(1500)        # one second of credit covers 1000 bytes; the rest waits
     assert time.monotonic() - started >= 0.45
+
+
+# ---------------------------------------------------------------------- merging small cleaned segments
+
+def segment_ranges(pdir):
+    """[(base, end offset, size)] of every sealed segment, as its batches say."""
+    from shmlog.log.segment.format import _Mapped, _walk, segment_path
+    out = []
+    for base in list_segments(pdir)[:-1]:
+        mapped = _Mapped.of_path(segment_path(pdir, base))
+        try:
+            _, end, bad = _walk(mapped, base, True, gaps=True)
+            assert bad is None
+            out.append((base, end, mapped.size))
+        finally:
+            mapped.close()
+    return out
+
+
+def test_small_cleaned_segments_are_merged_into_segments_of_at_most_segment_bytes(pdir):
+    write_log(pdir, [[(b"k%d" % (i % 4), b"v%d" % i, NOW_MS)] for i in range(60)], segment_bytes=1)
+    before = read_all(pdir)
+    cleaner.clean(pdir, FORCE, NOW_MS)                     # one segment each: the first pass only shrinks them
+    sealed = len(list_segments(pdir)) - 1
+    result = cleaner.clean(pdir, FORCE._replace(segment_bytes=400), NOW_MS, force=True)
+    assert result.segments_merged > 0
+    ranges = segment_ranges(pdir)
+    assert len(ranges) < sealed
+    assert all(size <= 400 for _, _, size in ranges)
+    assert all(end <= next_base for (_, end, _), (next_base, _, _) in zip(ranges, ranges[1:]))   # no overlap
+    end = sealed_end(pdir)
+    latest = {}
+    for offset, key, value in before:
+        if offset < end:
+            latest[key] = (offset, key, value)
+    assert read_all(pdir) == sorted(latest.values()) + [r for r in before if r[0] >= end]
+    _, _, report = recover(pdir)
+    assert report == ""
+
+
+def test_every_offset_of_a_merged_segment_is_found_by_a_reader_seeking_to_it(pdir):
+    write_log(pdir, [[(b"k%d" % i, b"v%d" % i, NOW_MS)] for i in range(40)], segment_bytes=1)
+    cleaner.clean(pdir, FORCE._replace(segment_bytes=1 << 20), NOW_MS, force=True)
+    assert len(list_segments(pdir)) == 2                   # all sealed ones in one, the active one
+    with SegmentReader(pdir) as reader:
+        for offset in range(39):
+            _, frames = reader.read(offset, 1)
+            assert frames[0][1] == offset
