@@ -69,21 +69,28 @@ def cleaner_throughput(root, records, keys):
 
 
 def produce_for(conf, topic, seconds):
+    """Records/s one producer reaches in `seconds`, and the share of that time it waited for
+    ring space (BufferError: the persister had not written the ring out yet)."""
     p = shmlog.Producer({**conf, "acks": 1, "linger.ms": 5})
-    n, deadline = 0, time.monotonic() + seconds
+    n, waited, deadline = 0, 0.0, time.monotonic() + seconds
     start = time.monotonic()
+    cpu0 = time.process_time()
     while time.monotonic() < deadline:
         for _ in range(1000):
             try:
                 p.produce(topic, value=VALUE)
             except BufferError:
+                t0 = time.monotonic()
                 p.poll(0.01)
+                waited += time.monotonic() - t0
                 continue
             n += 1
         p.poll(0)
     p.flush(30)
     elapsed = time.monotonic() - start
+    cpu = time.process_time() - cpu0
     p.close()
+    produce_for.last = (waited / elapsed, cpu / elapsed)
     return n / elapsed
 
 
@@ -114,6 +121,7 @@ def producer_while_cleaning(root, backlog_records, seconds, throttle):
         p.close()
         produce_for(conf, "load", 1.0)   # warm-up
         idle = produce_for(conf, "load", seconds)
+        idle_wait = produce_for.last
         resource = shmlog.admin.ConfigResource("topic", "backlog", set_config={"min.compaction.lag.ms": "0"})
         for f in admin.alter_configs([resource]).values():
             f.result()
@@ -121,6 +129,7 @@ def producer_while_cleaning(root, backlog_records, seconds, throttle):
         while not ((cleaner_process.read(b.data_dir) or {}).get("partitions") or {}).get("backlog-0"):
             time.sleep(0.01)
         busy = produce_for(conf, "load", seconds)
+        busy_wait = produce_for.last
         while not (((cleaner_process.read(b.data_dir) or {}).get("partitions") or {}).get("backlog-0") or {}).get(
                 "last_clean_ms"):
             time.sleep(0.05)
@@ -130,7 +139,10 @@ def producer_while_cleaning(root, backlog_records, seconds, throttle):
     print(f"producer throughput (acks=1, 100 B): idle {idle / 1e3:.0f} k records/s, while the cleaner compacts "
           f"{backlog_records} records {busy / 1e3:.0f} k records/s = {100 * busy / idle:.0f} % of idle "
           f"(the clean took {clean_s:.1f} s from {time.monotonic() - started - clean_s:.1f} s after the alter; "
-          f"measured over {seconds} s; log.cleaner.io.max.bytes.per.second {throttle or 'unlimited'})")
+          f"measured over {seconds} s; log.cleaner.io.max.bytes.per.second {throttle or 'unlimited'}); "
+          f"the producer waited for ring space {100 * idle_wait[0]:.0f} % of the time idle, "
+          f"{100 * busy_wait[0]:.0f} % while cleaning, and was on a CPU {100 * idle_wait[1]:.0f} % / "
+          f"{100 * busy_wait[1]:.0f} %")
     shutil.rmtree(data)
 
 
