@@ -236,6 +236,10 @@ def plan(partition_dir, policy, now_ms, force=False):
             break
         cleanable += 1
     first_dirty = max(read_checkpoint(partition_dir), bases[0] if bases else 0)
+    if bases and first_dirty > bases[-1]:
+        # The log was cut below the checkpoint (recovery, a follower's truncation) and offsets
+        # past the cut may come again: all of it is dirty (cleaning clean segments again is safe)
+        first_dirty = bases[0]
     clean_bytes = sum(s.size for s in segments[:cleanable] if s.end <= first_dirty)
     dirty = [s for s in segments[:cleanable] if s.end > first_dirty]
     dirty_bytes = sum(s.size for s in dirty)
@@ -296,7 +300,6 @@ class Transactions:
     """
 
     def __init__(self):
-        self.last_marker = {}         # producer id -> offset of its last marker in the scanned segments
         self.last_of_producer = {}    # producer id -> base offset of its last data batch (producer state)
         self.first_undecided = None   # base offset of the segment holding the first undecided batch
         self.aborted_index = None
@@ -304,14 +307,13 @@ class Transactions:
 
     def scan(self, seg_base, fields):
         """Take in one batch header of the cleanable segments, in offset order."""
-        base, pid = fields[0], fields[9]
+        pid = fields[9]
         if pid < 0:
             return
         if _control(fields):
-            self.last_marker[pid] = base
             self._pending.pop(pid, None)
             return
-        self.last_of_producer[pid] = base
+        self.last_of_producer[pid] = fields[0]
         if fields[5] & ATTR_TRANSACTIONAL:
             self._pending.setdefault(pid, []).append((seg_base, fields))
 
@@ -437,7 +439,7 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
     result = Result()
     charge = _Charge(throttle or Throttle(0), stopping)
     cleanable = p.segments[:p.cleanable]
-    txns = _scan_transactions(partition_dir, cleanable)
+    txns = _scan_transactions(partition_dir, cleanable, charge)
     if txns.first_undecided is not None:
         cleanable = [s for s in cleanable if s.end <= txns.first_undecided]
     if not cleanable:
@@ -460,7 +462,7 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
     return result
 
 
-def _scan_transactions(partition_dir, cleanable):
+def _scan_transactions(partition_dir, cleanable, charge):
     """Transactions of the cleanable segments (their batch headers, then the aborted index)."""
     txns = Transactions()
     for seg in cleanable:
@@ -469,8 +471,9 @@ def _scan_transactions(partition_dir, cleanable):
         except FileNotFoundError:
             break
         try:
-            for _, _, fields in _batches(mapped, seg.base):
+            for _, nbytes, fields in _batches(mapped, seg.base):
                 txns.scan(seg.base, fields)
+                charge(nbytes)
         finally:
             mapped.close()
     txns.finish_scan(partition_dir)

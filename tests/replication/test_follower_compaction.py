@@ -7,6 +7,7 @@ from shmlog.broker import cleaner as cleaner_process
 from shmlog.log.segment import list_segments
 from tests.unit.test_cleaner import read_all
 
+from ..integration.test_cli import ok, shmlog_cli
 from .conftest import create, produce, wait_for
 
 
@@ -59,9 +60,12 @@ def test_a_follower_replica_is_compacted_on_its_own_and_the_mirror_keeps_appendi
     wait_for(lambda: fully_cleaned(data_dir, follower_dir, follower_key, "followers"), "the follower's clean")
     wait_for(lambda: fully_cleaned(data_dir, leader_dir, "c-0", "partitions"), "the leader's clean")
     check_compacted(follower_dir, produced)
+    status = ok(shmlog_cli("log", "cleaner-status", "--data-dir", data_dir)).stdout
+    assert follower_key in status and "c-0 " in status
     more(100)
     end = produced[-1][0] + 1
     wait_for(lambda: (read_all(follower_dir) or [(-1,)])[-1][0] == end - 1, "the mirror to copy the new records")
     wait_for(lambda: fully_cleaned(data_dir, follower_dir, follower_key, "followers"), "the follower's next clean")
     check_compacted(follower_dir, produced)
+    wait_for(lambda: fully_cleaned(data_dir, leader_dir, "c-0", "partitions"), "the leader's next clean")
     check_compacted(leader_dir, produced)

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shmlog._native import ffi, lib
-from shmlog.log import cleaner, codec, control_record
+from shmlog.log import cleaner, codec, control_record, retention
 from shmlog.log.batch import ATTR_CONTROL, ATTR_TRANSACTIONAL, HEADER, HEADER_BYTES, BatchWalker, RecordsBuilder
 from shmlog.log.partition_reader import _decode_records
 from shmlog.log.segment import SegmentReader, SegmentWriter, list_segments, recover
@@ -393,3 +393,12 @@ def test_every_offset_of_a_merged_segment_is_found_by_a_reader_seeking_to_it(pdi
         for offset in range(39):
             _, frames = reader.read(offset, 1)
             assert frames[0][1] == offset
+
+
+def test_a_checkpoint_past_the_log_end_after_a_truncation_makes_the_whole_log_dirty(pdir):
+    write_log(pdir, [[(b"a", b"%d" % i, NOW_MS)] for i in range(6)], segment_bytes=1)
+    retention.write_checkpoint(pdir, 1000, cleaner.CHECKPOINT_NAME)   # as left before the log was cut back
+    plan = cleaner.plan(pdir, FORCE, NOW_MS)
+    assert plan.first_dirty == 0 and plan.due
+    cleaner.clean(pdir, FORCE, NOW_MS)
+    assert [v for _, _, v in read_all(pdir)] == [b"4", b"5"]
