@@ -92,9 +92,14 @@ def policy_for(topic_config):
     """A topic's effective config (broker defaults applied) -> Policy."""
     from shmlog.config import TOPIC_DEFAULTS
     cfg = {**TOPIC_DEFAULTS, **topic_config}
+    # No merging where retention also deletes (compact,delete): the persister keeps each sealed
+    # segment's largest timestamp from when it sealed it, and would judge a merged segment by
+    # its first part's, deleting the newer records merged into it before retention.ms.
+    merge = "delete" not in str(cfg.get("cleanup.policy", "")).split(",")
     return Policy(float(cfg["min.cleanable.dirty.ratio"]), int(cfg["min.compaction.lag.ms"]),
                   int(cfg["max.compaction.lag.ms"]), int(cfg["delete.retention.ms"]),
-                  int(cfg["index.interval.bytes"]), int(cfg["segment.bytes"]), int(cfg["segment.index.bytes"]))
+                  int(cfg["index.interval.bytes"]), int(cfg["segment.bytes"]) if merge else 0,
+                  int(cfg["segment.index.bytes"]))
 
 
 def compacted(topic_config):

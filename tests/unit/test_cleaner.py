@@ -402,3 +402,8 @@ def test_a_checkpoint_past_the_log_end_after_a_truncation_makes_the_whole_log_di
     assert plan.first_dirty == 0 and plan.due
     cleaner.clean(pdir, FORCE, NOW_MS)
     assert [v for _, _, v in read_all(pdir)] == [b"4", b"5"]
+
+
+def test_segments_of_a_compact_delete_topic_are_not_merged():
+    assert cleaner.policy_for({"cleanup.policy": "compact", "segment.bytes": 4096}).segment_bytes == 4096
+    assert cleaner.policy_for({"cleanup.policy": "compact,delete", "segment.bytes": 4096}).segment_bytes == 0
