@@ -7,10 +7,11 @@ Rows:
 - cleaner throughput: a partition of --records records of 100-byte values over --keys keys
   (batches of 100 records, about 16 segments of at most 64 MiB) written with the segment writer, then one
   forced clean (shmlog.log.cleaner.clean, in this process); MB/s of input segments read.
-- producer throughput while the cleaner runs vs idle, in one run of one broker: a producer
-  (acks=1, 100-byte values, linger.ms 5) on a delete-policy topic for --produce-seconds
-  with the cleaner process idle, then again while the cleaner process compacts a backlog
-  topic (made cleanable at that moment by altering its min.compaction.lag.ms); the ratio.
+- producer throughput while the cleaner runs vs while it does not, in one run of one broker:
+  a producer (acks=1, 100-byte values, linger.ms 5) on a delete-policy topic while the
+  cleaner process compacts a backlog topic (made cleanable by altering its
+  min.compaction.lag.ms), in pairs of 0.5 s windows, the cleaner stopped (SIGSTOP) in the
+  first and running in the second, for up to --produce-seconds; the ratio of the means.
 - start-up time of a broker whose __consumer_offsets saw --commits commits (100 partitions
   per commit request), before compaction (log.cleaner.enable=false) and after the cleaner
   compacted it: the time from Broker.start() to its ready line, and how many records the
@@ -68,26 +69,32 @@ def cleaner_throughput(root, records, keys):
     shutil.rmtree(pdir)
 
 
-def produce_for(conf, topic, seconds):
-    p = shmlog.Producer({**conf, "acks": 1, "linger.ms": 5})
-    n, deadline = 0, time.monotonic() + seconds
-    start = time.monotonic()
+def produce_window(p, topic, seconds):
+    """Records/s one producer enqueues during `seconds` (waiting for ring space included)."""
+    n, start = 0, time.monotonic()
+    deadline = start + seconds
     while time.monotonic() < deadline:
-        for _ in range(1000):
+        for _ in range(200):
             try:
                 p.produce(topic, value=VALUE)
             except BufferError:
-                p.poll(0.01)
+                p.poll(0.001)
                 continue
             n += 1
         p.poll(0)
-    p.flush(30)
-    elapsed = time.monotonic() - start
-    p.close()
-    return n / elapsed
+    return n / (time.monotonic() - start)
 
 
-def producer_while_cleaning(root, backlog_records, seconds, throttle):
+def producer_while_cleaning(root, backlog_records, seconds, throttle, window_s=0.5):
+    """Paired windows: while the cleaner process compacts the backlog, it is stopped (SIGSTOP)
+    for one window and running for the next, and the producer's rate is taken in each; the
+    pairs are seconds apart at most, so the host's other load, which moves the rate far more
+    than the cleaner on a shared machine, weighs on both sides alike."""
+    import signal
+
+    import psutil
+
+    from shmlog.broker import launcher
     data = os.path.join(root, "produce")
     configs = {"log.cleaner.backoff.ms": 50}
     if throttle:
@@ -112,25 +119,48 @@ def producer_while_cleaning(root, backlog_records, seconds, throttle):
                     p.poll(0.01)
         p.flush(60)
         p.close()
-        produce_for(conf, "load", 1.0)   # warm-up
-        idle = produce_for(conf, "load", seconds)
+        pid = launcher.status(b.data_dir)["cleaner_pid"]
+        cleaner_cpu = psutil.Process(pid)
+        p = shmlog.Producer({**conf, "acks": 1, "linger.ms": 5})
+        produce_window(p, "load", 1.0)   # warm-up
         resource = shmlog.admin.ConfigResource("topic", "backlog", set_config={"min.compaction.lag.ms": "0"})
         for f in admin.alter_configs([resource]).values():
             f.result()
-        started = time.monotonic()
-        while not ((cleaner_process.read(b.data_dir) or {}).get("partitions") or {}).get("backlog-0"):
+        used = sum(cleaner_cpu.cpu_times()[:2])
+        while sum(cleaner_cpu.cpu_times()[:2]) - used < 0.2:   # the clean has begun
             time.sleep(0.01)
-        busy = produce_for(conf, "load", seconds)
-        while not (((cleaner_process.read(b.data_dir) or {}).get("partitions") or {}).get("backlog-0") or {}).get(
-                "last_clean_ms"):
+
+        def done():
+            return (((cleaner_process.read(b.data_dir) or {}).get("partitions") or {}).get("backlog-0") or {}).get(
+                "last_clean_ms")
+
+        pairs = []
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline and not done():
+                os.kill(pid, signal.SIGSTOP)
+                stopped = produce_window(p, "load", window_s)
+                os.kill(pid, signal.SIGCONT)
+                before = sum(cleaner_cpu.cpu_times()[:2])
+                running = produce_window(p, "load", window_s)
+                pairs.append((stopped, running, sum(cleaner_cpu.cpu_times()[:2]) - before))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        p.flush(60)
+        p.close()
+        while not done():
             time.sleep(0.05)
         st = cleaner_process.read(b.data_dir)["partitions"]["backlog-0"]
         admin.close()
-    clean_s = st["last_clean"]["seconds"]
-    print(f"producer throughput (acks=1, 100 B): idle {idle / 1e3:.0f} k records/s, while the cleaner compacts "
-          f"{backlog_records} records {busy / 1e3:.0f} k records/s = {100 * busy / idle:.0f} % of idle "
-          f"(the clean took {clean_s:.1f} s from {time.monotonic() - started - clean_s:.1f} s after the alter; "
-          f"measured over {seconds} s; log.cleaner.io.max.bytes.per.second {throttle or 'unlimited'})")
+    idle = sum(a for a, _, _ in pairs) / len(pairs)
+    busy = sum(b for _, b, _ in pairs) / len(pairs)
+    cpu = sum(c for _, _, c in pairs) / (len(pairs) * window_s)
+    ratios = sorted(b / a for a, b, _ in pairs)
+    print(f"producer throughput (acks=1, 100 B) while the cleaner compacts {backlog_records} records vs while it "
+          f"is stopped, {len(pairs)} pairs of {window_s} s windows: {busy / 1e3:.0f} vs {idle / 1e3:.0f} k records/s "
+          f"= {100 * busy / idle:.0f} % (median pair {100 * ratios[len(ratios) // 2]:.0f} %); the cleaner used "
+          f"{100 * cpu:.0f} % of a CPU in its windows; the whole clean took {st['last_clean']['seconds']:.1f} s; "
+          f"log.cleaner.io.max.bytes.per.second {throttle or 'unlimited'}")
     shutil.rmtree(data)
 
 
@@ -180,8 +210,8 @@ def main(argv=None):
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--backlog", type=int, default=1_000_000)
-    ap.add_argument("--commits", type=int, default=200_000)
-    ap.add_argument("--produce-seconds", type=float, default=5.0)
+    ap.add_argument("--commits", type=int, default=1_000_000)
+    ap.add_argument("--produce-seconds", type=float, default=15.0)
     ap.add_argument("--data-dir", default="/var/tmp")
     ap.add_argument("--throttle", type=float, default=0, help="log.cleaner.io.max.bytes.per.second (0: none)")
     ap.add_argument("--only", choices=("throughput", "producer", "startup"))

@@ -653,10 +653,11 @@ INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 # schema registry's (shmlog.schema_registry.SCHEMAS_TOPIC). Deleted, each would come back
 # empty on next use: committed offsets or registered schemas gone. (Kafka's kafka-topics tool
 # refuses to delete an internal topic; here the broker decides, for every client.)
-UNDELETABLE_TOPICS = INTERNAL_TOPICS | {"_schemas"}
+SCHEMAS_TOPIC = "_schemas"
+UNDELETABLE_TOPICS = INTERNAL_TOPICS | {SCHEMAS_TOPIC}
 # Topics the log cleaner compacts whatever their cleanup.policy says: their readers replay
 # them on start (committed offsets, transaction state, schemas), which must stay bounded.
-COMPACTED_TOPICS = INTERNAL_TOPICS | {"_schemas"}
+COMPACTED_TOPICS = INTERNAL_TOPICS | {SCHEMAS_TOPIC}
 
 
 def topic_name_problem(name):
@@ -887,6 +888,9 @@ BROKER_KEYS = (
     Key("offsets.topic.segment.bytes", Int(1024, INT32_MAX), 104_857_600,
         "`segment.bytes` of `__consumer_offsets` when the broker creates it (smaller segments are "
         "compacted sooner: only sealed segments are cleaned)."),
+    Key("schemas.topic.segment.bytes", Int(1024, INT32_MAX), 10_485_760,
+        "`segment.bytes` of `_schemas` when the broker creates it without one (the log cleaner "
+        "compacts only sealed segments, so this bounds what a schema registry replays uncompacted)."),
     _inert("offsets.topic.replication.factor", Int(1, 32767), 3, "group offsets live in the data dir"),
     _inert("offsets.topic.num.partitions", Int(1, INT32_MAX), 50, "group offsets live in the data dir"),
     _inert("transaction.state.log.replication.factor", Int(1, 32767), 3,

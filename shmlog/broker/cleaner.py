@@ -16,6 +16,7 @@ partition its dirty ratio, cleanable bytes, the last clean's time, duration and 
 reclaimed, and totals; `shmlog log cleaner-status`, `shmlog topics describe` and
 `shmlog metrics` show it.
 """
+import ctypes
 import fcntl
 import json
 import logging
@@ -40,7 +41,11 @@ LOCK_NAME = "cleaner.lock"
 STATS_NAME = "cleaner-stats.json"
 RESTART_BACKOFF_S = 1.0
 STOP_TIMEOUT_S = 10.0
-CLEANER_NICE = 10
+CLEANER_NICE = 19
+IOPRIO_CLASS_IDLE = 3
+_IOPRIO_CLASS_SHIFT = 13
+_IOPRIO_WHO_PROCESS = 1
+_SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314, "ppc64le": 273, "s390x": 282}
 
 
 def log(message, level=logging.WARNING):
@@ -71,14 +76,29 @@ def lock(data_dir, blocking=True):
     return fd
 
 
+def follower_name(topic, partition, replica):
+    """The status key of a follower replica's log: "topic-p replica r" (r: its log dir's index)."""
+    return f"{topic}-{partition} replica {replica}"
+
+
 def compacted_partitions(meta):
-    """[(topic, partition, partition dir, topic config)] of every partition the cleaner compacts."""
+    """[(status key, partition dir, topic config)] of every log the cleaner compacts: each
+    compacted partition's leader replica ("topic-p") and its followers (follower_name), each
+    cleaned on its own with its own checkpoint, as Kafka's cleaner compacts every replica a
+    broker holds. The mirror only appends to a follower's newest segment, which no clean
+    touches."""
     out = []
+    log_dirs = meta.get("log_dirs") or []
     for name, t in sorted(meta["topics"].items()):
         cfg = t.get("config") or {}
         if name in COMPACTED_TOPICS or cleaner.compacted(cfg):
+            states = t.get("partition_states") or []
             for p in range(t["partitions"]):
-                out.append((name, p, partition_dir(t["log_dirs"][p], name, p), cfg))
+                out.append((f"{name}-{p}", partition_dir(t["log_dirs"][p], name, p), cfg))
+                state = states[p] if p < len(states) else {}
+                for r in state.get("replicas") or ():
+                    if r != state.get("leader") and r < len(log_dirs):
+                        out.append((follower_name(name, p, r), partition_dir(log_dirs[r], name, p), cfg))
     return out
 
 
@@ -88,11 +108,13 @@ class Cleaner:
         self.control = control.Control(self.data_dir, register_as="cleaner")
         self.stopping = threading.Event()
         self.recovered = set()          # partition dirs whose leftovers were removed
-        self.partitions = {}            # "topic-p" -> status dict
+        self.partitions = {}            # "topic-p" -> status dict of the leader replica's log
+        self.followers = {}             # follower_name() -> status dict of a follower replica's log
         self.totals = {"cleans": 0, "bytes_read": 0, "bytes_reclaimed": 0, "records_removed": 0, "errors": 0}
         self.enabled = True
         self.started_ms = time.time_ns() // 1_000_000
         self.lock = threading.Lock()
+        self.throttle = cleaner.Throttle(0)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def stop(self, *_):
@@ -129,8 +151,7 @@ class Cleaner:
         due = []
         live = set()
         dirs = []
-        for topic, p, pdir, cfg in compacted_partitions(meta):
-            name = f"{topic}-{p}"
+        for name, pdir, cfg in compacted_partitions(meta):
             live.add(name)
             dirs.append((name, pdir))
             policy = cleaner.policy_for(cfg)
@@ -145,8 +166,9 @@ class Cleaner:
                       min_cleanable_dirty_ratio=policy.min_cleanable_dirty_ratio)
             if plan.due:
                 due.append((plan.dirty_ratio, name, pdir, policy))
-        for name in set(self.partitions) - live:
-            del self.partitions[name]   # topic deleted, or no longer compacted
+        for table in (self.partitions, self.followers):
+            for name in set(table) - live:
+                del table[name]   # topic deleted, no longer compacted, or the replica moved
         unrecovered = [(name, pdir) for name, pdir in dirs if pdir not in self.recovered]
         if not due and not unrecovered:
             return 0
@@ -155,7 +177,8 @@ class Cleaner:
         try:
             for name, pdir in unrecovered:
                 self._recover(name, pdir)
-            throttle = cleaner.Throttle(float(broker.get("log.cleaner.io.max.bytes.per.second") or 0))
+            throttle = self.throttle   # one for the process: a new round brings no fresh credit
+            throttle.set_rate(float(broker.get("log.cleaner.io.max.bytes.per.second") or 0))
             dedupe = int(broker.get("log.cleaner.dedupe.buffer.size") or 128 << 20)
             threads = int(broker.get("log.cleaner.threads") or 1)
             jobs = [(name, pdir, policy, throttle, dedupe) for _, name, pdir, policy in due]
@@ -179,7 +202,8 @@ class Cleaner:
         self.recovered.add(pdir)
 
     def _status(self, name):
-        return self.partitions.setdefault(name, {"cleans": 0, "bytes_reclaimed": 0, "records_removed": 0,
+        table = self.followers if " replica " in name else self.partitions
+        return table.setdefault(name, {"cleans": 0, "bytes_reclaimed": 0, "records_removed": 0,
                                                  "last_clean_ms": None, "error": None})
 
     def _clean(self, name, pdir, policy, throttle, dedupe):
@@ -221,7 +245,8 @@ class Cleaner:
     def write_stats(self):
         with self.lock:
             body = {"pid": os.getpid(), "enabled": self.enabled, "written_ms": time.time_ns() // 1_000_000,
-                    "started_ms": self.started_ms, "totals": dict(self.totals), "partitions": self.partitions}
+                    "started_ms": self.started_ms, "totals": dict(self.totals), "partitions": self.partitions,
+                    "followers": self.followers}
             data = json.dumps(body, sort_keys=True)
         target = stats_path(self.data_dir)
         tmp = f"{target}.{os.getpid()}.tmp"
@@ -289,17 +314,38 @@ class CleanerProcess:
         self.proc = None
 
 
+def become_background():
+    """Give this process the CPU and the disk only when nothing else wants them: SCHED_IDLE
+    (below nice 19; nice 19 where SCHED_IDLE is refused) and the idle I/O class (ioprio_set,
+    which Python does not wrap). Producers, consumers and the persister go first; a cleaner
+    that gets too little shows as a dirty ratio staying above its minimum (cleaner-status).
+    Returns what was applied, for the log."""
+    applied = []
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        applied.append("SCHED_IDLE")
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.nice(CLEANER_NICE - os.nice(0))
+        applied.append(f"nice {os.nice(0)}")
+    except OSError:
+        pass
+    number = _SYS_IOPRIO_SET.get(os.uname().machine)
+    if number is not None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(number, _IOPRIO_WHO_PROCESS, 0, IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT) == 0:
+            applied.append("idle I/O class")
+    return ", ".join(applied) or "normal priority (the system refused a lower one)"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m shmlog.broker.cleaner <data_dir>", file=sys.stderr)
         return 2
     logs.setup("cleaner")
-    # Background work: on a busy host producers, consumers and the persister get the CPU first.
-    try:
-        os.nice(CLEANER_NICE)
-    except OSError:
-        pass
+    log(f"log cleaner: {become_background()}", logging.INFO)
     supervisor = os.getppid()
     try:
         c = Cleaner(argv[0])

@@ -35,6 +35,7 @@ from shmlog.broker.ring_scan import HeldRings
 from shmlog.broker.txn_service import TxnService
 from shmlog.config import (
     INTERNAL_TOPICS,
+    SCHEMAS_TOPIC,
     UNDELETABLE_TOPICS,
     effective_topic_config,
     memory_only_problem,
@@ -697,6 +698,8 @@ class Supervisor:
         if problem:
             raise Refused(KafkaError.INVALID_CONFIG, problem)
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
+        if topic == SCHEMAS_TOPIC:   # compacted once a segment rolls: small segments bound its replay
+            cfg.setdefault("segment.bytes", self.config.schemas_topic_segment_bytes)
         shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
         if shortage:
             raise Refused(*shortage)

@@ -423,7 +423,7 @@ def _ago(ms):
 @log_group.command("cleaner-status")
 @data_dir_option()
 def cleaner_status(data_dir):
-    """One line per compacted partition: dirty ratio, last clean, bytes reclaimed."""
+    """One line per compacted partition (and follower replica): dirty ratio, last clean, bytes reclaimed."""
     from shmlog.broker import cleaner as cleaner_process
     st = cleaner_process.read(os.path.realpath(data_dir))
     if st is None:
@@ -434,7 +434,7 @@ def cleaner_status(data_dir):
                f"{totals.get('bytes_reclaimed', 0)} bytes reclaimed, {totals.get('records_removed', 0)} records "
                f"removed, {totals.get('errors', 0)} errors")
     rows = []
-    for name, p in sorted((st.get("partitions") or {}).items()):
+    for name, p in sorted((st.get("partitions") or {}).items()) + sorted((st.get("followers") or {}).items()):
         rows.append([name, f"{p.get('dirty_ratio', 0):.3f}", p.get("min_cleanable_dirty_ratio", ""),
                      p.get("dirty_bytes", 0), p.get("clean_bytes", 0), p.get("first_dirty_offset", 0),
                      _ago(p.get("last_clean_ms")), p.get("bytes_reclaimed", 0), p.get("error") or ""])

@@ -20,12 +20,14 @@ shmlog/broker/cleaner.py). docs/compaction.md describes the behaviour; the rules
 - A tombstone (null value) that is the latest of its key is kept until its timestamp is
   `delete.retention.ms` old, then removed. A record without a key is removed (Kafka
   refuses to append one to a compacted topic).
-- Control batches (transaction markers) and the records of transactional batches are
-  kept as they are, and transactional records do not count as a later value of their key
-  (whether their transaction committed is not decided here). A batch left without records
-  is dropped, unless it is a segment's first batch (the file is named after it), its last
+- Records of aborted transactions are removed; committed transactional records are
+  compacted like others (Transactions says how a batch's fate is decided, and why an
+  undecided one ends the clean before its segment). A COMMIT marker goes after
+  `delete.retention.ms` once its transaction has no record left; ABORT markers stay (see
+  _keep_records). A batch left without records is dropped, unless it is a segment's first
+  batch (the file is named after it), its last
   (so the segment still ends where the next begins, and recovery and verify-log find no
-  offsets missing between segments) or the last batch of its producer id in the cleaned
+  offsets missing between segments) or the last data batch of its producer id in the cleaned
   range (producer state is rebuilt from it, as in Kafka): those stay as empty batches.
 - A rewritten segment is written beside the old one as `<base>.log.cleaned` (and its
   `.index.cleaned`, `.timeindex.cleaned`), fsynced, renamed to `.swap`, and exchanged with
@@ -35,17 +37,23 @@ shmlog/broker/cleaner.py). docs/compaction.md describes the behaviour; the rules
   worst `.cleaned`/`.swap` files, which recover_swaps() removes. Readers that mapped the
   old file keep reading it (a superset of the new one) until they move on. The producer
   state `.snapshot` and `.txnindex` files named after the base offset are not touched.
-- Segments keep their base offsets one to one (no merging of small cleaned segments).
+- Consecutive segments whose sizes together fit in segment.bytes (and their indexes in
+  segment.index.bytes) are rewritten as one, named after the first (Kafka's
+  groupSegmentsBySize): the merged file is exchanged in like any cleaned segment, then the
+  segments it replaces are unlinked; the old file's .swap goes last, so a crash in between
+  leaves the sign recover_swaps() needs to unlink the rest.
 """
 import ctypes
+import mmap
 import os
 import re
+import threading
 import time
 from collections import namedtuple
 
 from shmlog._native import ffi, lib
 from shmlog._native.layout import RECORD_REF_DTYPE
-from shmlog.log import index, retention
+from shmlog.log import control_record, index, retention
 from shmlog.log.batch import (
     ATTR_COMPRESSION_MASK,
     ATTR_CONTROL,
@@ -57,7 +65,14 @@ from shmlog.log.batch import (
     OFF_CRC,
     read_zigzag_varint,
 )
-from shmlog.log.segment.format import INDEX_INTERVAL_BYTES, _Mapped, _walk, list_segments, segment_path
+from shmlog.log.segment.format import (
+    INDEX_INTERVAL_BYTES,
+    _Mapped,
+    _unlink_segment,
+    _walk,
+    list_segments,
+    segment_path,
+)
 
 CHECKPOINT_NAME = "cleaner-offset-checkpoint"
 CLEANED = ".cleaned"
@@ -65,19 +80,26 @@ SWAP = ".swap"
 DEDUPE_ENTRY_BYTES = 24      # Kafka's SkimpyOffsetMap entry: a 16-byte MD5 of the key and an 8-byte offset
 _LEFTOVER = re.compile(r"^(\d{20})\.(log|index|timeindex)\.(cleaned|swap)$")
 _WRITE_CHUNK = 1 << 20
+THROTTLE_CHUNK_BYTES = 1 << 20
 
+# segment_bytes / segment_index_bytes bound a merged group of cleaned segments (0: no merging)
 Policy = namedtuple("Policy", "min_cleanable_dirty_ratio min_compaction_lag_ms max_compaction_lag_ms "
-                              "delete_retention_ms index_interval_bytes")
-Policy.__new__.__defaults__ = (0.5, 0, 2**63 - 1, 86_400_000, INDEX_INTERVAL_BYTES)
+                              "delete_retention_ms index_interval_bytes segment_bytes segment_index_bytes")
+Policy.__new__.__defaults__ = (0.5, 0, 2**63 - 1, 86_400_000, INDEX_INTERVAL_BYTES, 0, 10_485_760)
 
 
 def policy_for(topic_config):
     """A topic's effective config (broker defaults applied) -> Policy."""
     from shmlog.config import TOPIC_DEFAULTS
     cfg = {**TOPIC_DEFAULTS, **topic_config}
+    # No merging where retention also deletes (compact,delete): the persister keeps each sealed
+    # segment's largest timestamp from when it sealed it, and would judge a merged segment by
+    # its first part's, deleting the newer records merged into it before retention.ms.
+    merge = "delete" not in str(cfg.get("cleanup.policy", "")).split(",")
     return Policy(float(cfg["min.cleanable.dirty.ratio"]), int(cfg["min.compaction.lag.ms"]),
                   int(cfg["max.compaction.lag.ms"]), int(cfg["delete.retention.ms"]),
-                  int(cfg["index.interval.bytes"]))
+                  int(cfg["index.interval.bytes"]), int(cfg["segment.bytes"]) if merge else 0,
+                  int(cfg["segment.index.bytes"]))
 
 
 def compacted(topic_config):
@@ -169,11 +191,18 @@ def recover_swaps(partition_dir):
             continue  # deleted by retention
         try:
             _, offsets, times = _build_index(mapped, base, INDEX_INTERVAL_BYTES, check_crc=False)
+            _, end, _ = _walk(mapped, base, False, gaps=True)
         finally:
             mapped.close()
         index.write_index_files(partition_dir, base, offsets, times)
         notes.append(f"{path}: a swap of a cleaned segment was interrupted; kept the segment file there and "
                      f"rebuilt its indexes")
+        # A merged segment swapped in before the segments it replaces were all unlinked: finish that.
+        covered = [b for b in list_segments(partition_dir)[:-1] if base < b < (end or base)]
+        for other in covered:
+            _unlink_segment(partition_dir, other)
+        if covered:
+            notes.append(f"{path}: holds the offsets of {len(covered)} segments merged into it; removed them")
     if notes:
         _fsync_dir(partition_dir)
     return notes
@@ -212,6 +241,10 @@ def plan(partition_dir, policy, now_ms, force=False):
             break
         cleanable += 1
     first_dirty = max(read_checkpoint(partition_dir), bases[0] if bases else 0)
+    if bases and first_dirty > bases[-1]:
+        # The log was cut below the checkpoint (recovery, a follower's truncation) and offsets
+        # past the cut may come again: all of it is dirty (cleaning clean segments again is safe)
+        first_dirty = bases[0]
     clean_bytes = sum(s.size for s in segments[:cleanable] if s.end <= first_dirty)
     dirty = [s for s in segments[:cleanable] if s.end > first_dirty]
     dirty_bytes = sum(s.size for s in dirty)
@@ -256,19 +289,73 @@ class _Records:
         return view, self.refs[:n], HEADER_BYTES
 
 
-def _keyed(fields):
-    """True for a batch whose records take part in the key map."""
-    return not fields[5] & (ATTR_CONTROL | ATTR_TRANSACTIONAL) and fields[12] > 0
+def _control(fields):
+    return bool(fields[5] & ATTR_CONTROL)
+
+
+class Transactions:
+    """What the cleaner knows of the transactions in the segments it cleans.
+
+    A transactional batch is aborted when the partition's aborted-transaction index covers
+    it, committed when it is not and a control batch (marker) of its producer id follows it
+    in the cleanable segments, and undecided otherwise (its transaction may still be open:
+    the clean ends before the segment that holds it, as Kafka's stops at the first unstable
+    offset). The index is read after the segments were scanned: its entry is fsynced before
+    the ABORT marker is written, so every marker seen has its entry there.
+    """
+
+    def __init__(self):
+        self.last_of_producer = {}    # producer id -> base offset of its last data batch (producer state)
+        self.first_undecided = None   # base offset of the segment holding the first undecided batch
+        self.aborted_index = None
+        self._pending = {}            # producer id -> [(segment base, fields)] of its batches after its last marker
+
+    def scan(self, seg_base, fields):
+        """Take in one batch header of the cleanable segments, in offset order."""
+        pid = fields[9]
+        if pid < 0:
+            return
+        if _control(fields):
+            self._pending.pop(pid, None)
+            return
+        self.last_of_producer[pid] = fields[0]
+        if fields[5] & ATTR_TRANSACTIONAL:
+            self._pending.setdefault(pid, []).append((seg_base, fields))
+
+    def finish_scan(self, partition_dir):
+        self.aborted_index = _aborted_transactions(partition_dir)
+        undecided = [seg for batches in self._pending.values() for seg, fields in batches if not self.aborted(fields)]
+        self.first_undecided = min(undecided) if undecided else None
+        self._pending = {}
+
+    def aborted(self, fields):
+        return bool(fields[5] & ATTR_TRANSACTIONAL) and not _control(fields) and \
+            self.aborted_index.aborted(fields[9], fields[10], fields[0])
+
+
+def _aborted_transactions(partition_dir):
+    """The one place the cleaner reads a partition's aborted transactions: an AbortedIndex of
+    control_record.read_aborted() as it is now."""
+    found = control_record.AbortedIndex(partition_dir)
+    found.refresh(0)   # any count but its initial -1 makes it read the index
+    return found
+
+
+def _keyed(fields, txns):
+    """True for a batch whose records take part in the key map: data batches that are not
+    of an aborted transaction."""
+    return not _control(fields) and fields[12] > 0 and not txns.aborted(fields)
 
 
 # ---------------------------------------------------------------------- one clean
 
 class Result:
-    __slots__ = ("segments_read", "segments_rewritten", "bytes_read", "bytes_written", "records_removed",
-                 "cleaned_up_to", "seconds")
+    __slots__ = ("segments_read", "segments_rewritten", "segments_merged", "bytes_read", "bytes_written",
+                 "records_removed", "cleaned_up_to", "seconds")
 
     def __init__(self):
-        self.segments_read = self.segments_rewritten = self.bytes_read = self.bytes_written = 0
+        self.segments_read = self.segments_rewritten = self.segments_merged = self.bytes_read = 0
+        self.bytes_written = 0
         self.records_removed = 0
         self.cleaned_up_to = None
         self.seconds = 0.0
@@ -282,23 +369,68 @@ class Result:
 
 
 class Throttle:
-    """log.cleaner.io.max.bytes.per.second: the cleaner pauses so its reads and writes stay under it."""
+    """log.cleaner.io.max.bytes.per.second: the cleaner's reads and writes together stay under
+    it over any second. A token bucket holding at most one second of credit, starting empty, so
+    neither a long idle spell nor a new round lets a burst through; shared by the cleaner's
+    threads, and charged every THROTTLE_CHUNK_BYTES rather than per segment, so the I/O comes in
+    small steps instead of a segment at a time followed by a long pause."""
 
     def __init__(self, bytes_per_second):
-        self.rate = bytes_per_second
-        self.start = time.monotonic()
-        self.done = 0
+        self.lock = threading.Lock()
+        self.rate = 0.0
+        self.credit = 0.0
+        self.last = time.monotonic()
+        self.set_rate(bytes_per_second)
+
+    def set_rate(self, bytes_per_second):
+        with self.lock:
+            rate = float(bytes_per_second or 0)
+            self.rate = rate if 0 < rate < float("inf") else 0.0
+            self.credit = min(self.credit, self.rate)
 
     def account(self, nbytes, stopping=None):
-        if not self.rate or self.rate <= 0 or self.rate == float("inf"):
-            return
-        self.done += nbytes
-        ahead = self.done / self.rate - (time.monotonic() - self.start)
-        if ahead > 0:
+        with self.lock:
+            if not self.rate:
+                return
+            now = time.monotonic()
+            self.credit = min(self.rate, self.credit + (now - self.last) * self.rate) - nbytes
+            self.last = now
+            wait = -self.credit / self.rate
+        if wait > 0:
             if stopping is not None:
-                stopping.wait(ahead)   # a stop request cuts the pause short
+                stopping.wait(wait)   # a stop request cuts the pause short
             else:
-                time.sleep(ahead)
+                time.sleep(wait)
+
+
+class _Charge:
+    """Charges bytes to a Throttle in steps of THROTTLE_CHUNK_BYTES."""
+
+    __slots__ = ("throttle", "stopping", "pending")
+
+    def __init__(self, throttle, stopping):
+        self.throttle, self.stopping, self.pending = throttle, stopping, 0
+
+    def __call__(self, nbytes):
+        self.pending += nbytes
+        if self.pending >= THROTTLE_CHUNK_BYTES:
+            self.flush()
+
+    def flush(self):
+        if self.pending:
+            self.throttle.account(self.pending, self.stopping)
+            self.pending = 0
+
+
+def _open_segment(path):
+    """A sealed segment mapped for one sequential pass (the kernel reads ahead further)."""
+    mapped = _Mapped.of_path(path)
+    if mapped.size:
+        try:
+            mapped.mm.madvise(mmap.MADV_SEQUENTIAL)
+        except (AttributeError, OSError):
+            pass
+    return mapped
 
 
 def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, throttle=None, stopping=None,
@@ -310,18 +442,24 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
         return None
     started = time.monotonic()
     result = Result()
-    throttle = throttle or Throttle(0)
+    charge = _Charge(throttle or Throttle(0), stopping)
     cleanable = p.segments[:p.cleanable]
+    txns = _scan_transactions(partition_dir, cleanable, charge)
+    if txns.first_undecided is not None:
+        cleanable = [s for s in cleanable if s.end <= txns.first_undecided]
+    if not cleanable:
+        return None
     dirty = [s for s in cleanable if s.end > p.first_dirty]
-    latest, map_end, last_of_producer = _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle,
-                                                   result)
+    latest, map_end = _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, charge, txns)
     horizon = now_ms - policy.delete_retention_ms
-    for seg in cleanable:
-        if seg.base >= map_end or (stopping is not None and stopping.is_set()):
+    open_data = {}   # producer id -> whether its transaction since its last marker kept any record
+    for group in group_by_size(partition_dir, [s for s in cleanable if s.base < map_end], policy):
+        if stopping is not None and stopping.is_set():
             break
-        _clean_segment(partition_dir, seg, latest, last_of_producer, horizon, policy.index_interval_bytes,
-                       throttle, result)
+        _clean_group(partition_dir, group, latest, txns, open_data, horizon, policy.index_interval_bytes,
+                     charge, result)
         _crash_point("after-segment")
+    charge.flush()
     if stopping is None or not stopping.is_set():
         retention.write_checkpoint(partition_dir, map_end, CHECKPOINT_NAME)
         result.cleaned_up_to = map_end
@@ -329,40 +467,50 @@ def clean(partition_dir, policy, now_ms=None, dedupe_buffer_bytes=128 << 20, thr
     return result
 
 
-def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, throttle, result):
-    """(key -> last offset over the mapped dirty segments, the offset the map ends at,
-    producer id -> base offset of its last batch in the cleaned range)."""
-    latest, last_of_producer = {}, {}
-    capacity = max(1, dedupe_buffer_bytes // DEDUPE_ENTRY_BYTES)
-    map_end = dirty[0].base if dirty else cleanable[-1].end
-    records = _Records()
-    dirty_bases = {s.base for s in dirty}
+def _scan_transactions(partition_dir, cleanable, charge):
+    """Transactions of the cleanable segments (their batch headers, then the aborted index)."""
+    txns = Transactions()
     for seg in cleanable:
         try:
-            mapped = _Mapped.of_path(segment_path(partition_dir, seg.base))
+            mapped = _open_segment(segment_path(partition_dir, seg.base))
         except FileNotFoundError:
             break
         try:
-            batches = _batches(mapped, seg.base)
-            if seg.base in dirty_bases:
-                incoming = sum(f[12] for _, _, f in batches if _keyed(f))
-                if latest and len(latest) + incoming > capacity:
-                    break   # the map is full: this segment waits for the next pass
+            for _, nbytes, fields in _batches(mapped, seg.base):
+                txns.scan(seg.base, fields)
+                charge(nbytes)
+        finally:
+            mapped.close()
+    txns.finish_scan(partition_dir)
+    return txns
+
+
+def _build_map(partition_dir, cleanable, dirty, dedupe_buffer_bytes, charge, txns):
+    """(key -> last offset over the mapped dirty segments, the offset the map ends at)."""
+    latest = {}
+    capacity = max(1, dedupe_buffer_bytes // DEDUPE_ENTRY_BYTES)
+    map_end = dirty[0].base if dirty else cleanable[-1].end
+    records = _Records()
+    for seg in dirty:
+        try:
+            mapped = _open_segment(segment_path(partition_dir, seg.base))
+        except FileNotFoundError:
+            break
+        try:
+            batches = [b for b in _batches(mapped, seg.base) if _keyed(b[2], txns)]
+            incoming = sum(f[12] for _, _, f in batches)
+            if latest and len(latest) + incoming > capacity:
+                break   # the map is full: this segment waits for the next pass
             for pos, nbytes, fields in batches:
-                if fields[9] >= 0:
-                    last_of_producer[fields[9]] = fields[0]
-                if seg.base not in dirty_bases or not _keyed(fields):
-                    continue
                 section, refs, _ = records.decode(mapped, pos, nbytes, fields)
                 for offset, key_pos, key_len in refs[["offset", "key_pos", "key_len"]].tolist():
                     if key_len >= 0:
                         latest[bytes(section[key_pos:key_pos + key_len])] = offset
-            if seg.base in dirty_bases:
-                map_end = seg.end
-                throttle.account(mapped.size)
+                charge(nbytes)
+            map_end = seg.end
         finally:
             mapped.close()
-    return latest, map_end, last_of_producer
+    return latest, map_end
 
 
 def _record_spans(section, start, count):
@@ -398,54 +546,127 @@ def _rebuild(batch, fields, section, start, refs, keep):
     return bytes(out)
 
 
-def _clean_segment(partition_dir, seg, latest, last_of_producer, horizon, interval, throttle, result):
-    path = segment_path(partition_dir, seg.base)
+def _is_commit_marker(section, refs):
+    if len(refs) != 1:
+        return False
+    r = refs[0]
+    key = bytes(section[r["key_pos"]:r["key_pos"] + r["key_len"]]) if r["key_len"] >= 0 else None
+    value = bytes(section[r["value_pos"]:r["value_pos"] + r["value_len"]]) if r["value_len"] >= 0 else None
     try:
-        mapped = _Mapped.of_path(path)
-    except FileNotFoundError:
-        return   # retention deleted it
+        return control_record.decode_marker(key, value)[0]
+    except ValueError:
+        return False   # a control record we do not know: kept
+
+
+def _keep_records(fields, section, refs, latest, txns, open_data, horizon):
+    """[bool] per record of a batch: whether the cleaned segment keeps it."""
+    pid = fields[9]
+    if _control(fields):
+        # A COMMIT marker goes once it is delete.retention.ms old and no record of its transaction
+        # is left (Kafka's rule). ABORT markers stay: the aborted index keeps listing their
+        # transaction, and a Kafka client skips its producer's batches from the listed first
+        # offset until it reads the ABORT marker.
+        needed = open_data.pop(pid, False)
+        gone = not needed and fields[8] < horizon and _is_commit_marker(section, refs)
+        return [not gone] * len(refs)
+    if txns.aborted(fields):
+        return [False] * len(refs)
+    keep = []
+    for offset, ts, key_pos, key_len, value_len in refs[["offset", "timestamp", "key_pos", "key_len",
+                                                        "value_len"]].tolist():
+        keep.append(key_len >= 0 and latest.get(bytes(section[key_pos:key_pos + key_len]), -1) <= offset
+                    and not (value_len < 0 and ts < horizon))
+    if fields[5] & ATTR_TRANSACTIONAL and True in keep:
+        open_data[pid] = True
+    return keep
+
+
+def _index_bytes(partition_dir, base):
+    total = 0
+    for path in (index.offset_index_path(partition_dir, base), index.time_index_path(partition_dir, base)):
+        try:
+            total = max(total, os.path.getsize(path))
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def group_by_size(partition_dir, segments, policy):
+    """Consecutive segments to rewrite as one, as Kafka's groupSegmentsBySize: a group's
+    segments together hold at most segment.bytes (their sizes now: earlier cleans shrank
+    them), their indexes at most segment.index.bytes each, and its offsets span less than
+    2^31 (index entries hold offsets relative to the segment's base as int32)."""
+    if policy.segment_bytes <= 0:
+        return [[seg] for seg in segments]
+    groups = []
+    for seg in segments:
+        group = groups[-1] if groups else None
+        if group is not None and seg.base == group[-1].end and \
+                sum(g.size for g in group) + seg.size <= policy.segment_bytes and \
+                sum(_index_bytes(partition_dir, g.base) for g in group) + _index_bytes(partition_dir, seg.base) \
+                <= policy.segment_index_bytes and seg.end - group[0].base < 2**31:
+            group.append(seg)
+        else:
+            groups.append([seg])
+    return groups
+
+
+def _clean_group(partition_dir, group, latest, txns, open_data, horizon, interval, charge, result):
+    """Rewrite a group of consecutive segments as one segment named after the first (a group
+    of one is rewritten only when it loses records)."""
     records = _Records()
+    mapped_all, out, removed = [], [], 0
     try:
-        batches = _batches(mapped, seg.base)
-        out, removed = [], 0
-        for i, (pos, nbytes, fields) in enumerate(batches):
-            batch = memoryview(mapped.mm)[pos:pos + nbytes]
-            if not _keyed(fields):
-                out.append((batch, fields))
-                continue
-            section, refs, start = records.decode(mapped, pos, nbytes, fields)
-            keep = []
-            for offset, ts, key_pos, key_len, value_len in refs[["offset", "timestamp", "key_pos", "key_len",
-                                                                  "value_len"]].tolist():
-                keep.append(key_len >= 0 and latest.get(bytes(section[key_pos:key_pos + key_len]), -1) <= offset
-                            and not (value_len < 0 and ts < horizon))
-            gone = keep.count(False)
-            if not gone:
-                out.append((batch, fields))
-                continue
-            removed += gone
-            if gone == len(keep) and 0 < i < len(batches) - 1 and last_of_producer.get(fields[9]) != fields[0]:
-                continue   # emptied, and neither the segment's first or last batch nor its producer's last
-            out.append((_rebuild(batch, fields, section, start, refs, keep), fields))
-        result.segments_read += 1
-        result.bytes_read += mapped.size
-        throttle.account(mapped.size)
-        if not removed:
+        for n, seg in enumerate(group):
+            try:
+                mapped = _open_segment(segment_path(partition_dir, seg.base))
+            except FileNotFoundError:
+                if n == 0:
+                    return   # retention deleted it
+                group = group[:n]   # retention cannot delete past a segment it kept: stop the group here
+                break
+            mapped_all.append(mapped)
+            batches = _batches(mapped, seg.base)
+            first_of_group, last_of_group = n == 0, n == len(group) - 1
+            for i, (pos, nbytes, fields) in enumerate(batches):
+                charge(nbytes)
+                batch = memoryview(mapped.mm)[pos:pos + nbytes]
+                if fields[12] == 0:
+                    if _control(fields):
+                        open_data.pop(fields[9], None)   # a marker an earlier clean emptied still ends its transaction
+                    out.append((batch, fields))
+                    continue
+                section, refs, start = records.decode(mapped, pos, nbytes, fields)
+                keep = _keep_records(fields, section, refs, latest, txns, open_data, horizon)
+                gone = keep.count(False)
+                if not gone:
+                    out.append((batch, fields))
+                    continue
+                removed += gone
+                edge = (first_of_group and i == 0) or (last_of_group and i == len(batches) - 1)
+                if gone == len(keep) and not edge and \
+                        (_control(fields) or txns.last_of_producer.get(fields[9]) != fields[0]):
+                    continue   # emptied, and neither the segment's first or last batch nor its producer's last
+                out.append((_rebuild(batch, fields, section, start, refs, keep), fields))
+            result.segments_read += 1
+            result.bytes_read += mapped.size
+        if not removed and len(group) == 1:
             return
-        written = _write_cleaned(partition_dir, seg.base, out, interval)
+        written = _write_cleaned(partition_dir, group[0].base, out, interval, charge)
     finally:
-        mapped.close()
+        for mapped in mapped_all:
+            mapped.close()
     _crash_point("after-cleaned")
-    if _swap_in(partition_dir, seg.base):
+    if _swap_in(partition_dir, group[0].base, [seg.base for seg in group[1:]]):
         result.segments_rewritten += 1
+        result.segments_merged += len(group) - 1
         result.records_removed += removed
         result.bytes_written += written
-        throttle.account(written)
     else:
-        result.bytes_written += seg.size   # deleted by retention meanwhile: nothing reclaimed here
+        result.bytes_written += sum(seg.size for seg in group)   # deleted by retention meanwhile
 
 
-def _write_cleaned(partition_dir, base, batches, interval):
+def _write_cleaned(partition_dir, base, batches, interval, charge=None):
     """Write `<base>.log.cleaned` and its indexes (fsynced); returns the log's size."""
     path = segment_path(partition_dir, base) + CLEANED
     builder = index.IndexBuilder(base, interval)
@@ -464,8 +685,12 @@ def _write_cleaned(partition_dir, base, batches, interval):
             size += len(batch)
             if pending_bytes >= _WRITE_CHUNK:
                 _write_all(fd, pending)
+                if charge is not None:
+                    charge(pending_bytes)
                 pending, pending_bytes = [], 0
         _write_all(fd, pending)
+        if charge is not None:
+            charge(pending_bytes)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -490,8 +715,14 @@ def _write_all(fd, pieces):
         done += os.write(fd, view[done:])
 
 
-def _swap_in(partition_dir, base):
-    """.cleaned -> .swap -> exchanged with the live files; False if the segment was deleted meanwhile."""
+def _swap_in(partition_dir, base, covered=()):
+    """.cleaned -> .swap -> exchanged with the live files; False if the segment was deleted meanwhile.
+
+    covered: the bases of the segments merged into this one, unlinked after the log's
+    exchange. Until they are gone their offsets are in two files, the same records in each
+    (readers look offsets up, so neither is read twice; recovery reports the overlap); the
+    log's .swap (the old file) is unlinked last, so a crash before leaves it as the sign for
+    recover_swaps() to finish the unlinking."""
     log_path = segment_path(partition_dir, base)
     paths = [log_path, index.offset_index_path(partition_dir, base), index.time_index_path(partition_dir, base)]
     for p in paths:
@@ -505,12 +736,15 @@ def _swap_in(partition_dir, base):
             _unlink_quietly(p + SWAP)
         return False
     _crash_point("after-log-exchange")
+    for other in covered:
+        _unlink_segment(partition_dir, other)
+        _crash_point("after-covered-unlink")
     for p in paths[1:]:
         try:
             exchange(p + SWAP, p)
         except FileNotFoundError:
             pass   # retention removed the segment after its log was swapped
-    for p in paths:
+    for p in paths[1:] + paths[:1]:
         _unlink_quietly(p + SWAP)   # the old files now (gone already where exchange was not possible)
     _fsync_dir(partition_dir)
     return True

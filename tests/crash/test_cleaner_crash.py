@@ -14,10 +14,12 @@ import pytest
 
 from shmlog.log import cleaner
 from shmlog.log.segment import list_segments
-from tests.unit.test_cleaner import FORCE, NOW_MS, read_all, write_log
+from tests.unit.test_cleaner import FORCE, NOW_MS, read_all, segment_ranges, write_log
 
 CLEAN = ("import sys; from shmlog.log import cleaner; "
          "cleaner.clean(sys.argv[1], cleaner.Policy(0.0, 0, 2**63 - 1, 10**12), force=True)")
+MERGE = ("import sys; from shmlog.log import cleaner; "
+         "cleaner.clean(sys.argv[1], cleaner.Policy(0.0, 0, 2**63 - 1, 10**12, segment_bytes=2000), force=True)")
 
 
 def workload():
@@ -81,4 +83,29 @@ def test_a_cleaner_sigkilled_at_a_random_moment_loses_nothing_and_duplicates_not
     assert set(got) <= set(before)
     assert set(latest_below(before, active)) <= set(got)
     cleaner.clean(pdir, FORCE._replace(delete_retention_ms=10**12), NOW_MS, force=True)
+    assert read_all(pdir) == latest_below(before, active) + [r for r in before if r[0] >= active]
+
+
+@pytest.mark.parametrize("point", ["after-cleaned:1", "after-swap-rename:2", "after-log-exchange:1",
+                                   "after-log-exchange:2", "after-covered-unlink:1", "after-covered-unlink:4",
+                                   "after-segment:2"])
+def test_a_cleaner_killed_while_merging_segments_loses_nothing_and_duplicates_nothing(tmp_path, point):
+    pdir = str(tmp_path / "t-0")
+    write_log(pdir, workload(), segment_bytes=150)
+    before = read_all(pdir)
+    active = list_segments(pdir)[-1]
+    subprocess.run([sys.executable, "-c", CLEAN, pdir], timeout=60, check=True)   # small cleaned segments
+    cleaned = read_all(pdir)
+    env = {**os.environ, "SHMLOG_CLEANER_CRASH_AT": point}
+    done = subprocess.run([sys.executable, "-c", MERGE, pdir], env=env, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    offsets = [o for o, _, _ in read_all(pdir)]
+    assert offsets == sorted(set(offsets))                  # even before recovery: no record read twice
+    cleaner.recover_swaps(pdir)
+    assert not [n for n in os.listdir(pdir) if n.endswith((".cleaned", ".swap"))]
+    bases = list_segments(pdir)
+    ends = [end for _, end, _ in segment_ranges(pdir)]
+    assert all(end <= next_base for end, next_base in zip(ends, bases[1:]))   # no segment overlaps the next
+    assert read_all(pdir) == cleaned
+    cleaner.clean(pdir, FORCE._replace(delete_retention_ms=10**12, segment_bytes=2000), NOW_MS, force=True)
     assert read_all(pdir) == latest_below(before, active) + [r for r in before if r[0] >= active]

@@ -174,13 +174,13 @@ def test_the_offsets_topic_replay_reads_about_one_record_per_committed_partition
 
 
 def test_schemas_survive_a_restart_after_the_schemas_topic_was_compacted(data_dir):
-    with shmlog.Broker(data_dir, **FAST) as b:
+    configs = {**FAST, "schemas.topic.segment.bytes": 1024}
+    with shmlog.Broker(data_dir, **configs) as b:
         conf = {"bootstrap.servers": b.bootstrap_servers}
         sr = SchemaRegistryClient({"url": b.bootstrap_servers})
         first = sr.register_schema("s0", Schema('"string"', "AVRO"))
         admin = shmlog.AdminClient(conf)
-        resource = shmlog.admin.ConfigResource("topic", "_schemas", set_config={"segment.bytes": "1024",
-                                                                                "min.cleanable.dirty.ratio": "0.01"})
+        resource = shmlog.admin.ConfigResource("topic", "_schemas", set_config={"min.cleanable.dirty.ratio": "0.01"})
         for future in admin.alter_configs([resource]).values():
             future.result()
         admin.close()
@@ -189,12 +189,24 @@ def test_schemas_survive_a_restart_after_the_schemas_topic_was_compacted(data_di
         sr.set_compatibility("s1", "NONE")
         sr.close()
         wait_fully_cleaned(b.data_dir, "_schemas-0")
-    with shmlog.Broker(data_dir, **FAST) as b:
+    with shmlog.Broker(data_dir, **configs) as b:
         sr = SchemaRegistryClient({"url": b.bootstrap_servers})
         assert sr.get_schema(first).schema_str == '"string"'
         assert {s: sr.get_latest_version(s).schema_id for s in ids} == ids
         assert sr.get_compatibility("s1") == "NONE"
         sr.close()
+
+
+def test_the_schemas_topic_is_created_with_schemas_topic_segment_bytes_unless_its_creator_gives_one(start_broker):
+    b = start_broker(**{"schemas.topic.segment.bytes": 4096})
+    sr = SchemaRegistryClient({"url": b.bootstrap_servers})
+    sr.register_schema("s", Schema('"string"', "AVRO"))
+    sr.close()
+    admin = shmlog.AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    resource = shmlog.admin.ConfigResource("topic", "_schemas")
+    configs = admin.describe_configs([resource])[resource].result()
+    admin.close()
+    assert configs["segment.bytes"].value == "4096"
 
 
 # ---------------------------------------------------------------------------- what the CLI shows

@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shmlog._native import ffi, lib
-from shmlog.log import cleaner, codec
-from shmlog.log.batch import ATTR_CONTROL, HEADER_BYTES, BatchWalker, RecordsBuilder
+from shmlog.log import cleaner, codec, control_record, retention
+from shmlog.log.batch import ATTR_CONTROL, ATTR_TRANSACTIONAL, HEADER, HEADER_BYTES, BatchWalker, RecordsBuilder
 from shmlog.log.partition_reader import _decode_records
 from shmlog.log.segment import SegmentReader, SegmentWriter, list_segments, recover
 
@@ -214,14 +214,15 @@ record = st.tuples(st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"]),
 @given(batches=st.lists(st.lists(record, min_size=1, max_size=6), min_size=1, max_size=40),
        segment_bytes=st.sampled_from([1, 200, 600, 4096]),
        retention_ms=st.sampled_from([0, 2000, 10_000]),
-       passes=st.integers(1, 3))
+       passes=st.integers(1, 3),
+       merge_bytes=st.sampled_from([0, 300, 1000, 1 << 20]))
 def test_after_cleaning_a_reader_sees_the_latest_value_of_each_key_at_unchanged_offsets(
-        tmp_path_factory, batches, segment_bytes, retention_ms, passes):
+        tmp_path_factory, batches, segment_bytes, retention_ms, passes, merge_bytes):
     pdir = str(tmp_path_factory.mktemp("model") / "t-0")
     write_log(pdir, batches, segment_bytes=segment_bytes)
     everything = read_all(pdir)
     active = sealed_end(pdir)
-    policy = FORCE._replace(delete_retention_ms=retention_ms)
+    policy = FORCE._replace(delete_retention_ms=retention_ms, segment_bytes=merge_bytes)
     for _ in range(passes):
         cleaner.clean(pdir, policy, NOW_MS, force=True)
     got = read_all(pdir)
@@ -251,3 +252,158 @@ def test_log_cleaner_io_max_bytes_per_second_slows_a_clean_to_that_rate(pdir):
     rate = total / 0.5   # reading alone takes 0.5 s at this rate
     result = cleaner.clean(pdir, FORCE, NOW_MS, throttle=cleaner.Throttle(rate))
     assert result.seconds >= 0.45
+
+
+# ---------------------------------------------------------------------- transactions
+
+def marker_batch(offset, producer_id, commit, ts=NOW_MS):
+    section, base_ts, max_ts = control_record.marker_records(commit, ts)
+    batch = bytearray(HEADER_BYTES + len(section))
+    batch[HEADER_BYTES:] = section
+    lib.shmlog_batch_write_header(ffi.from_buffer("uint8_t[]", batch), len(section), offset, 0,
+                                  control_record.MARKER_ATTRIBUTES, 1, base_ts, max_ts, producer_id, 0, -1)
+    return bytes(batch)
+
+
+def write_batches(pdir, batches):
+    """[(batch bytes, record count)] appended one segment each; the last segment stays active."""
+    offset = 0
+    with SegmentWriter(pdir, 1) as writer:
+        for batch, count in batches:
+            writer.append(batch, offset, offset + count)
+            offset += count
+        writer.flush()
+
+
+def batch_records(pdir):
+    """{base offset: records count} of every batch in the segment files (empty batches too)."""
+    out, offset = {}, 0
+    with SegmentReader(pdir) as reader:
+        while True:
+            buf, found = reader.read(offset, 1 << 16)
+            if not found:
+                return out
+            out.update((base, HEADER.unpack_from(buf, pos)[12]) for pos, base, _, _ in found)
+            offset = found[-1][1] + found[-1][2]
+
+
+def test_records_of_an_aborted_transaction_are_removed_and_its_abort_marker_kept(pdir):
+    tx = ATTR_TRANSACTIONAL
+    write_batches(pdir, [(keyed_batch(0, [(b"a", b"1", NOW_MS)]), 1),
+                         (keyed_batch(1, [(b"a", b"aborted", NOW_MS)], producer_id=5, attributes=tx), 1),
+                         (marker_batch(2, 5, commit=False), 1),
+                         (keyed_batch(3, [(b"b", b"2", NOW_MS)]), 1)])
+    control_record.append_aborted(pdir, 5, 0, 1, 1, 1)
+    cleaner.clean(pdir, FORCE, NOW_MS + 10_000, force=True)
+    assert read_all(pdir) == [(0, b"a", b"1"), (3, b"b", b"2")]   # the aborted value did not replace a's
+    assert batch_records(pdir)[2] == 1
+
+
+def test_a_commit_marker_goes_after_delete_retention_ms_once_no_record_of_its_transaction_is_left(pdir):
+    tx = ATTR_TRANSACTIONAL
+    write_batches(pdir, [(keyed_batch(0, [(b"x", b"first", NOW_MS)]), 1),
+                         (keyed_batch(1, [(b"a", b"1", NOW_MS)], producer_id=5, attributes=tx), 1),
+                         (marker_batch(2, 5, commit=True), 1),
+                         (keyed_batch(3, [(b"b", b"2", NOW_MS)], producer_id=6, attributes=tx), 1),
+                         (marker_batch(4, 6, commit=True), 1),
+                         (keyed_batch(5, [(b"a", b"3", NOW_MS)]), 1),
+                         (keyed_batch(6, [(b"z", b"last", NOW_MS)]), 1)])
+    cleaner.clean(pdir, FORCE, NOW_MS, force=True)
+    assert batch_records(pdir)[2] == batch_records(pdir)[4] == 1   # younger than delete.retention.ms: kept
+    cleaner.clean(pdir, FORCE, NOW_MS + 1001, force=True)
+    markers = batch_records(pdir)
+    assert markers[2] == 0 and markers[4] == 1   # 6's transaction still holds b's latest value
+    assert read_all(pdir) == [(0, b"x", b"first"), (3, b"b", b"2"), (5, b"a", b"3"), (6, b"z", b"last")]
+
+
+def test_a_transaction_without_a_marker_yet_holds_the_clean_back_before_its_segment(pdir):
+    write_batches(pdir, [(keyed_batch(0, [(b"a", b"1", NOW_MS)]), 1),
+                         (keyed_batch(1, [(b"a", b"2", NOW_MS)]), 1),
+                         (keyed_batch(2, [(b"a", b"open", NOW_MS)], producer_id=5, attributes=ATTR_TRANSACTIONAL), 1),
+                         (keyed_batch(3, [(b"a", b"4", NOW_MS)]), 1),
+                         (keyed_batch(4, [(b"b", b"5", NOW_MS)]), 1)])
+    result = cleaner.clean(pdir, FORCE, NOW_MS, force=True)
+    assert result.cleaned_up_to == 2
+    assert [o for o, _, _ in read_all(pdir)] == [1, 2, 3, 4]
+
+
+def test_a_fenced_producers_late_batch_is_removed_as_aborted_without_a_marker_after_it(pdir):
+    write_batches(pdir, [(keyed_batch(0, [(b"a", b"1", NOW_MS)]), 1),
+                         (marker_batch(1, 5, commit=False), 1),
+                         (keyed_batch(2, [(b"a", b"late", NOW_MS)], producer_id=5, attributes=ATTR_TRANSACTIONAL), 1),
+                         (keyed_batch(3, [(b"b", b"2", NOW_MS)]), 1)])
+    control_record.append_aborted(pdir, 5, 0, 0, control_record.OPEN_ENDED, 0)
+    result = cleaner.clean(pdir, FORCE, NOW_MS, force=True)
+    assert result.cleaned_up_to == 3
+    assert read_all(pdir) == [(0, b"a", b"1"), (3, b"b", b"2")]
+
+
+def test_the_throttle_gives_at_most_one_second_of_credit_after_a_long_idle_spell():
+    import time
+    throttle = cleaner.Throttle(1000)
+    throttle.last -= 100          # as if the cleaner had been idle for 100 s
+    started = time.monotonic()
+    throttle.account(1500)        # one second of credit covers 1000 bytes; the rest waits
+    assert time.monotonic() - started >= 0.45
+
+
+# ---------------------------------------------------------------------- merging small cleaned segments
+
+def segment_ranges(pdir):
+    """[(base, end offset, size)] of every sealed segment, as its batches say."""
+    from shmlog.log.segment.format import _Mapped, _walk, segment_path
+    out = []
+    for base in list_segments(pdir)[:-1]:
+        mapped = _Mapped.of_path(segment_path(pdir, base))
+        try:
+            _, end, bad = _walk(mapped, base, True, gaps=True)
+            assert bad is None
+            out.append((base, end, mapped.size))
+        finally:
+            mapped.close()
+    return out
+
+
+def test_small_cleaned_segments_are_merged_into_segments_of_at_most_segment_bytes(pdir):
+    write_log(pdir, [[(b"k%d" % (i % 4), b"v%d" % i, NOW_MS)] for i in range(60)], segment_bytes=1)
+    before = read_all(pdir)
+    cleaner.clean(pdir, FORCE, NOW_MS)                     # one segment each: the first pass only shrinks them
+    sealed = len(list_segments(pdir)) - 1
+    result = cleaner.clean(pdir, FORCE._replace(segment_bytes=400), NOW_MS, force=True)
+    assert result.segments_merged > 0
+    ranges = segment_ranges(pdir)
+    assert len(ranges) < sealed
+    assert all(size <= 400 for _, _, size in ranges)
+    assert all(end <= next_base for (_, end, _), (next_base, _, _) in zip(ranges, ranges[1:]))   # no overlap
+    end = sealed_end(pdir)
+    latest = {}
+    for offset, key, value in before:
+        if offset < end:
+            latest[key] = (offset, key, value)
+    assert read_all(pdir) == sorted(latest.values()) + [r for r in before if r[0] >= end]
+    _, _, report = recover(pdir)
+    assert report == ""
+
+
+def test_every_offset_of_a_merged_segment_is_found_by_a_reader_seeking_to_it(pdir):
+    write_log(pdir, [[(b"k%d" % i, b"v%d" % i, NOW_MS)] for i in range(40)], segment_bytes=1)
+    cleaner.clean(pdir, FORCE._replace(segment_bytes=1 << 20), NOW_MS, force=True)
+    assert len(list_segments(pdir)) == 2                   # all sealed ones in one, the active one
+    with SegmentReader(pdir) as reader:
+        for offset in range(39):
+            _, frames = reader.read(offset, 1)
+            assert frames[0][1] == offset
+
+
+def test_a_checkpoint_past_the_log_end_after_a_truncation_makes_the_whole_log_dirty(pdir):
+    write_log(pdir, [[(b"a", b"%d" % i, NOW_MS)] for i in range(6)], segment_bytes=1)
+    retention.write_checkpoint(pdir, 1000, cleaner.CHECKPOINT_NAME)   # as left before the log was cut back
+    plan = cleaner.plan(pdir, FORCE, NOW_MS)
+    assert plan.first_dirty == 0 and plan.due
+    cleaner.clean(pdir, FORCE, NOW_MS)
+    assert [v for _, _, v in read_all(pdir)] == [b"4", b"5"]
+
+
+def test_segments_of_a_compact_delete_topic_are_not_merged():
+    assert cleaner.policy_for({"cleanup.policy": "compact", "segment.bytes": 4096}).segment_bytes == 4096
+    assert cleaner.policy_for({"cleanup.policy": "compact,delete", "segment.bytes": 4096}).segment_bytes == 0
