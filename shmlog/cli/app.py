@@ -34,6 +34,7 @@ from shmlog.cli._common import (
     table,
 )
 from shmlog.cli.bench import bench
+from shmlog.cli.connect import connect
 from shmlog.cli.consume import consume
 from shmlog.cli.groups import groups
 from shmlog.cli.log import dump_log, log_group, verify_log
@@ -350,6 +351,7 @@ cli.add_command(bench)     # docs/cli.md#shmlog-bench
 cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md
 cli.add_command(transactions)  # docs/exactly-once.md
+cli.add_command(connect)   # docs/connect.md
 
 
 # ---------------------------------------------------------------------------- entry point
