@@ -127,8 +127,8 @@ def parse(defs: dict[str, Key], props: dict[str, Any], where: str = "") -> dict[
     return out
 
 
-def refuse_unknown(props: dict[str, Any], known: Callable[[str], bool], where: str) -> None:
-    unknown = sorted(k for k in props if not known(k))
+def refuse_unknown(props: dict[str, Any], known: Callable[[str], bool], where: str, prefix: str = "") -> None:
+    unknown = sorted(prefix + k for k in props if not known(k))
     if unknown:
         raise ConfigException(f"Unknown configuration {'keys' if len(unknown) > 1 else 'key'} "
                               f"{', '.join(unknown)}{where}")

@@ -26,8 +26,8 @@ from shmlog.connect.config import Key, parse, refuse_unknown, resolve_class, wit
 class Transformation:
     config_def: dict = {}
 
-    def configure(self, props: dict[str, Any], where: str) -> None:
-        refuse_unknown(props, lambda k: k in self.config_def, where)
+    def configure(self, props: dict[str, Any], where: str, prefix: str = "") -> None:
+        refuse_unknown(props, lambda k: k in self.config_def, where, prefix)
         self.config = parse(self.config_def, props, where)
 
     def apply(self, record: data.ConnectRecord) -> data.ConnectRecord | None:
@@ -60,8 +60,8 @@ class InsertField(_KeyOrValue):
     config_def = {k.name: k for k in [Key("topic.field"), Key("partition.field"), Key("offset.field"),
                                       Key("timestamp.field"), Key("static.field"), Key("static.value")]}
 
-    def configure(self, props, where):
-        super().configure(props, where)
+    def configure(self, props, where, prefix=""):
+        super().configure(props, where, prefix)
         if bool(self.config["static.field"]) != bool(self.config["static.value"]):
             raise ConfigException(f"static.field and static.value go together{where}")
 
@@ -101,8 +101,8 @@ class ReplaceField(_KeyOrValue):
                                       Key("renames", "list", []), Key("blacklist", "list", []),
                                       Key("whitelist", "list", [])]}
 
-    def configure(self, props, where):
-        super().configure(props, where)
+    def configure(self, props, where, prefix=""):
+        super().configure(props, where, prefix)
         self.exclude = set(self.config["exclude"] or self.config["blacklist"])
         self.include = set(self.config["include"] or self.config["whitelist"])
         self.renames = {}
@@ -162,8 +162,8 @@ class TimestampRouter(Transformation):
     config_def = {k.name: k for k in [Key("topic.format", default="${topic}-${timestamp}"),
                                       Key("timestamp.format", default="yyyyMMdd")]}
 
-    def configure(self, props, where):
-        super().configure(props, where)
+    def configure(self, props, where, prefix=""):
+        super().configure(props, where, prefix)
         self.strftime = java_date_format(self.config["timestamp.format"], where)
 
     def apply(self, r):
@@ -187,8 +187,8 @@ class Filter(Transformation):
 class Predicate:
     config_def: dict = {}
 
-    def configure(self, props, where):
-        refuse_unknown(props, lambda k: k in self.config_def, where)
+    def configure(self, props, where, prefix=""):
+        refuse_unknown(props, lambda k: k in self.config_def, where, prefix)
         self.config = parse(self.config_def, props, where)
 
     def test(self, record: data.ConnectRecord) -> bool:
@@ -198,8 +198,8 @@ class Predicate:
 class HasHeaderKey(Predicate):
     config_def = {"name": Key("name", default=None)}
 
-    def configure(self, props, where):
-        super().configure(props, where)
+    def configure(self, props, where, prefix=""):
+        super().configure(props, where, prefix)
         if not self.config["name"]:
             raise ConfigException(f"Missing required configuration \"name\"{where}")
 
@@ -210,8 +210,8 @@ class HasHeaderKey(Predicate):
 class TopicNameMatches(Predicate):
     config_def = {"pattern": Key("pattern", default=None)}
 
-    def configure(self, props, where):
-        super().configure(props, where)
+    def configure(self, props, where, prefix=""):
+        super().configure(props, where, prefix)
         try:
             self.pattern = re.compile(self.config["pattern"] or "")
         except re.error as exc:
@@ -286,7 +286,7 @@ def transform_chain(cfg: Any) -> TransformChain:
         if not cls_name:
             raise ConfigException(f"Missing required configuration \"predicates.{alias}.type\"{where}")
         pred = resolve_class(cls_name, PREDICATE_ALIASES, "predicate", f"predicates.{alias}.type")()
-        pred.configure(props, f" (predicates.{alias}){where}")
+        pred.configure(props, where, f"predicates.{alias}.")
         predicates[alias] = pred
     steps = []
     used = set()
@@ -304,7 +304,7 @@ def transform_chain(cfg: Any) -> TransformChain:
             raise ConfigException(f"transforms.{alias}.predicate={pred_alias!r}{where} names no predicate listed "
                                   f"in predicates")
         transform = resolve_class(cls_name, TRANSFORM_ALIASES, "transform", f"transforms.{alias}.type")()
-        transform.configure(props, f" (transforms.{alias}){where}")
+        transform.configure(props, where, f"transforms.{alias}.")
         used.add(pred_alias)
         steps.append((alias, transform, predicates.get(pred_alias), negate_raw.strip().lower() == "true"))
     unused = sorted(set(predicates) - used)
