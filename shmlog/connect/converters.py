@@ -17,6 +17,8 @@ import decimal
 import json
 from typing import Any
 
+import orjson
+
 from shmlog.connect import data
 from shmlog.connect.api import ConfigException, DataException
 from shmlog.connect.config import Key, parse, refuse_unknown, resolve_class, with_prefix
@@ -153,14 +155,17 @@ class JsonConverter(Converter):
             if value is None:
                 return None
             doc = to_json_value(schema, value)
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise DataException(f"Converting Kafka Connect data to byte[] failed: {exc}") from None
 
     def to_connect(self, topic, raw):
         if raw is None:
             return None, None
         try:
-            doc = json.loads(bytes(raw))
-        except ValueError as exc:
+            doc = orjson.loads(bytes(raw))
+        except orjson.JSONDecodeError as exc:
             raise DataException(f"Converting byte[] to Kafka Connect data failed due to serialization error: "
                                 f"{exc}") from None
         if not self.config["schemas.enable"]:

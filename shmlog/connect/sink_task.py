@@ -79,7 +79,9 @@ def run(cfg: Any, worker: dict[str, Any], task_id: int, task_props: dict[str, An
     batch_size = int(with_prefix(cfg.props, "consumer.override.").get("max.poll.records", 500))
     try:
         while not stopping.is_set():
-            msgs = consumer.consume(batch_size, timeout=0.1)
+            # consume() waits for a full batch until its timeout: take what is there first, and
+            # wait only when there is nothing.
+            msgs = consumer.consume(batch_size, timeout=0) or consumer.consume(batch_size, timeout=0.1)
             good = [m for m in msgs if m.error() is None]
             for m in msgs:
                 if m.error() is not None and m.error().fatal():
