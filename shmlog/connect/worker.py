@@ -94,15 +94,24 @@ class Worker:
 
     def start(self) -> Worker:
         self._prepare_topics()
-        for cfg in self.configs:
-            connector = cfg.connector_class()
-            connector.start({**cfg.props, **{k: v for k, v in cfg.own.items()}})
-            self._connectors.append(connector)
-            task_configs = connector.task_configs(cfg.common["tasks.max"])[:cfg.common["tasks.max"]]
-            for i, props in enumerate(task_configs):
-                state = TaskState(cfg.name, i, props)
-                self.tasks[(cfg.name, i)] = state
-                self._spawn(state)
+        # Every connector is started and split before any task runs: one that refuses its
+        # config leaves nothing running.
+        plan = []
+        try:
+            for cfg in self.configs:
+                connector = cfg.connector_class()
+                connector.start({**cfg.props, **cfg.own})
+                self._connectors.append(connector)
+                task_configs = connector.task_configs(cfg.common["tasks.max"])[:cfg.common["tasks.max"]]
+                plan += [TaskState(cfg.name, i, props) for i, props in enumerate(task_configs)]
+        except BaseException:
+            for connector in self._connectors:
+                connector.stop()
+            self._connectors = []
+            raise
+        for state in plan:
+            self.tasks[(state.connector, state.task_id)] = state
+            self._spawn(state)
         self._monitor = threading.Thread(target=self._watch, name="shmlog-connect-worker", daemon=True)
         self._monitor.start()
         return self

@@ -81,3 +81,14 @@ def database_url(request, tmp_path):
     with psycopg.connect(host=sock, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"postgresql+psycopg://postgres@/{name}?host={sock}&port={port}"
+
+
+@pytest.fixture
+def broker(data_dir):
+    """The shared fixture's broker without the 3 s wait before a new group's first assignment:
+    every sink connector here is a new group."""
+    import shmlog
+    from tests.conftest import stop_leftover_broker
+    with shmlog.Broker(data_dir, group_initial_rebalance_delay_ms=0) as b:
+        yield b
+    stop_leftover_broker(data_dir)
