@@ -26,7 +26,7 @@ def parse_properties(text: str, source: str = "<properties>") -> dict[str, str]:
     props: dict[str, str] = {}
     logical = ""
     for raw in text.splitlines():
-        line = raw.strip() if not logical else raw.lstrip()
+        line = raw.lstrip()      # Java keeps a value's trailing blanks; Key conversion trims them
         if not logical and (not line or line[0] in "#!"):
             continue
         if line.endswith("\\") and not line.endswith("\\\\"):

@@ -147,6 +147,8 @@ class JsonConverter(Converter):
     config_def = {"schemas.enable": Key("schemas.enable", "boolean", True)}
 
     def from_connect(self, topic, schema, value):
+        if value is None and (schema is None or schema.get("optional")):
+            return None       # a null stays null (a tombstone), as Kafka's JsonConverter writes it
         if self.config["schemas.enable"]:
             if schema is None and value is not None:
                 schema = data.infer_schema(value)

@@ -48,6 +48,7 @@ def test_json_converter_with_schemas_writes_kafkas_envelope_and_reads_it_back():
     assert doc["schema"] == STRUCT
     assert doc["payload"] == {"id": 7, "name": "seven", "blob": "AAE=", "at": 1772366400000}
     assert c.to_connect("t", raw) == (STRUCT, VALUE)
+    assert c.from_connect("t", None, None) is None          # a tombstone stays a tombstone
     with pytest.raises(DataException, match='requires "schema" and "payload"'):
         c.to_connect("t", b'{"id": 1}')
 
