@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -286,11 +285,3 @@ def connector_config(props: dict[str, str], worker: dict[str, Any]) -> Connector
     converters_of(cfg, worker, check_only=True)
     transform_chain(cfg)
     return cfg
-
-
-def client_overrides(props: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return with_prefix(props, prefix)
-
-
-def env_path(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))

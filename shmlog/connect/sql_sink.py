@@ -110,7 +110,7 @@ class SqlSinkTask(SinkTask):
         if kind == "insert":
             conn.execute(table.insert(), rows)
             return
-        keys = [c.name for c in table.primary_key.columns] or list(self._key_columns_names)
+        keys = [c.name for c in table.primary_key.columns] or self.pk_fields
         dialect = conn.dialect.name
         if dialect in ("sqlite", "postgresql"):
             mod = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"])
@@ -150,10 +150,6 @@ class SqlSinkTask(SinkTask):
                     pending.append((table, kind, [row]))
             for table, kind, rows in pending:
                 self._write(conn, table, kind, rows)
-
-    @property
-    def _key_columns_names(self):
-        return self.pk_fields
 
     def stop(self):
         self.engine.dispose()

@@ -14,7 +14,6 @@ Transforms run in the order listed; one returning None drops the record (Filter)
 """
 from __future__ import annotations
 
-import datetime
 import re
 from typing import Any
 
@@ -311,7 +310,3 @@ def transform_chain(cfg: Any) -> TransformChain:
     if unused:
         raise ConfigException(f"predicates {', '.join(unused)}{where} are used by no transform")
     return TransformChain(steps)
-
-
-def utc_now_ms() -> int:
-    return data.timestamp_ms(datetime.datetime.now(datetime.timezone.utc))
