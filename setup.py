@@ -42,10 +42,14 @@ setup(
                     "kafka": ["kio>=0.6.5; python_version>='3.11'"],
                     # shmlog.streams sends topologies (lambdas, closures) to its worker processes (docs/streams.md).
                     "streams": ["cloudpickle>=2.2"],
+                    # The SQL source and sink of shmlog.connect (docs/connect.md): SQLAlchemy, and psycopg for
+                    # PostgreSQL (SQLite needs nothing more).
+                    "connect": ["sqlalchemy>=2.0", "psycopg[binary]>=3.1"],
                     "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.17,<0.18", "import-linter>=2.1", "mypy>=1.10",
                              "prometheus-client>=0.17", "rich>=13",
                              "kio>=0.6.5; python_version>='3.11'", "confluent-kafka>=2.3", "kafka-python>=2.0.2",
-                             "aiokafka>=0.11", "cloudpickle>=2.2"],
+                             "aiokafka>=0.11", "cloudpickle>=2.2",
+                             "sqlalchemy>=2.0", "psycopg[binary]>=3.1"],
                     "bench": ["pyzmq>=25", "faster-fifo>=1.4", "redis>=4.5", "matplotlib>=3.5", "iceoryx2>=0.10"]},
     entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
     package_data={"shmlog": ["py.typed", "_native/_fast.pyi"]},

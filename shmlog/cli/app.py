@@ -36,6 +36,7 @@ from shmlog.cli._common import (
 from shmlog.cli.acls import acls
 from shmlog.cli.bench import bench
 from shmlog.cli.bench_partitions import bench_partitions_command
+from shmlog.cli.connect import connect
 from shmlog.cli.consume import consume
 from shmlog.cli.groups import groups
 from shmlog.cli.log import dump_log, log_group, verify_log
@@ -356,6 +357,7 @@ cli.add_command(metrics)   # docs/observability.md
 cli.add_command(top)       # docs/observability.md
 cli.add_command(transactions)  # docs/exactly-once.md
 cli.add_command(streams)   # docs/streams.md
+cli.add_command(connect)   # docs/connect.md
 
 
 # ---------------------------------------------------------------------------- entry point
