@@ -158,6 +158,22 @@ class RecordBatchView:
             return np.empty(0, np.dtype(dtype))
         return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
+def view_of_messages(msgs: list[Message]) -> RecordBatchView | None:
+    """A RecordBatchView over copies of the keys and values of messages of one partition (the
+    fallback when records cannot be viewed in place: read through segments, or over a Kafka cluster)."""
+    if not msgs:
+        return None
+    blob = bytearray()
+    refs = np.zeros(len(msgs), layout.RECORD_REF_DTYPE)
+    for i, m in enumerate(msgs):
+        refs[i]["offset"], refs[i]["timestamp"] = m.offset(), m.timestamp()[1]
+        for name, data in (("key", m.key()), ("value", m.value())):
+            refs[i][name + "_pos"] = len(blob)
+            refs[i][name + "_len"] = -1 if data is None else len(data)
+            blob += data or b""
+    return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
+
+
 class ConsumerGroupMetadata:
     """A consumer's group identity at one moment (confluent-kafka's opaque group metadata)."""
 
@@ -935,17 +951,7 @@ class Consumer(_fast.ConsumerCore):
         return out
 
     def _view_of_messages(self, msgs):
-        if not msgs:
-            return None
-        blob = bytearray()
-        refs = np.zeros(len(msgs), layout.RECORD_REF_DTYPE)
-        for i, m in enumerate(msgs):
-            refs[i]["offset"], refs[i]["timestamp"] = m.offset(), m.timestamp()[1]
-            for name, data in (("key", m.key()), ("value", m.value())):
-                refs[i][name + "_pos"] = len(blob)
-                refs[i][name + "_len"] = -1 if data is None else len(data)
-                blob += data or b""
-        return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(bytes(blob)), refs, False)
+        return view_of_messages(msgs)
 
     def _release_pins(self):
         if self._pins_held:

@@ -1,0 +1,1 @@
+from tests.mirror_kafka.kafka_cluster import kafka  # noqa: F401  (the fixture)
