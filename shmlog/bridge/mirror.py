@@ -18,6 +18,10 @@ the two copies that batch again on restart.
 Consumer-group offsets are translated through the syncs (the rule is in syncs.py) and
 committed to the same group on the target when they move it forward (MirrorMaker 2's
 sync.group.offsets), every `group_sync_interval_s` for the groups matching `groups`.
+
+Source topics are listed again every `refresh_topics_interval_s` (MirrorMaker 2's
+refresh.topics.interval.seconds): a topic created later, or partitions added, are mirrored
+from then on; until a first topic matches, the mirror waits for one.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ log = logging.getLogger("shmlog.mirror")
 TIMESTAMP_NOT_AVAILABLE = 0
 LOAD_TIMEOUT_S = 60.0
 FLUSH_TIMEOUT_S = 60.0
+NO_TOPIC_REFRESH_S = 0.5    # how often a mirror with nothing to copy yet looks for its topics
 
 
 def topic_matcher(patterns: list[str]) -> Callable[[str], bool]:
@@ -64,7 +69,8 @@ class Mirror:
 
     def __init__(self, source: dict[str, Any], target: dict[str, Any], topics: list[str], name: str = "mirror",
                  exactly_once: bool = True, target_prefix: str = "", groups: list[str] | None = None,
-                 group_sync_interval_s: float = 5.0, batch_size: int = 10_000) -> None:
+                 group_sync_interval_s: float = 5.0, batch_size: int = 10_000,
+                 refresh_topics_interval_s: float = 10.0) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
             raise ValueError(f"mirror name {name!r}: use letters, digits, '.', '_' and '-'")
         if not topics:
@@ -78,6 +84,7 @@ class Mirror:
         self.group_patterns = list(groups or [])
         self.group_sync_interval_s = group_sync_interval_s
         self.batch_size = batch_size
+        self.refresh_topics_interval_s = refresh_topics_interval_s
         self.sync_topic = sync_topic(name)
         self.syncs = SyncLog()
         self.partitions: dict[str, int] = {}      # mirrored source topic -> partition count
@@ -144,21 +151,28 @@ class Mirror:
             consumer.close()
 
     def start(self) -> None:
-        self.partitions = self._topics()
-        if not self.partitions:
-            raise ValueError("no source topic matches the mirror's topics")
-        self._ensure_target_topics(self.partitions)
         producer_conf = {**self.target, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
         if self.exactly_once:
             producer_conf["transactional.id"] = f"mirror.{self.name}"
         self._producer = self.tgt_lib.Producer(producer_conf)
         if self.exactly_once:
             self._producer.init_transactions(60)   # fences an earlier instance, aborts what it left open
+        self._ensure_target_topics({})
         self._load_syncs()
         self._consumer = self.src_lib.Consumer({
             **self.source, "group.id": f"mirror.{self.name}", "enable.auto.commit": False,
             "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        self.refresh_topics()
+
+    def refresh_topics(self) -> bool:
+        """Pick up source topics that appeared (or grew partitions) since the last look; True if any."""
+        found = self._topics()
+        if found == self.partitions:
+            return False
+        self._ensure_target_topics(found)
+        self.partitions = found
         self._assign()
+        return True
 
     def _assign(self):
         lib = self.src_lib
@@ -171,6 +185,9 @@ class Mirror:
 
     def step(self, timeout: float = 0.2) -> int:
         """Copy one batch of what the source has; returns how many records were copied."""
+        if not self.partitions:
+            self.stopping.wait(timeout)   # nothing to copy until a matching source topic appears
+            return 0
         msgs = [m for m in self._consumer.consume(self.batch_size, timeout) if m.error() is None]
         if not msgs:
             return 0
@@ -246,8 +263,12 @@ class Mirror:
         """start(), then copy until stop() (or until() returns true), syncing group offsets on the way."""
         if self._consumer is None:
             self.start()
-        next_group_sync = time.monotonic()
+        next_group_sync = next_refresh = time.monotonic()
         while not self.stopping.is_set() and not (until is not None and until()):
+            if time.monotonic() >= next_refresh:
+                self.refresh_topics()
+                next_refresh = time.monotonic() + (self.refresh_topics_interval_s if self.partitions
+                                                   else NO_TOPIC_REFRESH_S)
             self.step()
             if self.group_patterns and time.monotonic() >= next_group_sync:
                 try:
