@@ -10,19 +10,29 @@ from shmlog.bridge.syncs import SyncLog
 TIMEOUT_S = 30.0
 
 
-def lag_rows(src_lib: Any, source: dict[str, Any], partitions: dict[str, int],
-             syncs: SyncLog) -> list[tuple[str, int, int, int, int]]:
-    """[(topic, partition, high watermark, checkpointed position or -1, lag)]."""
-    consumer = src_lib.Consumer({**source, "group.id": "mirror.lag", "enable.auto.commit": False})
+def lag_rows(src_lib: Any, source: dict[str, Any], partitions: dict[str, int], syncs: SyncLog,
+             fetching: Any = None) -> list[tuple[str, int, int, int, int]]:
+    """[(topic, partition, high watermark, checkpointed position or -1, lag)].
+
+    fetching: the mirror's own source consumer, whose last fetch responses carry each
+    partition's high watermark (cached: no request); other partitions are asked for with
+    ListOffsets."""
+    consumer = None
     rows = []
     try:
         for topic, count in sorted(partitions.items()):
             for p in range(count):
-                low, high = consumer.get_watermark_offsets(src_lib.TopicPartition(topic, p), timeout=TIMEOUT_S)
+                tp = src_lib.TopicPartition(topic, p)
+                low, high = fetching.get_watermark_offsets(tp, cached=True) if fetching is not None else (-1, -1)
+                if high < 0:
+                    if consumer is None:
+                        consumer = src_lib.Consumer({**source, "group.id": "mirror.lag", "enable.auto.commit": False})
+                    low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
                 at = syncs.next_upstream(topic, p)
-                rows.append((topic, p, high, at, high - max(at, low)))
+                rows.append((topic, p, high, at, max(high - max(at, low), 0)))
     finally:
-        consumer.close()
+        if consumer is not None:
+            consumer.close()
     return rows
 
 

@@ -292,4 +292,4 @@ class Mirror:
         """[(topic, partition, source high watermark, checkpointed position, lag)] from the syncs
         this instance has seen (lag.status reads them from the target instead)."""
         from shmlog.bridge.lag import lag_rows
-        return lag_rows(self.src_lib, self.source, self.partitions, self.syncs)
+        return lag_rows(self.src_lib, self.source, self.partitions, self.syncs, fetching=self._consumer)

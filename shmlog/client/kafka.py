@@ -38,7 +38,6 @@ from shmlog.client.consumer import RecordBatchView, view_of_messages
 from shmlog.client.producer import _to_bytes
 
 # confluent-kafka's names, re-exported so code written against shmlog's names runs unchanged.
-AdminClient = ck_admin.AdminClient
 NewTopic = ck_admin.NewTopic
 ConsumerGroupTopicPartitions = ck.ConsumerGroupTopicPartitions
 ConsumerGroupState = ck.ConsumerGroupState
@@ -54,6 +53,14 @@ SerializingProducer = ck.SerializingProducer
 DeserializingConsumer = ck.DeserializingConsumer
 
 FLUSH_TIMEOUT_S = 60.0
+
+
+class AdminClient(ck_admin.AdminClient):
+    """confluent_kafka.admin.AdminClient, plus the close() that shmlog's AdminClient has (and that
+    code written for it calls): confluent-kafka frees its handle when the object goes."""
+
+    def close(self) -> None:
+        pass
 
 
 class Producer(ck.Producer):

@@ -45,11 +45,27 @@ def wait_until(condition, what, timeout_s=DEADLINE_S, procs=()):
         time.sleep(0.05)
 
 
-def high_watermarks(conf, topic, partitions):
+def high_watermarks(conf, topic, partitions, timeout_s=30.0):
+    """Each partition's high watermark as a fetch response gives it. (Tansu answers ListOffsets
+    "latest" with the last batch's base offset + 1, not the log end, so get_watermark_offsets
+    without cached=True is wrong there; a Fetch carries the right one.)"""
     lib = clients.library(conf)
-    c = lib.Consumer({**conf, "group.id": "watermarks", "enable.auto.commit": False})
+    if lib.__name__ == "shmlog":
+        c = lib.Consumer(conf)
+        try:
+            return [c.get_watermark_offsets(lib.TopicPartition(topic, p))[1] for p in range(partitions)]
+        finally:
+            c.close()
+    c = lib.Consumer({**conf, "group.id": "watermarks", "enable.auto.commit": False, "fetch.wait.max.ms": 10})
     try:
-        return [c.get_watermark_offsets(lib.TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)]
+        c.assign([lib.TopicPartition(topic, p, lib.OFFSET_END) for p in range(partitions)])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            highs = [c.get_watermark_offsets(lib.TopicPartition(topic, p), cached=True)[1] for p in range(partitions)]
+            if all(h >= 0 for h in highs):
+                return highs
+            assert time.monotonic() < deadline, f"no fetch response for every partition of {topic}: {highs}"
+            c.consume(1000, 0.05)
     finally:
         c.close()
 
