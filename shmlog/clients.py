@@ -5,11 +5,12 @@
 
 bootstrap.servers names a shmlog broker when its first entry is `shm://...` or an absolute
 path (what Broker.bootstrap_servers gives); it names a Kafka cluster when every entry is
-`host:port` (optionally with a PLAINTEXT:// or SSL:// style scheme). Anything else is
-refused with a ValueError that says which form was expected. For a shmlog broker the
-classes are shmlog's own; for a Kafka cluster they are confluent-kafka's with shmlog's batch
-calls added (shmlog.client.kafka). shmlog.pipeline, the schema registry client, `shmlog bench`
-and `shmlog mirror` all go through here, so the same code runs on both (docs/migration.md).
+`host:port` (optionally with librdkafka's PLAINTEXT://, SSL://, SASL_PLAINTEXT:// or
+SASL_SSL:// prefix). Anything else is refused with a ValueError that says which form was
+expected. For a shmlog broker the classes are shmlog's own; for a Kafka cluster they are
+confluent-kafka's with shmlog's batch calls added (shmlog.client.kafka). shmlog.pipeline,
+`shmlog bench` and `shmlog mirror` go through here, so the same code runs on both
+(docs/migration.md).
 
 shmlog.Producer(conf) itself stays shmlog's client: a Kafka cluster there is refused with an
 error that points here.
@@ -22,7 +23,9 @@ from types import ModuleType
 from typing import Any
 
 SHM_SCHEME = "shm://"
-_HOST_PORT = re.compile(r"^(?:[A-Za-z_]+://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+# librdkafka's broker list entry: [PROTOCOL://]host:port, with the protocols it knows.
+_HOST_PORT = re.compile(r"^(?:(?:PLAINTEXT|SSL|SASL|SASL_PLAINTEXT|SASL_SSL)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
+                        r":(\d{1,5})$", re.IGNORECASE)
 
 # The names each library provides, under shmlog's names.
 NAMES = ("Producer", "Consumer", "AdminClient", "NewTopic", "TopicPartition", "KafkaError", "KafkaException",

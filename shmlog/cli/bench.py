@@ -3,7 +3,7 @@
     shmlog bench produce|consume|e2e|latency|trades [--records N | --duration S] [--record-bytes B]
                  [--partitions P] [--producers N] [--consumers N] [--acks 0|1|all]
                  [--compression none|gzip|snappy|lz4|zstd] [--api record|batch] [--wait busy|blocking]
-                 [--rate R] [--value-format struct|json] [--bootstrap shm:///DIR] [--json] [--no-progress]
+                 [--rate R] [--value-format struct|json] [--bootstrap shm:///DIR|HOST:PORT] [--json] [--no-progress]
 
 A progress bar on stderr while it runs, then a table (or, with --json, one JSON document) on
 stdout; exit status 1 when a check failed (lost, duplicated or reordered records). See
@@ -87,7 +87,8 @@ def _option_error(name, message):
               help="Pace the producers at R records/s in total (latency default: 10,000).")
 @click.option("--value-format", type=click.Choice(bm.VALUE_FORMATS), default="struct", show_default=True,
               help="trades: values as a fixed struct (padded to --record-bytes) or as JSON.")
-@bootstrap_option("Run against this running broker (default: an embedded broker in a temporary data dir).")
+@bootstrap_option("Run against this running broker, or a Kafka cluster's host:port (through confluent-kafka; "
+                  "default: an embedded broker in a temporary data dir).", kafka_too=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench(workload, records, duration, record_bytes, partitions, producers, consumers, acks, compression, api,

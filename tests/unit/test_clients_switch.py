@@ -17,7 +17,8 @@ def test_a_host_port_list_picks_the_kafka_clients(servers):
     assert clients.library({"bootstrap.servers": servers}).__name__ == "shmlog.client.kafka"
 
 
-@pytest.mark.parametrize("servers", ["localhost", "data/dir", "host:0", "host:99999", "http://x", "a:1,/dir"])
+@pytest.mark.parametrize("servers", ["localhost", "data/dir", "host:0", "host:99999", "http://x", "a:1,/dir",
+                                     "tcp://localhost:9092"])
 def test_anything_else_is_refused_naming_both_forms(servers):
     with pytest.raises(ValueError, match="names neither a shmlog broker .* nor a Kafka cluster"):
         clients.is_kafka(servers)
