@@ -25,7 +25,6 @@ from then on; until a first topic matches, the mirror waits for one.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import threading
@@ -192,29 +191,33 @@ class Mirror:
         if not msgs:
             return 0
         producer = self._producer
-        delivered: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        produce = producer.produce
+        upstream: dict[tuple[str, int], list[int]] = {}      # source partition -> offsets, in produce order
+        downstream: dict[tuple[str, int], list[int]] = {}    # target partition -> delivered offsets
         failures = []
 
-        def report(err, msg, upstream):
+        def report(err, msg):
             if err is not None:
                 failures.append(err)
             else:
-                delivered.setdefault((upstream[0], msg.partition()), []).append((upstream[1], msg.offset()))
+                downstream.setdefault((msg.topic(), msg.partition()), []).append(msg.offset())
 
+        names = {t: self.target_topic(t) for t in self.partitions}
         if self.exactly_once:
             producer.begin_transaction()
         try:
             for m in msgs:
+                topic, partition = m.topic(), m.partition()
                 kind, ts = m.timestamp()
-                kwargs = {"value": m.value(), "key": m.key(), "partition": m.partition(),
-                          "timestamp": ts if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else 0,
-                          "on_delivery": functools.partial(report, upstream=(m.topic(), m.offset()))}
-                headers = m.headers()
-                if headers:
-                    kwargs["headers"] = headers
+                offsets = upstream.get((topic, partition))
+                if offsets is None:
+                    offsets = upstream[(topic, partition)] = []
+                offsets.append(m.offset())
                 while True:
                     try:
-                        producer.produce(self.target_topic(m.topic()), **kwargs)
+                        produce(names[topic], value=m.value(), key=m.key(), partition=partition, on_delivery=report,
+                                timestamp=ts if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else 0,
+                                headers=m.headers())
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -225,9 +228,15 @@ class Mirror:
                 [self.src_lib.TopicPartition(t, p) for t, p in touched])}
             batch_syncs = []
             for t, p in touched:
-                runs = runs_of(sorted(delivered.get((t, p), [])))
-                last = max(m.offset() for m in msgs if m.topic() == t and m.partition() == p)
-                next_upstream = max(positions.get((t, p), -1), last + 1)
+                # One producer appends to a partition in the order it produced (idempotence keeps
+                # that order through retries), so the i-th smallest target offset is the i-th record
+                # produced, whatever order the delivery reports came in.
+                ups, downs = upstream[(t, p)], sorted(downstream.get((names[t], p), []))
+                if len(downs) != len(ups):
+                    raise RuntimeError(f"mirror {self.name}: {len(downs)} delivery reports for {len(ups)} records "
+                                       f"of {t}-{p}")
+                runs = runs_of(list(zip(ups, downs)))
+                next_upstream = max(positions.get((t, p), -1), ups[-1] + 1)
                 key, value = encode(t, p, runs, next_upstream)
                 producer.produce(self.sync_topic, key=key, value=value, partition=0)
                 batch_syncs.append((t, p, runs, next_upstream))
