@@ -9,7 +9,7 @@ path (what Broker.bootstrap_servers gives); it names a Kafka cluster when every 
 SASL_SSL:// prefix). Anything else is refused with a ValueError that says which form was
 expected. For a shmlog broker the classes are shmlog's own; for a Kafka cluster they are
 confluent-kafka's with shmlog's batch calls added (shmlog.client.kafka). shmlog.pipeline,
-`shmlog bench` and `shmlog mirror` go through here, so the same code runs on both
+the schema registry client, `shmlog bench` and `shmlog mirror` go through here, so the same code runs on both
 (docs/migration.md).
 
 shmlog.Producer(conf) itself stays shmlog's client: a Kafka cluster there is refused with an
