@@ -134,6 +134,9 @@ class Mirror:
             deadline = time.monotonic() + LOAD_TIMEOUT_S
             while high > 0:
                 position = consumer.position([tp])[0].offset
+                # A Fetch response's high watermark once one came (Tansu's ListOffsets can answer
+                # below the log end: its last batch's base offset + 1).
+                high = max(high, consumer.get_watermark_offsets(tp, cached=True)[1])
                 if position >= high:
                     break
                 if time.monotonic() > deadline:
