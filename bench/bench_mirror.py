@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -98,6 +99,26 @@ def mirror(shm_conf, bootstrap, topic, partitions, data, exactly_once, name):
     return len(data) / elapsed
 
 
+def run_all(args, tmp, kafka_cluster, data, tag):
+    """Every run, each --rounds times in alternating order; the best records/s of each."""
+    with shmlog.Broker(os.path.join(tmp, "data"), shmlog_log_level="WARNING") as broker:
+        conf = {"bootstrap.servers": broker.bootstrap_servers}
+        best = {"direct_records_per_s": 0.0, "mirror_eos_records_per_s": 0.0, "mirror_alo_records_per_s": 0.0}
+        for r in range(args.rounds):
+            runs = [("direct_records_per_s", None), ("mirror_eos_records_per_s", True),
+                    ("mirror_alo_records_per_s", False)]
+            for key, eos in (runs if r % 2 == 0 else runs[::-1]):
+                name = f"{key.split('_')[0]}-{'eos' if eos else 'alo'}-{tag}-{r}"
+                with kafka_cluster(name) as bootstrap:
+                    if eos is None:
+                        create(ck.admin.AdminClient({"bootstrap.servers": bootstrap}), ck.admin, name, args.partitions)
+                        rate = direct(bootstrap, name, data)
+                    else:
+                        rate = mirror(conf, bootstrap, name, args.partitions, data, eos, name)
+                best[key] = max(best[key], rate)
+        return best
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=50_000)
@@ -132,22 +153,11 @@ def main():
     tag = str(os.getpid())
     results = {"records": args.records, "value_bytes": args.value_bytes, "partitions": args.partitions,
                "kafka": args.kafka or "tansu (in-memory, a fresh broker per run) on loopback"}
-    with shmlog.Broker(os.path.join(tmp, "data"), shmlog_log_level="WARNING") as broker:
-        conf = {"bootstrap.servers": broker.bootstrap_servers}
-        best = {"direct_records_per_s": 0.0, "mirror_eos_records_per_s": 0.0, "mirror_alo_records_per_s": 0.0}
-        for r in range(args.rounds):
-            runs = [("direct_records_per_s", None), ("mirror_eos_records_per_s", True),
-                    ("mirror_alo_records_per_s", False)]
-            for key, eos in (runs if r % 2 == 0 else runs[::-1]):
-                name = f"{key.split('_')[0]}-{'eos' if eos else 'alo'}-{tag}-{r}"
-                with kafka_cluster(name) as bootstrap:
-                    if eos is None:
-                        create(ck.admin.AdminClient({"bootstrap.servers": bootstrap}), ck.admin, name, args.partitions)
-                        rate = direct(bootstrap, name, data)
-                    else:
-                        rate = mirror(conf, bootstrap, name, args.partitions, data, eos, name)
-                best[key] = max(best[key], rate)
-        results.update(best)
+    try:
+        best = run_all(args, tmp, kafka_cluster, data, tag)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results.update(best)
     d = results["direct_records_per_s"]
     print(f"{args.records} records of {args.value_bytes} B, {args.partitions} partitions, to {results['kafka']}")
     print(f"  confluent-kafka producing directly   {d:>10,.0f} records/s")
