@@ -12,7 +12,7 @@ broker is embedded in a temporary data dir. Runs, each on topics of its own:
 
 - direct: confluent-kafka.Producer (acks=all, idempotent, linger.ms 5) produces N keyed records
   of --value-bytes to the Kafka-protocol broker, records/s = N / time from the first produce()
-  to flush() returning;
+  to flush() returning, after one untimed warm-up record (connections, metadata, producer id);
 - mirror exactly-once / at-least-once: the same N records are first written to a shmlog topic
   (not timed), then a Mirror (shmlog.bridge.mirror, in this process) copies them to the Kafka
   broker; records/s = N / time from the mirror's first batch to its last batch committed (with
@@ -57,6 +57,8 @@ def create(admin, lib, topic, partitions):
 
 def direct(bootstrap, topic, data):
     p = ck.Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    p.produce(topic, value=b"warm-up")     # untimed: connections, metadata, producer id (as the mirror's start)
+    p.flush(TIMEOUT_S)
     start = time.perf_counter()
     for key, value in data:
         while True:
