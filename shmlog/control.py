@@ -30,7 +30,8 @@ def data_dir_from_bootstrap(bootstrap_servers):
     path = first[len(SCHEME):] if first.startswith(SCHEME) else first
     if not path.startswith("/"):
         raise error(KafkaError._INVALID_ARG, f"bootstrap.servers={bootstrap_servers!r} does not name a shmlog "
-                    f"broker: expected shm:///absolute/data/dir (as Broker.bootstrap_servers gives)")
+                    f"broker: expected shm:///absolute/data/dir (as Broker.bootstrap_servers gives); for a "
+                    f"Kafka cluster's host:port, take the clients from shmlog.clients (docs/migration.md)")
     return os.path.realpath(path)
 
 

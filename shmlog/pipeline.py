@@ -37,6 +37,11 @@ second argument (open files, models, connections there: they cannot be pickled).
 
 Ctrl-C or SIGTERM (to the parent or to the whole process group) stops every worker after
 its current batch; each commits and leaves the group before it exits.
+
+When bootstrap.servers names a Kafka cluster (host:port[,host:port]) the workers use
+confluent-kafka's clients instead of shmlog's (shmlog.clients decides), with the same loop,
+guarantees and transactions; each worker's client.id then carries its pid, which is how
+wait_ready() knows the members. docs/migration.md.
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.errors import KafkaError, error
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -81,7 +86,12 @@ def _outputs(result, msg):
 def _worker(index, conf, topics, function, batch, batch_size, output_topic, producer_conf, setup, stop, reports,
             exactly_once=False):
     """One worker process (spawned)."""
-    import shmlog
+    from shmlog import clients
+    lib = clients.library(conf)   # shmlog's clients, or confluent-kafka's for a Kafka cluster
+    if lib.__name__ != "shmlog":
+        # A Kafka group's members are told apart by client.id (wait_ready matches the pid in it);
+        # shmlog's coordinator sees each member's pid itself.
+        conf = {**conf, "client.id": f"{conf['group.id']}-worker-{index}-pid-{os.getpid()}"}
     stopping = threading.Event()
 
     def on_signal(*_):
@@ -93,13 +103,13 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
     try:
         context = setup() if setup is not None else None
         if exactly_once:
-            consumer = shmlog.Consumer({**conf, "enable.auto.commit": False, "isolation.level": "read_committed"})
-            producer = shmlog.Producer({**producer_conf, "transactional.id": f"{conf['group.id']}-worker-{index}"})
+            consumer = lib.Consumer({**conf, "enable.auto.commit": False, "isolation.level": "read_committed"})
+            producer = lib.Producer({**producer_conf, "transactional.id": f"{conf['group.id']}-worker-{index}"})
             producer.init_transactions()
         else:
-            consumer = shmlog.Consumer({**conf, "enable.auto.offset.store": False, "enable.auto.commit": True})
+            consumer = lib.Consumer({**conf, "enable.auto.offset.store": False, "enable.auto.commit": True})
             if output_topic is not None:
-                producer = shmlog.Producer(producer_conf)
+                producer = lib.Producer(producer_conf)
 
         def on_assign(c, partitions):
             reports.put(("assigned", index, os.getpid(), sorted((tp.topic, tp.partition) for tp in partitions)))
@@ -114,7 +124,7 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
                 if err is None:
                     records.append(m)
                 elif err.fatal():
-                    raise KafkaException(err)
+                    raise lib.KafkaException(err)
             if records:
                 if batch:
                     result = function(records, context) if setup is not None else function(records)
@@ -126,20 +136,21 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
                         if result is not None:
                             outs += _outputs(result, m)
                 if exactly_once:
-                    if _commit_in_transaction(consumer, producer, records, outs, output_topic):
+                    if _commit_in_transaction(lib, consumer, producer, records, outs, output_topic):
                         processed += len(records)
                 else:
                     if producer is not None and outs:
                         _produce_all(producer, output_topic, outs)
                         if producer.flush(60) != 0:
-                            raise error(KafkaError._MSG_TIMED_OUT, f"worker {index}: outputs not delivered in 60 s")
+                            raise lib.KafkaException(lib.KafkaError(
+                                lib.KafkaError._MSG_TIMED_OUT, f"worker {index}: outputs not delivered in 60 s"))
                     last = {}
                     for m in records:
                         last[(m.topic(), m.partition())] = m.offset() + 1
-                    consumer.store_offsets(offsets=[shmlog.TopicPartition(t, p, o) for (t, p), o in last.items()])
+                    consumer.store_offsets(offsets=[lib.TopicPartition(t, p, o) for (t, p), o in last.items()])
                     try:
                         consumer.commit(asynchronous=True)
-                    except KafkaException:
+                    except lib.KafkaException:
                         pass   # the next batch's commit (or the one on revoke/close) carries these offsets
                     processed += len(records)
             now = time.monotonic()
@@ -168,11 +179,10 @@ def _produce_all(producer, topic, outs):
                 producer.poll(0.05)
 
 
-def _commit_in_transaction(consumer, producer, records, outs, output_topic):
+def _commit_in_transaction(lib, consumer, producer, records, outs, output_topic):
     """One batch as one transaction: outputs and the offsets after the batch's records commit
     together. False when the transaction failed and was aborted: the consumer is back at the
     committed offsets, so the batch is read (and processed) again."""
-    import shmlog
     last = {}
     for m in records:
         last[(m.topic(), m.partition())] = m.offset() + 1
@@ -180,18 +190,18 @@ def _commit_in_transaction(consumer, producer, records, outs, output_topic):
         producer.begin_transaction()
         if output_topic is not None and outs:
             _produce_all(producer, output_topic, outs)
-        producer.send_offsets_to_transaction([shmlog.TopicPartition(t, p, o) for (t, p), o in last.items()],
+        producer.send_offsets_to_transaction([lib.TopicPartition(t, p, o) for (t, p), o in last.items()],
                                              consumer.consumer_group_metadata())
         producer.commit_transaction(60)
         return True
-    except KafkaException as exc:
+    except lib.KafkaException as exc:
         if not exc.args[0].txn_requires_abort():
             raise
         producer.abort_transaction(60)
         assigned = consumer.assignment()
         for tp in consumer.committed(assigned, timeout=30):
-            consumer.seek(shmlog.TopicPartition(tp.topic, tp.partition,
-                                                tp.offset if tp.offset >= 0 else shmlog.OFFSET_BEGINNING))
+            consumer.seek(lib.TopicPartition(tp.topic, tp.partition,
+                                             tp.offset if tp.offset >= 0 else lib.OFFSET_BEGINNING))
         return False
 
 
@@ -245,6 +255,7 @@ class Pipeline:
         self.procs = {}            # index -> Process
         self.processed = {}        # (index, pid) -> records processed
         self.assignments = {}      # index -> [(topic, partition)]
+        self.assigned_pids = {}    # index -> pid of the worker that reported assignments[index]
         self.failures = []         # tracebacks of workers that died with an exception
         self.restarts = 0
         self.error = None
@@ -310,6 +321,7 @@ class Pipeline:
                 self.processed[(index, pid)] = data
             elif kind == "assigned":
                 self.assignments[index] = data
+                self.assigned_pids[index] = pid
             elif kind == "failed":
                 self.failures.append(data)
             else:
@@ -373,6 +385,21 @@ class Pipeline:
         return {"processed": sum(self.processed.values()), "restarts": self.restarts,
                 "workers": {i: p.pid for i, p in self.procs.items()}, "failures": list(self.failures)}
 
+    def _assignments_cover(self, admin, pids):
+        """Whether the live workers' own reports of their assignments split every partition of the
+        subscribed topics among them, each partition once."""
+        import re
+        self._drain()
+        with self._lock:
+            live = {i: str(p.pid) for i, p in self.procs.items() if p.is_alive()}
+        if set(live.values()) != pids or any(str(self.assigned_pids.get(i)) != pid for i, pid in live.items()):
+            return False
+        owned = [tp for i in live for tp in self.assignments.get(i, [])]
+        topics = admin.list_topics(timeout=10).topics
+        wanted = [(t, p) for t, md in topics.items() for p in md.partitions
+                  if any(t == name or name.startswith("^") and re.fullmatch(name, t) for name in self.topics)]
+        return len(owned) == len(set(owned)) and sorted(owned) == sorted(wanted)
+
     def worker_pids(self) -> dict[int, int | None]:
         with self._lock:
             return {i: p.pid for i, p in self.procs.items() if p.is_alive()}
@@ -380,15 +407,22 @@ class Pipeline:
     def wait_ready(self, timeout: float = 30.0) -> ConsumerGroupDescription:
         """Block until the group is Stable with every worker a member (each then owns its
         share of the partitions); raises KafkaException(_TIMED_OUT) otherwise."""
-        from shmlog.client.admin import AdminClient, ConsumerGroupState
-        admin = AdminClient({"bootstrap.servers": self.conf["bootstrap.servers"]})
+        from shmlog import clients
+        lib = clients.library(self.conf)
+        admin = lib.AdminClient({"bootstrap.servers": self.conf["bootstrap.servers"]})
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 desc = admin.describe_consumer_groups([self.group_id])[self.group_id].result()
                 pids = {str(p) for p in self.worker_pids().values()}
-                hosts = {m.host.split(":")[-1] for m in desc.members}
-                if desc.state == ConsumerGroupState.STABLE and len(desc.members) == self.workers and hosts == pids:
+                if lib.__name__ == "shmlog":
+                    hosts = {m.host.split(":")[-1] for m in desc.members}
+                elif desc.members:   # the pid each Kafka worker put in its client.id
+                    hosts = {m.client_id.rsplit("-", 1)[-1] for m in desc.members}
+                else:   # a Kafka-protocol broker whose DescribeGroups lists no members (Tansu)
+                    hosts = pids if self._assignments_cover(admin, pids) else set()
+                if desc.state == lib.ConsumerGroupState.STABLE and hosts == pids and \
+                        (len(desc.members) == self.workers or not desc.members and lib.__name__ != "shmlog"):
                     return desc
                 if self.error is not None:
                     raise self.error

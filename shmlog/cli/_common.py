@@ -56,21 +56,30 @@ def data_dir_option(required=True):
                         help=f"The broker's data directory (default: ${ENV_DATA_DIR}).")
 
 
-def bootstrap_option(help_text):
-    """--bootstrap shm:///DIR: a broker's bootstrap.servers, or a bare data dir (None when not given)."""
+def bootstrap_option(help_text, kafka_too=False):
+    """--bootstrap shm:///DIR: a broker's bootstrap.servers, or a bare data dir (None when not given).
+    kafka_too: a Kafka cluster's host:port[,host:port] is taken as it is (shmlog.clients decides)."""
     def check(ctx, param, value):
         if value is None:
             return None
         value = value.strip()
         if not value:
             raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+        if kafka_too and not value.startswith(("/", SCHEME)):
+            from shmlog import clients
+            try:
+                if clients.is_kafka(value):
+                    return value
+            except ValueError:
+                pass
         if not value.startswith(SCHEME):
             if "://" in value:
                 raise click.BadParameter(f"{value!r}: a shmlog broker's bootstrap.servers starts with {SCHEME}",
                                          ctx=ctx, param=param)
             value = SCHEME + value     # a bare data dir, as `--data-dir` elsewhere
         return value
-    return click.option("--bootstrap", callback=check, metavar="shm:///DIR", help=help_text)
+    return click.option("--bootstrap", callback=check, metavar="shm:///DIR|HOST:PORT" if kafka_too else "shm:///DIR",
+                        help=help_text)
 
 
 @contextlib.contextmanager

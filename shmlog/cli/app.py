@@ -42,6 +42,7 @@ from shmlog.cli.groups import groups
 from shmlog.cli.log import dump_log, log_group, verify_log
 from shmlog.cli.metadata import metadata
 from shmlog.cli.metrics import metrics
+from shmlog.cli.mirror import mirror
 from shmlog.cli.produce import produce
 from shmlog.cli.schemas import schemas
 from shmlog.cli.streams import streams
@@ -358,6 +359,7 @@ cli.add_command(top)       # docs/observability.md
 cli.add_command(transactions)  # docs/exactly-once.md
 cli.add_command(streams)   # docs/streams.md
 cli.add_command(connect)   # docs/connect.md
+cli.add_command(mirror)    # docs/migration.md
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -4,7 +4,7 @@
                  [--partitions P] [--producers N] [--consumers N] [--acks 0|1|all]
                  [--compression none|gzip|snappy|lz4|zstd] [--api record|batch] [--wait busy|blocking] [--spin-share S]
                  [--rate R] [--value-format struct|json] [--ring-bytes B] [--fanout] [--pin/--no-pin]
-                 [--bootstrap shm:///DIR] [--json] [--no-progress]
+                 [--bootstrap shm:///DIR|HOST:PORT] [--json] [--no-progress]
 
 A progress bar on stderr while it runs, then a table (or, with --json, one JSON document) on
 stdout; exit status 1 when a check failed (lost, duplicated or reordered records). See
@@ -97,7 +97,8 @@ def _option_error(name, message):
               help="Every consumer reads every partition (default: each reads its share of them).")
 @click.option("--pin/--no-pin", default=None,
               help="Pin each producer and consumer to a CPU of its own (default: when they fit the usable CPUs).")
-@bootstrap_option("Run against this running broker (default: an embedded broker in a temporary data dir).")
+@bootstrap_option("Run against this running broker, or a Kafka cluster's host:port (through confluent-kafka; "
+                  "default: an embedded broker in a temporary data dir).", kafka_too=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench(workload, records, duration, record_bytes, partitions, producers, consumers, acks, compression, api,

@@ -138,6 +138,9 @@ def validate(config):
         bad.append(("--consumers", "the produce workload has no consumers"))
     if c.workload in CONSUMING_WORKLOADS and c.consumers < 1:
         bad.append(("--consumers", f"the {c.workload} workload needs at least 1 consumer"))
+    if c.bootstrap is not None and c.wait == "busy" and _on_kafka(c.bootstrap):
+        bad.append(("--wait", "busy-polling is shmlog's shared-memory reader; a Kafka cluster is read through "
+                              "confluent-kafka's fetches (use --wait blocking)"))
     if c.consumers > c.partitions and not c.fanout:
         bad.append(("--consumers", f"{c.consumers} consumers for {c.partitions} partitions: each consumer "
                                    f"reads whole partitions, so at most --partitions {c.partitions} (or --fanout: "
@@ -383,19 +386,28 @@ def _pace(target_ns):
 
 # ---------------------------------------------------------------------------- producers
 
+def _on_kafka(bootstrap):
+    """Whether bootstrap.servers names a Kafka cluster (run through confluent-kafka; shmlog.clients decides)."""
+    from shmlog import clients
+    return clients.is_kafka(bootstrap)
+
+
 def producer_conf(job):
     c = job.config
     paced = c.rate_per_s is not None
-    return {"bootstrap.servers": job.bootstrap, "acks": c.acks, "compression.type": c.compression,
-            "linger.ms": 0 if paced else 5, "batch.num.messages": 10000, "max.block.ms": int(FLUSH_TIMEOUT_S * 1000)}
+    conf = {"bootstrap.servers": job.bootstrap, "acks": c.acks, "compression.type": c.compression,
+            "linger.ms": 0 if paced else 5, "batch.num.messages": 10000}
+    if not _on_kafka(job.bootstrap):
+        conf["max.block.ms"] = int(FLUSH_TIMEOUT_S * 1000)   # shmlog's; librdkafka has no such key
+    return conf
 
 
 def produce_records(job, slot, shared):
-    import shmlog
+    from shmlog import clients
     c = job.config
     if c.rate_per_s:
         precise_timer()
-    producer = shmlog.Producer(producer_conf(job))
+    producer = clients.Producer(producer_conf(job))
     source = TradeSource(job) if c.workload == "trades" else PlainSource(job)
     interval_ns = int(1e9 * c.producers / c.rate_per_s) if c.rate_per_s else 0
     t_start, cpu_start = _wait_go(shared, slot, shared.go_produce)
@@ -616,6 +628,8 @@ class TradeSource:
 # ---------------------------------------------------------------------------- consumers
 
 def consumer_conf(job):
+    if _on_kafka(job.bootstrap):
+        return {"bootstrap.servers": job.bootstrap, "group.id": "shmlog-bench", "enable.auto.commit": False}
     conf = {"bootstrap.servers": job.bootstrap, "shmlog.busy.poll": job.config.wait == "busy"}
     if job.config.spin_share is not None:
         conf["shmlog.wait.spin.share"] = job.config.spin_share
@@ -623,10 +637,11 @@ def consumer_conf(job):
 
 
 def consume_records(job, slot, shared):
-    import shmlog
+    from shmlog import clients
+    lib = clients.library(job.bootstrap)
     c = job.config
-    consumer = shmlog.Consumer(consumer_conf(job))
-    consumer.assign([shmlog.TopicPartition(job.topic, p, shmlog.OFFSET_BEGINNING) for p in job.partitions])
+    consumer = clients.Consumer(consumer_conf(job))
+    consumer.assign([lib.TopicPartition(job.topic, p, lib.OFFSET_BEGINNING) for p in job.partitions])
     check = (TradeCheck if c.workload == "trades" else SequenceCheck)(job)
     read = _read_batches if c.api == "batch" else _read_records
     t_start, cpu_start = _wait_go(shared, slot, shared.go_consume)
@@ -1092,17 +1107,19 @@ def _broker_cpu_s(bootstrap):
 
 
 def _with_topic(config, bootstrap, result, on_progress):
-    import shmlog
-    admin = shmlog.AdminClient({"bootstrap.servers": bootstrap})
+    from shmlog import clients
+    lib = clients.library(bootstrap)
+    kafka = _on_kafka(bootstrap)
+    admin = lib.AdminClient({"bootstrap.servers": bootstrap})
     try:
         result.ring_bytes = ring_bytes_for(config)
-        admin.create_topics([shmlog.NewTopic(result.topic, config.partitions,
-                                             config={"ring.bytes": str(result.ring_bytes)})])[result.topic].result()
+        topic_config = {} if kafka else {"ring.bytes": str(result.ring_bytes)}
+        admin.create_topics([lib.NewTopic(result.topic, config.partitions, config=topic_config)])[result.topic].result()
         run = Run(config, bootstrap, result, on_progress)
         try:
             run.execute()
         finally:
-            if not result.interrupted:
+            if not result.interrupted and not kafka:
                 _drain(bootstrap, result.topic, config.partitions)
                 run.persister_cost()
             try:
@@ -1131,6 +1148,29 @@ def _drain(bootstrap, topic, partitions):
     finally:
         if producer is not None:
             producer.close(1.0)
+
+
+def _kafka_end_offsets(bootstrap, topic, partitions, timeout_s=FLUSH_TIMEOUT_S):
+    """[(log start, high watermark)] of a Kafka topic as Fetch responses carry them: the
+    watermarks every Kafka-protocol broker reports with its records (some, such as Tansu,
+    answer ListOffsets "latest" with the last batch's base offset + 1 instead of the log end)."""
+    from shmlog import clients
+    lib = clients.library(bootstrap)
+    consumer = clients.Consumer({"bootstrap.servers": bootstrap, "group.id": "shmlog-bench-end",
+                                 "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    try:
+        consumer.assign([lib.TopicPartition(topic, p, lib.OFFSET_END) for p in range(partitions)])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            marks = [consumer.get_watermark_offsets(lib.TopicPartition(topic, p), cached=True)
+                     for p in range(partitions)]
+            if all(high >= 0 for _, high in marks):
+                return marks
+            if time.monotonic() > deadline:
+                raise BenchError(f"no Fetch response for every partition of {topic} within {timeout_s:g} s")
+            consumer.consume(10_000, 0.05)
+    finally:
+        consumer.close()
 
 
 class Run:
@@ -1287,10 +1327,13 @@ class Run:
         self.outputs[out["slot"]] = out
 
     def _end_offsets(self):
-        import shmlog
-        consumer = shmlog.Consumer({"bootstrap.servers": self.bootstrap})
+        from shmlog import clients
+        if _on_kafka(self.bootstrap):
+            return _kafka_end_offsets(self.bootstrap, self.result.topic, self.config.partitions)
+        consumer = clients.Consumer({"bootstrap.servers": self.bootstrap})
+        lib = clients.library(self.bootstrap)
         try:
-            return [consumer.get_watermark_offsets(shmlog.TopicPartition(self.result.topic, p))
+            return [consumer.get_watermark_offsets(lib.TopicPartition(self.result.topic, p))
                     for p in range(self.config.partitions)]
         finally:
             consumer.close()

@@ -161,6 +161,30 @@ class RecordBatchView:
             return np.empty(0, np.dtype(dtype))
         return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
+def view_of_messages(msgs: list[Message]) -> RecordBatchView | None:
+    """A RecordBatchView over copies of the keys and values of messages of one partition (the
+    fallback when records cannot be viewed in place: read through segments, or over a Kafka cluster)."""
+    if not msgs:
+        return None
+    # Column by column (a reader behind the ring gets its views here: per-element NumPy
+    # stores cost microseconds a record). The blob holds each record's key, then its value.
+    n = len(msgs)
+    keys = [m.key() for m in msgs]
+    values = [m.value() for m in msgs]
+    refs = np.zeros(n, layout.RECORD_REF_DTYPE)
+    refs["offset"] = [m.offset() for m in msgs]
+    refs["timestamp"] = [m.timestamp()[1] for m in msgs]
+    key_len = np.fromiter((-1 if k is None else len(k) for k in keys), np.int64, n)
+    value_len = np.fromiter((-1 if v is None else len(v) for v in values), np.int64, n)
+    key_bytes, value_bytes = np.maximum(key_len, 0), np.maximum(value_len, 0)
+    ends = np.cumsum(key_bytes + value_bytes)
+    refs["key_pos"] = ends - key_bytes - value_bytes
+    refs["value_pos"] = ends - value_bytes
+    refs["key_len"], refs["value_len"] = key_len, value_len
+    blob = b"".join([part for k, v in zip(keys, values) for part in (k or b"", v or b"")])
+    return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(blob), refs, False)
+
+
 class ConsumerGroupMetadata:
     """A consumer's group identity at one moment (confluent-kafka's opaque group metadata)."""
 
@@ -979,25 +1003,7 @@ class Consumer(_fast.ConsumerCore):
         return out
 
     def _view_of_messages(self, msgs):
-        if not msgs:
-            return None
-        # Column by column (a reader behind the ring gets its views here: per-element NumPy
-        # stores cost microseconds a record). The blob holds each record's key, then its value.
-        n = len(msgs)
-        keys = [m.key() for m in msgs]
-        values = [m.value() for m in msgs]
-        refs = np.zeros(n, layout.RECORD_REF_DTYPE)
-        refs["offset"] = [m.offset() for m in msgs]
-        refs["timestamp"] = [m.timestamp()[1] for m in msgs]
-        key_len = np.fromiter((-1 if k is None else len(k) for k in keys), np.int64, n)
-        value_len = np.fromiter((-1 if v is None else len(v) for v in values), np.int64, n)
-        key_bytes, value_bytes = np.maximum(key_len, 0), np.maximum(value_len, 0)
-        ends = np.cumsum(key_bytes + value_bytes)
-        refs["key_pos"] = ends - key_bytes - value_bytes
-        refs["value_pos"] = ends - value_bytes
-        refs["key_len"], refs["value_len"] = key_len, value_len
-        blob = b"".join([part for k, v in zip(keys, values) for part in (k or b"", v or b"")])
-        return RecordBatchView.from_refs(msgs[0].topic(), msgs[0].partition(), memoryview(blob), refs, False)
+        return view_of_messages(msgs)
 
     def _release_pins(self):
         if self._pins_held:

@@ -58,8 +58,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shmlog import control
-from shmlog.errors import KafkaError, KafkaException, reason_of
-from shmlog.message import OFFSET_BEGINNING, TopicPartition
+from shmlog.errors import KafkaError, reason_of
 from shmlog.schema_registry._wire import (  # noqa: F401
     _ID,
     MAGIC_BYTE,
@@ -246,11 +245,15 @@ class SchemaRegistryClient:
     """confluent_kafka.schema_registry.SchemaRegistryClient over a shmlog broker.
 
     conf: {"url": <bootstrap.servers>} (the broker's `shm:///data/dir` string; a
-    "bootstrap.servers" key works too). An http(s):// url is refused with a ValueError that
-    says so: this client reads the broker's topic, and HTTP registries (including `shmlog
-    schemas serve`) are for confluent_kafka's client. Optional: "topic" (default `_schemas`), and
-    "timeout.s" for replays and writes. Close it (or use it as a context manager) to
-    release its consumer and producer.
+    "bootstrap.servers" key works too). A Kafka cluster's host:port works as well (shmlog.clients:
+    through confluent-kafka): the registry is then that cluster's topic, replayed read_committed,
+    and writers exclude each other with the transactional.id `<topic>-writer` instead of the data
+    dir's lock file; a write that loses a race with another client's raises
+    SchemaRegistryError(409, 50003) having written nothing (docs/migration.md). An http(s)://
+    url is refused with a ValueError that says so: this client reads the broker's topic, and
+    HTTP registries (including `shmlog schemas serve`) are for confluent_kafka's client.
+    Optional: "topic" (default `_schemas`), and "timeout.s" for replays and writes. Close it
+    (or use it as a context manager) to release its consumer and producer.
     """
 
     def __init__(self, conf: dict[str, Any]) -> None:
@@ -276,9 +279,16 @@ class SchemaRegistryClient:
                 f"Registry, or `shmlog schemas serve`) use confluent_kafka.schema_registry.SchemaRegistryClient "
                 f"with its serializers.")
         self._url = url
-        self._data_dir = control.data_dir_from_bootstrap(url)
+        from shmlog import clients
+        self._lib = clients.library(url)   # a shmlog broker's clients, or confluent-kafka's for a Kafka cluster
+        self._on_kafka = self._lib.__name__ != "shmlog"
         self._lock = threading.RLock()
-        self._lock_path = os.path.join(self._data_dir, LOCK_FILE)
+        if self._on_kafka:
+            # No shared data dir to lock in: writers exclude each other by transactional.id (see _WriteLock).
+            self._data_dir = self._lock_path = None
+        else:
+            self._data_dir = control.data_dir_from_bootstrap(url)
+            self._lock_path = os.path.join(self._data_dir, LOCK_FILE)
         self._client_conf = {"bootstrap.servers": url}
         self._producer = None
         self._closed = False
@@ -289,22 +299,26 @@ class SchemaRegistryClient:
         self._config = {}       # subject (None = global) -> level
         self._parsed = {}       # schema_id -> parsed form (cache)
         self._ensure_topic()
-        from shmlog.client.consumer import Consumer
-        self._consumer = Consumer(self._client_conf)
-        self._tp = TopicPartition(self._topic, 0)
-        self._consumer.assign([TopicPartition(self._topic, 0, OFFSET_BEGINNING)])
+        if self._on_kafka:
+            self._consumer = self._lib.Consumer({**self._client_conf, "group.id": f"{self._topic}-reader",
+                                                 "enable.auto.commit": False, "isolation.level": "read_committed"})
+        else:
+            from shmlog.client.consumer import Consumer
+            self._consumer = Consumer(self._client_conf)
+        self._tp = self._lib.TopicPartition(self._topic, 0)
+        self._consumer.assign([self._lib.TopicPartition(self._topic, 0, self._lib.OFFSET_BEGINNING)])
         self._catch_up()
 
     # ------------------------------------------------------------------ plumbing
 
     def _ensure_topic(self):
-        from shmlog.client.admin import AdminClient, NewTopic
-        admin = AdminClient(self._client_conf)
+        lib = self._lib
+        admin = lib.AdminClient(self._client_conf)
         try:
-            future = admin.create_topics([NewTopic(self._topic, 1, config={"cleanup.policy": "compact"})])
+            future = admin.create_topics([lib.NewTopic(self._topic, 1, config={"cleanup.policy": "compact"})])
             try:
                 future[self._topic].result()
-            except KafkaException as exc:
+            except lib.KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         finally:
@@ -317,7 +331,9 @@ class SchemaRegistryClient:
         """Apply every record of the topic up to its current end (and at least `through`)."""
         if self._closed:
             raise RuntimeError("SchemaRegistryClient closed")
-        _, high = self._consumer.get_watermark_offsets(self._tp)
+        low, high = self._consumer.get_watermark_offsets(self._tp)
+        if through is None and high <= low and self._position() < 0:
+            return   # an empty topic: nothing to replay (confluent-kafka has no position before a fetch)
         target = high if through is None else max(high, through + 1)
         deadline = time.monotonic() + self._timeout
         while self._position() < target:
@@ -356,13 +372,26 @@ class SchemaRegistryClient:
 
     def _append(self, key, value):
         """Write one record with acks=all and read it back; returns its offset."""
-        from shmlog.client.producer import Producer
-        if self._producer is None:
-            self._producer = Producer({**self._client_conf, "acks": "all", "linger.ms": 0})
         reports = []
-        self._producer.produce(self._topic, key=key, value=value, partition=0,
-                               on_delivery=lambda err, msg: reports.append((err, msg)))
-        self._producer.flush(WRITE_TIMEOUT_S)
+        if self._on_kafka:
+            producer = self._writer   # the write lock's transactional producer
+            try:
+                producer.begin_transaction()
+                producer.produce(self._topic, key=key, value=value, partition=0,
+                                 on_delivery=lambda err, msg: reports.append((err, msg)))
+                producer.commit_transaction(WRITE_TIMEOUT_S)
+            except self._lib.KafkaException as exc:
+                # Fenced: another client took the write lock (init_transactions) since ours, so
+                # what was checked may be stale; nothing of this write is visible.
+                raise SchemaRegistryError(409, 50003, f"another client wrote to {self._topic!r} at the same "
+                                          f"time; nothing was written, try again ({exc.args[0].str()})") from None
+        else:
+            from shmlog.client.producer import Producer
+            if self._producer is None:
+                self._producer = Producer({**self._client_conf, "acks": "all", "linger.ms": 0})
+            self._producer.produce(self._topic, key=key, value=value, partition=0,
+                                   on_delivery=lambda err, msg: reports.append((err, msg)))
+            self._producer.flush(WRITE_TIMEOUT_S)
         if not reports or reports[0][0] is not None:
             reason = reports[0][0] if reports else "no delivery report within the timeout"
             raise SchemaRegistryError(500, 50001, f"cannot write to topic {self._topic!r}: {reason}")
@@ -377,6 +406,21 @@ class SchemaRegistryClient:
 
         def __enter__(self):
             self.client._lock.acquire()
+            if self.client._on_kafka:
+                # On a Kafka cluster the lock is the transactional.id `<topic>-writer`: init_transactions
+                # fences every earlier holder and completes or aborts its open write, so after it the
+                # replay (read_committed) sees every committed write, and our commit succeeds only if
+                # no other client took the lock since (a fenced commit writes nothing: _append).
+                try:
+                    lib, client = self.client._lib, self.client
+                    client._writer = lib.Producer({**client._client_conf, "acks": "all", "linger.ms": 0,
+                                                   "transactional.id": f"{client._topic}-writer"})
+                    client._writer.init_transactions(WRITE_TIMEOUT_S)
+                    client._catch_up()
+                except BaseException:
+                    self.__exit__(None, None, None)
+                    raise
+                return self
             try:
                 try:
                     self.fd = os.open(self.client._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -390,6 +434,10 @@ class SchemaRegistryClient:
             return self
 
         def __exit__(self, *exc):
+            writer = getattr(self.client, "_writer", None)
+            if writer is not None:
+                self.client._writer = None
+                writer.flush(WRITE_TIMEOUT_S)
             if self.fd is not None:
                 os.close(self.fd)  # drops the flock
                 self.fd = None
@@ -694,7 +742,8 @@ class SchemaRegistryClient:
 
     def __del__(self):
         try:
-            if not self._closed and not self._consumer._cluster.forked():
+            cluster = getattr(self._consumer, "_cluster", None)
+            if not self._closed and (cluster is None or not cluster.forked()):
                 self.close()
         except Exception:
             pass

@@ -1,0 +1,307 @@
+"""The mirror: copies topics from a source cluster to a target cluster, either of which is a
+shmlog broker or a Kafka cluster (shmlog.clients decides by bootstrap.servers).
+
+Each source partition goes to the same partition of the target topic (created with the same
+partition count when missing; a target topic with fewer partitions is refused), so key ->
+partition placement is kept; key, value, headers and timestamp are copied, and the order
+within a partition. Progress is checkpointed in the target (shmlog.bridge.syncs: one sync
+record per partition per batch), and a restart resumes each partition at its checkpoint.
+
+Exactly-once (the default when the target supports transactions, which shmlog and Kafka do):
+every batch is one transaction of the target (transactional.id `mirror.<name>`): its records
+and its sync records commit together, so the target topic read with read_committed holds
+each source record exactly once whatever moment the mirror is killed at; a new mirror
+instance fences the old one and aborts what it left open. The source is read read_committed.
+At-least-once (`exactly_once=False`): records are flushed, then their syncs; a kill between
+the two copies that batch again on restart.
+
+Consumer-group offsets are translated through the syncs (the rule is in syncs.py) and
+committed to the same group on the target when they move it forward (MirrorMaker 2's
+sync.group.offsets), every `group_sync_interval_s` for the groups matching `groups`.
+
+Source topics are listed again every `refresh_topics_interval_s` (MirrorMaker 2's
+refresh.topics.interval.seconds): a topic created later, or partitions added, are mirrored
+from then on; until a first topic matches, the mirror waits for one.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shmlog import clients
+from shmlog.bridge import groups as group_sync
+from shmlog.bridge.syncs import SyncLog, encode, runs_of, sync_topic
+from shmlog.bridge.syncs import decode as decode_sync
+
+log = logging.getLogger("shmlog.mirror")
+
+TIMESTAMP_NOT_AVAILABLE = 0
+LOAD_TIMEOUT_S = 60.0
+FLUSH_TIMEOUT_S = 60.0
+NO_TOPIC_REFRESH_S = 0.5    # how often a mirror with nothing to copy yet looks for its topics
+
+
+def topic_matcher(patterns: list[str]) -> Callable[[str], bool]:
+    """Names, or ^regexes (as subscribe() takes them); internal topics never match."""
+    exact = {p for p in patterns if not p.startswith("^")}
+    try:
+        regexes = [re.compile(p) for p in patterns if p.startswith("^")]
+    except re.error as exc:
+        raise ValueError(f"topics: bad regex: {exc}") from None
+
+    def matches(name: str) -> bool:
+        if name.startswith("_") or (name.startswith("mirror.") and name.endswith(".internal")):
+            return False
+        return name in exact or any(r.fullmatch(name) for r in regexes)
+    return matches
+
+
+class Mirror:
+    """source/target: client configs with bootstrap.servers (extra keys go to every client of
+    that side). topics: names and ^regexes. target_prefix: prepended to target topic names
+    (MirrorMaker 2's DefaultReplicationPolicy uses "<source alias>."; the default "" is its
+    IdentityReplicationPolicy, what a migration wants)."""
+
+    def __init__(self, source: dict[str, Any], target: dict[str, Any], topics: list[str], name: str = "mirror",
+                 exactly_once: bool = True, target_prefix: str = "", groups: list[str] | None = None,
+                 group_sync_interval_s: float = 5.0, batch_size: int = 10_000,
+                 refresh_topics_interval_s: float = 10.0) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(f"mirror name {name!r}: use letters, digits, '.', '_' and '-'")
+        if not topics:
+            raise ValueError("topics: give at least one topic name or ^regex")
+        self.source, self.target = dict(source), dict(target)
+        self.src_lib, self.tgt_lib = clients.library(self.source), clients.library(self.target)
+        self.matches = topic_matcher(list(topics))
+        self.name = name
+        self.exactly_once = exactly_once
+        self.target_prefix = target_prefix
+        self.group_patterns = list(groups or [])
+        self.group_sync_interval_s = group_sync_interval_s
+        self.batch_size = batch_size
+        self.refresh_topics_interval_s = refresh_topics_interval_s
+        self.sync_topic = sync_topic(name)
+        self.syncs = SyncLog()
+        self.partitions: dict[str, int] = {}      # mirrored source topic -> partition count
+        self.copied = 0                           # records copied by this instance
+        self.stopping = threading.Event()
+        self._consumer = self._producer = None
+
+    def target_topic(self, topic: str) -> str:
+        return self.target_prefix + topic
+
+    # ------------------------------------------------------------------ setup
+
+    def _topics(self):
+        admin = self.src_lib.AdminClient(self.source)
+        md = admin.list_topics(timeout=30)
+        return {name: len(t.partitions) for name, t in md.topics.items() if self.matches(name)}
+
+    def _ensure_target_topics(self, wanted):
+        admin = self.tgt_lib.AdminClient(self.target)
+        existing = {name: len(t.partitions) for name, t in admin.list_topics(timeout=30).topics.items()}
+        new = []
+        for topic, count in wanted.items():
+            have = existing.get(self.target_topic(topic))
+            if have is None:
+                new.append(self.tgt_lib.NewTopic(self.target_topic(topic), count))
+            elif have < count:
+                raise ValueError(f"target topic {self.target_topic(topic)!r} has {have} partitions, source topic "
+                                 f"{topic!r} has {count}: the mirror keeps each record's partition, so the target "
+                                 f"needs at least as many (add partitions there first)")
+        if self.sync_topic not in existing:
+            new.append(self.tgt_lib.NewTopic(self.sync_topic, 1))
+        for future in admin.create_topics(new).values() if new else ():
+            try:
+                future.result()
+            except self.tgt_lib.KafkaException as exc:
+                if exc.args[0].code() != self.tgt_lib.KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    def _load_syncs(self):
+        """Read the sync topic to its end (read_committed: syncs of aborted batches never count)."""
+        lib = self.tgt_lib
+        consumer = lib.Consumer({**self.target, "group.id": f"mirror.{self.name}.loader",
+                                 "enable.auto.commit": False, "isolation.level": "read_committed"})
+        try:
+            tp = lib.TopicPartition(self.sync_topic, 0)
+            _, high = consumer.get_watermark_offsets(tp, timeout=30)
+            consumer.assign([lib.TopicPartition(self.sync_topic, 0, lib.OFFSET_BEGINNING)])
+            deadline = time.monotonic() + LOAD_TIMEOUT_S
+            while high > 0:
+                position = consumer.position([tp])[0].offset
+                # A Fetch response's high watermark once one came (Tansu's ListOffsets can answer
+                # below the log end: its last batch's base offset + 1).
+                high = max(high, consumer.get_watermark_offsets(tp, cached=True)[1])
+                if position >= high:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"mirror {self.name}: could not read {self.sync_topic} to offset {high} "
+                                       f"in {LOAD_TIMEOUT_S} s (at {position})")
+                for msg in consumer.consume(10_000, 0.5):
+                    if msg.error() is not None:
+                        continue
+                    try:
+                        self.syncs.add(*decode_sync(msg.key(), msg.value()))
+                    except ValueError as exc:
+                        log.warning("%s offset %d: %s (skipped)", self.sync_topic, msg.offset(), exc)
+        finally:
+            consumer.close()
+
+    def start(self) -> None:
+        producer_conf = {**self.target, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        if self.exactly_once:
+            producer_conf["transactional.id"] = f"mirror.{self.name}"
+        self._producer = self.tgt_lib.Producer(producer_conf)
+        if self.exactly_once:
+            self._producer.init_transactions(60)   # fences an earlier instance, aborts what it left open
+        self._ensure_target_topics({})
+        self._load_syncs()
+        self._consumer = self.src_lib.Consumer({
+            **self.source, "group.id": f"mirror.{self.name}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        self.refresh_topics()
+
+    def refresh_topics(self) -> bool:
+        """Pick up source topics that appeared (or grew partitions) since the last look; True if any."""
+        found = self._topics()
+        if found == self.partitions:
+            return False
+        self._ensure_target_topics(found)
+        self.partitions = found
+        self._assign()
+        return True
+
+    def _assign(self):
+        lib = self.src_lib
+        self._consumer.assign([
+            lib.TopicPartition(t, p, max(self.syncs.next_upstream(t, p), 0) if self.syncs.next_upstream(t, p) >= 0
+                               else lib.OFFSET_BEGINNING)
+            for t, count in sorted(self.partitions.items()) for p in range(count)])
+
+    # ------------------------------------------------------------------ copying
+
+    def step(self, timeout: float = 0.2) -> int:
+        """Copy one batch of what the source has; returns how many records were copied."""
+        if not self.partitions:
+            self.stopping.wait(timeout)   # nothing to copy until a matching source topic appears
+            return 0
+        msgs = [m for m in self._consumer.consume(self.batch_size, timeout) if m.error() is None]
+        if not msgs:
+            return 0
+        producer = self._producer
+        produce = producer.produce
+        upstream: dict[tuple[str, int], list[int]] = {}      # source partition -> offsets, in produce order
+        downstream: dict[tuple[str, int], list[int]] = {}    # target partition -> delivered offsets
+        failures = []
+
+        def report(err, msg):
+            if err is not None:
+                failures.append(err)
+            else:
+                downstream.setdefault((msg.topic(), msg.partition()), []).append(msg.offset())
+
+        names = {t: self.target_topic(t) for t in self.partitions}
+        if self.exactly_once:
+            producer.begin_transaction()
+        try:
+            for m in msgs:
+                topic, partition = m.topic(), m.partition()
+                kind, ts = m.timestamp()
+                offsets = upstream.get((topic, partition))
+                if offsets is None:
+                    offsets = upstream[(topic, partition)] = []
+                offsets.append(m.offset())
+                while True:
+                    try:
+                        produce(names[topic], value=m.value(), key=m.key(), partition=partition, on_delivery=report,
+                                timestamp=ts if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else 0,
+                                headers=m.headers())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            if producer.flush(FLUSH_TIMEOUT_S) != 0 or failures:
+                raise RuntimeError(f"mirror {self.name}: records not delivered: {failures[:1] or 'flush timed out'}")
+            touched = sorted({(m.topic(), m.partition()) for m in msgs})
+            positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(
+                [self.src_lib.TopicPartition(t, p) for t, p in touched])}
+            batch_syncs = []
+            for t, p in touched:
+                # One producer appends to a partition in the order it produced (idempotence keeps
+                # that order through retries), so the i-th smallest target offset is the i-th record
+                # produced, whatever order the delivery reports came in.
+                ups, downs = upstream[(t, p)], sorted(downstream.get((names[t], p), []))
+                if len(downs) != len(ups):
+                    raise RuntimeError(f"mirror {self.name}: {len(downs)} delivery reports for {len(ups)} records "
+                                       f"of {t}-{p}")
+                runs = runs_of(list(zip(ups, downs)))
+                next_upstream = max(positions.get((t, p), -1), ups[-1] + 1)
+                key, value = encode(t, p, runs, next_upstream)
+                producer.produce(self.sync_topic, key=key, value=value, partition=0)
+                batch_syncs.append((t, p, runs, next_upstream))
+            if self.exactly_once:
+                producer.commit_transaction(FLUSH_TIMEOUT_S)
+            elif producer.flush(FLUSH_TIMEOUT_S) != 0:
+                raise RuntimeError(f"mirror {self.name}: offset syncs not delivered in {FLUSH_TIMEOUT_S} s")
+        except Exception:
+            if self.exactly_once:
+                self._abort_and_rewind()
+            raise
+        for sync in batch_syncs:
+            self.syncs.add(*sync)
+        self.copied += len(msgs)
+        return len(msgs)
+
+    def _abort_and_rewind(self):
+        try:
+            self._producer.abort_transaction(FLUSH_TIMEOUT_S)
+        except Exception as exc:   # fenced or fatal: the next instance's init_transactions aborts it
+            log.warning("mirror %s: abort failed: %s", self.name, exc)
+        self._assign()
+
+    def sync_groups(self) -> list[tuple[str, str, int, int]]:
+        """Translate and commit the offsets of the groups matching `groups`; returns what moved."""
+        if not self.group_patterns:
+            return []
+        return group_sync.sync(self.src_lib, self.source, self.tgt_lib, self.target, self.group_patterns,
+                               self.syncs, {t: self.target_topic(t) for t in self.partitions},
+                               exclude={f"mirror.{self.name}", f"mirror.{self.name}.loader"})
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """start(), then copy until stop() (or until() returns true), syncing group offsets on the way."""
+        if self._consumer is None:
+            self.start()
+        next_group_sync = next_refresh = time.monotonic()
+        while not self.stopping.is_set() and not (until is not None and until()):
+            if time.monotonic() >= next_refresh:
+                self.refresh_topics()
+                next_refresh = time.monotonic() + (self.refresh_topics_interval_s if self.partitions
+                                                   else NO_TOPIC_REFRESH_S)
+            self.step()
+            if self.group_patterns and time.monotonic() >= next_group_sync:
+                try:
+                    self.sync_groups()
+                except Exception as exc:   # the copy goes on; the next round tries again
+                    log.warning("mirror %s: group offset sync failed: %s", self.name, exc)
+                next_group_sync = time.monotonic() + self.group_sync_interval_s
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(FLUSH_TIMEOUT_S)
+            self._producer = None
+
+    def lag(self) -> list[tuple[str, int, int, int, int]]:
+        """[(topic, partition, source high watermark, checkpointed position, lag)] from the syncs
+        this instance has seen (lag.status reads them from the target instead)."""
+        from shmlog.bridge.lag import lag_rows
+        return lag_rows(self.src_lib, self.source, self.partitions, self.syncs, fetching=self._consumer)
