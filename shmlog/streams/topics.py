@@ -18,8 +18,10 @@ def _steps(step):
 
 
 def ensure_topics(app: App, timeout_s: float) -> None:
-    from shmlog import AdminClient, NewTopic
-    admin = AdminClient({"bootstrap.servers": app.client_conf["bootstrap.servers"]})
+    from shmlog import clients
+    lib = clients.library(app.client_conf)
+    NewTopic = lib.NewTopic   # noqa: N806 - the class of the library serving this bootstrap.servers
+    admin = lib.AdminClient({"bootstrap.servers": app.client_conf["bootstrap.servers"]})
     try:
         existing = {name: len(meta.partitions) for name, meta in admin.list_topics(timeout=timeout_s).topics.items()}
         wanted: dict[str, NewTopic] = {}
@@ -61,4 +63,5 @@ def ensure_topics(app: App, timeout_s: float) -> None:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise
     finally:
-        admin.close()
+        if hasattr(admin, "close"):     # confluent-kafka's AdminClient has none
+            admin.close()

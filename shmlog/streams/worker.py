@@ -32,7 +32,9 @@ TELEMETRY_INTERVAL_S = 1.0   # how often a worker pushes its step metrics to the
 
 class Worker:
     def __init__(self, app, index: int, batch_size: int, stop, reports) -> None:
-        import shmlog
+        from shmlog import clients
+        self.lib = lib = clients.library(app.client_conf)   # shmlog's clients, or a Kafka cluster's
+        self.on_kafka = clients.is_kafka(app.client_conf)
         self.app = app
         self.index = index
         self.batch_size = batch_size
@@ -40,12 +42,12 @@ class Worker:
         self.reports = reports
         self.exactly_once = app.processing_guarantee == "exactly_once"
         conf = app.client_conf
-        self.consumer = shmlog.Consumer({"auto.offset.reset": "earliest", **conf, "group.id": app.application_id,
+        self.consumer = lib.Consumer({"auto.offset.reset": "earliest", **conf, "group.id": app.application_id,
                                          "enable.auto.commit": False, "isolation.level": "read_committed"})
         producer_conf = {"bootstrap.servers": conf["bootstrap.servers"], "acks": "all", "linger.ms": 1}
         if self.exactly_once:
             producer_conf["transactional.id"] = f"{app.application_id}-worker-{index}"
-        self.producer = shmlog.Producer(producer_conf)
+        self.producer = lib.Producer(producer_conf)
         if self.exactly_once:
             self.producer.init_transactions()
         self.tasks: dict[tuple[str, int], Task] = {}
@@ -68,8 +70,11 @@ class Worker:
     def produce(self, topic, key, value, timestamp, headers, partition=-1):
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, partition=partition, timestamp=timestamp,
-                                      headers=headers, on_delivery=self._on_delivery)
+                extra = {} if timestamp is None else {"timestamp": timestamp}   # confluent-kafka refuses None
+                if headers:
+                    extra["headers"] = headers
+                self.producer.produce(topic, value=value, key=key, partition=partition,
+                                      on_delivery=self._on_delivery, **extra)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -101,8 +106,7 @@ class Worker:
         only committed changes under exactly-once)."""
         if not stores:
             return
-        import shmlog
-        restorer = shmlog.Consumer({"bootstrap.servers": self.app.client_conf["bootstrap.servers"],
+        restorer = self.lib.Consumer({**self.app.client_conf,
                                     "group.id": f"{self.app.application_id}-restore", "enable.auto.commit": False,
                                     "isolation.level": "read_committed", "enable.partition.eof": True,
                                     "auto.offset.reset": "earliest"})
@@ -110,7 +114,7 @@ class Worker:
             for store in stores:
                 topic = self.app.changelog_topic(store)
                 start = task_state.meta(f"checkpoint:{store}", 0)
-                restorer.assign([shmlog.TopicPartition(topic, partition, start)])
+                restorer.assign([self.lib.TopicPartition(topic, partition, start)])
                 task_state.begin()
                 position = start
                 deadline = time.monotonic() + 300
@@ -126,7 +130,7 @@ class Worker:
                         if err.code() == KafkaError._PARTITION_EOF:
                             position = max(position, msg.offset())
                             break
-                        raise KafkaException(err)
+                        raise self.lib.KafkaException(err)
                     task_state.apply(store, msg.key(), msg.value())
                     position = msg.offset() + 1
                 task_state.set_meta(f"checkpoint:{store}", position)
@@ -140,8 +144,7 @@ class Worker:
     def _start_tables(self):
         if not self.app.tables:
             return
-        import shmlog
-        self.table_consumer = shmlog.Consumer({"bootstrap.servers": self.app.client_conf["bootstrap.servers"],
+        self.table_consumer = self.lib.Consumer({**self.app.client_conf,
                                                "group.id": f"{self.app.application_id}-tables",
                                                "enable.auto.commit": False, "enable.partition.eof": True,
                                                "isolation.level": "read_committed"})
@@ -149,7 +152,7 @@ class Worker:
         assignment, waiting = [], set()
         for table in self.app.tables:
             for p in meta.topics[table.topic].partitions:
-                assignment.append(shmlog.TopicPartition(table.topic, p, shmlog.OFFSET_BEGINNING))
+                assignment.append(self.lib.TopicPartition(table.topic, p, self.lib.OFFSET_BEGINNING))
                 waiting.add((table.topic, p))
         self.table_consumer.assign(assignment)
         deadline = time.monotonic() + 300
@@ -165,7 +168,7 @@ class Worker:
     def _table_record(self, msg):
         if msg.error() is not None:
             if msg.error().fatal():
-                raise KafkaException(msg.error())
+                raise self.lib.KafkaException(msg.error())
             return
         for table in self.app.tables:
             if table.topic == msg.topic():
@@ -192,7 +195,7 @@ class Worker:
                 if err is None:
                     records.append(msg)
                 elif err.fatal():
-                    raise KafkaException(err)
+                    raise self.lib.KafkaException(err)
             if records:
                 self._batch(records)
             now = time.monotonic()
@@ -210,7 +213,7 @@ class Worker:
         self.reports.put(("processed", self.index, os.getpid(), self.processed))
         self.reports.put(("metrics", self.index, os.getpid(), {k: list(v) for k, v in self.metrics.items()}))
         now = time.monotonic()
-        if now >= self.telemetry_due:
+        if now >= self.telemetry_due and not self.on_kafka:   # pushed to shmlog brokers (a Kafka cluster has JMX)
             self.telemetry_due = now + TELEMETRY_INTERVAL_S
             app = self.app.application_id
             metrics = [["streams_records_processed_total", {"application": app}, self.processed]]
@@ -225,7 +228,6 @@ class Worker:
                 pass     # metrics are best effort: the next push carries them
 
     def _batch(self, records):
-        import shmlog
         if self.exactly_once:
             self.producer.begin_transaction()
         touched: dict[tuple[str, int], Task] = {}
@@ -239,7 +241,7 @@ class Worker:
             task.process(msg.key(), msg.value(), ts, ts_type, msg.headers())
         for task in touched.values():
             self._write_changelogs(task)
-        positions = [shmlog.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        positions = [self.lib.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if self.exactly_once:
             if not self._commit_transaction(positions):
                 for task in touched.values():
@@ -249,7 +251,7 @@ class Worker:
             if self.producer.flush(60) != 0:
                 raise error(KafkaError._MSG_TIMED_OUT, "outputs and changelog records not delivered in 60 s")
             if self.delivery_errors:
-                raise KafkaException(self.delivery_errors[0])
+                raise self.lib.KafkaException(self.delivery_errors[0])
         for task in touched.values():
             for store in task.stores:
                 end = self.changelog_ends.get((self.app.changelog_topic(store), task.partition))
@@ -269,15 +271,14 @@ class Worker:
             self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata())
             self.producer.commit_transaction(60)
             return True
-        except KafkaException as exc:
+        except self.lib.KafkaException as exc:
             if not exc.args[0].txn_requires_abort():
                 raise
             self.producer.abort_transaction(60)
-            import shmlog
             assigned = self.consumer.assignment()
             for tp in self.consumer.committed(assigned, timeout=30):
-                self.consumer.seek(shmlog.TopicPartition(tp.topic, tp.partition,
-                                                         tp.offset if tp.offset >= 0 else shmlog.OFFSET_BEGINNING))
+                self.consumer.seek(self.lib.TopicPartition(tp.topic, tp.partition,
+                                                           tp.offset if tp.offset >= 0 else self.lib.OFFSET_BEGINNING))
             return False
 
 
