@@ -24,7 +24,8 @@ def path(data_dir, kind):
 
 class Breadcrumb:
     def __init__(self, data_dir, kind):
-        fd = os.open(path(data_dir, kind), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # 0o640: the data dir's file mode, as the supervisor reads it (docs/security.md)
+        fd = os.open(path(data_dir, kind), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             os.ftruncate(fd, SIZE)
             self.map = mmap.mmap(fd, SIZE)

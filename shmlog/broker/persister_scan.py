@@ -19,6 +19,10 @@ INT64_MAX = 2**63 - 1
 # runs at most this often: a publish into an idle ring also wakes us through its watch bit, and
 # the pass is only how we learn which ring (10,000 headers take a millisecond or two).
 MIN_SCAN_INTERVAL_S = 0.02
+# A partition leaves the active set only after it has been quiet this long: a producer that
+# publishes a batch every few hundred microseconds would otherwise make every round end with it
+# quiet, its watch bit up, and the next publish wake us again (a wake-up per batch).
+QUIET_GRACE_S = 0.05
 
 
 def quiet(part, now):
@@ -42,6 +46,7 @@ class ActiveSet:
     def __init__(self):
         self.parts = []
         self.active = set()
+        self.quiet_since = {}   # active partition -> when it was first seen quiet
         self.slot = -1
         self._rings = self._cursors = self._out = None
         self.next_retention = 0.0
@@ -57,6 +62,7 @@ class ActiveSet:
         self._cursors = ffi.new("shmlog_cursor *[]", [p.cursor for p in self.parts] or 1)
         self._out = ffi.new("uint32_t[]", max(n, 1))
         self.active = set(self.parts)
+        self.quiet_since = {}
         self.next_retention = 0.0
         for part in self.parts:
             self.watch(part, False)
@@ -85,10 +91,17 @@ class ActiveSet:
         return list(self.active)
 
     def settle(self, now):
-        """Drop the partitions that went quiet; their watch bits go up so a publish wakes us."""
-        for part in [p for p in self.active if quiet(p, now)]:
-            self.active.discard(part)
-            self.watch(part, not part.failed)   # a failed log dir's ring is nothing for us to do
+        """Drop the partitions that stayed quiet for QUIET_GRACE_S; their watch bits go up so a
+        publish wakes us."""
+        for part in list(self.active):
+            if not quiet(part, now):
+                self.quiet_since.pop(part, None)
+                continue
+            since = self.quiet_since.setdefault(part, now)
+            if part.failed or now - since >= QUIET_GRACE_S:
+                self.quiet_since.pop(part, None)
+                self.active.discard(part)
+                self.watch(part, not part.failed)   # a failed log dir's ring is nothing for us to do
 
     def retention_due(self, now):
         """All partitions once the soonest retention check is due, else none."""
@@ -104,5 +117,5 @@ class ActiveSet:
         open; a closed one's ring is unmapped), and look at nothing until the next reset."""
         for part in parts:
             self.watch(part, False)
-        self.parts, self.active = [], set()
+        self.parts, self.active, self.quiet_since = [], set(), {}
         self._rings = self._cursors = self._out = None

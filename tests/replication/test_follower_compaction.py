@@ -40,7 +40,8 @@ def check_compacted(pdir, produced):
 
 def test_a_follower_replica_is_compacted_on_its_own_and_the_mirror_keeps_appending_to_it(replicated, data_dir):
     conf, admin, dirs = replicated(2, **{"log.cleaner.backoff.ms": 20})
-    create(admin, "c", rf=2, cleanup_policy="compact", segment_bytes=1024, min_cleanable_dirty_ratio=0.01)
+    create(admin, "c", replication_factor=2, config={"cleanup.policy": "compact", "segment.bytes": "1024",
+                                                     "min.cleanable.dirty.ratio": "0.01"})
     leader_index = admin.list_topics("c").topics["c"].partitions[0].leader
     follower_index = 1 - leader_index
     leader_dir = os.path.join(dirs[leader_index], "c-0")
