@@ -111,7 +111,7 @@ def consumer_main(bootstrap, stop, seen_count, out):
     c = shmlog.Consumer({"bootstrap.servers": bootstrap, "group.id": "readers", "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})
     c.subscribe([TOPIC])
-    seen, errors = [], []
+    seen, errors, last_seen = [], [], {}
     committed = False
     # After the stop, go on until one commit covers everything seen: a member whose supervisor
     # was replaced rejoins the group first (its old generation is unknown to the new
@@ -125,14 +125,19 @@ def consumer_main(bootstrap, stop, seen_count, out):
         for m in c.consume(500, timeout=0.1):
             if m.error() is None:
                 seen.append((m.value().decode(), m.partition(), m.offset()))
+                last_seen[m.partition()] = max(last_seen.get(m.partition(), -1), m.offset())
         seen_count.value = len(seen)
         committed = False
         if seen:
             try:
-                c.commit(asynchronous=False)
-                committed = True
+                done = c.commit(asynchronous=False)
             except KafkaException as exc:
                 errors.append(str(exc))
+            else:
+                # A member that lost its partitions in the restart resumes from the last commit,
+                # so a commit right after the rejoin can lie behind what was seen before it.
+                at = {tp.partition: tp.offset for tp in done}
+                committed = all(at.get(p, -1) > o for p, o in last_seen.items())
     assignment = [(tp.topic, tp.partition) for tp in c.assignment()]
     c.close()
     out.put((seen, errors, assignment))
