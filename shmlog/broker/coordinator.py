@@ -495,11 +495,13 @@ class Coordinator:
                 out.append({"group_id": gid, "state": DEAD, "protocol_type": "", "protocol": "", "generation": -1,
                             "leader": "", "members": []})
                 continue
+            # As Kafka: assignments only of a Stable group; mid-rebalance they are being replaced.
+            stable = g.state == STABLE
             out.append({"group_id": gid, "state": g.state, "protocol_type": g.protocol_type,
                         "protocol": g.protocol or "", "generation": g.generation, "leader": g.leader or "",
                         "members": [{"member_id": m.member_id, "instance_id": m.instance_id,
                                      "client_id": m.client_id, "host": m.host,
-                                     "assignment": [list(tp) for tp in m.assignment]}
+                                     "assignment": [list(tp) for tp in m.assignment] if stable else []}
                                     for m in g.members.values()]})
         return [Reply(ref, {"groups": out})]
 

@@ -34,7 +34,7 @@ from shmlog.broker.breadcrumb import Breadcrumb
 from shmlog.broker.persister import settings_for
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import control_record, leader_epoch
-from shmlog.log.segment import SegmentReader, SegmentWriter, SyncFailed, partition_dir
+from shmlog.log.segment import PartitionBusy, SegmentReader, SegmentWriter, SyncFailed, partition_dir
 
 COPY_MAX_BYTES = 4 << 20      # per partition per round
 BUSY_POLL_S = 0.0005          # while an acks=all producer waits for this follower
@@ -43,6 +43,7 @@ IDLE_POLL_S = 0.02            # nothing moved for a while
 IDLE_AFTER_S = 0.1
 RETRY_AFTER_ERROR_S = 0.1
 RETRY_OPEN_S = 0.5
+RETRY_BUSY_S = 0.01
 
 
 def log(message, level=logging.WARNING):
@@ -306,6 +307,13 @@ class Mirror:
             f = FollowerLog(key[0], key[1], ring_name, leader_dir, follower_dir, replica, settings, topic_id,
                             self.bell)
             f.start()
+        except PartitionBusy as exc:
+            # A failover made the persister's old leader log a follower: it lets go once it
+            # has written what the ring held for it.
+            if key not in self.unopened:
+                info(f"{key[0]}-{key[1]}: {exc}; waiting for it to let go")
+            self.unopened[key] = (spec, time.monotonic() + RETRY_BUSY_S)
+            return
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
                 log(f"{key[0]}-{key[1]}: cannot open the follower replica in {follower_dir}: {exc!r}; retrying")

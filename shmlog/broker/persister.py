@@ -54,7 +54,7 @@ from shmlog.broker.persister_scan import ActiveSet
 from shmlog.config import TOPIC_DEFAULTS
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import leader_epoch, retention
-from shmlog.log.segment import SegmentWriter, SyncFailed, partition_dir
+from shmlog.log.segment import PartitionBusy, SegmentWriter, SyncFailed, partition_dir
 
 FETCH_FRAMES = 1024
 IDLE_WAIT_S = 0.1            # cap on a doorbell sleep, so metadata and dead claims are polled too
@@ -63,6 +63,7 @@ PERSIST_INTERVAL_S = 0.005   # while records flow, persist on this timer rather 
 RETRY_AFTER_ERROR_S = 0.1
 REWRITE_ATTEMPTS = 3         # rewrites failing with an I/O error (not ENOSPC) before the log dir is failed
 RETRY_OPEN_S = 1.0
+RETRY_BUSY_S = 0.01         # the partition directory's other writer is about to let go
 RETRY_CORRUPT_RING_S = 1.0
 CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
 CONTROL_CHECK_S = 0.1
@@ -773,6 +774,13 @@ class Persister:
             part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start,
                                 topic_id)
             part.fsync_stats = self.fsync_stats
+        except PartitionBusy as exc:
+            # A failover made this log dir the leader's: the mirror lets go of its follower log
+            # as soon as it sees the new metadata.
+            if key not in self.unopened:
+                info(f"{key[0]}-{key[1]}: {exc}; waiting for it to let go")
+            self.unopened[key] = (spec, time.monotonic() + RETRY_BUSY_S)
+            return
         except Exception as exc:  # one bad partition must not stop the others
             if key not in self.unopened:
                 GROUPED.add(("open", type(exc).__name__, getattr(exc, "errno", None), log_dir), f"{key[0]}-{key[1]}",

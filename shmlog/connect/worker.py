@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import queue
 import signal
 import threading
 import time
@@ -46,9 +45,11 @@ def task_main(worker_props: dict, connector_props: dict, task_id: int, task_prop
     worker = worker_config(worker_props)
     cfg = connector_config(connector_props, worker)
     pid = os.getpid()
+    sending = threading.Lock()
 
     def report(kind, payload):
-        reports.put((kind, cfg.name, task_id, pid, payload))
+        with sending:
+            reports.send((kind, cfg.name, task_id, pid, payload))
 
     try:
         (sink_task if cfg.kind == "sink" else source_task).run(cfg, worker, task_id, task_props, stopping, report)
@@ -70,6 +71,9 @@ class TaskState:
         self.restarts = 0
         self.running_pid: int | None = None
         self.committed = 0
+        # One pipe per task process, not a queue shared by all: a task SIGKILLed while it
+        # held a shared queue's write lock would silence every task after it.
+        self.reports: Any = None
 
 
 class Worker:
@@ -81,10 +85,10 @@ class Worker:
         names = [c.name for c in self.configs]
         if len(set(names)) != len(names):
             raise ConfigException(f"two connectors share a name: {sorted(n for n in names if names.count(n) > 1)}")
-        self.reports = SPAWN.Queue()
         self.tasks: dict[tuple[str, int], TaskState] = {}
         self.failures: list[tuple[str, int, str]] = []
         self._lock = threading.Lock()
+        self._drain_lock = threading.Lock()
         self._stopping = False
         self._monitor: threading.Thread | None = None
         self._done = threading.Event()
@@ -134,9 +138,16 @@ class Worker:
 
     def _spawn(self, state: TaskState) -> None:
         cfg_props = next(p for p in self.connector_props if p["name"] == state.connector)
+        self._drain()      # what the previous process said before it died
+        reader, writer = SPAWN.Pipe(duplex=False)
         proc = SPAWN.Process(target=task_main, name=f"connect-{state.connector}-{state.task_id}",
-                             args=(self.worker_props, cfg_props, state.task_id, state.props, self.reports))
+                             args=(self.worker_props, cfg_props, state.task_id, state.props, writer))
         proc.start()
+        writer.close()     # the task's copy is the only writer: its death is EOF here
+        with self._drain_lock:
+            if state.reports is not None:
+                state.reports.close()
+            state.reports = reader
         state.process = proc
         state.started_at = time.monotonic()
         state.restart_at = None
@@ -156,7 +167,7 @@ class Worker:
                 if not live and (self._stopping or not waiting):
                     break
             timeout = max(0.0, min(waiting) - time.monotonic()) if waiting else 1.0
-            ready = multiprocessing.connection.wait(list(live) + [self.reports._reader], timeout=min(timeout, 1.0))
+            ready = multiprocessing.connection.wait(list(live) + self._report_pipes(), timeout=min(timeout, 1.0))
             self._drain()
             with self._lock:
                 for s in ready:
@@ -187,22 +198,30 @@ class Worker:
         self._drain()
         self._done.set()
 
+    def _report_pipes(self) -> list[Any]:
+        with self._drain_lock:
+            return [t.reports for t in self.tasks.values() if t.reports is not None]
+
     def _drain(self) -> None:
-        while True:
-            try:
-                kind, name, task_id, pid, payload = self.reports.get_nowait()
-            except (queue.Empty, OSError, ValueError):
-                return
-            state = self.tasks.get((name, task_id))
-            if state is None:
-                continue
-            if kind == "running":
-                state.running_pid = pid
-            elif kind == "committed":
-                state.committed += 1
-            elif kind == "failed":
-                self.failures.append((name, task_id, payload))
-                log.error("connector %s task %d failed:\n%s", name, task_id, payload)
+        with self._drain_lock:
+            for state in list(self.tasks.values()):
+                while state.reports is not None and state.reports.poll(0):
+                    try:
+                        report = state.reports.recv()
+                    except (EOFError, OSError):     # the task exited (or died mid-report)
+                        state.reports.close()
+                        state.reports = None
+                        break
+                    self._take(state, *report)
+
+    def _take(self, state: TaskState, kind: str, name: str, task_id: int, pid: int, payload: Any) -> None:
+        if kind == "running":
+            state.running_pid = pid
+        elif kind == "committed":
+            state.committed += 1
+        elif kind == "failed":
+            self.failures.append((name, task_id, payload))
+            log.error("connector %s task %d failed:\n%s", name, task_id, payload)
 
     def stop(self) -> None:
         # SIGTERM, not a shared Event: a multiprocessing Event's set() waits for every process
@@ -256,7 +275,7 @@ class Worker:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"tasks not running within {timeout} s: {pending}; failures: "
                                    f"{[f[2].splitlines()[-1] for f in self.failures]}")
-            self.reports._reader.poll(0.05)   # woken by the next report
+            multiprocessing.connection.wait(self._report_pipes(), timeout=0.05)   # woken by the next report
 
     def restarts(self) -> int:
         with self._lock:

@@ -5,7 +5,8 @@ violation, and nothing a consumer saw during the run has vanished. Each log dir 
 tmpfs this test mounts (skipped, with the reason, where mounting is not allowed).
 
 SHMLOG_REPLICATION_CHAOS_S (default 6) is how long the chaos lasts; SHMLOG_CHAOS_SEED replays
-a run's random choices (the seed is printed)."""
+a run's random choices (the seed is printed). The load is RATE_PER_S keyed records a second,
+at most RECORDS of them, on disks sized to hold them twice over."""
 import os
 import random
 import signal
@@ -19,13 +20,19 @@ from .conftest import WAIT_S, create, fill, mirror_pid, persister_pid, wait_isr,
 
 CHAOS_S = float(os.environ.get("SHMLOG_REPLICATION_CHAOS_S", "6"))
 KEYS = 8
+# The load is paced and bounded so that each replica's log fits its disk whatever the machine's
+# speed: a log that fills its disk by itself leaves no replica able to take the lead.
+RATE_PER_S = 1000
+RECORDS = int(RATE_PER_S * (CHAOS_S + 34))
+LOG_BYTES_PER_RECORD = 300          # a 210-byte record in a batch of one or two, with headers
+DISK_BYTES = max(24 << 20, 2 * RECORDS * LOG_BYTES_PER_RECORD)
 
 
 def test_keyed_acks_all_over_three_replicas_survives_failing_dirs_and_killed_processes(
         mounts, replicated, data_dir):
     seed = int(os.environ.get("SHMLOG_CHAOS_SEED") or int.from_bytes(os.urandom(4), "big"))
     rnd = random.Random(seed)
-    disks = mounts(3, size=24 << 20)
+    disks = mounts(3, size=DISK_BYTES)
     conf, admin, _ = replicated(disks, replica_lag_time_max_ms=400)
     create(admin, "c", replication_factor=3, config={"min.insync.replicas": "2"})
     warm_up(conf, admin, "c", [0, 1, 2])
@@ -36,17 +43,24 @@ def test_keyed_acks_all_over_three_replicas_survives_failing_dirs_and_killed_pro
     def produce():
         p = shmlog.Producer({**conf, "acks": "all", "linger.ms": 1, "message.timeout.ms": 20000})
         seq = [0] * KEYS
+        keys = random.Random(seed)
 
         def report(err, msg):
             if err is None:
                 acked.append((msg.offset(), msg.value()))
             else:
                 failed[0] += 1
-        while not stop.is_set():
-            k = rnd.randrange(KEYS)
+        started = time.monotonic()
+        for n in range(RECORDS):
+            if stop.is_set():
+                break
+            k = keys.randrange(KEYS)
             p.produce("c", b"k%d:%d:" % (k, seq[k]) + b"x" * 200, key=b"k%d" % k, on_delivery=report)
             seq[k] += 1
-            p.poll(0.001)
+            due = started + (n + 1) / RATE_PER_S
+            p.poll(0)
+            while time.monotonic() < due and not stop.is_set():
+                p.poll(due - time.monotonic())
         p.flush(WAIT_S)
 
     def consume():

@@ -534,6 +534,16 @@ def test_describing_a_group_shows_state_strategy_members_and_assignments():
     assert unknown["state"] == DEAD and unknown["members"] == []
 
 
+def test_describing_a_group_mid_rebalance_shows_its_members_without_assignments():
+    h = Harness()
+    h.settle("c1")
+    h.join("c2")
+    (reply,) = h.c.describe_groups(1, ["g"])
+    (g,) = reply.body["groups"]
+    assert g["state"] == PREPARING_REBALANCE
+    assert len(g["members"]) == 2 and all(m["assignment"] == [] for m in g["members"])
+
+
 def test_offsets_of_a_group_empty_for_longer_than_the_retention_expire():
     h = Harness(offsets_retention_ms=1000)
     persist, _ = h.commit("", -1)

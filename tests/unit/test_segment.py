@@ -337,6 +337,31 @@ def test_the_reader_never_returns_a_partially_written_batch(pdir):
     assert reader.read(2, 1 << 20)[1] == [(0, 2, 3, len(partial))]
 
 
+def test_a_reader_whose_map_outlived_a_write_cut_back_waits_instead_of_calling_the_segment_damaged(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [2])
+    path = os.path.join(pdir, segment_files(pdir)[0])
+    whole = os.path.getsize(path)
+    with open(path, "ab") as f:
+        f.write(make_batch(2, 3)[:-1])    # what a write that ran into ENOSPC got onto the disk
+    reader = SegmentReader(pdir)
+    assert reader.read(2, 1 << 20)[1] == []
+    os.truncate(path, whole)              # the writer cuts it back: our map now reads zeros there
+
+    assert reader.read(2, 1 << 20)[1] == []
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        (batch,) = write_batches(writer, [3], start=2)
+    assert reader.read(2, 1 << 20)[1] == [(0, 2, 3, len(batch))]
+
+
+def test_a_second_writer_of_a_partition_directory_is_refused_until_the_first_closes(pdir):
+    first = SegmentWriter(pdir, 1 << 20)
+    with pytest.raises(segment.PartitionBusy, match="another writer"):
+        SegmentWriter(pdir, 1 << 20)
+    first.close()
+    SegmentWriter(pdir, 1 << 20).close()
+
+
 def test_the_reader_reports_a_damaged_older_segment(pdir):
     batch_bytes = len(make_batch(0, 2))
     with SegmentWriter(pdir, 2 * batch_bytes) as writer:

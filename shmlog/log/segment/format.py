@@ -96,6 +96,9 @@ def _check_batch(buf, ptr, pos, end, expected_base, check_crc, gaps=False):
     return batch_bytes, base, last_delta + 1, max_ts
 
 
+MAP_ATTEMPTS = 8
+
+
 class _Mapped:
     """A read-only mmap of a file plus a cffi pointer into it; empty files map to nothing."""
 
@@ -114,6 +117,11 @@ class _Mapped:
     def of_path(cls, path):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            for _ in range(MAP_ATTEMPTS - 1):
+                try:
+                    return cls(fd, os.fstat(fd).st_size)
+                except ValueError:
+                    continue   # cut between fstat and mmap (a writer cutting a failed write back)
             return cls(fd, os.fstat(fd).st_size)
         finally:
             os.close(fd)

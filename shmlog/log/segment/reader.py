@@ -265,6 +265,7 @@ class SegmentReader:
 
         if seg.mapped is None:
             self._remap(seg)
+        rechecked = None
         while wanted() and seg.problem is None:
             m = seg.mapped
             if m is None or seg.scan_pos >= m.size:
@@ -275,10 +276,20 @@ class SegmentReader:
                 batch_bytes, base, count, _ = _check_batch(m.mm, m.ptr, seg.scan_pos, m.size, seg.scan_offset,
                                                            False, gaps=not self._is_newest(seg))
             except _BadBatch as bad:
-                if not bad.torn or not self._remap(seg):
+                # The newest segment's tail moves under us: a batch being written shows torn, and
+                # a writer that cut a failed write back (ENOSPC) leaves our map longer than the
+                # file, its tail reading as zeros. Either way the file's size has changed since
+                # we mapped it (or cut and written again since): look again before calling
+                # anything damage.
+                newest = self._is_newest(seg)
+                if newest and not bad.torn and rechecked != seg.scan_pos:
+                    rechecked = seg.scan_pos   # the same bytes, read once more, after any remap
+                    self._remap(seg)
+                    continue
+                if not (bad.torn or newest) or not self._remap(seg):
                     # A torn batch at the end of the newest segment is one being written: wait.
                     # Anywhere else (or corrupt) it is damage that recovery has not cut.
-                    if not bad.torn or seg.base != self._bases[-1]:
+                    if not bad.torn or not newest:
                         seg.problem = (f"{seg.path}: {bad.reason} at byte {seg.scan_pos}; "
                                        f"the segment file is damaged")
                     return

@@ -1,5 +1,6 @@
 """SegmentWriter: the persister's side of a partition log (appends, rolls, flushes, retention)."""
 import errno
+import fcntl
 import os
 
 from shmlog.log import index, producer_state
@@ -19,6 +20,25 @@ class SyncFailed(OSError):
 
     def __str__(self):
         return str(self.strerror)
+
+
+class PartitionBusy(OSError):
+    """Another SegmentWriter holds the partition directory. Two writers of one log (a new
+    leader's persister and the mirror still following into the same directory, for a moment
+    after a failover) would cut each other's torn writes at their own idea of the file's
+    size and leave holes of zeros: one of them waits."""
+
+
+def _lock_dir(path):
+    """flock the partition directory (released by close(), or by the kernel when we die)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PartitionBusy(errno.EBUSY, f"{path}: another writer holds this partition directory "
+                                         f"(one writer per partition log)") from None
+    return fd
 
 
 def _sync(fd, what, data_only=True):
@@ -73,8 +93,8 @@ class SegmentWriter:
     batch's timestamp is more than segment_ms past the segment's first batch (Kafka's
     segment.ms rule; by wall clock when batches carry no timestamp), when the indexes
     reach segment_index_bytes, or when an offset would not fit the index's 32-bit
-    relative offsets. Not thread-safe, and there must be one writer per partition
-    directory (the persister).
+    relative offsets. Not thread-safe; one writer per partition directory, which the
+    constructor enforces (PartitionBusy) with an flock held until close().
     """
 
     def __init__(self, partition_dir, segment_bytes, segment_ms=NO_ROLL_MS, index_interval_bytes=INDEX_INTERVAL_BYTES,
@@ -87,12 +107,20 @@ class SegmentWriter:
         self.segment_index_bytes = int(segment_index_bytes)
         created = not os.path.isdir(partition_dir)
         os.makedirs(partition_dir, exist_ok=True)
+        self._fd = None
+        self._index = None
+        self._dir_lock = _lock_dir(partition_dir)
+        try:
+            self._open_log(partition_dir, created)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_log(self, partition_dir, created):
         rec = _recover(partition_dir, self.index_interval_bytes)
         self._log_end_offset, self.recovery_report = rec.log_end, "; ".join(rec.notes)
         self.recovery_problems = rec.problems   # damaged or missing older segments, one line each
         self._segments = rec.segments
-        self._fd = None
-        self._index = None
         self._active_base = None
         self._size = 0              # bytes in the active segment that hold whole batches
         self._torn = False          # a failed write may have left bytes past _size
@@ -450,6 +478,9 @@ class SegmentWriter:
         if self._index is not None:
             self._index.close()
             self._index = None
+        if self._dir_lock is not None:
+            os.close(self._dir_lock)
+            self._dir_lock = None
 
     def __enter__(self):
         return self
