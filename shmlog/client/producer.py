@@ -110,6 +110,10 @@ class _Batch(RecordsBuilder):
 _FAST_PARTITIONERS = {"murmur2", "murmur2_random"}
 
 
+def _nothing():
+    pass
+
+
 class Producer(_fast.ProducerCore):
     """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`.
 
@@ -614,8 +618,12 @@ class Producer(_fast.ProducerCore):
     def flush(self, timeout: float | None = None) -> int:
         self._cluster.check_fork("Producer")
         deadline = time.monotonic() + (3600.0 * 24 if timeout is None or timeout < 0 else timeout)
-        self._close_batches(True, 0.0)
         while True:
+            self._close_batches(True, 0.0)
+            # The linger thread may have taken the last closed batch and be appending it (no
+            # send lock is needed to see that nothing is left to close): its report, or its
+            # place among the batches awaiting fsync, exists once it lets go of the lock.
+            self._locked(_nothing)
             self._serve_outage()
             wait_s = deadline - time.monotonic()
             if self._waiting_for_broker():

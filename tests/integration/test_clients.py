@@ -78,6 +78,24 @@ def test_delivery_reports_carry_offsets_and_fire_from_flush(conf, topic):
     p.close()
 
 
+@pytest.mark.parametrize("acks", [1, "all"])
+def test_flush_waits_for_a_batch_the_linger_thread_is_appending(conf, admin, acks):
+    create_topic(admin, "lingered", 4, ring_bytes=65536)   # appends wait for ring space, so often in flight
+    p = shmlog.Producer({**conf, "acks": acks, "linger.ms": 1})
+    delivered = [0]
+
+    def report(err, msg):
+        assert err is None, err
+        delivered[0] += 1
+    produced = 0
+    for _ in range(100):
+        for i in range(400):
+            p.produce("lingered", b"x" * 2048, key=b"%d" % i, on_delivery=report)
+        produced += 400
+        assert (p.flush(30), delivered[0]) == (0, produced)
+    p.close()
+
+
 def test_producer_accepts_kwargs_and_callback_alias(conf, topic):
     p = shmlog.Producer(**conf)
     seen = []
