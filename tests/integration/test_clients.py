@@ -88,10 +88,12 @@ def test_flush_waits_for_a_batch_the_linger_thread_is_appending(conf, admin, ack
         assert err is None, err
         delivered[0] += 1
     produced = 0
-    for _ in range(100):
-        for i in range(400):
+    for n in range(100):
+        for i in range(40):
             p.produce("lingered", b"x" * 2048, key=b"%d" % i, on_delivery=report)
-        produced += 400
+        # Work before the flush holds the GIL, which the linger thread needs back after an append.
+        sum(range(5000 * (n % 20)))
+        produced += 40
         assert (p.flush(30), delivered[0]) == (0, produced)
     p.close()
 
