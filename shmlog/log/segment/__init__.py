@@ -50,8 +50,9 @@ from shmlog.log.segment.recovery import SegmentInfo, recover
 from shmlog.log.segment.writer import NO_ROLL_MS, SEGMENT_INDEX_BYTES, PartitionBusy, SegmentWriter, SyncFailed
 
 __all__ = [
-    "INDEX_INTERVAL_BYTES", "JUMP_MIN_BYTES", "NO_ROLL_MS", "SEGMENT_INDEX_BYTES", "SUFFIX", "SegmentInfo",
-    "PartitionBusy", "SegmentReader", "SegmentWriter", "SyncFailed", "_BadBatch", "_Mapped", "_batch_matches", "_batch_max_timestamp",
+    "INDEX_INTERVAL_BYTES", "JUMP_MIN_BYTES", "NO_ROLL_MS", "PartitionBusy", "SEGMENT_INDEX_BYTES", "SUFFIX",
+    "SegmentInfo", "SegmentReader", "SegmentWriter", "SyncFailed", "_BadBatch", "_Mapped", "_batch_matches",
+    "_batch_max_timestamp",
     "_check_batch", "_unlink_segment", "_walk", "first_offset_at_or_after", "list_segments", "log_end_offset",
     "log_start_offset", "partition_dir", "recover", "segment_name", "segment_path",
 ]
