@@ -146,6 +146,8 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
     producers = conn.server.producers
     try:
         with logs.append_lock(topic, p):
+            if acks == -1:
+                ring.check_insync()   # NOT_ENOUGH_REPLICAS before the append, as Kafka
             slot = logs.producer_slot(ring)
             for one, fields in found:
                 count, pid, epoch, seq = fields[12], fields[9], fields[10], fields[11]
@@ -162,9 +164,11 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
         if acks == -1:
             rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(timeout_ms * 1e6), logs.doorbell.ptr)
             if rc != 0:
-                return {**result, "base_offset": first, "error_code": REQUEST_TIMED_OUT if rc != lib.SHMLOG_ECORRUPT
-                        else KAFKA_STORAGE_ERROR,
-                        "error_message": f"offset {last} was not fsynced within the request's timeout"}
+                # NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank meanwhile, KAFKA_STORAGE_ERROR, or a timeout.
+                err = ring.flush_wait_error(rc, last)
+                return {**result, "base_offset": first, "error_code": wire_code(err.code()),
+                        "error_message": f"offset {last} was not fsynced within the request's timeout"
+                        if rc == lib.SHMLOG_EAGAIN else err.str()}
     except KafkaException as exc:
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
                 "error_message": reason_of(exc)}
