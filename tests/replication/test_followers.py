@@ -186,48 +186,50 @@ def test_moving_a_replica_to_another_log_dir_fills_it_from_the_leader_and_it_joi
     assert refused.returncode == 1 and "no replica on log dir 0" in refused.stderr
 
 
-def test_a_kafka_client_producing_acks_all_over_tcp_is_refused_before_the_append_while_the_isr_is_short(
-        replicated, data_dir):
+def tcp_setup(replicated, data_dir, lag_ms):
+    """A broker over two log dirs with a Kafka listener; topic t on replicas [0, 1] with
+    min.insync.replicas=2, both in its ISR. (conf, admin, dirs, the follower's mirror pid, a
+    confluent-kafka acks=all Producer through the listener that does not retry)."""
     ck = pytest.importorskip("confluent_kafka")
     pytest.importorskip("kio", reason="the Kafka listener's codec (kio) needs Python 3.11+")
-    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=300, listeners="PLAINTEXT://127.0.0.1:0")
+    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=lag_ms, listeners="PLAINTEXT://127.0.0.1:0")
     create(admin, "t", [0, 1], config={"min.insync.replicas": "2"})
     produce(conf, "t", [b"warm"])
     wait_isr(admin, "t", [0, 1])
     port = wait_for(lambda: (admin._cluster.control.request("status")["kafka_listener"] or {}).get("port"),
                     "the Kafka listener")
     pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
+    tcp = ck.Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": "all", "enable.idempotence": False,
+                       "retries": 0, "message.timeout.ms": 20000})
+    return conf, admin, dirs, pid, tcp
+
+
+def tcp_produce(p, value):
+    """Produce one record to t-0 through the confluent-kafka producer p: its delivery error."""
+    reports = []
+    p.produce("t", value, partition=0, on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(WAIT_S) == 0
+    return reports[0]
+
+
+def test_a_kafka_client_producing_acks_all_over_tcp_is_refused_before_the_append_while_the_isr_is_short(
+        replicated, data_dir):
+    conf, admin, dirs, pid, tcp = tcp_setup(replicated, data_dir, lag_ms=300)
     with stopped(pid):
         produce(conf, "t", [b"one"], acks=1)     # the stopped follower falls behind and leaves the ISR
         wait_isr(admin, "t", [0])
-        p = ck.Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": "all", "enable.idempotence": False,
-                         "retries": 0, "message.timeout.ms": 10000})
-        reports = []
-        p.produce("t", b"refused", partition=0, on_delivery=lambda err, msg: reports.append(err))
-        assert p.flush(WAIT_S) == 0
-        assert reports[0] is not None and reports[0].code() == ck.KafkaError.NOT_ENOUGH_REPLICAS
-        del p
+        err = tcp_produce(tcp, b"refused")
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS
         assert [(e, o) for e, _, o, _ in produce(conf, "t", [b"two"], acks=1)] == [(None, 2)]   # no offset taken
+    del tcp
 
 
 def test_a_kafka_client_producing_acks_all_over_tcp_gets_not_enough_replicas_after_append_when_the_isr_shrinks(
         replicated, data_dir):
-    ck = pytest.importorskip("confluent_kafka")
-    pytest.importorskip("kio", reason="the Kafka listener's codec (kio) needs Python 3.11+")
-    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=2000, listeners="PLAINTEXT://127.0.0.1:0")
-    create(admin, "t", [0, 1], config={"min.insync.replicas": "2"})
-    produce(conf, "t", [b"warm"])
-    wait_isr(admin, "t", [0, 1])
-    port = wait_for(lambda: (admin._cluster.control.request("status")["kafka_listener"] or {}).get("port"),
-                    "the Kafka listener")
-    pid = wait_for(lambda: mirror_pid(data_dir, 1), "the mirror of log dir 1")
+    conf, admin, dirs, pid, tcp = tcp_setup(replicated, data_dir, lag_ms=2000)
     with stopped(pid):
-        p = ck.Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": "all", "enable.idempotence": False,
-                         "retries": 0, "message.timeout.ms": 20000})
-        reports = []
-        p.produce("t", b"x", partition=0, on_delivery=lambda err, msg: reports.append(err))
-        assert p.flush(WAIT_S) == 0     # appended at once; the ISR shrinks after the lag time
-        assert reports[0] is not None and reports[0].code() == ck.KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
-        del p
+        err = tcp_produce(tcp, b"x")   # appended at once; the ISR shrinks after the lag time
+        assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    del tcp
     wait_isr(admin, "t", [0, 1])
     assert b"x" in log_bytes(dirs[1], "t")   # it was appended, and the follower copied it once back
