@@ -365,8 +365,6 @@ class Producer(_fast.ProducerCore):
             self._reconnect()
         if self._stalled:
             self._locked(self._expire_stalled)
-        if not self._waiting_for_broker():
-            self._broker_down = False
 
     def _waiting_for_broker(self):
         """Records wait for a broker of our data dir to come back: batches a stopping broker
@@ -397,6 +395,7 @@ class Producer(_fast.ProducerCore):
         old, self._cluster = self._cluster, cluster
         self._route_info.clear()
         self._bind_cluster()
+        self._broker_down = False   # back: a later stop is a new outage (not records expiring meanwhile)
         self._locked(self._resend_after_restart, old)
         self._retired.append(old)
         self._drop_retired()

@@ -280,3 +280,25 @@ def test_a_producer_refused_by_a_supervisor_that_died_mid_stop_delivers_to_the_o
         assert reports == [(None, b"before"), (None, b"while it was down")]
         p.close()
         assert list(read_log(again.bootstrap_servers).values()) == ["before", "while it was down"]
+
+
+def test_records_expiring_during_one_outage_do_not_make_error_cb_report_it_twice(data_dir):
+    with shmlog.Broker(data_dir) as broker:
+        admin = shmlog.AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        create_topic(admin, TOPIC)
+        admin.close()
+        errors, failed = [], []
+        p = shmlog.Producer({"bootstrap.servers": broker.bootstrap_servers, "acks": 1, "linger.ms": 0,
+                             "message.timeout.ms": 300, "error_cb": lambda e: errors.append(e.code()),
+                             "on_delivery": lambda err, msg: failed.append(err and err.code())})
+        p.produce(TOPIC, value=b"before")
+        assert p.flush(30) == 0 and failed == [None]
+        failed.clear()
+    for round_ in range(2):          # each round's records all expire before the next is produced
+        for n in range(50):
+            p.produce(TOPIC, value=b"%d" % n)
+        while len(failed) < 50 * (round_ + 1):
+            p.poll(0.1)
+    assert set(failed) == {KafkaError._MSG_TIMED_OUT}
+    assert errors == [KafkaError._ALL_BROKERS_DOWN]
+    p.close()
