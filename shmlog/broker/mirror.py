@@ -54,39 +54,6 @@ def info(message):
     logs.get().info(message)
 
 
-ENTRY_BYTES = control_record.ENTRY.size
-
-
-def copy_aborted_index(src_pdir, dst_pdir):
-    """Append to dst_pdir's aborted.txnindex (control_record.py) the entries src_pdir's holds
-    past dst's, and fsync them; the number of entries copied. The leader's index only grows
-    (the transaction service appends to it; retention leaves it), so ours is a prefix of it."""
-    size = 0
-    dst = control_record.index_path(dst_pdir)
-    try:
-        size = os.path.getsize(dst)
-    except FileNotFoundError:
-        pass
-    size -= size % ENTRY_BYTES
-    try:
-        with open(control_record.index_path(src_pdir), "rb") as f:
-            f.seek(size)
-            data = f.read()
-    except FileNotFoundError:
-        return 0
-    data = data[:len(data) - len(data) % ENTRY_BYTES]
-    if not data:
-        return 0
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.ftruncate(fd, size)   # a torn entry of a crashed copy goes
-        os.pwrite(fd, data, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return len(data) // ENTRY_BYTES
-
-
 class FollowerLog:
     """One follower replica: the leader's segments in, our segments out, our fsynced word."""
 
@@ -112,7 +79,7 @@ class FollowerLog:
             self.ring.close()
             raise
         self.epochs = leader_epoch.EpochCache(self.dir)
-        self.aborted_index_bytes = -1   # the leader's aborted.txnindex size when we last copied it
+        self.aborted_index_seen = None   # (inode, size, mtime) of the leader's aborted.txnindex we copied
         self.retry_at = 0.0
         self.errno = 0
         self.published = -1
@@ -129,7 +96,7 @@ class FollowerLog:
         reader = SegmentReader(partition_dir(source[1], self.topic, self.partition))
         self.reader.close()
         self.reader, self.source, self.leader_dir = reader, source, reader.partition_dir
-        self.aborted_index_bytes = -1
+        self.aborted_index_seen = None
         self.start()
 
     def start(self):
@@ -144,6 +111,7 @@ class FollowerLog:
                 f"leader's {what} ends: cutting it back to {target} (a follower never keeps history the leader lacks)")
             self.writer.discard_from(target)
             self.epochs.truncate_to(target)
+        self._copy_aborted_index()   # entries of a history we cut go with it
         self.writer.flush()
         self.publish()
 
@@ -221,12 +189,13 @@ class FollowerLog:
 
     def _copy_aborted_index(self):
         try:
-            size = os.stat(control_record.index_path(self.leader_dir)).st_size
+            st = os.stat(control_record.index_path(self.leader_dir))
+            seen = (st.st_ino, st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
-            return
-        if size != self.aborted_index_bytes:
-            copy_aborted_index(self.leader_dir, self.dir)
-            self.aborted_index_bytes = size
+            seen = ()
+        if seen != self.aborted_index_seen:
+            control_record.copy_index(self.leader_dir, self.dir)
+            self.aborted_index_seen = seen
 
     def _apply_log_start(self, start):
         """Segments wholly below the leader's log start offset go here too."""

@@ -14,8 +14,8 @@ import time
 
 from shmlog._native import lib
 from shmlog.broker import breadcrumb, isr, logs, metadata, replicas
-from shmlog.broker.mirror import copy_aborted_index
 from shmlog.errors import KafkaError
+from shmlog.log import control_record
 from shmlog.log.segment import log_end_offset, partition_dir
 
 MIRROR_RESTART_BACKOFF_S = 0.2
@@ -219,8 +219,8 @@ class ReplicaManager:
         # aborted.txnindex entries the new leader's mirror had not copied yet (the old log dir is
         # often still readable: a full disk, a failed fsync), so read_committed stays right.
         try:
-            copy_aborted_index(partition_dir(self.sup.log_dirs[state["leader"]], name, p),
-                               partition_dir(self.sup.log_dirs[new["leader"]], name, p))
+            control_record.merge_index(partition_dir(self.sup.log_dirs[state["leader"]], name, p),
+                                       partition_dir(self.sup.log_dirs[new["leader"]], name, p))
         except OSError as exc:
             log(f"{name}-{p}: cannot copy the old leader's aborted.txnindex to the new leader: {exc}")
         clean = new["leader"] in state["isr"]

@@ -27,7 +27,9 @@ its own appends before asking).
 Kafka keeps one such file per segment, so retention deletes an entry with the segment that
 ends it. Here there is one file per partition, trimmed instead: once retention or
 delete_records moved the log start offset past an entry's last offset, trim_aborted drops the
-entry (the transaction service calls it: it is the file's only writer). An entry that a
+entry (the transaction service calls it: it is the only writer of a leader replica's file).
+A follower replica's file is the leader's copied whole when it changes (copy_index); a new
+leader takes in the entries of the old leader's file it lacks (merge_index). An entry that a
 fencing abort left open-ended stays, since a fenced producer's late batch may land at any
 later offset. A trimmed file starts with a header entry of version 1: how many entries trims
 removed so far (in the producer id field) and the log start offset it was last trimmed to
@@ -158,21 +160,61 @@ def aborted_generation(partition_dir):
 
 
 def trim_aborted(partition_dir, log_start_offset):
-    """Drop the entries whose last offset is below log_start_offset (open-ended ones stay).
-    The file is replaced whole (written, fsynced, renamed, directory fsynced); returns how many
-    entries went. Only the file's writer (the transaction service) may call it."""
+    """Drop the entries whose last offset is below log_start_offset (open-ended ones stay),
+    replacing the file whole; returns how many entries went. Only the file's writer (the
+    transaction service) may call it."""
     entries, removed, trimmed_to = _read_index(partition_dir)
     keep = [e for e in entries if e.last_offset >= log_start_offset]
     gone = len(entries) - len(keep)
-    if not gone:
-        return 0
+    if gone:
+        _replace_index(partition_dir, _encode(removed + gone, max(trimmed_to, log_start_offset), keep))
+    return gone
+
+
+def copy_index(src_partition_dir, dst_partition_dir):
+    """Make the index in dst a copy of src's as it is now (header and whole entries), replaced
+    whole; no file in src removes dst's. What a follower replica keeps: the leader's index only
+    grows by appends, but trim_aborted rewrites it and a failover swaps it for another
+    history's, so a follower's copy is never assumed to be a prefix of it."""
+    try:
+        with open(index_path(src_partition_dir), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        try:
+            os.unlink(index_path(dst_partition_dir))
+        except FileNotFoundError:
+            pass
+        return
+    _replace_index(dst_partition_dir, data[:len(data) - len(data) % ENTRY.size])
+
+
+def merge_index(src_partition_dir, dst_partition_dir):
+    """Append to dst's index the entries of src's that dst lacks, and take the larger trim
+    header of the two; returns how many entries were added. For a new leader, whose copy of
+    the old leader's index may lag behind the batches the ring still hands it."""
+    src, src_removed, src_trimmed_to = _read_index(src_partition_dir)
+    dst, removed, trimmed_to = _read_index(dst_partition_dir)
+    have = set(dst)
+    new = [e for e in src if e not in have and e.last_offset >= trimmed_to]
+    if new or src_removed > removed:
+        _replace_index(dst_partition_dir, _encode(max(removed, src_removed), max(trimmed_to, src_trimmed_to),
+                                                  dst + new))
+    return len(new)
+
+
+def _encode(removed, trimmed_to, entries):
+    header = [ENTRY.pack(_HEADER_VERSION, removed, 0, trimmed_to, 0, 0)] if removed or trimmed_to else []
+    return b"".join(header + [ENTRY.pack(_ENTRY_VERSION, *e) for e in entries])
+
+
+def _replace_index(partition_dir, data):
+    """Write the whole file anew: a temporary file written and fsynced, renamed over the index,
+    the directory fsynced; a reader sees the old file or the new one, never a mix."""
     path = index_path(partition_dir)
     tmp = path + ".tmp"
-    data = [ENTRY.pack(_HEADER_VERSION, removed + gone, 0, max(trimmed_to, log_start_offset), 0, 0)]
-    data += [ENTRY.pack(_ENTRY_VERSION, *e) for e in keep]
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, b"".join(data))
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -182,7 +224,6 @@ def trim_aborted(partition_dir, log_start_offset):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return gone
 
 
 class AbortedIndex:

@@ -7,7 +7,7 @@ import signal
 
 import shmlog
 from shmlog import TopicPartition
-from shmlog.log import leader_epoch
+from shmlog.log import control_record, leader_epoch
 
 from .conftest import (
     WAIT_S,
@@ -145,6 +145,49 @@ def test_read_committed_after_a_failover_still_drops_the_records_of_an_aborted_t
     c.close()
     os.unlink(filler)
     assert values == [b"warm-up", b"committed", b"x" * 20000]
+
+
+def test_a_followers_aborted_txnindex_follows_the_leaders_trims_so_a_new_leader_drops_later_aborts(
+        replicated, data_dir):
+    conf, admin, dirs = replicated(2, replica_lag_time_max_ms=10_000)
+    create(admin, "t", [0, 1])
+    warm_up(conf, admin, "t", [0, 1])
+    p = shmlog.Producer({**conf, "transactional.id": "tx", "linger.ms": 0})
+    p.init_transactions(WAIT_S)
+    for i in range(4):
+        p.begin_transaction()
+        p.produce("t", b"old-aborted-%d" % i)
+        p.abort_transaction(WAIT_S)
+    wait_for(lambda: len(control_record.read_aborted(os.path.join(dirs[1], "t-0"))) == 4, "four copied entries")
+    cut = control_record.read_aborted(os.path.join(dirs[0], "t-0"))[2].last_offset + 1
+    tp = TopicPartition("t", 0, cut)
+    assert admin.delete_records([tp])[tp].result().low_watermark == cut
+    wait_for(lambda: len(control_record.read_aborted(os.path.join(dirs[0], "t-0"))) == 1,
+             "the transaction service to trim the leader's index")
+    p.begin_transaction()
+    p.produce("t", b"new-aborted")
+    p.abort_transaction(WAIT_S)
+    p.begin_transaction()
+    p.produce("t", b"committed")
+    p.commit_transaction(WAIT_S)
+    p.close()
+    wait_for(lambda: index_bytes(dirs[1], "t") == index_bytes(dirs[0], "t"), "the follower's copy of the index")
+    assert [e.last_offset >= cut for e in control_record.read_aborted(os.path.join(dirs[1], "t-0"))] == [True] * 2
+    shutil.rmtree(dirs[0])
+    wait_for(lambda: partition_state(admin, "t").leader == 1, "replica 1 to lead")
+    c = shmlog.Consumer({**conf, "group.id": "rc", "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    c.assign([TopicPartition("t", 0, cut)])
+    values = []
+    while True:
+        m = c.poll(WAIT_S)
+        assert m is not None, f"no end of partition after {values}"
+        if m.error():
+            assert m.error().code() == shmlog.KafkaError._PARTITION_EOF, m.error()
+            break
+        values.append(m.value())
+    c.close()
+    assert values == [b"committed"]
 
 
 def test_a_consumer_reading_segments_behind_the_ring_moves_to_the_new_leaders_files_when_the_old_dir_goes(

@@ -1,4 +1,6 @@
 """Transaction markers and the aborted-transaction index (shmlog/log/control_record.py)."""
+import os
+
 import pytest
 
 from shmlog.log import control_record as cr
@@ -96,3 +98,57 @@ def test_a_reader_counts_a_transactional_batch_below_the_trimmed_offset_as_abort
     index.refresh(cr.aborted_generation(d))
     assert index.aborted(1, 0, 3) and index.aborted(7, 0, 7)       # below the log start: never returned
     assert index.aborted(2, 0, 11) and not index.aborted(2, 0, 13) and not index.aborted(7, 0, 8)
+
+
+def index_file(d):
+    with open(cr.index_path(d), "rb") as f:
+        return f.read()
+
+
+def test_a_followers_copy_of_the_index_stays_equal_to_the_leaders_through_trims_and_later_aborts(tmp_path):
+    leader, follower = str(tmp_path / "leader"), str(tmp_path / "follower")
+    os.makedirs(follower)
+    for pid in range(5):
+        cr.append_aborted(leader, pid, 0, pid * 10, pid * 10 + 5, pid * 10)
+    cr.copy_index(leader, follower)
+    cr.trim_aborted(leader, 36)              # the leader's file is rewritten shorter
+    cr.append_aborted(leader, 7, 0, 60, 65, 60)
+    cr.copy_index(leader, follower)
+    assert index_file(follower) == index_file(leader)
+    assert [e.producer_id for e in cr.read_aborted(follower)] == [4, 7]
+    assert cr.aborted_generation(follower) == 6
+
+
+def test_a_followers_copy_drops_entries_the_leaders_history_does_not_have(tmp_path):
+    leader, follower = str(tmp_path / "leader"), str(tmp_path / "follower")
+    cr.append_aborted(leader, 1, 0, 0, 5, 0)
+    cr.append_aborted(follower, 1, 0, 0, 5, 0)
+    cr.append_aborted(follower, 2, 0, 10, 15, 10)   # an abort of a history cut back
+    cr.copy_index(leader, follower)
+    assert [e.producer_id for e in cr.read_aborted(follower)] == [1]
+    os.unlink(cr.index_path(leader))
+    cr.copy_index(leader, follower)
+    assert not os.path.exists(cr.index_path(follower))
+
+
+def test_a_copy_leaves_out_a_torn_entry_of_an_append_in_progress(tmp_path):
+    leader, follower = str(tmp_path / "leader"), str(tmp_path / "follower")
+    os.makedirs(follower)
+    cr.append_aborted(leader, 1, 0, 0, 5, 0)
+    with open(cr.index_path(leader), "ab") as f:
+        f.write(cr.ENTRY.pack(0, 2, 0, 10, 15, 10)[:20])
+    cr.copy_index(leader, follower)
+    assert len(index_file(follower)) == cr.ENTRY.size
+
+
+def test_a_new_leader_takes_in_the_entries_of_the_old_leaders_index_it_lacks_once(tmp_path):
+    old, new = str(tmp_path / "old"), str(tmp_path / "new")
+    for pid in range(4):
+        cr.append_aborted(old, pid, 0, pid * 10, pid * 10 + 5, pid * 10)
+    cr.append_aborted(new, 0, 0, 0, 5, 0)
+    cr.append_aborted(new, 1, 0, 10, 15, 10)
+    cr.trim_aborted(old, 12)                 # the old leader trimmed what the new one still lists
+    assert cr.merge_index(old, new) == 2
+    assert [e.producer_id for e in cr.read_aborted(new)] == [0, 1, 2, 3]
+    assert cr.aborted_generation(new) == 5   # never below the old leader's: readers re-read on the next abort
+    assert cr.merge_index(old, new) == 0
