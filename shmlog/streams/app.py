@@ -117,7 +117,7 @@ class App:
         return StreamingDataFrame(self, source)
 
     def _join_streams(self, left: StreamingDataFrame, right: StreamingDataFrame, within_ms: int, grace_ms: int,
-                      merge, name: str | None) -> StreamingDataFrame:
+                      merge, name: str | None, how: str) -> StreamingDataFrame:
         step_name = self._step_name("join", name)
         topic = f"{self.application_id}-join-{step_name}"
         left._then(s.Repartition(self._step_name("to-join", f"{step_name}-left"), topic, None,
@@ -126,7 +126,7 @@ class App:
                                   lambda value: pickle.dumps(("R", value), protocol=5)))
         source = s.Source(self._step_name("source", f"source-{topic}"), topic, None, pickle.loads, None,
                           internal=True)
-        source.children.append(s.StreamJoin(step_name, within_ms, grace_ms, merge))
+        source.children.append(s.StreamJoin(step_name, within_ms, grace_ms, merge, how))
         self.sources.append(source)
         return StreamingDataFrame(self, source.children[0])
 

@@ -142,30 +142,43 @@ class StreamingDataFrame:
     def join_table(self, table: GlobalTable, on: Callable[[Any], Any] | None = None, how: str = "inner",
                    merge: Callable[[Any, Any], Any] | None = None) -> StreamingDataFrame:
         """Join each record with the table's row for on(value) (default: the record's key).
-        merge(value, row) makes the result (default: {**value, **row} for dicts, else (value, row))."""
+        merge(value, row) makes the result (default: {**value, **row} for dicts, a missing row
+        adding nothing; else (value, row))."""
         if how not in ("inner", "left"):
             raise ValueError(f"join_table how= must be 'inner' or 'left', not {how!r}")
         return self._then(s.TableJoin(self._name("join", None), table, on, how, merge or _merge))
 
-
     def join_stream(self, other: StreamingDataFrame, within_ms: int, grace_ms: int = 0,
-                    merge: Callable[[Any, Any], Any] | None = None, name: str | None = None) -> StreamingDataFrame:
-        """Inner join with another stream by key: each pair of records (one from each side, same
-        key) at most within_ms apart in event time, as merge(left, right) (default as join_table).
-        Both sides go through the internal topic `<application.id>-join-<name>`."""
+                    merge: Callable[[Any, Any], Any] | None = None, name: str | None = None,
+                    how: str = "inner") -> StreamingDataFrame:
+        """Join with another stream by key: each pair of records (one from each side, same key)
+        at most within_ms apart in event time, as merge(left, right) (default: {**left, **right}
+        for dicts, a missing side adding nothing; else (left, right)).
+        how="left" also emits each left record that found no partner, as merge(left, None), and
+        how="outer" each such record of either side (merge(None, right) for a right one), once
+        stream time has passed its time + within_ms + grace_ms. Both sides go through the
+        internal topic `<application.id>-join-<name>`."""
         if not isinstance(within_ms, int) or within_ms < 0:
             raise ValueError(f"join_stream within_ms must be an int >= 0, not {within_ms!r}")
         if not isinstance(grace_ms, int) or grace_ms < 0:
             raise ValueError(f"join_stream grace_ms must be an int >= 0, not {grace_ms!r}")
-        return self._app._join_streams(self, other, within_ms, grace_ms, merge or _merge, name)
+        if how not in s.StreamJoin.HOWS:
+            raise ValueError(f"join_stream how= must be one of {', '.join(map(repr, s.StreamJoin.HOWS))}, "
+                             f"not {how!r}")
+        return self._app._join_streams(self, other, within_ms, grace_ms, merge or _merge, name, how)
 
 
-def _merge(value, row):
-    if isinstance(value, dict) and isinstance(row, dict):
-        return {**value, **row}
-    if isinstance(value, dict) and row is None:
-        return dict(value)
-    return (value, row)
+def _merge(left, right):
+    """The default merge of a join: dicts merge into one (the right one's fields win), a missing
+    side (None: no table row, no partner in a left or outer join) adds no field; other values
+    make the pair (left, right)."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return {**left, **right}
+    if isinstance(left, dict) and right is None:
+        return dict(left)
+    if left is None and isinstance(right, dict):
+        return dict(right)
+    return (left, right)
 
 
 class WindowSpec:

@@ -405,18 +405,34 @@ class WindowedAggregate(Step):
 
 
 class StreamJoin(Step):
-    """A windowed inner join of two streams by key. Both sides reach it through one internal
-    topic (each record tagged "L" or "R", keyed as it was), so a key's records of both sides
-    meet in one task whatever the partitioning of the inputs. Each record is joined with the
-    other side's buffered records of its key at most within_ms apart in event time, then
-    buffered itself until stream time passes its time + within_ms + grace_ms."""
-    kind = "join_stream"
+    """A windowed join of two streams by key: how="inner", "left" or "outer". Both sides reach
+    it through one internal topic (each record tagged "L" or "R", keyed as it was), so a key's
+    records of both sides meet in one task whatever the partitioning of the inputs.
 
-    def __init__(self, name, within_ms, grace_ms, merge):
+    Each record is joined with the other side's buffered records of its key at most within_ms
+    apart in event time, then buffered itself until its window closes: stream time passes its
+    time + within_ms + grace_ms. The buffer remembers, per record, whether it found a partner
+    (at its arrival, or since: a partner arriving later marks it). A record of an outer side
+    (left of a left join, both sides of an outer join) whose window closes with no partner is
+    emitted then, as merge(value, None) or merge(None, value) at its own timestamp. Not before:
+    a partner may arrive out of order until then, and a record that found one must never also
+    come out unmatched (Kafka Streams' left and outer joins since 3.1).
+
+    Store: a window entry per (side byte + key, record time), start = end = that time, whose
+    value is [(value, matched), ...] in arrival order. Buffer and flags live in the store, so
+    its changelog carries them through a crash: restoring neither loses a pending unmatched
+    record nor emits one twice."""
+    kind = "join_stream"
+    HOWS = ("inner", "left", "outer")
+
+    def __init__(self, name, within_ms, grace_ms, merge, how="inner"):
         super().__init__(name)
         self.within_ms = within_ms
         self.grace_ms = grace_ms
         self.merge = merge
+        self.how = how
+        # The sides whose records come out even without a partner.
+        self.outer_sides = {"inner": set(), "left": {b"L"}, "outer": {b"L", b"R"}}[how]
 
     def stores(self):
         return [self.name]
@@ -430,24 +446,36 @@ class StreamJoin(Step):
         key = record.key if record.key is not None else b""
         other = b"R" if side == "L" else b"L"
         outs = []
-        for other_t, _, values in ctx.state.windows_touching(self.name, other + key, t - self.within_ms,
-                                                             t + self.within_ms):
-            for other_value in values:
+        for other_t, _, buffered in ctx.state.windows_touching(self.name, other + key, t - self.within_ms,
+                                                               t + self.within_ms):
+            for other_value, _ in buffered:
                 left, right = (value, other_value) if side == "L" else (other_value, value)
                 outs.append(Record(record.key, self.merge(left, right), max(t, other_t), record.headers))
+            if other in self.outer_sides and not all(matched for _, matched in buffered):
+                ctx.state.window_put(self.name, other + key, other_t, other_t, [(v, True) for v, _ in buffered])
         mine = side.encode() + key
         found = ctx.state.window_get(self.name, mine, t)
-        ctx.state.window_put(self.name, mine, t, t, (found[1] if found else []) + [value])
+        ctx.state.window_put(self.name, mine, t, t, (found[1] if found else []) + [(value, bool(outs))])
         return outs
 
     def on_stream_time(self, ctx):
-        for key, start, end, _ in ctx.state.windows_ending_by(
+        """Forget the records whose window closed; emit those of an outer side that never matched
+        (oldest first; with no headers, as a closed window's final result)."""
+        outs = []
+        for key, t, _, buffered in ctx.state.windows_ending_by(
                 self.name, ctx.stream_time - self.within_ms - self.grace_ms - 1):
-            ctx.state.window_delete(self.name, key, start, end)
-        return []
+            side = key[:1]
+            if side in self.outer_sides:
+                for value, matched in buffered:
+                    if not matched:
+                        left, right = (value, None) if side == b"L" else (None, value)
+                        outs.append(Record(key[1:] or None, self.merge(left, right), t, None))
+            ctx.state.window_delete(self.name, key, t, t)
+        return outs
 
     def describe(self):
-        return f"join_stream within {self.within_ms} ms, grace {self.grace_ms} ms (store {self.name})"
+        return (f"join_stream ({self.how}) within {self.within_ms} ms, grace {self.grace_ms} ms "
+                f"(store {self.name})")
 
 
 class TableJoin(Step):

@@ -7,6 +7,7 @@ import random
 import signal
 import sqlite3
 import time
+from collections import Counter
 
 import pytest
 
@@ -41,7 +42,7 @@ def produce(conf, topic, records):
     assert p.flush(30) == 0
 
 
-def read_committed(conf, topic, count, timeout_s=DEADLINE_S):
+def read_committed(conf, topic, count, timeout_s=DEADLINE_S, decode=json.loads):
     """The first `count` records of topic (all partitions), read_committed: [(key, value)]."""
     c = shmlog.Consumer({**conf, "group.id": f"check-{topic}", "auto.offset.reset": "earliest",
                          "isolation.level": "read_committed", "enable.auto.commit": False})
@@ -52,7 +53,27 @@ def read_committed(conf, topic, count, timeout_s=DEADLINE_S):
         while len(out) < count and time.monotonic() < deadline:
             for m in c.consume(1000, 0.2):
                 if m.error() is None:
+                    out.append((m.key(), decode(m.value())))
+        return out
+    finally:
+        c.close()
+
+
+def read_committed_to_end(conf, topic):
+    """Every committed record of topic (all partitions), once nothing writes to it: [(key, value)]."""
+    c = shmlog.Consumer({**conf, "group.id": f"check-all-{topic}", "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([shmlog.TopicPartition(topic, p, shmlog.OFFSET_BEGINNING) for p in partitions])
+    out, at_end, deadline = [], set(), time.monotonic() + DEADLINE_S
+    try:
+        while len(at_end) < len(partitions):
+            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(at_end)} of {len(partitions)} read"
+            for m in c.consume(1000, 0.2):
+                if m.error() is None:
                     out.append((m.key(), json.loads(m.value())))
+                elif m.error().code() == shmlog.KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
         return out
     finally:
         c.close()
@@ -262,6 +283,52 @@ def test_a_windowed_stream_join_pairs_orders_with_their_payments(conf, admin, tm
         outputs = read_committed(conf, "paid-orders", len(payments))
     assert sorted((k, v["order"], v["paid"]) for k, v in outputs) == \
         sorted((f"O{i}".encode(), i, i * 10) for i in range(0, 200, 2))
+
+
+def test_an_exactly_once_left_join_emits_every_order_paid_or_unpaid_once_when_workers_are_sigkilled(
+        conf, admin, tmp_path):
+    create_topic(admin, "orders", 3)
+    create_topic(admin, "payments", 2)
+    app = App({**conf, "application.id": "dunning", "processing.guarantee": "exactly_once",
+               "state.dir": str(tmp_path / "state")})
+    (app.stream("orders").join_stream(app.stream("payments"), within_ms=60_000, grace_ms=3_600_000, name="paid",
+                                      how="left",
+                                      merge=lambda order, payment: {
+                                          "order": order["n"], "payment": None if payment is None else payment["n"]})
+        .to_topic("order-status"))
+    rng = random.Random(8)
+    base = int(time.time() * 1000) - 5 * 3_600_000
+    customers = [f"C{i}" for i in range(12)]
+    orders = [(rng.choice(customers), {"n": i}, base + i * 10_000) for i in range(300)]
+    payments = [(key, {"n": 1000 + o["n"]}, ts + rng.randint(-30_000, 90_000))      # some too late to count
+                for key, o, ts in orders if rng.random() < 0.5]
+    inputs = [("orders", *r) for r in orders] + [("payments", *r) for r in payments]
+    rng.shuffle(inputs)
+    runner = app.runner(workers=2, batch_size=50)
+    kills = 0
+    with runner:
+        for i in range(0, len(inputs), 60):
+            for topic in ("orders", "payments"):
+                produce(conf, topic, [r[1:] for r in inputs[i:i + 60] if r[0] == topic])
+            pids = list(runner.worker_pids().values())
+            if pids and rng.random() < 0.6:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+        # The data spans less event time than the grace: nothing is late and no window closes
+        # before every record is in the join topic. Then one order per customer, hours later,
+        # moves every join task's stream time past every window.
+        assert len(read_committed(conf, "dunning-join-paid", len(inputs), decode=pickle.loads)) == len(inputs)
+        produce(conf, "orders", [(key, {"n": -1}, base + 3 * 3_600_000) for key in customers])
+        expected = []
+        for key, order, ts in orders:
+            paid_by = [p["n"] for k, p, p_ts in payments if k == key and abs(p_ts - ts) <= 60_000]
+            expected += [(key.encode(), {"order": order["n"], "payment": n}) for n in paid_by or [None]]
+        read_committed(conf, "order-status", len(expected))
+    assert kills > 0 and runner.restarts >= kills
+    outputs = read_committed_to_end(conf, "order-status")
+    assert sorted(outputs, key=repr) == sorted(expected, key=repr)
+    assert 0 < sum(v["payment"] is None for _, v in expected) < len(orders)
+    assert max(Counter(v["order"] for _, v in expected).values()) > 1    # an order joined once per payment
 
 
 def test_step_metrics_reach_the_brokers_prometheus_endpoint(conf, admin, tmp_path, capsys, fast_broker):

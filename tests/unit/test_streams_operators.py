@@ -1,6 +1,8 @@
 """Each streams operator against a plain-Python model on random input (out-of-order times and
 late records included), driven through a real Task with its SQLite state, no broker."""
+import itertools
 import json
+import pickle
 import random
 
 import pytest
@@ -300,6 +302,8 @@ def test_bad_topologies_are_refused_with_what_is_wrong():
         App({"bootstrap.servers": "shm:///x"})
     with pytest.raises(ValueError, match="processing.guarantee"):
         App({"bootstrap.servers": "shm:///x", "application.id": "a", "processing.guarantee": "twice"})
+    with pytest.raises(ValueError, match="how= must be one of 'inner', 'left', 'outer', not 'full'"):
+        sdf.join_stream(app.stream("other"), within_ms=10, how="full")
     sdf.count(name="n")
     with pytest.raises(ValueError, match="used twice"):
         sdf.count(name="n")
@@ -339,44 +343,173 @@ def test_sliding_windows_final_results_equal_the_model(tmp_path, seed):
     assert h.task.state.count("window-1") < 3 * 20      # old records and closed windows are forgotten
 
 
-def model_stream_join(arrivals, within, grace):
-    """arrivals: (side, key, value, ts) in the order the join's task reads them."""
-    stream_time, buffer, out, late = -1, [], [], 0
-    for side, key, value, ts in arrivals:
-        stream_time = max(stream_time, ts)
-        if ts + within + grace < stream_time:
-            late += 1
-            continue
-        for o_side, o_key, o_value, o_ts in buffer:
-            if o_side != side and o_key == key and abs(o_ts - ts) <= within:
-                out.append((value, o_value) if side == "L" else (o_value, value))
-        buffer.append((side, key, value, ts))
-        buffer = [b for b in buffer if b[3] > stream_time - within - grace - 1]
-    return out, late
+class JoinHarness:
+    """The task of partition 0 of a join's internal topic, fed (side, key, value, ts) arrivals as
+    the Repartition steps of both sides would write them. Outputs go to topic "out": `emitted`
+    holds, per arrival, what it emitted as (key, value, timestamp)."""
+
+    def __init__(self, app, path, join_topic="t-join-j"):
+        self.app = app
+        self.produced = []
+        self.metrics = {}
+        self.emitted = []
+        roots = [src for src in app.sources if src.topic == join_topic]
+        self.task = Task(join_topic, 0, st.TaskState(str(path)), roots, app.stores_of(join_topic),
+                         lambda *args: self.produced.append(args), self.metrics)
+
+    def arrive(self, side, key, value, ts):
+        before = len(self.produced)
+        self.task.process(key.encode(), pickle.dumps((side, value)), ts, 0, None)
+        self.emitted.append([(k.decode(), json.loads(v), t) for _, k, v, t, _ in self.produced[before:]])
+        return self.emitted[-1]
+
+    def commit(self):
+        """What the worker does after a batch: the changelog records of what changed, then commit."""
+        changelog = list(self.task.changelog_records(self.app.changelog_topic))
+        self.task.state.commit()
+        return changelog
 
 
-@pytest.mark.parametrize("seed", [17, 18])
-def test_a_windowed_stream_join_pairs_what_the_model_pairs(tmp_path, seed):
-    import pickle
+def join_app(how, within_ms, grace_ms, merge=None):
     app = new_app()
-    left, right = app.stream(TOPIC), app.stream("other")
-    out = sink(left.join_stream(right, within_ms=500, grace_ms=200, merge=lambda a, b: (a["x"], b["x"]), name="j"))
-    join_topic = "t-join-j"
+    (app.stream(TOPIC).join_stream(app.stream("other"), within_ms=within_ms, grace_ms=grace_ms, merge=merge,
+                                   name="j", how=how)
+        .to_topic("out"))
+    return app
+
+
+def ids(left, right):
+    """A merge that names the records it joined: their ids, None for a missing side."""
+    return [None if left is None else left["id"], None if right is None else right["id"]]
+
+
+def model_stream_join(arrivals, within, grace, how):
+    """What a windowed join emits as each arrival is processed, stated from the definitions:
+    [[(key, [left id, right id], timestamp), ...] per arrival], and the number of late records.
+    arrivals: (side, key, ts) in the order the join's task reads them; a record's id is its index.
+
+    Stream time after an arrival is the largest time so far. A record is late if stream time has
+    passed its time + within + grace when it arrives; otherwise it stays open until the first
+    arrival that moves stream time past that (it closes after that arrival is joined). A pair
+    (one record per side, same key, at most within apart) is emitted when its second record
+    arrives while the first is open, timestamped with the later time. A record of an outer side
+    that is in no pair is emitted at the arrival that closes it, at its own time."""
+    outer_sides = {"inner": "", "left": "L", "outer": "LR"}[how]
+    stream_time = list(itertools.accumulate((ts for _, _, ts in arrivals), max))
+    late = [ts + within + grace < stream_time[i] for i, (_, _, ts) in enumerate(arrivals)]
+
+    never = len(arrivals)
+    closes_at = [next((i for i, now in enumerate(stream_time) if now > ts + within + grace), never)
+                 for _, _, ts in arrivals]
+    out, matched = [[] for _ in arrivals], set()
+    for i, (side, key, ts) in enumerate(arrivals):
+        for j, (o_side, o_key, o_ts) in enumerate(arrivals[:i]):
+            if (not late[i] and not late[j] and o_side != side and o_key == key and abs(o_ts - ts) <= within
+                    and closes_at[j] >= i):
+                out[i].append((key, [j, i] if side == "R" else [i, j], max(ts, o_ts)))
+                matched |= {i, j}
+    for j, (side, key, ts) in enumerate(arrivals):
+        if not late[j] and j not in matched and side in outer_sides and closes_at[j] != never:
+            out[closes_at[j]].append((key, [j, None] if side == "L" else [None, j], ts))
+    return out, sum(late)
+
+
+def random_arrivals(seed):
     rng = random.Random(seed)
-    arrivals = [(rng.choice("LR"), key, value["x"], ts) for key, value, ts in random_records(seed, keys=4)]
-    roots = [src for src in app.sources if src.topic == join_topic]
-    metrics = {}
-    task = Task(join_topic, 0, st.TaskState(str(tmp_path / "j.sqlite")), roots, app.stores_of(join_topic),
-                lambda *args: None, metrics)
-    for side, key, x, ts in arrivals:
-        task.process(key.encode(), pickle.dumps((side, {"x": x})), ts, 0, None)
-    expected, late = model_stream_join(arrivals, 500, 200)
-    assert sorted(out) == sorted(expected) and expected
-    assert metrics["j"][2] == late
+    return [(rng.choice("LR"), key, ts) for key, _, ts in random_records(seed, keys=4)]
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "outer"])
+@pytest.mark.parametrize("seed", [17, 18, 19])
+def test_a_windowed_stream_join_emits_what_the_model_emits_at_each_arrival(tmp_path, how, seed):
+    h = JoinHarness(join_app(how, within_ms=500, grace_ms=200, merge=ids), tmp_path / "j.sqlite")
+    arrivals = random_arrivals(seed)
+    for i, (side, key, ts) in enumerate(arrivals):
+        h.arrive(side, key, {"id": i}, ts)
+        if i % 50 == 49:
+            h.commit()
+    expected, late = model_stream_join(arrivals, 500, 200, how)
+    assert [sorted(e, key=repr) for e in h.emitted] == [sorted(e, key=repr) for e in expected]
+    assert h.metrics["j"][2] == late > 0
+    results = [r for per_arrival in expected for r in per_arrival]
+    pairs_out_of_order = [r for r in results                 # the first to arrive has the later time
+                          if None not in r[1] and arrivals[min(r[1])][2] > arrivals[max(r[1])][2]]
+    unmatched = [r for r in results if None in r[1]]
+    assert pairs_out_of_order, "no pair whose later arrival had the earlier time: the input tests too little"
+    assert bool(unmatched) == (how != "inner")
+    if how == "outer":
+        assert {r[1].index(None) for r in unmatched} == {0, 1}      # unmatched records of both sides
+
+
+def test_a_left_join_emits_an_unmatched_record_once_its_window_closes(tmp_path):
+    h = JoinHarness(join_app("left", within_ms=100, grace_ms=50), tmp_path / "j.sqlite")
+    assert h.arrive("L", "a", {"order": 1}, 1000) == []
+    assert h.arrive("R", "b", {"paid": 5}, 1100) == []         # another key's payment
+    assert h.arrive("L", "b", {"order": 2}, 1150) == [("b", {"order": 2, "paid": 5}, 1150)]
+    # Stream time is 1150 = 1000 + within + grace: order 1's window is still open, a payment
+    # arriving out of order now joins it.
+    assert h.arrive("R", "a", {"paid": 9}, 1100) == [("a", {"order": 1, "paid": 9}, 1100)]
+    assert h.arrive("L", "c", {"order": 3}, 1151) == []        # closes order 1: paid, so not emitted alone
+    assert h.arrive("L", "d", {"order": 4}, 1301) == []        # order 3 stays open until past 1151 + 150
+    assert h.arrive("L", "e", {"order": 5}, 1302) == [("c", {"order": 3}, 1151)]   # alone, at its own time
+    assert h.metrics["j"][2] == 0
+
+
+def test_an_outer_join_emits_the_unmatched_records_of_both_sides_when_their_windows_close(tmp_path):
+    h = JoinHarness(join_app("outer", within_ms=100, grace_ms=0), tmp_path / "j.sqlite")
+    assert h.arrive("L", "a", {"order": 1}, 1000) == []
+    assert h.arrive("R", "b", {"paid": 8}, 1050) == []         # no order of b ever comes
+    # Payment 7 is too far from order 1 to join it, and moves stream time past order 1's window.
+    assert h.arrive("R", "a", {"paid": 7}, 1101) == [("a", {"order": 1}, 1000)]
+    assert h.arrive("R", "z", {"paid": 0}, 1151) == [("b", {"paid": 8}, 1050)]
+    assert h.arrive("L", "y", {"order": 2}, 1202) == [("a", {"paid": 7}, 1101)]
+
+
+def test_a_record_later_than_its_window_and_grace_is_dropped_and_never_emitted_unmatched(tmp_path):
+    h = JoinHarness(join_app("outer", within_ms=100, grace_ms=50), tmp_path / "j.sqlite")
+    assert h.arrive("L", "a", {"order": 1}, 2000) == []
+    assert h.arrive("L", "b", {"order": 2}, 1849) == []        # 1849 + 150 < 2000: late
+    assert h.arrive("R", "b", {"paid": 3}, 1850) == []         # just in time, and the late order is not there
+    assert h.arrive("L", "z", {"order": 0}, 9000) == [("b", {"paid": 3}, 1850), ("a", {"order": 1}, 2000)]
+    assert h.metrics["j"][2] == 1
+
+
+def restored_from(app, changelog, path):
+    """The join's task as a worker that takes it over sees it: a new state file filled from
+    nothing but the changelog records of the batches committed before."""
+    state = st.TaskState(str(path))
+    state.begin()
+    for _, key, value in changelog:
+        state.apply("j", key, value)
+    state.commit()
+    state.close()
+    return JoinHarness(app, path)
+
+
+def test_pending_unmatched_records_survive_a_crash_and_a_restore_from_the_changelog(tmp_path):
+    """Every other batch, the worker dies halfway under exactly-once: the batch's outputs are
+    aborted, a new worker restores the task from the changelog and reads the batch again. The
+    committed batches' outputs equal the model's: no unmatched record lost or emitted twice."""
+    app = join_app("outer", within_ms=1500, grace_ms=500, merge=ids)
+    arrivals = random_arrivals(20)
+    batches = [range(start, min(start + 12, len(arrivals))) for start in range(0, len(arrivals), 12)]
+    h, changelog, committed = JoinHarness(app, tmp_path / "task-0.sqlite"), [], []
+    for n, batch in enumerate(batches):
+        if n % 2 == 1:
+            for i in batch[:6]:
+                h.arrive(arrivals[i][0], arrivals[i][1], {"id": i}, arrivals[i][2])
+            h.task.state.close()
+            h = restored_from(app, changelog, tmp_path / f"task-{n}.sqlite")
+        for i in batch:
+            h.arrive(arrivals[i][0], arrivals[i][1], {"id": i}, arrivals[i][2])
+        changelog += h.commit()
+        committed += h.emitted[-len(batch):]
+    expected, _ = model_stream_join(arrivals, 1500, 500, "outer")
+    assert [sorted(e, key=repr) for e in committed] == [sorted(e, key=repr) for e in expected]
+    assert sum(None in r[1] for e in expected for r in e) > 10
 
 
 def test_both_sides_of_a_stream_join_go_to_one_internal_topic_keyed_as_they_were(tmp_path):
-    import pickle
     app = new_app()
     app.stream(TOPIC).join_stream(app.stream("other"), within_ms=10, name="j")
     h = Harness(app, tmp_path / "s.sqlite")
