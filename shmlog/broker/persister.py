@@ -895,6 +895,10 @@ class Persister:
         flowing, self.flowing = self.flowing, False
         cap = IDLE_WAIT_S if parts or self.unopened else min(ALL_IDLE_WAIT_S, max(0.0, self.scan.next_retention - now))
         timeout = min([cap] + [part.wake_after(now, flowing) for part in parts])
+        if self.unopened:
+            # Nothing rings for a partition we could not open: after a failover its directory's
+            # mirror lets go within milliseconds, and acks=all waits until we have it.
+            timeout = min(timeout, min(at for _, at in self.unopened.values()) - now)
         if flowing:
             timeout = min(timeout, PERSIST_INTERVAL_S)
         if timeout <= 0:

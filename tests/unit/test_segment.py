@@ -5,7 +5,7 @@ import pytest
 
 from shmlog._native import ffi, lib
 from shmlog.errors import KafkaError, KafkaException
-from shmlog.log import index, retention, segment
+from shmlog.log import index, producer_state, retention, segment
 from shmlog.log.segment import SegmentReader, SegmentWriter, recover
 
 HEADER = lib.SHMLOG_BATCH_HEADER_BYTES
@@ -646,3 +646,75 @@ def test_recovery_rebuilds_a_time_index_whose_entry_names_the_wrong_timestamp(pd
 
     assert index_entries(pdir, 0, time=True) == expected
     assert "time index entry 0 (timestamp 1500, offset 1) does not match the log" in report
+
+
+CLEAN_CLOSE = segment.recovery.CLEAN_CLOSE_NAME
+BIG_SEGMENT = 64 << 20
+
+
+def write_past_clean_close_size(writer, start=0):
+    """Batches of 10 records of 1 KB each, past the size from which a clean close is noted."""
+    count = segment.writer.CLEAN_CLOSE_MIN_BYTES // 10_000 + 2
+    return write_batches(writer, [10] * count, start, value_bytes=1000)
+
+
+def flip_a_byte_in_the_middle(path):
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_writer_closed_after_a_flush_is_reopened_from_its_clean_close_without_walking_the_segment(pdir):
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        batches = write_past_clean_close_size(writer)
+        writer.flush()
+    assert os.path.exists(os.path.join(pdir, CLEAN_CLOSE))
+    end = len(batches) * 10
+    # Damage no walk would let pass: the reopened writer trusts the clean close (as Kafka trusts
+    # a clean shutdown) and keeps every byte.
+    flip_a_byte_in_the_middle(os.path.join(pdir, segment_files(pdir)[0]))
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        assert (writer.log_end_offset, writer.recovery_report) == (end, "")
+        assert not os.path.exists(os.path.join(pdir, CLEAN_CLOSE))
+    assert recover(pdir)[1] < end   # a walk does find it
+
+
+def test_a_clean_close_that_no_longer_matches_the_segment_is_ignored_and_the_tail_is_walked(pdir):
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        batches = write_past_clean_close_size(writer)
+        writer.flush()
+    with open(os.path.join(pdir, segment_files(pdir)[0]), "ab") as f:
+        f.write(make_batch(len(batches) * 10, 1)[:30])
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        assert writer.log_end_offset == len(batches) * 10
+        assert "cut 30 bytes" in writer.recovery_report
+
+
+def test_a_writer_closed_with_records_not_flushed_leaves_no_clean_close(pdir):
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        write_past_clean_close_size(writer)
+    assert not os.path.exists(os.path.join(pdir, CLEAN_CLOSE))
+
+
+def test_a_writer_reopened_from_a_clean_close_continues_the_indexes_as_a_rebuild_would_write_them(pdir):
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        first = write_past_clean_close_size(writer)
+        writer.flush()
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        write_past_clean_close_size(writer, start=len(first) * 10)
+        writer.flush()
+    kept = (index_entries(pdir, 0), index_entries(pdir, 0, time=True))
+    os.unlink(os.path.join(pdir, CLEAN_CLOSE))
+    recover(pdir)   # rebuilds the newest segment's indexes from a walk
+    assert (index_entries(pdir, 0), index_entries(pdir, 0, time=True)) == kept
+    assert len(kept[0]) == 2 * len(first)   # batches of 10 KB: an entry each
+
+
+def test_a_clean_close_leaves_a_producer_snapshot_at_the_log_end(pdir):
+    with SegmentWriter(pdir, BIG_SEGMENT) as writer:
+        batches = write_batches(writer, [3, 4])
+        writer.flush()
+    assert producer_state.list_snapshots(pdir) == [7]
+    assert len(batches) == 2

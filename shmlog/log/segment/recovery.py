@@ -17,6 +17,8 @@ from shmlog.log.segment.format import (
     segment_path,
 )
 
+CLEAN_CLOSE_NAME = "clean-close.json"   # SegmentWriter.close() after a full flush
+
 
 class SegmentInfo:
     """What the writer keeps about each segment: retention reads it."""
@@ -73,7 +75,7 @@ def recover(partition_dir, index_interval_bytes=INDEX_INTERVAL_BYTES):
     return rec.log_start, rec.log_end, "; ".join(rec.notes + rec.problems)
 
 
-def _recover(partition_dir, interval):
+def _recover(partition_dir, interval, clean_close=None):
     rec = _Recovered()
     rec.notes, rec.problems, rec.segments, rec.builder, rec.first_timestamp = [], [], [], None, None
     bases = list_segments(partition_dir)
@@ -115,7 +117,11 @@ def _recover(partition_dir, interval):
             rec.problems.append(f"{segment_path(partition_dir, base)}: ends at offset {ends[base]}, past the next "
                                 f"segment's base offset {next_base}; offsets {next_base}..{ends[base] - 1} are read "
                                 f"from {segment_name(next_base)}")
-    rec.log_end, size, rec.builder, rec.first_timestamp, note = _recover_newest(partition_dir, newest, interval)
+    trusted = _trusted_newest(partition_dir, newest, interval, clean_close)
+    if trusted is not None:
+        rec.log_end, size, rec.builder, rec.first_timestamp, note = trusted
+    else:
+        rec.log_end, size, rec.builder, rec.first_timestamp, note = _recover_newest(partition_dir, newest, interval)
     if note:
         rec.notes.append(note)
     rec.segments.append(SegmentInfo(partition_dir, newest, size, rec.builder.max_ts))
@@ -225,6 +231,25 @@ def _build_index(mapped, base, interval, check_crc, seal=True, gaps=True):
         if final is not None:
             time_entries.append(final)
     return builder, offset_entries, time_entries
+
+
+def _trusted_newest(partition_dir, base, interval, clean_close):
+    """_recover_newest's answer from a writer's clean close (SegmentWriter._leave_clean_close),
+    when it describes this newest segment and its index files as they are; else None. A log
+    closed cleanly was flushed whole, so only a crash's torn tail needs the walk."""
+    try:
+        c = clean_close or {}
+        if c.get("base") != base or os.path.getsize(segment_path(partition_dir, base)) != c["size"] or \
+                os.path.getsize(index.offset_index_path(partition_dir, base)) != c["offset_index_bytes"] or \
+                os.path.getsize(index.time_index_path(partition_dir, base)) != c["time_index_bytes"]:
+            return None
+        builder = index.IndexBuilder(base, interval)
+        (builder.since_entry, builder.max_ts, builder.offset_of_max_ts, builder.last_time_entry_ts,
+         builder.offset_entries, builder.time_entries) = (int(v) for v in c["builder"])
+        first = c["first_timestamp"]
+        return int(c["log_end_offset"]), c["size"], builder, None if first is None else int(first), None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _recover_newest(partition_dir, base, interval):
