@@ -167,16 +167,22 @@ uint64_t shmlog_ring_advance_log_start(shmlog_ring_handle *ring, uint64_t offset
  * for a ring of one replica). Producers check it before claiming, so a partition short of
  * in-sync replicas refuses the batch (NOT_ENOUGH_REPLICAS) instead of appending it. */
 int shmlog_ring_insync_enough(shmlog_ring_handle *ring);
-/* The supervisor states the partition's replication (release stores; isr_count last). */
+/* The supervisor states the partition's replication (release stores; isr_count last);
+ * replica_log_dirs holds replica_count log dir indexes, in replica list order. */
 void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_count, uint32_t min_insync_replicas,
-                                 uint32_t isr_mask, uint32_t leader_index, uint32_t leader_epoch);
+                                 uint32_t isr_mask, uint32_t leader_index, uint32_t leader_epoch,
+                                 const uint8_t *replica_log_dirs);
 /* Wake the ring's persister now (the supervisor, after it moved the partition's leader: the
  * persister then rereads the metadata instead of at its next timer). */
 void shmlog_ring_wake_persister(shmlog_ring_handle *ring, shmlog_doorbell *doorbell);
-/* A follower's mirror says it fsynced up to offset (exclusive) and wakes the persister, which
- * moves flushed_offset (the high watermark for acks=all) to the ISR's minimum. */
-void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
-                                         shmlog_doorbell *doorbell);
+/* A follower's mirror (of log dir log_dir) says it fsynced up to offset (exclusive) and wakes
+ * the persister, which moves flushed_offset (the high watermark for acks=all) to the ISR's
+ * minimum. */
+void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint32_t log_dir,
+                                         uint64_t offset, shmlog_doorbell *doorbell);
+/* What replica `replica` has fsynced: its word's offset when the word was published by the
+ * mirror of the log dir the replica is on now, else 0. */
+uint64_t shmlog_ring_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica);
 
 /* ---------------------------------------------------------------- scans over many rings (core/scan.c) */
 

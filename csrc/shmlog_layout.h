@@ -279,7 +279,11 @@ typedef struct shmlog_index_entry {
 
 /* Replication of the partition (written by the supervisor, and by each follower's mirror for
  * its own fsynced word). A ring made before replication holds zeros: one replica, no minimum.
- * Indexes are positions in the partition's replica list (0 = the leader's place in it). */
+ * Indexes are positions in the partition's replica list (0 = the leader's place in it).
+ * A fsynced word is (log dir + 1) << SHMLOG_REPLICA_WORD_TAG_SHIFT | offset: when a replica
+ * moves to another log dir, a late word of the old dir's mirror names the old dir and counts
+ * for nothing (shmlog_ring_replica_fsynced). */
+#define SHMLOG_REPLICA_WORD_TAG_SHIFT 56
 typedef struct shmlog_ring_replication {
     uint32_t replica_count;        /* replication.factor */
     uint32_t min_insync_replicas;  /* acks=all fails with NOT_ENOUGH_REPLICAS* below this ISR size */
@@ -287,8 +291,9 @@ typedef struct shmlog_ring_replication {
     uint32_t leader_epoch;
     uint32_t isr_mask;             /* bit i: replica i is in the ISR */
     uint32_t leader_index;         /* which replica leads */
-    uint32_t reserved[2];
-    uint64_t replica_fsynced_offset[SHMLOG_MAX_REPLICAS]; /* each follower's fsynced log end offset */
+    uint8_t replica_log_dirs[SHMLOG_MAX_REPLICAS];      /* replica i's log dir: whose word i is */
+    uint64_t replica_fsynced_offset[SHMLOG_MAX_REPLICAS]; /* each follower's fsynced log end offset,
+                                                             tagged with its log dir (below) */
     uint8_t pad[2 * SHMLOG_CACHE_LINE - 32 - 8 * SHMLOG_MAX_REPLICAS];
 } shmlog_ring_replication;
 

@@ -223,10 +223,13 @@ uint64_t shmlog_ring_advance_log_start(shmlog_ring_handle *ring, uint64_t offset
  * mask and minimum it goes with. A shrunken ISR wakes acks=all waiters, which then either see
  * a new high watermark (the persister republishes it) or fail NOT_ENOUGH_REPLICAS. */
 void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_count, uint32_t min_insync_replicas,
-                                 uint32_t isr_mask, uint32_t leader_index, uint32_t leader_epoch) {
+                                 uint32_t isr_mask, uint32_t leader_index, uint32_t leader_epoch,
+                                 const uint8_t *replica_log_dirs) {
     shmlog_ring_header *h = ring->header;
     uint32_t isr = 0;
     for (uint32_t m = isr_mask; m; m &= m - 1) isr++;
+    for (uint32_t i = 0; i < replica_count && i < SHMLOG_MAX_REPLICAS; i++)
+        store_release(&h->replication.replica_log_dirs[i], replica_log_dirs[i]);
     store_release(&h->replication.replica_count, replica_count);
     store_release(&h->replication.leader_index, leader_index);
     store_release(&h->replication.leader_epoch, leader_epoch);
@@ -245,10 +248,23 @@ void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_coun
  * back only when the mirror cut a log the leader does not share, before it rejoins the ISR. */
 void shmlog_ring_wake_persister(shmlog_ring_handle *ring, shmlog_doorbell *doorbell) { persister_wake(ring, doorbell); }
 
-void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint64_t offset,
-                                         shmlog_doorbell *doorbell) {
+static uint64_t replica_word_tag(uint32_t log_dir) {
+    return (uint64_t)(log_dir + 1) << SHMLOG_REPLICA_WORD_TAG_SHIFT;
+}
+
+void shmlog_ring_publish_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica, uint32_t log_dir,
+                                         uint64_t offset, shmlog_doorbell *doorbell) {
     if (replica >= SHMLOG_MAX_REPLICAS) return;
     shmlog_ring_header *h = ring->header;
-    store_seq_cst(&h->replication.replica_fsynced_offset[replica], offset);
+    store_seq_cst(&h->replication.replica_fsynced_offset[replica], replica_word_tag(log_dir) | offset);
     if (doorbell) persister_wake(ring, doorbell);
+}
+
+uint64_t shmlog_ring_replica_fsynced(shmlog_ring_handle *ring, uint32_t replica) {
+    if (replica >= SHMLOG_MAX_REPLICAS) return 0;
+    shmlog_ring_header *h = ring->header;
+    uint64_t word = load_acquire(&h->replication.replica_fsynced_offset[replica]);
+    uint64_t tag = replica_word_tag(load_acquire(&h->replication.replica_log_dirs[replica]));
+    uint64_t tag_mask = ~(uint64_t)0 << SHMLOG_REPLICA_WORD_TAG_SHIFT;
+    return (word & tag_mask) == tag ? word & ~tag_mask : 0;
 }

@@ -57,9 +57,11 @@ def info(message):
 class FollowerLog:
     """One follower replica: the leader's segments in, our segments out, our fsynced word."""
 
-    def __init__(self, topic, partition, ring_name, leader_dir, follower_dir, replica, settings, topic_id, bell):
+    def __init__(self, topic, partition, ring_name, leader_dir, follower_dir, replica, settings, topic_id, bell,
+                 log_dir_index):
         self.topic, self.partition = topic, partition
         self.replica = replica    # position in the partition's replica list: our word in the ring header
+        self.log_dir_index = log_dir_index   # tags the word: ours, not a late one of a replica moved away
         self.source = (ring_name, leader_dir, follower_dir, replica)
         self.topic_id = topic_id
         self.bell = bell
@@ -118,7 +120,8 @@ class FollowerLog:
     def publish(self):
         fsynced = self.writer.flushed_offset
         if fsynced != self.published:
-            lib.shmlog_ring_publish_replica_fsynced(self.ring.map, self.replica, fsynced, self.bell.ptr)
+            lib.shmlog_ring_publish_replica_fsynced(self.ring.map, self.replica, self.log_dir_index, fsynced,
+                                                    self.bell.ptr)
             self.published = fsynced
 
     def waited_for(self):
@@ -274,7 +277,7 @@ class Mirror:
         self.breadcrumb.set(key)
         try:
             f = FollowerLog(key[0], key[1], ring_name, leader_dir, follower_dir, replica, settings, topic_id,
-                            self.bell)
+                            self.bell, self.index)
             f.start()
         except PartitionBusy as exc:
             # A failover made the persister's old leader log a follower: it lets go once it

@@ -377,7 +377,7 @@ class PartitionLog:
         if r.replica_count > 1 and mask:
             for i in range(min(r.replica_count, lib.SHMLOG_MAX_REPLICAS)):
                 if mask >> i & 1:
-                    hw = min(hw, r.replica_fsynced_offset[i])
+                    hw = min(hw, lib.shmlog_ring_replica_fsynced(self.ring.map, i))
         return hw
 
     def deposed(self):

@@ -258,7 +258,6 @@ class ReplicaManager:
                 # with what the failed leader wrote joins it and leads at a later round.
             tracker = self.lag.setdefault((name, p), isr.LagTracker())
             tracker.observe(now, ring.persisted_offset, window_s)
-            words = ring.header.replication.replica_fsynced_offset
             for r in state["replicas"]:
                 why = self.crash_looped.pop((f"mirror-{r}", (name, p)), None)
                 if why and r != state["leader"]:
@@ -268,6 +267,7 @@ class ReplicaManager:
                     self.offline.setdefault((name, p), set()).add(r)
                     self.offline_end.setdefault((name, p), {})[r] = ring.end()[1]
             gone = self.offline_end.get((name, p), {})
+            words = [lib.shmlog_ring_replica_fsynced(ring.map, i) for i in range(len(state["replicas"]))]
             fsynced = {r: words[i] for i, r in enumerate(state["replicas"])
                        if r != state["leader"] and words[i] > gone.get(r, -1)}
             new_isr = isr.decide(state, fsynced, ring.flushed_offset, tracker, now, window_s)

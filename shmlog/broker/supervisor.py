@@ -22,7 +22,7 @@ import uuid
 import posix_ipc
 
 from shmlog import control, security
-from shmlog._native import lib, shm
+from shmlog._native import ffi, lib, shm
 from shmlog._native.ring import Doorbell, Ring
 from shmlog.broker import fd_limit, logs, metadata, persister_stats, replicas, requests
 from shmlog.broker.cleaner import CleanerProcess
@@ -251,7 +251,7 @@ class Supervisor:
         reps = state["replicas"]
         mask = sum(1 << i for i, r in enumerate(reps) if r in state["isr"])
         lib.shmlog_ring_set_replication(ring.map, len(reps), int(self.topic_config(t)["min.insync.replicas"]), mask,
-                                        reps.index(state["leader"]), state["leader_epoch"])
+                                        reps.index(state["leader"]), state["leader_epoch"], ffi.new("uint8_t[]", reps))
 
     def claim_partition_dir(self, topic, partition, t, new, sync=True):
         """Claim the directory of every replica of the partition (see claim_replica_dir);

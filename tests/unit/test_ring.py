@@ -248,3 +248,25 @@ def test_an_unknown_append_status_is_a_fail_that_names_it(ring):
                                           (lib.SHMLOG_ENOTENOUGHREPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND)])
 def test_each_flush_wait_status_is_its_kafka_error(ring, status, code):
     assert ring.flush_wait_error(status, 7).code() == code
+
+
+def set_replicas(ring, log_dirs, leader=0, isr_mask=None):
+    lib.shmlog_ring_set_replication(ring.map, len(log_dirs), 1, (1 << len(log_dirs)) - 1 if isr_mask is None
+                                    else isr_mask, leader, 0, ffi.new("uint8_t[]", log_dirs))
+
+
+def test_a_replicas_fsynced_word_counts_when_the_mirror_of_its_log_dir_published_it(ring):
+    set_replicas(ring, [0, 1, 2])
+    lib.shmlog_ring_publish_replica_fsynced(ring.map, 1, 1, 1234, ffi.NULL)
+    lib.shmlog_ring_publish_replica_fsynced(ring.map, 2, 2, 99, ffi.NULL)
+    assert [lib.shmlog_ring_replica_fsynced(ring.map, i) for i in (1, 2)] == [1234, 99]
+
+
+def test_a_late_word_of_a_replica_moved_to_another_log_dir_counts_for_nothing(ring):
+    set_replicas(ring, [0, 1, 2])
+    ring.header.replication.replica_fsynced_offset[1] = 0
+    set_replicas(ring, [0, 3, 2])              # replica 1 moved from log dir 1 to 3
+    lib.shmlog_ring_publish_replica_fsynced(ring.map, 1, 1, 5000, ffi.NULL)   # the old dir's mirror, late
+    assert lib.shmlog_ring_replica_fsynced(ring.map, 1) == 0
+    lib.shmlog_ring_publish_replica_fsynced(ring.map, 1, 3, 10, ffi.NULL)
+    assert lib.shmlog_ring_replica_fsynced(ring.map, 1) == 10
