@@ -361,4 +361,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    logs.exit_process(main())

@@ -1020,4 +1020,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    logs.exit_process(main())
