@@ -7,6 +7,8 @@
     shmlog topics alter NAME [--partitions N] [--config K=V ...] [--delete-config K ...]
     shmlog topics delete NAME
     shmlog topics move-replica NAME --partition P --from DIR --to DIR
+
+NAME may also be given as `--topic NAME`, as kafka-topics takes it.
 """
 import os
 
@@ -23,6 +25,23 @@ def topics():
     """Create, list, describe, alter and delete topics."""
 
 
+def name_argument(command):
+    """The topic NAME argument, which may also come as `--topic NAME` (kafka-topics' form);
+    the command gets both and calls one_name()."""
+    command = click.option("--topic", "topic_option", metavar="NAME",
+                           help="The topic, as kafka-topics takes it (instead of NAME).")(command)
+    return click.argument("name", required=False)(command)
+
+
+def one_name(name, topic_option, required=True):
+    if name is not None and topic_option is not None and name != topic_option:
+        raise click.UsageError(f"two topic names: {name!r} and --topic {topic_option!r}")
+    name = name if name is not None else topic_option
+    if name is None and required:
+        raise click.UsageError("give the topic: NAME or --topic NAME")
+    return name
+
+
 def _replica_assignment(ctx, param, value):
     """kafka-topics' --replica-assignment: partitions separated by commas, each a colon-separated
     list of replica ids (log dir indexes), the preferred leader first: 0:1,1:2."""
@@ -36,7 +55,7 @@ def _replica_assignment(ctx, param, value):
 
 
 @topics.command("create")
-@click.argument("name")
+@name_argument
 @click.option("--partitions", "-p", type=click.IntRange(min=1), metavar="N",
               help="Number of partitions (required unless --replica-assignment gives them).")
 @click.option("--replication-factor", "-r", type=click.IntRange(min=1), metavar="R",
@@ -45,8 +64,9 @@ def _replica_assignment(ctx, param, value):
               help="Replica ids (log dir indexes) per partition, the preferred leader first.")
 @config_option("A topic config (retention.ms=60000, cleanup.policy=compact, ring.bytes=1048576). Repeatable.")
 @data_dir_option()
-def topics_create(name, partitions, replication_factor, replica_assignment, configs, data_dir):
+def topics_create(name, topic_option, partitions, replication_factor, replica_assignment, configs, data_dir):
     """Create topic NAME."""
+    name = one_name(name, topic_option)
     if replica_assignment is not None:
         if replication_factor is not None:
             raise click.UsageError("give --replication-factor or --replica-assignment, not both")
@@ -76,12 +96,13 @@ def topics_list(data_dir):
 
 
 @topics.command("describe")
-@click.argument("name", required=False)
+@name_argument
 @click.option("--under-replicated-partitions", "under_replicated", is_flag=True,
               help="Only partitions whose ISR is smaller than their replica list (as kafka-topics).")
 @data_dir_option()
-def topics_describe(name, under_replicated, data_dir):
+def topics_describe(name, topic_option, under_replicated, data_dir):
     """Show partitions and configs of topic NAME (default: every topic)."""
+    name = one_name(name, topic_option, required=False)
     with admin_client(data_dir) as admin:
         md = admin.list_topics(name)
         if name is not None and md.topics[name].error is not None:
@@ -160,15 +181,16 @@ def _topic_config_keys(ctx, param, keys):
 
 
 @topics.command("alter")
-@click.argument("name")
+@name_argument
 @click.option("--partitions", "-p", type=click.IntRange(min=1), metavar="N",
               help="Grow the topic to N partitions (more than it has; partitions are never removed).")
 @config_option("Set a topic config (retention.ms=60000, cleanup.policy=compact). Repeatable.")
 @click.option("--delete-config", "delete_configs", multiple=True, metavar="KEY", callback=_topic_config_keys,
               help="Return a topic config to its default. Repeatable.")
 @data_dir_option()
-def topics_alter(name, partitions, configs, delete_configs, data_dir):
+def topics_alter(name, topic_option, partitions, configs, delete_configs, data_dir):
     """Add partitions to topic NAME and change its configs (kafka-topics --alter, kafka-configs --alter)."""
+    name = one_name(name, topic_option)
     if partitions is None and not configs and not delete_configs:
         raise click.UsageError("nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY")
     both = {k for k, _ in configs} & set(delete_configs)
@@ -202,25 +224,27 @@ def topics_alter(name, partitions, configs, delete_configs, data_dir):
 
 
 @topics.command("delete")
-@click.argument("name")
+@name_argument
 @data_dir_option()
-def topics_delete(name, data_dir):
+def topics_delete(name, topic_option, data_dir):
     """Delete topic NAME and all its records."""
+    name = one_name(name, topic_option)
     with admin_client(data_dir) as admin:
         admin.delete_topics([name])[name].result()
     click.echo(f"deleted topic {name}")
 
 
 @topics.command("move-replica")
-@click.argument("name")
+@name_argument
 @click.option("--partition", "-p", "partition", type=click.IntRange(min=0), required=True, metavar="P")
 @click.option("--from", "source", type=click.IntRange(min=0), required=True, metavar="DIR",
               help="The log dir index (replica id) the replica is on.")
 @click.option("--to", "target", type=click.IntRange(min=0), required=True, metavar="DIR",
               help="The log dir index it moves to.")
 @data_dir_option()
-def topics_move_replica(name, partition, source, target, data_dir):
+def topics_move_replica(name, topic_option, partition, source, target, data_dir):
     """Move a replica of NAME's partition P to another log dir (Kafka's AlterReplicaLogDirs)."""
+    name = one_name(name, topic_option)
     control = Control(os.path.realpath(data_dir))
     try:
         result = control.request("alter_replica_log_dirs", moves=[[name, partition, source, target]])["results"][0]

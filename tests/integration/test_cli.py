@@ -188,6 +188,22 @@ def test_topics_delete_removes_the_topic(broker):
     assert [n for n in leftovers(broker) if "doorbell" not in n] == []
 
 
+def test_topics_commands_take_the_name_as_kafka_topics_does_with_dash_dash_topic(broker):
+    ok(shmlog_cli("topics", "create", "--topic", "orders", "--partitions", 2, "--data-dir", broker))
+    assert "Topic orders: 2 partitions" in ok(shmlog_cli("topics", "describe", "--topic", "orders",
+                                                         "--data-dir", broker)).stdout
+    ok(shmlog_cli("topics", "alter", "--topic", "orders", "--partitions", 3, "--data-dir", broker))
+    assert "deleted topic orders" in ok(shmlog_cli("topics", "delete", "--topic", "orders", "--data-dir", broker)).stdout
+
+
+def test_two_different_topic_names_or_none_are_refused_naming_what_was_wrong(broker):
+    both = shmlog_cli("topics", "create", "a", "--topic", "b", "--partitions", 1, "--data-dir", broker)
+    assert both.returncode == 2 and "two topic names: 'a' and --topic 'b'" in both.stderr
+    neither = shmlog_cli("topics", "delete", "--data-dir", broker)
+    assert neither.returncode == 2 and "give the topic: NAME or --topic NAME" in neither.stderr
+    assert ok(shmlog_cli("topics", "list", "--data-dir", broker)).stdout.split() == []
+
+
 def test_creating_a_topic_that_exists_prints_the_error_and_exits_1(broker):
     ok(shmlog_cli("topics", "create", "orders", "--partitions", 1, "--data-dir", broker))
     again = shmlog_cli("topics", "create", "orders", "--partitions", 1, "--data-dir", broker)
