@@ -11,7 +11,8 @@ docs/streams.md has the whole guide.
 from shmlog.streams.aggregations import Aggregator, Count, Latest, Max, Mean, Min, Reduce, Sum
 from shmlog.streams.app import App, GlobalTable
 from shmlog.streams.dataframe import StreamingDataFrame
+from shmlog.streams.ktable import KTable
 from shmlog.streams.steps import State
 
-__all__ = ["App", "GlobalTable", "StreamingDataFrame", "State", "Aggregator", "Count", "Sum", "Min", "Max", "Mean",
-           "Latest", "Reduce"]
+__all__ = ["App", "GlobalTable", "KTable", "StreamingDataFrame", "State", "Aggregator", "Count", "Sum", "Min", "Max",
+           "Mean", "Latest", "Reduce"]

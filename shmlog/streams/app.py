@@ -14,9 +14,11 @@ workers should use) plus Kafka Streams' own keys:
     state.dir               where tasks keep their local state (default /tmp/shmlog-streams)
 
 Internal topics, created at start: `<application.id>-repartition-<name>` for each group_by
-(as many partitions as the topic it re-keys), `<application.id>-<store>-changelog` for each
-store (compacted; as many partitions as the input of its step). Output topics that do not
-exist are created with the partition count of their step's input.
+(as many partitions as the topic it re-keys, or as the co-partitioned table joined below it),
+`<application.id>-<store>-changelog` for each store (compacted; as many partitions as the
+input of its step). Output topics that do not exist are created with the partition count of
+their step's input. A co-partitioned table (app.ktable) has no changelog topic: its own topic
+is its store's changelog.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Any
 
 from shmlog.streams import steps as s
 from shmlog.streams.dataframe import StreamingDataFrame
+from shmlog.streams.ktable import KTable
 from shmlog.streams.serde import deserializer
 
 STREAMS_KEYS = {"application.id", "processing.guarantee", "state.dir"}
@@ -51,6 +54,12 @@ class GlobalTable:
             self.rows.pop(key, None)
         else:
             self.rows[key] = self._decode(value)
+
+    def lookup(self, ctx, key: bytes | None) -> Any:
+        return self.rows.get(key)
+
+    def describe(self) -> str:
+        return "global table"
 
     @property
     def _decode(self):
@@ -78,6 +87,7 @@ class App:
         self.client_conf = {k: v for k, v in conf.items() if k not in STREAMS_KEYS}
         self.sources: list[s.Source] = []
         self.tables: list[GlobalTable] = []
+        self.ktables: list[KTable] = []
         self._output_topics: set[str] = set()
         self._names: dict[str, int] = {}
         self._used_names: set[str] = set()
@@ -91,6 +101,7 @@ class App:
         go through value_deserializer. Event time is the record's timestamp, or
         timestamp_extractor(value, headers, timestamp_ms, timestamp_type) -> ms."""
         self._check_building()
+        self._check_not_a_ktable_topic(topic)
         name = f"source-{topic}" if f"source-{topic}" not in self._used_names else None
         source = s.Source(self._step_name("source", name), topic,
                           None, deserializer(value_deserializer, topic, "value"), timestamp_extractor)
@@ -103,6 +114,43 @@ class App:
         table = GlobalTable(topic, value_deserializer)
         self.tables.append(table)
         return table
+
+    def ktable(self, topic: str, value_deserializer: Any = "json", name: str | None = None) -> KTable:
+        """A co-partitioned table of topic for join_table() (Kafka Streams' KTable): each task
+        keeps only its own partition of it, in the store `name` (default table-<topic>) whose
+        changelog is topic itself. topic must have the partition count of the stream joining it."""
+        self._check_building()
+        if any(src.topic == topic for src in self.sources):
+            raise ValueError(f"topic {topic!r} is a stream of application {self.application_id!r}: it cannot also "
+                             f"be a co-partitioned table (the group commits the table's read positions)")
+        if any(t.topic == topic for t in self.ktables):
+            raise ValueError(f"topic {topic!r} is a co-partitioned table of application {self.application_id!r} "
+                             f"already: join that one")
+        table = KTable(topic, value_deserializer, self._step_name("table", name or f"table-{topic}"))
+        self.ktables.append(table)
+        return table
+
+    def _check_ktable_join(self, step: s.Step, table: KTable, on) -> None:
+        """A co-partitioned table is looked up in the task's own partition of it, so by the key
+        that chose the stream record's partition, and from the tasks of one stream topic only
+        (the group commits one read position per table partition)."""
+        if table not in self.ktables:
+            raise ValueError(f"co-partitioned table {table.topic!r} belongs to another application")
+        if on is not None:
+            raise ValueError(f"join_table with co-partitioned table {table.topic!r} looks up the record's key (its "
+                             f"task holds only that key's partition of the table): re-key with group_by() first, "
+                             f"or join a global table (app.table) for on=")
+        topic = next(src.topic for src in self.sources if any(x is step for x in _walk(src)))
+        for other in self.ktable_streams()[table.topic]:
+            if other != topic:
+                raise ValueError(f"co-partitioned table {table.topic!r} is joined by stream {other!r} already, and "
+                                 f"cannot also be joined by stream {topic!r}: a table partition is kept by the task "
+                                 f"of one stream partition")
+
+    def _check_not_a_ktable_topic(self, topic: str) -> None:
+        if any(t.topic == topic for t in self.ktables):
+            raise ValueError(f"topic {topic!r} is a co-partitioned table of application {self.application_id!r}: "
+                             f"it cannot also be a stream (the group commits the table's read positions)")
 
     def _repartition(self, sdf: StreamingDataFrame, key_function, name: str) -> StreamingDataFrame:
         topic = f"{self.application_id}-repartition-{name}"
@@ -161,6 +209,26 @@ class App:
                 found += [store for step in _walk(src) for store in step.stores()]
         return found
 
+    def ktables_of(self, topic: str) -> list[KTable]:
+        """The co-partitioned tables joined below the sources of topic (the task keeps its
+        partition of each)."""
+        found: list[KTable] = []
+        for src in self.sources:
+            if src.topic == topic:
+                found += [step.table for step in _walk(src)
+                          if isinstance(step, s.TableJoin) and isinstance(step.table, KTable)
+                          and step.table not in found]
+        return found
+
+    def ktable_streams(self) -> dict[str, list[str]]:
+        """Table topic -> the topics of the streams joining it."""
+        joined: dict[str, list[str]] = {t.topic: [] for t in self.ktables}
+        for src in self.sources:
+            for table in self.ktables_of(src.topic):
+                if src.topic not in joined[table.topic]:
+                    joined[table.topic].append(src.topic)
+        return joined
+
     def describe(self) -> str:
         """The topology as text: sources, steps, stores, internal topics."""
         lines = [f"application {self.application_id} ({self.processing_guarantee})"]
@@ -171,6 +239,10 @@ class App:
             lines.append(f"store {store}: changelog {self.changelog_topic(store)} (compacted)")
         for table in self.tables:
             lines.append(f"global table {table.topic}")
+        for ktable in self.ktables:
+            streams = ", ".join(self.ktable_streams()[ktable.topic]) or "no stream"
+            lines.append(f"table {ktable.topic}: co-partitioned with {streams}, store {ktable.store}: "
+                         f"changelog {ktable.topic} (the table's topic)")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ running

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from shmlog.streams import aggregations as agg
 from shmlog.streams import steps as s
 from shmlog.streams import windows as w
+from shmlog.streams.ktable import KTable
 from shmlog.streams.serde import serializer
 
 if TYPE_CHECKING:
@@ -139,13 +140,16 @@ class StreamingDataFrame:
 
     # ------------------------------------------------------------------ joins
 
-    def join_table(self, table: GlobalTable, on: Callable[[Any], Any] | None = None, how: str = "inner",
+    def join_table(self, table: GlobalTable | KTable, on: Callable[[Any], Any] | None = None, how: str = "inner",
                    merge: Callable[[Any, Any], Any] | None = None) -> StreamingDataFrame:
         """Join each record with the table's row for on(value) (default: the record's key).
         merge(value, row) makes the result (default: {**value, **row} for dicts, a missing row
-        adding nothing; else (value, row))."""
+        adding nothing; else (value, row)). A co-partitioned table (app.ktable()) is joined by
+        the record's key only, with the row as of the task's stream time (streams/ktable.py)."""
         if how not in ("inner", "left"):
             raise ValueError(f"join_table how= must be 'inner' or 'left', not {how!r}")
+        if isinstance(table, KTable):
+            self._app._check_ktable_join(self._step, table, on)
         return self._then(s.TableJoin(self._name("join", None), table, on, how, merge or _merge))
 
     def join_stream(self, other: StreamingDataFrame, within_ms: int, grace_ms: int = 0,

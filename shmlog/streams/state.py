@@ -5,7 +5,8 @@ Why SQLite: it ships with Python (no dependency), is crash-safe (WAL), and a bat
 commits or vanishes as one; docs/dependencies.md says more.
 
 Each store is backed by a compacted changelog topic (App.changelog_topic), partition = the
-task's partition. The rule that keeps local state and changelog consistent, whatever crashes
+task's partition (a co-partitioned table's store by the table's own topic: streams/ktable.py
+has its rules). The rule that keeps local state and changelog consistent, whatever crashes
 when: local changes commit only *after* the changelog records that carry them are in the log
 (at-least-once: after the producer flushed; exactly-once: after the transaction committed), and
 restoring applies changelog records from the local checkpoint on. Replaying a record that is
@@ -161,6 +162,14 @@ class TaskState:
         rows = self.db.execute("SELECT key, start, end, value FROM win WHERE store=? AND end<=? "
                                "ORDER BY end, start, key", (store, end_ms)).fetchall()
         return [(k, s, e, pickle.loads(v)) for k, s, e, v in rows]
+
+    def delete_store(self, store: str) -> None:
+        """Every entry of store gone (a store rebuilt from its changelog's start)."""
+        self.db.execute("DELETE FROM kv WHERE store=?", (store,))
+        self.db.execute("DELETE FROM win WHERE store=?", (store,))
+        for cache in (self.kv_dirty, self.kv_clean):
+            for entry in [entry for entry in cache if entry[0] == store]:
+                del cache[entry]
 
     def count(self, store: str) -> int:
         self._flush_kv()

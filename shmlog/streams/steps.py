@@ -479,8 +479,10 @@ class StreamJoin(Step):
 
 
 class TableJoin(Step):
-    """Joins each record with the current row of a global table (every partition of a topic,
-    kept by every worker): how="inner" drops records without a row, "left" passes them with None."""
+    """Joins each record with its key's current row in a table: how="inner" drops records
+    without a row, "left" passes them with None. A global table (every partition, kept by every
+    worker) is looked up by the record's key or on(value); a co-partitioned table
+    (streams/ktable.py) by the record's key, in the task's own partition of it."""
     kind = "join_table"
 
     def __init__(self, name, table, on, how, merge):
@@ -492,10 +494,10 @@ class TableJoin(Step):
 
     def process(self, ctx, record):
         lookup = record.key if self.on is None else key_bytes(self.on(record.value))
-        row = self.table.rows.get(lookup)
+        row = self.table.lookup(ctx, lookup)
         if row is None and self.how == "inner":
             return []
         return [record._replace(value=self.merge(record.value, row))]
 
     def describe(self):
-        return f"join_table {self.table.topic} ({self.how})"
+        return f"join_table {self.table.topic} ({self.how}, {self.table.describe()})"

@@ -1,5 +1,7 @@
 """Creating what a topology needs before its workers start: repartition and changelog topics
-(internal), and output topics that do not exist yet."""
+(internal), and output topics that do not exist yet; and refusing a join with a
+co-partitioned table whose topic is not partitioned like the stream that joins it (Kafka
+Streams' TopologyException for topics that are not co-partitioned)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -30,6 +32,14 @@ def ensure_topics(app: App, timeout_s: float) -> None:
             if table.topic not in existing:
                 raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
                                                 f"global table topic {table.topic!r} does not exist"))
+        for ktable in app.ktables:
+            if ktable.topic not in existing:
+                raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                f"table topic {ktable.topic!r} does not exist: create it first"))
+        # An internal topic that feeds a co-partitioned table join takes the table's partition
+        # count (as Kafka Streams sizes a repartition topic before such a join).
+        table_sized = {src.topic: existing[table.topic] for src in app.sources if src.internal
+                       for table in app.ktables_of(src.topic)}
         # Sources in building order: a repartition source comes after the step that feeds it,
         # so its upstream partition count is known when it is reached.
         for src in app.sources:
@@ -38,6 +48,16 @@ def ensure_topics(app: App, timeout_s: float) -> None:
                                                 f"input topic {src.topic!r} of application {app.application_id!r} "
                                                 f"does not exist: create it first"))
             count = partitions[src.topic]
+            for joined in app.ktables_of(src.topic):
+                if existing[joined.topic] != count:
+                    raise KafkaException(KafkaError(
+                        KafkaError.INVALID_PARTITIONS,
+                        f"stream topic {src.topic!r} has {count} partitions but table topic {joined.topic!r} "
+                        f"has {existing[joined.topic]}: a co-partitioned table join needs both topics with the "
+                        f"same partition count (and keys partitioned alike); "
+                        + (f"{src.topic!r} is internal: delete it and it is created with the table's count"
+                           if src.internal else "re-key the stream with group_by() or join a global table "
+                                                "(app.table)")))
             for step in _steps(src):
                 targets = []
                 if isinstance(step, s.Repartition):
@@ -47,8 +67,8 @@ def ensure_topics(app: App, timeout_s: float) -> None:
                 targets += [(app.changelog_topic(store), {"cleanup.policy": "compact"}) for store in step.stores()]
                 for topic, config in targets:
                     if topic not in partitions:
-                        partitions[topic] = count
-                        wanted[topic] = NewTopic(topic, count, config=config)
+                        partitions[topic] = table_sized.get(topic, count)
+                        wanted[topic] = NewTopic(topic, partitions[topic], config=config)
                     elif topic in existing and step.stores() and topic != getattr(step, "topic", None) \
                             and existing[topic] != count:
                         raise KafkaException(KafkaError(

@@ -12,6 +12,9 @@ it), then write each changed store key to its changelog and commit:
                    that fails is aborted, local state rolled back, and the batch read again.
 Local state never gets ahead of its changelog (streams/state.py says why that is enough).
 A newly assigned task restores its stores from their changelogs before it processes anything.
+A task that joins co-partitioned tables also reads its partition of each (streams/ktable.py):
+replayed to the committed position when the task is assigned, read to its end before each
+batch, and its read position committed with the input offsets.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from typing import Any
 
 from shmlog.errors import KafkaError, KafkaException, error
 from shmlog.streams import state as st
+from shmlog.streams.ktable import KTableReader
 from shmlog.streams.task import Task
 
 REPORT_INTERVAL_S = 0.2
@@ -56,6 +60,7 @@ class Worker:
         self.changelog_ends: dict[tuple[str, int], int] = {}
         self.processed = 0
         self.table_consumer = None
+        self.ktables = KTableReader(lib, app) if app.ktables else None
         self.telemetry_due = 0.0
 
     # ------------------------------------------------------------------ producing
@@ -90,6 +95,8 @@ class Worker:
         for tp in partitions:
             task = self.tasks.pop((tp.topic, tp.partition), None)
             if task is not None:
+                if task.tables:
+                    self.ktables.forget(task.tables)
                 task.state.close()
 
     def _open_task(self, topic, partition):
@@ -98,8 +105,11 @@ class Worker:
         path = os.path.join(self.app.state_dir, f"{topic}-{partition}.sqlite")
         task_state = st.TaskState(path)
         self._restore(task_state, stores, partition)
+        table_parts = [self.ktables.open(task_state, table, partition) for table in self.app.ktables_of(topic)]
+        if table_parts:
+            self.ktables.restore_stream_time(task_state, topic, partition)
         self.tasks[(topic, partition)] = Task(topic, partition, task_state, roots, stores,
-                                              self.produce, self.metrics)
+                                              self.produce, self.metrics, table_parts)
 
     def _restore(self, task_state, stores, partition):
         """Replay each store's changelog partition from the local checkpoint to its end (the LSO:
@@ -206,6 +216,8 @@ class Worker:
         for task in self.tasks.values():
             task.state.close()
         self.tasks.clear()
+        if self.ktables is not None:
+            self.ktables.close()
         self.producer.flush(30)
         self._report()
 
@@ -234,18 +246,26 @@ class Worker:
         offsets: dict[tuple[str, int], int] = {}
         for msg in records:
             tp = (msg.topic(), msg.partition())
-            task = self.tasks[tp]
-            touched[tp] = task
+            touched[tp] = self.tasks[tp]
+        table_parts = [part for task in touched.values() for part in task.tables]
+        if table_parts:     # every table record in the log now may be due for this batch's records
+            self.ktables.catch_up(table_parts)
+        for msg in records:
+            tp = (msg.topic(), msg.partition())
             offsets[tp] = msg.offset() + 1
             ts_type, ts = msg.timestamp()
-            task.process(msg.key(), msg.value(), ts, ts_type, msg.headers())
+            touched[tp].process(msg.key(), msg.value(), ts, ts_type, msg.headers())
         for task in touched.values():
             self._write_changelogs(task)
-        positions = [self.lib.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        positions = [self._input_position(touched[tp], o) for tp, o in offsets.items()]
+        positions += [self.lib.TopicPartition(part.table.topic, part.partition, part.position())
+                      for part in table_parts]
         if self.exactly_once:
             if not self._commit_transaction(positions):
                 for task in touched.values():
                     task.rollback()
+                    if task.tables:
+                        self.ktables.rewind(task.tables, task.state)
                 return
         else:
             if self.producer.flush(60) != 0:
@@ -257,10 +277,18 @@ class Worker:
                 end = self.changelog_ends.get((self.app.changelog_topic(store), task.partition))
                 if end is not None:
                     task.state.set_meta(f"checkpoint:{store}", end)
+            for part in task.tables:
+                task.state.set_meta(part.table.checkpoint, part.position())
             task.state.commit()
         if not self.exactly_once:
             self.consumer.commit(offsets=positions, asynchronous=False)
         self.processed += len(records)
+
+    def _input_position(self, task, offset):
+        """The input offset to commit; a task that joins co-partitioned tables commits its stream
+        time with it, as the offset's metadata (streams/ktable.py says why)."""
+        return self.lib.TopicPartition(task.topic, task.partition, offset,
+                                       str(task.ctx.stream_time) if task.tables else None)
 
     def _write_changelogs(self, task):
         for topic, key, value in task.changelog_records(self.app.changelog_topic):

@@ -350,3 +350,178 @@ def test_step_metrics_reach_the_brokers_prometheus_endpoint(conf, admin, tmp_pat
                 break
             assert time.monotonic() < deadline, f"no step metrics in:\n{scraped}"
             time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------- co-partitioned table joins
+
+def billing_app(conf, tmp_path, app_id, guarantee="exactly_once"):
+    """Payments keyed by account, each joined (left) with its account's tier as of its time."""
+    app = App({**conf, "application.id": app_id, "processing.guarantee": guarantee,
+               "state.dir": str(tmp_path / "state")})
+    accounts = app.ktable("accounts")
+    (app.stream("payments")
+        .join_table(accounts, how="left",
+                    merge=lambda payment, account: {"n": payment["n"], "tier": account and account["tier"]})
+        .to_topic("billed"))
+    return app
+
+
+def table_rows(state_dir, partition, store="table-accounts"):
+    """{key: value} of a co-partitioned table's store in the state file of payments partition `partition`."""
+    db = sqlite3.connect(os.path.join(state_dir, f"payments-{partition}.sqlite"))
+    try:
+        return {k: json.loads(pickle.loads(v)) for k, v in
+                db.execute("SELECT key, value FROM kv WHERE store=?", (store,)).fetchall()}
+    finally:
+        db.close()
+
+
+def partitions_of_keys(conf, topic):
+    """{key: partition} of every record of topic (all written, nothing writing)."""
+    c = shmlog.Consumer({**conf, "group.id": f"where-{topic}", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([shmlog.TopicPartition(topic, p, shmlog.OFFSET_BEGINNING) for p in partitions])
+    found, at_end, deadline = {}, set(), time.monotonic() + DEADLINE_S
+    try:
+        while len(at_end) < len(partitions):
+            assert time.monotonic() < deadline, f"{topic}: partitions {sorted(at_end)} of {len(partitions)} read"
+            for m in c.consume(1000, 0.2):
+                if m.error() is None:
+                    found[m.key()] = m.partition()
+                elif m.error().code() == shmlog.KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+        return found
+    finally:
+        c.close()
+
+
+def produce_table(conf, topic, records):
+    """records: (key, value or None for a tombstone, timestamp ms)."""
+    p = shmlog.Producer(conf)
+    for key, value, ts in records:
+        p.produce(topic, key=key, value=None if value is None else json.dumps(value), timestamp=ts)
+    assert p.flush(30) == 0
+
+
+def model_as_of(table, key, ts):
+    """The value of key's last table update with a timestamp <= ts (None: none, or deleted)."""
+    value = None
+    for k, v, t in table:
+        if k == key and t <= ts:
+            value = v
+    return value
+
+
+def test_an_exactly_once_co_partitioned_table_join_equals_the_model_when_workers_are_sigkilled(conf, admin, tmp_path):
+    create_topic(admin, "payments", 3)
+    create_topic(admin, "accounts", 3, cleanup_policy="compact")
+    rng = random.Random(10)
+    base = int(time.time() * 1000) - 3_600_000
+    accounts = [f"A{i}" for i in range(24)]
+    table, payments, rounds = [], [], []
+    for r in range(12):
+        # Each round's table updates and payments share one span of time; the payments see the
+        # updates up to their own time, not the round's later ones (the table is written first).
+        span = base + r * 10_000
+        updates = sorted(((rng.choice(accounts), None if rng.random() < 0.15 else {"tier": r * 100 + j},
+                           span + rng.randrange(10_000)) for j in range(15)), key=lambda u: u[2])
+        times = sorted(span + rng.randrange(10_000) for _ in range(100))
+        paid = [(rng.choice(accounts), {"n": len(payments) + j}, ts) for j, ts in enumerate(times)]
+        table += updates
+        payments += paid
+        rounds.append((updates, paid))
+    closing = [(key, {"n": len(payments) + i}, base + 1_000_000) for i, key in enumerate(accounts)]
+    payments += closing       # every partition's stream time passes every table update
+    app = billing_app(conf, tmp_path, "billing")
+    runner = app.runner(workers=2, batch_size=50)
+    kills = 0
+    with runner:
+        for updates, paid in rounds:
+            produce_table(conf, "accounts", updates)
+            produce(conf, "payments", paid)
+            pids = list(runner.worker_pids().values())
+            if pids and rng.random() < 0.6:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+        produce(conf, "payments", closing)
+        read_committed(conf, "billed", len(payments))
+    assert kills > 0 and runner.restarts >= kills
+    expected = [(key.encode(), {"n": p["n"], "tier": (model_as_of(table, key, ts) or {}).get("tier")})
+                for key, p, ts in payments]
+    outputs = read_committed_to_end(conf, "billed")
+    assert sorted(outputs, key=repr) == sorted(expected, key=repr)
+    assert 0 < sum(v["tier"] is None for _, v in expected) < len(expected) // 2
+    # Each partition's state file holds that partition's accounts, as the table ends, and no other.
+    where = partitions_of_keys(conf, "accounts")
+    final = {}
+    for key, value, _ in table:
+        final[key.encode()] = value
+    for p in range(3):
+        mine = {k: v for k, v in final.items() if where[k] == p and v is not None}
+        assert mine and table_rows(app.state_dir, p) == mine
+
+
+def test_a_restored_table_store_replays_the_table_topic_up_to_the_committed_position_only(conf, admin, tmp_path):
+    create_topic(admin, "payments", 2)
+    create_topic(admin, "accounts", 2, cleanup_policy="compact")
+    base = int(time.time() * 1000) - 3_600_000
+    now_table = [(f"A{i}", {"tier": i}, base + i) for i in range(10)]
+    later_table = [(f"A{i}", {"tier": 100 + i}, base + 600_000) for i in range(10)]   # after every payment
+    payments = [(f"A{i % 10}", {"n": i}, base + 1000 + i) for i in range(200)]
+    produce_table(conf, "accounts", now_table + later_table)
+    produce(conf, "payments", payments)
+    app = billing_app(conf, tmp_path, "billing-restore", "at_least_once")
+    with app.runner(workers=2):
+        outputs = read_committed(conf, "billed", len(payments))
+    assert sorted(v["tier"] for _, v in outputs) == sorted(i % 10 for i in range(200))
+    before = {p: table_rows(app.state_dir, p) for p in range(2)}
+    assert sorted(v["tier"] for rows in before.values() for v in rows.values()) == list(range(10))
+    for name in os.listdir(app.state_dir):
+        os.unlink(os.path.join(app.state_dir, name))
+    runner = billing_app(conf, tmp_path, "billing-restore", "at_least_once").runner(workers=1)
+    with runner:
+        deadline = time.monotonic() + DEADLINE_S
+        while len(runner.stats()["workers"]) < 1 or not runner.assignments.get(0):
+            assert time.monotonic() < deadline, "the restarted application was never assigned its partitions"
+            time.sleep(0.05)
+    assert {p: table_rows(app.state_dir, p) for p in range(2)} == before
+
+
+def test_a_co_partitioned_table_join_is_refused_unless_the_stream_has_the_tables_partition_count(conf, admin,
+                                                                                                  tmp_path):
+    create_topic(admin, "payments", 3)
+    create_topic(admin, "accounts", 2, cleanup_policy="compact")
+    with pytest.raises(shmlog.KafkaException, match="stream topic 'payments' has 3 partitions but table topic "
+                                                    "'accounts' has 2: a co-partitioned table join needs"):
+        billing_app(conf, tmp_path, "billing-refused").runner()
+
+    def rekeyed(app_id):
+        app = App({**conf, "application.id": app_id, "state.dir": str(tmp_path / "state")})
+        app.stream("payments").group_by("account").join_table(app.ktable("accounts")).to_topic("billed")
+        return app
+    rekeyed("by-account").setup_topics()          # a repartition topic is created with the table's count
+    assert len(admin.list_topics(timeout=10).topics["by-account-repartition-account"].partitions) == 2
+    create_topic(admin, "stale-repartition-account", 3)
+    with pytest.raises(shmlog.KafkaException, match="stream topic 'stale-repartition-account' has 3 partitions "
+                                                    "but table topic 'accounts' has 2"):
+        rekeyed("stale").setup_topics()
+
+
+def test_a_task_that_lost_its_state_file_resumes_with_the_committed_stream_time(conf, admin, tmp_path):
+    create_topic(admin, "payments", 1)
+    create_topic(admin, "accounts", 1, cleanup_policy="compact")
+    base = int(time.time() * 1000) - 3_600_000
+    produce_table(conf, "accounts", [("A", {"tier": 1}, base)])
+    produce(conf, "payments", [("A", {"n": 0}, base + 1000)])
+    app = billing_app(conf, tmp_path, "billing-time")
+    with app.runner(workers=1):
+        assert read_committed(conf, "billed", 1) == [(b"A", {"n": 0, "tier": 1})]
+    for name in os.listdir(app.state_dir):
+        os.unlink(os.path.join(app.state_dir, name))
+    # Stream time was 1000 when the task committed: an update at 500 is due for every record
+    # after, including one whose own time is earlier.
+    produce_table(conf, "accounts", [("A", {"tier": 2}, base + 500)])
+    produce(conf, "payments", [("A", {"n": 1}, base + 200)])
+    with billing_app(conf, tmp_path, "billing-time").runner(workers=1):
+        assert read_committed(conf, "billed", 2)[1] == (b"A", {"n": 1, "tier": 2})

@@ -9,21 +9,29 @@ import pytest
 
 from shmlog.streams import App, Count, Latest, Max, Mean, Min, Sum
 from shmlog.streams import state as st
+from shmlog.streams.ktable import TablePartition, TableRecord
 from shmlog.streams.task import Task
 
 TOPIC = "input"
 
 
 class Harness:
-    """One task (partition 0 of TOPIC) of app's topology; `produced` collects what it produces."""
+    """One task (partition 0 of TOPIC) of app's topology; `produced` collects what it produces.
+    table_log: the records of partition 0 of every co-partitioned table the task joins, as
+    (key str, value or None, timestamp ms) in offset order from `first_offset`, all in the
+    table topic before the first batch is read."""
 
-    def __init__(self, app, path):
+    def __init__(self, app, path, table_log=(), first_offset=0):
         self.app = app
         self.produced = []
         roots = [src for src in app.sources if src.topic == TOPIC]
         self.metrics = {}
+        self.tables = [TablePartition(table, 0, first_offset) for table in app.ktables_of(TOPIC)]
+        for offset, (key, value, ts) in enumerate(table_log, first_offset):
+            for table in self.tables:
+                table.add(TableRecord(offset, ts, key.encode(), None if value is None else json.dumps(value).encode()))
         self.task = Task(TOPIC, 0, st.TaskState(str(path)), roots, app.stores_of(TOPIC),
-                         lambda *args: self.produced.append(args), self.metrics)
+                         lambda *args: self.produced.append(args), self.metrics, self.tables)
 
     def feed(self, records, batch=50):
         """records: (key str, value, timestamp ms); committed every `batch` records as the worker does."""
@@ -515,3 +523,141 @@ def test_both_sides_of_a_stream_join_go_to_one_internal_topic_keyed_as_they_were
     h = Harness(app, tmp_path / "s.sqlite")
     h.feed([("k1", {"x": 1}, 5)])
     assert [(t, k, pickle.loads(v)) for t, k, v, _, _ in h.produced] == [("t-join-j", b"k1", ("L", {"x": 1}))]
+
+
+# ---------------------------------------------------------------------- co-partitioned table joins
+
+def model_ktable_join(stream, table_log, how):
+    """What a co-partitioned table join emits, stated from its definition: each stream record, in
+    order, sees the table as of the task's stream time (the largest stream timestamp so far):
+    every table record in offset order up to the first whose timestamp is later, a None value
+    deleting its key. [(key, [stream id, table value or None])]."""
+    table, applied, stream_time, out = {}, 0, -1, []
+    for key, value, ts in stream:
+        stream_time = max(stream_time, ts)
+        while applied < len(table_log) and table_log[applied][2] <= stream_time:
+            table_key, table_value, _ = table_log[applied]
+            if table_value is None:
+                table.pop(table_key, None)
+            else:
+                table[table_key] = table_value["v"]
+            applied += 1
+        if key in table or how == "left":
+            out.append((key, [value["id"], table.get(key)]))
+    return out
+
+
+def ktable_app(how):
+    app = new_app()
+    table = app.ktable("accounts")
+    app.stream(TOPIC).join_table(table, how=how, merge=lambda v, row: [v["id"], None if row is None else row["v"]]) \
+        .to_topic("out")
+    return app
+
+
+def random_table_log(seed, n=150, keys=6):
+    """Updates (and 20% deletes) of k0..k5 over the same time span as random_records(seed + 1000),
+    with out-of-order timestamps; k5 never occurs in the stream."""
+    rng = random.Random(seed)
+    log, now = [], 1_000_000
+    for i in range(n):
+        now += rng.randint(0, 21) * 50
+        ts = now - rng.randint(0, 40) * 50 if rng.random() < 0.3 else now
+        log.append((f"k{rng.randrange(keys)}", None if rng.random() < 0.2 else {"v": i}, ts))
+    return log
+
+
+def joined(harness):
+    return [(k.decode(), json.loads(v)) for _, k, v, _, _ in harness.produced]
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_a_co_partitioned_table_join_sees_the_table_as_of_stream_time_as_the_model_does(tmp_path, how, seed):
+    stream = [(key, {"id": i}, ts) for i, (key, _, ts) in enumerate(random_records(seed + 1000, n=300))]
+    table_log = random_table_log(seed)
+    h = Harness(ktable_app(how), tmp_path / "s.sqlite", table_log)
+    h.feed(stream)
+    expected = model_ktable_join(stream, table_log, how)
+    assert joined(h) == expected
+    # An input where time and offset order matter (joining the final table, or the table's
+    # records in timestamp order, gives other results) and deleted rows are looked up.
+    assert expected != model_ktable_join([(k, v, 10**12) for k, v, _ in stream], table_log, how)
+    assert expected != model_ktable_join(stream, sorted(table_log, key=lambda r: r[2]), how)
+    had_row, deleted_rows_seen = set(), 0
+    for key, (_, row) in model_ktable_join(stream, table_log, "left"):
+        deleted_rows_seen += row is None and key in had_row
+        if row is not None:
+            had_row.add(key)
+    assert deleted_rows_seen > 0
+
+
+def test_a_table_record_waits_until_stream_time_reaches_it_and_a_null_value_deletes_the_row(tmp_path):
+    table_log = [("a", {"v": 1}, 100), ("a", {"v": 2}, 300), ("b", {"v": 3}, 150), ("a", None, 400)]
+    h = Harness(ktable_app("left"), tmp_path / "s.sqlite", table_log)
+    h.feed([("a", {"id": 0}, 50), ("a", {"id": 1}, 100), ("b", {"id": 2}, 200), ("a", {"id": 3}, 310),
+            ("b", {"id": 4}, 120), ("a", {"id": 5}, 400)])
+    assert joined(h) == [("a", [0, None]),     # before the table's first record
+                         ("a", [1, 1]),        # a record at the stream's time is applied first
+                         ("b", [2, None]),     # b's row (150) waits behind a's 300 in offset order
+                         ("a", [3, 2]),
+                         ("b", [4, 3]),        # out of order: stream time is still 310
+                         ("a", [5, None])]     # deleted at 400
+
+
+def test_a_task_restored_from_the_table_topic_at_the_committed_position_joins_as_the_one_it_replaces(tmp_path):
+    """Every other batch the worker dies halfway: its batch is never committed. A new task
+    starts from a new state file, fills the table store from the table topic's records below
+    the committed position (nothing else), reads the table on from there, and reads the batch
+    again. What the committed batches emitted equals the model's."""
+    app = ktable_app("left")
+    table_log = random_table_log(24)
+    stream = [(key, {"id": i}, ts) for i, (key, _, ts) in enumerate(random_records(1024, n=300))]
+    h, committed, position, emitted = Harness(app, tmp_path / "task-0.sqlite", table_log), 0, 0, []
+    for n, start in enumerate(range(0, len(stream), 20)):
+        batch = stream[start:start + 20]
+        if n % 2 == 1:
+            for key, value, ts in batch[:10]:
+                h.task.process(key.encode(), json.dumps(value).encode(), ts, 0, None)
+            h.task.state.close()
+            state = st.TaskState(str(tmp_path / f"task-{n}.sqlite"))
+            state.begin()
+            for key, value, _ in table_log[:position]:
+                app.ktables[0].apply(state, key.encode(), None if value is None else json.dumps(value).encode())
+            state.commit()
+            state.close()
+            h = Harness(app, tmp_path / f"task-{n}.sqlite", table_log[position:], first_offset=position)
+            committed = 0
+        h.feed(batch)
+        emitted += joined(h)[committed:]
+        committed, position = len(h.produced), h.tables[0].position()
+    assert emitted == model_ktable_join(stream, table_log, "left")
+    assert 0 < position < len(table_log)        # some table records were still waiting for stream time
+
+
+def test_co_partitioned_table_joins_that_cannot_work_are_refused_with_what_is_wrong():
+    app = new_app()
+    accounts = app.ktable("accounts")
+    with pytest.raises(ValueError, match="looks up the record's key"):
+        app.stream(TOPIC).join_table(accounts, on=lambda v: v["account"])
+    app.stream(TOPIC).join_table(accounts)
+    with pytest.raises(ValueError, match="joined by stream 'input' already, and cannot also be joined by stream "
+                                         "'other'"):
+        app.stream("other").join_table(accounts)
+    with pytest.raises(ValueError, match="'accounts' is a co-partitioned table .* cannot also be a stream"):
+        app.stream("accounts")
+    with pytest.raises(ValueError, match="'input' is a stream .* cannot also be a co-partitioned table"):
+        app.ktable(TOPIC)
+    with pytest.raises(ValueError, match="join_table how= must be 'inner' or 'left'"):
+        app.stream(TOPIC).join_table(accounts, how="outer")
+
+
+def test_describe_names_a_co_partitioned_table_its_store_and_its_changelog():
+    app = new_app()
+    (app.stream(TOPIC).group_by("account").join_table(app.ktable("accounts", name="balances"), how="left")
+        .to_topic("out"))
+    printed = app.describe()
+    assert "join-1: join_table accounts (left, co-partitioned table, store balances)" in printed
+    assert ("table accounts: co-partitioned with t-repartition-account, store balances: changelog accounts "
+            "(the table's topic)") in printed
+    assert "t-balances-changelog" not in printed
