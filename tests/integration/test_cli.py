@@ -193,7 +193,8 @@ def test_topics_commands_take_the_name_as_kafka_topics_does_with_dash_dash_topic
     assert "Topic orders: 2 partitions" in ok(shmlog_cli("topics", "describe", "--topic", "orders",
                                                          "--data-dir", broker)).stdout
     ok(shmlog_cli("topics", "alter", "--topic", "orders", "--partitions", 3, "--data-dir", broker))
-    assert "deleted topic orders" in ok(shmlog_cli("topics", "delete", "--topic", "orders", "--data-dir", broker)).stdout
+    deleted = ok(shmlog_cli("topics", "delete", "--topic", "orders", "--data-dir", broker))
+    assert "deleted topic orders" in deleted.stdout
 
 
 def test_two_different_topic_names_or_none_are_refused_naming_what_was_wrong(broker):
