@@ -22,8 +22,9 @@ import os
 import struct
 
 from shmlog._native import ffi, lib
+from shmlog.log import index
 from shmlog.log.batch import ATTR_CONTROL, HEADER
-from shmlog.log.segment.format import _Mapped, _walk, list_segments, segment_path
+from shmlog.log.segment.format import _batch_matches, _Mapped, _walk, list_segments, segment_path
 
 SUFFIX = ".snapshot"
 VERSION = 1
@@ -185,12 +186,25 @@ def scan(partition_dir, state, end_offset=None):
                 state.update_from_header(HEADER.unpack_from(mapped.mm, position))
 
         try:
-            _walk(mapped, base, False, take)
+            position = _index_position(partition_dir, base, mapped, start) if base == first else 0
+            _walk(mapped, None if position else base, False, take, start=position)
         finally:
             mapped.close()
     if end_offset is not None:
         state.end_offset = max(state.end_offset, end_offset)
     return state
+
+
+def _index_position(partition_dir, base, mapped, offset):
+    """Where in segment `base` a walk for the batches from `offset` on may start: the offset
+    index's entry at or below it when it matches the log (a snapshot at the log end then costs
+    no walk of the segment), else 0."""
+    try:
+        hit = index.lookup_offset(index.read_entries(index.offset_index_path(partition_dir, base), index.OFFSET_DTYPE),
+                                  base, offset)
+    except OSError:
+        return 0
+    return hit[1] if hit is not None and _batch_matches(mapped, hit[1], hit[0]) else 0
 
 
 def load(partition_dir, end_offset=None):

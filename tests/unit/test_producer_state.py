@@ -117,3 +117,15 @@ def test_retention_keeps_the_state_of_producers_whose_batches_it_deletes(pdir):
         write(writer, [(2, 1, 0), (2, 2, 0), (2, 2, 2)])
         writer.delete_oldest(2)
     assert summary(producer_state.load(pdir)) == {1: (0, 1, 1), 2: (0, 3, 5)}
+
+
+def test_the_batches_after_a_snapshot_are_read_from_the_offset_index_entry_not_from_the_segments_start(pdir):
+    with SegmentWriter(pdir, 1 << 20, index_interval_bytes=1) as writer:
+        write(writer, [(2, 1, 0), (2, 1, 2), (2, 1, 4)])
+        writer.snapshot_producers()              # at offset 6
+        write(writer, [(3, 9, 0), (1, 9, 3)])
+    # A walk from byte 0 would stop at once: only the snapshot and the index get past it.
+    with open(os.path.join(pdir, "00000000000000000000.log"), "r+b") as f:
+        f.seek(16)                               # the first batch's magic byte
+        f.write(b"\x07")
+    assert summary(producer_state.load(pdir)) == {1: (0, 5, 5), 9: (0, 3, 9)}
