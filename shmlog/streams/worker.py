@@ -287,8 +287,9 @@ class Worker:
     def _input_position(self, task, offset):
         """The input offset to commit; a task that joins co-partitioned tables commits its stream
         time with it, as the offset's metadata (streams/ktable.py says why)."""
-        return self.lib.TopicPartition(task.topic, task.partition, offset,
-                                       str(task.ctx.stream_time) if task.tables else None)
+        if not task.tables:
+            return self.lib.TopicPartition(task.topic, task.partition, offset)   # confluent-kafka refuses metadata=None
+        return self.lib.TopicPartition(task.topic, task.partition, offset, str(task.ctx.stream_time))
 
     def _write_changelogs(self, task):
         for topic, key, value in task.changelog_records(self.app.changelog_topic):
