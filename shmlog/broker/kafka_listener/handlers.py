@@ -11,6 +11,7 @@ import time
 from shmlog._native import ffi, lib
 from shmlog.broker.kafka_listener import batches, fetch_sessions, idempotence
 from shmlog.errors import KafkaError, KafkaException, reason_of
+from shmlog.log import batch as rb
 from shmlog.log import control_record
 from shmlog.log.segment import SegmentReader
 
@@ -31,6 +32,7 @@ INVALID_CONFIG = 40
 NO_COMMITTED_OFFSET = -1001   # the coordinator's "nothing committed" (Kafka answers offset -1)
 FETCH_BUFFER_MIN_BYTES = 64 << 10
 FRAMES_PER_FETCH = 256
+ARENA_KEEP_BYTES = 8 << 20   # a connection's FetchArena keeps at most this
 
 # shmlog's client-local (negative) codes, as the broker code Kafka would answer with
 _LOCAL_TO_WIRE = {KafkaError._UNKNOWN_TOPIC: UNKNOWN_TOPIC_OR_PARTITION,
@@ -102,6 +104,9 @@ def metadata(conn, req, version):
 # ---------------------------------------------------------------------------- Produce
 
 def produce(conn, req, version):
+    """The response body; for acks=all, once the batches are appended, a Pending whose result()
+    waits for their fsync (the connection may meanwhile append the Produce requests the client
+    pipelined behind this one, so one fsync covers several: see server.Connection.run)."""
     logs = conn.logs
     acks = req.acks
     timeout_ms = int(req.timeout.total_seconds() * 1000)
@@ -110,14 +115,66 @@ def produce(conn, req, version):
                             acks=acks)
     max_message_bytes = int(logs.broker_config.get("message.max.bytes") or 1_048_588)
     out = []
-    with logs.using():
+    waits = []
+    logs.hold()    # as `with logs.using()`, without a context manager's cost on every request
+    try:
         for td in req.topic_data:
             parts = []
             info = logs.topic(td.name)
             for pd in td.partition_data:
-                parts.append(_produce_partition(conn, td.name, info, pd, acks, timeout_ms, max_message_bytes))
+                entry, wait = _produce_partition(conn, td.name, info, pd, acks, timeout_ms, max_message_bytes)
+                parts.append(entry)
+                if wait is not None:
+                    waits.append((entry, *wait))
             out.append({"name": td.name, "partition_responses": parts})
-    return None if acks == 0 else {"responses": out}
+        if acks == 0:
+            return None
+        body = {"responses": out}
+        return Pending(logs, body, waits, timeout_ms) if waits else body
+    finally:
+        logs.release()
+
+
+class Pending:
+    """An acks=all Produce whose batches are in the ring: result() is its response body once they
+    are fsynced (or the error when they are not within the request's timeout). The rings stay
+    mapped until result() or abandon() (LogsView.hold)."""
+
+    def __init__(self, logs, body, waits, timeout_ms):
+        self.logs = logs
+        self.body = body
+        self.waits = waits               # [(partition entry, ring, last offset)]
+        self.deadline = time.monotonic() + timeout_ms / 1000
+        logs.hold()
+        self.held = True
+
+    def ready(self):
+        """True when result() will not wait: each wait is over (fsynced, or failed) or time is up."""
+        if time.monotonic() >= self.deadline:
+            return True
+        bell = self.logs.doorbell.ptr
+        return all(lib.shmlog_ring_wait_flushed(ring.map, last, 0, bell) != lib.SHMLOG_EAGAIN
+                   for _, ring, last in self.waits)
+
+    def result(self):
+        try:
+            for entry, ring, last in self.waits:
+                remaining_ns = max(0, int((self.deadline - time.monotonic()) * 1e9))
+                rc = lib.shmlog_ring_wait_flushed(ring.map, last, remaining_ns, self.logs.doorbell.ptr)
+                if rc != 0:
+                    # NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank meanwhile, KAFKA_STORAGE_ERROR, or a timeout.
+                    err = ring.flush_wait_error(rc, last)
+                    entry.update(error_code=wire_code(err.code()), log_start_offset=-1,
+                                 error_message=f"offset {last} was not fsynced within the request's timeout"
+                                 if rc == lib.SHMLOG_EAGAIN else err.str())
+        finally:
+            self.abandon()
+        return self.body
+
+    def abandon(self):
+        if self.held:
+            self.held = False
+            self.logs.release()
 
 
 def _produce_all(req, code, message, acks):
@@ -129,19 +186,20 @@ def _produce_all(req, code, message, acks):
 
 
 def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_bytes):
+    """(the partition's response entry, None or (ring, last offset) to wait for with acks=all)."""
     logs = conn.logs
     p = pd.index
     result = {"index": p, "base_offset": -1, "log_start_offset": -1}
     ring = logs.ring(topic, p) if info is not None else None
     if ring is None:
         return {**result, "error_code": UNKNOWN_TOPIC_OR_PARTITION,
-                "error_message": f"unknown topic or partition {topic}-{p}"}
+                "error_message": f"unknown topic or partition {topic}-{p}"}, None
     limit = int((info.get("config") or {}).get("max.message.bytes") or max_message_bytes)
     try:
         found = batches.split(pd.records, limit)
     except batches.BadBatch as exc:
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
-        return {**result, "error_code": exc.code, "error_message": str(exc)}
+        return {**result, "error_code": exc.code, "error_message": str(exc)}, None
     first = last = None
     producers = conn.server.producers
     try:
@@ -161,22 +219,17 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
                         producers.note(topic, p, pid, epoch, seq, count, base)
                 first = base if first is None else first
                 last = base + count - 1
-        if acks == -1:
-            rc = lib.shmlog_ring_wait_flushed(ring.map, last, int(timeout_ms * 1e6), logs.doorbell.ptr)
-            if rc != 0:
-                # NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank meanwhile, KAFKA_STORAGE_ERROR, or a timeout.
-                err = ring.flush_wait_error(rc, last)
-                return {**result, "base_offset": first, "error_code": wire_code(err.code()),
-                        "error_message": f"offset {last} was not fsynced within the request's timeout"
-                        if rc == lib.SHMLOG_EAGAIN else err.str()}
+            if acks == -1 and last is not None:
+                lib.shmlog_ring_request_flush(ring.map, last + 1)   # the persister starts its fsync now
     except KafkaException as exc:
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
-                "error_message": reason_of(exc)}
+                "error_message": reason_of(exc)}, None
     except idempotence.Refused as exc:
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc.code,
-                "error_message": str(exc)}
-    return {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset}
+                "error_message": str(exc)}, None
+    entry = {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset}
+    return entry, ((ring, last) if acks == -1 else None)
 
 
 # ---------------------------------------------------------------------------- Fetch
@@ -197,16 +250,20 @@ def fetch(conn, req, version):
             if total >= min_bytes or remaining <= 0 or not watch:
                 break
             conn.wait_for_data(watch, remaining)
+    # record_bytes is no field of the response: it tells the connection how to encode it.
     if session is None:
-        return {"error_code": NONE, "session_id": 0, "responses": out}
+        return {"error_code": NONE, "session_id": 0, "responses": out, "record_bytes": total}
     with session.lock:
         out = session.trim(out, full=req.session_epoch == fetch_sessions.INITIAL_EPOCH)
-    return {"error_code": NONE, "session_id": session.id, "responses": out}
+    return {"error_code": NONE, "session_id": session.id, "responses": out, "record_bytes": total}
 
 
 def _fetch_once(conn, topics, isolation, max_bytes):
+    """(record bytes, the response's topics, [(ring, end position, end offset)] of the partitions
+    with nothing to read yet: where to wait for more)."""
     logs = conn.logs
     out, total, watch = [], 0, []
+    conn.fetch_arena.reset()     # what an earlier pass of this fetch read is not sent
     acls = conn.server.authorizer
     for t in topics:
         parts = []
@@ -221,6 +278,8 @@ def _fetch_once(conn, topics, isolation, max_bytes):
                               "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
                               "aborted_transactions": None, "preferred_read_replica": -1, "records": b""})
                 continue
+            # The end is taken before the high watermark: a batch appended after it wakes the wait.
+            end_position, end_offset = ring.end()
             low, high = ring.log_start_offset, ring.high_watermark
             stable = last_stable_offset(ring, high)
             entry = {"partition_index": fp.partition, "error_code": NONE, "high_watermark": high,
@@ -235,25 +294,28 @@ def _fetch_once(conn, topics, isolation, max_bytes):
                 budget = max_bytes - total
                 if budget > 0 or total == 0:
                     try:
-                        data = batches_below(read_bytes(conn, ring, t.topic, fp.partition, offset,
-                                                        max(1, min(fp.partition_max_bytes, budget))), readable)
+                        data, transactional = batches_below(read_bytes(
+                            conn, ring, t.topic, fp.partition, offset, max(1, min(fp.partition_max_bytes, budget))),
+                            readable)
                     except KafkaException as exc:
                         entry.update(error_code=exc_code(exc))
-                        data = b""
+                        data, transactional = b"", False
                     if data:
                         entry["records"] = data
                         total += len(data)
-                        if readable == stable:
+                        # Only a transactional batch can be skipped by a read_committed client: without
+                        # one in the records, the aborted transactions are not looked up (a file read).
+                        if readable == stable and transactional:
                             entry["aborted_transactions"] = aborted_transactions(
                                 logs.partition_dir(t.topic, fp.partition), offset, stable)
             else:
-                watch.append(ring)
+                watch.append((ring, end_position, end_offset))
             parts.append(entry)
         out.append({"topic": t.topic, "partitions": parts})
     return total, out, watch
 
 
-BATCH_START = struct.Struct(">qi")   # a RecordBatch's base offset and length
+BATCH_HEAD = struct.Struct(">qi9xh")   # a RecordBatch's base offset, length and attributes
 
 
 def last_stable_offset(ring, high):
@@ -263,14 +325,17 @@ def last_stable_offset(ring, high):
 
 
 def batches_below(data, end_offset):
-    """The whole batches of `data` that start below end_offset (a fetch stops at the LSO)."""
+    """(the whole batches of `data` that start below end_offset -- a fetch stops at the LSO --,
+    whether one of them is transactional)."""
     pos = 0
-    while pos + 12 <= len(data):
-        base, length = BATCH_START.unpack_from(data, pos)
+    transactional = 0
+    while pos + BATCH_HEAD.size <= len(data):
+        base, length, attributes = BATCH_HEAD.unpack_from(data, pos)
         if base >= end_offset:
             break
+        transactional |= attributes & rb.ATTR_TRANSACTIONAL
         pos += 12 + length
-    return data[:min(pos, len(data))]
+    return data[:min(pos, len(data))], bool(transactional)
 
 
 def aborted_transactions(partition_dir, fetch_offset, stable):
@@ -282,27 +347,65 @@ def aborted_transactions(partition_dir, fetch_offset, stable):
     return found or None
 
 
+class FetchArena:
+    """Where a connection's Fetch copies record batches out of rings and segment files: one
+    buffer, reused from fetch to fetch (no fresh, zeroed megabytes per request), carved into a
+    region per partition; a region that does not fit gets a buffer of its own. Regions are
+    handed to the response as memoryviews, valid until the next fetch of the connection (its
+    response is sent before the next request is read). At most ARENA_KEEP_BYTES are kept."""
+
+    def __init__(self):
+        self.buf = None
+        self.used = 0
+
+    def reset(self):
+        self.used = 0
+
+    def take(self, size):
+        buf = self.buf
+        if buf is None or self.used + size > len(buf):
+            if self.used or size > ARENA_KEEP_BYTES:
+                return memoryview(bytearray(size))
+            self.buf = buf = bytearray(max(size, min(2 * len(buf or b""), ARENA_KEEP_BYTES), FETCH_BUFFER_MIN_BYTES))
+        start = self.used
+        self.used += size
+        return memoryview(buf)[start:start + size]
+
+    def trim(self, region, used):
+        """Give back what the last region taken did not use."""
+        if region.obj is self.buf and self.used >= len(region):
+            self.used -= len(region) - used
+
+
 def read_bytes(conn, ring, topic, partition, offset, max_bytes):
     """Whole batches from the one holding `offset` (at least one, then as many as fit in max_bytes),
-    as they are in the ring or the segment files: nothing is decoded or re-encoded."""
+    as they are in the ring or the segment files: nothing is decoded or re-encoded. A memoryview
+    into the connection's FetchArena (one copy out of shared memory; the response sends it)."""
+    arena = conn.fetch_arena
     cursor = ring.locate(offset)
     if cursor is not None:
-        frames = ffi.new("shmlog_frame_ref[]", FRAMES_PER_FETCH)
+        frames = conn.fetch_frames
+        _pass_batches_below(ring, cursor, offset, frames)
         size = min(max(max_bytes, FETCH_BUFFER_MIN_BYTES), 1 << 26)
         for _ in range(4):
-            buf = bytearray(size)
-            n = ring.fetch(cursor, ffi.from_buffer(buf), len(buf), frames, FRAMES_PER_FETCH, 0)
+            region = arena.take(size)
+            n = ring.fetch(cursor, ffi.from_buffer(region), len(region), frames, FRAMES_PER_FETCH, 0)
             if n == lib.SHMLOG_ESMALL:
+                arena.trim(region, 0)
                 size = frames[0].batch_bytes
                 continue
             if n == lib.SHMLOG_EOVERWRITTEN:
+                arena.trim(region, 0)
                 break
-            end = 0
-            for f in frames[0:max(n, 0)]:
-                if end and f.dst_pos + f.batch_bytes > max_bytes:
+            end, whole = _within(frames, n, 0, 0, max_bytes)
+            # A frame table's worth of small batches, all kept: go on from where the ring fetch stopped.
+            while n == FRAMES_PER_FETCH and whole and end < min(max_bytes, len(region)):
+                n = ring.fetch(cursor, ffi.from_buffer(region[end:]), len(region) - end, frames, FRAMES_PER_FETCH, 0)
+                if n <= 0:
                     break
-                end = f.dst_pos + f.batch_bytes
-            return bytes(memoryview(buf)[:end])
+                end, whole = _within(frames, n, end, end, max_bytes)
+            arena.trim(region, end)
+            return region[:end]
     seg = conn.segments(topic, partition)
     try:
         data, found = seg.read(offset, max_bytes)
@@ -313,7 +416,42 @@ def read_bytes(conn, ring, topic, partition, offset, max_bytes):
         return b""
     start = found[0][0]
     end = found[-1][0] + found[-1][3]
-    return bytes(data[start:end])
+    region = arena.take(end - start)
+    region[:] = data[start:end]
+    return region
+
+
+def _pass_batches_below(ring, cursor, offset, frames):
+    """Move cursor, which ring.locate left at or before offset (at an entry of the ring's sparse
+    offset index), to the batch holding offset: the batches wholly below it are passed over
+    without being copied (the client would only drop them). A status the ring gives on the
+    way is left to the fetch that follows."""
+    while True:
+        start = (cursor.position, cursor.next_offset)
+        n = ring.fetch(cursor, ffi.NULL, 0, frames, FRAMES_PER_FETCH, 0)
+        if n <= 0:
+            cursor.position, cursor.next_offset = start
+            return
+        below = 0
+        while below < n and frames[below].base_offset + frames[below].record_count <= offset:
+            below += 1
+        if below < n:
+            cursor.position, cursor.next_offset = start
+            if below:
+                ring.fetch(cursor, ffi.NULL, 0, frames, below, 0)
+            return
+
+
+def _within(frames, n, base, end, max_bytes):
+    """(where the n fetched frames, copied at base in the region, end once cut to max_bytes --
+    the first batch of a response is kept whatever its size --, whether all n were kept)."""
+    for i in range(n):
+        f = frames[i]
+        stop = base + f.dst_pos + f.batch_bytes
+        if end and stop > max_bytes:
+            return end, False
+        end = stop
+    return end, True
 
 
 def open_segments(logs, topic, partition):

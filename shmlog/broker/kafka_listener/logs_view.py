@@ -2,7 +2,8 @@
 one producer slot per ring, and the segment files behind them.
 
 Rings of a deleted or recreated topic are unmapped only once no request thread uses any ring
-(`using()`), so a fetch in flight never reads an unmapped ring.
+(`using()`, or `hold()` until `release()` for an acks=all Produce waiting for its fsync), so a
+fetch in flight never reads an unmapped ring.
 """
 import contextlib
 import threading
@@ -61,14 +62,21 @@ class LogsView:
 
     @contextlib.contextmanager
     def using(self):
-        with self.lock:
-            self.active += 1
+        self.hold()
         try:
             yield
         finally:
-            with self.lock:
-                self.active -= 1
-                self._close_retired()
+            self.release()
+
+    def hold(self):
+        """Keep every ring mapped until release() (what `using()` does around a block)."""
+        with self.lock:
+            self.active += 1
+
+    def release(self):
+        with self.lock:
+            self.active -= 1
+            self._close_retired()
 
     def _close_retired(self):
         if self.active == 0 and self.retired:

@@ -6,13 +6,13 @@ ApiVersions, answered with UNSUPPORTED_VERSION as Kafka does), a frame over
 `socket.request.max.bytes` or one that does not arrive within REQUEST_READ_TIMEOUT_S closes
 that connection; nothing a client sends stops the process or stalls another connection.
 """
+import gc
 import json
 import logging
 import os
 import select
 import signal
 import socket
-import struct
 import threading
 import time
 import traceback
@@ -41,7 +41,13 @@ REQUEST_READ_TIMEOUT_S = 30.0          # a started request must arrive whole wit
 IDLE_TIMEOUT_S = 600.0                  # Kafka's connections.max.idle.ms default
 PARENT_CHECK_S = 0.5
 WAIT_SPIN_NS = 20_000
-METADATA, LIST_GROUPS = 3, 16
+READ_BUFFER_BYTES = 16 << 10            # read ahead per connection; a larger request gets a buffer of its own
+PIPELINE_MAX = 1000                     # responses queued behind acks=all fsyncs at most (see Connection.run)
+FSYNC_LOOK_S = 0.001                    # how often a connection waiting for fsyncs looks whether they are done
+LARGE_KEEP_BYTES = 8 << 20              # a connection keeps a large request's buffer up to this size
+SPLIT_RESPONSE_BYTES = 64 << 10         # a Fetch response with this many record bytes is sent without a join
+SEND_PARTS_MAX = 512                    # buffers per sendmsg (IOV_MAX is 1024)
+PRODUCE, FETCH, METADATA, LIST_GROUPS = 0, 1, 3, 16
 ACL_APIS = (29, 30, 31)     # DescribeAcls, CreateAcls, DeleteAcls
 SECURITY_DISABLED = 54
 
@@ -81,6 +87,11 @@ APIS = {
     44: (0, 1, admin.incremental_alter_configs),
     60: (0, 1, admin.describe_cluster),
 }
+
+# ApiVersions (v0 too: a client's first try may be newer than we speak), Metadata, Produce,
+# Fetch, ListOffsets, FindCoordinator, OffsetCommit/Fetch, the group APIs, InitProducerId: the
+# highest versions, the ones current clients negotiate.
+WARM_VERSIONS = [(18, 0)] + [(key, APIS[key][1]) for key in (18, 3, 0, 1, 2, 10, 8, 9, 11, 12, 13, 14, 22)]
 
 
 def log():
@@ -176,6 +187,29 @@ class Closed(Exception):
     pass
 
 
+class Deferred:
+    """The response to an acks=all Produce whose batches are appended but maybe not fsynced yet."""
+    __slots__ = ("pending", "api_key", "version", "correlation_id")
+
+    def __init__(self, pending, api_key, version, correlation_id):
+        self.pending = pending
+        self.api_key = api_key
+        self.version = version
+        self.correlation_id = correlation_id
+
+    def ready(self):
+        return self.pending.ready()
+
+    def finish(self):
+        """The response frame's parts, once the batches are fsynced (or the request's timeout passed)."""
+        body = self.pending.result()
+        return wire.encode_response(self.api_key, self.version, self.correlation_id,
+                                    wire.build(wire.response_class(self.api_key, self.version), body))
+
+    def abandon(self):
+        self.pending.abandon()
+
+
 class Connection:
     def __init__(self, server, sock, addr):
         self.server = server
@@ -193,32 +227,152 @@ class Connection:
         self.sasl_exchange = None
         self.close_after_reply = False
         self.where = f"{addr[0]}:{addr[1]}"
+        self.rbuf = bytearray(READ_BUFFER_BYTES)    # bytes read ahead: rbuf[rpos:rend]
+        self.rview = memoryview(self.rbuf)
+        self.rpos = self.rend = 0
+        self.large = None                           # the buffer of the last large request
+        self.bad_size = None
+        self.readable = select.poll()               # poll, not select: file descriptors past 1024 work
+        self.readable.register(sock.fileno(), select.POLLIN)
+        self.writable = None
+        self.queue = []                             # responses not sent yet, in request order
+        self.fetch_arena = handlers.FetchArena()
+        self._fetch_frames = None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @property
+    def fetch_frames(self):
+        if self._fetch_frames is None:
+            self._fetch_frames = ffi.new("shmlog_frame_ref[]", handlers.FRAMES_PER_FETCH)
+        return self._fetch_frames
 
     # ------------------------------------------------------------------ framing
 
-    def _recv_exact(self, n, first):
-        """n bytes; the first byte of a request may wait IDLE_TIMEOUT_S, the whole request must
-        then come within REQUEST_READ_TIMEOUT_S (a client trickling a frame forever is cut off)."""
-        chunks, got = [], 0
-        if not first:
-            self.deadline = self.deadline or time.monotonic() + REQUEST_READ_TIMEOUT_S
-        while got < n:
-            if first and got == 0:
-                timeout = IDLE_TIMEOUT_S
-            else:
-                timeout = max(0.0, self.deadline - time.monotonic())
-            pending = self.sock.pending() if self.tls else 0   # decrypted bytes select() cannot see
-            if not pending and not select.select([self.sock], [], [], timeout)[0]:
-                raise Closed("idle" if first and got == 0 else "request not received in time")
-            chunk = self.sock.recv(min(n - got, 1 << 20))
-            if not chunk:
+    def _wait_readable(self):
+        """The first byte of a request may wait IDLE_TIMEOUT_S; the whole request must then come
+        within REQUEST_READ_TIMEOUT_S of it (a client trickling a frame forever is cut off)."""
+        if self.deadline is None:
+            timeout, why = IDLE_TIMEOUT_S, "idle"
+        else:
+            timeout, why = max(0.0, self.deadline - time.monotonic()), "request not received in time"
+        if not self.readable.poll(int(timeout * 1000)):
+            raise Closed(why)
+
+    def _recv_into(self, view):
+        """At least one byte into view. A plaintext socket is non-blocking: it is read first and
+        polled only when it has nothing, so a request already there costs one system call."""
+        while True:
+            if self.tls and not self.sock.pending():   # decrypted bytes poll() cannot see
+                self._wait_readable()
+            try:
+                n = self.sock.recv_into(view)
+            except BlockingIOError:
+                self._wait_readable()
+                continue
+            if not n:
                 raise Closed("closed by the client")
-            if first and got == 0:
+            if self.deadline is None:
                 self.deadline = time.monotonic() + REQUEST_READ_TIMEOUT_S
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
+            return n
+
+    def _buffered(self, n):
+        """At least n (<= READ_BUFFER_BYTES) bytes in rbuf from rpos, reading as many as come."""
+        if self.rend - self.rpos >= n:
+            return
+        if len(self.rbuf) - self.rpos < n:   # move what is left to the front
+            left = bytes(self.rview[self.rpos:self.rend])
+            self.rbuf[:len(left)] = left
+            self.rpos, self.rend = 0, len(left)
+        while self.rend - self.rpos < n:
+            self.rend += self._recv_into(self.rview[self.rend:])
+
+    def _input_waiting(self, timeout_s=0.0):
+        """Whether the client has sent more than what was handled (waiting up to timeout_s)."""
+        return self.rend > self.rpos or (self.tls and self.sock.pending() > 0) \
+            or bool(self.readable.poll(int(timeout_s * 1000)))
+
+    def _read_frame(self):
+        """The next request frame (without its size), or None when its size is not acceptable."""
+        if self.rend > self.rpos:
+            self.deadline = time.monotonic() + REQUEST_READ_TIMEOUT_S
+        self._buffered(4)
+        size = wire.SIZE.unpack_from(self.rbuf, self.rpos)[0]
+        self.rpos += 4
+        if size < 8 or size > self.server.settings.request_max_bytes:
+            self.bad_size = size
+            return None
+        if size <= len(self.rbuf):
+            self._buffered(size)
+            frame = bytes(self.rview[self.rpos:self.rpos + size])
+            self.rpos += size
+        else:   # a large request is read straight into a buffer of its own, kept for the next ones
+            if self.large is None or len(self.large) < size:
+                self.large = bytearray(size)
+            view = memoryview(self.large)[:size]
+            have = self.rend - self.rpos
+            view[:have] = self.rview[self.rpos:self.rend]
+            self.rpos = self.rend = 0
+            while have < size:
+                have += self._recv_into(view[have:])
+            frame = view.toreadonly()   # kio's readers take read-only buffers only
+            if size > LARGE_KEEP_BYTES:
+                self.large = None
+        self.deadline = None
+        return frame
+
+    def _send(self, parts):
+        """Send a list of buffers whole: sendmsg hands them to the kernel without joining them."""
+        if self.tls:
+            for part in parts:
+                self.sock.sendall(part)
+            return
+        i = 0
+        while i < len(parts):
+            try:
+                sent = self.sock.sendmsg(parts[i:i + SEND_PARTS_MAX])
+            except BlockingIOError:
+                if self.writable is None:
+                    self.writable = select.poll()
+                    self.writable.register(self.sock.fileno(), select.POLLOUT)
+                if not self.writable.poll(int(IDLE_TIMEOUT_S * 1000)):
+                    raise Closed("the client reads no responses") from None
+                continue
+            while sent:
+                left = len(parts[i])
+                if sent >= left:
+                    sent -= left
+                    i += 1
+                else:
+                    parts[i] = memoryview(parts[i])[sent:]
+                    sent = 0
+
+    def _answer(self, ready_only=False):
+        """Send the queued responses in order: all of them (waiting for fsyncs), or with ready_only
+        those ahead of the first acks=all Produce whose batches are not fsynced yet."""
+        parts = []
+        queue = self.queue
+        while queue:
+            item = queue[0]
+            if isinstance(item, Deferred):
+                if ready_only and not item.ready():
+                    break
+                del queue[0]
+                parts.extend(item.finish())
+            else:
+                del queue[0]
+                parts.extend(item)
+        if parts:
+            self._send(parts)
+
+    def _pump(self):
+        """Send the queued responses that are ready until all are sent or the client sends another
+        request. The wait is on the socket, looking at the fsyncs every FSYNC_LOOK_S: a request
+        that comes is read at once (its records reach consumers without waiting for earlier
+        fsyncs), an fsync is answered at most FSYNC_LOOK_S after it is done."""
+        while self.queue:
+            self._answer(ready_only=True)
+            if not self.queue or self._input_waiting(FSYNC_LOOK_S):
+                return
 
     def start_tls(self):
         """The TLS handshake, bounded by REQUEST_READ_TIMEOUT_S; reads then never block longer either."""
@@ -227,21 +381,34 @@ class Connection:
         self.tls = True
 
     def run(self):
+        """Requests are handled one at a time in the order they came. An acks=all Produce is
+        answered once its batches are fsynced; while they are not, Produce requests the client
+        already sent are read and appended too (the next request being a Produce, and at most
+        PIPELINE_MAX of them), and their answers go out in order once fsynced: one fsync of the
+        persister then acknowledges several requests. Any other request is handled only once
+        every earlier response is sent."""
         reason = "closed"
         try:
             if self.server.ssl_context is not None:
                 self.start_tls()
+            else:
+                self.sock.setblocking(False)
             while self.server.running:
-                size = struct.unpack(">i", self._recv_exact(4, True))[0]
-                if size < 8 or size > self.server.settings.request_max_bytes:
-                    reason = (f"a request of {size} bytes is outside [8, socket.request.max.bytes="
+                if self.queue:
+                    self._pump()
+                frame = self._read_frame()
+                if frame is None:
+                    reason = (f"a request of {self.bad_size} bytes is outside [8, socket.request.max.bytes="
                               f"{self.server.settings.request_max_bytes}]")
+                    self._answer()
                     break
-                frame = self._recv_exact(size, False)
-                self.deadline = None
+                if self.queue and (wire.peek_header(frame)[0] != PRODUCE or len(self.queue) >= PIPELINE_MAX):
+                    self._answer()
                 out = self.handle(frame)
-                if out:
-                    self.sock.sendall(out)
+                if isinstance(out, Deferred) or (self.queue and out is not None):
+                    self.queue.append(out)
+                elif out is not None:
+                    self._send(out)
                 if self.close_after_reply:
                     reason = "closed after a failed authentication"
                     break
@@ -249,6 +416,7 @@ class Connection:
             reason = str(exc)
         except wire.BadFrame as exc:
             reason = str(exc)
+            self._answer_before_closing()
         except OSError as exc:   # ssl.SSLError is one too
             reason = f"socket error: {exc}"
         except Exception as exc:  # noqa: BLE001 - a bug serving one client must not stop the others
@@ -257,7 +425,15 @@ class Connection:
         finally:
             self.close(reason)
 
+    def _answer_before_closing(self):
+        """Answer the requests handled before one that closes the connection, as far as possible."""
+        try:
+            self._answer()
+        except (Closed, OSError):
+            pass
+
     def handle(self, frame):
+        """The response frame as a list of buffers, a Deferred one, or None (acks=0 Produce)."""
         api_key, version, correlation_id = wire.peek_header(frame)
         spec = self.server.apis.get(api_key)
         if spec is None or not spec[0] <= version <= spec[1]:
@@ -277,8 +453,11 @@ class Connection:
             body = self.handle_authorized(acls, api_key, request, version, spec[2])
         if body is None:
             return None
+        if isinstance(body, handlers.Pending):
+            return Deferred(body, api_key, version, correlation_id)
         return wire.encode_response(api_key, version, correlation_id,
-                                     wire.build(wire.response_class(api_key, version), body))
+                                    wire.build(wire.response_class(api_key, version), body),
+                                    split=api_key == FETCH and body.get("record_bytes", 0) >= SPLIT_RESPONSE_BYTES)
 
     def handle_authorized(self, acls, api_key, request, version, handler):
         refused = acls.denial(self, api_key, request)
@@ -310,22 +489,21 @@ class Connection:
         if reader is not None:
             reader.close()
 
-    def wait_for_data(self, rings, timeout_s):
-        """Sleep until one of rings gets a new batch past its end now, or timeout_s passes."""
+    def wait_for_data(self, watch, timeout_s):
+        """Sleep until one of the rings gets a batch at or past its end as it was seen ((ring,
+        end position, end offset) each), or timeout_s passes."""
         if self.doorbell_slot is None:
             self.doorbell_slot = self.logs.doorbell.acquire()
-        handles = ffi.new("shmlog_ring_handle *[]", [r.map for r in rings])
-        cursors = [ffi.new("shmlog_cursor *") for _ in rings]
-        for c, r in zip(cursors, rings):
-            c.position, c.next_offset = r.end()
+        handles = ffi.new("shmlog_ring_handle *[]", [ring.map for ring, _, _ in watch])
+        cursors = [ffi.new("shmlog_cursor *", (position, offset)) for _, position, offset in watch]
         arr = ffi.new("shmlog_cursor *[]", cursors)
         waited = ffi.new("int64_t *")
         timeout_ns = int(min(timeout_s, 0.1) * 1e9)
         if self.doorbell_slot < 0:
-            lib.shmlog_wait_any(ffi.NULL, -1, handles, arr, len(rings), WAIT_SPIN_NS, WAIT_SPIN_NS, waited)
+            lib.shmlog_wait_any(ffi.NULL, -1, handles, arr, len(watch), WAIT_SPIN_NS, WAIT_SPIN_NS, waited)
             time.sleep(min(timeout_s, 0.001))
         else:
-            lib.shmlog_wait_any(self.logs.doorbell.ptr, self.doorbell_slot, handles, arr, len(rings), WAIT_SPIN_NS,
+            lib.shmlog_wait_any(self.logs.doorbell.ptr, self.doorbell_slot, handles, arr, len(watch), WAIT_SPIN_NS,
                                 timeout_ns, waited)
 
     def group(self):
@@ -340,6 +518,10 @@ class Connection:
 
     def close(self, reason):
         log().debug(f"kafka listener: {self.where}: connection closed: {reason}")
+        for item in self.queue:
+            if isinstance(item, Deferred):
+                item.abandon()   # appended, never answered: the client retries (idempotence dedups)
+        self.queue.clear()
         try:
             self.sock.close()
         except OSError:
@@ -353,6 +535,15 @@ class Connection:
             self.logs.doorbell.release(self.doorbell_slot)
         with self.server.lock:
             self.server.connections.discard(self)
+
+
+def warm():
+    """kio loads a schema module on first use (tens of ms each): load those of the data path and
+    of groups beside the first requests, not in their way. Then move what is loaded out of the
+    garbage collector's sight (gc.freeze): its full collections otherwise walk kio's thousands
+    of classes again and again, a few percent of a busy listener's time."""
+    wire.warm(WARM_VERSIONS)
+    gc.freeze()
 
 
 def main(argv):
@@ -369,6 +560,7 @@ def main(argv):
         server.bind()
     except OSError as exc:
         raise SystemExit(f"shmlog kafka listener: cannot listen on {server.settings.listener}: {exc}") from None
+    threading.Thread(target=warm, name="kafka-warm", daemon=True).start()
     try:
         server.serve(parent)
     finally:
