@@ -12,6 +12,7 @@ current one's.
 import base64
 import json
 import os
+import threading
 import time
 import uuid
 
@@ -149,8 +150,11 @@ def save(data_dir, meta):
     path = metadata_path(data_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
+    # One line: json's C encoder (an indented dump goes through its pure-Python one, ~10x slower:
+    # 0.3 s of a 10,000-partition topic's creation).
+    data = json.dumps(meta, sort_keys=True)
     with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1, sort_keys=True)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     if os.path.exists(path):
@@ -238,18 +242,33 @@ def _fsync_path(path):
 
 
 def fsync_all(paths):
-    """fsync every file and directory in `paths`, many at once from a pool of threads: the file
+    """fsync every file and directory in `paths`, many at once from SYNC_THREADS threads (each
+    taking every SYNC_THREADS-th path: a future per path cost more than the fsyncs): the file
     system commits concurrent fsyncs together (one journal commit for many), so making 10,000
     new partition directories durable takes about as long as a few fsyncs in a row, not 20,000
     of them. (Not syncfs(2): it would also wait for every other writer's dirty data on the file
     system.) The first OSError is raised once all are done."""
-    from concurrent.futures import ThreadPoolExecutor
-    paths = list(paths)
-    if not paths:
-        return
-    with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(paths))) as pool:
-        for future in [pool.submit(_fsync_path, p) for p in paths]:
-            future.result()
+    paths = list(enumerate(paths))
+    errors = []   # (index in paths, OSError)
+    go = threading.Event()   # all started first: a busy thread holding the GIL would slow the next start()
+
+    def sync(share):
+        go.wait()
+        for i, path in share:
+            try:
+                _fsync_path(path)
+            except OSError as exc:
+                errors.append((i, exc))
+
+    threads = [threading.Thread(target=sync, args=(paths[k::SYNC_THREADS],), daemon=True)
+               for k in range(min(SYNC_THREADS, len(paths)))]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]
 
 
 # ---------------------------------------------------------------------- cluster id

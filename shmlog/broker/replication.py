@@ -90,10 +90,12 @@ class ReplicaManager:
         for line in moved:
             log(f"recovery: {line}")
 
-    def place_replicas(self, partitions, replication_factor=-1, assignment=None, first_partition=0):
+    def place_replicas(self, partitions, replication_factor=-1, assignment=None, first_partition=0, counts=None):
         """Replica lists (log dir indexes) for new partitions: the explicit assignment once
         checked, else replication_factor (-1: default.replication.factor) replicas each on
-        distinct log dirs, leaders balanced across topics. Refused with Kafka's codes."""
+        distinct log dirs, leaders balanced across topics. Refused with Kafka's codes.
+        counts: the partitions each log dir leads (replicas.leader_counts), counted up here with
+        the new leaders, when the caller places many topics' partitions (else worked out here)."""
         n = len(self.sup.log_dirs)
         if assignment:
             if replication_factor not in (-1, None):
@@ -102,12 +104,15 @@ class ReplicaManager:
             problem = replicas.assignment_problem(assignment, partitions, n, first_partition)
             if problem:
                 raise self.Refused(*problem)
+            for r in assignment if counts is not None else ():
+                counts[r[0]] += 1   # its first replica leads (replicas.new_state)
             return [list(r) for r in assignment]
         rf = self.sup.config.default_replication_factor if replication_factor in (-1, None) else replication_factor
         problem = replicas.factor_problem(rf, n)
         if problem:
             raise self.Refused(*problem)
-        counts = replicas.leader_counts(self.sup.meta["topics"].values(), n)
+        if counts is None:
+            counts = replicas.leader_counts(self.sup.meta["topics"].values(), n)
         return replicas.assign(partitions, rf, n, counts, first_partition)
 
     def replicated_partitions(self):

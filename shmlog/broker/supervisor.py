@@ -4,6 +4,7 @@ persister process and the liveness of registered clients.
 Run as `python -m shmlog.broker.supervisor <data_dir> <broker config json>`; shmlog.Broker and
 `shmlog broker start` start it. A lock on <data_dir>/supervisor.lock keeps it unique.
 """
+import collections
 import copy
 import fcntl
 import json
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -42,7 +44,6 @@ from shmlog.config import (
     parse_broker_config,
     parse_topic_config,
     topic_name_problem,
-    topic_names_collide,
 )
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import producer_state, retention
@@ -73,6 +74,60 @@ STANDBY_ENV = "SHMLOG_STANDBY"     # keeper.STANDBY_ENV: "1" for the keeper's wa
 STOPPED = b"stopped"               # in supervisor.lock after a clean stop
 PROMOTE_WAIT_S = 30.0              # a standby holding the lock waits this long for the keeper's go-ahead
 FINAL_DRAIN_ATTEMPTS = 3  # persisters started for the final drain when one left published records behind
+DIR_THREAD_MIN = 64   # new partition directories made by a thread of their own from this many (DirMaker)
+
+
+# What creating a ring takes from its topic's config (Supervisor.ring_settings).
+RingSettings = collections.namedtuple("RingSettings", "ring_bytes slots memory_only min_insync")
+
+
+def fold_topic_name(name):
+    """Names of equal folded form collide (topic_names_collide): '.' and '_' taken as one."""
+    return name.replace(".", "_")
+
+
+class NewTopics:
+    """One create_topics request while its topics are checked and made (Supervisor.create_topics):
+    they are written to the metadata together at the end, so each is checked against the
+    broker's topics and those of the request before it."""
+
+    def __init__(self, sup):
+        self.meta = {**sup.meta, "topics": dict(sup.meta["topics"])}  # entries are replaced whole, never edited
+        self.folded = {}   # folded name -> the (first) topic of that form
+        for name in sorted(self.meta["topics"], reverse=True):
+            self.folded[fold_topic_name(name)] = name
+        self.leaders = replicas.leader_counts(self.meta["topics"].values(), len(sup.log_dirs))
+        # Shared memory the broker's rings hold, counted as topics are made (shmlog.shm.max.bytes).
+        self.shm_held = sup.shm_held() if sup.config.shmlog_shm_max_bytes is not None else None
+        self.made = []     # (topic, entry, config as asked, directories made): none durable yet
+
+
+class DirMaker:
+    """Makes new partition directories, each holding its partition.metadata (not fsynced:
+    commit_partitions does that for many at once). Many are made by a thread of its own, while
+    the caller goes on (creating their rings); a few at once (a thread costs more)."""
+
+    def __init__(self, pdirs, topic_id):
+        self.pdirs, self.topic_id, self.error, self.thread = pdirs, topic_id, None, None
+        if len(pdirs) >= DIR_THREAD_MIN:
+            self.thread = threading.Thread(target=self.make, name="partition-dirs", daemon=True)
+            self.thread.start()
+        else:
+            self.make()
+
+    def make(self):
+        try:
+            for pdir in self.pdirs:
+                metadata.write_partition_metadata(pdir, self.topic_id, sync=False)
+        except BaseException as exc:   # raised in the caller's thread by wait()
+            self.error = exc
+
+    def wait(self, check=True):
+        """Until every directory is made; raises what failed (check=False: only waits)."""
+        if self.thread is not None:
+            self.thread.join()
+        if check and self.error is not None:
+            raise self.error
 
 
 class Refused(Exception):
@@ -241,16 +296,19 @@ class Supervisor:
         order = [state["leader"]] + [r for r in state["replicas"] if r != state["leader"]]
         return [partition_dir(self.log_dirs[r % len(self.log_dirs)], topic, partition) for r in order]
 
-    def apply_replication(self, topic, partition, t=None, ring=None):
-        """State the partition's replication in its ring header (what acks=all checks)."""
+    def apply_replication(self, topic, partition, t=None, ring=None, min_insync=None):
+        """State the partition's replication in its ring header (what acks=all checks).
+        min_insync: the topic's min.insync.replicas, when the caller has it (many partitions)."""
         t = t or self.meta["topics"][topic]
         ring = ring or self.rings.get((topic, partition))
         if ring is None:
             return
+        if min_insync is None:
+            min_insync = int(self.topic_config(t)["min.insync.replicas"])
         state = self.partition_state(topic, partition, t)
         reps = state["replicas"]
         mask = sum(1 << i for i, r in enumerate(reps) if r in state["isr"])
-        lib.shmlog_ring_set_replication(ring.map, len(reps), int(self.topic_config(t)["min.insync.replicas"]), mask,
+        lib.shmlog_ring_set_replication(ring.map, len(reps), min_insync, mask,
                                         reps.index(state["leader"]), state["leader_epoch"], ffi.new("uint8_t[]", reps))
 
     def claim_partition_dir(self, topic, partition, t, new, sync=True):
@@ -277,16 +335,18 @@ class Supervisor:
         metadata.write_partition_metadata(pdir, t["topic_id"], sync=sync)
         return pdir
 
-    def shm_problem(self, what, ring_sizes, cap=True):
+    def shm_problem(self, what, ring_sizes, cap=True, held=None):
         """Why the shared memory of `ring_sizes` ((ring.bytes, ring.slots) per ring) cannot be
         allocated, or None: it must stay within shmlog.shm.max.bytes with what this broker holds
-        already (cap=True), and leave 5% of /dev/shm free. Checked before anything is allocated."""
+        already (cap=True; `held`: those bytes, when the caller keeps count), and leave 5% of
+        /dev/shm free. Checked before anything is allocated."""
         need = sum(lib.shmlog_ring_map_bytes(b, s) for b, s in ring_sizes)
         rings = f"{len(ring_sizes)} ring{'s' if len(ring_sizes) != 1 else ''} of ring.bytes=" + \
             "/".join(str(b) for b in sorted({b for b, _ in ring_sizes}))
         limit = self.config.shmlog_shm_max_bytes
         if cap and limit is not None:
-            held = sum(r.mapping.size for r in self.rings.values())
+            if held is None:
+                held = self.shm_held()
             if held + need > limit:
                 return KafkaError.POLICY_VIOLATION, (
                     f"{what} needs {need} bytes of shared memory ({rings}, with headers); this broker's rings "
@@ -305,22 +365,36 @@ class Supervisor:
                 f"{shm.SHM_DIR}")
         return None
 
-    def create_ring(self, topic, partition, t=None):
+    def ring_settings(self, t):
+        """What creating a ring of topic entry t takes from its config: worked out once for all
+        the partitions of a topic being created, not once per partition."""
+        cfg = metadata.topic_config(t)
+        return RingSettings(*ring_geometry(cfg), not cfg["shmlog.persist"],
+                            int(self.topic_config(t)["min.insync.replicas"]))
+
+    def shm_held(self):
+        """Bytes of shared memory this broker's rings hold."""
+        return sum(r.mapping.size for r in self.rings.values())
+
+    def create_ring(self, topic, partition, t=None, fresh=False, settings=None):
+        """fresh: the partition's directory was just made, so there is no log on disk to continue."""
         t = t or self.meta["topics"][topic]
-        pdir = partition_dir(self.partition_log_dir(topic, partition, t), topic, partition)
-        # Where recovery will cut the newest segment (CRC-checked), so the ring continues the disk's offsets.
-        end = log_end_offset(pdir, check_crc=True) if os.path.isdir(pdir) else 0
-        first = max(log_start_offset(pdir), retention.read_checkpoint(pdir)) if os.path.isdir(pdir) else 0
-        first = max(first, self.requested_log_start(t, partition))
+        settings = settings or self.ring_settings(t)
+        first = self.requested_log_start(t, partition)
+        end = 0
+        pdir = None if fresh else partition_dir(self.partition_log_dir(topic, partition, t), topic, partition)
+        if pdir is not None and os.path.isdir(pdir):
+            # Where recovery will cut the newest segment (CRC-checked), so the ring continues the disk's offsets.
+            end = log_end_offset(pdir, check_crc=True)
+            first = max(first, log_start_offset(pdir), retention.read_checkpoint(pdir))
         # Offsets below the log start offset are never handed out again (Kafka restarts the log there).
-        ring_bytes, slots = ring_geometry(metadata.topic_config(t))
-        ring = Ring.create(self.ring_name(topic, partition, t), ring_bytes, topic,
+        ring = Ring.create(self.ring_name(topic, partition, t), settings.ring_bytes, topic,
                            t["id"], partition, start_offset=max(end, first), mode=self.mode,
-                           group=self.policy.group, slots=slots)
+                           group=self.policy.group, slots=settings.slots)
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
-        if self.memory_only(t):
+        if settings.memory_only:
             ring.header.descriptor.flags |= lib.SHMLOG_RING_FLAG_MEMORY_ONLY
-        self.apply_replication(topic, partition, t, ring)
+        self.apply_replication(topic, partition, t, ring, settings.min_insync)
         if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
             ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
         self.rings[(topic, partition)] = ring
@@ -616,10 +690,15 @@ class Supervisor:
         self.replication.track_isr(time.monotonic())
 
     def op_metadata(self, sock, request):
-        for topic in request.get("auto_create", []):
-            if topic not in self.meta["topics"] and self.config.auto_create_topics_enable \
-                    and not topic.startswith("__"):
-                self.create_topic(topic, self.config.num_partitions, {})
+        wanted = [topic for topic in dict.fromkeys(request.get("auto_create", []))
+                  if topic not in self.meta["topics"] and self.config.auto_create_topics_enable
+                  and not topic.startswith("__")]
+        if wanted:
+            results = self.create_topics([{"topic": topic, "num_partitions": self.config.num_partitions}
+                                          for topic in wanted])
+            refused = [result for result in results.values() if result is not None]
+            if refused:
+                raise Refused(*refused[0])
         return self.describe()
 
     def describe(self):
@@ -652,37 +731,73 @@ class Supervisor:
         return int((t.get("log_start_offsets") or {}).get(str(partition), 0))
 
     def op_create_topics(self, sock, request):
+        return {"results": self.create_topics(request["topics"], request.get("validate_only", False))}
+
+    def create_topic(self, topic, num_partitions, config, internal=False):
+        """Create one topic (one of the broker's own, or one a metadata request auto-creates);
+        Refused if it cannot be."""
+        result = self.create_topics([{"topic": topic, "num_partitions": num_partitions, "config": config}],
+                                    internal=internal)[topic]
+        if result is not None:
+            raise Refused(*result)
+
+    def create_topics(self, specs, validate_only=False, internal=False):
+        """Create the topics of one request, {topic: None, or [code, reason] if refused}: each is
+        checked, then its rings allocated and its directories claimed; then all of them are made
+        durable and written to meta/topics.json together, and only then is anyone told (one
+        metadata write and one epoch bump per request: one per topic, each writing every topic so
+        far, made creating many topics quadratic). A topic that fails on the way is undone alone;
+        when the final write fails every topic of the request is, so the metadata never names a
+        topic whose rings do not exist. `internal`: the broker creating one of its own topics."""
+        request = NewTopics(self)
         results = {}
-        for spec in request["topics"]:
+        for spec in specs:
             try:
-                self.create_topic(spec["topic"], spec.get("num_partitions", -1), spec.get("config") or {},
-                                  validate_only=request.get("validate_only", False),
-                                  replication_factor=spec.get("replication_factor", -1),
-                                  replica_assignment=spec.get("replica_assignment"))
+                self.add_new_topic(request, spec, validate_only, internal)
                 results[spec["topic"]] = None
             except Refused as exc:
                 results[spec["topic"]] = [exc.code, str(exc)]
             except KafkaException as exc:
                 results[spec["topic"]] = [exc.args[0].code(), reason_of(exc)]
-        return {"results": results}
+            except BaseException:
+                for topic, t, _, dirs in request.made:
+                    self.undo_partitions(topic, range(t["partitions"]), dirs)
+                raise
+        if not request.made:
+            return results
+        what = f"topic {request.made[0][0]!r}" if len(request.made) == 1 else f"{len(request.made)} topics"
+        try:
+            self.commit_partitions(what, request.meta, [d for *_, dirs in request.made for d in dirs])
+        except Refused as exc:
+            for topic, t, _, dirs in request.made:
+                self.undo_partitions(topic, range(t["partitions"]), dirs)
+                results[topic] = [exc.code, str(exc)]
+            return results
+        self.meta = request.meta
+        self.doorbell.bump_metadata_epoch()
+        for topic, t, config, _ in request.made:
+            info(f"created topic {topic!r}{' (internal)' if internal else ''}: {t['partitions']} partition"
+                 f"{'s' if t['partitions'] != 1 else ''}, topic id {t['topic_id']}"
+                 + (f", config {config}" if config else ""))
+        return results
 
-    def create_topic(self, topic, num_partitions, config, validate_only=False, internal=False,
-                     replication_factor=-1, replica_assignment=None):
-        """Create a topic: checked, then its rings allocated and its directories claimed, and only
-        then written to meta/topics.json. Anything that fails on the way is undone, so the
-        metadata never names a topic whose rings do not exist (and a refused request leaves
-        nothing behind). `internal`: the broker creating one of its own topics."""
+    def add_new_topic(self, request, spec, validate_only, internal):
+        """Check one topic of a create_topics request against the broker and the request's topics
+        before it, then (unless validate_only) claim its directories, create its rings and add it
+        to request.meta. Refused (or KafkaException) if it cannot be made; nothing is left then."""
+        topic, config = spec["topic"], spec.get("config") or {}
+        num_partitions, replica_assignment = spec.get("num_partitions", -1), spec.get("replica_assignment")
         problem = topic_name_problem(topic)
         if problem:
             raise Refused(KafkaError.TOPIC_EXCEPTION, problem)
         if topic in INTERNAL_TOPICS and not internal:
             raise Refused(KafkaError.INVALID_REQUEST, f"creation of the internal topic {topic} is prohibited: the "
                           f"broker creates and owns it")
-        if topic in self.meta["topics"]:
+        if topic in request.meta["topics"]:
             raise Refused(KafkaError.TOPIC_ALREADY_EXISTS, f"topic {topic!r} already exists")
-        collides = sorted(name for name in self.meta["topics"] if topic_names_collide(name, topic))
-        if collides:
-            raise Refused(KafkaError.TOPIC_EXCEPTION, f"topic {topic!r} collides with existing topic {collides[0]!r}: "
+        collides = request.folded.get(fold_topic_name(topic))
+        if collides is not None:
+            raise Refused(KafkaError.TOPIC_EXCEPTION, f"topic {topic!r} collides with existing topic {collides!r}: "
                           f"names that differ only in '.' versus '_' are not allowed (Kafka's metric names "
                           f"cannot tell them apart)")
         if replica_assignment and num_partitions in (-1, None):
@@ -692,7 +807,9 @@ class Supervisor:
         if not isinstance(num_partitions, int) or isinstance(num_partitions, bool) or \
                 not 1 <= num_partitions <= 10000:
             raise Refused(KafkaError.INVALID_PARTITIONS, f"num_partitions={num_partitions!r} must be 1..10000")
-        placement = self.replication.place_replicas(num_partitions, replication_factor, replica_assignment)
+        leaders = list(request.leaders)   # taken on only if the topic is made
+        placement = self.replication.place_replicas(num_partitions, spec.get("replication_factor", -1),
+                                                    replica_assignment, counts=leaders)
         cfg = parse_topic_config(config)
         problem = memory_only_problem(topic, effective_topic_config(cfg, self.config), len(placement[0]))
         if problem:
@@ -700,44 +817,52 @@ class Supervisor:
         cfg.setdefault("ring.bytes", self.config.ring_bytes)
         if topic == SCHEMAS_TOPIC:   # compacted once a segment rolls: small segments bound its replay
             cfg.setdefault("segment.bytes", self.config.schemas_topic_segment_bytes)
-        shortage = self.shm_problem(f"topic {topic!r}", [ring_geometry(cfg)] * num_partitions)
+        ring_sizes = [ring_geometry(cfg)] * num_partitions
+        shortage = self.shm_problem(f"topic {topic!r}", ring_sizes, held=request.shm_held)
         if shortage:
             raise Refused(*shortage)
         if validate_only:
             return
-        new = copy.deepcopy(self.meta)
-        t = new["topics"][topic] = {"id": new["next_topic_id"], "topic_id": metadata.new_topic_id(),
-                                    "partitions": num_partitions, "config": cfg,
-                                    "partition_states": [replicas.new_state(r) for r in placement]}
-        new["next_topic_id"] += 1
-        self.add_partitions(f"topic {topic!r}", new, topic, range(num_partitions), t)
-        self.meta = new
-        self.doorbell.bump_metadata_epoch()
-        info(f"created topic {topic!r}{' (internal)' if internal else ''}: {num_partitions} partition"
-             f"{'s' if num_partitions != 1 else ''}, topic id {t['topic_id']}"
-             + (f", config {config}" if config else ""))
+        t = {"id": request.meta["next_topic_id"], "topic_id": metadata.new_topic_id(),
+             "partitions": num_partitions, "config": cfg,
+             "partition_states": [replicas.new_state(r) for r in placement]}
+        dirs = self.make_partitions(f"topic {topic!r}", topic, range(num_partitions), t)
+        request.meta["topics"][topic] = t
+        request.meta["next_topic_id"] += 1
+        request.folded[fold_topic_name(topic)] = topic
+        request.leaders = leaders
+        if request.shm_held is not None:
+            request.shm_held += sum(lib.shmlog_ring_map_bytes(b, s) for b, s in ring_sizes)
+        request.made.append((topic, t, config, dirs))
 
-    def add_partitions(self, what, new_meta, topic, partitions, t):
-        """Claim the directories and create the rings of new partitions, then save new_meta; on
-        any failure unlink what was created and raise Refused (self.meta is left unchanged)."""
-        created, dirs = [], []
+    def make_partitions(self, what, topic, partitions, t):
+        """Claim the directories and create the rings of new partitions of topic entry t (which
+        self.meta need not hold yet); the directories made, not durable yet (commit_partitions).
+        On any failure unlink what was created and raise Refused."""
+        settings = self.ring_settings(t)   # once for the topic: its config is the same for every partition
+        created, dirs, new_dirs, making = [], [], [], None
         try:
+            if not settings.memory_only:
+                for p in partitions:
+                    for pdir in self.replica_dirs(topic, p, t):
+                        dirs.append(pdir)
+                        if os.path.isdir(pdir):   # an earlier topic's: moved aside, a new one made
+                            self.claim_replica_dir(pdir, topic, p, t, new=True, sync=False)
+                        else:
+                            new_dirs.append(pdir)
+                # Many are made by another thread while this one creates the rings: both are
+                # mostly system calls, which let the other thread run.
+                making = DirMaker(new_dirs, t["topic_id"])
             for p in partitions:
-                if not self.memory_only(t):
-                    dirs.extend(self.replica_dirs(topic, p, t))
-                    self.claim_partition_dir(topic, p, t, new=True, sync=False)
-                self.create_ring(topic, p, t)
+                # Its directory (claimed new: emptied) holds no log to continue from.
+                self.create_ring(topic, p, t, fresh=not settings.memory_only, settings=settings)
                 created.append(p)
-            # Every partition.metadata durable before topics.json names them: the files, their new
-            # directories and the log dirs holding those, fsynced together (metadata.fsync_all).
-            metadata.fsync_all([os.path.join(d, metadata.PARTITION_METADATA) for d in dirs] + dirs
-                               + sorted({os.path.dirname(d) for d in dirs}))
-            self.save_meta(new_meta)
+            if making is not None:
+                making.wait()
         except BaseException as exc:
-            for p in created:
-                self.drop_ring(topic, p)
-            for d in dirs:
-                shutil.rmtree(d, ignore_errors=True)   # just made: it holds only partition.metadata
+            if making is not None:
+                making.wait(check=False)   # done before its directories are removed
+            self.undo_partitions(topic, created, dirs)
             if isinstance(exc, Refused):
                 raise
             if isinstance(exc, KafkaException):
@@ -747,6 +872,27 @@ class Supervisor:
             else:
                 raise
             raise Refused(code, f"cannot create {what}: {reason}; nothing was created") from None
+        return dirs
+
+    def undo_partitions(self, topic, partitions, dirs):
+        """Unlink the rings and remove the directories make_partitions made."""
+        for p in partitions:
+            self.drop_ring(topic, p)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)   # just made: it holds only partition.metadata
+
+    def commit_partitions(self, what, new_meta, dirs):
+        """Make the new partitions' directories durable, then write new_meta: every
+        partition.metadata is on disk before topics.json names its partition (the files, their
+        new directories and the log dirs holding those, fsynced together: metadata.fsync_all).
+        Refused if the disk refuses; the caller undoes the partitions."""
+        try:
+            metadata.fsync_all([os.path.join(d, metadata.PARTITION_METADATA) for d in dirs] + dirs
+                               + sorted({os.path.dirname(d) for d in dirs}))
+        except OSError as exc:
+            raise Refused(KafkaError._CRIT_SYS_RESOURCE, f"cannot create {what}: {type(exc).__name__}: {exc}; "
+                                                         f"nothing was created") from None
+        self.save_meta(new_meta)
 
     def save_meta(self, meta):
         """Write meta/topics.json; Refused (KAFKA_STORAGE_ERROR) if the disk refuses."""
@@ -820,13 +966,18 @@ class Supervisor:
                 except Refused as exc:
                     results[topic] = [exc.code, str(exc)]
                     continue
-                new = copy.deepcopy(self.meta)
-                nt = new["topics"][topic]
-                nt["partition_states"] = self.partition_states(nt) + [replicas.new_state(r) for r in placement]
-                old, nt["partitions"] = nt["partitions"], total
+                old = t["partitions"]
+                nt = {**t, "partitions": total,
+                      "partition_states": self.partition_states(t) + [replicas.new_state(r) for r in placement]}
+                new = {**self.meta, "topics": {**self.meta["topics"], topic: nt}}  # entries are replaced whole
+                what = f"partitions {old}..{total - 1} of {topic!r}"
                 try:
-                    self.add_partitions(f"partitions {old}..{total - 1} of {topic!r}", new, topic, range(old, total),
-                                        nt)
+                    dirs = self.make_partitions(what, topic, range(old, total), nt)
+                    try:
+                        self.commit_partitions(what, new, dirs)
+                    except Refused:
+                        self.undo_partitions(topic, range(old, total), dirs)
+                        raise
                 except Refused as exc:
                     results[topic] = [exc.code, str(exc)]
                     continue

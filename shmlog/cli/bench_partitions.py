@@ -1,10 +1,13 @@
 """`shmlog bench partitions`: what many idle partitions cost a broker.
 
-For each partition count: a fresh embedded broker (`shmlog.Broker`) in a temporary data dir,
-one `create_topics` call creating the partitions (topics of at most 10,000 partitions each,
-ring.bytes as given), timed from the call until every future is done. Then the bench waits
-until the persister has opened every partition (its open descriptors stop changing and its CPU
-goes quiet) and measures, over an idle window with nothing produced or consumed:
+For each partition count: a fresh embedded broker (`shmlog.Broker`) in a temporary data dir
+(under --data-dir), left to settle first (its processes start for a second or so after
+Broker() returns, and timing the create over that charged ~1-2 s of their start-up to it on a
+loaded machine), then one `create_topics` call creating the partitions (topics of at most
+10,000 partitions each, ring.bytes as given), timed from the call until every future is done.
+Then the bench waits until the persister has opened every partition (its open descriptors stop
+changing and its CPU goes quiet) and measures, over an idle window with nothing produced or
+consumed:
   - CPU % of one core of each broker process (the keeper, the supervisor and every process
     below it: persister, cleaner...), from psutil's cpu_times before and after the window;
   - the namespace's objects in /dev/shm: bytes allocated (st_blocks x 512) and their size;
@@ -95,8 +98,9 @@ def wait_settled(keeper_pid, timeout_s=SETTLE_TIMEOUT_S):
     return False
 
 
-def measure(partitions, ring_bytes=65536, idle_s=10.0, data_root=None, broker_configs=None):
-    """One row: a broker with `partitions` idle partitions."""
+def measure(partitions, ring_bytes=65536, idle_s=10.0, data_root=None, broker_configs=None, remove_later=None):
+    """One row: a broker with `partitions` idle partitions. remove_later: a list the data dir is
+    put on for the caller to remove, after the other rows (see run)."""
     import shmlog
     from shmlog.client.admin import AdminClient, NewTopic
 
@@ -105,6 +109,7 @@ def measure(partitions, ring_bytes=65536, idle_s=10.0, data_root=None, broker_co
     try:
         with shmlog.Broker(data_dir, **(broker_configs or {})) as broker:
             admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+            wait_settled(broker.process.pid)   # the create alone is timed, not the broker's start-up
             topics, left, i = [], partitions, 0
             while left > 0:
                 n = min(left, MAX_PARTITIONS_PER_TOPIC)
@@ -140,17 +145,22 @@ def measure(partitions, ring_bytes=65536, idle_s=10.0, data_root=None, broker_co
             row["fds"] = _fds(procs)
             admin.close()
     finally:
-        _remove(data_dir)
+        if remove_later is None:
+            _remove(data_dir)
+        else:
+            _remove(data_dir, keep_files=True)
+            remove_later.append(data_dir)
     return row
 
 
-def _remove(data_dir):
-    """The data dir, and shared memory a broker that could not stop cleanly left in its
-    namespace (it is stopped by now: nobody maps them)."""
+def _remove(data_dir, keep_files=False):
+    """The data dir (keep_files: not yet), and shared memory a broker that could not stop
+    cleanly left in its namespace (it is stopped by now: nobody maps them)."""
     from shmlog._native import shm
     for name in shm.names_in_namespace(shm.namespace(data_dir)):
         shm.unlink(name)
-    shutil.rmtree(data_dir, ignore_errors=True)
+    if not keep_files:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def table(rows):
@@ -169,13 +179,21 @@ def table(rows):
 
 
 def run(counts, ring_bytes=65536, idle_s=10.0, data_root=None, echo=print):
-    rows = []
-    for n in counts:
-        row = measure(n, ring_bytes, idle_s, data_root)
-        if not row["settled"]:
-            echo(f"note: the broker with {n} partitions did not settle within {SETTLE_TIMEOUT_S:.0f} s")
-        rows.append(row)
-        echo(table(rows[-1:]).splitlines()[-1])
+    """The rows of `counts`. Their data dirs are removed after the last row, not between rows:
+    on a file system that avoids reusing inodes freed in the last minutes (ext4 without a
+    journal), making a row's directories after removing the previous row's took longer the more
+    had just been removed."""
+    rows, data_dirs = [], []
+    try:
+        for n in counts:
+            row = measure(n, ring_bytes, idle_s, data_root, remove_later=data_dirs)
+            if not row["settled"]:
+                echo(f"note: the broker with {n} partitions did not settle within {SETTLE_TIMEOUT_S:.0f} s")
+            rows.append(row)
+            echo(table(rows[-1:]).splitlines()[-1])
+    finally:
+        for data_dir in data_dirs:
+            _remove(data_dir)
     return rows
 
 
@@ -243,7 +261,11 @@ def _command():
     @click.option("--memory-only-records", type=click.IntRange(min=0), default=0, metavar="N",
                   help="Also measure produce() rates in-ring, persisted and memory-only with N records "
                        "of 100 B (0: not).")
-    def bench_partitions(counts, ring_bytes, idle_s, memory_only_records):
+    @click.option("--data-dir", "data_root", type=click.Path(file_okay=False, exists=True), default=None,
+                  help="Where the brokers' temporary data dirs are made (default: the system's temporary "
+                       "directory). What the file system takes to make a directory and a file per partition "
+                       "is part of the create time.")
+    def bench_partitions(counts, ring_bytes, idle_s, memory_only_records, data_root):
         """What many idle partitions cost a broker: create_topics time, idle CPU % per broker
         process, /dev/shm, RSS and descriptors (bench/README.md, "scale")."""
         try:
@@ -251,11 +273,11 @@ def _command():
         except ValueError:
             raise click.BadParameter(f"{counts!r} is not a comma-separated list of numbers",
                                      param_hint="'--partitions'") from None
-        rows = run(wanted, ring_bytes, idle_s, echo=lambda line: click.echo(line, err=True))
+        rows = run(wanted, ring_bytes, idle_s, data_root, echo=lambda line: click.echo(line, err=True))
         click.echo(table(rows))
         if memory_only_records:
             click.echo("\n| produce() 100 B, acks=1, one producer | records/s |\n| --- | ---: |")
-            for name, rate in memory_only_rows(memory_only_records):
+            for name, rate in memory_only_rows(memory_only_records, data_root=data_root):
                 click.echo(f"| {name} | {rate:,.0f} |")
 
     return bench_partitions
