@@ -687,9 +687,7 @@ class PartitionLog:
         if self.storage_errno:
             self._storage_recovered()
         self.publish()
-        if self.writer.log_end_offset > 0:   # an empty log has no producers (and 10,000 of them must stop fast)
-            self.writer.snapshot_producers()   # a clean stop: the next start reads no batch to rebuild them
-        return True
+        return True   # close() leaves the producer snapshot (SegmentWriter._leave_clean_close)
 
     def close(self):
         try:

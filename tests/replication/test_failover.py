@@ -111,6 +111,15 @@ def index_bytes(log_dir, topic):
         return b""
 
 
+def abort_then_commit(p, aborted, committed):
+    """One transaction of `aborted` aborted, then one of `committed` committed; closes p."""
+    for value, commit in ((aborted, False), (committed, True)):
+        p.begin_transaction()
+        p.produce("t", value)
+        (p.commit_transaction if commit else p.abort_transaction)(WAIT_S)
+    p.close()
+
+
 def test_read_committed_after_a_failover_still_drops_the_records_of_an_aborted_transaction(
         mounts, replicated, data_dir):
     disks = mounts(2, size=4 << 20)
@@ -119,13 +128,7 @@ def test_read_committed_after_a_failover_still_drops_the_records_of_an_aborted_t
     warm_up(conf, admin, "t", [0, 1])
     p = shmlog.Producer({**conf, "transactional.id": "tx"})
     p.init_transactions(WAIT_S)
-    p.begin_transaction()
-    p.produce("t", b"aborted")
-    p.abort_transaction(WAIT_S)
-    p.begin_transaction()
-    p.produce("t", b"committed")
-    p.commit_transaction(WAIT_S)
-    p.close()
+    abort_then_commit(p, b"aborted", b"committed")
     # The mirror copies the leader's aborted.txnindex with the batches.
     wait_for(lambda: index_bytes(disks[1], "t") and index_bytes(disks[1], "t") == index_bytes(disks[0], "t"),
              "the follower's copy of aborted.txnindex")
@@ -164,13 +167,7 @@ def test_a_followers_aborted_txnindex_follows_the_leaders_trims_so_a_new_leader_
     assert admin.delete_records([tp])[tp].result().low_watermark == cut
     wait_for(lambda: len(control_record.read_aborted(os.path.join(dirs[0], "t-0"))) == 1,
              "the transaction service to trim the leader's index")
-    p.begin_transaction()
-    p.produce("t", b"new-aborted")
-    p.abort_transaction(WAIT_S)
-    p.begin_transaction()
-    p.produce("t", b"committed")
-    p.commit_transaction(WAIT_S)
-    p.close()
+    abort_then_commit(p, b"new-aborted", b"committed")
     wait_for(lambda: index_bytes(dirs[1], "t") == index_bytes(dirs[0], "t"), "the follower's copy of the index")
     assert [e.last_offset >= cut for e in control_record.read_aborted(os.path.join(dirs[1], "t-0"))] == [True] * 2
     shutil.rmtree(dirs[0])
