@@ -1,5 +1,9 @@
 """Helpers several test files share: acting as another user (a forked child that drops to a
 uid) and running `shmlog schemas serve` as a real process."""
+# The child of as_user runs as a user who may not be able to read this interpreter's library
+# (a checkout under a private home): what it imports lazily must be imported before the fork.
+# socket and http.client encode a host name through the idna codec on first use.
+import encodings.idna  # noqa: F401
 import json
 import os
 import selectors

@@ -1,6 +1,7 @@
 """Producer, Consumer and AdminClient against a real broker, as a confluent-kafka user uses them."""
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -131,13 +132,16 @@ def test_null_keys_stick_to_one_partition_per_batch(conf, admin):
 
 
 def test_headers_timestamps_and_keys_round_trip(conf, topic):
+    # A recent timestamp: one older than retention.ms would roll a segment of its own when the
+    # next record arrives, and the persister's first retention check may then delete it.
+    timestamp_ms = int(time.time() * 1000) - 60_000
     p = shmlog.Producer(conf)
-    p.produce(topic, value=b"v", key="k", headers=[("h1", b"a"), ("h2", None)], timestamp=1234567)
+    p.produce(topic, value=b"v", key="k", headers=[("h1", b"a"), ("h2", None)], timestamp=timestamp_ms)
     p.produce(topic, value=None, key=None, headers={"x": "y"})
     p.flush(5)
     m1, m2 = read_all(conf, topic, expected=2)
     assert (m1.key(), m1.value(), m1.headers(), m1.timestamp()) == \
-        (b"k", b"v", [("h1", b"a"), ("h2", None)], (shmlog.TIMESTAMP_CREATE_TIME, 1234567))
+        (b"k", b"v", [("h1", b"a"), ("h2", None)], (shmlog.TIMESTAMP_CREATE_TIME, timestamp_ms))
     assert (m2.key(), m2.value(), m2.headers()) == (None, None, [("x", b"y")])
     p.close()
 
