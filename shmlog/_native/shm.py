@@ -97,6 +97,30 @@ def _map_shared(fd, size, flags=0):
     return buf
 
 
+_LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def map_readonly(fd, size):
+    """Map fd's first `size` bytes read-only, keeping no descriptor (see _map_shared): a
+    read-only memoryview, unmapped when the last view sliced from it goes. ValueError when the
+    file is shorter than `size` (cut meanwhile: bytes past its end would fault on access)."""
+    addr = _LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    buf = (ctypes.c_char * size).from_address(addr)
+    weakref.finalize(buf, _LIBC.munmap, addr, size)
+    if os.fstat(fd).st_size < size:
+        raise ValueError(f"the file is shorter than the {size} bytes to map")
+    return memoryview(buf).cast("B").toreadonly()
+
+
+def advise_sequential(view):
+    """Tell the kernel a map_readonly view is read once from start to end (it reads ahead
+    further); advice only, so a refusal is ignored."""
+    _LIBC.madvise(ctypes.addressof(view.obj), view.nbytes, mmap.MADV_SEQUENTIAL)
+
+
 class Mapping:
     """One mapped shared-memory object; `ptr` is a cffi `void *` at its first byte."""
 

@@ -1,8 +1,9 @@
 """Open-descriptor limit of broker processes.
 
-A broker with many partitions holds descriptors per partition (the persister: the active
-segment and its two index files of each partition it has written to). The default soft
-RLIMIT_NOFILE (often 1,024) is far below what the hard limit allows, so each broker process
+A broker with many partitions holds descriptors per partition it writes (the persister and the
+mirrors: a directory lock, the active segment and its two index files; at most as many
+partitions as open_files.py derives from this limit). The default soft RLIMIT_NOFILE (often
+1,024) is far below what the hard limit allows, so each broker process
 raises its soft limit to the hard one at start (the persister and the other children inherit
 the supervisor's; they raise their own too, being started on their own as well).
 """

@@ -29,7 +29,7 @@ import time
 from shmlog import control
 from shmlog._native import lib
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import logs, metadata
+from shmlog.broker import logs, metadata, open_files
 from shmlog.broker.breadcrumb import Breadcrumb
 from shmlog.broker.persister import settings_for
 from shmlog.errors import KafkaError, KafkaException
@@ -44,6 +44,7 @@ IDLE_AFTER_S = 0.1
 RETRY_AFTER_ERROR_S = 0.1
 RETRY_OPEN_S = 0.5
 RETRY_BUSY_S = 0.01
+GROUPED = logs.Grouped()      # one line per condition that many partitions hit at once
 
 
 def log(message, level=logging.WARNING):
@@ -210,11 +211,16 @@ class FollowerLog:
     def _failed(self, exc, now):
         code = exc.errno or errno.EIO
         if code != self.errno:
-            log(f"{self.where()}: cannot write the follower replica: {exc}; retrying every "
-                f"{int(RETRY_AFTER_ERROR_S * 1000)} ms (the replica leaves the ISR if this lasts "
-                f"replica.lag.time.max.ms)")
+            GROUPED.add(("write", code), self.where(),
+                        f"{self.where()}: cannot write the follower replica: {exc}; retrying every "
+                        f"{int(RETRY_AFTER_ERROR_S * 1000)} ms (the replica leaves the ISR if this lasts "
+                        f"replica.lag.time.max.ms)")
         self.errno = code
         self.retry_at = now + RETRY_AFTER_ERROR_S
+
+    def park(self):
+        """Give up our log's files while idle (open_files.py; every copy is flushed at once)."""
+        return self.writer.park()
 
     def close(self):
         self.reader.close()
@@ -233,6 +239,7 @@ class Mirror:
         self.epoch = None
         self.stopping = False
         self.breadcrumb = Breadcrumb(self.data_dir, f"mirror-{index}")   # for the supervisor, should we die
+        self.files = open_files.OpenFiles(open_files.limit_from_rlimit())
 
     def refresh_metadata(self):
         meta = self.control.request("metadata")
@@ -262,9 +269,11 @@ class Mirror:
                     f.source[2:] == spec[0][2:]:
                 try:
                     f.follow(spec[0])   # only the leader moved
+                    self.files.used(f)
                     continue
                 except Exception as exc:  # reopened below, as any follower that cannot go on
                     log(f"{f.where()}: cannot follow the new leader in {spec[0][1]}: {exc!r}; reopening")
+            self.files.forget(f)
             f.close()
             del self.followers[key]
         self.unopened = {}
@@ -293,6 +302,7 @@ class Mirror:
             return
         self.unopened.pop(key, None)
         self.followers[key] = f
+        self.files.used(f)
 
     def _supervisor_gone(self):
         try:
@@ -317,7 +327,10 @@ class Mirror:
                 moved = False
                 for key, f in list(self.followers.items()):
                     self.breadcrumb.set(key)
-                    moved |= f.pump(now)
+                    if f.pump(now):
+                        moved = True
+                        self.files.used(f)
+                GROUPED.flush()
                 if now >= next_check:
                     next_check = now + 0.1
                     if self._supervisor_gone():

@@ -48,7 +48,7 @@ from shmlog import control
 from shmlog._native import ffi, lib
 from shmlog._native.layout import FRAME_REF_DTYPE
 from shmlog._native.ring import Doorbell, Ring
-from shmlog.broker import fd_limit, logs, metadata, persister_stats
+from shmlog.broker import fd_limit, logs, metadata, open_files, persister_stats
 from shmlog.broker.breadcrumb import Breadcrumb
 from shmlog.broker.persister_scan import ActiveSet
 from shmlog.config import TOPIC_DEFAULTS
@@ -240,6 +240,19 @@ class PartitionLog:
         self.publish()
 
     # -------------------------------------------------------------- retention
+
+    def park(self):
+        """Give up the segment files (open_files.py), fdatasyncing first what is written and not
+        yet flushed (earlier than flush.ms would: more durable, never less); True if parked."""
+        if self.failed or self.rewrite_from is not None or self.storage_errno:
+            return False
+        if self.flushed < self.writer.log_end_offset:
+            try:
+                self.flush()
+            except OSError:
+                return False   # SyncFailed stays in the writer: the next pump rewrites
+            self.publish()
+        return self.writer.park()
 
     def retention_wanted(self, now):
         if self.failed or self.rewrite_from is not None:
@@ -715,6 +728,7 @@ class Persister:
         self.fsync_stats = persister_stats.FsyncStats(self.data_dir)
         self.breadcrumb = Breadcrumb(self.data_dir, "persister")   # for the supervisor, should we die
         self.scan = ActiveSet()  # the partitions a round looks at (persister_scan.py)
+        self.files = open_files.OpenFiles(open_files.limit_from_rlimit())
 
     # -------------------------------------------------------------- metadata
 
@@ -739,6 +753,7 @@ class Persister:
             if spec is not None and part.source == spec[:2] and part.topic_id == spec[4]:
                 part.configure(spec[2], spec[3])
                 continue
+            self.files.forget(part)
             if spec is not None and part.topic_id == spec[4]:
                 self._drain_and_close(part)  # moved to another ring or log dir: finish the old one
             else:
@@ -794,6 +809,7 @@ class Persister:
         else:
             part.start()
         self.partitions[key] = part
+        self.files.used(part)
 
     def log_dir_failed(self, log_dir, code, detail):
         """Fail a log dir (Kafka's offline log dir): one line, and every partition in it stops."""
@@ -841,9 +857,12 @@ class Persister:
                 busy = False
                 for part in self.scan.due(now):
                     self.breadcrumb.set((part.topic, part.partition))
-                    busy |= part.pump(now)
+                    if part.pump(now):
+                        busy = True
+                        self.files.used(part)
                     if part.retention_wanted(now):
                         part.apply_retention(now, self.retention_check_s)
+                        self.files.used(part)
                 self.scan.settle(now)
                 self._retention_pass(now)
                 self.fsync_stats.maybe_write(now)
@@ -883,6 +902,7 @@ class Persister:
         for part in self.scan.retention_due(now):
             if part.retention_wanted(now):
                 part.apply_retention(now, self.retention_check_s)
+                self.files.used(part)
         if now >= self.scan.next_retention:
             self.scan.retention_done()
 
@@ -941,7 +961,10 @@ class Persister:
         # What was claimed when we were told to stop; producers that keep going are not chased.
         targets = {part: part.ring.end()[0] for part in pending}
         while pending and time.monotonic() < deadline:
-            states = {part: part.drain_once() for part in pending}
+            states = {}
+            for part in pending:
+                states[part] = part.drain_once()
+                self.files.used(part)
             pending = {part for part, state in states.items()
                        if state != "done" and part.cursor.position < targets[part]}
             if pending and all(states[part] == "error" for part in pending):

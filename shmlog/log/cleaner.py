@@ -44,7 +44,6 @@ shmlog/broker/cleaner.py). docs/compaction.md describes the behaviour; the rules
   leaves the sign recover_swaps() needs to unlink the rest.
 """
 import ctypes
-import mmap
 import os
 import re
 import threading
@@ -53,6 +52,7 @@ from collections import namedtuple
 
 from shmlog._native import ffi, lib
 from shmlog._native.layout import RECORD_REF_DTYPE
+from shmlog._native.shm import advise_sequential
 from shmlog.log import control_record, index, retention
 from shmlog.log.batch import (
     ATTR_COMPRESSION_MASK,
@@ -426,10 +426,7 @@ def _open_segment(path):
     """A sealed segment mapped for one sequential pass (the kernel reads ahead further)."""
     mapped = _Mapped.of_path(path)
     if mapped.size:
-        try:
-            mapped.mm.madvise(mmap.MADV_SEQUENTIAL)
-        except (AttributeError, OSError):
-            pass
+        advise_sequential(mapped.mm)
     return mapped
 
 

@@ -149,6 +149,10 @@ class _AppendFile:
             os.close(self.fd)
             self.fd = None
 
+    def reopen(self):
+        """Open the file again after close(), appending where the whole entries end."""
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
 
 class SegmentIndex:
     """The writer's side of one segment's .index and .timeindex.
@@ -207,6 +211,15 @@ class SegmentIndex:
     def close(self):
         self.offsets.close()
         self.times.close()
+
+    def reopen(self):
+        """Take the files again after close(); what the index knows was kept."""
+        self.offsets.reopen()
+        try:
+            self.times.reopen()
+        except OSError:
+            self.offsets.close()
+            raise
 
 
 def write_index_files(partition_dir, base_offset, offset_entries, time_entries, durable=True):

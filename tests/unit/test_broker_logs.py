@@ -46,3 +46,20 @@ def test_a_burst_past_the_limit_is_counted_and_reported_once_the_window_is_over(
     assert lines.lines[-1] == ("INFO", "3 more client lines not logged (at most 2 a second)")
     limited(logging.INFO, "client 5 attached")
     assert lines.lines[-1] == ("INFO", "client 5 attached")
+
+
+def test_one_condition_of_many_partitions_is_one_line_with_their_count_and_a_few_names():
+    logger = logs.setup("persister", "INFO")
+    lines = Lines()
+    logger.addHandler(lines)
+    grouped = logs.Grouped()
+    for p in range(120):
+        grouped.add(("open", "OSError", 24), f"t-{p}", f"t-{p}: cannot write: Too many open files")
+    grouped.add(("open", "OSError", 28), "u-0", "u-0: cannot write: No space left on device")
+    grouped.flush()
+    assert lines.lines == [
+        ("WARNING", "t-0: cannot write: Too many open files "
+                    "[the same for 120 partitions: t-0, t-1, t-2, t-3, t-4, ...]"),
+        ("WARNING", "u-0: cannot write: No space left on device")]
+    grouped.flush()
+    assert len(lines.lines) == 2

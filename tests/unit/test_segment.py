@@ -362,6 +362,66 @@ def test_a_second_writer_of_a_partition_directory_is_refused_until_the_first_clo
     SegmentWriter(pdir, 1 << 20).close()
 
 
+def open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_parked_writer_holds_no_descriptor_and_continues_its_segment_at_the_next_append(pdir):
+    before = open_descriptors()
+    writer = SegmentWriter(pdir, 1 << 20)
+    write_batches(writer, [3])
+    writer.flush()
+    assert writer.park() and writer.parked
+    assert open_descriptors() == before
+    write_batches(writer, [2], start=3)
+    assert not writer.parked and writer.log_end_offset == 5
+    writer.flush()
+    writer.close()
+    assert segment_files(pdir) == ["00000000000000000000.log"]
+    assert [f[1] for f in SegmentReader(pdir).read(0, 1 << 20)[1]] == [0, 3]
+    assert open_descriptors() == before
+
+
+def test_a_reader_holds_no_descriptor_for_the_segments_it_maps(pdir):
+    batch_bytes = len(make_batch(0, 2))
+    with SegmentWriter(pdir, batch_bytes) as writer:
+        write_batches(writer, [2] * 20)
+    before = open_descriptors()
+    reader = SegmentReader(pdir)
+    views = [reader.read(offset, 1 << 20)[0] for offset in range(0, 40, 2)]
+    assert len(segment_files(pdir)) == 20 and all(len(v) == batch_bytes for v in views)
+    assert open_descriptors() == before
+    reader.close()
+    assert bytes(views[-1]) == make_batch(38, 2)   # a slice outlives the reader's close
+
+
+def test_a_writer_with_unflushed_batches_refuses_to_park(pdir):
+    with SegmentWriter(pdir, 1 << 20) as writer:
+        write_batches(writer, [3])
+        assert not writer.park()
+        writer.flush()
+        assert writer.park()
+
+
+def test_a_parked_writer_lets_another_writer_in_and_believes_the_disk_when_it_writes_again(pdir):
+    writer = SegmentWriter(pdir, 1 << 20)
+    write_batches(writer, [3])
+    writer.flush()
+    writer.park()
+    with SegmentWriter(pdir, 1 << 20) as other:
+        write_batches(other, [4], start=3)
+        other.flush()
+        with pytest.raises(segment.PartitionBusy):
+            write_batches(writer, [1], start=3)
+        assert writer.parked
+    with pytest.raises(ValueError, match="below the log end offset 7"):
+        write_batches(writer, [1], start=3)
+    write_batches(writer, [1], start=7)
+    writer.flush()
+    writer.close()
+    assert segment.log_end_offset(pdir) == 8
+
+
 def test_the_reader_reports_a_damaged_older_segment(pdir):
     batch_bytes = len(make_batch(0, 2))
     with SegmentWriter(pdir, 2 * batch_bytes) as writer:

@@ -5,12 +5,12 @@ describes the layout and its invariants). This module names and lists them, and 
 and walks their batches: what the writer, the reader, recovery and `shmlog dump-log`
 all build on.
 """
-import mmap
 import os
 import re
 import time
 
 from shmlog._native import ffi, lib
+from shmlog._native.shm import map_readonly
 from shmlog.log import index
 from shmlog.log.batch import HEADER, HEADER_BYTES, LENGTH_FIELD_END, MAGIC
 
@@ -100,7 +100,8 @@ MAP_ATTEMPTS = 8
 
 
 class _Mapped:
-    """A read-only mmap of a file plus a cffi pointer into it; empty files map to nothing."""
+    """A read-only map of a file (a memoryview; no descriptor kept, so thousands of mapped
+    segments cost none) plus a cffi pointer into it; empty files map to nothing."""
 
     __slots__ = ("mm", "ptr", "size", "ino")
 
@@ -110,7 +111,7 @@ class _Mapped:
         if size == 0:
             self.mm, self.ptr = b"", ffi.NULL
         else:
-            self.mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            self.mm = map_readonly(fd, size)
             self.ptr = ffi.from_buffer("uint8_t[]", self.mm)
 
     @classmethod
@@ -127,12 +128,10 @@ class _Mapped:
             os.close(fd)
 
     def close(self):
+        """Let go of the map: it is unmapped now, or when the last zero-copy slice a caller
+        holds goes."""
         if self.size:
             ffi.release(self.ptr)
-            try:
-                self.mm.close()
-            except BufferError:
-                pass  # a caller still holds a zero-copy slice; the map goes when it does
         self.mm, self.ptr, self.size = b"", ffi.NULL, 0
 
 

@@ -134,6 +134,7 @@ class SegmentWriter:
         os.makedirs(partition_dir, exist_ok=True)
         self._fd = None
         self._index = None
+        self._parked = False
         self._dir_lock = _lock_dir(partition_dir)
         try:
             self._open_log(partition_dir, created)
@@ -226,6 +227,7 @@ class SegmentWriter:
         """
         if self._sync_failed is not None:
             raise self._sync_failed  # discard_from() first: never append to a file whose sync failed
+        self._unpark()
         pieces = _byte_views(data if isinstance(data, (list, tuple)) else [data])
         if not pieces:
             return
@@ -397,6 +399,7 @@ class SegmentWriter:
         """
         if count <= 0 or not self._segments:
             return []
+        self._unpark()
         if count >= len(self._segments):
             if self._size:
                 self._roll(self._log_end_offset)
@@ -453,6 +456,7 @@ class SegmentWriter:
         `offset`: nothing is ever appended again to a file whose sync failed. Raises
         SyncFailed (the failure stays) or OSError; the call can be repeated.
         """
+        self._unpark()
         if self._fd is not None:
             os.close(self._fd)
             self._index.close()
@@ -496,7 +500,66 @@ class SegmentWriter:
         producer_state.delete_snapshots_from(self.partition_dir, offset)
         self.producers = producer_state.load(self.partition_dir, offset)
 
+    @property
+    def parked(self):
+        return self._parked
+
+    def park(self):
+        """Close the files and give up the directory lock, keeping all the writer knows; the
+        next append, discard_from, delete_oldest or close takes them again. Only when everything
+        written is flushed (nothing then needs a descriptor in between): True if parked.
+        For the persister's open-file cache of idle partitions (shmlog/broker/open_files.py)."""
+        if self._parked:
+            return True
+        if (self._dirty or self._torn or self._sync_failed is not None or self._dir_dirty or self._parent_dirty
+                or self._flushed_offset != self._log_end_offset):
+            return False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._index.close()
+        os.close(self._dir_lock)
+        self._dir_lock = None
+        self._parked = True
+        return True
+
+    def _unpark(self):
+        if not self._parked:
+            return
+        self._dir_lock = _lock_dir(self.partition_dir)   # PartitionBusy while another writer holds it
+        try:
+            if self._active_base is not None:
+                try:
+                    fd = os.open(segment_path(self.partition_dir, self._active_base),
+                                 os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    fd = None
+                if fd is not None and os.fstat(fd).st_size == self._size:
+                    try:
+                        self._index.reopen()
+                    except OSError:
+                        os.close(fd)
+                        raise
+                    self._fd = fd
+                else:
+                    # Another writer had the directory meanwhile: believe the disk, not memory.
+                    if fd is not None:
+                        os.close(fd)
+                    self._index, self._active_base = None, None
+                    self._open_log(self.partition_dir, False)
+        except BaseException:
+            os.close(self._dir_lock)
+            self._dir_lock = None
+            raise
+        self._parked = False
+
     def close(self):
+        if self._parked:
+            try:
+                self._unpark()   # to leave a clean-close record: the next open then walks nothing
+            except OSError:
+                self._parked = False
+                return
         if self._fd is not None:
             self._leave_clean_close()
             os.close(self._fd)
