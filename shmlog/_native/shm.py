@@ -88,7 +88,12 @@ def _map_shared(fd, size, flags=0):
     """Map fd's first `size` bytes read-write; a buffer object unmapped when the last reference
     to it goes. Not mmap.mmap: it keeps a duplicate of the descriptor open for the life of the
     mapping, one per ring per process (20,000 descriptors for 10,000 partitions in a broker)."""
-    addr = _LIBC.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | flags, fd, 0)
+    return _mmap(fd, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | flags)
+
+
+def _mmap(fd, size, prot, flags):
+    """libc mmap as a ctypes char array, unmapped when the last reference to it goes."""
+    addr = _LIBC.mmap(None, size, prot, flags, fd, 0)
     if addr is None or addr == _MAP_FAILED:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -104,12 +109,7 @@ def map_readonly(fd, size):
     """Map fd's first `size` bytes read-only, keeping no descriptor (see _map_shared): a
     read-only memoryview, unmapped when the last view sliced from it goes. ValueError when the
     file is shorter than `size` (cut meanwhile: bytes past its end would fault on access)."""
-    addr = _LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-    if addr is None or addr == _MAP_FAILED:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    buf = (ctypes.c_char * size).from_address(addr)
-    weakref.finalize(buf, _LIBC.munmap, addr, size)
+    buf = _mmap(fd, size, mmap.PROT_READ, mmap.MAP_SHARED)
     if os.fstat(fd).st_size < size:
         raise ValueError(f"the file is shorter than the {size} bytes to map")
     return memoryview(buf).cast("B").toreadonly()

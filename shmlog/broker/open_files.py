@@ -33,7 +33,7 @@ class OpenFiles:
 
     def __init__(self, limit):
         self.limit = limit
-        self.open = OrderedDict()    # PartitionLog -> None
+        self.open = OrderedDict()    # persister.PartitionLog or mirror.FollowerLog -> None
 
     def used(self, part):
         """`part` did I/O now (its writer may have taken its files again); parks the least

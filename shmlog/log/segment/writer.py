@@ -528,30 +528,32 @@ class SegmentWriter:
             return
         self._dir_lock = _lock_dir(self.partition_dir)   # PartitionBusy while another writer holds it
         try:
-            if self._active_base is not None:
-                try:
-                    fd = os.open(segment_path(self.partition_dir, self._active_base),
-                                 os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    fd = None
-                if fd is not None and os.fstat(fd).st_size == self._size:
-                    try:
-                        self._index.reopen()
-                    except OSError:
-                        os.close(fd)
-                        raise
-                    self._fd = fd
-                else:
-                    # Another writer had the directory meanwhile: believe the disk, not memory.
-                    if fd is not None:
-                        os.close(fd)
-                    self._index, self._active_base = None, None
-                    self._open_log(self.partition_dir, False)
+            if self._active_base is not None and not self._reopen_active():
+                # Another writer had the directory meanwhile: believe the disk, not memory.
+                self._index, self._active_base = None, None
+                self._open_log(self.partition_dir, False)
         except BaseException:
             os.close(self._dir_lock)
             self._dir_lock = None
             raise
         self._parked = False
+
+    def _reopen_active(self):
+        """Take the active segment's files again: False if the segment is not as we left it."""
+        try:
+            fd = os.open(segment_path(self.partition_dir, self._active_base), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        if os.fstat(fd).st_size != self._size:
+            os.close(fd)
+            return False
+        try:
+            self._index.reopen()
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
 
     def close(self):
         if self._parked:
