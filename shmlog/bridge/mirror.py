@@ -29,7 +29,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shmlog import clients
@@ -43,6 +43,42 @@ TIMESTAMP_NOT_AVAILABLE = 0
 LOAD_TIMEOUT_S = 60.0
 FLUSH_TIMEOUT_S = 60.0
 NO_TOPIC_REFRESH_S = 0.5    # how often a mirror with nothing to copy yet looks for its topics
+
+
+class Deliveries:
+    """The delivery reports of one target partition's records in a batch."""
+
+    def __init__(self, mirror: str, partition: str) -> None:
+        self.where = f"mirror {mirror}: {partition}"
+        self.offsets: list[int] = []
+        self.errors: list[Any] = []
+
+    def report(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.offsets.append(msg.offset())
+
+    def downstream(self, n: int) -> Sequence[int]:
+        """The target offset of each of the n records, in produce order.
+
+        One producer appends a partition's records in the order it produced them (idempotence
+        keeps that order through retries), so the i-th smallest reported offset is the i-th
+        record's. With reports from the two ends only: n records that span exactly n offsets
+        sit one after the other; a wider span means another producer wrote between them, and
+        each record in the middle gets the lowest offset it can have (first + i), so a group
+        offset translated into that span re-reads a few records, never skips one."""
+        if self.errors:
+            raise RuntimeError(f"{self.where}: records not delivered: {self.errors[0]}")
+        offsets = sorted(self.offsets)
+        if len(offsets) == n:
+            return offsets
+        if len(offsets) != 2 or offsets[1] - offsets[0] < n - 1:
+            raise RuntimeError(f"{self.where}: delivery reports at {offsets} for {n} records")
+        first, last = offsets
+        if last - first == n - 1:
+            return range(first, last + 1)
+        return [*range(first, first + n - 1), last]
 
 
 def topic_matcher(patterns: list[str]) -> Callable[[str], bool]:
@@ -193,52 +229,30 @@ class Mirror:
         msgs = [m for m in self._consumer.consume(self.batch_size, timeout) if m.error() is None]
         if not msgs:
             return 0
+        by_partition: dict[tuple[str, int], list[Any]] = {}
+        for m in msgs:
+            tp = (m.topic(), m.partition())
+            part = by_partition.get(tp)
+            if part is None:
+                part = by_partition[tp] = []
+            part.append(m)
         producer = self._producer
-        produce = producer.produce
-        upstream: dict[tuple[str, int], list[int]] = {}      # source partition -> offsets, in produce order
-        downstream: dict[tuple[str, int], list[int]] = {}    # target partition -> delivered offsets
-        failures = []
-
-        def report(err, msg):
-            if err is not None:
-                failures.append(err)
-            else:
-                downstream.setdefault((msg.topic(), msg.partition()), []).append(msg.offset())
-
-        names = {t: self.target_topic(t) for t in self.partitions}
         if self.exactly_once:
             producer.begin_transaction()
         try:
-            for m in msgs:
-                topic, partition = m.topic(), m.partition()
-                kind, ts = m.timestamp()
-                offsets = upstream.get((topic, partition))
-                if offsets is None:
-                    offsets = upstream[(topic, partition)] = []
-                offsets.append(m.offset())
-                while True:
-                    try:
-                        produce(names[topic], value=m.value(), key=m.key(), partition=partition, on_delivery=report,
-                                timestamp=ts if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else 0,
-                                headers=m.headers())
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-            if producer.flush(FLUSH_TIMEOUT_S) != 0 or failures:
-                raise RuntimeError(f"mirror {self.name}: records not delivered: {failures[:1] or 'flush timed out'}")
-            touched = sorted({(m.topic(), m.partition()) for m in msgs})
+            deliveries = {(t, p): self._produce(self.target_topic(t), p, part) for (t, p), part in by_partition.items()}
+            if producer.flush(FLUSH_TIMEOUT_S) != 0:
+                raise RuntimeError(f"mirror {self.name}: records not delivered in {FLUSH_TIMEOUT_S} s")
             positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(
-                [self.src_lib.TopicPartition(t, p) for t, p in touched])}
+                [self.src_lib.TopicPartition(t, p) for t, p in sorted(by_partition)])}
             batch_syncs = []
-            for t, p in touched:
-                # One producer appends to a partition in the order it produced (idempotence keeps
-                # that order through retries), so the i-th smallest target offset is the i-th record
-                # produced, whatever order the delivery reports came in.
-                ups, downs = upstream[(t, p)], sorted(downstream.get((names[t], p), []))
-                if len(downs) != len(ups):
-                    raise RuntimeError(f"mirror {self.name}: {len(downs)} delivery reports for {len(ups)} records "
-                                       f"of {t}-{p}")
-                runs = runs_of(list(zip(ups, downs)))
+            for (t, p), part in sorted(by_partition.items()):
+                ups = [m.offset() for m in part]
+                downs = deliveries[(t, p)].downstream(len(part))
+                if ups[-1] - ups[0] == len(ups) - 1 and downs[-1] - downs[0] == len(downs) - 1:
+                    runs = [[ups[0], downs[0], len(ups)]]     # both sides contiguous: one run
+                else:
+                    runs = runs_of(list(zip(ups, downs)))
                 next_upstream = max(positions.get((t, p), -1), ups[-1] + 1)
                 key, value = encode(t, p, runs, next_upstream)
                 producer.produce(self.sync_topic, key=key, value=value, partition=0)
@@ -255,6 +269,33 @@ class Mirror:
             self.syncs.add(*sync)
         self.copied += len(msgs)
         return len(msgs)
+
+    def _produce(self, target: str, partition: int, part: list[Any]) -> Deliveries:
+        """Produce one source partition's records of a batch, in their order, to the same
+        partition of the target topic.
+
+        Exactly-once, only the first and the last record ask for a delivery report: one that
+        fails makes commit_transaction fail, so a committed batch holds every record, and the
+        two ends place the others (Deliveries.downstream). At-least-once, every record asks,
+        since nothing else would notice one that failed."""
+        deliveries = Deliveries(self.name, f"{target}-{partition}")
+        report, middle = deliveries.report, (None if self.exactly_once else deliveries.report)
+        producer = self._producer
+        produce = producer.produce
+        last = len(part) - 1
+        for i, m in enumerate(part):
+            kind, ts = m.timestamp()
+            value, key, headers = m.value(), m.key(), m.headers()
+            timestamp = ts if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else 0
+            on_delivery = report if i == 0 or i == last else middle
+            while True:
+                try:
+                    produce(target, value, key, partition, on_delivery=on_delivery, timestamp=timestamp,
+                            headers=headers)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        return deliveries
 
     def _abort_and_rewind(self):
         try:

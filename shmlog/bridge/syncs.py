@@ -14,7 +14,10 @@ committed source offset is U has consumed every record below U. Its downstream o
 downstream offset of the first mirrored record whose upstream offset is >= U, or, when every
 mirrored record is below U and U <= N, the downstream offset just after the last mirrored
 record. An offset past N (not mirrored yet), or of a partition nothing was mirrored from, has
-no translation yet. So a translated group never skips a record and re-reads none.
+no translation yet. So a translated group never skips a record and re-reads none (except
+where another producer wrote into the target partition during an exactly-once batch: the
+mirror then knows only that batch's two ends, and the runs between them hold the lowest
+offsets the records can have, so a group translated there re-reads a few: mirror.Deliveries).
 
 Pure data: no I/O here (the mirror reads and writes the topic).
 """
