@@ -172,6 +172,8 @@ int shmlog_ring_insync_enough(shmlog_ring_handle *ring);
 void shmlog_ring_set_replication(shmlog_ring_handle *ring, uint32_t replica_count, uint32_t min_insync_replicas,
                                  uint32_t isr_mask, uint32_t leader_index, uint32_t leader_epoch,
                                  const uint8_t *replica_log_dirs);
+/* message.timestamp.type: on (LogAppendTime) or off (CreateTime) for the appends from now on. */
+void shmlog_ring_set_log_append_time(shmlog_ring_handle *ring, int on);
 /* Wake the ring's persister now (the supervisor, after it moved the partition's leader: the
  * persister then rereads the metadata instead of at its next timer). */
 void shmlog_ring_wake_persister(shmlog_ring_handle *ring, shmlog_doorbell *doorbell);

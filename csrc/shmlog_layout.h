@@ -101,6 +101,11 @@
  * so the ring is overwritten as it wraps and a reader that falls behind it finds nothing on
  * disk (docs/durability.md, "Memory-only topics"). Was descriptor.reserved (always 0). */
 #define SHMLOG_RING_FLAG_MEMORY_ONLY 1u
+/* LOG_APPEND_TIME: the topic's message.timestamp.type=LogAppendTime. Every batch appended (not a
+ * transaction marker) is stamped as Kafka's broker stamps it: the LogAppendTime attribute, and
+ * maxTimestamp set to the clock at the append; readers give each of its records that time.
+ * The supervisor sets and clears it while the ring is in use (shmlog_ring_set_log_append_time). */
+#define SHMLOG_RING_FLAG_LOG_APPEND_TIME 2u
 
 /* Kafka RecordBatch v2 header, big-endian on the wire. */
 #define SHMLOG_BATCH_HEADER_BYTES 61
@@ -175,7 +180,8 @@ typedef struct shmlog_ring_descriptor {
     uint32_t index_shift;
     uint64_t start_offset;
     uint32_t closed;   /* set once, seq_cst, by a stopping broker (shmlog_ring_close); never cleared */
-    uint32_t flags;    /* SHMLOG_RING_FLAG_*: written by the supervisor before anyone else maps the ring */
+    uint32_t flags;    /* SHMLOG_RING_FLAG_*, written by the supervisor: MEMORY_ONLY before anyone else maps
+                        * the ring, LOG_APPEND_TIME at any time (atomically) */
 } shmlog_ring_descriptor;
 
 typedef struct shmlog_ring_claim {
@@ -367,6 +373,10 @@ typedef struct shmlog_ring_handle {
      * sequence of its last successful append. Never in shared memory. */
     int32_t next_sequence;
     int32_t last_base_sequence;
+    /* Process-local: the LogAppendTime (ms) the last successful append through this handle
+     * was stamped with, -1 when it kept the producer's CreateTime. Read it under the lock the
+     * append was made under. */
+    int64_t last_log_append_time;
 } shmlog_ring_handle;
 
 typedef struct shmlog_cursor {

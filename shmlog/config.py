@@ -705,9 +705,10 @@ TOPIC_KEYS = (
     Key("min.insync.replicas", Int(1, INT32_MAX), 1,
         "In-sync replicas (the leader included) an acks=all batch needs; fewer: NOT_ENOUGH_REPLICAS (before the "
         "append) or NOT_ENOUGH_REPLICAS_AFTER_APPEND."),
-    _inert("message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
-           "records keep the producer's timestamps (CreateTime): the broker is not on the data path to "
-           "stamp them"),
+    Key("message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
+        "CreateTime: records keep the producer's timestamps. LogAppendTime: each batch is stamped with "
+        "the time it is appended to the log (by the producer's append into the ring, or the Kafka "
+        "listener's), and every record of it is read with that time."),
     _inert("compression.type",
            Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
            "producer", _AS_PRODUCED),
@@ -790,8 +791,8 @@ BROKER_KEYS = (
     Key("log.cleaner.delete.retention.ms", Int(0, INT64_MAX), 86_400_000, "Default `delete.retention.ms`."),
     Key("log.cleaner.min.compaction.lag.ms", Int(0, INT64_MAX), 0, "Default `min.compaction.lag.ms`."),
     Key("log.cleaner.max.compaction.lag.ms", Int(1, INT64_MAX), INT64_MAX, "Default `max.compaction.lag.ms`."),
-    _inert("log.message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
-           "records keep the producer's timestamps (CreateTime)"),
+    Key("log.message.timestamp.type", Enum(("CreateTime", "LogAppendTime")), "CreateTime",
+        "Default `message.timestamp.type`."),
     _inert("compression.type",
            Enum(("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), {"none": "uncompressed"}),
            "producer", _AS_PRODUCED),

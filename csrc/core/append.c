@@ -252,6 +252,13 @@ static void frame_build_header(const shmlog_ring_handle *ring, const claimed_fra
     put_be32(header + SHMLOG_BATCH_OFF_CRC, shmlog_crc32c(crc, f->records, records_bytes));
 }
 
+/* The LogAppendTime to stamp on a batch with these attributes, or -1 to keep its CreateTime. */
+static int64_t log_append_time(const shmlog_ring_handle *ring, int16_t attributes) {
+    if (!(load_relaxed(&ring->header->descriptor.flags) & SHMLOG_RING_FLAG_LOG_APPEND_TIME)) return -1;
+    if (attributes & SHMLOG_ATTR_CONTROL) return -1;
+    return now_unix_ms();
+}
+
 /* Wins the commit CAS, then writes the header over the records already in place and
  * publishes the frame; SHMLOG_EFENCED (nothing written) if a repairer passed the claim. */
 static int64_t frame_commit(shmlog_ring_handle *ring, const claimed_frame *f, uint32_t records_bytes,
@@ -260,6 +267,11 @@ static int64_t frame_commit(shmlog_ring_handle *ring, const claimed_frame *f, ui
                             shmlog_doorbell *bell) {
     uint64_t pos = (uint64_t)f->position, frame_bytes = (uint64_t)f->frame_bytes;
     uint8_t header[SHMLOG_BATCH_HEADER_BYTES];
+    int64_t append_time = log_append_time(ring, attributes);
+    if (append_time >= 0) {
+        attributes |= SHMLOG_ATTR_LOG_APPEND_TIME;
+        max_timestamp = append_time;
+    }
     frame_build_header(ring, f, header, records_bytes, record_count, base_timestamp, max_timestamp, attributes,
                        producer_id, producer_epoch, base_sequence);
     crash_at(CRASH_BEFORE_COMMIT);
@@ -271,6 +283,7 @@ static int64_t frame_commit(shmlog_ring_handle *ring, const claimed_frame *f, ui
     slot_store_state(f->slot, SHMLOG_SLOT_IDLE);
     doorbell_ring_watchers(ring, bell);
     persister_nudge(ring, bell, pos, pos + frame_bytes);
+    ring->last_log_append_time = append_time;
     return (int64_t)pos;
 }
 

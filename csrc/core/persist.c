@@ -217,6 +217,16 @@ uint64_t shmlog_ring_advance_log_start(shmlog_ring_handle *ring, uint64_t offset
     return current < offset ? offset : current;
 }
 
+/* ---------------------------------------------------------------- topic config */
+
+void shmlog_ring_set_log_append_time(shmlog_ring_handle *ring, int on) {
+    uint32_t *flags = &ring->header->descriptor.flags;
+    if (on)
+        fetch_or(flags, SHMLOG_RING_FLAG_LOG_APPEND_TIME, memory_order_release);
+    else
+        fetch_and(flags, ~SHMLOG_RING_FLAG_LOG_APPEND_TIME, memory_order_release);
+}
+
 /* ---------------------------------------------------------------- replication */
 
 /* One writer (the supervisor). isr_count is stored last: a producer that reads it sees the

@@ -117,5 +117,6 @@ int shmlog_ring_open(shmlog_ring_handle *ring, void *map, uint64_t map_bytes) {
     ring->data_offset = (uint64_t)(ring->data - base);
     ring->next_sequence = 0;
     ring->last_base_sequence = -1;
+    ring->last_log_append_time = -1;
     return SHMLOG_OK;
 }

@@ -19,6 +19,7 @@ Batch *batch_open(Route *route, int partition) {
     b->base_offset = -1;
     b->status = 0;
     b->base_sequence = -1;
+    b->log_append_time = -1;
     b->exports = 0;
     return b;
 }
@@ -77,8 +78,9 @@ PyObject *fast_serve_reports(PyObject *Py_UNUSED(module), PyObject *args) {
                               &produced_ns))
             goto fail;
         long long offset = err == Py_None ? b->base_offset + index : -1001;
+        int appended = err == Py_None && b->log_append_time >= 0; /* Kafka reports the broker's stamp */
         Message *m = message_new_fast(b->route->topic, b->partition, offset, Py_NewRef(key), Py_NewRef(value),
-                                      Py_NewRef(headers), 1, ts);
+                                      Py_NewRef(headers), appended ? 2 : 1, appended ? b->log_append_time : ts);
         if (!m) goto fail;
         m->error = Py_NewRef(err);
         m->latency = PyFloat_FromDouble(now_ns > produced_ns ? (double)(now_ns - produced_ns) / 1e9 : 0.0);
@@ -106,6 +108,7 @@ static PyMemberDef batch_members[] = {
     {"created", T_DOUBLE, offsetof(Batch, created), READONLY, NULL},
     {"reports", T_OBJECT, offsetof(Batch, reports), READONLY, NULL},
     {"base_offset", T_LONGLONG, offsetof(Batch, base_offset), 0, NULL},
+    {"log_append_time", T_LONGLONG, offsetof(Batch, log_append_time), 0, NULL},
     {"status", T_LONGLONG, offsetof(Batch, status), 0, NULL},
     {"base_sequence", T_INT, offsetof(Batch, base_sequence), 0, NULL},
     {NULL},

@@ -157,6 +157,7 @@ typedef struct {
     long long base_offset;
     long long status;      /* the ring append's return code, 0 before it ran */
     int base_sequence;     /* an idempotent batch's, once appended (resent with it); -1 before */
+    long long log_append_time; /* what the append stamped (a LogAppendTime topic), else -1 */
     Py_ssize_t exports;
 } Batch;
 

@@ -228,6 +228,7 @@ static int producer_append(ProducerCore *self, Batch *b) {
         Py_END_ALLOW_THREADS
     }
     if (rc >= 0 && self->producer_id >= 0) b->base_sequence = ring->last_base_sequence;
+    if (rc >= 0) b->log_append_time = ring->last_log_append_time;
     if (compressed) {
         PyBuffer_Release(&view);
         Py_DECREF(compressed);

@@ -78,7 +78,7 @@ DIR_THREAD_MIN = 64   # new partition directories made by a thread of their own 
 
 
 # What creating a ring takes from its topic's config (Supervisor.ring_settings).
-RingSettings = collections.namedtuple("RingSettings", "ring_bytes slots memory_only min_insync")
+RingSettings = collections.namedtuple("RingSettings", "ring_bytes slots memory_only min_insync log_append_time")
 
 
 def fold_topic_name(name):
@@ -368,9 +368,9 @@ class Supervisor:
     def ring_settings(self, t):
         """What creating a ring of topic entry t takes from its config: worked out once for all
         the partitions of a topic being created, not once per partition."""
-        cfg = metadata.topic_config(t)
-        return RingSettings(*ring_geometry(cfg), not cfg["shmlog.persist"],
-                            int(self.topic_config(t)["min.insync.replicas"]))
+        cfg, effective = metadata.topic_config(t), self.topic_config(t)
+        return RingSettings(*ring_geometry(cfg), not cfg["shmlog.persist"], int(effective["min.insync.replicas"]),
+                            effective["message.timestamp.type"] == "LogAppendTime")
 
     def shm_held(self):
         """Bytes of shared memory this broker's rings hold."""
@@ -394,6 +394,7 @@ class Supervisor:
         ring.header.persist.log_start_offset = first  # nobody else maps the ring yet
         if settings.memory_only:
             ring.header.descriptor.flags |= lib.SHMLOG_RING_FLAG_MEMORY_ONLY
+        lib.shmlog_ring_set_log_append_time(ring.map, settings.log_append_time)
         self.apply_replication(topic, partition, t, ring, settings.min_insync)
         if self.doorbell.broker_state != lib.SHMLOG_BROKER_RUNNING:
             ring.close_for_stop(self.doorbell.ptr)  # created while stopping (the drain answers requests)
@@ -1209,8 +1210,12 @@ class Supervisor:
         except Refused as exc:
             return [exc.code, str(exc)]
         self.meta = new
+        log_append_time = self.topic_config(new["topics"][topic])["message.timestamp.type"] == "LogAppendTime"
         for p in range(new["topics"][topic]["partitions"]):
             self.apply_replication(topic, p)   # min.insync.replicas, unclean election
+            ring = self.rings.get((topic, p))
+            if ring is not None:
+                lib.shmlog_ring_set_log_append_time(ring.map, log_append_time)
         self.doorbell.bump_metadata_epoch()
         info(f"altered the config of topic {topic!r}: {cfg} ({op})")
         return None

@@ -503,6 +503,7 @@ class Producer(_fast.ProducerCore):
                     self._reports.append((batch, exc.args[0]))
                 continue
             batch.base_offset, batch.status = out[0], 0
+            batch.log_append_time = ring.map.last_log_append_time
             if self._producer_id >= 0:
                 batch.base_sequence = ring.map.last_base_sequence
             self._confirm(ring, batch)

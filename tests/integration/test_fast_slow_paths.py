@@ -1086,21 +1086,3 @@ def test_queue_buffering_max_messages_zero_means_no_limit(conf, topic):
     finally:
         p.close()
     assert outcomes == [None, None, None]
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a topic with message.timestamp.type=LogAppendTime is accepted but not applied: records "
-    "produced with timestamp=1000 by either path read back as (TIMESTAMP_CREATE_TIME, 1000) "
-    "instead of (TIMESTAMP_LOG_APPEND_TIME, <append time>)"))
-def test_log_append_time_topics_stamp_records_on_both_paths(conf, admin):
-    create_topic(admin, "appended", 1, message_timestamp_type="LogAppendTime", retention_ms=-1)
-    p = shmlog.Producer({**conf, "acks": 1, "linger.ms": 0})
-    try:
-        p._produce_slow("appended", b"slow", timestamp=1000)
-        p.produce("appended", b"fast", timestamp=1000)
-        p.flush(10)
-    finally:
-        p.close()
-    msgs = [m for ms in _read_back(conf, "appended", 1, 2).values() for m in ms]
-    assert [m.timestamp()[0] for m in msgs] == [shmlog.TIMESTAMP_LOG_APPEND_TIME] * 2
-    assert all(m.timestamp()[1] > 1000 for m in msgs)

@@ -5,6 +5,7 @@ response class of that version (keys a version lacks are ignored), or None for a
 Kafka does not answer (Produce with acks=0). Errors are Kafka's error codes, per partition or
 per topic where Kafka puts them.
 """
+import datetime
 import struct
 import time
 
@@ -33,6 +34,7 @@ NO_COMMITTED_OFFSET = -1001   # the coordinator's "nothing committed" (Kafka ans
 FETCH_BUFFER_MIN_BYTES = 64 << 10
 FRAMES_PER_FETCH = 256
 ARENA_KEEP_BYTES = 8 << 20   # a connection's FetchArena keeps at most this
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 # shmlog's client-local (negative) codes, as the broker code Kafka would answer with
 _LOCAL_TO_WIRE = {KafkaError._UNKNOWN_TOPIC: UNKNOWN_TOPIC_OR_PARTITION,
@@ -201,6 +203,7 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
         return {**result, "error_code": exc.code, "error_message": str(exc)}, None
     first = last = None
+    append_time = -1    # ms: the LogAppendTime of a topic that stamps one, else -1 (Kafka's log_append_time)
     producers = conn.server.producers
     try:
         with logs.append_lock(topic, p):
@@ -215,6 +218,7 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
                     base = ring.append(slot, ffi.from_buffer(records), len(records), count, fields[7], fields[8],
                                        timeout_ms, logs.doorbell.ptr, attributes=fields[5], producer_id=pid,
                                        producer_epoch=epoch, base_sequence=seq if pid >= 0 else -1)
+                    append_time = ring.map.last_log_append_time
                     if pid >= 0:
                         producers.note(topic, p, pid, epoch, seq, count, base)
                 first = base if first is None else first
@@ -228,7 +232,8 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc.code,
                 "error_message": str(exc)}, None
-    entry = {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset}
+    entry = {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset,
+             "log_append_time": None if append_time < 0 else EPOCH + datetime.timedelta(milliseconds=append_time)}
     return entry, ((ring, last) if acks == -1 else None)
 
 
