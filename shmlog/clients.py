@@ -61,6 +61,12 @@ def library(conf_or_servers: Any) -> ModuleType:
     return importlib.import_module("shmlog.client.kafka" if is_kafka(conf_or_servers) else "shmlog")
 
 
+def admin_types(conf_or_servers: Any) -> ModuleType:
+    """The module with ConfigResource, ConfigEntry, ConfigSource and AlterConfigOpType for this
+    bootstrap.servers: shmlog.admin, or confluent_kafka.admin."""
+    return importlib.import_module("confluent_kafka.admin" if is_kafka(conf_or_servers) else "shmlog.admin")
+
+
 def _get(name: str, conf: Any) -> Any:
     lib = library(conf)
     if lib.__name__ == "shmlog.client.kafka" or name not in ("SerializingProducer", "DeserializingConsumer"):

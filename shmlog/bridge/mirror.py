@@ -19,6 +19,10 @@ Consumer-group offsets are translated through the syncs (the rule is in syncs.py
 committed to the same group on the target when they move it forward (MirrorMaker 2's
 sync.group.offsets), every `group_sync_interval_s` for the groups matching `groups`.
 
+Topic configs set on a source topic are copied to its target topic when the mirror creates it,
+and again every `sync_topic_configs_interval_s` (MirrorMaker 2's sync.topic.configs; which
+keys, in topic_configs.py).
+
 Source topics are listed again every `refresh_topics_interval_s` (MirrorMaker 2's
 refresh.topics.interval.seconds): a topic created later, or partitions added, are mirrored
 from then on; until a first topic matches, the mirror waits for one.
@@ -34,6 +38,7 @@ from typing import Any
 
 from shmlog import clients
 from shmlog.bridge import groups as group_sync
+from shmlog.bridge import topic_configs
 from shmlog.bridge.syncs import SyncLog, encode, runs_of, sync_topic
 from shmlog.bridge.syncs import decode as decode_sync
 
@@ -105,7 +110,8 @@ class Mirror:
     def __init__(self, source: dict[str, Any], target: dict[str, Any], topics: list[str], name: str = "mirror",
                  exactly_once: bool = True, target_prefix: str = "", groups: list[str] | None = None,
                  group_sync_interval_s: float = 5.0, batch_size: int = 10_000,
-                 refresh_topics_interval_s: float = 10.0) -> None:
+                 refresh_topics_interval_s: float = 10.0, sync_topic_configs: bool = True,
+                 sync_topic_configs_interval_s: float = 600.0) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
             raise ValueError(f"mirror name {name!r}: use letters, digits, '.', '_' and '-'")
         if not topics:
@@ -120,6 +126,10 @@ class Mirror:
         self.group_sync_interval_s = group_sync_interval_s
         self.batch_size = batch_size
         self.refresh_topics_interval_s = refresh_topics_interval_s
+        self.sync_configs = sync_topic_configs
+        self.sync_topic_configs_interval_s = sync_topic_configs_interval_s
+        self.target_is_kafka = clients.is_kafka(self.target)
+        self._dropped_told: set[tuple[str, tuple[str, ...]]] = set()   # config keys not copied, logged once
         self.sync_topic = sync_topic(name)
         self.syncs = SyncLog()
         self.partitions: dict[str, int] = {}      # mirrored source topic -> partition count
@@ -137,14 +147,38 @@ class Mirror:
         md = admin.list_topics(timeout=30)
         return {name: len(t.partitions) for name, t in md.topics.items() if self.matches(name)}
 
+    def _described(self, conf, topics):
+        """{topic: {key: ConfigEntry}} of describe_configs on the cluster of conf."""
+        if not topics:
+            return {}
+        types = clients.admin_types(conf)
+        admin = clients.library(conf).AdminClient(conf)
+        futures = admin.describe_configs([types.ConfigResource("topic", t) for t in topics])
+        return {res.name: future.result() for res, future in futures.items()}
+
+    def _copied_configs(self, topics):
+        """{source topic: {key: value}} of the configs its target topic takes (topic_configs.py)."""
+        if not self.sync_configs:
+            return {topic: {} for topic in topics}
+        out = {}
+        for topic, entries in self._described(self.source, sorted(topics)).items():
+            out[topic], dropped = topic_configs.copied(entries, self.target_is_kafka)
+            if dropped and (topic, tuple(dropped)) not in self._dropped_told:
+                self._dropped_told.add((topic, tuple(dropped)))
+                log.info("mirror %s: %s: not copying %s (the target does not take them)", self.name, topic,
+                         ", ".join(dropped))
+        return out
+
     def _ensure_target_topics(self, wanted):
         admin = self.tgt_lib.AdminClient(self.target)
         existing = {name: len(t.partitions) for name, t in admin.list_topics(timeout=30).topics.items()}
+        missing = [topic for topic in wanted if self.target_topic(topic) not in existing]
+        configs = self._copied_configs(missing)
         new = []
         for topic, count in wanted.items():
             have = existing.get(self.target_topic(topic))
             if have is None:
-                new.append(self.tgt_lib.NewTopic(self.target_topic(topic), count))
+                new.append(self.tgt_lib.NewTopic(self.target_topic(topic), count, config=configs[topic]))
             elif have < count:
                 raise ValueError(f"target topic {self.target_topic(topic)!r} has {have} partitions, source topic "
                                  f"{topic!r} has {count}: the mirror keeps each record's partition, so the target "
@@ -304,6 +338,30 @@ class Mirror:
             log.warning("mirror %s: abort failed: %s", self.name, exc)
         self._assign()
 
+    def sync_topic_configs(self) -> list[tuple[str, str, str]]:
+        """Set on each target topic the copied configs whose value differs there; returns
+        [(source topic, key, value)] of what was set."""
+        if not self.sync_configs or not self.partitions:
+            return []
+        wanted = self._copied_configs(list(self.partitions))
+        on_target = self._described(self.target, [self.target_topic(t) for t in sorted(self.partitions)])
+        types = clients.admin_types(self.target)
+        resources, moved = [], []
+        for topic in sorted(self.partitions):
+            diff = topic_configs.changed(wanted[topic], on_target.get(self.target_topic(topic), {}))
+            if diff:
+                resources.append(types.ConfigResource("topic", self.target_topic(topic), incremental_configs=[
+                    types.ConfigEntry(key, value, incremental_operation=types.AlterConfigOpType.SET)
+                    for key, value in sorted(diff.items())]))
+                moved += [(topic, key, value) for key, value in sorted(diff.items())]
+        if resources:
+            admin = self.tgt_lib.AdminClient(self.target)
+            for future in admin.incremental_alter_configs(resources).values():
+                future.result()
+            log.info("mirror %s: topic configs copied: %s", self.name,
+                     ", ".join(f"{t}: {k}={v}" for t, k, v in moved))
+        return moved
+
     def sync_groups(self) -> list[tuple[str, str, int, int]]:
         """Translate and commit the offsets of the groups matching `groups`; returns what moved."""
         if not self.group_patterns:
@@ -316,8 +374,14 @@ class Mirror:
         """start(), then copy until stop() (or until() returns true), syncing group offsets on the way."""
         if self._consumer is None:
             self.start()
-        next_group_sync = next_refresh = time.monotonic()
+        next_group_sync = next_refresh = next_config_sync = time.monotonic()
         while not self.stopping.is_set() and not (until is not None and until()):
+            if self.sync_configs and self.partitions and time.monotonic() >= next_config_sync:
+                try:
+                    self.sync_topic_configs()
+                except Exception as exc:   # the copy goes on; the next round tries again
+                    log.warning("mirror %s: topic config sync failed: %s", self.name, exc)
+                next_config_sync = time.monotonic() + self.sync_topic_configs_interval_s
             if time.monotonic() >= next_refresh:
                 self.refresh_topics()
                 next_refresh = time.monotonic() + (self.refresh_topics_interval_s if self.partitions

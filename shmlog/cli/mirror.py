@@ -82,11 +82,18 @@ def mirror():
               help="No target transactions: a kill between a batch and its checkpoint copies that batch twice.")
 @click.option("--group-sync-interval", "group_sync_interval_s", type=click.FloatRange(min=0.1), default=5.0,
               show_default=True, metavar="S", help="Seconds between group offset translations.")
+@click.option("--no-sync-topic-configs", is_flag=True,
+              help="Create target topics with the target's defaults instead of the source topics' configs.")
+@click.option("--sync-topic-configs-interval", "sync_topic_configs_interval_s", type=click.FloatRange(min=0.1),
+              default=600.0, show_default=True, metavar="S",
+              help="Seconds between copies of the source topics' configs to the target topics.")
 def mirror_run(source, target, topics, name, target_prefix, source_configs, target_configs, groups, at_least_once,
-               group_sync_interval_s):
+               group_sync_interval_s, no_sync_topic_configs, sync_topic_configs_interval_s):
     """Copy until Ctrl-C or SIGTERM, resuming where the last run of this --name checkpointed."""
     m = _mirror(source, target, topics, name, target_prefix, source_configs, target_configs,
-                exactly_once=not at_least_once, groups=list(groups), group_sync_interval_s=group_sync_interval_s)
+                exactly_once=not at_least_once, groups=list(groups), group_sync_interval_s=group_sync_interval_s,
+                sync_topic_configs=not no_sync_topic_configs,
+                sync_topic_configs_interval_s=sync_topic_configs_interval_s)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: (stop.set(), m.stop()))
