@@ -11,8 +11,9 @@ TIMEOUT_S = 30.0
 
 
 def lag_rows(src_lib: Any, source: dict[str, Any], partitions: dict[str, int], syncs: SyncLog,
-             fetching: Any = None) -> list[tuple[str, int, int, int, int]]:
-    """[(topic, partition, high watermark, checkpointed position or -1, lag)].
+             fetching: Any = None, only: set[tuple[str, int]] | None = None) -> list[tuple[str, int, int, int, int]]:
+    """[(topic, partition, high watermark, checkpointed position or -1, lag)] (of the partitions
+    in `only`, when given).
 
     fetching: the mirror's own source consumer, whose last fetch responses carry each
     partition's high watermark (cached: no request); other partitions are asked for with
@@ -22,6 +23,8 @@ def lag_rows(src_lib: Any, source: dict[str, Any], partitions: dict[str, int], s
     try:
         for topic, count in sorted(partitions.items()):
             for p in range(count):
+                if only is not None and (topic, p) not in only:
+                    continue
                 tp = src_lib.TopicPartition(topic, p)
                 low, high = fetching.get_watermark_offsets(tp, cached=True) if fetching is not None else (-1, -1)
                 if high < 0:

@@ -23,6 +23,14 @@ Topic configs set on a source topic are copied to its target topic when the mirr
 and again every `sync_topic_configs_interval_s` (MirrorMaker 2's sync.topic.configs; which
 keys, in topic_configs.py).
 
+Tasks (MirrorMaker 2's tasks.max): `tasks` Mirror instances, `task` = 0..tasks-1, each in a
+process of its own (`shmlog mirror run --tasks N`), share the copying. Each owns the source
+partitions owned_by() gives it, always the same ones while `tasks` stays the same (a partition
+is never written by two tasks: its order holds), and has its own transactional.id
+(`mirror.<name>.<task>`; `mirror.<name>` with one task). They share the sync topic; task 0
+alone syncs topic configs and group offsets, reading the other tasks' syncs before each group
+sync.
+
 Source topics are listed again every `refresh_topics_interval_s` (MirrorMaker 2's
 refresh.topics.interval.seconds): a topic created later, or partitions added, are mirrored
 from then on; until a first topic matches, the mirror waits for one.
@@ -33,6 +41,7 @@ import logging
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -86,6 +95,12 @@ class Deliveries:
         return [*range(first, first + n - 1), last]
 
 
+def owned_by(topic: str, partition: int, tasks: int) -> int:
+    """The task that copies this source partition: the topic's partitions spread round-robin
+    from a start its name picks, the same in every process and run."""
+    return (partition + zlib.crc32(topic.encode())) % tasks
+
+
 def topic_matcher(patterns: list[str]) -> Callable[[str], bool]:
     """Names, or ^regexes (as subscribe() takes them); internal topics never match."""
     exact = {p for p in patterns if not p.startswith("^")}
@@ -111,11 +126,13 @@ class Mirror:
                  exactly_once: bool = True, target_prefix: str = "", groups: list[str] | None = None,
                  group_sync_interval_s: float = 5.0, batch_size: int = 10_000,
                  refresh_topics_interval_s: float = 10.0, sync_topic_configs: bool = True,
-                 sync_topic_configs_interval_s: float = 600.0) -> None:
+                 sync_topic_configs_interval_s: float = 600.0, tasks: int = 1, task: int = 0) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
             raise ValueError(f"mirror name {name!r}: use letters, digits, '.', '_' and '-'")
         if not topics:
             raise ValueError("topics: give at least one topic name or ^regex")
+        if not (isinstance(tasks, int) and tasks >= 1 and isinstance(task, int) and 0 <= task < tasks):
+            raise ValueError(f"task {task!r} of {tasks!r}: tasks must be >= 1 and task in 0..tasks-1")
         self.source, self.target = dict(source), dict(target)
         self.src_lib, self.tgt_lib = clients.library(self.source), clients.library(self.target)
         self.matches = topic_matcher(list(topics))
@@ -126,13 +143,16 @@ class Mirror:
         self.group_sync_interval_s = group_sync_interval_s
         self.batch_size = batch_size
         self.refresh_topics_interval_s = refresh_topics_interval_s
-        self.sync_configs = sync_topic_configs
+        self.tasks, self.task = tasks, task
+        self.sync_configs = sync_topic_configs and task == 0
         self.sync_topic_configs_interval_s = sync_topic_configs_interval_s
         self.target_is_kafka = clients.is_kafka(self.target)
         self._dropped_told: set[tuple[str, tuple[str, ...]]] = set()   # config keys not copied, logged once
         self.sync_topic = sync_topic(name)
         self.syncs = SyncLog()
+        self._syncs_read_to = 0                   # the sync topic is read up to here
         self.partitions: dict[str, int] = {}      # mirrored source topic -> partition count
+        self.owned: list[tuple[str, int]] = []    # the source partitions this task copies
         self.copied = 0                           # records copied by this instance
         self.stopping = threading.Event()
         self._consumer = self._producer = None
@@ -193,17 +213,20 @@ class Mirror:
                     raise
 
     def _load_syncs(self):
-        """Read the sync topic to its end (read_committed: syncs of aborted batches never count)."""
+        """Read the sync topic from where this instance stopped last (its start, the first time)
+        to its end (read_committed: syncs of aborted batches never count)."""
         lib = self.tgt_lib
         consumer = lib.Consumer({**self.target, "group.id": f"mirror.{self.name}.loader",
                                  "enable.auto.commit": False, "isolation.level": "read_committed"})
         try:
             tp = lib.TopicPartition(self.sync_topic, 0)
             _, high = consumer.get_watermark_offsets(tp, timeout=30)
-            consumer.assign([lib.TopicPartition(self.sync_topic, 0, lib.OFFSET_BEGINNING)])
+            consumer.assign([lib.TopicPartition(self.sync_topic, 0, self._syncs_read_to or lib.OFFSET_BEGINNING)])
             deadline = time.monotonic() + LOAD_TIMEOUT_S
             while high > 0:
                 position = consumer.position([tp])[0].offset
+                if position >= 0:
+                    self._syncs_read_to = position
                 # A Fetch response's high watermark once one came (Tansu's ListOffsets can answer
                 # below the log end: its last batch's base offset + 1).
                 high = max(high, consumer.get_watermark_offsets(tp, cached=True)[1])
@@ -225,7 +248,7 @@ class Mirror:
     def start(self) -> None:
         producer_conf = {**self.target, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
         if self.exactly_once:
-            producer_conf["transactional.id"] = f"mirror.{self.name}"
+            producer_conf["transactional.id"] = f"mirror.{self.name}" + (f".{self.task}" if self.tasks > 1 else "")
         self._producer = self.tgt_lib.Producer(producer_conf)
         if self.exactly_once:
             self._producer.init_transactions(60)   # fences an earlier instance, aborts what it left open
@@ -248,17 +271,19 @@ class Mirror:
 
     def _assign(self):
         lib = self.src_lib
+        self.owned = [(t, p) for t, count in sorted(self.partitions.items()) for p in range(count)
+                      if owned_by(t, p, self.tasks) == self.task]
         self._consumer.assign([
             lib.TopicPartition(t, p, max(self.syncs.next_upstream(t, p), 0) if self.syncs.next_upstream(t, p) >= 0
                                else lib.OFFSET_BEGINNING)
-            for t, count in sorted(self.partitions.items()) for p in range(count)])
+            for t, p in self.owned])
 
     # ------------------------------------------------------------------ copying
 
     def step(self, timeout: float = 0.2) -> int:
         """Copy one batch of what the source has; returns how many records were copied."""
-        if not self.partitions:
-            self.stopping.wait(timeout)   # nothing to copy until a matching source topic appears
+        if not self.owned:
+            self.stopping.wait(timeout)   # nothing to copy until a matching source topic (of this task's) appears
             return 0
         msgs = [m for m in self._consumer.consume(self.batch_size, timeout) if m.error() is None]
         if not msgs:
@@ -387,8 +412,10 @@ class Mirror:
                 next_refresh = time.monotonic() + (self.refresh_topics_interval_s if self.partitions
                                                    else NO_TOPIC_REFRESH_S)
             self.step()
-            if self.group_patterns and time.monotonic() >= next_group_sync:
+            if self.group_patterns and self.task == 0 and time.monotonic() >= next_group_sync:
                 try:
+                    if self.tasks > 1:
+                        self._load_syncs()   # the other tasks' checkpoints since the last read
                     self.sync_groups()
                 except Exception as exc:   # the copy goes on; the next round tries again
                     log.warning("mirror %s: group offset sync failed: %s", self.name, exc)
@@ -406,7 +433,9 @@ class Mirror:
             self._producer = None
 
     def lag(self) -> list[tuple[str, int, int, int, int]]:
-        """[(topic, partition, source high watermark, checkpointed position, lag)] from the syncs
-        this instance has seen (lag.status reads them from the target instead)."""
+        """[(topic, partition, source high watermark, checkpointed position, lag)] of this task's
+        partitions, from the syncs this instance has seen (lag.status reads them from the target
+        instead)."""
         from shmlog.bridge.lag import lag_rows
-        return lag_rows(self.src_lib, self.source, self.partitions, self.syncs, fetching=self._consumer)
+        return lag_rows(self.src_lib, self.source, self.partitions, self.syncs, fetching=self._consumer,
+                        only=set(self.owned))

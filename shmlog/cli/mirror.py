@@ -2,6 +2,7 @@
 
     shmlog mirror run --source S --target T --topic NAME|^REGEX ... [--name N] [--group G|^REGEX ...]
                       [--at-least-once] [--target-prefix P] [--source-config K=V] [--target-config K=V]
+                      [--tasks N] [--no-sync-topic-configs] [--sync-topic-configs-interval S]
     shmlog mirror status --source S --target T --topic ... [--name N] [--json]
     shmlog mirror translate-offsets --source S --target T --topic ... --group G ... [--name N]
 
@@ -87,20 +88,57 @@ def mirror():
 @click.option("--sync-topic-configs-interval", "sync_topic_configs_interval_s", type=click.FloatRange(min=0.1),
               default=600.0, show_default=True, metavar="S",
               help="Seconds between copies of the source topics' configs to the target topics.")
+@click.option("--tasks", type=click.IntRange(1, 256), default=1, show_default=True, metavar="N",
+              help="Processes sharing the partitions (MirrorMaker 2's tasks.max); a dead one is started again.")
 def mirror_run(source, target, topics, name, target_prefix, source_configs, target_configs, groups, at_least_once,
-               group_sync_interval_s, no_sync_topic_configs, sync_topic_configs_interval_s):
+               group_sync_interval_s, no_sync_topic_configs, sync_topic_configs_interval_s, tasks):
     """Copy until Ctrl-C or SIGTERM, resuming where the last run of this --name checkpointed."""
-    m = _mirror(source, target, topics, name, target_prefix, source_configs, target_configs,
-                exactly_once=not at_least_once, groups=list(groups), group_sync_interval_s=group_sync_interval_s,
-                sync_topic_configs=not no_sync_topic_configs,
-                sync_topic_configs_interval_s=sync_topic_configs_interval_s)
+    src, tgt = _confs(source, target, source_configs, target_configs)
+    kwargs = dict(source=src, target=tgt, topics=list(topics), name=name, target_prefix=target_prefix,
+                  exactly_once=not at_least_once, groups=list(groups), group_sync_interval_s=group_sync_interval_s,
+                  sync_topic_configs=not no_sync_topic_configs,
+                  sync_topic_configs_interval_s=sync_topic_configs_interval_s)
+    from shmlog.bridge.mirror import Mirror
+    try:
+        Mirror(**kwargs)   # the arguments checked before any task starts
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    if tasks == 1:
+        error = run_task(kwargs, 0, 1)
+        if error:
+            raise Failure(error)
+        return
+    from shmlog.bridge.tasks import TaskProcesses
+    processes = TaskProcesses(task_main, (kwargs,), tasks, f"mirror {name}")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: processes.stop())
+    click.echo(f"mirror {name}: {tasks} tasks", err=True)
+    processes.run()
+    click.echo(f"mirror {name}: stopped", err=True)
+
+
+def task_main(kwargs, task, tasks):
+    """One task of `mirror run --tasks N`, in a process of its own (TaskProcesses)."""
+    error = run_task(kwargs, task, tasks)
+    if error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
+
+
+def run_task(kwargs, task, tasks):
+    """Copy as task `task` of `tasks` until SIGINT or SIGTERM; the error's text, or None."""
+    from shmlog.bridge.mirror import Mirror
+    name = kwargs["name"]
+    who = f"mirror {name}" + (f" task {task}" if tasks > 1 else "")
+    m = Mirror(**kwargs, tasks=tasks, task=task)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: (stop.set(), m.stop()))
     try:
         m.start()
         found = ", ".join(f"{t} ({n} partitions)" for t, n in sorted(m.partitions.items()))
-        click.echo(f"mirror {name}: {found or 'no matching source topic yet'} -> {target}", err=True)
+        click.echo(f"{who}: {found or 'no matching source topic yet'} -> {kwargs['target']['bootstrap.servers']}"
+                   + (f", {len(m.owned)} partitions of them here" if tasks > 1 else ""), err=True)
         next_report = [0.0]
 
         def until():
@@ -109,14 +147,15 @@ def mirror_run(source, target, topics, name, target_prefix, source_configs, targ
             if now >= next_report[0]:
                 next_report[0] = now + PROGRESS_INTERVAL_S
                 lag = sum(row[4] for row in m.lag())
-                click.echo(f"mirror {name}: copied {m.copied} records, lag {lag}", err=True)
+                click.echo(f"{who}: copied {m.copied} records, lag {lag}", err=True)
             return stop.is_set()
         m.run(until=until)
     except (KafkaException, ValueError, TimeoutError, RuntimeError) as exc:
-        raise Failure(reason_of(exc) if isinstance(exc, KafkaException) else str(exc)) from None
+        return reason_of(exc) if isinstance(exc, KafkaException) else str(exc)
     finally:
         m.close()
-    click.echo(f"mirror {name}: stopped after {m.copied} records", err=True)
+    click.echo(f"{who}: stopped after {m.copied} records", err=True)
+    return None
 
 
 @mirror.command("status")
