@@ -139,6 +139,7 @@ class Batch:
     base_offset: int
     status: int   # the ring append's status (< 0: failed), 0 before it ran
     base_sequence: int   # an idempotent batch's first sequence once appended; -1 before
+    log_append_time: int   # the LogAppendTime its append stamped (a LogAppendTime topic), else -1
     topic: str
     def __len__(self) -> int: ...
 
