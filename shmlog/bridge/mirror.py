@@ -48,6 +48,7 @@ from typing import Any
 from shmlog import clients
 from shmlog.bridge import groups as group_sync
 from shmlog.bridge import topic_configs
+from shmlog.bridge.reading import ReadAhead, read_batch
 from shmlog.bridge.syncs import SyncLog, encode, runs_of, sync_topic
 from shmlog.bridge.syncs import decode as decode_sync
 
@@ -156,6 +157,7 @@ class Mirror:
         self.copied = 0                           # records copied by this instance
         self.stopping = threading.Event()
         self._consumer = self._producer = None
+        self._read_ahead = ReadAhead(None, self.src_lib, batch_size)
 
     def target_topic(self, topic: str) -> str:
         return self.target_prefix + topic
@@ -257,6 +259,7 @@ class Mirror:
         self._consumer = self.src_lib.Consumer({
             **self.source, "group.id": f"mirror.{self.name}", "enable.auto.commit": False,
             "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        self._read_ahead.consumer = self._consumer
         self.refresh_topics()
 
     def refresh_topics(self) -> bool:
@@ -271,6 +274,7 @@ class Mirror:
 
     def _assign(self):
         lib = self.src_lib
+        self._read_ahead.drop()
         self.owned = [(t, p) for t, count in sorted(self.partitions.items()) for p in range(count)
                       if owned_by(t, p, self.tasks) == self.task]
         self._consumer.assign([
@@ -285,25 +289,18 @@ class Mirror:
         if not self.owned:
             self.stopping.wait(timeout)   # nothing to copy until a matching source topic (of this task's) appears
             return 0
-        msgs = [m for m in self._consumer.consume(self.batch_size, timeout) if m.error() is None]
-        if not msgs:
+        batch = self._read_ahead.take() or read_batch(self._consumer, self.src_lib, self.batch_size, timeout)
+        if not batch.count:
             return 0
-        by_partition: dict[tuple[str, int], list[Any]] = {}
-        for m in msgs:
-            tp = (m.topic(), m.partition())
-            part = by_partition.get(tp)
-            if part is None:
-                part = by_partition[tp] = []
-            part.append(m)
+        by_partition, positions = batch.by_partition, batch.positions
         producer = self._producer
         if self.exactly_once:
             producer.begin_transaction()
         try:
             deliveries = {(t, p): self._produce(self.target_topic(t), p, part) for (t, p), part in by_partition.items()}
+            self._read_ahead.start(timeout)   # the next batch, read while this one is flushed and committed
             if producer.flush(FLUSH_TIMEOUT_S) != 0:
                 raise RuntimeError(f"mirror {self.name}: records not delivered in {FLUSH_TIMEOUT_S} s")
-            positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(
-                [self.src_lib.TopicPartition(t, p) for t, p in sorted(by_partition)])}
             batch_syncs = []
             for (t, p), part in sorted(by_partition.items()):
                 ups = [m.offset() for m in part]
@@ -326,8 +323,8 @@ class Mirror:
             raise
         for sync in batch_syncs:
             self.syncs.add(*sync)
-        self.copied += len(msgs)
-        return len(msgs)
+        self.copied += batch.count
+        return batch.count
 
     def _produce(self, target: str, partition: int, part: list[Any]) -> Deliveries:
         """Produce one source partition's records of a batch, in their order, to the same
@@ -426,6 +423,7 @@ class Mirror:
 
     def close(self) -> None:
         if self._consumer is not None:
+            self._read_ahead.drop()
             self._consumer.close()
             self._consumer = None
         if self._producer is not None:
@@ -437,5 +435,6 @@ class Mirror:
         partitions, from the syncs this instance has seen (lag.status reads them from the target
         instead)."""
         from shmlog.bridge.lag import lag_rows
+        self._read_ahead.wait()
         return lag_rows(self.src_lib, self.source, self.partitions, self.syncs, fetching=self._consumer,
                         only=set(self.owned))
