@@ -6,6 +6,7 @@ and reclaim what a crashed one left. posix_ipc does not register objects with Py
 resource_tracker, so nothing unlinks or warns about segments other processes use.
 """
 import ctypes
+import errno
 import hashlib
 import mmap
 import os
@@ -91,12 +92,29 @@ def _map_shared(fd, size, flags=0):
     return _mmap(fd, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | flags)
 
 
+def _map_count_hint():
+    """Why an mmap may fail with ENOMEM with memory to spare: a process holds at most
+    vm.max_map_count mappings, and each partition's ring is one in every broker process."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            held = sum(1 for _ in f)
+    except (OSError, ValueError):
+        return ""
+    if held < limit * 0.95:
+        return ""
+    return (f" (this process holds {held} memory mappings, vm.max_map_count is {limit}: every partition's ring "
+            f"is one mapping in each broker process; raise it with sysctl -w vm.max_map_count=N, or use fewer "
+            f"partitions)")
+
+
 def _mmap(fd, size, prot, flags):
     """libc mmap as a ctypes char array, unmapped when the last reference to it goes."""
     addr = _LIBC.mmap(None, size, prot, flags, fd, 0)
     if addr is None or addr == _MAP_FAILED:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, os.strerror(err) + (_map_count_hint() if err == errno.ENOMEM else ""))
     buf = (ctypes.c_char * size).from_address(addr)
     weakref.finalize(buf, _LIBC.munmap, addr, size)
     return buf
