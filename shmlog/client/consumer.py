@@ -26,6 +26,7 @@ from shmlog.log.batch import (
     COMPRESSED,
     CORRUPT,
     HEADER,
+    RECORDS,
     SKIP,
     BatchWalker,
     decode_headers,
@@ -538,6 +539,18 @@ class Consumer(_fast.ConsumerCore):
             if stop < n:
                 added += self._decode_rest(reader, stop, n, added)
             return added
+        got = self._read_segments(reader)
+        if got is None:
+            return 0
+        count = self._decode(reader, *got)
+        self._to_ring_or_segments(reader)
+        return count
+
+    def _read_segments(self, reader):
+        """(buffer, frames) of the next batches of a reader behind its ring, from the segment
+        files: below the high watermark of a replicated partition, without aborted transactions'
+        batches for read_committed. None when there is nothing there to read now (the reader was
+        moved past what retention deleted, or back to the ring)."""
         if reader.ring.header.replication.leader_epoch != reader.leader_epoch:
             self._follow_leader(reader)
         try:
@@ -552,17 +565,15 @@ class Consumer(_fast.ConsumerCore):
             low = reader.ring.log_start_offset
             self._seek(reader, reader.next_offset if reader.next_offset < low else
                        max(low, reader.segments.log_start_offset))
-            return 0
+            return None
         if not frames:
             self._to_ring_or_segments(reader, ring_ok=True)
-            return 0
+            return None
         if self._read_committed:
             frames = self._committed_segment_frames(reader, buf, frames)
             if not frames:
-                return 0
-        count = self._decode(reader, buf, frames)
-        self._to_ring_or_segments(reader)
-        return count
+                return None
+        return buf, frames
 
     def _follow_leader(self, reader):
         """The partition's leader moved to another log dir (a failover, docs/replication.md): read
@@ -928,7 +939,9 @@ class Consumer(_fast.ConsumerCore):
     def _view(self, reader, max_records):
         if reader.next_offset < reader.ring.log_start_offset:
             self._seek(reader, reader.next_offset)  # as _fetch: retention or delete_records passed us
-        if not reader.on_ring or self._read_committed and reader.ring.txn_state()[2]:
+        if not reader.on_ring:
+            return self._segment_view(reader, max_records)
+        if self._read_committed and reader.ring.txn_state()[2]:
             return self._view_of_messages(self._collect(reader, max_records))
         ring = reader.ring
         pin = self._pins.get(ring)
@@ -992,6 +1005,33 @@ class Consumer(_fast.ConsumerCore):
             ring.set_pin(pin, _UINT64_MAX)
             return None
         return RecordBatchView(reader.topic, reader.partition, mapped, [c[:total] for c in columns], True)
+
+    def _segment_view(self, reader, max_records):
+        """A view of the next records of a reader behind its ring, indexed in place in the
+        mapped segment file (the mapping lives as long as the view). A compressed or corrupt
+        batch ends the view in front of it; met first, it goes the way of poll()."""
+        got = self._read_segments(reader)
+        if got is None:
+            return None
+        buf, frames = got
+        columns = _new_columns(min(sum(f[2] for f in frames), max_records + frames[-1][2]))
+        total, walker, stopped = 0, self._walker, False
+        for decision, i, _, refs in walker.walk(buf, frames, reader.next_offset):
+            if total >= max_records:
+                break
+            if decision == SKIP:
+                continue
+            if decision != RECORDS:
+                stopped = True
+                break
+            total = _fast.index_columns(refs, len(refs), frames[i][0], walker.wanted, total, *columns)
+        reader.next_offset = walker.wanted
+        if stopped and not total:
+            return self._view_of_messages(self._collect(reader, max_records))
+        self._to_ring_or_segments(reader)
+        if not total:
+            return None
+        return RecordBatchView(reader.topic, reader.partition, buf, [c[:total] for c in columns], True)
 
     def _collect(self, reader, max_records):
         out = list(reader.pending)[:max_records]
