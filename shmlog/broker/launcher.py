@@ -46,6 +46,12 @@ def _wait_ready(proc, data_dir, timeout_s):
             raise error(KafkaError._TIMED_OUT, f"shmlog broker for {data_dir} did not start within {timeout_s}s")
 
 
+# The broker's processes import NumPy (index arrays) but never call BLAS: with its default thread
+# pool, OpenBLAS starts a thread per core that spins for a while after the import, a fifth of a
+# core-second per process on every start (and restart) of a broker.
+BROKER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+
+
 def spawn_keeper(data_dir, configs, daemon=False):
     """Start the keeper, which starts the supervisor; returns the keeper's Popen once the
     supervisor is ready (the keeper passes its ready line on)."""
@@ -63,7 +69,7 @@ def spawn_keeper(data_dir, configs, daemon=False):
     # installed package; the keeper's children (supervisor, persister) inherit it.
     proc = subprocess.Popen([sys.executable, "-m", "shmlog.broker.keeper", data_dir, json.dumps(configs)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                            start_new_session=daemon, cwd=BROKER_CWD)
+                            start_new_session=daemon, cwd=BROKER_CWD, env={**os.environ, **BROKER_ENV})
     try:
         _wait_ready(proc, data_dir, START_TIMEOUT_S)
     except BaseException:
