@@ -118,6 +118,8 @@ int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor,
 int shmlog_ring_readable(const shmlog_ring_handle *ring, const shmlog_cursor *cursor);
 /* Wake the readers sleeping on the ring (its high watermark moved). */
 void shmlog_ring_wake_readers(const shmlog_ring_handle *ring, shmlog_doorbell *doorbell);
+/* A cursor at the batch holding offset (before it when a frame on the way cannot be passed yet),
+ * SHMLOG_EAGAIN past the end, SHMLOG_EOVERWRITTEN when the offset is no longer in the ring. */
 int shmlog_ring_locate(const shmlog_ring_handle *ring, uint64_t offset, shmlog_cursor *out);
 void shmlog_ring_end(const shmlog_ring_handle *ring, shmlog_cursor *out);
 void shmlog_ring_start(const shmlog_ring_handle *ring, shmlog_cursor *out);

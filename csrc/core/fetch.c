@@ -143,6 +143,20 @@ void shmlog_ring_start(const shmlog_ring_handle *ring, shmlog_cursor *out) {
         if (offset_index_entry_read(ring, &h->index[i], &c) && c.next_offset < out->next_offset) *out = c;
 }
 
+/* From an index entry on to the batch holding offset: the batches wholly below it are passed
+ * over, none copied. A frame the walk cannot pass (not published yet, above the high watermark,
+ * corrupt, overwritten) stops it there, still at or before offset: the reader's fetch from the
+ * cursor meets the same frame and reports it. */
+static void cursor_pass_batches_below(const shmlog_ring_handle *ring, shmlog_cursor *c, uint64_t offset) {
+    shmlog_frame_ref frame;
+    for (;;) {
+        shmlog_cursor next = *c;
+        if (shmlog_ring_fetch(ring, &next, NULL, 0, &frame, 1, 0) != 1) return;
+        if (frame.base_offset + frame.record_count > offset) return;
+        *c = next;
+    }
+}
+
 int shmlog_ring_locate(const shmlog_ring_handle *ring, uint64_t offset, shmlog_cursor *out) {
     const shmlog_ring_header *h = ring->header;
     shmlog_cursor end, best = {0, 0}, c;
@@ -160,6 +174,7 @@ int shmlog_ring_locate(const shmlog_ring_handle *ring, uint64_t offset, shmlog_c
         }
     }
     if (!found) return SHMLOG_EOVERWRITTEN;
-    *out = best; /* the caller walks forward from here, skipping records below offset */
+    cursor_pass_batches_below(ring, &best, offset);
+    *out = best;
     return SHMLOG_OK;
 }

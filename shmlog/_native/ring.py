@@ -163,7 +163,8 @@ class Ring:
         return cur.position, cur.next_offset
 
     def locate(self, offset):
-        """A cursor at or before `offset` still in the ring, or None if it fell out."""
+        """A cursor at the batch holding `offset` (or before it: see shmlog_ring_locate), or None
+        if the offset fell out of the ring."""
         cur = ffi.new("shmlog_cursor *")
         rc = lib.shmlog_ring_locate(self.map, offset, cur)
         return cur if rc == 0 else None

@@ -138,6 +138,25 @@ def test_locate_finds_a_cursor_at_or_before_an_offset_still_in_the_ring(ring):
     assert values[250].startswith(b"00250")
 
 
+def test_locate_lands_on_the_batch_holding_the_offset_past_the_index_entry_before_it():
+    name = f"/shmlog.test{os.getpid()}.locate"
+    unlink(name)
+    ring = Ring.create(name, 4 << 20, "t", 1, 0, start_offset=0)   # an index entry per 4 KiB of ring
+    try:
+        slot = ring.acquire_producer_slot()
+        for i in range(0, 600, 3):
+            append(ring, slot, [b"%05d" % j for j in range(i, i + 3)])   # batches of three small records
+        below = max(e.offset for e in ring.map.header.index[0:lib.SHMLOG_INDEX_ENTRIES] if e.offset <= 301)
+        assert below <= 297   # whole batches to pass over between the index entry and offset 301
+        assert ring.locate(301).next_offset == 300      # the batch of 300, 301, 302
+        assert ring.locate(300).next_offset == 300
+        assert ring.locate(600).next_offset == 600      # the end
+        assert dict(read_all(ring, ring.locate(301)))[301] == b"00301"
+    finally:
+        ring.close()
+        unlink(name)
+
+
 def test_a_claim_left_by_a_dead_producer_becomes_a_skippable_control_batch(ring):
     slot = ring.acquire_producer_slot()
     append(ring, slot, [b"before"])

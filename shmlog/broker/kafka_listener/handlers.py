@@ -390,7 +390,6 @@ def read_bytes(conn, ring, topic, partition, offset, max_bytes):
     cursor = ring.locate(offset)
     if cursor is not None:
         frames = conn.fetch_frames
-        _pass_batches_below(ring, cursor, offset, frames)
         size = min(max(max_bytes, FETCH_BUFFER_MIN_BYTES), 1 << 26)
         for _ in range(4):
             region = arena.take(size)
@@ -424,27 +423,6 @@ def read_bytes(conn, ring, topic, partition, offset, max_bytes):
     region = arena.take(end - start)
     region[:] = data[start:end]
     return region
-
-
-def _pass_batches_below(ring, cursor, offset, frames):
-    """Move cursor, which ring.locate left at or before offset (at an entry of the ring's sparse
-    offset index), to the batch holding offset: the batches wholly below it are passed over
-    without being copied (the client would only drop them). A status the ring gives on the
-    way is left to the fetch that follows."""
-    while True:
-        start = (cursor.position, cursor.next_offset)
-        n = ring.fetch(cursor, ffi.NULL, 0, frames, FRAMES_PER_FETCH, 0)
-        if n <= 0:
-            cursor.position, cursor.next_offset = start
-            return
-        below = 0
-        while below < n and frames[below].base_offset + frames[below].record_count <= offset:
-            below += 1
-        if below < n:
-            cursor.position, cursor.next_offset = start
-            if below:
-                ring.fetch(cursor, ffi.NULL, 0, frames, below, 0)
-            return
 
 
 def _within(frames, n, base, end, max_bytes):
