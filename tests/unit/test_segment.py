@@ -778,3 +778,31 @@ def test_a_clean_close_leaves_a_producer_snapshot_at_the_log_end(pdir):
         writer.flush()
     assert producer_state.list_snapshots(pdir) == [7]
     assert len(batches) == 2
+
+
+def _cachestat(fd):
+    """(dirty pages, pages under writeback) of fd's page cache, by the cachestat system call
+    (Linux 6.5+); None where the kernel has none."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    cache_range = (ctypes.c_uint64 * 2)(0, 0)          # offset 0, length 0: the whole file
+    stat = (ctypes.c_uint64 * 5)()                      # cache, dirty, writeback, evicted, recently evicted
+    if libc.syscall(451, fd, ctypes.byref(cache_range), ctypes.byref(stat), 0) != 0:   # 451: cachestat, x86-64
+        return None
+    return stat[1], stat[2]
+
+
+def test_a_growing_segment_has_its_writeback_started_so_little_is_left_dirty_for_the_sync_at_its_roll(tmp_path):
+    pdir = str(tmp_path / "t-0")
+    batch_bytes = len(make_batch(0, 64, 1000))
+    with SegmentWriter(pdir, 1 << 30) as writer:
+        offset = 0
+        while offset * batch_bytes // 64 < 64 << 20:
+            writer.append(make_batch(offset, 64, 1000), offset, offset + 64)
+            offset += 64
+        with open(os.path.join(pdir, "00000000000000000000.log"), "rb") as f:
+            seen = _cachestat(f.fileno())
+    if seen is None:
+        pytest.skip("the kernel has no cachestat system call (Linux 6.5+) to count a file's dirty pages")
+    dirty_bytes = seen[0] * os.sysconf("SC_PAGE_SIZE")
+    assert dirty_bytes <= 16 << 20, seen   # of the 64 MiB written, none fdatasynced
