@@ -110,12 +110,69 @@ int64_t shmlog_records_encode_fixed(uint8_t *dst, uint64_t dst_bytes, uint32_t c
 
 /* ---------------------------------------------------------------- records section: index */
 
+/* shmlog_records_encode_fixed's layout, byte offsets within a record: the padded length, the
+ * attributes and timestamp delta bytes, the padded offset delta, the null key, the padded
+ * value length; then the value and the headers count (0). */
+enum {
+    FIXED_AT_OFFSET_DELTA = 7,
+    FIXED_AT_KEY = FIXED_AT_OFFSET_DELTA + SHMLOG_FIXED_OFFSET_DELTA_BYTES,
+    FIXED_AT_VALUE = FIXED_AT_KEY + 1 + 5
+};
+
+/* How many bytes the varint at p takes (0: more than max). */
+static int varint_width(const uint8_t *p, int max) {
+    for (int i = 0; i < max; i++)
+        if (!(p[i] & 0x80)) return i + 1;
+    return 0;
+}
+
+/* Whether the record just indexed (at rec, ending at rend, decoded into r) has exactly
+ * shmlog_records_encode_fixed's field boundaries: then a record with the same bytes outside
+ * its offset delta and value decodes the same but for those two. */
+static int record_is_fixed(const uint8_t *rec, const uint8_t *rend, const shmlog_record_ref *r) {
+    return varint_width(rec, 5) == 5 && varint_width(rec + 6, 1) == 1 &&
+           varint_width(rec + FIXED_AT_OFFSET_DELTA, SHMLOG_FIXED_OFFSET_DELTA_BYTES) ==
+               SHMLOG_FIXED_OFFSET_DELTA_BYTES &&
+           rec[FIXED_AT_KEY] == 1 && varint_width(rec + FIXED_AT_KEY + 1, 5) == 5 && r->value_len >= 0 &&
+           r->headers_count == 0 && rend == rec + FIXED_AT_VALUE + r->value_len + 1;
+}
+
+/* The records after `first` (a fixed-layout record, see record_is_fixed) that repeat its bytes
+ * but for the offset delta and the value: each is what the general loop would decode from it,
+ * so their refs are filled without decoding the rest again. Returns how many were indexed;
+ * the general loop takes over at the first record that differs. */
+static uint32_t records_index_fixed_run(const uint8_t *origin, const uint8_t *first, const uint8_t *end,
+                                        uint32_t left, const shmlog_record_ref *template, int64_t base_offset,
+                                        shmlog_record_ref *records) {
+    const uint64_t stride = (uint64_t)FIXED_AT_VALUE + (uint64_t)template->value_len + 1;
+    const uint8_t *p = first + stride;
+    uint32_t n = 0;
+    while (n < left && (uint64_t)(end - p) >= stride) {
+        int64_t offset_delta;
+        if (memcmp(p, first, FIXED_AT_OFFSET_DELTA) != 0 ||
+            memcmp(p + FIXED_AT_KEY, first + FIXED_AT_KEY, FIXED_AT_VALUE - FIXED_AT_KEY) != 0 ||
+            p[stride - 1] != 0 ||
+            varint_get(p + FIXED_AT_OFFSET_DELTA, p + FIXED_AT_KEY, &offset_delta) != p + FIXED_AT_KEY)
+            break;
+        shmlog_record_ref *r = &records[n];
+        *r = *template;
+        r->key_pos = (int32_t)(p + FIXED_AT_VALUE - 5 - origin);
+        r->value_pos = (int32_t)(p + FIXED_AT_VALUE - origin);
+        r->headers_pos = (int32_t)(p + stride - origin);
+        r->offset = base_offset + offset_delta;
+        p += stride;
+        n++;
+    }
+    return n;
+}
+
 /* Indexes `count` records laid out from p to end; positions are relative to origin.
  * Returns where the last record ended, or NULL when the framing does not validate. */
 static const uint8_t *records_index_from(const uint8_t *origin, const uint8_t *p, const uint8_t *end,
                                          uint32_t count, int64_t base_offset, int64_t base_ts, int64_t max_ts,
                                          uint16_t attributes, shmlog_record_ref *records) {
     for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *rec = p;
         int64_t body, ts_delta, offset_delta, klen, vlen, hcount, hk, hv;
         if (!(p = varint_get(p, end, &body)) || body < 1 || body > end - p) return NULL;
         const uint8_t *rend = p + body;
@@ -142,6 +199,12 @@ static const uint8_t *records_index_from(const uint8_t *origin, const uint8_t *p
         if (p != rend) return NULL;
         records[i].offset = base_offset + offset_delta;
         records[i].timestamp = (attributes & SHMLOG_ATTR_LOG_APPEND_TIME) ? max_ts : base_ts + ts_delta;
+        if (i + 1 < count && record_is_fixed(rec, rend, &records[i])) {
+            uint32_t n = records_index_fixed_run(origin, rec, end, count - i - 1, &records[i], base_offset,
+                                                 &records[i + 1]);
+            i += n;
+            p += (uint64_t)n * (uint64_t)(rend - rec);
+        }
     }
     return p;
 }
