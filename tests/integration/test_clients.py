@@ -291,6 +291,26 @@ def test_batch_api_moves_numpy_rows_and_reads_them_back_zero_copy(conf, topic):
     p.close()
 
 
+def test_a_zero_copy_view_pins_at_most_a_sixteenth_of_the_ring_and_the_next_view_goes_on(conf, admin):
+    create_topic(admin, "small", 1, ring_bytes=4 << 20)       # views of at most 256 KiB
+    p = shmlog.Producer(conf)
+    rows = np.arange(6000 * 8, dtype=np.int64).reshape(6000, 8)
+    for start in range(0, 6000, 500):                          # batches of 500 rows, 41,061 bytes each
+        p.produce_values("small", rows[start:start + 500], partition=0)
+    c = shmlog.Consumer(conf)
+    c.assign([TopicPartition("small", 0, shmlog.OFFSET_BEGINNING)])
+    seen, sizes = [], []
+    while sum(sizes) < 6000:
+        view = c.consume_batch(65536, timeout=5)
+        assert view is not None and view.zero_copy
+        sizes.append(len(view))
+        seen.append(view.values_as(np.dtype((np.int64, 8))).copy())
+    assert sizes == [3000, 3000]           # six batches fit in 256 KiB, seven would not
+    assert (np.concatenate(seen) == rows).all()
+    c.close()
+    p.close()
+
+
 def test_value_arrays_are_views_into_shared_memory_one_per_produced_batch(conf, topic):
     p = shmlog.Producer(conf)
     for start in (0, 500):   # two produce_values calls: two frames, two constant-stride runs
