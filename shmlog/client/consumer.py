@@ -971,7 +971,7 @@ class Consumer(_fast.ConsumerCore):
             return None
         mapped = ring.mapping.view()
         frames = [(f.map_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[0:n]]
-        columns = _new_columns(min(sum(f[2] for f in frames), max_records + frames[-1][2]))
+        columns = _new_columns(min(sum(f[2] for f in frames), max_records + max(f[2] for f in frames)))
         total = viewed_bytes = 0
         consumed_frames = n
         walker = self._walker
@@ -1025,7 +1025,7 @@ class Consumer(_fast.ConsumerCore):
         if got is None:
             return None
         buf, frames = got
-        columns = _new_columns(min(sum(f[2] for f in frames), max_records + frames[-1][2]))
+        columns = _new_columns(min(sum(f[2] for f in frames), max_records + max(f[2] for f in frames)))
         total, walker, stopped = 0, self._walker, False
         for decision, i, _, refs in walker.walk(buf, frames, reader.next_offset):
             if total >= max_records:
