@@ -4,8 +4,9 @@ the user guide docs/cli.md#shmlog-bench).
 
 One run: a fresh topic (on an embedded broker in a temporary data dir, or on the broker of
 `--bootstrap`), producer and consumer *processes* (multiprocessing `spawn`) that connect,
-map their partitions' rings and then start on a common signal, and a parent that shows progress, tells the consumers where the log ends once
-the producers are done, and merges what the children report into one `BenchResult`.
+map their partitions' rings and then start on a common signal, and a parent that shows
+progress, tells the consumers where the log ends once the producers are done, and merges what
+the children report into one `BenchResult`.
 
 Every value starts with a 24-byte header, `HEADER` = (producer id, key index, sequence number,
 send time in CLOCK_MONOTONIC ns). Consumers check while they read: offsets of each partition
@@ -381,7 +382,7 @@ def _wait_go(shared, slot, event):
 def _map_rings(client, topic, partitions):
     """Map the partitions' rings into this process before the clock starts, as a running
     application has them: a fresh ring's first mapping faults in (and the kernel zeroes) every
-    page of it, 0.2 s for 256 MiB here, once per ring and process. A Kafka client has no rings."""
+    page of it (bench/README.md: 0.2 s for 256 MiB), once per ring. A Kafka client has no rings."""
     cluster = getattr(client, "_cluster", None)
     for p in partitions if cluster is not None else ():
         cluster.ring(topic, p)

@@ -95,6 +95,13 @@ class _Reader:
 VIEW_RING_SHARE = 16
 
 
+def _columns_for(frames, max_records):
+    """Columns for a view of these frames ((map position, base offset, record count, bytes) each):
+    it stops once max_records are in, so inside a batch at most the largest one's count past it."""
+    counts = [f[2] for f in frames]
+    return _new_columns(min(sum(counts), max_records + max(counts)))
+
+
 def _new_columns(rows):
     """offsets, timestamps, key positions, key lengths, value positions, value lengths."""
     return (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int32),
@@ -971,7 +978,7 @@ class Consumer(_fast.ConsumerCore):
             return None
         mapped = ring.mapping.view()
         frames = [(f.map_pos, f.base_offset, f.record_count, f.batch_bytes) for f in self._frames[0:n]]
-        columns = _new_columns(min(sum(f[2] for f in frames), max_records + max(f[2] for f in frames)))
+        columns = _columns_for(frames, max_records)
         total = viewed_bytes = 0
         consumed_frames = n
         walker = self._walker
@@ -1025,7 +1032,7 @@ class Consumer(_fast.ConsumerCore):
         if got is None:
             return None
         buf, frames = got
-        columns = _new_columns(min(sum(f[2] for f in frames), max_records + max(f[2] for f in frames)))
+        columns = _columns_for(frames, max_records)
         total, walker, stopped = 0, self._walker, False
         for decision, i, _, refs in walker.walk(buf, frames, reader.next_offset):
             if total >= max_records:
