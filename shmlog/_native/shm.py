@@ -116,7 +116,9 @@ def _mmap(fd, size, prot, flags):
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err) + (_map_count_hint() if err == errno.ENOMEM else ""))
     buf = (ctypes.c_char * size).from_address(addr)
-    weakref.finalize(buf, _LIBC.munmap, addr, size)
+    # Not at exit: objects still holding the memory (a Producer's __del__ releasing its slots)
+    # run after atexit, and would touch an unmapped page. The process's end unmaps it anyway.
+    weakref.finalize(buf, _LIBC.munmap, addr, size).atexit = False
     return buf
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,6 +115,24 @@ def _nothing():
     pass
 
 
+def _linger_loop(producer_ref, wake, linger_s):
+    """The linger thread: closes batches as they come due. It holds its producer weakly, so one
+    an application drops without close() is collected as confluent-kafka's is (its __del__
+    releases its ring slots and wakes this thread to end)."""
+    while True:
+        wake.wait()
+        wake.clear()
+        while True:
+            producer = producer_ref()
+            if producer is None or producer._closed:
+                return
+            due_s = producer._close_batches(False, linger_s)
+            del producer
+            if due_s is None:
+                break
+            time.sleep(min(due_s, linger_s))
+
+
 class Producer(_fast.ProducerCore):
     """confluent_kafka.Producer over a shmlog broker: `Producer(conf)` or `Producer(**conf)`.
 
@@ -176,7 +195,8 @@ class Producer(_fast.ProducerCore):
         self._wake = threading.Event()
         self._linger_thread = None
         if self._linger_s > 0:
-            self._linger_thread = threading.Thread(target=self._linger_loop, name="shmlog-linger", daemon=True)
+            self._linger_thread = threading.Thread(target=_linger_loop, name="shmlog-linger", daemon=True,
+                                                   args=(weakref.ref(self), self._wake, self._linger_s))
         self._bind_cluster()
         if self._linger_thread is not None:
             self._linger_thread.start()
@@ -332,16 +352,6 @@ class Producer(_fast.ProducerCore):
             self._release_queued(len(batch), batch.size_bytes)
         else:
             self._reports.append((batch, err))
-
-    def _linger_loop(self):
-        while not self._closed:
-            self._wake.wait()
-            self._wake.clear()
-            while not self._closed:
-                due_s = self._close_batches(False, self._linger_s)
-                if due_s is None:
-                    break
-                time.sleep(min(due_s, self._linger_s))
 
     # ------------------------------------------------------------------ a broker that stopped
 

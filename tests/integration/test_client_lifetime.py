@@ -1,0 +1,79 @@
+"""Clients an application never closes, as confluent-kafka's may be left: a dropped producer is
+collected and gives its ring slot back, and a process that ends with open clients ends cleanly
+(their finalizers run after the interpreter's exit handlers and must still find their rings
+mapped: real child processes)."""
+import gc
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import shmlog
+from tests.conftest import create_topic, stop_leftover_broker
+
+pytestmark = pytest.mark.timeout(120)
+
+CHILD = """
+import sys
+import shmlog
+
+data_dir, own_broker = sys.argv[1], sys.argv[2] == "own"
+broker = shmlog.Broker(data_dir, **{"ring.bytes": 16 << 20}).start() if own_broker else None
+conf = {"bootstrap.servers": shmlog.Broker(data_dir).bootstrap_servers}
+admin = shmlog.AdminClient(conf)
+admin.create_topics([shmlog.NewTopic("t", 1)])["t"].result()
+producer = shmlog.Producer({**conf, "linger.ms": 0})   # no linger thread: collected at exit
+for i in range(1000):
+    producer.produce("t", b"%d" % i)
+producer.flush()
+consumer = shmlog.Consumer({**conf, "group.id": "g"})
+consumer.assign([shmlog.TopicPartition("t", 0, 0)])
+got = 0
+while got < 1000:
+    got += len(consumer.consume(1000, 10))
+batch = consumer.consume_batch(1000, 0.1)   # a ring view that stays open
+if own_broker:
+    broker.stop()
+print("ok", got, flush=True)
+# producer, consumer, batch and admin are left for the interpreter's exit to collect
+"""
+
+
+def run_child(data_dir, mode):
+    return subprocess.run([sys.executable, "-X", "faulthandler", "-c", CHILD, data_dir, mode],
+                          capture_output=True, text=True, timeout=90)
+
+
+def test_a_process_leaving_its_clients_open_exits_cleanly_while_the_broker_runs(broker):
+    done = run_child(broker.data_dir, "shared")
+    assert "Fatal Python error" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok 1000")
+
+
+def test_a_process_leaving_its_clients_open_exits_cleanly_after_its_broker_stopped(data_dir):
+    done = run_child(data_dir, "own")
+    stop_leftover_broker(data_dir)
+    assert "Fatal Python error" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok 1000")
+
+
+@pytest.mark.parametrize("extra", [{}, {"enable.idempotence": True}], ids=["plain", "idempotent"])
+def test_producers_dropped_without_close_give_their_ring_slots_back(conf, admin, extra):
+    create_topic(admin, "few-slots", **{"ring.slots": "2"})
+    for i in range(8):   # four times the ring's producer slots, one after the other
+        producer = shmlog.Producer({**conf, **extra})   # lingers (linger.ms 5): a thread of its own
+        producer.produce("few-slots", b"%d" % i)
+        assert producer.flush(10) == 0
+        del producer
+        gc.collect()
+    assert not [t for t in threading.enumerate() if t.name == "shmlog-linger"]
+    consumer = shmlog.Consumer({**conf, "group.id": "g"})
+    consumer.assign([shmlog.TopicPartition("few-slots", 0, 0)])
+    got = []
+    while len(got) < 8:
+        got += [m.value() for m in consumer.consume(8, 10) if m.error() is None]
+    consumer.close()
+    assert got == [b"%d" % i for i in range(8)]
