@@ -16,6 +16,7 @@ import platform
 import selectors
 import threading
 import time
+import weakref
 
 from shmlog import control
 from shmlog._native import ffi
@@ -325,6 +326,30 @@ class GroupClient:
             self.cfg.on_commit(err, tps)
 
 
+def _serve(member_ref, selector, wake_r, wake_w):
+    """The group thread. It holds its member only while acting on it, so a consumer the
+    application drops without close() is collected, as confluent-kafka's is; the thread then
+    closes the member's control channel (the broker removes the members of a closed channel
+    at once, as Kafka's coordinator removes one that leaves: its partitions go to the others)
+    and ends."""
+    timeout_s = 0.0
+    while True:
+        ready = selector.select(timeout_s)
+        member = member_ref()
+        if member is None:
+            break
+        timeout_s = member._step(ready)
+        del member
+        if timeout_s is None:
+            return
+    for key in list(selector.get_map().values()):
+        if key.data != "wake":
+            key.fileobj.close()
+    selector.close()
+    os.close(wake_r)
+    os.close(wake_w)
+
+
 class GroupMember:
     """A subscribed consumer's membership. State lives in the background thread; the
     application thread sees rebalances as events it handles in poll()."""
@@ -370,7 +395,8 @@ class GroupMember:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
-        self.thread = threading.Thread(target=self._run, name=f"shmlog-group-{self.group_id}", daemon=True)
+        self.thread = threading.Thread(target=_serve, args=(weakref.ref(self), self.selector, self.wake_r, self.wake_w),
+                                       name=f"shmlog-group-{self.group_id}", daemon=True)
 
     def start(self):
         self._connect()
@@ -571,23 +597,28 @@ class GroupMember:
         conn.send("register", kind="group", pid=os.getpid())
         return True
 
-    def _run(self):
+    def _step(self, ready):
+        """One turn of the group thread: what select() found, then the timers. The timeout of
+        the next select(), or None once the member stopped or failed."""
         try:
-            while not self.stopped:
-                timeout = self._next_timer() - time.monotonic()
-                for key, _ in self.selector.select(max(0.0, min(timeout, 1.0))):
-                    if key.data == "wake":
-                        try:
-                            os.read(self.wake_r, 4096)
-                        except BlockingIOError:
-                            pass
-                    else:
-                        self._read()
-                if not self.stopped:
-                    self._act(time.monotonic())
+            for key, _ in ready:
+                if self.stopped:
+                    return None
+                if key.data == "wake":
+                    try:
+                        os.read(self.wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._read()
+            if self.stopped:
+                return None
+            self._act(time.monotonic())
+            return max(0.0, min(self._next_timer() - time.monotonic(), 1.0))
         except Exception as exc:  # never die silently: the application sees it in poll()
             self.fatal = KafkaError(KafkaError._FATAL, f"consumer group thread failed: {exc!r}", fatal=True)
             self._post("error", self.fatal)
+            return None
 
     def _read(self):
         try:

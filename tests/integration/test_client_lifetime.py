@@ -6,6 +6,7 @@ import gc
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -77,3 +78,29 @@ def test_producers_dropped_without_close_give_their_ring_slots_back(conf, admin,
         got += [m.value() for m in consumer.consume(8, 10) if m.error() is None]
     consumer.close()
     assert got == [b"%d" % i for i in range(8)]
+
+
+def test_a_subscribed_consumer_dropped_without_close_leaves_its_group(conf, admin):
+    create_topic(admin, "shared", partitions=2)
+    group_conf = {**conf, "group.id": "g", "session.timeout.ms": 60000, "heartbeat.interval.ms": 100}
+    keeper = shmlog.Consumer(group_conf)
+    keeper.subscribe(["shared"])
+    dropped = shmlog.Consumer(group_conf)
+    dropped.subscribe(["shared"])
+    deadline = time.monotonic() + 30
+    while not (keeper.assignment() and dropped.assignment()):   # one partition each
+        assert time.monotonic() < deadline, "the two consumers never shared the partitions"
+        keeper.poll(0.05)
+        dropped.poll(0.05)
+    del dropped
+    gc.collect()
+    # Well within session.timeout.ms: the member left when its consumer went, not when it timed out.
+    while len(keeper.assignment()) < 2:
+        assert time.monotonic() < deadline, f"the survivor has {keeper.assignment()} only"
+        keeper.poll(0.05)
+    members = admin.describe_consumer_groups(["g"])["g"].result().members
+    assert len(members) == 1
+    while len([t for t in threading.enumerate() if t.name == "shmlog-group-g"]) > 1:   # the dropped one's ends
+        assert time.monotonic() < deadline, "the dropped consumer's group thread did not end"
+        keeper.poll(0.05)
+    keeper.close()
