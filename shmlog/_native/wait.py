@@ -26,7 +26,9 @@ Both spin in C (shmlog_wait_any: one load of a publish mark per ring and a `paus
 iteration, the GIL released), not in Python, and only watch the rings (set their doorbell bit,
 which makes a publishing producer issue a futex wake) for the sleeping part.
 """
+import os
 import time
+import weakref
 
 from shmlog._native import ffi, lib
 
@@ -65,10 +67,17 @@ class _Rings:
         return True
 
 
+def _release_slot(doorbell, slot, pid):
+    if os.getpid() == pid:   # a forked child's copy of the consumer holds no slot of its own
+        doorbell.release(slot)
+
+
 class BlockingWait:
     def __init__(self, doorbell, spin_min_ns=SPIN_MIN_NS, spin_max_ns=SPIN_MAX_NS, spin_share=SPIN_SHARE):
         self.doorbell = doorbell
         self.slot = doorbell.acquire()
+        # A consumer dropped without close() gives its slot back when it is collected.
+        self._release_slot = weakref.finalize(self, _release_slot, doorbell, self.slot, os.getpid())
         self.spin_min_ns, self.spin_max_ns, self.spin_share = spin_min_ns, spin_max_ns, spin_share
         self.spin_ns = spin_min_ns     # the spin of the last fast wait, for those without a doorbell slot
         self.gap_ns = None             # moving average of wait start -> record, while records come
@@ -158,7 +167,7 @@ class BlockingWait:
         self._note_gap(rc, slept + waited)
 
     def close(self):
-        self.doorbell.release(self.slot)
+        self._release_slot()
         self.slot = -1
 
 

@@ -6,7 +6,9 @@ with the same offsets, and moves back onto the ring as soon as its offset is the
 """
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,11 +110,19 @@ def _new_columns(rows):
             np.empty(rows, np.int64), np.empty(rows, np.int32))
 
 
+def _release_pins(pins, pid):
+    if os.getpid() == pid:   # a forked child's copy of the consumer holds no pins of its own
+        for ring, pin in pins.items():
+            ring.release_pin(pin)
+    pins.clear()
+
+
 class RecordBatchView:
     """Records of one partition as arrays, values left in shared memory (zero-copy).
 
     Valid until the next poll/consume/consume_batch/close on the consumer that returned
-    it: until then the consumer pins the ring so producers cannot reuse those bytes.
+    it (or until that consumer is collected): until then the consumer pins the ring so
+    producers cannot reuse those bytes.
     After that the memory may hold newer records (reads then see other bytes, never fault).
     """
 
@@ -245,6 +255,9 @@ class Consumer(_fast.ConsumerCore):
         self._frames_address = address(self._frames)
         self._walker = BatchWalker(self._check_crcs)   # the slow path's batch decode loop
         self._pins = {}
+        # A consumer dropped without close() lets go of its reader pins when it is collected: a
+        # pin left set holds the ring's release back, and with it every producer to the partition.
+        self._let_go_of_pins = weakref.finalize(self, _release_pins, self._pins, os.getpid())
         self._closed = False
         self._stored = {}              # (topic, partition) -> offset the next commit() commits
         self._rebalance_calls = 0      # so a rebalance callback's own assign()/unassign() is noticed
@@ -1133,9 +1146,7 @@ class Consumer(_fast.ConsumerCore):
             self._closed = True
             self._stop_serving()
             self._set_solo(None)
-            for ring, pin in self._pins.items():
-                ring.release_pin(pin)
-            self._pins.clear()
+            self._let_go_of_pins()
             self._wait.close()
             self._readers.clear()
             self._cluster.close()

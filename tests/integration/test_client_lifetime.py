@@ -3,6 +3,7 @@ collected and gives its ring slot back, and a process that ends with open client
 (their finalizers run after the interpreter's exit handlers and must still find their rings
 mapped: real child processes)."""
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -11,6 +12,8 @@ import time
 import pytest
 
 import shmlog
+from shmlog._native import lib, shm
+from shmlog._native.ring import Doorbell
 from tests.conftest import create_topic, stop_leftover_broker
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,3 +107,37 @@ def test_a_subscribed_consumer_dropped_without_close_leaves_its_group(conf, admi
         assert time.monotonic() < deadline, "the dropped consumer's group thread did not end"
         keeper.poll(0.05)
     keeper.close()
+
+
+def test_a_consumer_dropped_while_holding_a_zero_copy_view_does_not_hold_the_ring_back(conf, admin):
+    create_topic(admin, "pinned", **{"ring.bytes": "65536"})
+    producer = shmlog.Producer({**conf, "linger.ms": 0, "max.block.ms": 5000})   # held back: fails in 5 s
+    for i in range(100):
+        producer.produce("pinned", b"%d" % i)
+    assert producer.flush(10) == 0
+    consumer = shmlog.Consumer({**conf, "group.id": "g"})
+    consumer.assign([shmlog.TopicPartition("pinned", 0, 0)])
+    view = None
+    while not view:
+        view = consumer.consume_batch(10, 10)    # pins the ring where the view starts
+    del consumer, view
+    gc.collect()
+    value = b"v" * 1000
+    for _ in range(2000):    # 2 MB through a 64 KiB ring: 30 laps past the dropped view
+        producer.produce("pinned", value)
+    assert producer.flush(30) == 0
+    producer.close()
+
+
+def test_consumers_dropped_without_close_give_their_doorbell_slots_back(broker, conf, admin):
+    create_topic(admin, "sleepers")
+    for _ in range(lib.SHMLOG_DOORBELL_SLOTS + 20):   # more consumers, one after the other, than slots
+        consumer = shmlog.Consumer({**conf, "group.id": "g"})
+        consumer.assign([shmlog.TopicPartition("sleepers", 0, 0)])
+        assert consumer.poll(0.001) is None   # sleeps on its slot
+        del consumer
+        gc.collect()
+    bell = Doorbell.open(shm.doorbell_name(shm.namespace(broker.data_dir)))
+    held = [i for i in range(lib.SHMLOG_DOORBELL_SLOTS) if bell.header.slots[i].pid == os.getpid()]
+    bell.close()
+    assert held == []
