@@ -994,6 +994,7 @@ class Consumer(_fast.ConsumerCore):
         columns = _columns_for(frames, max_records)
         total = viewed_bytes = 0
         consumed_frames = n
+        cut = False
         walker = self._walker
         pinned_max = ring.capacity_bytes // VIEW_RING_SHARE
         for decision, i, _, refs in walker.walk(mapped, frames, reader.next_offset,
@@ -1023,7 +1024,10 @@ class Consumer(_fast.ConsumerCore):
                             f"offset {base}")
             total = _fast.index_columns(refs, len(refs), pos, walker.wanted, total, *columns)
             viewed_bytes += nbytes
-        wanted = walker.wanted
+            if total > max_records:   # the view ends inside this batch; the rest of it comes next
+                total, consumed_frames, cut = max_records, i, True
+                break
+        wanted = int(columns[0][total - 1]) + 1 if cut else walker.wanted
         # Frames we did not consume are fetched again next time: rewind to the first one.
         if consumed_frames < n:
             reader.cursor.position = self._frames[consumed_frames].map_pos - ring.data_offset \
@@ -1056,7 +1060,9 @@ class Consumer(_fast.ConsumerCore):
                 stopped = True
                 break
             total = _fast.index_columns(refs, len(refs), frames[i][0], walker.wanted, total, *columns)
-        reader.next_offset = walker.wanted
+        cut = total > max_records   # the view ends inside the last batch; the rest of it comes next
+        total = min(total, max_records)
+        reader.next_offset = int(columns[0][total - 1]) + 1 if cut else walker.wanted
         if stopped and not total:
             return self._view_of_messages(self._collect(reader, max_records))
         self._to_ring_or_segments(reader)

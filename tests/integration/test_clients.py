@@ -311,6 +311,22 @@ def test_a_zero_copy_view_pins_at_most_a_sixteenth_of_the_ring_and_the_next_view
     p.close()
 
 
+def test_a_view_stopping_at_max_records_inside_a_batch_larger_than_the_last_it_read_is_whole(conf, topic):
+    p = shmlog.Producer(conf)
+    p.produce_values(topic, np.arange(100, dtype=np.int64).reshape(100, 1), partition=0)   # one batch of 100
+    p.produce_values(topic, np.arange(100, 102, dtype=np.int64).reshape(2, 1), partition=0)  # then one of 2
+    c = shmlog.Consumer(conf)
+    c.assign([TopicPartition(topic, 0, shmlog.OFFSET_BEGINNING)])
+    got = []
+    while sum(map(len, got)) < 102:
+        view = c.consume_batch(5, timeout=5)
+        assert view is not None and len(view) <= 5
+        got.append(view.values_as(np.int64).copy())
+    assert (np.concatenate(got) == np.arange(102)).all()
+    c.close()
+    p.close()
+
+
 def test_value_arrays_are_views_into_shared_memory_one_per_produced_batch(conf, topic):
     p = shmlog.Producer(conf)
     for start in (0, 500):   # two produce_values calls: two frames, two constant-stride runs

@@ -32,7 +32,7 @@ def behind_the_ring(conf, topic):
         cluster.close()
 
 
-def read_views(conf, topic, n, **extra):
+def read_views(conf, topic, n, max_records=1000, **extra):
     """[(offset, key, value, timestamp)] of n records read with consume_batch, and the views' zero_copy flags."""
     c = shmlog.Consumer({**conf, **extra})
     out, flags = [], []
@@ -40,9 +40,10 @@ def read_views(conf, topic, n, **extra):
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         deadline = time.monotonic() + 30
         while len(out) < n and time.monotonic() < deadline:
-            view = c.consume_batch(1000, timeout=1)
+            view = c.consume_batch(max_records, timeout=1)
             if view is None:
                 continue
+            assert len(view) <= max_records
             flags.append(view.zero_copy)
             out += zip(view.offsets.tolist(), [None if k is None else bytes(k) for k in view.keys()],
                        [bytes(v) for v in view.values()], view.timestamps.tolist())
@@ -72,6 +73,15 @@ def test_views_of_records_behind_the_ring_are_the_records_poll_reads(conf, admin
     assert len(views) == N and [o for o, *_ in views] == list(range(N))
     assert views == read_polled(conf, "behind", N)
     assert all(flags)    # in place: the segment files' bytes (then the ring's), never copies
+
+
+def test_views_of_at_most_max_records_behind_the_ring_end_inside_batches_and_miss_nothing(conf, admin):
+    create_topic(admin, "cut", ring_bytes=RING, retention_ms=-1)
+    produce(conf, "cut", 0, N)     # batches of tens of records (linger.ms 1)
+    assert behind_the_ring(conf, "cut")
+    views, _ = read_views(conf, "cut", N, max_records=7)
+    assert [o for o, *_ in views] == list(range(N))
+    assert views == read_polled(conf, "cut", N)
 
 
 def test_a_compressed_batch_behind_the_ring_ends_the_view_before_it_and_comes_out_decompressed(conf, admin):
