@@ -22,6 +22,7 @@ import collections
 import inspect
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from shmlog.client.consumer import Consumer
@@ -105,6 +106,8 @@ class _Worker:
             except BaseException as exc:  # handed to the awaiting coroutine
                 result, error = None, exc
             self.loop.call_soon_threadsafe(self._resolve, future, result, error)
+            # The finished job must not outlive it in this frame: its callbacks hold the client.
+            del future, fn, args, kwargs, result, error
             self.after_job()
 
     @staticmethod
@@ -176,6 +179,7 @@ class AIOProducer:
         self._loop = asyncio.get_running_loop()
         self._producer = self._client(_with_loop_callbacks(producer_conf, self._loop))
         self._worker = _ProducerWorker("shmlog-aio-producer", self._loop, self._producer)
+        weakref.finalize(self, self._worker.close)   # dropped without close(): the thread ends, the producer goes
 
     async def __aenter__(self) -> Self:
         return self
@@ -297,6 +301,7 @@ class AIOConsumer:
                 conf[name] = self._on_loop(conf[name], pass_self=False)
         self._consumer = self._client(conf)
         self._worker = _Worker("shmlog-aio-consumer", self._loop)
+        weakref.finalize(self, self._worker.close)   # dropped without close(): the thread ends, the consumer goes
 
     async def __aenter__(self) -> Self:
         return self

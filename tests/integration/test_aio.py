@@ -1,6 +1,9 @@
 """shmlog.aio against a real broker: confluent_kafka.aio's AIOProducer and AIOConsumer."""
 import asyncio
+import gc
 import json
+import threading
+import time
 
 import pytest
 
@@ -160,3 +163,24 @@ def test_async_stats_and_error_callbacks_in_the_config_run_on_the_event_loop(con
             return seen.get_nowait()
 
     assert run(main()) == (True, "producer")
+
+
+def test_async_clients_dropped_without_close_end_their_threads_and_leave_their_group(conf, admin):
+    create_topic(admin, "t")
+
+    async def main():
+        producer = AIOProducer(conf)
+        await (await producer.produce("t", b"v"))
+        consumer = AIOConsumer({**conf, "group.id": "g", "auto.offset.reset": "earliest"})
+        await consumer.subscribe(["t"])
+        await consume_n(consumer, 1)
+        del producer, consumer
+
+    run(main())
+    gc.collect()
+    deadline = time.monotonic() + 30
+    ours = ("shmlog-aio", "shmlog-group", "shmlog-linger")
+    for thread in [t for t in threading.enumerate() if t.name.startswith(ours)]:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        assert not thread.is_alive(), f"{thread.name} still runs"
+    assert admin.describe_consumer_groups(["g"])["g"].result().members == []
