@@ -76,7 +76,7 @@ def test_a_create_time_topic_keeps_the_producers_timestamps(conf, admin):
 
 def test_batches_appended_after_the_topic_is_altered_to_log_append_time_are_stamped_and_earlier_ones_keep_theirs(
         conf, admin):
-    create_topic(admin, "altered")
+    create_topic(admin, "altered", retention_ms=-1)   # records stamped 2001: time retention would delete them
     produce(conf, "altered", [lambda p: p.produce("altered", b"before", timestamp=OLD_MS)])
     alter(admin, "altered", "LogAppendTime")
     before = now_ms()
