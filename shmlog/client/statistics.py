@@ -11,6 +11,7 @@ on the application's thread; a consumer's timer thread only asks poll() to take 
 import json
 import threading
 import time
+import weakref
 
 
 def _us(seconds):
@@ -21,6 +22,30 @@ def _window(count, low, high, total):
     """librdkafka's latency window (µs) from a (count, min_s, max_s, sum_s) sample."""
     avg = total / count if count else 0.0
     return {"min": _us(low), "max": _us(high), "avg": _us(avg), "sum": _us(total), "cnt": count}
+
+
+def _nudge(stats_ref, stop, emitted):
+    """Ask the consumer's poll() to take its slow path whenever statistics are due."""
+    while True:
+        stats = stats_ref()
+        if stats is None:
+            return
+        due = stats.next_due
+        del stats
+        if stop.wait(max(0.0, due - time.monotonic())):
+            return
+        stats = stats_ref()
+        if stats is None:
+            return
+        stats.client._serve_needed = True
+        del stats
+        emitted.wait()  # until poll() has emitted (and moved next_due on), close(), or collection
+        emitted.clear()
+
+
+def _stop(stop, emitted):
+    stop.set()
+    emitted.set()
 
 
 class Statistics:
@@ -34,19 +59,17 @@ class Statistics:
         self.stop = threading.Event()
         self.emitted = threading.Event()
         if kind == "consumer":  # consumer.poll() runs in C until asked to take its slow path
-            threading.Thread(target=self._nudge, name="shmlog-stats", daemon=True).start()
+            # The thread holds this weakly, so a consumer dropped without close() is collected; the
+            # collection then stops the thread as close() does.
+            weakref.finalize(self, _stop, self.stop, self.emitted)
+            threading.Thread(target=_nudge, args=(weakref.ref(self), self.stop, self.emitted), name="shmlog-stats",
+                             daemon=True).start()
 
     @classmethod
     def of(cls, client, kind, cfg):
         if cfg.statistics_interval_ms <= 0 or cfg.stats_cb is None:
             return None
         return cls(client, kind, cfg.statistics_interval_ms, cfg.stats_cb)
-
-    def _nudge(self):
-        while not self.stop.wait(max(0.0, self.next_due - time.monotonic())):
-            self.client._serve_needed = True
-            self.emitted.wait()  # until poll() has emitted (and moved next_due on), or close()
-            self.emitted.clear()
 
     def maybe_emit(self):
         now = time.monotonic()
@@ -59,8 +82,7 @@ class Statistics:
             self.emitted.set()
 
     def close(self):
-        self.stop.set()
-        self.emitted.set()
+        _stop(self.stop, self.emitted)
 
     # ------------------------------------------------------------------ the document
 

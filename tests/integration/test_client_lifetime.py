@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -143,3 +144,21 @@ def test_consumers_dropped_without_close_give_their_doorbell_slots_back(broker, 
     held = [i for i in range(lib.SHMLOG_DOORBELL_SLOTS) if bell.header.slots[i].pid == os.getpid()]
     bell.close()
     assert held == []
+
+
+def test_a_consumer_with_a_stats_cb_dropped_without_close_is_collected(conf, admin):
+    create_topic(admin, "observed")
+    before = set(threading.enumerate())
+    reports = []
+    consumer = shmlog.Consumer({**conf, "group.id": "g", "statistics.interval.ms": 100, "stats_cb": reports.append})
+    consumer.subscribe(["observed"])
+    while not reports:   # the statistics thread has nudged poll() at least once
+        consumer.poll(0.1)
+    gone = weakref.ref(consumer)
+    del consumer
+    gc.collect()
+    assert gone() is None
+    for thread in [t for t in threading.enumerate() if t.name.startswith("shmlog-") and t not in before]:
+        thread.join(30)
+        assert not thread.is_alive(), f"{thread.name} still runs"
+    assert admin.describe_consumer_groups(["g"])["g"].result().members == []
