@@ -110,7 +110,15 @@ def _new_columns(rows):
             np.empty(rows, np.int64), np.empty(rows, np.int32))
 
 
-def _release_pins(pins, pid):
+def _view_end(columns, total, max_records, wanted):
+    """(records in the view, the offset the next read starts at): a view that passed max_records
+    inside a batch ends there, and the rest of that batch comes next."""
+    if total > max_records:
+        return max_records, int(columns[0][max_records - 1]) + 1
+    return total, wanted
+
+
+def _give_back_pins(pins, pid):
     if os.getpid() == pid:   # a forked child's copy of the consumer holds no pins of its own
         for ring, pin in pins.items():
             ring.release_pin(pin)
@@ -257,7 +265,7 @@ class Consumer(_fast.ConsumerCore):
         self._pins = {}
         # A consumer dropped without close() lets go of its reader pins when it is collected: a
         # pin left set holds the ring's release back, and with it every producer to the partition.
-        self._let_go_of_pins = weakref.finalize(self, _release_pins, self._pins, os.getpid())
+        self._let_go_of_pins = weakref.finalize(self, _give_back_pins, self._pins, os.getpid())
         self._closed = False
         self._stored = {}              # (topic, partition) -> offset the next commit() commits
         self._rebalance_calls = 0      # so a rebalance callback's own assign()/unassign() is noticed
@@ -994,7 +1002,6 @@ class Consumer(_fast.ConsumerCore):
         columns = _columns_for(frames, max_records)
         total = viewed_bytes = 0
         consumed_frames = n
-        cut = False
         walker = self._walker
         pinned_max = ring.capacity_bytes // VIEW_RING_SHARE
         for decision, i, _, refs in walker.walk(mapped, frames, reader.next_offset,
@@ -1024,10 +1031,10 @@ class Consumer(_fast.ConsumerCore):
                             f"offset {base}")
             total = _fast.index_columns(refs, len(refs), pos, walker.wanted, total, *columns)
             viewed_bytes += nbytes
-            if total > max_records:   # the view ends inside this batch; the rest of it comes next
-                total, consumed_frames, cut = max_records, i, True
+            if total > max_records:   # ends inside this batch: it is fetched again
+                consumed_frames = i
                 break
-        wanted = int(columns[0][total - 1]) + 1 if cut else walker.wanted
+        total, wanted = _view_end(columns, total, max_records, walker.wanted)
         # Frames we did not consume are fetched again next time: rewind to the first one.
         if consumed_frames < n:
             reader.cursor.position = self._frames[consumed_frames].map_pos - ring.data_offset \
@@ -1060,9 +1067,7 @@ class Consumer(_fast.ConsumerCore):
                 stopped = True
                 break
             total = _fast.index_columns(refs, len(refs), frames[i][0], walker.wanted, total, *columns)
-        cut = total > max_records   # the view ends inside the last batch; the rest of it comes next
-        total = min(total, max_records)
-        reader.next_offset = int(columns[0][total - 1]) + 1 if cut else walker.wanted
+        total, reader.next_offset = _view_end(columns, total, max_records, walker.wanted)
         if stopped and not total:
             return self._view_of_messages(self._collect(reader, max_records))
         self._to_ring_or_segments(reader)
