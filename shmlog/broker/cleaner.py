@@ -1,11 +1,13 @@
 """The log cleaner process: compacts the topics whose cleanup.policy has compact.
 
 Run as `python -m shmlog.broker.cleaner <data_dir>`; the supervisor starts it when
-`log.cleaner.enable` is true and restarts it when it dies (CleanerProcess below). It asks
-the supervisor for the metadata each round (topics, their effective configs, log dirs),
-cleans the partitions that are due, filthiest first, `log.cleaner.threads` at a time, with
-shmlog/log/cleaner.py, and sleeps `log.cleaner.backoff.ms` when none is. It only reads and
-swaps sealed segments, so it never waits for producers or the persister, nor they for it.
+`log.cleaner.enable` is true and restarts it when it dies (CleanerProcess below). Each round
+it plans from the supervisor's metadata (topics, their effective configs, log dirs; asked for
+again only when the doorbell's metadata epoch moved, so an idle broker with 100,000 partitions
+does not encode and decode them every round), cleans the partitions that are due, filthiest
+first, `log.cleaner.threads` at a time, with shmlog/log/cleaner.py, and sleeps
+`log.cleaner.backoff.ms` when none is. It only reads and swaps sealed segments, so it never
+waits for producers or the persister, nor they for it.
 
 It holds <data_dir>/run/cleaner.lock while it cleans, so one cleaner runs per data dir and
 `shmlog log clean` (a clean run by hand) waits for a round to end. Before it first cleans a
@@ -31,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from shmlog import control
+from shmlog._native.ring import Doorbell
 from shmlog.broker import logs
 from shmlog.config import COMPACTED_TOPICS
 from shmlog.errors import KafkaError, KafkaException
@@ -116,6 +119,20 @@ class Cleaner:
         self.lock = threading.Lock()
         self.throttle = cleaner.Throttle(0)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.bell = None
+        self.meta = None
+
+    def metadata(self):
+        """The supervisor's metadata, as of its current epoch."""
+        if self.meta is not None and self.bell.metadata_epoch == self.meta["epoch"]:
+            return self.meta
+        meta = self.control.request("metadata")
+        if self.bell is None or self.bell.mapping.name != meta["doorbell"]:
+            if self.bell is not None:
+                self.bell.close()
+            self.bell = Doorbell.open(meta["doorbell"], owner=os.geteuid())
+        self.meta = meta
+        return meta
 
     def stop(self, *_):
         self.stopping.set()
@@ -133,7 +150,7 @@ class Cleaner:
     def run(self):
         try:
             while not self.stopping.is_set() and not self._supervisor_gone():
-                meta = self.control.request("metadata")
+                meta = self.metadata()
                 broker = meta.get("broker") or {}
                 self.enabled = bool(broker.get("log.cleaner.enable", True))
                 cleaned = self.round(broker, meta) if self.enabled else 0

@@ -855,7 +855,7 @@ class Persister:
                 if self.unopened:
                     self._retry_unopened(now)
                 busy = False
-                for part in self.scan.due(now):
+                for part in self.scan.due(now, self._sequence()):
                     self.breadcrumb.set((part.topic, part.partition))
                     if part.pump(now):
                         busy = True
@@ -939,18 +939,22 @@ class Persister:
             lib.shmlog_doorbell_watch(part.ring.map, slot, 1)
         try:
             if not any(part.has_work(now) for part in parts) and not self.stopping \
-                    and not self._idle_ring_moved(parts):
+                    and not self._idle_ring_moved(parts, seq):
                 lib.shmlog_doorbell_wait(bell, slot, seq, int(timeout * 1e9))
         finally:
             for part in parts:
                 lib.shmlog_doorbell_watch(part.ring.map, slot, 0)
 
-    def _idle_ring_moved(self, active):
-        """After reading the doorbell sequence: did a ring outside `active` move meanwhile (its
-        publish may have come before its watch bit went up)?"""
+    def _sequence(self):
+        return lib.shmlog_doorbell_sequence(self.bell.ptr, self.slot) if self.slot >= 0 else None
+
+    def _idle_ring_moved(self, active, seq):
+        """After reading the doorbell sequence `seq`: did a ring outside `active` move meanwhile
+        (its publish may have rung while we were awake, or come before its watch bit went up)?"""
         now = time.monotonic()
         active = set(active)
-        return any(part not in active and not part.failed and now >= part.retry_at for part in self.scan.moved())
+        return any(part not in active and not part.failed and now >= part.retry_at
+                   for part in self.scan.idle_moved(seq))
 
     # -------------------------------------------------------------- shutdown
 

@@ -8,7 +8,10 @@ do (see `quiet`), and otherwise it is found again by:
     flushed offset;
   - its doorbell watch bit: an idle ring keeps the persister's watch bit set, so the first
     publish into it wakes the persister (an active ring's bit is cleared: while records flow the
-    persister runs on its timer, and producers do not pay a futex wake per publish);
+    persister runs on its timer, and producers do not pay a futex wake per publish). Before it
+    sleeps the persister looks for a publish that rang while it was awake (`idle_moved`): over
+    every ring only when its doorbell sequence moved since the last look, else over the rings
+    whose watch bit went up since then;
   - retention, on a timer of its own (the soonest `retention_due` of all partitions, so the
     full pass over them runs once per log.retention.check.interval.ms).
 """
@@ -51,6 +54,8 @@ class ActiveSet:
         self._rings = self._cursors = self._out = None
         self.next_retention = 0.0
         self.last_scan = float("-inf")
+        self.looked_seq = None  # doorbell sequence read before the last look whose finds were taken up
+        self.fresh = []         # partitions whose watch bit went up since then
 
     def reset(self, parts, slot):
         """The partitions changed (metadata refresh, a doorbell slot): every one is looked at
@@ -64,6 +69,7 @@ class ActiveSet:
         self.active = set(self.parts)
         self.quiet_since = {}
         self.next_retention = 0.0
+        self.looked_seq, self.fresh = None, []
         for part in self.parts:
             self.watch(part, False)
 
@@ -71,19 +77,43 @@ class ActiveSet:
         if self.slot >= 0:
             lib.shmlog_doorbell_watch(part.ring.map, self.slot, 1 if on else 0)
 
-    def moved(self):
-        """The partitions whose rings say there is something to do (one C pass over all)."""
-        if not self.parts:
+    def moved(self, parts=None):
+        """The partitions (of `parts`, by default all) whose rings say there is something to do
+        (one C pass)."""
+        if parts is None:
+            parts, rings, cursors, out = self.parts, self._rings, self._cursors, self._out
+        else:
+            rings = ffi.new("shmlog_ring_handle *[]", [p.ring.map for p in parts] or 1)
+            cursors = ffi.new("shmlog_cursor *[]", [p.cursor for p in parts] or 1)
+            out = ffi.new("uint32_t[]", max(len(parts), 1))
+        if not parts:
             return []
-        n = lib.shmlog_rings_moved(self._rings, self._cursors, len(self.parts), self._out)
-        return [self.parts[self._out[i]] for i in range(n)]
+        n = lib.shmlog_rings_moved(rings, cursors, len(parts), out)
+        return [parts[out[i]] for i in range(n)]
 
-    def due(self, now):
-        """The partitions to pump this round: the active ones and those the scan finds moved."""
+    def look(self, seq):
+        """The idle partitions that moved, looked for after reading the doorbell sequence `seq`.
+        A publish into a watched ring rings the doorbell, so if nothing rang since the last look
+        only the rings watched since then can hold a publish that rang nobody (it came before
+        their watch bit went up); otherwise every ring is looked at."""
+        fresh, self.fresh = self.fresh, []
+        return self.moved(fresh) if seq is not None and seq == self.looked_seq else self.moved()
+
+    def idle_moved(self, seq):
+        """`look`, before the persister sleeps on `seq`: what it finds stays idle, so the next
+        look is a whole one."""
+        found = self.look(seq)
+        self.looked_seq = None if found else seq
+        return found
+
+    def due(self, now, seq=None):
+        """The partitions to pump this round: the active ones and those the scan finds moved.
+        seq: the doorbell sequence, read before (None: no doorbell slot, every ring is looked at)."""
         if self.active and now - self.last_scan < MIN_SCAN_INTERVAL_S:
             return list(self.active)
         self.last_scan = now
-        found = self.moved()
+        found = self.look(seq)
+        self.looked_seq = seq   # what it found is active now
         for part in found:
             if part not in self.active and not part.failed:
                 self.active.add(part)
@@ -102,6 +132,8 @@ class ActiveSet:
                 self.quiet_since.pop(part, None)
                 self.active.discard(part)
                 self.watch(part, not part.failed)   # a failed log dir's ring is nothing for us to do
+                if not part.failed:
+                    self.fresh.append(part)
 
     def retention_due(self, now):
         """All partitions once the soonest retention check is due, else none."""
@@ -118,4 +150,5 @@ class ActiveSet:
         for part in parts:
             self.watch(part, False)
         self.parts, self.active, self.quiet_since = [], set(), {}
+        self.looked_seq, self.fresh = None, []
         self._rings = self._cursors = self._out = None

@@ -91,6 +91,24 @@ def test_an_idle_ring_is_persisted_soon_after_its_first_record(conf, admin):
     cluster.close()
 
 
+def test_records_to_idle_partitions_in_turn_are_each_persisted_soon(conf, admin):
+    # The idle persister looks at every ring only when its doorbell rang since its last look
+    # (persister_scan.py): each record here comes when the persister has gone idle, or is going
+    # idle (the delays straddle its 50 ms grace), into a ring nobody wrote for a while.
+    partitions = 40
+    topic = create_topic(admin, "idle-turns", partitions)
+    cluster = shmlog.client.cluster.Cluster(conf["bootstrap.servers"], "test")
+    rings = [cluster.ring(topic, p) for p in range(partitions)]
+    p = shmlog.Producer({**conf, "acks": 1, "linger.ms": 0})
+    for turn, partition in enumerate([(i * 7) % partitions for i in range(partitions)]):
+        time.sleep((turn % 5) * 0.03)   # not synchronisation: where in the persister's idling the record lands
+        p.produce(topic, b"%d" % turn, partition=partition)
+        p.flush(10)
+        wait_until(lambda: rings[partition].persisted_offset >= 1, 5, f"the record to partition {partition} persisted")
+    p.close()
+    cluster.close()
+
+
 def test_an_acks_all_producer_gets_its_fsync_while_acks_1_records_flow(conf, admin):
     topic = create_topic(admin, "mixed", 1)
     cluster, ring = cluster_ring(conf, topic)
