@@ -289,3 +289,25 @@ def test_a_late_word_of_a_replica_moved_to_another_log_dir_counts_for_nothing(ri
     assert lib.shmlog_ring_replica_fsynced(ring.map, 1) == 0
     lib.shmlog_ring_publish_replica_fsynced(ring.map, 1, 3, 10, ffi.NULL)
     assert lib.shmlog_ring_replica_fsynced(ring.map, 1) == 10
+
+
+@pytest.mark.parametrize("value_bytes", [1, 100, 1024, 4093])
+@pytest.mark.parametrize("count", [1, 3, 7])
+def test_fixed_values_appended_are_the_bytes_the_fixed_encoder_makes_under_a_crc_the_software_crc_agrees_with(
+        ring, value_bytes, count):
+    values = os.urandom(count * value_bytes)
+    slot = ring.acquire_producer_slot()
+    ring.append_fixed(slot, 1, b"x" * 8, 8, 0, 0, ffi.NULL)   # the batch of interest starts at a later position
+    base = ring.append_fixed(slot, count, values, value_bytes, 0, 0, ffi.NULL)
+    cursor = ffi.new("shmlog_cursor *")
+    cursor.position, cursor.next_offset = ring.start()
+    dst = bytearray(CAPACITY)
+    frames = ffi.new("shmlog_frame_ref[]", 8)
+    n = ring.fetch(cursor, ffi.from_buffer(dst), len(dst), frames, 8, 1)
+    assert n == 2 and frames[1].base_offset == base
+    batch = bytes(dst[frames[1].dst_pos:frames[1].dst_pos + frames[1].batch_bytes])
+    expected = bytearray(lib.shmlog_records_encode_fixed(ffi.NULL, 0, count, values, value_bytes))
+    lib.shmlog_records_encode_fixed(ffi.from_buffer(expected), len(expected), count, values, value_bytes)
+    assert batch[lib.SHMLOG_BATCH_HEADER_BYTES:] == bytes(expected)
+    crc = lib.shmlog_crc32c_sw(0, batch[lib.SHMLOG_BATCH_OFF_ATTRIBUTES:], len(batch) - lib.SHMLOG_BATCH_OFF_ATTRIBUTES)
+    assert int.from_bytes(batch[lib.SHMLOG_BATCH_OFF_CRC:lib.SHMLOG_BATCH_OFF_CRC + 4], "big") == crc
