@@ -29,6 +29,7 @@ from shmlog.broker.kafka_listener import (
     groups,
     handlers,
     idempotence,
+    templates,
     txn,
     wire,
 )
@@ -187,6 +188,18 @@ class Closed(Exception):
     pass
 
 
+def encode_response(api_key, version, correlation_id, body):
+    """The response frame's parts: a copy of a template for the one-partition Produce and Fetch
+    responses most requests get (templates.py), else kio's encoding of the whole body."""
+    if api_key in (PRODUCE, FETCH):
+        parts = templates.encode(api_key, version, correlation_id, body)
+        if parts is not None:
+            return parts
+    response = wire.build(wire.response_class(api_key, version), body)
+    return wire.encode_response(api_key, version, correlation_id, response,
+                                split=api_key == FETCH and body.get("record_bytes", 0) >= SPLIT_RESPONSE_BYTES)
+
+
 class Deferred:
     """The response to an acks=all Produce whose batches are appended but maybe not fsynced yet."""
     __slots__ = ("pending", "api_key", "version", "correlation_id")
@@ -202,9 +215,7 @@ class Deferred:
 
     def finish(self):
         """The response frame's parts, once the batches are fsynced (or the request's timeout passed)."""
-        body = self.pending.result()
-        return wire.encode_response(self.api_key, self.version, self.correlation_id,
-                                    wire.build(wire.response_class(self.api_key, self.version), body))
+        return encode_response(self.api_key, self.version, self.correlation_id, self.pending.result())
 
     def abandon(self):
         self.pending.abandon()
@@ -237,6 +248,7 @@ class Connection:
         self.writable = None
         self.queue = []                             # responses not sent yet, in request order
         self.fetch_arena = handlers.FetchArena()
+        self.fetch_ends = {}                        # (topic, partition) -> (ring, position, offset) last fetched to
         self._fetch_frames = None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -455,9 +467,7 @@ class Connection:
             return None
         if isinstance(body, handlers.Pending):
             return Deferred(body, api_key, version, correlation_id)
-        return wire.encode_response(api_key, version, correlation_id,
-                                    wire.build(wire.response_class(api_key, version), body),
-                                    split=api_key == FETCH and body.get("record_bytes", 0) >= SPLIT_RESPONSE_BYTES)
+        return encode_response(api_key, version, correlation_id, body)
 
     def handle_authorized(self, acls, api_key, request, version, handler):
         refused = acls.denial(self, api_key, request)
