@@ -34,11 +34,13 @@ class Template:
     and after, where the correlation id and each fixed-width field lie, and whether the
     records' length is a varint (flexible versions) or an int32."""
 
-    __slots__ = ("head", "tail", "correlation_at", "entry_fields", "top_fields", "flexible")
+    __slots__ = ("head", "tail", "correlation_at", "entry_fields", "top_fields", "flexible")  # fields: (pack, at, name)
 
     def __init__(self, head, tail, correlation_at, entry_fields, top_fields, flexible):
         self.head, self.tail, self.correlation_at = head, tail, correlation_at
-        self.entry_fields, self.top_fields, self.flexible = entry_fields, top_fields, flexible
+        self.entry_fields = tuple((_FORMATS[size].pack_into, at, name) for name, (at, size) in entry_fields.items())
+        self.top_fields = tuple((_FORMATS[size].pack_into, at, name) for name, (at, size) in top_fields.items())
+        self.flexible = flexible
 
 
 def encode(api_key, version, correlation_id, body):
@@ -82,9 +84,10 @@ def _millis(when):
 
 def _pack(out, template, correlation_id, entry, top):
     _FORMATS[4].pack_into(out, template.correlation_at, correlation_id)
-    for fields, values in ((template.entry_fields, entry), (template.top_fields, top)):
-        for name, (at, size) in fields.items():
-            _FORMATS[size].pack_into(out, at, int(values.get(name) or 0))
+    for pack_into, at, name in template.entry_fields:
+        pack_into(out, at, entry.get(name) or 0)
+    for pack_into, at, name in template.top_fields:
+        pack_into(out, at, top.get(name) or 0)
 
 
 def _uvarint(n):
