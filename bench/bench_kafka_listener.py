@@ -24,8 +24,9 @@ interleaved keeps a change of the machine's load from falling on one of them onl
 Latency: one producer (linger.ms 0, the same acks, socket.nagle.disable true as for the
 consumer: with Nagle's algorithm on, as librdkafka leaves it by default, a small request can
 wait for the broker's delayed ACK, tens of ms) sends 100-byte records at --latency-rate
-records/s for --latency-seconds (rate/1000 records every millisecond), each carrying the time
-it was produced; a consumer thread in the same process polls them (poll(), one record at a
+records/s for --latency-seconds, each carrying the time it was produced, twice: in bursts
+(rate/1000 records at the start of every millisecond) and evenly spaced (each record at its
+own time, one request each); a consumer thread in the same process polls them (poll(), one record at a
 time: consume(n) would wait for n) and notes when each arrives. Percentiles of
 produce()->poll() are over the records after the first 10% (warm-up), per broker.
 
@@ -110,10 +111,13 @@ def consume(consumer_cls, tp_cls, conf, topic, n, size):
 
 
 STAMP = struct.Struct(">d")
+PACING = {True: "bursts of rate/1000 each ms", False: "evenly spaced"}
 
 
-def latency(conf, topic, rate, seconds, acks):
-    """produce()->poll() latencies (seconds, sorted) of rate records/s for `seconds`, warm-up cut."""
+def latency(conf, topic, rate, seconds, acks, bursts=True):
+    """produce()->poll() latencies (seconds, sorted) of rate records/s for `seconds`, warm-up cut:
+    with bursts, each millisecond's records produced together at its start; else each at its
+    own time (records evenly spaced: with linger.ms 0 a request each)."""
     conf = {**conf, "socket.nagle.disable": True}    # librdkafka's low-latency setting (its default keeps Nagle)
     c = ck.Consumer({**conf, "group.id": "bench-latency", "enable.auto.commit": False})
     c.assign([ck.TopicPartition(topic, 0, 0)])
@@ -136,14 +140,14 @@ def latency(conf, topic, rate, seconds, acks):
         while not got and time.monotonic() < deadline:
             time.sleep(0.01)
         got.clear()
-        per_ms = max(1, rate // 1000)
-        n = int(rate * seconds) // per_ms * per_ms
+        per_step = max(1, rate // 1000) if bursts else 1
+        n = int(rate * seconds) // per_step * per_step
         start = time.perf_counter()
-        for i in range(0, n, per_ms):
+        for i in range(0, n, per_step):
             ahead = start + i / rate - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
-            for _ in range(per_ms):
+            for _ in range(per_step):
                 p.produce(topic, value=STAMP.pack(time.perf_counter()) + pad, partition=0)
             p.poll(0)
         if p.flush(60):
@@ -319,10 +323,12 @@ def main():
             for t in targets:
                 if t.name == SHMLOG_SHM:
                     continue
-                topic = f"bench-latency-{t.name.split()[-1].strip('()')}"
-                t.create(topic)
-                lat[t.name] = latency(t.conf, topic, args.latency_rate, args.latency_seconds, acks)
-                t.delete(topic)
+                for bursts in (True, False):   # a topic each: the consumer reads from offset 0
+                    topic = f"bench-latency-{'bursts' if bursts else 'even'}-{t.name.split()[-1].strip('()')}"
+                    t.create(topic)
+                    lat[(t.name, bursts)] = latency(t.conf, topic, args.latency_rate, args.latency_seconds, acks,
+                                                    bursts)
+                    t.delete(topic)
     load.append(os.getloadavg()[0])
 
     print(f"{args.records:,} records per run, {args.repeats} rounds, acks={args.acks}, load average "
@@ -350,20 +356,22 @@ def main():
         print()
         print(f"produce->consume latency, {args.latency_rate:,} records/s of 100 B for {args.latency_seconds:g} s, "
               f"linger.ms 0, socket.nagle.disable, acks={args.acks}:")
-        print("| client | p50 ms | p99 ms | p99.9 ms | max ms |")
-        print("| --- | --- | --- | --- | --- |")
-        for name, values in lat.items():
-            print(f"| {name} | {percentile(values, 0.5) * 1e3:.2f} | {percentile(values, 0.99) * 1e3:.2f} | "
-                  f"{percentile(values, 0.999) * 1e3:.2f} | {values[-1] * 1e3:.2f} |")
+        print("| client | records | p50 ms | p99 ms | p99.9 ms | max ms |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for (name, bursts), values in lat.items():
+            print(f"| {name} | {PACING[bursts]} | {percentile(values, 0.5) * 1e3:.2f} | "
+                  f"{percentile(values, 0.99) * 1e3:.2f} | {percentile(values, 0.999) * 1e3:.2f} | "
+                  f"{values[-1] * 1e3:.2f} |")
     if args.json:
         out = {"records": args.records, "repeats": args.repeats, "acks": args.acks, "load_average": load,
                "throughput": [{"client": name, "value_bytes": size, "produce_records_per_s": r["produce"],
                                "consume_records_per_s": r["consume"], "server_cpu_us_per_record_produce":
                                r["produce_cpu_us"], "server_cpu_us_per_record_consume": r["consume_cpu_us"]}
                               for (name, size), r in rates.items()],
-               "latency_ms": {name: {"p50": percentile(v, 0.5) * 1e3, "p99": percentile(v, 0.99) * 1e3,
-                                     "p99.9": percentile(v, 0.999) * 1e3, "max": v[-1] * 1e3}
-                              for name, v in lat.items()},
+               "latency_ms": {f"{name}, {PACING[bursts]}": {"p50": percentile(v, 0.5) * 1e3,
+                                                            "p99": percentile(v, 0.99) * 1e3,
+                                                            "p99.9": percentile(v, 0.999) * 1e3, "max": v[-1] * 1e3}
+                              for (name, bursts), v in lat.items()},
                "reference_skipped": skipped}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

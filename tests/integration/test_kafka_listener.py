@@ -124,6 +124,27 @@ def test_a_fetch_waits_for_records_produced_over_shared_memory_while_it_long_pol
     assert [(o, v) for _, o, _, v in got] == [(0, b"late")]
 
 
+def test_a_tcp_consumer_reading_on_while_a_small_ring_laps_gets_every_record_in_order(kbroker):
+    # Each fetch starts where the connection's last fetch of the partition ended; when the ring
+    # has lapped those bytes meanwhile (the consumer fell behind), the read comes from the segments.
+    kbroker.admin.create_topics([shmlog.NewTopic("t", 1, config={"ring.bytes": "65536"})])["t"].result()
+    p = shmlog.Producer(shm_conf(kbroker, **{"linger.ms": 0}))
+    c = ck.Consumer(kconf(kbroker, **{"group.id": "g", "enable.auto.commit": False}))
+    c.assign([ck.TopicPartition("t", 0, 0)])
+    value = lambda i: b"%06d" % i + bytes(194)   # noqa: E731 - 200 B: a 64 KiB ring holds ~300
+    got, n = [], 0
+    for chunk in (50, 50, 100, 400, 1200, 50, 50):   # 1,200 at once: four laps behind the reader
+        for _ in range(chunk):
+            p.produce("t", value=value(n), partition=0)
+            n += 1
+        p.flush(10)
+        got += [(o, v) for _, o, _, v in consume_n(c, n - len(got))]
+    c.close()
+    p.close()
+    assert [o for o, _ in got] == list(range(n))
+    assert all(v == value(o) for o, v in got)
+
+
 def test_acks_all_is_acknowledged_once_the_records_are_fsynced(kbroker):
     create_topic(kbroker.admin, "t", 1)
     reports = []
