@@ -104,16 +104,22 @@ static inline uint8_t *ring_frame_batch(const shmlog_ring_handle *ring, uint64_t
     return ring->data + ring_index_of(ring, position) + SHMLOG_FRAME_PREFIX_BYTES;
 }
 
-static inline uint32_t *ring_publish_mark(const shmlog_ring_handle *ring, uint64_t position) {
+/* The mark of a published frame's first block in the lap of `position`: 1..255 (0 is an
+ * interior block's), and consecutive laps' marks differ. */
+static inline shmlog_publish_mark ring_lap_mark(const shmlog_ring_handle *ring, uint64_t position) {
+    return (shmlog_publish_mark)(ring_lap_of(ring, position) % 255 + 1);
+}
+
+static inline shmlog_publish_mark *ring_publish_mark(const shmlog_ring_handle *ring, uint64_t position) {
     return &ring->publish_marks[ring_index_of(ring, position) / SHMLOG_FRAME_ALIGN];
 }
 
-/* A frame is published when the mark of its first block holds lap + 1. Marks are written
- * only by frame owners (and repairers), never by payload, and every block is re-marked
- * each lap (start: lap + 1, interior: 0), so a stale mark is at most one lap old and can
- * never equal the current lap + 1. Acquire: pairs with the release in frame_publish. */
+/* A frame is published when the mark of its first block holds its lap's mark. Marks are
+ * written only by frame owners (and repairers), never by payload, and every block is
+ * re-marked each lap (start: the lap's mark, interior: 0), so a stale mark is at most one lap
+ * old and can never equal the current lap's. Acquire: pairs with the release in frame_publish. */
 static inline int frame_is_published(const shmlog_ring_handle *ring, uint64_t position) {
-    return load_acquire(ring_publish_mark(ring, position)) == ring_lap_of(ring, position) + 1;
+    return load_acquire(ring_publish_mark(ring, position)) == ring_lap_mark(ring, position);
 }
 
 /* The frame word, then a release store of the mark: a reader that acquires the mark sees
@@ -122,11 +128,11 @@ static inline void frame_publish(const shmlog_ring_handle *ring, uint64_t positi
                                  int padding) {
     store_relaxed(ring_frame_word(ring, position), ((uint64_t)ring_lap_of(ring, position) << 32) | frame_bytes |
                                                        (padding ? SHMLOG_FRAME_PADDING_FLAG : 0));
-    store_release(ring_publish_mark(ring, position), ring_lap_of(ring, position) + 1);
+    store_release(ring_publish_mark(ring, position), ring_lap_mark(ring, position));
 }
 
 static inline void frame_clear_interior(const shmlog_ring_handle *ring, uint64_t position, uint64_t frame_bytes) {
-    uint32_t *mark = ring_publish_mark(ring, position);
+    shmlog_publish_mark *mark = ring_publish_mark(ring, position);
     for (uint64_t b = 1; b < frame_bytes / SHMLOG_FRAME_ALIGN; b++) store_relaxed(&mark[b], 0);
 }
 

@@ -22,8 +22,8 @@
  *   | sequence records  [slot_count] x 64B (idempotence)        |
  *   | (page padding)                                            |
  *   +-----------------------------------------------------------+ header_bytes
- *   | publish marks: u32 per 64-byte block of data              |
- *   +-----------------------------------------------------------+ + capacity/16
+ *   | publish marks: u8 per 64-byte block of data               |
+ *   +-----------------------------------------------------------+ + capacity/64
  *   | data: capacity_bytes (power of two), frames never wrap    |
  *   +-----------------------------------------------------------+
  *
@@ -41,9 +41,10 @@
  *   +--------+--------+------------------------------------+
  *   frame word (u64): bits 0-30 frame length, bit 31 padding flag, bits 32-63
  *   lap = position / capacity. The frame is published when the publish mark of
- *   its first block holds lap + 1 (release store after the frame is written).
- *   Marks live outside the data, so no payload byte can ever look published;
- *   every owner re-marks its frame's blocks (start lap + 1, interior 0) each lap.
+ *   its first block holds the lap's mark, lap mod 255 + 1 (release store after the
+ *   frame is written). Marks live outside the data, so no payload byte can ever look
+ *   published; every owner re-marks its frame's blocks (start the lap's mark,
+ *   interior 0) each lap.
  *
  * Positions and offsets only grow. A producer may claim bytes up to
  * release_position + capacity; the releaser (persister) advances
@@ -80,7 +81,7 @@
 #define SHMLOG_CACHE_LINE 64
 #define SHMLOG_RING_MAGIC 0x31304c4f474d4853ULL /* "SHMLOG01" */
 #define SHMLOG_DOORBELL_MAGIC 0x4c4c4542474d4853ULL /* "SHMGBELL" */
-#define SHMLOG_LAYOUT_VERSION 4 /* 3: sequence records; 4: replication lines */
+#define SHMLOG_LAYOUT_VERSION 5 /* 3: sequence records; 4: replication lines; 5: one-byte publish marks */
 #define SHMLOG_RING_HEADER_BYTES 20480 /* the fixed part; the slot tables follow it */
 #define SHMLOG_DEFAULT_SLOTS_MIN 64
 #define SHMLOG_DEFAULT_SLOTS_MAX 1024
@@ -94,6 +95,7 @@
 #define SHMLOG_FRAME_PREFIX_BYTES 8
 #define SHMLOG_FRAME_PADDING_FLAG 0x80000000u
 #define SHMLOG_FRAME_LENGTH_MASK 0x7fffffffu
+typedef uint8_t shmlog_publish_mark; /* one per SHMLOG_FRAME_ALIGN bytes of data */
 #define SHMLOG_MIN_CAPACITY_BYTES 65536ULL
 #define SHMLOG_MAX_CAPACITY_BYTES (1ULL << 40)
 /* descriptor.flags. MEMORY_ONLY: the topic's shmlog.persist=false. No persister tails the ring;
@@ -362,7 +364,7 @@ typedef struct shmlog_ring_handle {
     shmlog_producer_slot *producers; /* [slot_count] */
     shmlog_pin_slot *pins;           /* [slot_count] */
     shmlog_sequence_record *sequences; /* [slot_count], parallel to producers */
-    uint32_t *publish_marks;
+    shmlog_publish_mark *publish_marks;
     uint8_t *data;
     uint64_t capacity_bytes;
     uint64_t data_offset;

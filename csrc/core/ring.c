@@ -36,7 +36,8 @@ static uint64_t header_bytes_for(uint32_t slot_count) {
 }
 
 static uint64_t map_bytes_for(uint64_t capacity_bytes, uint32_t slot_count) {
-    return header_bytes_for(slot_count) + capacity_bytes / SHMLOG_FRAME_ALIGN * sizeof(uint32_t) + capacity_bytes;
+    return header_bytes_for(slot_count) + capacity_bytes / SHMLOG_FRAME_ALIGN * sizeof(shmlog_publish_mark) +
+           capacity_bytes;
 }
 
 uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes, uint32_t slot_count) {
@@ -112,7 +113,7 @@ int shmlog_ring_open(shmlog_ring_handle *ring, void *map, uint64_t map_bytes) {
     ring->producers = (shmlog_producer_slot *)(base + SHMLOG_RING_HEADER_BYTES);
     ring->pins = (shmlog_pin_slot *)(base + SHMLOG_RING_HEADER_BYTES + (uint64_t)slot_count * sizeof(shmlog_producer_slot));
     ring->sequences = (shmlog_sequence_record *)(ring->pins + slot_count);
-    ring->publish_marks = (uint32_t *)(base + header_bytes_for(slot_count));
+    ring->publish_marks = (shmlog_publish_mark *)(base + header_bytes_for(slot_count));
     ring->data = base + map_bytes_for(capacity_bytes, slot_count) - capacity_bytes;
     ring->data_offset = (uint64_t)(ring->data - base);
     ring->next_sequence = 0;

@@ -311,3 +311,18 @@ def test_fixed_values_appended_are_the_bytes_the_fixed_encoder_makes_under_a_crc
     assert batch[lib.SHMLOG_BATCH_HEADER_BYTES:] == bytes(expected)
     crc = lib.shmlog_crc32c_sw(0, batch[lib.SHMLOG_BATCH_OFF_ATTRIBUTES:], len(batch) - lib.SHMLOG_BATCH_OFF_ATTRIBUTES)
     assert int.from_bytes(batch[lib.SHMLOG_BATCH_OFF_CRC:lib.SHMLOG_BATCH_OFF_CRC + 4], "big") == crc
+
+
+def test_records_are_read_back_across_more_laps_than_a_publish_mark_tells_apart(ring):
+    # A one-byte publish mark holds lap mod 255 + 1: the mark of lap 255 is lap 0's again.
+    slot = ring.acquire_producer_slot()
+    cursor = ffi.new("shmlog_cursor *")
+    value = bytes(4000)
+    laps, offset = 300, 0
+    while ring.end()[0] < laps * CAPACITY:
+        batch = [b"%08d" % (offset + i) + value for i in range(3)]
+        assert append(ring, slot, batch) == offset
+        assert read_all(ring, cursor) == [(offset + i, v) for i, v in enumerate(batch)]
+        offset += len(batch)
+        lib.shmlog_ring_release_to(ring.map, cursor.position)
+    assert ring.end()[0] // CAPACITY >= laps
