@@ -22,7 +22,7 @@
  *   | sequence records  [slot_count] x 64B (idempotence)        |
  *   | (page padding)                                            |
  *   +-----------------------------------------------------------+ header_bytes
- *   | publish marks: u8 per 64-byte block of data               |
+ *   | publish marks: u8 per 64-byte block of data (page padded) |
  *   +-----------------------------------------------------------+ + capacity/64
  *   | data: capacity_bytes (power of two), frames never wrap    |
  *   +-----------------------------------------------------------+

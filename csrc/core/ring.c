@@ -35,9 +35,13 @@ static uint64_t header_bytes_for(uint32_t slot_count) {
     return SHMLOG_RING_HEADER_BYTES + ((tables + 4095) & ~(uint64_t)4095);
 }
 
+/* The publish marks padded to a page, so the data starts on one. */
+static uint64_t marks_bytes_for(uint64_t capacity_bytes) {
+    return (capacity_bytes / SHMLOG_FRAME_ALIGN * sizeof(shmlog_publish_mark) + 4095) & ~(uint64_t)4095;
+}
+
 static uint64_t map_bytes_for(uint64_t capacity_bytes, uint32_t slot_count) {
-    return header_bytes_for(slot_count) + capacity_bytes / SHMLOG_FRAME_ALIGN * sizeof(shmlog_publish_mark) +
-           capacity_bytes;
+    return header_bytes_for(slot_count) + marks_bytes_for(capacity_bytes) + capacity_bytes;
 }
 
 uint64_t shmlog_ring_map_bytes(uint64_t capacity_bytes, uint32_t slot_count) {
