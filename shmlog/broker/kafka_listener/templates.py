@@ -14,9 +14,9 @@ import datetime
 import struct
 
 from shmlog.broker.kafka_listener import wire
+from shmlog.broker.kafka_listener.handlers import EPOCH
 
 PRODUCE, FETCH = 0, 1
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 MAX_TEMPLATES = 4096        # (api key, version, topic) shapes kept; all dropped when full
 _FORMATS = {2: struct.Struct(">h"), 4: struct.Struct(">i"), 8: struct.Struct(">q")}
 _PRODUCE_FIELDS = {"index": 4, "error_code": 2, "base_offset": 8, "log_start_offset": 8, "log_append_time": 8}
