@@ -100,7 +100,7 @@ def _map_count_hint():
             limit = int(f.read())
         with open("/proc/self/maps", "rb") as f:
             held = sum(1 for _ in f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, MemoryError):   # at the limit Python's own allocations may fail too
         return ""
     if held < limit * 0.95:
         return ""
