@@ -338,6 +338,7 @@ class Connection:
             for part in parts:
                 self.sock.sendall(part)
             return
+        parts = [p for p in parts if len(p)]   # an empty part would be "sent" with 0 bytes for ever
         i = 0
         while i < len(parts):
             try:

@@ -64,7 +64,9 @@ def encode(api_key, version, correlation_id, body):
         out += _uvarint(len(records) + 1) if template.flexible else _FORMATS[4].pack(len(records))
         _pack(out, template, correlation_id, entry, body)
         _FORMATS[4].pack_into(out, 0, len(out) - 4 + len(records) + len(template.tail))
-        return [out, records, template.tail] if records else [out + template.tail]
+        if not records:
+            return [out + template.tail]
+        return [out, records, template.tail] if template.tail else [out, records]
     return None
 
 
