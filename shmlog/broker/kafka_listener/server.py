@@ -338,7 +338,6 @@ class Connection:
             for part in parts:
                 self.sock.sendall(part)
             return
-        parts = [p for p in parts if len(p)]   # an empty part would be "sent" with 0 bytes for ever
         i = 0
         while i < len(parts):
             try:
@@ -350,14 +349,11 @@ class Connection:
                 if not self.writable.poll(int(IDLE_TIMEOUT_S * 1000)):
                     raise Closed("the client reads no responses") from None
                 continue
-            while sent:
-                left = len(parts[i])
-                if sent >= left:
-                    sent -= left
-                    i += 1
-                else:
-                    parts[i] = memoryview(parts[i])[sent:]
-                    sent = 0
+            while i < len(parts) and len(parts[i]) <= sent:   # empty parts are passed over too
+                sent -= len(parts[i])
+                i += 1
+            if sent:
+                parts[i] = memoryview(parts[i])[sent:]
 
     def _answer(self, ready_only=False):
         """Send the queued responses in order: all of them (waiting for fsyncs), or with ready_only
