@@ -69,7 +69,7 @@ def test_records_of_a_log_append_time_topic_are_read_with_the_time_of_their_appe
 
 
 def test_a_create_time_topic_keeps_the_producers_timestamps(conf, admin):
-    create_topic(admin, "created")
+    create_topic(admin, "created", retention_ms=-1)   # a record stamped 2001: time retention would delete it
     reports = produce(conf, "created", [lambda p: p.produce("created", b"v", timestamp=OLD_MS)])
     assert read(conf, "created", 1) == reports == [(0, (CREATE, OLD_MS))]
 
