@@ -54,6 +54,21 @@ int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t b
                               uint32_t leader_epoch, int16_t attributes, uint32_t record_count,
                               int64_t base_timestamp, int64_t max_timestamp, int64_t producer_id,
                               int16_t producer_epoch, int32_t base_sequence);
+/* A batch a client built (the Kafka listener's Produce), checked rule by rule in this order:
+ * what shmlog_batch_check returns. COMPRESSED: the header's rules hold, the records are the
+ * caller's to decompress and index; SHMLOG_ENOMEM when no scratch space for the index was to be
+ * had. shmlog/broker/kafka_listener/batches.py words each fault. */
+#define SHMLOG_BATCH_ACCEPTED 0
+#define SHMLOG_BATCH_COMPRESSED 1
+#define SHMLOG_BATCH_BAD_MAGIC 2
+#define SHMLOG_BATCH_TOO_LARGE 3
+#define SHMLOG_BATCH_CONTROL 4
+#define SHMLOG_BATCH_NO_EPOCH_OR_SEQUENCE 5
+#define SHMLOG_BATCH_TRANSACTIONAL_WITHOUT_PRODUCER 6
+#define SHMLOG_BATCH_COUNT_DISAGREES 7
+#define SHMLOG_BATCH_COUNT_CANNOT_FIT 8
+#define SHMLOG_BATCH_CORRUPT 9
+int shmlog_batch_check(const uint8_t *batch, uint64_t batch_bytes, uint64_t max_batch_bytes);
 /* What a reader decodes: not a control batch (transaction marker, repaired claim) and a
  * positive record count (Kafka's int32). Everything else is skipped without decoding. */
 int shmlog_batch_carries_records(uint16_t attributes, int32_t record_count);
@@ -113,6 +128,34 @@ int shmlog_producer_slot_unfence(shmlog_ring_handle *ring, int slot);
 #define SHMLOG_FETCH_PAST_HIGH_WATERMARK 2
 int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor, uint8_t *dst,
                           uint64_t dst_bytes, shmlog_frame_ref *frames, uint32_t max_frames, int check_crc);
+/* One partition of a Kafka Fetch read from its ring: the watermarks as the reply states them and
+ * the whole batches from the one holding fetch_offset, copied to dst. The first batch is kept
+ * whatever its size, then as many as fit in max_bytes; none at or above the readable end (the
+ * last stable offset for read_committed, else the high watermark). The search for fetch_offset
+ * starts at hint when it names that offset (where this reader's last fetch ended).
+ * Returns the bytes copied (0: nothing readable yet, max_bytes 0, or out_of_range), SHMLOG_EOVERWRITTEN when
+ * the offset is no longer in the ring (the segment files hold it), SHMLOG_ESMALL (needed_bytes:
+ * the first batch's size) or a corruption status of shmlog_ring_fetch (at next). whole: every
+ * batch the ring held on from fetch_offset was kept; next is then where the reader reads on. */
+typedef struct shmlog_partition_fetch {
+    int64_t fetch_offset;
+    shmlog_cursor hint;
+    uint32_t hint_valid;
+    uint32_t read_committed;
+    uint64_t max_bytes;
+    shmlog_cursor end;
+    uint64_t log_start_offset;
+    uint64_t high_watermark;
+    uint64_t last_stable_offset;
+    uint64_t records_bytes;
+    uint64_t needed_bytes;
+    shmlog_cursor next;
+    uint32_t whole;
+    uint32_t transactional;
+    uint32_t out_of_range;
+} shmlog_partition_fetch;
+int64_t shmlog_ring_fetch_partition(const shmlog_ring_handle *ring, shmlog_partition_fetch *io, uint8_t *dst,
+                                    uint64_t dst_bytes, shmlog_frame_ref *frames, uint32_t max_frames);
 /* What a reader at cursor may fetch now: a published frame it may see (below the high
  * watermark of a replicated ring), or bytes reused under it (it must move to the segments). */
 int shmlog_ring_readable(const shmlog_ring_handle *ring, const shmlog_cursor *cursor);

@@ -160,6 +160,7 @@ enum shmlog_status {
     SHMLOG_EEPOCH = -14,     /* idempotent batch's producer epoch is older than one already seen: fenced */
     SHMLOG_ENOTENOUGHREPLICAS = -15, /* fewer in-sync replicas than min.insync.replicas (acks=all) */
     SHMLOG_EUNKNOWNPRODUCER = -16, /* idempotent batch's first sequence is not 0 and the record has no state of it */
+    SHMLOG_ENOMEM = -17,     /* no memory for the work (a check's scratch space) */
 };
 
 /* What the supervisor says of itself in the doorbell (broker_state). A stopping broker closes

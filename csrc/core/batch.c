@@ -1,4 +1,6 @@
 /* Kafka RecordBatch v2: the header, its verification, and the records section (encode, index). */
+#include <stdlib.h>
+
 #include "core.h"
 
 /* ---------------------------------------------------------------- header */
@@ -225,6 +227,29 @@ int64_t shmlog_batch_index(const uint8_t *batch, uint64_t batch_bytes, shmlog_re
                             max_ts, attributes, records))
         return SHMLOG_ECORRUPT;
     return count;
+}
+
+int shmlog_batch_check(const uint8_t *batch, uint64_t batch_bytes, uint64_t max_batch_bytes) {
+    if (batch_bytes < SHMLOG_BATCH_HEADER_BYTES) return SHMLOG_BATCH_CORRUPT;
+    if (batch[SHMLOG_BATCH_OFF_MAGIC] != SHMLOG_BATCH_MAGIC) return SHMLOG_BATCH_BAD_MAGIC;
+    if (batch_bytes > max_batch_bytes) return SHMLOG_BATCH_TOO_LARGE;
+    uint16_t attributes = batch_attributes(batch);
+    if (attributes & SHMLOG_ATTR_CONTROL) return SHMLOG_BATCH_CONTROL;
+    int64_t producer_id = (int64_t)get_be64(batch + SHMLOG_BATCH_OFF_PRODUCER_ID);
+    int16_t producer_epoch = (int16_t)get_be16(batch + SHMLOG_BATCH_OFF_PRODUCER_EPOCH);
+    int32_t base_sequence = (int32_t)get_be32(batch + SHMLOG_BATCH_OFF_BASE_SEQUENCE);
+    if (producer_id >= 0 && (producer_epoch < 0 || base_sequence < 0)) return SHMLOG_BATCH_NO_EPOCH_OR_SEQUENCE;
+    if ((attributes & SHMLOG_ATTR_TRANSACTIONAL) && producer_id < 0) return SHMLOG_BATCH_TRANSACTIONAL_WITHOUT_PRODUCER;
+    int32_t count = batch_record_count(batch);
+    int32_t last_delta = (int32_t)get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA);
+    if (count < 1 || last_delta != count - 1) return SHMLOG_BATCH_COUNT_DISAGREES;
+    if (attributes & SHMLOG_ATTR_COMPRESSION_MASK) return SHMLOG_BATCH_COMPRESSED;
+    if ((uint64_t)count > batch_bytes) return SHMLOG_BATCH_COUNT_CANNOT_FIT;
+    shmlog_record_ref *refs = malloc((size_t)count * sizeof *refs);
+    if (!refs) return SHMLOG_ENOMEM;
+    int64_t indexed = shmlog_batch_index(batch, batch_bytes, refs, (uint32_t)count, 1);
+    free(refs);
+    return indexed == count ? SHMLOG_BATCH_ACCEPTED : SHMLOG_BATCH_CORRUPT;
 }
 
 int64_t shmlog_records_index(const uint8_t *records_section, uint64_t records_bytes, uint32_t count,

@@ -178,3 +178,61 @@ int shmlog_ring_locate(const shmlog_ring_handle *ring, uint64_t offset, shmlog_c
     *out = best;
     return SHMLOG_OK;
 }
+
+/* ---------------------------------------------------------------- one partition of a Kafka Fetch */
+
+static uint64_t partition_high_watermark(const shmlog_ring_handle *ring, const shmlog_cursor *end) {
+    if (load_acquire(&ring->header->replication.replica_count) > 1)
+        return load_acquire(&ring->header->persist.flushed_offset);
+    return end->next_offset;
+}
+
+/* Keeps the fetched frames [from, n) that start below below_offset and end within max_bytes of
+ * dst (the first batch of a response whatever its size); *kept_bytes grows, returns how many. */
+static int64_t partition_fetch_keep(const shmlog_frame_ref *frames, int64_t n, const uint8_t *dst,
+                                    uint64_t below_offset, uint64_t max_bytes, shmlog_partition_fetch *io) {
+    int64_t k = 0;
+    for (; k < n; k++) {
+        uint64_t stop = frames[k].dst_pos + frames[k].batch_bytes;
+        if (frames[k].base_offset >= below_offset || (io->records_bytes && stop > max_bytes)) break;
+        io->transactional |= (batch_attributes(dst + frames[k].dst_pos) & SHMLOG_ATTR_TRANSACTIONAL) != 0;
+        io->records_bytes = stop;
+    }
+    return k;
+}
+
+int64_t shmlog_ring_fetch_partition(const shmlog_ring_handle *ring, shmlog_partition_fetch *io, uint8_t *dst,
+                                    uint64_t dst_bytes, shmlog_frame_ref *frames, uint32_t max_frames) {
+    shmlog_ring_end(ring, &io->end); /* before the watermarks: a batch appended after it wakes a wait on it */
+    io->log_start_offset = load_acquire(&ring->header->persist.log_start_offset);
+    io->high_watermark = partition_high_watermark(ring, &io->end);
+    uint64_t txn[3];
+    shmlog_ring_txn_state(ring, txn);
+    io->last_stable_offset = txn[0] && txn[0] - 1 < io->high_watermark ? txn[0] - 1 : io->high_watermark;
+    io->records_bytes = 0;
+    io->whole = io->transactional = io->out_of_range = 0;
+    int64_t offset = io->fetch_offset;
+    if (offset < (int64_t)io->log_start_offset || offset > (int64_t)io->high_watermark) {
+        io->out_of_range = 1;
+        return 0;
+    }
+    uint64_t readable = io->read_committed ? io->last_stable_offset : io->high_watermark;
+    if ((uint64_t)offset >= readable || !io->max_bytes) return 0;
+    io->next = io->hint;
+    if (io->hint.next_offset != (uint64_t)offset || !io->hint_valid) {
+        int rc = shmlog_ring_locate(ring, (uint64_t)offset, &io->next);
+        if (rc) return SHMLOG_EOVERWRITTEN; /* below the ring: the segment files hold it */
+    }
+    int64_t n = shmlog_ring_fetch(ring, &io->next, dst, dst_bytes, frames, max_frames, 0);
+    if (n == SHMLOG_ESMALL) io->needed_bytes = frames[0].batch_bytes;
+    while (n > 0) {
+        if (partition_fetch_keep(frames, n, dst, readable, io->max_bytes, io) < n) return (int64_t)io->records_bytes;
+        if (n < (int64_t)max_frames || io->records_bytes >= io->max_bytes || io->records_bytes >= dst_bytes) break;
+        n = shmlog_ring_fetch(ring, &io->next, dst + io->records_bytes, dst_bytes - io->records_bytes, frames,
+                              max_frames, 0);
+        for (int64_t i = 0; i < n; i++) frames[i].dst_pos += io->records_bytes;
+    }
+    if (n < 0 && n != SHMLOG_EAGAIN) return io->records_bytes ? (int64_t)io->records_bytes : n;
+    io->whole = 1; /* nothing more published after the batches kept: the reader reads on at next */
+    return (int64_t)io->records_bytes;
+}

@@ -8,6 +8,7 @@
  *   route.c          Route         what produce() needs of a topic: partitions, limits, rings, open batches
  *   producer_core.c  ProducerCore  base of Producer: produce() encodes into the open batch; closed
  *                                  batches are appended to their ring by one C call each, outside the GIL
+ *   kafka_request.c  the Kafka listener's one-partition Produce and Fetch requests, read without kio
  *   module.c         the module: bind() to the C core, the fork generation, record columns
  *
  * Anything off the fast path (headers, str values, custom partitioners, a new topic, a full
@@ -69,6 +70,10 @@ extern PyObject *fast_names[FAST_NAME_COUNT];
 PyObject *call_slow(PyObject *self, PyObject *name, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 PyObject *fast_index_columns(PyObject *module, PyObject *args);
+
+/* kafka_request.c: the one-partition Produce and Fetch read without kio (the listener's lane). */
+PyObject *fast_kafka_produce_request(PyObject *module, PyObject *args);
+PyObject *fast_kafka_fetch_request(PyObject *module, PyObject *args);
 
 static inline double now_monotonic_s(void) { return (double)now_monotonic_ns() / 1e9; }
 

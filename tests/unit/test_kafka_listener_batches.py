@@ -11,14 +11,14 @@ from shmlog.broker.kafka_listener import batches  # noqa: E402
 from shmlog.log.batch import HEADER, RecordsBuilder, record_size  # noqa: E402
 
 
-def batch(values=(b"v",), magic=2, attributes=0, count=None, last_delta=None, fix_crc=True):
+def batch(values=(b"v",), magic=2, attributes=0, count=None, last_delta=None, fix_crc=True, producer=(-1, -1, -1)):
     builder = RecordsBuilder()
     for v in values:
         builder.add(b"k", v, 1000, None, record_size(b"k", v))
     records, base_ts, max_ts = builder.encode()
     n = len(builder)
     header = HEADER.pack(0, HEADER.size - 12 + len(records), 0, magic, 0, attributes,
-                         n - 1 if last_delta is None else last_delta, base_ts, max_ts, -1, -1, -1,
+                         n - 1 if last_delta is None else last_delta, base_ts, max_ts, *producer,
                          n if count is None else count)
     body = bytearray(header + bytes(records))
     if fix_crc:
@@ -65,6 +65,23 @@ def test_a_batch_over_max_message_bytes_is_message_too_large():
 def test_a_control_or_transactional_batch_is_an_invalid_record():
     assert refusal(batch(attributes=0x20))[0] == batches.INVALID_RECORD
     assert refusal(batch(attributes=0x10))[0] == batches.INVALID_RECORD
+
+
+def test_an_idempotent_batch_without_a_producer_epoch_or_base_sequence_is_an_invalid_record():
+    assert batches.split(batch(producer=(7, 0, 0)), 1 << 20)[0][1][9] == 7
+    code, text = refusal(batch(producer=(7, -1, 0)))
+    assert code == batches.INVALID_RECORD and "producer id 7" in text
+    assert refusal(batch(producer=(7, 0, -1)))[0] == batches.INVALID_RECORD
+
+
+def test_a_record_count_that_cannot_fit_in_the_batch_is_corrupt_message():
+    code, text = refusal(batch((b"a",), count=1000, last_delta=999))
+    assert code == batches.CORRUPT_MESSAGE and "cannot fit" in text
+
+
+def test_the_rules_are_checked_in_order_and_the_first_broken_one_is_named():
+    assert refusal(batch(magic=1, attributes=0x20))[0] == batches.UNSUPPORTED_FOR_MESSAGE_FORMAT
+    assert refusal(batch(attributes=0x20, last_delta=5))[0] == batches.INVALID_RECORD
 
 
 def test_a_record_count_that_disagrees_with_the_last_offset_delta_is_an_invalid_record():

@@ -48,39 +48,49 @@ def split(records, max_message_bytes):
 
 
 def check(one, max_message_bytes):
+    """The batch's HEADER fields once it passes every rule (shmlog_batch_check: the rules and
+    their order are the C core's), else BadBatch naming the rule it breaks."""
+    fault = lib.shmlog_batch_check(ffi.from_buffer(one), len(one), max_message_bytes)
     fields = rb.HEADER.unpack_from(one, 0)
-    magic, attributes, last_delta, count = fields[3], fields[5], fields[6], fields[12]
-    if magic != rb.MAGIC:
-        raise BadBatch(UNSUPPORTED_FOR_MESSAGE_FORMAT, f"record batch magic {magic}: only magic {rb.MAGIC} "
-                                                       f"(RecordBatch v2) is accepted")
-    if len(one) > max_message_bytes:
-        raise BadBatch(MESSAGE_TOO_LARGE, f"a record batch of {len(one)} bytes exceeds max.message.bytes="
-                                          f"{max_message_bytes}")
-    if attributes & rb.ATTR_CONTROL:
-        raise BadBatch(INVALID_RECORD, "a control batch: only the transaction coordinator writes those")
-    producer_id, producer_epoch, base_sequence = fields[9], fields[10], fields[11]
-    if producer_id >= 0 and (producer_epoch < 0 or base_sequence < 0):
-        raise BadBatch(INVALID_RECORD, f"an idempotent batch (producer id {producer_id}) needs a producer epoch "
-                                       f"and base sequence >= 0, not {producer_epoch} and {base_sequence}")
-    if attributes & rb.ATTR_TRANSACTIONAL and producer_id < 0:
-        raise BadBatch(INVALID_RECORD, "a transactional batch without a producer id")
-    if count < 1 or last_delta != count - 1:
-        raise BadBatch(INVALID_RECORD, f"record count {count} and last offset delta {last_delta} disagree "
-                                       f"(a produced batch holds records at offset deltas 0..count-1)")
-    if attributes & rb.ATTR_COMPRESSION_MASK:
-        from shmlog.log import codec
-        try:
-            _, refs = codec.decode_compressed_batch(one, True)
-        except codec.CodecError as exc:
-            raise BadBatch(CORRUPT_MESSAGE, f"compressed batch refused: {exc}") from None
-        decoded = len(refs)
-    else:
-        refs = ffi.new("shmlog_record_ref[]", count) if count <= len(one) else None
-        if refs is None:
-            raise BadBatch(CORRUPT_MESSAGE, f"record count {count} cannot fit in {len(one)} bytes")
-        decoded = lib.shmlog_batch_index(ffi.from_buffer(one), len(one), refs, count, 1)
-        if decoded < 0:
-            raise BadBatch(CORRUPT_MESSAGE, "the batch fails its CRC32C or its records do not decode")
-    if decoded != count:
-        raise BadBatch(CORRUPT_MESSAGE, f"the batch says it holds {count} records; {decoded} decode")
-    return fields
+    if fault == lib.SHMLOG_BATCH_ACCEPTED:
+        return fields
+    if fault == lib.SHMLOG_BATCH_COMPRESSED:
+        _check_compressed(one, fields[12])
+        return fields
+    if fault == lib.SHMLOG_ENOMEM:
+        raise MemoryError(f"no memory to index a record batch of {len(one)} bytes")
+    code, why = _FAULTS[fault]
+    raise BadBatch(code, why(fields, len(one), max_message_bytes))
+
+
+def _check_compressed(one, count):
+    from shmlog.log import codec
+    try:
+        _, refs = codec.decode_compressed_batch(one, True)
+    except codec.CodecError as exc:
+        raise BadBatch(CORRUPT_MESSAGE, f"compressed batch refused: {exc}") from None
+    if len(refs) != count:
+        raise BadBatch(CORRUPT_MESSAGE, f"the batch says it holds {count} records; {len(refs)} decode")
+
+
+# shmlog_batch_check's faults: (Kafka's error code, why in words from the HEADER fields, size, limit)
+_FAULTS = {
+    lib.SHMLOG_BATCH_BAD_MAGIC: (UNSUPPORTED_FOR_MESSAGE_FORMAT, lambda f, size, limit: (
+        f"record batch magic {f[3]}: only magic {rb.MAGIC} (RecordBatch v2) is accepted")),
+    lib.SHMLOG_BATCH_TOO_LARGE: (MESSAGE_TOO_LARGE, lambda f, size, limit: (
+        f"a record batch of {size} bytes exceeds max.message.bytes={limit}")),
+    lib.SHMLOG_BATCH_CONTROL: (INVALID_RECORD, lambda f, size, limit: (
+        "a control batch: only the transaction coordinator writes those")),
+    lib.SHMLOG_BATCH_NO_EPOCH_OR_SEQUENCE: (INVALID_RECORD, lambda f, size, limit: (
+        f"an idempotent batch (producer id {f[9]}) needs a producer epoch and base sequence >= 0, "
+        f"not {f[10]} and {f[11]}")),
+    lib.SHMLOG_BATCH_TRANSACTIONAL_WITHOUT_PRODUCER: (INVALID_RECORD, lambda f, size, limit: (
+        "a transactional batch without a producer id")),
+    lib.SHMLOG_BATCH_COUNT_DISAGREES: (INVALID_RECORD, lambda f, size, limit: (
+        f"record count {f[12]} and last offset delta {f[6]} disagree (a produced batch holds records at "
+        f"offset deltas 0..count-1)")),
+    lib.SHMLOG_BATCH_COUNT_CANNOT_FIT: (CORRUPT_MESSAGE, lambda f, size, limit: (
+        f"record count {f[12]} cannot fit in {size} bytes")),
+    lib.SHMLOG_BATCH_CORRUPT: (CORRUPT_MESSAGE, lambda f, size, limit: (
+        "the batch fails its CRC32C or its records do not decode")),
+}

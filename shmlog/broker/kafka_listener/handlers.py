@@ -106,29 +106,33 @@ def metadata(conn, req, version):
 # ---------------------------------------------------------------------------- Produce
 
 def produce(conn, req, version):
-    """The response body; for acks=all, once the batches are appended, a Pending whose result()
-    waits for their fsync (the connection may meanwhile append the Produce requests the client
-    pipelined behind this one, so one fsync covers several: see server.Connection.run)."""
+    return produce_topics(conn, [(td.name, td.partition_data) for td in req.topic_data], req.acks,
+                          int(req.timeout.total_seconds() * 1000))
+
+
+def produce_topics(conn, topics, acks, timeout_ms):
+    """The response body of a Produce of topics [(name, [partition data: .index, .records])]; for
+    acks=all, once the batches are appended, a Pending whose result() waits for their fsync (the
+    connection may meanwhile append the Produce requests the client pipelined behind this one, so
+    one fsync covers several: see server.Connection.run)."""
     logs = conn.logs
-    acks = req.acks
-    timeout_ms = int(req.timeout.total_seconds() * 1000)
     if acks not in (0, 1, -1):
-        return _produce_all(req, INVALID_REQUEST if acks else None, f"acks={acks}: use 0, 1 or -1 (all)",
+        return _produce_all(topics, INVALID_REQUEST if acks else None, f"acks={acks}: use 0, 1 or -1 (all)",
                             acks=acks)
     max_message_bytes = int(logs.broker_config.get("message.max.bytes") or 1_048_588)
     out = []
     waits = []
     logs.hold()    # as `with logs.using()`, without a context manager's cost on every request
     try:
-        for td in req.topic_data:
+        for name, partition_data in topics:
             parts = []
-            info = logs.topic(td.name)
-            for pd in td.partition_data:
-                entry, wait = _produce_partition(conn, td.name, info, pd, acks, timeout_ms, max_message_bytes)
+            info = logs.topic(name)
+            for pd in partition_data:
+                entry, wait = _produce_partition(conn, name, info, pd, acks, timeout_ms, max_message_bytes)
                 parts.append(entry)
                 if wait is not None:
                     waits.append((entry, *wait))
-            out.append({"name": td.name, "partition_responses": parts})
+            out.append({"name": name, "partition_responses": parts})
         if acks == 0:
             return None
         body = {"responses": out}
@@ -179,12 +183,12 @@ class Pending:
             self.logs.release()
 
 
-def _produce_all(req, code, message, acks):
+def _produce_all(topics, code, message, acks):
     if acks == 0:
         return None
-    return {"responses": [{"name": td.name, "partition_responses": [
+    return {"responses": [{"name": name, "partition_responses": [
         {"index": pd.index, "error_code": code, "base_offset": -1, "error_message": message}
-        for pd in td.partition_data]} for td in req.topic_data]}
+        for pd in partition_data]} for name, partition_data in topics]}
 
 
 def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_bytes):
@@ -240,15 +244,26 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
 # ---------------------------------------------------------------------------- Fetch
 
 def fetch(conn, req, version):
-    logs = conn.logs
-    deadline = time.monotonic() + max(0, req.max_wait.total_seconds())
-    max_bytes = req.max_bytes if version >= 3 else 0x7FFFFFFF
-    min_bytes = max(req.min_bytes, 1)
     session, topics, code = conn.server.fetch_sessions.open(req) if version >= 7 else (None, req.topics, NONE)
     if code:
         return {"error_code": code, "session_id": 0, "responses": []}
-    isolation = getattr(req, "isolation_level", 0)
-    with logs.using():
+    total, out = fetch_topics(conn, topics, req.max_wait.total_seconds(), max(req.min_bytes, 1),
+                              req.max_bytes if version >= 3 else 0x7FFFFFFF, getattr(req, "isolation_level", 0))
+    # record_bytes is no field of the response: it tells the connection how to encode it.
+    if session is None:
+        return {"error_code": NONE, "session_id": 0, "responses": out, "record_bytes": total}
+    with session.lock:
+        out = session.trim(out, full=req.session_epoch == fetch_sessions.INITIAL_EPOCH)
+    return {"error_code": NONE, "session_id": session.id, "responses": out, "record_bytes": total}
+
+
+def fetch_topics(conn, topics, max_wait_s, min_bytes, max_bytes, isolation):
+    """(record bytes, the response's topics) of a Fetch of topics [.topic, .partitions: [.partition,
+    .fetch_offset, .partition_max_bytes]], once min_bytes are there or max_wait_s passed."""
+    logs = conn.logs
+    deadline = time.monotonic() + max(0, max_wait_s)
+    logs.hold()
+    try:
         watch = _read_to_end(conn, topics)
         remaining = deadline - time.monotonic()
         if watch and remaining > 0:   # a consumer caught up (most fetches): wait first, build the response once
@@ -257,14 +272,10 @@ def fetch(conn, req, version):
             total, out, watch = _fetch_once(conn, topics, isolation, max_bytes)
             remaining = deadline - time.monotonic()
             if total >= min_bytes or remaining <= 0 or not watch:
-                break
+                return total, out
             conn.wait_for_data(watch, remaining)
-    # record_bytes is no field of the response: it tells the connection how to encode it.
-    if session is None:
-        return {"error_code": NONE, "session_id": 0, "responses": out, "record_bytes": total}
-    with session.lock:
-        out = session.trim(out, full=req.session_epoch == fetch_sessions.INITIAL_EPOCH)
-    return {"error_code": NONE, "session_id": session.id, "responses": out, "record_bytes": total}
+    finally:
+        logs.release()
 
 
 def _read_to_end(conn, topics):
@@ -294,6 +305,7 @@ def _fetch_once(conn, topics, isolation, max_bytes):
     out, total, watch = [], 0, []
     conn.fetch_arena.reset()     # what an earlier pass of this fetch read is not sent
     acls = conn.server.authorizer
+    read_committed = isolation == 1   # read_committed (librdkafka's default) reads up to the LSO only
     for t in topics:
         parts = []
         info = logs.topic(t.topic)
@@ -307,38 +319,29 @@ def _fetch_once(conn, topics, isolation, max_bytes):
                               "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
                               "aborted_transactions": None, "preferred_read_replica": -1, "records": b""})
                 continue
-            # The end is taken before the high watermark: a batch appended after it wakes the wait.
-            end_position, end_offset = ring.end()
-            low, high = ring.log_start_offset, ring.high_watermark
-            stable = last_stable_offset(ring, high)
-            entry = {"partition_index": fp.partition, "error_code": NONE, "high_watermark": high,
-                     "last_stable_offset": stable, "log_start_offset": low, "aborted_transactions": None,
-                     "preferred_read_replica": -1, "records": b""}
+            budget = max_bytes - total
             offset = fp.fetch_offset
-            # read_committed (isolation_level 1, librdkafka's default) reads up to the LSO only.
-            readable = stable if isolation == 1 else high
-            if offset < low or offset > high:
-                entry.update(error_code=OFFSET_OUT_OF_RANGE)
-            elif offset < readable:
-                budget = max_bytes - total
-                if budget > 0 or total == 0:
-                    try:
-                        data, transactional = batches_below(read_bytes(
-                            conn, ring, t.topic, fp.partition, offset, max(1, min(fp.partition_max_bytes, budget))),
-                            readable)
-                    except KafkaException as exc:
-                        entry.update(error_code=exc_code(exc))
-                        data, transactional = b"", False
-                    if data:
-                        entry["records"] = data
-                        total += len(data)
-                        # Only a transactional batch can be skipped by a read_committed client: without
-                        # one in the records, the aborted transactions are not looked up (a file read).
-                        if readable == stable and transactional:
-                            entry["aborted_transactions"] = aborted_transactions(
-                                logs.partition_dir(t.topic, fp.partition), offset, stable)
-            else:
-                watch.append((ring, end_position, end_offset))
+            code, data = NONE, b""
+            try:
+                io, data, transactional = read_partition(conn, ring, t.topic, fp.partition, offset, read_committed,
+                                                         max(1, min(fp.partition_max_bytes, budget))
+                                                         if budget > 0 or total == 0 else 0)
+            except KafkaException as exc:
+                io, code, transactional = conn.partition_fetch, exc_code(exc), False
+            entry = {"partition_index": fp.partition, "error_code": code, "high_watermark": io.high_watermark,
+                     "last_stable_offset": io.last_stable_offset, "log_start_offset": io.log_start_offset,
+                     "aborted_transactions": None, "preferred_read_replica": -1, "records": data}
+            if io.out_of_range:
+                entry["error_code"] = OFFSET_OUT_OF_RANGE
+            elif data:
+                total += len(data)
+                # Only a transactional batch can be skipped by a read_committed client: without
+                # one in the records, the aborted transactions are not looked up (a file read).
+                if read_committed and transactional:
+                    entry["aborted_transactions"] = aborted_transactions(
+                        logs.partition_dir(t.topic, fp.partition), offset, io.last_stable_offset)
+            elif not code and offset >= (io.last_stable_offset if read_committed else io.high_watermark):
+                watch.append((ring, io.end.position, io.end.next_offset))
             parts.append(entry)
         out.append({"topic": t.topic, "partitions": parts})
     return total, out, watch
@@ -406,37 +409,43 @@ class FetchArena:
             self.used -= len(region) - used
 
 
-def read_bytes(conn, ring, topic, partition, offset, max_bytes):
-    """Whole batches from the one holding `offset` (at least one, then as many as fit in max_bytes),
-    as they are in the ring or the segment files: nothing is decoded or re-encoded. A memoryview
-    into the connection's FetchArena (one copy out of shared memory; the response sends it)."""
-    arena = conn.fetch_arena
+def read_partition(conn, ring, topic, partition, offset, read_committed, max_bytes):
+    """(the connection's shmlog_partition_fetch as shmlog_ring_fetch_partition left it, the whole
+    batches from the one holding `offset` -- none with max_bytes 0 --, whether one of them is
+    transactional). The records are as they are in the ring or the segment files, nothing decoded
+    or re-encoded: a memoryview into the connection's FetchArena (one copy out of shared memory;
+    the response sends it)."""
+    io = conn.partition_fetch
     key = (topic, partition)
-    cursor = _ring_cursor(conn, ring, key, offset)
-    if cursor is not None:
-        frames = conn.fetch_frames
-        size = min(max(max_bytes, FETCH_BUFFER_MIN_BYTES), 1 << 26)
-        for _ in range(4):
-            region = arena.take(size)
-            n = ring.fetch(cursor, ffi.from_buffer(region), len(region), frames, FRAMES_PER_FETCH, 0)
-            if n == lib.SHMLOG_ESMALL:
-                arena.trim(region, 0)
-                size = frames[0].batch_bytes
-                continue
-            if n == lib.SHMLOG_EOVERWRITTEN:
-                arena.trim(region, 0)
-                break
-            end, whole = _within(frames, n, 0, 0, max_bytes)
-            # A frame table's worth of small batches, all kept: go on from where the ring fetch stopped.
-            while n == FRAMES_PER_FETCH and whole and end < min(max_bytes, len(region)):
-                n = ring.fetch(cursor, ffi.from_buffer(region[end:]), len(region) - end, frames, FRAMES_PER_FETCH, 0)
-                if n <= 0:
-                    break
-                end, whole = _within(frames, n, end, end, max_bytes)
-            arena.trim(region, end)
-            if whole:   # the cursor stands where the records sent end: where the client reads on
-                conn.fetch_ends[key] = (ring, cursor.position, cursor.next_offset)
-            return region[:end]
+    last = conn.fetch_ends.get(key)     # a consumer reading on asks for where its last fetch ended
+    io.hint_valid = last is not None and last[0] is ring
+    if io.hint_valid:
+        io.hint.position, io.hint.next_offset = last[1], last[2]
+    io.fetch_offset, io.read_committed, io.max_bytes = offset, read_committed, max_bytes
+    arena = conn.fetch_arena
+    size = min(max(max_bytes, FETCH_BUFFER_MIN_BYTES), 1 << 26)
+    for _ in range(4):
+        region = arena.take(size)
+        n = lib.shmlog_ring_fetch_partition(ring.map, io, ffi.from_buffer(region), len(region), conn.fetch_frames,
+                                            FRAMES_PER_FETCH)
+        if n >= 0:
+            arena.trim(region, n)
+            if io.whole:
+                conn.fetch_ends[key] = (ring, io.next.position, io.next.next_offset)
+            return io, region[:n], io.transactional
+        arena.trim(region, 0)
+        if n == lib.SHMLOG_ESMALL:
+            size = io.needed_bytes
+            continue
+        if n == lib.SHMLOG_EOVERWRITTEN:
+            break
+        ring.fetch_failed(n, io.next)
+    data, transactional = batches_below(_read_segments(conn, topic, partition, offset, max_bytes),
+                                        io.last_stable_offset if read_committed else io.high_watermark)
+    return io, data, transactional
+
+
+def _read_segments(conn, topic, partition, offset, max_bytes):
     seg = conn.segments(topic, partition)
     try:
         data, found = seg.read(offset, max_bytes)
@@ -447,32 +456,9 @@ def read_bytes(conn, ring, topic, partition, offset, max_bytes):
         return b""
     start = found[0][0]
     end = found[-1][0] + found[-1][3]
-    region = arena.take(end - start)
+    region = conn.fetch_arena.take(end - start)
     region[:] = data[start:end]
     return region
-
-
-def _ring_cursor(conn, ring, key, offset):
-    """A cursor at the batch holding `offset`: where the connection's last fetch of the partition
-    ended when the client asks for what follows it (a consumer reading on), else located
-    (shmlog_ring_locate looks at every entry of the ring's offset index: tens of microseconds).
-    A cursor whose bytes were reused since is refused by the fetch, as a located one would be."""
-    last = conn.fetch_ends.get(key)
-    if last is not None and last[0] is ring and last[2] == offset:
-        return ffi.new("shmlog_cursor *", (last[1], offset))
-    return ring.locate(offset)
-
-
-def _within(frames, n, base, end, max_bytes):
-    """(where the n fetched frames, copied at base in the region, end once cut to max_bytes --
-    the first batch of a response is kept whatever its size --, whether all n were kept)."""
-    for i in range(n):
-        f = frames[i]
-        stop = base + f.dst_pos + f.batch_bytes
-        if end and stop > max_bytes:
-            return end, False
-        end = stop
-    return end, True
 
 
 def open_segments(logs, topic, partition):

@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -29,6 +30,7 @@ from shmlog.broker.kafka_listener import (
     groups,
     handlers,
     idempotence,
+    lanes,
     templates,
     txn,
     wire,
@@ -40,6 +42,7 @@ from shmlog.errors import KafkaException
 STATE_FILE = "kafka-listener.json"   # in <data_dir>/run: the bound address, for status and tests
 REQUEST_READ_TIMEOUT_S = 30.0          # a started request must arrive whole within this
 IDLE_TIMEOUT_S = 600.0                  # Kafka's connections.max.idle.ms default
+WAKE_S = 5                              # a blocked plaintext read or write comes back this often to look at the time
 PARENT_CHECK_S = 0.5
 WAIT_SPIN_NS = 20_000
 READ_BUFFER_BYTES = 16 << 10            # read ahead per connection; a larger request gets a buffer of its own
@@ -232,6 +235,7 @@ class Connection:
         self.doorbell_slot = None
         self.client_id = None
         self.deadline = None
+        self.idle_wakes = 0                         # WAKE_S periods waited for a request's first byte
         self.tls = False
         self.principal = None if server.settings.sasl else "ANONYMOUS"
         self.sasl_mechanism = None
@@ -250,6 +254,7 @@ class Connection:
         self.fetch_arena = handlers.FetchArena()
         self.fetch_ends = {}                        # (topic, partition) -> (ring, position, offset) last fetched to
         self._fetch_frames = None
+        self.partition_fetch = ffi.new("shmlog_partition_fetch *")   # shmlog_ring_fetch_partition's in and out
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
@@ -261,8 +266,8 @@ class Connection:
     # ------------------------------------------------------------------ framing
 
     def _wait_readable(self):
-        """The first byte of a request may wait IDLE_TIMEOUT_S; the whole request must then come
-        within REQUEST_READ_TIMEOUT_S of it (a client trickling a frame forever is cut off)."""
+        """(TLS) The first byte of a request may wait IDLE_TIMEOUT_S; the whole request must then
+        come within REQUEST_READ_TIMEOUT_S of it (a client trickling a frame forever is cut off)."""
         if self.deadline is None:
             timeout, why = IDLE_TIMEOUT_S, "idle"
         else:
@@ -270,21 +275,39 @@ class Connection:
         if not self.readable.poll(int(timeout * 1000)):
             raise Closed(why)
 
+    def _block_with_kernel_timeouts(self):
+        """(Plaintext) Reads and writes block in the kernel: a request that is not there yet costs
+        one system call, not a read, a poll and a read again. SO_RCVTIMEO and SO_SNDTIMEO bring a
+        blocked call back every WAKE_S to hold the connection to the same time limits as _wait_readable
+        (to within WAKE_S)."""
+        wake = struct.pack("ll", WAKE_S, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, wake)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, wake)
+
+    def _woken_without_bytes(self):
+        if self.deadline is not None:
+            if time.monotonic() >= self.deadline:
+                raise Closed("request not received in time")
+        else:
+            self.idle_wakes += 1
+            if self.idle_wakes * WAKE_S >= IDLE_TIMEOUT_S:
+                raise Closed("idle")
+
     def _recv_into(self, view):
-        """At least one byte into view. A plaintext socket is non-blocking: it is read first and
-        polled only when it has nothing, so a request already there costs one system call."""
+        """At least one byte into view."""
         while True:
             if self.tls and not self.sock.pending():   # decrypted bytes poll() cannot see
                 self._wait_readable()
             try:
                 n = self.sock.recv_into(view)
             except BlockingIOError:
-                self._wait_readable()
+                self._woken_without_bytes()
                 continue
             if not n:
                 raise Closed("closed by the client")
             if self.deadline is None:
                 self.deadline = time.monotonic() + REQUEST_READ_TIMEOUT_S
+                self.idle_wakes = 0
             return n
 
     def _buffered(self, n):
@@ -401,7 +424,7 @@ class Connection:
             if self.server.ssl_context is not None:
                 self.start_tls()
             else:
-                self.sock.setblocking(False)
+                self._block_with_kernel_timeouts()
             while self.server.running:
                 if self.queue:
                     self._pump()
@@ -452,6 +475,10 @@ class Connection:
             raise wire.BadFrame(f"api key {api_key} v{version} is not served (see ApiVersions)")
         if self.principal is None and api_key not in auth.SASL_APIS:
             raise wire.BadFrame(f"api key {api_key} before SASL authentication")
+        if api_key <= FETCH and self.server.authorizer is None:
+            body = lanes.serve(self, api_key, version, frame)
+            if body is not lanes.NOT_TAKEN:
+                return self.respond(api_key, version, correlation_id, body)
         header, request = wire.decode_request(frame)
         self.client_id = header.client_id
         acls = self.server.authorizer
@@ -460,6 +487,10 @@ class Connection:
                     if api_key in ACL_APIS else spec[2](self, request, version))
         else:
             body = self.handle_authorized(acls, api_key, request, version, spec[2])
+        return self.respond(api_key, version, correlation_id, body)
+
+    @staticmethod
+    def respond(api_key, version, correlation_id, body):
         if body is None:
             return None
         if isinstance(body, handlers.Pending):
