@@ -32,6 +32,15 @@ def record_size(key: bytes | None, value: bytes | None, header_bytes: int = 0) -
 def timestamp_or_now(timestamp: int) -> int:
     """A record's timestamp in ms since the epoch: `timestamp`, or now when it is 0."""
 
+def kafka_produce_request(frame: Any, version: int) -> tuple[int, int, str, int, int, int] | None:
+    """The Kafka listener's one-partition lane (csrc/fast/kafka_request.c): (acks, timeout_ms, topic,
+    partition, records_start, records_end) of a Produce frame (the request without its size) of
+    one partition's records and no transactional id, else None (kio decodes it)."""
+
+def kafka_fetch_request(frame: Any, version: int) -> tuple[int, int, int, int, str, int, int, int] | None:
+    """(max_wait_ms, min_bytes, max_bytes, isolation_level, topic, partition, fetch_offset,
+    partition_max_bytes) of a Fetch frame of one partition outside any fetch session, else None."""
+
 def fetch_ring(queue: RecordQueue, ring: int, cursor: int, buffer: Any, frames: int, max_frames: int,
                check_crc: int, topic: str, partition: int, first_offset: int,
                decode_headers: DecodeHeaders) -> tuple[int, int, int, int]:
