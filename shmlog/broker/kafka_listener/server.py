@@ -280,7 +280,7 @@ class Connection:
         one system call, not a read, a poll and a read again. SO_RCVTIMEO and SO_SNDTIMEO bring a
         blocked call back every WAKE_S to hold the connection to the same time limits as _wait_readable
         (to within WAKE_S)."""
-        wake = struct.pack("ll", WAKE_S, 0)
+        wake = struct.pack("ll", int(WAKE_S), int(WAKE_S % 1 * 1_000_000))   # a struct timeval
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, wake)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, wake)
 
