@@ -3,8 +3,10 @@
 Every test that starts a broker gets a data dir under pytest's tmp_path, so its
 shared-memory namespace is its own and xdist workers never collide.
 """
+import gc
 import os
 import signal
+import time
 
 import psutil
 import pytest
@@ -120,3 +122,15 @@ def create_topic(admin, name, partitions=1, **config):
 @pytest.fixture
 def topic(admin):
     return create_topic(admin, "events", 1)
+
+
+def collect_until_ended(threads, timeout_s):
+    """Collect garbage until the threads end; the names of those still running after timeout_s.
+    A client's thread holding its client for a moment keeps the client's reference cycle through
+    the collection that runs then; a program's later collections free it, as these do."""
+    deadline = time.monotonic() + timeout_s
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        gc.collect()
+        for t in threads:
+            t.join(0.05)
+    return [t.name for t in threads if t.is_alive()]

@@ -1,16 +1,14 @@
 """shmlog.aio against a real broker: confluent_kafka.aio's AIOProducer and AIOConsumer."""
 import asyncio
-import gc
 import json
 import threading
-import time
 
 import pytest
 
 from shmlog import KafkaError, KafkaException, TopicPartition
 from shmlog.aio import AIOConsumer, AIOProducer, AsyncDeserializingConsumer, AsyncSerializingProducer
 from shmlog.serialization import StringDeserializer, StringSerializer
-from tests.conftest import create_topic
+from tests.conftest import collect_until_ended, create_topic
 
 TIMEOUT_S = 60
 
@@ -178,10 +176,7 @@ def test_async_clients_dropped_without_close_end_their_threads_and_leave_their_g
         del producer, consumer
 
     run(main())
-    gc.collect()
-    deadline = time.monotonic() + 30
     ours = ("shmlog-aio", "shmlog-group", "shmlog-linger")
-    for thread in [t for t in threading.enumerate() if t.name.startswith(ours) and t not in before]:
-        thread.join(max(0.0, deadline - time.monotonic()))
-        assert not thread.is_alive(), f"{thread.name} still runs"
+    threads = [t for t in threading.enumerate() if t.name.startswith(ours) and t not in before]
+    assert not collect_until_ended(threads, 30), "still running"
     assert admin.describe_consumer_groups(["g"])["g"].result().members == []

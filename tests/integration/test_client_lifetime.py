@@ -15,7 +15,7 @@ import pytest
 import shmlog
 from shmlog._native import lib, shm
 from shmlog._native.ring import Doorbell
-from tests.conftest import create_topic, stop_leftover_broker
+from tests.conftest import collect_until_ended, create_topic, stop_leftover_broker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -155,10 +155,8 @@ def test_a_consumer_with_a_stats_cb_dropped_without_close_is_collected(conf, adm
     while not reports:   # the statistics thread has nudged poll() at least once
         consumer.poll(0.1)
     gone = weakref.ref(consumer)
+    threads = [t for t in threading.enumerate() if t.name.startswith("shmlog-") and t not in before]
     del consumer
-    gc.collect()
+    assert not collect_until_ended(threads, 30), "still running"
     assert gone() is None
-    for thread in [t for t in threading.enumerate() if t.name.startswith("shmlog-") and t not in before]:
-        thread.join(30)
-        assert not thread.is_alive(), f"{thread.name} still runs"
     assert admin.describe_consumer_groups(["g"])["g"].result().members == []
