@@ -264,10 +264,6 @@ def fetch_topics(conn, topics, max_wait_s, min_bytes, max_bytes, isolation):
     deadline = time.monotonic() + max(0, max_wait_s)
     logs.hold()
     try:
-        watch = _read_to_end(conn, topics)
-        remaining = deadline - time.monotonic()
-        if watch and remaining > 0:   # a consumer caught up (most fetches): wait first, build the response once
-            conn.wait_for_data(watch, remaining)
         while True:
             total, out, watch = _fetch_once(conn, topics, isolation, max_bytes)
             remaining = deadline - time.monotonic()
@@ -276,26 +272,6 @@ def fetch_topics(conn, topics, max_wait_s, min_bytes, max_bytes, isolation):
             conn.wait_for_data(watch, remaining)
     finally:
         logs.release()
-
-
-def _read_to_end(conn, topics):
-    """[(ring, end position, end offset)] when every partition asked for is read to its end
-    (rings not replicated, so the end is the high watermark; no authorizer to ask): the fetch
-    has nothing to send before one of them moves. Else None."""
-    if conn.server.authorizer is not None:
-        return None
-    logs = conn.logs
-    watch = []
-    for t in topics:
-        for fp in t.partitions:
-            ring = logs.ring(t.topic, fp.partition)
-            if ring is None or ring.header.replication.replica_count > 1:
-                return None
-            position, offset = ring.end()
-            if fp.fetch_offset != offset:
-                return None
-            watch.append((ring, position, offset))
-    return watch
 
 
 def _fetch_once(conn, topics, isolation, max_bytes):
