@@ -123,7 +123,7 @@ PyObject *fast_kafka_produce_request(PyObject *Py_UNUSED(module), PyObject *args
     int version;
     if (!PyArg_ParseTuple(args, "y*i", &frame, &version)) return NULL;
     kafka_reader r;
-    const uint8_t *transactional_id, *name, *records = NULL;
+    const uint8_t *transactional_id, *name = NULL, *records = NULL;
     int64_t acks = 0, timeout_ms = 0, name_length = 0, partition = 0, records_length = -1;
     if (kafka_reader_open(&r, &frame, version >= PRODUCE_FIRST_FLEXIBLE) &&
         kafka_reader_string(&r, &transactional_id) == -1) {
