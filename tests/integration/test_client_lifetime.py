@@ -74,8 +74,8 @@ def test_producers_dropped_without_close_give_their_ring_slots_back(conf, admin,
         producer.produce("few-slots", b"%d" % i)
         assert producer.flush(10) == 0
         del producer
-        gc.collect()
-    assert not [t for t in threading.enumerate() if t.name == "shmlog-linger" and t not in before]
+        lingering = [t for t in threading.enumerate() if t.name == "shmlog-linger" and t not in before]
+        assert not collect_until_ended(lingering, 10)
     consumer = shmlog.Consumer({**conf, "group.id": "g"})
     consumer.assign([shmlog.TopicPartition("few-slots", 0, 0)])
     got = []
@@ -88,27 +88,25 @@ def test_producers_dropped_without_close_give_their_ring_slots_back(conf, admin,
 def test_a_subscribed_consumer_dropped_without_close_leaves_its_group(conf, admin):
     create_topic(admin, "shared", partitions=2)
     group_conf = {**conf, "group.id": "g", "session.timeout.ms": 60000, "heartbeat.interval.ms": 100}
-    before = set(threading.enumerate())
     keeper = shmlog.Consumer(group_conf)
     keeper.subscribe(["shared"])
+    with_keeper = set(threading.enumerate())
     dropped = shmlog.Consumer(group_conf)
     dropped.subscribe(["shared"])
+    dropped_threads = [t for t in threading.enumerate() if t not in with_keeper]
     deadline = time.monotonic() + 30
     while not (keeper.assignment() and dropped.assignment()):   # one partition each
         assert time.monotonic() < deadline, "the two consumers never shared the partitions"
         keeper.poll(0.05)
         dropped.poll(0.05)
     del dropped
-    gc.collect()
+    assert not collect_until_ended(dropped_threads, 30), "the dropped consumer's threads did not end"
     # Well within session.timeout.ms: the member left when its consumer went, not when it timed out.
     while len(keeper.assignment()) < 2:
         assert time.monotonic() < deadline, f"the survivor has {keeper.assignment()} only"
         keeper.poll(0.05)
     members = admin.describe_consumer_groups(["g"])["g"].result().members
     assert len(members) == 1
-    while len([t for t in threading.enumerate() if t.name == "shmlog-group-g" and t not in before]) > 1:
-        assert time.monotonic() < deadline, "the dropped consumer's group thread did not end"
-        keeper.poll(0.05)
     keeper.close()
 
 
