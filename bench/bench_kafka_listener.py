@@ -5,7 +5,7 @@ Kafka-protocol broker, in one run.
     PYTHONPATH=. python bench/bench_kafka_listener.py [--records N] [--sizes 100,2048] [--repeats R]
                                                       [--acks all|1] [--latency-rate 10000]
                                                       [--latency-seconds S] [--latency-repeats R]
-                                                      [--json PATH] [--no-reference]
+                                                      [--json PATH] [--no-reference] [--no-ceiling]
 
 One embedded broker (listeners=PLAINTEXT://127.0.0.1:0) in a temporary data dir, and the
 reference broker beside it. For each value size, R rounds; in each round, on fresh
@@ -14,8 +14,9 @@ single-partition topics (shmlog's with ring.bytes 256 MiB), one after the other:
 - produce: N records of that size with produce() then flush() (acks as --acks, `all` by
   default as in librdkafka; linger.ms 5, the clients' default batch.size), by
   confluent-kafka.Producer through TCP to shmlog, the same to the reference broker, and by
-  shmlog.Producer through shared memory; records/s = N / time from the first produce() to
-  flush() returning;
+  shmlog.Producer through shared memory (its ring mapped before the clock starts: a fresh
+  ring's first mapping has the kernel zero all of it, 0.2-0.7 s for 256 MiB on this VM);
+  records/s = N / time from the first produce() to flush() returning;
 - consume: a Consumer assigned from offset 0 reads all N (consume(1000) in a loop); each read
   is checked (N records, offsets 0..N-1, the size of every value).
 
@@ -40,6 +41,13 @@ produce, consume and latency runs against it; otherwise its rows say why they ar
 Tansu keeps records in memory only (no disk, no fsync), shmlog writes segment files behind
 the ring and, for acks=all, answers a Produce once its records are fsynced: the comparison
 favours Tansu on that point.
+
+The client's ceiling: librdkafka's own mock broker (`test.mock.num.brokers`, written in C,
+memory only, next to no checks), started in a process of its own, gets the same confluent-kafka
+produce runs: what this client can send over loopback on this machine when the broker costs
+next to nothing. No broker can make the client produce faster than that; a row far below it is
+held by its broker, a row near it by the client. The mock broker keeps only its newest records
+and answers a Fetch after its maximum wait, so it has no consume or latency rows.
 
 Server CPU: the CPU time of the process serving the TCP clients (shmlog's Kafka listener --
 not the persister, which writes the segment files whichever client produced --, or the Tansu
@@ -72,10 +80,14 @@ import shmlog  # noqa: E402
 SHMLOG_TCP = "confluent-kafka via TCP to shmlog"
 SHMLOG_SHM = "shmlog shared memory"
 TANSU = "confluent-kafka via TCP to Tansu (reference)"
+CEILING = "confluent-kafka via TCP to librdkafka's mock broker (the client's ceiling)"
 
 
 def produce(producer_cls, conf, topic, n, value):
     p = producer_cls(conf)
+    cluster = getattr(p, "_cluster", None)   # a shared-memory producer: map the ring before the clock,
+    if cluster is not None:                  # as shmlog bench does (a fresh ring's first mapping zeroes it)
+        cluster.ring(topic, 0)
     start = time.perf_counter()
     for i in range(n):
         while True:
@@ -273,6 +285,31 @@ def tansu_target(stack):
     return Target(TANSU, conf, ck.Producer, ck.Consumer, ck.TopicPartition, create, delete, pid), None
 
 
+MOCK_BROKER = """
+import sys
+import confluent_kafka
+holder = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 0})
+broker = holder.list_topics(timeout=30).brokers[1]
+print(broker.host, broker.port, flush=True)
+sys.stdin.read()   # serves until the bench closes our stdin
+"""
+
+
+def ceiling_target(stack):
+    """librdkafka's own mock cluster (C, memory only, no checks worth the name) in a process of its
+    own: what confluent-kafka can produce over loopback TCP on this machine when the broker costs
+    next to nothing. It keeps only its newest records, so it has no consume row."""
+    proc = subprocess.Popen([sys.executable, "-c", MOCK_BROKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    stack.callback(proc.wait, 30)
+    stack.callback(proc.stdin.close)
+    line = proc.stdout.readline().split()
+    if len(line) != 2:
+        raise SystemExit(f"librdkafka's mock broker did not start (exit status {proc.poll()})")
+    conf = {"bootstrap.servers": f"{line[0]}:{line[1]}"}
+    return Target(CEILING, conf, ck.Producer, None, None, lambda topic: None, lambda topic: None, proc.pid)
+
+
 def fmt_ms(values):
     if len(values) == 1:
         return f"{values[0]:,.2f}"
@@ -297,6 +334,7 @@ def main():
     ap.add_argument("--latency-repeats", type=int, default=3, help="latency runs per broker and pacing (interleaved)")
     ap.add_argument("--json")
     ap.add_argument("--no-reference", action="store_true", help="skip the Tansu reference broker")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the client's ceiling (librdkafka's mock broker)")
     args = ap.parse_args()
     acks = -1 if args.acks == "all" else int(args.acks)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -310,6 +348,8 @@ def main():
                 print(f"reference broker skipped: {skipped}", file=sys.stderr)
             else:
                 targets.insert(1, tansu)
+        if not args.no_ceiling:
+            targets.append(ceiling_target(stack))
         for size in sizes:
             value = os.urandom(size)
             for rnd in range(args.repeats):
@@ -320,7 +360,7 @@ def main():
                     cpu0 = t.cpu_s()
                     p_rate = produce(t.producer, conf, topic, args.records, value)
                     cpu1 = t.cpu_s()
-                    c_rate = consume(t.consumer, t.tp, t.conf, topic, args.records, size)
+                    c_rate = consume(t.consumer, t.tp, t.conf, topic, args.records, size) if t.consumer else None
                     cpu2 = t.cpu_s()
                     r = rates.setdefault((t.name, size), {"produce": [], "consume": [], "produce_cpu_us": [],
                                                           "consume_cpu_us": []})
@@ -331,7 +371,7 @@ def main():
                     t.delete(topic)
         for rnd in range(args.latency_repeats if args.latency_rate else 0):
             for t in targets:
-                if t.name == SHMLOG_SHM:
+                if t.name in (SHMLOG_SHM, CEILING):   # the mock broker answers a fetch after its max wait
                     continue
                 for bursts in (True, False):   # a topic each: the consumer reads from offset 0
                     topic = (f"bench-latency-{'bursts' if bursts else 'even'}-{rnd}-"
@@ -351,14 +391,15 @@ def main():
     print("| client | value bytes | produce records/s | consume records/s | server CPU us/record "
           "(produce, consume) |")
     print("| --- | --- | --- | --- | --- |")
-    names = [SHMLOG_TCP, TANSU, SHMLOG_SHM]
+    names = [SHMLOG_TCP, TANSU, CEILING, SHMLOG_SHM]
     for size in sizes:
         for name in names:
             if (name, size) in rates:
                 r = rates[(name, size)]
-                cpu = (f"{statistics.median(r['produce_cpu_us']):.2f}, {statistics.median(r['consume_cpu_us']):.2f}"
-                       if name != SHMLOG_SHM else "")
-                print(f"| {name} | {size} | {fmt(r['produce'])} | {fmt(r['consume'])} | {cpu} |")
+                consumed = r["consume"][0] is not None
+                cpu = ("" if name == SHMLOG_SHM else f"{statistics.median(r['produce_cpu_us']):.2f}, " +
+                       (f"{statistics.median(r['consume_cpu_us']):.2f}" if consumed else "-"))
+                print(f"| {name} | {size} | {fmt(r['produce'])} | {fmt(r['consume']) if consumed else '-'} | {cpu} |")
             elif name == TANSU and not args.no_reference:
                 print(f"| {name} | {size} | skipped: {skipped} | | |")
     for size in sizes:
@@ -367,6 +408,11 @@ def main():
             print(f"| shmlog / Tansu over TCP | {size} | "
                   f"{statistics.median(ours['produce']) / statistics.median(ref['produce']):.2f}x | "
                   f"{statistics.median(ours['consume']) / statistics.median(ref['consume']):.2f}x | |")
+    for size in sizes:
+        if (CEILING, size) in rates:
+            ours, ceiling = rates[(SHMLOG_TCP, size)], rates[(CEILING, size)]
+            print(f"| shmlog / the client's ceiling | {size} | "
+                  f"{statistics.median(ours['produce']) / statistics.median(ceiling['produce']):.2f}x | | |")
     if lat:
         print()
         print(f"produce->consume latency, {args.latency_rate:,} records/s of 100 B for {args.latency_seconds:g} s, "
