@@ -229,8 +229,8 @@ def disk_write_bandwidth(directory, total=1 << 30, chunk=1 << 20, synced=False):
 def memory_touch_bandwidth(total=256 << 20, chunk=1 << 20):
     """(bytes/s writing memory this process never touched, bytes/s writing it again): on a VM whose
     host backs guest memory lazily or takes back what the guest frees (free page reporting), the
-    first pass costs a host fault per page. A segment file's page cache is such memory every time
-    the persister extends it while free memory is plentiful."""
+    first pass costs a host fault per page. On such a VM, the page cache a segment file takes as the
+    persister extends it is that kind of memory while free memory is plentiful."""
     area = mmap.mmap(-1, total)
     block = b"\xa5" * chunk
     try:
