@@ -216,9 +216,13 @@ class Ring:
                                 f"{r.replica_count}, fewer than min.insync.replicas={r.min_insync_replicas}: {what}",
                           retriable=True)
 
+    def insync_enough(self):
+        """Whether an acks=all append may go ahead: the ISR holds at least min.insync.replicas."""
+        return bool(lib.shmlog_ring_insync_enough(self.map))
+
     def check_insync(self):
         """Before an acks=all append: raise NOT_ENOUGH_REPLICAS when the ISR is below min.insync.replicas."""
-        if not lib.shmlog_ring_insync_enough(self.map):
+        if not self.insync_enough():
             raise KafkaException(self.not_enough_replicas(appended=False))
 
     def set_txn(self, first_unstable_offset, aborted_count):

@@ -47,6 +47,16 @@ def split(records, max_message_bytes):
     return out
 
 
+def check_one(records, max_message_bytes):
+    """The HEADER fields of `records` when it is exactly one batch and check() accepts it, else None."""
+    if len(records) < rb.HEADER_BYTES or rb.LENGTH_FIELD_END + _PREFIX.unpack_from(records, 0)[1] != len(records):
+        return None
+    try:
+        return check(records, max_message_bytes)
+    except BadBatch:
+        return None
+
+
 def check(one, max_message_bytes):
     """The batch's HEADER fields once it passes every rule (shmlog_batch_check: the rules and
     their order are the C core's), else BadBatch naming the rule it breaks."""

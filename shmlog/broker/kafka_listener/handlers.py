@@ -10,7 +10,8 @@ import struct
 import time
 
 from shmlog._native import ffi, lib
-from shmlog.broker.kafka_listener import batches, fetch_sessions, idempotence
+from shmlog.broker.kafka_listener import batches, fetch_sessions, idempotence, templates
+from shmlog.broker.kafka_listener.wire import EPOCH
 from shmlog.errors import KafkaError, KafkaException, reason_of
 from shmlog.log import batch as rb
 from shmlog.log import control_record
@@ -30,11 +31,11 @@ UNSUPPORTED_VERSION = 35
 KAFKA_STORAGE_ERROR = 56
 UNKNOWN_SERVER_ERROR = -1
 INVALID_CONFIG = 40
+NOT_TAKEN = object()          # produce_one: produce_topics answers this request
 NO_COMMITTED_OFFSET = -1001   # the coordinator's "nothing committed" (Kafka answers offset -1)
 FETCH_BUFFER_MIN_BYTES = 64 << 10
 FRAMES_PER_FETCH = 256
 ARENA_KEEP_BYTES = 8 << 20   # a connection's FetchArena keeps at most this
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 # shmlog's client-local (negative) codes, as the broker code Kafka would answer with
 _LOCAL_TO_WIRE = {KafkaError._UNKNOWN_TOPIC: UNKNOWN_TOPIC_OR_PARTITION,
@@ -119,7 +120,7 @@ def produce_topics(conn, topics, acks, timeout_ms):
     if acks not in (0, 1, -1):
         return _produce_all(topics, INVALID_REQUEST if acks else None, f"acks={acks}: use 0, 1 or -1 (all)",
                             acks=acks)
-    max_message_bytes = int(logs.broker_config.get("message.max.bytes") or 1_048_588)
+    max_message_bytes = broker_max_message_bytes(logs)
     out = []
     waits = []
     logs.hold()    # as `with logs.using()`, without a context manager's cost on every request
@@ -200,7 +201,7 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
     if ring is None:
         return {**result, "error_code": UNKNOWN_TOPIC_OR_PARTITION,
                 "error_message": f"unknown topic or partition {topic}-{p}"}, None
-    limit = int((info.get("config") or {}).get("max.message.bytes") or max_message_bytes)
+    limit = topic_max_message_bytes(info, max_message_bytes)
     try:
         found = batches.split(pd.records, limit)
     except batches.BadBatch as exc:
@@ -218,10 +219,7 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
                 count, pid, epoch, seq = fields[12], fields[9], fields[10], fields[11]
                 base = producers.check(topic, p, pid, epoch, seq, count) if pid >= 0 else None
                 if base is None:
-                    records = one[batches.rb.HEADER_BYTES:]
-                    base = ring.append(slot, ffi.from_buffer(records), len(records), count, fields[7], fields[8],
-                                       timeout_ms, logs.doorbell.ptr, attributes=fields[5], producer_id=pid,
-                                       producer_epoch=epoch, base_sequence=seq if pid >= 0 else -1)
+                    base = _append(logs, ring, slot, one, fields, timeout_ms)
                     append_time = ring.map.last_log_append_time
                     if pid >= 0:
                         producers.note(topic, p, pid, epoch, seq, count, base)
@@ -230,15 +228,114 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
             if acks == -1 and last is not None:
                 lib.shmlog_ring_request_flush(ring.map, last + 1)   # the persister starts its fsync now
     except KafkaException as exc:
-        return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
-                "error_message": reason_of(exc)}, None
+        return _append_failed(result, first, exc), None
     except idempotence.Refused as exc:
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc.code,
                 "error_message": str(exc)}, None
     entry = {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset,
-             "log_append_time": None if append_time < 0 else EPOCH + datetime.timedelta(milliseconds=append_time)}
+             "log_append_time": log_append_time(append_time)}
     return entry, ((ring, last) if acks == -1 else None)
+
+
+def log_append_time(ms):
+    """A response's log_append_time: the topic's LogAppendTime stamp, None (-1 on the wire) if it has none."""
+    return None if ms < 0 else EPOCH + datetime.timedelta(milliseconds=ms)
+
+
+def broker_max_message_bytes(logs):
+    return int(logs.broker_config.get("message.max.bytes") or 1_048_588)
+
+
+def topic_max_message_bytes(info, broker_max):
+    return int((info.get("config") or {}).get("max.message.bytes") or broker_max)
+
+
+def _append(logs, ring, slot, one, fields, timeout_ms):
+    """Append one checked batch (its HEADER fields) with the listener's producer slot; its base offset."""
+    records = one[batches.rb.HEADER_BYTES:]
+    pid = fields[9]
+    return ring.append(slot, ffi.from_buffer(records), len(records), fields[12], fields[7], fields[8], timeout_ms,
+                       logs.doorbell.ptr, attributes=fields[5], producer_id=pid, producer_epoch=fields[10],
+                       base_sequence=fields[11] if pid >= 0 else -1)
+
+
+def _append_failed(result, first, exc):
+    return {**result, "base_offset": first if first is not None else -1, "error_code": exc_code(exc),
+            "error_message": reason_of(exc)}
+
+
+class ProduceTarget:
+    """What the one-batch Produce of a partition needs, kept by its connection until the metadata
+    changes: the ring, its append lock and the topic's max.message.bytes."""
+    __slots__ = ("ring", "lock", "limit")
+
+    def __init__(self, ring, lock, limit):
+        self.ring, self.lock, self.limit = ring, lock, limit
+
+
+def produce_one(conn, version, correlation_id, topic, partition, one, acks, timeout_ms):
+    """The response of a Produce of one batch to one partition, by the same rules as produce_topics
+    with less around them (the request is what a client producing to a partition sends, one per
+    record at linger.ms 0): the frame's parts, a Pending (acks=all), None (acks=0), or NOT_TAKEN,
+    before anything is appended, for any other request -- not exactly one acceptable batch, an
+    idempotent or transactional producer's batch (the producer table's rules), an unknown
+    partition, acks=all short of in-sync replicas, acks other than 0, 1 and -1 --, which
+    produce_topics then answers with its error or its append."""
+    if acks not in (0, 1, -1):
+        return NOT_TAKEN
+    logs = conn.logs
+    logs.hold()
+    try:
+        target = _produce_target(conn, topic, partition)
+        fields = batches.check_one(one, target.limit) if target is not None else None
+        if fields is None or fields[9] >= 0:   # fields[9]: the producer id
+            return NOT_TAKEN
+        ring = target.ring
+        with target.lock:
+            if acks == -1 and not ring.insync_enough():
+                return NOT_TAKEN
+            try:
+                base = _append(logs, ring, logs.producer_slot(ring), one, fields, timeout_ms)
+            except KafkaException as exc:
+                result = {"index": partition, "base_offset": -1, "log_start_offset": -1}
+                return None if acks == 0 else {"responses": [{"name": topic, "partition_responses": [
+                    _append_failed(result, None, exc)]}]}
+            if acks == -1:
+                last = base + fields[12] - 1
+                lib.shmlog_ring_request_flush(ring.map, last + 1)
+        append_time = ring.map.last_log_append_time
+        if acks == 1:
+            return templates.produce_response(version, correlation_id, topic, partition, NONE, base,
+                                              ring.log_start_offset, append_time)
+        if acks == 0:
+            return None
+        entry = {"index": partition, "base_offset": base, "error_code": NONE, "log_start_offset": ring.log_start_offset,
+                 "log_append_time": log_append_time(append_time)}
+        return Pending(logs, {"responses": [{"name": topic, "partition_responses": [entry]}]}, [(entry, ring, last)],
+                       timeout_ms)
+    finally:
+        logs.release()
+
+
+def _produce_target(conn, topic, partition):
+    """The connection's ProduceTarget of topic-partition, or None when there is no such partition
+    (call between logs.hold() and release())."""
+    logs = conn.logs
+    meta = logs.maybe_refresh()
+    if conn.produce_targets_meta is not meta:
+        conn.produce_targets.clear()
+        conn.produce_targets_meta = meta
+    key = (topic, partition)
+    target = conn.produce_targets.get(key)
+    if target is None:
+        info = meta["topics"].get(topic)
+        ring = logs.ring(topic, partition) if info is not None else None
+        if ring is None:
+            return None
+        limit = topic_max_message_bytes(info, broker_max_message_bytes(logs))
+        target = conn.produce_targets[key] = ProduceTarget(ring, logs.append_lock(topic, partition), limit)
+    return target
 
 
 # ---------------------------------------------------------------------------- Fetch

@@ -1,8 +1,8 @@
 """The one-partition lane: a Produce or a Fetch of one partition of one topic -- what a client
 writing or reading one partition sends, one request per record at linger.ms 0 -- is read in C
 (csrc/fast/kafka_request.c, checked against kio by tests/unit/test_kafka_request_shapes.py)
-instead of decoded into kio's classes, and handed to the handlers' own rules (produce_topics,
-fetch_topics). What the lane does not take -- another shape, a fetch session, any request on a
+instead of decoded into kio's classes, and handed to the handlers' own rules (produce_one, else
+produce_topics; fetch_topics). What the lane does not take -- another shape, a fetch session, any request on a
 listener with an authorizer -- the connection decodes with kio as every other request.
 """
 import collections
@@ -18,15 +18,18 @@ FetchTopic = collections.namedtuple("FetchTopic", "topic partitions")
 FetchPartition = collections.namedtuple("FetchPartition", "partition fetch_offset partition_max_bytes")
 
 
-def serve(conn, api_key, version, frame):
-    """The response body of a one-partition Produce or Fetch frame (as the handlers return it),
-    or NOT_TAKEN."""
+def serve(conn, api_key, version, correlation_id, frame):
+    """The response to a one-partition Produce or Fetch frame -- a body as the handlers return it,
+    or the frame's parts already encoded (a one-batch Produce: handlers.produce_one) --, or NOT_TAKEN."""
     if api_key == PRODUCE:
         shape = _fast.kafka_produce_request(frame, version)
         if shape is None:
             return NOT_TAKEN
         acks, timeout_ms, topic, partition, start, end = shape
         records = memoryview(frame)[start:end]
+        out = handlers.produce_one(conn, version, correlation_id, topic, partition, records, acks, timeout_ms)
+        if out is not handlers.NOT_TAKEN:
+            return out
         return handlers.produce_topics(conn, ((topic, (ProducePartition(partition, records),)),), acks, timeout_ms)
     shape = _fast.kafka_fetch_request(frame, version)
     if shape is None:

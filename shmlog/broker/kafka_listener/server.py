@@ -253,6 +253,8 @@ class Connection:
         self.queue = []                             # responses not sent yet, in request order
         self.fetch_arena = handlers.FetchArena()
         self.fetch_ends = {}                        # (topic, partition) -> (ring, position, offset) last fetched to
+        self.produce_targets = {}                   # (topic, partition) -> handlers.ProduceTarget, for:
+        self.produce_targets_meta = None            # the metadata they were looked up in
         self._fetch_frames = None
         self.partition_fetch = ffi.new("shmlog_partition_fetch *")   # shmlog_ring_fetch_partition's in and out
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -476,7 +478,7 @@ class Connection:
         if self.principal is None and api_key not in auth.SASL_APIS:
             raise wire.BadFrame(f"api key {api_key} before SASL authentication")
         if api_key <= FETCH and self.server.authorizer is None:
-            body = lanes.serve(self, api_key, version, frame)
+            body = lanes.serve(self, api_key, version, correlation_id, frame)
             if body is not lanes.NOT_TAKEN:
                 return self.respond(api_key, version, correlation_id, body)
         header, request = wire.decode_request(frame)
@@ -491,8 +493,8 @@ class Connection:
 
     @staticmethod
     def respond(api_key, version, correlation_id, body):
-        if body is None:
-            return None
+        if body is None or isinstance(body, list):   # no response (acks=0), or its parts already
+            return body
         if isinstance(body, handlers.Pending):
             return Deferred(body, api_key, version, correlation_id)
         return encode_response(api_key, version, correlation_id, body)

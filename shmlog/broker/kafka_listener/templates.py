@@ -14,7 +14,7 @@ import datetime
 import struct
 
 from shmlog.broker.kafka_listener import wire
-from shmlog.broker.kafka_listener.handlers import EPOCH
+from shmlog.broker.kafka_listener.wire import EPOCH
 
 PRODUCE, FETCH = 0, 1
 MAX_TEMPLATES = 4096        # (api key, version, topic) shapes kept; all dropped when full
@@ -49,10 +49,9 @@ def encode(api_key, version, correlation_id, body):
         entry = _only_entry(body.get("responses"), "partition_responses", _PRODUCE_KEYS)
         if entry is None or body.get("throttle_time_ms"):
             return None
-        template = _template(PRODUCE, version, body["responses"][0]["name"])
-        out = bytearray(template.head)
-        _pack(out, template, correlation_id, {**entry, "log_append_time": _millis(entry.get("log_append_time"))}, {})
-        return [out]
+        return produce_response(version, correlation_id, body["responses"][0]["name"], entry.get("index") or 0,
+                                entry.get("error_code") or 0, entry.get("base_offset") or 0,
+                                entry.get("log_start_offset") or 0, _millis(entry.get("log_append_time")))
     if api_key == FETCH:
         entry = _only_entry(body.get("responses"), "partitions", _FETCH_KEYS)
         if entry is None or entry.get("aborted_transactions") is not None or body.get("throttle_time_ms") \
@@ -68,6 +67,20 @@ def encode(api_key, version, correlation_id, body):
             return [out + template.tail]
         return [out, records, template.tail] if template.tail else [out, records]
     return None
+
+
+def produce_response(version, correlation_id, topic, index, error_code, base_offset, log_start_offset,
+                     log_append_time_ms):
+    """The frame's parts of a one-partition Produce response without an error message."""
+    template = _template(PRODUCE, version, topic)
+    out = bytearray(template.head)
+    pack = _FORMATS[4].pack_into
+    pack(out, template.correlation_at, correlation_id)
+    values = {"index": index, "error_code": error_code, "base_offset": base_offset,
+              "log_start_offset": log_start_offset, "log_append_time": log_append_time_ms}
+    for pack_into, at, name in template.entry_fields:
+        pack_into(out, at, values[name])
+    return [out]
 
 
 def _only_entry(responses, inner, keys):

@@ -29,6 +29,7 @@ SIZE = struct.Struct(">i")
 HEADER_PREFIX = struct.Struct(">hhi")   # api key, api version, correlation id: the same in every header
 API_VERSIONS = 18
 SEPARATE_PART_BYTES = 16 << 10          # a written value at least this long becomes a part of its own
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)   # kio's timestamps are datetimes
 
 
 class BadFrame(Exception):
