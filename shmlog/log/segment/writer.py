@@ -50,10 +50,13 @@ def _lock_dir(path):
 
 
 def _sync(fd, what, data_only=True):
+    """fdatasync (fsync) fd; `what` names it if that fails: a path, or a function returning one
+    (the active segment's path is not formatted on every fdatasync of an acks=all stream)."""
     try:
         (os.fdatasync if data_only else os.fsync)(fd)
     except OSError as exc:
         code = exc.errno or errno.EIO
+        what = what() if callable(what) else what
         raise SyncFailed(code, f"{'fdatasync' if data_only else 'fsync'} of {what} failed: "
                                f"{errno.errorcode.get(code, code)} ({os.strerror(code)})") from exc
 
@@ -438,7 +441,7 @@ class SegmentWriter:
 
     def _sync_active(self):
         try:
-            _sync(self._fd, segment_path(self.partition_dir, self._active_base))
+            _sync(self._fd, lambda: self.active_segment)
         except SyncFailed as exc:
             self._sync_failed = exc
             raise
