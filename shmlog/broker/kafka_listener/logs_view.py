@@ -19,8 +19,11 @@ class LogsView:
         self.control = control.Control(data_dir, register_as="kafka-listener")
         self.owner = self.control.owner
         self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
-        self.active = 0
+        # One entry per hold() not released yet. A list's append and pop are each one step no
+        # other thread interleaves with, so a request takes no lock to hold the rings: the
+        # produce and fetch threads of a busy partition would otherwise meet on self.lock
+        # several times per record.
+        self.holders = []
         self.meta = self.control.request("metadata")
         self.doorbell = Doorbell.open(self.meta["doorbell"], owner=self.owner)
         self.rings = {}
@@ -69,17 +72,20 @@ class LogsView:
             self.release()
 
     def hold(self):
-        """Keep every ring mapped until release() (what `using()` does around a block)."""
-        with self.lock:
-            self.active += 1
+        """Keep every ring mapped until release() (what `using()` does around a block); hold
+        before looking a ring up."""
+        self.holders.append(None)
 
     def release(self):
-        with self.lock:
-            self.active -= 1
-            self._close_retired()
+        self.holders.pop()
+        if self.retired:
+            with self.lock:
+                self._close_retired()
 
     def _close_retired(self):
-        if self.active == 0 and self.retired:
+        """(With self.lock.) Close the retired rings once nobody holds any: a hold() after this
+        check looks its rings up afresh, and the retired ones are no longer there."""
+        if not self.holders and self.retired:
             for ring, slot in self.retired:
                 if slot is not None:
                     ring.release_producer_slot(slot)
@@ -122,7 +128,7 @@ class LogsView:
             for key, ring in self.rings.items():
                 self.retired.append((ring, self.slots.get(key)))
             self.rings.clear()
-            self.active = 0
+            self.holders.clear()
             self._close_retired()
             self.doorbell.close()
         self.control.close()
