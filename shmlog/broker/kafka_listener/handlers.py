@@ -265,9 +265,9 @@ def _append_failed(result, first, exc):
             "error_message": reason_of(exc)}
 
 
-class ProduceTarget:
-    """What the one-batch Produce of a partition needs, kept by its connection until the metadata
-    changes: the ring, its append lock and the topic's max.message.bytes."""
+class PartitionTarget:
+    """What produce_one and fetch_one need of a partition, kept by the connection until the
+    metadata changes: the ring, its append lock and the topic's max.message.bytes."""
     __slots__ = ("ring", "lock", "limit")
 
     def __init__(self, ring, lock, limit):
@@ -287,7 +287,7 @@ def produce_one(conn, version, correlation_id, topic, partition, one, acks, time
     logs = conn.logs
     logs.hold()
     try:
-        target = _produce_target(conn, topic, partition)
+        target = _partition_target(conn, topic, partition)
         fields = batches.check_one(one, target.limit) if target is not None else None
         if fields is None or fields[9] >= 0:   # fields[9]: the producer id
             return NOT_TAKEN
@@ -318,23 +318,23 @@ def produce_one(conn, version, correlation_id, topic, partition, one, acks, time
         logs.release()
 
 
-def _produce_target(conn, topic, partition):
-    """The connection's ProduceTarget of topic-partition, or None when there is no such partition
+def _partition_target(conn, topic, partition):
+    """The connection's PartitionTarget of topic-partition, or None when there is no such partition
     (call between logs.hold() and release())."""
     logs = conn.logs
     meta = logs.maybe_refresh()
-    if conn.produce_targets_meta is not meta:
-        conn.produce_targets.clear()
-        conn.produce_targets_meta = meta
+    if conn.partition_targets_meta is not meta:
+        conn.partition_targets.clear()
+        conn.partition_targets_meta = meta
     key = (topic, partition)
-    target = conn.produce_targets.get(key)
+    target = conn.partition_targets.get(key)
     if target is None:
         info = meta["topics"].get(topic)
         ring = logs.ring(topic, partition) if info is not None else None
         if ring is None:
             return None
         limit = topic_max_message_bytes(info, broker_max_message_bytes(logs))
-        target = conn.produce_targets[key] = ProduceTarget(ring, logs.append_lock(topic, partition), limit)
+        target = conn.partition_targets[key] = PartitionTarget(ring, logs.append_lock(topic, partition), limit)
     return target
 
 
@@ -352,6 +352,43 @@ def fetch(conn, req, version):
     with session.lock:
         out = session.trim(out, full=req.session_epoch == fetch_sessions.INITIAL_EPOCH)
     return {"error_code": NONE, "session_id": session.id, "responses": out, "record_bytes": total}
+
+
+def fetch_one(conn, version, correlation_id, topic, partition, fetch_offset, partition_max_bytes, max_wait_ms,
+              max_bytes, isolation):
+    """The response of a sessionless Fetch of one partition, by the rules of fetch_topics with less
+    around them (what a consumer of one partition sends, one per record when records come one by
+    one): the frame's parts once there are records or max_wait_ms passed, or NOT_TAKEN for what
+    fetch_topics answers -- an unknown partition, an error or an offset out of range to report, a
+    read_committed fetch of transactional batches (whose aborted transactions are looked up)."""
+    logs = conn.logs
+    deadline = time.monotonic() + max(0, max_wait_ms / 1000)
+    read_committed = isolation == 1
+    wanted = max(1, min(partition_max_bytes, max_bytes))
+    logs.hold()
+    try:
+        target = _partition_target(conn, topic, partition)
+        if target is None:
+            return NOT_TAKEN
+        ring = target.ring
+        while True:
+            conn.fetch_arena.reset()
+            try:
+                io, data, transactional = read_partition(conn, ring, topic, partition, fetch_offset, read_committed,
+                                                         wanted)
+            except KafkaException:
+                return NOT_TAKEN
+            if io.out_of_range or (read_committed and transactional):
+                return NOT_TAKEN
+            remaining = deadline - time.monotonic()
+            end = io.last_stable_offset if read_committed else io.high_watermark
+            # As in fetch_topics: a partition with records to send is not waited on, whatever min_bytes asks.
+            if data or remaining <= 0 or fetch_offset < end:
+                return templates.fetch_response(version, correlation_id, topic, partition, io.high_watermark,
+                                                io.last_stable_offset, io.log_start_offset, data)
+            conn.wait_for_data(((ring, io.end.position, io.end.next_offset),), remaining)
+    finally:
+        logs.release()
 
 
 def fetch_topics(conn, topics, max_wait_s, min_bytes, max_bytes, isolation):

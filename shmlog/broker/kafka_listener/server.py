@@ -253,8 +253,8 @@ class Connection:
         self.queue = []                             # responses not sent yet, in request order
         self.fetch_arena = handlers.FetchArena()
         self.fetch_ends = {}                        # (topic, partition) -> (ring, position, offset) last fetched to
-        self.produce_targets = {}                   # (topic, partition) -> handlers.ProduceTarget, for:
-        self.produce_targets_meta = None            # the metadata they were looked up in
+        self.partition_targets = {}                 # (topic, partition) -> handlers.PartitionTarget, for:
+        self.partition_targets_meta = None          # the metadata they were looked up in
         self._fetch_frames = None
         self.partition_fetch = ffi.new("shmlog_partition_fetch *")   # shmlog_ring_fetch_partition's in and out
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -58,15 +58,29 @@ def encode(api_key, version, correlation_id, body):
                 or entry.get("preferred_read_replica", -1) != -1:
             return None
         template = _template(FETCH, version, body["responses"][0]["topic"])
-        records = entry.get("records") or b""
-        out = bytearray(template.head)
-        out += _uvarint(len(records) + 1) if template.flexible else _FORMATS[4].pack(len(records))
-        _pack(out, template, correlation_id, entry, body)
-        _FORMATS[4].pack_into(out, 0, len(out) - 4 + len(records) + len(template.tail))
-        if not records:
-            return [out + template.tail]
-        return [out, records, template.tail] if template.tail else [out, records]
+        return _fetch_parts(template, correlation_id, entry, body, entry.get("records") or b"")
     return None
+
+
+def fetch_response(version, correlation_id, topic, partition, high_watermark, last_stable_offset, log_start_offset,
+                   records):
+    """The frame's parts of a sessionless one-partition Fetch response without errors."""
+    entry = {"partition_index": partition, "error_code": 0, "high_watermark": high_watermark,
+             "last_stable_offset": last_stable_offset, "log_start_offset": log_start_offset}
+    return _fetch_parts(_template(FETCH, version, topic), correlation_id, entry, _FETCH_NO_SESSION, records)
+
+
+_FETCH_NO_SESSION = {"error_code": 0, "session_id": 0}
+
+
+def _fetch_parts(template, correlation_id, entry, top, records):
+    out = bytearray(template.head)
+    out += _uvarint(len(records) + 1) if template.flexible else _FORMATS[4].pack(len(records))
+    _pack(out, template, correlation_id, entry, top)
+    _FORMATS[4].pack_into(out, 0, len(out) - 4 + len(records) + len(template.tail))
+    if not records:
+        return [out + template.tail]
+    return [out, records, template.tail] if template.tail else [out, records]
 
 
 def produce_response(version, correlation_id, topic, index, error_code, base_offset, log_start_offset,

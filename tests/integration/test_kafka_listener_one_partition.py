@@ -1,7 +1,8 @@
-"""The one-batch Produce (handlers.produce_one): what a client producing to one partition sends,
-answered by the same rules as the full handler (handlers.produce_topics) with less around them.
-Its answer is the full handler's, and what it does not take it leaves untouched for the full
-handler. Served in this process by the listener's own classes against a running broker."""
+"""The one-partition Produce and Fetch (handlers.produce_one, fetch_one): what a client producing
+to or consuming from one partition sends, answered by the rules of the full handlers
+(produce_topics, fetch_topics) with less around them. Their answers are the full handlers', and
+what they do not take they leave untouched for the full handlers. Served in this process by the
+listener's own classes against a running broker."""
 import datetime
 import socket
 import struct
@@ -20,6 +21,7 @@ from tests.unit.test_kafka_request_shapes import frame  # noqa: E402
 CORRELATION_ID = 7
 TIMEOUT_MS = 30_000
 PRODUCE_VERSIONS = (3, 7, 9)
+FETCH_VERSIONS = (4, 11, 12)
 
 
 @pytest.fixture
@@ -144,3 +146,70 @@ def test_a_topic_deleted_and_created_again_is_produced_to_in_its_new_log(listene
 def wire_frame(records, acks):
     return frame(0, 9, {"transactional_id": None, "acks": acks, "timeout": datetime.timedelta(milliseconds=TIMEOUT_MS),
                         "topic_data": [{"name": "t", "partition_data": [{"index": 0, "records": records}]}]})
+
+
+# ---------------------------------------------------------------------------- Fetch
+
+def produced(conn, topic, n):
+    for i in range(n):
+        assert not isinstance(handlers.produce_one(conn, 9, CORRELATION_ID, topic, 0, good_batch(b"%d" % i), 1,
+                                                   TIMEOUT_MS), dict)
+
+
+def fetch_lean(conn, version, offset, partition_max_bytes=1 << 20, max_wait_ms=0, isolation=0, partition=0):
+    out = handlers.fetch_one(conn, version, CORRELATION_ID, "t", partition, offset, partition_max_bytes, max_wait_ms,
+                             1 << 20, isolation)
+    return out if out is handlers.NOT_TAKEN else b"".join(bytes(p) for p in out)
+
+
+def fetch_full(conn, version, offset, partition_max_bytes=1 << 20, isolation=0, partition=0):
+    topics = (lanes.FetchTopic("t", (lanes.FetchPartition(partition, offset, partition_max_bytes),)),)
+    total, out = handlers.fetch_topics(conn, topics, 0, 1, 1 << 20, isolation)
+    body = {"error_code": 0, "session_id": 0, "responses": out, "record_bytes": total}
+    return b"".join(bytes(p) for p in server.encode_response(1, version, CORRELATION_ID, body)), body
+
+
+@pytest.mark.parametrize("version", FETCH_VERSIONS)
+@pytest.mark.parametrize("where", ["from the start", "from the middle", "one batch at most", "at the end"])
+@pytest.mark.parametrize("isolation", [0, 1])
+def test_a_one_partition_fetch_is_answered_byte_for_byte_as_the_full_handler_answers_it(listener, version, where,
+                                                                                        isolation):
+    b, conn = listener
+    create_topic(b.admin, "t", 1)
+    produced(conn, "t", 5)
+    offset, partition_max_bytes = {"from the start": (0, 1 << 20), "from the middle": (2, 1 << 20),
+                                   "one batch at most": (1, 1), "at the end": (5, 1 << 20)}[where]
+    lean = fetch_lean(conn, version, offset, partition_max_bytes, isolation=isolation)
+    full, body = fetch_full(conn, version, offset, partition_max_bytes, isolation=isolation)
+    assert body["responses"][0]["partitions"][0]["error_code"] == 0
+    assert lean == full
+
+
+def test_a_fetch_at_the_end_answers_with_the_record_produced_while_it_waits(listener):
+    b, conn = listener
+    create_topic(b.admin, "t", 1)
+    produced(conn, "t", 1)
+    wait = conn.wait_for_data
+    waits = []
+
+    def produce_then_wait(watch, timeout_s):
+        waits.append(timeout_s)
+        if len(waits) == 1:
+            produced(conn, "t", 1)
+        wait(watch, timeout_s)
+
+    conn.wait_for_data = produce_then_wait
+    lean = fetch_lean(conn, 12, 1, max_wait_ms=30_000)
+    conn.wait_for_data = wait
+    assert len(waits) == 1
+    assert lean == fetch_full(conn, 12, 1)[0]
+
+
+@pytest.mark.parametrize("case", ["an unknown partition", "an offset past the end"])
+def test_what_the_one_partition_fetch_does_not_take_it_leaves_to_the_full_handler(listener, case):
+    b, conn = listener
+    create_topic(b.admin, "t", 1)
+    produced(conn, "t", 2)
+    partition, offset, code = {"an unknown partition": (1, 0, 3), "an offset past the end": (0, 9, 1)}[case]
+    assert fetch_lean(conn, 12, offset, partition=partition) is handlers.NOT_TAKEN
+    assert fetch_full(conn, 12, offset, partition=partition)[1]["responses"][0]["partitions"][0]["error_code"] == code
