@@ -6,6 +6,7 @@ listener's own classes against a running broker."""
 import datetime
 import socket
 import struct
+import time
 
 import pytest
 
@@ -156,15 +157,17 @@ def produced(conn, topic, n):
                                                    TIMEOUT_MS), dict)
 
 
-def fetch_lean(conn, version, offset, partition_max_bytes=1 << 20, max_wait_ms=0, isolation=0, partition=0):
+def fetch_lean(conn, version, offset, partition_max_bytes=1 << 20, max_wait_ms=0, isolation=0, partition=0,
+               min_bytes=1):
     out = handlers.fetch_one(conn, version, CORRELATION_ID, "t", partition, offset, partition_max_bytes, max_wait_ms,
-                             1 << 20, isolation)
+                             min_bytes, 1 << 20, isolation)
     return out if out is handlers.NOT_TAKEN else b"".join(bytes(p) for p in out)
 
 
-def fetch_full(conn, version, offset, partition_max_bytes=1 << 20, isolation=0, partition=0):
+def fetch_full(conn, version, offset, partition_max_bytes=1 << 20, isolation=0, partition=0, max_wait_ms=0,
+               min_bytes=1):
     topics = (lanes.FetchTopic("t", (lanes.FetchPartition(partition, offset, partition_max_bytes),)),)
-    total, out = handlers.fetch_topics(conn, topics, 0, 1, 1 << 20, isolation)
+    total, out = handlers.fetch_topics(conn, topics, max_wait_ms / 1000, min_bytes, 1 << 20, isolation)
     body = {"error_code": 0, "session_id": 0, "responses": out, "record_bytes": total}
     return b"".join(bytes(p) for p in server.encode_response(1, version, CORRELATION_ID, body)), body
 
@@ -185,10 +188,8 @@ def test_a_one_partition_fetch_is_answered_byte_for_byte_as_the_full_handler_ans
     assert lean == full
 
 
-def test_a_fetch_at_the_end_answers_with_the_record_produced_while_it_waits(listener):
-    b, conn = listener
-    create_topic(b.admin, "t", 1)
-    produced(conn, "t", 1)
+def producing_on_first_wait(conn):
+    """Make the connection's first wait for records produce one first; returns the waits made."""
     wait = conn.wait_for_data
     waits = []
 
@@ -199,10 +200,47 @@ def test_a_fetch_at_the_end_answers_with_the_record_produced_while_it_waits(list
         wait(watch, timeout_s)
 
     conn.wait_for_data = produce_then_wait
+    return waits
+
+
+def test_a_fetch_at_the_end_answers_with_the_record_produced_while_it_waits(listener):
+    b, conn = listener
+    create_topic(b.admin, "t", 1)
+    produced(conn, "t", 1)
+    waits = producing_on_first_wait(conn)
     lean = fetch_lean(conn, 12, 1, max_wait_ms=30_000)
-    conn.wait_for_data = wait
     assert len(waits) == 1
     assert lean == fetch_full(conn, 12, 1)[0]
+
+
+@pytest.mark.parametrize("path", ["one partition", "full"])
+def test_a_fetch_waits_until_min_bytes_of_records_are_there(listener, path):
+    b, conn = listener
+    create_topic(b.admin, "t", 1)
+    produced(conn, "t", 1)
+    waits = producing_on_first_wait(conn)
+    two_batches = 2 * len(good_batch(b"0"))
+    if path == "one partition":
+        answer = fetch_lean(conn, 12, 0, max_wait_ms=30_000, min_bytes=two_batches)
+        assert answer == fetch_full(conn, 12, 0)[0]
+    body = fetch_full(conn, 12, 0, max_wait_ms=30_000, min_bytes=two_batches)[1]
+    assert len(waits) == 1
+    assert len(bytes(body["responses"][0]["partitions"][0]["records"])) == two_batches
+
+
+@pytest.mark.parametrize("path", ["one partition", "full"])
+def test_a_fetch_whose_min_bytes_never_come_answers_with_what_there_is_after_max_wait(listener, path):
+    b, conn = listener
+    create_topic(b.admin, "t", 1)
+    produced(conn, "t", 1)
+    started = time.monotonic()
+    if path == "one partition":
+        answer = fetch_lean(conn, 12, 0, max_wait_ms=300, min_bytes=1 << 20)
+        assert answer == fetch_full(conn, 12, 0)[0]
+    else:
+        body = fetch_full(conn, 12, 0, max_wait_ms=300, min_bytes=1 << 20)[1]
+        assert len(bytes(body["responses"][0]["partitions"][0]["records"])) == len(good_batch(b"0"))
+    assert time.monotonic() - started >= 0.3
 
 
 @pytest.mark.parametrize("case", ["an unknown partition", "an offset past the end"])

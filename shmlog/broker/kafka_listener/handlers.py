@@ -355,12 +355,13 @@ def fetch(conn, req, version):
 
 
 def fetch_one(conn, version, correlation_id, topic, partition, fetch_offset, partition_max_bytes, max_wait_ms,
-              max_bytes, isolation):
+              min_bytes, max_bytes, isolation):
     """The response of a sessionless Fetch of one partition, by the rules of fetch_topics with less
     around them (what a consumer of one partition sends, one per record when records come one by
-    one): the frame's parts once there are records or max_wait_ms passed, or NOT_TAKEN for what
-    fetch_topics answers -- an unknown partition, an error or an offset out of range to report, a
-    read_committed fetch of transactional batches (whose aborted transactions are looked up)."""
+    one): the frame's parts once min_bytes of records are there or max_wait_ms passed, or
+    NOT_TAKEN for what fetch_topics answers -- an unknown partition, an error or an offset out of
+    range to report, a read_committed fetch of transactional batches (whose aborted transactions
+    are looked up)."""
     logs = conn.logs
     deadline = time.monotonic() + max(0, max_wait_ms / 1000)
     read_committed = isolation == 1
@@ -382,8 +383,7 @@ def fetch_one(conn, version, correlation_id, topic, partition, fetch_offset, par
                 return NOT_TAKEN
             remaining = deadline - time.monotonic()
             end = io.last_stable_offset if read_committed else io.high_watermark
-            # As in fetch_topics: a partition with records to send is not waited on, whatever min_bytes asks.
-            if data or remaining <= 0 or fetch_offset < end:
+            if len(data) >= min_bytes or remaining <= 0 or (not data and fetch_offset < end):
                 return templates.fetch_response(version, correlation_id, topic, partition, io.high_watermark,
                                                 io.last_stable_offset, io.log_start_offset, data)
             conn.wait_for_data(((ring, io.end.position, io.end.next_offset),), remaining)
@@ -410,7 +410,8 @@ def fetch_topics(conn, topics, max_wait_s, min_bytes, max_bytes, isolation):
 
 def _fetch_once(conn, topics, isolation, max_bytes):
     """(record bytes, the response's topics, [(ring, end position, end offset)] of the partitions
-    with nothing to read yet: where to wait for more)."""
+    that more records may come to -- those read to their end, with records or without --: where
+    to wait for more while the records are fewer than min_bytes)."""
     logs = conn.logs
     out, total, watch = [], 0, []
     conn.fetch_arena.reset()     # what an earlier pass of this fetch read is not sent
@@ -450,6 +451,7 @@ def _fetch_once(conn, topics, isolation, max_bytes):
                 if read_committed and transactional:
                     entry["aborted_transactions"] = aborted_transactions(
                         logs.partition_dir(t.topic, fp.partition), offset, io.last_stable_offset)
+                watch.append((ring, io.end.position, io.end.next_offset))   # more of it may make min_bytes
             elif not code and offset >= (io.last_stable_offset if read_committed else io.high_watermark):
                 watch.append((ring, io.end.position, io.end.next_offset))
             parts.append(entry)

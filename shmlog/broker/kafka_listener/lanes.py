@@ -37,7 +37,7 @@ def serve(conn, api_key, version, correlation_id, frame):
         return NOT_TAKEN
     max_wait_ms, min_bytes, max_bytes, isolation, topic, partition, fetch_offset, partition_max_bytes = shape
     out = handlers.fetch_one(conn, version, correlation_id, topic, partition, fetch_offset, partition_max_bytes,
-                             max_wait_ms, max_bytes, isolation)
+                             max_wait_ms, max(min_bytes, 1), max_bytes, isolation)
     if out is not handlers.NOT_TAKEN:
         return out
     topics = (FetchTopic(topic, (FetchPartition(partition, fetch_offset, partition_max_bytes),)),)
