@@ -398,6 +398,8 @@ RING_BYTES_DEFAULT = 64 * 1024 * 1024
 _NET = "no network on one host"
 _SEC = "no network to secure on one host; access is file permissions on the data dir and /dev/shm"
 _META = "metadata comes from the supervisor directly, there is nothing to refresh or cache"
+_NO_FETCH = ("a shared-memory consumer sends no fetch requests: it reads each partition's ring as records are "
+             "published (max.partition.fetch.bytes bounds a read from the segment files)")
 _COMPAT = "deprecated or librdkafka-internal; kept so old configs load"
 
 _SECURITY_STRINGS = (
@@ -529,15 +531,9 @@ CLIENT_KEYS = (
         CsvList(Enum(EAGER_ASSIGNORS + COOPERATIVE_ASSIGNORS), check=_no_mixed_assignors),
         ("range", "roundrobin"),
         "Assignors in order of preference (a tuple after parsing).", C),
-    Key("fetch.max.bytes", Int(0, 2_147_483_135), 52_428_800,
-        "Most bytes one fetch returns across partitions.", C),
     Key("max.partition.fetch.bytes", Int(1, 1_000_000_000), 1_048_576,
         "Most bytes one fetch returns from one partition.", C,
         aliases=("fetch.message.max.bytes",)),
-    Key("fetch.min.bytes", Int(1, 100_000_000), 1,
-        "Bytes that must be available before a waiting fetch returns early.", C),
-    Key("fetch.wait.max.ms", Int(0, 300_000), 500,
-        "Longest a fetch waits for `fetch.min.bytes`.", C, aliases=("fetch.max.wait.ms",)),
     Key("check.crcs", BOOL, False, "Verify the CRC32C of every consumed batch.", C),
     Key("max.poll.records", Int(1, INT32_MAX), 500,
         "Java name: most records one consume() call returns.", C),
@@ -627,6 +623,9 @@ CLIENT_KEYS = (
     _inert("fetch.queue.backoff.ms", Int(0, 300_000), 1000,
            "the consumer reads the ring in place; there is no prefetch queue", C),
     _inert("fetch.error.backoff.ms", Int(0, 300_000), 500, _NET, C),
+    _inert("fetch.min.bytes", Int(1, 100_000_000), 1, _NO_FETCH, C),
+    _inert("fetch.wait.max.ms", Int(0, 300_000), 500, _NO_FETCH, C, aliases=("fetch.max.wait.ms",)),
+    _inert("fetch.max.bytes", Int(0, 2_147_483_135), 52_428_800, _NO_FETCH, C),
     _inert("coordinator.query.interval.ms", Int(1, 3_600_000), 600_000,
            "the coordinator is always the supervisor", C),
     _inert("group.protocol", Enum(("classic", "consumer")), "classic",

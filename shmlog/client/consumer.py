@@ -247,7 +247,6 @@ class Consumer(_fast.ConsumerCore):
         self._check_crcs = 1 if cfg.check_crcs else 0
         self._reset = cfg.auto_offset_reset
         self._partition_fetch_bytes = cfg.max_partition_fetch_bytes
-        self._fetch_bytes = cfg.fetch_max_bytes
         self._eof = cfg.enable_partition_eof
         self._read_committed = cfg.isolation_level == "read_committed"
         self._cluster = connect(cfg, "consumer")

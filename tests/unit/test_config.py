@@ -305,6 +305,8 @@ def test_the_admin_client_ignores_producer_and_consumer_keys():
     ("connections.max.idle.ms", 0),
     ("log.connection.close", False), ("allow.auto.create.topics", True),
     ("max.in.flight", 5), ("enable.ssl.certificate.verification", False),
+    ("fetch.min.bytes", 65536), ("fetch.wait.max.ms", 100), ("fetch.max.wait.ms", 100),
+    ("fetch.max.bytes", 60_000_000),
 ])
 def test_a_key_without_effect_on_one_host_is_accepted_and_reported(key, value):
     canonical = next(k.name for k in CLIENT_KEYS if key in (k.name, *k.aliases))
