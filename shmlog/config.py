@@ -398,6 +398,8 @@ RING_BYTES_DEFAULT = 64 * 1024 * 1024
 _NET = "no network on one host"
 _SEC = "no network to secure on one host; access is file permissions on the data dir and /dev/shm"
 _META = "metadata comes from the supervisor directly, there is nothing to refresh or cache"
+_NO_RETRY = ("an append is one call into the ring that lands or is refused: nothing is retried on a timer "
+             "(a producer whose broker stopped looks for it again every 100 ms)")
 _NO_FETCH = ("a shared-memory consumer sends no fetch requests: it reads each partition's ring as records are "
              "published (max.partition.fetch.bytes bounds a read from the segment files)")
 _COMPAT = "deprecated or librdkafka-internal; kept so old configs load"
@@ -489,13 +491,11 @@ CLIENT_KEYS = (
         "Whether batches a stopping broker refused are appended again when it is back (any value "
         "above 0; message.timeout.ms bounds how long). 0: they fail at once with _TRANSPORT.", P,
         aliases=("message.send.max.retries",)),
-    Key("retry.backoff.ms", Int(1, 300_000), 100, "First wait before a retry.", P),
-    Key("retry.backoff.max.ms", Int(1, 300_000), 1000, "Longest wait between retries.", P),
     Key("enable.idempotence", BOOL, True,
         "Exactly-once, in-order publishing per partition (producer id and sequence numbers); "
         "on unless acks is 0/1, retries 0 or max.in.flight above 5 are given (as in the Java client).", P),
     Key("enable.gapless.guarantee", BOOL, False,
-        "Treat any failure that could leave a gap in the produced sequence as fatal.", P),
+        "Only false: a producer has no fatal state to stop in when a record times out (see docs).", P),
     Key("transactional.id", STR, None,
         "Enables transactions; identifies the producer across restarts.", P),
     Key("transaction.timeout.ms", Int(1000, INT32_MAX), 60_000,
@@ -503,8 +503,6 @@ CLIENT_KEYS = (
     Key("partitioner", Enum(("random", "consistent", "consistent_random", "murmur2",
                              "murmur2_random", "fnv1a", "fnv1a_random")), "murmur2_random",
         "How a partition is picked for records produced with partition=-1.", P),
-    Key("sticky.partitioning.linger.ms", Int(0, 900_000), 10,
-        "How long keyless records stick to one partition before another is picked.", P),
     Key("delivery.report.only.error", BOOL, False, "Deliver reports for failed records only.", P),
     # --- consumer ----------------------------------------------------------------
     Key("group.id", STR, None, "Consumer group name; needed for subscribe() and commits.", C),
@@ -622,6 +620,10 @@ CLIENT_KEYS = (
            "the consumer reads the ring in place; there is no prefetch queue", C),
     _inert("fetch.queue.backoff.ms", Int(0, 300_000), 1000,
            "the consumer reads the ring in place; there is no prefetch queue", C),
+    _inert("retry.backoff.ms", Int(1, 300_000), 100, _NO_RETRY, P),
+    _inert("retry.backoff.max.ms", Int(1, 300_000), 1000, _NO_RETRY, P),
+    _inert("sticky.partitioning.linger.ms", Int(0, 900_000), 10,
+           "keyless records stick to one partition until its batch is sent (within linger.ms), not for a time", P),
     _inert("fetch.error.backoff.ms", Int(0, 300_000), 500, _NET, C),
     _inert("fetch.min.bytes", Int(1, 100_000_000), 1, _NO_FETCH, C),
     _inert("fetch.wait.max.ms", Int(0, 300_000), 500, _NO_FETCH, C, aliases=("fetch.max.wait.ms",)),
@@ -1153,6 +1155,17 @@ def _idempotence_limits(values, explicit):
     values["acks"] = -1
 
 
+def _no_gapless_guarantee(values, explicit):
+    """librdkafka's gapless guarantee stops an idempotent producer with a fatal error when a batch
+    fails in a way that leaves a gap; shmlog's producer has no such fatal state (a record that
+    times out while its broker is down fails alone and the ones after it are appended), so the
+    guarantee is refused rather than promised."""
+    if values["enable.gapless.guarantee"]:
+        raise _invalid('"enable.gapless.guarantee" must be false: a record that times out '
+                       '(message.timeout.ms) while the broker is down fails alone and the records after it are '
+                       'still appended, which leaves a gap; shmlog has no fatal producer state to stop in instead')
+
+
 def _fetch_max_bytes_covers_a_message(values, explicit):
     if values["fetch.max.bytes"] >= values["message.max.bytes"]:
         return
@@ -1163,7 +1176,8 @@ def _fetch_max_bytes_covers_a_message(values, explicit):
 
 
 _CLIENT_RULES = MappingProxyType({
-    PRODUCER: (_require_bootstrap_servers, _transactions_imply_idempotence, _idempotence_limits),
+    PRODUCER: (_require_bootstrap_servers, _transactions_imply_idempotence, _idempotence_limits,
+               _no_gapless_guarantee),
     CONSUMER: (_require_bootstrap_servers, _fetch_max_bytes_covers_a_message),
     ADMIN: (_require_bootstrap_servers,),
 })

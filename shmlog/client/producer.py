@@ -345,10 +345,10 @@ class Producer(_fast.ProducerCore):
             self._deliver(batch, err)
 
     def _deliver(self, batch, err):
-        """Queue a batch's delivery reports for poll(); a batch nobody asked reports for is
-        delivered at once (as librdkafka frees messages without a dr_cb), so len() drops
-        without poll()."""
-        if err is None and not batch.reports:
+        """Queue a batch's delivery reports for poll(); a batch nobody asked reports for (or a
+        delivered one, with delivery.report.only.error) is done at once (as librdkafka frees
+        messages without a dr_cb), so len() drops without poll()."""
+        if err is None and (not batch.reports or self._cfg.delivery_report_only_error):
             self._release_queued(len(batch), batch.size_bytes)
         else:
             self._reports.append((batch, err))

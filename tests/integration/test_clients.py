@@ -80,6 +80,25 @@ def test_delivery_reports_carry_offsets_and_fire_from_flush(conf, topic):
 
 
 @pytest.mark.parametrize("acks", [1, "all"])
+def test_with_delivery_report_only_error_only_failed_records_are_reported(conf, topic, acks):
+    p = shmlog.Producer({**conf, "acks": acks, "delivery.report.only.error": True, "linger.ms": 60_000})
+    reports = []
+    for i in range(3):
+        p.produce(topic, value=f"v{i}", partition=0, on_delivery=lambda err, msg: reports.append((err, msg.value())))
+    assert p.flush(10) == 0 and reports == []
+    for i in range(3, 5):
+        p.produce(topic, value=f"v{i}", partition=0, on_delivery=lambda err, msg: reports.append((err, msg.value())))
+    p.purge()
+    assert p.flush(10) == 0
+    assert [(err.code(), value) for err, value in reports] == [(KafkaError._PURGE_QUEUE, b"v3"),
+                                                                (KafkaError._PURGE_QUEUE, b"v4")]
+    p.close()
+    c = shmlog.Consumer({**conf, "group.id": "g"})
+    assert c.get_watermark_offsets(TopicPartition(topic, 0)) == (0, 3)
+    c.close()
+
+
+@pytest.mark.parametrize("acks", [1, "all"])
 def test_flush_waits_for_a_batch_the_linger_thread_is_appending(conf, admin, acks):
     create_topic(admin, "lingered", 4, ring_bytes=65536)   # appends wait for ring space, so often in flight
     p = shmlog.Producer({**conf, "acks": acks, "linger.ms": 1})

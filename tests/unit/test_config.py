@@ -313,6 +313,13 @@ def test_a_key_without_effect_on_one_host_is_accepted_and_reported(key, value):
     assert consumer({key: value}).no_effect == {canonical}
 
 
+@pytest.mark.parametrize("key, value", [
+    ("retry.backoff.ms", 250), ("retry.backoff.max.ms", 5000), ("sticky.partitioning.linger.ms", 0),
+])
+def test_a_producer_key_without_effect_on_one_host_is_accepted_and_reported(key, value):
+    assert producer({key: value}).no_effect == {key}
+
+
 def test_a_key_without_effect_still_rejects_a_bad_value():
     assert '"socket.timeout.ms"' in message(parse_producer_config, {**BOOT, "socket.timeout.ms": 1})
 
@@ -622,3 +629,9 @@ def test_idempotence_given_true_names_every_conflicting_setting():
 
 def test_idempotence_given_true_keeps_acks_all():
     assert producer({"enable.idempotence": True}).acks == -1
+
+
+def test_the_gapless_guarantee_is_refused_naming_why():
+    text = message(parse_producer_config, {**BOOT, "enable.gapless.guarantee": True})
+    assert '"enable.gapless.guarantee" must be false' in text and "gap" in text
+    assert producer({"enable.gapless.guarantee": False}).enable_gapless_guarantee is False
