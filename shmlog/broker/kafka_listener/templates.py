@@ -25,6 +25,7 @@ _FETCH_FIELDS = {"partition_index": 4, "error_code": 2, "high_watermark": 8, "la
                  "log_start_offset": 8}
 _FETCH_KEYS = frozenset((*_FETCH_FIELDS, "aborted_transactions", "preferred_read_replica", "records"))
 _FETCH_TOP_FIELDS = {"error_code": 2, "session_id": 4}
+_FETCH_NO_SESSION = {"error_code": 0, "session_id": 0}
 
 _templates = {}
 
@@ -68,9 +69,6 @@ def fetch_response(version, correlation_id, topic, partition, high_watermark, la
     entry = {"partition_index": partition, "error_code": 0, "high_watermark": high_watermark,
              "last_stable_offset": last_stable_offset, "log_start_offset": log_start_offset}
     return _fetch_parts(_template(FETCH, version, topic), correlation_id, entry, _FETCH_NO_SESSION, records)
-
-
-_FETCH_NO_SESSION = {"error_code": 0, "session_id": 0}
 
 
 def _fetch_parts(template, correlation_id, entry, top, records):
