@@ -1,5 +1,9 @@
 """OffsetForLeaderEpoch's answer from a leader-epoch checkpoint (Kafka's endOffsetFor)."""
-from shmlog.broker.kafka_listener.epochs import UNDEFINED, end_offset_for
+import pytest
+
+pytest.importorskip("kio", reason="the Kafka listener's codec (kio) needs Python 3.11+")
+
+from shmlog.broker.kafka_listener.epochs import UNDEFINED, end_offset_for  # noqa: E402
 
 CHECKPOINT = [(0, 0), (2, 100), (5, 250)]
 
