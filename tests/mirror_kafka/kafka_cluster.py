@@ -76,8 +76,9 @@ class Tansu:
 def kafka(tmp_path):
     """-> a namespace with .bootstrap (host:port) and .name(prefix): a name unique to this test."""
     class Cluster:
-        def __init__(self, bootstrap):
+        def __init__(self, bootstrap, stand_in=False):
             self.bootstrap = bootstrap
+            self.stand_in = stand_in     # the Tansu broker, not a real Kafka cluster
             self.tag = uuid.uuid4().hex[:8]
             self.conf = {"bootstrap.servers": bootstrap}
 
@@ -96,6 +97,6 @@ def kafka(tmp_path):
     except (OSError, RuntimeError) as exc:
         pytest.skip(f"the Tansu broker could not start: {exc}")
     try:
-        yield Cluster(broker.bootstrap)
+        yield Cluster(broker.bootstrap, stand_in=True)
     finally:
         broker.stop()
