@@ -233,9 +233,13 @@ def _produce_partition(conn, topic, info, pd, acks, timeout_ms, max_message_byte
         conn.log_refusal(f"produce to {topic}-{p} refused: {exc}")
         return {**result, "base_offset": first if first is not None else -1, "error_code": exc.code,
                 "error_message": str(exc)}, None
-    entry = {**result, "base_offset": first, "error_code": NONE, "log_start_offset": ring.log_start_offset,
-             "log_append_time": log_append_time(append_time)}
-    return entry, ((ring, last) if acks == -1 else None)
+    return _appended_entry(p, first, ring, append_time), ((ring, last) if acks == -1 else None)
+
+
+def _appended_entry(partition, base_offset, ring, append_time):
+    """A partition's Produce response entry once its batches are appended from base_offset."""
+    return {"index": partition, "base_offset": base_offset, "error_code": NONE,
+            "log_start_offset": ring.log_start_offset, "log_append_time": log_append_time(append_time)}
 
 
 def log_append_time(ms):
@@ -310,8 +314,7 @@ def produce_one(conn, version, correlation_id, topic, partition, one, acks, time
                                               ring.log_start_offset, append_time)
         if acks == 0:
             return None
-        entry = {"index": partition, "base_offset": base, "error_code": NONE, "log_start_offset": ring.log_start_offset,
-                 "log_append_time": log_append_time(append_time)}
+        entry = _appended_entry(partition, base, ring, append_time)
         return Pending(logs, {"responses": [{"name": topic, "partition_responses": [entry]}]}, [(entry, ring, last)],
                        timeout_ms)
     finally:
@@ -381,12 +384,12 @@ def fetch_one(conn, version, correlation_id, topic, partition, fetch_offset, par
                 return NOT_TAKEN
             if io.out_of_range or (read_committed and transactional):
                 return NOT_TAKEN
-            remaining = deadline - time.monotonic()
-            end = io.last_stable_offset if read_committed else io.high_watermark
-            if len(data) >= min_bytes or remaining <= 0 or (not data and fetch_offset < end):
+            # As _fetch_once watches a partition: one with records, or one read to its end.
+            watched = bool(data) or fetch_offset >= (io.last_stable_offset if read_committed else io.high_watermark)
+            if _fetch_done(len(data), min_bytes, deadline, watched):
                 return templates.fetch_response(version, correlation_id, topic, partition, io.high_watermark,
                                                 io.last_stable_offset, io.log_start_offset, data)
-            conn.wait_for_data(((ring, io.end.position, io.end.next_offset),), remaining)
+            conn.wait_for_data(((ring, io.end.position, io.end.next_offset),), max(0.0, deadline - time.monotonic()))
     finally:
         logs.release()
 
@@ -400,12 +403,17 @@ def fetch_topics(conn, topics, max_wait_s, min_bytes, max_bytes, isolation):
     try:
         while True:
             total, out, watch = _fetch_once(conn, topics, isolation, max_bytes)
-            remaining = deadline - time.monotonic()
-            if total >= min_bytes or remaining <= 0 or not watch:
+            if _fetch_done(total, min_bytes, deadline, bool(watch)):
                 return total, out
-            conn.wait_for_data(watch, remaining)
+            conn.wait_for_data(watch, max(0.0, deadline - time.monotonic()))
     finally:
         logs.release()
+
+
+def _fetch_done(record_bytes, min_bytes, deadline, watched):
+    """Whether a Fetch is answered now: min_bytes of records are there, max.wait.ms has passed, or
+    no partition read can get more records to wait for."""
+    return record_bytes >= min_bytes or time.monotonic() >= deadline or not watched
 
 
 def _fetch_once(conn, topics, isolation, max_bytes):
