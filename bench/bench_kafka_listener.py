@@ -18,7 +18,11 @@ single-partition topics (shmlog's with ring.bytes 256 MiB), one after the other:
   ring's first mapping has the kernel zero all of it, 0.2-0.7 s for 256 MiB on this VM);
   records/s = N / time from the first produce() to flush() returning;
 - consume: a Consumer assigned from offset 0 reads all N (consume(1000) in a loop); each read
-  is checked (N records, offsets 0..N-1, the size of every value).
+  is checked (N records, offsets 0..N-1, the size of every value). The consumer's
+  fetch.queue.backoff.ms is 10 (librdkafka's default 1000): a broker that answers faster than
+  this loop reads fills the client's queue past queued.min.messages (100,000), and librdkafka
+  then stops fetching for that long -- a second's pause in a run of a fraction of a second,
+  measuring the client's back-off rather than the broker.
 
 A row is the median of the R rounds (the spread in brackets); running the brokers' rounds
 interleaved keeps a change of the machine's load from falling on one of them only.
@@ -105,8 +109,12 @@ def produce(producer_cls, conf, topic, n, value):
     return n / elapsed
 
 
+CONSUME_CONF = {"fetch.queue.backoff.ms": 10}   # see the docstring: the client's back-off, not the broker
+
+
 def consume(consumer_cls, tp_cls, conf, topic, n, size):
-    c = consumer_cls({**conf, "group.id": "bench", "enable.auto.commit": False})
+    tcp = CONSUME_CONF if consumer_cls is ck.Consumer else {}   # shmlog's own consumer has no fetch queue
+    c = consumer_cls({**conf, "group.id": "bench", "enable.auto.commit": False, **tcp})
     c.assign([tp_cls(topic, 0, 0)])
     got = 0
     start = time.perf_counter()
