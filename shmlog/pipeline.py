@@ -57,6 +57,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from shmlog.errors import KafkaError, error
+from shmlog.stop_event import StopEvent
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -92,12 +93,9 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
         # A Kafka group's members are told apart by client.id (wait_ready matches the pid in it);
         # shmlog's coordinator sees each member's pid itself.
         conf = {**conf, "client.id": f"{conf['group.id']}-worker-{index}-pid-{os.getpid()}"}
-    stopping = threading.Event()
-
-    def on_signal(*_):
-        stopping.set()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)    # Ctrl-C reaches the whole process group: stop cleanly
+    stopping = StopEvent()
+    signal.signal(signal.SIGTERM, stopping.on_signal)
+    signal.signal(signal.SIGINT, stopping.on_signal)    # Ctrl-C reaches the whole process group: stop cleanly
     consumer = producer = None
     processed, last_report = 0, time.monotonic()
     try:

@@ -34,11 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shmlog import control
 from shmlog._native.ring import Doorbell
-from shmlog.broker import logs
+from shmlog.broker import children, logs
 from shmlog.config import COMPACTED_TOPICS
 from shmlog.errors import KafkaError, KafkaException
 from shmlog.log import cleaner
 from shmlog.log.segment import partition_dir
+from shmlog.stop_event import StopEvent
 
 LOCK_NAME = "cleaner.lock"
 STATS_NAME = "cleaner-stats.json"
@@ -109,7 +110,7 @@ class Cleaner:
     def __init__(self, data_dir):
         self.data_dir = os.path.realpath(data_dir)
         self.control = control.Control(self.data_dir, register_as="cleaner")
-        self.stopping = threading.Event()
+        self.stopping = StopEvent()      # set by SIGTERM and SIGINT
         self.recovered = set()          # partition dirs whose leftovers were removed
         self.partitions = {}            # "topic-p" -> status dict of the leader replica's log
         self.followers = {}             # follower_name() -> status dict of a follower replica's log
@@ -118,7 +119,6 @@ class Cleaner:
         self.started_ms = time.time_ns() // 1_000_000
         self.lock = threading.Lock()
         self.throttle = cleaner.Throttle(0)
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.bell = None
         self.meta = None
 
@@ -134,16 +134,9 @@ class Cleaner:
         self.meta = meta
         return meta
 
-    def stop(self, *_):
-        self.stopping.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-
     def _pause(self, seconds):
         """Sleep up to `seconds`, waking at once for a stop or the supervisor's socket closing."""
-        readable, _, _ = select.select([self.control.sock, self._wake_r], [], [], seconds)
+        readable, _, _ = select.select([self.control.sock, self.stopping], [], [], seconds)
         if self.control.sock in readable and not self._supervisor_gone():
             self.stopping.wait(seconds)   # something else to read there: not ours to consume
 
@@ -317,17 +310,12 @@ class CleanerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
-    def stop(self):
-        """terminate(), then wait; SIGKILL at STOP_TIMEOUT_S (a clean cut short loses nothing)."""
+    def stop(self, serve):
+        """SIGTERM, then wait while serve() answers requests (broker/children.py); SIGKILL at
+        STOP_TIMEOUT_S (a clean cut short loses nothing)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        children.stop([self.proc], STOP_TIMEOUT_S, serve)
         self.proc = None
 
 
@@ -372,8 +360,8 @@ def main(argv=None):
     if c.control.peer_pid != supervisor:
         c.control.close()
         return 0
-    signal.signal(signal.SIGTERM, c.stop)
-    signal.signal(signal.SIGINT, c.stop)
+    signal.signal(signal.SIGTERM, c.stopping.on_signal)
+    signal.signal(signal.SIGINT, c.stopping.on_signal)
     return c.run()
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from shmlog.connect.api import ConfigException
 from shmlog.connect.config import connector_config, with_prefix, worker_config
+from shmlog.stop_event import StopEvent
 
 SPAWN = multiprocessing.get_context("spawn")
 log = logging.getLogger("shmlog.connect")
@@ -36,12 +37,9 @@ def task_main(worker_props: dict, connector_props: dict, task_id: int, task_prop
     """A task process (spawned); SIGTERM (or Ctrl-C) stops it after it committed."""
 
     from shmlog.connect import sink_task, source_task
-    stopping = threading.Event()
-
-    def on_signal(*_):
-        stopping.set()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = StopEvent()
+    signal.signal(signal.SIGTERM, stopping.on_signal)
+    signal.signal(signal.SIGINT, stopping.on_signal)
     worker = worker_config(worker_props)
     cfg = connector_config(connector_props, worker)
     pid = os.getpid()

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import traceback
-from typing import Any
 
 from shmlog.errors import KafkaError, KafkaException, error
+from shmlog.stop_event import StopEvent
 from shmlog.streams import state as st
 from shmlog.streams.ktable import KTableReader
 from shmlog.streams.task import Task
@@ -311,17 +310,15 @@ class Worker:
             return False
 
 
-_stopping = threading.Event()
+_stopping = StopEvent()   # set by SIGTERM and SIGINT
 
 
 def main(index: int, payload: bytes, batch_size: int, stop, reports) -> None:
     """The worker process's entry point (spawned by streams/runner.py)."""
     import cloudpickle
 
-    def on_signal(*_: Any) -> None:
-        _stopping.set()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, _stopping.on_signal)
+    signal.signal(signal.SIGINT, _stopping.on_signal)
     worker = None
     try:
         app = cloudpickle.loads(payload)
