@@ -13,12 +13,13 @@ import sys
 import time
 
 from shmlog._native import lib
-from shmlog.broker import breadcrumb, isr, logs, metadata, replicas
+from shmlog.broker import breadcrumb, children, isr, logs, metadata, replicas
 from shmlog.errors import KafkaError
 from shmlog.log import control_record
 from shmlog.log.segment import log_end_offset, partition_dir
 
 MIRROR_RESTART_BACKOFF_S = 0.2
+MIRROR_STOP_TIMEOUT_S = 5.0
 # A persister or mirror that dies this many times within the window while working on the same
 # partition (breadcrumb.py) is crash-looping there: that replica goes offline, as a failed log dir.
 CRASH_LOOP_DEATHS = 3
@@ -152,16 +153,9 @@ class ReplicaManager:
                 stdin=subprocess.DEVNULL, cwd="/", env={**os.environ, logs.LEVEL_ENV: self.sup.config.shmlog_log_level})
             info(f"started the mirror of log dir {self.sup.log_dirs[index]}: pid {self.mirrors[index].pid}")
 
-    def stop_mirrors(self):
-        for proc in self.mirrors.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.mirrors.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    def stop_mirrors(self, serve):
+        """SIGTERM every mirror, then wait while serve() answers requests (broker/children.py)."""
+        children.stop(list(self.mirrors.values()), MIRROR_STOP_TIMEOUT_S, serve)
         self.mirrors.clear()
 
     def process_died(self, kind, returncode, now):

@@ -7,6 +7,7 @@ Run as `python -m shmlog.broker.supervisor <data_dir> <broker config json>`; shm
 import collections
 import copy
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -1540,14 +1541,15 @@ class Supervisor:
                 f"after the ring was closed (stopped inside a commit?); what they publish later is not persisted")
 
     def shutdown(self):
-        self.listener.stop()   # first: no Kafka client appends while the rings close
+        serve = functools.partial(self.serve_once, 0.01)   # while children stop (broker/children.py)
+        self.listener.stop(serve)   # first: no Kafka client appends while the rings close
         if self.cleaner is not None:
             self.cleaner.terminate()   # it stops between segments while the persister drains
         self.close_rings()
         self.stop_persister()
         if self.cleaner is not None:
-            self.cleaner.stop()
-        self.replication.stop_mirrors()
+            self.cleaner.stop(serve)
+        self.replication.stop_mirrors(serve)
         self.doorbell.header.broker_state = lib.SHMLOG_BROKER_STOPPED
         self.remove_retired_dirs()
         for sock in list(self.clients):

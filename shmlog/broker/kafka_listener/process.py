@@ -8,13 +8,12 @@ import importlib.util
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
 
 from shmlog import control
-from shmlog.broker import logs
+from shmlog.broker import children, logs
 from shmlog.broker.kafka_listener import config as lconfig
 
 RESTART_BACKOFF_S = 0.5
@@ -61,16 +60,11 @@ class ListenerProcess:
         logs.get().log(logging.INFO, f"{'restarted' if self.restarts else 'started'} the kafka listener: "
                                      f"pid {self.proc.pid}")
 
-    def stop(self):
+    def stop(self, serve):
+        """SIGTERM, then wait while serve() answers requests (broker/children.py); SIGKILL at STOP_TIMEOUT_S."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        children.stop([self.proc], STOP_TIMEOUT_S, serve)
         self.proc = None
         try:
             os.unlink(os.path.join(control.run_dir(self.data_dir), STATE_FILE))
