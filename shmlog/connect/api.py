@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from shmlog.stop_event import StopEvent
+
 
 class ConnectException(Exception):
     """A connector or the runtime failed (org.apache.kafka.connect.errors.ConnectException)."""
@@ -61,10 +63,11 @@ class OffsetStorageReader:
 
 
 class TaskContext:
-    """What the runtime gives a task: its config, a stop event to wait on between polls, and for
-    source tasks the offset storage reader."""
+    """What the runtime gives a task: its config, a stop event to wait on between polls (`is_set()`,
+    `wait(timeout)`; the task process sets it on SIGTERM), and for source tasks the offset
+    storage reader."""
 
-    def __init__(self, connector_name: str, task_id: int, stopping: threading.Event,
+    def __init__(self, connector_name: str, task_id: int, stopping: StopEvent | threading.Event,
                  offset_storage_reader: OffsetStorageReader | None = None):
         self.connector_name = connector_name
         self.task_id = task_id
