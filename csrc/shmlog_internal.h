@@ -138,6 +138,11 @@ static inline void frame_clear_interior(const shmlog_ring_handle *ring, uint64_t
 
 /* ---------------------------------------------------------------- batch fields */
 
+/* The whole batch's size in bytes, as its length field says (which counts from past itself). */
+static inline uint64_t batch_length_of(const uint8_t *batch) {
+    return SHMLOG_BATCH_OFF_LEADER_EPOCH + (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+}
+
 static inline uint16_t batch_attributes(const uint8_t *batch) {
     return get_be16(batch + SHMLOG_BATCH_OFF_ATTRIBUTES);
 }

@@ -37,14 +37,14 @@ int shmlog_batch_write_header(uint8_t *batch, uint32_t records_bytes, uint64_t b
 
 /* The CRC32C over attributes..end, written into the header (after any field changed). */
 void batch_seal(uint8_t *batch) {
-    uint64_t length = SHMLOG_BATCH_OFF_LEADER_EPOCH + (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+    uint64_t length = batch_length_of(batch);
     put_be32(batch + SHMLOG_BATCH_OFF_CRC, shmlog_crc32c(0, batch + SHMLOG_BATCH_OFF_ATTRIBUTES,
                                                          length - SHMLOG_BATCH_OFF_ATTRIBUTES));
 }
 
 int shmlog_batch_verify(const uint8_t *batch, uint64_t batch_bytes, int check_crc) {
     if (batch_bytes < SHMLOG_BATCH_HEADER_BYTES) return SHMLOG_ECORRUPT;
-    uint64_t length = SHMLOG_BATCH_OFF_LEADER_EPOCH + (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+    uint64_t length = batch_length_of(batch);
     if (length < SHMLOG_BATCH_HEADER_BYTES || length > batch_bytes) return SHMLOG_ECORRUPT;
     if (batch[SHMLOG_BATCH_OFF_MAGIC] != SHMLOG_BATCH_MAGIC) return SHMLOG_ECORRUPT;
     if (get_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT) > get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1ULL)
@@ -215,7 +215,7 @@ int64_t shmlog_batch_index(const uint8_t *batch, uint64_t batch_bytes, shmlog_re
                            uint32_t max_records, int check_crc) {
     int rc = shmlog_batch_verify(batch, batch_bytes, check_crc);
     if (rc) return rc;
-    uint64_t length = SHMLOG_BATCH_OFF_LEADER_EPOCH + (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
+    uint64_t length = batch_length_of(batch);
     uint32_t count = get_be32(batch + SHMLOG_BATCH_OFF_RECORD_COUNT);
     if (count > max_records) return SHMLOG_ESMALL;
     uint16_t attributes = batch_attributes(batch);

@@ -3,7 +3,9 @@
  * A reader acquire-loads a frame's publish mark, checks the frame word (lap, bounds) and that
  * the batch's base offset is the one it expects (dense offsets), copies the batch, then after
  * an acquire fence re-reads the tail: if the tail has passed start + capacity the bytes may
- * have been reused mid-copy and the fetch returns SHMLOG_EOVERWRITTEN. */
+ * have been reused mid-copy and the fetch returns SHMLOG_EOVERWRITTEN. A copy is checked
+ * (base offset, count, CRC) as copied, not as it was in shared memory before: any process
+ * mapping the ring can write into it, and what a caller reads must be what was checked. */
 #include "core.h"
 
 void shmlog_ring_end(const shmlog_ring_handle *ring, shmlog_cursor *out) {
@@ -83,12 +85,8 @@ int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor,
         const uint8_t *batch = ring_frame_batch(ring, pos);
         uint64_t room = (uint64_t)length - SHMLOG_FRAME_PREFIX_BYTES;
         int rc = shmlog_batch_verify(batch, room, 0);
-        uint64_t batch_bytes = SHMLOG_BATCH_OFF_LEADER_EPOCH + (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LENGTH);
-        uint64_t base = get_be64(batch + SHMLOG_BATCH_OFF_BASE_OFFSET);
-        if (rc == SHMLOG_OK && base != next_offset) rc = SHMLOG_ECORRUPT;
         if (rc) return fetch_fail(ring, cursor, start, pos, rc);
-        uint64_t count = (uint64_t)get_be32(batch + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
-        if (base + count > limit) break; /* above the high watermark: a failover could take it back */
+        uint64_t batch_bytes = batch_length_of(batch);
         const uint8_t *checked = batch;
         if (dst) {
             if (used + batch_bytes > dst_bytes) {
@@ -100,7 +98,13 @@ int64_t shmlog_ring_fetch(const shmlog_ring_handle *ring, shmlog_cursor *cursor,
             }
             memcpy(dst + used, batch, batch_bytes);
             checked = dst + used;
+            if (shmlog_batch_verify(checked, batch_bytes, 0) || batch_length_of(checked) != batch_bytes)
+                return fetch_fail(ring, cursor, start, pos, SHMLOG_ECORRUPT);
         }
+        uint64_t base = get_be64(checked + SHMLOG_BATCH_OFF_BASE_OFFSET);
+        if (base != next_offset) return fetch_fail(ring, cursor, start, pos, SHMLOG_ECORRUPT);
+        uint64_t count = (uint64_t)get_be32(checked + SHMLOG_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
+        if (base + count > limit) break; /* above the high watermark: a failover could take it back */
         if ((check_crc & SHMLOG_FETCH_CHECK_CRC) && shmlog_batch_verify(checked, batch_bytes, 1) != SHMLOG_OK)
             return fetch_fail(ring, cursor, start, pos, SHMLOG_ECRC);
         frames[n].map_pos = ring->data_offset + ring_index_of(ring, pos) + SHMLOG_FRAME_PREFIX_BYTES;

@@ -3,8 +3,8 @@
 Run as `python -m shmlog.broker.persister <data_dir>`; the supervisor spawns and restarts it.
 
 For each partition the persister keeps a cursor (ring position, next offset) at what is on
-disk. Each round it fetches what producers published past the cursor (zero-copy: the
-batches are written to the segment straight out of the shared mapping with writev), then
+disk. Each round it copies what producers published past the cursor into one buffer,
+checks the copy (base offsets, CRC32C) and writes it to the segment with writev, then
 publishes how far the ring is persisted and releases that ring space to producers. It
 fdatasyncs by policy: whenever a producer waits with acks=all (one fdatasync covers every
 waiter: group commit), or when flush.messages / flush.ms say so; flushed_offset, which
@@ -68,6 +68,7 @@ RETRY_CORRUPT_RING_S = 1.0
 CLAIM_POLL_S = 0.02          # a claimed, unpublished frame may belong to a dead producer
 CONTROL_CHECK_S = 0.1
 DRAIN_TIMEOUT_S = 30.0       # the supervisor waits 60 s for us after SIGTERM
+COPY_BUFFER_BYTES = 1 << 20  # grown to the largest batch met
 RETENTION_CHECK_MS_DEFAULT = 300_000
 LOCK_NAME = "persister.lock"
 INT64_MAX = 2**63 - 1
@@ -110,12 +111,28 @@ def settings_for(topic_config):
     )
 
 
+class CopyBuffer:
+    """Where batches are copied out of a ring, checked and written from."""
+
+    def __init__(self, size_bytes):
+        self._allocate(size_bytes)
+
+    def _allocate(self, size_bytes):
+        self.size_bytes = size_bytes
+        self.bytes = bytearray(size_bytes)
+        self.view = memoryview(self.bytes)
+        self.pointer = ffi.from_buffer(self.bytes)
+
+    def grow(self, at_least_bytes):
+        self._allocate(max(2 * self.size_bytes, at_least_bytes))
+
+
 class PartitionLog:
     """One partition: its ring, its segment writer, and how far the ring is on disk."""
 
     fsync_stats = None   # the Persister's FsyncStats (persister_stats.py): every flush is timed into it
 
-    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, requested_log_start=0,
+    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, copy_buffer, requested_log_start=0,
                  topic_id=None):
         self.topic, self.partition = topic, partition
         self.source = (ring_name, log_dir)
@@ -146,7 +163,7 @@ class PartitionLog:
         self.retention_errno = 0
         self.configure(settings, requested_log_start)
         self.persist = self.ring.header.persist
-        self.view = self.ring.mapping.view()
+        self.copy_buffer = copy_buffer
         self.frames = ffi.new("shmlog_frame_ref[]", FETCH_FRAMES)
         self.frame_table = np.frombuffer(ffi.buffer(self.frames), FRAME_REF_DTYPE)
         self.cursor = ffi.new("shmlog_cursor *")
@@ -320,10 +337,18 @@ class PartitionLog:
         return moved or flushed
 
     def persist_published(self):
-        """Append the batches published past the cursor: (cursor moved, bytes written)."""
-        probe = self.probe
-        probe.position, probe.next_offset = self.cursor.position, self.cursor.next_offset
-        n = self.ring.fetch(probe, ffi.NULL, 0, self.frames, FETCH_FRAMES, ALL_CRC)
+        """Append the batches published past the cursor: (cursor moved, bytes written).
+
+        They are copied out of the ring and checked as copied, and the copy is what is
+        written: a write straight from the mapping would write whatever some process put
+        there after the check (any process mapping the ring can write into it)."""
+        probe, copy = self.probe, self.copy_buffer
+        while True:
+            probe.position, probe.next_offset = self.cursor.position, self.cursor.next_offset
+            n = self.ring.fetch(probe, copy.pointer, copy.size_bytes, self.frames, FETCH_FRAMES, ALL_CRC)
+            if n != lib.SHMLOG_ESMALL:
+                break
+            copy.grow(self.frames[0].batch_bytes)
         if n == lib.SHMLOG_EOVERWRITTEN:
             self._resync_after_overwrite()
             return True, False
@@ -346,13 +371,13 @@ class PartitionLog:
             skip += 1
         wrote = skip < n
         if wrote:
-            view = self.view
-            pieces = [view[p:p + size] for p, size in zip(frames["map_pos"][skip:].tolist(),
-                                                          frames["batch_bytes"][skip:].tolist())]
-            self.writer.append(pieces, int(bases[skip]), probe.next_offset)
+            view, starts = copy.view, frames["dst_pos"]
+            last = n - 1
+            self.writer.append(view[int(starts[skip]):int(starts[last]) + int(frames["batch_bytes"][last])],
+                               int(bases[skip]), probe.next_offset)
             if self.ring.header.replication.replica_count > 1 and \
-                    leader_epoch.batch_epoch(view, int(frames["map_pos"][n - 1])) > self.epochs.latest:
-                self.epochs.note(view, list(zip(frames["map_pos"][skip:].tolist(), bases[skip:].tolist())))
+                    leader_epoch.batch_epoch(view, int(starts[last])) > self.epochs.latest:
+                self.epochs.note(view, list(zip(starts[skip:].tolist(), bases[skip:].tolist())))
         self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
         return True, wrote
 
@@ -706,10 +731,6 @@ class PartitionLog:
         return True   # close() leaves the producer snapshot (SegmentWriter._leave_clean_close)
 
     def close(self):
-        try:
-            self.view.release()
-        except BufferError:
-            pass
         self.writer.close()
         self.ring.close()
 
@@ -732,6 +753,7 @@ class Persister:
         self.breadcrumb = Breadcrumb(self.data_dir, "persister")   # for the supervisor, should we die
         self.scan = ActiveSet()  # the partitions a round looks at (persister_scan.py)
         self.files = open_files.OpenFiles(open_files.limit_from_rlimit())
+        self.copy_buffer = CopyBuffer(COPY_BUFFER_BYTES)   # one: partitions are pumped one at a time
 
     # -------------------------------------------------------------- metadata
 
@@ -787,8 +809,8 @@ class Persister:
         ring_name, log_dir, settings, requested_log_start, topic_id = spec
         self.breadcrumb.set(key)
         try:
-            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, requested_log_start,
-                                topic_id)
+            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, self.copy_buffer,
+                                requested_log_start, topic_id)
             part.fsync_stats = self.fsync_stats
         except PartitionBusy as exc:
             # A failover made this log dir the leader's: the mirror lets go of its follower log
