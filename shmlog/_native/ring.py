@@ -405,6 +405,34 @@ class Ring:
             if self.slot_state(s) == lib.SHMLOG_SLOT_OWNED and s.claim_unix_ns < oldest_ns:
                 self.repair_if_stuck(s.claim_position, doorbell, claim_timeout_ms)
 
+    def cursor_at_persister(self, offset):
+        """A cursor at `offset` when it is where the persister stands (persisted_offset) below
+        the ring's end, else None. Ring space is released only once persisted, so that batch is
+        in the ring, at persisted_position, even when locate() cannot reach it (its index entry
+        and the frames before it overwritten or garbage). A frame there that is not that batch
+        raises _BAD_MSG once the persister has stood on it for UNCLAIMED_GRACE_S (before that
+        the pair, two words, may have been read mid-update); a reader would otherwise wait
+        forever for an offset the persister cannot write."""
+        persist = self.header.persist
+        position, persisted = persist.persisted_position, persist.persisted_offset
+        if persisted != offset or offset >= self.end()[1] or self.memory_only:
+            return None
+        probe = ffi.new("shmlog_cursor *")
+        probe.position, probe.next_offset = position, offset
+        frames = ffi.new("shmlog_frame_ref[1]")
+        n = lib.shmlog_ring_fetch(self.map, probe, ffi.NULL, 0, frames, 1, 0)
+        key = ("persisted", position, offset)
+        if n >= 0 or n in (lib.SHMLOG_EOVERWRITTEN, lib.SHMLOG_ESMALL):
+            self._stuck_since.pop(key, None)
+            if n <= 0:
+                return None
+            probe.position, probe.next_offset = position, offset
+            return probe
+        first_seen = self._stuck_since.setdefault(key, time.monotonic())
+        if time.monotonic() - first_seen >= UNCLAIMED_GRACE_S:
+            self.fetch_failed(n, probe)
+        return None
+
     def _raise_if_unclaimed_too_long(self, position):
         """Below the tail, unpublished, and no producer slot claims it: only garbage in shared
         memory (or a claim whose slot was overwritten) leaves that; say so instead of waiting forever."""

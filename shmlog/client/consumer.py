@@ -453,6 +453,8 @@ class Consumer(_fast.ConsumerCore):
         cursor = None if below else reader.ring.locate(reader.next_offset)
         if cursor is None and reader.ring.memory_only:
             cursor = self._reset_behind_memory_only(reader)
+        elif cursor is None and not below:
+            cursor = reader.ring.cursor_at_persister(reader.next_offset)
         if cursor is not None:
             reader.cursor.position, reader.cursor.next_offset = cursor.position, cursor.next_offset
             reader.on_ring = True

@@ -562,6 +562,12 @@ def read_partition(conn, ring, topic, partition, offset, read_committed, max_byt
         ring.fetch_failed(n, io.next)
     data, transactional = batches_below(_read_segments(conn, topic, partition, offset, max_bytes),
                                         io.last_stable_offset if read_committed else io.high_watermark)
+    if not data:
+        # Neither on disk nor reachable from the ring's index: where the persister stands? (A
+        # corrupt frame there raises _BAD_MSG rather than leaving the client waiting forever.)
+        at = ring.cursor_at_persister(offset)
+        if at is not None:
+            conn.fetch_ends[key] = (ring, at.position, at.next_offset)
     return io, data, transactional
 
 
