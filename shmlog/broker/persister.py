@@ -111,20 +111,24 @@ def settings_for(topic_config):
     )
 
 
-class CopyBuffer:
-    """Where batches are copied out of a ring, checked and written from."""
+class PumpScratch:
+    """What pumping one partition works in: the frame table a fetch fills, and the buffer its
+    batches are copied into, checked in and written from. One per persister, as partitions are
+    pumped one at a time (one per partition would cost every idle partition 32 KiB)."""
 
-    def __init__(self, size_bytes):
-        self._allocate(size_bytes)
+    def __init__(self, copy_bytes):
+        self.frames = ffi.new("shmlog_frame_ref[]", FETCH_FRAMES)
+        self.frame_table = np.frombuffer(ffi.buffer(self.frames), FRAME_REF_DTYPE)
+        self._allocate(copy_bytes)
 
-    def _allocate(self, size_bytes):
-        self.size_bytes = size_bytes
-        self.bytes = bytearray(size_bytes)
-        self.view = memoryview(self.bytes)
-        self.pointer = ffi.from_buffer(self.bytes)
+    def _allocate(self, copy_bytes):
+        self.copy_bytes = copy_bytes
+        self.copy = bytearray(copy_bytes)
+        self.copy_view = memoryview(self.copy)
+        self.copy_pointer = ffi.from_buffer(self.copy)
 
-    def grow(self, at_least_bytes):
-        self._allocate(max(2 * self.size_bytes, at_least_bytes))
+    def grow_copy(self, at_least_bytes):
+        self._allocate(max(2 * self.copy_bytes, at_least_bytes))
 
 
 class PartitionLog:
@@ -132,7 +136,7 @@ class PartitionLog:
 
     fsync_stats = None   # the Persister's FsyncStats (persister_stats.py): every flush is timed into it
 
-    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, copy_buffer, requested_log_start=0,
+    def __init__(self, topic, partition, ring_name, log_dir, settings, doorbell, scratch, requested_log_start=0,
                  topic_id=None):
         self.topic, self.partition = topic, partition
         self.source = (ring_name, log_dir)
@@ -163,9 +167,7 @@ class PartitionLog:
         self.retention_errno = 0
         self.configure(settings, requested_log_start)
         self.persist = self.ring.header.persist
-        self.copy_buffer = copy_buffer
-        self.frames = ffi.new("shmlog_frame_ref[]", FETCH_FRAMES)
-        self.frame_table = np.frombuffer(ffi.buffer(self.frames), FRAME_REF_DTYPE)
+        self.scratch = scratch
         self.cursor = ffi.new("shmlog_cursor *")
         self.probe = ffi.new("shmlog_cursor *")
         self.cursor.position = self.persist.persisted_position
@@ -342,13 +344,14 @@ class PartitionLog:
         They are copied out of the ring and checked as copied, and the copy is what is
         written: a write straight from the mapping would write whatever some process put
         there after the check (any process mapping the ring can write into it)."""
-        probe, copy = self.probe, self.copy_buffer
+        probe, scratch = self.probe, self.scratch
         while True:
             probe.position, probe.next_offset = self.cursor.position, self.cursor.next_offset
-            n = self.ring.fetch(probe, copy.pointer, copy.size_bytes, self.frames, FETCH_FRAMES, ALL_CRC)
+            n = self.ring.fetch(probe, scratch.copy_pointer, scratch.copy_bytes, scratch.frames, FETCH_FRAMES,
+                                ALL_CRC)
             if n != lib.SHMLOG_ESMALL:
                 break
-            copy.grow(self.frames[0].batch_bytes)
+            scratch.grow_copy(scratch.frames[0].batch_bytes)
         if n == lib.SHMLOG_EOVERWRITTEN:
             self._resync_after_overwrite()
             return True, False
@@ -357,7 +360,7 @@ class PartitionLog:
                 self.cursor.position, self.cursor.next_offset = probe.position, probe.next_offset
                 return True, False
             return self._repair_stuck_claim(), False
-        frames = self.frame_table[:n]
+        frames = scratch.frame_table[:n]
         bases = frames["base_offset"]
         # Batches the segments already hold: a previous run wrote them but died before publishing.
         end = self.writer.log_end_offset
@@ -371,7 +374,7 @@ class PartitionLog:
             skip += 1
         wrote = skip < n
         if wrote:
-            view, starts = copy.view, frames["dst_pos"]
+            view, starts = scratch.copy_view, frames["dst_pos"]
             last = n - 1
             self.writer.append(view[int(starts[skip]):int(starts[last]) + int(frames["batch_bytes"][last])],
                                int(bases[skip]), probe.next_offset)
@@ -477,7 +480,7 @@ class PartitionLog:
         probe = self.probe
         probe.position, probe.next_offset = found.position, found.next_offset
         while probe.next_offset < offset:
-            if self.ring.fetch(probe, ffi.NULL, 0, self.frames, 1, ALL) != 1 or probe.next_offset > offset:
+            if self.ring.fetch(probe, ffi.NULL, 0, self.scratch.frames, 1, ALL) != 1 or probe.next_offset > offset:
                 return None  # fell out of the ring, or a batch straddles offset
         return probe.position, probe.next_offset
 
@@ -490,14 +493,14 @@ class PartitionLog:
         size = 1 << 20
         while probe.next_offset < end:
             buf = bytearray(size)
-            n = self.ring.fetch(probe, ffi.from_buffer(buf), len(buf), self.frames, FETCH_FRAMES, ALL_CRC)
+            n = self.ring.fetch(probe, ffi.from_buffer(buf), len(buf), self.scratch.frames, FETCH_FRAMES, ALL_CRC)
             if n == lib.SHMLOG_ESMALL:
-                size = max(2 * size, self.frames[0].batch_bytes)
+                size = max(2 * size, self.scratch.frames[0].batch_bytes)
                 continue
             if n <= 0:
                 return None
             view = memoryview(buf)
-            for _, dst_pos, base, batch_bytes, count in self.frame_table[:n].tolist():
+            for _, dst_pos, base, batch_bytes, count in self.scratch.frame_table[:n].tolist():
                 if base >= end:
                     break
                 if base + count <= offset:
@@ -753,7 +756,7 @@ class Persister:
         self.breadcrumb = Breadcrumb(self.data_dir, "persister")   # for the supervisor, should we die
         self.scan = ActiveSet()  # the partitions a round looks at (persister_scan.py)
         self.files = open_files.OpenFiles(open_files.limit_from_rlimit())
-        self.copy_buffer = CopyBuffer(COPY_BUFFER_BYTES)   # one: partitions are pumped one at a time
+        self.scratch = PumpScratch(COPY_BUFFER_BYTES)
 
     # -------------------------------------------------------------- metadata
 
@@ -809,7 +812,7 @@ class Persister:
         ring_name, log_dir, settings, requested_log_start, topic_id = spec
         self.breadcrumb.set(key)
         try:
-            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, self.copy_buffer,
+            part = PartitionLog(key[0], key[1], ring_name, log_dir, settings, self.bell, self.scratch,
                                 requested_log_start, topic_id)
             part.fsync_stats = self.fsync_stats
         except PartitionBusy as exc:
