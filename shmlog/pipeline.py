@@ -94,8 +94,7 @@ def _worker(index, conf, topics, function, batch, batch_size, output_topic, prod
         # shmlog's coordinator sees each member's pid itself.
         conf = {**conf, "client.id": f"{conf['group.id']}-worker-{index}-pid-{os.getpid()}"}
     stopping = StopEvent()
-    signal.signal(signal.SIGTERM, stopping.on_signal)
-    signal.signal(signal.SIGINT, stopping.on_signal)    # Ctrl-C reaches the whole process group: stop cleanly
+    stopping.set_on_signals()   # SIGTERM, and Ctrl-C, which reaches the whole process group: stop cleanly
     consumer = producer = None
     processed, last_report = 0, time.monotonic()
     try:

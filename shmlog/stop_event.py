@@ -9,6 +9,9 @@ flag, and a pipe that becomes readable when the flag is raised, which wait() sel
 """
 import os
 import select
+import signal
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)   # a Ctrl-C reaches the whole process group
 
 
 class StopEvent:
@@ -31,6 +34,11 @@ class StopEvent:
     def on_signal(self, *_):
         """A signal handler: signal.signal(signal.SIGTERM, event.on_signal)."""
         self.set()
+
+    def set_on_signals(self, signums=STOP_SIGNALS):
+        """Make SIGTERM and SIGINT (or signums) set it."""
+        for signum in signums:
+            signal.signal(signum, self.on_signal)
 
     def wait(self, timeout=None):
         """Until set or timeout seconds passed (None: no limit); whether it is set."""

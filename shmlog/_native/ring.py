@@ -381,8 +381,7 @@ class Ring:
         else:
             # A dead CLAIMING slot may have lost its CAS: repair only when nobody alive owns the
             # position and it stayed unpublished for a grace period.
-            first_seen = self._stuck_since.setdefault(position, time.monotonic())
-            if live_owner or time.monotonic() - first_seen < STUCK_CLAIM_GRACE_S or len(dead) != 1:
+            if live_owner or self._stuck_for_s(position) < STUCK_CLAIM_GRACE_S or len(dead) != 1:
                 return False
             chosen = dead[0][0]
         self._stuck_since.pop(position, None)
@@ -410,9 +409,9 @@ class Ring:
         the ring's end, else None. Ring space is released only once persisted, so that batch is
         in the ring, at persisted_position, even when locate() cannot reach it (its index entry
         and the frames before it overwritten or garbage). A frame there that is not that batch
-        raises _BAD_MSG once the persister has stood on it for UNCLAIMED_GRACE_S (before that
-        the pair, two words, may have been read mid-update); a reader would otherwise wait
-        forever for an offset the persister cannot write."""
+        raises _BAD_MSG once readers have seen it there, the persister not moving, for
+        UNCLAIMED_GRACE_S (before that the pair, two words, may have been read mid-update); a
+        reader would otherwise wait forever for an offset the persister cannot write."""
         persist = self.header.persist
         position, persisted = persist.persisted_position, persist.persisted_offset
         if persisted != offset or offset >= self.end()[1] or self.memory_only:
@@ -428,16 +427,18 @@ class Ring:
                 return None
             probe.position, probe.next_offset = position, offset
             return probe
-        first_seen = self._stuck_since.setdefault(key, time.monotonic())
-        if time.monotonic() - first_seen >= UNCLAIMED_GRACE_S:
+        if self._stuck_for_s(key) >= UNCLAIMED_GRACE_S:
             self.fetch_failed(n, probe)
         return None
+
+    def _stuck_for_s(self, key):
+        """Seconds since `key` (a ring position, or another stuck condition) was first seen stuck."""
+        return time.monotonic() - self._stuck_since.setdefault(key, time.monotonic())
 
     def _raise_if_unclaimed_too_long(self, position):
         """Below the tail, unpublished, and no producer slot claims it: only garbage in shared
         memory (or a claim whose slot was overwritten) leaves that; say so instead of waiting forever."""
-        first_seen = self._stuck_since.setdefault(position, time.monotonic())
-        if time.monotonic() - first_seen >= UNCLAIMED_GRACE_S:
+        if self._stuck_for_s(position) >= UNCLAIMED_GRACE_S:
             raise error(KafkaError._BAD_MSG,
                         f"{self.where()}: ring position {position} is below the tail but was never published "
                         f"and no producer claims it: the ring's shared memory is corrupt; recreate the topic or "

@@ -360,8 +360,7 @@ def main(argv=None):
     if c.control.peer_pid != supervisor:
         c.control.close()
         return 0
-    signal.signal(signal.SIGTERM, c.stopping.on_signal)
-    signal.signal(signal.SIGINT, c.stopping.on_signal)
+    c.stopping.set_on_signals()
     return c.run()
 
 

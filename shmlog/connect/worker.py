@@ -38,8 +38,7 @@ def task_main(worker_props: dict, connector_props: dict, task_id: int, task_prop
 
     from shmlog.connect import sink_task, source_task
     stopping = StopEvent()
-    signal.signal(signal.SIGTERM, stopping.on_signal)
-    signal.signal(signal.SIGINT, stopping.on_signal)
+    stopping.set_on_signals()
     worker = worker_config(worker_props)
     cfg = connector_config(connector_props, worker)
     pid = os.getpid()

@@ -19,7 +19,6 @@ batch, and its read position committed with the input offsets.
 from __future__ import annotations
 
 import os
-import signal
 import time
 import traceback
 
@@ -317,8 +316,7 @@ def main(index: int, payload: bytes, batch_size: int, stop, reports) -> None:
     """The worker process's entry point (spawned by streams/runner.py)."""
     import cloudpickle
 
-    signal.signal(signal.SIGTERM, _stopping.on_signal)
-    signal.signal(signal.SIGINT, _stopping.on_signal)
+    _stopping.set_on_signals()
     worker = None
     try:
         app = cloudpickle.loads(payload)
